@@ -1,0 +1,207 @@
+"""The routing table and everything it holds.
+
+Everything here is immutable once built: a new table is built from scratch on
+every change and swapped in with one assignment, so a request that already
+holds a reference to the old table finishes on a consistent view.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
+
+
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something in the input that was rejected, with enough context to fix it."""
+
+    obj: str  # e.g. "Ingress default/web" or a file path
+    reason: str
+    source: str = ""  # file the object came from, when known
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.obj}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Backend:
+    """A resolved Service port: the addresses traffic for a route goes to.
+
+    ``error`` is set when the Service cannot be resolved at all (missing Service
+    or port); the route then answers 503 with that text rather than falling
+    through to a broader route that belongs to someone else.
+    """
+
+    name: str  # "namespace/service:port", for logs and error bodies
+    endpoints: tuple[Endpoint, ...] = ()
+    error: str | None = None
+    # Round-robin cursor: runtime state, not part of the table's identity.
+    _cursor: itertools.count = field(default_factory=itertools.count, repr=False)
+
+    def pick(self) -> Endpoint | None:
+        eps = self.endpoints
+        if not eps:
+            return None
+        return eps[next(self._cursor) % len(eps)]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """Typed, validated annotation values that affect how a route is served."""
+
+    rewrite_target: str | None = None
+    use_regex: bool | None = None  # None: not set
+    ssl_redirect: bool = True
+    force_ssl_redirect: bool = False
+
+    @property
+    def regex_paths(self) -> bool:
+        """Whether this Ingress turns its host's paths into regular expressions.
+
+        As in ingress-nginx, use-regex or a rewrite-target does. ingressd also
+        honours an explicit ``use-regex: "false"`` beside a rewrite-target: paths
+        then stay Prefix/Exact and the target replaces only the matched prefix.
+        """
+        if self.use_regex is False:
+            return False
+        return bool(self.use_regex) or self.rewrite_target is not None
+
+
+DEFAULT_POLICY = RoutePolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    path: str
+    path_type: PathType
+    backend: Backend
+    ingress: str  # "namespace/name" of the Ingress the route came from
+    policy: RoutePolicy = DEFAULT_POLICY
+    # Set when the host is in regex mode and this is not an Exact path.
+    regex: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    """All routes for one host, indexed so a lookup costs O(path depth)."""
+
+    host: str  # "example.com", "*.example.com", or "" for rules without a host
+    exact: Mapping[str, Route] = field(default_factory=_empty)
+    # Prefix routes keyed by their path without trailing slashes ("/" -> "").
+    prefix: Mapping[str, Route] = field(default_factory=_empty)
+    # Non-Exact routes in nginx's evaluation order, when the host is in regex mode.
+    regex: tuple[Route, ...] = ()
+    regex_mode: bool = False
+    # spec.defaultBackend of the oldest Ingress with rules for this host.
+    default: Route | None = None
+    tls: bool = False  # host listed in some Ingress's spec.tls
+
+    def match(self, path: str) -> Route | None:
+        route = self.exact.get(path)
+        if route is not None:
+            return route
+        if self.regex_mode:
+            for route in self.regex:
+                if route.regex.match(path):  # type: ignore[union-attr]
+                    return route
+            return None
+        prefix = self.prefix
+        if not prefix:
+            return None
+        # Walk back one path element at a time: one dict probe per element, so
+        # the cost depends on the request path, not on how many routes exist.
+        key = path.rstrip("/")
+        while True:
+            route = prefix.get(key)
+            if route is not None:
+                return route
+            if not key:
+                return None
+            key = key[: key.rfind("/")]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSCertificate:
+    """A validated certificate and key from a Secret (see ``tls.py``)."""
+
+    secret: str  # "namespace/name"
+    cert_pem: bytes
+    key_pem: bytes
+    dns_names: tuple[str, ...]  # SAN DNS names (or CN when there are none), lowercase
+    not_after: float  # POSIX seconds
+
+    def covers(self, host: str) -> bool:
+        return any(name_matches(name, host) for name in self.dns_names)
+
+
+def name_matches(pattern: str, host: str) -> bool:
+    """DNS name match where a leading ``*.`` stands for exactly one label."""
+    if pattern.startswith("*."):
+        dot = host.find(".")
+        return dot > 0 and host[dot + 1 :] == pattern[2:]
+    return pattern == host
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    exact_hosts: Mapping[str, VirtualHost] = field(default_factory=_empty)
+    # Keyed by the suffix after "*." so a lookup is one dict probe.
+    wildcard_hosts: Mapping[str, VirtualHost] = field(default_factory=_empty)
+    catch_all: VirtualHost | None = None
+    default: Route | None = None  # spec.defaultBackend of the oldest Ingress with one
+    # host (exact or "*.suffix") -> certificate, for SNI
+    certificates: Mapping[str, TLSCertificate] = field(default_factory=_empty)
+    problems: tuple[Problem, ...] = ()
+    generation: int = 0
+
+    def find_host(self, host: str) -> VirtualHost | None:
+        vhost = self.exact_hosts.get(host)
+        if vhost is not None:
+            return vhost
+        if self.wildcard_hosts:
+            dot = host.find(".")
+            if dot > 0:
+                vhost = self.wildcard_hosts.get(host[dot + 1 :])
+                if vhost is not None:
+                    return vhost
+        return self.catch_all
+
+    def route_for(self, host: str, path: str) -> Route | None:
+        """The route serving ``host`` (normalised) and ``path``, defaults included."""
+        vhost = self.find_host(host)
+        if vhost is not None:
+            route = vhost.match(path)
+            if route is not None:
+                return route
+            if vhost.default is not None:
+                return vhost.default
+        return self.default
+
+    def certificate_for(self, server_name: str) -> TLSCertificate | None:
+        cert = self.certificates.get(server_name)
+        if cert is None:
+            dot = server_name.find(".")
+            if dot > 0:
+                cert = self.certificates.get("*" + server_name[dot:])
+        return cert

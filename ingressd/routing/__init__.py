@@ -1,0 +1,1 @@
+"""Routing: objects -> table (``build``) and request -> action (``decide``)."""

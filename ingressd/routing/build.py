@@ -1,0 +1,439 @@
+"""Objects in, routing table out: a pure function, testable without sockets.
+
+Every problem is scoped to the smallest thing it affects (one path, one TLS
+entry, one Ingress) and reported; everything else keeps its routes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .. import annotations
+from ..model import (
+    Backend,
+    Endpoint,
+    Problem,
+    Route,
+    RoutePolicy,
+    RouteTable,
+    TLSCertificate,
+    VirtualHost,
+)
+from ..store import Obj, Snapshot, describe
+from ..tls import TLSError, load_certificate
+
+DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+
+_HOST_RE = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOptions:
+    controller_name: str = DEFAULT_CONTROLLER
+    ingress_class: str = "ingressd"  # value of the legacy kubernetes.io/ingress.class
+
+
+@dataclass(slots=True)
+class _Path:
+    host: str
+    path: str
+    path_type: str
+    backend: Backend
+
+
+@dataclass(slots=True)
+class _IngressPlan:
+    """One of our Ingresses, parsed and validated but not yet merged."""
+
+    obj: Obj
+    name: str  # namespace/name
+    describe: str
+    origin: str
+    policy: RoutePolicy
+    paths: list[_Path] = field(default_factory=list)
+    hosts: set[str] = field(default_factory=set)
+    default_backend: Backend | None = None
+    tls: list[tuple[list[str], str]] = field(default_factory=list)  # (hosts, secretName)
+
+
+class _Builder:
+    def __init__(self, snap: Snapshot, opts: BuildOptions, now: float | None) -> None:
+        self.snap = snap
+        self.opts = opts
+        self.now = now
+        self.problems: list[Problem] = []
+        self._backends: dict[tuple[str, str, Any], Backend] = {}
+
+    def problem(self, obj: Obj, reason: str) -> None:
+        self.problems.append(Problem(describe(obj), reason, self.snap.origin(obj)))
+
+    # -- which Ingresses are ours --------------------------------------------
+
+    def is_ours(self, ing: Obj) -> bool:
+        meta = ing.get("metadata") or {}
+        legacy = (meta.get("annotations") or {}).get(LEGACY_CLASS_ANNOTATION)
+        if legacy is not None:
+            return legacy == self.opts.ingress_class
+        class_name = (ing.get("spec") or {}).get("ingressClassName")
+        classes = self.snap.of("IngressClass")
+        if class_name:
+            ic = classes.get(("", class_name))
+            if ic is None:
+                # Only worth reporting when nothing could ever claim it here.
+                if class_name == self.opts.ingress_class:
+                    self.problem(ing, f"IngressClass {class_name!r} does not exist")
+                return False
+            return (ic.get("spec") or {}).get("controller") == self.opts.controller_name
+        return any(
+            (ic.get("spec") or {}).get("controller") == self.opts.controller_name
+            and ((ic.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION)
+            == "true"
+            for ic in classes.values()
+        )
+
+    # -- backends ----------------------------------------------------------------
+
+    def backend(self, namespace: str, spec: Any) -> Backend:
+        """Resolve an IngressBackend; raise ValueError for a malformed one."""
+        if not isinstance(spec, dict):
+            raise ValueError("backend is missing")
+        if "resource" in spec:
+            raise ValueError("resource backends are not supported; use a Service")
+        svc = spec.get("service")
+        if not isinstance(svc, dict) or not svc.get("name"):
+            raise ValueError("backend.service.name is missing")
+        port = svc.get("port") or {}
+        if not isinstance(port, dict):
+            raise ValueError("backend.service.port must be an object")
+        ref: int | str
+        if port.get("number") is not None:
+            try:
+                ref = int(port["number"])
+            except (TypeError, ValueError):
+                raise ValueError(f"backend port {port['number']!r} is not a number") from None
+            if not 0 < ref < 65536:
+                raise ValueError(f"backend port {ref} is out of range")
+        elif port.get("name"):
+            ref = str(port["name"])
+        else:
+            raise ValueError("backend.service.port needs a number or a name")
+        key = (namespace, svc["name"], ref)
+        backend = self._backends.get(key)
+        if backend is None:
+            backend = resolve_service(self.snap, namespace, svc["name"], ref)
+            self._backends[key] = backend
+        return backend
+
+    # -- one Ingress -------------------------------------------------------------
+
+    def plan(self, ing: Obj) -> _IngressPlan | None:
+        meta = ing.get("metadata") or {}
+        ns = meta.get("namespace") or "default"
+        spec = ing.get("spec")
+        if not isinstance(spec, dict):
+            self.problem(ing, "spec is missing")
+            return None
+        policy, messages = annotations.parse_policy(meta.get("annotations"))
+        for msg in messages:
+            self.problem(ing, msg)
+        plan = _IngressPlan(
+            obj=ing,
+            name=f"{ns}/{meta.get('name')}",
+            describe=describe(ing),
+            origin=self.snap.origin(ing),
+            policy=policy,
+        )
+        if spec.get("defaultBackend") is not None:
+            try:
+                plan.default_backend = self.backend(ns, spec["defaultBackend"])
+            except ValueError as exc:
+                self.problem(ing, f"defaultBackend: {exc}")
+        rules = spec.get("rules") or []
+        if not isinstance(rules, list):
+            self.problem(ing, "spec.rules must be a list")
+            return None
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, dict):
+                self.problem(ing, f"rules[{i}] must be an object")
+                continue
+            host = str(rule.get("host") or "").lower()
+            if host and not _HOST_RE.match(host):
+                self.problem(ing, f"rules[{i}].host {host!r} is not a valid DNS name or wildcard")
+                continue
+            plan.hosts.add(host)
+            paths = ((rule.get("http") or {}).get("paths")) or []
+            for j, p in enumerate(paths):
+                where = f"rules[{i}].http.paths[{j}]"
+                if not isinstance(p, dict):
+                    self.problem(ing, f"{where} must be an object")
+                    continue
+                path_type = p.get("pathType")
+                if path_type not in PATH_TYPES:
+                    self.problem(
+                        ing, f"{where}.pathType {path_type!r} must be one of {', '.join(PATH_TYPES)}"
+                    )
+                    continue
+                path = p.get("path")
+                if path is None or path == "":
+                    if path_type != "ImplementationSpecific":
+                        self.problem(ing, f"{where}.path is required for pathType {path_type}")
+                        continue
+                    path = "/"
+                path = str(path)
+                if not path.startswith("/") and not (
+                    policy.regex_paths and path_type != "Exact"
+                ):
+                    self.problem(ing, f"{where}.path {path!r} must start with /")
+                    continue
+                try:
+                    backend = self.backend(ns, p.get("backend"))
+                except ValueError as exc:
+                    self.problem(ing, f"{where}: {exc}")
+                    continue
+                plan.paths.append(_Path(host, path, path_type, backend))
+        for i, tls in enumerate(spec.get("tls") or []):
+            if not isinstance(tls, dict):
+                self.problem(ing, f"tls[{i}] must be an object")
+                continue
+            hosts = [str(h).lower() for h in tls.get("hosts") or []]
+            plan.tls.append((hosts, str(tls.get("secretName") or "")))
+        if not plan.paths and plan.default_backend is None and not plan.tls:
+            self.problem(ing, "has no usable rules and no defaultBackend")
+        return plan
+
+
+def resolve_service(snap: Snapshot, namespace: str, name: str, port: int | str) -> Backend:
+    """Service port -> ready endpoint addresses (EndpointSlices), or an error."""
+    label = f"{namespace}/{name}:{port}"
+    svc = snap.get("Service", namespace, name)
+    if svc is None:
+        return Backend(label, error=f"service {namespace}/{name} not found")
+    spec = svc.get("spec") or {}
+    svc_port = None
+    for sp in spec.get("ports") or []:
+        if (isinstance(port, int) and sp.get("port") == port) or (
+            isinstance(port, str) and sp.get("name") == port
+        ):
+            svc_port = sp
+            break
+    if spec.get("type") == "ExternalName":
+        external = spec.get("externalName")
+        if not external:
+            return Backend(label, error=f"service {namespace}/{name} has no externalName")
+        number = _external_port(svc_port, port)
+        if number is None:
+            return Backend(label, error=f"service {namespace}/{name} has no port {port!r}")
+        return Backend(label, endpoints=(Endpoint(str(external).rstrip("."), number),))
+    if svc_port is None:
+        return Backend(label, error=f"service {namespace}/{name} has no port {port!r}")
+    port_name = svc_port.get("name") or ""
+    found: set[Endpoint] = set()
+    for eps in snap.slices_by_service.get((namespace, name), ()):
+        number = None
+        for ep_port in eps.get("ports") or []:
+            if (ep_port.get("name") or "") == port_name and ep_port.get("port"):
+                number = int(ep_port["port"])
+                break
+        if number is None:
+            continue
+        for ep in eps.get("endpoints") or []:
+            # A nil "ready" means unknown, which the API says to treat as ready.
+            if (ep.get("conditions") or {}).get("ready") is False:
+                continue
+            addresses = ep.get("addresses") or []
+            if addresses:
+                found.add(Endpoint(str(addresses[0]), number))
+    return Backend(label, endpoints=tuple(sorted(found, key=lambda e: (e.host, e.port))))
+
+
+def _external_port(svc_port: dict | None, port: int | str) -> int | None:
+    if svc_port is not None:
+        target = svc_port.get("targetPort")
+        if isinstance(target, int) and target > 0:
+            return target
+        return int(svc_port["port"])
+    return port if isinstance(port, int) else None
+
+
+def _creation_order(ing: Obj) -> tuple[str, str, str]:
+    meta = ing.get("metadata") or {}
+    # Objects from files usually have no timestamp: they sort after the ones that
+    # do, then by namespace/name, so the order is still total.
+    ts = str(meta.get("creationTimestamp") or "~")
+    return (ts, meta.get("namespace") or "default", meta.get("name") or "")
+
+
+def _prefix_key(path: str) -> str:
+    return path.rstrip("/")
+
+
+def build_table(
+    snap: Snapshot, opts: BuildOptions = BuildOptions(), *, generation: int = 0,
+    now: float | None = None,
+) -> RouteTable:
+    """Build the routing table; problems are returned in ``table.problems``."""
+    b = _Builder(snap, opts, now)
+    ours = sorted(
+        (ing for ing in snap.of("Ingress").values() if b.is_ours(ing)), key=_creation_order
+    )
+    plans = [p for p in (b.plan(ing) for ing in ours) if p is not None]
+
+    # ingress-nginx turns every path of a host into a regex once any Ingress on
+    # that host asks for regex paths; users moving over depend on that.
+    # An Ingress whose own regex is invalid is rejected whole (and so does not
+    # turn its host into regex mode either).
+    plans = [p for p in plans if not (p.policy.regex_paths and _bad_regex(b, p))]
+    regex_hosts = {p.host for plan in plans if plan.policy.regex_paths for p in plan.paths}
+
+    hosts: dict[str, dict[str, Any]] = {}
+
+    def vhost_parts(host: str) -> dict[str, Any]:
+        parts = hosts.get(host)
+        if parts is None:
+            parts = hosts[host] = {"exact": {}, "prefix": {}, "regex": [], "default": None}
+        return parts
+
+    for plan in plans:
+        for p in plan.paths:
+            parts = vhost_parts(p.host)
+            regex = None
+            if p.path_type == "Exact":
+                bucket, key = parts["exact"], p.path
+            elif p.host in regex_hosts:
+                try:
+                    regex = re.compile("^" + p.path, re.IGNORECASE)
+                except re.error as exc:
+                    b.problem(plan.obj, f"path {p.path!r} on host {p.host or '*'} is matched as a "
+                              f"regular expression (another Ingress on this host uses regex) and "
+                              f"is not valid: {exc}; path skipped")
+                    continue
+                bucket, key = None, p.path
+            else:
+                bucket, key = parts["prefix"], _prefix_key(p.path)
+            route = Route(p.path, p.path_type, p.backend, plan.name, plan.policy, regex)  # type: ignore[arg-type]
+            if bucket is None:
+                if any(r.path == key for r in parts["regex"]):
+                    _conflict(b, plan, p, next(r for r in parts["regex"] if r.path == key))
+                    continue
+                parts["regex"].append(route)
+            elif key in bucket:
+                _conflict(b, plan, p, bucket[key])
+            else:
+                bucket[key] = route
+        if plan.default_backend is not None:
+            route = Route("/", "Prefix", plan.default_backend, plan.name, plan.policy)
+            for host in plan.hosts:
+                parts = vhost_parts(host)
+                if parts["default"] is None:
+                    parts["default"] = route
+
+    certificates, tls_hosts = _certificates(b, plans)
+
+    exact_hosts: dict[str, VirtualHost] = {}
+    wildcard_hosts: dict[str, VirtualHost] = {}
+    catch_all = None
+    for host, parts in hosts.items():
+        # nginx tries regex locations in order; ingress-nginx sorts longest first.
+        regex_routes = sorted(parts["regex"], key=lambda r: -len(r.path))
+        vhost = VirtualHost(
+            host=host,
+            exact=MappingProxyType(parts["exact"]),
+            prefix=MappingProxyType(parts["prefix"]),
+            regex=tuple(regex_routes),
+            regex_mode=host in regex_hosts,
+            default=parts["default"],
+            tls=host in tls_hosts,
+        )
+        if not host:
+            catch_all = vhost
+        elif host.startswith("*."):
+            wildcard_hosts[host[2:]] = vhost
+        else:
+            exact_hosts[host] = vhost
+    default = next(
+        (Route("/", "Prefix", p.default_backend, p.name, p.policy)
+         for p in plans if p.default_backend is not None),
+        None,
+    )
+    return RouteTable(
+        exact_hosts=MappingProxyType(exact_hosts),
+        wildcard_hosts=MappingProxyType(wildcard_hosts),
+        catch_all=catch_all,
+        default=default,
+        certificates=MappingProxyType(certificates),
+        problems=tuple(b.problems),
+        generation=generation,
+    )
+
+
+def _bad_regex(b: _Builder, plan: _IngressPlan) -> bool:
+    for p in plan.paths:
+        if p.path_type == "Exact":
+            continue
+        try:
+            re.compile("^" + p.path, re.IGNORECASE)
+        except re.error as exc:
+            b.problem(plan.obj, f"path {p.path!r} is not a valid regular expression ({exc}); "
+                      "Ingress skipped")
+            return True
+    return False
+
+
+def _conflict(b: _Builder, plan: _IngressPlan, p: _Path, winner: Route) -> None:
+    if winner.ingress == plan.name:
+        b.problem(plan.obj, f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is listed "
+                  "twice; the first one is used")
+    else:
+        b.problem(plan.obj, f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is already "
+                  f"served by older Ingress {winner.ingress}; this rule is ignored")
+
+
+def _certificates(
+    b: _Builder, plans: Iterable[_IngressPlan]
+) -> tuple[dict[str, TLSCertificate], set[str]]:
+    certificates: dict[str, TLSCertificate] = {}
+    tls_hosts: set[str] = set()
+    loaded: dict[tuple[str, str], TLSCertificate | str] = {}
+    for plan in plans:
+        ns = plan.name.split("/", 1)[0]
+        for hosts, secret_name in plan.tls:
+            # A TLS entry without hosts covers the Ingress's own rule hosts.
+            hosts = hosts or sorted(h for h in plan.hosts if h)
+            tls_hosts.update(hosts)
+            if not secret_name:
+                continue  # the default certificate serves these hosts
+            key = (ns, secret_name)
+            if key not in loaded:
+                secret = b.snap.get("Secret", ns, secret_name)
+                if secret is None:
+                    loaded[key] = f"TLS Secret {ns}/{secret_name} not found"
+                else:
+                    try:
+                        loaded[key] = load_certificate(secret, now=b.now)
+                    except TLSError as exc:
+                        loaded[key] = str(exc)
+            cert = loaded[key]
+            if isinstance(cert, str):
+                b.problem(plan.obj, f"{cert}; hosts {', '.join(hosts)} use the default certificate")
+                continue
+            for host in hosts:
+                held = certificates.get(host)
+                if held is not None:
+                    if held.secret != cert.secret:
+                        b.problem(plan.obj, f"TLS for host {host} already comes from Secret "
+                                  f"{held.secret} of an older Ingress; Secret {cert.secret} ignored")
+                    continue
+                if not cert.covers(host):
+                    b.problem(plan.obj, f"certificate in Secret {cert.secret} does not cover host "
+                              f"{host} (it names {', '.join(cert.dns_names) or 'nothing'}); the "
+                              "default certificate is used")
+                    continue
+                certificates[host] = cert
+    return certificates, tls_hosts

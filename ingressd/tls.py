@@ -1,0 +1,190 @@
+"""TLS: certificates from Secrets, the default certificate, and SNI selection."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import logging
+import os
+import ssl
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from .model import RouteTable, TLSCertificate
+
+log = logging.getLogger("ingressd.tls")
+
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+
+
+class TLSError(ValueError):
+    pass
+
+
+def secret_value(secret: dict[str, Any], key: str) -> bytes | None:
+    """A Secret value as bytes, from ``stringData`` or base64 ``data``."""
+    string_data = secret.get("stringData") or {}
+    if key in string_data:
+        return str(string_data[key]).encode()
+    data = secret.get("data") or {}
+    if key not in data:
+        return None
+    try:
+        return base64.b64decode(data[key] or "", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise TLSError(f"data.{key} is not valid base64") from exc
+
+
+def load_certificate(secret: dict[str, Any], now: float | None = None) -> TLSCertificate:
+    """Validate a ``kubernetes.io/tls`` Secret; raise TLSError saying what is wrong."""
+    meta = secret.get("metadata") or {}
+    name = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    stype = secret.get("type", "Opaque")
+    if stype != TLS_SECRET_TYPE:
+        raise TLSError(f"Secret {name} has type {stype!r}, want {TLS_SECRET_TYPE!r}")
+    cert_pem = secret_value(secret, "tls.crt")
+    key_pem = secret_value(secret, "tls.key")
+    if not cert_pem or not key_pem:
+        raise TLSError(f"Secret {name} lacks tls.crt or tls.key")
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as exc:
+        raise TLSError(f"Secret {name}: tls.crt is not a PEM certificate ({exc})") from exc
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise TLSError(f"Secret {name}: tls.key is not an unencrypted PEM key ({exc})") from exc
+    leaf = chain[0]
+    if leaf.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
+        raise TLSError(f"Secret {name}: tls.key does not match the certificate in tls.crt")
+    now_dt = (
+        dt.datetime.now(dt.UTC) if now is None else dt.datetime.fromtimestamp(now, dt.UTC)
+    )
+    if leaf.not_valid_after_utc < now_dt:
+        raise TLSError(f"Secret {name}: certificate expired at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}")
+    if leaf.not_valid_before_utc > now_dt:
+        raise TLSError(f"Secret {name}: certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}")
+    return TLSCertificate(
+        secret=name,
+        cert_pem=cert_pem,
+        key_pem=key_pem,
+        dns_names=certificate_names(leaf),
+        not_after=leaf.not_valid_after_utc.timestamp(),
+    )
+
+
+def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = san.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return tuple(sorted({str(n).lower().rstrip(".") for n in names}))
+
+
+def self_signed(
+    common_name: str = "ingressd default certificate",
+    dns_names: tuple[str, ...] = ("ingress.local",),
+    days: int = 365,
+) -> tuple[bytes, bytes]:
+    """A fresh self-signed (cert PEM, key PEM), like ingress-nginx's fake certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ingressd"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """A server SSLContext with ingressd's defaults for one certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    # ssl can only load keys from files: write them to a private directory for
+    # the duration of the call.
+    with tempfile.TemporaryDirectory(prefix="ingressd-tls-") as tmp:
+        os.chmod(tmp, 0o700)
+        cert_path = os.path.join(tmp, "tls.crt")
+        key_path = os.path.join(tmp, "tls.key")
+        with open(cert_path, "wb") as f:
+            f.write(cert_pem)
+        with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(key_pem)
+        ctx.load_cert_chain(cert_path, key_path)
+    return ctx
+
+
+class CertificateSelector:
+    """Picks the SSLContext for a handshake from the live table's certificates.
+
+    Contexts are cached per certificate, so a table rebuild that keeps the same
+    Secret reuses the context (and its session-ticket keys).
+    """
+
+    def __init__(self, table: Callable[[], RouteTable], default: tuple[bytes, bytes]) -> None:
+        self._table = table
+        self._contexts: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
+        self.default_context = server_context(*default)
+        self.default_context.sni_callback = self._sni
+
+    def context_for(self, cert: TLSCertificate) -> ssl.SSLContext:
+        key = (cert.cert_pem, cert.key_pem)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = server_context(cert.cert_pem, cert.key_pem)
+            self._contexts[key] = ctx
+        return ctx
+
+    def prune(self) -> None:
+        """Forget contexts for certificates no longer in the table."""
+        live = {(c.cert_pem, c.key_pem) for c in self._table().certificates.values()}
+        for key in list(self._contexts):
+            if key not in live:
+                del self._contexts[key]
+
+    def _sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        if not server_name:
+            return None
+        cert = self._table().certificate_for(server_name.lower().rstrip("."))
+        if cert is not None:
+            try:
+                sslobj.context = self.context_for(cert)
+            except (ssl.SSLError, OSError) as exc:  # validated at build; belt and braces
+                log.error("cannot use certificate %s for %s: %s", cert.secret, server_name, exc)
+        return None
