@@ -160,8 +160,15 @@ class CertificateSelector:
     def __init__(self, table: Callable[[], RouteTable], default: tuple[bytes, bytes]) -> None:
         self._table = table
         self._contexts: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
+        # The listener's context: it holds the generated certificate and runs
+        # the SNI callback for every handshake.
         self.default_context = server_context(*default)
         self.default_context.sni_callback = self._sni
+        self._fallback: ssl.SSLContext | None = None  # --default-certificate, when valid
+
+    def set_default(self, cert: TLSCertificate | None) -> None:
+        """Serve ``cert`` (from --default-certificate) to hosts without their own."""
+        self._fallback = self.context_for(cert) if cert is not None else None
 
     def context_for(self, cert: TLSCertificate) -> ssl.SSLContext:
         key = (cert.cert_pem, cert.key_pem)
@@ -174,17 +181,21 @@ class CertificateSelector:
     def prune(self) -> None:
         """Forget contexts for certificates no longer in the table."""
         live = {(c.cert_pem, c.key_pem) for c in self._table().certificates.values()}
+        live.update(k for k, ctx in self._contexts.items() if ctx is self._fallback)
         for key in list(self._contexts):
             if key not in live:
                 del self._contexts[key]
 
     def _sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-        if not server_name:
-            return None
-        cert = self._table().certificate_for(server_name.lower().rstrip("."))
+        cert = None
+        if server_name:
+            cert = self._table().certificate_for(server_name.lower().rstrip("."))
         if cert is not None:
             try:
                 sslobj.context = self.context_for(cert)
+                return None
             except (ssl.SSLError, OSError) as exc:  # validated at build; belt and braces
                 log.error("cannot use certificate %s for %s: %s", cert.secret, server_name, exc)
+        if self._fallback is not None:
+            sslobj.context = self._fallback
         return None

@@ -1,0 +1,110 @@
+"""Running ingressd: listeners, admin endpoints, the source, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from .controller import Controller
+from .model import RouteTable
+from .proxy.server import ProxySettings, ProxyState
+from .routing.build import BuildOptions
+from .tls import CertificateSelector, self_signed
+
+log = logging.getLogger("ingressd")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    manifests: Path
+    address: str = "0.0.0.0"
+    http_port: int = 8080
+    https_port: int = 8443
+    admin_port: int = 10254
+    build: BuildOptions = field(default_factory=BuildOptions)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    default_certificate: str | None = None
+    shutdown_grace: float = 10.0
+
+
+def admin_app(controller: Controller, state: ProxyState) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if controller.ready:
+            return web.Response(text=f"ready: table generation {controller.generation}\n")
+        return web.Response(status=503, text="not ready: no routing table yet\n")
+
+    async def problems(_: web.Request) -> web.Response:
+        return web.json_response(
+            {"generation": state.table.generation,
+             "problems": [str(p) for p in state.table.problems]}
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/problems", problems)
+    return app
+
+
+async def serve(config: ServeConfig, started: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    from .sources.manifests import ManifestSource
+
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (tests): the caller sets ``stop``
+
+    state = ProxyState(RouteTable(), config.proxy)
+    selector = CertificateSelector(lambda: state.table, self_signed())
+    controller = Controller(state, selector, config.build, config.default_certificate)
+    source = ManifestSource(
+        config.manifests, lambda result: controller.apply(result.store.snapshot(), result.problems)
+    )
+    source.load()  # the first table exists before the first connection is accepted
+
+    servers = [
+        await loop.create_server(state.protocol_factory(False), config.address, config.http_port,
+                                 reuse_address=True, backlog=1024),
+        await loop.create_server(state.protocol_factory(True), config.address, config.https_port,
+                                 ssl=selector.default_context, reuse_address=True, backlog=1024),
+    ]
+    runner = web.AppRunner(admin_app(controller, state), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.address, config.admin_port).start()
+    watcher = loop.create_task(source.run(stop))
+    log.info(
+        "ingressd serving %s: http %s:%d, https %s:%d, admin %s:%d",
+        config.manifests, config.address, config.http_port, config.address, config.https_port,
+        config.address, config.admin_port,
+    )
+    if started is not None:
+        started.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for server in servers:
+            server.close()
+        for conn in list(state.connections):
+            conn.shutdown()
+        deadline = loop.time() + config.shutdown_grace
+        while state.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(state.connections):
+            conn.transport.abort()  # type: ignore[union-attr]
+        state.pool.close()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await runner.cleanup()

@@ -1,0 +1,106 @@
+"""Command line: ``ingressd serve`` and ``ingressd demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .app import ServeConfig, serve
+from .proxy.server import ProxySettings
+from .routing.build import DEFAULT_CONTROLLER, BuildOptions
+
+
+def _common(p: argparse.ArgumentParser, address: str) -> None:
+    p.add_argument("--address", default=address, help=f"address to listen on (default {address})")
+    p.add_argument("--http-port", type=int, default=8080, help="plain HTTP port (default 8080)")
+    p.add_argument("--https-port", type=int, default=8443, help="HTTPS port (default 8443)")
+    p.add_argument("--admin-port", type=int, default=10254,
+                   help="port of /healthz, /readyz and /problems (default 10254)")
+    p.add_argument("--https-redirect-port", type=int, default=None,
+                   help="port put in HTTP->HTTPS redirects (default: --https-port; 443 behind "
+                        "a load balancer that maps it)")
+    p.add_argument("--ingress-class", default="ingressd",
+                   help="value of the legacy kubernetes.io/ingress.class annotation to serve")
+    p.add_argument("--controller-name", default=DEFAULT_CONTROLLER,
+                   help=f"spec.controller of IngressClasses to serve (default {DEFAULT_CONTROLLER})")
+    p.add_argument("--default-certificate", metavar="NS/NAME",
+                   help="TLS Secret served to hosts without a certificate of their own")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="ingressd", description=__doc__)
+    top.add_argument("--version", action="version", version=f"ingressd {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve the Ingresses found in a folder of manifests")
+    s.add_argument("--manifests", type=Path, metavar="DIR",
+                   help="folder of Kubernetes YAML (IngressClass, Ingress, Service, "
+                        "EndpointSlice, Secret); watched for changes")
+    _common(s, "0.0.0.0")
+    d = sub.add_parser("demo", help="start demo upstreams and serve the bundled examples/")
+    d.add_argument("--manifests", type=Path, default=Path("examples"), metavar="DIR",
+                   help="folder of example manifests (default ./examples)")
+    _common(d, "127.0.0.1")
+    return top
+
+
+def config_from(args: argparse.Namespace) -> ServeConfig:
+    return ServeConfig(
+        manifests=args.manifests,
+        address=args.address,
+        http_port=args.http_port,
+        https_port=args.https_port,
+        admin_port=args.admin_port,
+        build=BuildOptions(controller_name=args.controller_name, ingress_class=args.ingress_class),
+        proxy=ProxySettings(https_redirect_port=args.https_redirect_port or args.https_port),
+        default_certificate=args.default_certificate,
+    )
+
+
+async def _demo(config: ServeConfig) -> None:
+    from .demo import start_demo_upstreams
+
+    upstreams = await start_demo_upstreams(config.manifests)
+    names = ", ".join(f"{u.name}@{u.host}:{u.port}" for u in upstreams)
+    logging.getLogger("ingressd.demo").info("demo upstreams: %s", names or "none")
+    try:
+        await serve(config)
+    finally:
+        for u in upstreams:
+            await u.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve" and args.manifests is None:
+        print("ingressd serve: --manifests DIR is required (cluster mode is not available yet)",
+              file=sys.stderr)
+        return 2
+    if not args.manifests.is_dir():
+        print(f"ingressd {args.command}: {args.manifests} is not a folder", file=sys.stderr)
+        return 2
+    config = config_from(args)
+    import uvloop
+
+    coro = _demo(config) if args.command == "demo" else serve(config)
+    try:
+        uvloop.run(coro)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"ingressd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Objects in, live table out: build, warm TLS, swap, report what changed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from .model import Problem, RouteTable
+from .proxy.server import ProxyState
+from .routing.build import BuildOptions, build_table
+from .store import Snapshot
+from .tls import CertificateSelector, TLSError, load_certificate
+
+log = logging.getLogger("ingressd.controller")
+
+
+class Controller:
+    """Turns each new snapshot of objects into the table every connection uses."""
+
+    def __init__(
+        self,
+        state: ProxyState,
+        selector: CertificateSelector | None,
+        options: BuildOptions,
+        default_certificate: str | None = None,  # "namespace/name" of a TLS Secret
+    ) -> None:
+        self.state = state
+        self.selector = selector
+        self.options = options
+        self.default_certificate = default_certificate
+        self.generation = 0
+        self.ready = False
+        self._reported: set[str] = set()
+
+    def apply(self, snapshot: Snapshot, source_problems: Iterable[Problem] = ()) -> RouteTable:
+        self.generation += 1
+        table = build_table(snapshot, self.options, generation=self.generation)
+        problems = [*source_problems, *table.problems]
+        if self.selector is not None:
+            problems += self._prepare_tls(snapshot, table)
+        # One store: connections read ``state.table`` once per request, so each
+        # request sees either the old table or the new one, never a mix.
+        self.state.table = table
+        if self.selector is not None:
+            self.selector.prune()
+        self.ready = True
+        self._report(problems)
+        hosts = len(table.exact_hosts) + len(table.wildcard_hosts) + (table.catch_all is not None)
+        log.info(
+            "routing table generation %d: %d hosts, %d TLS hosts, %d problems",
+            table.generation, hosts, len(table.certificates), len(problems),
+        )
+        return table
+
+    def _prepare_tls(self, snapshot: Snapshot, table: RouteTable) -> list[Problem]:
+        """Create SSL contexts before the swap so no handshake waits on them."""
+        assert self.selector is not None
+        problems = []
+        for cert in {c.secret: c for c in table.certificates.values()}.values():
+            try:
+                self.selector.context_for(cert)
+            except (OSError, ValueError) as exc:
+                problems.append(Problem(f"Secret {cert.secret}", f"cannot load certificate: {exc}"))
+        if self.default_certificate:
+            ns, _, name = self.default_certificate.partition("/")
+            secret = snapshot.get("Secret", ns, name)
+            cert = None
+            if secret is None:
+                problems.append(Problem(f"Secret {self.default_certificate}",
+                                        "--default-certificate not found; using a generated one"))
+            else:
+                try:
+                    cert = load_certificate(secret)
+                except TLSError as exc:
+                    problems.append(Problem(f"Secret {self.default_certificate}",
+                                            f"--default-certificate unusable: {exc}"))
+            self.selector.set_default(cert)
+        return problems
+
+    def _report(self, problems: list[Problem]) -> None:
+        """Log each problem once while it lasts, and say when it is gone."""
+        current = {str(p) for p in problems}
+        for text in sorted(current - self._reported):
+            log.warning("rejected: %s", text)
+        for text in sorted(self._reported - current):
+            log.info("resolved: %s", text)
+        self._reported = current

@@ -1,0 +1,1 @@
+"""The data path: client connections, upstream connections, HTTP heads."""

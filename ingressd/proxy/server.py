@@ -1,0 +1,831 @@
+"""The client side of the proxy: an asyncio Protocol over httptools.
+
+``ClientConnection`` owns one client connection (parser, timers, pipelining);
+``Exchange`` owns one request and its response. The routing decision is made
+by ``routing.decide``; this module only moves bytes.
+
+Built on a raw Protocol rather than aiohttp.web + ClientSession because the
+latter costs several times more CPU per proxied request (see the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import httptools
+
+from ..model import RouteTable
+from ..routing.decide import Forward, RequestHead, Respond, decide
+from . import http
+from .upstream import UpstreamConnection, UpstreamPool
+
+log = logging.getLogger("ingressd.proxy")
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    https_redirect_port: int = 443
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    send_timeout: float = 60.0
+    client_header_timeout: float = 60.0
+    client_body_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    max_request_line: int = 8192
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+
+
+class ProxyState:
+    """What every connection shares: the live table, the pool, the settings."""
+
+    def __init__(self, table: RouteTable, settings: ProxySettings) -> None:
+        self.table = table  # replaced whole on every rebuild: one atomic store
+        self.settings = settings
+        self.pool = UpstreamPool(connect_timeout=settings.connect_timeout)
+        self.connections: set[ClientConnection] = set()
+
+    def protocol_factory(self, tls: bool) -> Callable[[], ClientConnection]:
+        return lambda: ClientConnection(self, tls)
+
+
+# Pause reasons for the client's reading, so several can overlap.
+PAUSE_PIPELINE = 1
+PAUSE_UPSTREAM = 2
+PAUSE_BUFFER = 4
+
+# Client timer phases
+IDLE, HEAD, BODY, WAIT = range(4)
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "_deadline", "_head_bytes", "_paused", "_phase", "_timer", "client_ip", "closing",
+        "current", "loop", "parser", "pipeline", "reading", "server_port", "state", "tls",
+        "transport", "tunnel",
+    )
+
+    def __init__(self, state: ProxyState, tls: bool) -> None:
+        self.state = state
+        self.tls = tls
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        self.server_port = b""
+        self.current: Exchange | None = None  # the exchange whose response is next
+        self.pipeline: deque[Exchange] = deque()
+        self.reading: Exchange | None = None  # the exchange whose request is being parsed
+        self.tunnel: UpstreamConnection | None = None
+        self.closing = False
+        self._paused = 0
+        self._head_bytes = 0
+        self._phase = IDLE
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- connection lifetime --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        sock = transport.get_extra_info("sockname")
+        self.server_port = str(sock[1]).encode() if sock else b""
+        self.state.connections.add(self)
+        self._set_phase(IDLE, self.state.settings.keepalive_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.state.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        for ex in (self.current, *self.pipeline):
+            if ex is not None:
+                ex.abort()
+        self.current = None
+        self.pipeline.clear()
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.transport.close()  # type: ignore[union-attr]
+
+    def shutdown(self) -> None:
+        """Close when idle; otherwise finish the current response, then close."""
+        if self.current is None and self.reading is None:
+            self.close()
+        else:
+            for ex in (self.current, *self.pipeline):
+                if ex is not None:
+                    ex.keep_alive = False
+
+    # -- flow control ------------------------------------------------------------
+
+    def pause(self, reason: int) -> None:
+        if not self._paused and not self.closing:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and not self.closing:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.pause_reading()  # type: ignore[union-attr]
+        elif self.current is not None:
+            self.current.client_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.resume_reading()  # type: ignore[union-attr]
+        elif self.current is not None:
+            self.current.client_paused(False)
+
+    # -- timers --------------------------------------------------------------------
+    # One timer per connection, moved lazily: phases only push the deadline, and
+    # the timer re-arms itself when it fires early, so there is no per-request
+    # timer churn.
+
+    def _set_phase(self, phase: int, timeout: float) -> None:
+        self._phase = phase
+        self._deadline = self.loop.time() + timeout
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closing or self._phase == WAIT:
+            return
+        now = self.loop.time()
+        if self._paused and self._phase == BODY:
+            # Reading is paused by ingressd itself (backpressure, pipelining):
+            # the client is not the one being slow.
+            self._deadline = now + self.state.settings.client_body_timeout
+        if now < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+            return
+        if self._phase == IDLE:
+            self.close()
+        elif self._phase == HEAD:
+            self._reject(408, "request header timeout")
+        else:  # BODY: the client stopped sending its request body
+            self._reject(408, "request body timeout")
+
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer an unusable request and close: nothing is forwarded."""
+        if self.closing:
+            return
+        if self.current is None or not self.current.response_started:
+            body = f"{status} {HTTPStatus(status).phrase}: {reason}\n"
+            self.transport.write(http.local_response(status, body.encode(), keep_alive=False))  # type: ignore[union-attr]
+        for ex in (self.current, *self.pipeline):
+            if ex is not None:
+                ex.abort()
+        self.current = None
+        self.pipeline.clear()
+        self.close()
+
+    # -- bytes in ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.current is not None and self.current.upgrading:
+            self.current.client_tail(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            ex = self.current
+            if ex is not None and ex.upgrading:
+                ex.client_tail(data[offset:])
+            return
+        except httptools.HttpParserError as exc:
+            reject = exc.__context__
+            if isinstance(reject, _Reject):
+                self._reject(*reject.args)
+            else:
+                self._reject(400, f"malformed request ({exc})")
+            return
+        if self._phase == HEAD:
+            # httptools holds an incomplete header line internally, beyond the
+            # reach of the callbacks: bound what a head may take in bytes.
+            self._head_bytes += len(data)
+            settings = self.state.settings
+            if self._head_bytes > settings.max_request_line + settings.max_header_bytes:
+                self._reject(431, "request header fields too large")
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after its request still gets the response,
+        # then the connection closes.
+        if self.current is None:
+            return False
+        for ex in (self.current, *self.pipeline):
+            ex.keep_alive = False
+        return True
+
+    # -- httptools callbacks: record, then act once the head is complete ------------------
+
+    def on_message_begin(self) -> None:
+        self.reading = Exchange(self)
+        self._head_bytes = 0
+        self._set_phase(HEAD, self.state.settings.client_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.reading
+        ex.url += url  # type: ignore[union-attr]
+        if len(ex.url) > self.state.settings.max_request_line:  # type: ignore[union-attr]
+            raise _Reject(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.reading
+        if ex is None or ex.head_done:
+            return  # trailers of a chunked body: not forwarded
+        ex.header_count += 1
+        ex.header_bytes += len(name) + len(value) + 4
+        settings = self.state.settings
+        if ex.header_count > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
+            raise _Reject(431, "too many or too large request headers")
+        ex.add_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        ex = self.reading
+        parser = self.parser
+        ex.method = parser.get_method()  # type: ignore[union-attr]
+        ex.http10 = parser.get_http_version() == "1.0"  # type: ignore[union-attr]
+        ex.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
+        ex.upgrade = parser.should_upgrade() and ex.upgrade_value is not None  # type: ignore[union-attr]
+        ex.head_done = True
+        error = ex.validate()
+        if error is not None:
+            raise _Reject(*error)
+        self._set_phase(BODY, self.state.settings.client_body_timeout)
+        if self.current is None:
+            self.current = ex
+            ex.start()
+        else:
+            # A pipelined request waits its turn; stop reading until it comes.
+            self.pipeline.append(ex)
+            self.pause(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        self._deadline = self.loop.time() + self.state.settings.client_body_timeout
+        self.reading.request_body(body)  # type: ignore[union-attr]
+
+    def on_message_complete(self) -> None:
+        ex = self.reading
+        self.reading = None
+        self._phase = WAIT
+        if ex is not None:
+            ex.request_done()
+
+    # -- exchanges report back ---------------------------------------------------------
+
+    def exchange_done(self, ex: Exchange) -> None:
+        if ex is not self.current:
+            return
+        self.current = None
+        if not ex.keep_alive or self.closing:
+            self.close()
+            return
+        if self.pipeline:
+            nxt = self.pipeline.popleft()
+            self.current = nxt
+            if not self.pipeline:
+                self.resume(PAUSE_PIPELINE)
+            nxt.start()
+        elif self.reading is None:
+            self._set_phase(IDLE, self.state.settings.keepalive_timeout)
+
+    def start_tunnel(self, upstream: UpstreamConnection) -> None:
+        self.tunnel = upstream
+        self.current = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._paused = 0
+        self.transport.resume_reading()  # type: ignore[union-attr]
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing and answer an error."""
+
+
+class Exchange:
+    """One request and its response."""
+
+    __slots__ = (
+        "_body_buf",
+        "_buffered",
+        "_connect_task",
+        "_retried",
+        "_timer",
+        "activity",
+        "client",
+        "client_writing_paused",
+        "conn_tokens",
+        "finished",
+        "forward",
+        "head_done",
+        "header_bytes",
+        "header_count",
+        "headers",
+        "host",
+        "host_count",
+        "http10",
+        "keep_alive",
+        "method",
+        "req_chunked",
+        "req_length",
+        "request_complete",
+        "request_id",
+        "resp_chunked",
+        "resp_close_delimited",
+        "response_started",
+        "send_paused_at",
+        "sent_body",
+        "upgrade",
+        "upgrade_value",
+        "upgrading",
+        "upstream",
+        "url",
+        "xff",
+    )
+
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+        self.url = b""
+        self.method = b""
+        self.headers: http.Headers = []
+        self.host: bytes | None = None
+        self.host_count = 0
+        self.xff: bytes | None = None
+        self.request_id: bytes | None = None
+        self.conn_tokens: set[bytes] | None = None
+        self.upgrade_value: bytes | None = None
+        self.req_chunked = False
+        self.req_length: bytes | None = None
+        self.header_count = 0
+        self.header_bytes = 0
+        self.head_done = False
+        self.http10 = False
+        self.keep_alive = True
+        self.upgrade = False
+        self.upgrading = False
+        self.request_complete = False
+        self.forward: Forward | None = None
+        self.upstream: UpstreamConnection | None = None
+        self._body_buf: list[bytes] = []
+        self._buffered = 0
+        self._connect_task: asyncio.Task | None = None
+        self._retried = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.activity = 0.0
+        self.send_paused_at: float | None = None
+        self.sent_body = False
+        self.response_started = False
+        self.resp_chunked = False
+        self.resp_close_delimited = False
+        self.client_writing_paused = False
+        self.finished = False
+
+    # -- request head --------------------------------------------------------------------
+
+    def add_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname in http.HOP_BY_HOP or lname.startswith(b"proxy-"):
+            if lname == b"connection":
+                self.conn_tokens = (self.conn_tokens or set()) | http.connection_tokens(value)
+            elif lname == b"upgrade":
+                self.upgrade_value = value
+            elif lname == b"transfer-encoding":
+                self.req_chunked = True
+            elif lname == b"content-length":
+                self.req_length = value.strip()
+            return
+        if lname in http.OVERWRITTEN:
+            return
+        if lname == b"host":
+            self.host = value
+            self.host_count += 1
+        elif lname == b"x-forwarded-for":
+            self.xff = value if self.xff is None else self.xff + b", " + value
+            return
+        elif lname == b"x-request-id":
+            self.request_id = value
+            return
+        self.headers.append((name, value))
+
+    def validate(self) -> tuple[int, str] | None:
+        if self.host_count > 1:
+            return 400, "more than one Host header"
+        if self.host is None and not self.http10 and not self.url.startswith(b"http"):
+            return 400, "missing Host header"
+        if self.method == b"CONNECT":
+            return 405, "CONNECT is not supported"
+        return None
+
+    def _head(self) -> RequestHead:
+        url = self.url
+        host = self.host or b""
+        if url.startswith(b"/"):
+            path, _, query = url.partition(b"?")
+        elif url == b"*":
+            path, query = b"*", b""
+        else:
+            # absolute-form: its authority takes precedence over Host (RFC 9112 3.2.2)
+            parsed = httptools.parse_url(url)
+            host = parsed.host or host
+            if parsed.port:
+                host += b":%d" % parsed.port
+            path, query = parsed.path or b"/", parsed.query or b""
+            self.host = host
+            self.url = path + (b"?" + query if query else b"")
+        return RequestHead(
+            method=self.method.decode("latin-1"),
+            host=host.decode("latin-1"),
+            path=path.decode("latin-1"),
+            query=query.decode("latin-1"),
+            client_ip=self.client.client_ip,
+            tls=self.client.tls,
+        )
+
+    # -- running the exchange ---------------------------------------------------------------
+
+    def start(self) -> None:
+        client = self.client
+        state = client.state
+        action = decide(state.table, self._head(), state.settings.https_redirect_port)
+        if isinstance(action, Respond):
+            self.respond(action.status, action.body, action.location)
+            return
+        self.forward = action
+        self.upgrading = self.upgrade
+        conn = state.pool.take(action.endpoint)
+        if conn is not None:
+            self._attach(conn)
+        else:
+            self._connect_task = client.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        assert self.forward is not None
+        try:
+            conn = await self.client.state.pool.connect(self.forward.endpoint)
+        except TimeoutError:
+            self._connect_task = None
+            self.respond(504, f"504 Gateway Timeout: connecting to {self.forward.backend.name} "
+                              f"({self.forward.endpoint}) timed out\n")
+            return
+        except OSError as exc:
+            self._connect_task = None
+            self.respond(502, f"502 Bad Gateway: cannot connect to {self.forward.backend.name} "
+                              f"({self.forward.endpoint}): {exc.strerror or exc}\n")
+            return
+        except asyncio.CancelledError:
+            return
+        self._connect_task = None
+        if self.finished:
+            conn.close()
+            return
+        self._attach(conn)
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        self.upstream = conn
+        conn.begin(self, head_only=self.method == b"HEAD")
+        loop = self.client.loop
+        self.activity = loop.time()
+        if self.upgrading:
+            # Bytes after an upgrade request belong to the new protocol: they
+            # wait for the upstream's 101.
+            conn.write(self._request_head())
+            self._timer = loop.call_later(self._timeout(), self._on_timer)
+            return
+        conn.writelines([self._request_head(), *self._body_buf])
+        if self._body_buf:
+            self.sent_body = True
+        self._body_buf = []
+        if self._buffered:
+            self._buffered = 0
+            self.client.resume(PAUSE_BUFFER)
+        if self.request_complete and self.req_chunked:
+            conn.write(http.LAST_CHUNK)
+        self._timer = loop.call_later(self._timeout(), self._on_timer)
+
+    def _request_head(self) -> bytes:
+        fwd = self.forward
+        assert fwd is not None
+        client = self.client
+        headers = self.headers
+        if self.conn_tokens:
+            extra = self.conn_tokens - {b"close", b"keep-alive", b"upgrade"}
+            if extra:
+                headers = http.drop_named(headers, extra)
+        ip = client.client_ip.encode()
+        host = self.host if self.host is not None else fwd.endpoint.host.encode()
+        parts = [
+            self.method, b" ", fwd.target.encode("latin-1"), b" HTTP/1.1\r\n",
+            http.serialize(headers),
+        ]
+        if self.host is None:
+            parts.append(b"Host: " + host + b"\r\n")
+        parts += [
+            b"X-Forwarded-For: ", (self.xff + b", " + ip) if self.xff else ip,
+            b"\r\nX-Forwarded-Host: ", host,
+            b"\r\nX-Forwarded-Port: ", client.server_port,
+            b"\r\nX-Forwarded-Proto: ", b"https" if client.tls else b"http",
+            b"\r\nX-Real-IP: ", ip,
+            b"\r\nX-Request-ID: ", self.request_id or os.urandom(16).hex().encode(),
+            b"\r\n",
+        ]
+        if self.req_chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif self.req_length is not None:
+            parts.append(b"Content-Length: " + self.req_length + b"\r\n")
+        if self.upgrade:
+            parts.append(b"Connection: upgrade\r\nUpgrade: " + self.upgrade_value + b"\r\n")  # type: ignore[operator]
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    # -- request body ---------------------------------------------------------------------
+
+    def request_body(self, data: bytes) -> None:
+        if self.finished:
+            return  # answered already (local response): the body is discarded
+        conn = self.upstream
+        if conn is None:
+            self._body_buf.append(http.chunk(data) if self.req_chunked else data)
+            self._buffered += len(data)
+            if self._buffered > BUFFER_HIGH:
+                self.client.pause(PAUSE_BUFFER)
+            return
+        self.sent_body = True
+        self.activity = self.client.loop.time()
+        if self.req_chunked:
+            conn.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            conn.write(data)
+
+    def request_done(self) -> None:
+        self.request_complete = True
+        if self.finished:
+            self.client.exchange_done(self)
+            return
+        if self.upstream is not None and self.req_chunked:
+            self.upstream.write(http.LAST_CHUNK)
+
+    def client_tail(self, data: bytes) -> None:
+        """Bytes after an upgrade request, held until the upstream agrees."""
+        if data:
+            self._body_buf.append(data)
+            self._buffered += len(data)
+            if self._buffered > BUFFER_HIGH:
+                self.client.pause(PAUSE_BUFFER)
+
+    # -- upstream response ---------------------------------------------------------------
+
+    def on_response_head(self, status: int, reason: bytes, headers: http.Headers,
+                         chunked: bool, length: bool) -> None:
+        client = self.client
+        self.activity = client.loop.time()
+        if 100 <= status < 200 and status != 101:
+            if not self.http10:
+                client.transport.write(http.status_line(status, reason) + b"\r\n")  # type: ignore[union-attr]
+            return
+        if status == 101 and not self.upgrade:
+            # An upgrade nobody asked for: refuse rather than desynchronise.
+            self._upstream_failed("switched protocols without being asked")
+            return
+        self.response_started = True
+        out, _ = http.response_headers(headers)
+        parts = [http.status_line(status, reason), http.serialize(out)]
+        if status == 101:
+            parts.append(b"Connection: upgrade\r\nUpgrade: " + (self.upgrade_value or b"") + b"\r\n\r\n")
+            client.transport.write(b"".join(parts))  # type: ignore[union-attr]
+            return
+        no_body = self.method == b"HEAD" or status in (204, 304)
+        if self.upgrading:
+            self.upgrading = False
+            self.keep_alive = False  # the client's parser is past the upgrade request
+        if not no_body:
+            if chunked:
+                if self.http10:
+                    self.resp_close_delimited = True
+                else:
+                    self.resp_chunked = True
+                    parts.append(b"Transfer-Encoding: chunked\r\n")
+            elif not length:
+                self.resp_close_delimited = True
+        if length:
+            for name, value in headers:
+                if name.lower() == b"content-length":
+                    parts.append(b"Content-Length: " + value + b"\r\n")
+                    break
+        if self.resp_close_delimited or not self.request_complete:
+            # An unread request body cannot be skipped safely: close after.
+            self.keep_alive = False
+        if not self.keep_alive:
+            parts.append(b"Connection: close\r\n")
+        elif self.http10:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        client.transport.write(b"".join(parts))  # type: ignore[union-attr]
+
+    def on_response_body(self, data: bytes) -> None:
+        self.activity = self.client.loop.time()
+        transport = self.client.transport
+        if self.resp_chunked:
+            transport.writelines([b"%x\r\n" % len(data), data, b"\r\n"])  # type: ignore[union-attr]
+        else:
+            transport.write(data)  # type: ignore[union-attr]
+
+    def on_response_end(self, keep_alive: bool) -> None:
+        if self.finished:
+            return
+        client = self.client
+        if self.resp_chunked:
+            client.transport.write(http.LAST_CHUNK)  # type: ignore[union-attr]
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            if keep_alive and self.request_complete and not self.upgrade:
+                if self.client_writing_paused:
+                    conn.transport.resume_reading()  # type: ignore[union-attr]
+                client.state.pool.release(conn)
+            else:
+                conn.close()
+        self._finish()
+        if self.request_complete or not self.keep_alive:
+            client.exchange_done(self)
+
+    def on_upstream_upgraded(self, tail: bytes) -> None:
+        conn = self.upstream
+        client = self.client
+        if conn is None or not self.upgrade:
+            return
+        self._finish()
+        self.upstream = None
+        conn.owner = None
+        conn.tunnel = client.transport
+        if tail:
+            client.transport.write(tail)  # type: ignore[union-attr]
+        if self._body_buf:
+            conn.writelines(self._body_buf)
+            self._body_buf = []
+        client.start_tunnel(conn)
+
+    def on_upstream_lost(self, exc: Exception | None) -> None:
+        conn = self.upstream
+        self.upstream = None
+        if self.finished:
+            return
+        if self.resp_close_delimited:
+            self._finish()
+            self.client.exchange_done(self)  # keep_alive is already False
+            return
+        if self.response_started:
+            # Too late for an error status: cut the client off so it sees a
+            # truncated response, never a short one that looks complete.
+            self._finish()
+            self.client.transport.abort()  # type: ignore[union-attr]
+            return
+        if (
+            conn is not None and conn.requests > 1 and not self._retried
+            and not self.sent_body and self.method in IDEMPOTENT
+        ):
+            # A pooled connection the upstream closed while idle: try a new one.
+            self._retried = True
+            self._cancel_timer()
+            self._connect_task = self.client.loop.create_task(self._connect())
+            return
+        self._upstream_failed(f"{exc}" if exc else "connection closed before a response")
+
+    def _upstream_failed(self, reason: str) -> None:
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()
+        self.respond(502, f"502 Bad Gateway: {self._upstream_name()}: {reason}\n")
+
+    def _upstream_name(self) -> str:
+        fwd = self.forward
+        return f"{fwd.backend.name} ({fwd.endpoint})" if fwd else "upstream"
+
+    def on_upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.send_paused_at = self.client.loop.time()
+            self.client.pause(PAUSE_UPSTREAM)
+        else:
+            self.send_paused_at = None
+            self.client.resume(PAUSE_UPSTREAM)
+
+    def client_paused(self, paused: bool) -> None:
+        self.client_writing_paused = paused
+        conn = self.upstream
+        if conn is not None and conn.transport is not None:
+            if paused:
+                conn.transport.pause_reading()
+            else:
+                conn.transport.resume_reading()
+
+    # -- timeouts -------------------------------------------------------------------
+
+    def _timeout(self) -> float:
+        s = self.client.state.settings
+        return min(s.read_timeout, s.send_timeout)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.finished:
+            return
+        loop = self.client.loop
+        s = self.client.state.settings
+        now = loop.time()
+        if self.send_paused_at is not None and now - self.send_paused_at >= s.send_timeout:
+            self._timed_out("sending the request to the upstream timed out")
+            return
+        if self.client_writing_paused:
+            # The client is slow to read; the upstream is not at fault.
+            self._timer = loop.call_later(self._timeout(), self._on_timer)
+            return
+        if now - self.activity >= s.read_timeout:
+            self._timed_out("the upstream did not answer in time")
+            return
+        self._timer = loop.call_at(self.activity + s.read_timeout, self._on_timer)
+
+    def _timed_out(self, reason: str) -> None:
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()
+        if self.response_started:
+            self._finish()
+            self.client.transport.abort()  # type: ignore[union-attr]
+        else:
+            self.respond(504, f"504 Gateway Timeout: {self._upstream_name()}: {reason}\n")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- endings ---------------------------------------------------------------------
+
+    def respond(self, status: int, body: str, location: str | None = None) -> None:
+        """Answer with a response generated here."""
+        client = self.client
+        if self.finished or client.closing:
+            return
+        if self.upgrade:
+            # The client's parser is past an upgrade request that did not happen.
+            self.upgrading = False
+            self.keep_alive = False
+        if not self.request_complete and (self.req_chunked or self.req_length not in (None, b"0")):
+            # Reading and discarding the body keeps the connection usable, but a
+            # large upload is cheaper to cut off.
+            self.keep_alive = False
+        client.transport.write(  # type: ignore[union-attr]
+            http.local_response(status, body.encode(), keep_alive=self.keep_alive,
+                                location=location, head_only=self.method == b"HEAD")
+        )
+        self._finish()
+        if self.request_complete or not self.keep_alive:
+            client.exchange_done(self)
+
+    def _finish(self) -> None:
+        self.finished = True
+        self._cancel_timer()
+        if self._buffered:
+            self._buffered = 0
+            self._body_buf = []
+            self.client.resume(PAUSE_BUFFER)
+
+    def abort(self) -> None:
+        """The client went away: drop the upstream side too."""
+        self.finished = True
+        self._cancel_timer()
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            self._connect_task = None
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()

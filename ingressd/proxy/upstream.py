@@ -1,0 +1,281 @@
+"""Connections to upstream endpoints and the keep-alive pool that reuses them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+import httptools
+
+from ..model import Endpoint
+
+if TYPE_CHECKING:
+    from .http import Headers
+
+log = logging.getLogger("ingressd.upstream")
+
+
+class ResponseSink(Protocol):
+    """What an upstream connection reports to the exchange that owns it."""
+
+    def on_response_head(self, status: int, reason: bytes, headers: Headers,
+                         chunked: bool, length: bool) -> None: ...
+    def on_response_body(self, data: bytes) -> None: ...
+    def on_response_end(self, keep_alive: bool) -> None: ...
+    def on_upstream_upgraded(self, tail: bytes) -> None: ...
+    def on_upstream_lost(self, exc: Exception | None) -> None: ...
+    def on_upstream_paused(self, paused: bool) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP connection to an endpoint; owned by at most one exchange at a time."""
+
+    __slots__ = (
+        "_head_only",
+        "_headers",
+        "_parser",
+        "_reason",
+        "_skip_body",
+        "closed",
+        "endpoint",
+        "idle_since",
+        "owner",
+        "pool",
+        "requests",
+        "transport",
+        "tunnel",
+    )
+
+    def __init__(self, pool: UpstreamPool, endpoint: Endpoint) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.owner: ResponseSink | None = None
+        self.tunnel: asyncio.Transport | None = None  # client transport once upgraded
+        self.requests = 0
+        self.closed = False
+        self.idle_since = 0.0
+        self._parser: httptools.HttpResponseParser | None = None
+        self._headers: Headers = []
+        self._reason = b""
+        self._head_only = False
+        self._skip_body = False
+
+    # -- used by the exchange ----------------------------------------------------
+
+    def begin(self, owner: ResponseSink, head_only: bool) -> None:
+        """Start a request/response cycle owned by ``owner``."""
+        self.owner = owner
+        self.requests += 1
+        self._head_only = head_only
+        self._skip_body = False
+        self._headers = []
+        self._reason = b""
+        self._parser = httptools.HttpResponseParser(self)
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.transport.writelines(parts)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.owner = None
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.owner = None
+            if self.transport is not None:
+                self.transport.abort()
+
+    # -- asyncio.Protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        owner = self.owner
+        if owner is None or self._parser is None:
+            # Bytes from an idle connection mean it is out of step: drop it.
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            owner.on_upstream_upgraded(data[offset:])
+        except httptools.HttpParserError as exc:
+            log.warning("upstream %s sent a malformed response: %s", self.endpoint, exc)
+            self.abort()
+            owner.on_upstream_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        owner = self.owner
+        self.owner = None
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        if owner is not None:
+            owner.on_upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.pause_reading()
+        elif self.owner is not None:
+            self.owner.on_upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.resume_reading()
+        elif self.owner is not None:
+            self.owner.on_upstream_paused(False)
+
+    # -- httptools callbacks (they only record and pass on) ---------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._skip_body:
+            return
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()  # type: ignore[union-attr]
+        headers = self._headers
+        chunked = length = False
+        for name, _ in headers:
+            lname = name.lower()
+            if lname == b"transfer-encoding":
+                chunked = True
+            elif lname == b"content-length":
+                length = True
+        self._headers = []
+        reason, self._reason = self._reason, b""
+        owner = self.owner
+        if owner is None:
+            return
+        interim = 100 <= status < 200 and status != 101
+        if not interim and self._head_only:
+            # A response to HEAD has no body whatever its headers say; the
+            # parser cannot be told so, so the cycle ends here.
+            self._skip_body = True
+        owner.on_response_head(status, reason, headers, chunked, length)
+        if self._skip_body and self.owner is owner:
+            # The parser would wait for the advertised body, so this connection
+            # cannot be reused; HEAD is rare enough that a new one is cheaper
+            # than guessing where the next response starts.
+            self._parser = None
+            owner.on_response_end(False)
+
+    def on_body(self, body: bytes) -> None:
+        if self.owner is not None and not self._skip_body:
+            self.owner.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        owner = self.owner
+        if owner is None or self._skip_body or self._parser is None:
+            return
+        if 100 <= self._parser.get_status_code() < 200:
+            return  # interim response (or 101, which ends in HttpParserUpgrade)
+        owner.on_response_end(self._parser.should_keep_alive())
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per endpoint, most recently used first."""
+
+    def __init__(
+        self,
+        connect_timeout: float = 5.0,
+        idle_timeout: float = 60.0,
+        max_idle_per_endpoint: int = 64,
+        max_requests: int = 10_000,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_idle = max_idle_per_endpoint
+        self.max_requests = max_requests
+        self._idle: dict[Endpoint, deque[UpstreamConnection]] = {}
+        self._reaper: asyncio.TimerHandle | None = None
+
+    def take(self, endpoint: Endpoint) -> UpstreamConnection | None:
+        idle = self._idle.get(endpoint)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def connect(self, endpoint: Endpoint) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: UpstreamConnection(self, endpoint), endpoint.host, endpoint.port
+            ),
+            self.connect_timeout,
+        )
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Return a connection whose response is complete; it may be reused."""
+        conn.owner = None
+        if conn.closed or conn.requests >= self.max_requests:
+            conn.close()
+            return
+        idle = self._idle.setdefault(conn.endpoint, deque())
+        if len(idle) >= self.max_idle:
+            conn.close()
+            return
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        idle.append(conn)
+        if self._reaper is None:
+            self._reaper = loop.call_later(self.idle_timeout / 2, self._reap)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.get(conn.endpoint)
+        if idle is not None:
+            try:
+                idle.remove(conn)
+            except ValueError:
+                pass
+
+    def _reap(self) -> None:
+        self._reaper = None
+        loop = asyncio.get_running_loop()
+        cutoff = loop.time() - self.idle_timeout
+        for endpoint, idle in list(self._idle.items()):
+            while idle and idle[0].idle_since <= cutoff:
+                idle.popleft().close()
+            if not idle:
+                del self._idle[endpoint]
+        if self._idle:
+            self._reaper = loop.call_later(self.idle_timeout / 2, self._reap)
+
+    def idle_count(self) -> int:
+        return sum(len(q) for q in self._idle.values())
+
+    def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
