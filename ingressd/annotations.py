@@ -19,9 +19,7 @@ PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 
 # Raw-config injection is refused on purpose: it is how ingress-nginx got its
 # worst CVEs, and ingressd has no config language to inject into.
-REFUSED = frozenset(
-    {"configuration-snippet", "server-snippet", "auth-snippet", "stream-snippet"}
-)
+REFUSED = frozenset({"configuration-snippet", "server-snippet", "auth-snippet", "stream-snippet"})
 
 _DOLLAR_REF = re.compile(r"\$(\d)")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -98,10 +96,12 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     return policy, messages
 
 
-def expand_target(target: str, match: re.Match[str]) -> str:
+def expand_target(target: str, match: re.Match[str] | None) -> str:
     """Substitute ``$1``…``$9`` in a rewrite target; missing groups become ''."""
     if "$" not in target:
         return target
+    if match is None:
+        return _DOLLAR_REF.sub("", target)
 
     def group(m: re.Match[str]) -> str:
         n = int(m.group(1))

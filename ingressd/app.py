@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -43,8 +44,10 @@ def admin_app(controller: Controller, state: ProxyState) -> web.Application:
 
     async def problems(_: web.Request) -> web.Response:
         return web.json_response(
-            {"generation": state.table.generation,
-             "problems": [str(p) for p in state.table.problems]}
+            {
+                "generation": state.table.generation,
+                "problems": [str(p) for p in state.table.problems],
+            }
         )
 
     app = web.Application()
@@ -54,17 +57,17 @@ def admin_app(controller: Controller, state: ProxyState) -> web.Application:
     return app
 
 
-async def serve(config: ServeConfig, started: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
+async def serve(
+    config: ServeConfig, started: asyncio.Event | None = None, stop: asyncio.Event | None = None
+) -> None:
     from .sources.manifests import ManifestSource
 
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        # Outside the main thread (tests) the caller sets ``stop`` instead.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread (tests): the caller sets ``stop``
 
     state = ProxyState(RouteTable(), config.proxy)
     selector = CertificateSelector(lambda: state.table, self_signed())
@@ -75,10 +78,21 @@ async def serve(config: ServeConfig, started: asyncio.Event | None = None,
     source.load()  # the first table exists before the first connection is accepted
 
     servers = [
-        await loop.create_server(state.protocol_factory(False), config.address, config.http_port,
-                                 reuse_address=True, backlog=1024),
-        await loop.create_server(state.protocol_factory(True), config.address, config.https_port,
-                                 ssl=selector.default_context, reuse_address=True, backlog=1024),
+        await loop.create_server(
+            state.protocol_factory(False),
+            config.address,
+            config.http_port,
+            reuse_address=True,
+            backlog=1024,
+        ),
+        await loop.create_server(
+            state.protocol_factory(True),
+            config.address,
+            config.https_port,
+            ssl=selector.default_context,
+            reuse_address=True,
+            backlog=1024,
+        ),
     ]
     runner = web.AppRunner(admin_app(controller, state), access_log=None)
     await runner.setup()
@@ -86,8 +100,13 @@ async def serve(config: ServeConfig, started: asyncio.Event | None = None,
     watcher = loop.create_task(source.run(stop))
     log.info(
         "ingressd serving %s: http %s:%d, https %s:%d, admin %s:%d",
-        config.manifests, config.address, config.http_port, config.address, config.https_port,
-        config.address, config.admin_port,
+        config.manifests,
+        config.address,
+        config.http_port,
+        config.address,
+        config.https_port,
+        config.address,
+        config.admin_port,
     )
     if started is not None:
         started.set()

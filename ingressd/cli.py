@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -18,17 +17,34 @@ def _common(p: argparse.ArgumentParser, address: str) -> None:
     p.add_argument("--address", default=address, help=f"address to listen on (default {address})")
     p.add_argument("--http-port", type=int, default=8080, help="plain HTTP port (default 8080)")
     p.add_argument("--https-port", type=int, default=8443, help="HTTPS port (default 8443)")
-    p.add_argument("--admin-port", type=int, default=10254,
-                   help="port of /healthz, /readyz and /problems (default 10254)")
-    p.add_argument("--https-redirect-port", type=int, default=None,
-                   help="port put in HTTP->HTTPS redirects (default: --https-port; 443 behind "
-                        "a load balancer that maps it)")
-    p.add_argument("--ingress-class", default="ingressd",
-                   help="value of the legacy kubernetes.io/ingress.class annotation to serve")
-    p.add_argument("--controller-name", default=DEFAULT_CONTROLLER,
-                   help=f"spec.controller of IngressClasses to serve (default {DEFAULT_CONTROLLER})")
-    p.add_argument("--default-certificate", metavar="NS/NAME",
-                   help="TLS Secret served to hosts without a certificate of their own")
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=10254,
+        help="port of /healthz, /readyz and /problems (default 10254)",
+    )
+    p.add_argument(
+        "--https-redirect-port",
+        type=int,
+        default=None,
+        help="port put in HTTP->HTTPS redirects (default: --https-port; 443 behind "
+        "a load balancer that maps it)",
+    )
+    p.add_argument(
+        "--ingress-class",
+        default="ingressd",
+        help="value of the legacy kubernetes.io/ingress.class annotation to serve",
+    )
+    p.add_argument(
+        "--controller-name",
+        default=DEFAULT_CONTROLLER,
+        help=f"spec.controller of IngressClasses to serve (default {DEFAULT_CONTROLLER})",
+    )
+    p.add_argument(
+        "--default-certificate",
+        metavar="NS/NAME",
+        help="TLS Secret served to hosts without a certificate of their own",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -37,13 +53,22 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"ingressd {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve the Ingresses found in a folder of manifests")
-    s.add_argument("--manifests", type=Path, metavar="DIR",
-                   help="folder of Kubernetes YAML (IngressClass, Ingress, Service, "
-                        "EndpointSlice, Secret); watched for changes")
+    s.add_argument(
+        "--manifests",
+        type=Path,
+        metavar="DIR",
+        help="folder of Kubernetes YAML (IngressClass, Ingress, Service, "
+        "EndpointSlice, Secret); watched for changes",
+    )
     _common(s, "0.0.0.0")
     d = sub.add_parser("demo", help="start demo upstreams and serve the bundled examples/")
-    d.add_argument("--manifests", type=Path, default=Path("examples"), metavar="DIR",
-                   help="folder of example manifests (default ./examples)")
+    d.add_argument(
+        "--manifests",
+        type=Path,
+        default=Path("examples"),
+        metavar="DIR",
+        help="folder of example manifests (default ./examples)",
+    )
     _common(d, "127.0.0.1")
     return top
 
@@ -82,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.command == "serve" and args.manifests is None:
-        print("ingressd serve: --manifests DIR is required (cluster mode is not available yet)",
-              file=sys.stderr)
+        print(
+            "ingressd serve: --manifests DIR is required (cluster mode is not available yet)",
+            file=sys.stderr,
+        )
         return 2
     if not args.manifests.is_dir():
         print(f"ingressd {args.command}: {args.manifests} is not a folder", file=sys.stderr)

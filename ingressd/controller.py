@@ -48,7 +48,10 @@ class Controller:
         hosts = len(table.exact_hosts) + len(table.wildcard_hosts) + (table.catch_all is not None)
         log.info(
             "routing table generation %d: %d hosts, %d TLS hosts, %d problems",
-            table.generation, hosts, len(table.certificates), len(problems),
+            table.generation,
+            hosts,
+            len(table.certificates),
+            len(problems),
         )
         return table
 
@@ -66,14 +69,22 @@ class Controller:
             secret = snapshot.get("Secret", ns, name)
             cert = None
             if secret is None:
-                problems.append(Problem(f"Secret {self.default_certificate}",
-                                        "--default-certificate not found; using a generated one"))
+                problems.append(
+                    Problem(
+                        f"Secret {self.default_certificate}",
+                        "--default-certificate not found; using a generated one",
+                    )
+                )
             else:
                 try:
                     cert = load_certificate(secret)
                 except TLSError as exc:
-                    problems.append(Problem(f"Secret {self.default_certificate}",
-                                            f"--default-certificate unusable: {exc}"))
+                    problems.append(
+                        Problem(
+                            f"Secret {self.default_certificate}",
+                            f"--default-certificate unusable: {exc}",
+                        )
+                    )
             self.selector.set_default(cert)
         return problems
 

@@ -17,7 +17,6 @@ from typing import Literal
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
 
 
-
 def _empty() -> Mapping:
     return MappingProxyType({})
 
@@ -190,13 +189,16 @@ class RouteTable:
     def route_for(self, host: str, path: str) -> Route | None:
         """The route serving ``host`` (normalised) and ``path``, defaults included."""
         vhost = self.find_host(host)
-        if vhost is not None:
-            route = vhost.match(path)
-            if route is not None:
-                return route
-            if vhost.default is not None:
-                return vhost.default
-        return self.default
+        if vhost is None:
+            return self.default
+        route = vhost.match(path)
+        if route is not None:
+            return route
+        if vhost.default is not None:
+            return vhost.default
+        # A named host's unmatched paths stay with that host (404), as in
+        # ingress-nginx: another tenant's defaultBackend must not catch them.
+        return self.default if not vhost.host else None
 
     def certificate_for(self, server_name: str) -> TLSCertificate | None:
         cert = self.certificates.get(server_name)

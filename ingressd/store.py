@@ -36,7 +36,7 @@ def object_key(obj: Obj) -> Key:
 
 
 def describe(obj: Obj) -> str:
-    """"Ingress default/web" — how objects are named in problems and logs."""
+    """ "Ingress default/web" — how objects are named in problems and logs."""
     ns, name = object_key(obj)
     kind = obj.get("kind", "object")
     return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"

@@ -68,13 +68,16 @@ def load_certificate(secret: dict[str, Any], now: float | None = None) -> TLSCer
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ):
         raise TLSError(f"Secret {name}: tls.key does not match the certificate in tls.crt")
-    now_dt = (
-        dt.datetime.now(dt.UTC) if now is None else dt.datetime.fromtimestamp(now, dt.UTC)
-    )
+    now_dt = dt.datetime.now(dt.UTC) if now is None else dt.datetime.fromtimestamp(now, dt.UTC)
     if leaf.not_valid_after_utc < now_dt:
-        raise TLSError(f"Secret {name}: certificate expired at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}")
+        raise TLSError(
+            f"Secret {name}: certificate expired at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}"
+        )
     if leaf.not_valid_before_utc > now_dt:
-        raise TLSError(f"Secret {name}: certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}")
+        raise TLSError(
+            f"Secret {name}: certificate is not valid before "
+            f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}"
+        )
     return TLSCertificate(
         secret=name,
         cert_pem=cert_pem,

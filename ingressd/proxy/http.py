@@ -29,9 +29,7 @@ OVERWRITTEN = frozenset(
     {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"x-real-ip"}
 )
 
-STATUS_LINES = {
-    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
-}
+STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
 
 
 def status_line(status: int, reason: bytes = b"") -> bytes:

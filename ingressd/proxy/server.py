@@ -69,9 +69,23 @@ IDLE, HEAD, BODY, WAIT = range(4)
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "_deadline", "_head_bytes", "_paused", "_phase", "_timer", "client_ip", "closing",
-        "current", "loop", "parser", "pipeline", "reading", "server_port", "state", "tls",
-        "transport", "tunnel",
+        "_deadline",
+        "_head_bytes",
+        "_paused",
+        "_phase",
+        "_timer",
+        "client_ip",
+        "closing",
+        "current",
+        "loop",
+        "parser",
+        "pipeline",
+        "reading",
+        "server_port",
+        "state",
+        "tls",
+        "transport",
+        "tunnel",
     )
 
     def __init__(self, state: ProxyState, tls: bool) -> None:
@@ -492,13 +506,19 @@ class Exchange:
             conn = await self.client.state.pool.connect(self.forward.endpoint)
         except TimeoutError:
             self._connect_task = None
-            self.respond(504, f"504 Gateway Timeout: connecting to {self.forward.backend.name} "
-                              f"({self.forward.endpoint}) timed out\n")
+            self.respond(
+                504,
+                f"504 Gateway Timeout: connecting to {self.forward.backend.name} "
+                f"({self.forward.endpoint}) timed out\n",
+            )
             return
         except OSError as exc:
             self._connect_task = None
-            self.respond(502, f"502 Bad Gateway: cannot connect to {self.forward.backend.name} "
-                              f"({self.forward.endpoint}): {exc.strerror or exc}\n")
+            self.respond(
+                502,
+                f"502 Bad Gateway: cannot connect to {self.forward.backend.name} "
+                f"({self.forward.endpoint}): {exc.strerror or exc}\n",
+            )
             return
         except asyncio.CancelledError:
             return
@@ -542,18 +562,27 @@ class Exchange:
         ip = client.client_ip.encode()
         host = self.host if self.host is not None else fwd.endpoint.host.encode()
         parts = [
-            self.method, b" ", fwd.target.encode("latin-1"), b" HTTP/1.1\r\n",
+            self.method,
+            b" ",
+            fwd.target.encode("latin-1"),
+            b" HTTP/1.1\r\n",
             http.serialize(headers),
         ]
         if self.host is None:
             parts.append(b"Host: " + host + b"\r\n")
         parts += [
-            b"X-Forwarded-For: ", (self.xff + b", " + ip) if self.xff else ip,
-            b"\r\nX-Forwarded-Host: ", host,
-            b"\r\nX-Forwarded-Port: ", client.server_port,
-            b"\r\nX-Forwarded-Proto: ", b"https" if client.tls else b"http",
-            b"\r\nX-Real-IP: ", ip,
-            b"\r\nX-Request-ID: ", self.request_id or os.urandom(16).hex().encode(),
+            b"X-Forwarded-For: ",
+            (self.xff + b", " + ip) if self.xff else ip,
+            b"\r\nX-Forwarded-Host: ",
+            host,
+            b"\r\nX-Forwarded-Port: ",
+            client.server_port,
+            b"\r\nX-Forwarded-Proto: ",
+            b"https" if client.tls else b"http",
+            b"\r\nX-Real-IP: ",
+            ip,
+            b"\r\nX-Request-ID: ",
+            self.request_id or os.urandom(16).hex().encode(),
             b"\r\n",
         ]
         if self.req_chunked:
@@ -602,8 +631,9 @@ class Exchange:
 
     # -- upstream response ---------------------------------------------------------------
 
-    def on_response_head(self, status: int, reason: bytes, headers: http.Headers,
-                         chunked: bool, length: bool) -> None:
+    def on_response_head(
+        self, status: int, reason: bytes, headers: http.Headers, chunked: bool, length: bool
+    ) -> None:
         client = self.client
         self.activity = client.loop.time()
         if 100 <= status < 200 and status != 101:
@@ -618,7 +648,9 @@ class Exchange:
         out, _ = http.response_headers(headers)
         parts = [http.status_line(status, reason), http.serialize(out)]
         if status == 101:
-            parts.append(b"Connection: upgrade\r\nUpgrade: " + (self.upgrade_value or b"") + b"\r\n\r\n")
+            parts.append(
+                b"Connection: upgrade\r\nUpgrade: " + (self.upgrade_value or b"") + b"\r\n\r\n"
+            )
             client.transport.write(b"".join(parts))  # type: ignore[union-attr]
             return
         no_body = self.method == b"HEAD" or status in (204, 304)
@@ -708,8 +740,11 @@ class Exchange:
             self.client.transport.abort()  # type: ignore[union-attr]
             return
         if (
-            conn is not None and conn.requests > 1 and not self._retried
-            and not self.sent_body and self.method in IDEMPOTENT
+            conn is not None
+            and conn.requests > 1
+            and not self._retried
+            and not self.sent_body
+            and self.method in IDEMPOTENT
         ):
             # A pooled connection the upstream closed while idle: try a new one.
             self._retried = True
@@ -803,8 +838,13 @@ class Exchange:
             # large upload is cheaper to cut off.
             self.keep_alive = False
         client.transport.write(  # type: ignore[union-attr]
-            http.local_response(status, body.encode(), keep_alive=self.keep_alive,
-                                location=location, head_only=self.method == b"HEAD")
+            http.local_response(
+                status,
+                body.encode(),
+                keep_alive=self.keep_alive,
+                location=location,
+                head_only=self.method == b"HEAD",
+            )
         )
         self._finish()
         if self.request_complete or not self.keep_alive:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
@@ -20,8 +21,9 @@ log = logging.getLogger("ingressd.upstream")
 class ResponseSink(Protocol):
     """What an upstream connection reports to the exchange that owns it."""
 
-    def on_response_head(self, status: int, reason: bytes, headers: Headers,
-                         chunked: bool, length: bool) -> None: ...
+    def on_response_head(
+        self, status: int, reason: bytes, headers: Headers, chunked: bool, length: bool
+    ) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_end(self, keep_alive: bool) -> None: ...
     def on_upstream_upgraded(self, tail: bytes) -> None: ...
@@ -251,10 +253,8 @@ class UpstreamPool:
     def forget(self, conn: UpstreamConnection) -> None:
         idle = self._idle.get(conn.endpoint)
         if idle is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 idle.remove(conn)
-            except ValueError:
-                pass
 
     def _reap(self) -> None:
         self._reaper = None

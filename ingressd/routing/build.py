@@ -177,7 +177,8 @@ class _Builder:
                 path_type = p.get("pathType")
                 if path_type not in PATH_TYPES:
                     self.problem(
-                        ing, f"{where}.pathType {path_type!r} must be one of {', '.join(PATH_TYPES)}"
+                        ing,
+                        f"{where}.pathType {path_type!r} must be one of {', '.join(PATH_TYPES)}",
                     )
                     continue
                 path = p.get("path")
@@ -187,9 +188,7 @@ class _Builder:
                         continue
                     path = "/"
                 path = str(path)
-                if not path.startswith("/") and not (
-                    policy.regex_paths and path_type != "Exact"
-                ):
+                if not path.startswith("/") and not (policy.regex_paths and path_type != "Exact"):
                     self.problem(ing, f"{where}.path {path!r} must start with /")
                     continue
                 try:
@@ -275,7 +274,10 @@ def _prefix_key(path: str) -> str:
 
 
 def build_table(
-    snap: Snapshot, opts: BuildOptions = BuildOptions(), *, generation: int = 0,
+    snap: Snapshot,
+    opts: BuildOptions = BuildOptions(),
+    *,
+    generation: int = 0,
     now: float | None = None,
 ) -> RouteTable:
     """Build the routing table; problems are returned in ``table.problems``."""
@@ -310,9 +312,12 @@ def build_table(
                 try:
                     regex = re.compile("^" + p.path, re.IGNORECASE)
                 except re.error as exc:
-                    b.problem(plan.obj, f"path {p.path!r} on host {p.host or '*'} is matched as a "
-                              f"regular expression (another Ingress on this host uses regex) and "
-                              f"is not valid: {exc}; path skipped")
+                    b.problem(
+                        plan.obj,
+                        f"path {p.path!r} on host {p.host or '*'} is matched as a "
+                        f"regular expression (another Ingress on this host uses regex) and "
+                        f"is not valid: {exc}; path skipped",
+                    )
                     continue
                 bucket, key = None, p.path
             else:
@@ -358,8 +363,11 @@ def build_table(
         else:
             exact_hosts[host] = vhost
     default = next(
-        (Route("/", "Prefix", p.default_backend, p.name, p.policy)
-         for p in plans if p.default_backend is not None),
+        (
+            Route("/", "Prefix", p.default_backend, p.name, p.policy)
+            for p in plans
+            if p.default_backend is not None
+        ),
         None,
     )
     return RouteTable(
@@ -380,19 +388,27 @@ def _bad_regex(b: _Builder, plan: _IngressPlan) -> bool:
         try:
             re.compile("^" + p.path, re.IGNORECASE)
         except re.error as exc:
-            b.problem(plan.obj, f"path {p.path!r} is not a valid regular expression ({exc}); "
-                      "Ingress skipped")
+            b.problem(
+                plan.obj,
+                f"path {p.path!r} is not a valid regular expression ({exc}); Ingress skipped",
+            )
             return True
     return False
 
 
 def _conflict(b: _Builder, plan: _IngressPlan, p: _Path, winner: Route) -> None:
     if winner.ingress == plan.name:
-        b.problem(plan.obj, f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is listed "
-                  "twice; the first one is used")
+        b.problem(
+            plan.obj,
+            f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is listed "
+            "twice; the first one is used",
+        )
     else:
-        b.problem(plan.obj, f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is already "
-                  f"served by older Ingress {winner.ingress}; this rule is ignored")
+        b.problem(
+            plan.obj,
+            f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is already "
+            f"served by older Ingress {winner.ingress}; this rule is ignored",
+        )
 
 
 def _certificates(
@@ -427,13 +443,19 @@ def _certificates(
                 held = certificates.get(host)
                 if held is not None:
                     if held.secret != cert.secret:
-                        b.problem(plan.obj, f"TLS for host {host} already comes from Secret "
-                                  f"{held.secret} of an older Ingress; Secret {cert.secret} ignored")
+                        b.problem(
+                            plan.obj,
+                            f"TLS for host {host} already comes from Secret "
+                            f"{held.secret} of an older Ingress; Secret {cert.secret} ignored",
+                        )
                     continue
                 if not cert.covers(host):
-                    b.problem(plan.obj, f"certificate in Secret {cert.secret} does not cover host "
-                              f"{host} (it names {', '.join(cert.dns_names) or 'nothing'}); the "
-                              "default certificate is used")
+                    b.problem(
+                        plan.obj,
+                        f"certificate in Secret {cert.secret} does not cover host "
+                        f"{host} (it names {', '.join(cert.dns_names) or 'nothing'}); the "
+                        "default certificate is used",
+                    )
                     continue
                 certificates[host] = cert
     return certificates, tls_hosts

@@ -83,7 +83,9 @@ def decide(table: RouteTable, head: RequestHead, https_port: int = 443) -> Actio
     if route is None:
         return Respond(404, f"404 Not Found: no route for host {host or '(none)'} path {path}\n")
     policy = route.policy
-    if not head.tls and (policy.force_ssl_redirect or (policy.ssl_redirect and _tls_host(table, host))):
+    if not head.tls and (
+        policy.force_ssl_redirect or (policy.ssl_redirect and _tls_host(table, host))
+    ):
         port = "" if https_port == 443 else f":{https_port}"
         target = head.path + (f"?{head.query}" if head.query else "")
         return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{target}")
@@ -113,20 +115,25 @@ def rewrite(route: Route, path: str, target: str) -> str:
 
     Regex routes follow nginx's ``rewrite``: the whole path becomes the target
     with ``$n`` taken from the route's capture groups. A route that opted out of
-    regex (``use-regex: "false"``) has just its matched prefix replaced.
+    regex (``use-regex: "false"``) has just its matched prefix replaced, even
+    when another Ingress put its host in regex mode.
     """
-    if route.regex is not None:
-        m = route.regex.match(path)
-        new = expand_target(target, m) if m is not None else target
-    elif route.path_type == "Exact" or route.path == "/":
-        new = target if route.path_type == "Exact" else _join(target, path)
+    if route.regex is not None and route.policy.regex_paths:
+        new = expand_target(target, route.regex.match(path))
+    elif route.path_type == "Exact":
+        # An Exact path has no capture groups: "$n" references become empty.
+        new = expand_target(target, None)
+    elif route.path == "/":
+        new = _join(target, path)
     else:
         prefix = route.path.rstrip("/")
-        new = _join(target, path[len(prefix):])
+        new = _join(target, path[len(prefix) :])
     return new if new.startswith("/") else "/" + new
 
 
 def _join(base: str, rest: str) -> str:
-    if not rest or rest == "/":
-        return base if base else "/"
+    if not rest:
+        return base or "/"
+    if rest == "/":
+        return base.rstrip("/") + "/"  # keep the client's trailing slash
     return base.rstrip("/") + "/" + rest.lstrip("/")

@@ -1,0 +1,1 @@
+"""Where ingressd's Kubernetes objects come from: manifest folders or a cluster."""

@@ -1,0 +1,472 @@
+"""Manifest mode: Kubernetes objects read from a folder of YAML/JSON files.
+
+The folder holds the same files ``kubectl apply -f DIR`` would take. Every load
+re-reads the whole folder; a file that cannot be parsed at all keeps serving
+the objects it held when it last parsed, so a half-saved edit never takes
+routes down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+import yaml
+
+from ..model import Problem
+from ..store import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, describe
+
+log = logging.getLogger("ingressd.manifests")
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+DEFAULT_NAMESPACE = "default"
+FORCE_POLLING_ENV = "INGRESSD_FORCE_POLLING"
+
+# How long the watcher may stay silent before it hands back control; each tick
+# re-checks that the root is still the directory being watched.
+WATCH_TICK_MS = 250
+WATCH_STEP_MS = 20
+POLL_DELAY_MS = 250
+ROOT_POLL_SECONDS = 0.25
+RETRY_SECONDS = 1.0
+# With native notifications, compare fingerprints every this many quiet ticks.
+NATIVE_CHECK_TICKS = 20
+
+# (path, inode, size, mtime ns, ctime ns) of every manifest file, in load order
+Fingerprint = tuple[tuple[str, int, int, int, int], ...]
+
+# The libyaml parser when PyYAML was built with it: much faster on large folders.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):
+    """Safe loader that leaves timestamps as strings, as the API server returns them."""
+
+
+def _timestamp_as_string(loader: Any, node: yaml.ScalarNode) -> str:
+    return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_string)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    store: ObjectStore
+    problems: tuple[Problem, ...] = ()
+    # path -> objects of that file as last parsed successfully
+    good: dict[Path, list[Obj]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _FileResult:
+    objects: list[Obj] | None  # None: the file as a whole could not be read
+    problems: list[Problem]
+
+
+# ---------------------------------------------------------------- one file
+
+
+def load_file(path: Path) -> tuple[list[Obj], list[Problem]]:
+    """The supported objects in one manifest file, and what was wrong with it."""
+    result = _parse_file(path)
+    return result.objects or [], result.problems
+
+
+def _parse_file(path: Path) -> _FileResult:
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        # Removed (or a dangling symlink mid-swap) since the folder was listed:
+        # the same as not being there.
+        return _FileResult([], [])
+    except OSError as exc:
+        return _FileResult(None, [Problem("file", f"cannot read: {exc.strerror or exc}", source)])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        reason = f"not valid UTF-8 (byte offset {exc.start})"
+        return _FileResult(None, [Problem("file", reason, source)])
+    docs, error = _parse_documents(text, json_file=path.suffix == ".json")
+    if error is not None:
+        return _FileResult(None, [Problem(error[0], error[1], source)])
+    objects: list[Obj] = []
+    problems: list[Problem] = []
+    for index, doc in enumerate(docs, start=1):
+        _collect(doc, f"document {index}", source, objects, problems)
+    return _FileResult(objects, problems)
+
+
+def _parse_documents(text: str, json_file: bool) -> tuple[list[Any], tuple[str, str] | None]:
+    """All documents of the file, or (where, reason) of the syntax error."""
+    if json_file:
+        try:
+            return [json.loads(text)], None
+        except json.JSONDecodeError as exc:
+            where = f"line {exc.lineno}, column {exc.colno}"
+            return [], ("document 1", f"JSON syntax error at {where}: {exc.msg}")
+    docs: list[Any] = []
+    try:
+        # Documents are parsed lazily, so an error surfaces part-way through the loop.
+        for doc in yaml.load_all(text, Loader=_Loader):
+            docs.append(doc)
+    except yaml.YAMLError as exc:
+        return [], (f"document {len(docs) + 1}", _yaml_error_text(exc))
+    return docs, None
+
+
+def _yaml_error_text(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        what = exc.problem or "invalid YAML"
+        return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {what}"
+    return f"YAML syntax error: {exc}"
+
+
+def _collect(doc: Any, where: str, source: str, out: list[Obj], problems: list[Problem]) -> None:
+    """Validate one document (flattening Lists) into ``out``/``problems``."""
+    if doc is None:
+        return
+    if not isinstance(doc, dict):
+        problems.append(Problem(where, f"not a mapping ({type(doc).__name__})", source))
+        return
+    kind = doc.get("kind")
+    if not isinstance(kind, str) or not kind:
+        problems.append(Problem(where, "kind is missing or not a string", source))
+        return
+    if kind.endswith("List") and "items" in doc:
+        _collect_list(doc["items"], where, source, out, problems)
+        return
+    if kind not in KINDS:
+        log.debug("%s: %s: ignoring kind %s", source, where, kind)
+        return
+    reason = _invalid_reason(doc)
+    if reason is not None:
+        # Named like the object would be once stored, namespace defaulted.
+        what = describe(_normalized(doc)) if _name(doc) else where
+        problems.append(Problem(what, reason, source))
+        return
+    out.append(_normalized(doc))
+
+
+def _collect_list(
+    items: Any, where: str, source: str, out: list[Obj], problems: list[Problem]
+) -> None:
+    if items is None:  # `items:` left empty
+        return
+    if not isinstance(items, list):
+        problems.append(Problem(where, "items of a List is not a list", source))
+        return
+    for index, item in enumerate(items, start=1):
+        _collect(item, f"{where}, item {index}", source, out, problems)
+
+
+def _name(doc: Obj) -> str | None:
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _invalid_reason(doc: Obj) -> str | None:
+    """Why a document of a supported kind cannot be used, or None."""
+    kind = doc["kind"]
+    api_version = doc.get("apiVersion")
+    if not isinstance(api_version, str) or not api_version:
+        return "apiVersion is missing or not a string"
+    if api_version not in KINDS[kind]:
+        wanted = ", ".join(KINDS[kind])
+        return f"unsupported apiVersion {api_version!r} for {kind} (supported: {wanted})"
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict):
+        return "metadata is missing or not a mapping"
+    if _name(doc) is None:
+        return "metadata.name is missing or not a string"
+    namespace = meta.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        return "metadata.namespace is not a string"
+    if kind == "Secret":
+        return _secret_problem(doc)
+    return None
+
+
+def _secret_problem(secret: Obj) -> str | None:
+    data = secret.get("data")
+    if data is not None:
+        if not isinstance(data, dict):
+            return "data is not a mapping"
+        for key, value in data.items():
+            if not _is_base64(value):
+                return f"data.{key} is not a valid base64 string"
+    string_data = secret.get("stringData")
+    if string_data is not None and not isinstance(string_data, dict):
+        return "stringData is not a mapping"
+    return None
+
+
+def _is_base64(value: Any) -> bool:
+    if value is None:  # `key:` with nothing after it; Kubernetes reads it as empty
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _normalized(doc: Obj) -> Obj:
+    """``doc`` with the namespace the API server would give it.
+
+    Copies instead of editing in place: YAML anchors can make several items
+    share one mapping.
+    """
+    meta = doc["metadata"]
+    namespace = meta.get("namespace")
+    if doc["kind"] in CLUSTER_SCOPED:
+        # The API server ignores a namespace on cluster-scoped objects; keeping it
+        # would file the object under a key nothing looks up.
+        if namespace is None:
+            return doc
+        meta = {k: v for k, v in meta.items() if k != "namespace"}
+    elif namespace:
+        return doc
+    else:
+        meta = {**meta, "namespace": DEFAULT_NAMESPACE}
+    return {**doc, "metadata": meta}
+
+
+# ---------------------------------------------------------------- a folder
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """Manifest files under ``root`` in the order kubectl would apply them."""
+    return sorted(_walk(root))
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop, or two links to one directory
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        # Hidden directories also covers Kubernetes' own "..data" and
+        # "..2024_..." entries in a mounted ConfigMap, which would otherwise
+        # show every file twice.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if _is_manifest_name(name):
+                yield Path(dirpath, name)
+
+
+def _is_manifest_name(name: str) -> bool:
+    if name.startswith((".", "#")) or name.endswith(("~", ".swp", ".swx", ".swo")):
+        return False  # editor temporaries and lock files
+    return name.endswith(MANIFEST_SUFFIXES)
+
+
+def load_directory(root: Path, previous: dict[Path, list[Obj]] | None = None) -> LoadResult:
+    """Load every manifest under ``root``.
+
+    ``previous`` is the ``good`` map of the last load: a file that now fails to
+    parse as a whole keeps contributing the objects it had then.
+    """
+    if not root.is_dir():
+        reason = "is not a directory" if root.exists() else "directory does not exist"
+        return LoadResult(ObjectStore(), (Problem(str(root), reason, str(root)),), {})
+    previous = previous or {}
+    problems: list[Problem] = []
+    good: dict[Path, list[Obj]] = {}
+    for path in manifest_files(root):
+        parsed = _parse_file(path)
+        problems.extend(parsed.problems)
+        if parsed.objects is not None:
+            good[path] = parsed.objects
+        elif path in previous:
+            good[path] = previous[path]
+            reason = (
+                f"the last good version of this file ({len(previous[path])} objects) "
+                "is still in use"
+            )
+            problems.append(Problem("file", reason, str(path)))
+    store = ObjectStore()
+    problems.extend(_fill_store(store, good))
+    return LoadResult(store, tuple(problems), good)
+
+
+def _fill_store(store: ObjectStore, good: dict[Path, list[Obj]]) -> list[Problem]:
+    """Put every object in ``store``; the first definition of an object wins."""
+    problems: list[Problem] = []
+    first_seen: dict[tuple[str, str, str], Path] = {}
+    for path in sorted(good):
+        for obj in good[path]:
+            meta = obj["metadata"]
+            key = (obj["kind"], meta.get("namespace") or "", meta["name"])
+            if key in first_seen:
+                reason = f"also defined in {first_seen[key]}, which is the one used"
+                problems.append(Problem(describe(obj), reason, str(path)))
+                continue
+            first_seen[key] = path
+            store.put(obj, origin=str(path))
+    return problems
+
+
+# ---------------------------------------------------------------- watching
+
+
+def _force_polling() -> bool:
+    return os.environ.get(FORCE_POLLING_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _fingerprint(root: Path) -> Fingerprint:
+    entries = []
+    for path in manifest_files(root):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # gone already; the load will not see it either
+        entries.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(entries)
+
+
+def _dir_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep for ``seconds``, waking early when ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+class ManifestSource:
+    """Loads a manifest folder and reloads it whenever something in it changes.
+
+    Change notifications drive reloads. Each quiet watcher tick also compares a
+    cheap stat fingerprint of the files with the one taken at the last load:
+    every tick when polling (the poll watcher sees mtimes only to the second,
+    so a second write within the same second would otherwise be lost), and
+    every few seconds with native notifications, as a safety net.
+    """
+
+    def __init__(
+        self, root: Path, on_load: Callable[[LoadResult], None], debounce_ms: int = 50
+    ) -> None:
+        self.root = root
+        self.on_load = on_load
+        self.debounce_ms = max(1, debounce_ms)
+        self._good: dict[Path, list[Obj]] = {}
+        self._last: LoadResult | None = None
+        self._fingerprint: Fingerprint | None = None
+
+    def load(self) -> LoadResult:
+        """Load the folder now, hand the result to ``on_load`` and return it."""
+        result, fingerprint = self._scan()
+        self._accept(result, fingerprint)
+        return result
+
+    def _scan(self) -> tuple[LoadResult, Fingerprint]:
+        # Fingerprint first: a change made during the load then differs from it.
+        fingerprint = _fingerprint(self.root)
+        return load_directory(self.root, self._good), fingerprint
+
+    def _accept(self, result: LoadResult, fingerprint: Fingerprint) -> None:
+        self._good = result.good
+        self.on_load(result)
+        # Only once delivered: if on_load failed, a later check hands it over again.
+        self._last = result
+        self._fingerprint = fingerprint
+
+    async def _reload(self) -> None:
+        # Parsing a large folder is slow; on_load still runs here, on the loop.
+        result, fingerprint = await asyncio.to_thread(self._scan)
+        last = self._last
+        if last is not None and result.good == last.good and result.problems == last.problems:
+            # Nothing that matters changed (a touch, an editor's swap file): the
+            # store is built from ``good`` alone, so it would be identical.
+            log.debug("reload of %s found no changes", self.root)
+            self._fingerprint = fingerprint
+            return
+        self._accept(result, fingerprint)
+
+    async def _changed_on_disk(self) -> bool:
+        return await asyncio.to_thread(_fingerprint, self.root) != self._fingerprint
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Watch the folder until ``stop`` is set; never raises (except cancellation)."""
+        stop = stop if stop is not None else asyncio.Event()
+        while not stop.is_set():
+            try:
+                if await self._wait_for_root(stop):
+                    await self._watch(stop)
+            except Exception:
+                log.exception("watching %s failed; retrying", self.root)
+                await _wait(stop, RETRY_SECONDS)
+
+    async def _wait_for_root(self, stop: asyncio.Event) -> bool:
+        """Wait until the root is a directory; False if stopped first."""
+        if _dir_identity(self.root) is not None:
+            return True
+        # Report the loss once (the objects it held go away), then poll quietly.
+        await self._reload()
+        log.info("waiting for manifest directory %s to appear", self.root)
+        while not stop.is_set():
+            await _wait(stop, ROOT_POLL_SECONDS)
+            if _dir_identity(self.root) is not None:
+                log.info("manifest directory %s appeared", self.root)
+                return True
+        return False
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Reload on every batch of changes until stopped or the root is replaced."""
+        identity = _dir_identity(self.root)
+        polling = _force_polling()
+        check_every = 1 if polling else NATIVE_CHECK_TICKS
+        synced = False
+        quiet_ticks = 0
+        async for changes in watchfiles.awatch(
+            self.root,
+            debounce=self.debounce_ms,
+            step=min(WATCH_STEP_MS, self.debounce_ms),
+            stop_event=stop,
+            recursive=True,
+            force_polling=polling,
+            poll_delay_ms=POLL_DELAY_MS,
+            rust_timeout=WATCH_TICK_MS,
+            yield_on_timeout=True,
+        ):
+            if not changes:
+                quiet_ticks += 1
+            # The first tick means the watcher is in place: reload once then, so a
+            # change made while it was being set up is not missed.
+            if (
+                changes
+                or not synced
+                or (quiet_ticks % check_every == 0 and await self._changed_on_disk())
+            ):
+                log.debug("reloading %s (%d changes)", self.root, len(changes))
+                await self._reload()
+                synced = True
+            if _dir_identity(self.root) != identity:
+                # Deleted or swapped for another directory: the watch is on the
+                # old one, so start over.
+                log.info("manifest directory %s was removed or replaced", self.root)
+                return

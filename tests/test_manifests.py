@@ -1,0 +1,516 @@
+"""Manifest mode: parsing files, loading folders, and watching them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ingressd.sources.manifests import (
+    LoadResult,
+    ManifestSource,
+    load_directory,
+    load_file,
+    manifest_files,
+)
+
+INGRESS = """\
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  rules:
+    - host: {host}
+"""
+
+SERVICE = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  ports:
+    - port: 80
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def ingress(name: str = "web", namespace: str = "default", host: str = "a.example") -> str:
+    return INGRESS.format(name=name, namespace=namespace, host=host)
+
+
+def host_of(result: LoadResult, namespace: str, name: str) -> str | None:
+    obj = result.store.snapshot().get("Ingress", namespace, name)
+    return None if obj is None else obj["spec"]["rules"][0]["host"]
+
+
+# ---------------------------------------------------------------- load_file
+
+
+def test_multi_document_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "app.yaml",
+        "---\n" + ingress("web") + "---\n# only a comment\n---\n" + SERVICE.format(name="svc"),
+    )
+    objs, problems = load_file(path)
+    assert problems == []
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
+        ("Ingress", "web"),
+        ("Service", "svc"),
+    ]
+
+
+def test_list_kind_is_flattened(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "list.yaml",
+        """\
+        apiVersion: v1
+        kind: List
+        items:
+          - apiVersion: v1
+            kind: Service
+            metadata: {name: one, namespace: apps}
+          - apiVersion: v1
+            kind: Service
+            metadata: {name: two}
+          - apiVersion: v1
+            kind: Service
+            metadata: {namespace: apps}
+        """,
+    )
+    objs, problems = load_file(path)
+    assert [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs] == [
+        ("apps", "one"),
+        ("default", "two"),
+    ]
+    assert len(problems) == 1
+    assert problems[0].obj == "document 1, item 3"
+    assert "metadata.name" in problems[0].reason
+
+
+def test_typed_list_and_json_file(tmp_path: Path) -> None:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "ServiceList",
+        "items": [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "j"}}],
+    }
+    path = tmp_path / "svc.json"
+    path.write_text(json.dumps(doc))
+    objs, problems = load_file(path)
+    assert problems == []
+    assert [o["metadata"]["name"] for o in objs] == ["j"]
+
+
+def test_secret_data_and_string_data(tmp_path: Path) -> None:
+    encoded = base64.b64encode(b"certificate bytes").decode()
+    path = write(
+        tmp_path / "secret.yaml",
+        f"""\
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: tls, namespace: web}}
+        type: kubernetes.io/tls
+        data:
+          tls.crt: {encoded}
+        stringData:
+          tls.key: plain text key
+        """,
+    )
+    objs, problems = load_file(path)
+    assert problems == []
+    (secret,) = objs
+    assert base64.b64decode(secret["data"]["tls.crt"]) == b"certificate bytes"
+    assert secret["stringData"] == {"tls.key": "plain text key"}
+
+
+def test_secret_with_invalid_base64_is_skipped(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "secret.yaml",
+        """\
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: bad}
+        data:
+          tls.crt: "not base64!"
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: good}
+        data:
+          key: aGVsbG8=
+        """,
+    )
+    objs, problems = load_file(path)
+    assert [o["metadata"]["name"] for o in objs] == ["good"]
+    assert len(problems) == 1
+    assert problems[0].obj == "Secret default/bad"
+    assert "data.tls.crt" in problems[0].reason
+    assert "base64" in problems[0].reason
+    assert problems[0].source == str(path)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "broken.yaml",
+        ingress("web") + "---\napiVersion: v1\nkind: Service\nmetadata: {name: [oops\n",
+    )
+    objs, problems = load_file(path)
+    assert objs == []  # one bad document spoils the whole file
+    assert len(problems) == 1
+    problem = problems[0]
+    assert problem.source == str(path)
+    assert problem.obj == "document 2"
+    assert "line 13" in problem.reason
+    assert "broken.yaml" in str(problem)
+
+
+def test_undecodable_file(tmp_path: Path) -> None:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"kind: \xff\xfe\n")
+    objs, problems = load_file(path)
+    assert objs == []
+    assert len(problems) == 1
+    assert "UTF-8" in problems[0].reason
+
+
+def test_unsupported_api_version(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "old.yaml",
+        """\
+        apiVersion: extensions/v1beta1
+        kind: Ingress
+        metadata: {name: legacy, namespace: shop}
+        """,
+    )
+    objs, problems = load_file(path)
+    assert objs == []
+    assert len(problems) == 1
+    assert problems[0].obj == "Ingress shop/legacy"
+    assert "unsupported apiVersion" in problems[0].reason
+    assert "networking.k8s.io/v1" in problems[0].reason
+
+
+def test_missing_name_and_not_a_mapping(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "noname.yaml",
+        """\
+        apiVersion: v1
+        kind: Service
+        metadata: {namespace: x}
+        ---
+        - just
+        - a list
+        ---
+        apiVersion: v1
+        metadata: {name: kindless}
+        """,
+    )
+    objs, problems = load_file(path)
+    assert objs == []
+    assert [(p.obj, p.source) for p in problems] == [
+        ("document 1", str(path)),
+        ("document 2", str(path)),
+        ("document 3", str(path)),
+    ]
+    assert "metadata.name" in problems[0].reason
+    assert "not a mapping" in problems[1].reason
+    assert "kind" in problems[2].reason
+
+
+def test_default_namespace_without_mutating_shared_input(tmp_path: Path) -> None:
+    # Both items are the same mapping through a YAML alias.
+    path = write(
+        tmp_path / "alias.yaml",
+        """\
+        apiVersion: v1
+        kind: List
+        items:
+          - &svc {apiVersion: v1, kind: Service, metadata: {name: shared}}
+          - *svc
+          - apiVersion: networking.k8s.io/v1
+            kind: IngressClass
+            metadata: {name: nginx, namespace: ignored}
+        """,
+    )
+    objs, _ = load_file(path)
+    assert [o["metadata"].get("namespace") for o in objs] == ["default", "default", None]
+    # Cluster-scoped objects have no namespace, whatever the file says.
+    assert "namespace" not in objs[2]["metadata"]
+
+
+def test_timestamps_stay_strings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "ts.yaml",
+        SERVICE.format(name="s").replace(
+            "  name: s\n", "  name: s\n  creationTimestamp: 2024-05-01T10:00:00Z\n"
+        ),
+    )
+    (obj,), _ = load_file(path)
+    assert obj["metadata"]["creationTimestamp"] == "2024-05-01T10:00:00Z"
+
+
+def test_unknown_kinds_are_ignored(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "mixed.yaml",
+        """\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        ---
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        """,
+    )
+    objs, problems = load_file(path)
+    assert problems == []
+    assert [o["kind"] for o in objs] == ["Service"]
+
+
+# ---------------------------------------------------------------- load_directory
+
+
+def test_directory_recursive_and_origins(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", ingress("one", host="one.example"))
+    write(tmp_path / "sub" / "b.yml", ingress("two", host="two.example"))
+    result = load_directory(tmp_path)
+    assert result.problems == ()
+    snap = result.store.snapshot()
+    assert set(snap.of("Ingress")) == {("default", "one"), ("default", "two")}
+    assert snap.origin(snap.get("Ingress", "default", "two")) == str(tmp_path / "sub" / "b.yml")
+    assert set(result.good) == {tmp_path / "a.yaml", tmp_path / "sub" / "b.yml"}
+
+
+def test_hidden_and_temp_files_are_ignored(tmp_path: Path) -> None:
+    write(tmp_path / "real.yaml", ingress("real"))
+    for name in [".hidden.yaml", "real.yaml~", ".#real.yaml", ".real.yaml.swp", "notes.txt"]:
+        write(tmp_path / name, ingress("ghost"))
+    write(tmp_path / ".git" / "x.yaml", ingress("ghost"))
+    write(tmp_path / "..data" / "real.yaml", ingress("ghost"))
+    assert manifest_files(tmp_path) == [tmp_path / "real.yaml"]
+    result = load_directory(tmp_path)
+    assert set(result.store.snapshot().of("Ingress")) == {("default", "real")}
+
+
+def test_broken_file_keeps_last_good_then_recovers(tmp_path: Path) -> None:
+    path = write(tmp_path / "web.yaml", ingress("web", host="v1.example"))
+    first = load_directory(tmp_path)
+    assert host_of(first, "default", "web") == "v1.example"
+
+    path.write_text(ingress("web", host="v2.example") + "spec: [unclosed\n")
+    broken = load_directory(tmp_path, first.good)
+    assert host_of(broken, "default", "web") == "v1.example"
+    reasons = [p.reason for p in broken.problems if p.source == str(path)]
+    assert any("YAML syntax error" in r for r in reasons)
+    assert any("last good version" in r for r in reasons)
+    assert broken.good[path] == first.good[path]
+
+    # Still broken on the next load: still the same last good version.
+    again = load_directory(tmp_path, broken.good)
+    assert host_of(again, "default", "web") == "v1.example"
+
+    path.write_text(ingress("web", host="v3.example"))
+    fixed = load_directory(tmp_path, again.good)
+    assert fixed.problems == ()
+    assert host_of(fixed, "default", "web") == "v3.example"
+
+
+def test_broken_file_without_previous_serves_nothing(tmp_path: Path) -> None:
+    write(tmp_path / "web.yaml", "kind: [\n")
+    result = load_directory(tmp_path)
+    assert result.store.snapshot().of("Ingress") == {}
+    assert len(result.problems) == 1
+    assert result.good == {}
+
+
+def test_deleted_file_removes_its_objects(tmp_path: Path) -> None:
+    keep = write(tmp_path / "keep.yaml", ingress("keep"))
+    gone = write(tmp_path / "gone.yaml", ingress("gone"))
+    first = load_directory(tmp_path)
+    assert set(first.store.snapshot().of("Ingress")) == {("default", "keep"), ("default", "gone")}
+    gone.unlink()
+    second = load_directory(tmp_path, first.good)
+    assert set(second.store.snapshot().of("Ingress")) == {("default", "keep")}
+    assert set(second.good) == {keep}
+
+
+def test_duplicate_object_first_file_wins(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", ingress("web", host="from-a.example"))
+    later = write(tmp_path / "b.yaml", ingress("web", host="from-b.example"))
+    result = load_directory(tmp_path)
+    assert host_of(result, "default", "web") == "from-a.example"
+    assert len(result.problems) == 1
+    problem = result.problems[0]
+    assert problem.obj == "Ingress default/web"
+    assert problem.source == str(later)
+    assert str(tmp_path / "a.yaml") in problem.reason
+
+
+def test_same_name_in_other_namespace_or_kind_is_not_a_duplicate(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", ingress("web", namespace="one"))
+    write(
+        tmp_path / "b.yaml", ingress("web", namespace="two") + "---\n" + SERVICE.format(name="web")
+    )
+    result = load_directory(tmp_path)
+    assert result.problems == ()
+    snap = result.store.snapshot()
+    assert set(snap.of("Ingress")) == {("one", "web"), ("two", "web")}
+    assert set(snap.of("Service")) == {("default", "web")}
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    result = load_directory(tmp_path / "nope", {tmp_path / "nope" / "a.yaml": []})
+    assert result.good == {}
+    assert len(result.problems) == 1
+    assert "does not exist" in result.problems[0].reason
+    assert all(not objs for objs in result.store.snapshot().objects.values())
+
+
+# ---------------------------------------------------------------- ManifestSource
+
+
+def test_source_load_uses_previous_good(tmp_path: Path) -> None:
+    path = write(tmp_path / "web.yaml", ingress("web", host="v1.example"))
+    seen: list[LoadResult] = []
+    source = ManifestSource(tmp_path, seen.append)
+    first = source.load()
+    path.write_text("kind: [\n")
+    second = source.load()
+    assert seen == [first, second]
+    assert host_of(second, "default", "web") == "v1.example"
+
+
+async def wait_for_host(results: asyncio.Queue[LoadResult], host: str | None) -> LoadResult:
+    while True:
+        result = await results.get()
+        if host_of(result, "default", "web") == host:
+            return result
+
+
+@pytest.fixture(params=["native", "polling"])
+def watch_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "polling":
+        monkeypatch.setenv("INGRESSD_FORCE_POLLING", "1")
+    else:
+        monkeypatch.delenv("INGRESSD_FORCE_POLLING", raising=False)
+    return request.param
+
+
+@pytest.mark.usefixtures("watch_mode")
+async def test_run_applies_changes_quickly_and_stops(tmp_path: Path) -> None:
+    # Edits follow each other within a second: the polling watcher alone would
+    # miss the second one (it compares mtimes to the second).
+    path = write(tmp_path / "web.yaml", ingress("web", host="v1.example"))
+    results: asyncio.Queue[LoadResult] = asyncio.Queue()
+    loop_thread: list[bool] = []
+
+    def on_load(result: LoadResult) -> None:
+        # asyncio.get_running_loop raises outside the loop's thread.
+        asyncio.get_running_loop()
+        loop_thread.append(True)
+        results.put_nowait(result)
+
+    source = ManifestSource(tmp_path, on_load)
+    source.load()
+    await wait_for_host(results, "v1.example")
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(source.run(stop))
+    try:
+        path.write_text(ingress("web", host="v2.example"))
+        result = await asyncio.wait_for(wait_for_host(results, "v2.example"), 1.0)
+        assert result.problems == ()
+
+        # A broken save keeps serving v2; fixing it applies v3.
+        path.write_text("spec: [\n")
+        broken = await asyncio.wait_for(results.get(), 1.0)
+        assert host_of(broken, "default", "web") == "v2.example"
+        assert any("last good version" in p.reason for p in broken.problems)
+
+        path.write_text(ingress("web", host="v3.example"))
+        await asyncio.wait_for(wait_for_host(results, "v3.example"), 1.0)
+
+        path.unlink()
+        await asyncio.wait_for(wait_for_host(results, None), 1.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 2.0)
+    assert loop_thread and all(loop_thread)
+    assert task.done() and task.exception() is None
+
+
+async def test_run_waits_for_missing_root(tmp_path: Path) -> None:
+    root = tmp_path / "later"
+    results: asyncio.Queue[LoadResult] = asyncio.Queue()
+    stop = asyncio.Event()
+    task = asyncio.create_task(ManifestSource(root, results.put_nowait).run(stop))
+    try:
+        missing = await asyncio.wait_for(results.get(), 1.0)
+        assert "does not exist" in missing.problems[0].reason
+        write(root / "web.yaml", ingress("web", host="late.example"))
+        await asyncio.wait_for(wait_for_host(results, "late.example"), 2.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 2.0)
+
+
+async def test_run_follows_root_removed_and_recreated(tmp_path: Path) -> None:
+    root = tmp_path / "manifests"
+    write(root / "web.yaml", ingress("web", host="v1.example"))
+    results: asyncio.Queue[LoadResult] = asyncio.Queue()
+    stop = asyncio.Event()
+    task = asyncio.create_task(ManifestSource(root, results.put_nowait).run(stop))
+    try:
+        await asyncio.wait_for(wait_for_host(results, "v1.example"), 1.0)
+        shutil.rmtree(root)
+        gone = await asyncio.wait_for(wait_for_host(results, None), 2.0)
+        assert "does not exist" in gone.problems[0].reason
+        write(root / "web.yaml", ingress("web", host="v2.example"))
+        await asyncio.wait_for(wait_for_host(results, "v2.example"), 2.0)
+        # The new directory is watched, not the deleted one.
+        (root / "web.yaml").write_text(ingress("web", host="v3.example"))
+        await asyncio.wait_for(wait_for_host(results, "v3.example"), 2.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 2.0)
+
+
+async def test_run_survives_on_load_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INGRESSD_FORCE_POLLING", "1")
+    path = write(tmp_path / "web.yaml", ingress("web", host="v1.example"))
+    results: asyncio.Queue[LoadResult] = asyncio.Queue()
+    calls = 0
+
+    def on_load(result: LoadResult) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("consumer bug")
+        results.put_nowait(result)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(ManifestSource(tmp_path, on_load).run(stop))
+    try:
+        # The first load (v1) fails in on_load; the watcher carries on regardless.
+        await asyncio.sleep(0.5)
+        path.write_text(ingress("web", host="v2.example"))
+        await asyncio.wait_for(wait_for_host(results, "v2.example"), 3.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 2.0)
