@@ -43,10 +43,12 @@ def admin_app(controller: Controller, state: ProxyState) -> web.Application:
         return web.Response(status=503, text="not ready: no routing table yet\n")
 
     async def problems(_: web.Request) -> web.Response:
+        # The controller's list, not the table's: it also holds what was rejected
+        # before a table was built (unparsable files) and unusable certificates.
         return web.json_response(
             {
                 "generation": state.table.generation,
-                "problems": [str(p) for p in state.table.problems],
+                "problems": [str(p) for p in controller.problems],
             }
         )
 

@@ -1,4 +1,12 @@
-"""Command line: ``ingressd serve`` and ``ingressd demo``."""
+"""Command line: ``ingressd serve`` and ``ingressd demo``.
+
+Tuning options, accepted by both commands but left out of their --help:
+  --proxy-connect-timeout SECONDS  connecting to an upstream (default 5)
+  --proxy-send-timeout SECONDS     upstream not accepting the request (default 60)
+  --proxy-read-timeout SECONDS     upstream silent while a response is due (default 60)
+Like ingress-nginx's proxy-*-timeout settings: connect -> 504, send/read -> 504
+(or a cut-off response once it has started).
+"""
 
 from __future__ import annotations
 
@@ -46,10 +54,31 @@ def _common(p: argparse.ArgumentParser, address: str) -> None:
         help="TLS Secret served to hosts without a certificate of their own",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    # Documented in the module docstring (``ingressd --help``), hidden from each command's.
+    for name, default in (("connect", 5.0), ("send", 60.0), ("read", 60.0)):
+        p.add_argument(
+            f"--proxy-{name}-timeout",
+            type=_seconds,
+            default=default,
+            metavar="SECONDS",
+            help=argparse.SUPPRESS,
+        )
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive number of seconds")
+    return seconds
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="ingressd", description=__doc__)
+    top = argparse.ArgumentParser(
+        prog="ingressd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     top.add_argument("--version", action="version", version=f"ingressd {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve the Ingresses found in a folder of manifests")
@@ -81,7 +110,12 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
         https_port=args.https_port,
         admin_port=args.admin_port,
         build=BuildOptions(controller_name=args.controller_name, ingress_class=args.ingress_class),
-        proxy=ProxySettings(https_redirect_port=args.https_redirect_port or args.https_port),
+        proxy=ProxySettings(
+            https_redirect_port=args.https_redirect_port or args.https_port,
+            connect_timeout=args.proxy_connect_timeout,
+            read_timeout=args.proxy_read_timeout,
+            send_timeout=args.proxy_send_timeout,
+        ),
         default_certificate=args.default_certificate,
     )
 

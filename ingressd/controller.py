@@ -30,6 +30,8 @@ class Controller:
         self.default_certificate = default_certificate
         self.generation = 0
         self.ready = False
+        # Everything rejected by the last apply: files, objects, certificates.
+        self.problems: tuple[Problem, ...] = ()
         self._reported: set[str] = set()
 
     def apply(self, snapshot: Snapshot, source_problems: Iterable[Problem] = ()) -> RouteTable:
@@ -44,6 +46,7 @@ class Controller:
         if self.selector is not None:
             self.selector.prune()
         self.ready = True
+        self.problems = tuple(problems)
         self._report(problems)
         hosts = len(table.exact_hosts) + len(table.wildcard_hosts) + (table.catch_all is not None)
         log.info(

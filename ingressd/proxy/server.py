@@ -370,6 +370,7 @@ class Exchange:
         "method",
         "req_chunked",
         "req_length",
+        "req_te",
         "request_complete",
         "request_id",
         "resp_chunked",
@@ -398,6 +399,7 @@ class Exchange:
         self.upgrade_value: bytes | None = None
         self.req_chunked = False
         self.req_length: bytes | None = None
+        self.req_te: bytes | None = None  # Transfer-Encoding as received, lines joined
         self.header_count = 0
         self.header_bytes = 0
         self.head_done = False
@@ -433,6 +435,7 @@ class Exchange:
                 self.upgrade_value = value
             elif lname == b"transfer-encoding":
                 self.req_chunked = True
+                self.req_te = value if self.req_te is None else self.req_te + b", " + value
             elif lname == b"content-length":
                 self.req_length = value.strip()
             return
@@ -456,6 +459,12 @@ class Exchange:
             return 400, "missing Host header"
         if self.method == b"CONNECT":
             return 405, "CONNECT is not supported"
+        if self.req_te is not None and self.req_te.strip().lower() != b"chunked":
+            # httptools reports other codings only after on_headers_complete, when
+            # the head may already be on a pooled upstream connection; and the
+            # body is forwarded re-chunked, which would drop the other codings.
+            te = self.req_te.decode("latin-1")
+            return 501, f"Transfer-Encoding {te!r} is not supported (only chunked)"
         return None
 
     def _head(self) -> RequestHead:
@@ -474,6 +483,11 @@ class Exchange:
             path, query = parsed.path or b"/", parsed.query or b""
             self.host = host
             self.url = path + (b"?" + query if query else b"")
+            # The upstream must see the host the request was routed by, not the
+            # Host header it replaced.
+            self.headers = [(b"Host", host)] + [
+                (n, v) for n, v in self.headers if n.lower() != b"host"
+            ]
         return RequestHead(
             method=self.method.decode("latin-1"),
             host=host.decode("latin-1"),

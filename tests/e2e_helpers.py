@@ -1,0 +1,578 @@
+"""Running real things for the end-to-end tests: ingressd, upstreams, curl.
+
+Everything listens on 127.0.0.1 on free ports, every wait has a deadline, and
+everything started here has a way to stop it. The pytest fixtures built on
+these live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from k8s_objects import endpoint_slice, service
+
+from ingressd.echo import EchoServer, start_echo
+from ingressd.store import Obj
+
+T = TypeVar("T")
+
+LOCALHOST = "127.0.0.1"
+CURL = "/usr/bin/curl"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOCALHOST, 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((LOCALHOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- upstreams in a background event loop ---------------------------------------------------
+
+
+class BackgroundLoop:
+    """An asyncio loop in a daemon thread, so sync tests can block on curl."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="e2e-upstreams")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+
+        async def _cancel_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self.run(_cancel_rest(), timeout=5)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+            if not self._thread.is_alive():
+                self.loop.close()
+
+
+class EchoServers(Mapping[str, int]):
+    """Echo upstreams (``ingressd.echo``) by service name -> port."""
+
+    def __init__(self, loop: BackgroundLoop, names: Iterable[str] = ()) -> None:
+        self._loop = loop
+        self._servers: dict[str, EchoServer] = {}
+        for name in names:
+            self.start(name)
+
+    def start(self, name: str) -> int:
+        if name in self._servers:
+            raise ValueError(f"echo server {name!r} is already running")
+        server = self._loop.run(start_echo(LOCALHOST, 0, name))
+        self._servers[name] = server
+        return server.port
+
+    def close(self) -> None:
+        servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            self._loop.run(server.close(), timeout=10)
+
+    def __getitem__(self, name: str) -> int:
+        return self._servers[name].port
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._servers)
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+
+class RecordingListener:
+    """A raw TCP upstream that records every byte it receives.
+
+    It answers each request (head, plus a Content-Length or chunked body) with
+    ``200 recorded`` and keeps the connection open, so ingressd pools it: a
+    request that reaches the upstream shows up here whether ingressd opened a
+    new connection or reused one. Tests use it to prove that a request was, or
+    was not, passed on.
+    """
+
+    RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nrecorded\n"
+    MAX_BYTES = 16 << 20  # per connection; more ends it
+
+    def __init__(self, loop: BackgroundLoop) -> None:
+        self._loop = loop
+        self.received: list[bytes] = []  # one entry per connection, appended to as bytes come
+        self._lock = threading.Lock()
+        self._server = loop.run(asyncio.start_server(self._handle, LOCALHOST, 0))
+        self.port: int = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with self._lock:
+            index = len(self.received)
+            self.received.append(b"")
+        buf = b""
+        try:
+            for _ in range(1000):  # requests on this connection
+                while b"\r\n\r\n" not in buf:
+                    buf += await self._read(reader, index)
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                lower = head.lower()
+                if b"transfer-encoding: chunked" in lower:
+                    while b"0\r\n\r\n" not in buf:
+                        buf += await self._read(reader, index)
+                    buf = buf.partition(b"0\r\n\r\n")[2]
+                elif b"content-length:" in lower:
+                    length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
+                    while len(buf) < length:
+                        buf += await self._read(reader, index)
+                    buf = buf[length:]
+                writer.write(self.RESPONSE)
+                await writer.drain()
+        except (TimeoutError, OSError, EOFError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def _read(self, reader: asyncio.StreamReader, index: int) -> bytes:
+        data = await asyncio.wait_for(reader.read(65536), 30)
+        if not data:
+            raise EOFError
+        with self._lock:
+            self.received[index] += data
+            if len(self.received[index]) > self.MAX_BYTES:
+                raise EOFError
+        return data
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self.received)
+
+    def mark(self) -> list[int]:
+        """Where every connection's record ends now; pass it to ``since``."""
+        with self._lock:
+            return [len(b) for b in self.received]
+
+    def since(self, mark: list[int]) -> bytes:
+        """Every byte received after ``mark``, connection by connection."""
+        with self._lock:
+            return b"".join(
+                data[mark[i] if i < len(mark) else 0 :] for i, data in enumerate(self.received)
+            )
+
+    def close(self) -> None:
+        async def _close() -> None:
+            self._server.close()
+            await self._server.wait_closed()
+
+        self._loop.run(_close(), timeout=10)
+
+
+# -- manifests ----------------------------------------------------------------------------
+
+
+def echo_backend(name: str, port: int, *, ready: bool = True) -> list[Obj]:
+    """Service ``name`` (port 80) and an EndpointSlice sending it to 127.0.0.1:``port``."""
+    return [service(name), endpoint_slice(name, [(LOCALHOST, ready)], port)]
+
+
+def manifest_text(objs: Iterable[Obj]) -> str:
+    return yaml.safe_dump_all(list(objs), sort_keys=False)
+
+
+def write_file(path: Path, text: str) -> None:
+    """Replace ``path`` in one step, as editors and kubectl-style tools do.
+
+    The temporary name starts with a dot, which the manifest loader ignores.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# -- curl -------------------------------------------------------------------------------
+
+
+@dataclass
+class CurlResult:
+    status: int  # of the last response (0 when there was none)
+    headers: list[tuple[str, str]]  # of the last response, in order
+    body: bytes
+    stderr: str
+    exit_code: int
+    write_out: str = ""  # what -w printed
+    responses: list[tuple[int, list[tuple[str, str]]]] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        values = self.header_values(name)
+        return ", ".join(values) if values else None
+
+    def header_values(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [v for n, v in self.headers if n.lower() == lname]
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise AssertionError(f"not JSON (status {self.status}): {self.body[:500]!r}") from None
+
+    def __str__(self) -> str:
+        return (
+            f"curl exit {self.exit_code}, status {self.status}, headers {self.headers}, "
+            f"body {self.body[:300]!r}, stderr {self.stderr[-1000:]!r}"
+        )
+
+
+def parse_header_dump(raw: bytes) -> list[tuple[int, list[tuple[str, str]]]]:
+    """The (status, headers) of every response in a ``curl -D`` dump."""
+    responses: list[tuple[int, list[tuple[str, str]]]] = []
+    for line in raw.decode("latin-1").split("\r\n"):
+        if line.startswith("HTTP/"):
+            parts = line.split(" ", 2)
+            responses.append((int(parts[1]), []))
+        elif line and responses and ":" in line:
+            name, _, value = line.partition(":")
+            responses[-1][1].append((name.strip(), value.strip()))
+    return responses
+
+
+def curl(*args: str, max_time: float = 10.0, check: bool = True) -> CurlResult:
+    """Run the real curl; ``args`` are curl arguments including the URL.
+
+    Headers come from ``-D`` (a temporary file), the body from curl's stdout.
+    With ``-w`` stdout becomes ``write_out`` instead, so send bodies elsewhere
+    with ``-o``. ``check`` fails the test when curl itself fails (no response,
+    timeout, TLS error), with curl's stderr in the message.
+    """
+    fd, header_path = _tempfile()
+    try:
+        cmd = [CURL, "-s", "-S", "--max-time", f"{max_time:g}", "-D", header_path, *args]
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=max_time + 10,
+            check=False,
+        )
+        with os.fdopen(fd, "rb") as f:
+            responses = parse_header_dump(f.read())
+    finally:
+        os.unlink(header_path)
+    status, headers = responses[-1] if responses else (0, [])
+    write_out = ""
+    body = proc.stdout
+    if "-w" in args:
+        write_out, body = proc.stdout.decode("latin-1"), b""
+    result = CurlResult(
+        status=status,
+        headers=headers,
+        body=body,
+        stderr=proc.stderr.decode("utf-8", "replace"),
+        exit_code=proc.returncode,
+        write_out=write_out,
+        responses=responses,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"curl {' '.join(args)} failed: {result}")
+    return result
+
+
+def _tempfile() -> tuple[int, str]:
+    return tempfile.mkstemp(prefix="e2e-curl-headers-")
+
+
+# -- raw sockets and TLS ------------------------------------------------------------------
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data`` to 127.0.0.1:``port`` and return everything read until close."""
+    deadline = time.monotonic() + timeout
+    out = b""
+    with socket.create_connection((LOCALHOST, port), timeout=timeout) as s:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(data)  # on failure, the answer may already be waiting
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def served_certificate(port: int, server_name: str | None, timeout: float = 5.0) -> bytes:
+    """DER of the certificate 127.0.0.1:``port`` presents for SNI ``server_name``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((LOCALHOST, port), timeout=timeout) as raw,
+        ctx.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def pem_to_der(pem: bytes) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(pem.decode())
+
+
+# -- ingressd as a subprocess ---------------------------------------------------------------
+
+
+class Ingressd:
+    """``python -m ingressd serve`` (or ``demo``) in a subprocess, on free ports.
+
+    Manifests are written into ``manifest_dir``; stderr (the log, at debug
+    level) goes to ``log_path`` so tests can look for lines in it.
+    """
+
+    def __init__(
+        self,
+        manifest_dir: Path | None,
+        log_path: Path,
+        *,
+        command: str = "serve",
+        extra_args: Iterable[str] = (),
+        cwd: Path | None = None,
+    ) -> None:
+        self.manifest_dir = manifest_dir
+        self.log_path = log_path
+        self.command = command
+        self.extra_args = list(extra_args)
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http_port = self.https_port = self.admin_port = 0
+        if manifest_dir is not None:
+            manifest_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- manifests ------------------------------------------------------------------
+
+    def update(self, files: Mapping[str, Iterable[Obj] | str | None]) -> None:
+        """Write (objects or raw text) or, for None, delete each named manifest file."""
+        assert self.manifest_dir is not None
+        for name, content in files.items():
+            path = self.manifest_dir / name
+            if content is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_file(path, content if isinstance(content, str) else manifest_text(content))
+
+    # -- lifetime --------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, attempts: int = 3) -> Ingressd:
+        """Start on fresh free ports (again, if another process took one meanwhile)."""
+        for _ in range(attempts):
+            self._spawn()
+            try:
+                self._wait_ready()
+                return self
+            except _PortClash:
+                self.stop()
+        raise AssertionError(f"ingressd could not bind its ports {attempts} times:\n{self.log()}")
+
+    def _spawn(self) -> None:
+        self.http_port, self.https_port, self.admin_port = _distinct_free_ports(3)
+        cmd = [sys.executable, "-m", "ingressd", self.command]
+        if self.manifest_dir is not None:
+            cmd += ["--manifests", str(self.manifest_dir)]
+        cmd += [
+            "--address",
+            LOCALHOST,
+            "--http-port",
+            str(self.http_port),
+            "--https-port",
+            str(self.https_port),
+            "--admin-port",
+            str(self.admin_port),
+            "--log-level",
+            "debug",
+            *self.extra_args,
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.cwd or REPO_ROOT,
+                env=env,
+            )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            code = self.proc.poll()  # type: ignore[union-attr]
+            if code is not None:
+                log = self.log()
+                if "Address already in use" in log or "address already in use" in log:
+                    raise _PortClash
+                raise AssertionError(f"ingressd exited with {code} before ready:\n{log}")
+            if self.admin_status("/readyz") == 200:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"ingressd not ready within {READY_TIMEOUT:.0f} s:\n{self.log()}")
+
+    def admin_status(self, path: str) -> int:
+        """Status of a GET to the admin port, 0 when it does not answer."""
+        request = f"GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".encode()
+        try:
+            answer = raw_exchange(self.admin_port, request, timeout=2)
+        except OSError:
+            return 0
+        try:
+            return int(answer.split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            return 0
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL. Returns the exit code."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait(STOP_TIMEOUT)
+        return proc.returncode
+
+    def __enter__(self) -> Ingressd:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- observing --------------------------------------------------------------------
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """Wait until ``text`` appears in the log; return the first line holding it."""
+
+        def find() -> str | None:
+            for line in self.log().splitlines():
+                if text in line:
+                    return line
+            return None
+
+        return wait_for(find, timeout, what=f"log line containing {text!r}")
+
+    def wait_for(
+        self, predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition"
+    ) -> T:
+        return wait_for(predicate, timeout, what=what)
+
+    def peak_rss_kib(self) -> int:
+        """VmHWM (peak resident set size) of the ingressd process, in KiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM in /proc status")
+
+    # -- talking to it -------------------------------------------------------------------
+
+    def http_url(self, path: str = "/") -> str:
+        return f"http://{LOCALHOST}:{self.http_port}{path}"
+
+    def https_url(self, host: str, path: str = "/") -> str:
+        """https://host:PORT/path; pair it with ``resolve(host)``."""
+        return f"https://{host}:{self.https_port}{path}"
+
+    def resolve(self, host: str) -> list[str]:
+        return ["--resolve", f"{host}:{self.https_port}:{LOCALHOST}"]
+
+    def curl(self, *args: str, **kwargs: Any) -> CurlResult:
+        return curl(*args, **kwargs)
+
+    def get(self, host: str, path: str = "/", *args: str, **kwargs: Any) -> CurlResult:
+        """Plain-HTTP request with ``Host: host``."""
+        return curl("-H", f"Host: {host}", *args, self.http_url(path), **kwargs)
+
+
+IngressdFactory = Callable[..., Ingressd]  # the ``ingressd`` fixture (conftest.py)
+
+
+class _PortClash(Exception):
+    pass
+
+
+def _distinct_free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    for _ in range(10 * n):
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+            if len(ports) == n:
+                return ports
+    raise AssertionError(f"could not find {n} distinct free ports")
