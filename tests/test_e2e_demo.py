@@ -1,4 +1,4 @@
-"""End to end: ``ingressd demo`` and the curl lines of examples/README.md.
+"""End to end: ``ingressd demo`` and the curl lines of README.md and examples/README.md.
 
 The demo runs from the repository root with its default ``./examples`` and
 starts its own echo upstreams on the ports examples/services.yaml names
@@ -126,6 +126,13 @@ def test_plain_host_and_websocket_upgrade(demo: Ingressd) -> None:
     )
     assert r.status == 101, r
     assert r.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 1.3
+
+
+def test_unknown_host_is_a_clear_404(demo: Ingressd) -> None:
+    # curl -i -H 'Host: nowhere.test' http://127.0.0.1:8080/   (README.md)
+    r = demo.curl("-i", "-H", "Host: nowhere.test", demo.http_url("/"))
+    assert r.status == 404
+    assert r.body.endswith(b"\r\n\r\n404 Not Found: no route for host nowhere.test path /\n")
 
 
 def test_echo_status_helper(demo: Ingressd) -> None:

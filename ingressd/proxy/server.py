@@ -464,7 +464,7 @@ class Exchange:
             # the head may already be on a pooled upstream connection; and the
             # body is forwarded re-chunked, which would drop the other codings.
             te = self.req_te.decode("latin-1")
-            return 501, f"Transfer-Encoding {te!r} is not supported (only chunked)"
+            return 400, f"Transfer-Encoding {te!r} is not supported (only chunked)"
         return None
 
     def _head(self) -> RequestHead:
