@@ -368,6 +368,7 @@ class Exchange:
         "http10",
         "keep_alive",
         "method",
+        "pending",
         "req_chunked",
         "req_length",
         "req_te",
@@ -423,6 +424,9 @@ class Exchange:
         self.resp_close_delimited = False
         self.client_writing_paused = False
         self.finished = False
+        # Response bytes not yet written to the client: a head waits for the body
+        # that usually arrives in the same read, so small responses cost one send.
+        self.pending: list[bytes] = []
 
     # -- request head --------------------------------------------------------------------
 
@@ -693,22 +697,30 @@ class Exchange:
         elif self.http10:
             parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
-        client.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        self.pending.append(b"".join(parts))
 
     def on_response_body(self, data: bytes) -> None:
         self.activity = self.client.loop.time()
-        transport = self.client.transport
         if self.resp_chunked:
-            transport.writelines([b"%x\r\n" % len(data), data, b"\r\n"])  # type: ignore[union-attr]
+            self.pending += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
-            transport.write(data)  # type: ignore[union-attr]
+            self.pending.append(data)
+        if len(self.pending) > 16:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what the upstream's last read produced, in one call."""
+        if self.pending:
+            self.client.transport.writelines(self.pending)  # type: ignore[union-attr]
+            self.pending = []
 
     def on_response_end(self, keep_alive: bool) -> None:
         if self.finished:
             return
         client = self.client
         if self.resp_chunked:
-            client.transport.write(http.LAST_CHUNK)  # type: ignore[union-attr]
+            self.pending.append(http.LAST_CHUNK)
+        self.flush()
         conn = self.upstream
         self.upstream = None
         if conn is not None:
@@ -744,6 +756,7 @@ class Exchange:
         if self.finished:
             return
         if self.resp_close_delimited:
+            self.flush()
             self._finish()
             self.client.exchange_done(self)  # keep_alive is already False
             return
