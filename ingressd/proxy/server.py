@@ -180,6 +180,10 @@ class ClientConnection(asyncio.Protocol):
     def _set_phase(self, phase: int, timeout: float) -> None:
         self._phase = phase
         self._deadline = self.loop.time() + timeout
+        if self._timer is not None and self._timer.when() > self._deadline:
+            # A shorter phase (header after idle) must not wait for the longer one.
+            self._timer.cancel()
+            self._timer = None
         if self._timer is None:
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
 
