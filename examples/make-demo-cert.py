@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate examples/tls-secret.yaml: a self-signed demo certificate.
 
-    python examples/make-demo-cert.py
+    .venv/bin/python examples/make-demo-cert.py    # with ingressd installed (README)
 
 The certificate is for ``demo.test`` and ``*.demo.test`` (EC P-256, valid from
 yesterday for 100 years). Its private key ends up in the repository, so it is
@@ -14,10 +14,7 @@ import base64
 import datetime as dt
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from ingressd.tls import self_signed
 
 NAMES = ("demo.test", "*.demo.test")
 OUT = Path(__file__).resolve().parent / "tls-secret.yaml"
@@ -39,33 +36,14 @@ HEADER = """\
 
 
 def make_certificate() -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ingressd demo (public key material)"),
-            x509.NameAttribute(NameOID.COMMON_NAME, NAMES[0]),
-        ]
-    )
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=100 * 365 + 25))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in NAMES]), False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .sign(key, hashes.SHA256())
+    return self_signed(
+        NAMES[0],
+        NAMES,
+        days=100 * 365 + 25,
+        organization="ingressd demo (public key material)",
+        not_before=start,
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def render(cert_pem: bytes, key_pem: bytes) -> str:

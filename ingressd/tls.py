@@ -15,7 +15,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .model import RouteTable, TLSCertificate
 
@@ -99,31 +99,38 @@ def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
 def self_signed(
     common_name: str = "ingressd default certificate",
     dns_names: tuple[str, ...] = ("ingress.local",),
-    days: int = 365,
+    days: float = 365,
+    organization: str = "ingressd",
+    not_before: dt.datetime | None = None,
 ) -> tuple[bytes, bytes]:
-    """A fresh self-signed (cert PEM, key PEM), like ingress-nginx's fake certificate."""
+    """A fresh self-signed (cert PEM, key PEM), like ingress-nginx's fake certificate.
+
+    With no ``dns_names`` the certificate has no SAN, only the common name.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
         [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ingressd"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
-    now = dt.datetime.now(dt.UTC)
-    cert = (
+    start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+    if dns_names:
+        builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
         )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert = builder.sign(key, hashes.SHA256())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
