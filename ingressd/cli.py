@@ -6,6 +6,9 @@ Tuning options, accepted by both commands but left out of their --help:
   --proxy-read-timeout SECONDS     upstream silent while a response is due (default 60)
 Like ingress-nginx's proxy-*-timeout settings: connect -> 504, send/read -> 504
 (or a cut-off response once it has started).
+  --client-header-timeout SECONDS  whole request head must arrive within (default 60) -> 408
+  --client-body-timeout SECONDS    gap allowed between request body reads (default 60) -> 408
+  --keepalive-timeout SECONDS      idle keep-alive connection closed after (default 75)
 """
 
 from __future__ import annotations
@@ -55,9 +58,16 @@ def _common(p: argparse.ArgumentParser, address: str) -> None:
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     # Documented in the module docstring (``ingressd --help``), hidden from each command's.
-    for name, default in (("connect", 5.0), ("send", 60.0), ("read", 60.0)):
+    for flag, default in (
+        ("proxy-connect", 5.0),
+        ("proxy-send", 60.0),
+        ("proxy-read", 60.0),
+        ("client-header", 60.0),
+        ("client-body", 60.0),
+        ("keepalive", 75.0),
+    ):
         p.add_argument(
-            f"--proxy-{name}-timeout",
+            f"--{flag}-timeout",
             type=_seconds,
             default=default,
             metavar="SECONDS",
@@ -115,6 +125,9 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
             connect_timeout=args.proxy_connect_timeout,
             read_timeout=args.proxy_read_timeout,
             send_timeout=args.proxy_send_timeout,
+            client_header_timeout=args.client_header_timeout,
+            client_body_timeout=args.client_body_timeout,
+            keepalive_timeout=args.keepalive_timeout,
         ),
         default_certificate=args.default_certificate,
     )

@@ -664,3 +664,69 @@ def test_no_errors_logged(env: Env) -> None:
     assert "ingressd serving" in log
     bad = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
     assert bad == [], "\n".join(bad[:20])
+
+
+# -- slow clients ----------------------------------------------------------------------------
+
+
+def _read_until_closed(sock: Any, limit: float) -> bytes:
+    sock.settimeout(limit)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_slow_clients_get_408_and_idle_connections_close(
+    ingressd: IngressdFactory, echo_servers: EchoServers
+) -> None:
+    import socket
+
+    proc = ingressd(
+        {
+            "all.yaml": [
+                ingress_class(),
+                *echo_backend("web", echo_servers["web"]),
+                ingress("slow", [rule("slow.test", path("/", "web"))]),
+            ]
+        },
+        "--client-header-timeout",
+        "1",
+        "--client-body-timeout",
+        "1",
+        "--keepalive-timeout",
+        "1",
+    )
+    addr = ("127.0.0.1", proc.http_port)
+    # A slowloris client trickles its head: the deadline is for the whole head,
+    # so the trickle does not keep the connection alive.
+    with socket.create_connection(addr, timeout=5) as s:
+        start = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: slow.test\r\n")
+        for _ in range(4):
+            time.sleep(0.4)
+            try:
+                s.sendall(b"X-Trickle: 1\r\n")
+            except OSError:
+                break
+        data = _read_until_closed(s, 5)
+        assert data.startswith(b"HTTP/1.1 408 "), data
+        assert b"request header timeout" in data
+        assert time.monotonic() - start < 3
+    # A client that announces a body and stops sending it.
+    with socket.create_connection(addr, timeout=5) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: slow.test\r\nContent-Length: 100\r\n\r\nabc")
+        start = time.monotonic()
+        data = _read_until_closed(s, 5)
+        assert data.startswith(b"HTTP/1.1 408 "), data
+        assert b"request body timeout" in data
+        assert time.monotonic() - start < 3
+    # An idle keep-alive connection is closed after the keep-alive timeout.
+    with socket.create_connection(addr, timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: slow.test\r\n\r\n")
+        start = time.monotonic()
+        data = _read_until_closed(s, 5)
+        assert data.startswith(b"HTTP/1.1 200 "), data[:100]
+        assert 0.8 <= time.monotonic() - start <= 3
