@@ -298,10 +298,9 @@ def test_nothing_listening_is_502(env: Env) -> None:
     assert "refused" in r.text.lower()
 
 
-def test_slow_upstream_is_504_after_read_timeout(
-    ingressd: IngressdFactory, echo_servers: EchoServers
-) -> None:
-    proc = ingressd(
+def slow_test_proxy(ingressd: IngressdFactory, echo_servers: EchoServers, *args: str) -> Ingressd:
+    """An ingressd of its own, routing slow.test to web, with short timeouts in ``args``."""
+    return ingressd(
         {
             "all.yaml": [
                 ingress_class(),
@@ -309,9 +308,14 @@ def test_slow_upstream_is_504_after_read_timeout(
                 ingress("slow", [rule("slow.test", path("/", "web"))]),
             ]
         },
-        "--proxy-read-timeout",
-        "1",
+        *args,
     )
+
+
+def test_slow_upstream_is_504_after_read_timeout(
+    ingressd: IngressdFactory, echo_servers: EchoServers
+) -> None:
+    proc = slow_test_proxy(ingressd, echo_servers, "--proxy-read-timeout", "1")
     start = time.monotonic()
     r = proc.get("slow.test", "/_echo/sleep/3000")
     elapsed = time.monotonic() - start
@@ -684,20 +688,11 @@ def test_slow_clients_get_408_and_idle_connections_close(
 ) -> None:
     import socket
 
-    proc = ingressd(
-        {
-            "all.yaml": [
-                ingress_class(),
-                *echo_backend("web", echo_servers["web"]),
-                ingress("slow", [rule("slow.test", path("/", "web"))]),
-            ]
-        },
-        "--client-header-timeout",
-        "1",
-        "--client-body-timeout",
-        "1",
-        "--keepalive-timeout",
-        "1",
+    proc = slow_test_proxy(
+        ingressd,
+        echo_servers,
+        *("--client-header-timeout", "1", "--client-body-timeout", "1"),
+        *("--keepalive-timeout", "1"),
     )
     addr = ("127.0.0.1", proc.http_port)
     # A slowloris client trickles its head: the deadline is for the whole head,
