@@ -290,6 +290,17 @@ def parse_header_dump(raw: bytes) -> list[tuple[int, list[tuple[str, str]]]]:
     return responses
 
 
+def websocket_upgrade_args(key: str = "dGhlIHNhbXBsZSBub25jZQ==") -> list[str]:
+    """curl arguments that ask for a WebSocket upgrade (the README's example key)."""
+    headers = (
+        "Connection: Upgrade",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Version: 13",
+        f"Sec-WebSocket-Key: {key}",
+    )
+    return [arg for header in headers for arg in ("-H", header)]
+
+
 def curl(*args: str, max_time: float = 10.0, check: bool = True) -> CurlResult:
     """Run the real curl; ``args`` are curl arguments including the URL.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import REPO_ROOT, CurlResult, Ingressd, port_is_free
+from e2e_helpers import REPO_ROOT, CurlResult, Ingressd, port_is_free, websocket_upgrade_args
 
 from ingressd.demo import demo_endpoints
 
@@ -112,14 +112,7 @@ def test_plain_host_and_websocket_upgrade(demo: Ingressd) -> None:
         "-N",
         "-H",
         "Host: plain.demo.test",
-        "-H",
-        "Connection: Upgrade",
-        "-H",
-        "Upgrade: websocket",
-        "-H",
-        "Sec-WebSocket-Version: 13",
-        "-H",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        *websocket_upgrade_args(),
         demo.http_url("/ws"),
         max_time=1,
         check=False,  # the WebSocket stays open until curl gives up

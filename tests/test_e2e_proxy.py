@@ -35,6 +35,7 @@ from e2e_helpers import (
     pem_to_der,
     raw_exchange,
     served_certificate,
+    websocket_upgrade_args,
 )
 from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
 
@@ -441,14 +442,7 @@ def test_websocket_upgrade_with_curl_gets_101(env: Env) -> None:
         "app.test",
         "/ws",
         "-N",
-        "-H",
-        "Connection: Upgrade",
-        "-H",
-        "Upgrade: websocket",
-        "-H",
-        "Sec-WebSocket-Version: 13",
-        "-H",
-        f"Sec-WebSocket-Key: {key}",
+        *websocket_upgrade_args(key),
         max_time=1,
         check=False,  # the tunnel stays open until curl gives up
     )

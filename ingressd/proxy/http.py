@@ -53,21 +53,20 @@ def serialize(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return b"".join([n + b": " + v + b"\r\n" for n, v in headers])
 
 
-def response_headers(headers: Headers) -> tuple[Headers, set[bytes]]:
-    """Upstream response headers to pass on, and the Connection tokens seen."""
+def response_headers(headers: Headers) -> Headers:
+    """Upstream response headers to pass on: hop-by-hop ones and those named by
+    the upstream's Connection header removed."""
     out: Headers = []
-    tokens: set[bytes] = set()
+    named: set[bytes] = set()
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
             if lname == b"connection":
-                tokens |= connection_tokens(value)
+                named |= connection_tokens(value)
             continue
         out.append((name, value))
-    extra = tokens - {b"close", b"keep-alive", b"upgrade"}
-    if extra:
-        out = drop_named(out, extra)
-    return out, tokens
+    named -= {b"close", b"keep-alive", b"upgrade"}
+    return drop_named(out, named) if named else out
 
 
 def local_response(

@@ -667,7 +667,7 @@ class Exchange:
             self._upstream_failed("switched protocols without being asked")
             return
         self.response_started = True
-        out, _ = http.response_headers(headers)
+        out = http.response_headers(headers)
         parts = [http.status_line(status, reason), http.serialize(out)]
         if status == 101:
             parts.append(
