@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from .cluster import ClusterConfig, ClusterRunner
 from .controller import Controller
 from .model import RouteTable
 from .proxy.server import ProxySettings, ProxyState
@@ -22,7 +25,9 @@ log = logging.getLogger("ingressd")
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
-    manifests: Path
+    # Exactly one source: a folder of manifests, or the cluster.
+    manifests: Path | None = None
+    cluster: ClusterConfig | None = None
     address: str = "0.0.0.0"
     http_port: int = 8080
     https_port: int = 8443
@@ -40,7 +45,7 @@ def admin_app(controller: Controller, state: ProxyState) -> web.Application:
     async def readyz(_: web.Request) -> web.Response:
         if controller.ready:
             return web.Response(text=f"ready: table generation {controller.generation}\n")
-        return web.Response(status=503, text="not ready: no routing table yet\n")
+        return web.Response(status=503, text=f"not ready: {controller.pending}\n")
 
     async def problems(_: web.Request) -> web.Response:
         # The controller's list, not the table's: it also holds what was rejected
@@ -62,8 +67,6 @@ def admin_app(controller: Controller, state: ProxyState) -> web.Application:
 async def serve(
     config: ServeConfig, started: asyncio.Event | None = None, stop: asyncio.Event | None = None
 ) -> None:
-    from .sources.manifests import ManifestSource
-
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -74,10 +77,7 @@ async def serve(
     state = ProxyState(RouteTable(), config.proxy)
     selector = CertificateSelector(lambda: state.table, self_signed())
     controller = Controller(state, selector, config.build, config.default_certificate)
-    source = ManifestSource(
-        config.manifests, lambda result: controller.apply(result.store.snapshot(), result.problems)
-    )
-    source.load()  # the first table exists before the first connection is accepted
+    run_source = _source(config, controller)
 
     servers = [
         await loop.create_server(
@@ -99,10 +99,10 @@ async def serve(
     runner = web.AppRunner(admin_app(controller, state), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.address, config.admin_port).start()
-    watcher = loop.create_task(source.run(stop))
+    watcher = loop.create_task(run_source(stop))
     log.info(
         "ingressd serving %s: http %s:%d, https %s:%d, admin %s:%d",
-        config.manifests,
+        config.manifests or "the cluster",
         config.address,
         config.http_port,
         config.address,
@@ -116,6 +116,9 @@ async def serve(
         await stop.wait()
     finally:
         log.info("shutting down")
+        # The source goes first: a leader hands its lease over while we drain.
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         for server in servers:
             server.close()
         for conn in list(state.connections):
@@ -126,6 +129,21 @@ async def serve(
         for conn in list(state.connections):
             conn.transport.abort()  # type: ignore[union-attr]
         state.pool.close()
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
         await runner.cleanup()
+
+
+def _source(
+    config: ServeConfig, controller: Controller
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """Set up the configured source; its ``run(stop)`` keeps the table current."""
+    if config.cluster is not None:
+        return ClusterRunner.from_config(config.cluster, controller).run
+    if config.manifests is None:
+        raise ValueError("ServeConfig needs manifests or cluster")
+    from .sources.manifests import ManifestSource
+
+    source = ManifestSource(
+        config.manifests, lambda result: controller.apply(result.store.snapshot(), result.problems)
+    )
+    source.load()  # the first table exists before the first connection is accepted
+    return source.run

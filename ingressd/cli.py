@@ -20,8 +20,11 @@ from pathlib import Path
 
 from . import __version__
 from .app import ServeConfig, serve
+from .cluster import ClusterConfig
+from .kubeclient import KubeConfigError
 from .proxy.server import ProxySettings
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
+from .sources.kube import WATCH_SECONDS
 
 
 def _common(p: argparse.ArgumentParser, address: str) -> None:
@@ -91,14 +94,57 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"ingressd {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="serve the Ingresses found in a folder of manifests")
-    s.add_argument(
+    s = sub.add_parser(
+        "serve",
+        help="serve the Ingresses of a cluster, or of a folder of manifests",
+        description="Serve the Ingresses of a cluster (--kubeconfig, --in-cluster, or as "
+        "kubectl finds its configuration: KUBECONFIG, ~/.kube/config, in-cluster), "
+        "or of a folder of manifests (--manifests).",
+    )
+    source = s.add_mutually_exclusive_group()
+    source.add_argument(
         "--manifests",
         type=Path,
         metavar="DIR",
         help="folder of Kubernetes YAML (IngressClass, Ingress, Service, "
         "EndpointSlice, Secret); watched for changes",
     )
+    source.add_argument("--kubeconfig", type=Path, metavar="PATH", help="kubeconfig file to use")
+    source.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="use the Pod's service account (as in deploy/)",
+    )
+    s.add_argument(
+        "--watch-namespace",
+        metavar="NS",
+        help="watch only this namespace (default: all namespaces)",
+    )
+    publish = s.add_mutually_exclusive_group()
+    publish.add_argument(
+        "--publish-service",
+        metavar="NS/NAME",
+        help="Service whose load balancer (else cluster) addresses go into Ingress status",
+    )
+    publish.add_argument(
+        "--publish-status-address",
+        metavar="ADDR[,ADDR]",
+        help="addresses (IPs or hostnames) to put into Ingress status",
+    )
+    s.add_argument(
+        "--election-id",
+        default="ingressd-leader",
+        metavar="NAME",
+        help="Lease used for leader election, in POD_NAMESPACE (default ingressd-leader)",
+    )
+    # Client-go's defaults; shorter in tests.
+    for flag, default in (
+        ("lease-duration", 15.0),
+        ("renew-deadline", 10.0),
+        ("retry-period", 2.0),
+    ):
+        s.add_argument(f"--{flag}", type=_seconds, default=default, help=argparse.SUPPRESS)
+    s.add_argument("--watch-seconds", type=int, default=WATCH_SECONDS, help=argparse.SUPPRESS)
     _common(s, "0.0.0.0")
     d = sub.add_parser("demo", help="start demo upstreams and serve the bundled examples/")
     d.add_argument(
@@ -112,9 +158,29 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def cluster_config(args: argparse.Namespace) -> ClusterConfig:
+    addresses = tuple(
+        a.strip() for a in (args.publish_status_address or "").split(",") if a.strip()
+    )
+    return ClusterConfig(
+        kubeconfig=args.kubeconfig,
+        in_cluster=args.in_cluster,
+        watch_namespace=args.watch_namespace,
+        publish_service=args.publish_service,
+        publish_status_address=addresses,
+        election_id=args.election_id,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
+        watch_seconds=args.watch_seconds,
+    )
+
+
 def config_from(args: argparse.Namespace) -> ServeConfig:
+    in_cluster = args.command == "serve" and args.manifests is None
     return ServeConfig(
         manifests=args.manifests,
+        cluster=cluster_config(args) if in_cluster else None,
         address=args.address,
         http_port=args.http_port,
         https_port=args.https_port,
@@ -153,13 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "serve" and args.manifests is None:
-        print(
-            "ingressd serve: --manifests DIR is required (cluster mode is not available yet)",
-            file=sys.stderr,
-        )
-        return 2
-    if not args.manifests.is_dir():
+    if args.manifests is not None and not args.manifests.is_dir():
         print(f"ingressd {args.command}: {args.manifests} is not a folder", file=sys.stderr)
         return 2
     config = config_from(args)
@@ -170,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.run(coro)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
+    except (OSError, KubeConfigError) as exc:
         print(f"ingressd: {exc}", file=sys.stderr)
         return 1
     return 0

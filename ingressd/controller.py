@@ -30,6 +30,10 @@ class Controller:
         self.default_certificate = default_certificate
         self.generation = 0
         self.ready = False
+        # Why not ready yet, for /readyz; the source may say more than the default.
+        self.pending = "no routing table yet"
+        # The snapshot and table of the last apply, for write-back to the cluster.
+        self.last: tuple[Snapshot | None, RouteTable | None] = (None, None)
         # Everything rejected by the last apply: files, objects, certificates.
         self.problems: tuple[Problem, ...] = ()
         self._reported: set[str] = set()
@@ -46,6 +50,7 @@ class Controller:
         if self.selector is not None:
             self.selector.prune()
         self.ready = True
+        self.last = (snapshot, table)
         self.problems = tuple(problems)
         self._report(problems)
         hosts = len(table.exact_hosts) + len(table.wildcard_hosts) + (table.catch_all is not None)

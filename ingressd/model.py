@@ -28,6 +28,9 @@ class Problem:
     obj: str  # e.g. "Ingress default/web" or a file path
     reason: str
     source: str = ""  # file the object came from, when known
+    # (kind, namespace, name) of the object at fault, so a cluster source can
+    # attach a Kubernetes Event to it; None for files and other non-objects.
+    ref: tuple[str, str, str] | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""
@@ -173,6 +176,9 @@ class RouteTable:
     certificates: Mapping[str, TLSCertificate] = field(default_factory=_empty)
     problems: tuple[Problem, ...] = ()
     generation: int = 0
+    # (namespace, name) of every Ingress this controller serves, routed or not:
+    # the ones whose status it publishes.
+    ingresses: tuple[tuple[str, str], ...] = ()
 
     def find_host(self, host: str) -> VirtualHost | None:
         vhost = self.exact_hosts.get(host)

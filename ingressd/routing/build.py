@@ -23,7 +23,7 @@ from ..model import (
     TLSCertificate,
     VirtualHost,
 )
-from ..store import Obj, Snapshot, describe
+from ..store import Obj, Snapshot, describe, object_key
 from ..tls import TLSError, load_certificate
 
 DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
@@ -61,6 +61,7 @@ class _IngressPlan:
     hosts: set[str] = field(default_factory=set)
     default_backend: Backend | None = None
     tls: list[tuple[list[str], str]] = field(default_factory=list)  # (hosts, secretName)
+    unresolved: set[str] = field(default_factory=set)  # backends already reported
 
 
 class _Builder:
@@ -72,7 +73,9 @@ class _Builder:
         self._backends: dict[tuple[str, str, Any], Backend] = {}
 
     def problem(self, obj: Obj, reason: str) -> None:
-        self.problems.append(Problem(describe(obj), reason, self.snap.origin(obj)))
+        ns, name = object_key(obj)
+        ref = (str(obj.get("kind", "")), ns, name)
+        self.problems.append(Problem(describe(obj), reason, self.snap.origin(obj), ref))
 
     # -- which Ingresses are ours --------------------------------------------
 
@@ -131,6 +134,12 @@ class _Builder:
             self._backends[key] = backend
         return backend
 
+    def unresolved(self, plan: _IngressPlan, backend: Backend) -> None:
+        """Report a backend whose routes will answer 503, once per Ingress."""
+        if backend.error is not None and backend.name not in plan.unresolved:
+            plan.unresolved.add(backend.name)
+            self.problem(plan.obj, f"{backend.error}; its routes answer 503")
+
     # -- one Ingress -------------------------------------------------------------
 
     def plan(self, ing: Obj) -> _IngressPlan | None:
@@ -155,6 +164,8 @@ class _Builder:
                 plan.default_backend = self.backend(ns, spec["defaultBackend"])
             except ValueError as exc:
                 self.problem(ing, f"defaultBackend: {exc}")
+            else:
+                self.unresolved(plan, plan.default_backend)
         rules = spec.get("rules") or []
         if not isinstance(rules, list):
             self.problem(ing, "spec.rules must be a list")
@@ -196,6 +207,7 @@ class _Builder:
                 except ValueError as exc:
                     self.problem(ing, f"{where}: {exc}")
                     continue
+                self.unresolved(plan, backend)
                 plan.paths.append(_Path(host, path, path_type, backend))
         for i, tls in enumerate(spec.get("tls") or []):
             if not isinstance(tls, dict):
@@ -378,6 +390,7 @@ def build_table(
         certificates=MappingProxyType(certificates),
         problems=tuple(b.problems),
         generation=generation,
+        ingresses=tuple(object_key(ing) for ing in ours),
     )
 
 

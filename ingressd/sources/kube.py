@@ -1,0 +1,362 @@
+"""The cluster as a source: list, then watch, each kind ingressd reads.
+
+The official ``kubernetes`` client is synchronous, so each kind's list+watch
+loop runs in a daemon thread of its own and hands every event to the event
+loop with ``call_soon_threadsafe``; nothing here blocks the proxy. Objects are
+read as raw JSON (``_preload_content=False``), not as client models: the store
+holds the same camelCase dicts the manifest source gives, and skipping model
+deserialisation matters with thousands of objects.
+
+A watch resumes from the last resourceVersion it saw (bookmarks included),
+re-lists on 410 Gone, and reconnects after errors with capped, jittered
+exponential backoff. While the API server is unreachable the store keeps what
+it had, so the last good table keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from ..kubeclient import CONNECT_TIMEOUT, Cluster, brief
+from ..store import KINDS, Obj, ObjectStore
+
+log = logging.getLogger("ingressd.kube")
+
+TLS_SECRETS = "type=kubernetes.io/tls"
+LIST_PAGE = 500
+# Watches end on the server after this long (jittered) and are resumed, like
+# client-go's reflector, so no single stream lives forever behind a proxy.
+WATCH_SECONDS = 300
+
+
+# -- what to watch ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    kind: str
+    api_version: str
+    list_all: str  # method name on the API class, all namespaces
+    list_namespaced: str | None  # None for cluster-scoped kinds
+    api_class: type
+    field_selector: str | None = None
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        "IngressClass",
+        "networking.k8s.io/v1",
+        "list_ingress_class",
+        None,
+        client.NetworkingV1Api,
+    ),
+    Resource(
+        "Ingress",
+        "networking.k8s.io/v1",
+        "list_ingress_for_all_namespaces",
+        "list_namespaced_ingress",
+        client.NetworkingV1Api,
+    ),
+    Resource(
+        "Service",
+        "v1",
+        "list_service_for_all_namespaces",
+        "list_namespaced_service",
+        client.CoreV1Api,
+    ),
+    Resource(
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+        "list_endpoint_slice_for_all_namespaces",
+        "list_namespaced_endpoint_slice",
+        client.DiscoveryV1Api,
+    ),
+    # Only TLS Secrets: the controller has no business holding every Secret.
+    Resource(
+        "Secret",
+        "v1",
+        "list_secret_for_all_namespaces",
+        "list_namespaced_secret",
+        client.CoreV1Api,
+        TLS_SECRETS,
+    ),
+)
+assert {r.kind for r in RESOURCES} == set(KINDS)
+
+
+class Gone(Exception):
+    """410: the resourceVersion is too old to resume from; list again."""
+
+
+class WatchError(Exception):
+    """The watch stream said something other than 410 went wrong."""
+
+
+def trimmed(obj: Obj, kind: str, api_version: str) -> Obj:
+    """The object as the store keeps it: typed, without bookkeeping nobody reads."""
+    obj["kind"] = kind
+    obj["apiVersion"] = api_version
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        # managedFields and last-applied copies are often most of an object.
+        meta.pop("managedFields", None)
+        ann = meta.get("annotations")
+        if ann:
+            ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    return obj
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter, reset after a success."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+# Runs on the event loop: (kind, event type, object or None, listed objects or None)
+Sink = Callable[[str, str, Obj | None, list[Obj] | None], None]
+
+
+class Reflector:
+    """One kind's list+watch loop, in its own thread."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        resource: Resource,
+        namespace: str | None,
+        loop: asyncio.AbstractEventLoop,
+        sink: Sink,
+        watch_seconds: int = WATCH_SECONDS,
+    ) -> None:
+        self.resource = resource
+        self.namespace = namespace
+        self.loop = loop
+        self.sink = sink
+        self.watch_seconds = watch_seconds
+        api = resource.api_class(cluster.api)
+        if namespace and resource.list_namespaced:
+            method = getattr(api, resource.list_namespaced)
+            self._list: Callable[..., Any] = lambda **kw: method(namespace, **kw)
+        else:
+            self._list = getattr(api, resource.list_all)
+        self.resource_version: str | None = None
+        self._stopped = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"watch-{resource.kind}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        response = self._response
+        if response is not None:
+            # Wakes the thread out of a blocking read on the stream.
+            with contextlib.suppress(Exception):
+                response.shutdown()
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    # -- the thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        kind = self.resource.kind
+        backoff = Backoff()
+        while not self._stopped.is_set():
+            try:
+                if self.resource_version is None:
+                    self._relist()
+                self._watch()
+                backoff.reset()
+            except Gone:
+                log.info(
+                    "%s: resourceVersion %s expired (410); listing again",
+                    kind,
+                    self.resource_version,
+                )
+                self.resource_version = None
+            except Exception as exc:
+                if self._stopped.is_set():
+                    break
+                delay = backoff.next()
+                log.warning("%s watch failed (%s); retrying in %.1f s", kind, brief(exc), delay)
+                self._stopped.wait(delay)
+            finally:
+                self._response = None
+
+    def _relist(self) -> None:
+        items: list[Obj] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            if self.resource.field_selector:
+                kwargs["field_selector"] = self.resource.field_selector
+            try:
+                response = self._list(**kwargs, _request_timeout=(CONNECT_TIMEOUT, 60))
+            except ApiException as exc:
+                if exc.status == 410:
+                    # The continue token expired mid-list: start the list over.
+                    items, token = [], None
+                    continue
+                raise
+            body = json.loads(response.data)
+            for obj in body.get("items") or []:
+                items.append(trimmed(obj, self.resource.kind, self.resource.api_version))
+            meta = body.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                break
+        self.resource_version = meta.get("resourceVersion") or "0"
+        log.debug(
+            "%s: listed %d at resourceVersion %s",
+            self.resource.kind,
+            len(items),
+            self.resource_version,
+        )
+        self._post("LISTED", None, items)
+
+    def _watch(self) -> None:
+        seconds = int(self.watch_seconds * random.uniform(1.0, 1.2))
+        kwargs: dict[str, Any] = {
+            "watch": True,
+            "allow_watch_bookmarks": True,
+            "resource_version": self.resource_version,
+            "timeout_seconds": seconds,
+            "_preload_content": False,
+            # A read that stalls past the server's own timeout means a dead peer.
+            "_request_timeout": (CONNECT_TIMEOUT, seconds + 30),
+        }
+        if self.resource.field_selector:
+            kwargs["field_selector"] = self.resource.field_selector
+        try:
+            self._response = self._list(**kwargs)
+        except ApiException as exc:
+            if exc.status == 410:
+                raise Gone from None
+            raise
+        if self._stopped.is_set():
+            return
+        for line in _lines(self._response):
+            if self._stopped.is_set():
+                return
+            self._event(json.loads(line))
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind_of_event = event.get("type")
+        obj = event.get("object") or {}
+        if kind_of_event == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone
+            raise WatchError(f"{obj.get('reason', '')}: {obj.get('message', obj)}")
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind_of_event in ("ADDED", "MODIFIED", "DELETED"):
+            self._post(kind_of_event, trimmed(obj, self.resource.kind, self.resource.api_version))
+        elif kind_of_event != "BOOKMARK":
+            log.warning(
+                "%s watch: unknown event type %r ignored", self.resource.kind, kind_of_event
+            )
+        if rv:
+            self.resource_version = rv
+
+    def _post(self, kind_of_event: str, obj: Obj | None, items: list[Obj] | None = None) -> None:
+        if not self._stopped.is_set():
+            with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
+                self.loop.call_soon_threadsafe(
+                    self.sink, self.resource.kind, kind_of_event, obj, items
+                )
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+
+
+class KubeSource:
+    """Keeps an ObjectStore in step with the cluster and says when it changed.
+
+    ``on_change`` is called (on the loop) after every change once all kinds have
+    been listed; before that, ``synced`` is False and nothing is reported, so the
+    first table is built from complete lists, not from whichever kind came first.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        on_change: Callable[[], None],
+        namespace: str | None = None,
+        watch_seconds: int = WATCH_SECONDS,
+    ) -> None:
+        self.cluster = cluster
+        self.on_change = on_change
+        self.namespace = namespace
+        self.watch_seconds = watch_seconds
+        self.store = ObjectStore()
+        self._unlisted = {r.kind for r in RESOURCES}
+        self._reflectors: list[Reflector] = []
+        self.synced = asyncio.Event()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for resource in RESOURCES:
+            reflector = Reflector(
+                self.cluster, resource, self.namespace, loop, self._apply, self.watch_seconds
+            )
+            self._reflectors.append(reflector)
+            reflector.start()
+
+    def stop(self) -> None:
+        for reflector in self._reflectors:
+            reflector.stop()
+
+    def _apply(self, kind: str, event: str, obj: Obj | None, items: list[Obj] | None) -> None:
+        if event == "LISTED":
+            self.store.replace_all(kind, items or ())
+            changed = True
+            if kind in self._unlisted:
+                self._unlisted.discard(kind)
+                log.info("%s: initial list of %d done", kind, len(items or ()))
+                if not self._unlisted:
+                    self.synced.set()
+        elif obj is None:
+            return
+        elif event == "DELETED":
+            meta = obj.get("metadata") or {}
+            changed = self.store.delete(kind, meta.get("namespace") or "", meta.get("name") or "")
+        else:
+            changed = self.store.put(obj)
+        if changed and self.synced.is_set():
+            self.on_change()
