@@ -78,7 +78,7 @@ def normalized(addresses: Iterable[Any]) -> list[Address]:
     seen = {(a.get("ip") or "", a.get("hostname") or "") for a in addresses if isinstance(a, dict)}
     return [
         {k: v for k, v in (("ip", ip), ("hostname", host)) if v}
-        for ip, host in sorted(seen)
+        for ip, host in sorted(seen, key=lambda a: (not a[0], a))  # IPs first
         if ip or host
     ]
 

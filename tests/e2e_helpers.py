@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from k8s_objects import endpoint_slice, service
+from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service
 
 from ingressd.echo import EchoServer, start_echo
 from ingressd.store import Obj
@@ -386,6 +386,33 @@ def pem_to_der(pem: bytes) -> bytes:
     return ssl.PEM_cert_to_DER_cert(pem.decode())
 
 
+# -- what ingressd serves -------------------------------------------------------------------
+
+
+RELOAD_DEADLINE = 1.0  # a change must be served this soon after it is written
+
+
+def backends(echo: Mapping[str, int]) -> list[Obj]:
+    return [ingress_class(), *echo_backend("web", echo["web"]), *echo_backend("api", echo["api"])]
+
+
+def simple(name: str, host: str, service: str, **kwargs: object) -> Obj:
+    return ingress(name, [rule(host, path("/", service))], **kwargs)  # type: ignore[arg-type]
+
+
+def served_by(ing: Ingressd, host: str) -> str | None:
+    """The echo service answering ``host``, or None when it is not a 200 JSON echo."""
+    r = ing.get(host, "/probe", check=False)
+    return r.json()["service"] if r.status == 200 else None
+
+
+def time_until(check: Callable[[], bool], what: str, timeout: float = 3.0) -> float:
+    """Seconds until ``check()`` holds, polled with curl; fails after ``timeout``."""
+    start = time.monotonic()
+    wait_for(check, timeout, interval=0.02, what=what)
+    return time.monotonic() - start
+
+
 # -- ingressd as a subprocess ---------------------------------------------------------------
 
 
@@ -434,12 +461,16 @@ class Ingressd:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, attempts: int = 3) -> Ingressd:
-        """Start on fresh free ports (again, if another process took one meanwhile)."""
+    def start(self, attempts: int = 3, until: str = "/readyz") -> Ingressd:
+        """Start on fresh free ports (again, if another process took one meanwhile).
+
+        Returns once the admin ``until`` path answers 200: ``/healthz`` to
+        return before ingressd is ready to route.
+        """
         for _ in range(attempts):
             self._spawn()
             try:
-                self._wait_ready()
+                self._wait_ready(until)
                 return self
             except _PortClash:
                 self.stop()
@@ -474,7 +505,7 @@ class Ingressd:
                 env=env,
             )
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, until: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             code = self.proc.poll()  # type: ignore[union-attr]
@@ -483,7 +514,7 @@ class Ingressd:
                 if "Address already in use" in log or "address already in use" in log:
                     raise _PortClash
                 raise AssertionError(f"ingressd exited with {code} before ready:\n{log}")
-            if self.admin_status("/readyz") == 200:
+            if self.admin_status(until) == 200:
                 return
             time.sleep(0.05)
         raise AssertionError(f"ingressd not ready within {READY_TIMEOUT:.0f} s:\n{self.log()}")

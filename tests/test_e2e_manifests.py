@@ -8,47 +8,24 @@ reported.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from e2e_helpers import (
+    RELOAD_DEADLINE,
     CurlResult,
     EchoServers,
     Ingressd,
     IngressdFactory,
-    echo_backend,
+    backends,
     pem_to_der,
+    served_by,
     served_certificate,
-    wait_for,
+    simple,
+    time_until,
 )
-from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
-
-from ingressd.store import Obj
-
-RELOAD_DEADLINE = 1.0  # a change must be served this soon after the file is written
-
-
-def backends(echo: EchoServers) -> list[Obj]:
-    return [ingress_class(), *echo_backend("web", echo["web"]), *echo_backend("api", echo["api"])]
-
-
-def simple(name: str, host: str, service: str, **kwargs: object) -> Obj:
-    return ingress(name, [rule(host, path("/", service))], **kwargs)  # type: ignore[arg-type]
-
-
-def served_by(ing: Ingressd, host: str) -> str | None:
-    """The echo service answering ``host``, or None when it is not a 200 JSON echo."""
-    r = ing.get(host, "/probe", check=False)
-    return r.json()["service"] if r.status == 200 else None
-
-
-def time_until(check: Callable[[], bool], what: str, timeout: float = 3.0) -> float:
-    """Seconds until ``check()`` holds, polled with curl; fails after ``timeout``."""
-    start = time.monotonic()
-    wait_for(check, timeout, interval=0.02, what=what)
-    return time.monotonic() - start
+from k8s_objects import certificate, ingress, path, rule, tls_entry, tls_secret
 
 
 @pytest.fixture

@@ -1,0 +1,69 @@
+"""Coalescing of change bursts, and the watch backoff, on a real event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ingressd.debounce import Debouncer
+from ingressd.sources.kube import Backoff, trimmed
+
+
+async def test_a_burst_becomes_one_call_after_the_holdoff() -> None:
+    calls: list[float] = []
+    loop = asyncio.get_running_loop()
+    d = Debouncer(lambda: calls.append(loop.time()), holdoff=0.05, max_delay=1.0)
+    start = loop.time()
+    for _ in range(20):
+        d.poke()
+    await asyncio.sleep(0.2)
+    assert len(calls) == 1
+    assert calls[0] - start >= 0.05
+
+
+async def test_a_steady_trickle_still_fires_by_the_max_delay() -> None:
+    calls: list[float] = []
+    loop = asyncio.get_running_loop()
+    d = Debouncer(lambda: calls.append(loop.time()), holdoff=0.1, max_delay=0.25)
+    start = loop.time()
+    for _ in range(40):  # a poke every 20 ms, for 0.8 s: never 100 ms of quiet
+        d.poke()
+        await asyncio.sleep(0.02)
+    d.cancel()
+    assert len(calls) >= 2
+    assert calls[0] - start < 0.25 + 0.1
+
+
+async def test_cancel_drops_the_pending_call() -> None:
+    calls: list[int] = []
+    d = Debouncer(lambda: calls.append(1), holdoff=0.02)
+    d.poke()
+    d.cancel()
+    await asyncio.sleep(0.08)
+    assert calls == []
+
+
+def test_backoff_grows_is_capped_jittered_and_resets() -> None:
+    b = Backoff(base=0.5, cap=4.0)
+    delays = [b.next() for _ in range(8)]
+    assert 0.25 <= delays[0] <= 0.5
+    assert all(d <= 4.0 for d in delays)
+    assert delays[-1] >= 2.0  # capped at 4 s, jittered down to no less than half
+    b.reset()
+    assert b.next() <= 0.5
+
+
+def test_trimmed_sets_kind_and_drops_bookkeeping() -> None:
+    obj = {
+        "metadata": {
+            "name": "web",
+            "managedFields": [{"manager": "kubectl"}],
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                "keep": "me",
+            },
+        }
+    }
+    out = trimmed(obj, "Ingress", "networking.k8s.io/v1")
+    assert out["kind"] == "Ingress" and out["apiVersion"] == "networking.k8s.io/v1"
+    assert "managedFields" not in out["metadata"]
+    assert out["metadata"]["annotations"] == {"keep": "me"}
