@@ -36,18 +36,18 @@ def connect(kubeconfig: Path | None = None, in_cluster: bool = False) -> Cluster
     """Configure the client as kubectl would: explicit file, KUBECONFIG, ~/.kube, in-cluster."""
     conf = client.Configuration()
     namespace = "default"
+    # Read at call time: the client's own default is fixed when it is imported.
+    path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG") or ""
+    default_file = Path("~/.kube/config").expanduser()
     try:
         if in_cluster or (
-            kubeconfig is None
-            and not os.environ.get("KUBECONFIG")
-            and not Path(config.KUBE_CONFIG_DEFAULT_LOCATION).expanduser().exists()
-            and os.environ.get("KUBERNETES_SERVICE_HOST")
+            not path and not default_file.exists() and os.environ.get("KUBERNETES_SERVICE_HOST")
         ):
             config.load_incluster_config(client_configuration=conf)
             with contextlib.suppress(OSError):
                 namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or namespace
         else:
-            path = str(kubeconfig) if kubeconfig is not None else None
+            path = path or str(default_file)
             config.load_kube_config(config_file=path, client_configuration=conf)
             _, active = config.list_kube_config_contexts(config_file=path)
             namespace = (active or {}).get("context", {}).get("namespace") or namespace

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from e2e_helpers import (
     RELOAD_DEADLINE,
+    REPO_ROOT,
     EchoServers,
     Ingressd,
     backends,
@@ -65,10 +67,15 @@ def apiserver() -> Iterator[KubeApiServer]:
 
 @pytest.fixture
 def start(tmp_path: Path, apiserver: KubeApiServer, curl_binary: str) -> Iterator[Start]:
-    """``start(user="a", *extra_args, until="/readyz")`` -> ingressd on that user's kubeconfig."""
+    """``start(user="a", *extra_args, until=, publish=)`` -> ingressd on that user's kubeconfig."""
     started: list[Ingressd] = []
 
-    def run(user: str = "a", *extra: str, until: str = "/readyz") -> Ingressd:
+    def run(
+        user: str = "a",
+        *extra: str,
+        until: str = "/readyz",
+        publish: tuple[str, ...] = ("--publish-status-address", PUBLISHED),
+    ) -> Ingressd:
         kubeconfig = apiserver.write_kubeconfig(
             tmp_path / f"kubeconfig-{user}", f"token-{user}", namespace="ingressd"
         )
@@ -78,8 +85,7 @@ def start(tmp_path: Path, apiserver: KubeApiServer, curl_binary: str) -> Iterato
             extra_args=[
                 "--kubeconfig",
                 str(kubeconfig),
-                "--publish-status-address",
-                PUBLISHED,
+                *publish,
                 *FAST_LEASE,
                 *extra,
             ],
@@ -448,3 +454,69 @@ def test_a_clean_shutdown_hands_the_lease_over_at_once(
     )
     assert time.monotonic() - stopped < LEASE_SECONDS
     assert served_by(second, "a.test") == "web"
+
+
+# -- RBAC in deploy/ matches the calls ingressd makes ------------------------------------------
+
+
+def api_call(method: str, path: str, query: dict[str, str]) -> tuple[str, str, str, str]:
+    """(apiGroup, resource[/subresource], verb, name) of a request, as RBAC sees it."""
+    parts = [p for p in path.split("/") if p]
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    if rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]
+    resource, name = rest[0], rest[1] if len(rest) > 1 else ""
+    if len(rest) > 2:
+        resource += "/" + rest[2]
+    verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
+    if verb is None:
+        verb = "get" if name else "watch" if query.get("watch") in ("true", "1") else "list"
+    return group, resource, verb, name
+
+
+def test_deploy_rbac_allows_exactly_the_calls_ingressd_makes(
+    apiserver: KubeApiServer, echo_servers: EchoServers, start: Start
+) -> None:
+    rbac = list(yaml.safe_load_all((REPO_ROOT / "deploy" / "rbac.yaml").read_text()))
+    rules = [
+        (doc["kind"], rule)
+        for doc in rbac
+        if doc["kind"] in ("ClusterRole", "Role")
+        for rule in doc["rules"]
+    ]
+    lb = echo_backend("ingressd", echo_servers["web"])[0]
+    lb["metadata"]["namespace"] = "ingressd"
+    lb["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.5"}]}}
+    seed(apiserver, [*backends(echo_servers), simple("a", "a.test", "web"), lb])
+    apiserver.create(simple("m", "m.test", "nope"))  # a Warning Event
+    ing = start("a", publish=("--publish-service", "ingressd/ingressd"))
+    wait_for(lambda: published(apiserver, "a") == [{"ip": "203.0.113.5"}], 10, what="status")
+    wait_for(apiserver.events, 10, what="an Event")
+    assert ing.stop() == 0  # releases the Lease: an update
+
+    # Every (rule, group, resource, verb) granted must be needed by some call.
+    granted = {
+        (i, g, r, v)
+        for i, (_, rule) in enumerate(rules)
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    used: set[tuple[int, str, str, str]] = set()
+    for method, url_path, query, user in apiserver.requests:
+        if user != "controller-a":
+            continue
+        group, resource, verb, name = api_call(method, url_path, query)
+        in_own_namespace = "/namespaces/ingressd/" in url_path
+        allowed = [
+            i
+            for i, (kind, rule) in enumerate(rules)
+            if group in rule["apiGroups"]
+            and resource in rule["resources"]
+            and verb in rule["verbs"]
+            and (not rule.get("resourceNames") or name in rule["resourceNames"])
+            and (kind == "ClusterRole" or in_own_namespace)
+        ]
+        assert allowed, f"deploy/rbac.yaml does not allow {verb} {group}/{resource} ({url_path})"
+        used.update((i, group, resource, verb) for i in allowed)
+    assert not granted - used, f"granted but never used: {sorted(granted - used)}"

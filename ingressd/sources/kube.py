@@ -38,6 +38,7 @@ LIST_PAGE = 500
 # Watches end on the server after this long (jittered) and are resumed, like
 # client-go's reflector, so no single stream lives forever behind a proxy.
 WATCH_SECONDS = 300
+READ_IDLE_SECONDS = 120.0
 
 
 # -- what to watch ---------------------------------------------------------------------------
@@ -252,8 +253,9 @@ class Reflector:
             "resource_version": self.resource_version,
             "timeout_seconds": seconds,
             "_preload_content": False,
-            # A read that stalls past the server's own timeout means a dead peer.
-            "_request_timeout": (CONNECT_TIMEOUT, seconds + 30),
+            # API servers send a bookmark about once a minute; a silent stream
+            # past this is a dead peer (a resume from resourceVersion is cheap).
+            "_request_timeout": (CONNECT_TIMEOUT, READ_IDLE_SECONDS),
         }
         if self.resource.field_selector:
             kwargs["field_selector"] = self.resource.field_selector
