@@ -408,14 +408,20 @@ def test_rejected_ingresses_get_one_warning_event_each(
 def test_one_leader_writes_and_the_other_takes_over_when_it_dies(
     apiserver: KubeApiServer, echo_servers: EchoServers, start: Start
 ) -> None:
-    seed(apiserver, [*backends(echo_servers), simple("a", "a.test", "web")])
+    seed(
+        apiserver,
+        [*backends(echo_servers), simple("a", "a.test", "web"), simple("m", "m.test", "nope")],
+    )
     first = start("a")
     second = start("b")
     wait_for(lambda: published(apiserver, "a") == [{"ip": PUBLISHED}], 10, what="status")
+    wait_for(apiserver.events, 10, what="the Warning event")
     assert served_by(first, "a.test") == served_by(second, "a.test") == "web"
     time.sleep(1.0)  # both have been running for several retry periods
     writers = status_writers(apiserver)
     assert len(writers) == 1
+    assert {user for user, _, _ in apiserver.writes("/events")} == writers
+    assert len(apiserver.events()) == 1
     leader_user = writers.pop()
     leader, follower = (first, second) if leader_user == "controller-a" else (second, first)
     other_user = "controller-b" if leader_user == "controller-a" else "controller-a"
