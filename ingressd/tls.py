@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import ipaddress
 import logging
 import os
 import ssl
@@ -102,10 +103,12 @@ def self_signed(
     days: float = 365,
     organization: str = "ingressd",
     not_before: dt.datetime | None = None,
+    ip_addresses: tuple[str, ...] = (),
 ) -> tuple[bytes, bytes]:
     """A fresh self-signed (cert PEM, key PEM), like ingress-nginx's fake certificate.
 
-    With no ``dns_names`` the certificate has no SAN, only the common name.
+    With no ``dns_names`` nor ``ip_addresses`` the certificate has no SAN, only
+    the common name.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
@@ -126,10 +129,10 @@ def self_signed(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     )
-    if dns_names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
-        )
+    san: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    san += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
     cert = builder.sign(key, hashes.SHA256())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,

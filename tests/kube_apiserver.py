@@ -30,11 +30,8 @@ import contextlib
 import copy
 import datetime as dt
 import functools
-import ipaddress
 import json
 import secrets
-import ssl
-import tempfile
 import threading
 import uuid
 from collections import deque
@@ -45,13 +42,10 @@ from typing import Any, NamedTuple
 
 import yaml
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from e2e_helpers import LOCALHOST, BackgroundLoop
 
 from ingressd.store import Obj
+from ingressd.tls import self_signed, server_context
 
 __all__ = ["RESOURCE_TYPES", "ApiError", "KubeApiServer", "Request", "ResourceType"]
 
@@ -531,7 +525,7 @@ class KubeApiServer:
         self.bookmark_interval = bookmark_interval
         self.port = 0  # chosen on the first start(), kept by later ones
         self.certificate_pem, key_pem = _certificate()
-        self._ssl = _server_context(self.certificate_pem, key_pem)
+        self._ssl = server_context(self.certificate_pem, key_pem)
         self._store = _Store(history_limit)
         self._requests: list[Request] = []
         self._requests_lock = threading.Lock()
@@ -950,39 +944,5 @@ def _type_named(kind: str) -> ResourceType:
 
 @functools.cache
 def _certificate() -> tuple[bytes, bytes]:
-    """A self-signed (cert PEM, key PEM) for localhost and 127.0.0.1.
-
-    ``ingressd.tls.self_signed`` cannot put an IP address in the SAN, and clients
-    connect to https://127.0.0.1, so this builds its own.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCALHOST))]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
-def _server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.TemporaryDirectory(prefix="kube-apiserver-") as tmp:
-        cert_path, key_path = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
-        cert_path.write_bytes(cert_pem)
-        key_path.write_bytes(key_pem)
-        ctx.load_cert_chain(cert_path, key_path)
-    return ctx
+    """A self-signed (cert PEM, key PEM) for localhost and 127.0.0.1, which clients verify."""
+    return self_signed("kube-apiserver", ("localhost",), days=1, ip_addresses=(LOCALHOST,))
