@@ -182,9 +182,6 @@ class Reflector:
             with contextlib.suppress(Exception):
                 response.close()
 
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
     # -- the thread ------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -224,7 +221,7 @@ class Reflector:
             try:
                 response = self._list(**kwargs, _request_timeout=(CONNECT_TIMEOUT, 60))
             except ApiException as exc:
-                if exc.status == 410:
+                if exc.status == 410 and token:
                     # The continue token expired mid-list: start the list over.
                     items, token = [], None
                     continue
@@ -298,13 +295,18 @@ class Reflector:
 
 
 def _lines(response: Any) -> Iterator[bytes]:
-    buffer = b""
+    """JSON lines of a watch stream; one event may span many chunks (big Secrets)."""
+    pending: list[bytes] = []
     for chunk in response.stream(amt=None, decode_content=False):
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            continue
+        first, *lines, rest = chunk.split(b"\n")
+        pending.append(first)
+        for line in (b"".join(pending), *lines):
             if line.strip():
                 yield line
+        pending = [rest]
 
 
 class KubeSource:

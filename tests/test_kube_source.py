@@ -1,11 +1,12 @@
-"""Coalescing of change bursts, and the watch backoff, on a real event loop."""
+"""Pieces of the cluster source: change coalescing, backoff, trimming, watch lines."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 from ingressd.debounce import Debouncer
-from ingressd.sources.kube import Backoff, trimmed
+from ingressd.sources.kube import Backoff, _lines, trimmed
 
 
 async def test_a_burst_becomes_one_call_after_the_holdoff() -> None:
@@ -67,3 +68,16 @@ def test_trimmed_sets_kind_and_drops_bookkeeping() -> None:
     assert out["kind"] == "Ingress" and out["apiVersion"] == "networking.k8s.io/v1"
     assert "managedFields" not in out["metadata"]
     assert out["metadata"]["annotations"] == {"keep": "me"}
+
+
+class _Chunks:
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    def stream(self, amt: None, decode_content: bool) -> Iterator[bytes]:
+        yield from self.chunks
+
+
+def test_watch_lines_are_reassembled_across_chunks() -> None:
+    stream = _Chunks(b'{"a":', b"1", b'}\n{"b":2}\n\n{"c"', b":3}\n", b'{"partial"')
+    assert list(_lines(stream)) == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
