@@ -7,35 +7,17 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from .cluster import ClusterConfig, ClusterRunner
+from .config import ServeConfig
 from .controller import Controller
 from .model import RouteTable
-from .proxy.server import ProxySettings, ProxyState
-from .routing.build import BuildOptions
+from .proxy.server import ProxyState
 from .tls import CertificateSelector, self_signed
 
 log = logging.getLogger("ingressd")
-
-
-@dataclass(frozen=True, slots=True)
-class ServeConfig:
-    # Exactly one source: a folder of manifests, or the cluster.
-    manifests: Path | None = None
-    cluster: ClusterConfig | None = None
-    address: str = "0.0.0.0"
-    http_port: int = 8080
-    https_port: int = 8443
-    admin_port: int = 10254
-    build: BuildOptions = field(default_factory=BuildOptions)
-    proxy: ProxySettings = field(default_factory=ProxySettings)
-    default_certificate: str | None = None
-    shutdown_grace: float = 10.0
 
 
 def admin_app(controller: Controller, state: ProxyState) -> web.Application:
@@ -137,6 +119,8 @@ def _source(
 ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
     """Set up the configured source; its ``run(stop)`` keeps the table current."""
     if config.cluster is not None:
+        from .cluster import ClusterRunner
+
         return ClusterRunner.from_config(config.cluster, controller).run
     if config.manifests is None:
         raise ValueError("ServeConfig needs manifests or cluster")

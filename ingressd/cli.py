@@ -19,12 +19,10 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .app import ServeConfig, serve
-from .cluster import ClusterConfig
-from .kubeclient import KubeConfigError
+from .app import serve
+from .config import WATCH_SECONDS, ClusterConfig, KubeConfigError, ServeConfig
 from .proxy.server import ProxySettings
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
-from .sources.kube import WATCH_SECONDS
 
 
 def _common(p: argparse.ArgumentParser, address: str) -> None:

@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
+from .config import ClusterConfig
 from .controller import Controller
 from .debounce import Debouncer
 from .kubeclient import Cluster, connect
 from .leader import LeaderElector, default_identity
-from .sources.kube import WATCH_SECONDS, KubeSource
+from .sources.kube import KubeSource
 from .status import Writeback
 
 log = logging.getLogger("ingressd.cluster")
@@ -21,21 +20,6 @@ log = logging.getLogger("ingressd.cluster")
 # Status is re-checked this often even without changes, so a load balancer
 # address that arrives later (or an edited status) is published.
 RESYNC_SECONDS = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterConfig:
-    kubeconfig: Path | None = None
-    in_cluster: bool = False
-    watch_namespace: str | None = None
-    publish_service: str | None = None  # "namespace/name"
-    publish_status_address: tuple[str, ...] = ()
-    election_id: str = "ingressd-leader"
-    identity: str | None = None
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-    watch_seconds: int = WATCH_SECONDS
 
 
 class ClusterRunner:

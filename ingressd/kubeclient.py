@@ -10,14 +10,12 @@ from pathlib import Path
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from .config import KubeConfigError
+
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 CONNECT_TIMEOUT = 10.0
 # (connect, read) for every call that is not a watch
 REQUEST_TIMEOUT = (CONNECT_TIMEOUT, 20.0)
-
-
-class KubeConfigError(Exception):
-    """No usable kubeconfig or in-cluster configuration."""
 
 
 @dataclass(frozen=True, slots=True)

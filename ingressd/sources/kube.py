@@ -28,6 +28,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from ..config import WATCH_SECONDS
 from ..kubeclient import CONNECT_TIMEOUT, Cluster, brief
 from ..store import KINDS, Obj, ObjectStore
 
@@ -35,9 +36,6 @@ log = logging.getLogger("ingressd.kube")
 
 TLS_SECRETS = "type=kubernetes.io/tls"
 LIST_PAGE = 500
-# Watches end on the server after this long (jittered) and are resumed, like
-# client-go's reflector, so no single stream lives forever behind a proxy.
-WATCH_SECONDS = 300
 READ_IDLE_SECONDS = 120.0
 
 

@@ -1,0 +1,53 @@
+"""What ``ingressd serve`` runs with: plain values, no I/O.
+
+Kept apart from the modules that use them so the command line and manifest
+mode do not import the Kubernetes client (about 1.5 s and 50 MiB) unless the
+cluster is the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .proxy.server import ProxySettings
+from .routing.build import BuildOptions
+
+# Watches end on the server after this long (jittered) and are resumed, like
+# client-go's reflector, so no single stream lives forever behind a proxy.
+WATCH_SECONDS = 300
+
+
+class KubeConfigError(Exception):
+    """No usable kubeconfig or in-cluster configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    kubeconfig: Path | None = None
+    in_cluster: bool = False
+    watch_namespace: str | None = None
+    publish_service: str | None = None  # "namespace/name"
+    publish_status_address: tuple[str, ...] = ()
+    election_id: str = "ingressd-leader"
+    identity: str | None = None
+    # client-go's defaults
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    watch_seconds: int = WATCH_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    # Exactly one source: a folder of manifests, or the cluster.
+    manifests: Path | None = None
+    cluster: ClusterConfig | None = None
+    address: str = "0.0.0.0"
+    http_port: int = 8080
+    https_port: int = 8443
+    admin_port: int = 10254
+    build: BuildOptions = field(default_factory=BuildOptions)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    default_certificate: str | None = None
+    shutdown_grace: float = 10.0
