@@ -8,12 +8,21 @@ annotation ignored — never passed through as raw configuration.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from .model import DEFAULT_POLICY, RoutePolicy
+from .cors import (
+    DEFAULT_HEADERS,
+    DEFAULT_MAX_AGE,
+    DEFAULT_METHODS,
+    CorsPolicy,
+    parse_origins,
+    parse_token_list,
+)
+from .model import DEFAULT_POLICY, IPNetwork, RoutePolicy
 
 PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 
@@ -46,13 +55,145 @@ def parse_rewrite_target(value: str) -> str:
     return value
 
 
-# annotation name (without prefix) -> (RoutePolicy field, parser)
-_PARSERS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
-    "rewrite-target": ("rewrite_target", parse_rewrite_target),
-    "use-regex": ("use_regex", parse_bool),
-    "ssl-redirect": ("ssl_redirect", parse_bool),
-    "force-ssl-redirect": ("force_ssl_redirect", parse_bool),
+_SIZE = re.compile(r"^(\d+)([kKmMgG]?)$")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_HOST_PORT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
+
+
+def parse_size(value: str) -> int:
+    """nginx size syntax: ``8k``, ``1m``, ``2g`` or bytes; ``0`` means unlimited."""
+    m = _SIZE.match(value.strip())
+    if not m:
+        raise AnnotationError(f"{value!r} is not a size like 512k, 8m or 1g")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+def parse_seconds(value: str) -> float:
+    """Whole seconds, as ingress-nginx's proxy-*-timeout annotations take them."""
+    v = value.strip()
+    if not v.isdigit() or int(v) == 0:
+        raise AnnotationError(f"{value!r} is not a positive whole number of seconds")
+    return float(v)
+
+
+def parse_path(value: str) -> str:
+    if not value.startswith("/") or _CONTROL.search(value):
+        raise AnnotationError(f"{value!r} must be a path starting with / without spaces")
+    return value
+
+
+def parse_url(value: str) -> str:
+    value = value.strip()
+    if not _URL.match(value) or _CONTROL.search(value):
+        raise AnnotationError(f"{value!r} is not an absolute http(s) URL")
+    return value
+
+
+def parse_redirect_code(value: str) -> int:
+    v = value.strip()
+    if not v.isdigit() or not 300 <= int(v) <= 308:
+        raise AnnotationError(f"{value!r} is not a redirect status code (300-308)")
+    return int(v)
+
+
+def parse_header_value(value: str) -> bytes:
+    if not value or _CONTROL.sub("", value.replace(" ", "")) != value.replace(" ", ""):
+        raise AnnotationError(f"{value!r} is empty or contains control characters")
+    return value.encode("latin-1", errors="strict")
+
+
+def parse_host(value: str) -> bytes:
+    value = value.strip()
+    if not _HOST_PORT.match(value):
+        raise AnnotationError(f"{value!r} is not a host name (with an optional :port)")
+    return value.encode()
+
+
+def parse_cidrs(value: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs or single addresses (as nginx's allow/deny take them)."""
+    nets = []
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise AnnotationError(f"{item!r} is not an IP address or CIDR range") from None
+    if not nets:
+        raise AnnotationError("no address range given")
+    return tuple(nets)
+
+
+def parse_positive_int(value: str) -> int:
+    v = value.strip()
+    if not v.isdigit():
+        raise AnnotationError(f"{value!r} is not a whole number")
+    return int(v)
+
+
+def _cors_origins(value: str) -> tuple[str, ...]:
+    try:
+        return parse_origins(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+def _cors_tokens(value: str) -> str:
+    try:
+        return parse_token_list(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+# annotation name (without prefix) -> parser of its value
+_PARSERS: Mapping[str, Callable[[str], Any]] = {
+    "rewrite-target": parse_rewrite_target,
+    "use-regex": parse_bool,
+    "ssl-redirect": parse_bool,
+    "force-ssl-redirect": parse_bool,
+    "app-root": parse_path,
+    "permanent-redirect": parse_url,
+    "permanent-redirect-code": parse_redirect_code,
+    "temporal-redirect": parse_url,
+    "temporal-redirect-code": parse_redirect_code,
+    "from-to-www-redirect": parse_bool,
+    "x-forwarded-prefix": parse_header_value,
+    "upstream-vhost": parse_host,
+    "proxy-body-size": parse_size,
+    "proxy-connect-timeout": parse_seconds,
+    "proxy-read-timeout": parse_seconds,
+    "proxy-send-timeout": parse_seconds,
+    "whitelist-source-range": parse_cidrs,
+    "allowlist-source-range": parse_cidrs,
+    "denylist-source-range": parse_cidrs,
+    "enable-cors": parse_bool,
+    "cors-allow-origin": _cors_origins,
+    "cors-allow-methods": _cors_tokens,
+    "cors-allow-headers": _cors_tokens,
+    "cors-expose-headers": _cors_tokens,
+    "cors-allow-credentials": parse_bool,
+    "cors-max-age": parse_positive_int,
 }
+
+# Annotation -> RoutePolicy field, for those that map one to one.
+_FIELDS: Mapping[str, str] = {
+    "rewrite-target": "rewrite_target",
+    "use-regex": "use_regex",
+    "ssl-redirect": "ssl_redirect",
+    "force-ssl-redirect": "force_ssl_redirect",
+    "app-root": "app_root",
+    "from-to-www-redirect": "from_to_www_redirect",
+    "x-forwarded-prefix": "x_forwarded_prefix",
+    "upstream-vhost": "upstream_vhost",
+    "proxy-body-size": "proxy_body_size",
+    "proxy-connect-timeout": "proxy_connect_timeout",
+    "proxy-read-timeout": "proxy_read_timeout",
+    "proxy-send-timeout": "proxy_send_timeout",
+}
+
+# Invalid values of these must not leave the route open: it answers 403 instead.
+SECURITY = frozenset({"whitelist-source-range", "allowlist-source-range", "denylist-source-range"})
 
 SUPPORTED = frozenset(_PARSERS)
 
@@ -75,25 +216,57 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     Every value rejected, and every annotation refused or not implemented, is
     named with its key and value.
     """
-    changes: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     messages: list[str] = []
+    fail_closed: tuple[int, str] | None = None
     for short, (key, value) in sorted(collect(annotations).items()):
         if short in REFUSED:
             messages.append(
                 f"annotation {key} is refused: raw proxy configuration is not supported"
             )
             continue
-        parser = _PARSERS.get(short)
-        if parser is None:
+        parse = _PARSERS.get(short)
+        if parse is None:
             messages.append(f"annotation {key} is not supported by ingressd and is ignored")
             continue
-        field_name, parse = parser
         try:
-            changes[field_name] = parse(value)
+            values[short] = parse(value)
         except AnnotationError as exc:
-            messages.append(f"annotation {key}={value!r} is invalid: {exc}")
-    policy = replace(DEFAULT_POLICY, **changes) if changes else DEFAULT_POLICY
-    return policy, messages
+            if short in SECURITY:
+                messages.append(
+                    f"annotation {key}={value!r} is invalid: {exc}; its routes answer 403 "
+                    "until it is fixed"
+                )
+                fail_closed = fail_closed or (403, f"invalid {short} annotation")
+            else:
+                messages.append(f"annotation {key}={value!r} is invalid: {exc}")
+    if not values and fail_closed is None:
+        return DEFAULT_POLICY, messages
+    changes: dict[str, Any] = {_FIELDS[k]: v for k, v in values.items() if k in _FIELDS}
+    # ingress-nginx checks temporal-redirect first.
+    for kind, default in (("temporal", 302), ("permanent", 301)):
+        if f"{kind}-redirect" in values:
+            code = values.get(f"{kind}-redirect-code", default)
+            changes["redirect"] = (code, values[f"{kind}-redirect"])
+            break
+    # allowlist-source-range replaces the older whitelist- name; it wins if both are set.
+    allow = values.get("allowlist-source-range", values.get("whitelist-source-range"))
+    if allow is not None:
+        changes["allow_source"] = allow
+    if "denylist-source-range" in values:
+        changes["deny_source"] = values["denylist-source-range"]
+    if values.get("enable-cors"):
+        changes["cors"] = CorsPolicy(
+            origins=values.get("cors-allow-origin", ("*",)),
+            methods=values.get("cors-allow-methods", DEFAULT_METHODS),
+            headers=values.get("cors-allow-headers", DEFAULT_HEADERS),
+            expose=values.get("cors-expose-headers", ""),
+            credentials=values.get("cors-allow-credentials", True),
+            max_age=values.get("cors-max-age", DEFAULT_MAX_AGE),
+        )
+    if fail_closed is not None:
+        changes["fail_closed"] = fail_closed
+    return replace(DEFAULT_POLICY, **changes), messages
 
 
 def expand_target(target: str, match: re.Match[str] | None) -> str:

@@ -7,6 +7,7 @@ holds a reference to the old table finishes on a consistent view.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 from collections.abc import Mapping
@@ -14,7 +15,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from .cors import CorsPolicy
+
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _empty() -> Mapping:
@@ -76,6 +80,25 @@ class RoutePolicy:
     use_regex: bool | None = None  # None: not set
     ssl_redirect: bool = True
     force_ssl_redirect: bool = False
+    # Redirects answered by the proxy: (status, URL)
+    app_root: str | None = None  # "/" is redirected here with 302
+    redirect: tuple[int, str] | None = None  # permanent- or temporal-redirect
+    from_to_www_redirect: bool = False
+    # Request to the upstream
+    x_forwarded_prefix: bytes | None = None
+    upstream_vhost: bytes | None = None  # replaces Host
+    # Limits; None: the proxy-wide setting
+    proxy_body_size: int | None = None  # bytes, 0 = unlimited
+    proxy_connect_timeout: float | None = None
+    proxy_read_timeout: float | None = None
+    proxy_send_timeout: float | None = None
+    # Access by client address, checked before anything is forwarded
+    allow_source: tuple[IPNetwork, ...] | None = None
+    deny_source: tuple[IPNetwork, ...] | None = None
+    cors: CorsPolicy | None = None
+    # Set when a security-relevant annotation is invalid: the route answers
+    # (status, reason) instead of serving without the protection.
+    fail_closed: tuple[int, str] | None = None
 
     @property
     def regex_paths(self) -> bool:
