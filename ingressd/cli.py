@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .annotations import parse_size
 from .app import serve
 from .config import WATCH_SECONDS, ClusterConfig, KubeConfigError, ServeConfig
 from .proxy.server import ProxySettings
@@ -57,6 +58,13 @@ def _common(p: argparse.ArgumentParser, address: str) -> None:
         metavar="NS/NAME",
         help="TLS Secret served to hosts without a certificate of their own",
     )
+    p.add_argument(
+        "--proxy-body-size",
+        type=_size,
+        default=1024 * 1024,
+        metavar="SIZE",
+        help="largest request body (like ingress-nginx: 1m; 0 = unlimited); larger get 413",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     # Documented in the module docstring (``ingressd --help``), hidden from each command's.
     for flag, default in (
@@ -74,6 +82,13 @@ def _common(p: argparse.ArgumentParser, address: str) -> None:
             metavar="SECONDS",
             help=argparse.SUPPRESS,
         )
+
+
+def _size(value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(value: str) -> float:
@@ -192,6 +207,7 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
             client_header_timeout=args.client_header_timeout,
             client_body_timeout=args.client_body_timeout,
             keepalive_timeout=args.keepalive_timeout,
+            max_body_size=args.proxy_body_size,
         ),
         default_certificate=args.default_certificate,
     )

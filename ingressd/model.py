@@ -202,6 +202,8 @@ class RouteTable:
     # (namespace, name) of every Ingress this controller serves, routed or not:
     # the ones whose status it publishes.
     ingresses: tuple[tuple[str, str], ...] = ()
+    # from-to-www-redirect: the other name of a host -> the host (308 there)
+    www_redirects: Mapping[str, str] = field(default_factory=_empty)
 
     def find_host(self, host: str) -> VirtualHost | None:
         vhost = self.exact_hosts.get(host)

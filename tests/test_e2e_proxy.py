@@ -94,6 +94,11 @@ def manifests(echo: EchoServers, recorder_port: int, dead_port: int) -> list[Obj
             ],
         ),
         ingress(
+            "uploads",
+            [rule("upload.test", path("/", "web"))],
+            annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "0"},
+        ),
+        ingress(
             "secure",
             [
                 rule("a.secure.test", path("/", "web")),
@@ -463,7 +468,7 @@ def test_one_gib_upload_streams_in_bounded_memory(env: Env) -> None:
     before = env.ingressd.peak_rss_kib()
     try:
         start = time.monotonic()
-        r = env.get("app.test", "/upload", "-T", str(source), max_time=90)
+        r = env.get("upload.test", "/upload", "-T", str(source), max_time=90)
         elapsed = time.monotonic() - start
     finally:
         source.unlink()
@@ -480,9 +485,9 @@ def test_upload_body_arrives_intact(env: Env) -> None:
     data = os.urandom(8 << 20)
     source.write_bytes(data)
     try:
-        sized = env.get("app.test", "/u", "--data-binary", f"@{source}").json()
+        sized = env.get("upload.test", "/u", "--data-binary", f"@{source}").json()
         chunked = env.get(
-            "app.test", "/u", "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{source}"
+            "upload.test", "/u", "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{source}"
         ).json()
     finally:
         source.unlink()

@@ -20,6 +20,7 @@ from http import HTTPStatus
 
 import httptools
 
+from ..cors import HEADER_NAMES as CORS_HEADERS
 from ..model import RouteTable
 from ..routing.decide import Forward, RequestHead, Respond, decide
 from . import http
@@ -40,6 +41,8 @@ class ProxySettings:
     client_header_timeout: float = 60.0
     client_body_timeout: float = 60.0
     keepalive_timeout: float = 75.0
+    # ingress-nginx's proxy-body-size default; 0 = unlimited. Larger bodies get 413.
+    max_body_size: int = 1024 * 1024
     max_request_line: int = 8192
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
@@ -358,6 +361,8 @@ class Exchange:
         "_retried",
         "_timer",
         "activity",
+        "body_limit",
+        "body_seen",
         "client",
         "client_writing_paused",
         "conn_tokens",
@@ -372,7 +377,9 @@ class Exchange:
         "http10",
         "keep_alive",
         "method",
+        "origin",
         "pending",
+        "read_timeout",
         "req_chunked",
         "req_length",
         "req_te",
@@ -382,6 +389,7 @@ class Exchange:
         "resp_close_delimited",
         "response_started",
         "send_paused_at",
+        "send_timeout",
         "sent_body",
         "upgrade",
         "upgrade_value",
@@ -400,6 +408,10 @@ class Exchange:
         self.host_count = 0
         self.xff: bytes | None = None
         self.request_id: bytes | None = None
+        self.origin: bytes | None = None
+        self.body_limit = 0  # bytes allowed in the request body, 0 = any
+        self.body_seen = 0
+        self.read_timeout = self.send_timeout = 0.0  # set per route in start()
         self.conn_tokens: set[bytes] | None = None
         self.upgrade_value: bytes | None = None
         self.req_chunked = False
@@ -458,6 +470,8 @@ class Exchange:
         elif lname == b"x-request-id":
             self.request_id = value
             return
+        elif lname == b"origin":
+            self.origin = value
         self.headers.append((name, value))
 
     def validate(self) -> tuple[int, str] | None:
@@ -503,6 +517,7 @@ class Exchange:
             query=query.decode("latin-1"),
             client_ip=self.client.client_ip,
             tls=self.client.tls,
+            origin=self.origin.decode("latin-1") if self.origin is not None else None,
         )
 
     # -- running the exchange ---------------------------------------------------------------
@@ -510,11 +525,26 @@ class Exchange:
     def start(self) -> None:
         client = self.client
         state = client.state
-        action = decide(state.table, self._head(), state.settings.https_redirect_port)
+        settings = state.settings
+        action = decide(state.table, self._head(), settings.https_redirect_port)
         if isinstance(action, Respond):
-            self.respond(action.status, action.body, action.location)
+            self.respond(action.status, action.body, action.location, action.headers)
             return
         self.forward = action
+        policy = action.route.policy
+        limit = policy.proxy_body_size
+        self.body_limit = settings.max_body_size if limit is None else limit
+        length = self.req_length
+        if (
+            self.body_limit
+            and length is not None
+            and length.isdigit()
+            and (int(length) > self.body_limit)
+        ):
+            self._too_large()
+            return
+        self.read_timeout = policy.proxy_read_timeout or settings.read_timeout
+        self.send_timeout = policy.proxy_send_timeout or settings.send_timeout
         self.upgrading = self.upgrade
         conn = state.pool.take(action.endpoint)
         if conn is not None:
@@ -525,7 +555,8 @@ class Exchange:
     async def _connect(self) -> None:
         assert self.forward is not None
         try:
-            conn = await self.client.state.pool.connect(self.forward.endpoint)
+            timeout = self.forward.route.policy.proxy_connect_timeout
+            conn = await self.client.state.pool.connect(self.forward.endpoint, timeout)
         except TimeoutError:
             self._connect_task = None
             self.respond(
@@ -583,6 +614,12 @@ class Exchange:
                 headers = http.drop_named(headers, extra)
         ip = client.client_ip.encode()
         host = self.host if self.host is not None else fwd.endpoint.host.encode()
+        send_host = self.host is None
+        if fwd.request_headers:
+            # Annotation headers (upstream-vhost, x-forwarded-prefix) replace the client's.
+            names = {name.lower() for name, _ in fwd.request_headers}
+            headers = [*http.drop_named(headers, names), *fwd.request_headers]
+            send_host = False
         parts = [
             self.method,
             b" ",
@@ -590,7 +627,7 @@ class Exchange:
             b" HTTP/1.1\r\n",
             http.serialize(headers),
         ]
-        if self.host is None:
+        if send_host:
             parts.append(b"Host: " + host + b"\r\n")
         parts += [
             b"X-Forwarded-For: ",
@@ -621,6 +658,11 @@ class Exchange:
     def request_body(self, data: bytes) -> None:
         if self.finished:
             return  # answered already (local response): the body is discarded
+        if self.body_limit:
+            self.body_seen += len(data)
+            if self.body_seen > self.body_limit:
+                self._too_large()
+                return
         conn = self.upstream
         if conn is None:
             self._body_buf.append(http.chunk(data) if self.req_chunked else data)
@@ -668,6 +710,9 @@ class Exchange:
             return
         self.response_started = True
         out = http.response_headers(headers)
+        extra = self.forward.response_headers if self.forward is not None else ()
+        if extra:
+            out = [*http.drop_named(out, CORS_HEADERS), *extra]
         parts = [http.status_line(status, reason), http.serialize(out)]
         if status == 101:
             parts.append(
@@ -815,27 +860,44 @@ class Exchange:
     # -- timeouts -------------------------------------------------------------------
 
     def _timeout(self) -> float:
-        s = self.client.state.settings
-        return min(s.read_timeout, s.send_timeout)
+        return min(self.read_timeout, self.send_timeout)
 
     def _on_timer(self) -> None:
         self._timer = None
         if self.finished:
             return
         loop = self.client.loop
-        s = self.client.state.settings
         now = loop.time()
-        if self.send_paused_at is not None and now - self.send_paused_at >= s.send_timeout:
+        if self.send_paused_at is not None and now - self.send_paused_at >= self.send_timeout:
             self._timed_out("sending the request to the upstream timed out")
             return
         if self.client_writing_paused:
             # The client is slow to read; the upstream is not at fault.
             self._timer = loop.call_later(self._timeout(), self._on_timer)
             return
-        if now - self.activity >= s.read_timeout:
+        if now - self.activity >= self.read_timeout:
             self._timed_out("the upstream did not answer in time")
             return
-        self._timer = loop.call_at(self.activity + s.read_timeout, self._on_timer)
+        self._timer = loop.call_at(self.activity + self.read_timeout, self._on_timer)
+
+    def _too_large(self) -> None:
+        """413 before the upstream answers; after that, only cutting off is left."""
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            self._connect_task = None
+        self.keep_alive = False  # the rest of the body is not read
+        if self.response_started:
+            self._finish()
+            self.client.transport.abort()  # type: ignore[union-attr]
+            return
+        self.respond(
+            413,
+            f"413 Request Entity Too Large: the body exceeds {self.body_limit} bytes\n",
+        )
 
     def _timed_out(self, reason: str) -> None:
         conn = self.upstream
@@ -855,7 +917,13 @@ class Exchange:
 
     # -- endings ---------------------------------------------------------------------
 
-    def respond(self, status: int, body: str, location: str | None = None) -> None:
+    def respond(
+        self,
+        status: int,
+        body: str,
+        location: str | None = None,
+        headers: http.Headers | tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         """Answer with a response generated here."""
         client = self.client
         if self.finished or client.closing:
@@ -875,6 +943,7 @@ class Exchange:
                 keep_alive=self.keep_alive,
                 location=location,
                 head_only=self.method == b"HEAD",
+                headers=headers,
             )
         )
         self._finish()

@@ -226,13 +226,13 @@ class UpstreamPool:
                 return conn
         return None
 
-    async def connect(self, endpoint: Endpoint) -> UpstreamConnection:
+    async def connect(self, endpoint: Endpoint, timeout: float | None = None) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
             loop.create_connection(
                 lambda: UpstreamConnection(self, endpoint), endpoint.host, endpoint.port
             ),
-            self.connect_timeout,
+            timeout or self.connect_timeout,
         )
         return conn
 

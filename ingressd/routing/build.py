@@ -7,7 +7,7 @@ entry, one Ingress) and reported; everything else keeps its routes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -352,6 +352,7 @@ def build_table(
                     parts["default"] = route
 
     certificates, tls_hosts = _certificates(b, plans)
+    www_redirects = _www_redirects(plans, hosts, certificates)
 
     exact_hosts: dict[str, VirtualHost] = {}
     wildcard_hosts: dict[str, VirtualHost] = {}
@@ -391,7 +392,35 @@ def build_table(
         problems=tuple(b.problems),
         generation=generation,
         ingresses=tuple(object_key(ing) for ing in ours),
+        www_redirects=MappingProxyType(www_redirects),
     )
+
+
+def _www_redirects(
+    plans: Iterable[_IngressPlan],
+    hosts: Mapping[str, Any],
+    certificates: dict[str, TLSCertificate],
+) -> dict[str, str]:
+    """from-to-www-redirect: www.host <-> host, for names no rule routes itself.
+
+    Over HTTPS the redirect needs a certificate for the name asked for, so the
+    host's own certificate serves it when it covers that name too.
+    """
+    out: dict[str, str] = {}
+    for plan in plans:
+        if not plan.policy.from_to_www_redirect:
+            continue
+        for host in sorted(plan.hosts):
+            if not host or host.startswith("*."):
+                continue
+            alias = host[4:] if host.startswith("www.") else "www." + host
+            if alias in hosts or alias in out:
+                continue
+            out[alias] = host
+            cert = certificates.get(host)
+            if cert is not None and alias not in certificates and cert.covers(alias):
+                certificates[alias] = cert
+    return out
 
 
 def _bad_regex(b: _Builder, plan: _IngressPlan) -> bool:

@@ -6,10 +6,11 @@ annotations change what ``decide`` returns, never how bytes move.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from ..annotations import expand_target
-from ..model import Backend, Endpoint, Route, RouteTable
+from ..model import DEFAULT_POLICY, Backend, Endpoint, Route, RouteTable
 
 
 @dataclass(slots=True)
@@ -20,6 +21,10 @@ class RequestHead:
     query: str  # without the leading "?"; "" when absent
     client_ip: str
     tls: bool
+    origin: str | None = None  # Origin header, for CORS
+
+
+Headers = tuple[tuple[bytes, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +33,9 @@ class Forward:
     backend: Backend
     target: str  # request target to send upstream: path plus "?query"
     route: Route
+    # Added to the upstream request, and to the response (replacing the upstream's).
+    request_headers: Headers = ()
+    response_headers: Headers = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +43,7 @@ class Respond:
     status: int
     body: str
     location: str | None = None  # for redirects
+    headers: Headers = ()
 
 
 Action = Forward | Respond
@@ -77,18 +86,24 @@ def normalize_path(path: str) -> str:
 
 
 def decide(table: RouteTable, head: RequestHead, https_port: int = 443) -> Action:
+    """What to do with a request, in the order ingress-nginx's phases apply:
+    redirects and CORS preflights (nginx's rewrite phase), then the HTTPS
+    redirect, then access by client address, then the backend."""
     host = normalize_host(head.host)
     path = normalize_path(head.path)
+    www = table.www_redirects.get(host) if table.www_redirects else None
+    if www is not None:
+        return _redirect(308, _scheme(head) + www + _port_suffix(head) + _uri(head))
     route = table.route_for(host, path)
     if route is None:
         return Respond(404, f"404 Not Found: no route for host {host or '(none)'} path {path}\n")
     policy = route.policy
-    if not head.tls and (
-        policy.force_ssl_redirect or (policy.ssl_redirect and _tls_host(table, host))
-    ):
-        port = "" if https_port == 443 else f":{https_port}"
-        target = head.path + (f"?{head.query}" if head.query else "")
-        return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{target}")
+    if policy is not DEFAULT_POLICY:
+        early = _before_backend(table, head, host, path, route, https_port)
+        if early is not None:
+            return early
+    elif not head.tls and policy.ssl_redirect and _tls_host(table, host):
+        return _https_redirect(head, host, https_port)
     backend = route.backend
     if backend.error is not None:
         return Respond(503, f"503 Service Unavailable: {backend.error}\n")
@@ -102,7 +117,76 @@ def decide(table: RouteTable, head: RequestHead, https_port: int = 443) -> Actio
     if head.query:
         sep = "&" if "?" in upstream_path else "?"
         upstream_path = f"{upstream_path}{sep}{head.query}"
-    return Forward(endpoint, backend, upstream_path, route)
+    if policy is DEFAULT_POLICY:
+        return Forward(endpoint, backend, upstream_path, route)
+    request_headers: list[tuple[bytes, bytes]] = []
+    if policy.upstream_vhost is not None:
+        request_headers.append((b"Host", policy.upstream_vhost))
+    if policy.x_forwarded_prefix is not None:
+        request_headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
+    response_headers = policy.cors.response_headers(head.origin) if policy.cors else ()
+    return Forward(
+        endpoint, backend, upstream_path, route, tuple(request_headers), tuple(response_headers)
+    )
+
+
+def _before_backend(
+    table: RouteTable, head: RequestHead, host: str, path: str, route: Route, https_port: int
+) -> Respond | None:
+    policy = route.policy
+    if policy.fail_closed is not None:
+        status, reason = policy.fail_closed
+        return Respond(
+            status, f"{status} {_REASONS[status]}: {reason} on Ingress {route.ingress}\n"
+        )
+    if policy.app_root is not None and path == "/":
+        return _redirect(302, _scheme(head) + head.host + policy.app_root)
+    if policy.redirect is not None:
+        return _redirect(*policy.redirect)
+    if policy.cors is not None and head.method == "OPTIONS":
+        return Respond(204, "", headers=tuple(policy.cors.preflight_headers(head.origin)))
+    if not head.tls and (
+        policy.force_ssl_redirect or (policy.ssl_redirect and _tls_host(table, host))
+    ):
+        return _https_redirect(head, host, https_port)
+    if policy.deny_source is not None or policy.allow_source is not None:
+        try:
+            client = ipaddress.ip_address(head.client_ip)
+        except ValueError:
+            client = None
+        denied = client is None or (
+            policy.deny_source is not None and any(client in n for n in policy.deny_source)
+        )
+        if not denied and policy.allow_source is not None:
+            denied = not any(client in n for n in policy.allow_source)
+        if denied:
+            return Respond(403, f"403 Forbidden: {head.client_ip} may not access this address\n")
+    return None
+
+
+_REASONS = {403: "Forbidden", 503: "Service Unavailable"}
+
+
+def _scheme(head: RequestHead) -> str:
+    return "https://" if head.tls else "http://"
+
+
+def _port_suffix(head: RequestHead) -> str:
+    colon = head.host.rfind(":")
+    return head.host[colon:] if colon > head.host.rfind("]") else ""
+
+
+def _uri(head: RequestHead) -> str:
+    return head.path + (f"?{head.query}" if head.query else "")
+
+
+def _redirect(status: int, location: str) -> Respond:
+    return Respond(status, f"{status} Redirect to {location}\n", location=location)
+
+
+def _https_redirect(head: RequestHead, host: str, https_port: int) -> Respond:
+    port = "" if https_port == 443 else f":{https_port}"
+    return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{_uri(head)}")
 
 
 def _tls_host(table: RouteTable, host: str) -> bool:
