@@ -1,0 +1,23 @@
+"""The README's annotation table and the code agree, name by name and status by status."""
+
+from __future__ import annotations
+
+import re
+
+from e2e_helpers import REPO_ROOT
+
+from ingressd.annotations import REFUSED, SUPPORTED
+
+ROW = re.compile(r"^\| `([a-z0-9-]+)` \| (supported|refused) \|", re.MULTILINE)
+
+
+def test_readme_table_lists_exactly_what_the_code_does() -> None:
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text[text.index("## ingress-nginx annotations") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = ROW.findall(section)
+    names = [name for name, _ in rows]
+    assert len(names) == len(set(names)), "an annotation is listed twice"
+    table = dict(rows)
+    code = {name: "supported" for name in SUPPORTED} | {name: "refused" for name in REFUSED}
+    assert table == code
