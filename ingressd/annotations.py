@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from .cors import (
     DEFAULT_HEADERS,
@@ -210,6 +210,61 @@ def collect(annotations: Mapping[str, str] | None) -> dict[str, tuple[str, str]]
     return found
 
 
+Status = Literal["supported", "unsupported", "refused", "invalid", "overridden"]
+
+
+class Verdict(NamedTuple):
+    """How one annotation is treated; ``reason`` is the message the builder reports."""
+
+    key: str
+    value: str
+    status: Status
+    reason: str  # "" when supported
+
+
+def _judge(annotations: Mapping[str, str] | None) -> Iterator[tuple[str, Verdict, Any]]:
+    """(short name, verdict, parsed value or None) per annotation of ours.
+
+    The one loop behind both ``classify`` and ``parse_policy``, so what
+    ``ingressd check`` says about an annotation is what serving does with it.
+    """
+    raw = annotations or {}
+    for short, (key, value) in sorted(collect(raw).items()):
+        yield short, *_verdict(short, key, value)
+        # The nginx.ingress.kubernetes.io/ twin of an ingressd.io/ annotation is
+        # never read; say so rather than leave it out of a report.
+        for twin in (prefix + short for prefix in PREFIXES):
+            if twin != key and twin in raw:
+                reason = f"annotation {twin} is overridden by {key}"
+                yield short, Verdict(twin, str(raw[twin]), "overridden", reason), None
+
+
+def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
+    if short in REFUSED:
+        reason = f"annotation {key} is refused: raw proxy configuration is not supported"
+        return Verdict(key, value, "refused", reason), None
+    parse = _PARSERS.get(short)
+    if parse is None:
+        reason = f"annotation {key} is not supported by ingressd and is ignored"
+        return Verdict(key, value, "unsupported", reason), None
+    try:
+        parsed = parse(value)
+    except AnnotationError as exc:
+        reason = f"annotation {key}={value!r} is invalid: {exc}"
+        if short in SECURITY:
+            reason += "; its routes answer 403 until it is fixed"
+        elif short == "cors-allow-origin":
+            # ingress-nginx falls back to "*" here; ingressd allows nobody instead.
+            reason += "; no origin is allowed until it is fixed"
+        return Verdict(key, value, "invalid", reason), None
+    return Verdict(key, value, "supported", ""), parsed
+
+
+def classify(annotations: Mapping[str, str] | None) -> list[Verdict]:
+    """Every annotation of ours, by name: supported, unsupported, refused, invalid or overridden."""
+    return [verdict for _, verdict, _ in _judge(annotations)]
+
+
 def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, list[str]]:
     """Return the policy and one message per annotation rejected.
 
@@ -219,27 +274,15 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     values: dict[str, Any] = {}
     messages: list[str] = []
     fail_closed: tuple[int, str] | None = None
-    for short, (key, value) in sorted(collect(annotations).items()):
-        if short in REFUSED:
-            messages.append(
-                f"annotation {key} is refused: raw proxy configuration is not supported"
-            )
-            continue
-        parse = _PARSERS.get(short)
-        if parse is None:
-            messages.append(f"annotation {key} is not supported by ingressd and is ignored")
-            continue
-        try:
-            values[short] = parse(value)
-        except AnnotationError as exc:
-            if short in SECURITY:
-                messages.append(
-                    f"annotation {key}={value!r} is invalid: {exc}; its routes answer 403 "
-                    "until it is fixed"
-                )
+    for short, verdict, parsed in _judge(annotations):
+        if verdict.status == "supported":
+            values[short] = parsed
+        elif verdict.status != "overridden":
+            messages.append(verdict.reason)
+            if verdict.status == "invalid" and short in SECURITY:
                 fail_closed = fail_closed or (403, f"invalid {short} annotation")
-            else:
-                messages.append(f"annotation {key}={value!r} is invalid: {exc}")
+            elif verdict.status == "invalid" and short == "cors-allow-origin":
+                values[short] = ()
     if not values and fail_closed is None:
         return DEFAULT_POLICY, messages
     changes: dict[str, Any] = {_FIELDS[k]: v for k, v in values.items() if k in _FIELDS}

@@ -1,6 +1,6 @@
-"""Command line: ``ingressd serve`` and ``ingressd demo``.
+"""Command line: ``ingressd serve``, ``ingressd demo`` and ``ingressd check``.
 
-Tuning options, accepted by both commands but left out of their --help:
+Tuning options, accepted by serve and demo but left out of their --help:
   --proxy-connect-timeout SECONDS  connecting to an upstream (default 5)
   --proxy-send-timeout SECONDS     upstream not accepting the request (default 60)
   --proxy-read-timeout SECONDS     upstream silent while a response is due (default 60)
@@ -21,9 +21,12 @@ from pathlib import Path
 from . import __version__
 from .annotations import parse_size
 from .app import serve
+from .check import check, render_json, render_text
 from .config import WATCH_SECONDS, ClusterConfig, KubeConfigError, ServeConfig
+from .model import Problem
 from .proxy.server import ProxySettings
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
+from .store import Snapshot
 
 
 def _common(p: argparse.ArgumentParser, address: str) -> None:
@@ -43,16 +46,7 @@ def _common(p: argparse.ArgumentParser, address: str) -> None:
         help="port put in HTTP->HTTPS redirects (default: --https-port; 443 behind "
         "a load balancer that maps it)",
     )
-    p.add_argument(
-        "--ingress-class",
-        default="ingressd",
-        help="value of the legacy kubernetes.io/ingress.class annotation to serve",
-    )
-    p.add_argument(
-        "--controller-name",
-        default=DEFAULT_CONTROLLER,
-        help=f"spec.controller of IngressClasses to serve (default {DEFAULT_CONTROLLER})",
-    )
+    _class_options(p)
     p.add_argument(
         "--default-certificate",
         metavar="NS/NAME",
@@ -82,6 +76,36 @@ def _common(p: argparse.ArgumentParser, address: str) -> None:
             metavar="SECONDS",
             help=argparse.SUPPRESS,
         )
+
+
+def _class_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ingress-class",
+        default="ingressd",
+        help="value of the legacy kubernetes.io/ingress.class annotation to serve",
+    )
+    p.add_argument(
+        "--controller-name",
+        default=DEFAULT_CONTROLLER,
+        help=f"spec.controller of IngressClasses to serve (default {DEFAULT_CONTROLLER})",
+    )
+
+
+def _sources(p: argparse.ArgumentParser, manifests_help: str) -> None:
+    """Where the objects come from; none of them means the cluster, as kubectl finds it."""
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--manifests", type=Path, metavar="DIR", help=manifests_help)
+    source.add_argument("--kubeconfig", type=Path, metavar="PATH", help="kubeconfig file to use")
+    source.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="use the Pod's service account (as in deploy/)",
+    )
+    p.add_argument(
+        "--watch-namespace",
+        metavar="NS",
+        help="read only this namespace of the cluster (default: all namespaces)",
+    )
 
 
 def _size(value: str) -> int:
@@ -114,24 +138,10 @@ def parser() -> argparse.ArgumentParser:
         "kubectl finds its configuration: KUBECONFIG, ~/.kube/config, in-cluster), "
         "or of a folder of manifests (--manifests).",
     )
-    source = s.add_mutually_exclusive_group()
-    source.add_argument(
-        "--manifests",
-        type=Path,
-        metavar="DIR",
-        help="folder of Kubernetes YAML (IngressClass, Ingress, Service, "
-        "EndpointSlice, Secret); watched for changes",
-    )
-    source.add_argument("--kubeconfig", type=Path, metavar="PATH", help="kubeconfig file to use")
-    source.add_argument(
-        "--in-cluster",
-        action="store_true",
-        help="use the Pod's service account (as in deploy/)",
-    )
-    s.add_argument(
-        "--watch-namespace",
-        metavar="NS",
-        help="watch only this namespace (default: all namespaces)",
+    _sources(
+        s,
+        "folder of Kubernetes YAML (IngressClass, Ingress, Service, EndpointSlice, Secret); "
+        "watched for changes",
     )
     publish = s.add_mutually_exclusive_group()
     publish.add_argument(
@@ -168,6 +178,24 @@ def parser() -> argparse.ArgumentParser:
         help="folder of example manifests (default ./examples)",
     )
     _common(d, "127.0.0.1")
+    c = sub.add_parser(
+        "check",
+        help="report, per Ingress, what ingressd would serve and what it cannot",
+        description="Report, per Ingress, which class owns it, its routes and whether their "
+        "Services resolve, its TLS Secrets, how each annotation is treated and every problem "
+        "the routing table build finds. Reads a folder of manifests, or lists the cluster once "
+        "(read-only). Exit code: 0 all clear; 1 an annotation is refused or invalid, or an "
+        "Ingress has problems; 2 the input cannot be read.",
+    )
+    _sources(c, "folder of Kubernetes YAML, as `serve --manifests` reads it")
+    _class_options(c)
+    c.add_argument("--format", choices=["text", "json"], default="text", help="default text")
+    c.add_argument(
+        "--all",
+        action="store_true",
+        help="show every Ingress in detail, not only the ones ingressd would serve",
+    )
+    c.set_defaults(log_level="warning")
     return top
 
 
@@ -226,6 +254,45 @@ async def _demo(config: ServeConfig) -> None:
             await u.close()
 
 
+class _Unreadable(Exception):
+    """``check`` cannot read its input at all (exit code 2)."""
+
+
+def _check_input(args: argparse.Namespace) -> tuple[Snapshot, tuple[Problem, ...]]:
+    if args.manifests is not None:
+        from .sources.manifests import load_directory
+
+        result = load_directory(args.manifests)
+        return result.store.snapshot(), result.problems
+    # Imported only here: manifest mode must not pay for the client (see config.py).
+    from .kubeclient import connect
+    from .sources.kube import ListError, snapshot_once
+
+    try:
+        cluster = connect(args.kubeconfig, args.in_cluster)
+    except KubeConfigError as exc:
+        raise _Unreadable(str(exc)) from None
+    try:
+        return snapshot_once(cluster, args.watch_namespace), ()
+    except ListError as exc:
+        raise _Unreadable(str(exc)) from None
+    finally:
+        cluster.close()
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        snapshot, problems = _check_input(args)
+    except _Unreadable as exc:
+        print(f"ingressd check: {exc}", file=sys.stderr)
+        return 2
+    options = BuildOptions(controller_name=args.controller_name, ingress_class=args.ingress_class)
+    report = check(snapshot, options, problems)
+    render = render_json if args.format == "json" else render_text
+    sys.stdout.write(render(report, args.all))
+    return report.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -236,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.manifests is not None and not args.manifests.is_dir():
         print(f"ingressd {args.command}: {args.manifests} is not a folder", file=sys.stderr)
         return 2
+    if args.command == "check":
+        return _check(args)
     config = config_from(args)
     import uvloop
 

@@ -88,25 +88,26 @@ class CorsPolicy:
         return None
 
     def response_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        """The CORS headers for a request from ``origin``; none when it is not allowed.
+
+        ingress-nginx sends the same set on preflights and on other responses.
+        """
         allow = self.allowed_origin(origin)
         if allow is None:
             return []
         out = [(b"Access-Control-Allow-Origin", allow.encode("latin-1"))]
         if self.credentials:
             out.append((b"Access-Control-Allow-Credentials", b"true"))
-        if self.expose:
-            out.append((b"Access-Control-Expose-Headers", self.expose.encode()))
-        if allow != "*":
-            out.append((b"Vary", b"Origin"))
-        return out
-
-    def preflight_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
-        out = self.response_headers(origin)
-        if not out:
-            return []
         out += [
             (b"Access-Control-Allow-Methods", self.methods.encode()),
             (b"Access-Control-Allow-Headers", self.headers.encode()),
-            (b"Access-Control-Max-Age", str(self.max_age).encode()),
         ]
+        if self.expose:
+            out.append((b"Access-Control-Expose-Headers", self.expose.encode()))
+        out.append((b"Access-Control-Max-Age", str(self.max_age).encode()))
+        if allow != "*":
+            # The answer depends on Origin: caches must not reuse it for others.
+            out.append((b"Vary", b"Origin"))
         return out
+
+    preflight_headers = response_headers

@@ -171,6 +171,10 @@ def test_cors_preflight_is_answered_by_ingressd(proxy: Ingressd) -> None:
     assert r.header("Access-Control-Allow-Methods") == "GET, POST"
     assert r.header("Access-Control-Max-Age") == "600"
     assert r.header("Access-Control-Allow-Credentials") == "true"
+    # A preflight from an origin not on the list goes to the upstream, as in ingress-nginx.
+    other = proxy.get("cors.test", "/api", "-X", "OPTIONS", "-H", "Origin: https://evil.example")
+    assert (other.status, other.json()["method"]) == (200, "OPTIONS")
+    assert other.header("Access-Control-Allow-Origin") is None
 
 
 def test_cors_headers_on_responses(proxy: Ingressd) -> None:

@@ -40,6 +40,89 @@ class BuildOptions:
     ingress_class: str = "ingressd"  # value of the legacy kubernetes.io/ingress.class
 
 
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """Whether an Ingress is ours, and why, in words ``ingressd check`` prints."""
+
+    ours: bool
+    # ours: "ingressClassName", "default-class", "legacy-annotation";
+    # not ours: "other-controller", "other-class", "missing-class", "no-class"
+    via: str
+    text: str
+    class_name: str | None = None  # the class named, or the default one that applied
+
+
+def ingress_owner(snap: Snapshot, opts: BuildOptions, ing: Obj) -> Ownership:
+    """Which class owns ``ing``: the legacy annotation, else ingressClassName, else the default."""
+    meta = ing.get("metadata") or {}
+    legacy = (meta.get("annotations") or {}).get(LEGACY_CLASS_ANNOTATION)
+    if legacy is not None:
+        where = f"{LEGACY_CLASS_ANNOTATION} annotation"
+        if legacy == opts.ingress_class:
+            return Ownership(True, "legacy-annotation", f"ours via {where} {legacy!r}", legacy)
+        return Ownership(False, "other-class", f"other class {legacy!r} ({where})", legacy)
+    class_name = (ing.get("spec") or {}).get("ingressClassName")
+    classes = snap.of("IngressClass")
+    if class_name:
+        ic = classes.get(("", class_name))
+        if ic is None:
+            text = f"IngressClass {class_name!r} does not exist"
+            return Ownership(False, "missing-class", text, class_name)
+        controller = _controller(ic)
+        if controller == opts.controller_name:
+            text = f"ours via ingressClassName {class_name!r} (controller {controller})"
+            return Ownership(True, "ingressClassName", text, class_name)
+        text = f"other controller {controller} (IngressClass {class_name!r})"
+        return Ownership(False, "other-controller", text, class_name)
+    defaults = sorted(
+        (_controller(ic) != opts.controller_name, name)
+        for (_, name), ic in classes.items()
+        if ((ic.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION)
+        == "true"
+    )
+    if not defaults:
+        text = (
+            f"no class: no ingressClassName, no {LEGACY_CLASS_ANNOTATION} annotation "
+            "and no default IngressClass"
+        )
+        return Ownership(False, "no-class", text)
+    # A default of ours wins over another controller's, as is_ours has always had it.
+    theirs, name = defaults[0]
+    if not theirs:
+        return Ownership(True, "default-class", f"ours via default IngressClass {name!r}", name)
+    text = f"other controller {_controller(classes[('', name)])} (default IngressClass {name!r})"
+    return Ownership(False, "other-controller", text, name)
+
+
+def _controller(ingress_class: Obj) -> str:
+    return str((ingress_class.get("spec") or {}).get("controller") or "")
+
+
+def backend_ref(spec: Any) -> tuple[str, int | str]:
+    """(Service name, port number or name) of an IngressBackend; ValueError if malformed."""
+    if not isinstance(spec, dict):
+        raise ValueError("backend is missing")
+    if "resource" in spec:
+        raise ValueError("resource backends are not supported; use a Service")
+    svc = spec.get("service")
+    if not isinstance(svc, dict) or not svc.get("name"):
+        raise ValueError("backend.service.name is missing")
+    port = svc.get("port") or {}
+    if not isinstance(port, dict):
+        raise ValueError("backend.service.port must be an object")
+    if port.get("number") is not None:
+        try:
+            number = int(port["number"])
+        except (TypeError, ValueError):
+            raise ValueError(f"backend port {port['number']!r} is not a number") from None
+        if not 0 < number < 65536:
+            raise ValueError(f"backend port {number} is out of range")
+        return str(svc["name"]), number
+    if port.get("name"):
+        return str(svc["name"]), str(port["name"])
+    raise ValueError("backend.service.port needs a number or a name")
+
+
 @dataclass(slots=True)
 class _Path:
     host: str
@@ -80,57 +163,21 @@ class _Builder:
     # -- which Ingresses are ours --------------------------------------------
 
     def is_ours(self, ing: Obj) -> bool:
-        meta = ing.get("metadata") or {}
-        legacy = (meta.get("annotations") or {}).get(LEGACY_CLASS_ANNOTATION)
-        if legacy is not None:
-            return legacy == self.opts.ingress_class
-        class_name = (ing.get("spec") or {}).get("ingressClassName")
-        classes = self.snap.of("IngressClass")
-        if class_name:
-            ic = classes.get(("", class_name))
-            if ic is None:
-                # Only worth reporting when nothing could ever claim it here.
-                if class_name == self.opts.ingress_class:
-                    self.problem(ing, f"IngressClass {class_name!r} does not exist")
-                return False
-            return (ic.get("spec") or {}).get("controller") == self.opts.controller_name
-        return any(
-            (ic.get("spec") or {}).get("controller") == self.opts.controller_name
-            and ((ic.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION)
-            == "true"
-            for ic in classes.values()
-        )
+        owner = ingress_owner(self.snap, self.opts, ing)
+        # Only worth reporting when nothing could ever claim it here.
+        if owner.via == "missing-class" and owner.class_name == self.opts.ingress_class:
+            self.problem(ing, f"IngressClass {owner.class_name!r} does not exist")
+        return owner.ours
 
     # -- backends ----------------------------------------------------------------
 
     def backend(self, namespace: str, spec: Any) -> Backend:
         """Resolve an IngressBackend; raise ValueError for a malformed one."""
-        if not isinstance(spec, dict):
-            raise ValueError("backend is missing")
-        if "resource" in spec:
-            raise ValueError("resource backends are not supported; use a Service")
-        svc = spec.get("service")
-        if not isinstance(svc, dict) or not svc.get("name"):
-            raise ValueError("backend.service.name is missing")
-        port = svc.get("port") or {}
-        if not isinstance(port, dict):
-            raise ValueError("backend.service.port must be an object")
-        ref: int | str
-        if port.get("number") is not None:
-            try:
-                ref = int(port["number"])
-            except (TypeError, ValueError):
-                raise ValueError(f"backend port {port['number']!r} is not a number") from None
-            if not 0 < ref < 65536:
-                raise ValueError(f"backend port {ref} is out of range")
-        elif port.get("name"):
-            ref = str(port["name"])
-        else:
-            raise ValueError("backend.service.port needs a number or a name")
-        key = (namespace, svc["name"], ref)
+        name, ref = backend_ref(spec)
+        key = (namespace, name, ref)
         backend = self._backends.get(key)
         if backend is None:
-            backend = resolve_service(self.snap, namespace, svc["name"], ref)
+            backend = resolve_service(self.snap, namespace, name, ref)
             self._backends[key] = backend
         return backend
 

@@ -86,9 +86,10 @@ def normalize_path(path: str) -> str:
 
 
 def decide(table: RouteTable, head: RequestHead, https_port: int = 443) -> Action:
-    """What to do with a request, in the order ingress-nginx's phases apply:
-    redirects and CORS preflights (nginx's rewrite phase), then the HTTPS
-    redirect, then access by client address, then the backend."""
+    """What to do with a request, in the order ingress-nginx's nginx phases apply:
+    app-root, CORS preflights and redirects (the rewrite phase), then the HTTPS
+    redirect, then access by client address (deny before allow), then the
+    backend. A route whose access annotations are invalid answers before all."""
     host = normalize_host(head.host)
     path = normalize_path(head.path)
     www = table.www_redirects.get(host) if table.www_redirects else None
@@ -141,10 +142,13 @@ def _before_backend(
         )
     if policy.app_root is not None and path == "/":
         return _redirect(302, _scheme(head) + head.host + policy.app_root)
+    if policy.cors is not None and head.method == "OPTIONS":
+        # A preflight from an origin that is not allowed goes to the upstream.
+        headers = policy.cors.preflight_headers(head.origin)
+        if headers:
+            return Respond(204, "", headers=tuple(headers))
     if policy.redirect is not None:
         return _redirect(*policy.redirect)
-    if policy.cors is not None and head.method == "OPTIONS":
-        return Respond(204, "", headers=tuple(policy.cors.preflight_headers(head.origin)))
     if not head.tls and (
         policy.force_ssl_redirect or (policy.ssl_redirect and _tls_host(table, host))
     ):

@@ -27,10 +27,11 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from ..config import WATCH_SECONDS
 from ..kubeclient import CONNECT_TIMEOUT, Cluster, brief
-from ..store import KINDS, Obj, ObjectStore
+from ..store import KINDS, Obj, ObjectStore, Snapshot
 
 log = logging.getLogger("ingressd.kube")
 
@@ -133,6 +134,60 @@ class Backoff:
         self.attempt = 0
 
 
+def list_call(cluster: Cluster, resource: Resource, namespace: str | None) -> Callable[..., Any]:
+    """The client method listing ``resource``, bound to ``namespace`` when it has one."""
+    api = resource.api_class(cluster.api)
+    if namespace and resource.list_namespaced:
+        method = getattr(api, resource.list_namespaced)
+        return lambda **kw: method(namespace, **kw)
+    return getattr(api, resource.list_all)
+
+
+def list_objects(list_method: Callable[..., Any], resource: Resource) -> tuple[list[Obj], str]:
+    """Every object of one kind, page by page, and the list's resourceVersion."""
+    items: list[Obj] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        if resource.field_selector:
+            kwargs["field_selector"] = resource.field_selector
+        try:
+            response = list_method(**kwargs, _request_timeout=(CONNECT_TIMEOUT, 60))
+        except ApiException as exc:
+            if exc.status == 410 and token:
+                # The continue token expired mid-list: start the list over.
+                items, token = [], None
+                continue
+            raise
+        body = json.loads(response.data)
+        for obj in body.get("items") or []:
+            items.append(trimmed(obj, resource.kind, resource.api_version))
+        meta = body.get("metadata") or {}
+        token = meta.get("continue")
+        if not token:
+            break
+    return items, meta.get("resourceVersion") or "0"
+
+
+class ListError(Exception):
+    """A one-shot list failed: no access, no connection, or not an API server."""
+
+
+def snapshot_once(cluster: Cluster, namespace: str | None = None) -> Snapshot:
+    """The five kinds, listed once (no watch), as ``ingressd check`` reads a cluster."""
+    store = ObjectStore()
+    for resource in RESOURCES:
+        try:
+            items, _ = list_objects(list_call(cluster, resource, namespace), resource)
+        except (ApiException, HTTPError, OSError, ValueError) as exc:
+            # ValueError: a body that is not JSON, from something that is not an API server.
+            raise ListError(f"cannot list {resource.kind} objects: {brief(exc)}") from exc
+        store.replace_all(resource.kind, items)
+    return store.snapshot()
+
+
 # Runs on the event loop: (kind, event type, object or None, listed objects or None)
 Sink = Callable[[str, str, Obj | None, list[Obj] | None], None]
 
@@ -154,12 +209,7 @@ class Reflector:
         self.loop = loop
         self.sink = sink
         self.watch_seconds = watch_seconds
-        api = resource.api_class(cluster.api)
-        if namespace and resource.list_namespaced:
-            method = getattr(api, resource.list_namespaced)
-            self._list: Callable[..., Any] = lambda **kw: method(namespace, **kw)
-        else:
-            self._list = getattr(api, resource.list_all)
+        self._list = list_call(cluster, resource, namespace)
         self.resource_version: str | None = None
         self._stopped = threading.Event()
         self._response: Any = None
@@ -208,30 +258,7 @@ class Reflector:
                 self._response = None
 
     def _relist(self) -> None:
-        items: list[Obj] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
-            if token:
-                kwargs["_continue"] = token
-            if self.resource.field_selector:
-                kwargs["field_selector"] = self.resource.field_selector
-            try:
-                response = self._list(**kwargs, _request_timeout=(CONNECT_TIMEOUT, 60))
-            except ApiException as exc:
-                if exc.status == 410 and token:
-                    # The continue token expired mid-list: start the list over.
-                    items, token = [], None
-                    continue
-                raise
-            body = json.loads(response.data)
-            for obj in body.get("items") or []:
-                items.append(trimmed(obj, self.resource.kind, self.resource.api_version))
-            meta = body.get("metadata") or {}
-            token = meta.get("continue")
-            if not token:
-                break
-        self.resource_version = meta.get("resourceVersion") or "0"
+        items, self.resource_version = list_objects(self._list, self.resource)
         log.debug(
             "%s: listed %d at resourceVersion %s",
             self.resource.kind,

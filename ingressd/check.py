@@ -1,0 +1,374 @@
+"""``ingressd check``: what ingressd would do with each Ingress, before you switch.
+
+A pure function of a snapshot. Ownership comes from the builder's own class
+selection, annotation verdicts from the parser serving uses, and problems from
+a real ``build_table`` run, so the report cannot drift from what serving does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import annotations
+from .model import Problem
+from .routing.build import (
+    BuildOptions,
+    Ownership,
+    backend_ref,
+    build_table,
+    ingress_owner,
+    resolve_service,
+)
+from .store import Obj, Snapshot, object_key
+from .tls import TLSError, load_certificate
+
+STATUSES = ("supported", "unsupported", "refused", "invalid", "overridden")
+# Statuses that make the check fail: the Ingress would not serve as written.
+FAILING = frozenset({"refused", "invalid"})
+_VALUE_WIDTH = 60
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationReport:
+    key: str
+    value: str
+    status: str  # one of STATUSES
+    reason: str  # the message the builder reports; "" when supported
+
+
+@dataclass(frozen=True, slots=True)
+class RouteReport:
+    host: str  # "" matches every host
+    path: str
+    path_type: str
+    backend: str  # "service:port"; "" when the backend itself is malformed
+    service_found: bool
+    ready_endpoints: int
+    error: str | None = None  # why it does not resolve (the route answers 503 or is dropped)
+    default_backend: bool = False  # spec.defaultBackend rather than a rule's path
+
+    @property
+    def resolves(self) -> bool:
+        return self.error is None and self.ready_endpoints > 0
+
+
+@dataclass(frozen=True, slots=True)
+class TLSReport:
+    hosts: tuple[str, ...]
+    secret: str  # "" when the entry names none: the default certificate serves it
+    found: bool
+    error: str | None = None  # why the Secret is unusable
+    uncovered: tuple[str, ...] = ()  # hosts its certificate does not name
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.uncovered
+
+
+@dataclass(frozen=True, slots=True)
+class IngressReport:
+    namespace: str
+    name: str
+    source: str  # file it came from, when known
+    owner: Ownership
+    routes: tuple[RouteReport, ...]
+    tls: tuple[TLSReport, ...]
+    annotations: tuple[AnnotationReport, ...]
+    # What the build reports for this Ingress, less the annotation messages,
+    # which ``annotations`` already carries.
+    problems: tuple[str, ...]
+
+    @property
+    def ours(self) -> bool:
+        return self.owner.ours
+
+    @property
+    def relevant(self) -> bool:
+        """Shown in detail by default: ours, or meant for us and broken (class missing)."""
+        return self.owner.ours or bool(self.problems)
+
+    @property
+    def failing(self) -> bool:
+        return bool(self.problems) or any(a.status in FAILING for a in self.annotations)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    ingresses: tuple[IngressReport, ...]
+    # Problems not tied to one Ingress: files that do not parse, rejected objects.
+    problems: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.problems or any(i.failing for i in self.ingresses) else 0
+
+    def summary(self) -> dict[str, Any]:
+        statuses = Counter(a.status for i in self.ingresses for a in i.annotations)
+        ours = [i for i in self.ingresses if i.ours]
+        return {
+            "ingresses": len(self.ingresses),
+            "ours": len(ours),
+            "other": len(self.ingresses) - len(ours),
+            "routes": sum(len(i.routes) for i in ours),
+            "unresolved_routes": sum(not r.resolves for i in ours for r in i.routes),
+            "annotations": {status: statuses[status] for status in STATUSES},
+            "problems": len(self.problems) + sum(len(i.problems) for i in self.ingresses),
+            "exit_code": self.exit_code,
+        }
+
+
+# -- building the report ---------------------------------------------------------------
+
+
+def check(
+    snapshot: Snapshot,
+    options: BuildOptions,
+    source_problems: Iterable[Problem] = (),
+    *,
+    now: float | None = None,
+) -> CheckReport:
+    """Report on every Ingress in ``snapshot``; ``source_problems`` are the loader's."""
+    table = build_table(snapshot, options, now=now)
+    by_ingress: dict[tuple[str, str], list[str]] = {}
+    loose = [str(p) for p in source_problems]
+    for problem in table.problems:
+        if problem.ref is not None and problem.ref[0] == "Ingress":
+            by_ingress.setdefault(problem.ref[1:], []).append(problem.reason)
+        else:
+            loose.append(str(problem))
+    ingresses = sorted(snapshot.of("Ingress").values(), key=object_key)
+    reports = tuple(
+        _ingress(snapshot, options, ing, by_ingress.get(object_key(ing), []), now)
+        for ing in ingresses
+    )
+    return CheckReport(reports, tuple(loose))
+
+
+def _ingress(
+    snap: Snapshot, opts: BuildOptions, ing: Obj, problems: list[str], now: float | None
+) -> IngressReport:
+    namespace, name = object_key(ing)
+    meta = _mapping(ing.get("metadata"))
+    verdicts = [AnnotationReport(*v) for v in annotations.classify(meta.get("annotations"))]
+    reported = {v.reason for v in verdicts}
+    return IngressReport(
+        namespace=namespace,
+        name=name,
+        source=snap.origin(ing),
+        owner=ingress_owner(snap, opts, ing),
+        routes=tuple(_routes(snap, ing)),
+        tls=tuple(_tls(snap, ing, now)),
+        annotations=tuple(verdicts),
+        problems=tuple(p for p in problems if p not in reported),
+    )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    # Reports cover Ingresses the builder never looks at, so shapes are not trusted.
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _namespace(ing: Obj) -> str:
+    return object_key(ing)[0] or "default"  # as the builder resolves Services
+
+
+def _routes(snap: Snapshot, ing: Obj) -> Iterable[RouteReport]:
+    spec = _mapping(ing.get("spec"))
+    ns = _namespace(ing)
+    if spec.get("defaultBackend") is not None:
+        yield _route(snap, ns, "", "", "", spec["defaultBackend"], default_backend=True)
+    for rule in map(_mapping, _list(spec.get("rules"))):
+        host = str(rule.get("host") or "").lower()
+        for p in map(_mapping, _list(_mapping(rule.get("http")).get("paths"))):
+            path_type = str(p.get("pathType") or "")
+            yield _route(snap, ns, host, str(p.get("path") or ""), path_type, p.get("backend"))
+
+
+def _route(
+    snap: Snapshot,
+    ns: str,
+    host: str,
+    path: str,
+    path_type: str,
+    spec: Any,
+    *,
+    default_backend: bool = False,
+) -> RouteReport:
+    try:
+        service, port = backend_ref(spec)
+    except ValueError as exc:
+        return RouteReport(host, path, path_type, "", False, 0, str(exc), default_backend)
+    resolved = resolve_service(snap, ns, service, port)
+    return RouteReport(
+        host,
+        path,
+        path_type,
+        f"{service}:{port}",
+        snap.get("Service", ns, service) is not None,
+        len(resolved.endpoints),
+        resolved.error,
+        default_backend,
+    )
+
+
+def _tls(snap: Snapshot, ing: Obj, now: float | None) -> Iterable[TLSReport]:
+    spec = _mapping(ing.get("spec"))
+    ns = _namespace(ing)
+    rules = map(_mapping, _list(spec.get("rules")))
+    rule_hosts = tuple(sorted({str(r.get("host") or "").lower() for r in rules} - {""}))
+    for entry in map(_mapping, _list(spec.get("tls"))):
+        # As in the builder: an entry without hosts covers the Ingress's rule hosts.
+        hosts = tuple(str(h).lower() for h in _list(entry.get("hosts"))) or rule_hosts
+        secret_name = str(entry.get("secretName") or "")
+        if not secret_name:
+            yield TLSReport(hosts, "", False)
+            continue
+        secret = snap.get("Secret", ns, secret_name)
+        if secret is None:
+            yield TLSReport(hosts, secret_name, False, f"TLS Secret {ns}/{secret_name} not found")
+            continue
+        try:
+            cert = load_certificate(secret, now=now)
+        except TLSError as exc:
+            yield TLSReport(hosts, secret_name, True, str(exc))
+            continue
+        uncovered = tuple(h for h in hosts if not cert.covers(h))
+        yield TLSReport(hosts, secret_name, True, None, uncovered)
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+def shown(report: CheckReport, show_all: bool = False) -> list[IngressReport]:
+    return [i for i in report.ingresses if show_all or i.relevant]
+
+
+def render_json(report: CheckReport, show_all: bool = False) -> str:
+    """One JSON document: the Ingresses shown, input problems and summary counts."""
+    doc = {
+        "ingresses": [_ingress_json(i) for i in shown(report, show_all)],
+        "problems": list(report.problems),
+        "summary": report.summary(),
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _ingress_json(report: IngressReport) -> dict[str, Any]:
+    doc = asdict(report)
+    # Derived values, so consumers need not repeat the rules.
+    doc["ours"] = report.ours
+    for route, out in zip(report.routes, doc["routes"], strict=True):
+        out["resolves"] = route.resolves
+    for tls, out in zip(report.tls, doc["tls"], strict=True):
+        out["ok"] = tls.ok
+    return doc
+
+
+def render_text(report: CheckReport, show_all: bool = False) -> str:
+    """What a person reads: each Ingress shown in detail, then a summary."""
+    lines: list[str] = []
+    detailed = shown(report, show_all)
+    for ingress in detailed:
+        lines += _ingress_text(ingress)
+        lines.append("")
+    hidden = [] if show_all else [i for i in report.ingresses if not i.relevant]
+    if hidden:
+        failing = sum(i.failing for i in hidden)
+        note = f"; {failing} with refused or invalid annotations" if failing else ""
+        verb = "belongs" if len(hidden) == 1 else "belong"
+        lines.append(
+            f"{_plural(len(hidden), 'Ingress')} {verb} to other classes (--all shows them{note})"
+        )
+    if report.problems:
+        lines.append("Input problems:")
+        lines += [f"  {p}" for p in report.problems]
+    lines.append(_summary_text(report))
+    return "\n".join(lines) + "\n"
+
+
+def _ingress_text(report: IngressReport) -> list[str]:
+    where = f"  ({report.source})" if report.source else ""
+    lines = [f"Ingress {report.namespace}/{report.name}{where}", f"  class: {report.owner.text}"]
+    if report.routes:
+        lines.append("  routes:")
+        lines += _columns([_route_row(r) for r in report.routes], "    ")
+    if report.tls:
+        lines.append("  tls:")
+        lines += [f"    {_tls_text(t)}" for t in report.tls]
+    if report.annotations:
+        lines.append("  annotations:")
+        lines += _columns([_annotation_row(a) for a in report.annotations], "    ")
+    if report.problems:
+        lines.append("  problems:")
+        lines += [f"    {p}" for p in report.problems]
+    return lines
+
+
+def _route_row(route: RouteReport) -> list[str]:
+    if route.default_backend:
+        where = ["(default backend)", "", ""]
+    else:
+        where = [route.host or "*", route.path or "(no path)", route.path_type or "(no type)"]
+    if not route.backend:
+        state = f"invalid backend: {route.error}"
+    elif route.error is not None:
+        state = f"answers 503: {route.error}"
+    elif route.ready_endpoints == 0:
+        state = "no ready endpoints (answers 503)"
+    else:
+        state = f"ok, {_plural(route.ready_endpoints, 'ready endpoint')}"
+    return [*where, f"-> {route.backend or '?'}", state]
+
+
+def _tls_text(tls: TLSReport) -> str:
+    hosts = ", ".join(tls.hosts) or "(no hosts)"
+    if not tls.secret:
+        return f"{hosts}: no secretName, the default certificate"
+    if tls.error is not None:
+        return f"{hosts}: {tls.error}"  # the error names the Secret
+    if tls.uncovered:
+        return f"{hosts}: Secret {tls.secret} valid, but does not cover {', '.join(tls.uncovered)}"
+    return f"{hosts}: Secret {tls.secret} valid, covers every host"
+
+
+def _annotation_row(annotation: AnnotationReport) -> list[str]:
+    if annotation.status == "supported":
+        value = repr(annotation.value)
+        if len(value) > _VALUE_WIDTH:
+            value = value[: _VALUE_WIDTH - 3] + "..."
+        return [annotation.status, f"{annotation.key}={value}"]
+    return [annotation.status, annotation.reason]
+
+
+def _columns(rows: list[list[str]], indent: str) -> list[str]:
+    """Rows padded into aligned columns; the last column is left ragged."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        indent + "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+
+
+def _summary_text(report: CheckReport) -> str:
+    s = report.summary()
+    counts = ", ".join(f"{n} {status}" for status, n in s["annotations"].items() if n)
+    return (
+        f"Summary: {_plural(s['ingresses'], 'Ingress')} ({s['ours']} served by ingressd, "
+        f"{s['other']} other), {_plural(s['routes'], 'route')} ({s['unresolved_routes']} not "
+        f"resolving), {_plural(s['problems'], 'problem')}\n"
+        f"Annotations: {counts or 'none'}; exit code {s['exit_code']}"
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {word}es" if word.endswith("s") else f"{n} {word}s"
