@@ -22,7 +22,9 @@ from .cors import (
     parse_origins,
     parse_token_list,
 )
-from .model import DEFAULT_POLICY, IPNetwork, RoutePolicy
+from .limits import DEFAULT_BURST_MULTIPLIER, LimitConfig
+from .model import DEFAULT_POLICY, Affinity, Canary, IPNetwork, RoutePolicy
+from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS, ProxySSL
 
 PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 
@@ -132,6 +134,40 @@ def parse_positive_int(value: str) -> int:
     return int(v)
 
 
+def parse_limit(value: str) -> int:
+    """limit-rps, -rpm, -connections, -burst-multiplier: a whole number from 1."""
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()) or int(v) == 0:
+        raise AnnotationError(f"{value!r} is not a whole number greater than 0")
+    return int(v)
+
+
+# What an invalid limit-* value leaves in force, appended to its message.
+_LIMIT_FALLBACK = {
+    "limit-rps": "; the Ingress is served without this limit",
+    "limit-rpm": "; the Ingress is served without this limit",
+    "limit-connections": "; the Ingress is served without this limit",
+    "limit-burst-multiplier": f"; the default multiplier {DEFAULT_BURST_MULTIPLIER} applies",
+    "limit-allowlist": "; no client is exempt from the limits",
+    "limit-whitelist": "; no client is exempt from the limits",
+}
+
+
+def _limit_config(values: Mapping[str, Any]) -> LimitConfig | None:
+    """nginx limit_req/limit_conn per client address, from the limit-* annotations."""
+    rps, rpm, conns = (values.get(f"limit-{k}") for k in ("rps", "rpm", "connections"))
+    if rps is None and rpm is None and conns is None:
+        return None
+    return LimitConfig(
+        rps=rps,
+        rpm=rpm,
+        connections=conns,
+        burst_multiplier=values.get("limit-burst-multiplier", DEFAULT_BURST_MULTIPLIER),
+        # limit-allowlist replaces the older limit-whitelist; it wins if both are set.
+        allowlist=values.get("limit-allowlist", values.get("limit-whitelist", ())),
+    )
+
+
 def _cors_origins(value: str) -> tuple[str, ...]:
     try:
         return parse_origins(value)
@@ -144,6 +180,157 @@ def _cors_tokens(value: str) -> str:
         return parse_token_list(value)
     except ValueError as exc:
         raise AnnotationError(str(exc)) from None
+
+
+# RFC 9110 token: header names, and cookie names (RFC 6265)
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_DOMAIN = re.compile(
+    r"^\.?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+
+
+def parse_header_name(value: str) -> bytes:
+    """A header name, lowercased for matching."""
+    v = value.strip()
+    if not _TOKEN.match(v):
+        raise AnnotationError(f"{value!r} is not a header name")
+    return v.lower().encode()
+
+
+def parse_cookie_name(value: str) -> str:
+    v = value.strip()
+    if not _TOKEN.match(v):
+        raise AnnotationError(f"{value!r} is not a cookie name")
+    return v
+
+
+def parse_regex(value: str) -> re.Pattern[str]:
+    if not value:
+        raise AnnotationError("the regular expression is empty")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise AnnotationError(f"not a valid regular expression: {exc}") from None
+
+
+def parse_weight_total(value: str) -> int:
+    total = parse_positive_int(value)
+    if total == 0:
+        raise AnnotationError("the total weight must be at least 1")
+    return total
+
+
+def parse_cookie_path(value: str) -> str:
+    if ";" in value:
+        raise AnnotationError(f"{value!r} must not contain ';'")
+    return parse_path(value)
+
+
+def parse_cookie_domain(value: str) -> str:
+    v = value.strip()
+    if not _DOMAIN.match(v):
+        raise AnnotationError(f"{value!r} is not a domain name")
+    return v
+
+
+def _one_of(*options: str) -> Callable[[str], str]:
+    """A parser taking one of ``options``, case-insensitively, in its canonical spelling."""
+
+    def parse(value: str) -> str:
+        for option in options:
+            if value.strip().lower() == option.lower():
+                return option
+        raise AnnotationError(f"{value!r} must be one of {', '.join(options)}")
+
+    return parse
+
+
+class UnsupportedValue(AnnotationError):
+    """A value ingress-nginx accepts that ingressd does not implement yet."""
+
+
+def parse_backend_protocol(value: str) -> str:
+    """HTTP, HTTPS or AUTO_HTTP, any case; ingress-nginx's other protocols are not spoken."""
+    v = value.strip().upper()
+    if v not in PROTOCOLS:
+        raise AnnotationError(
+            f"{value!r} is not one of {', '.join(PROTOCOLS)}; HTTP is used, as in ingress-nginx"
+        )
+    if v in UNSUPPORTED_PROTOCOLS:
+        raise UnsupportedValue(f"protocol {v} is not supported by ingressd yet")
+    return v
+
+
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SERVER_NAME = re.compile(
+    r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?$"
+)
+
+
+def parse_secret_ref(value: str) -> tuple[str | None, str]:
+    """``namespace/name``, or ``name`` for the Ingress's own namespace."""
+    parts = value.strip().split("/")
+    if len(parts) > 2 or not all(len(p) <= 253 and _K8S_NAME.match(p) for p in parts):
+        raise AnnotationError(f"{value!r} is not a Secret reference like namespace/name")
+    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
+def parse_on_off(value: str) -> bool:
+    v = value.strip()
+    if v not in ("on", "off"):
+        raise AnnotationError(f'expected "on" or "off", got {value!r}')
+    return v == "on"
+
+
+def parse_verify_depth(value: str) -> int:
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()) or int(v) == 0:
+        raise AnnotationError(f"{value!r} is not a whole number from 1; 1 is used")
+    return int(v)
+
+
+def parse_server_name(value: str) -> str:
+    """A host name or IP address (nginx variables such as $host are not expanded)."""
+    v = value.strip()
+    try:
+        return str(ipaddress.ip_address(v.strip("[]")))
+    except ValueError:
+        pass
+    if len(v) > 253 or not _SERVER_NAME.match(v):
+        raise AnnotationError(f"{value!r} is not a host name or IP address")
+    return v.lower().rstrip(".")
+
+
+# proxy-ssl-* annotations read only beside proxy-ssl-secret, as in ingress-nginx.
+_PROXY_SSL_OPTIONS = (
+    "proxy-ssl-verify",
+    "proxy-ssl-verify-depth",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
+)
+
+
+def _proxy_ssl(
+    values: Mapping[str, Any], annotations: Mapping[str, str] | None, messages: list[str]
+) -> ProxySSL | None:
+    ref = values.get("proxy-ssl-secret")
+    if ref is None:
+        # An invalid proxy-ssl-secret already fails closed; only an absent one is news.
+        if "proxy-ssl-secret" not in collect(annotations):
+            messages += [
+                f"{short} has no effect without proxy-ssl-secret (ingress-nginx ignores it too)"
+                for short in _PROXY_SSL_OPTIONS
+                if short in values
+            ]
+        return None
+    return ProxySSL(
+        namespace=ref[0],
+        secret=ref[1],
+        verify=values.get("proxy-ssl-verify", False),
+        verify_depth=values.get("proxy-ssl-verify-depth", 1),
+        name=values.get("proxy-ssl-name"),
+        server_name=values.get("proxy-ssl-server-name", False),
+    )
 
 
 # annotation name (without prefix) -> parser of its value
@@ -160,10 +347,23 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "from-to-www-redirect": parse_bool,
     "x-forwarded-prefix": parse_header_value,
     "upstream-vhost": parse_host,
+    "backend-protocol": parse_backend_protocol,
+    "proxy-ssl-secret": parse_secret_ref,
+    "proxy-ssl-verify": parse_on_off,
+    "proxy-ssl-verify-depth": parse_verify_depth,
+    "proxy-ssl-name": parse_server_name,
+    "proxy-ssl-server-name": parse_on_off,
+    "service-upstream": parse_bool,
     "proxy-body-size": parse_size,
     "proxy-connect-timeout": parse_seconds,
     "proxy-read-timeout": parse_seconds,
     "proxy-send-timeout": parse_seconds,
+    "limit-rps": parse_limit,
+    "limit-rpm": parse_limit,
+    "limit-connections": parse_limit,
+    "limit-burst-multiplier": parse_limit,
+    "limit-allowlist": parse_cidrs,
+    "limit-whitelist": parse_cidrs,
     "whitelist-source-range": parse_cidrs,
     "allowlist-source-range": parse_cidrs,
     "denylist-source-range": parse_cidrs,
@@ -174,6 +374,23 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "cors-expose-headers": _cors_tokens,
     "cors-allow-credentials": parse_bool,
     "cors-max-age": parse_positive_int,
+    "canary": parse_bool,
+    "canary-by-header": parse_header_name,
+    "canary-by-header-value": parse_header_value,
+    "canary-by-header-pattern": parse_regex,
+    "canary-by-cookie": parse_cookie_name,
+    "canary-weight": parse_positive_int,
+    "canary-weight-total": parse_weight_total,
+    "affinity": _one_of("cookie"),
+    "affinity-mode": _one_of("balanced", "persistent"),
+    "session-cookie-name": parse_cookie_name,
+    "session-cookie-path": parse_cookie_path,
+    "session-cookie-max-age": parse_positive_int,
+    "session-cookie-expires": parse_positive_int,
+    "session-cookie-samesite": _one_of("None", "Lax", "Strict"),
+    "session-cookie-secure": parse_bool,
+    "session-cookie-domain": parse_cookie_domain,
+    "session-cookie-change-on-failure": parse_bool,
 }
 
 # Annotation -> RoutePolicy field, for those that map one to one.
@@ -186,6 +403,8 @@ _FIELDS: Mapping[str, str] = {
     "from-to-www-redirect": "from_to_www_redirect",
     "x-forwarded-prefix": "x_forwarded_prefix",
     "upstream-vhost": "upstream_vhost",
+    "backend-protocol": "backend_protocol",
+    "service-upstream": "service_upstream",
     "proxy-body-size": "proxy_body_size",
     "proxy-connect-timeout": "proxy_connect_timeout",
     "proxy-read-timeout": "proxy_read_timeout",
@@ -229,8 +448,12 @@ def _judge(annotations: Mapping[str, str] | None) -> Iterator[tuple[str, Verdict
     ``ingressd check`` says about an annotation is what serving does with it.
     """
     raw = annotations or {}
-    for short, (key, value) in sorted(collect(raw).items()):
-        yield short, *_verdict(short, key, value)
+    found = collect(raw)
+    for short, (key, value) in sorted(found.items()):
+        verdict, parsed = _verdict(short, key, value)
+        if verdict.status == "supported" and short.startswith("canary-"):
+            verdict, parsed = _canary_check(short, verdict, parsed, found)
+        yield short, verdict, parsed
         # The nginx.ingress.kubernetes.io/ twin of an ingressd.io/ annotation is
         # never read; say so rather than leave it out of a report.
         for twin in (prefix + short for prefix in PREFIXES):
@@ -250,14 +473,51 @@ def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
     try:
         parsed = parse(value)
     except AnnotationError as exc:
+        if isinstance(exc, UnsupportedValue):
+            reason = f"annotation {key}={value!r}: {exc}"
+            return Verdict(key, value, "unsupported", reason), None
         reason = f"annotation {key}={value!r} is invalid: {exc}"
-        if short in SECURITY:
+        if short == "proxy-ssl-secret":
+            # As ingress-nginx denies the locations: no TLS rather than the wrong TLS.
+            reason += "; its routes answer 503 until it is fixed"
+        elif short in SECURITY:
             reason += "; its routes answer 403 until it is fixed"
         elif short == "cors-allow-origin":
             # ingress-nginx falls back to "*" here; ingressd allows nobody instead.
             reason += "; no origin is allowed until it is fixed"
+        elif short in _LIMIT_FALLBACK:
+            # ingress-nginx rejects the whole Ingress; ingressd serves it without this.
+            reason += _LIMIT_FALLBACK[short]
         return Verdict(key, value, "invalid", reason), None
     return Verdict(key, value, "supported", ""), parsed
+
+
+def _canary_check(
+    short: str, verdict: Verdict, parsed: Any, found: Mapping[str, tuple[str, str]]
+) -> tuple[Verdict, Any]:
+    """canary-* annotations mean something only beside canary: "true"; a weight fits its total."""
+    reason = None
+    if not _parsed(found, "canary", parse_bool):
+        reason = 'it has no effect without canary: "true"'
+    elif short == "canary-weight":
+        total = _parsed(found, "canary-weight-total", parse_weight_total) or 100
+        if parsed > total:
+            reason = f"the weight is more than canary-weight-total ({total})"
+    if reason is None:
+        return verdict, parsed
+    key, value = verdict.key, verdict.value
+    text = f"annotation {key}={value!r} is invalid: {reason}; it is ignored"
+    return Verdict(key, value, "invalid", text), None
+
+
+def _parsed(found: Mapping[str, tuple[str, str]], short: str, parse: Callable[[str], Any]) -> Any:
+    """The parsed value of another annotation, None when absent or invalid."""
+    if short not in found:
+        return None
+    try:
+        return parse(found[short][1])
+    except AnnotationError:
+        return None
 
 
 def classify(annotations: Mapping[str, str] | None) -> list[Verdict]:
@@ -277,15 +537,29 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     for short, verdict, parsed in _judge(annotations):
         if verdict.status == "supported":
             values[short] = parsed
+        elif verdict.status == "unsupported" and short == "backend-protocol":
+            # A protocol ingressd cannot speak: 502, never HTTP to a gRPC server. The
+            # message differs from the verdict's, so `ingressd check` counts a problem.
+            protocol = verdict.value.strip().upper()
+            reason = f"backend-protocol {protocol} is not supported by ingressd yet"
+            fail_closed = fail_closed or (502, reason)
+            messages.append(f"{verdict.reason}; its routes answer 502")
         elif verdict.status != "overridden":
             messages.append(verdict.reason)
-            if verdict.status == "invalid" and short in SECURITY:
+            if verdict.status == "invalid" and short == "proxy-ssl-secret":
+                fail_closed = fail_closed or (503, "invalid proxy-ssl-secret annotation")
+            elif verdict.status == "invalid" and short in SECURITY:
                 fail_closed = fail_closed or (403, f"invalid {short} annotation")
             elif verdict.status == "invalid" and short == "cors-allow-origin":
                 values[short] = ()
+            elif verdict.status == "invalid" and short == "limit-allowlist":
+                values[short] = ()  # nobody exempt, rather than limit-whitelist's list
     if not values and fail_closed is None:
         return DEFAULT_POLICY, messages
     changes: dict[str, Any] = {_FIELDS[k]: v for k, v in values.items() if k in _FIELDS}
+    proxy_ssl = _proxy_ssl(values, annotations, messages)
+    if proxy_ssl is not None:
+        changes["proxy_ssl"] = proxy_ssl
     # ingress-nginx checks temporal-redirect first.
     for kind, default in (("temporal", 302), ("permanent", 301)):
         if f"{kind}-redirect" in values:
@@ -298,6 +572,9 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
         changes["allow_source"] = allow
     if "denylist-source-range" in values:
         changes["deny_source"] = values["denylist-source-range"]
+    limits = _limit_config(values)
+    if limits is not None:
+        changes["limits"] = limits
     if values.get("enable-cors"):
         changes["cors"] = CorsPolicy(
             origins=values.get("cors-allow-origin", ("*",)),
@@ -306,6 +583,27 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
             expose=values.get("cors-expose-headers", ""),
             credentials=values.get("cors-allow-credentials", True),
             max_age=values.get("cors-max-age", DEFAULT_MAX_AGE),
+        )
+    if values.get("canary"):
+        changes["canary"] = Canary(
+            header=values.get("canary-by-header"),
+            header_value=values.get("canary-by-header-value"),
+            header_pattern=values.get("canary-by-header-pattern"),
+            cookie=values.get("canary-by-cookie"),
+            weight=values.get("canary-weight", 0),
+            total=values.get("canary-weight-total", 100),
+        )
+    if "affinity" in values:
+        changes["affinity"] = Affinity(
+            cookie=values.get("session-cookie-name", "INGRESSCOOKIE"),
+            mode=values.get("affinity-mode", "balanced"),
+            path=values.get("session-cookie-path"),
+            max_age=values.get("session-cookie-max-age"),
+            expires=values.get("session-cookie-expires"),
+            samesite=values.get("session-cookie-samesite"),
+            secure=values.get("session-cookie-secure"),
+            domain=values.get("session-cookie-domain"),
+            change_on_failure=values.get("session-cookie-change-on-failure", False),
         )
     if fail_closed is not None:
         changes["fail_closed"] = fail_closed

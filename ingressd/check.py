@@ -183,13 +183,17 @@ def _namespace(ing: Obj) -> str:
 def _routes(snap: Snapshot, ing: Obj) -> Iterable[RouteReport]:
     spec = _mapping(ing.get("spec"))
     ns = _namespace(ing)
+    # service-upstream resolves to the ClusterIP, as serving does.
+    meta_annotations = _mapping(_mapping(ing.get("metadata")).get("annotations"))
+    cip = annotations.parse_policy(meta_annotations)[0].service_upstream
     if spec.get("defaultBackend") is not None:
-        yield _route(snap, ns, "", "", "", spec["defaultBackend"], default_backend=True)
+        yield _route(snap, ns, "", "", "", spec["defaultBackend"], default_backend=True, cip=cip)
     for rule in map(_mapping, _list(spec.get("rules"))):
         host = str(rule.get("host") or "").lower()
         for p in map(_mapping, _list(_mapping(rule.get("http")).get("paths"))):
             path_type = str(p.get("pathType") or "")
-            yield _route(snap, ns, host, str(p.get("path") or ""), path_type, p.get("backend"))
+            path = str(p.get("path") or "")
+            yield _route(snap, ns, host, path, path_type, p.get("backend"), cip=cip)
 
 
 def _route(
@@ -201,12 +205,13 @@ def _route(
     spec: Any,
     *,
     default_backend: bool = False,
+    cip: bool = False,
 ) -> RouteReport:
     try:
         service, port = backend_ref(spec)
     except ValueError as exc:
         return RouteReport(host, path, path_type, "", False, 0, str(exc), default_backend)
-    resolved = resolve_service(snap, ns, service, port)
+    resolved = resolve_service(snap, ns, service, port, service_upstream=cip)
     return RouteReport(
         host,
         path,

@@ -47,6 +47,7 @@ class Controller:
         # One store: connections read ``state.table`` once per request, so each
         # request sees either the old table or the new one, never a mix.
         self.state.table = table
+        self.state.limits.retain(table)  # limiters of Ingresses gone or changed
         if self.selector is not None:
             self.selector.prune()
         self.ready = True

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import ssl
 import weakref
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -216,28 +217,31 @@ class EchoServer:
     host: str
     port: int
     name: str
+    tls: bool = False
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def close(self) -> None:
         await self.runner.cleanup()
 
 
-async def start_echo(host: str, port: int, name: str) -> EchoServer:
-    """Start an echo server on ``host:port`` (0 picks a free port)."""
+async def start_echo(
+    host: str, port: int, name: str, ssl_context: ssl.SSLContext | None = None
+) -> EchoServer:
+    """Start an echo server on ``host:port`` (0 picks a free port); HTTPS with ``ssl_context``."""
     runner = web.AppRunner(make_app(name), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     bound = runner.addresses[0][1] if runner.addresses else port
-    return EchoServer(runner, host, bound, name)
+    return EchoServer(runner, host, bound, name, tls=ssl_context is not None)
 
 
 async def _serve(host: str, port: int, name: str) -> None:

@@ -7,15 +7,20 @@ holds a reference to the old table finishes on a consistent view.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .cors import CorsPolicy
+from .limits import LimitConfig
+
+if TYPE_CHECKING:
+    from .upstream_tls import ProxySSL, UpstreamTLS
 
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -71,6 +76,56 @@ class Backend:
             return None
         return eps[next(self._cursor) % len(eps)]
 
+    # Cookie affinity: an opaque cookie value per endpoint, and back, computed
+    # once per table so a request's lookup is one dict probe.
+    affinity_values: Mapping[Endpoint, str] = field(default_factory=_empty, repr=False)
+    by_affinity: Mapping[str, Endpoint] = field(default_factory=_empty, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.endpoints and not self.by_affinity:
+            values = {ep: affinity_value(self.name, ep) for ep in self.endpoints}
+            object.__setattr__(self, "affinity_values", MappingProxyType(values))
+            by_value = {v: ep for ep, v in values.items()}
+            object.__setattr__(self, "by_affinity", MappingProxyType(by_value))
+
+
+def affinity_value(backend: str, endpoint: Endpoint) -> str:
+    """The session cookie value naming ``endpoint`` of ``backend``: opaque, not an address."""
+    return hashlib.sha1(f"{backend}|{endpoint}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Canary:
+    """A canary Ingress's rules, and (on a Route) the backend they send requests to.
+
+    Checked in ingress-nginx's order: header, then cookie, then weight.
+    """
+
+    header: bytes | None = None  # canary-by-header, lowercase
+    header_value: bytes | None = None  # canary-by-header-value: exact match
+    header_pattern: re.Pattern[str] | None = None  # canary-by-header-pattern: search
+    cookie: str | None = None  # canary-by-cookie
+    weight: int = 0
+    total: int = 100  # canary-weight-total
+    # Set by the builder on the main route it is attached to.
+    backend: Backend | None = None
+    ingress: str = ""  # "namespace/name" of the canary Ingress
+
+
+@dataclass(frozen=True, slots=True)
+class Affinity:
+    """Cookie session affinity (``affinity: cookie`` and the session-cookie-* annotations)."""
+
+    cookie: str = "INGRESSCOOKIE"
+    mode: str = "balanced"  # or "persistent": both stick while the endpoint is ready
+    path: str | None = None  # None: the route's path, "/" for regex paths
+    max_age: int | None = None
+    expires: int | None = None  # seconds from when the cookie is set
+    samesite: str | None = None  # "None", "Lax" or "Strict"
+    secure: bool | None = None  # None: Secure when the request came over TLS
+    domain: str | None = None
+    change_on_failure: bool = False  # accepted and kept; retries do not use it yet
+
 
 @dataclass(frozen=True, slots=True)
 class RoutePolicy:
@@ -87,15 +142,25 @@ class RoutePolicy:
     # Request to the upstream
     x_forwarded_prefix: bytes | None = None
     upstream_vhost: bytes | None = None  # replaces Host
+    # How the upstream is spoken to (upstream_tls.py): HTTP, HTTPS, or AUTO_HTTP
+    # (TLS when the client's request came over TLS); other protocols fail closed.
+    backend_protocol: str = "HTTP"
+    proxy_ssl: ProxySSL | None = None  # proxy-ssl-* as annotated; needs proxy-ssl-secret
+    upstream_tls: UpstreamTLS | None = None  # resolved by the builder for HTTPS/AUTO_HTTP
+    service_upstream: bool = False  # one endpoint: the Service's ClusterIP and port
     # Limits; None: the proxy-wide setting
     proxy_body_size: int | None = None  # bytes, 0 = unlimited
     proxy_connect_timeout: float | None = None
     proxy_read_timeout: float | None = None
     proxy_send_timeout: float | None = None
+    # limit-rps/-rpm/-connections per client address (limits.py); None: no limits
+    limits: LimitConfig | None = None
     # Access by client address, checked before anything is forwarded
     allow_source: tuple[IPNetwork, ...] | None = None
     deny_source: tuple[IPNetwork, ...] | None = None
     cors: CorsPolicy | None = None
+    canary: Canary | None = None  # this Ingress is a canary (canary: "true")
+    affinity: Affinity | None = None
     # Set when a security-relevant annotation is invalid: the route answers
     # (status, reason) instead of serving without the protection.
     fail_closed: tuple[int, str] | None = None
@@ -125,6 +190,8 @@ class Route:
     policy: RoutePolicy = DEFAULT_POLICY
     # Set when the host is in regex mode and this is not an Exact path.
     regex: re.Pattern[str] | None = None
+    # The canary Ingress attached to this route (same host, path and pathType).
+    canary: Canary | None = None
 
 
 @dataclass(frozen=True, slots=True)

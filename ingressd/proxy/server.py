@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from http import HTTPStatus
 import httptools
 
 from ..cors import HEADER_NAMES as CORS_HEADERS
+from ..limits import LimitConfig, LimitRegistry, Slot
 from ..model import RouteTable
 from ..routing.decide import Forward, RequestHead, Respond, decide
+from ..upstream_tls import describe_error as describe_tls_error
 from . import http
 from .upstream import UpstreamConnection, UpstreamPool
 
@@ -56,6 +59,8 @@ class ProxyState:
         self.settings = settings
         self.pool = UpstreamPool(connect_timeout=settings.connect_timeout)
         self.connections: set[ClientConnection] = set()
+        # limit-* counters by Ingress: they outlive the tables (Controller prunes them)
+        self.limits = LimitRegistry()
 
     def protocol_factory(self, tls: bool) -> Callable[[], ClientConnection]:
         return lambda: ClientConnection(self, tls)
@@ -80,6 +85,7 @@ class ClientConnection(asyncio.Protocol):
         "client_ip",
         "closing",
         "current",
+        "limit_slot",
         "loop",
         "parser",
         "pipeline",
@@ -103,6 +109,7 @@ class ClientConnection(asyncio.Protocol):
         self.pipeline: deque[Exchange] = deque()
         self.reading: Exchange | None = None  # the exchange whose request is being parsed
         self.tunnel: UpstreamConnection | None = None
+        self.limit_slot: Slot | None = None  # held by a WebSocket tunnel until it closes
         self.closing = False
         self._paused = 0
         self._head_bytes = 0
@@ -124,6 +131,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.state.connections.discard(self)
+        if self.limit_slot is not None:
+            self.limit_slot.release()
+            self.limit_slot = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -376,6 +386,7 @@ class Exchange:
         "host_count",
         "http10",
         "keep_alive",
+        "limit_slot",
         "method",
         "origin",
         "pending",
@@ -440,6 +451,8 @@ class Exchange:
         self.resp_close_delimited = False
         self.client_writing_paused = False
         self.finished = False
+        # A limit-connections place, released once when the exchange ends (_finish/abort).
+        self.limit_slot: Slot | None = None
         # Response bytes not yet written to the client: a head waits for the body
         # that usually arrives in the same read, so small responses cost one send.
         self.pending: list[bytes] = []
@@ -518,6 +531,7 @@ class Exchange:
             client_ip=self.client.client_ip,
             tls=self.client.tls,
             origin=self.origin.decode("latin-1") if self.origin is not None else None,
+            headers=self.headers,
         )
 
     # -- running the exchange ---------------------------------------------------------------
@@ -543,26 +557,50 @@ class Exchange:
         ):
             self._too_large()
             return
+        # After the Content-Length check (nginx's client_max_body_size) as in nginx.
+        if policy.limits is not None and not self._admit(action.route.ingress, policy.limits):
+            return
         self.read_timeout = policy.proxy_read_timeout or settings.read_timeout
         self.send_timeout = policy.proxy_send_timeout or settings.send_timeout
         self.upgrading = self.upgrade
-        conn = state.pool.take(action.endpoint)
+        conn = state.pool.take(action.endpoint, action.tls)
         if conn is not None:
             self._attach(conn)
         else:
             self._connect_task = client.loop.create_task(self._connect())
 
+    def _admit(self, ingress: str, limits: LimitConfig) -> bool:
+        """limit-rps/-rpm/-connections: False once the 503 is answered."""
+        client = self.client
+        limiter = client.state.limits.get(ingress, limits)
+        verdict = limiter.admit(client.client_ip, client.loop.time())
+        if isinstance(verdict, str):
+            self.respond(503, verdict)
+            return False
+        self.limit_slot = verdict
+        return True
+
     async def _connect(self) -> None:
         assert self.forward is not None
         try:
             timeout = self.forward.route.policy.proxy_connect_timeout
-            conn = await self.client.state.pool.connect(self.forward.endpoint, timeout)
+            conn = await self.client.state.pool.connect(
+                self.forward.endpoint, timeout, self.forward.tls
+            )
         except TimeoutError:
             self._connect_task = None
             self.respond(
                 504,
                 f"504 Gateway Timeout: connecting to {self.forward.backend.name} "
                 f"({self.forward.endpoint}) timed out\n",
+            )
+            return
+        except ssl.SSLError as exc:  # the handshake, or check_peer after it
+            self._connect_task = None
+            self.respond(
+                502,
+                f"502 Bad Gateway: TLS to upstream {self.forward.endpoint} "
+                f"({self.forward.backend.name}) failed: {describe_tls_error(exc)}\n",
             )
             return
         except OSError as exc:
@@ -712,7 +750,10 @@ class Exchange:
         out = http.response_headers(headers)
         extra = self.forward.response_headers if self.forward is not None else ()
         if extra:
-            out = [*http.drop_named(out, CORS_HEADERS), *extra]
+            # CORS headers replace the upstream's; others (Set-Cookie) are added.
+            if self.forward.route.policy.cors is not None:  # type: ignore[union-attr]
+                out = http.drop_named(out, CORS_HEADERS)
+            out = [*out, *extra]
         parts = [http.status_line(status, reason), http.serialize(out)]
         if status == 101:
             parts.append(
@@ -788,6 +829,8 @@ class Exchange:
         client = self.client
         if conn is None or not self.upgrade:
             return
+        # The tunnel keeps the request's limit-connections place until it closes.
+        client.limit_slot, self.limit_slot = self.limit_slot, None
         self._finish()
         self.upstream = None
         conn.owner = None
@@ -826,6 +869,10 @@ class Exchange:
             self._retried = True
             self._cancel_timer()
             self._connect_task = self.client.loop.create_task(self._connect())
+            return
+        if isinstance(exc, ssl.SSLError):
+            # e.g. an mTLS upstream refusing the client certificate after the handshake
+            self._upstream_failed(f"TLS to upstream failed: {describe_tls_error(exc)}")
             return
         self._upstream_failed(f"{exc}" if exc else "connection closed before a response")
 
@@ -953,6 +1000,9 @@ class Exchange:
     def _finish(self) -> None:
         self.finished = True
         self._cancel_timer()
+        if self.limit_slot is not None:
+            self.limit_slot.release()
+            self.limit_slot = None
         if self._buffered:
             self._buffered = 0
             self._body_buf = []
@@ -962,6 +1012,9 @@ class Exchange:
         """The client went away: drop the upstream side too."""
         self.finished = True
         self._cancel_timer()
+        if self.limit_slot is not None:
+            self.limit_slot.release()
+            self.limit_slot = None
         if self._connect_task is not None:
             self._connect_task.cancel()
             self._connect_task = None

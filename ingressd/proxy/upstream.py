@@ -13,7 +13,11 @@ import httptools
 from ..model import Endpoint
 
 if TYPE_CHECKING:
+    from ..upstream_tls import UpstreamTLS
     from .http import Headers
+
+# Idle connections are keyed by endpoint and UpstreamTLS.key (None: plain TCP).
+PoolKey = tuple[Endpoint, object]
 
 log = logging.getLogger("ingressd.upstream")
 
@@ -44,6 +48,7 @@ class UpstreamConnection(asyncio.Protocol):
         "closed",
         "endpoint",
         "idle_since",
+        "key",
         "owner",
         "pool",
         "requests",
@@ -51,9 +56,10 @@ class UpstreamConnection(asyncio.Protocol):
         "tunnel",
     )
 
-    def __init__(self, pool: UpstreamPool, endpoint: Endpoint) -> None:
+    def __init__(self, pool: UpstreamPool, endpoint: Endpoint, key: PoolKey | None = None) -> None:
         self.pool = pool
         self.endpoint = endpoint
+        self.key: PoolKey = key if key is not None else (endpoint, None)
         self.transport: asyncio.Transport | None = None
         self.owner: ResponseSink | None = None
         self.tunnel: asyncio.Transport | None = None  # client transport once upgraded
@@ -201,8 +207,17 @@ class UpstreamConnection(asyncio.Protocol):
         owner.on_response_end(self._parser.should_keep_alive())
 
 
+def pool_key(endpoint: Endpoint, tls: UpstreamTLS | None) -> PoolKey:
+    """Idle connections are shared only by requests wanting the same endpoint *and* TLS."""
+    return (endpoint, tls.key if tls is not None else None)
+
+
 class UpstreamPool:
-    """Idle keep-alive connections per endpoint, most recently used first."""
+    """Idle keep-alive connections per (endpoint, TLS identity), most recently used first.
+
+    A plain and a TLS connection to one endpoint, or TLS connections made with
+    different Secrets or checks, are never handed out for one another.
+    """
 
     def __init__(
         self,
@@ -215,25 +230,44 @@ class UpstreamPool:
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle_per_endpoint
         self.max_requests = max_requests
-        self._idle: dict[Endpoint, deque[UpstreamConnection]] = {}
+        self._idle: dict[PoolKey, deque[UpstreamConnection]] = {}
         self._reaper: asyncio.TimerHandle | None = None
 
-    def take(self, endpoint: Endpoint) -> UpstreamConnection | None:
-        idle = self._idle.get(endpoint)
+    def take(self, endpoint: Endpoint, tls: UpstreamTLS | None = None) -> UpstreamConnection | None:
+        idle = self._idle.get(pool_key(endpoint, tls))
         while idle:
             conn = idle.pop()
             if not conn.closed:
                 return conn
         return None
 
-    async def connect(self, endpoint: Endpoint, timeout: float | None = None) -> UpstreamConnection:
+    async def connect(
+        self, endpoint: Endpoint, timeout: float | None = None, tls: UpstreamTLS | None = None
+    ) -> UpstreamConnection:
+        """A new connection; with ``tls``, handshaken and checked (ssl.SSLError if not)."""
         loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(
-                lambda: UpstreamConnection(self, endpoint), endpoint.host, endpoint.port
-            ),
-            timeout or self.connect_timeout,
-        )
+        key = pool_key(endpoint, tls)
+
+        def factory() -> UpstreamConnection:
+            return UpstreamConnection(self, endpoint, key)
+
+        if tls is None:
+            connecting = loop.create_connection(factory, endpoint.host, endpoint.port)
+        else:
+            connecting = loop.create_connection(
+                factory,
+                endpoint.host,
+                endpoint.port,
+                ssl=tls.context,
+                server_hostname=tls.server_hostname(endpoint),
+            )
+        _, conn = await asyncio.wait_for(connecting, timeout or self.connect_timeout)
+        if tls is not None:
+            try:
+                tls.check_peer(conn.transport.get_extra_info("ssl_object"), endpoint)  # type: ignore[union-attr]
+            except Exception:
+                conn.abort()
+                raise
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
@@ -242,7 +276,7 @@ class UpstreamPool:
         if conn.closed or conn.requests >= self.max_requests:
             conn.close()
             return
-        idle = self._idle.setdefault(conn.endpoint, deque())
+        idle = self._idle.setdefault(conn.key, deque())
         if len(idle) >= self.max_idle:
             conn.close()
             return
@@ -253,7 +287,7 @@ class UpstreamPool:
             self._reaper = loop.call_later(self.idle_timeout / 2, self._reap)
 
     def forget(self, conn: UpstreamConnection) -> None:
-        idle = self._idle.get(conn.endpoint)
+        idle = self._idle.get(conn.key)
         if idle is not None:
             with contextlib.suppress(ValueError):
                 idle.remove(conn)
@@ -262,11 +296,11 @@ class UpstreamPool:
         self._reaper = None
         loop = asyncio.get_running_loop()
         cutoff = loop.time() - self.idle_timeout
-        for endpoint, idle in list(self._idle.items()):
+        for key, idle in list(self._idle.items()):
             while idle and idle[0].idle_since <= cutoff:
                 idle.popleft().close()
             if not idle:
-                del self._idle[endpoint]
+                del self._idle[key]
         if self._idle:
             self._reaper = loop.call_later(self.idle_timeout / 2, self._reap)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from .. import annotations
+from .. import annotations, upstream_tls
 from ..model import (
     Backend,
     Endpoint,
@@ -171,13 +171,15 @@ class _Builder:
 
     # -- backends ----------------------------------------------------------------
 
-    def backend(self, namespace: str, spec: Any) -> Backend:
+    def backend(self, namespace: str, spec: Any, service_upstream: bool = False) -> Backend:
         """Resolve an IngressBackend; raise ValueError for a malformed one."""
         name, ref = backend_ref(spec)
-        key = (namespace, name, ref)
+        key = (namespace, name, ref, service_upstream)
         backend = self._backends.get(key)
         if backend is None:
-            backend = resolve_service(self.snap, namespace, name, ref)
+            backend = resolve_service(
+                self.snap, namespace, name, ref, service_upstream=service_upstream
+            )
             self._backends[key] = backend
         return backend
 
@@ -197,6 +199,8 @@ class _Builder:
             self.problem(ing, "spec is missing")
             return None
         policy, messages = annotations.parse_policy(meta.get("annotations"))
+        policy, tls_messages = upstream_tls.resolve(self.snap, ns, policy)
+        messages += tls_messages
         for msg in messages:
             self.problem(ing, msg)
         plan = _IngressPlan(
@@ -208,7 +212,9 @@ class _Builder:
         )
         if spec.get("defaultBackend") is not None:
             try:
-                plan.default_backend = self.backend(ns, spec["defaultBackend"])
+                plan.default_backend = self.backend(
+                    ns, spec["defaultBackend"], policy.service_upstream
+                )
             except ValueError as exc:
                 self.problem(ing, f"defaultBackend: {exc}")
             else:
@@ -250,7 +256,7 @@ class _Builder:
                     self.problem(ing, f"{where}.path {path!r} must start with /")
                     continue
                 try:
-                    backend = self.backend(ns, p.get("backend"))
+                    backend = self.backend(ns, p.get("backend"), policy.service_upstream)
                 except ValueError as exc:
                     self.problem(ing, f"{where}: {exc}")
                     continue
@@ -267,8 +273,14 @@ class _Builder:
         return plan
 
 
-def resolve_service(snap: Snapshot, namespace: str, name: str, port: int | str) -> Backend:
-    """Service port -> ready endpoint addresses (EndpointSlices), or an error."""
+def resolve_service(
+    snap: Snapshot, namespace: str, name: str, port: int | str, *, service_upstream: bool = False
+) -> Backend:
+    """Service port -> ready endpoint addresses (EndpointSlices), or an error.
+
+    With ``service_upstream`` (the annotation), the one endpoint is the
+    Service's ClusterIP and port, as in ingress-nginx.
+    """
     label = f"{namespace}/{name}:{port}"
     svc = snap.get("Service", namespace, name)
     if svc is None:
@@ -291,6 +303,15 @@ def resolve_service(snap: Snapshot, namespace: str, name: str, port: int | str) 
         return Backend(label, endpoints=(Endpoint(str(external).rstrip("."), number),))
     if svc_port is None:
         return Backend(label, error=f"service {namespace}/{name} has no port {port!r}")
+    if service_upstream:
+        cluster_ip = str(spec.get("clusterIP") or "")
+        if not cluster_ip or cluster_ip == "None":
+            why = "is headless" if cluster_ip == "None" else "has no clusterIP"
+            return Backend(
+                label,
+                error=f"service {namespace}/{name} {why}; service-upstream needs a ClusterIP",
+            )
+        return Backend(label, endpoints=(Endpoint(cluster_ip, int(svc_port["port"])),))
     port_name = svc_port.get("name") or ""
     found: set[Endpoint] = set()
     for eps in snap.slices_by_service.get((namespace, name), ()):
@@ -345,6 +366,10 @@ def build_table(
         (ing for ing in snap.of("Ingress").values() if b.is_ours(ing)), key=_creation_order
     )
     plans = [p for p in (b.plan(ing) for ing in ours) if p is not None]
+    # Canary Ingresses make no routes, hosts or TLS of their own (as in
+    # ingress-nginx): their paths become alternative backends of main routes.
+    canaries = [p for p in plans if p.policy.canary is not None]
+    plans = [p for p in plans if p.policy.canary is None]
 
     # ingress-nginx turns every path of a host into a regex once any Ingress on
     # that host asks for regex paths; users moving over depend on that.
@@ -398,6 +423,7 @@ def build_table(
                 if parts["default"] is None:
                     parts["default"] = route
 
+    _attach_canaries(b, canaries, hosts, regex_hosts)
     certificates, tls_hosts = _certificates(b, plans)
     www_redirects = _www_redirects(plans, hosts, certificates)
 
@@ -498,6 +524,56 @@ def _conflict(b: _Builder, plan: _IngressPlan, p: _Path, winner: Route) -> None:
             f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is already "
             f"served by older Ingress {winner.ingress}; this rule is ignored",
         )
+
+
+def _attach_canaries(
+    b: _Builder,
+    canaries: Iterable[_IngressPlan],
+    hosts: Mapping[str, dict[str, Any]],
+    regex_hosts: set[str],
+) -> None:
+    """Attach each canary path to the main route with the same host, path and pathType.
+
+    The main route keeps its policy; only the backend a request goes to can
+    change. The oldest canary for a route wins, as the oldest rule does.
+    """
+    for plan in canaries:
+        if plan.default_backend is not None:
+            b.problem(plan.obj, "defaultBackend of a canary Ingress is not supported; ignored")
+        for p in plan.paths:
+            where = f"host {p.host or '*'} path {p.path} ({p.path_type})"
+            parts = hosts.get(p.host)
+            if parts is None:
+                b.problem(plan.obj, f"no main Ingress serves {where}; canary ignored")
+                continue
+            bucket: dict[Any, Route] | list[Route]
+            if p.path_type == "Exact":
+                bucket, key = parts["exact"], p.path
+            elif p.host in regex_hosts:
+                # A list, in which paths are unique: the index stands for the key.
+                bucket = parts["regex"]
+                key = next((i for i, r in enumerate(bucket) if r.path == p.path), None)
+            else:
+                bucket, key = parts["prefix"], _prefix_key(p.path)
+            if isinstance(bucket, dict):
+                main = bucket.get(key)
+            else:
+                main = bucket[key] if key is not None else None
+            if main is None or main.path != p.path or main.path_type != p.path_type:
+                b.problem(plan.obj, f"no main Ingress serves {where}; canary ignored")
+                continue
+            if main.canary is not None:
+                if main.canary.ingress == plan.name:
+                    b.problem(plan.obj, f"{where} is listed twice; the first one is used")
+                else:
+                    b.problem(
+                        plan.obj,
+                        f"{where} already has a canary from older Ingress "
+                        f"{main.canary.ingress}; this canary is ignored",
+                    )
+                continue
+            canary = replace(plan.policy.canary, backend=p.backend, ingress=plan.name)  # type: ignore[type-var]
+            bucket[key] = replace(main, canary=canary)
 
 
 def _certificates(

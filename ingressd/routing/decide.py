@@ -7,10 +7,16 @@ annotations change what ``decide`` returns, never how bytes move.
 from __future__ import annotations
 
 import ipaddress
+import random
+import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from ..annotations import expand_target
-from ..model import DEFAULT_POLICY, Backend, Endpoint, Route, RouteTable
+from ..model import DEFAULT_POLICY, Affinity, Backend, Canary, Endpoint, Route, RouteTable
+from ..upstream_tls import UpstreamTLS
 
 
 @dataclass(slots=True)
@@ -22,6 +28,9 @@ class RequestHead:
     client_ip: str
     tls: bool
     origin: str | None = None  # Origin header, for CORS
+    # The request headers as received (the proxy's own list, not a copy): searched
+    # only when a route needs one (canary, cookie affinity).
+    headers: Sequence[tuple[bytes, bytes]] = ()
 
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -36,6 +45,8 @@ class Forward:
     # Added to the upstream request, and to the response (replacing the upstream's).
     request_headers: Headers = ()
     response_headers: Headers = ()
+    # TLS to the upstream (backend-protocol HTTPS, or AUTO_HTTP for a TLS client); None: plain
+    tls: UpstreamTLS | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +117,16 @@ def decide(table: RouteTable, head: RequestHead, https_port: int = 443) -> Actio
     elif not head.tls and policy.ssl_redirect and _tls_host(table, host):
         return _https_redirect(head, host, https_port)
     backend = route.backend
+    canary = route.canary
+    if canary is not None and _to_canary(canary, head):
+        backend = canary.backend  # type: ignore[assignment]
     if backend.error is not None:
         return Respond(503, f"503 Service Unavailable: {backend.error}\n")
-    endpoint = backend.pick()
+    set_cookie = None
+    if policy.affinity is not None and backend is route.backend:
+        endpoint, set_cookie = _sticky(policy.affinity, backend, head, route)
+    else:
+        endpoint = backend.pick()
     if endpoint is None:
         return Respond(503, f"503 Service Unavailable: no ready endpoints for {backend.name}\n")
     if policy.rewrite_target is not None:
@@ -126,8 +144,19 @@ def decide(table: RouteTable, head: RequestHead, https_port: int = 443) -> Actio
     if policy.x_forwarded_prefix is not None:
         request_headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
     response_headers = policy.cors.response_headers(head.origin) if policy.cors else ()
+    if set_cookie is not None:
+        response_headers = (*response_headers, (b"Set-Cookie", set_cookie))
+    tls = policy.upstream_tls
+    if tls is not None and not head.tls and policy.backend_protocol == "AUTO_HTTP":
+        tls = None  # AUTO_HTTP: the upstream gets the scheme the client used
     return Forward(
-        endpoint, backend, upstream_path, route, tuple(request_headers), tuple(response_headers)
+        endpoint,
+        backend,
+        upstream_path,
+        route,
+        tuple(request_headers),
+        tuple(response_headers),
+        tls,
     )
 
 
@@ -168,7 +197,97 @@ def _before_backend(
     return None
 
 
-_REASONS = {403: "Forbidden", 503: "Service Unavailable"}
+def _to_canary(canary: Canary, head: RequestHead) -> bool:
+    """Whether the canary backend takes this request: ingress-nginx's header, cookie, weight."""
+    if canary.header is not None:
+        value = find_header(head.headers, canary.header)
+        if value is not None:
+            if canary.header_value is not None:
+                if value == canary.header_value:
+                    return True
+            elif canary.header_pattern is not None:
+                if canary.header_pattern.search(value.decode("latin-1")):
+                    return True
+            elif value == b"always":
+                return True
+            elif value == b"never":
+                return False
+    if canary.cookie is not None:
+        cookie = find_cookie(head.headers, canary.cookie)
+        if cookie == "always":
+            return True
+        if cookie == "never":
+            return False
+    return canary.weight > 0 and random.randrange(canary.total) < canary.weight
+
+
+def _sticky(
+    affinity: Affinity, backend: Backend, head: RequestHead, route: Route
+) -> tuple[Endpoint | None, bytes | None]:
+    """The endpoint the session cookie names while it is ready; else a new one and its cookie."""
+    value = find_cookie(head.headers, affinity.cookie)
+    if value is not None:
+        endpoint = backend.by_affinity.get(value)
+        if endpoint is not None:
+            return endpoint, None
+    endpoint = backend.pick()
+    if endpoint is None:
+        return None, None
+    cookie = session_cookie(affinity, backend.affinity_values[endpoint], route, head.tls)
+    return endpoint, cookie
+
+
+# A route path that could not be a cookie Path as it is (regexes aside).
+_UNSAFE_COOKIE_PATH = re.compile(r"[^\x21-\x3a\x3c-\x7e]")
+
+
+def session_cookie(
+    affinity: Affinity, value: str, route: Route, tls: bool, now: float | None = None
+) -> bytes:
+    """The Set-Cookie value binding a client to the endpoint ``value`` names."""
+    path = affinity.path
+    if path is None:
+        # A regex is no cookie path: ingress-nginx users set session-cookie-path then.
+        unusable = route.regex is not None or _UNSAFE_COOKIE_PATH.search(route.path)
+        path = "/" if unusable else route.path
+    parts = [f"{affinity.cookie}={value}", f"Path={path}"]
+    if affinity.max_age is not None:
+        parts.append(f"Max-Age={affinity.max_age}")
+    if affinity.expires is not None:
+        when = (time.time() if now is None else now) + affinity.expires
+        parts.append("Expires=" + formatdate(when, usegmt=True))
+    if affinity.domain is not None:
+        parts.append(f"Domain={affinity.domain}")
+    if affinity.samesite is not None:
+        parts.append(f"SameSite={affinity.samesite}")
+    if affinity.secure or (affinity.secure is None and tls):
+        parts.append("Secure")
+    parts.append("HttpOnly")
+    return "; ".join(parts).encode("latin-1")
+
+
+def find_header(headers: Sequence[tuple[bytes, bytes]], lname: bytes) -> bytes | None:
+    """The first value of header ``lname`` (lowercase), or None."""
+    for name, value in headers:
+        if name.lower() == lname:
+            return value
+    return None
+
+
+def find_cookie(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
+    """The value of cookie ``name`` in the Cookie header(s), or None."""
+    want = name.encode("latin-1")
+    for hname, value in headers:
+        if hname.lower() != b"cookie":
+            continue
+        for pair in value.split(b";"):
+            key, eq, cookie = pair.strip().partition(b"=")
+            if eq and key == want:
+                return cookie.strip().decode("latin-1")
+    return None
+
+
+_REASONS = {403: "Forbidden", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 def _scheme(head: RequestHead) -> str:
