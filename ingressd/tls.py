@@ -149,6 +149,12 @@ def server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
     ctx.set_alpn_protocols(["http/1.1"])
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    load_key_pair(ctx, cert_pem, key_pem)
+    return ctx
+
+
+def load_key_pair(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """``ctx.load_cert_chain`` from memory; raises ssl.SSLError/ValueError as it does."""
     # ssl can only load keys from files: write them to a private directory for
     # the duration of the call.
     with tempfile.TemporaryDirectory(prefix="ingressd-tls-") as tmp:
@@ -160,7 +166,6 @@ def server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
         with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
             f.write(key_pem)
         ctx.load_cert_chain(cert_path, key_path)
-    return ctx
 
 
 class CertificateSelector:

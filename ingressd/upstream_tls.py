@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import re
 import ssl
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -39,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from .model import name_matches
-from .tls import TLS_SECRET_TYPE, TLSError, certificate_names, secret_value
+from .tls import TLS_SECRET_TYPE, TLSError, certificate_names, load_key_pair, secret_value
 
 if TYPE_CHECKING:
     from .model import Endpoint, RoutePolicy
@@ -280,22 +278,13 @@ def _make_context(material: SecretMaterial | None, verify: bool) -> ssl.SSLConte
 
 
 def _load_pair(ctx: ssl.SSLContext, cert: bytes, key: bytes, name: str) -> None:
-    # ssl loads keys only from files: a private directory for the duration of the call.
-    with tempfile.TemporaryDirectory(prefix="ingressd-upstream-tls-") as tmp:
-        os.chmod(tmp, 0o700)
-        cert_path = os.path.join(tmp, "tls.crt")
-        key_path = os.path.join(tmp, "tls.key")
-        with open(cert_path, "wb") as f:
-            f.write(cert)
-        with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
-            f.write(key)
-        try:
-            ctx.load_cert_chain(cert_path, key_path)
-        except (ssl.SSLError, ValueError) as exc:
-            raise TLSError(
-                f"Secret {name}: tls.crt and tls.key are not a matching PEM certificate "
-                f"and unencrypted key ({exc})"
-            ) from exc
+    try:
+        load_key_pair(ctx, cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise TLSError(
+            f"Secret {name}: tls.crt and tls.key are not a matching PEM certificate "
+            f"and unencrypted key ({exc})"
+        ) from exc
 
 
 def upstream_tls(material: SecretMaterial | None, ref: ProxySSL | None) -> UpstreamTLS:

@@ -413,6 +413,17 @@ def time_until(check: Callable[[], bool], what: str, timeout: float = 3.0) -> fl
     return time.monotonic() - start
 
 
+@contextlib.contextmanager
+def serving(workdir: Path, objs: Iterable[Obj]) -> Iterator[Ingressd]:
+    """An ingressd serving ``objs`` from a manifest folder in ``workdir``, stopped after."""
+    proc = Ingressd(workdir / "manifests", workdir / "ingressd.log")
+    proc.update({"all.yaml": list(objs)})
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
 # -- ingressd as a subprocess ---------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from e2e_helpers import BackgroundLoop, EchoServers, Ingressd, backends, simple
+from e2e_helpers import BackgroundLoop, EchoServers, Ingressd, backends, serving, simple
 from k8s_objects import ingress, path, rule
 
 from ingressd.store import Obj
@@ -50,14 +50,12 @@ INGRESSES = [
 def proxy(
     tmp_path_factory: pytest.TempPathFactory, upstream_loop: BackgroundLoop, curl_binary: str
 ) -> Iterator[Ingressd]:
-    workdir = tmp_path_factory.mktemp("e2e-limits")
     echo = EchoServers(upstream_loop, ["web", "api"])
-    proc = Ingressd(workdir / "manifests", workdir / "ingressd.log")
-    proc.update({"all.yaml": [*backends(echo), *INGRESSES]})
     try:
-        yield proc.start()
+        workdir = tmp_path_factory.mktemp("e2e-limits")
+        with serving(workdir, [*backends(echo), *INGRESSES]) as proc:
+            yield proc
     finally:
-        proc.stop()
         echo.close()
 
 
