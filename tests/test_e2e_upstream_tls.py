@@ -188,7 +188,11 @@ def test_mutual_tls_with_the_client_certificate_from_the_secret(setup: Setup) ->
     assert (r.status, r.json()["service"]) == (200, "mtls")
     r = setup.get("nocert.test")
     assert r.status == 502, r
-    assert "TLS to upstream failed" in r.text or "closed before a response" in r.text
+    # How a server refuses a missing client certificate varies (an alert, a close
+    # or a reset, depending on timing); each is a 502 that names the upstream.
+    reasons = ("TLS to upstream failed", "closed before a response", "Connection reset")
+    assert any(reason in r.text for reason in reasons), r.text
+    assert "default/mtls:443" in r.text
 
 
 def test_auto_http_follows_the_clients_scheme(setup: Setup) -> None:
