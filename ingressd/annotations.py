@@ -261,6 +261,25 @@ def parse_backend_protocol(value: str) -> str:
     return v
 
 
+LOAD_BALANCERS = ("round_robin", "ewma")
+# ingress-nginx's other balancers, not implemented: round_robin serves instead.
+UNSUPPORTED_BALANCERS = ("chash", "chashsubset", "sticky_balanced", "sticky_persistent")
+
+
+def parse_load_balance(value: str) -> str:
+    """round_robin or ewma; ingress-nginx's other balancers are reported, round_robin used."""
+    v = value.strip().lower()
+    if v in LOAD_BALANCERS:
+        return v
+    if v in UNSUPPORTED_BALANCERS:
+        raise UnsupportedValue(
+            f"load balancer {v} is not supported by ingressd yet; round_robin is used"
+        )
+    raise AnnotationError(
+        f"{value!r} is not one of {', '.join(LOAD_BALANCERS)}; round_robin is used"
+    )
+
+
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SERVER_NAME = re.compile(
     r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?$"
@@ -358,6 +377,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "proxy-connect-timeout": parse_seconds,
     "proxy-read-timeout": parse_seconds,
     "proxy-send-timeout": parse_seconds,
+    "load-balance": parse_load_balance,
     "limit-rps": parse_limit,
     "limit-rpm": parse_limit,
     "limit-connections": parse_limit,
@@ -409,6 +429,7 @@ _FIELDS: Mapping[str, str] = {
     "proxy-connect-timeout": "proxy_connect_timeout",
     "proxy-read-timeout": "proxy_read_timeout",
     "proxy-send-timeout": "proxy_send_timeout",
+    "load-balance": "load_balance",
 }
 
 # Invalid values of these must not leave the route open: it answers 403 instead.

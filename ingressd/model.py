@@ -153,6 +153,7 @@ class RoutePolicy:
     proxy_connect_timeout: float | None = None
     proxy_read_timeout: float | None = None
     proxy_send_timeout: float | None = None
+    load_balance: str = "round_robin"  # or "ewma" (ewma.py); affinity wins over both
     # limit-rps/-rpm/-connections per client address (limits.py); None: no limits
     limits: LimitConfig | None = None
     # Access by client address, checked before anything is forwarded

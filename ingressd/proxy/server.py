@@ -22,6 +22,7 @@ from http import HTTPStatus
 import httptools
 
 from ..cors import HEADER_NAMES as CORS_HEADERS
+from ..ewma import EwmaStore
 from ..limits import LimitConfig, LimitRegistry, Slot
 from ..model import RouteTable
 from ..routing.decide import Forward, RequestHead, Respond, decide
@@ -61,6 +62,8 @@ class ProxyState:
         self.connections: set[ClientConnection] = set()
         # limit-* counters by Ingress: they outlive the tables (Controller prunes them)
         self.limits = LimitRegistry()
+        # load-balance: ewma response-time averages by endpoint: they outlive the tables
+        self.ewma = EwmaStore()
 
     def protocol_factory(self, tls: bool) -> Callable[[], ClientConnection]:
         return lambda: ClientConnection(self, tls)
@@ -386,6 +389,7 @@ class Exchange:
         "host_count",
         "http10",
         "keep_alive",
+        "lb_start",
         "limit_slot",
         "method",
         "origin",
@@ -453,6 +457,9 @@ class Exchange:
         self.finished = False
         # A limit-connections place, released once when the exchange ends (_finish/abort).
         self.limit_slot: Slot | None = None
+        # load-balance: ewma routes: when the upstream was asked (connect included),
+        # until its response time is recorded.
+        self.lb_start: float | None = None
         # Response bytes not yet written to the client: a head waits for the body
         # that usually arrives in the same read, so small responses cost one send.
         self.pending: list[bytes] = []
@@ -540,7 +547,7 @@ class Exchange:
         client = self.client
         state = client.state
         settings = state.settings
-        action = decide(state.table, self._head(), settings.https_redirect_port)
+        action = decide(state.table, self._head(), settings.https_redirect_port, state.ewma)
         if isinstance(action, Respond):
             self.respond(action.status, action.body, action.location, action.headers)
             return
@@ -563,6 +570,8 @@ class Exchange:
         self.read_timeout = policy.proxy_read_timeout or settings.read_timeout
         self.send_timeout = policy.proxy_send_timeout or settings.send_timeout
         self.upgrading = self.upgrade
+        if policy.load_balance == "ewma":
+            self.lb_start = client.loop.time()
         conn = state.pool.take(action.endpoint, action.tls)
         if conn is not None:
             self._attach(conn)
@@ -589,6 +598,7 @@ class Exchange:
             )
         except TimeoutError:
             self._connect_task = None
+            self._lb_failed(connect=True)
             self.respond(
                 504,
                 f"504 Gateway Timeout: connecting to {self.forward.backend.name} "
@@ -597,6 +607,7 @@ class Exchange:
             return
         except ssl.SSLError as exc:  # the handshake, or check_peer after it
             self._connect_task = None
+            self._lb_failed(connect=True)
             self.respond(
                 502,
                 f"502 Bad Gateway: TLS to upstream {self.forward.endpoint} "
@@ -605,6 +616,7 @@ class Exchange:
             return
         except OSError as exc:
             self._connect_task = None
+            self._lb_failed(connect=True)
             self.respond(
                 502,
                 f"502 Bad Gateway: cannot connect to {self.forward.backend.name} "
@@ -738,6 +750,10 @@ class Exchange:
     ) -> None:
         client = self.client
         self.activity = client.loop.time()
+        if self.lb_start is not None:
+            # ewma: the time from asking the upstream to its response head
+            client.state.ewma.update(self.forward.endpoint, self.activity - self.lb_start)  # type: ignore[union-attr]
+            self.lb_start = None
         if 100 <= status < 200 and status != 101:
             if not self.http10:
                 client.transport.write(http.status_line(status, reason) + b"\r\n")  # type: ignore[union-attr]
@@ -877,11 +893,24 @@ class Exchange:
         self._upstream_failed(f"{exc}" if exc else "connection closed before a response")
 
     def _upstream_failed(self, reason: str) -> None:
+        self._lb_failed()
         conn = self.upstream
         self.upstream = None
         if conn is not None:
             conn.abort()
         self.respond(502, f"502 Bad Gateway: {self._upstream_name()}: {reason}\n")
+
+    def _lb_failed(self, connect: bool = False) -> None:
+        """ewma: a failed connect or exchange counts as a response that took the timeout."""
+        if self.lb_start is None or self.forward is None:
+            return
+        self.lb_start = None
+        if connect:
+            settings = self.client.state.settings
+            penalty = self.forward.route.policy.proxy_connect_timeout or settings.connect_timeout
+        else:
+            penalty = self.read_timeout
+        self.client.state.ewma.update(self.forward.endpoint, penalty)
 
     def _upstream_name(self) -> str:
         fwd = self.forward
@@ -947,6 +976,7 @@ class Exchange:
         )
 
     def _timed_out(self, reason: str) -> None:
+        self._lb_failed()
         conn = self.upstream
         self.upstream = None
         if conn is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 
 from ..annotations import expand_target
+from ..ewma import EwmaStore
 from ..model import DEFAULT_POLICY, Affinity, Backend, Canary, Endpoint, Route, RouteTable
 from ..upstream_tls import UpstreamTLS
 
@@ -96,11 +97,16 @@ def normalize_path(path: str) -> str:
     return "/" + "/".join(out) + trailing
 
 
-def decide(table: RouteTable, head: RequestHead, https_port: int = 443) -> Action:
+def decide(
+    table: RouteTable, head: RequestHead, https_port: int = 443, ewma: EwmaStore | None = None
+) -> Action:
     """What to do with a request, in the order ingress-nginx's nginx phases apply:
     app-root, CORS preflights and redirects (the rewrite phase), then the HTTPS
     redirect, then access by client address (deny before allow), then the
-    backend. A route whose access annotations are invalid answers before all."""
+    backend. A route whose access annotations are invalid answers before all.
+
+    ``ewma`` holds the response-time averages for ``load-balance: ewma`` routes;
+    without it they are served round robin."""
     host = normalize_host(head.host)
     path = normalize_path(head.path)
     www = table.www_redirects.get(host) if table.www_redirects else None
@@ -125,6 +131,8 @@ def decide(table: RouteTable, head: RequestHead, https_port: int = 443) -> Actio
     set_cookie = None
     if policy.affinity is not None and backend is route.backend:
         endpoint, set_cookie = _sticky(policy.affinity, backend, head, route)
+    elif policy.load_balance == "ewma" and ewma is not None:
+        endpoint = ewma.pick(backend.endpoints)
     else:
         endpoint = backend.pick()
     if endpoint is None:
