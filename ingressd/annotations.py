@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Literal, NamedTuple
 
+from .basic_auth import AuthRef
 from .cors import (
     DEFAULT_HEADERS,
     DEFAULT_MAX_AGE,
@@ -352,6 +353,31 @@ def _proxy_ssl(
     )
 
 
+_REALM = re.compile(r"^[A-Za-z0-9 ._~/:-]*$")
+
+
+def parse_auth_type(value: str) -> str:
+    v = value.strip().lower()
+    if v == "digest":
+        raise AnnotationError("digest authentication is not supported by ingressd; use basic")
+    if v != "basic":
+        raise AnnotationError(f"{value!r} is not an auth type (basic)")
+    return v
+
+
+def parse_auth_secret_type(value: str) -> str:
+    v = value.strip()
+    if v not in ("auth-file", "auth-map"):
+        raise AnnotationError(f"{value!r} is not auth-file or auth-map")
+    return v
+
+
+def parse_realm(value: str) -> str:
+    if not _REALM.match(value):
+        raise AnnotationError(f"{value!r} may hold only letters, digits, spaces and -._~/:")
+    return value
+
+
 # annotation name (without prefix) -> parser of its value
 _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "rewrite-target": parse_rewrite_target,
@@ -366,6 +392,10 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "from-to-www-redirect": parse_bool,
     "x-forwarded-prefix": parse_header_value,
     "upstream-vhost": parse_host,
+    "auth-type": parse_auth_type,
+    "auth-secret": parse_secret_ref,
+    "auth-secret-type": parse_auth_secret_type,
+    "auth-realm": parse_realm,
     "backend-protocol": parse_backend_protocol,
     "proxy-ssl-secret": parse_secret_ref,
     "proxy-ssl-verify": parse_on_off,
@@ -433,7 +463,17 @@ _FIELDS: Mapping[str, str] = {
 }
 
 # Invalid values of these must not leave the route open: it answers 403 instead.
-SECURITY = frozenset({"whitelist-source-range", "allowlist-source-range", "denylist-source-range"})
+SECURITY = frozenset(
+    {
+        "whitelist-source-range",
+        "allowlist-source-range",
+        "denylist-source-range",
+        "auth-type",
+        "auth-secret",
+        "auth-secret-type",
+        "auth-realm",
+    }
+)
 
 SUPPORTED = frozenset(_PARSERS)
 
@@ -626,6 +666,19 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
             domain=values.get("session-cookie-domain"),
             change_on_failure=values.get("session-cookie-change-on-failure", False),
         )
+    if values.get("auth-type") == "basic":
+        if "auth-secret" not in values:
+            messages.append("auth-type basic needs auth-secret; its routes answer 503")
+            fail_closed = fail_closed or (503, "auth-type basic without auth-secret")
+        else:
+            changes["auth"] = AuthRef(
+                values["auth-secret"],
+                values.get("auth-secret-type", "auth-file"),
+                values.get("auth-realm", ""),
+            )
+    elif "auth-secret" in values and "auth-type" not in values:
+        # ingress-nginx then applies no authentication at all; say so loudly.
+        messages.append("auth-secret has no effect without auth-type: basic; no authentication")
     if fail_closed is not None:
         changes["fail_closed"] = fail_closed
     return replace(DEFAULT_POLICY, **changes), messages

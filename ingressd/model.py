@@ -20,6 +20,7 @@ from .cors import CorsPolicy
 from .limits import LimitConfig
 
 if TYPE_CHECKING:
+    from .basic_auth import AuthRef, BasicAuth
     from .upstream_tls import ProxySSL, UpstreamTLS
 
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
@@ -142,6 +143,9 @@ class RoutePolicy:
     # Request to the upstream
     x_forwarded_prefix: bytes | None = None
     upstream_vhost: bytes | None = None  # replaces Host
+    # auth-type basic: the annotations, then (at build) the credentials from the Secret
+    auth: AuthRef | None = None
+    basic_auth: BasicAuth | None = None
     # How the upstream is spoken to (upstream_tls.py): HTTP, HTTPS, or AUTO_HTTP
     # (TLS when the client's request came over TLS); other protocols fail closed.
     backend_protocol: str = "HTTP"

@@ -54,6 +54,16 @@ INGRESSES = [
     ),
     annotated("corsstar.test", enable_cors="true", cors_allow_credentials="false"),
     annotated("plain.test"),
+    annotated("auth.test", auth_type="basic", auth_secret="htpasswd", auth_realm="Staff"),
+    annotated("authmissing.test", auth_type="basic", auth_secret="nosuch"),
+    {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "htpasswd", "namespace": "default"},
+        "type": "Opaque",
+        # made with: openssl passwd -apr1 -salt ingressd s3cret
+        "stringData": {"auth": "alice:$apr1$ingressd$m4HkBhyUtf1klMXB92KPJ.\n"},
+    },
 ]
 
 
@@ -192,3 +202,14 @@ def test_cors_headers_on_responses(proxy: Ingressd) -> None:
         )
         is None
     )
+
+
+def test_basic_auth(proxy: Ingressd) -> None:
+    r = proxy.get("auth.test", "/", check=False)
+    assert (r.status, r.header("WWW-Authenticate")) == (401, 'Basic realm="Staff"')
+    assert proxy.get("auth.test", "/", "-u", "alice:wrong", check=False).status == 401
+    ok = proxy.get("auth.test", "/", "-u", "alice:s3cret")
+    assert ok.status == 200
+    assert "authorization" not in ok.json()["headers"]  # not passed to the upstream
+    missing = proxy.get("authmissing.test", "/", "-u", "alice:s3cret", check=False)
+    assert missing.status == 503 and "auth-secret default/nosuch not found" in missing.text

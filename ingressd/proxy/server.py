@@ -668,8 +668,9 @@ class Exchange:
         if fwd.request_headers:
             # Annotation headers (upstream-vhost, x-forwarded-prefix) replace the client's.
             names = {name.lower() for name, _ in fwd.request_headers}
-            headers = [*http.drop_named(headers, names), *fwd.request_headers]
-            send_host = False
+            # An empty value removes the header (nginx's proxy_set_header NAME "").
+            headers = [*http.drop_named(headers, names), *(h for h in fwd.request_headers if h[1])]
+            send_host = send_host and b"host" not in names
         parts = [
             self.method,
             b" ",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from .. import annotations, upstream_tls
+from .. import annotations, basic_auth, upstream_tls
 from ..model import (
     Backend,
     Endpoint,
@@ -200,6 +200,8 @@ class _Builder:
             return None
         policy, messages = annotations.parse_policy(meta.get("annotations"))
         policy, tls_messages = upstream_tls.resolve(self.snap, ns, policy)
+        policy, auth_messages = basic_auth.resolve(self.snap, ns, policy)
+        tls_messages += auth_messages
         messages += tls_messages
         for msg in messages:
             self.problem(ing, msg)

@@ -151,6 +151,8 @@ def decide(
         request_headers.append((b"Host", policy.upstream_vhost))
     if policy.x_forwarded_prefix is not None:
         request_headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
+    if policy.basic_auth is not None:
+        request_headers.append((b"Authorization", b""))  # empty: not sent upstream
     response_headers = policy.cors.response_headers(head.origin) if policy.cors else ()
     if set_cookie is not None:
         response_headers = (*response_headers, (b"Set-Cookie", set_cookie))
@@ -202,6 +204,11 @@ def _before_backend(
             denied = not any(client in n for n in policy.allow_source)
         if denied:
             return Respond(403, f"403 Forbidden: {head.client_ip} may not access this address\n")
+    auth = policy.basic_auth
+    if auth is not None and not auth.allows(find_header(head.headers, b"authorization")):
+        return Respond(
+            401, "401 Authorization Required\n", headers=((b"WWW-Authenticate", auth.challenge),)
+        )
     return None
 
 

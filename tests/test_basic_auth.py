@@ -1,0 +1,142 @@
+"""auth-type basic: annotations, the Secret, and the decision, without sockets."""
+
+from __future__ import annotations
+
+import base64
+
+import bcrypt
+import pytest
+from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
+
+from ingressd.model import RouteTable
+from ingressd.routing.decide import Forward, RequestHead, Respond, decide
+
+A = "nginx.ingress.kubernetes.io/"
+HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+
+
+def secret(name: str = "users", namespace: str = "default", **data: str) -> dict:
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "data": encoded,
+    }
+
+
+def table(*objs: dict, **annotations: str) -> RouteTable:
+    return build(
+        ingress(
+            "web",
+            [rule("a.example", path("/", "web"))],
+            annotations={A + k.replace("_", "-"): v for k, v in annotations.items()},
+        ),
+        service("web"),
+        endpoint_slice("web", ["10.0.0.1"]),
+        *objs,
+    )
+
+
+def head(user: str | None = None, password: str = "") -> RequestHead:
+    h = request("a.example", "/")
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode())
+        h.headers = [(b"Host", b"a.example"), (b"Authorization", b"Basic " + token)]
+    return h
+
+
+def test_valid_credentials_pass_and_authorization_is_not_forwarded() -> None:
+    t = table(secret(auth=f"alice:{HASH}\n"), auth_type="basic", auth_secret="users")
+    action = decide(t, head("alice", "s3cret"))
+    assert isinstance(action, Forward)
+    assert (b"Authorization", b"") in action.request_headers  # removed upstream
+    assert t.problems == ()
+
+
+@pytest.mark.parametrize(
+    ("user", "password"), [(None, ""), ("alice", "wrong"), ("bob", "s3cret"), ("alice", "")]
+)
+def test_missing_or_bad_credentials_get_401_with_the_realm(user: str | None, password: str) -> None:
+    t = table(
+        secret(auth=f"alice:{HASH}\n"),
+        auth_type="basic",
+        auth_secret="default/users",
+        auth_realm="Staff only",
+    )
+    action = decide(t, head(user, password))
+    assert isinstance(action, Respond) and action.status == 401
+    assert action.headers == ((b"WWW-Authenticate", b'Basic realm="Staff only"'),)
+
+
+def test_auth_map_form() -> None:
+    t = table(
+        secret(alice=HASH, bob="{PLAIN}pw"),
+        auth_type="basic",
+        auth_secret="users",
+        auth_secret_type="auth-map",
+    )
+    assert isinstance(decide(t, head("bob", "pw")), Forward)
+    assert isinstance(decide(t, head("alice", "s3cret")), Forward)
+
+
+@pytest.mark.parametrize(
+    ("objs", "annotations", "reason"),
+    [
+        ((), {"auth_type": "basic", "auth_secret": "users"}, "auth-secret default/users not found"),
+        (
+            (secret(namespace="other", auth=f"a:{HASH}"),),
+            {"auth_type": "basic", "auth_secret": "other/users"},
+            "in another namespace",
+        ),
+        (
+            (secret(other=f"a:{HASH}"),),
+            {"auth_type": "basic", "auth_secret": "users"},
+            "has no key 'auth'",
+        ),
+        (
+            (secret(auth="a:not-a-hash\n"),),
+            {"auth_type": "basic", "auth_secret": "users"},
+            "holds no usable credentials",
+        ),
+        ((), {"auth_type": "basic"}, "auth-type basic without auth-secret"),
+    ],
+)
+def test_an_unusable_secret_fails_closed(objs: tuple, annotations: dict, reason: str) -> None:
+    t = table(*objs, **annotations)
+    action = decide(t, head("a", "x"))
+    assert isinstance(action, Respond) and action.status == 503
+    assert reason in action.body or any(reason in p.reason for p in t.problems)
+
+
+@pytest.mark.parametrize(
+    ("annotations", "status"),
+    [
+        ({"auth_type": "digest", "auth_secret": "users"}, 403),
+        ({"auth_type": "basic", "auth_secret": "Bad Name!"}, 403),
+        ({"auth_type": "basic", "auth_secret": "users", "auth_secret_type": "map"}, 403),
+    ],
+)
+def test_invalid_auth_annotations_fail_closed(annotations: dict, status: int) -> None:
+    t = table(secret(auth=f"a:{HASH}"), **annotations)
+    action = decide(t, head("a", "s3cret"))
+    assert isinstance(action, Respond) and action.status == status
+
+
+def test_auth_secret_without_auth_type_is_reported() -> None:
+    t = table(secret(auth=f"a:{HASH}"), auth_secret="users")
+    assert isinstance(decide(t, head()), Forward)  # as in ingress-nginx: no authentication
+    assert any("no effect without auth-type" in p.reason for p in t.problems)
+
+
+def test_a_successful_check_is_remembered() -> None:
+    t = table(secret(auth=f"alice:{HASH}\n"), auth_type="basic", auth_secret="users")
+    route = t.route_for("a.example", "/")
+    assert route is not None and route.policy.basic_auth is not None
+    auth = route.policy.basic_auth
+    token = b"Basic " + base64.b64encode(b"alice:s3cret")
+    assert auth.allows(token) and len(auth._ok) == 1
+    assert auth.allows(token) and len(auth._ok) == 1
+    assert not auth.allows(b"Basic " + base64.b64encode(b"alice:nope"))
+    assert not auth.allows(b"Bearer abc") and not auth.allows(b"Basic !!!")
