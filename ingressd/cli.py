@@ -168,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         s.add_argument(f"--{flag}", type=_seconds, default=default, help=argparse.SUPPRESS)
     s.add_argument("--watch-seconds", type=int, default=WATCH_SECONDS, help=argparse.SUPPRESS)
+    s.add_argument("--secret-refresh", type=_seconds, default=30.0, help=argparse.SUPPRESS)
     _common(s, "0.0.0.0")
     d = sub.add_parser("demo", help="start demo upstreams and serve the bundled examples/")
     d.add_argument(
@@ -214,6 +215,7 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
         renew_deadline=args.renew_deadline,
         retry_period=args.retry_period,
         watch_seconds=args.watch_seconds,
+        secret_refresh=args.secret_refresh,
     )
 
 

@@ -12,7 +12,7 @@ from .controller import Controller
 from .debounce import Debouncer
 from .kubeclient import Cluster, connect
 from .leader import LeaderElector, default_identity
-from .sources.kube import KubeSource
+from .sources.kube import KubeSource, SecretFetcher
 from .status import Writeback
 
 log = logging.getLogger("ingressd.cluster")
@@ -61,6 +61,9 @@ class ClusterRunner:
             retry_period=config.retry_period,
         )
         self._dirty = asyncio.Event()
+        self.secrets = SecretFetcher(cluster, self.source.store, self._changed)
+        self._secrets_due = asyncio.Event()
+        self._wanted: set[tuple[str, str]] = set()
 
     @classmethod
     def from_config(cls, config: ClusterConfig, controller: Controller) -> ClusterRunner:
@@ -76,6 +79,7 @@ class ClusterRunner:
         tasks = [
             asyncio.create_task(self.elector.run(stop), name="leader-election"),
             asyncio.create_task(self._writer(stop), name="writeback"),
+            asyncio.create_task(self._fetch_secrets(stop), name="secrets"),
         ]
         try:
             synced = asyncio.create_task(self.source.synced.wait())
@@ -100,8 +104,30 @@ class ClusterRunner:
         self.debouncer.poke()
 
     def _rebuild(self) -> None:
-        self.controller.apply(self.source.store.snapshot())
+        snapshot = self.source.store.snapshot()
+        self.controller.apply(snapshot)
         self._dirty.set()
+        wanted = self.secrets.wanted(snapshot)
+        if wanted != self._wanted:
+            self._wanted = wanted
+            self._secrets_due.set()
+
+    async def _fetch_secrets(self, stop: asyncio.Event) -> None:
+        """Read the Secrets Ingresses name, at once when the set changes, else periodically."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._secrets_due.wait(), self.config.secret_refresh)
+            self._secrets_due.clear()
+            wanted = self._wanted
+            if not wanted and not self.secrets.held:
+                continue
+            try:
+                fetched = await loop.run_in_executor(self.executor, self.secrets.fetch, wanted)
+            except Exception:
+                log.exception("reading referenced Secrets failed")
+                continue
+            self.secrets.apply(self._wanted, fetched)
 
     def _leadership(self, leader: bool) -> None:
         if leader:

@@ -36,6 +36,8 @@ class ClusterConfig:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
     watch_seconds: int = WATCH_SECONDS
+    # Secrets that Ingresses name but the TLS watch does not hold are re-read this often.
+    secret_refresh: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,8 +86,20 @@ class ObjectStore:
         self._origins.pop((kind, namespace, name), None)
         return self._objects[kind].pop((namespace, name), None) is not None
 
-    def replace_all(self, kind: str, objs: Iterable[Obj]) -> None:
-        self._objects[kind] = {object_key(o): o for o in objs}
+    def replace_all(self, kind: str, objs: Iterable[Obj], keep_origin: str = "") -> None:
+        """Hold exactly ``objs`` of ``kind``, except those put with origin ``keep_origin``."""
+        fresh = {object_key(o): o for o in objs}
+        if keep_origin:
+            for key, obj in self._objects[kind].items():
+                if key not in fresh and self._origins.get((kind, *key)) == keep_origin:
+                    fresh[key] = obj
+        self._objects[kind] = fresh
+
+    def origin_of(self, kind: str, namespace: str, name: str) -> str | None:
+        """Where a held object came from ("" when unrecorded); None when not held."""
+        if (namespace, name) not in self._objects[kind]:
+            return None
+        return self._origins.get((kind, namespace, name), "")
 
     def snapshot(self) -> Snapshot:
         by_service: dict[Key, list[Obj]] = defaultdict(list)

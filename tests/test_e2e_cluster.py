@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
 from e2e_helpers import (
@@ -87,6 +88,8 @@ def start(tmp_path: Path, apiserver: KubeApiServer, curl_binary: str) -> Iterato
                 str(kubeconfig),
                 *publish,
                 *FAST_LEASE,
+                "--secret-refresh",
+                "1",
                 *extra,
             ],
         )
@@ -270,6 +273,53 @@ def test_watch_namespace_limits_what_is_read(
     assert ing.get("a.test", check=False).status == 404
     paths = {p for m, p, _, _ in apiserver.requests if m == "GET" and "/ingresses" in p}
     assert paths == {"/apis/networking.k8s.io/v1/namespaces/other/ingresses"}
+
+
+def htpasswd_secret(name: str, password: str) -> Obj:
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default"},
+        "type": "Opaque",
+        "stringData": {"auth": f"alice:{hashed}\n"},
+    }
+
+
+AUTH = {
+    "nginx.ingress.kubernetes.io/auth-type": "basic",
+    "nginx.ingress.kubernetes.io/auth-secret": "users",
+}
+
+
+def test_secrets_named_by_ingresses_are_read_though_only_tls_secrets_are_watched(
+    apiserver: KubeApiServer, echo_servers: EchoServers, start: Start
+) -> None:
+    seed(
+        apiserver,
+        [
+            *backends(echo_servers),
+            htpasswd_secret("users", "first"),
+            ingress("private", [rule("p.test", path("/", "web"))], annotations=AUTH),
+        ],
+    )
+    ing = start()
+
+    def status(password: str | None) -> int:
+        args = ["-u", f"alice:{password}"] if password else []
+        return ing.get("p.test", "/", *args, check=False).status
+
+    wait_for(lambda: status("first") == 200, 5, what="the auth Secret to be read")
+    assert status(None) == 401 and status("second") == 401
+    # Changed in the cluster: read again within the refresh period (1 s here).
+    apiserver.update(htpasswd_secret("users", "second"))
+    wait_for(lambda: status("second") == 200, 5, what="the changed Secret")
+    assert status("first") == 401
+    # Deleted: the routes fail closed.
+    apiserver.delete("Secret", "default", "users")
+    wait_for(lambda: status("second") == 503, 5, what="the deleted Secret to deny")
+    gets = [p for m, p, _, _ in apiserver.requests if m == "GET" and p.endswith("/secrets/users")]
+    assert gets, "the Secret was not read by name"
 
 
 # -- watch edge cases --------------------------------------------------------------------------
@@ -495,9 +545,17 @@ def test_deploy_rbac_allows_exactly_the_calls_ingressd_makes(
     lb["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.5"}]}}
     seed(apiserver, [*backends(echo_servers), simple("a", "a.test", "web"), lb])
     apiserver.create(simple("m", "m.test", "nope"))  # a Warning Event
+    # A Secret named by an Ingress: read by name (get).
+    apiserver.create(htpasswd_secret("users", "pw"))
+    apiserver.create(ingress("private", [rule("p.test", path("/", "web"))], annotations=AUTH))
     ing = start("a", publish=("--publish-service", "ingressd/ingressd"))
     wait_for(lambda: published(apiserver, "a") == [{"ip": "203.0.113.5"}], 10, what="status")
     wait_for(apiserver.events, 10, what="an Event")
+    wait_for(
+        lambda: ing.get("p.test", "/", "-u", "alice:pw", check=False).status == 200,
+        10,
+        what="the auth Secret",
+    )
     assert ing.stop() == 0  # releases the Lease: an update
 
     # Every (rule, group, resource, verb) granted must be needed by some call.

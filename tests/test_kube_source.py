@@ -81,3 +81,32 @@ class _Chunks:
 def test_watch_lines_are_reassembled_across_chunks() -> None:
     stream = _Chunks(b'{"a":', b"1", b'}\n{"b":2}\n\n{"c"', b":3}\n", b'{"partial"')
     assert list(_lines(stream)) == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
+
+
+def test_a_relist_keeps_secrets_fetched_by_name() -> None:
+    from ingressd.sources.kube import REFERENCED
+    from ingressd.store import ObjectStore
+
+    store = ObjectStore()
+    tls = {"kind": "Secret", "metadata": {"name": "tls", "namespace": "a"}}
+    named = {"kind": "Secret", "metadata": {"name": "users", "namespace": "a"}}
+    store.put(tls)
+    store.put(named, origin=REFERENCED)
+    store.replace_all("Secret", [], keep_origin=REFERENCED)
+    assert store.origin_of("Secret", "a", "tls") is None
+    assert store.origin_of("Secret", "a", "users") == REFERENCED
+
+
+def test_referenced_secrets_come_from_auth_and_proxy_ssl_annotations() -> None:
+    from k8s_objects import ingress, snapshot
+
+    from ingressd.sources.kube import referenced_secrets
+
+    a = "nginx.ingress.kubernetes.io/"
+    snap = snapshot(
+        ingress("one", annotations={a + "auth-secret": "users"}, namespace="shop"),
+        ingress("two", annotations={"ingressd.io/proxy-ssl-secret": "certs/upstream-ca"}),
+        ingress("three", annotations={a + "auth-secret": "Not Valid!"}),
+        ingress("four"),
+    )
+    assert referenced_secrets(snap) == {("shop", "users"), ("certs", "upstream-ca")}

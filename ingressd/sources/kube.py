@@ -29,9 +29,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from .. import annotations as ann
 from ..config import WATCH_SECONDS
-from ..kubeclient import CONNECT_TIMEOUT, Cluster, brief
+from ..kubeclient import CONNECT_TIMEOUT, REQUEST_TIMEOUT, Cluster, brief
 from ..store import KINDS, Obj, ObjectStore, Snapshot
+from ..tls import TLS_SECRET_TYPE
 
 log = logging.getLogger("ingressd.kube")
 
@@ -373,7 +375,8 @@ class KubeSource:
 
     def _apply(self, kind: str, event: str, obj: Obj | None, items: list[Obj] | None) -> None:
         if event == "LISTED":
-            self.store.replace_all(kind, items or ())
+            # Secrets fetched because an Ingress names them are not in this list.
+            self.store.replace_all(kind, items or (), keep_origin=REFERENCED)
             changed = True
             if kind in self._unlisted:
                 self._unlisted.discard(kind)
@@ -388,4 +391,89 @@ class KubeSource:
         else:
             changed = self.store.put(obj)
         if changed and self.synced.is_set():
+            self.on_change()
+
+
+# -- Secrets that Ingresses name ---------------------------------------------------------------
+
+REFERENCED = "referenced"  # store origin of Secrets fetched by SecretFetcher
+SECRET_ANNOTATIONS = ("auth-secret", "proxy-ssl-secret")
+
+
+def referenced_secrets(snapshot: Snapshot) -> set[tuple[str, str]]:
+    """(namespace, name) of every Secret an Ingress names in auth-secret or proxy-ssl-secret."""
+    wanted = set()
+    for ing in snapshot.of("Ingress").values():
+        meta = ing.get("metadata") or {}
+        found = ann.collect(meta.get("annotations"))
+        for short in SECRET_ANNOTATIONS:
+            if short in found:
+                try:
+                    ns, name = ann.parse_secret_ref(found[short][1])
+                except ann.AnnotationError:
+                    continue  # reported by the builder
+                wanted.add((ns or meta.get("namespace") or "default", name))
+    return wanted
+
+
+class SecretFetcher:
+    """Keeps the Secrets that Ingresses name (basic-auth files, upstream CAs) in the store.
+
+    The Secret watch holds only ``kubernetes.io/tls`` Secrets, so the controller
+    never holds every Secret of the cluster; the few others an Ingress names are
+    read one by one (GET), when first named and then every ``refresh`` seconds.
+    """
+
+    def __init__(self, cluster: Cluster, store: ObjectStore, on_change: Callable[[], None]) -> None:
+        self.core = client.CoreV1Api(cluster.api)
+        self.store = store
+        self.on_change = on_change
+        self.held: set[tuple[str, str]] = set()
+
+    def wanted(self, snapshot: Snapshot) -> set[tuple[str, str]]:
+        """The named Secrets the TLS watch does not already provide."""
+        return {
+            key
+            for key in referenced_secrets(snapshot)
+            if self.store.origin_of("Secret", *key) in (None, REFERENCED)
+        }
+
+    def fetch(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Obj | None]:
+        """Blocking: GET each Secret (None when it does not exist). Run in an executor."""
+        out: dict[tuple[str, str], Obj | None] = {}
+        for ns, name in sorted(keys):
+            try:
+                response = self.core.read_namespaced_secret(
+                    name, ns, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    out[(ns, name)] = None
+                    continue
+                log.warning("cannot read Secret %s/%s: %s", ns, name, brief(exc))
+                continue  # keep what is held
+            except Exception as exc:
+                log.warning("cannot read Secret %s/%s: %s", ns, name, brief(exc))
+                continue
+            out[(ns, name)] = trimmed(json.loads(response.data), "Secret", "v1")
+        return out
+
+    def apply(
+        self, wanted: set[tuple[str, str]], fetched: dict[tuple[str, str], Obj | None]
+    ) -> None:
+        """On the loop: put what was read, drop what is gone or no longer named."""
+        changed = False
+        for key, obj in fetched.items():
+            if self.store.origin_of("Secret", *key) not in (None, REFERENCED):
+                continue  # the TLS watch has it now
+            if obj is None or obj.get("type") == TLS_SECRET_TYPE:
+                changed |= key in self.held and self.store.delete("Secret", *key)
+                self.held.discard(key)
+            else:
+                changed |= self.store.put(obj, origin=REFERENCED)
+                self.held.add(key)
+        for key in self.held - wanted:
+            changed |= self.store.delete("Secret", *key)
+        self.held &= wanted
+        if changed:
             self.on_change()
