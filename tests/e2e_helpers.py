@@ -424,6 +424,19 @@ def serving(workdir: Path, objs: Iterable[Obj]) -> Iterator[Ingressd]:
         proc.stop()
 
 
+@contextlib.contextmanager
+def serving_echo(
+    workdir: Path, loop: BackgroundLoop, ingresses: Iterable[Obj]
+) -> Iterator[Ingressd]:
+    """``serving`` the Ingresses in front of echo upstreams ``web`` and ``api``."""
+    echo = EchoServers(loop, ["web", "api"])
+    try:
+        with serving(workdir, [*backends(echo), *ingresses]) as proc:
+            yield proc
+    finally:
+        echo.close()
+
+
 # -- ingressd as a subprocess ---------------------------------------------------------------
 
 

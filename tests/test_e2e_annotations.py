@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import BackgroundLoop, EchoServers, Ingressd, backends, serving
+from e2e_helpers import BackgroundLoop, Ingressd, serving_echo
 from k8s_objects import ingress, path, rule
 
 from ingressd.store import Obj
@@ -71,13 +71,8 @@ INGRESSES = [
 def proxy(
     tmp_path_factory: pytest.TempPathFactory, upstream_loop: BackgroundLoop, curl_binary: str
 ) -> Iterator[Ingressd]:
-    echo = EchoServers(upstream_loop, ["web", "api"])
-    try:
-        workdir = tmp_path_factory.mktemp("e2e-annotations")
-        with serving(workdir, [*backends(echo), *INGRESSES]) as proc:
-            yield proc
-    finally:
-        echo.close()
+    with serving_echo(tmp_path_factory.mktemp("e2e-annotations"), upstream_loop, INGRESSES) as proc:
+        yield proc
 
 
 def test_permanent_and_temporal_redirects(proxy: Ingressd) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from e2e_helpers import BackgroundLoop, EchoServers, Ingressd, backends, serving, simple
+from e2e_helpers import BackgroundLoop, Ingressd, serving_echo, simple
 from k8s_objects import ingress, path, rule
 
 from ingressd.store import Obj
@@ -50,13 +50,8 @@ INGRESSES = [
 def proxy(
     tmp_path_factory: pytest.TempPathFactory, upstream_loop: BackgroundLoop, curl_binary: str
 ) -> Iterator[Ingressd]:
-    echo = EchoServers(upstream_loop, ["web", "api"])
-    try:
-        workdir = tmp_path_factory.mktemp("e2e-limits")
-        with serving(workdir, [*backends(echo), *INGRESSES]) as proc:
-            yield proc
-    finally:
-        echo.close()
+    with serving_echo(tmp_path_factory.mktemp("e2e-limits"), upstream_loop, INGRESSES) as proc:
+        yield proc
 
 
 def statuses(proxy: Ingressd, host: str, n: int, target: str = "/") -> list[int]:
