@@ -27,10 +27,10 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 import bcrypt
 
@@ -95,21 +95,28 @@ def md5_crypt(password: bytes, salt: bytes, magic: bytes = b"$1$") -> bytes:
     while i:
         ctx.update(b"\0" if i & 1 else password[:1])
         i >>= 1
-    final = ctx.digest()
-    for i in range(1000):
-        round_ctx = hashlib.md5()
-        round_ctx.update(password if i & 1 else final)
+    final = _stretch(hashlib.md5, ctx.digest(), password, salt, 1000)
+    order = ((0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5))
+    return _encode_triples(final, order) + _to64(final[11], 2)
+
+
+def _stretch(new: Callable[[], Any], digest: bytes, p: bytes, s: bytes, rounds: int) -> bytes:
+    """The rounds MD5-crypt and SHA-crypt share: alternate password and digest,
+    adding the salt unless the round is a multiple of 3, the password unless of 7."""
+    for i in range(rounds):
+        round_ctx = new()
+        round_ctx.update(p if i & 1 else digest)
         if i % 3:
-            round_ctx.update(salt)
+            round_ctx.update(s)
         if i % 7:
-            round_ctx.update(password)
-        round_ctx.update(final if i & 1 else password)
-        final = round_ctx.digest()
-    out = bytearray()
-    for a, b, c in ((0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5)):
-        out += _to64((final[a] << 16) | (final[b] << 8) | final[c], 4)
-    out += _to64(final[11], 2)
-    return bytes(out)
+            round_ctx.update(p)
+        round_ctx.update(digest if i & 1 else p)
+        digest = round_ctx.digest()
+    return digest
+
+
+def _encode_triples(digest: bytes, order: Iterable[tuple[int, int, int]]) -> bytes:
+    return b"".join(_to64((digest[a] << 16) | (digest[b] << 8) | digest[c], 4) for a, b, c in order)
 
 
 # -- SHA-crypt ($5$, $6$), Ulrich Drepper's specification --------------------
@@ -191,20 +198,8 @@ def sha_crypt(password: bytes, salt: bytes, rounds: int, variant: int) -> bytes:
     p_bytes = _repeat(new(password * plen).digest(), plen) if plen else b""
     s_bytes = _repeat(new(salt * (16 + digest_a[0])).digest(), len(salt)) if salt else b""
 
-    c = digest_a
-    for i in range(rounds):
-        round_ctx = new()
-        round_ctx.update(p_bytes if i & 1 else c)
-        if i % 3:
-            round_ctx.update(s_bytes)
-        if i % 7:
-            round_ctx.update(p_bytes)
-        round_ctx.update(c if i & 1 else p_bytes)
-        c = round_ctx.digest()
-
-    out = bytearray()
-    for a, b, d in order:
-        out += _to64((c[a] << 16) | (c[b] << 8) | c[d], 4)
+    c = _stretch(new, digest_a, p_bytes, s_bytes, rounds)
+    out = bytearray(_encode_triples(c, order))
     if variant == 5:
         out += _to64((c[31] << 8) | c[30], 3)
     else:
