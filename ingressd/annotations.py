@@ -23,6 +23,8 @@ from .cors import (
     parse_origins,
     parse_token_list,
 )
+from .ext_auth import METHODS as AUTH_METHODS
+from .ext_auth import ExternalAuth, Template, TemplateError, parse_url_template
 from .limits import DEFAULT_BURST_MULTIPLIER, LimitConfig
 from .model import DEFAULT_POLICY, Affinity, Canary, IPNetwork, RoutePolicy
 from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS, ProxySSL
@@ -35,6 +37,7 @@ REFUSED = frozenset({"configuration-snippet", "server-snippet", "auth-snippet", 
 
 _DOLLAR_REF = re.compile(r"\$(\d)")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab and space
 
 
 class AnnotationError(ValueError):
@@ -101,7 +104,7 @@ def parse_redirect_code(value: str) -> int:
 
 
 def parse_header_value(value: str) -> bytes:
-    if not value or _CONTROL.sub("", value.replace(" ", "")) != value.replace(" ", ""):
+    if not value.strip() or _HEADER_CONTROL.search(value):
         raise AnnotationError(f"{value!r} is empty or contains control characters")
     return value.encode("latin-1", errors="strict")
 
@@ -378,6 +381,48 @@ def parse_realm(value: str) -> str:
     return value
 
 
+def parse_auth_url(value: str) -> Template:
+    try:
+        return parse_url_template(value)
+    except TemplateError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+def parse_auth_method(value: str) -> str:
+    v = value.strip()
+    if v not in AUTH_METHODS:
+        raise AnnotationError(
+            f"{value!r} is not an HTTP method ({', '.join(sorted(AUTH_METHODS))})"
+        )
+    return v
+
+
+def parse_header_names(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    for name in names:
+        if not _TOKEN.match(name):
+            raise AnnotationError(f"{name!r} is not a header name")
+    if not names:
+        raise AnnotationError("no header names")
+    return names
+
+
+def parse_query_param(value: str) -> str:
+    v = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.~-]+", v):
+        raise AnnotationError(f"{value!r} is not a query parameter name")
+    return v
+
+
+def parse_header_template(value: str) -> Template:
+    if not value.strip() or _HEADER_CONTROL.search(value):
+        raise AnnotationError(f"{value!r} is empty or contains control characters")
+    try:
+        return Template.parse(value)
+    except TemplateError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
 # annotation name (without prefix) -> parser of its value
 _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "rewrite-target": parse_rewrite_target,
@@ -396,6 +441,13 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "auth-secret": parse_secret_ref,
     "auth-secret-type": parse_auth_secret_type,
     "auth-realm": parse_realm,
+    "auth-url": parse_auth_url,
+    "auth-method": parse_auth_method,
+    "auth-response-headers": parse_header_names,
+    "auth-signin": parse_auth_url,
+    "auth-signin-redirect-param": parse_query_param,
+    "auth-request-redirect": parse_header_template,
+    "auth-always-set-cookie": parse_bool,
     "backend-protocol": parse_backend_protocol,
     "proxy-ssl-secret": parse_secret_ref,
     "proxy-ssl-verify": parse_on_off,
@@ -472,6 +524,25 @@ SECURITY = frozenset(
         "auth-secret",
         "auth-secret-type",
         "auth-realm",
+        "auth-url",
+        "auth-method",
+        "auth-response-headers",
+        "auth-signin",
+        "auth-signin-redirect-param",
+        "auth-request-redirect",
+        "auth-always-set-cookie",
+    }
+)
+
+# Meaningful only beside auth-url.
+_EXTERNAL_ONLY = frozenset(
+    {
+        "auth-method",
+        "auth-response-headers",
+        "auth-signin",
+        "auth-signin-redirect-param",
+        "auth-request-redirect",
+        "auth-always-set-cookie",
     }
 )
 
@@ -679,6 +750,20 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     elif "auth-secret" in values and "auth-type" not in values:
         # ingress-nginx then applies no authentication at all; say so loudly.
         messages.append("auth-secret has no effect without auth-type: basic; no authentication")
+    if "auth-url" in values:
+        changes["external_auth"] = ExternalAuth(
+            url=values["auth-url"],
+            method=values.get("auth-method"),
+            response_headers=values.get("auth-response-headers", ()),
+            signin=values.get("auth-signin"),
+            signin_param=values.get("auth-signin-redirect-param", "rd"),
+            request_redirect=values.get("auth-request-redirect"),
+            always_set_cookie=values.get("auth-always-set-cookie", False),
+        )
+    else:
+        idle = ", ".join(sorted(k for k in values if k in _EXTERNAL_ONLY))
+        if idle:
+            messages.append(f"{idle}: no effect without auth-url; no external authentication")
     if fail_closed is not None:
         changes["fail_closed"] = fail_closed
     return replace(DEFAULT_POLICY, **changes), messages

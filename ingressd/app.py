@@ -111,6 +111,7 @@ async def serve(
         for conn in list(state.connections):
             conn.transport.abort()  # type: ignore[union-attr]
         state.pool.close()
+        await state.auth.close()
         await runner.cleanup()
 
 

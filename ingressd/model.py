@@ -21,6 +21,7 @@ from .limits import LimitConfig
 
 if TYPE_CHECKING:
     from .basic_auth import AuthRef, BasicAuth
+    from .ext_auth import ExternalAuth
     from .upstream_tls import ProxySSL, UpstreamTLS
 
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
@@ -146,6 +147,7 @@ class RoutePolicy:
     # auth-type basic: the annotations, then (at build) the credentials from the Secret
     auth: AuthRef | None = None
     basic_auth: BasicAuth | None = None
+    external_auth: ExternalAuth | None = None  # auth-url: a subrequest decides (ext_auth.py)
     # How the upstream is spoken to (upstream_tls.py): HTTP, HTTPS, or AUTO_HTTP
     # (TLS when the client's request came over TLS); other protocols fail closed.
     backend_protocol: str = "HTTP"

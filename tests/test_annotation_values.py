@@ -248,3 +248,75 @@ def test_an_invalid_origin_list_allows_nobody() -> None:
     assert p.cors is not None and p.cors.origins == ()
     assert p.cors.response_headers("https://anyone.example") == []
     assert "no origin is allowed until it is fixed" in messages[0]
+
+
+# -- external authentication (auth-url and friends) -------------------------------------------
+
+
+def test_external_auth_is_assembled_from_its_annotations() -> None:
+    p, messages = policy(
+        auth_url="https://auth.example/check?h=$host",
+        auth_method="POST",
+        auth_response_headers="X-User, X-Email",
+        auth_signin="https://login.example/start",
+        auth_signin_redirect_param="return_to",
+        auth_request_redirect="https://$host$request_uri",
+        auth_always_set_cookie="true",
+    )
+    assert messages == []
+    auth = p.external_auth
+    assert auth.url.text == "https://auth.example/check?h=$host"
+    assert auth.url.parts == ("https://auth.example/check?h=", "host", "")
+    assert auth.method == "POST"
+    assert auth.response_headers == ("X-User", "X-Email")
+    assert auth.signin is not None and auth.signin_param == "return_to"
+    assert auth.request_redirect.parts == ("https://", "host", "", "request_uri", "")
+    assert auth.always_set_cookie is True
+    assert p.fail_closed is None
+
+
+def test_external_auth_defaults() -> None:
+    p, _ = policy(auth_url="http://auth.svc:4180/oauth2/auth")
+    auth = p.external_auth
+    assert (auth.method, auth.response_headers, auth.signin, auth.signin_param) == (
+        None,
+        (),
+        None,
+        "rd",
+    )
+    assert (auth.request_redirect, auth.always_set_cookie) == (None, False)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "why"),
+    [
+        ("auth_url", "ftp://auth/", "not an absolute http"),
+        ("auth_url", "/oauth2/auth", "not an absolute http"),
+        ("auth_url", "http://auth/$remote_user", "$remote_user is not a variable"),
+        ("auth_url", "http://auth/a b", "whitespace"),
+        ("auth_method", "FETCH", "not an HTTP method"),
+        ("auth_response_headers", "X-User, Bad Header", "not a header name"),
+        ("auth_response_headers", " , ", "no header names"),
+        ("auth_signin", "login", "not an absolute http"),
+        ("auth_signin_redirect_param", "r&d", "not a query parameter name"),
+        ("auth_request_redirect", "/a\nb", "control characters"),
+        ("auth_always_set_cookie", "yes", 'expected "true" or "false"'),
+    ],
+)
+def test_invalid_external_auth_values_fail_closed(annotation: str, value: str, why: str) -> None:
+    extra = {} if annotation == "auth_url" else {"auth_url": "http://auth/check"}
+    p, messages = policy(**extra, **{annotation: value})
+    name = annotation.replace("_", "-")
+    assert p.fail_closed == (403, f"invalid {name} annotation")
+    assert len(messages) == 1
+    assert f"{NGINX}{name}={value!r} is invalid" in messages[0]
+    assert why in messages[0]
+    assert "its routes answer 403" in messages[0]
+
+
+def test_external_auth_extras_without_auth_url_are_reported() -> None:
+    p, messages = policy(auth_signin="https://login.example/", auth_method="POST")
+    assert p.external_auth is None
+    assert messages == [
+        "auth-method, auth-signin: no effect without auth-url; no external authentication"
+    ]

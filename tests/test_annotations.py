@@ -193,7 +193,7 @@ def test_invalid_ingressd_value_does_not_fall_back_to_nginx_value() -> None:
     [
         ({NGINX + "ssl-redirect": "yes"}, f"{NGINX}ssl-redirect='yes' is invalid"),
         ({NGINX + "configuration-snippet": "deny all;"}, "configuration-snippet is refused"),
-        ({NGINX + "auth-url": "http://auth"}, f"{NGINX}auth-url is not supported"),
+        ({NGINX + "auth-cache-key": "http://auth"}, f"{NGINX}auth-cache-key is not supported"),
     ],
 )
 def test_annotation_problems_reach_the_table(annotations: dict[str, str], fragment: str) -> None:

@@ -70,7 +70,7 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
         NGINX + "rewrite-target": "/$1",
         NGINX + "ssl-redirect": "maybe",
         NGINX + "configuration-snippet": "more_set_headers 'X: y';",
-        NGINX + "auth-url": "http://auth",
+        NGINX + "auth-cache-key": "http://auth",
         NGINX + "proxy-body-size": "8m",
         OURS + "proxy-body-size": "16m",
         "example.com/unrelated": "x",
@@ -82,7 +82,7 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
         NGINX + "rewrite-target": ("supported", ""),
         NGINX + "ssl-redirect": ("invalid", messages[2]),
         NGINX + "configuration-snippet": ("refused", messages[1]),
-        NGINX + "auth-url": ("unsupported", messages[0]),
+        NGINX + "auth-cache-key": ("unsupported", messages[0]),
         OURS + "proxy-body-size": ("supported", ""),
         NGINX + "proxy-body-size": (
             "overridden",
@@ -108,7 +108,7 @@ def test_invalid_access_control_says_its_routes_answer_403() -> None:
     [
         ({}, 0),
         ({NGINX + "rewrite-target": "/"}, 0),
-        ({NGINX + "auth-url": "http://auth"}, 0),  # ignored, and said so: not a failure
+        ({NGINX + "auth-cache-key": "http://auth"}, 0),  # ignored, and said so: not a failure
         ({NGINX + "server-snippet": "x"}, 1),
         ({NGINX + "ssl-redirect": "yes"}, 1),
     ],
@@ -345,7 +345,7 @@ def test_expired_certificate_is_invalid() -> None:
 def mixed_report() -> CheckReport:
     return report_of(
         ingress_class("nginx", OTHER_CONTROLLER),
-        web(annotations={NGINX + "auth-url": "x"}),
+        web(annotations={NGINX + "auth-cache-key": "x"}),
         web("theirs", host="b.test", class_name="nginx"),
         *healthy(),
     )
@@ -388,10 +388,12 @@ def test_json_shape() -> None:
     ]
     assert ing["annotations"] == [
         {
-            "key": NGINX + "auth-url",
+            "key": NGINX + "auth-cache-key",
             "value": "x",
             "status": "unsupported",
-            "reason": f"annotation {NGINX}auth-url is not supported by ingressd and is ignored",
+            "reason": (
+                f"annotation {NGINX}auth-cache-key is not supported by ingressd and is ignored"
+            ),
         }
     ]
     assert doc["summary"] == {
@@ -417,7 +419,7 @@ def test_json_shape() -> None:
 def test_text_shows_ours_and_counts_the_others() -> None:
     text = render_text(mixed_report())
     assert text.startswith("Ingress default/web\n  class: ours via ingressClassName 'ingressd'")
-    assert f"    unsupported  annotation {NGINX}auth-url is not supported" in text
+    assert f"    unsupported  annotation {NGINX}auth-cache-key is not supported" in text
     assert "theirs" not in text
     assert "1 Ingress belongs to other classes (--all shows them)\n" in text
     assert text.endswith(

@@ -21,6 +21,7 @@ from http import HTTPStatus
 
 import httptools
 
+from .. import ext_auth
 from ..cors import HEADER_NAMES as CORS_HEADERS
 from ..ewma import EwmaStore
 from ..limits import LimitConfig, LimitRegistry, Slot
@@ -64,6 +65,7 @@ class ProxyState:
         self.limits = LimitRegistry()
         # load-balance: ewma response-time averages by endpoint: they outlive the tables
         self.ewma = EwmaStore()
+        self.auth = ext_auth.AuthClient()  # auth-url subrequests
 
     def protocol_factory(self, tls: bool) -> Callable[[], ClientConnection]:
         return lambda: ClientConnection(self, tls)
@@ -374,6 +376,8 @@ class Exchange:
         "_retried",
         "_timer",
         "activity",
+        "auth_cookies",
+        "auth_headers",
         "body_limit",
         "body_seen",
         "client",
@@ -463,6 +467,9 @@ class Exchange:
         # Response bytes not yet written to the client: a head waits for the body
         # that usually arrives in the same read, so small responses cost one send.
         self.pending: list[bytes] = []
+        # auth-url: headers for the upstream request and cookies for the response
+        self.auth_headers: tuple[tuple[bytes, bytes], ...] = ()
+        self.auth_cookies: tuple[bytes, ...] = ()
 
     # -- request head --------------------------------------------------------------------
 
@@ -570,13 +577,70 @@ class Exchange:
         self.read_timeout = policy.proxy_read_timeout or settings.read_timeout
         self.send_timeout = policy.proxy_send_timeout or settings.send_timeout
         self.upgrading = self.upgrade
-        if policy.load_balance == "ewma":
+        if policy.external_auth is not None:
+            # The body waits in _body_buf (reading pauses when it grows) until
+            # the auth service has answered.
+            self._connect_task = client.loop.create_task(self._authorize(policy.external_auth))
+            return
+        self._go()
+
+    def _go(self) -> None:
+        """Send the request to the chosen endpoint: a pooled connection, else a new one."""
+        fwd = self.forward
+        assert fwd is not None
+        client = self.client
+        if fwd.route.policy.load_balance == "ewma":
             self.lb_start = client.loop.time()
-        conn = state.pool.take(action.endpoint, action.tls)
+        conn = client.state.pool.take(fwd.endpoint, fwd.tls)
         if conn is not None:
             self._attach(conn)
         else:
             self._connect_task = client.loop.create_task(self._connect())
+
+    async def _authorize(self, auth: ext_auth.ExternalAuth) -> None:
+        client = self.client
+        settings = client.state.settings
+        policy = self.forward.route.policy  # type: ignore[union-attr]
+        if self.request_id is None:
+            # The auth service and the upstream see the same request id.
+            self.request_id = os.urandom(16).hex().encode()
+        req = ext_auth.AuthRequest(
+            method=self.method.decode("latin-1"),
+            scheme="https" if client.tls else "http",
+            host=(self.host or b"").decode("latin-1"),
+            request_uri=self.url.decode("latin-1"),
+            client_ip=client.client_ip,
+            server_port=client.server_port.decode(),
+            request_id=self.request_id.decode("latin-1"),
+            headers=self.headers,
+        )
+        try:
+            outcome = await ext_auth.check(
+                client.state.auth.session(),
+                auth,
+                req,
+                policy.proxy_connect_timeout or settings.connect_timeout,
+                self.read_timeout,
+            )
+        except asyncio.CancelledError:
+            return
+        self._connect_task = None
+        if self.finished:
+            return
+        if not outcome.allowed:
+            cookies = tuple((b"Set-Cookie", c) for c in outcome.cookies)
+            self.respond(outcome.status, outcome.body, outcome.location, outcome.headers + cookies)
+            return
+        self.auth_headers = outcome.upstream_headers
+        self.auth_cookies = outcome.cookies
+        self._go()
+
+    def _auth_cookies(self, status: int) -> list[tuple[bytes, bytes]]:
+        """The auth service's Set-Cookie for a response with ``status``, as nginx's add_header."""
+        auth = self.forward.route.policy.external_auth  # type: ignore[union-attr]
+        if auth is None or not (auth.always_set_cookie or status in ext_auth.COOKIE_STATUSES):
+            return []
+        return [(b"Set-Cookie", c) for c in self.auth_cookies]
 
     def _admit(self, ingress: str, limits: LimitConfig) -> bool:
         """limit-rps/-rpm/-connections: False once the 503 is answered."""
@@ -665,11 +729,15 @@ class Exchange:
         ip = client.client_ip.encode()
         host = self.host if self.host is not None else fwd.endpoint.host.encode()
         send_host = self.host is None
-        if fwd.request_headers:
-            # Annotation headers (upstream-vhost, x-forwarded-prefix) replace the client's.
-            names = {name.lower() for name, _ in fwd.request_headers}
+        extra = fwd.request_headers
+        if self.auth_headers:
+            extra = (*extra, *self.auth_headers)
+        if extra:
+            # Annotation headers (upstream-vhost, x-forwarded-prefix) and the
+            # auth service's (auth-response-headers) replace the client's.
+            names = {name.lower() for name, _ in extra}
             # An empty value removes the header (nginx's proxy_set_header NAME "").
-            headers = [*http.drop_named(headers, names), *(h for h in fwd.request_headers if h[1])]
+            headers = [*http.drop_named(headers, names), *(h for h in extra if h[1])]
             send_host = send_host and b"host" not in names
         parts = [
             self.method,
@@ -771,6 +839,8 @@ class Exchange:
             if self.forward.route.policy.cors is not None:  # type: ignore[union-attr]
                 out = http.drop_named(out, CORS_HEADERS)
             out = [*out, *extra]
+        if self.auth_cookies:
+            out = [*out, *self._auth_cookies(status)]
         parts = [http.status_line(status, reason), http.serialize(out)]
         if status == 101:
             parts.append(
@@ -1014,6 +1084,8 @@ class Exchange:
             # Reading and discarding the body keeps the connection usable, but a
             # large upload is cheaper to cut off.
             self.keep_alive = False
+        if self.auth_cookies:
+            headers = (*headers, *self._auth_cookies(status))
         client.transport.write(  # type: ignore[union-attr]
             http.local_response(
                 status,
