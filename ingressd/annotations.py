@@ -27,6 +27,7 @@ from .ext_auth import METHODS as AUTH_METHODS
 from .ext_auth import ExternalAuth, Template, TemplateError, parse_url_template
 from .limits import DEFAULT_BURST_MULTIPLIER, LimitConfig
 from .model import DEFAULT_POLICY, Affinity, Canary, IPNetwork, RoutePolicy
+from .retry import NextUpstream, parse_conditions
 from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS, ProxySSL
 
 PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
@@ -423,6 +424,21 @@ def parse_header_template(value: str) -> Template:
         raise AnnotationError(str(exc)) from None
 
 
+def parse_next_upstream(value: str) -> NextUpstream:
+    try:
+        return parse_conditions(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+def parse_seconds_or_zero(value: str) -> float:
+    """Whole seconds, 0 meaning no limit (proxy-next-upstream-timeout)."""
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()):
+        raise AnnotationError(f"{value!r} is not a whole number of seconds")
+    return float(v)
+
+
 # annotation name (without prefix) -> parser of its value
 _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "rewrite-target": parse_rewrite_target,
@@ -460,6 +476,9 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "proxy-read-timeout": parse_seconds,
     "proxy-send-timeout": parse_seconds,
     "load-balance": parse_load_balance,
+    "proxy-next-upstream": parse_next_upstream,
+    "proxy-next-upstream-tries": parse_positive_int,
+    "proxy-next-upstream-timeout": parse_seconds_or_zero,
     "limit-rps": parse_limit,
     "limit-rpm": parse_limit,
     "limit-connections": parse_limit,
@@ -750,6 +769,14 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     elif "auth-secret" in values and "auth-type" not in values:
         # ingress-nginx then applies no authentication at all; say so loudly.
         messages.append("auth-secret has no effect without auth-type: basic; no authentication")
+    retry_keys = ("proxy-next-upstream", "proxy-next-upstream-tries", "proxy-next-upstream-timeout")
+    if any(k in values for k in retry_keys):
+        base = values.get("proxy-next-upstream", DEFAULT_POLICY.next_upstream)
+        changes["next_upstream"] = replace(
+            base,
+            tries=values.get("proxy-next-upstream-tries", base.tries),
+            time_limit=values.get("proxy-next-upstream-timeout", base.time_limit),
+        )
     if "auth-url" in values:
         changes["external_auth"] = ExternalAuth(
             url=values["auth-url"],

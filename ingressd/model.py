@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .cors import CorsPolicy
 from .limits import LimitConfig
+from .retry import DEFAULT_NEXT_UPSTREAM, NextUpstream
 
 if TYPE_CHECKING:
     from .basic_auth import AuthRef, BasicAuth
@@ -126,7 +127,9 @@ class Affinity:
     samesite: str | None = None  # "None", "Lax" or "Strict"
     secure: bool | None = None  # None: Secure when the request came over TLS
     domain: str | None = None
-    change_on_failure: bool = False  # accepted and kept; retries do not use it yet
+    # On a retry (proxy-next-upstream), move the session to the new endpoint;
+    # without it a session's requests are retried on its own endpoint.
+    change_on_failure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,8 @@ class RoutePolicy:
     proxy_read_timeout: float | None = None
     proxy_send_timeout: float | None = None
     load_balance: str = "round_robin"  # or "ewma" (ewma.py); affinity wins over both
+    # proxy-next-upstream(-tries, -timeout): which failures are tried again elsewhere
+    next_upstream: NextUpstream = DEFAULT_NEXT_UPSTREAM
     # limit-rps/-rpm/-connections per client address (limits.py); None: no limits
     limits: LimitConfig | None = None
     # Access by client address, checked before anything is forwarded

@@ -151,6 +151,7 @@ class RecordingListener:
     def __init__(self, loop: BackgroundLoop) -> None:
         self._loop = loop
         self.received: list[bytes] = []  # one entry per connection, appended to as bytes come
+        self.requests = 0  # request heads read, on all connections
         self._lock = threading.Lock()
         self._server = loop.run(asyncio.start_server(self._handle, LOCALHOST, 0))
         self.port: int = self._server.sockets[0].getsockname()[1]
@@ -165,6 +166,8 @@ class RecordingListener:
                 while b"\r\n\r\n" not in buf:
                     buf += await self._read(reader, index)
                 head, _, buf = buf.partition(b"\r\n\r\n")
+                with self._lock:
+                    self.requests += 1
                 lower = head.lower()
                 if b"transfer-encoding: chunked" in lower:
                     while b"0\r\n\r\n" not in buf:
@@ -175,12 +178,18 @@ class RecordingListener:
                     while len(buf) < length:
                         buf += await self._read(reader, index)
                     buf = buf[length:]
-                writer.write(self.RESPONSE)
-                await writer.drain()
+                if not await self.answer(reader, writer):
+                    break
         except (TimeoutError, OSError, EOFError, ValueError):
             pass
         finally:
             writer.close()
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False closes the connection."""
+        writer.write(self.RESPONSE)
+        await writer.drain()
+        return True
 
     async def _read(self, reader: asyncio.StreamReader, index: int) -> bytes:
         data = await asyncio.wait_for(reader.read(65536), 30)
@@ -215,6 +224,39 @@ class RecordingListener:
             await self._server.wait_closed()
 
         self._loop.run(_close(), timeout=10)
+
+
+class FaultyUpstream(RecordingListener):
+    """An upstream that misbehaves on purpose, after reading each whole request.
+
+    ``mode``: ``"status:N"`` answers status N (keep-alive); ``"reset"`` closes
+    the connection without answering; ``"stall"`` never answers (until the
+    peer goes); ``"garbage"`` answers bytes that are not HTTP. ``requests``
+    counts what reached it. (A refused connection needs no server: use a free port.)
+    """
+
+    def __init__(self, loop: BackgroundLoop, mode: str) -> None:
+        self.mode = mode
+        super().__init__(loop)
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if self.mode.startswith("status:"):
+            status = int(self.mode[7:])
+            body = f"{status} from a faulty upstream\n".encode()
+            writer.write(
+                b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%b" % (status, len(body), body)
+            )
+            await writer.drain()
+            return True
+        if self.mode == "stall":
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(reader.read(), 30)
+            return False
+        if self.mode == "garbage":
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            await writer.drain()
+            return True
+        return False  # reset
 
 
 # -- manifests ----------------------------------------------------------------------------

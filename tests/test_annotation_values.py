@@ -320,3 +320,33 @@ def test_external_auth_extras_without_auth_url_are_reported() -> None:
     assert messages == [
         "auth-method, auth-signin: no effect without auth-url; no external authentication"
     ]
+
+
+def test_next_upstream_annotations() -> None:
+    p, messages = policy(
+        proxy_next_upstream="error timeout http_503",
+        proxy_next_upstream_tries="5",
+        proxy_next_upstream_timeout="10",
+    )
+    assert messages == []
+    n = p.next_upstream
+    assert (n.error, n.timeout, n.statuses, n.tries, n.time_limit) == (
+        True,
+        True,
+        frozenset({503}),
+        5,
+        10.0,
+    )
+    # -tries alone keeps the default conditions; 0 means no limit, as in nginx
+    p, _ = policy(proxy_next_upstream_tries="0")
+    assert (p.next_upstream.error, p.next_upstream.timeout, p.next_upstream.tries) == (
+        True,
+        True,
+        0,
+    )
+    p, messages = policy(proxy_next_upstream="sometimes")
+    assert p.next_upstream.error and p.next_upstream.tries == 3  # the default stays
+    assert "'sometimes' is not a condition" in messages[0]
+    assert p.fail_closed is None  # not security-relevant: the route keeps serving
+    p, messages = policy(proxy_next_upstream_timeout="1.5")
+    assert "is not a whole number of seconds" in messages[0]

@@ -25,15 +25,15 @@ from .. import ext_auth
 from ..cors import HEADER_NAMES as CORS_HEADERS
 from ..ewma import EwmaStore
 from ..limits import LimitConfig, LimitRegistry, Slot
-from ..model import RouteTable
-from ..routing.decide import Forward, RequestHead, Respond, decide
+from ..model import Endpoint, RouteTable
+from ..retry import IDEMPOTENT, REPLAY_LIMIT
+from ..routing.decide import Forward, RequestHead, Respond, decide, retarget
 from ..upstream_tls import describe_error as describe_tls_error
 from . import http
 from .upstream import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("ingressd.proxy")
 
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
 
 
@@ -376,6 +376,7 @@ class Exchange:
         "_retried",
         "_timer",
         "activity",
+        "attempts",
         "auth_cookies",
         "auth_headers",
         "body_limit",
@@ -384,6 +385,7 @@ class Exchange:
         "client_writing_paused",
         "conn_tokens",
         "finished",
+        "first_try_at",
         "forward",
         "head_done",
         "header_bytes",
@@ -399,6 +401,8 @@ class Exchange:
         "origin",
         "pending",
         "read_timeout",
+        "replay",
+        "replay_size",
         "req_chunked",
         "req_length",
         "req_te",
@@ -410,6 +414,7 @@ class Exchange:
         "send_paused_at",
         "send_timeout",
         "sent_body",
+        "tried",
         "upgrade",
         "upgrade_value",
         "upgrading",
@@ -470,6 +475,13 @@ class Exchange:
         # auth-url: headers for the upstream request and cookies for the response
         self.auth_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.auth_cookies: tuple[bytes, ...] = ()
+        # proxy-next-upstream: the endpoints tried so far, when the first try
+        # began, and the body bytes sent (None once too large to send again).
+        self.attempts = 0
+        self.tried: list[Endpoint] = []
+        self.first_try_at = 0.0
+        self.replay: list[bytes] | None = []
+        self.replay_size = 0
 
     # -- request head --------------------------------------------------------------------
 
@@ -589,7 +601,12 @@ class Exchange:
         fwd = self.forward
         assert fwd is not None
         client = self.client
-        if fwd.route.policy.load_balance == "ewma":
+        self.attempts += 1
+        self.tried.append(fwd.endpoint)
+        policy = fwd.route.policy
+        if self.attempts == 1 and policy.next_upstream.time_limit:
+            self.first_try_at = client.loop.time()
+        if policy.load_balance == "ewma":
             self.lb_start = client.loop.time()
         conn = client.state.pool.take(fwd.endpoint, fwd.tls)
         if conn is not None:
@@ -663,6 +680,8 @@ class Exchange:
         except TimeoutError:
             self._connect_task = None
             self._lb_failed(connect=True)
+            if self._retry("timeout", sent=False):
+                return
             self.respond(
                 504,
                 f"504 Gateway Timeout: connecting to {self.forward.backend.name} "
@@ -672,6 +691,8 @@ class Exchange:
         except ssl.SSLError as exc:  # the handshake, or check_peer after it
             self._connect_task = None
             self._lb_failed(connect=True)
+            if self._retry("error", sent=False):
+                return
             self.respond(
                 502,
                 f"502 Bad Gateway: TLS to upstream {self.forward.endpoint} "
@@ -681,10 +702,12 @@ class Exchange:
         except OSError as exc:
             self._connect_task = None
             self._lb_failed(connect=True)
+            if self._retry("error", sent=False):
+                return
             self.respond(
                 502,
                 f"502 Bad Gateway: cannot connect to {self.forward.backend.name} "
-                f"({self.forward.endpoint}): {exc.strerror or exc}\n",
+                f"({self.forward.endpoint}): {exc.strerror or exc}{self._tries_note()}\n",
             )
             return
         except asyncio.CancelledError:
@@ -709,6 +732,8 @@ class Exchange:
         conn.writelines([self._request_head(), *self._body_buf])
         if self._body_buf:
             self.sent_body = True
+            for part in self._body_buf:
+                self._keep_for_replay(part)
         self._body_buf = []
         if self._buffered:
             self._buffered = 0
@@ -792,9 +817,10 @@ class Exchange:
         self.sent_body = True
         self.activity = self.client.loop.time()
         if self.req_chunked:
-            conn.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
-        else:
-            conn.write(data)
+            data = http.chunk(data)
+        conn.write(data)
+        if self.replay is not None:
+            self._keep_for_replay(data)
 
     def request_done(self) -> None:
         self.request_complete = True
@@ -831,6 +857,9 @@ class Exchange:
             # An upgrade nobody asked for: refuse rather than desynchronise.
             self._upstream_failed("switched protocols without being asked")
             return
+        statuses = self.forward.route.policy.next_upstream.statuses  # type: ignore[union-attr]
+        if statuses and status in statuses and self._retry(f"http_{status}", sent=True):
+            return  # this response is dropped with its connection
         self.response_started = True
         out = http.response_headers(headers)
         extra = self.forward.response_headers if self.forward is not None else ()
@@ -957,11 +986,16 @@ class Exchange:
             self._cancel_timer()
             self._connect_task = self.client.loop.create_task(self._connect())
             return
+        self._lb_failed()
+        kind = "invalid_header" if isinstance(exc, httptools.HttpParserError) else "error"
+        if self._retry(kind, sent=True):
+            return
         if isinstance(exc, ssl.SSLError):
             # e.g. an mTLS upstream refusing the client certificate after the handshake
             self._upstream_failed(f"TLS to upstream failed: {describe_tls_error(exc)}")
             return
-        self._upstream_failed(f"{exc}" if exc else "connection closed before a response")
+        reason = f"{exc}" if exc else "connection closed before a response"
+        self._upstream_failed(reason + self._tries_note())
 
     def _upstream_failed(self, reason: str) -> None:
         self._lb_failed()
@@ -970,6 +1004,69 @@ class Exchange:
         if conn is not None:
             conn.abort()
         self.respond(502, f"502 Bad Gateway: {self._upstream_name()}: {reason}\n")
+
+    # -- proxy-next-upstream ---------------------------------------------------------------
+
+    def _retry(self, kind: str, sent: bool) -> bool:
+        """Send the request to the next endpoint if proxy-next-upstream allows; else False.
+
+        ``sent``: whether the failed try had sent the request (not just failed to connect).
+        """
+        fwd = self.forward
+        if fwd is None or self.finished or self.response_started:
+            return False
+        rule = fwd.route.policy.next_upstream
+        if not (kind.startswith("http_") or rule.covers(kind)):
+            return False
+        if rule.tries and self.attempts >= rule.tries:
+            return False
+        loop = self.client.loop
+        if rule.time_limit and loop.time() - self.first_try_at >= rule.time_limit:
+            return False
+        if sent:
+            if self.method not in IDEMPOTENT and not rule.non_idempotent:
+                return False
+            if self.sent_body and self.replay is None:
+                return False  # the body is gone: it cannot be sent again
+        nxt = retarget(fwd, self.tried, self.client.tls)
+        if nxt is None:
+            return False
+        log.warning(
+            "%s %s: %s from %s (%s), trying %s (try %d)",
+            self.method.decode("latin-1"),
+            self.url.decode("latin-1"),
+            kind,
+            fwd.endpoint,
+            fwd.backend.name,
+            nxt.endpoint,
+            self.attempts + 1,
+        )
+        self._cancel_timer()
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()
+        if self.sent_body:
+            # Everything sent so far goes again; what the client sends next follows.
+            self._body_buf = self.replay or []
+            self.sent_body = False
+        self.replay, self.replay_size = [], 0
+        if self.send_paused_at is not None:
+            self.send_paused_at = None
+            self.client.resume(PAUSE_UPSTREAM)
+        self.forward = nxt
+        self._go()
+        return True
+
+    def _keep_for_replay(self, data: bytes) -> None:
+        self.replay_size += len(data)
+        if self.replay_size > REPLAY_LIMIT:
+            self.replay = None
+        elif self.replay is not None:
+            self.replay.append(data)
+
+    def _tries_note(self) -> str:
+        return f" ({self.attempts} tries)" if self.attempts > 1 else ""
 
     def _lb_failed(self, connect: bool = False) -> None:
         """ewma: a failed connect or exchange counts as a response that took the timeout."""
@@ -1048,6 +1145,8 @@ class Exchange:
 
     def _timed_out(self, reason: str) -> None:
         self._lb_failed()
+        if self._retry("timeout", sent=True):
+            return
         conn = self.upstream
         self.upstream = None
         if conn is not None:
@@ -1056,7 +1155,8 @@ class Exchange:
             self._finish()
             self.client.transport.abort()  # type: ignore[union-attr]
         else:
-            self.respond(504, f"504 Gateway Timeout: {self._upstream_name()}: {reason}\n")
+            note = self._tries_note()
+            self.respond(504, f"504 Gateway Timeout: {self._upstream_name()}: {reason}{note}\n")
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

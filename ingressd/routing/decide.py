@@ -11,12 +11,13 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 
 from ..annotations import expand_target
 from ..ewma import EwmaStore
 from ..model import DEFAULT_POLICY, Affinity, Backend, Canary, Endpoint, Route, RouteTable
+from ..retry import next_endpoint
 from ..upstream_tls import UpstreamTLS
 
 
@@ -168,6 +169,32 @@ def decide(
         tuple(response_headers),
         tls,
     )
+
+
+def retarget(fwd: Forward, tried: Sequence[Endpoint], tls: bool) -> Forward | None:
+    """Where the next try of a failed request goes (proxy-next-upstream); None: nowhere.
+
+    A request is sent to an endpoint not yet tried, except that an established
+    cookie session stays on its endpoint unless session-cookie-change-on-failure
+    moves it, as in ingress-nginx; a moved or new session gets the new cookie.
+    """
+    route, backend = fwd.route, fwd.backend
+    affinity = route.policy.affinity
+    if affinity is None or backend is not route.backend:
+        endpoint = next_endpoint(backend, tried)
+        return None if endpoint is None else replace(fwd, endpoint=endpoint)
+    prefix = affinity.cookie.encode() + b"="
+    others = tuple(
+        h for h in fwd.response_headers if not (h[0] == b"Set-Cookie" and h[1].startswith(prefix))
+    )
+    new_session = len(others) != len(fwd.response_headers)
+    if not new_session and not affinity.change_on_failure:
+        return fwd
+    endpoint = next_endpoint(backend, tried)
+    if endpoint is None:
+        return None
+    cookie = session_cookie(affinity, backend.affinity_values[endpoint], route, tls)
+    return replace(fwd, endpoint=endpoint, response_headers=(*others, (b"Set-Cookie", cookie)))
 
 
 def _before_backend(
