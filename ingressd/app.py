@@ -20,14 +20,24 @@ from .tls import CertificateSelector, self_signed
 log = logging.getLogger("ingressd")
 
 
-def admin_app(controller: Controller, state: ProxyState) -> web.Application:
+def admin_app(
+    controller: Controller, state: ProxyState, readiness: Callable[[], str | None] | None = None
+) -> web.Application:
+    """``readiness`` returns why the process is not ready yet, or None when it is."""
+
+    def not_ready() -> str | None:
+        if not controller.ready:
+            return controller.pending
+        return readiness() if readiness is not None else None
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if controller.ready:
+        reason = not_ready()
+        if reason is None:
             return web.Response(text=f"ready: table generation {controller.generation}\n")
-        return web.Response(status=503, text=f"not ready: {controller.pending}\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n")
 
     async def problems(_: web.Request) -> web.Response:
         # The controller's list, not the table's: it also holds what was rejected
@@ -58,15 +68,89 @@ async def serve(
 
     state = ProxyState(RouteTable(), config.proxy)
     selector = CertificateSelector(lambda: state.table, self_signed())
-    controller = Controller(state, selector, config.build, config.default_certificate)
+    pool = None
+    if config.workers > 1:
+        from .workers import WorkerPool
+
+        pool = WorkerPool(config, config.workers, logging.getLogger().getEffectiveLevel())
+    # With workers, this process's table is never served: it is built for the
+    # status write-back and /problems, and its snapshot is what workers are fed.
+    controller = Controller(
+        state,
+        selector,
+        config.build,
+        config.default_certificate,
+        publish=pool.publish if pool is not None else None,
+    )
     run_source = _source(config, controller)
 
+    tasks = []
+    proxy = None
+    if pool is not None:
+        pool.start()
+        tasks.append(loop.create_task(pool.supervise(stop)))
+        readiness = lambda: None if pool.ready else pool.describe()  # noqa: E731
+    else:
+        readiness = None
+        proxy = loop.create_task(serve_proxy(config, state, selector, stop))
+        await until_listening(proxy, state)
+    runner = web.AppRunner(admin_app(controller, state, readiness), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.address, config.admin_port).start()
+    tasks.append(loop.create_task(run_source(stop)))
+    log.info(
+        "ingressd serving %s: http %s:%d, https %s:%d, admin %s:%d, %s",
+        config.manifests or "the cluster",
+        config.address,
+        config.http_port,
+        config.address,
+        config.https_port,
+        config.address,
+        config.admin_port,
+        f"{config.workers} worker processes" if pool is not None else "1 process",
+    )
+    try:
+        if started is not None:
+            started.set()
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        stop.set()
+        # The source goes first: a leader hands its lease over while we drain.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if pool is not None:
+            await pool.stop(config.shutdown_grace)
+        if proxy is not None:
+            await asyncio.gather(proxy, return_exceptions=True)
+        await runner.cleanup()
+
+
+async def until_listening(proxy: asyncio.Task, state: ProxyState) -> None:
+    """Wait for the listeners (or for the error that kept them from opening)."""
+    while not state.listening and not proxy.done():
+        await asyncio.sleep(0.01)
+    if proxy.done():
+        proxy.result()  # raises what stopped it, e.g. a port in use
+
+
+async def serve_proxy(
+    config: ServeConfig,
+    state: ProxyState,
+    selector: CertificateSelector,
+    stop: asyncio.Event,
+    reuse_port: bool = False,
+) -> None:
+    """Listen on the proxy ports until ``stop``, then drain the connections."""
+    loop = asyncio.get_running_loop()
     servers = [
         await loop.create_server(
             state.protocol_factory(False),
             config.address,
             config.http_port,
             reuse_address=True,
+            reuse_port=reuse_port or None,
             backlog=1024,
         ),
         await loop.create_server(
@@ -75,32 +159,14 @@ async def serve(
             config.https_port,
             ssl=selector.default_context,
             reuse_address=True,
+            reuse_port=reuse_port or None,
             backlog=1024,
         ),
     ]
-    runner = web.AppRunner(admin_app(controller, state), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, config.address, config.admin_port).start()
-    watcher = loop.create_task(run_source(stop))
-    log.info(
-        "ingressd serving %s: http %s:%d, https %s:%d, admin %s:%d",
-        config.manifests or "the cluster",
-        config.address,
-        config.http_port,
-        config.address,
-        config.https_port,
-        config.address,
-        config.admin_port,
-    )
-    if started is not None:
-        started.set()
+    state.listening = True
     try:
         await stop.wait()
     finally:
-        log.info("shutting down")
-        # The source goes first: a leader hands its lease over while we drain.
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
         for server in servers:
             server.close()
         for conn in list(state.connections):
@@ -112,7 +178,6 @@ async def serve(
             conn.transport.abort()  # type: ignore[union-attr]
         state.pool.close()
         await state.auth.close()
-        await runner.cleanup()
 
 
 def _source(

@@ -27,6 +27,7 @@ from .model import Problem
 from .proxy.server import ProxySettings
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
 from .store import Snapshot
+from .workers import default_count
 
 
 def _common(p: argparse.ArgumentParser, address: str) -> None:
@@ -115,6 +116,12 @@ def _size(value: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1")
+    return int(value)
+
+
 def _seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -169,6 +176,15 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{flag}", type=_seconds, default=default, help=argparse.SUPPRESS)
     s.add_argument("--watch-seconds", type=int, default=WATCH_SECONDS, help=argparse.SUPPRESS)
     s.add_argument("--secret-refresh", type=_seconds, default=30.0, help=argparse.SUPPRESS)
+    s.add_argument(
+        "--workers",
+        type=_positive,
+        default=default_count(),
+        metavar="N",
+        help="proxy processes, each with its own event loop, sharing the ports (SO_REUSEPORT); "
+        "one more process reads the source. 1: a single process does everything "
+        f"(default: the CPUs available, here {default_count()})",
+    )
     _common(s, "0.0.0.0")
     d = sub.add_parser("demo", help="start demo upstreams and serve the bundled examples/")
     d.add_argument(
@@ -177,6 +193,9 @@ def parser() -> argparse.ArgumentParser:
         default=Path("examples"),
         metavar="DIR",
         help="folder of example manifests (default ./examples)",
+    )
+    d.add_argument(
+        "--workers", type=_positive, default=1, metavar="N", help="proxy processes (default 1)"
     )
     _common(d, "127.0.0.1")
     c = sub.add_parser(
@@ -240,6 +259,7 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
             max_body_size=args.proxy_body_size,
         ),
         default_certificate=args.default_certificate,
+        workers=args.workers,
     )
 
 

@@ -53,3 +53,5 @@ class ServeConfig:
     proxy: ProxySettings = field(default_factory=ProxySettings)
     default_certificate: str | None = None
     shutdown_grace: float = 10.0
+    # Proxy processes; 1 = this process proxies too (no worker processes).
+    workers: int = 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .model import Problem, RouteTable
 from .proxy.server import ProxyState
@@ -23,7 +23,13 @@ class Controller:
         selector: CertificateSelector | None,
         options: BuildOptions,
         default_certificate: str | None = None,  # "namespace/name" of a TLS Secret
+        *,
+        report: bool = True,  # log problems and tables (workers leave it to the main process)
+        publish: Callable[[Snapshot, tuple[Problem, ...]], None] | None = None,
     ) -> None:
+        self.report = report
+        # --workers: called with each applied snapshot, to feed the worker processes
+        self.publish = publish
         self.state = state
         self.selector = selector
         self.options = options
@@ -40,6 +46,7 @@ class Controller:
 
     def apply(self, snapshot: Snapshot, source_problems: Iterable[Problem] = ()) -> RouteTable:
         self.generation += 1
+        source_problems = tuple(source_problems)
         table = build_table(snapshot, self.options, generation=self.generation)
         problems = [*source_problems, *table.problems]
         if self.selector is not None:
@@ -53,6 +60,10 @@ class Controller:
         self.ready = True
         self.last = (snapshot, table)
         self.problems = tuple(problems)
+        if self.publish is not None:
+            self.publish(snapshot, source_problems)
+        if not self.report:
+            return table
         self._report(problems)
         hosts = len(table.exact_hosts) + len(table.wildcard_hosts) + (table.catch_all is not None)
         log.info(

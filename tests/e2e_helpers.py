@@ -560,6 +560,8 @@ class Ingressd:
             "debug",
             *self.extra_args,
         ]
+        if "--workers" not in self.extra_args:
+            cmd += ["--workers", "1"]  # one process unless a test is about workers
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

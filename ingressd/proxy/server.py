@@ -61,6 +61,7 @@ class ProxyState:
         self.settings = settings
         self.pool = UpstreamPool(connect_timeout=settings.connect_timeout)
         self.connections: set[ClientConnection] = set()
+        self.listening = False  # the proxy ports are open
         # limit-* counters by Ingress: they outlive the tables (Controller prunes them)
         self.limits = LimitRegistry()
         # load-balance: ewma response-time averages by endpoint: they outlive the tables

@@ -1,0 +1,328 @@
+"""``--workers N``: one process reads the source, N processes proxy.
+
+The main process runs the source (folder watch, or the cluster's watches,
+leader election and status write-back) and the admin listener. Each worker
+is a separate Python process with its own event loop and its own listeners
+on the proxy ports (SO_REUSEPORT: the kernel spreads connections over them).
+
+Workers are fed object changes, not tables: a table holds SSL contexts,
+compiled regexes and round-robin state, none of which crosses a process
+boundary, while the objects are plain JSON-shaped dicts. After each build the
+main process sends every worker what changed since the last one (objects put
+or deleted, by identity first, then by value); the worker applies it to its
+own copy of the store and builds the same table from the same snapshot with
+the same pure builder. So the API server sees one client, whatever N is.
+
+A worker that dies is started again with the whole state, after a backoff
+that grows while it keeps dying. A worker whose main process goes away stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .model import Problem
+from .store import KINDS, Key, Obj, ObjectStore, Snapshot
+
+log = logging.getLogger("ingressd.workers")
+
+# Backoff between restarts of a worker that keeps dying, in seconds.
+RESTART_MIN = 0.5
+RESTART_MAX = 30.0
+# A worker that lived this long is healthy again: its next crash restarts it at once.
+STABLE_AFTER = 60.0
+
+
+def default_count() -> int:
+    """The CPUs this process may run on (a container's cpuset included)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# -- what goes down the pipe ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Objects to put (with their origin) and keys to delete, then build."""
+
+    generation: int
+    full: bool  # True: replace everything held (a new or restarted worker)
+    puts: tuple[tuple[Obj, str], ...]
+    deletes: tuple[tuple[str, str, str], ...]  # (kind, namespace, name)
+    problems: tuple[Problem, ...]  # the source's, for the worker's /problems parity
+
+
+def diff(
+    old: Snapshot | None, new: Snapshot
+) -> tuple[list[tuple[Obj, str]], list[tuple[str, str, str]]]:
+    """What changed from ``old`` to ``new``: objects to put and keys to delete."""
+    puts: list[tuple[Obj, str]] = []
+    deletes: list[tuple[str, str, str]] = []
+    for kind, objs in new.objects.items():
+        before: Mapping[Key, Obj] = old.of(kind) if old is not None else {}
+        for key, obj in objs.items():
+            prev = before.get(key)
+            # Identity first: a store hands the same dict on until the object changes.
+            if prev is not obj and prev != obj:
+                puts.append((obj, new.origins.get((kind, *key), "")))
+        deletes.extend((kind, *key) for key in before.keys() - objs.keys())
+    return puts, deletes
+
+
+# -- the main process's side ----------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: Any = None  # multiprocessing.Process
+    conn: Connection | None = None
+    outbox: queue.SimpleQueue[bytes | None] = field(default_factory=queue.SimpleQueue)
+    generation: int = 0  # the last table generation it reported built
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+
+
+class WorkerPool:
+    """Starts, feeds, restarts and stops the worker processes."""
+
+    def __init__(self, config: Any, count: int, log_level: int = logging.INFO) -> None:
+        self.config = config  # ServeConfig, pickled to each worker
+        self.count = count
+        self.log_level = log_level
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers = [_Worker(i) for i in range(count)]
+        self._published: Snapshot | None = None
+        self._problems: tuple[Problem, ...] = ()
+        self._generation = 0
+        self._stopping = False
+        self._started = False  # every worker has served at once
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        for worker in self._workers:
+            self._spawn(worker)
+
+    def _spawn(self, worker: _Worker) -> None:
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(self.config, child, worker.index, self.log_level),
+            name=f"ingressd-worker-{worker.index}",
+            daemon=False,
+        )
+        process.start()
+        child.close()
+        worker.process, worker.conn = process, parent
+        worker.outbox = queue.SimpleQueue()
+        worker.generation = 0
+        worker.started = time.monotonic()
+        threading.Thread(
+            target=self._send_loop, args=(worker, parent, worker.outbox), daemon=True
+        ).start()
+        threading.Thread(target=self._receive_loop, args=(worker, parent), daemon=True).start()
+        if self._published is not None:
+            worker.outbox.put(self._encode(None, self._published))
+        log.info("worker %d started (pid %d)", worker.index, process.pid)
+
+    def _send_loop(
+        self, worker: _Worker, conn: Connection, outbox: queue.SimpleQueue[bytes | None]
+    ) -> None:
+        # A thread per worker: a large first message must not hold up the event loop.
+        while True:
+            data = outbox.get()
+            if data is None:
+                return
+            try:
+                conn.send_bytes(data)
+            except (OSError, ValueError):
+                return  # the worker is gone; supervise() restarts it
+
+    def _receive_loop(self, worker: _Worker, conn: Connection) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            if isinstance(message, tuple) and message[:1] == ("built",):
+                worker.generation = message[1]
+
+    def _encode(self, old: Snapshot | None, new: Snapshot) -> bytes:
+        """The message taking a worker holding ``old`` (None: nothing) to ``new``."""
+        puts, deletes = diff(old, new)
+        delta = Delta(self._generation, old is None, tuple(puts), tuple(deletes), self._problems)
+        return pickle.dumps(delta, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def publish(self, snapshot: Snapshot, problems: Iterable[Problem] = ()) -> None:
+        """Send what changed since the last publish to every worker."""
+        self._generation += 1
+        self._problems = tuple(problems)
+        data = self._encode(self._published, snapshot)
+        self._published = snapshot
+        for worker in self._workers:
+            if worker.conn is not None:
+                worker.outbox.put(data)
+
+    @property
+    def ready(self) -> bool:
+        """At start, every worker serves a table; after that, at least one does.
+
+        A worker being restarted leaves the others serving the ports, so the
+        pod stays ready rather than dropping out of its Service meanwhile.
+        """
+        serving = sum(
+            1
+            for w in self._workers
+            if w.generation >= 1 and w.process is not None and w.process.exitcode is None
+        )
+        if serving == self.count:
+            self._started = True
+        return serving == self.count or (self._started and serving > 0)
+
+    def describe(self) -> str:
+        built = sum(1 for w in self._workers if w.generation >= 1)
+        return f"{built} of {self.count} workers have a routing table"
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart workers that exit, with a growing backoff while they keep dying."""
+        while not stop.is_set():
+            now = time.monotonic()
+            for worker in self._workers:
+                process = worker.process
+                if process is not None and process.exitcode is not None:
+                    lived = now - worker.started
+                    worker.failures = 0 if lived >= STABLE_AFTER else worker.failures + 1
+                    delay = min(RESTART_MAX, RESTART_MIN * 2 ** max(0, worker.failures - 1))
+                    delay = 0.0 if worker.failures == 0 else delay
+                    log.warning(
+                        "worker %d (pid %d) exited with code %s after %.1f s; restarting in %.1f s",
+                        worker.index,
+                        process.pid,
+                        process.exitcode,
+                        lived,
+                        delay,
+                    )
+                    self._forget(worker)
+                    worker.restart_at = now + delay
+                elif process is None and now >= worker.restart_at and not self._stopping:
+                    self._spawn(worker)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+
+    def _forget(self, worker: _Worker) -> None:
+        worker.outbox.put(None)
+        if worker.conn is not None:
+            worker.conn.close()
+        if worker.process is not None:
+            worker.process.close()
+        worker.process, worker.conn, worker.generation = None, None, 0
+
+    async def stop(self, grace: float) -> None:
+        """Ask every worker to drain and exit; kill what is left after ``grace``."""
+        self._stopping = True
+        live = [w for w in self._workers if w.process is not None]
+        for worker in live:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(worker.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace + 2.0
+        for worker in live:
+            remaining = max(0.0, deadline - time.monotonic())
+            await asyncio.to_thread(worker.process.join, remaining)
+            if worker.process.exitcode is None:
+                log.warning("worker %d did not stop in time; killing it", worker.index)
+                worker.process.kill()
+                await asyncio.to_thread(worker.process.join, 5.0)
+            self._forget(worker)
+
+
+# -- the worker's side ----------------------------------------------------------------
+
+
+def worker_main(config: Any, conn: Connection, index: int, log_level: int) -> None:
+    """Entry point of a worker process (spawned: a fresh interpreter)."""
+    logging.basicConfig(
+        level=log_level, format=f"%(asctime)s %(levelname)s %(name)s[{index}]: %(message)s"
+    )
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(_worker(config, conn, index))
+
+
+async def _worker(config: Any, conn: Connection, index: int) -> None:
+    from .app import serve_proxy, until_listening
+    from .controller import Controller
+    from .model import RouteTable
+    from .proxy.server import ProxyState
+    from .tls import CertificateSelector, self_signed
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    state = ProxyState(RouteTable(), config.proxy)
+    selector = CertificateSelector(lambda: state.table, self_signed())
+    controller = Controller(state, selector, config.build, config.default_certificate, report=False)
+    store = ObjectStore()
+    first = asyncio.Event()
+
+    def apply(delta: Delta) -> None:
+        if delta.full:
+            for kind in KINDS:
+                store.replace_all(kind, ())
+        for kind, ns, name in delta.deletes:
+            store.delete(kind, ns, name)
+        for obj, origin in delta.puts:
+            store.put(obj, origin)
+        controller.apply(store.snapshot(), delta.problems)
+        first.set()
+        ack()
+
+    def ack() -> None:
+        # Counted as ready by the main process only once it can take connections.
+        if state.listening:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(("built", controller.generation))
+
+    def receive() -> None:
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                # The main process is gone: nobody feeds or supervises us any more.
+                loop.call_soon_threadsafe(stop.set)
+                return
+            delta = pickle.loads(data)
+            loop.call_soon_threadsafe(apply, delta)
+
+    threading.Thread(target=receive, daemon=True, name="ingressd-feed").start()
+    # No listener before the first table: a connection would only get 404s.
+    waiting = asyncio.ensure_future(first.wait())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    stopping.cancel()
+    if stop.is_set():
+        return
+    proxy = asyncio.ensure_future(serve_proxy(config, state, selector, stop, reuse_port=True))
+    await until_listening(proxy, state)
+    ack()
+    await proxy

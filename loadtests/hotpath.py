@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Hot-path benchmark: the Python cost of one proxied request, without sockets.
+
+A client connection (``ClientConnection``) and a pooled upstream connection
+(``UpstreamConnection``) are driven with in-memory transports: each iteration
+feeds a keep-alive request to the client side, checks what reaches the
+upstream transport, feeds the upstream's response back and checks what reaches
+the client. What is timed is everything ingressd does per request — parsing,
+route lookup, header handling, forwarding — and nothing the kernel does, so
+``bench.py``'s CPU per request minus this is the syscall share.
+
+    python loadtests/hotpath.py [--requests 200000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import statistics
+import time
+from typing import Any
+
+from ingressd.model import Backend, Endpoint, Route, RouteTable, VirtualHost
+from ingressd.proxy.server import ClientConnection, ProxySettings, ProxyState
+from ingressd.proxy.upstream import UpstreamConnection
+
+REQUEST = (
+    b"GET /api/items?id=7 HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+)
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
+ENDPOINT = Endpoint("127.0.0.1", 9)
+
+
+class MemoryTransport(asyncio.Transport):
+    """Collects what is written; never blocks, never closes on its own."""
+
+    def __init__(self, peer: tuple[str, int], sock: tuple[str, int]) -> None:
+        super().__init__()
+        self.out: list[bytes] = []
+        self._extra: dict[str, Any] = {"peername": peer, "sockname": sock}
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.out.append(bytes(data))
+
+    def writelines(self, parts: Any) -> None:
+        self.out.append(b"".join(parts))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self.out)
+        self.out.clear()
+        return data
+
+
+def table() -> RouteTable:
+    backend = Backend("default/api:80", (ENDPOINT,))
+    route = Route("/api", "Prefix", backend, "default/api")
+    vhost = VirtualHost("bench.local", prefix={"/api": route})
+    return RouteTable(exact_hosts={"bench.local": vhost})
+
+
+async def run(requests: int, profile: bool) -> list[float]:
+    state = ProxyState(table(), ProxySettings())
+    state.pool.max_requests = 1 << 62  # one upstream connection for the whole run
+    client = ClientConnection(state, tls=False)
+    client_tx = MemoryTransport(("127.0.0.1", 50000), ("127.0.0.1", 8080))
+    client.connection_made(client_tx)
+    upstream = UpstreamConnection(state.pool, ENDPOINT)
+    upstream_tx = MemoryTransport(("127.0.0.1", 9), ("127.0.0.1", 40000))
+    upstream.connection_made(upstream_tx)
+    state.pool.release(upstream)
+
+    def one() -> None:
+        client.data_received(REQUEST)
+        sent = upstream_tx.take()
+        if not sent.startswith(b"GET /api/items?id=7 HTTP/1.1\r\n"):
+            raise SystemExit(f"unexpected upstream request: {sent!r}")
+        upstream.data_received(RESPONSE)
+        answer = client_tx.take()
+        if not (answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nok\n")):
+            raise SystemExit(f"unexpected response: {answer!r}")
+
+    for _ in range(1000):  # warm up: caches, the pool, the branch predictor
+        one()
+    batches: list[float] = []
+    batch = max(1, requests // 10)
+    profiler = cProfile.Profile() if profile else None
+    for _ in range(10):
+        if profiler:
+            profiler.enable()
+        start = time.perf_counter()
+        for _ in range(batch):
+            one()
+        batches.append((time.perf_counter() - start) / batch * 1e6)
+        if profiler:
+            profiler.disable()
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    client.connection_lost(None)
+    return batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the loop")
+    args = parser.parse_args()
+    import uvloop
+
+    batches = uvloop.run(run(args.requests, args.profile))
+    median = statistics.median(batches)
+    print(
+        f"proxied request, Python only: median {median:.2f} us "
+        f"(min {min(batches):.2f}, max {max(batches):.2f}; {args.requests} requests)"
+    )
+    print(f"  = {1e6 / median:,.0f} requests/s per core before any syscall")
+
+
+if __name__ == "__main__":
+    main()
