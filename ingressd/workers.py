@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -47,11 +48,39 @@ STABLE_AFTER = 60.0
 
 
 def default_count() -> int:
-    """The CPUs this process may run on (a container's cpuset included)."""
+    """The CPUs this process may use: its CPU set, capped by a cgroup CPU quota.
+
+    In a container the CPU set is usually the whole node; the Pod's CPU limit
+    is the cgroup quota, and more workers than that only compete for it.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs allowed by the cgroup (v2 ``cpu.max``, else v1 CFS quota); None: no limit."""
+    try:
+        with open(f"{root}/cpu.max") as f:
+            quota, _, period = f.read().partition(" ")
+        if quota.strip() == "max":
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"{root}/cpu/cpu.cfs_quota_us") as f:
+            quota_us = int(f.read())
+        with open(f"{root}/cpu/cpu.cfs_period_us") as f:
+            period_us = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 # -- what goes down the pipe ----------------------------------------------------------
