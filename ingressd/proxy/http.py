@@ -33,8 +33,12 @@ OVERWRITTEN = frozenset(
 STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
 
 
+_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
 def status_line(status: int, reason: bytes = b"") -> bytes:
-    line = STATUS_LINES.get(status) if not reason else None
+    # The upstream's own reason phrase is kept; the usual one costs no formatting.
+    line = STATUS_LINES.get(status) if not reason or reason == _PHRASES.get(status) else None
     if line is None:
         phrase = reason or (HTTPStatus(status).phrase.encode() if status in STATUS_LINES else b"")
         line = b"HTTP/1.1 %d %s\r\n" % (status, phrase)

@@ -11,6 +11,7 @@ latter costs several times more CPU per proxied request (see the README).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import ssl
@@ -35,6 +36,9 @@ from .upstream import UpstreamConnection, UpstreamPool
 log = logging.getLogger("ingressd.proxy")
 
 BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
+# Upstream timeouts are whole seconds (as ingress-nginx's annotations): checking
+# them four times a second is precise enough and costs nothing per request.
+SWEEP_INTERVAL = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,16 @@ class ProxySettings:
     max_headers: int = 100
 
 
+# X-Request-ID when the client sent none: 32 hex digits like nginx's $request_id,
+# a random per-process prefix and a counter, so unique without a syscall each.
+_ID_PREFIX = os.urandom(8).hex().encode()
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4)))
+
+
+def new_request_id() -> bytes:
+    return b"%b%016x" % (_ID_PREFIX, next(_ID_COUNTER))
+
+
 class ProxyState:
     """What every connection shares: the live table, the pool, the settings."""
 
@@ -67,6 +81,22 @@ class ProxyState:
         # load-balance: ewma response-time averages by endpoint: they outlive the tables
         self.ewma = EwmaStore()
         self.auth = ext_auth.AuthClient()  # auth-url subrequests
+        # Exchanges waiting on an upstream, checked for timeouts by one sweep
+        # every SWEEP_INTERVAL rather than a timer per request.
+        self.waiting: set[Exchange] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def watch(self, ex: Exchange) -> None:
+        self.waiting.add(ex)
+        if self._sweeper is None:
+            loop = ex.client.loop
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for ex in list(self.waiting):
+            ex.check_timeout(now)
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop) if self.waiting else None
 
     def protocol_factory(self, tls: bool) -> Callable[[], ClientConnection]:
         return lambda: ClientConnection(self, tls)
@@ -91,6 +121,7 @@ class ClientConnection(asyncio.Protocol):
         "client_ip",
         "closing",
         "current",
+        "forwarded_tail",
         "limit_slot",
         "loop",
         "parser",
@@ -110,6 +141,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = ""
+        # X-Forwarded-Port/-Proto and X-Real-IP: the same for every request of
+        # the connection, so serialised once.
+        self.forwarded_tail = b""
         self.server_port = b""
         self.current: Exchange | None = None  # the exchange whose response is next
         self.pipeline: deque[Exchange] = deque()
@@ -131,6 +165,14 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
         self.server_port = str(sock[1]).encode() if sock else b""
+        self.forwarded_tail = (
+            b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b\r\nX-Real-IP: %b"
+            % (
+                self.server_port,
+                b"https" if self.tls else b"http",
+                self.client_ip.encode(),
+            )
+        )
         self.state.connections.add(self)
         self._set_phase(IDLE, self.state.settings.keepalive_timeout)
 
@@ -375,7 +417,6 @@ class Exchange:
         "_buffered",
         "_connect_task",
         "_retried",
-        "_timer",
         "activity",
         "attempts",
         "auth_cookies",
@@ -456,7 +497,6 @@ class Exchange:
         self._buffered = 0
         self._connect_task: asyncio.Task | None = None
         self._retried = False
-        self._timer: asyncio.TimerHandle | None = None
         self.activity = 0.0
         self.send_paused_at: float | None = None
         self.sent_body = False
@@ -621,7 +661,7 @@ class Exchange:
         policy = self.forward.route.policy  # type: ignore[union-attr]
         if self.request_id is None:
             # The auth service and the upstream see the same request id.
-            self.request_id = os.urandom(16).hex().encode()
+            self.request_id = new_request_id()
         req = ext_auth.AuthRequest(
             method=self.method.decode("latin-1"),
             scheme="https" if client.tls else "http",
@@ -728,7 +768,7 @@ class Exchange:
             # Bytes after an upgrade request belong to the new protocol: they
             # wait for the upstream's 101.
             conn.write(self._request_head())
-            self._timer = loop.call_later(self._timeout(), self._on_timer)
+            self.client.state.watch(self)
             return
         conn.writelines([self._request_head(), *self._body_buf])
         if self._body_buf:
@@ -741,7 +781,7 @@ class Exchange:
             self.client.resume(PAUSE_BUFFER)
         if self.request_complete and self.req_chunked:
             conn.write(http.LAST_CHUNK)
-        self._timer = loop.call_later(self._timeout(), self._on_timer)
+        self.client.state.watch(self)
 
     def _request_head(self) -> bytes:
         fwd = self.forward
@@ -752,7 +792,7 @@ class Exchange:
             extra = self.conn_tokens - {b"close", b"keep-alive", b"upgrade"}
             if extra:
                 headers = http.drop_named(headers, extra)
-        ip = client.client_ip.encode()
+        ip = client.client_ip.encode("latin-1")
         host = self.host if self.host is not None else fwd.endpoint.host.encode()
         send_host = self.host is None
         extra = fwd.request_headers
@@ -779,14 +819,9 @@ class Exchange:
             (self.xff + b", " + ip) if self.xff else ip,
             b"\r\nX-Forwarded-Host: ",
             host,
-            b"\r\nX-Forwarded-Port: ",
-            client.server_port,
-            b"\r\nX-Forwarded-Proto: ",
-            b"https" if client.tls else b"http",
-            b"\r\nX-Real-IP: ",
-            ip,
+            client.forwarded_tail,
             b"\r\nX-Request-ID: ",
-            self.request_id or os.urandom(16).hex().encode(),
+            self.request_id or new_request_id(),
             b"\r\n",
         ]
         if self.req_chunked:
@@ -1104,26 +1139,17 @@ class Exchange:
 
     # -- timeouts -------------------------------------------------------------------
 
-    def _timeout(self) -> float:
-        return min(self.read_timeout, self.send_timeout)
-
-    def _on_timer(self) -> None:
-        self._timer = None
+    def check_timeout(self, now: float) -> None:
+        """Called by the state's sweep while this exchange waits on its upstream."""
         if self.finished:
-            return
-        loop = self.client.loop
-        now = loop.time()
-        if self.send_paused_at is not None and now - self.send_paused_at >= self.send_timeout:
+            self.client.state.waiting.discard(self)
+        elif self.send_paused_at is not None and now - self.send_paused_at >= self.send_timeout:
             self._timed_out("sending the request to the upstream timed out")
-            return
-        if self.client_writing_paused:
+        elif self.client_writing_paused:
             # The client is slow to read; the upstream is not at fault.
-            self._timer = loop.call_later(self._timeout(), self._on_timer)
-            return
-        if now - self.activity >= self.read_timeout:
+            self.activity = now
+        elif now - self.activity >= self.read_timeout:
             self._timed_out("the upstream did not answer in time")
-            return
-        self._timer = loop.call_at(self.activity + self.read_timeout, self._on_timer)
 
     def _too_large(self) -> None:
         """413 before the upstream answers; after that, only cutting off is left."""
@@ -1160,9 +1186,7 @@ class Exchange:
             self.respond(504, f"504 Gateway Timeout: {self._upstream_name()}: {reason}{note}\n")
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.client.state.waiting.discard(self)
 
     # -- endings ---------------------------------------------------------------------
 

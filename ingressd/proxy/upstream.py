@@ -82,7 +82,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._skip_body = False
         self._headers = []
         self._reason = b""
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser is None:
+            # A parser that ended its last message cleanly parses the next one.
+            self._parser = httptools.HttpResponseParser(self)
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
