@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Coroutine
@@ -60,7 +61,13 @@ async def serve(
     config: ServeConfig, started: asyncio.Event | None = None, stop: asyncio.Event | None = None
 ) -> None:
     loop = asyncio.get_running_loop()
+    # ``stop`` (SIGTERM, SIGINT) begins the shutdown: /readyz turns unready at
+    # once while the listeners keep accepting for --shutdown-delay, so load
+    # balancers stop sending before connections are refused; then ``closing``
+    # stops the listeners and the source, and connections drain for
+    # --shutdown-grace.
     stop = stop or asyncio.Event()
+    closing = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Outside the main thread (tests) the caller sets ``stop`` instead.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -72,7 +79,9 @@ async def serve(
     if config.workers > 1:
         from .workers import WorkerPool
 
-        pool = WorkerPool(config, config.workers, logging.getLogger().getEffectiveLevel())
+        # The delay is this process's to keep; workers stop accepting when told.
+        worker_config = dataclasses.replace(config, shutdown_delay=0.0)
+        pool = WorkerPool(worker_config, config.workers, logging.getLogger().getEffectiveLevel())
     # With workers, this process's table is never served: it is built for the
     # status write-back and /problems, and its snapshot is what workers are fed.
     controller = Controller(
@@ -88,16 +97,22 @@ async def serve(
     proxy = None
     if pool is not None:
         pool.start()
-        tasks.append(loop.create_task(pool.supervise(stop)))
-        readiness = lambda: None if pool.ready else pool.describe()  # noqa: E731
+        tasks.append(loop.create_task(pool.supervise(closing)))
     else:
-        readiness = None
-        proxy = loop.create_task(serve_proxy(config, state, selector, stop))
+        proxy = loop.create_task(serve_proxy(config, state, selector, closing))
         await until_listening(proxy, state)
+
+    def readiness() -> str | None:
+        if stop.is_set():
+            return "shutting down"
+        if pool is not None and not pool.ready:
+            return pool.describe()
+        return None
+
     runner = web.AppRunner(admin_app(controller, state, readiness), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.address, config.admin_port).start()
-    tasks.append(loop.create_task(run_source(stop)))
+    tasks.append(loop.create_task(run_source(closing)))
     log.info(
         "ingressd serving %s: http %s:%d, https %s:%d, admin %s:%d, %s",
         config.manifests or "the cluster",
@@ -113,9 +128,16 @@ async def serve(
         if started is not None:
             started.set()
         await stop.wait()
+        state.draining = True  # responses from now on close their connections
+        if config.shutdown_delay > 0:
+            log.info("shutting down: not ready; still accepting for %.1f s", config.shutdown_delay)
+            await asyncio.sleep(config.shutdown_delay)
     finally:
-        log.info("shutting down")
+        log.info(
+            "shutting down: closing the listeners; draining for up to %.1f s", config.shutdown_grace
+        )
         stop.set()
+        closing.set()
         # The source goes first: a leader hands its lease over while we drain.
         for task in tasks:
             task.cancel()

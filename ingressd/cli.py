@@ -30,8 +30,23 @@ from .store import Snapshot
 from .workers import default_count
 
 
-def _common(p: argparse.ArgumentParser, address: str) -> None:
+def _common(p: argparse.ArgumentParser, address: str, shutdown_delay: float) -> None:
     p.add_argument("--address", default=address, help=f"address to listen on (default {address})")
+    p.add_argument(
+        "--shutdown-delay",
+        type=_seconds_or_zero,
+        default=shutdown_delay,
+        metavar="SECONDS",
+        help="on SIGTERM, keep accepting this long while /readyz says unready, so load "
+        f"balancers stop sending first (default {shutdown_delay:g})",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=_seconds_or_zero,
+        default=10.0,
+        metavar="SECONDS",
+        help="then let open requests and WebSockets finish for up to this long (default 10)",
+    )
     p.add_argument("--http-port", type=int, default=8080, help="plain HTTP port (default 8080)")
     p.add_argument("--https-port", type=int, default=8443, help="HTTPS port (default 8443)")
     p.add_argument(
@@ -122,6 +137,16 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _seconds_or_zero(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 86400:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds")
+    return seconds
+
+
 def _seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -185,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
         "one more process reads the source. 1: a single process does everything "
         f"(default: the CPUs available, here {default_count()})",
     )
-    _common(s, "0.0.0.0")
+    _common(s, "0.0.0.0", shutdown_delay=5.0)
     d = sub.add_parser("demo", help="start demo upstreams and serve the bundled examples/")
     d.add_argument(
         "--manifests",
@@ -197,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--workers", type=_positive, default=1, metavar="N", help="proxy processes (default 1)"
     )
-    _common(d, "127.0.0.1")
+    _common(d, "127.0.0.1", shutdown_delay=0.0)
     c = sub.add_parser(
         "check",
         help="report, per Ingress, what ingressd would serve and what it cannot",
@@ -260,6 +285,8 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
         ),
         default_certificate=args.default_certificate,
         workers=args.workers,
+        shutdown_delay=args.shutdown_delay,
+        shutdown_grace=args.shutdown_grace,
     )
 
 

@@ -52,6 +52,8 @@ class ServeConfig:
     build: BuildOptions = field(default_factory=BuildOptions)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     default_certificate: str | None = None
+    # SIGTERM: seconds of accepting while unready, then of draining what is open.
+    shutdown_delay: float = 0.0
     shutdown_grace: float = 10.0
     # Proxy processes; 1 = this process proxies too (no worker processes).
     workers: int = 1

@@ -79,17 +79,32 @@ class Backend:
             return None
         return eps[next(self._cursor) % len(eps)]
 
-    # Cookie affinity: an opaque cookie value per endpoint, and back, computed
-    # once per table so a request's lookup is one dict probe.
-    affinity_values: Mapping[Endpoint, str] = field(default_factory=_empty, repr=False)
-    by_affinity: Mapping[str, Endpoint] = field(default_factory=_empty, repr=False)
+    # Cookie affinity maps, made on first use: only routes with affinity need
+    # them, and hashing every endpoint of every backend on every build made up a
+    # tenth of a rebuild. Made once per Backend, so a request's lookup is still
+    # one dict probe. (Two threads may both make them: the results are equal.)
+    _affinity: tuple[Mapping[Endpoint, str], Mapping[str, Endpoint]] | None = field(
+        default=None, init=False, repr=False
+    )
 
-    def __post_init__(self) -> None:
-        if self.endpoints and not self.by_affinity:
+    @property
+    def affinity_values(self) -> Mapping[Endpoint, str]:
+        """The opaque session cookie value of each endpoint."""
+        return self._affinity_maps()[0]
+
+    @property
+    def by_affinity(self) -> Mapping[str, Endpoint]:
+        """The endpoint a session cookie value names."""
+        return self._affinity_maps()[1]
+
+    def _affinity_maps(self) -> tuple[Mapping[Endpoint, str], Mapping[str, Endpoint]]:
+        maps = self._affinity
+        if maps is None:
             values = {ep: affinity_value(self.name, ep) for ep in self.endpoints}
-            object.__setattr__(self, "affinity_values", MappingProxyType(values))
             by_value = {v: ep for ep, v in values.items()}
-            object.__setattr__(self, "by_affinity", MappingProxyType(by_value))
+            maps = (MappingProxyType(values), MappingProxyType(by_value))
+            object.__setattr__(self, "_affinity", maps)
+        return maps
 
 
 def affinity_value(backend: str, endpoint: Endpoint) -> str:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import ipaddress
 import logging
+import math
 import os
 import ssl
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -25,8 +30,17 @@ log = logging.getLogger("ingressd.tls")
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
 
+# (from, until) in POSIX seconds, both included: when an answer about a Secret holds.
+Span = tuple[float, float]
+ALWAYS: Span = (-math.inf, math.inf)
+
+
 class TLSError(ValueError):
-    pass
+    def __init__(self, message: str, span: Span = ALWAYS) -> None:
+        super().__init__(message)
+        # Only a certificate's validity dates make the same Secret's answer change
+        # with time; a builder that keeps answers between builds must know when.
+        self.span = span
 
 
 def secret_value(secret: dict[str, Any], key: str) -> bytes | None:
@@ -45,6 +59,16 @@ def secret_value(secret: dict[str, Any], key: str) -> bytes | None:
 
 def load_certificate(secret: dict[str, Any], now: float | None = None) -> TLSCertificate:
     """Validate a ``kubernetes.io/tls`` Secret; raise TLSError saying what is wrong."""
+    return load_certificate_span(secret, now)[0]
+
+
+def load_certificate_span(
+    secret: dict[str, Any], now: float | None = None
+) -> tuple[TLSCertificate, Span]:
+    """``load_certificate``, and the span of time in which the answer stays the same.
+
+    A TLSError raised carries its own span.
+    """
     meta = secret.get("metadata") or {}
     name = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
     stype = secret.get("type", "Opaque")
@@ -54,36 +78,88 @@ def load_certificate(secret: dict[str, Any], now: float | None = None) -> TLSCer
     key_pem = secret_value(secret, "tls.key")
     if not cert_pem or not key_pem:
         raise TLSError(f"Secret {name} lacks tls.crt or tls.key")
+    pair = _key_pair(cert_pem, key_pem)
+    if isinstance(pair, str):
+        raise TLSError(f"Secret {name}: {pair}")
+    now = dt.datetime.now(dt.UTC).timestamp() if now is None else now
+    if pair.not_after < now:
+        raise TLSError(
+            f"Secret {name}: certificate expired at {_utc(pair.not_after)}",
+            (pair.not_after, math.inf),
+        )
+    if pair.not_before > now:
+        raise TLSError(
+            f"Secret {name}: certificate is not valid before {_utc(pair.not_before)}",
+            (-math.inf, pair.not_before),
+        )
+    cert = TLSCertificate(
+        secret=name,
+        cert_pem=cert_pem,
+        key_pem=key_pem,
+        dns_names=pair.dns_names,
+        not_after=pair.not_after,
+    )
+    return cert, (pair.not_before, pair.not_after)
+
+
+def _utc(when: float) -> str:
+    return f"{dt.datetime.fromtimestamp(when, dt.UTC):%Y-%m-%d %H:%M:%SZ}"
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyPair:
+    """What a certificate and its key say, whichever Secret holds them, whenever asked."""
+
+    dns_names: tuple[str, ...]
+    not_before: float  # POSIX seconds
+    not_after: float
+
+
+# Parsed pairs by a digest of their PEM: parsing the chain and the key and
+# comparing public keys is most of the cost of loading a Secret, and every build
+# loads every TLS Secret again, mostly unchanged. Bounded (least recently used
+# first out) so rotated certificates do not pile up; a digest, not the PEM, so
+# an entry is small.
+_PAIR_CACHE_SIZE = 8192
+_pairs: OrderedDict[bytes, _KeyPair | str] = OrderedDict()
+_pairs_lock = threading.Lock()
+
+
+def _key_pair(cert_pem: bytes, key_pem: bytes) -> _KeyPair | str:
+    """The parsed pair, or why it is unusable (a message to follow "Secret ns/name: ")."""
+    digest = hashlib.sha256(len(cert_pem).to_bytes(8, "big") + cert_pem + key_pem).digest()
+    with _pairs_lock:
+        pair = _pairs.get(digest)
+        if pair is not None:
+            _pairs.move_to_end(digest)
+            return pair
+    pair = _parse_key_pair(cert_pem, key_pem)
+    with _pairs_lock:
+        _pairs[digest] = pair
+        while len(_pairs) > _PAIR_CACHE_SIZE:
+            _pairs.popitem(last=False)
+    return pair
+
+
+def _parse_key_pair(cert_pem: bytes, key_pem: bytes) -> _KeyPair | str:
     try:
         chain = x509.load_pem_x509_certificates(cert_pem)
     except ValueError as exc:
-        raise TLSError(f"Secret {name}: tls.crt is not a PEM certificate ({exc})") from exc
+        return f"tls.crt is not a PEM certificate ({exc})"
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise TLSError(f"Secret {name}: tls.key is not an unencrypted PEM key ({exc})") from exc
+        return f"tls.key is not an unencrypted PEM key ({exc})"
     leaf = chain[0]
     if leaf.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ):
-        raise TLSError(f"Secret {name}: tls.key does not match the certificate in tls.crt")
-    now_dt = dt.datetime.now(dt.UTC) if now is None else dt.datetime.fromtimestamp(now, dt.UTC)
-    if leaf.not_valid_after_utc < now_dt:
-        raise TLSError(
-            f"Secret {name}: certificate expired at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}"
-        )
-    if leaf.not_valid_before_utc > now_dt:
-        raise TLSError(
-            f"Secret {name}: certificate is not valid before "
-            f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}"
-        )
-    return TLSCertificate(
-        secret=name,
-        cert_pem=cert_pem,
-        key_pem=key_pem,
+        return "tls.key does not match the certificate in tls.crt"
+    return _KeyPair(
         dns_names=certificate_names(leaf),
+        not_before=leaf.not_valid_before_utc.timestamp(),
         not_after=leaf.not_valid_after_utc.timestamp(),
     )
 

@@ -562,6 +562,8 @@ class Ingressd:
         ]
         if "--workers" not in self.extra_args:
             cmd += ["--workers", "1"]  # one process unless a test is about workers
+        if "--shutdown-delay" not in self.extra_args:
+            cmd += ["--shutdown-delay", "0"]  # stop at once unless a test is about draining
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

@@ -76,6 +76,7 @@ class ProxyState:
         self.pool = UpstreamPool(connect_timeout=settings.connect_timeout)
         self.connections: set[ClientConnection] = set()
         self.listening = False  # the proxy ports are open
+        self.draining = False  # shutting down: no new keep-alive
         # limit-* counters by Ingress: they outlive the tables (Controller prunes them)
         self.limits = LimitRegistry()
         # load-balance: ewma response-time averages by endpoint: they outlive the tables
@@ -200,7 +201,12 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()  # type: ignore[union-attr]
 
     def shutdown(self) -> None:
-        """Close when idle; otherwise finish the current response, then close."""
+        """Close when idle; otherwise finish the current response, then close.
+
+        A WebSocket (or other upgraded) tunnel is left open for the grace period.
+        """
+        if self.tunnel is not None:
+            return
         if self.current is None and self.reading is None:
             self.close()
         else:
@@ -351,7 +357,7 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         ex.method = parser.get_method()  # type: ignore[union-attr]
         ex.http10 = parser.get_http_version() == "1.0"  # type: ignore[union-attr]
-        ex.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
+        ex.keep_alive = parser.should_keep_alive() and not self.state.draining  # type: ignore[union-attr]
         ex.upgrade = parser.should_upgrade() and ex.upgrade_value is not None  # type: ignore[union-attr]
         ex.head_done = True
         error = ex.validate()
