@@ -76,6 +76,21 @@ def _common(p: argparse.ArgumentParser, address: str, shutdown_delay: float) -> 
         help="largest request body (like ingress-nginx: 1m; 0 = unlimited); larger get 413",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--upstream-max-fails",
+        type=int,
+        default=3,
+        metavar="N",
+        help="consecutive failed connections that take an endpoint out of rotation "
+        "(passive health; 0 = never; default 3)",
+    )
+    p.add_argument(
+        "--upstream-fail-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long such an endpoint stays out, doubled while it keeps failing (default 10)",
+    )
     # Documented in the module docstring (``ingressd --help``), hidden from each command's.
     for flag, default in (
         ("proxy-connect", 5.0),
@@ -281,6 +296,8 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
             client_header_timeout=args.client_header_timeout,
             client_body_timeout=args.client_body_timeout,
             keepalive_timeout=args.keepalive_timeout,
+            max_fails=args.upstream_max_fails,
+            fail_timeout=args.upstream_fail_timeout,
             max_body_size=args.proxy_body_size,
         ),
         default_certificate=args.default_certificate,

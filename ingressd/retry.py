@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .health import EndpointHealth
     from .model import Backend, Endpoint
 
 CONDITIONS = ("error", "timeout", "invalid_header", "non_idempotent", "off")
@@ -80,11 +81,14 @@ def parse_conditions(value: str) -> NextUpstream:
     )
 
 
-def next_endpoint(backend: Backend, tried: Sequence[Endpoint]) -> Endpoint | None:
+def next_endpoint(
+    backend: Backend, tried: Sequence[Endpoint], health: EndpointHealth | None = None
+) -> Endpoint | None:
     """The endpoint after the last one tried, in the backend's order, not tried yet.
 
-    The round-robin cursor is left alone, so a failing endpoint does not
-    also take the turns of the one after it.
+    Ejected endpoints (passive health) come last. The round-robin cursor is
+    left alone, so a failing endpoint does not also take the turns of the one
+    after it.
     """
     endpoints = backend.endpoints
     n = len(endpoints)
@@ -92,8 +96,12 @@ def next_endpoint(backend: Backend, tried: Sequence[Endpoint]) -> Endpoint | Non
         start = endpoints.index(tried[-1]) + 1 if tried else 0
     except ValueError:
         start = 0
+    fallback = None
     for i in range(n):
         endpoint = endpoints[(start + i) % n]
-        if endpoint not in tried:
+        if endpoint in tried:
+            continue
+        if health is None or not health.ejected or not health.is_ejected(endpoint):
             return endpoint
-    return None
+        fallback = fallback or endpoint
+    return fallback

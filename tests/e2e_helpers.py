@@ -456,9 +456,11 @@ def time_until(check: Callable[[], bool], what: str, timeout: float = 3.0) -> fl
 
 
 @contextlib.contextmanager
-def serving(workdir: Path, objs: Iterable[Obj]) -> Iterator[Ingressd]:
+def serving(
+    workdir: Path, objs: Iterable[Obj], extra_args: Iterable[str] = ()
+) -> Iterator[Ingressd]:
     """An ingressd serving ``objs`` from a manifest folder in ``workdir``, stopped after."""
-    proc = Ingressd(workdir / "manifests", workdir / "ingressd.log")
+    proc = Ingressd(workdir / "manifests", workdir / "ingressd.log", extra_args=extra_args)
     proc.update({"all.yaml": list(objs)})
     try:
         yield proc.start()

@@ -121,7 +121,9 @@ def setup(
         annotated("stickykeep.test", "sticky", affinity="cookie"),
     ]
     try:
-        with serving(tmp_path_factory.mktemp("e2e-next-upstream"), objs) as proc:
+        # Passive health off: these tests count tries, which ejection would change.
+        off = ["--upstream-max-fails", "0"]
+        with serving(tmp_path_factory.mktemp("e2e-next-upstream"), objs, off) as proc:
             yield Setup(proc, faulty, echo, dead)
     finally:
         echo.close()

@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import httptools
 from .. import ext_auth
 from ..cors import HEADER_NAMES as CORS_HEADERS
 from ..ewma import EwmaStore
+from ..health import EndpointHealth
 from ..limits import LimitConfig, LimitRegistry, Slot
 from ..model import Endpoint, RouteTable
 from ..retry import IDEMPOTENT, REPLAY_LIMIT
@@ -55,6 +57,10 @@ class ProxySettings:
     max_request_line: int = 8192
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
+    # Passive health: consecutive connection failures that eject an endpoint,
+    # and for how long at first (doubling while it keeps failing); 0: never.
+    max_fails: int = 3
+    fail_timeout: float = 10.0
 
 
 # X-Request-ID when the client sent none: 32 hex digits like nginx's $request_id,
@@ -81,6 +87,8 @@ class ProxyState:
         self.limits = LimitRegistry()
         # load-balance: ewma response-time averages by endpoint: they outlive the tables
         self.ewma = EwmaStore()
+        # passive health: failing endpoints by address; outlives the tables too
+        self.health = EndpointHealth(settings.max_fails, settings.fail_timeout)
         self.auth = ext_auth.AuthClient()  # auth-url subrequests
         # Exchanges waiting on an upstream, checked for timeouts by one sweep
         # every SWEEP_INTERVAL rather than a timer per request.
@@ -613,7 +621,9 @@ class Exchange:
         client = self.client
         state = client.state
         settings = state.settings
-        action = decide(state.table, self._head(), settings.https_redirect_port, state.ewma)
+        action = decide(
+            state.table, self._head(), settings.https_redirect_port, state.ewma, state.health
+        )
         if isinstance(action, Respond):
             self.respond(action.status, action.body, action.location, action.headers)
             return
@@ -726,7 +736,7 @@ class Exchange:
             )
         except TimeoutError:
             self._connect_task = None
-            self._lb_failed(connect=True)
+            self._connect_failed()
             if self._retry("timeout", sent=False):
                 return
             self.respond(
@@ -737,7 +747,7 @@ class Exchange:
             return
         except ssl.SSLError as exc:  # the handshake, or check_peer after it
             self._connect_task = None
-            self._lb_failed(connect=True)
+            self._connect_failed()
             if self._retry("error", sent=False):
                 return
             self.respond(
@@ -748,7 +758,7 @@ class Exchange:
             return
         except OSError as exc:
             self._connect_task = None
-            self._lb_failed(connect=True)
+            self._connect_failed()
             if self._retry("error", sent=False):
                 return
             self.respond(
@@ -760,10 +770,25 @@ class Exchange:
         except asyncio.CancelledError:
             return
         self._connect_task = None
+        self.client.state.health.succeeded(self.forward.endpoint)
         if self.finished:
             conn.close()
             return
         self._attach(conn)
+
+    def _connect_failed(self) -> None:
+        self._lb_failed(connect=True)
+        fwd = self.forward
+        assert fwd is not None
+        health = self.client.state.health
+        if health.failed(fwd.endpoint):
+            log.warning(
+                "endpoint %s of %s ejected after %d failed connections; back in %.0f s",
+                fwd.endpoint,
+                fwd.backend.name,
+                health.max_fails,
+                health.ejected[fwd.endpoint] - time.monotonic(),
+            )
 
     def _attach(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
@@ -1070,7 +1095,7 @@ class Exchange:
                 return False
             if self.sent_body and self.replay is None:
                 return False  # the body is gone: it cannot be sent again
-        nxt = retarget(fwd, self.tried, self.client.tls)
+        nxt = retarget(fwd, self.tried, self.client.tls, self.client.state.health)
         if nxt is None:
             return False
         log.warning(

@@ -16,6 +16,7 @@ from email.utils import formatdate
 
 from ..annotations import expand_target
 from ..ewma import EwmaStore
+from ..health import EndpointHealth
 from ..model import DEFAULT_POLICY, Affinity, Backend, Canary, Endpoint, Route, RouteTable
 from ..retry import next_endpoint
 from ..upstream_tls import UpstreamTLS
@@ -99,7 +100,11 @@ def normalize_path(path: str) -> str:
 
 
 def decide(
-    table: RouteTable, head: RequestHead, https_port: int = 443, ewma: EwmaStore | None = None
+    table: RouteTable,
+    head: RequestHead,
+    https_port: int = 443,
+    ewma: EwmaStore | None = None,
+    health: EndpointHealth | None = None,
 ) -> Action:
     """What to do with a request, in the order ingress-nginx's nginx phases apply:
     app-root, CORS preflights and redirects (the rewrite phase), then the HTTPS
@@ -107,7 +112,8 @@ def decide(
     backend. A route whose access annotations are invalid answers before all.
 
     ``ewma`` holds the response-time averages for ``load-balance: ewma`` routes;
-    without it they are served round robin."""
+    without it they are served round robin. ``health`` steers picks away from
+    endpoints that passive health checks have ejected."""
     host = normalize_host(head.host)
     path = normalize_path(head.path)
     www = table.www_redirects.get(host) if table.www_redirects else None
@@ -131,11 +137,15 @@ def decide(
         return Respond(503, f"503 Service Unavailable: {backend.error}\n")
     set_cookie = None
     if policy.affinity is not None and backend is route.backend:
-        endpoint, set_cookie = _sticky(policy.affinity, backend, head, route)
-    elif policy.load_balance == "ewma" and ewma is not None:
-        endpoint = ewma.pick(backend.endpoints)
+        # A session stays where its cookie says (ingress-nginx); new ones avoid ejected endpoints.
+        endpoint, set_cookie = _sticky(policy.affinity, backend, head, route, health)
     else:
-        endpoint = backend.pick()
+        if policy.load_balance == "ewma" and ewma is not None:
+            endpoint = ewma.pick(backend.endpoints)
+        else:
+            endpoint = backend.pick()
+        if health is not None and health.ejected and endpoint is not None:
+            endpoint = _healthy(backend, endpoint, health)
     if endpoint is None:
         return Respond(503, f"503 Service Unavailable: no ready endpoints for {backend.name}\n")
     if policy.rewrite_target is not None:
@@ -171,7 +181,9 @@ def decide(
     )
 
 
-def retarget(fwd: Forward, tried: Sequence[Endpoint], tls: bool) -> Forward | None:
+def retarget(
+    fwd: Forward, tried: Sequence[Endpoint], tls: bool, health: EndpointHealth | None = None
+) -> Forward | None:
     """Where the next try of a failed request goes (proxy-next-upstream); None: nowhere.
 
     A request is sent to an endpoint not yet tried, except that an established
@@ -181,7 +193,7 @@ def retarget(fwd: Forward, tried: Sequence[Endpoint], tls: bool) -> Forward | No
     route, backend = fwd.route, fwd.backend
     affinity = route.policy.affinity
     if affinity is None or backend is not route.backend:
-        endpoint = next_endpoint(backend, tried)
+        endpoint = next_endpoint(backend, tried, health)
         return None if endpoint is None else replace(fwd, endpoint=endpoint)
     prefix = affinity.cookie.encode() + b"="
     others = tuple(
@@ -190,7 +202,7 @@ def retarget(fwd: Forward, tried: Sequence[Endpoint], tls: bool) -> Forward | No
     new_session = len(others) != len(fwd.response_headers)
     if not new_session and not affinity.change_on_failure:
         return fwd
-    endpoint = next_endpoint(backend, tried)
+    endpoint = next_endpoint(backend, tried, health)
     if endpoint is None:
         return None
     cookie = session_cookie(affinity, backend.affinity_values[endpoint], route, tls)
@@ -263,8 +275,19 @@ def _to_canary(canary: Canary, head: RequestHead) -> bool:
     return canary.weight > 0 and random.randrange(canary.total) < canary.weight
 
 
+def _healthy(backend: Backend, endpoint: Endpoint, health: EndpointHealth) -> Endpoint:
+    """``endpoint`` unless it is ejected and another one is not."""
+    if not health.is_ejected(endpoint):
+        return endpoint
+    return next_endpoint(backend, [endpoint], health) or endpoint
+
+
 def _sticky(
-    affinity: Affinity, backend: Backend, head: RequestHead, route: Route
+    affinity: Affinity,
+    backend: Backend,
+    head: RequestHead,
+    route: Route,
+    health: EndpointHealth | None = None,
 ) -> tuple[Endpoint | None, bytes | None]:
     """The endpoint the session cookie names while it is ready; else a new one and its cookie."""
     value = find_cookie(head.headers, affinity.cookie)
@@ -275,6 +298,8 @@ def _sticky(
     endpoint = backend.pick()
     if endpoint is None:
         return None, None
+    if health is not None and health.ejected:
+        endpoint = _healthy(backend, endpoint, health)  # a new session starts somewhere alive
     cookie = session_cookie(affinity, backend.affinity_values[endpoint], route, head.tls)
     return endpoint, cookie
 
