@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .annotations import parse_size
+from .annotations import parse_cidrs, parse_size
 from .app import serve
 from .check import check, render_json, render_text
 from .config import WATCH_SECONDS, ClusterConfig, KubeConfigError, ServeConfig
@@ -76,6 +76,15 @@ def _common(p: argparse.ArgumentParser, address: str, shutdown_delay: float) -> 
         help="largest request body (like ingress-nginx: 1m; 0 = unlimited); larger get 413",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--trusted-proxies",
+        type=_cidrs,
+        default=(),
+        metavar="CIDR[,CIDR]",
+        help="load balancers or proxies in front of ingressd: from these peers, the "
+        "X-Forwarded-For header names the client (for source ranges, limits, X-Real-IP); "
+        "from anyone else it is replaced by the peer's address (default: none)",
+    )
     p.add_argument(
         "--upstream-max-fails",
         type=int,
@@ -142,6 +151,13 @@ def _sources(p: argparse.ArgumentParser, manifests_help: str) -> None:
 def _size(value: str) -> int:
     try:
         return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cidrs(value: str) -> tuple:
+    try:
+        return parse_cidrs(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -297,6 +313,7 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
             client_body_timeout=args.client_body_timeout,
             keepalive_timeout=args.keepalive_timeout,
             max_fails=args.upstream_max_fails,
+            trusted_proxies=args.trusted_proxies,
             fail_timeout=args.upstream_fail_timeout,
             max_body_size=args.proxy_body_size,
         ),

@@ -7,7 +7,6 @@ builder turns them into typed values and reports what it cannot use.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -64,27 +63,54 @@ class Snapshot:
 
 
 class ObjectStore:
-    """Mutable collection of objects; ``snapshot()`` freezes it for a build."""
+    """Mutable collection of objects; ``snapshot()`` freezes it for a build.
+
+    Objects are never modified in place: ``put`` replaces. A snapshot shares the
+    object dicts, and hands out a kind's mapping again, the same object, while
+    nothing of that kind changed. Builders rely on both to tell what changed
+    by identity (routing/build.py).
+    """
 
     def __init__(self) -> None:
         self._objects: dict[str, dict[Key, Obj]] = {kind: {} for kind in KINDS}
         self._origins: dict[tuple[str, str, str], str] = {}
+        # EndpointSlices by (namespace, Service), kept as slices come and go:
+        # grouping all of them again for every snapshot cost milliseconds.
+        self._slices: dict[Key, dict[Key, Obj]] = {}
+        # What the last snapshot handed out, while still true; None: to be made.
+        self._frozen: dict[str, Mapping[Key, Obj] | None] = dict.fromkeys(KINDS)
+        self._frozen_slices: dict[Key, tuple[Obj, ...]] = {}
+        self._stale_slices: set[Key] = set()  # Services whose tuple is to be made again
+        self._slices_view: Mapping[Key, tuple[Obj, ...]] | None = None
+        self._origins_view: Mapping[tuple[str, str, str], str] | None = None
 
     def put(self, obj: Obj, origin: str = "") -> bool:
         """Add or replace ``obj``; True if it differs from what was held."""
         kind = obj["kind"]
         key = object_key(obj)
         bucket = self._objects[kind]
-        if origin:
+        if origin and self._origins.get((kind, *key)) != origin:
             self._origins[(kind, *key)] = origin
-        if bucket.get(key) == obj:
+            self._origins_view = None
+        old = bucket.get(key)
+        if old == obj:
             return False
         bucket[key] = obj
+        self._frozen[kind] = None
+        if kind == "EndpointSlice":
+            self._reslice(key, old, obj)
         return True
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
-        self._origins.pop((kind, namespace, name), None)
-        return self._objects[kind].pop((namespace, name), None) is not None
+        if self._origins.pop((kind, namespace, name), None) is not None:
+            self._origins_view = None
+        old = self._objects[kind].pop((namespace, name), None)
+        if old is None:
+            return False
+        self._frozen[kind] = None
+        if kind == "EndpointSlice":
+            self._reslice((namespace, name), old, None)
+        return True
 
     def replace_all(self, kind: str, objs: Iterable[Obj], keep_origin: str = "") -> None:
         """Hold exactly ``objs`` of ``kind``, except those put with origin ``keep_origin``."""
@@ -94,6 +120,12 @@ class ObjectStore:
                 if key not in fresh and self._origins.get((kind, *key)) == keep_origin:
                     fresh[key] = obj
         self._objects[kind] = fresh
+        self._frozen[kind] = None
+        if kind == "EndpointSlice":
+            self._stale_slices.update(self._slices)
+            self._slices = {}
+            for key, obj in fresh.items():
+                self._reslice(key, None, obj)
 
     def origin_of(self, kind: str, namespace: str, name: str) -> str | None:
         """Where a held object came from ("" when unrecorded); None when not held."""
@@ -102,16 +134,57 @@ class ObjectStore:
         return self._origins.get((kind, namespace, name), "")
 
     def snapshot(self) -> Snapshot:
-        by_service: dict[Key, list[Obj]] = defaultdict(list)
-        for (ns, _), eps in self._objects["EndpointSlice"].items():
-            labels = (eps.get("metadata") or {}).get("labels") or {}
-            svc = labels.get(SERVICE_NAME_LABEL)
-            if svc:
-                by_service[(ns, svc)].append(eps)
+        # Unchanged parts are the last snapshot's own (immutable) mappings; a
+        # changed kind is copied once, which costs little beside what it saves.
+        objects = {}
+        for kind, bucket in self._objects.items():
+            frozen = self._frozen[kind]
+            if frozen is None:
+                frozen = self._frozen[kind] = MappingProxyType(dict(bucket))
+            objects[kind] = frozen
+        if self._origins_view is None:
+            self._origins_view = MappingProxyType(dict(self._origins))
         return Snapshot(
-            objects=MappingProxyType(
-                {kind: MappingProxyType(dict(b)) for kind, b in self._objects.items()}
-            ),
-            slices_by_service=MappingProxyType({k: tuple(v) for k, v in by_service.items()}),
-            origins=MappingProxyType(dict(self._origins)),
+            objects=MappingProxyType(objects),
+            slices_by_service=self._slices_snapshot(),
+            origins=self._origins_view,
         )
+
+    # -- EndpointSlices by Service ---------------------------------------------------------
+
+    def _reslice(self, key: Key, old: Obj | None, new: Obj | None) -> None:
+        """Move slice ``key`` from its old Service's group to its new one's."""
+        was = None if old is None else _service_of(key, old)
+        now = None if new is None else _service_of(key, new)
+        if was is not None and was != now:
+            group = self._slices[was]
+            del group[key]
+            if not group:
+                del self._slices[was]
+            self._stale_slices.add(was)
+        if now is not None:
+            self._slices.setdefault(now, {})[key] = new  # type: ignore[assignment]
+            self._stale_slices.add(now)
+
+    def _slices_snapshot(self) -> Mapping[Key, tuple[Obj, ...]]:
+        if self._stale_slices:
+            # A new dict: the last snapshot's stays as it was.
+            groups = dict(self._frozen_slices)
+            for service in self._stale_slices:
+                group = self._slices.get(service)
+                if group:
+                    groups[service] = tuple(group.values())
+                else:
+                    groups.pop(service, None)
+            self._stale_slices.clear()
+            self._frozen_slices = groups
+            self._slices_view = None
+        if self._slices_view is None:
+            self._slices_view = MappingProxyType(self._frozen_slices)
+        return self._slices_view
+
+
+def _service_of(key: Key, eps: Obj) -> Key | None:
+    labels = (eps.get("metadata") or {}).get("labels") or {}
+    svc = labels.get(SERVICE_NAME_LABEL)
+    return (key[0], svc) if svc else None

@@ -85,12 +85,12 @@ def load_certificate_span(
     if pair.not_after < now:
         raise TLSError(
             f"Secret {name}: certificate expired at {_utc(pair.not_after)}",
-            (pair.not_after, math.inf),
+            (math.nextafter(pair.not_after, math.inf), math.inf),
         )
     if pair.not_before > now:
         raise TLSError(
             f"Secret {name}: certificate is not valid before {_utc(pair.not_before)}",
-            (-math.inf, pair.not_before),
+            (-math.inf, math.nextafter(pair.not_before, -math.inf)),
         )
     cert = TLSCertificate(
         secret=name,

@@ -11,6 +11,7 @@ latter costs several times more CPU per proxied request (see the README).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import os
@@ -28,7 +29,7 @@ from ..cors import HEADER_NAMES as CORS_HEADERS
 from ..ewma import EwmaStore
 from ..health import EndpointHealth
 from ..limits import LimitConfig, LimitRegistry, Slot
-from ..model import Endpoint, RouteTable
+from ..model import Endpoint, IPNetwork, RouteTable
 from ..retry import IDEMPOTENT, REPLAY_LIMIT
 from ..routing.decide import Forward, RequestHead, Respond, decide, retarget
 from ..upstream_tls import describe_error as describe_tls_error
@@ -61,6 +62,8 @@ class ProxySettings:
     # and for how long at first (doubling while it keeps failing); 0: never.
     max_fails: int = 3
     fail_timeout: float = 10.0
+    # Peers whose X-Forwarded-For is believed (--trusted-proxies)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
 # X-Request-ID when the client sent none: 32 hex digits like nginx's $request_id,
@@ -140,6 +143,7 @@ class ClientConnection(asyncio.Protocol):
         "state",
         "tls",
         "transport",
+        "trusted",
         "tunnel",
     )
 
@@ -153,6 +157,8 @@ class ClientConnection(asyncio.Protocol):
         # X-Forwarded-Port/-Proto and X-Real-IP: the same for every request of
         # the connection, so serialised once.
         self.forwarded_tail = b""
+        # The peer is a --trusted-proxies address: its X-Forwarded-For names the client.
+        self.trusted = False
         self.server_port = b""
         self.current: Exchange | None = None  # the exchange whose response is next
         self.pipeline: deque[Exchange] = deque()
@@ -174,14 +180,15 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
         self.server_port = str(sock[1]).encode() if sock else b""
-        self.forwarded_tail = (
-            b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b\r\nX-Real-IP: %b"
-            % (
-                self.server_port,
-                b"https" if self.tls else b"http",
-                self.client_ip.encode(),
-            )
+        trusted = self.state.settings.trusted_proxies
+        self.trusted = bool(trusted) and _in_networks(self.client_ip, trusted)
+        self.forwarded_tail = b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b" % (
+            self.server_port,
+            b"https" if self.tls else b"http",
         )
+        if not self.trusted:
+            # X-Real-IP is the peer for every request of the connection.
+            self.forwarded_tail += b"\r\nX-Real-IP: " + self.client_ip.encode()
         self.state.connections.add(self)
         self._set_phase(IDLE, self.state.settings.keepalive_timeout)
 
@@ -419,6 +426,14 @@ class ClientConnection(asyncio.Protocol):
         self.transport.resume_reading()  # type: ignore[union-attr]
 
 
+def _in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
 class _Reject(Exception):
     """Raised inside a parser callback to stop parsing and answer an error."""
 
@@ -568,6 +583,25 @@ class Exchange:
             self.origin = value
         self.headers.append((name, value))
 
+    def real_ip(self) -> str:
+        """The client's address: the peer's, or, behind --trusted-proxies, the
+        rightmost X-Forwarded-For address that is not a trusted proxy (as nginx's
+        real_ip_recursive)."""
+        client = self.client
+        if not client.trusted or not self.xff:
+            return client.client_ip
+        trusted = client.state.settings.trusted_proxies
+        found = client.client_ip
+        for part in reversed(self.xff.split(b",")):
+            try:
+                addr = ipaddress.ip_address(part.strip().decode("latin-1"))
+            except ValueError:
+                break  # garbage: keep the last address that made sense
+            found = str(addr)
+            if not any(addr in net for net in trusted):
+                break
+        return found
+
     def validate(self) -> tuple[int, str] | None:
         if self.host_count > 1:
             return 400, "more than one Host header"
@@ -609,7 +643,7 @@ class Exchange:
             host=host.decode("latin-1"),
             path=path.decode("latin-1"),
             query=query.decode("latin-1"),
-            client_ip=self.client.client_ip,
+            client_ip=self.real_ip(),
             tls=self.client.tls,
             origin=self.origin.decode("latin-1") if self.origin is not None else None,
             headers=self.headers,
@@ -683,7 +717,7 @@ class Exchange:
             scheme="https" if client.tls else "http",
             host=(self.host or b"").decode("latin-1"),
             request_uri=self.url.decode("latin-1"),
-            client_ip=client.client_ip,
+            client_ip=self.real_ip(),
             server_port=client.server_port.decode(),
             request_id=self.request_id.decode("latin-1"),
             headers=self.headers,
@@ -720,7 +754,7 @@ class Exchange:
         """limit-rps/-rpm/-connections: False once the 503 is answered."""
         client = self.client
         limiter = client.state.limits.get(ingress, limits)
-        verdict = limiter.admit(client.client_ip, client.loop.time())
+        verdict = limiter.admit(self.real_ip(), client.loop.time())
         if isinstance(verdict, str):
             self.respond(503, verdict)
             return False
@@ -823,7 +857,7 @@ class Exchange:
             extra = self.conn_tokens - {b"close", b"keep-alive", b"upgrade"}
             if extra:
                 headers = http.drop_named(headers, extra)
-        ip = client.client_ip.encode("latin-1")
+        peer = client.client_ip.encode("latin-1")
         host = self.host if self.host is not None else fwd.endpoint.host.encode()
         send_host = self.host is None
         extra = fwd.request_headers
@@ -845,12 +879,19 @@ class Exchange:
         ]
         if send_host:
             parts.append(b"Host: " + host + b"\r\n")
+        if client.trusted:
+            # A trusted proxy's chain goes on with the peer added; X-Real-IP is the client.
+            xff = (self.xff + b", " + peer) if self.xff else peer
+            tail = client.forwarded_tail + b"\r\nX-Real-IP: " + self.real_ip().encode("latin-1")
+        else:
+            # Anyone else's X-Forwarded-For is replaced, as ingress-nginx does by default.
+            xff, tail = peer, client.forwarded_tail
         parts += [
             b"X-Forwarded-For: ",
-            (self.xff + b", " + ip) if self.xff else ip,
+            xff,
             b"\r\nX-Forwarded-Host: ",
             host,
-            client.forwarded_tail,
+            tail,
             b"\r\nX-Request-ID: ",
             self.request_id or new_request_id(),
             b"\r\n",
