@@ -244,6 +244,13 @@ def load_key_pair(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
         ctx.load_cert_chain(cert_path, key_path)
 
 
+def served_names(transport: object) -> tuple[str, ...]:
+    """The names of the certificate a TLS connection got; (): the generated default."""
+    sslobj = transport.get_extra_info("ssl_object")  # type: ignore[attr-defined]
+    ctx = sslobj.context if sslobj is not None else None
+    return getattr(ctx, "ingressd_names", ())
+
+
 class CertificateSelector:
     """Picks the SSLContext for a handshake from the live table's certificates.
 
@@ -269,6 +276,9 @@ class CertificateSelector:
         ctx = self._contexts.get(key)
         if ctx is None:
             ctx = server_context(cert.cert_pem, cert.key_pem)
+            # Read back per connection (served_names) to hold requests to the
+            # names this certificate covers.
+            ctx.ingressd_names = cert.dns_names  # type: ignore[attr-defined]
             self._contexts[key] = ctx
         return ctx
 

@@ -364,6 +364,24 @@ def test_unknown_name_gets_the_default_certificate(env: Env) -> None:
     assert r.status == 404
 
 
+def test_host_and_sni_must_agree_for_hosts_with_their_own_certificate(env: Env) -> None:
+    # Connected as a.secure.test (its certificate), asking for b.secure.test: 421,
+    # rather than b's content under a's certificate.
+    r = env.https("a.secure.test", "/", "-k", "-H", "Host: b.secure.test", check=False)
+    assert r.status == 421
+    assert "b.secure.test has its own certificate" in r.text
+    # Without SNI (the default certificate) a host with a certificate is refused too...
+    port = env.ingressd.https_port
+    r = env.ingressd.curl("-k", "-H", "Host: a.secure.test", f"https://127.0.0.1:{port}/")
+    assert r.status == 421
+    # ...while hosts without a certificate of their own are served on any connection.
+    r = env.https("a.secure.test", "/", "-k", "-H", "Host: app.test", check=False)
+    assert (r.status, r.json()["service"]) == (200, "web")
+    # A wildcard certificate covers its subdomains on one connection.
+    r = env.https("shop.wild.test", "/", "-k", "-H", "Host: cart.wild.test", check=False)
+    assert r.status != 421
+
+
 def test_wildcard_certificate_serves_a_subdomain(env: Env) -> None:
     r = env.https("shop.wild.test", "/cart", "--cacert", env.cafiles["wild-tls"])
     assert (r.status, r.json()["service"], r.json()["path"]) == (200, "web", "/cart")

@@ -32,6 +32,7 @@ from ..limits import LimitConfig, LimitRegistry, Slot
 from ..model import Endpoint, IPNetwork, RouteTable
 from ..retry import IDEMPOTENT, REPLAY_LIMIT
 from ..routing.decide import Forward, RequestHead, Respond, decide, retarget
+from ..tls import served_names
 from ..upstream_tls import describe_error as describe_tls_error
 from . import http
 from .upstream import UpstreamConnection, UpstreamPool
@@ -142,6 +143,7 @@ class ClientConnection(asyncio.Protocol):
         "server_port",
         "state",
         "tls",
+        "tls_names",
         "transport",
         "trusted",
         "tunnel",
@@ -159,6 +161,7 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded_tail = b""
         # The peer is a --trusted-proxies address: its X-Forwarded-For names the client.
         self.trusted = False
+        self.tls_names: tuple[str, ...] | None = None  # of the certificate served
         self.server_port = b""
         self.current: Exchange | None = None  # the exchange whose response is next
         self.pipeline: deque[Exchange] = deque()
@@ -180,6 +183,8 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip = peer[0] if peer else ""
         sock = transport.get_extra_info("sockname")
         self.server_port = str(sock[1]).encode() if sock else b""
+        if self.tls:
+            self.tls_names = served_names(transport)
         trusted = self.state.settings.trusted_proxies
         self.trusted = bool(trusted) and _in_networks(self.client_ip, trusted)
         self.forwarded_tail = b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b" % (
@@ -647,6 +652,7 @@ class Exchange:
             tls=self.client.tls,
             origin=self.origin.decode("latin-1") if self.origin is not None else None,
             headers=self.headers,
+            tls_names=self.client.tls_names,
         )
 
     # -- running the exchange ---------------------------------------------------------------

@@ -17,7 +17,16 @@ from email.utils import formatdate
 from ..annotations import expand_target
 from ..ewma import EwmaStore
 from ..health import EndpointHealth
-from ..model import DEFAULT_POLICY, Affinity, Backend, Canary, Endpoint, Route, RouteTable
+from ..model import (
+    DEFAULT_POLICY,
+    Affinity,
+    Backend,
+    Canary,
+    Endpoint,
+    Route,
+    RouteTable,
+    name_matches,
+)
 from ..retry import next_endpoint
 from ..upstream_tls import UpstreamTLS
 
@@ -34,6 +43,9 @@ class RequestHead:
     # The request headers as received (the proxy's own list, not a copy): searched
     # only when a route needs one (canary, cookie affinity).
     headers: Sequence[tuple[bytes, bytes]] = ()
+    # TLS: the names of the certificate the connection was served (from its SNI),
+    # () for the default certificate; None: not checked (plain HTTP).
+    tls_names: tuple[str, ...] | None = None
 
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -116,6 +128,16 @@ def decide(
     endpoints that passive health checks have ejected."""
     host = normalize_host(head.host)
     path = normalize_path(head.path)
+    if head.tls_names is not None and table.certificates:
+        cert = table.certificate_for(host)
+        if cert is not None and not any(name_matches(n, host) for n in head.tls_names):
+            # The connection was set up for another name: answering would show
+            # this host's content under a certificate that is not its own.
+            return Respond(
+                421,
+                f"421 Misdirected Request: {host} has its own certificate; "
+                "connect with it as the TLS server name (SNI)\n",
+            )
     www = table.www_redirects.get(host) if table.www_redirects else None
     if www is not None:
         return _redirect(308, _scheme(head) + www + _port_suffix(head) + _uri(head))
