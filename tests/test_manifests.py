@@ -514,3 +514,37 @@ async def test_run_survives_on_load_errors(tmp_path: Path, monkeypatch: pytest.M
     finally:
         stop.set()
         await asyncio.wait_for(task, 2.0)
+
+
+def test_unchanged_files_are_not_parsed_again(tmp_path: Path) -> None:
+    import os
+
+    from ingressd.sources.manifests import load_directory
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n"
+    )
+    b.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80}]}\n"
+    )
+    old = 1_000_000_000  # long ago: not "racily" recent
+    for f in (a, b):
+        os.utime(f, ns=(old, old))
+    cache: dict = {}
+    first = load_directory(tmp_path, None, cache)
+    second = load_directory(tmp_path, first.good, cache)
+    # The very same objects: nothing was parsed again.
+    assert second.good[a][0] is first.good[a][0] and second.good[b][0] is first.good[b][0]
+    b.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: b2}\nspec: {ports: [{port: 80}]}\n"
+    )
+    third = load_directory(tmp_path, second.good, cache)
+    assert third.good[a][0] is first.good[a][0]
+    assert third.good[b][0]["metadata"]["name"] == "b2"
+    # A file changed just now is read again each time, in case it changes within one tick.
+    fourth = load_directory(tmp_path, third.good, cache)
+    assert fourth.good[b][0] is not third.good[b][0]
+    b.unlink()
+    load_directory(tmp_path, fourth.good, cache)
+    assert set(cache) == {a}

@@ -1,9 +1,11 @@
 """Manifest mode: Kubernetes objects read from a folder of YAML/JSON files.
 
 The folder holds the same files ``kubectl apply -f DIR`` would take. Every load
-re-reads the whole folder; a file that cannot be parsed at all keeps serving
-the objects it held when it last parsed, so a half-saved edit never takes
-routes down.
+looks at the whole folder but parses only the files that changed (by inode,
+size and times); the others keep their parsed objects, the very same dicts, so
+the builder's per-object caches and the worker deltas see them as unchanged.
+A file that cannot be parsed at all keeps serving the objects it held when it
+last parsed, so a half-saved edit never takes routes down.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,9 @@ ROOT_POLL_SECONDS = 0.25
 RETRY_SECONDS = 1.0
 # With native notifications, compare fingerprints every this many quiet ticks.
 NATIVE_CHECK_TICKS = 20
+
+# Parsed files are reused only once their mtime is this old (see _parse_cached).
+RACY_NS = 2_000_000_000
 
 # (path, inode, size, mtime ns, ctime ns) of every manifest file, in load order
 Fingerprint = tuple[tuple[str, int, int, int, int], ...]
@@ -73,6 +79,10 @@ class LoadResult:
 class _FileResult:
     objects: list[Obj] | None  # None: the file as a whole could not be read
     problems: list[Problem]
+
+
+# path -> (its stat identity when parsed, what parsing it gave)
+ParseCache = dict[Path, tuple[tuple[int, int, int, int], _FileResult]]
 
 
 # ---------------------------------------------------------------- one file
@@ -279,11 +289,17 @@ def _is_manifest_name(name: str) -> bool:
     return name.endswith(MANIFEST_SUFFIXES)
 
 
-def load_directory(root: Path, previous: dict[Path, list[Obj]] | None = None) -> LoadResult:
+def load_directory(
+    root: Path,
+    previous: dict[Path, list[Obj]] | None = None,
+    cache: ParseCache | None = None,
+) -> LoadResult:
     """Load every manifest under ``root``.
 
     ``previous`` is the ``good`` map of the last load: a file that now fails to
-    parse as a whole keeps contributing the objects it had then.
+    parse as a whole keeps contributing the objects it had then. ``cache``, kept
+    by the caller between loads, spares parsing files that did not change; it
+    is updated in place (files gone are dropped).
     """
     if not root.is_dir():
         reason = "is not a directory" if root.exists() else "directory does not exist"
@@ -291,8 +307,10 @@ def load_directory(root: Path, previous: dict[Path, list[Obj]] | None = None) ->
     previous = previous or {}
     problems: list[Problem] = []
     good: dict[Path, list[Obj]] = {}
+    seen: set[Path] = set()
     for path in manifest_files(root):
-        parsed = _parse_file(path)
+        seen.add(path)
+        parsed = _parse_cached(path, cache) if cache is not None else _parse_file(path)
         problems.extend(parsed.problems)
         if parsed.objects is not None:
             good[path] = parsed.objects
@@ -303,9 +321,29 @@ def load_directory(root: Path, previous: dict[Path, list[Obj]] | None = None) ->
                 "is still in use"
             )
             problems.append(Problem("file", reason, str(path)))
+    if cache is not None:
+        for gone in cache.keys() - seen:
+            del cache[gone]
     store = ObjectStore()
     problems.extend(_fill_store(store, good))
     return LoadResult(store, tuple(problems), good)
+
+
+def _parse_cached(path: Path, cache: ParseCache) -> _FileResult:
+    try:
+        st = path.stat()
+    except OSError:
+        cache.pop(path, None)
+        return _parse_file(path)  # gone meanwhile: report it as parsing does
+    identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = cache.get(path)
+    # A file modified in the last RACY_NS may be written again within the same
+    # timestamp tick, same size: like git's "racily clean" entries, it is re-read.
+    if hit is not None and hit[0] == identity and time.time_ns() - st.st_mtime_ns > RACY_NS:
+        return hit[1]
+    parsed = _parse_file(path)
+    cache[path] = (identity, parsed)
+    return parsed
 
 
 def _fill_store(store: ObjectStore, good: dict[Path, list[Obj]]) -> list[Problem]:
@@ -374,6 +412,7 @@ class ManifestSource:
         self.on_load = on_load
         self.debounce_ms = max(1, debounce_ms)
         self._good: dict[Path, list[Obj]] = {}
+        self._cache: ParseCache = {}
         self._last: LoadResult | None = None
         self._fingerprint: Fingerprint | None = None
 
@@ -386,7 +425,7 @@ class ManifestSource:
     def _scan(self) -> tuple[LoadResult, Fingerprint]:
         # Fingerprint first: a change made during the load then differs from it.
         fingerprint = _fingerprint(self.root)
-        return load_directory(self.root, self._good), fingerprint
+        return load_directory(self.root, self._good, self._cache), fingerprint
 
     def _accept(self, result: LoadResult, fingerprint: Fingerprint) -> None:
         self._good = result.good
