@@ -378,7 +378,7 @@ class ClientConnection(asyncio.Protocol):
         ex.method = parser.get_method()  # type: ignore[union-attr]
         ex.http10 = parser.get_http_version() == "1.0"  # type: ignore[union-attr]
         ex.keep_alive = parser.should_keep_alive() and not self.state.draining  # type: ignore[union-attr]
-        ex.upgrade = parser.should_upgrade() and ex.upgrade_value is not None  # type: ignore[union-attr]
+        ex.upgrade = ex.upgrade_value is not None and parser.should_upgrade()  # type: ignore[union-attr]
         ex.head_done = True
         error = ex.validate()
         if error is not None:

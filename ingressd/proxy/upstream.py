@@ -234,6 +234,7 @@ class UpstreamPool:
         self.max_requests = max_requests
         self._idle: dict[PoolKey, deque[UpstreamConnection]] = {}
         self._reaper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it serves, once known
 
     def take(self, endpoint: Endpoint, tls: UpstreamTLS | None = None) -> UpstreamConnection | None:
         idle = self._idle.get(pool_key(endpoint, tls))
@@ -278,11 +279,15 @@ class UpstreamPool:
         if conn.closed or conn.requests >= self.max_requests:
             conn.close()
             return
-        idle = self._idle.setdefault(conn.key, deque())
-        if len(idle) >= self.max_idle:
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = deque()
+        elif len(idle) >= self.max_idle:
             conn.close()
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         conn.idle_since = loop.time()
         idle.append(conn)
         if self._reaper is None:
