@@ -526,7 +526,9 @@ class ManifestSource:
 
     async def _reload(self) -> None:
         # Parsing a large folder is slow; on_load still runs here, on the loop.
+        started = time.monotonic()
         result, fingerprint = await asyncio.to_thread(self._scan)
+        scanned = time.monotonic()
         last = self._last
         if last is not None and result.good == last.good and result.problems == last.problems:
             # Nothing that matters changed (a touch, an editor's swap file): the
@@ -535,6 +537,12 @@ class ManifestSource:
             self._fingerprint = fingerprint
             return
         self._accept(result, fingerprint)
+        log.debug(
+            "reloaded %s: scan %.0f ms, apply %.0f ms",
+            self.root,
+            (scanned - started) * 1000,
+            (time.monotonic() - scanned) * 1000,
+        )
 
     async def _changed_on_disk(self) -> bool:
         return await asyncio.to_thread(_fingerprint, self.root) != self._fingerprint
