@@ -623,7 +623,12 @@ def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
         return Verdict(key, value, "unsupported", reason), None
     try:
         parsed = parse(value)
-    except AnnotationError as exc:
+    except (ValueError, UnicodeError, OverflowError, TypeError) as exc:
+        # AnnotationError is what parsers mean to raise; anything else from a
+        # hostile value (an out-of-range number, a character latin-1 lacks) is
+        # just as invalid, and must never escape into the table build.
+        if not isinstance(exc, AnnotationError):
+            exc = AnnotationError(f"cannot be parsed ({type(exc).__name__}: {exc})"[:200])
         if isinstance(exc, UnsupportedValue):
             reason = f"annotation {key}={value!r}: {exc}"
             return Verdict(key, value, "unsupported", reason), None
@@ -667,7 +672,7 @@ def _parsed(found: Mapping[str, tuple[str, str]], short: str, parse: Callable[[s
         return None
     try:
         return parse(found[short][1])
-    except AnnotationError:
+    except (ValueError, UnicodeError, OverflowError, TypeError):
         return None
 
 

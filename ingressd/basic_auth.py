@@ -115,7 +115,12 @@ def _deny(policy: RoutePolicy, reason: str) -> tuple[RoutePolicy, list[str]]:
 
 
 def _keys(secret: dict) -> list[str]:
-    return sorted({*(secret.get("data") or {}), *(secret.get("stringData") or {})})
+    keys: set[str] = set()
+    for part in ("data", "stringData"):
+        values = secret.get(part) or {}
+        if isinstance(values, dict):
+            keys.update(str(k) for k in values)
+    return sorted(keys)
 
 
 def _text(value: bytes | None) -> str | None:

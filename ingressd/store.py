@@ -185,6 +185,7 @@ class ObjectStore:
 
 
 def _service_of(key: Key, eps: Obj) -> Key | None:
-    labels = (eps.get("metadata") or {}).get("labels") or {}
-    svc = labels.get(SERVICE_NAME_LABEL)
-    return (key[0], svc) if svc else None
+    meta = eps.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    svc = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, dict) else None
+    return (key[0], svc) if isinstance(svc, str) and svc else None

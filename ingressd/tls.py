@@ -46,13 +46,18 @@ class TLSError(ValueError):
 def secret_value(secret: dict[str, Any], key: str) -> bytes | None:
     """A Secret value as bytes, from ``stringData`` or base64 ``data``."""
     string_data = secret.get("stringData") or {}
+    data = secret.get("data") or {}
+    if not isinstance(string_data, dict) or not isinstance(data, dict):
+        raise TLSError("data and stringData must be mappings")
     if key in string_data:
         return str(string_data[key]).encode()
-    data = secret.get("data") or {}
     if key not in data:
         return None
+    value = data[key] or ""
+    if not isinstance(value, str | bytes):
+        raise TLSError(f"data.{key} is not a string")
     try:
-        return base64.b64decode(data[key] or "", validate=True)
+        return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise TLSError(f"data.{key} is not valid base64") from exc
 

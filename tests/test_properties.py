@@ -5,17 +5,9 @@ arbitrary input (hypothesis) and must never raise: a bad value is a message,
 a bad document a problem, a bad path a skipped route, never an exception
 that takes a reload (or a request) down.
 
-Where a property has found crashes that are not fixed yet, it comes twice:
-
-* ``test_X``: the property as it should hold, with the smallest crashing
-  inputs as explicit ``@example``s, ``xfail(strict=True)``: it fails until the
-  bugs are fixed, then XPASSes (remove the mark, and the ``*_known_crash``
-  filter or the typed strategy its twin uses);
-* ``test_X_apart_from_known_crashes`` (or ``..._typed``): the same property
-  over inputs that stay clear of the known crashes, so anything new fails.
-
-Each known crash also has its own strict xfail (``test_known_*``) with the
-smallest input found.
+The smallest inputs that once crashed them (hypothesis found each one) are
+kept as explicit examples and as ``test_former_*`` cases: they must now be
+reported, not raised.
 
 The runs are derandomized (the same examples every run). To search for new
 crashes, set ``INGRESSD_PROPERTY_EXAMPLES`` (say 3000): random and that many
@@ -28,13 +20,12 @@ import base64
 import json
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service, snapshot
 from k8s_objects import tls_entry as tls_of
@@ -58,110 +49,6 @@ PROPERTY = settings(
 HEAVY = settings(PROPERTY, max_examples=_EXPLORE or 60)
 NGINX = "nginx.ingress.kubernetes.io/"
 CRASHES = (AttributeError, TypeError, ValueError, KeyError, OverflowError)
-
-# -- known crashes (each one a bug, see the reasons) --------------------------------------------
-
-ANNOTATION_CRASH = (
-    "annotation values escape parse_policy/classify as ValueError instead of being "
-    "reported: non-Latin-1 text in a header value (UnicodeEncodeError in "
-    "parse_header_value); a digit str.isdigit() accepts but int() does not (superscript "
-    "two: parse_seconds, parse_positive_int, parse_redirect_code); more than 4300 digits "
-    "(int()'s limit: parse_size, parse_seconds, parse_positive_int, parse_limit, ...)"
-)
-INGRESS_SHAPE_CRASH = (
-    "build_table raises on Ingress fields of the wrong type, which manifest mode loads "
-    "as they are: spec or metadata.annotations not a mapping (AttributeError in "
-    "ingress_owner), spec.ingressClassName a list (TypeError: unhashable), spec.tls or "
-    "tls[].hosts a number, rules[].http.paths a number (TypeError), rules[].http not a "
-    "mapping (AttributeError), a backend port number .inf (OverflowError); and on the "
-    "annotation values of the annotation crash"
-)
-BACKING_SHAPE_CRASH = (
-    "build_table raises on Service, EndpointSlice, IngressClass and Secret fields of the "
-    "wrong type (resolve_service, _controller, tls.secret_value assume the API's types), "
-    "and on a Service port without its number (KeyError 'port' in _external_port for "
-    "ExternalName, and for service-upstream); "
-    "and ObjectStore.put raises on an EndpointSlice whose labels are not a mapping or whose "
-    "service-name label is not a string, so load_directory itself raises"
-)
-HEADER_VALUE_ANNOTATIONS = frozenset({"x-forwarded-prefix", "canary-by-header-value"})
-
-
-def annotations_known_crash(values: Any) -> bool:
-    """Whether these annotations hold a value of a known crash (ANNOTATION_CRASH)."""
-    if not isinstance(values, Mapping):
-        return False
-    for key, value in values.items():
-        if not isinstance(key, str) or not key.startswith(PREFIXES):
-            continue
-        short = key.split("/", 1)[1]
-        text = str(value)
-        if short in HEADER_VALUE_ANNOTATIONS and any(ord(c) > 255 for c in text):
-            return True
-        digits = text.strip()
-        if digits.isdigit() and (not digits.isascii() or len(digits) > 4300):
-            return True
-    return False
-
-
-def ingress_known_crash(obj: Any) -> bool:
-    """Whether an Ingress holds a known crash of the builder (INGRESS_SHAPE_CRASH)."""
-    if not isinstance(obj, dict) or obj.get("kind") != "Ingress":
-        return False
-    meta = obj.get("metadata")
-    if not isinstance(meta, dict):
-        return False
-    notes = meta.get("annotations")
-    if (notes and not isinstance(notes, dict)) or annotations_known_crash(notes):
-        return True
-    spec = obj.get("spec")
-    if spec and not isinstance(spec, dict):
-        return True
-    if not isinstance(spec, dict):
-        return False
-    if isinstance(spec.get("ingressClassName"), list | dict):
-        return True
-    tls = spec.get("tls")
-    if tls and isinstance(tls, int | float):
-        return True
-    for entry in tls if isinstance(tls, list) else ():
-        if (
-            isinstance(entry, dict)
-            and entry.get("hosts")
-            and isinstance(entry["hosts"], int | float)
-        ):
-            return True
-    for one in spec.get("rules") if isinstance(spec.get("rules"), list) else ():
-        http = one.get("http") if isinstance(one, dict) else None
-        if http and not isinstance(http, dict):
-            return True
-        if isinstance(http, dict) and http.get("paths") and isinstance(http["paths"], int | float):
-            return True
-    return _has_infinite_number(spec)
-
-
-def _has_infinite_number(value: Any) -> bool:
-    if isinstance(value, dict):
-        number = value.get("number")
-        if isinstance(number, float) and number in (float("inf"), float("-inf")):
-            return True
-        return any(_has_infinite_number(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_infinite_number(v) for v in value)
-    return False
-
-
-def slice_known_crash(obj: Any) -> bool:
-    """Whether ObjectStore.put raises on this object (part of BACKING_SHAPE_CRASH)."""
-    if not isinstance(obj, dict) or obj.get("kind") != "EndpointSlice":
-        return False
-    meta = obj.get("metadata")
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    if labels and not isinstance(labels, dict):
-        return True
-    name = labels.get("kubernetes.io/service-name") if isinstance(labels, dict) else None
-    return bool(name) and not isinstance(name, str | int | float | bool)
-
 
 # -- strategies ----------------------------------------------------------------------------
 
@@ -632,7 +519,6 @@ def check_classify(values: dict[str, str]) -> None:
     assert sorted(v.key for v in verdicts) == sorted(k for k in values if k.startswith(PREFIXES))
 
 
-@pytest.mark.xfail(strict=True, reason=ANNOTATION_CRASH)
 @PROPERTY
 @given(annotations)
 @example(HEADER_VALUE_NOT_LATIN1)
@@ -644,14 +530,6 @@ def test_parse_policy_never_raises(values: dict[str, str]) -> None:
 
 @PROPERTY
 @given(annotations)
-def test_parse_policy_never_raises_apart_from_known_crashes(values: dict[str, str]) -> None:
-    assume(not annotations_known_crash(values))
-    check_parse_policy(values)
-
-
-@pytest.mark.xfail(strict=True, reason=ANNOTATION_CRASH)
-@PROPERTY
-@given(annotations)
 @example({NGINX + "canary-by-header-value": "\u0100"})
 @example({NGINX + "cors-max-age": "\u00b2"})
 @example({NGINX + "proxy-body-size": "9" * 4301})
@@ -659,22 +537,15 @@ def test_classify_never_raises(values: dict[str, str]) -> None:
     check_classify(values)
 
 
-@PROPERTY
-@given(annotations)
-def test_classify_never_raises_apart_from_known_crashes(values: dict[str, str]) -> None:
-    assume(not annotations_known_crash(values))
-    check_classify(values)
-
-
-@pytest.mark.xfail(strict=True, reason=ANNOTATION_CRASH, raises=ValueError)
 @pytest.mark.parametrize(
     "values",
     [HEADER_VALUE_NOT_LATIN1, SUPERSCRIPT_DIGIT, TOO_MANY_DIGITS],
     ids=["header-value-not-latin-1", "superscript-digit", "4301-digits"],
 )
-def test_known_annotation_crash(values: dict[str, str]) -> None:
-    assert annotations_known_crash(values)  # what the _apart_from_known_crashes tests skip
+def test_former_annotation_crashes_are_reported(values: dict[str, str]) -> None:
     check_parse_policy(values)
+    _, messages = parse_policy(values)
+    assert messages  # reported as invalid
 
 
 # -- (c) manifest files ---------------------------------------------------------------------------
@@ -712,7 +583,6 @@ LABELS_A_LIST = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=BACKING_SHAPE_CRASH)
 @PROPERTY
 @given(document_files(any_shape=True))
 @example([[LABELS_A_LIST]])
@@ -721,18 +591,8 @@ def test_manifest_folder_of_any_documents_loads(files: list[list[Any]]) -> None:
 
 
 @HEAVY
-@given(document_files(any_shape=True))
-def test_manifest_folder_of_any_documents_loads_apart_from_known_crashes(
-    files: list[list[Any]],
-) -> None:
-    assume(not any(slice_known_crash(doc) for doc in documents_of(files)))
-    check_folder(files, build=False)
-
-
-@HEAVY
 @given(document_files(any_shape=False))
 def test_manifest_folder_loads_and_builds_typed(files: list[list[Any]]) -> None:
-    assume(not any(ingress_known_crash(doc) for doc in documents_of(files)))
     check_folder(files, build=True)
 
 
@@ -767,7 +627,6 @@ INGRESS_CRASHES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=INGRESS_SHAPE_CRASH)
 @PROPERTY
 @given(ingress_lists())
 @example([INGRESS_CRASHES["spec-a-string"]])
@@ -777,19 +636,8 @@ def test_build_table_never_raises(objs: list[Obj]) -> None:
     assert all(isinstance(p, Problem) for p in table.problems)
 
 
-@HEAVY
-@given(ingress_lists())
-def test_build_table_never_raises_apart_from_known_crashes(objs: list[Obj]) -> None:
-    assume(not any(ingress_known_crash(o) for o in objs))
-    table = table_of(objs)
-    assert isinstance(table, RouteTable)
-    assert all(isinstance(p, Problem) for p in table.problems)
-
-
-@pytest.mark.xfail(strict=True, reason=INGRESS_SHAPE_CRASH, raises=CRASHES)
 @pytest.mark.parametrize("obj", INGRESS_CRASHES.values(), ids=INGRESS_CRASHES.keys())
-def test_known_ingress_crash(obj: Obj) -> None:
-    assert ingress_known_crash(obj)  # what the _apart_from_known_crashes tests skip
+def test_former_ingress_crashes_are_reported(obj: Obj) -> None:
     assert table_of([obj]).problems
 
 
@@ -844,7 +692,6 @@ BACKING_CRASHES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=BACKING_SHAPE_CRASH)
 @PROPERTY
 @given(backing_lists(any_shape=True))
 @example(BACKING_CRASHES["service-spec-a-string"])
@@ -858,9 +705,8 @@ def test_build_table_with_typed_backing_objects_never_raises(objs: list[Obj]) ->
     assert isinstance(_backing_table(objs), RouteTable)
 
 
-@pytest.mark.xfail(strict=True, reason=BACKING_SHAPE_CRASH, raises=CRASHES)
 @pytest.mark.parametrize("objs", BACKING_CRASHES.values(), ids=BACKING_CRASHES.keys())
-def test_known_backing_crash(objs: list[Obj]) -> None:
+def test_former_backing_crashes_are_reported(objs: list[Obj]) -> None:
     assert _backing_table(objs).problems
 
 
@@ -869,7 +715,6 @@ def test_known_backing_crash(objs: list[Obj]) -> None:
 def test_decide_never_raises(
     objs: list[Obj], backing_objs: list[Obj], requests: list[RequestHead]
 ) -> None:
-    assume(not any(ingress_known_crash(o) for o in objs))  # the table must build first
     table = build_table(snapshot(*fixed_backing(), *backing_objs, *objs), BuildOptions())
     for head in requests:
         action = decide(table, head)

@@ -448,9 +448,14 @@ class _Planner:
         known = self.run.backends.get(key)
         if known is not None and known.service is svc and _same_items(known.slices, slices):
             return known.backend
-        backend = resolve_service(
-            self.snap, namespace, name, ref, service_upstream=service_upstream
-        )
+        try:
+            backend = resolve_service(
+                self.snap, namespace, name, ref, service_upstream=service_upstream
+            )
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            label = f"{namespace}/{name}:{ref}"
+            reason = f"service {namespace}/{name} or its EndpointSlices are malformed"
+            backend = Backend(label, error=f"{reason}: {_malformed(exc)}")
         users = 0 if known is None else known.users
         self.run.backends[key] = _Resolved(svc, slices, backend, users)
         return backend
@@ -626,7 +631,13 @@ class _Run:
         reads = _reading(self.snap, deps)
         origin = self.snap.origin(ing)
         order = _order(ing)
-        owner = ingress_owner(reads, self.opts, ing)
+        try:
+            owner = ingress_owner(reads, self.opts, ing)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            # Fields of the wrong type (a manifest the API server's schema would
+            # have refused): this Ingress is reported and skipped, never the build.
+            problem = _problem(ing, origin, f"is malformed: {_malformed(exc)}")
+            return _Entry(ing, origin, tuple(deps), _Role.NOT_OURS, order, problem)
         owner_problem = None
         # Only worth reporting when nothing could ever claim it here.
         if owner.via == "missing-class" and owner.class_name == self.opts.ingress_class:
@@ -635,7 +646,12 @@ class _Run:
         if not owner.ours:
             return _Entry(ing, origin, tuple(deps), _Role.NOT_OURS, order, owner_problem)
         planner = _Planner(self, reads, ing, origin, order)
-        plan = planner.plan()
+        try:
+            plan = planner.plan()
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            planner.backends.clear()
+            planner.problem(f"is malformed and not served: {_malformed(exc)}")
+            plan = None
         entry = _Entry(ing, origin, (), _Role.UNPLANNED, order, owner_problem, plan)
         if plan is not None:
             _take_role(entry, planner, plan)
@@ -676,6 +692,10 @@ def _take_role(entry: _Entry, planner: _Planner, plan: _IngressPlan) -> None:
         for t in entry.tls:
             hosts.update(dict.fromkeys(t.hosts))  # its certificate and VirtualHost.tls
         entry.hosts = tuple(hosts)
+
+
+def _malformed(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 def resolve_service(
