@@ -263,10 +263,6 @@ CASES = [
             version=b"HTTP/1.0",
         ),
         {(400,): (), (200,): (b"/te10",)},
-        xfail=(
-            "HTTP/1.0 with Transfer-Encoding is kept alive and the next request on the "
-            "connection is forwarded (RFC 9112 6.1: MUST close after it; nginx: 400)"
-        ),
     ),
     # -- Content-Length -----------------------------------------------------------------------
     Case(
@@ -417,31 +413,16 @@ CASES = [
         post(b"/short", b"Content-Length: 5\r\n", b"hello" + LAST + SMUGGLED),
         {(200, 400): (b"/short",)},
         body=b"hello",
-        xfail=(
-            "a malformed pipelined request is answered 400 in place of the response "
-            "to the request before it, which was already forwarded"
-        ),
-        outcome_bug=True,
     ),
     Case(
         "request-after-connection-close",
         get(b"/first", b"Connection: close\r\n") + SMUGGLED,
         {(200,): (b"/first",)},
-        xfail=(
-            "bytes after a Connection: close request are answered 400 in place of its "
-            "response, which was already forwarded (RFC 9112 9.6: ignore them)"
-        ),
-        outcome_bug=True,
     ),
     Case(
         "pipelined-absolute-form-empty-authority",
         get(b"/a") + b"GET http:///" + M + b" HTTP/1.1\r\n" + H + b"\r\n",
         {(200, 400): (b"/a",)},
-        xfail=(
-            "parse_url raises in Exchange._head when a pipelined request starts: no "
-            "answer, the upstream is blamed, and the client connection is held open"
-        ),
-        outcome_bug=True,
     ),
     # -- Host and the request target -------------------------------------------------------
     Case(
@@ -470,7 +451,6 @@ CASES = [
         "http-2.0-on-plain-connection",
         get(b"/" + M, b"Connection: close\r\n", version=b"HTTP/2.0"),
         rejected(400, 505),
-        xfail="a request line with HTTP/2.0 is forwarded as HTTP/1.1 (nginx: 505)",
     ),
     Case("http-2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SMUGGLED, rejected(400, 505)),
     Case("http-0.9-request", b"GET /" + M + b"\r\n\r\n", rejected(400)),
@@ -515,11 +495,6 @@ CASES = [
         ),
         {(200,): (b"/up",), (400,): ()},
         body=b"hello",
-        xfail=(
-            "the body of an Upgrade request is held back as post-upgrade bytes while its "
-            "head (Content-Length: 5) is forwarded: no answer until proxy-read-timeout (504)"
-        ),
-        outcome_bug=True,
     ),
 ]
 

@@ -134,6 +134,7 @@ class ClientConnection(asyncio.Protocol):
         "client_ip",
         "closing",
         "current",
+        "done_reading",
         "forwarded_tail",
         "limit_slot",
         "loop",
@@ -168,6 +169,9 @@ class ClientConnection(asyncio.Protocol):
         self.reading: Exchange | None = None  # the exchange whose request is being parsed
         self.tunnel: UpstreamConnection | None = None
         self.limit_slot: Slot | None = None  # held by a WebSocket tunnel until it closes
+        # No more requests are read: the last one said Connection: close, or a
+        # bad one follows requests still being answered (RFC 9112 9.6).
+        self.done_reading = False
         self.closing = False
         self._paused = 0
         self._head_bytes = 0
@@ -295,7 +299,18 @@ class ClientConnection(asyncio.Protocol):
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer an unusable request and close: nothing is forwarded."""
-        if self.closing:
+        if self.closing or self.done_reading:
+            return
+        current = self.current
+        if current is not None and current is not self.reading and current.request_complete:
+            # Earlier requests are being answered: they get their responses
+            # first, then this error, then the connection closes.
+            self.reading = None
+            self.done_reading = True
+            self.pause(PAUSE_PIPELINE)
+            failed = Exchange(self)
+            failed.rejection = (status, reason)
+            self.pipeline.append(failed)
             return
         if self.current is None or not self.current.response_started:
             body = f"{status} {HTTPStatus(status).phrase}: {reason}\n"
@@ -316,6 +331,8 @@ class ClientConnection(asyncio.Protocol):
         if self.current is not None and self.current.upgrading:
             self.current.client_tail(data)
             return
+        if self.done_reading:
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -326,6 +343,8 @@ class ClientConnection(asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             reject = exc.__context__
+            if isinstance(reject, _StopReading):
+                return
             if isinstance(reject, _Reject):
                 self._reject(*reject.args)
             else:
@@ -376,9 +395,26 @@ class ClientConnection(asyncio.Protocol):
         ex = self.reading
         parser = self.parser
         ex.method = parser.get_method()  # type: ignore[union-attr]
-        ex.http10 = parser.get_http_version() == "1.0"  # type: ignore[union-attr]
+        version = parser.get_http_version()  # type: ignore[union-attr]
+        if version != "1.1" and version != "1.0":
+            if version.startswith("0."):  # no version at all: HTTP/0.9's bare request line
+                raise _Reject(400, "malformed request line")
+            raise _Reject(505, f"HTTP/{version} is not supported here (HTTP/1.0 and 1.1 are)")
+        ex.http10 = version == "1.0"
         ex.keep_alive = parser.should_keep_alive() and not self.state.draining  # type: ignore[union-attr]
-        ex.upgrade = ex.upgrade_value is not None and parser.should_upgrade()  # type: ignore[union-attr]
+        if ex.upgrade_value is not None and parser.should_upgrade():  # type: ignore[union-attr]
+            if ex.req_chunked or ex.req_length not in (None, b"0"):
+                # Its body would be taken for bytes of the new protocol.
+                raise _Reject(400, "an Upgrade request cannot have a body")
+            if ex.upgrade_value.strip().lower() == b"websocket":
+                ex.upgrade = True
+            else:
+                # Only WebSocket is tunnelled: an h2c (or other) tunnel would let
+                # a client send requests that routing and auth never see. The
+                # request is answered as a plain one, and the connection closed
+                # since the parser is past it.
+                ex.upgrade_value = None
+                ex.keep_alive = False
         ex.head_done = True
         error = ex.validate()
         if error is not None:
@@ -386,7 +422,7 @@ class ClientConnection(asyncio.Protocol):
         self._set_phase(BODY, self.state.settings.client_body_timeout)
         if self.current is None:
             self.current = ex
-            ex.start()
+            ex.begin()
         else:
             # A pipelined request waits its turn; stop reading until it comes.
             self.pipeline.append(ex)
@@ -402,6 +438,11 @@ class ClientConnection(asyncio.Protocol):
         self._phase = WAIT
         if ex is not None:
             ex.request_done()
+            if not ex.keep_alive:
+                # Whatever follows a request that ends the connection is ignored
+                # (RFC 9112 9.6), not parsed as more requests.
+                self.done_reading = True
+                raise _StopReading
 
     # -- exchanges report back ---------------------------------------------------------
 
@@ -415,9 +456,9 @@ class ClientConnection(asyncio.Protocol):
         if self.pipeline:
             nxt = self.pipeline.popleft()
             self.current = nxt
-            if not self.pipeline:
+            if not self.pipeline and not self.done_reading:
                 self.resume(PAUSE_PIPELINE)
-            nxt.start()
+            nxt.begin()
         elif self.reading is None:
             self._set_phase(IDLE, self.state.settings.keepalive_timeout)
 
@@ -441,6 +482,10 @@ def _in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
 
 class _Reject(Exception):
     """Raised inside a parser callback to stop parsing and answer an error."""
+
+
+class _StopReading(Exception):
+    """Raised inside a parser callback to stop parsing: the rest is ignored."""
 
 
 class Exchange:
@@ -477,6 +522,7 @@ class Exchange:
         "origin",
         "pending",
         "read_timeout",
+        "rejection",
         "replay",
         "replay_size",
         "req_chunked",
@@ -550,6 +596,9 @@ class Exchange:
         # auth-url: headers for the upstream request and cookies for the response
         self.auth_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.auth_cookies: tuple[bytes, ...] = ()
+        # (status, reason) when this stands for a request that could not be
+        # read, answered in its turn after the requests before it
+        self.rejection: tuple[int, str] | None = None
         # proxy-next-upstream: the endpoints tried so far, when the first try
         # began, and the body bytes sent (None once too large to send again).
         self.attempts = 0
@@ -610,6 +659,17 @@ class Exchange:
     def validate(self) -> tuple[int, str] | None:
         if self.host_count > 1:
             return 400, "more than one Host header"
+        if self.req_te is not None and self.http10:
+            # HTTP/1.0 has no chunked coding; such a message cannot be framed safely.
+            return 400, "Transfer-Encoding in an HTTP/1.0 request"
+        url = self.url
+        if self.method != b"CONNECT" and not url.startswith(b"/") and url != b"*":
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                return 400, "invalid request target"
+            if not parsed.host:
+                return 400, "absolute-form request target without a host"
         if self.host is None and not self.http10 and not self.url.startswith(b"http"):
             return 400, "missing Host header"
         if self.method == b"CONNECT":
@@ -656,6 +716,25 @@ class Exchange:
         )
 
     # -- running the exchange ---------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start, and answer 500 rather than leave the connection hanging on a bug."""
+        if self.rejection is not None:
+            status, reason = self.rejection
+            self.keep_alive = False
+            self.request_complete = True
+            self.respond(status, f"{status} {HTTPStatus(status).phrase}: {reason}\n")
+            return
+        try:
+            self.start()
+        except Exception:
+            log.exception("internal error handling %r", self.url[:200])
+            self.keep_alive = False
+            if self.response_started:
+                self.abort()
+                self.client.close()
+            else:
+                self.respond(500, "500 Internal Server Error\n")
 
     def start(self) -> None:
         client = self.client
