@@ -134,36 +134,28 @@ class HeapPolicy:
     each full pass took about half a second, on the event loop, stalling
     every request. They live until a later change replaces them, and none is
     part of a reference cycle, so reference counting frees them, frozen or not.
-    Frozen, full collections walk only what was allocated since.
 
-    Not after every build, though: a freeze also keeps whatever else is alive
-    then (a request's frames and futures) from ever being collected, should it
-    later become cyclic garbage. So only once builds have made a good part of
-    the heap anew (the first build; then a 16th of the Ingresses replanned), and
-    every ``SWEEP_EVERY`` freezes the frozen heap is handed back for one full
-    collection, which bounds what such garbage can hold on to.
+    Only after a builder's first (from-scratch) build, though: that is when
+    nearly the whole heap is new, and before traffic (the first table comes
+    before the process is ready). A freeze also keeps whatever else is alive
+    then, such as open connections, from ever being collected should it later
+    become cyclic garbage, so later, incremental builds (which make little
+    new) do not freeze; and each freeze first hands the previous one back for a
+    full collection.
     """
 
-    MIN_PLANNED = 256  # Ingresses planned since the last freeze, at least ...
-    FRACTION = 16  # ... and at least this fraction of all Ingresses
-    SWEEP_EVERY = 16
-
     def __init__(self) -> None:
-        self.builder: TableBuilder | None = None  # the one whose work is counted
-        self.planned_at_freeze = 0
+        self.builder: TableBuilder | None = None  # the builder last frozen after
         self.freezes = 0
 
     def settle(self, builder: TableBuilder) -> None:
-        """After a swap: freeze what is alive if builds have made enough of it anew."""
+        """After a swap: freeze what is alive if this was a new builder's first build."""
         if builder is self.builder:
-            planned = builder.planned - self.planned_at_freeze
-            if planned < max(self.MIN_PLANNED, builder.size // self.FRACTION):
-                return
-        self.builder = builder  # a new builder's first build made everything anew
-        if self.freezes and self.freezes % self.SWEEP_EVERY == 0:
+            return
+        self.builder = builder
+        if self.freezes:
             gc.unfreeze()
         # First collect, so garbage that already is cyclic is freed, not frozen.
         gc.collect()
         gc.freeze()
         self.freezes += 1
-        self.planned_at_freeze = builder.planned

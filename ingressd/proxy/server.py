@@ -40,6 +40,8 @@ from .upstream import UpstreamConnection, UpstreamPool
 log = logging.getLogger("ingressd.proxy")
 
 BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
+# A connection closed with a request body still coming is drained this long (see close).
+LINGER = 2.0
 # Upstream timeouts are whole seconds (as ingress-nginx's annotations): checking
 # them four times a second is precise enough and costs nothing per request.
 SWEEP_INTERVAL = 0.25
@@ -220,9 +222,22 @@ class ClientConnection(asyncio.Protocol):
         self.pipeline.clear()
 
     def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+        if self.closing:
+            return
+        self.closing = True
+        transport = self.transport
+        if self.reading is None:
+            transport.close()  # type: ignore[union-attr]
+            return
+        # The client may still be sending a body that was not read. Closing with
+        # unread data makes the kernel reset the connection, which can destroy
+        # the response before the client reads it; so, like nginx's lingering
+        # close, stop writing, discard what still comes, and close on the
+        # client's EOF or after LINGER seconds.
+        if transport.can_write_eof():  # type: ignore[union-attr]
+            transport.write_eof()  # type: ignore[union-attr]
+        transport.resume_reading()  # type: ignore[union-attr]
+        self.loop.call_later(LINGER, transport.close)  # type: ignore[union-attr]
 
     def shutdown(self) -> None:
         """Close when idle; otherwise finish the current response, then close.
@@ -328,6 +343,8 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
+        if self.closing:
+            return  # lingering: discarded
         if self.current is not None and self.current.upgrading:
             self.current.client_tail(data)
             return
@@ -359,6 +376,18 @@ class ClientConnection(asyncio.Protocol):
                 self._reject(431, "request header fields too large")
 
     def eof_received(self) -> bool | None:
+        if self.closing:
+            return False  # the end of a lingering close
+        if self.reading is not None:
+            # A request cut short (its body or head incomplete) can never be
+            # finished: drop it and its upstream now rather than at a timeout.
+            for ex in (self.current, *self.pipeline, self.reading):
+                if ex is not None:
+                    ex.abort()
+            self.current = self.reading = None
+            self.pipeline.clear()
+            self.closing = True
+            return False
         # A client that half-closes after its request still gets the response,
         # then the connection closes.
         if self.current is None:
