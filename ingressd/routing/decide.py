@@ -43,8 +43,8 @@ class RequestHead:
     # The request headers as received (the proxy's own list, not a copy): searched
     # only when a route needs one (canary, cookie affinity).
     headers: Sequence[tuple[bytes, bytes]] = ()
-    # TLS: the names of the certificate the connection was served (from its SNI),
-    # () for the default certificate; None: not checked (plain HTTP).
+    # TLS: the names of the certificate the connection was served (from its SNI);
+    # () for the generated default one, None for plain HTTP: neither is checked.
     tls_names: tuple[str, ...] | None = None
 
 
@@ -128,7 +128,7 @@ def decide(
     endpoints that passive health checks have ejected."""
     host = normalize_host(head.host)
     path = normalize_path(head.path)
-    if head.tls_names is not None and table.certificates:
+    if head.tls_names and table.certificates:
         cert = table.certificate_for(host)
         if cert is not None and not any(name_matches(n, host) for n in head.tls_names):
             # The connection was set up for another name: answering would show
