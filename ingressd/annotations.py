@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from .basic_auth import AuthRef
 from .cors import (
@@ -24,10 +24,10 @@ from .cors import (
     parse_token_list,
 )
 from .ext_auth import METHODS as AUTH_METHODS
-from .ext_auth import ExternalAuth, Template, TemplateError, parse_url_template
+from .ext_auth import ExternalAuth, Template, parse_url_template
 from .limits import DEFAULT_BURST_MULTIPLIER, LimitConfig
 from .model import DEFAULT_POLICY, Affinity, Canary, IPNetwork, RoutePolicy
-from .retry import NextUpstream, parse_conditions
+from .retry import parse_conditions
 from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS, ProxySSL
 
 PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
@@ -43,6 +43,9 @@ _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab and spa
 
 class AnnotationError(ValueError):
     pass
+
+
+T = TypeVar("T")
 
 
 def parse_bool(value: str) -> bool:
@@ -382,11 +385,21 @@ def parse_realm(value: str) -> str:
     return value
 
 
-def parse_auth_url(value: str) -> Template:
-    try:
-        return parse_url_template(value)
-    except TemplateError as exc:
-        raise AnnotationError(str(exc)) from None
+def _reported_as_invalid(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` with the ValueError of another module turned into an AnnotationError."""
+
+    def wrapped(value: str) -> T:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise AnnotationError(str(exc)) from None
+
+    return wrapped
+
+
+parse_auth_url = _reported_as_invalid(parse_url_template)
+_parse_template = _reported_as_invalid(Template.parse)
+parse_next_upstream = _reported_as_invalid(parse_conditions)
 
 
 def parse_auth_method(value: str) -> str:
@@ -418,17 +431,7 @@ def parse_query_param(value: str) -> str:
 def parse_header_template(value: str) -> Template:
     if not value.strip() or _HEADER_CONTROL.search(value):
         raise AnnotationError(f"{value!r} is empty or contains control characters")
-    try:
-        return Template.parse(value)
-    except TemplateError as exc:
-        raise AnnotationError(str(exc)) from None
-
-
-def parse_next_upstream(value: str) -> NextUpstream:
-    try:
-        return parse_conditions(value)
-    except ValueError as exc:
-        raise AnnotationError(str(exc)) from None
+    return _parse_template(value)
 
 
 def parse_seconds_or_zero(value: str) -> float:
