@@ -877,45 +877,35 @@ class Exchange:
 
     async def _connect(self) -> None:
         assert self.forward is not None
+        where = f"{self.forward.backend.name} ({self.forward.endpoint})"
         try:
             timeout = self.forward.route.policy.proxy_connect_timeout
             conn = await self.client.state.pool.connect(
                 self.forward.endpoint, timeout, self.forward.tls
             )
-        except TimeoutError:
-            self._connect_task = None
-            self._connect_failed()
-            if self._retry("timeout", sent=False):
-                return
-            self.respond(
-                504,
-                f"504 Gateway Timeout: connecting to {self.forward.backend.name} "
-                f"({self.forward.endpoint}) timed out\n",
-            )
-            return
-        except ssl.SSLError as exc:  # the handshake, or check_peer after it
-            self._connect_task = None
-            self._connect_failed()
-            if self._retry("error", sent=False):
-                return
-            self.respond(
-                502,
-                f"502 Bad Gateway: TLS to upstream {self.forward.endpoint} "
-                f"({self.forward.backend.name}) failed: {describe_tls_error(exc)}\n",
-            )
-            return
-        except OSError as exc:
-            self._connect_task = None
-            self._connect_failed()
-            if self._retry("error", sent=False):
-                return
-            self.respond(
-                502,
-                f"502 Bad Gateway: cannot connect to {self.forward.backend.name} "
-                f"({self.forward.endpoint}): {exc.strerror or exc}{self._tries_note()}\n",
-            )
-            return
         except asyncio.CancelledError:
+            return
+        except TimeoutError:  # before OSError, of which it is one
+            failure = ("timeout", 504, f"504 Gateway Timeout: connecting to {where} timed out")
+        except ssl.SSLError as exc:  # the handshake, or check_peer after it
+            fwd = self.forward
+            failure = (
+                "error",
+                502,
+                f"502 Bad Gateway: TLS to upstream {fwd.endpoint} ({fwd.backend.name}) "
+                f"failed: {describe_tls_error(exc)}",
+            )
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            failure = ("error", 502, f"502 Bad Gateway: cannot connect to {where}: {reason}")
+        else:
+            failure = None
+        if failure is not None:
+            self._connect_task = None
+            self._connect_failed()
+            kind, status, text = failure
+            if not self._retry(kind, sent=False):
+                self.respond(status, text + self._tries_note() + "\n")
             return
         self._connect_task = None
         self.client.state.health.succeeded(self.forward.endpoint)
