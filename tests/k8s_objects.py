@@ -292,6 +292,22 @@ def build(
     return build_table(snapshot(*objs), options or BuildOptions(), now=now)
 
 
+def annotated_table(*objs: Obj, **annotations: str) -> RouteTable:
+    """A table of Ingress ``web`` (a.example, ``/`` -> Service web, one endpoint)
+    with ``annotations`` (``auth_type="basic"`` for ``nginx.ingress.kubernetes.io/auth-type``)."""
+    prefix = "nginx.ingress.kubernetes.io/"
+    return build(
+        ingress(
+            "web",
+            [rule("a.example", path("/", "web"))],
+            annotations={prefix + k.replace("_", "-"): v for k, v in annotations.items()},
+        ),
+        service("web"),
+        endpoint_slice("web", ["10.0.0.1"]),
+        *objs,
+    )
+
+
 def request(
     host: str, path: str = "/", query: str = "", *, tls: bool = False, method: str = "GET"
 ) -> RequestHead:

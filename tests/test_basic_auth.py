@@ -6,9 +6,8 @@ import base64
 
 import bcrypt
 import pytest
-from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
+from k8s_objects import annotated_table, request
 
-from ingressd.model import RouteTable
 from ingressd.routing.decide import Forward, RequestHead, Respond, decide
 
 A = "nginx.ingress.kubernetes.io/"
@@ -26,17 +25,7 @@ def secret(name: str = "users", namespace: str = "default", **data: str) -> dict
     }
 
 
-def table(*objs: dict, **annotations: str) -> RouteTable:
-    return build(
-        ingress(
-            "web",
-            [rule("a.example", path("/", "web"))],
-            annotations={A + k.replace("_", "-"): v for k, v in annotations.items()},
-        ),
-        service("web"),
-        endpoint_slice("web", ["10.0.0.1"]),
-        *objs,
-    )
+table = annotated_table
 
 
 def head(user: str | None = None, password: str = "") -> RequestHead:

@@ -8,24 +8,14 @@ of its own: a route whose access annotation is invalid answers 403 before all.
 
 from __future__ import annotations
 
-from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
+from k8s_objects import annotated_table, request
 
-from ingressd.model import RouteTable
 from ingressd.routing.decide import Forward, RequestHead, Respond, decide
 
 A = "nginx.ingress.kubernetes.io/"
 
 
-def table(**annotations: str) -> RouteTable:
-    return build(
-        ingress(
-            "web",
-            [rule("a.example", path("/", "web"))],
-            annotations={A + k.replace("_", "-"): v for k, v in annotations.items()},
-        ),
-        service("web"),
-        endpoint_slice("web", ["10.0.0.1"]),
-    )
+table = annotated_table
 
 
 def head(p: str = "/", method: str = "GET", origin: str | None = None) -> RequestHead:
