@@ -79,6 +79,18 @@ def parse_size(value: str) -> int:
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
 
 
+# Upper bound of proxy-buffer-size: the response head ingressd holds per request.
+MAX_BUFFER_SIZE = 1024 * 1024
+
+
+def parse_buffer_size(value: str) -> int:
+    """proxy-buffer-size: an nginx size from 1 byte to 1m (the response head must fit)."""
+    size = parse_size(value)
+    if not 0 < size <= MAX_BUFFER_SIZE:
+        raise AnnotationError(f"{value!r} is not a buffer size from 1 byte to 1m")
+    return size
+
+
 def parse_seconds(value: str) -> float:
     """Whole seconds, as ingress-nginx's proxy-*-timeout annotations take them."""
     v = value.strip()
@@ -475,6 +487,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "proxy-ssl-server-name": parse_on_off,
     "service-upstream": parse_bool,
     "proxy-body-size": parse_size,
+    "proxy-buffer-size": parse_buffer_size,
     "proxy-connect-timeout": parse_seconds,
     "proxy-read-timeout": parse_seconds,
     "proxy-send-timeout": parse_seconds,
@@ -530,6 +543,7 @@ _FIELDS: Mapping[str, str] = {
     "backend-protocol": "backend_protocol",
     "service-upstream": "service_upstream",
     "proxy-body-size": "proxy_body_size",
+    "proxy-buffer-size": "proxy_buffer_size",
     "proxy-connect-timeout": "proxy_connect_timeout",
     "proxy-read-timeout": "proxy_read_timeout",
     "proxy-send-timeout": "proxy_send_timeout",

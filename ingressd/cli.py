@@ -19,12 +19,13 @@ import sys
 from pathlib import Path
 
 from . import __version__, access_log, logs
-from .annotations import parse_cidrs, parse_size
+from .annotations import parse_buffer_size, parse_cidrs, parse_size
 from .app import serve
 from .check import check, render_json, render_text
 from .config import WATCH_SECONDS, ClusterConfig, KubeConfigError, ServeConfig
 from .model import Problem
 from .proxy.server import ProxySettings
+from .proxy.upstream import DEFAULT_HEAD_LIMIT
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
 from .store import Snapshot
 from .workers import default_count
@@ -76,6 +77,14 @@ def _common(
         default=1024 * 1024,
         metavar="SIZE",
         help="largest request body (like ingress-nginx: 1m; 0 = unlimited); larger get 413",
+    )
+    p.add_argument(
+        "--proxy-buffer-size",
+        type=_buffer_size,
+        default=DEFAULT_HEAD_LIMIT,
+        metavar="SIZE",
+        help="largest upstream response head, status line and headers (like ingress-nginx: "
+        "4k; up to 1m); larger get 502, the proxy-buffer-size annotation overrides it",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
@@ -174,6 +183,13 @@ def _sources(p: argparse.ArgumentParser, manifests_help: str) -> None:
 def _size(value: str) -> int:
     try:
         return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _buffer_size(value: str) -> int:
+    try:
+        return parse_buffer_size(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -339,6 +355,7 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
             trusted_proxies=args.trusted_proxies,
             fail_timeout=args.upstream_fail_timeout,
             max_body_size=args.proxy_body_size,
+            proxy_buffer_size=args.proxy_buffer_size,
             max_connections=args.max_connections,
             access_log=args.access_log,
         ),

@@ -174,6 +174,7 @@ class RoutePolicy:
     service_upstream: bool = False  # one endpoint: the Service's ClusterIP and port
     # Limits; None: the proxy-wide setting
     proxy_body_size: int | None = None  # bytes, 0 = unlimited
+    proxy_buffer_size: int | None = None  # bytes the upstream's response head may take
     proxy_connect_timeout: float | None = None
     proxy_read_timeout: float | None = None
     proxy_send_timeout: float | None = None

@@ -8,6 +8,7 @@ import pytest
 
 from ingressd.annotations import (
     AnnotationError,
+    parse_buffer_size,
     parse_cidrs,
     parse_header_value,
     parse_host,
@@ -40,6 +41,18 @@ def test_sizes(value: str, expected: int) -> None:
 def test_bad_sizes(value: str) -> None:
     with pytest.raises(AnnotationError, match="is not a size"):
         parse_size(value)
+
+
+def test_proxy_buffer_size_is_a_bounded_size() -> None:
+    assert [parse_buffer_size(v) for v in ("4k", "16k", "1m", "512")] == [4096, 16384, 1 << 20, 512]
+    for bad in ("0", "2m", "1g", "4kb", ""):
+        with pytest.raises(AnnotationError):
+            parse_buffer_size(bad)
+    p, messages = policy(proxy_buffer_size="16k")
+    assert (p.proxy_buffer_size, messages) == (16384, [])
+    p, messages = policy(proxy_buffer_size="1g")
+    assert p.proxy_buffer_size is None
+    assert any("proxy-buffer-size" in m for m in messages)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("5", 5.0), ("600", 600.0), (" 60 ", 60.0)])

@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import re
+import socket
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from e2e_helpers import (
+    LOCALHOST,
     BackgroundLoop,
     CurlResult,
     EchoServers,
@@ -41,6 +44,7 @@ from e2e_helpers import (
 from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
 
 from ingressd.echo import pattern_bytes
+from ingressd.proxy.server import LINGER
 from ingressd.store import Obj
 
 SSL_REDIRECT_OFF = {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}
@@ -275,14 +279,104 @@ def test_hop_by_hop_headers_are_stripped(env: Env) -> None:
     assert h["x-kept"] == "yes"
 
 
+@pytest.mark.parametrize(
+    "nominated",
+    [
+        "Host",
+        "host",
+        "X-Forwarded-Host, X-Request-ID, Host",
+        "X-Forwarded-For, X-Real-IP, X-Forwarded-Proto, X-Forwarded-Port, X-Scheme",
+        "keep-alive, Host, X-Original-Forwarded-For, Content-Length",
+    ],
+)
+def test_connection_cannot_remove_what_ingressd_routes_by_or_sets(env: Env, nominated: str) -> None:
+    got = env.get(
+        "app.test",
+        "/",
+        "-H",
+        f"Connection: {nominated}",
+        "-H",
+        "X-Request-ID: rid-1",
+        "-H",
+        "X-Forwarded-For: 10.9.8.7",
+    ).json()
+    h = got["headers"]
+    assert h["host"] == "app.test"
+    assert h["x-forwarded-host"] == "app.test"
+    assert h["x-request-id"] == "rid-1"
+    assert (h["x-forwarded-for"], h["x-real-ip"]) == ("127.0.0.1", "127.0.0.1")
+    assert (h["x-forwarded-proto"], h["x-scheme"]) == ("http", "http")
+    assert h["x-forwarded-port"] == str(env.ingressd.http_port)
+    assert h["x-original-forwarded-for"] == "10.9.8.7"
+    names = [n.lower() for n, _ in got["raw_headers"]]
+    assert names.count("host") == 1
+
+
+def test_httpoxy_proxy_header_is_not_passed_on(env: Env) -> None:
+    # ingress-nginx clears it (nginx.tmpl: proxy_set_header Proxy "")
+    h = env.get("app.test", "/", "-H", "Proxy: http://evil.test:3128").json()["headers"]
+    assert "proxy" not in h
+
+
+def test_x_scheme_and_original_forwarded_for_as_ingress_nginx_sets_them(env: Env) -> None:
+    plain = env.get("app.test").json()["headers"]
+    assert plain["x-scheme"] == "http"
+    assert "x-original-forwarded-for" not in plain  # nginx omits a header set to ""
+    spoofed = env.get(
+        "app.test", "/", "-H", "X-Scheme: https", "-H", "X-Original-Forwarded-For: 6.6.6.6"
+    ).json()["headers"]
+    assert spoofed["x-scheme"] == "http"
+    assert "x-original-forwarded-for" not in spoofed
+    chained = env.get(
+        "app.test", "/", "-H", "X-Forwarded-For: 1.2.3.4", "-H", "X-Forwarded-For: 5.6.7.8"
+    ).json()["headers"]
+    assert chained["x-original-forwarded-for"] == "1.2.3.4, 5.6.7.8"
+    secure = env.https("a.secure.test", "/", "--cacert", env.cafiles["a-tls"]).json()["headers"]
+    assert secure["x-scheme"] == "https"
+
+
 # -- 2. errors ingressd answers itself -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "status"), [("nobody.test", 404), ("a.secure.test", 200), ("missing.test", 503)]
+)
+def test_tls_connection_close_ends_the_connection_after_the_response(
+    env: Env, host: str, status: int
+) -> None:
+    """With Connection: close the client reading to end of stream gets it at once,
+    over TLS as over plain HTTP (it used to wait LINGER seconds over TLS)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    with (
+        socket.create_connection((LOCALHOST, env.ingressd.https_port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        tls.sendall(request)
+        started = time.monotonic()
+        answer = b""
+        while len(answer) < 1 << 20:
+            try:
+                part = tls.recv(65536)
+            except ssl.SSLEOFError:  # closed without close_notify: still the end
+                break
+            if not part:
+                break
+            answer += part
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert elapsed < LINGER / 2, f"end of stream after {elapsed:.2f} s"
 
 
 def test_unknown_host_is_404(env: Env) -> None:
     r = env.get("nobody.test", "/x")
     assert r.status == 404
     assert r.text == "404 Not Found: no route for host nobody.test path /x\n"
-    assert r.header("Server") == "ingressd"
+    # ingress-nginx sends no Server header by default (server-tokens off)
+    assert r.header("Server") is None
+    assert r.header("Date") is not None
 
 
 def test_missing_service_is_503_naming_it(env: Env) -> None:

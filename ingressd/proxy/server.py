@@ -38,7 +38,7 @@ from ..stats import RequestStats
 from ..tls import served_names
 from ..upstream_tls import describe_error as describe_tls_error
 from . import http
-from .upstream import UpstreamConnection, UpstreamPool
+from .upstream import DEFAULT_HEAD_LIMIT, UpstreamConnection, UpstreamHeadTooLarge, UpstreamPool
 
 log = logging.getLogger("ingressd.proxy")
 
@@ -70,6 +70,9 @@ class ProxySettings:
     keepalive_timeout: float = 75.0
     # ingress-nginx's proxy-body-size default; 0 = unlimited. Larger bodies get 413.
     max_body_size: int = 1024 * 1024
+    # ingress-nginx's proxy-buffer-size default: an upstream response head
+    # (status line and headers) larger than this is a 502.
+    proxy_buffer_size: int = DEFAULT_HEAD_LIMIT
     max_request_line: int = 8192
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
@@ -234,9 +237,15 @@ class ClientConnection(asyncio.Protocol):
             self.tls_names = served_names(transport)
         trusted = self.state.settings.trusted_proxies
         self.trusted = bool(trusted) and _in_networks(self.client_ip, trusted)
-        self.forwarded_tail = b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b" % (
-            self.server_port,
-            b"https" if self.tls else b"http",
+        scheme = b"https" if self.tls else b"http"
+        # X-Scheme as ingress-nginx sets it (nginx.tmpl: $pass_access_scheme).
+        self.forwarded_tail = (
+            b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b\r\nX-Scheme: %b"
+            % (
+                self.server_port,
+                scheme,
+                scheme,
+            )
         )
         if not self.trusted:
             # X-Real-IP is the peer for every request of the connection.
@@ -292,7 +301,12 @@ class ClientConnection(asyncio.Protocol):
             return
         self.closing = True
         transport = self.transport
-        if self.reading is None:
+        reading = self.reading
+        if reading is None or (reading.head_done and not reading.has_body()):
+            # Nothing more can come from the client that it expects read: a
+            # request without a body ends with its head (the parser reports the
+            # end just after). Lingering here held TLS connections, which
+            # cannot half-close, open LINGER seconds after every answer.
             transport.close()  # type: ignore[union-attr]
             return
         # The client may still be sending a body that was not read. Closing with
@@ -503,7 +517,7 @@ class ClientConnection(asyncio.Protocol):
         ex.http10 = version == "1.0"
         ex.keep_alive = parser.should_keep_alive() and not self.state.draining  # type: ignore[union-attr]
         if ex.upgrade_value is not None and parser.should_upgrade():  # type: ignore[union-attr]
-            if ex.req_chunked or ex.req_length not in (None, b"0"):
+            if ex.has_body():
                 # Its body would be taken for bytes of the new protocol.
                 raise _Reject(400, "an Upgrade request cannot have a body")
             if ex.upgrade_value.strip().lower() == b"websocket":
@@ -753,6 +767,10 @@ class Exchange:
         elif lname == b"origin":
             self.origin = value
         self.headers.append((name, value))
+
+    def has_body(self) -> bool:
+        """Whether the request announced a body (chunked, or a non-zero Content-Length)."""
+        return self.req_chunked or self.req_length not in (None, b"0")
 
     def real_ip(self) -> str:
         """The client's address: the peer's, or, behind --trusted-proxies, the
@@ -1026,7 +1044,13 @@ class Exchange:
 
     def _attach(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
-        conn.begin(self, head_only=self.method == b"HEAD")
+        fwd = self.forward
+        head_limit = fwd.route.policy.proxy_buffer_size if fwd is not None else None
+        conn.begin(
+            self,
+            self.method == b"HEAD",
+            head_limit or self.client.state.settings.proxy_buffer_size,
+        )
         loop = self.client.loop
         self.activity = loop.time()
         if self.upgrading:
@@ -1054,9 +1078,11 @@ class Exchange:
         client = self.client
         headers = self.headers
         if self.conn_tokens:
-            extra = self.conn_tokens - {b"close", b"keep-alive", b"upgrade"}
-            if extra:
-                headers = http.drop_named(headers, extra)
+            # Headers the client's Connection names are hop-by-hop (RFC 9110
+            # 7.6.1), except what routing used and what ingressd sets.
+            named = self.conn_tokens - http.UNNOMINABLE
+            if named:
+                headers = http.drop_named(headers, named)
         peer = client.client_ip.encode("latin-1")
         host = self.host if self.host is not None else fwd.endpoint.host.encode()
         send_host = self.host is None
@@ -1100,6 +1126,10 @@ class Exchange:
             request_id,
             b"\r\n",
         ]
+        if self.xff:
+            # The client's own X-Forwarded-For, as received (nginx.tmpl:
+            # X-Original-Forwarded-For $http_x_forwarded_for; nginx omits it when empty).
+            parts += [b"X-Original-Forwarded-For: ", self.xff, b"\r\n"]
         if self.req_chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         elif self.req_length is not None:
@@ -1183,7 +1213,7 @@ class Exchange:
             out = [*out, *extra]
         if self.auth_cookies:
             out = [*out, *self._auth_cookies(status)]
-        parts = [http.status_line(status, reason), http.serialize(out)]
+        parts = [http.status_line(status, reason), http.date_line(), http.serialize(out)]
         if status == 101:
             parts.append(
                 b"Connection: upgrade\r\nUpgrade: " + (self.upgrade_value or b"") + b"\r\n\r\n"
@@ -1289,7 +1319,8 @@ class Exchange:
             self._finish()
             self.client.exchange_done(self)  # keep_alive is already False
             return
-        if isinstance(exc, httptools.HttpParserError):
+        invalid = isinstance(exc, (httptools.HttpParserError, UpstreamHeadTooLarge))
+        if invalid:
             error = "invalid_response"
         elif isinstance(exc, ssl.SSLError):
             error = "tls"
@@ -1304,6 +1335,7 @@ class Exchange:
             return
         if (
             conn is not None
+            and not invalid
             and conn.requests > 1
             and not self._retried
             and not self.sent_body
@@ -1316,7 +1348,8 @@ class Exchange:
             return
         self._upstream_error(error)
         self._lb_failed()
-        kind = "invalid_header" if isinstance(exc, httptools.HttpParserError) else "error"
+        # nginx counts a head too big for proxy_buffer_size as invalid_header too.
+        kind = "invalid_header" if invalid else "error"
         if self._retry(kind, sent=True):
             return
         if isinstance(exc, ssl.SSLError):
@@ -1505,7 +1538,7 @@ class Exchange:
             # The client's parser is past an upgrade request that did not happen.
             self.upgrading = False
             self.keep_alive = False
-        if not self.request_complete and (self.req_chunked or self.req_length not in (None, b"0")):
+        if not self.request_complete and self.has_body():
             # Reading and discarding the body keeps the connection usable, but a
             # large upload is cheaper to cut off.
             self.keep_alive = False

@@ -36,15 +36,36 @@ class ResponseSink(Protocol):
     def on_upstream_paused(self, paused: bool) -> None: ...
 
 
+# proxy_buffer_size in ingress-nginx's configuration (proxy-buffer-size): the
+# response's status line and headers must fit in it, else 502 "upstream sent
+# too big header".
+DEFAULT_HEAD_LIMIT = 4096
+
+
+class UpstreamHeadTooLarge(Exception):
+    """The upstream's response head did not fit in the bound: nginx's "too big header"."""
+
+
 class UpstreamConnection(asyncio.Protocol):
-    """One TCP connection to an endpoint; owned by at most one exchange at a time."""
+    """One TCP connection to an endpoint; owned by at most one exchange at a time.
+
+    It goes back to the pool only with its parser at a message boundary and no
+    byte read past the end of the response: an upstream that writes more than
+    one response (or garbage) after the one asked for would otherwise hand
+    those bytes to the next request, from another client.
+    """
 
     __slots__ = (
+        "_ended",
+        "_head_limit",
         "_head_only",
+        "_head_room",
         "_headers",
+        "_in_head",
         "_parser",
         "_reason",
         "_skip_body",
+        "_spoiled",
         "closed",
         "endpoint",
         "idle_since",
@@ -71,20 +92,37 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._head_only = False
         self._skip_body = False
+        # Set when the response is complete, to whether the connection may be
+        # reused; acted on once the read that completed it is parsed. None
+        # while a response is awaited or being read (a new connection has none).
+        self._ended: bool | None = True
+        # Bytes were parsed after the end of the response: never reuse.
+        self._spoiled = False
+        self._in_head = True
+        self._head_limit = self._head_room = DEFAULT_HEAD_LIMIT
 
     # -- used by the exchange ----------------------------------------------------
 
-    def begin(self, owner: ResponseSink, head_only: bool) -> None:
-        """Start a request/response cycle owned by ``owner``."""
+    def begin(self, owner: ResponseSink, head_only: bool, head_limit: int) -> None:
+        """Start a request/response cycle owned by ``owner``; the response's head
+        may take ``head_limit`` bytes."""
         self.owner = owner
         self.requests += 1
         self._head_only = head_only
         self._skip_body = False
         self._headers = []
         self._reason = b""
+        self._ended = None
+        self._in_head = True
+        self._head_limit = self._head_room = head_limit
         if self._parser is None:
             # A parser that ended its last message cleanly parses the next one.
             self._parser = httptools.HttpResponseParser(self)
+
+    @property
+    def reusable(self) -> bool:
+        """At a message boundary, with nothing read past the response it ended."""
+        return self._ended is True and not self._spoiled and self.tunnel is None and not self.closed
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
@@ -116,20 +154,64 @@ class UpstreamConnection(asyncio.Protocol):
             self.tunnel.write(data)
             return
         owner = self.owner
-        if owner is None or self._parser is None:
+        parser = self._parser
+        if owner is None or parser is None or self._ended is not None:
             # Bytes from an idle connection mean it is out of step: drop it.
             self.close()
             return
         try:
-            self._parser.feed_data(data)
-            owner.flush()
+            if self._in_head:
+                room = self._head_room
+                if len(data) > room:
+                    # httptools keeps a partial header line to itself: feed no
+                    # more than the bound, and go on only if the head ended in it.
+                    parser.feed_data(data[:room])
+                    if self._in_head:
+                        self._head_too_large(owner)
+                        return
+                    data = data[room:]
+                    if self.owner is owner and self._ended is None:
+                        parser.feed_data(data)
+                else:
+                    self._head_room = room - len(data)
+                    parser.feed_data(data)
+            else:
+                parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
-            owner.on_upstream_upgraded(data[offset:])
+            if self._ended is None and self.owner is owner:
+                offset = exc.args[0] if exc.args else len(data)
+                owner.on_upstream_upgraded(data[offset:])
+                return
+            self._spoiled = True
         except httptools.HttpParserError as exc:
-            log.warning("upstream %s sent a malformed response: %s", self.endpoint, exc)
-            self.abort()
-            owner.on_upstream_lost(exc)
+            if self._ended is None:
+                log.warning("upstream %s sent a malformed response: %s", self.endpoint, exc)
+                self.abort()
+                owner.on_upstream_lost(exc)
+                return
+            self._spoiled = True  # garbage after a complete response
+        owner.flush()
+        ended = self._ended
+        if ended is not None and self.owner is owner:
+            if self._spoiled:
+                log.warning(
+                    "upstream %s sent bytes after its response: connection not reused",
+                    self.endpoint,
+                )
+            owner.on_response_end(ended and not self._spoiled)
+
+    def _head_too_large(self, owner: ResponseSink) -> None:
+        log.warning(
+            "upstream %s sent too big header (over %d bytes, proxy-buffer-size)",
+            self.endpoint,
+            self._head_limit,
+        )
+        self.abort()
+        owner.on_upstream_lost(
+            UpstreamHeadTooLarge(
+                f"upstream sent too big header (over {self._head_limit} bytes, proxy-buffer-size)"
+            )
+        )
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost reports it
@@ -158,16 +240,26 @@ class UpstreamConnection(asyncio.Protocol):
             self.owner.on_upstream_paused(False)
 
     # -- httptools callbacks (they only record and pass on) ---------------------------
+    # After the response is complete (``_ended`` set) they ignore what follows;
+    # a new message beginning marks the connection spoiled.
+
+    def on_message_begin(self) -> None:
+        if self._ended is not None:
+            self._spoiled = True
 
     def on_status(self, status: bytes) -> None:
-        self._reason += status
+        if self._ended is None:
+            self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._skip_body:
+        if self._skip_body or self._ended is not None:
             return
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._ended is not None:
+            return
+        self._in_head = False
         parser = self._parser
         status = parser.get_status_code()  # type: ignore[union-attr]
         headers = self._headers
@@ -194,19 +286,24 @@ class UpstreamConnection(asyncio.Protocol):
             # cannot be reused; HEAD is rare enough that a new one is cheaper
             # than guessing where the next response starts.
             self._parser = None
-            owner.on_response_end(False)
+            self._ended = False
 
     def on_body(self, body: bytes) -> None:
-        if self.owner is not None and not self._skip_body:
+        if self.owner is not None and not self._skip_body and self._ended is None:
             self.owner.on_response_body(body)
 
     def on_message_complete(self) -> None:
-        owner = self.owner
-        if owner is None or self._skip_body or self._parser is None:
+        parser = self._parser
+        if self.owner is None or self._ended is not None or parser is None:
             return
-        if 100 <= self._parser.get_status_code() < 200:
-            return  # interim response (or 101, which ends in HttpParserUpgrade)
-        owner.on_response_end(self._parser.should_keep_alive())
+        if 100 <= parser.get_status_code() < 200:
+            # An interim response (or 101, which ends in HttpParserUpgrade):
+            # the final head gets the bound anew, from the next read on (the
+            # rest of this read is bounded by the read size).
+            self._in_head = True
+            self._head_room = self._head_limit
+            return
+        self._ended = parser.should_keep_alive()
 
 
 def pool_key(endpoint: Endpoint, tls: UpstreamTLS | None) -> PoolKey:
@@ -275,8 +372,9 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection whose response is complete; it may be reused."""
+        reusable = conn.reusable
         conn.owner = None
-        if conn.closed or conn.requests >= self.max_requests:
+        if not reusable or conn.requests >= self.max_requests:
             conn.close()
             return
         idle = self._idle.get(conn.key)
