@@ -296,8 +296,12 @@ def test_bad_regex_is_reported_on_its_ingress() -> None:
     annotations = {NGINX + "use-regex": "true"}
     bad = ingress("bad", [rule("a.test", path("/(", "web"))], annotations=annotations)
     report = report_of(bad, *healthy())
-    [problem] = only(report, "bad").problems
-    assert problem.startswith("path '/(' is not a valid regular expression")
+    problem, nothing_left = only(report, "bad").problems
+    assert problem.startswith(
+        "rules[0].http.paths[0].path '/(' is not a regular expression RE2 can run ("
+    )
+    assert problem.endswith("; path skipped")
+    assert nothing_left == "has no usable rules and no defaultBackend"
 
 
 def test_tls_entries_are_checked() -> None:

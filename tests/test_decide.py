@@ -333,9 +333,10 @@ def regex_host_table(regex_annotations: dict[str, str]) -> RouteTable:
         (HOST, "/AAA/BB/c", "plain"),
         (HOST, "/xzy", "plain"),
         (HOST, "/re/12", "rx"),
-        # Exact paths stay exact.
+        # Exact paths are regexes too (template.go buildLocation: ~* "^/exact").
         (HOST, "/exact", "plain"),
-        (HOST, "/exact/more", None),
+        (HOST, "/exact/more", "plain"),
+        (HOST, "/EXACTLY", "plain"),
         # Other hosts keep Prefix semantics.
         ("other.test", "/aaa/bb/c", "plain"),
         ("other.test", "/aaa/bbb", None),
@@ -382,7 +383,7 @@ def test_regex_routes_tried_longest_path_first() -> None:
     assert table.route_for(HOST, "/api/x").ingress == "default/short"  # type: ignore[union-attr]
 
 
-def test_invalid_regex_rejects_only_that_ingress() -> None:
+def test_invalid_regex_skips_only_that_path() -> None:
     table = build(
         ingress(
             "bad",
@@ -395,11 +396,38 @@ def test_invalid_regex_rejects_only_that_ingress() -> None:
     )
     problems = reasons(table, "Ingress default/bad")
     assert len(problems) == 1
-    assert problems[0].startswith("path '/broken(' is not a valid regular expression")
-    assert problems[0].endswith("Ingress skipped")
+    assert problems[0].startswith(
+        "rules[0].http.paths[1].path '/broken(' is not a regular expression RE2 can run"
+    )
+    assert problems[0].endswith("path skipped")
     assert reasons(table, "Ingress default/good") == []
-    # The rejected Ingress routes nothing and does not put the host in regex mode.
-    assert table.route_for(HOST, "/ok") is None
+    # The Ingress's other path serves, and makes the host a regex host.
+    route = table.route_for(HOST, "/ok")
+    assert route is not None and route.ingress == "default/bad"
+    vhost = table.find_host(HOST)
+    assert vhost is not None
+    assert vhost.regex_mode
+    assert upstream(table, "/aaa/bb/x") == "/aaa/bb/x"
+    assert upstream(table, "/aaa/bbb") == "/aaa/bbb"
+
+
+def test_ingress_with_only_invalid_regexes_leaves_the_host_alone() -> None:
+    # (Were it the oldest Ingress with a rule for the host, its use-regex would still
+    # make the host a regex host: ingress-nginx's own "/" location carries its
+    # annotations.)
+    table = build(
+        ingress("good", [rule(HOST, path("/aaa/bb", "web"))], created=1),
+        ingress(
+            "bad",
+            [rule(HOST, path("/broken(", "web"))],
+            annotations={NGINX + "use-regex": "true"},
+            created=2,
+        ),
+        *services("web"),
+    )
+    skipped, nothing_left = reasons(table, "Ingress default/bad")
+    assert "is not a regular expression RE2 can run" in skipped
+    assert nothing_left == "has no usable rules and no defaultBackend"
     vhost = table.find_host(HOST)
     assert vhost is not None
     assert not vhost.regex_mode

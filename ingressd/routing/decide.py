@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
+from urllib.parse import quote
 
 from ..annotations import expand_target
 from ..ewma import EwmaStore
@@ -146,6 +147,8 @@ def decide(
     route = table.route_for(host, path)
     if route is None:
         return Respond(404, f"404 Not Found: no route for host {host or '(none)'} path {path}\n")
+    if route.slash_redirect is not None:
+        return _slash_redirect(head, host, route)
     policy = route.policy
     if policy is not DEFAULT_POLICY:
         early = _before_backend(table, head, host, path, route, https_port)
@@ -175,8 +178,9 @@ def decide(
         return Respond(
             503, f"503 Service Unavailable: no ready endpoints for {backend.name}\n", route=route
         )
-    if policy.rewrite_target is not None:
-        upstream_path = rewrite(route, path, policy.rewrite_target)
+    target = policy.rewrite_target
+    if route.rewrite and target is not None:
+        upstream_path = rewrite(route, path, target)
     else:
         upstream_path = head.path  # unchanged: the upstream sees what the client sent
     if head.query:
@@ -287,7 +291,7 @@ def _to_canary(canary: Canary, head: RequestHead) -> bool:
                 if value == canary.header_value:
                     return True
             elif canary.header_pattern is not None:
-                if canary.header_pattern.search(value.decode("latin-1")):
+                if canary.header_pattern.matches_bytes(value):
                     return True
             elif value == b"always":
                 return True
@@ -406,6 +410,19 @@ def _https_redirect(head: RequestHead, host: str, https_port: int) -> Respond:
     return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{_uri(head)}")
 
 
+def _slash_redirect(head: RequestHead, host: str, route: Route) -> Respond:
+    """nginx's 301 from ``/p`` to the location ``/p/`` (see VirtualHost).
+
+    nginx writes the location's name, escaped, and the query; the port is the
+    one the client asked for (ingress-nginx turns port_in_redirect off, which
+    behind a load balancer on 80/443 comes to the same).
+    """
+    name = quote(route.slash_redirect or "/", safe="/:@!$&'()*+,;=-._~%")
+    query = f"?{head.query}" if head.query else ""
+    location = f"{_scheme(head)}{host}{_port_suffix(head)}{name}{query}"
+    return Respond(301, f"301 Moved Permanently to {location}\n", location=location, route=route)
+
+
 def _tls_host(table: RouteTable, host: str) -> bool:
     vhost = table.find_host(host)
     return vhost is not None and vhost.tls
@@ -420,7 +437,7 @@ def rewrite(route: Route, path: str, target: str) -> str:
     when another Ingress put its host in regex mode.
     """
     if route.regex is not None and route.policy.regex_paths:
-        new = expand_target(target, route.regex.match(path))
+        new = expand_target(target, route.regex.search(path))
     elif route.path_type == "Exact":
         # An Exact path has no capture groups: "$n" references become empty.
         new = expand_target(target, None)

@@ -1,0 +1,184 @@
+"""Regular expressions that outsiders write, run in linear time with bounded memory.
+
+Python's ``re`` backtracks: a ``use-regex`` path ``/(a+)+$`` against a path of
+24 a's and a ``!`` took seconds per request, doubling with each character, on
+the event loop every other request shares. So every pattern an Ingress or an
+annotation supplies runs on RE2 (the ``google-re2`` package): time linear in
+the subject whatever the pattern, memory bounded per pattern (``MAX_MEM``).
+RE2 refuses what it cannot run that way (backreferences, lookaround,
+possessive and atomic groups, huge repetitions); ``RegexError`` says which and
+why, and the caller reports it and leaves that one thing out.
+
+Subjects are matched as bytes, one byte per character, as nginx's PCRE matches
+a request URI: the proxy decodes request lines as latin-1, so ``str.encode``
+with latin-1 gives back the bytes on the wire; the pattern is the UTF-8 of the
+manifest's text, as it would stand in nginx.conf.
+
+The patterns our own validators apply to annotation values are compiled here
+too (``fixed``): a fixed pattern can still be super-linear on hostile input
+(``^https?://[^\\s/?#]+[^\\s]*$`` is quadratic on a long value that ends in a
+space), and Python's ``$`` also accepts a trailing newline, which RE2's does
+not.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Final, final
+
+import re2
+from re2 import _re2  # the compiled RE2 class: re2.compile's wrapper costs ~1 µs a match
+
+# Per pattern: RE2 fails a compile over this budget and otherwise stays within
+# it while matching (its DFA cache gives way to the slower, still linear, NFA).
+MAX_MEM: Final = 1 << 20
+
+_UNANCHORED: Final = re2._Anchor.UNANCHORED
+
+# RE2's messages name the construct; this says what the construct is for.
+_UNSUPPORTED_HINTS: Final = (
+    ("invalid perl operator: (?<", "lookbehind or a named group syntax RE2 lacks"),
+    ("invalid perl operator: (?=", "lookahead"),
+    ("invalid perl operator: (?!", "negative lookahead"),
+    ("invalid perl operator: (?>", "an atomic group"),
+    ("bad repetition operator: *+", "a possessive quantifier"),
+    ("bad repetition operator: ++", "a possessive quantifier"),
+    ("bad repetition operator: ?+", "a possessive quantifier"),
+    ("invalid escape sequence: \\1", "a backreference"),
+    ("invalid escape sequence: \\2", "a backreference"),
+    ("invalid repetition size", "a repetition count over 1000"),
+    ("pattern too large", f"a pattern that needs more than {MAX_MEM // 1024} KiB"),
+)
+
+
+class RegexError(ValueError):
+    """A pattern RE2 cannot run; the message says why."""
+
+
+def _options(*, ignore_case: bool, latin1: bool) -> Any:
+    options = re2.Options()
+    options.case_sensitive = not ignore_case
+    options.log_errors = False  # errors are raised and reported, not printed to stderr
+    options.max_mem = MAX_MEM
+    if latin1:
+        options.encoding = re2.Options.Encoding.LATIN1
+    return options
+
+
+_USER_OPTIONS: Final = {
+    True: _options(ignore_case=True, latin1=True),
+    False: _options(ignore_case=False, latin1=True),
+}
+
+
+def _explain(error: str) -> str:
+    for fragment, what in _UNSUPPORTED_HINTS:
+        if fragment in error:
+            return f"{error}: RE2 does not run {what}"
+    return error
+
+
+@final
+class RegexMatch:
+    """The spans of one match, as ``group(n)`` like ``re.Match`` gives them."""
+
+    __slots__ = ("_spans", "_text")
+
+    def __init__(self, text: str, spans: list[tuple[int, int]]) -> None:
+        self._text = text
+        self._spans = spans
+
+    def group(self, n: int = 0) -> str | None:
+        """Group ``n`` (0: the whole match); None when it took no part; IndexError past the last."""
+        if not 0 <= n < len(self._spans):
+            raise IndexError(f"no group {n}")
+        start, end = self._spans[n]
+        if start < 0:
+            return None
+        return self._text[start:end]
+
+
+@final
+class UserRegex:
+    """An outsider's pattern, compiled by RE2.
+
+    ``search`` finds the pattern anywhere in the subject, as nginx's ``~*``
+    locations and ``ngx.re.match`` do; a pattern anchors itself with ``^``.
+    """
+
+    __slots__ = ("_re", "groups", "pattern")
+
+    def __init__(self, pattern: str, *, ignore_case: bool) -> None:
+        try:
+            encoded = pattern.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RegexError(f"not valid text ({exc.reason})") from None
+        if b"\0" in encoded:
+            raise RegexError("contains a NUL character")
+        compiled = _re2.RE2(encoded, _USER_OPTIONS[ignore_case])
+        if not compiled.ok():
+            raise RegexError(_explain(compiled.error().decode("utf-8", "replace")))
+        self._re: Any = compiled
+        self.pattern = pattern
+        self.groups: int = compiled.NumberOfCapturingGroups()
+
+    def search(self, text: str) -> RegexMatch | None:
+        data = text.encode("latin-1", "replace")
+        spans = self._re.Match(_UNANCHORED, data, 0, len(data))
+        if spans[0][0] < 0:
+            return None
+        return RegexMatch(text, spans)
+
+    def matches(self, text: str) -> bool:
+        data = text.encode("latin-1", "replace")
+        return bool(self._re.Match(_UNANCHORED, data, 0, len(data))[0][0] >= 0)
+
+    def matches_bytes(self, data: bytes) -> bool:
+        return bool(self._re.Match(_UNANCHORED, data, 0, len(data))[0][0] >= 0)
+
+    def __repr__(self) -> str:
+        return f"UserRegex({self.pattern!r})"
+
+    # Compiled patterns are values: two of the same text and case rule are one.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UserRegex):
+            return NotImplemented
+        return self.pattern == other.pattern and self._re.options().case_sensitive == (
+            other._re.options().case_sensitive
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.pattern)
+
+
+def user_regex(pattern: str, *, ignore_case: bool) -> UserRegex:
+    """Compile an outsider's pattern; RegexError names what RE2 cannot run."""
+    return _cached(pattern, ignore_case)
+
+
+# Ingresses repeat their paths (every host has its "/" and "/api"): equal
+# patterns share one compiled object. Bounded, so churn cannot grow it.
+_CACHE: dict[tuple[str, bool], UserRegex] = {}
+_CACHE_MAX: Final = 4096
+_CACHE_LOCK = threading.Lock()  # builds and `ingressd check` may run in other threads
+
+
+def _cached(pattern: str, ignore_case: bool) -> UserRegex:
+    key = (pattern, ignore_case)
+    found = _CACHE.get(key)
+    if found is None:
+        found = UserRegex(pattern, ignore_case=ignore_case)
+        with _CACHE_LOCK:
+            if len(_CACHE) >= _CACHE_MAX:
+                _CACHE.pop(next(iter(_CACHE)))  # the oldest entry: a FIFO is enough here
+            _CACHE[key] = found
+    return found
+
+
+def fixed(pattern: str, *, ignore_case: bool = False) -> Any:
+    """One of our own validators' patterns, on RE2 (``.match``/``.fullmatch``/``.search``).
+
+    These run on annotation values and manifest fields, so on outsider input.
+    """
+    compiled = re2.compile(pattern, _options(ignore_case=ignore_case, latin1=False))
+    return compiled
