@@ -155,6 +155,8 @@ class RoutePolicy:
     use_regex: bool | None = None  # None: not set
     ssl_redirect: bool = True
     force_ssl_redirect: bool = False
+    # The HTTPS redirect keeps a trailing "/" of the request URI (lua_ingress.lua drops one)
+    preserve_trailing_slash: bool = False
     # Redirects answered by the proxy: (status, URL)
     app_root: str | None = None  # "/" is redirected here with 302
     redirect: tuple[int, str] | None = None  # permanent- or temporal-redirect

@@ -547,7 +547,8 @@ def tls_table(annotations: dict[str, str] | None = None, tls_hosts: tuple = (HOS
 @pytest.mark.parametrize(
     ("header", "p", "query", "port", "location"),
     [
-        (HOST, "/", "", 443, f"https://{HOST}/"),
+        # lua_ingress.lua drops one trailing "/" of the request URI: "/" leaves nothing.
+        (HOST, "/", "", 443, f"https://{HOST}"),
         (HOST, "/a/b", "x=1&y", 443, f"https://{HOST}/a/b?x=1&y"),
         (HOST + ":8080", "/a", "", 443, f"https://{HOST}/a"),
         ("Example.COM", "/a", "", 8443, f"https://{HOST}:8443/a"),
@@ -561,6 +562,54 @@ def test_http_to_tls_host_redirects(
     assert table.problems == ()
     action = decide(table, request(header, p, query), https_port=port)
     assert action == Respond(308, "308 Permanent Redirect\n", location=location)
+
+
+# lua_ingress.lua: the redirect takes $request_uri (query included) and drops its last
+# character when that is "/", unless preserve-trailing-slash; the same for ssl-redirect
+# and force-ssl-redirect.
+TRAILING_SLASH = [
+    # (path, query, Location path and query without / with preserve-trailing-slash)
+    ("/", "", "", "/"),
+    ("/a/", "", "/a", "/a/"),
+    ("/a/b/", "", "/a/b", "/a/b/"),
+    ("/a//", "", "/a/", "/a//"),
+    ("/a", "", "/a", "/a"),
+    ("/a/", "x=1", "/a/?x=1", "/a/?x=1"),
+    ("/a", "next=/b/", "/a?next=/b", "/a?next=/b/"),
+]
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [{}, {NGINX + "force-ssl-redirect": "true"}],
+    ids=["ssl-redirect", "force-ssl-redirect"],
+)
+@pytest.mark.parametrize(("p", "query", "dropped", "kept"), TRAILING_SLASH)
+def test_https_redirect_and_trailing_slash(
+    annotations: dict[str, str], p: str, query: str, dropped: str, kept: str
+) -> None:
+    tls_hosts = (HOST,) if not annotations else ()  # force-ssl-redirect needs no spec.tls
+    for preserve, expected in ((None, dropped), ("false", dropped), ("true", kept)):
+        extra = {} if preserve is None else {NGINX + "preserve-trailing-slash": preserve}
+        table = tls_table({**annotations, **extra}, tls_hosts=tls_hosts)
+        assert table.problems == ()
+        action = decide(table, request(HOST, p, query), https_port=443)
+        assert isinstance(action, Respond), action
+        assert (action.status, action.location) == (308, f"https://{HOST}{expected}"), preserve
+
+
+def test_preserve_trailing_slash_is_a_supported_annotation() -> None:
+    from ingressd.annotations import classify, parse_policy
+
+    [verdict] = classify({NGINX + "preserve-trailing-slash": "true"})
+    assert verdict.status == "supported"
+    assert parse_policy({NGINX + "preserve-trailing-slash": "true"})[0].preserve_trailing_slash
+    policy, messages = parse_policy({NGINX + "preserve-trailing-slash": "keep"})
+    assert policy.preserve_trailing_slash is False
+    assert messages == [
+        f"annotation {NGINX}preserve-trailing-slash='keep' is invalid: "
+        'expected "true" or "false", got \'keep\''
+    ]
 
 
 def test_https_request_is_not_redirected() -> None:

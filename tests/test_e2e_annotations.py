@@ -41,6 +41,8 @@ INGRESSES = [
     annotated("deny.test", denylist_source_range="127.0.0.1"),
     annotated("badallow.test", allowlist_source_range="127.0.0.0/8, not-a-range"),
     annotated("prefix.test", x_forwarded_prefix="/shop"),
+    annotated("forcessl.test", force_ssl_redirect="true"),
+    annotated("keepslash.test", force_ssl_redirect="true", preserve_trailing_slash="true"),
     annotated("vhost.test", upstream_vhost="internal.svc.cluster.local"),
     annotated("small.test", proxy_body_size="1k"),
     annotated("slow.test", proxy_read_timeout="1"),
@@ -99,6 +101,19 @@ def test_from_to_www_redirects_both_ways(proxy: Ingressd) -> None:
     assert (r.status, r.header("Location")) == (308, "http://www.brand.test/")
     assert proxy.get("shop.test", "/cart").json()["service"] == "web"
     assert proxy.get("www.brand.test", "/").json()["service"] == "web"
+
+
+def test_https_redirect_drops_a_trailing_slash_unless_preserved(proxy: Ingressd) -> None:
+    port = proxy.https_port
+    for host, uri, location in [
+        ("forcessl.test", "/", "https://forcessl.test:{port}"),
+        ("forcessl.test", "/docs/", "https://forcessl.test:{port}/docs"),
+        ("forcessl.test", "/docs/?page=2", "https://forcessl.test:{port}/docs/?page=2"),
+        ("keepslash.test", "/", "https://keepslash.test:{port}/"),
+        ("keepslash.test", "/docs/", "https://keepslash.test:{port}/docs/"),
+    ]:
+        r = proxy.get(host, uri, check=False)
+        assert (r.status, r.header("Location")) == (308, location.format(port=port)), uri
 
 
 def test_source_ranges(proxy: Ingressd) -> None:

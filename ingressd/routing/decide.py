@@ -261,7 +261,7 @@ def _before_backend(
     if not head.tls and (
         policy.force_ssl_redirect or (policy.ssl_redirect and _tls_host(table, host))
     ):
-        return _https_redirect(head, host, https_port)
+        return _https_redirect(head, host, https_port, policy.preserve_trailing_slash)
     if policy.deny_source is not None or policy.allow_source is not None:
         try:
             client = ipaddress.ip_address(head.client_ip)
@@ -405,9 +405,16 @@ def _redirect(status: int, location: str) -> Respond:
     return Respond(status, f"{status} Redirect to {location}\n", location=location)
 
 
-def _https_redirect(head: RequestHead, host: str, https_port: int) -> Respond:
+def _https_redirect(
+    head: RequestHead, host: str, https_port: int, preserve_trailing_slash: bool = False
+) -> Respond:
+    """lua_ingress.lua: the request URI, query included, less one trailing "/"
+    unless preserve-trailing-slash ("/" itself becomes nothing)."""
     port = "" if https_port == 443 else f":{https_port}"
-    return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{_uri(head)}")
+    uri = _uri(head)
+    if not preserve_trailing_slash and uri.endswith("/"):
+        uri = uri[:-1]
+    return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{uri}")
 
 
 def _slash_redirect(head: RequestHead, host: str, route: Route) -> Respond:
