@@ -692,3 +692,64 @@ def test_redirect_when_tls_secret_missing_uses_default_certificate() -> None:
     )
     assert len(table.problems) == 1
     assert respond(table, HOST, "/").status == 308
+
+
+# -- X-Forwarded-Prefix -------------------------------------------------------------------------
+
+
+XFP = NGINX + "x-forwarded-prefix"
+TARGET = NGINX + "rewrite-target"
+
+
+@pytest.mark.parametrize(
+    ("annotations", "route_path", "p", "header"),
+    [
+        # template.go buildProxyPass writes it beside the rewrite, and only there.
+        ({XFP: "/shop"}, "/app", "/app/x", None),
+        ({XFP: "/shop", TARGET: "/$1"}, "/app/(.*)", "/app/x", b"/shop"),
+        (
+            {XFP: "/shop", TARGET: "/v1/$1", NGINX + "use-regex": "true"},
+            "/app/(.*)",
+            "/app/x",
+            b"/shop",
+        ),
+        # A target equal to the path rewrites nothing: no header either.
+        ({XFP: "/shop", TARGET: "/app/(.*)"}, "/app/(.*)", "/app/x", None),
+        # ingressd's prefix replacement (use-regex "false") is a rewrite too.
+        ({XFP: "/shop", TARGET: "/v1", NGINX + "use-regex": "false"}, "/app", "/app/x", b"/shop"),
+        ({TARGET: "/$1"}, "/app/(.*)", "/app/x", None),
+    ],
+)
+def test_x_forwarded_prefix_only_with_a_rewrite(
+    annotations: dict[str, str], route_path: str, p: str, header: bytes | None
+) -> None:
+    table = build(
+        ingress(
+            "xfp",
+            [rule(HOST, path(route_path, "web", path_type="ImplementationSpecific"))],
+            annotations=annotations,
+        ),
+        *services("web"),
+    )
+    assert table.problems == ()
+    action = forward(table, HOST, p)
+    sent = dict(action.request_headers).get(b"X-Forwarded-Prefix")
+    assert sent == header
+
+
+def test_rewrite_target_equal_to_the_path_rewrites_nothing() -> None:
+    # buildProxyPass: "if the path in the ingress rule is equals to the target: no special
+    # rewrite".
+    table = build(
+        ingress(
+            "same",
+            [rule(HOST, path("/app", "web"))],
+            annotations={NGINX + "rewrite-target": "/app"},
+        ),
+        *services("web"),
+    )
+    assert forward(table, HOST, "/app/deep/x").target == "/app/deep/x"
+    # The host is a regex host all the same: ingress-nginx's own "/" location carries
+    # the Ingress's annotations, and "/" differs from the target.
+    vhost = table.find_host(HOST)
+    assert vhost is not None and vhost.regex_mode

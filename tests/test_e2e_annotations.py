@@ -41,6 +41,7 @@ INGRESSES = [
     annotated("deny.test", denylist_source_range="127.0.0.1"),
     annotated("badallow.test", allowlist_source_range="127.0.0.0/8, not-a-range"),
     annotated("prefix.test", x_forwarded_prefix="/shop"),
+    annotated("prefixrw.test", x_forwarded_prefix="/shop", rewrite_target="/inner"),
     annotated("forcessl.test", force_ssl_redirect="true"),
     annotated("keepslash.test", force_ssl_redirect="true", preserve_trailing_slash="true"),
     annotated("vhost.test", upstream_vhost="internal.svc.cluster.local"),
@@ -134,8 +135,14 @@ def test_an_invalid_allow_list_fails_closed(proxy: Ingressd) -> None:
 
 
 def test_forwarded_prefix_and_upstream_vhost(proxy: Ingressd) -> None:
-    got = proxy.get("prefix.test", "/x", "-H", "X-Forwarded-Prefix: /evil").json()
-    assert got["headers"]["x-forwarded-prefix"] == "/shop"
+    # ingress-nginx sets X-Forwarded-Prefix only beside a rewrite (buildProxyPass),
+    # replacing the client's; otherwise the client's goes through, as with nginx.
+    got = proxy.get("prefixrw.test", "/x", "-H", "X-Forwarded-Prefix: /evil").json()
+    assert (got["path"], got["headers"]["x-forwarded-prefix"]) == ("/inner", "/shop")
+    got = proxy.get("prefix.test", "/x").json()
+    assert "x-forwarded-prefix" not in got["headers"]
+    got = proxy.get("prefix.test", "/x", "-H", "X-Forwarded-Prefix: /client").json()
+    assert got["headers"]["x-forwarded-prefix"] == "/client"
     got = proxy.get("vhost.test", "/").json()
     assert got["headers"]["host"] == "internal.svc.cluster.local"
     assert got["headers"]["x-forwarded-host"] == "vhost.test"

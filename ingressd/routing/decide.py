@@ -191,7 +191,8 @@ def decide(
     request_headers: list[tuple[bytes, bytes]] = []
     if policy.upstream_vhost is not None:
         request_headers.append((b"Host", policy.upstream_vhost))
-    if policy.x_forwarded_prefix is not None:
+    if policy.x_forwarded_prefix is not None and route.rewrite:
+        # template.go buildProxyPass sets it only where it writes the rewrite.
         request_headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
     if policy.basic_auth is not None:
         request_headers.append((b"Authorization", b""))  # empty: not sent upstream
