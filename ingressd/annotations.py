@@ -49,6 +49,11 @@ class AnnotationError(ValueError):
     pass
 
 
+# What ingress-nginx answers for a location it denies (nginx.tmpl: "if $location.Denied"
+# ... "return 503"), which it does when an access annotation cannot be read.
+_DENIED = 503
+
+
 T = TypeVar("T")
 
 
@@ -564,7 +569,10 @@ _FIELDS: Mapping[str, str] = {
     "load-balance": "load_balance",
 }
 
-# Invalid values of these must not leave the route open: it answers 403 instead.
+# Invalid values of these must not leave the route open. ingress-nginx denies the
+# location (LocationDeniedError: the template's "return 503" for location.Denied)
+# or, for a value its validators reject, does not load the Ingress at all; ingressd
+# answers 503 in both cases rather than let the path fall through to another route.
 SECURITY = frozenset(
     {
         "whitelist-source-range",
@@ -668,7 +676,7 @@ def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
             # As ingress-nginx denies the locations: no TLS rather than the wrong TLS.
             reason += "; its routes answer 503 until it is fixed"
         elif short in SECURITY:
-            reason += "; its routes answer 403 until it is fixed"
+            reason += "; its routes answer 503 until it is fixed"
         elif short == "cors-allow-origin":
             # ingress-nginx falls back to "*" here; ingressd allows nobody instead.
             reason += "; no origin is allowed until it is fixed"
@@ -736,7 +744,7 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
             if verdict.status == "invalid" and short == "proxy-ssl-secret":
                 fail_closed = fail_closed or (503, "invalid proxy-ssl-secret annotation")
             elif verdict.status == "invalid" and short in SECURITY:
-                fail_closed = fail_closed or (403, f"invalid {short} annotation")
+                fail_closed = fail_closed or (_DENIED, f"invalid {short} annotation")
             elif verdict.status == "invalid" and short == "cors-allow-origin":
                 values[short] = ()
             elif verdict.status == "invalid" and short == "limit-allowlist":

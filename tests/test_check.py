@@ -96,11 +96,11 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
     assert report.exit_code == 1
 
 
-def test_invalid_access_control_says_its_routes_answer_403() -> None:
+def test_invalid_access_control_says_its_routes_answer_503() -> None:
     annotations = {NGINX + "allowlist-source-range": "10.0.0.0/33"}
     [verdict] = only(report_of(web(annotations=annotations), *healthy())).annotations
     assert verdict.status == "invalid"
-    assert verdict.reason.endswith("its routes answer 403 until it is fixed")
+    assert verdict.reason.endswith("its routes answer 503 until it is fixed")
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ INGRESSES = [
     annotated("allowlocal.test", whitelist_source_range="10.0.0.0/8, 127.0.0.0/8"),
     annotated("deny.test", denylist_source_range="127.0.0.1"),
     annotated("badallow.test", allowlist_source_range="127.0.0.0/8, not-a-range"),
+    annotated("baddeny.test", denylist_source_range="10.0.0.0/33"),
     annotated("prefix.test", x_forwarded_prefix="/shop"),
     annotated("prefixrw.test", x_forwarded_prefix="/shop", rewrite_target="/inner"),
     annotated("forcessl.test", force_ssl_redirect="true"),
@@ -128,10 +129,13 @@ def test_source_ranges(proxy: Ingressd) -> None:
 
 
 def test_an_invalid_allow_list_fails_closed(proxy: Ingressd) -> None:
+    # ipallowlist's parse error is a LocationDeniedError: nginx.tmpl answers 503.
     r = proxy.get("badallow.test", "/", check=False)
-    assert r.status == 403
+    assert r.status == 503
     assert "invalid allowlist-source-range" in r.text
     assert "allowlist-source-range='127.0.0.0/8, not-a-range' is invalid" in proxy.log()
+    r = proxy.get("baddeny.test", "/", check=False)
+    assert (r.status, "invalid denylist-source-range" in r.text) == (503, True)
 
 
 def test_forwarded_prefix_and_upstream_vhost(proxy: Ingressd) -> None:
