@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from .basic_auth import AuthRef
 from .cors import (
@@ -29,13 +29,106 @@ from .limits import DEFAULT_BURST_MULTIPLIER, LimitConfig
 from .model import DEFAULT_POLICY, Affinity, Canary, IPNetwork, RoutePolicy
 from .regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
 from .retry import parse_conditions
+from .snippet_access import access_directives, modsecurity_blocks
 from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS, ProxySSL
 
 PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 
 # Raw-config injection is refused on purpose: it is how ingress-nginx got its
-# worst CVEs, and ingressd has no config language to inject into.
+# worst CVEs, and ingressd has no config language to inject into. A refused
+# snippet holding access control denies instead (snippet_access.py).
 REFUSED = frozenset({"configuration-snippet", "server-snippet", "auth-snippet", "stream-snippet"})
+
+# ingress-nginx v1.15.1 annotations ingressd does not implement, one by one
+# (docs/user-guide/nginx-configuration/annotations.md and the parsers of
+# internal/ingress/annotations). DENYING narrows who may access a route: served
+# without it the route would be open where ingress-nginx guards it, so its
+# routes answer 403 instead (fail closed); the text says what it checks.
+# IGNORED never narrows access, so serving without it is safe; the text says
+# why. Both are reported; README.md lists them.
+DENYING: Mapping[str, str] = {
+    "auth-tls-secret": "requests and verifies client certificates (mutual TLS) on every "
+    "route of its hosts, and sets ssl-client-* headers for the upstream",
+    "auth-proxy-set-headers": "adds headers to the auth-url subrequest, which the "
+    "authentication service may decide on",
+    "modsecurity-snippet": "runs ModSecurity rules with the rule engine on (SecRuleEngine On), "
+    "which block requests",
+}
+IGNORED: Mapping[str, str] = {
+    "affinity-canary-behavior": "which backend a session sticks to, not who gets in",
+    "auth-cache-duration": "without a cache every request asks the authentication service",
+    "auth-cache-key": "without a cache every request asks the authentication service",
+    "auth-keepalive": "connection reuse towards the authentication service",
+    "auth-keepalive-requests": "connection reuse towards the authentication service",
+    "auth-keepalive-share-vars": "connection reuse towards the authentication service",
+    "auth-keepalive-timeout": "connection reuse towards the authentication service",
+    "auth-tls-error-page": "has an effect only with auth-tls-secret (which denies)",
+    "auth-tls-match-cn": "has an effect only with auth-tls-secret (which denies)",
+    "auth-tls-pass-certificate-to-upstream": "has an effect only with auth-tls-secret "
+    "(which denies)",
+    "auth-tls-verify-client": "has an effect only with auth-tls-secret (which denies unless "
+    "this is off)",
+    "auth-tls-verify-depth": "has an effect only with auth-tls-secret (which denies)",
+    "client-body-buffer-size": "buffering",
+    "connection-proxy-header": "a header to the upstream",
+    "custom-headers": "headers added to responses",
+    "custom-http-errors": "error pages",
+    "default-backend": "where errors and unmatched paths go, not who gets in",
+    "disable-proxy-intercept-errors": "error pages",
+    "enable-access-log": "logging",
+    "enable-global-auth": "only turns the ConfigMap's global-auth-url off, which ingressd "
+    "does not have",
+    "enable-modsecurity": "ingress-nginx's modsecurity.conf runs DetectionOnly: it logs and "
+    "blocks nothing unless modsecurity-snippet turns the engine on",
+    "enable-opentelemetry": "tracing",
+    "enable-owasp-core-rules": "the rules run DetectionOnly unless modsecurity-snippet turns "
+    "the engine on",
+    "enable-rewrite-log": "logging",
+    "fastcgi-index": "a protocol ingressd does not speak (backend-protocol FCGI answers 502)",
+    "fastcgi-params-configmap": "a protocol ingressd does not speak (backend-protocol FCGI "
+    "answers 502)",
+    "global-rate-limit": "a rate limit: as for limit-*, the route serves without it",
+    "global-rate-limit-ignored-cidrs": "a rate limit: as for limit-*, the route serves without it",
+    "global-rate-limit-key": "a rate limit: as for limit-*, the route serves without it",
+    "global-rate-limit-window": "a rate limit: as for limit-*, the route serves without it",
+    "http2-push-preload": "HTTP/2 push",
+    "limit-rate": "bandwidth per connection",
+    "limit-rate-after": "bandwidth per connection",
+    "mirror-host": "copies requests elsewhere; without it nothing is copied",
+    "mirror-request-body": "copies requests elsewhere; without it nothing is copied",
+    "mirror-target": "copies requests elsewhere; without it nothing is copied",
+    "modsecurity-transaction-id": "logging",
+    "opentelemetry-operation-name": "tracing",
+    "opentelemetry-trust-incoming-span": "tracing",
+    "proxy-buffer-size": "buffering",
+    "proxy-buffering": "buffering",
+    "proxy-buffers-number": "buffering",
+    "proxy-busy-buffers-size": "buffering",
+    "proxy-cookie-domain": "rewrites the upstream's Set-Cookie",
+    "proxy-cookie-path": "rewrites the upstream's Set-Cookie",
+    "proxy-http-version": "the HTTP version towards the upstream",
+    "proxy-max-temp-file-size": "buffering",
+    "proxy-redirect-from": "rewrites the upstream's Location",
+    "proxy-redirect-to": "rewrites the upstream's Location",
+    "proxy-request-buffering": "buffering",
+    "proxy-ssl-ciphers": "TLS towards the upstream, not who may reach the route",
+    "proxy-ssl-protocols": "TLS towards the upstream, not who may reach the route",
+    "satisfy": "'any' lets either the address or the credentials suffice; ingressd asks for "
+    "both, which is stricter",
+    "server-alias": "more names for a host; without it fewer names are served",
+    "session-cookie-conditional-samesite-none": "a cookie attribute",
+    "ssl-ciphers": "TLS parameters of the host",
+    "ssl-passthrough": "ingressd terminates TLS instead, so the upstream, which expects the "
+    "client's TLS, refuses the requests",
+    "ssl-prefer-server-ciphers": "TLS parameters of the host",
+    "upstream-hash-by": "balancing (round_robin serves)",
+    "upstream-hash-by-subset": "balancing (round_robin serves)",
+    "upstream-hash-by-subset-size": "balancing (round_robin serves)",
+    "use-port-in-redirects": "the port in redirects",
+}
+# Unsupported values of these annotations would narrow access, so they deny too.
+_DENYING_VALUES = frozenset({"auth-type"})
+_DENIED_BY_ANNOTATION: Final = 403  # access control that cannot be honoured
 
 # Validators run on annotation values, so on outsider input: on RE2 (regex.fixed),
 # linear whatever the value. _DOLLAR_REF is the exception: it runs per request on
@@ -392,7 +485,7 @@ _REALM = fixed(r"^[A-Za-z0-9 ._~/:-]*$")
 def parse_auth_type(value: str) -> str:
     v = value.strip().lower()
     if v == "digest":
-        raise AnnotationError("digest authentication is not supported by ingressd; use basic")
+        raise UnsupportedValue("digest authentication is not supported by ingressd; use basic")
     if v != "basic":
         raise AnnotationError(f"{value!r} is not an auth type (basic)")
     return v
@@ -643,6 +736,8 @@ def _judge(annotations: Mapping[str, str] | None) -> Iterator[tuple[str, Verdict
         verdict, parsed = _verdict(short, key, value)
         if verdict.status == "supported" and short.startswith("canary-"):
             verdict, parsed = _canary_check(short, verdict, parsed, found)
+        elif verdict.status in ("unsupported", "refused"):
+            verdict, parsed = _access_check(short, verdict, found)
         yield short, verdict, parsed
         # The nginx.ingress.kubernetes.io/ twin of an ingressd.io/ annotation is
         # never read; say so rather than leave it out of a report.
@@ -687,6 +782,53 @@ def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
     return Verdict(key, value, "supported", ""), parsed
 
 
+class Denial(NamedTuple):
+    """An annotation that narrows access in a way ingressd cannot: its routes answer 403."""
+
+    reason: str  # for the response body
+    host_wide: bool  # ingress-nginx applies it to the whole server: every route of its hosts
+
+
+def _access_check(
+    short: str, verdict: Verdict, found: Mapping[str, tuple[str, str]]
+) -> tuple[Verdict, Denial | None]:
+    """Whether an unsupported or refused annotation narrows access (and so must deny)."""
+    key, value = verdict.key, verdict.value
+
+    def present(other: str) -> str | None:
+        return found[other][1].strip().lower() if other in found else None
+
+    if verdict.status == "refused":
+        if short == "stream-snippet":  # TCP/UDP servers of its own: no HTTP route's access
+            return verdict, None
+        if short == "auth-snippet" and present("auth-url") is None:
+            return verdict, None  # unused without auth-url, as in ingress-nginx
+        directives = access_directives(value)
+        if not directives:
+            return verdict, None
+        reason = f"{verdict.reason}; it holds access control ({', '.join(directives)})"
+        denial = Denial(
+            f"{short} holds access control ingressd cannot apply", short == "server-snippet"
+        )
+        return Verdict(key, value, "refused", reason), denial
+    if short in _DENYING_VALUES:
+        return verdict, Denial(f"{short} {value.strip()!r} is not supported by ingressd", False)
+    what = DENYING.get(short)
+    if what is None:
+        return verdict, None
+    if short == "auth-tls-secret" and present("auth-tls-verify-client") == "off":
+        return verdict, None  # no certificate is asked for
+    if short == "auth-proxy-set-headers" and present("auth-url") is None:
+        return verdict, None
+    if short == "modsecurity-snippet" and (
+        present("enable-modsecurity") == "false" or not modsecurity_blocks(value)
+    ):
+        return verdict, None
+    reason = f"annotation {key} is not supported by ingressd: it {what}"
+    denial = Denial(f"{short} is not supported by ingressd", short == "auth-tls-secret")
+    return Verdict(key, value, "unsupported", reason), denial
+
+
 def _canary_check(
     short: str, verdict: Verdict, parsed: Any, found: Mapping[str, tuple[str, str]]
 ) -> tuple[Verdict, Any]:
@@ -729,9 +871,21 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     values: dict[str, Any] = {}
     messages: list[str] = []
     fail_closed: tuple[int, str] | None = None
+    host_fail_closed: tuple[int, str] | None = None
     for short, verdict, parsed in _judge(annotations):
         if verdict.status == "supported":
             values[short] = parsed
+        elif isinstance(parsed, Denial):
+            # Access control ingressd cannot apply: 403 rather than an open route. The
+            # message differs from the verdict's, so `ingressd check` counts a problem.
+            denied = (_DENIED_BY_ANNOTATION, parsed.reason)
+            fail_closed = fail_closed or denied
+            if parsed.host_wide:
+                host_fail_closed = host_fail_closed or denied
+                where = "every route of its hosts answers"
+            else:
+                where = "its routes answer"
+            messages.append(f"{verdict.reason}; {where} 403 rather than serve without it")
         elif verdict.status == "unsupported" and short == "backend-protocol":
             # A protocol ingressd cannot speak: 502, never HTTP to a gRPC server. The
             # message differs from the verdict's, so `ingressd check` counts a problem.
@@ -837,6 +991,8 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
             messages.append(f"{idle}: no effect without auth-url; no external authentication")
     if fail_closed is not None:
         changes["fail_closed"] = fail_closed
+    if host_fail_closed is not None:
+        changes["host_fail_closed"] = host_fail_closed
     return replace(DEFAULT_POLICY, **changes), messages
 
 

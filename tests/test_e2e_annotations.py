@@ -42,6 +42,22 @@ INGRESSES = [
     annotated("badallow.test", allowlist_source_range="127.0.0.0/8, not-a-range"),
     annotated("baddeny.test", denylist_source_range="10.0.0.0/33"),
     annotated("prefix.test", x_forwarded_prefix="/shop"),
+    # ingress-nginx's client-certificate example (docs/examples/auth/client-certs), and
+    # another Ingress on its host: mutual TLS is server-wide in ingress-nginx.
+    ingress(
+        "nginx-test",
+        [rule("certs.test", path("/", "web"))],
+        annotations={
+            A + "auth-tls-verify-client": "on",
+            A + "auth-tls-secret": "default/ca-secret",
+            A + "auth-tls-verify-depth": "1",
+            A + "auth-tls-error-page": "http://www.mysite.com/error-cert.html",
+            A + "auth-tls-pass-certificate-to-upstream": "true",
+        },
+    ),
+    ingress("certs-public", [rule("certs.test", path("/public", "web"))]),
+    annotated("guarded.test", configuration_snippet="deny all;"),
+    annotated("headers.test", configuration_snippet='more_set_headers "Request-Id: $req_id";'),
     annotated("prefixrw.test", x_forwarded_prefix="/shop", rewrite_target="/inner"),
     annotated("forcessl.test", force_ssl_redirect="true"),
     annotated("keepslash.test", force_ssl_redirect="true", preserve_trailing_slash="true"),
@@ -116,6 +132,21 @@ def test_https_redirect_drops_a_trailing_slash_unless_preserved(proxy: Ingressd)
     ]:
         r = proxy.get(host, uri, check=False)
         assert (r.status, r.header("Location")) == (308, location.format(port=port)), uri
+
+
+def test_unsupported_access_control_answers_403(proxy: Ingressd) -> None:
+    # Served with 200 before: auth-tls-* was "unsupported, ignored".
+    for host, uri in [("certs.test", "/"), ("certs.test", "/public/x")]:
+        r = proxy.curl("-k", *proxy.resolve(host), proxy.https_url(host, uri), check=False)
+        assert r.status == 403, (host, uri)
+        assert "auth-tls-secret is not supported by ingressd" in r.text
+        assert proxy.get(host, uri, check=False).status == 403
+    r = proxy.get("guarded.test", "/", check=False)
+    assert (r.status, "configuration-snippet holds access control" in r.text) == (403, True)
+    assert proxy.get("headers.test", "/").status == 200  # a snippet without access control
+    log = proxy.log()
+    assert "auth-tls-secret is not supported by ingressd: it requests and verifies" in log
+    assert "every route of its hosts answers 403 rather than serve without it" in log
 
 
 def test_source_ranges(proxy: Ingressd) -> None:
