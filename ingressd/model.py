@@ -309,7 +309,8 @@ class VirtualHost:
                 if pattern.matches_bytes(data):
                     return found  # None: the default backend answers (route_for)
             return None
-        route = (self.static or self.exact).get(path)
+        static = self.static
+        route = static.get(path) if static else self.exact.get(path)
         if route is not None:
             return route
         prefix = self.prefix

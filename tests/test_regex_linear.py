@@ -319,3 +319,23 @@ def test_rewrite_through_decide_uses_re2_groups() -> None:
     action = decide(table, request(HOST, "/Something/new/page", "q=1"))
     assert isinstance(action, Forward)
     assert action.target == "/new/page?q=1"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pattern=st.one_of(
+        st.sampled_from(REAL_PATTERNS),
+        st.text(alphabet="/aAbB.?*+{}2[]-|", max_size=8),
+    ),
+    ignore_case=st.booleans(),
+    subject=st.text(alphabet="/aAbBcé.?-", max_size=10).map(lambda s: "/" + s),
+)
+def test_shortcuts_agree_with_re2(pattern: str, ignore_case: bool, subject: str) -> None:
+    """matches_bytes answers literal and prefixed patterns without RE2: the same answers."""
+    try:
+        compiled = user_regex("^" + pattern, ignore_case=ignore_case)
+    except RegexError:
+        return
+    data = subject.encode("latin-1")
+    assert compiled.matches_bytes(data) is (compiled.search(subject) is not None)
+    assert compiled.matches(subject) is (compiled.search(subject) is not None)
