@@ -34,6 +34,8 @@ from re2 import _re2  # the compiled RE2 class: re2.compile's wrapper costs ~1 Â
 MAX_MEM: Final = 1 << 20
 
 _UNANCHORED: Final = re2._Anchor.UNANCHORED
+_START: Final = re2._Anchor.ANCHOR_START
+_BOTH: Final = re2._Anchor.ANCHOR_BOTH
 # Characters with a meaning in a pattern; a pattern without them is literal text.
 _META: Final = frozenset("\\.^$|?*+()[]{}")
 
@@ -84,11 +86,12 @@ def _explain(error: str) -> str:
 class RegexMatch:
     """The spans of one match, as ``group(n)`` like ``re.Match`` gives them."""
 
-    __slots__ = ("_spans", "_text")
+    __slots__ = ("_data", "_encoding", "_spans")
 
-    def __init__(self, text: str, spans: list[tuple[int, int]]) -> None:
-        self._text = text
+    def __init__(self, data: bytes, spans: list[tuple[int, int]], encoding: str) -> None:
+        self._data = data
         self._spans = spans
+        self._encoding = encoding
 
     def group(self, n: int = 0) -> str | None:
         """Group ``n`` (0: the whole match); None when it took no part; IndexError past the last."""
@@ -97,7 +100,7 @@ class RegexMatch:
         start, end = self._spans[n]
         if start < 0:
             return None
-        return self._text[start:end]
+        return self._data[start:end].decode(self._encoding, "surrogatepass")
 
 
 @final
@@ -147,7 +150,7 @@ class UserRegex:
         spans = self._re.Match(_UNANCHORED, data, 0, len(data))
         if spans[0][0] < 0:
             return None
-        return RegexMatch(text, spans)
+        return RegexMatch(data, spans, "latin-1")
 
     def matches(self, text: str) -> bool:
         data = text.encode("latin-1", "replace")
@@ -208,10 +211,47 @@ def _cached(pattern: str, ignore_case: bool) -> UserRegex:
     return found
 
 
-def fixed(pattern: str, *, ignore_case: bool = False) -> Any:
-    """One of our own validators' patterns, on RE2 (``.match``/``.fullmatch``/``.search``).
+_UTF8_OPTIONS: Final = {
+    True: _options(ignore_case=True, latin1=False),
+    False: _options(ignore_case=False, latin1=False),
+}
 
-    These run on annotation values and manifest fields, so on outsider input.
+
+@final
+class FixedRegex:
+    """One of our own validators' patterns, on RE2, with ``re``'s three ways to run it.
+
+    These run on annotation values and manifest fields, so on outsider input:
+    linear, and ``$`` means the end of the text (Python's also matched before
+    a final newline).
     """
-    compiled = re2.compile(pattern, _options(ignore_case=ignore_case, latin1=False))
-    return compiled
+
+    __slots__ = ("_re", "pattern")
+
+    def __init__(self, pattern: str, *, ignore_case: bool) -> None:
+        compiled = _re2.RE2(pattern.encode("utf-8"), _UTF8_OPTIONS[ignore_case])
+        if not compiled.ok():
+            raise RegexError(compiled.error().decode("utf-8", "replace"))
+        self._re: Any = compiled
+        self.pattern = pattern
+
+    def _run(self, anchor: Any, text: str) -> RegexMatch | None:
+        data = text.encode("utf-8", "surrogatepass")
+        spans = self._re.Match(anchor, data, 0, len(data))
+        if spans[0][0] < 0:
+            return None
+        return RegexMatch(data, spans, "utf-8")
+
+    def match(self, text: str) -> RegexMatch | None:
+        return self._run(_START, text)
+
+    def fullmatch(self, text: str) -> RegexMatch | None:
+        return self._run(_BOTH, text)
+
+    def search(self, text: str) -> RegexMatch | None:
+        return self._run(_UNANCHORED, text)
+
+
+def fixed(pattern: str, *, ignore_case: bool = False) -> FixedRegex:
+    """Compile one of our validators' patterns on RE2."""
+    return FixedRegex(pattern, ignore_case=ignore_case)

@@ -29,6 +29,7 @@ from typing import Any
 from .. import annotations, basic_auth, upstream_tls
 from ..model import (
     Backend,
+    Canary,
     Endpoint,
     Problem,
     Route,
@@ -750,6 +751,20 @@ class _HostResult:
     problems: list[tuple[Tag, Problem]]
 
 
+@dataclass(slots=True, eq=False)
+class _Candidate:
+    """A path that holds its location on a host, before it becomes a Route."""
+
+    entry: _Entry
+    path: _Path
+    tag: Tag
+    canary: Canary | None = None
+
+    @property
+    def plan(self) -> _IngressPlan:
+        return self.entry.plan  # type: ignore[return-value]
+
+
 def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     """Routes, canaries and certificate of ``host``; ``entries`` in creation order.
 
@@ -762,28 +777,25 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     problems: list[tuple[Tag, Problem]] = []
     mains = [e for e in entries if e.role is _Role.MAIN]
     # One location per path and kind (controller.go getBackendServers); the first wins.
-    found: dict[tuple[str, bool], Route] = {}  # (path, Exact?) -> route, in merge order
-    tags: dict[tuple[str, bool], Tag] = {}
+    found: dict[tuple[str, bool], _Candidate] = {}  # (path, Exact?), in merge order
     default: Route | None = None
     deny: tuple[int, str] | None = None  # access control that must hold host-wide
     first: RoutePolicy | None = None  # of the oldest Ingress with a rule for the host
     routed = False  # a host with paths or a defaultBackend gets a VirtualHost
     for e in mains:
         plan: _IngressPlan = e.plan  # type: ignore[assignment]
-        policy = plan.policy
         if host in plan.hosts:
-            first = first or policy
-            deny = deny or policy.host_fail_closed
+            first = first or plan.policy
+            deny = deny or plan.policy.host_fail_closed
         for j, p in _paths_on(e, host):
             routed = True
             key = (p.path, p.path_type == "Exact")
+            tag: Tag = (_MERGE, e.order, j, 0)
             winner = found.get(key)
             if winner is not None:
-                problems.append(((_MERGE, e.order, j, 0), _conflict(e, p, winner)))
+                problems.append((tag, _conflict(e, p, winner.plan.name)))
                 continue
-            rewrite = policy.rewrites(p.path)
-            found[key] = Route(p.path, p.path_type, p.backend, plan.name, policy, rewrite=rewrite)  # type: ignore[arg-type]
-            tags[key] = (_MERGE, e.order, j, 0)
+            found[key] = _Candidate(e, p, tag)
         if plan.default_backend is not None and host in plan.hosts:
             routed = True
             if default is None:
@@ -793,65 +805,91 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     # included: it carries the annotations of the oldest Ingress with a rule for
     # the host, unless a Prefix "/" path took its place.
     root = found.get(("/", False))
-    root_policy = root.policy if root is not None else first
-    regex_mode = any(r.policy.regex_for(r.path) for r in found.values()) or (
+    root_policy = root.plan.policy if root is not None else first
+    regex_mode = any(c.plan.policy.regex_for(c.path.path) for c in found.values()) or (
         root_policy is not None and root_policy.regex_for("/")
     )
     if not regex_mode:
-        _drop_slash_twins(host, found, tags, entries, problems)
+        _drop_slash_twins(found, problems)
     for e in entries:
         if e.role is _Role.CANARY:
             _attach_canary(e, host, routed, found, problems)
     cert, tls = _host_certificate(host, mains, problems)
     vhost = None
     if routed:
-        if deny is not None:
-            found = {k: _denied(r, deny) for k, r in found.items()}
-            default = _denied(default, deny) if default is not None else None
+        policies = _Policies(deny)
+        if default is not None and deny is not None:
+            default = replace(default, policy=policies.of(default.policy))
         if regex_mode:
-            vhost = _regex_host(host, found, tags, entries, default, tls, problems)
+            vhost = _regex_host(host, found, policies, default, tls, problems)
         else:
-            vhost = _static_host(host, found, default, tls)
+            vhost = _static_host(host, found, policies, default, tls)
     return _HostResult(vhost, cert, problems)
 
 
+class _Policies:
+    """Each Ingress's policy on this host: with the host-wide denial, when there is one."""
+
+    __slots__ = ("_deny", "_seen")
+
+    def __init__(self, deny: tuple[int, str] | None) -> None:
+        self._deny = deny
+        self._seen: dict[int, RoutePolicy] = {}
+
+    def of(self, policy: RoutePolicy) -> RoutePolicy:
+        if self._deny is None or policy.fail_closed is not None:
+            return policy
+        denied = self._seen.get(id(policy))
+        if denied is None:
+            denied = self._seen[id(policy)] = replace(policy, fail_closed=self._deny)
+        return denied
+
+
+def _route(c: _Candidate, policies: _Policies, regex: UserRegex | None = None) -> Route:
+    p, plan = c.path, c.plan
+    policy = plan.policy
+    return Route(
+        p.path,
+        p.path_type,  # type: ignore[arg-type]
+        p.backend,
+        plan.name,
+        policies.of(policy),
+        regex,
+        c.canary,
+        policy.rewrites(p.path),
+    )
+
+
 def _drop_slash_twins(
-    host: str,
-    found: dict[tuple[str, bool], Route],
-    tags: dict[tuple[str, bool], Tag],
-    entries: list[_Entry],
-    problems: list[tuple[Tag, Problem]],
+    found: dict[tuple[str, bool], _Candidate], problems: list[tuple[Tag, Problem]]
 ) -> None:
     """Prefix /p and /p/ both become "location /p/", which nginx refuses as a
     duplicate: the configuration without the younger one keeps serving."""
-    seen: dict[str, Route] = {}
-    for key, route in list(found.items()):
+    seen: dict[str, _Candidate] = {}
+    for key, c in list(found.items()):
         if key[1]:
             continue
-        winner = seen.setdefault(_prefix_key(route.path), route)
-        if winner is not route:
+        winner = seen.setdefault(_prefix_key(c.path.path), c)
+        if winner is not c:
             del found[key]
-            owner = _owner(entries, route)
-            p = _Path(host, route.path, route.path_type, route.backend)
-            problems.append((tags[key], _conflict(owner, p, winner)))
-
-
-def _owner(entries: list[_Entry], route: Route) -> _Entry:
-    return next(e for e in entries if e.plan is not None and e.plan.name == route.ingress)
-
-
-def _denied(route: Route, deny: tuple[int, str]) -> Route:
-    if route.policy.fail_closed is not None:
-        return route
-    return replace(route, policy=replace(route.policy, fail_closed=deny))
+            problems.append((c.tag, _conflict(c.entry, c.path, winner.plan.name)))
 
 
 def _static_host(
-    host: str, found: dict[tuple[str, bool], Route], default: Route | None, tls: bool
+    host: str,
+    found: dict[tuple[str, bool], _Candidate],
+    policies: _Policies,
+    default: Route | None,
+    tls: bool,
 ) -> VirtualHost:
     """A host of static locations; see VirtualHost for what nginx makes of them."""
-    exact = {r.path: r for (_, is_exact), r in found.items() if is_exact}
-    prefix = {_prefix_key(r.path): r for (_, is_exact), r in found.items() if not is_exact}
+    exact: dict[str, Route] = {}
+    prefix: dict[str, Route] = {}
+    for (path, is_exact), c in found.items():
+        if is_exact:
+            exact[path] = _route(c, policies)
+        else:
+            prefix[_prefix_key(path)] = _route(c, policies)
     static = dict(exact)
     for route in prefix.values():
         if route.path != "/":
@@ -862,7 +900,14 @@ def _static_host(
         if route.path_type != "Exact" and not name.endswith("/"):
             name += "/"
         if len(name) > 1 and name.endswith("/") and name[:-1] not in static:
-            static[name[:-1]] = replace(route, slash_redirect=name)
+            static[name[:-1]] = Route(
+                route.path,
+                route.path_type,
+                route.backend,
+                route.ingress,
+                route.policy,
+                slash_redirect=name,
+            )
     return VirtualHost(
         host=host,
         exact=MappingProxyType(exact),
@@ -875,9 +920,8 @@ def _static_host(
 
 def _regex_host(
     host: str,
-    found: dict[tuple[str, bool], Route],
-    tags: dict[tuple[str, bool], Tag],
-    entries: list[_Entry],
+    found: dict[tuple[str, bool], _Candidate],
+    policies: _Policies,
     default: Route | None,
     tls: bool,
     problems: list[tuple[Tag, Problem]],
@@ -890,10 +934,9 @@ def _regex_host(
     root = found.get(("/", False))
     if root is None:
         items.append(("/", None))
-    for (path, is_exact), route in sorted(found.items(), key=lambda kv: kv[1] is not root):
-        if is_exact:
-            pattern = path
-        elif path == "/" or route.policy.use_regex or route.policy.rewrites(path):
+    for (path, is_exact), c in sorted(found.items(), key=lambda kv: kv[1] is not root):
+        policy = c.plan.policy
+        if is_exact or path == "/" or policy.use_regex or policy.rewrites(path):
             pattern = path  # updateServerLocations leaves these alone
         elif (path, True) in found and not path.endswith("/"):
             # Prefix /p beside Exact /p: only "/p/", the exact name being taken
@@ -904,14 +947,13 @@ def _regex_host(
         try:
             compiled = user_regex("^" + pattern, ignore_case=True)
         except RegexError as exc:
-            owner = _owner(entries, route)
             reason = (
                 f"path {path!r} on host {host or '*'} is matched as a regular expression "
                 f"(an Ingress on this host uses regex) and RE2 cannot run it ({exc}); path skipped"
             )
-            problems.append((tags[(path, is_exact)], _problem(owner.obj, owner.origin, reason)))
+            problems.append((c.tag, _problem(c.entry.obj, c.entry.origin, reason)))
             continue
-        items.append((path, replace(route, regex=compiled)))
+        items.append((path, _route(c, policies, compiled)))
     # controller.go getBackendServers: stable sorts by path, descending, then by
     # length, descending (Go compares bytes: UTF-8).
     items.sort(key=_utf8_of, reverse=True)
@@ -938,9 +980,9 @@ def _utf8_len(item: tuple[str, Route | None]) -> int:
     return len(item[0].encode("utf-8", "surrogatepass"))
 
 
-def _conflict(e: _Entry, p: _Path, winner: Route) -> Problem:
+def _conflict(e: _Entry, p: _Path, winner: str) -> Problem:
     plan: _IngressPlan = e.plan  # type: ignore[assignment]
-    if winner.ingress == plan.name:
+    if winner == plan.name:
         reason = (
             f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is listed "
             "twice; the first one is used"
@@ -948,7 +990,7 @@ def _conflict(e: _Entry, p: _Path, winner: Route) -> Problem:
     else:
         reason = (
             f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is already "
-            f"served by older Ingress {winner.ingress}; this rule is ignored"
+            f"served by older Ingress {winner}; this rule is ignored"
         )
     return _problem(e.obj, e.origin, reason)
 
@@ -957,7 +999,7 @@ def _attach_canary(
     e: _Entry,
     host: str,
     routed: bool,
-    found: dict[tuple[str, bool], Route],
+    found: dict[tuple[str, bool], _Candidate],
     problems: list[tuple[Tag, Problem]],
 ) -> None:
     """Attach each canary path on ``host`` to the main route with the same path and pathType.
@@ -971,8 +1013,7 @@ def _attach_canary(
     for j, p in _paths_on(e, host):
         tag: Tag = (_CANARY, e.order, j, 0)
         where = f"host {p.host or '*'} path {p.path} ({p.path_type})"
-        key = (p.path, p.path_type == "Exact")
-        main = found.get(key) if routed else None
+        main = found.get((p.path, p.path_type == "Exact")) if routed else None
         if main is None:
             problems.append(
                 (tag, _problem(e.obj, e.origin, f"no main Ingress serves {where}; canary ignored"))
@@ -988,8 +1029,7 @@ def _attach_canary(
                 )
             problems.append((tag, _problem(e.obj, e.origin, reason)))
             continue
-        canary = replace(plan.policy.canary, backend=p.backend, ingress=plan.name)  # type: ignore[type-var]
-        found[key] = replace(main, canary=canary)
+        main.canary = replace(plan.policy.canary, backend=p.backend, ingress=plan.name)  # type: ignore[type-var]
 
 
 def _host_certificate(
