@@ -180,7 +180,8 @@ def parse_size(value: str) -> int:
     m = _SIZE.match(value.strip())
     if not m:
         raise AnnotationError(f"{value!r} is not a size like 512k, 8m or 1g")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    number, unit = m.group(1) or "", m.group(2) or ""  # both always take part
+    return int(number) * _SIZE_UNITS[unit.lower()]
 
 
 # Upper bound of proxy-buffer-size: the response head ingressd holds per request.
