@@ -69,7 +69,11 @@ def test_current_addresses_of_an_ingress() -> None:
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [
-        ("path '/(' is not a valid regular expression (x); Ingress skipped", "InvalidRegex"),
+        (
+            "rules[0].http.paths[0].path '/(' is not a regular expression RE2 can run (x); "
+            "path skipped",
+            "InvalidRegex",
+        ),
         ("service default/nope not found; its routes answer 503", "BackendUnavailable"),
         ("path '/' (Prefix) on host a is already served by older Ingress x/y", "PathConflict"),
         ("TLS Secret default/s not found; hosts a use the default certificate", "InvalidTLS"),
