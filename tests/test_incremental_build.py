@@ -75,6 +75,9 @@ def random_annotations(rng: random.Random) -> dict[str, str] | None:
         (N + "backend-protocol", rng.choice(("HTTPS", "HTTP", "GRPC"))),
         (N + "limit-rps", rng.choice(("5", "x"))),
         (N + "ssl-redirect", "false"),
+        # Host-wide denials reach other Ingresses' routes on the same hosts.
+        (N + "auth-tls-secret", "ca"),
+        (N + "server-snippet", rng.choice(("deny all;", "more_set_headers 'X: y';"))),
         ("ingressd.io/canary", "true"),
         (LEGACY_CLASS_ANNOTATION, rng.choice(("ingressd", "nginx"))),
     ]
