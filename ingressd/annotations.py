@@ -100,7 +100,6 @@ IGNORED: Mapping[str, str] = {
     "modsecurity-transaction-id": "logging",
     "opentelemetry-operation-name": "tracing",
     "opentelemetry-trust-incoming-span": "tracing",
-    "proxy-buffer-size": "buffering",
     "proxy-buffering": "buffering",
     "proxy-buffers-number": "buffering",
     "proxy-busy-buffers-size": "buffering",
