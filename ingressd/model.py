@@ -255,12 +255,6 @@ class Route:
     slash_redirect: str | None = None
 
 
-def same_kind(a: str, b: str) -> bool:
-    """Whether two pathTypes are one to ingress-nginx, which serves
-    ImplementationSpecific as Prefix (internal/k8s/main.go SetDefaultNGINXPathType)."""
-    return (a == "Exact") == (b == "Exact")
-
-
 @dataclass(frozen=True, slots=True)
 class VirtualHost:
     """All routes for one host, chosen as nginx chooses ingress-nginx's locations.

@@ -16,8 +16,8 @@ manifest's text, as it would stand in nginx.conf.
 
 The patterns our own validators apply to annotation values are compiled here
 too (``fixed``): a fixed pattern can still be super-linear on hostile input
-(``^https?://[^\\s/?#]+[^\\s]*$`` is quadratic on a long value that ends in a
-space), and Python's ``$`` also accepts a trailing newline, which RE2's does
+(``^https?://[^\\s/?#]+[^\\s]*$`` is quadratic on a long value with a space
+in it), and Python's ``$`` also accepts a trailing newline, which RE2's does
 not.
 """
 
@@ -27,7 +27,7 @@ import threading
 from typing import Any, Final, final
 
 import re2
-from re2 import _re2  # the compiled RE2 class: re2.compile's wrapper costs ~1 µs a match
+from re2 import _re2  # the compiled RE2 class: re2.compile's wrapper costs more than a match
 
 # Per pattern: RE2 fails a compile over this budget and otherwise stays within
 # it while matching (its DFA cache gives way to the slower, still linear, NFA).
@@ -41,15 +41,13 @@ _META: Final = frozenset("\\.^$|?*+()[]{}")
 
 # RE2's messages name the construct; this says what the construct is for.
 _UNSUPPORTED_HINTS: Final = (
-    ("invalid perl operator: (?<", "lookbehind or a named group syntax RE2 lacks"),
+    ("invalid perl operator: (?<", "lookbehind"),
     ("invalid perl operator: (?=", "lookahead"),
     ("invalid perl operator: (?!", "negative lookahead"),
     ("invalid perl operator: (?>", "an atomic group"),
     ("bad repetition operator: *+", "a possessive quantifier"),
     ("bad repetition operator: ++", "a possessive quantifier"),
     ("bad repetition operator: ?+", "a possessive quantifier"),
-    ("invalid escape sequence: \\1", "a backreference"),
-    ("invalid escape sequence: \\2", "a backreference"),
     ("invalid repetition size", "a repetition count over 1000"),
     ("pattern too large", f"a pattern that needs more than {MAX_MEM // 1024} KiB"),
 )
@@ -79,6 +77,10 @@ def _explain(error: str) -> str:
     for fragment, what in _UNSUPPORTED_HINTS:
         if fragment in error:
             return f"{error}: RE2 does not run {what}"
+    escape = "invalid escape sequence: \\"
+    at = error.find(escape)
+    if at >= 0 and error[at + len(escape) : at + len(escape) + 1].isdigit():
+        return f"{error}: RE2 does not run a backreference"
     return error
 
 
