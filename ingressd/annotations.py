@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from .basic_auth import AuthRef
 from .cors import (
@@ -27,22 +27,123 @@ from .ext_auth import METHODS as AUTH_METHODS
 from .ext_auth import ExternalAuth, Template, parse_url_template
 from .limits import DEFAULT_BURST_MULTIPLIER, LimitConfig
 from .model import DEFAULT_POLICY, Affinity, Canary, IPNetwork, RoutePolicy
+from .regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
 from .retry import parse_conditions
+from .snippet_access import access_directives, modsecurity_blocks
 from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS, ProxySSL
 
 PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 
 # Raw-config injection is refused on purpose: it is how ingress-nginx got its
-# worst CVEs, and ingressd has no config language to inject into.
+# worst CVEs, and ingressd has no config language to inject into. A refused
+# snippet holding access control denies instead (snippet_access.py).
 REFUSED = frozenset({"configuration-snippet", "server-snippet", "auth-snippet", "stream-snippet"})
 
+# ingress-nginx v1.15.1 annotations ingressd does not implement, one by one
+# (docs/user-guide/nginx-configuration/annotations.md and the parsers of
+# internal/ingress/annotations). DENYING narrows who may access a route: served
+# without it the route would be open where ingress-nginx guards it, so its
+# routes answer 403 instead (fail closed); the text says what it checks.
+# IGNORED never narrows access, so serving without it is safe; the text says
+# why. Both are reported; README.md lists them.
+DENYING: Mapping[str, str] = {
+    "auth-tls-secret": "requests and verifies client certificates (mutual TLS) on every "
+    "route of its hosts, and sets ssl-client-* headers for the upstream",
+    "auth-proxy-set-headers": "adds headers to the auth-url subrequest, which the "
+    "authentication service may decide on",
+    "modsecurity-snippet": "runs ModSecurity rules with the rule engine on (SecRuleEngine On), "
+    "which block requests",
+}
+IGNORED: Mapping[str, str] = {
+    "affinity-canary-behavior": "which backend a session sticks to, not who gets in",
+    "auth-cache-duration": "without a cache every request asks the authentication service",
+    "auth-cache-key": "without a cache every request asks the authentication service",
+    "auth-keepalive": "connection reuse towards the authentication service",
+    "auth-keepalive-requests": "connection reuse towards the authentication service",
+    "auth-keepalive-share-vars": "connection reuse towards the authentication service",
+    "auth-keepalive-timeout": "connection reuse towards the authentication service",
+    "auth-tls-error-page": "has an effect only with auth-tls-secret (which denies)",
+    "auth-tls-match-cn": "has an effect only with auth-tls-secret (which denies)",
+    "auth-tls-pass-certificate-to-upstream": "has an effect only with auth-tls-secret "
+    "(which denies)",
+    "auth-tls-verify-client": "has an effect only with auth-tls-secret (which denies unless "
+    "this is off)",
+    "auth-tls-verify-depth": "has an effect only with auth-tls-secret (which denies)",
+    "client-body-buffer-size": "buffering",
+    "connection-proxy-header": "a header to the upstream",
+    "custom-headers": "headers added to responses",
+    "custom-http-errors": "error pages",
+    "default-backend": "where errors and unmatched paths go, not who gets in",
+    "disable-proxy-intercept-errors": "error pages",
+    "enable-access-log": "logging",
+    "enable-global-auth": "only turns the ConfigMap's global-auth-url off, which ingressd "
+    "does not have",
+    "enable-modsecurity": "ingress-nginx's modsecurity.conf runs DetectionOnly: it logs and "
+    "blocks nothing unless modsecurity-snippet turns the engine on",
+    "enable-opentelemetry": "tracing",
+    "enable-owasp-core-rules": "the rules run DetectionOnly unless modsecurity-snippet turns "
+    "the engine on",
+    "enable-rewrite-log": "logging",
+    "fastcgi-index": "a protocol ingressd does not speak (backend-protocol FCGI answers 502)",
+    "fastcgi-params-configmap": "a protocol ingressd does not speak (backend-protocol FCGI "
+    "answers 502)",
+    "global-rate-limit": "a rate limit: as for limit-*, the route serves without it",
+    "global-rate-limit-ignored-cidrs": "a rate limit: as for limit-*, the route serves without it",
+    "global-rate-limit-key": "a rate limit: as for limit-*, the route serves without it",
+    "global-rate-limit-window": "a rate limit: as for limit-*, the route serves without it",
+    "http2-push-preload": "HTTP/2 push",
+    "limit-rate": "bandwidth per connection",
+    "limit-rate-after": "bandwidth per connection",
+    "mirror-host": "copies requests elsewhere; without it nothing is copied",
+    "mirror-request-body": "copies requests elsewhere; without it nothing is copied",
+    "mirror-target": "copies requests elsewhere; without it nothing is copied",
+    "modsecurity-transaction-id": "logging",
+    "opentelemetry-operation-name": "tracing",
+    "opentelemetry-trust-incoming-span": "tracing",
+    "proxy-buffering": "buffering",
+    "proxy-buffers-number": "buffering",
+    "proxy-busy-buffers-size": "buffering",
+    "proxy-cookie-domain": "rewrites the upstream's Set-Cookie",
+    "proxy-cookie-path": "rewrites the upstream's Set-Cookie",
+    "proxy-http-version": "the HTTP version towards the upstream",
+    "proxy-max-temp-file-size": "buffering",
+    "proxy-redirect-from": "rewrites the upstream's Location",
+    "proxy-redirect-to": "rewrites the upstream's Location",
+    "proxy-request-buffering": "buffering",
+    "proxy-ssl-ciphers": "TLS towards the upstream, not who may reach the route",
+    "proxy-ssl-protocols": "TLS towards the upstream, not who may reach the route",
+    "satisfy": "'any' lets either the address or the credentials suffice; ingressd asks for "
+    "both, which is stricter",
+    "server-alias": "more names for a host; without it fewer names are served",
+    "session-cookie-conditional-samesite-none": "a cookie attribute",
+    "ssl-ciphers": "TLS parameters of the host",
+    "ssl-passthrough": "ingressd terminates TLS instead, so the upstream, which expects the "
+    "client's TLS, refuses the requests",
+    "ssl-prefer-server-ciphers": "TLS parameters of the host",
+    "upstream-hash-by": "balancing (round_robin serves)",
+    "upstream-hash-by-subset": "balancing (round_robin serves)",
+    "upstream-hash-by-subset-size": "balancing (round_robin serves)",
+    "use-port-in-redirects": "the port in redirects",
+}
+# Unsupported values of these annotations would narrow access, so they deny too.
+_DENYING_VALUES = frozenset({"auth-type"})
+_DENIED_BY_ANNOTATION: Final = 403  # access control that cannot be honoured
+
+# Validators run on annotation values, so on outsider input: on RE2 (regex.fixed),
+# linear whatever the value. _DOLLAR_REF is the exception: it runs per request on
+# the Ingress's own rewrite target, and "\$(\d)" is linear on any engine.
 _DOLLAR_REF = re.compile(r"\$(\d)")
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
-_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab and space
+_CONTROL = fixed(r"[\x00-\x20\x7f]")
+_HEADER_CONTROL = fixed(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab and space
 
 
 class AnnotationError(ValueError):
     pass
+
+
+# What ingress-nginx answers for a location it denies (nginx.tmpl: "if $location.Denied"
+# ... "return 503"), which it does when an access annotation cannot be read.
+_DENIED = 503
 
 
 T = TypeVar("T")
@@ -65,10 +166,12 @@ def parse_rewrite_target(value: str) -> str:
     return value
 
 
-_SIZE = re.compile(r"^(\d+)([kKmMgG]?)$")
+_SIZE = fixed(r"^(\d+)([kKmMgG]?)$")
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-_HOST_PORT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
-_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
+_HOST_PORT = fixed(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
+# On Python's re this was ^https?://[^\s/?#]+[^\s]*$: quadratic on a long value
+# with a space in it (20,000 characters: 1.2 s; 40,000: 4.9 s). The same language.
+_URL = fixed(r"^https?://[^\s/?#][^\s]*$", ignore_case=True)
 
 
 def parse_size(value: str) -> int:
@@ -76,7 +179,8 @@ def parse_size(value: str) -> int:
     m = _SIZE.match(value.strip())
     if not m:
         raise AnnotationError(f"{value!r} is not a size like 512k, 8m or 1g")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    number, unit = m.group(1) or "", m.group(2) or ""  # both always take part
+    return int(number) * _SIZE_UNITS[unit.lower()]
 
 
 # Upper bound of proxy-buffer-size: the response head ingressd holds per request.
@@ -203,8 +307,8 @@ def _cors_tokens(value: str) -> str:
 
 
 # RFC 9110 token: header names, and cookie names (RFC 6265)
-_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-_DOMAIN = re.compile(
+_TOKEN = fixed(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_DOMAIN = fixed(
     r"^\.?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
 )
 
@@ -224,13 +328,14 @@ def parse_cookie_name(value: str) -> str:
     return v
 
 
-def parse_regex(value: str) -> re.Pattern[str]:
+def parse_regex(value: str) -> UserRegex:
+    """canary-by-header-pattern: searched in the header value, case-sensitively (ngx.re.match)."""
     if not value:
         raise AnnotationError("the regular expression is empty")
     try:
-        return re.compile(value)
-    except re.error as exc:
-        raise AnnotationError(f"not a valid regular expression: {exc}") from None
+        return user_regex(value, ignore_case=False)
+    except RegexError as exc:
+        raise AnnotationError(f"not a regular expression RE2 can run: {exc}") from None
 
 
 def parse_weight_total(value: str) -> int:
@@ -300,8 +405,8 @@ def parse_load_balance(value: str) -> str:
     )
 
 
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_SERVER_NAME = re.compile(
+_K8S_NAME = fixed(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SERVER_NAME = fixed(
     r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?$"
 )
 
@@ -372,13 +477,15 @@ def _proxy_ssl(
     )
 
 
-_REALM = re.compile(r"^[A-Za-z0-9 ._~/:-]*$")
+# On Python's re, "$" also matched before a final newline: "x\n" passed and reached
+# the WWW-Authenticate header. RE2's "$" is the end of the value.
+_REALM = fixed(r"^[A-Za-z0-9 ._~/:-]*$")
 
 
 def parse_auth_type(value: str) -> str:
     v = value.strip().lower()
     if v == "digest":
-        raise AnnotationError("digest authentication is not supported by ingressd; use basic")
+        raise UnsupportedValue("digest authentication is not supported by ingressd; use basic")
     if v != "basic":
         raise AnnotationError(f"{value!r} is not an auth type (basic)")
     return v
@@ -433,9 +540,12 @@ def parse_header_names(value: str) -> tuple[str, ...]:
     return names
 
 
+_QUERY_PARAM = fixed(r"[A-Za-z0-9_.~-]+")
+
+
 def parse_query_param(value: str) -> str:
     v = value.strip()
-    if not re.fullmatch(r"[A-Za-z0-9_.~-]+", v):
+    if not _QUERY_PARAM.fullmatch(v):
         raise AnnotationError(f"{value!r} is not a query parameter name")
     return v
 
@@ -460,6 +570,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "use-regex": parse_bool,
     "ssl-redirect": parse_bool,
     "force-ssl-redirect": parse_bool,
+    "preserve-trailing-slash": parse_bool,
     "app-root": parse_path,
     "permanent-redirect": parse_url,
     "permanent-redirect-code": parse_redirect_code,
@@ -536,6 +647,7 @@ _FIELDS: Mapping[str, str] = {
     "use-regex": "use_regex",
     "ssl-redirect": "ssl_redirect",
     "force-ssl-redirect": "force_ssl_redirect",
+    "preserve-trailing-slash": "preserve_trailing_slash",
     "app-root": "app_root",
     "from-to-www-redirect": "from_to_www_redirect",
     "x-forwarded-prefix": "x_forwarded_prefix",
@@ -550,7 +662,10 @@ _FIELDS: Mapping[str, str] = {
     "load-balance": "load_balance",
 }
 
-# Invalid values of these must not leave the route open: it answers 403 instead.
+# Invalid values of these must not leave the route open. ingress-nginx denies the
+# location (LocationDeniedError: the template's "return 503" for location.Denied)
+# or, for a value its validators reject, does not load the Ingress at all; ingressd
+# answers 503 in both cases rather than let the path fall through to another route.
 SECURITY = frozenset(
     {
         "whitelist-source-range",
@@ -621,6 +736,8 @@ def _judge(annotations: Mapping[str, str] | None) -> Iterator[tuple[str, Verdict
         verdict, parsed = _verdict(short, key, value)
         if verdict.status == "supported" and short.startswith("canary-"):
             verdict, parsed = _canary_check(short, verdict, parsed, found)
+        elif verdict.status in ("unsupported", "refused"):
+            verdict, parsed = _access_check(short, verdict, found)
         yield short, verdict, parsed
         # The nginx.ingress.kubernetes.io/ twin of an ingressd.io/ annotation is
         # never read; say so rather than leave it out of a report.
@@ -654,7 +771,7 @@ def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
             # As ingress-nginx denies the locations: no TLS rather than the wrong TLS.
             reason += "; its routes answer 503 until it is fixed"
         elif short in SECURITY:
-            reason += "; its routes answer 403 until it is fixed"
+            reason += "; its routes answer 503 until it is fixed"
         elif short == "cors-allow-origin":
             # ingress-nginx falls back to "*" here; ingressd allows nobody instead.
             reason += "; no origin is allowed until it is fixed"
@@ -663,6 +780,53 @@ def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
             reason += _LIMIT_FALLBACK[short]
         return Verdict(key, value, "invalid", reason), None
     return Verdict(key, value, "supported", ""), parsed
+
+
+class Denial(NamedTuple):
+    """An annotation that narrows access in a way ingressd cannot: its routes answer 403."""
+
+    reason: str  # for the response body
+    host_wide: bool  # ingress-nginx applies it to the whole server: every route of its hosts
+
+
+def _access_check(
+    short: str, verdict: Verdict, found: Mapping[str, tuple[str, str]]
+) -> tuple[Verdict, Denial | None]:
+    """Whether an unsupported or refused annotation narrows access (and so must deny)."""
+    key, value = verdict.key, verdict.value
+
+    def present(other: str) -> str | None:
+        return found[other][1].strip().lower() if other in found else None
+
+    if verdict.status == "refused":
+        if short == "stream-snippet":  # TCP/UDP servers of its own: no HTTP route's access
+            return verdict, None
+        if short == "auth-snippet" and present("auth-url") is None:
+            return verdict, None  # unused without auth-url, as in ingress-nginx
+        directives = access_directives(value)
+        if not directives:
+            return verdict, None
+        reason = f"{verdict.reason}; it holds access control ({', '.join(directives)})"
+        denial = Denial(
+            f"{short} holds access control ingressd cannot apply", short == "server-snippet"
+        )
+        return Verdict(key, value, "refused", reason), denial
+    if short in _DENYING_VALUES:
+        return verdict, Denial(f"{short} {value.strip()!r} is not supported by ingressd", False)
+    what = DENYING.get(short)
+    if what is None:
+        return verdict, None
+    if short == "auth-tls-secret" and present("auth-tls-verify-client") == "off":
+        return verdict, None  # no certificate is asked for
+    if short == "auth-proxy-set-headers" and present("auth-url") is None:
+        return verdict, None
+    if short == "modsecurity-snippet" and (
+        present("enable-modsecurity") == "false" or not modsecurity_blocks(value)
+    ):
+        return verdict, None
+    reason = f"annotation {key} is not supported by ingressd: it {what}"
+    denial = Denial(f"{short} is not supported by ingressd", short == "auth-tls-secret")
+    return Verdict(key, value, "unsupported", reason), denial
 
 
 def _canary_check(
@@ -707,9 +871,21 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     values: dict[str, Any] = {}
     messages: list[str] = []
     fail_closed: tuple[int, str] | None = None
+    host_fail_closed: tuple[int, str] | None = None
     for short, verdict, parsed in _judge(annotations):
         if verdict.status == "supported":
             values[short] = parsed
+        elif isinstance(parsed, Denial):
+            # Access control ingressd cannot apply: 403 rather than an open route. The
+            # message differs from the verdict's, so `ingressd check` counts a problem.
+            denied = (_DENIED_BY_ANNOTATION, parsed.reason)
+            fail_closed = fail_closed or denied
+            if parsed.host_wide:
+                host_fail_closed = host_fail_closed or denied
+                where = "every route of its hosts answers"
+            else:
+                where = "its routes answer"
+            messages.append(f"{verdict.reason}; {where} 403 rather than serve without it")
         elif verdict.status == "unsupported" and short == "backend-protocol":
             # A protocol ingressd cannot speak: 502, never HTTP to a gRPC server. The
             # message differs from the verdict's, so `ingressd check` counts a problem.
@@ -722,7 +898,7 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
             if verdict.status == "invalid" and short == "proxy-ssl-secret":
                 fail_closed = fail_closed or (503, "invalid proxy-ssl-secret annotation")
             elif verdict.status == "invalid" and short in SECURITY:
-                fail_closed = fail_closed or (403, f"invalid {short} annotation")
+                fail_closed = fail_closed or (_DENIED, f"invalid {short} annotation")
             elif verdict.status == "invalid" and short == "cors-allow-origin":
                 values[short] = ()
             elif verdict.status == "invalid" and short == "limit-allowlist":
@@ -815,10 +991,12 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
             messages.append(f"{idle}: no effect without auth-url; no external authentication")
     if fail_closed is not None:
         changes["fail_closed"] = fail_closed
+    if host_fail_closed is not None:
+        changes["host_fail_closed"] = host_fail_closed
     return replace(DEFAULT_POLICY, **changes), messages
 
 
-def expand_target(target: str, match: re.Match[str] | None) -> str:
+def expand_target(target: str, match: RegexMatch | None) -> str:
     """Substitute ``$1``…``$9`` in a rewrite target; missing groups become ''."""
     if "$" not in target:
         return target
@@ -827,8 +1005,6 @@ def expand_target(target: str, match: re.Match[str] | None) -> str:
 
     def group(m: re.Match[str]) -> str:
         n = int(m.group(1))
-        if n == 0:
-            return match.group(0)
         try:
             return match.group(n) or ""
         except IndexError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .cors import CorsPolicy
 from .limits import LimitConfig
+from .regex import UserRegex
 from .retry import DEFAULT_NEXT_UPSTREAM, NextUpstream
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class Canary:
 
     header: bytes | None = None  # canary-by-header, lowercase
     header_value: bytes | None = None  # canary-by-header-value: exact match
-    header_pattern: re.Pattern[str] | None = None  # canary-by-header-pattern: search
+    header_pattern: UserRegex | None = None  # canary-by-header-pattern: search
     cookie: str | None = None  # canary-by-cookie
     weight: int = 0
     total: int = 100  # canary-weight-total
@@ -155,6 +155,8 @@ class RoutePolicy:
     use_regex: bool | None = None  # None: not set
     ssl_redirect: bool = True
     force_ssl_redirect: bool = False
+    # The HTTPS redirect keeps a trailing "/" of the request URI (lua_ingress.lua drops one)
+    preserve_trailing_slash: bool = False
     # Redirects answered by the proxy: (status, URL)
     app_root: str | None = None  # "/" is redirected here with 302
     redirect: tuple[int, str] | None = None  # permanent- or temporal-redirect
@@ -189,21 +191,47 @@ class RoutePolicy:
     cors: CorsPolicy | None = None
     canary: Canary | None = None  # this Ingress is a canary (canary: "true")
     affinity: Affinity | None = None
-    # Set when a security-relevant annotation is invalid: the route answers
-    # (status, reason) instead of serving without the protection.
+    # Set when access control cannot be honoured (an invalid or unsupported
+    # access annotation): the route answers (status, reason) instead of serving
+    # without the protection.
     fail_closed: tuple[int, str] | None = None
+    # The same for access control ingress-nginx applies to the whole server
+    # (auth-tls-*, server-snippet): every route of the Ingress's hosts answers.
+    host_fail_closed: tuple[int, str] | None = None
 
     @property
     def regex_paths(self) -> bool:
-        """Whether this Ingress turns its host's paths into regular expressions.
+        """Whether this Ingress may turn its host's paths into regular expressions.
 
-        As in ingress-nginx, use-regex or a rewrite-target does. ingressd also
-        honours an explicit ``use-regex: "false"`` beside a rewrite-target: paths
-        then stay Prefix/Exact and the target replaces only the matched prefix.
+        As in ingress-nginx, use-regex or a rewrite-target does (``regex_for``
+        says which paths). ingressd also honours an explicit ``use-regex:
+        "false"`` beside a rewrite-target: paths then stay Prefix/Exact and the
+        target replaces only the matched prefix.
         """
         if self.use_regex is False:
             return False
         return bool(self.use_regex) or self.rewrite_target is not None
+
+    def regex_for(self, path: str) -> bool:
+        """Whether ``path`` of this Ingress puts its host in regex mode.
+
+        template.go enforceRegexModifier: a location with use-regex, or one
+        whose rewrite-target differs from its path (needsRewrite).
+        """
+        if self.use_regex is not None:
+            return self.use_regex
+        return self.rewrite_target is not None and self.rewrite_target != path
+
+    def rewrites(self, path: str) -> bool:
+        """Whether requests for ``path`` are rewritten (template.go buildProxyPass).
+
+        ingress-nginx rewrites only when the target differs from the path; with
+        ``use-regex: "false"`` ingressd replaces the matched prefix instead.
+        """
+        target = self.rewrite_target
+        if target is None:
+            return False
+        return self.use_regex is False or target != path
 
 
 DEFAULT_POLICY = RoutePolicy()
@@ -216,36 +244,69 @@ class Route:
     backend: Backend
     ingress: str  # "namespace/name" of the Ingress the route came from
     policy: RoutePolicy = DEFAULT_POLICY
-    # Set when the host is in regex mode and this is not an Exact path.
-    regex: re.Pattern[str] | None = None
+    # Set when the host is in regex mode: nginx's ``location ~* "^<path>"``.
+    regex: UserRegex | None = None
     # The canary Ingress attached to this route (same host, path and pathType).
     canary: Canary | None = None
+    # Requests are rewritten to the policy's rewrite-target (RoutePolicy.rewrites).
+    rewrite: bool = False
+    # Set on the stand-ins nginx answers with 301 to this location name: a
+    # request one "/" short of a location ending in "/" (see VirtualHost).
+    slash_redirect: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class VirtualHost:
-    """All routes for one host, indexed so a lookup costs O(path depth)."""
+    """All routes for one host, chosen as nginx chooses ingress-nginx's locations.
+
+    A host without regex paths has static locations (nginx's ``location``
+    tree): ``= /path`` for each Exact path, and for each Prefix (or
+    ImplementationSpecific, which ingress-nginx serves as Prefix) path ``/p``
+    the pair ``/p/`` and ``= /p`` (controller/location.go
+    updateServerLocations). nginx tries the exact names first, then the
+    longest prefix; and a request one "/" short of a location name ending in
+    "/" (``/p`` for Prefix ``/p/`` or Exact ``/p/``) gets 301 to that name
+    (ngx_http_core_find_static_location's auto_redirect). ``static`` holds the
+    exact names and those redirects, so the lookup is one probe there, then
+    one per path element in ``prefix``: its cost depends on the request path,
+    never on how many routes exist.
+
+    A host where any path is a regex (use-regex, rewrite-target) has only
+    regex locations, ``~* "^<path>"`` for every path, Exact ones included
+    (template.go buildLocation), tried in ingress-nginx's order: longest path
+    first, then the greater path, then creation order (controller.go
+    getBackendServers). ingress-nginx's own ``/`` location, the server's
+    default backend, takes its place among them unless a Prefix ``/`` path
+    replaced it.
+    """
 
     host: str  # "example.com", "*.example.com", or "" for rules without a host
-    exact: Mapping[str, Route] = field(default_factory=_empty)
+    exact: Mapping[str, Route] = field(default_factory=_empty)  # Exact routes (no regex mode)
     # Prefix routes keyed by their path without trailing slashes ("/" -> "").
     prefix: Mapping[str, Route] = field(default_factory=_empty)
-    # Non-Exact routes in nginx's evaluation order, when the host is in regex mode.
+    # Every route, in nginx's evaluation order, when the host is in regex mode.
     regex: tuple[Route, ...] = ()
     regex_mode: bool = False
     # spec.defaultBackend of the oldest Ingress with rules for this host.
     default: Route | None = None
     tls: bool = False  # host listed in some Ingress's spec.tls
+    # Without regex mode: exact names -> the route, or a slash_redirect stand-in.
+    # Empty: ``exact`` serves (a table built by hand).
+    static: Mapping[str, Route] = field(default_factory=_empty)
+    # In regex mode: (pattern, route) in order; None for ingress-nginx's own "/".
+    order: tuple[tuple[UserRegex, Route | None], ...] = ()
 
     def match(self, path: str) -> Route | None:
-        route = self.exact.get(path)
+        if self.regex_mode:
+            data = path.encode("latin-1", "replace")
+            for pattern, found in self.order:
+                if pattern.matches_bytes(data):
+                    return found  # None: the default backend answers (route_for)
+            return None
+        static = self.static
+        route = static.get(path) if static else self.exact.get(path)
         if route is not None:
             return route
-        if self.regex_mode:
-            for route in self.regex:
-                if route.regex.match(path):  # type: ignore[union-attr]
-                    return route
-            return None
         prefix = self.prefix
         if not prefix:
             return None

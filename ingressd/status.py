@@ -42,6 +42,10 @@ _REASONS: tuple[tuple[str, str], ...] = (
 
 
 def event_reason(problem: Problem) -> str:
+    # Annotation problems name their annotation first; their text may well mention a
+    # service or certificates ("the authentication service", "client certificates").
+    if problem.reason.startswith("annotation "):
+        return "InvalidAnnotation"
     for text, reason in _REASONS:
         if text in problem.reason:
             return reason

@@ -161,8 +161,9 @@ def test_source_ranges_and_their_precedence() -> None:
 )
 def test_invalid_source_range_fails_closed(name: str) -> None:
     p, messages = parse_policy({NGINX + name: "10.0.0.0/8, bogus"})
-    assert p.fail_closed == (403, f"invalid {name} annotation")
-    assert "its routes answer 403" in messages[0]
+    # ipallowlist/ipdenylist: LocationDeniedError, and the template returns 503
+    assert p.fail_closed == (503, f"invalid {name} annotation")
+    assert "its routes answer 503" in messages[0]
 
 
 def test_cors_defaults_are_ingress_nginx_defaults() -> None:
@@ -320,11 +321,11 @@ def test_invalid_external_auth_values_fail_closed(annotation: str, value: str, w
     extra = {} if annotation == "auth_url" else {"auth_url": "http://auth/check"}
     p, messages = policy(**extra, **{annotation: value})
     name = annotation.replace("_", "-")
-    assert p.fail_closed == (403, f"invalid {name} annotation")
+    assert p.fail_closed == (503, f"invalid {name} annotation")
     assert len(messages) == 1
     assert f"{NGINX}{name}={value!r} is invalid" in messages[0]
     assert why in messages[0]
-    assert "its routes answer 403" in messages[0]
+    assert "its routes answer 503" in messages[0]
 
 
 def test_external_auth_extras_without_auth_url_are_reported() -> None:

@@ -192,7 +192,10 @@ def test_invalid_ingressd_value_does_not_fall_back_to_nginx_value() -> None:
     ("annotations", "fragment"),
     [
         ({NGINX + "ssl-redirect": "yes"}, f"{NGINX}ssl-redirect='yes' is invalid"),
-        ({NGINX + "configuration-snippet": "deny all;"}, "configuration-snippet is refused"),
+        (
+            {NGINX + "configuration-snippet": 'more_set_headers "X-Deny: all";'},
+            "configuration-snippet is refused",
+        ),
         ({NGINX + "auth-cache-key": "http://auth"}, f"{NGINX}auth-cache-key is not supported"),
     ],
 )

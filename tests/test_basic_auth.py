@@ -102,9 +102,12 @@ def test_an_unusable_secret_fails_closed(objs: tuple, annotations: dict, reason:
 @pytest.mark.parametrize(
     ("annotations", "status"),
     [
+        # digest is access control ingressd does not implement: 403 (unsupported)
         ({"auth_type": "digest", "auth_secret": "users"}, 403),
-        ({"auth_type": "basic", "auth_secret": "Bad Name!"}, 403),
-        ({"auth_type": "basic", "auth_secret": "users", "auth_secret_type": "map"}, 403),
+        ({"auth_type": "basic", "auth_secret": "Bad Name!"}, 503),
+        ({"auth_type": "basic", "auth_secret": "users", "auth_secret_type": "map"}, 503),
+        ({"auth_type": "bearer", "auth_secret": "users"}, 503),
+        ({"auth_type": "basic", "auth_secret": "users", "auth_realm": "x\ny"}, 503),
     ],
 )
 def test_invalid_auth_annotations_fail_closed(annotations: dict, status: int) -> None:

@@ -278,19 +278,24 @@ def test_a_canary_attaches_to_the_main_route_with_the_same_host_path_and_type() 
     [
         (canary_ingress(p="/nothing"), "host shop.test path /nothing (Prefix)"),
         (canary_ingress(host="other.test"), "host other.test path / (Prefix)"),
-        (
-            canary_ingress(path_type="ImplementationSpecific"),
-            "host shop.test path / (ImplementationSpecific)",
-        ),
         (canary_ingress(p="/", path_type="Exact"), "host shop.test path / (Exact)"),
     ],
-    ids=["no-such-path", "no-such-host", "other-path-type", "exact-vs-prefix"],
+    ids=["no-such-path", "no-such-host", "exact-vs-prefix"],
 )
 def test_a_canary_without_a_main_route_is_reported_and_ignored(canary, where: str) -> None:  # type: ignore[no-untyped-def]
     table = build(*services(), main_ingress(), canary)
     assert problems(table, "main-canary") == [f"no main Ingress serves {where}; canary ignored"]
     assert table.exact_hosts[HOST].prefix[""].canary is None
     assert "other.test" not in table.exact_hosts  # the canary makes no host
+
+
+def test_implementation_specific_canary_attaches_to_prefix_main() -> None:
+    # ingress-nginx serves ImplementationSpecific as Prefix, and merges a canary
+    # into the main location of the same path and (so converted) pathType.
+    table = build(*services(), main_ingress(), canary_ingress(path_type="ImplementationSpecific"))
+    assert problems(table, "main-canary") == []
+    canary = table.exact_hosts[HOST].prefix[""].canary
+    assert canary is not None and canary.ingress == "default/main-canary"
 
 
 def test_one_canary_per_route_the_oldest() -> None:

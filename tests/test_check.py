@@ -96,11 +96,11 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
     assert report.exit_code == 1
 
 
-def test_invalid_access_control_says_its_routes_answer_403() -> None:
+def test_invalid_access_control_says_its_routes_answer_503() -> None:
     annotations = {NGINX + "allowlist-source-range": "10.0.0.0/33"}
     [verdict] = only(report_of(web(annotations=annotations), *healthy())).annotations
     assert verdict.status == "invalid"
-    assert verdict.reason.endswith("its routes answer 403 until it is fixed")
+    assert verdict.reason.endswith("its routes answer 503 until it is fixed")
 
 
 @pytest.mark.parametrize(
@@ -296,8 +296,12 @@ def test_bad_regex_is_reported_on_its_ingress() -> None:
     annotations = {NGINX + "use-regex": "true"}
     bad = ingress("bad", [rule("a.test", path("/(", "web"))], annotations=annotations)
     report = report_of(bad, *healthy())
-    [problem] = only(report, "bad").problems
-    assert problem.startswith("path '/(' is not a valid regular expression")
+    problem, nothing_left = only(report, "bad").problems
+    assert problem.startswith(
+        "rules[0].http.paths[0].path '/(' is not a regular expression RE2 can run ("
+    )
+    assert problem.endswith("; path skipped")
+    assert nothing_left == "has no usable rules and no defaultBackend"
 
 
 def test_tls_entries_are_checked() -> None:

@@ -333,9 +333,10 @@ def regex_host_table(regex_annotations: dict[str, str]) -> RouteTable:
         (HOST, "/AAA/BB/c", "plain"),
         (HOST, "/xzy", "plain"),
         (HOST, "/re/12", "rx"),
-        # Exact paths stay exact.
+        # Exact paths are regexes too (template.go buildLocation: ~* "^/exact").
         (HOST, "/exact", "plain"),
-        (HOST, "/exact/more", None),
+        (HOST, "/exact/more", "plain"),
+        (HOST, "/EXACTLY", "plain"),
         # Other hosts keep Prefix semantics.
         ("other.test", "/aaa/bb/c", "plain"),
         ("other.test", "/aaa/bbb", None),
@@ -382,7 +383,7 @@ def test_regex_routes_tried_longest_path_first() -> None:
     assert table.route_for(HOST, "/api/x").ingress == "default/short"  # type: ignore[union-attr]
 
 
-def test_invalid_regex_rejects_only_that_ingress() -> None:
+def test_invalid_regex_skips_only_that_path() -> None:
     table = build(
         ingress(
             "bad",
@@ -395,11 +396,38 @@ def test_invalid_regex_rejects_only_that_ingress() -> None:
     )
     problems = reasons(table, "Ingress default/bad")
     assert len(problems) == 1
-    assert problems[0].startswith("path '/broken(' is not a valid regular expression")
-    assert problems[0].endswith("Ingress skipped")
+    assert problems[0].startswith(
+        "rules[0].http.paths[1].path '/broken(' is not a regular expression RE2 can run"
+    )
+    assert problems[0].endswith("path skipped")
     assert reasons(table, "Ingress default/good") == []
-    # The rejected Ingress routes nothing and does not put the host in regex mode.
-    assert table.route_for(HOST, "/ok") is None
+    # The Ingress's other path serves, and makes the host a regex host.
+    route = table.route_for(HOST, "/ok")
+    assert route is not None and route.ingress == "default/bad"
+    vhost = table.find_host(HOST)
+    assert vhost is not None
+    assert vhost.regex_mode
+    assert upstream(table, "/aaa/bb/x") == "/aaa/bb/x"
+    assert upstream(table, "/aaa/bbb") == "/aaa/bbb"
+
+
+def test_ingress_with_only_invalid_regexes_leaves_the_host_alone() -> None:
+    # (Were it the oldest Ingress with a rule for the host, its use-regex would still
+    # make the host a regex host: ingress-nginx's own "/" location carries its
+    # annotations.)
+    table = build(
+        ingress("good", [rule(HOST, path("/aaa/bb", "web"))], created=1),
+        ingress(
+            "bad",
+            [rule(HOST, path("/broken(", "web"))],
+            annotations={NGINX + "use-regex": "true"},
+            created=2,
+        ),
+        *services("web"),
+    )
+    skipped, nothing_left = reasons(table, "Ingress default/bad")
+    assert "is not a regular expression RE2 can run" in skipped
+    assert nothing_left == "has no usable rules and no defaultBackend"
     vhost = table.find_host(HOST)
     assert vhost is not None
     assert not vhost.regex_mode
@@ -519,7 +547,8 @@ def tls_table(annotations: dict[str, str] | None = None, tls_hosts: tuple = (HOS
 @pytest.mark.parametrize(
     ("header", "p", "query", "port", "location"),
     [
-        (HOST, "/", "", 443, f"https://{HOST}/"),
+        # lua_ingress.lua drops one trailing "/" of the request URI: "/" leaves nothing.
+        (HOST, "/", "", 443, f"https://{HOST}"),
         (HOST, "/a/b", "x=1&y", 443, f"https://{HOST}/a/b?x=1&y"),
         (HOST + ":8080", "/a", "", 443, f"https://{HOST}/a"),
         ("Example.COM", "/a", "", 8443, f"https://{HOST}:8443/a"),
@@ -533,6 +562,54 @@ def test_http_to_tls_host_redirects(
     assert table.problems == ()
     action = decide(table, request(header, p, query), https_port=port)
     assert action == Respond(308, "308 Permanent Redirect\n", location=location)
+
+
+# lua_ingress.lua: the redirect takes $request_uri (query included) and drops its last
+# character when that is "/", unless preserve-trailing-slash; the same for ssl-redirect
+# and force-ssl-redirect.
+TRAILING_SLASH = [
+    # (path, query, Location path and query without / with preserve-trailing-slash)
+    ("/", "", "", "/"),
+    ("/a/", "", "/a", "/a/"),
+    ("/a/b/", "", "/a/b", "/a/b/"),
+    ("/a//", "", "/a/", "/a//"),
+    ("/a", "", "/a", "/a"),
+    ("/a/", "x=1", "/a/?x=1", "/a/?x=1"),
+    ("/a", "next=/b/", "/a?next=/b", "/a?next=/b/"),
+]
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [{}, {NGINX + "force-ssl-redirect": "true"}],
+    ids=["ssl-redirect", "force-ssl-redirect"],
+)
+@pytest.mark.parametrize(("p", "query", "dropped", "kept"), TRAILING_SLASH)
+def test_https_redirect_and_trailing_slash(
+    annotations: dict[str, str], p: str, query: str, dropped: str, kept: str
+) -> None:
+    tls_hosts = (HOST,) if not annotations else ()  # force-ssl-redirect needs no spec.tls
+    for preserve, expected in ((None, dropped), ("false", dropped), ("true", kept)):
+        extra = {} if preserve is None else {NGINX + "preserve-trailing-slash": preserve}
+        table = tls_table({**annotations, **extra}, tls_hosts=tls_hosts)
+        assert table.problems == ()
+        action = decide(table, request(HOST, p, query), https_port=443)
+        assert isinstance(action, Respond), action
+        assert (action.status, action.location) == (308, f"https://{HOST}{expected}"), preserve
+
+
+def test_preserve_trailing_slash_is_a_supported_annotation() -> None:
+    from ingressd.annotations import classify, parse_policy
+
+    [verdict] = classify({NGINX + "preserve-trailing-slash": "true"})
+    assert verdict.status == "supported"
+    assert parse_policy({NGINX + "preserve-trailing-slash": "true"})[0].preserve_trailing_slash
+    policy, messages = parse_policy({NGINX + "preserve-trailing-slash": "keep"})
+    assert policy.preserve_trailing_slash is False
+    assert messages == [
+        f"annotation {NGINX}preserve-trailing-slash='keep' is invalid: "
+        'expected "true" or "false", got \'keep\''
+    ]
 
 
 def test_https_request_is_not_redirected() -> None:
@@ -615,3 +692,64 @@ def test_redirect_when_tls_secret_missing_uses_default_certificate() -> None:
     )
     assert len(table.problems) == 1
     assert respond(table, HOST, "/").status == 308
+
+
+# -- X-Forwarded-Prefix -------------------------------------------------------------------------
+
+
+XFP = NGINX + "x-forwarded-prefix"
+TARGET = NGINX + "rewrite-target"
+
+
+@pytest.mark.parametrize(
+    ("annotations", "route_path", "p", "header"),
+    [
+        # template.go buildProxyPass writes it beside the rewrite, and only there.
+        ({XFP: "/shop"}, "/app", "/app/x", None),
+        ({XFP: "/shop", TARGET: "/$1"}, "/app/(.*)", "/app/x", b"/shop"),
+        (
+            {XFP: "/shop", TARGET: "/v1/$1", NGINX + "use-regex": "true"},
+            "/app/(.*)",
+            "/app/x",
+            b"/shop",
+        ),
+        # A target equal to the path rewrites nothing: no header either.
+        ({XFP: "/shop", TARGET: "/app/(.*)"}, "/app/(.*)", "/app/x", None),
+        # ingressd's prefix replacement (use-regex "false") is a rewrite too.
+        ({XFP: "/shop", TARGET: "/v1", NGINX + "use-regex": "false"}, "/app", "/app/x", b"/shop"),
+        ({TARGET: "/$1"}, "/app/(.*)", "/app/x", None),
+    ],
+)
+def test_x_forwarded_prefix_only_with_a_rewrite(
+    annotations: dict[str, str], route_path: str, p: str, header: bytes | None
+) -> None:
+    table = build(
+        ingress(
+            "xfp",
+            [rule(HOST, path(route_path, "web", path_type="ImplementationSpecific"))],
+            annotations=annotations,
+        ),
+        *services("web"),
+    )
+    assert table.problems == ()
+    action = forward(table, HOST, p)
+    sent = dict(action.request_headers).get(b"X-Forwarded-Prefix")
+    assert sent == header
+
+
+def test_rewrite_target_equal_to_the_path_rewrites_nothing() -> None:
+    # buildProxyPass: "if the path in the ingress rule is equals to the target: no special
+    # rewrite".
+    table = build(
+        ingress(
+            "same",
+            [rule(HOST, path("/app", "web"))],
+            annotations={NGINX + "rewrite-target": "/app"},
+        ),
+        *services("web"),
+    )
+    assert forward(table, HOST, "/app/deep/x").target == "/app/deep/x"
+    # The host is a regex host all the same: ingress-nginx's own "/" location carries
+    # the Ingress's annotations, and "/" differs from the target.
+    vhost = table.find_host(HOST)
+    assert vhost is not None and vhost.regex_mode

@@ -3,7 +3,8 @@
 app-root, CORS preflights and redirects answer in nginx's rewrite phase, before
 the HTTPS redirect (Lua, end of the rewrite phase) and before access checks
 (the access phase); deny rules come before allow rules. ingressd adds one rule
-of its own: a route whose access annotation is invalid answers 403 before all.
+of its own: a route whose access annotation is invalid answers 503 (ingress-nginx's
+answer for a location it denies) before all.
 """
 
 from __future__ import annotations
@@ -71,5 +72,5 @@ def test_deny_beats_allow() -> None:
 def test_an_invalid_access_annotation_answers_before_everything() -> None:
     t = table(allowlist_source_range="nope", permanent_redirect="https://new.example/")
     action = decide(t, head())
-    assert isinstance(action, Respond) and action.status == 403
+    assert isinstance(action, Respond) and action.status == 503
     assert "invalid allowlist-source-range annotation on Ingress default/web" in action.body

@@ -40,7 +40,27 @@ INGRESSES = [
     annotated("allowlocal.test", whitelist_source_range="10.0.0.0/8, 127.0.0.0/8"),
     annotated("deny.test", denylist_source_range="127.0.0.1"),
     annotated("badallow.test", allowlist_source_range="127.0.0.0/8, not-a-range"),
+    annotated("baddeny.test", denylist_source_range="10.0.0.0/33"),
     annotated("prefix.test", x_forwarded_prefix="/shop"),
+    # ingress-nginx's client-certificate example (docs/examples/auth/client-certs), and
+    # another Ingress on its host: mutual TLS is server-wide in ingress-nginx.
+    ingress(
+        "nginx-test",
+        [rule("certs.test", path("/", "web"))],
+        annotations={
+            A + "auth-tls-verify-client": "on",
+            A + "auth-tls-secret": "default/ca-secret",
+            A + "auth-tls-verify-depth": "1",
+            A + "auth-tls-error-page": "http://www.mysite.com/error-cert.html",
+            A + "auth-tls-pass-certificate-to-upstream": "true",
+        },
+    ),
+    ingress("certs-public", [rule("certs.test", path("/public", "web"))]),
+    annotated("guarded.test", configuration_snippet="deny all;"),
+    annotated("headers.test", configuration_snippet='more_set_headers "Request-Id: $req_id";'),
+    annotated("prefixrw.test", x_forwarded_prefix="/shop", rewrite_target="/inner"),
+    annotated("forcessl.test", force_ssl_redirect="true"),
+    annotated("keepslash.test", force_ssl_redirect="true", preserve_trailing_slash="true"),
     annotated("vhost.test", upstream_vhost="internal.svc.cluster.local"),
     annotated("small.test", proxy_body_size="1k"),
     annotated("slow.test", proxy_read_timeout="1"),
@@ -101,6 +121,34 @@ def test_from_to_www_redirects_both_ways(proxy: Ingressd) -> None:
     assert proxy.get("www.brand.test", "/").json()["service"] == "web"
 
 
+def test_https_redirect_drops_a_trailing_slash_unless_preserved(proxy: Ingressd) -> None:
+    port = proxy.https_port
+    for host, uri, location in [
+        ("forcessl.test", "/", "https://forcessl.test:{port}"),
+        ("forcessl.test", "/docs/", "https://forcessl.test:{port}/docs"),
+        ("forcessl.test", "/docs/?page=2", "https://forcessl.test:{port}/docs/?page=2"),
+        ("keepslash.test", "/", "https://keepslash.test:{port}/"),
+        ("keepslash.test", "/docs/", "https://keepslash.test:{port}/docs/"),
+    ]:
+        r = proxy.get(host, uri, check=False)
+        assert (r.status, r.header("Location")) == (308, location.format(port=port)), uri
+
+
+def test_unsupported_access_control_answers_403(proxy: Ingressd) -> None:
+    # Served with 200 before: auth-tls-* was "unsupported, ignored".
+    for host, uri in [("certs.test", "/"), ("certs.test", "/public/x")]:
+        r = proxy.curl("-k", *proxy.resolve(host), proxy.https_url(host, uri), check=False)
+        assert r.status == 403, (host, uri)
+        assert "auth-tls-secret is not supported by ingressd" in r.text
+        assert proxy.get(host, uri, check=False).status == 403
+    r = proxy.get("guarded.test", "/", check=False)
+    assert (r.status, "configuration-snippet holds access control" in r.text) == (403, True)
+    assert proxy.get("headers.test", "/").status == 200  # a snippet without access control
+    log = proxy.log()
+    assert "auth-tls-secret is not supported by ingressd: it requests and verifies" in log
+    assert "every route of its hosts answers 403 rather than serve without it" in log
+
+
 def test_source_ranges(proxy: Ingressd) -> None:
     assert proxy.get("allowother.test", "/", check=False).status == 403
     assert proxy.get("allowlocal.test", "/").status == 200
@@ -112,15 +160,24 @@ def test_source_ranges(proxy: Ingressd) -> None:
 
 
 def test_an_invalid_allow_list_fails_closed(proxy: Ingressd) -> None:
+    # ipallowlist's parse error is a LocationDeniedError: nginx.tmpl answers 503.
     r = proxy.get("badallow.test", "/", check=False)
-    assert r.status == 403
+    assert r.status == 503
     assert "invalid allowlist-source-range" in r.text
     assert "allowlist-source-range='127.0.0.0/8, not-a-range' is invalid" in proxy.log()
+    r = proxy.get("baddeny.test", "/", check=False)
+    assert (r.status, "invalid denylist-source-range" in r.text) == (503, True)
 
 
 def test_forwarded_prefix_and_upstream_vhost(proxy: Ingressd) -> None:
-    got = proxy.get("prefix.test", "/x", "-H", "X-Forwarded-Prefix: /evil").json()
-    assert got["headers"]["x-forwarded-prefix"] == "/shop"
+    # ingress-nginx sets X-Forwarded-Prefix only beside a rewrite (buildProxyPass),
+    # replacing the client's; otherwise the client's goes through, as with nginx.
+    got = proxy.get("prefixrw.test", "/x", "-H", "X-Forwarded-Prefix: /evil").json()
+    assert (got["path"], got["headers"]["x-forwarded-prefix"]) == ("/inner", "/shop")
+    got = proxy.get("prefix.test", "/x").json()
+    assert "x-forwarded-prefix" not in got["headers"]
+    got = proxy.get("prefix.test", "/x", "-H", "X-Forwarded-Prefix: /client").json()
+    assert got["headers"]["x-forwarded-prefix"] == "/client"
     got = proxy.get("vhost.test", "/").json()
     assert got["headers"]["host"] == "internal.svc.cluster.local"
     assert got["headers"]["x-forwarded-host"] == "vhost.test"

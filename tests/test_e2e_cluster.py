@@ -432,7 +432,13 @@ def test_rejected_ingresses_get_one_warning_event_each(
 ) -> None:
     bad_regex = ingress(
         "bad-regex",
-        [rule("r.test", path("/(unclosed", "web", path_type="ImplementationSpecific"))],
+        [
+            rule(
+                "r.test",
+                path("/(unclosed", "web", path_type="ImplementationSpecific"),
+                path("/fine", "web", path_type="ImplementationSpecific"),
+            )
+        ],
         annotations={"nginx.ingress.kubernetes.io/use-regex": "true"},
     )
     seed(
@@ -456,7 +462,7 @@ def test_rejected_ingresses_get_one_warning_event_each(
     assert len(warnings()) == 2, [e["message"] for e in warnings()]
     assert set(events) == {("bad-regex", "InvalidRegex"), ("m", "BackendUnavailable")}
     regex_event = events[("bad-regex", "InvalidRegex")]
-    assert "not a valid regular expression" in regex_event["message"]
+    assert "not a regular expression RE2 can run" in regex_event["message"]
     assert (
         regex_event["involvedObject"]["uid"]
         == apiserver.get("Ingress", "default", "bad-regex")["metadata"]["uid"]

@@ -57,7 +57,8 @@ def test_plain_http_to_tls_host_redirects(demo: Ingressd) -> None:
     # curl -i -H 'Host: demo.test' http://127.0.0.1:8080/
     r = demo.curl("-i", "-H", "Host: demo.test", demo.http_url("/"))
     assert r.status == 308
-    assert r.header("Location") == f"https://demo.test:{demo.https_port}/"
+    # ingress-nginx drops the trailing "/" (lua_ingress.lua): "/" leaves none
+    assert r.header("Location") == f"https://demo.test:{demo.https_port}"
     assert r.body.startswith(b"HTTP/1.1 308 Permanent Redirect\r\n")  # -i puts the head first
 
 

@@ -81,20 +81,30 @@ def test_broken_yaml_keeps_the_last_good_routes(started: Ingressd) -> None:
     started.wait_for_log(f"resolved: {routes}: document 1: YAML syntax error")
 
 
-def test_invalid_regex_rejects_only_that_ingress(started: Ingressd) -> None:
+def test_invalid_regex_skips_only_that_path(started: Ingressd) -> None:
     bad = ingress(
         "bad-regex",
-        [rule("regex.test", path("/(unclosed", "api", path_type="ImplementationSpecific"))],
+        [
+            rule(
+                "regex.test",
+                path("/(unclosed", "api", path_type="ImplementationSpecific"),
+                path("/fine", "api", path_type="ImplementationSpecific"),
+            )
+        ],
         annotations={"nginx.ingress.kubernetes.io/use-regex": "true"},
     )
     started.update({"bad.yaml": [bad, simple("good", "good.test", "api")]})
     time_until(lambda: served_by(started, "good.test") == "api", "good.test -> api")
     bad_file = started.manifest_dir / "bad.yaml"  # type: ignore[operator]
-    line = started.wait_for_log("Ingress default/bad-regex: path '/(unclosed'")
+    line = started.wait_for_log(
+        "Ingress default/bad-regex: rules[0].http.paths[0].path '/(unclosed'"
+    )
     assert f"rejected: {bad_file}: " in line
-    assert "is not a valid regular expression" in line
-    assert line.endswith("Ingress skipped")
+    assert "is not a regular expression RE2 can run (missing )" in line
+    assert line.endswith("path skipped")
     assert started.get("regex.test", "/x", check=False).status == 404
+    fine = started.get("regex.test", "/FINE/x")  # the other path: a case-insensitive regex
+    assert fine.json()["service"] == "api"
     assert served_by(started, "a.test") == "web"
 
 

@@ -75,6 +75,9 @@ def random_annotations(rng: random.Random) -> dict[str, str] | None:
         (N + "backend-protocol", rng.choice(("HTTPS", "HTTP", "GRPC"))),
         (N + "limit-rps", rng.choice(("5", "x"))),
         (N + "ssl-redirect", "false"),
+        # Host-wide denials reach other Ingresses' routes on the same hosts.
+        (N + "auth-tls-secret", "ca"),
+        (N + "server-snippet", rng.choice(("deny all;", "more_set_headers 'X: y';"))),
         ("ingressd.io/canary", "true"),
         (LEGACY_CLASS_ANNOTATION, rng.choice(("ingressd", "nginx"))),
     ]
@@ -320,7 +323,17 @@ def _route(r: Route | None) -> Any:
     if r.canary is not None:
         canary = (replace(r.canary, backend=None), _backend(r.canary.backend))
     pattern = None if r.regex is None else r.regex.pattern
-    return (r.path, r.path_type, _backend(r.backend), r.ingress, _policy(r.policy), pattern, canary)
+    return (
+        r.path,
+        r.path_type,
+        _backend(r.backend),
+        r.ingress,
+        _policy(r.policy),
+        pattern,
+        canary,
+        r.rewrite,
+        r.slash_redirect,
+    )
 
 
 def _vhost(v: Any) -> Any:
@@ -329,7 +342,9 @@ def _vhost(v: Any) -> Any:
     exact = {k: _route(r) for k, r in v.exact.items()}
     prefix = {k: _route(r) for k, r in v.prefix.items()}
     regex = [_route(r) for r in v.regex]
-    return (v.host, exact, prefix, regex, v.regex_mode, _route(v.default), v.tls)
+    static = {k: _route(r) for k, r in v.static.items()}
+    order = [(p.pattern, _route(r)) for p, r in v.order]
+    return (v.host, exact, prefix, regex, v.regex_mode, _route(v.default), v.tls, static, order)
 
 
 def described(t: RouteTable) -> dict[str, Any]:
@@ -404,8 +419,8 @@ PROBLEMS = (
     "not found",
     "expired",
     "not valid before",
-    "Ingress skipped",
-    "(another Ingress on this host uses regex)",
+    "is not a regular expression RE2 can run",
+    "(an Ingress on this host uses regex)",
     "does not exist",
     "defaultBackend of a canary Ingress",
 )

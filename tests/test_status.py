@@ -69,12 +69,27 @@ def test_current_addresses_of_an_ingress() -> None:
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [
-        ("path '/(' is not a valid regular expression (x); Ingress skipped", "InvalidRegex"),
+        (
+            "rules[0].http.paths[0].path '/(' is not a regular expression RE2 can run (x); "
+            "path skipped",
+            "InvalidRegex",
+        ),
         ("service default/nope not found; its routes answer 503", "BackendUnavailable"),
         ("path '/' (Prefix) on host a is already served by older Ingress x/y", "PathConflict"),
         ("TLS Secret default/s not found; hosts a use the default certificate", "InvalidTLS"),
         ("certificate in Secret default/s does not cover host a", "InvalidTLS"),
         ("annotation nginx.ingress.kubernetes.io/x is not supported", "InvalidAnnotation"),
+        (
+            "annotation nginx.ingress.kubernetes.io/auth-tls-secret is not supported by ingressd: "
+            "it requests and verifies client certificates (mutual TLS)",
+            "InvalidAnnotation",
+        ),
+        (
+            "annotation nginx.ingress.kubernetes.io/auth-proxy-set-headers is not supported by "
+            "ingressd: it adds headers to the auth-url subrequest, which the authentication "
+            "service may decide on",
+            "InvalidAnnotation",
+        ),
         ("has no usable rules and no defaultBackend", "Rejected"),
     ],
 )

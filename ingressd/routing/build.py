@@ -20,7 +20,6 @@ import contextlib
 import enum
 import gc
 import operator
-import re
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -30,6 +29,7 @@ from typing import Any
 from .. import annotations, basic_auth, upstream_tls
 from ..model import (
     Backend,
+    Canary,
     Endpoint,
     Problem,
     Route,
@@ -38,6 +38,7 @@ from ..model import (
     TLSCertificate,
     VirtualHost,
 )
+from ..regex import RegexError, UserRegex, fixed, user_regex
 from ..store import Key, Obj, Snapshot, changed_keys, describe, object_key
 from ..tls import ALWAYS, Span, TLSError, load_certificate_span
 
@@ -45,7 +46,8 @@ DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 
-_HOST_RE = re.compile(r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Rule hosts come from manifests: validated on RE2, linear whatever the value (regex.py).
+_HOST_RE = fixed(r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 
 
@@ -280,7 +282,7 @@ class _Index:
 # (phase, creation order of the Ingress, index, index).
 Order = tuple[str, str, str, str]
 Tag = tuple[int, Order, int, int]
-_PLAN, _REGEX, _MERGE, _CANARY, _TLS = range(1, 6)
+_PLAN, _MERGE, _CANARY, _TLS = range(1, 5)
 
 BackendKey = tuple[str, str, int | str, bool]  # namespace, Service, port, service-upstream
 
@@ -290,7 +292,6 @@ class _Role(enum.Enum):
     UNPLANNED = "ours, unusable"  # no spec, or rules not a list
     MAIN = "main"
     CANARY = "canary"  # adds alternative backends to main routes
-    REJECTED = "invalid regex"  # rejected whole
 
 
 @dataclass(slots=True)
@@ -507,9 +508,21 @@ class _Planner:
                 return
             path = "/"
         path = str(path)
-        if not path.startswith("/") and not (plan.policy.regex_paths and path_type != "Exact"):
+        policy = plan.policy
+        if not path.startswith("/") and not (policy.regex_for(path) and path_type != "Exact"):
             self.problem(f"{where}.path {path!r} must start with /")
             return
+        if policy.canary is None and policy.regex_for(path):
+            # This path makes its host a regex host: RE2 must be able to run it.
+            # Left out alone, it neither serves nor turns the host to regex mode.
+            try:
+                user_regex("^" + path, ignore_case=True)
+            except RegexError as exc:
+                self.problem(
+                    f"{where}.path {path!r} is not a regular expression RE2 can run ({exc}); "
+                    "path skipped"
+                )
+                return
         try:
             backend = self.backend(ns, p.get("backend"), plan.policy.service_upstream)
         except ValueError as exc:
@@ -517,21 +530,6 @@ class _Planner:
             return
         self.unresolved(plan, backend)
         plan.paths.append(_Path(host, path, path_type, backend))
-
-    def bad_regex(self, plan: _IngressPlan) -> bool:
-        """Whether a path of a regex Ingress is no valid regex (reported; Ingress rejected)."""
-        for p in plan.paths:
-            if p.path_type == "Exact":
-                continue
-            try:
-                re.compile("^" + p.path, re.IGNORECASE)
-            except re.error as exc:
-                self.problem(
-                    f"path {p.path!r} is not a valid regular expression ({exc}); Ingress skipped",
-                    (_REGEX, self.order, 0, 0),
-                )
-                return True
-        return False
 
     def tls(self, plan: _IngressPlan, ns: str) -> tuple[tuple[_TLSEntry, ...], Span]:
         """Load the certificate of each TLS entry; an unusable one is reported here."""
@@ -638,7 +636,7 @@ class _Run:
 
 
 def _take_role(entry: _Entry, planner: _Planner, plan: _IngressPlan) -> None:
-    """Main, canary or rejected; and the hosts whose part of the table that touches."""
+    """Main or canary; and the hosts whose part of the table that touches."""
     if plan.policy.canary is not None:
         # Canary Ingresses make no routes, hosts or TLS of their own (as in
         # ingress-nginx): their paths become alternative backends of main routes.
@@ -649,17 +647,16 @@ def _take_role(entry: _Entry, planner: _Planner, plan: _IngressPlan) -> None:
                 (_CANARY, entry.order, -1, 0),
             )
         entry.hosts = tuple(dict.fromkeys(p.host for p in plan.paths))
-    elif plan.policy.regex_paths and planner.bad_regex(plan):
-        # An Ingress whose own regex is invalid is rejected whole (and so does
-        # not turn its host into regex mode either).
-        entry.role = _Role.REJECTED
     else:
         entry.role = _Role.MAIN
         ns = (entry.obj.get("metadata") or {}).get("namespace") or "default"
         entry.tls, entry.span = planner.tls(plan, ns)
+        # Every rule host: an Ingress with a rule for a host shapes it even without
+        # paths there (ingress-nginx's "/" location of the host carries the
+        # annotations of the oldest one; server-wide access control applies).
         hosts = dict.fromkeys(p.host for p in plan.paths)
+        hosts.update(dict.fromkeys(plan.hosts))
         if plan.default_backend is not None:
-            hosts.update(dict.fromkeys(plan.hosts))
             entry.default_route = Route("/", "Prefix", plan.default_backend, plan.name, plan.policy)
         for t in entry.tls:
             hosts.update(dict.fromkeys(t.hosts))  # its certificate and VirtualHost.tls
@@ -754,85 +751,238 @@ class _HostResult:
     problems: list[tuple[Tag, Problem]]
 
 
+@dataclass(slots=True, eq=False)
+class _Candidate:
+    """A path that holds its location on a host, before it becomes a Route."""
+
+    entry: _Entry
+    path: _Path
+    tag: Tag
+    canary: Canary | None = None
+
+    @property
+    def plan(self) -> _IngressPlan:
+        return self.entry.plan  # type: ignore[return-value]
+
+
 def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     """Routes, canaries and certificate of ``host``; ``entries`` in creation order.
 
-    The oldest Ingress wins every conflict, as in ingress-nginx.
+    The oldest Ingress wins every conflict, as in ingress-nginx. Two paths
+    conflict when ingress-nginx would make one location of them: the same
+    path and kind (ImplementationSpecific is Prefix to it); without regex
+    mode also Prefix ``/p`` and ``/p/``, which both become ``location /p/``
+    (nginx refuses such a configuration; the older one keeps serving).
     """
     problems: list[tuple[Tag, Problem]] = []
     mains = [e for e in entries if e.role is _Role.MAIN]
-    # ingress-nginx turns every path of a host into a regex once any Ingress on
-    # that host asks for regex paths; users moving over depend on that.
-    regex_mode = any(
-        e.plan.policy.regex_paths and any(True for _ in _paths_on(e, host))  # type: ignore[union-attr]
-        for e in mains
-    )
-    exact: dict[str, Route] = {}
-    prefix: dict[str, Route] = {}
-    regex: list[Route] = []
+    # One location per path and kind (controller.go getBackendServers); the first wins.
+    found: dict[tuple[str, bool], _Candidate] = {}  # (path, Exact?), in merge order
     default: Route | None = None
+    deny: tuple[int, str] | None = None  # access control that must hold host-wide
+    first: RoutePolicy | None = None  # of the oldest Ingress with a rule for the host
     routed = False  # a host with paths or a defaultBackend gets a VirtualHost
     for e in mains:
         plan: _IngressPlan = e.plan  # type: ignore[assignment]
+        if host in plan.hosts:
+            first = first or plan.policy
+            deny = deny or plan.policy.host_fail_closed
         for j, p in _paths_on(e, host):
             routed = True
+            key = (p.path, p.path_type == "Exact")
             tag: Tag = (_MERGE, e.order, j, 0)
-            compiled = None
-            bucket: dict[str, Route] | None
-            if p.path_type == "Exact":
-                bucket, key = exact, p.path
-            elif regex_mode:
-                try:
-                    compiled = re.compile("^" + p.path, re.IGNORECASE)
-                except re.error as exc:
-                    reason = (
-                        f"path {p.path!r} on host {p.host or '*'} is matched as a "
-                        f"regular expression (another Ingress on this host uses regex) and "
-                        f"is not valid: {exc}; path skipped"
-                    )
-                    problems.append((tag, _problem(e.obj, e.origin, reason)))
-                    continue
-                bucket, key = None, p.path
-            else:
-                bucket, key = prefix, _prefix_key(p.path)
-            route = Route(p.path, p.path_type, p.backend, plan.name, plan.policy, compiled)  # type: ignore[arg-type]
-            if bucket is None:
-                winner = next((r for r in regex if r.path == key), None)
-                if winner is not None:
-                    problems.append((tag, _conflict(e, p, winner)))
-                    continue
-                regex.append(route)
-            elif key in bucket:
-                problems.append((tag, _conflict(e, p, bucket[key])))
-            else:
-                bucket[key] = route
+            winner = found.get(key)
+            if winner is not None:
+                problems.append((tag, _conflict(e, p, winner.plan.name)))
+                continue
+            found[key] = _Candidate(e, p, tag)
         if plan.default_backend is not None and host in plan.hosts:
             routed = True
             if default is None:
                 default = e.default_route
+    # ingress-nginx turns every location of a host into a regex once one of them
+    # asks for it (template.go enforceRegexModifier), the host's own "/" location
+    # included: it carries the annotations of the oldest Ingress with a rule for
+    # the host, unless a Prefix "/" path took its place.
+    root = found.get(("/", False))
+    root_policy = root.plan.policy if root is not None else first
+    regex_mode = any(c.plan.policy.regex_for(c.path.path) for c in found.values()) or (
+        root_policy is not None and root_policy.regex_for("/")
+    )
+    if not regex_mode:
+        _drop_slash_twins(found, problems)
     for e in entries:
         if e.role is _Role.CANARY:
-            _attach_canary(e, host, routed, regex_mode, exact, prefix, regex, problems)
+            _attach_canary(e, host, routed, found, problems)
     cert, tls = _host_certificate(host, mains, problems)
     vhost = None
     if routed:
-        # nginx tries regex locations in order; ingress-nginx sorts longest first.
-        regex.sort(key=lambda r: -len(r.path))
-        vhost = VirtualHost(
-            host=host,
-            exact=MappingProxyType(exact),
-            prefix=MappingProxyType(prefix),
-            regex=tuple(regex),
-            regex_mode=regex_mode,
-            default=default,
-            tls=tls,
-        )
+        policies = _Policies(deny)
+        if default is not None and deny is not None:
+            default = replace(default, policy=policies.of(default.policy))
+        if regex_mode:
+            vhost = _regex_host(host, found, policies, default, tls, problems)
+        else:
+            vhost = _static_host(host, found, policies, default, tls)
     return _HostResult(vhost, cert, problems)
 
 
-def _conflict(e: _Entry, p: _Path, winner: Route) -> Problem:
+class _Policies:
+    """Each Ingress's policy on this host: with the host-wide denial, when there is one."""
+
+    __slots__ = ("_deny", "_seen")
+
+    def __init__(self, deny: tuple[int, str] | None) -> None:
+        self._deny = deny
+        self._seen: dict[int, RoutePolicy] = {}
+
+    def of(self, policy: RoutePolicy) -> RoutePolicy:
+        if self._deny is None or policy.fail_closed is not None:
+            return policy
+        denied = self._seen.get(id(policy))
+        if denied is None:
+            denied = self._seen[id(policy)] = replace(policy, fail_closed=self._deny)
+        return denied
+
+
+def _route(c: _Candidate, policies: _Policies, regex: UserRegex | None = None) -> Route:
+    p, plan = c.path, c.plan
+    policy = plan.policy
+    return Route(
+        p.path,
+        p.path_type,  # type: ignore[arg-type]
+        p.backend,
+        plan.name,
+        policies.of(policy),
+        regex,
+        c.canary,
+        policy.rewrites(p.path),
+    )
+
+
+def _drop_slash_twins(
+    found: dict[tuple[str, bool], _Candidate], problems: list[tuple[Tag, Problem]]
+) -> None:
+    """Prefix /p and /p/ both become "location /p/", which nginx refuses as a
+    duplicate: the configuration without the younger one keeps serving."""
+    seen: dict[str, _Candidate] = {}
+    for key, c in list(found.items()):
+        if key[1]:
+            continue
+        winner = seen.setdefault(_prefix_key(c.path.path), c)
+        if winner is not c:
+            del found[key]
+            problems.append((c.tag, _conflict(c.entry, c.path, winner.plan.name)))
+
+
+def _static_host(
+    host: str,
+    found: dict[tuple[str, bool], _Candidate],
+    policies: _Policies,
+    default: Route | None,
+    tls: bool,
+) -> VirtualHost:
+    """A host of static locations; see VirtualHost for what nginx makes of them."""
+    exact: dict[str, Route] = {}
+    prefix: dict[str, Route] = {}
+    for (path, is_exact), c in found.items():
+        if is_exact:
+            exact[path] = _route(c, policies)
+        else:
+            prefix[_prefix_key(path)] = _route(c, policies)
+    static = dict(exact)
+    for route in prefix.values():
+        if route.path != "/":
+            static.setdefault(route.path, route)  # the "= /p" twin, unless Exact /p exists
+    # Exact first: when "= /p/" and "/p/" both exist, nginx's tree node gives the exact one.
+    for route in (*exact.values(), *prefix.values()):
+        name = route.path
+        if route.path_type != "Exact" and not name.endswith("/"):
+            name += "/"
+        if len(name) > 1 and name.endswith("/") and name[:-1] not in static:
+            static[name[:-1]] = Route(
+                route.path,
+                route.path_type,
+                route.backend,
+                route.ingress,
+                route.policy,
+                slash_redirect=name,
+            )
+    return VirtualHost(
+        host=host,
+        exact=MappingProxyType(exact),
+        prefix=MappingProxyType(prefix),
+        default=default,
+        tls=tls,
+        static=MappingProxyType(static),
+    )
+
+
+def _regex_host(
+    host: str,
+    found: dict[tuple[str, bool], _Candidate],
+    policies: _Policies,
+    default: Route | None,
+    tls: bool,
+    problems: list[tuple[Tag, Problem]],
+) -> VirtualHost:
+    """A host of regex locations, in ingress-nginx's order; see VirtualHost."""
+    # ingress-nginx's own "/" location (the default backend) is created before any
+    # path's; a Prefix "/" path takes it over, and its place (controller.go
+    # getBackendServers: "Replacing location").
+    items: list[tuple[str, Route | None]] = []
+    root = found.get(("/", False))
+    if root is None:
+        items.append(("/", None))
+    for (path, is_exact), c in sorted(found.items(), key=lambda kv: kv[1] is not root):
+        policy = c.plan.policy
+        if is_exact or path == "/" or policy.use_regex or policy.rewrites(path):
+            pattern = path  # updateServerLocations leaves these alone
+        elif (path, True) in found and not path.endswith("/"):
+            # Prefix /p beside Exact /p: only "/p/", the exact name being taken
+            # (location.go); else "/p/" and "= /p", which as regexes are "^/p".
+            pattern = path + "/"
+        else:
+            pattern = path
+        try:
+            compiled = user_regex("^" + pattern, ignore_case=True)
+        except RegexError as exc:
+            reason = (
+                f"path {path!r} on host {host or '*'} is matched as a regular expression "
+                f"(an Ingress on this host uses regex) and RE2 cannot run it ({exc}); path skipped"
+            )
+            problems.append((c.tag, _problem(c.entry.obj, c.entry.origin, reason)))
+            continue
+        items.append((path, _route(c, policies, compiled)))
+    # controller.go getBackendServers: stable sorts by path, descending, then by
+    # length, descending (Go compares bytes: UTF-8).
+    items.sort(key=_utf8_of, reverse=True)
+    items.sort(key=_utf8_len, reverse=True)
+    order: list[tuple[UserRegex, Route | None]] = []
+    for _, located in items:
+        matcher = located.regex if located is not None else user_regex("^/", ignore_case=True)
+        order.append((matcher, located))  # type: ignore[arg-type]
+    return VirtualHost(
+        host=host,
+        regex=tuple(r for _, r in items if r is not None),
+        regex_mode=True,
+        default=default,
+        tls=tls,
+        order=tuple(order),
+    )
+
+
+def _utf8_of(item: tuple[str, Route | None]) -> bytes:
+    return item[0].encode("utf-8", "surrogatepass")
+
+
+def _utf8_len(item: tuple[str, Route | None]) -> int:
+    return len(item[0].encode("utf-8", "surrogatepass"))
+
+
+def _conflict(e: _Entry, p: _Path, winner: str) -> Problem:
     plan: _IngressPlan = e.plan  # type: ignore[assignment]
-    if winner.ingress == plan.name:
+    if winner == plan.name:
         reason = (
             f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is listed "
             "twice; the first one is used"
@@ -840,7 +990,7 @@ def _conflict(e: _Entry, p: _Path, winner: Route) -> Problem:
     else:
         reason = (
             f"path {p.path!r} ({p.path_type}) on host {p.host or '*'} is already "
-            f"served by older Ingress {winner.ingress}; this rule is ignored"
+            f"served by older Ingress {winner}; this rule is ignored"
         )
     return _problem(e.obj, e.origin, reason)
 
@@ -849,14 +999,13 @@ def _attach_canary(
     e: _Entry,
     host: str,
     routed: bool,
-    regex_mode: bool,
-    exact: dict[str, Route],
-    prefix: dict[str, Route],
-    regex: list[Route],
+    found: dict[tuple[str, bool], _Candidate],
     problems: list[tuple[Tag, Problem]],
 ) -> None:
     """Attach each canary path on ``host`` to the main route with the same path and pathType.
 
+    ImplementationSpecific and Prefix are one pathType here, as in ingress-nginx
+    (mergeAlternativeBackends compares them after SetDefaultNGINXPathType).
     The main route keeps its policy; only the backend a request goes to can
     change. The oldest canary for a route wins, as the oldest rule does.
     """
@@ -864,25 +1013,8 @@ def _attach_canary(
     for j, p in _paths_on(e, host):
         tag: Tag = (_CANARY, e.order, j, 0)
         where = f"host {p.host or '*'} path {p.path} ({p.path_type})"
-        if not routed:
-            problems.append(
-                (tag, _problem(e.obj, e.origin, f"no main Ingress serves {where}; canary ignored"))
-            )
-            continue
-        bucket: dict[Any, Route] | list[Route]
-        if p.path_type == "Exact":
-            bucket, key = exact, p.path
-        elif regex_mode:
-            # A list, in which paths are unique: the index stands for the key.
-            bucket = regex
-            key = next((i for i, r in enumerate(bucket) if r.path == p.path), None)
-        else:
-            bucket, key = prefix, _prefix_key(p.path)
-        if isinstance(bucket, dict):
-            main = bucket.get(key)
-        else:
-            main = bucket[key] if key is not None else None
-        if main is None or main.path != p.path or main.path_type != p.path_type:
+        main = found.get((p.path, p.path_type == "Exact")) if routed else None
+        if main is None:
             problems.append(
                 (tag, _problem(e.obj, e.origin, f"no main Ingress serves {where}; canary ignored"))
             )
@@ -897,8 +1029,7 @@ def _attach_canary(
                 )
             problems.append((tag, _problem(e.obj, e.origin, reason)))
             continue
-        canary = replace(plan.policy.canary, backend=p.backend, ingress=plan.name)  # type: ignore[type-var]
-        bucket[key] = replace(main, canary=canary)  # type: ignore[index]
+        main.canary = replace(plan.policy.canary, backend=p.backend, ingress=plan.name)  # type: ignore[type-var]
 
 
 def _host_certificate(

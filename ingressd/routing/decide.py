@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
+from urllib.parse import quote
 
 from ..annotations import expand_target
 from ..ewma import EwmaStore
@@ -146,6 +147,8 @@ def decide(
     route = table.route_for(host, path)
     if route is None:
         return Respond(404, f"404 Not Found: no route for host {host or '(none)'} path {path}\n")
+    if route.slash_redirect is not None:
+        return _slash_redirect(head, host, route)
     policy = route.policy
     if policy is not DEFAULT_POLICY:
         early = _before_backend(table, head, host, path, route, https_port)
@@ -175,8 +178,9 @@ def decide(
         return Respond(
             503, f"503 Service Unavailable: no ready endpoints for {backend.name}\n", route=route
         )
-    if policy.rewrite_target is not None:
-        upstream_path = rewrite(route, path, policy.rewrite_target)
+    target = policy.rewrite_target
+    if route.rewrite and target is not None:
+        upstream_path = rewrite(route, path, target)
     else:
         upstream_path = head.path  # unchanged: the upstream sees what the client sent
     if head.query:
@@ -187,7 +191,8 @@ def decide(
     request_headers: list[tuple[bytes, bytes]] = []
     if policy.upstream_vhost is not None:
         request_headers.append((b"Host", policy.upstream_vhost))
-    if policy.x_forwarded_prefix is not None:
+    if policy.x_forwarded_prefix is not None and route.rewrite:
+        # template.go buildProxyPass sets it only where it writes the rewrite.
         request_headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
     if policy.basic_auth is not None:
         request_headers.append((b"Authorization", b""))  # empty: not sent upstream
@@ -257,7 +262,7 @@ def _before_backend(
     if not head.tls and (
         policy.force_ssl_redirect or (policy.ssl_redirect and _tls_host(table, host))
     ):
-        return _https_redirect(head, host, https_port)
+        return _https_redirect(head, host, https_port, policy.preserve_trailing_slash)
     if policy.deny_source is not None or policy.allow_source is not None:
         try:
             client = ipaddress.ip_address(head.client_ip)
@@ -287,7 +292,7 @@ def _to_canary(canary: Canary, head: RequestHead) -> bool:
                 if value == canary.header_value:
                     return True
             elif canary.header_pattern is not None:
-                if canary.header_pattern.search(value.decode("latin-1")):
+                if canary.header_pattern.matches_bytes(value):
                     return True
             elif value == b"always":
                 return True
@@ -401,9 +406,29 @@ def _redirect(status: int, location: str) -> Respond:
     return Respond(status, f"{status} Redirect to {location}\n", location=location)
 
 
-def _https_redirect(head: RequestHead, host: str, https_port: int) -> Respond:
+def _https_redirect(
+    head: RequestHead, host: str, https_port: int, preserve_trailing_slash: bool = False
+) -> Respond:
+    """lua_ingress.lua: the request URI, query included, less one trailing "/"
+    unless preserve-trailing-slash ("/" itself becomes nothing)."""
     port = "" if https_port == 443 else f":{https_port}"
-    return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{_uri(head)}")
+    uri = _uri(head)
+    if not preserve_trailing_slash and uri.endswith("/"):
+        uri = uri[:-1]
+    return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{uri}")
+
+
+def _slash_redirect(head: RequestHead, host: str, route: Route) -> Respond:
+    """nginx's 301 from ``/p`` to the location ``/p/`` (see VirtualHost).
+
+    nginx writes the location's name, escaped, and the query; the port is the
+    one the client asked for (ingress-nginx turns port_in_redirect off, which
+    behind a load balancer on 80/443 comes to the same).
+    """
+    name = quote(route.slash_redirect or "/", safe="/:@!$&'()*+,;=-._~%")
+    query = f"?{head.query}" if head.query else ""
+    location = f"{_scheme(head)}{host}{_port_suffix(head)}{name}{query}"
+    return Respond(301, f"301 Moved Permanently to {location}\n", location=location, route=route)
 
 
 def _tls_host(table: RouteTable, host: str) -> bool:
@@ -420,7 +445,7 @@ def rewrite(route: Route, path: str, target: str) -> str:
     when another Ingress put its host in regex mode.
     """
     if route.regex is not None and route.policy.regex_paths:
-        new = expand_target(target, route.regex.match(path))
+        new = expand_target(target, route.regex.search(path))
     elif route.path_type == "Exact":
         # An Exact path has no capture groups: "$n" references become empty.
         new = expand_target(target, None)
