@@ -996,8 +996,13 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     return replace(DEFAULT_POLICY, **changes), messages
 
 
-def expand_target(target: str, match: RegexMatch | None) -> str:
-    """Substitute ``$1``…``$9`` in a rewrite target; missing groups become ''."""
+def expand_target(
+    target: str, match: RegexMatch | None, escape: Callable[[str], str] | None = None
+) -> str:
+    """Substitute ``$1``…``$9`` in a rewrite target; missing groups become ''.
+
+    ``escape`` is applied to each group's text (a decoded path's pieces must
+    be escaped again to go into a request target)."""
     if "$" not in target:
         return target
     if match is None:
@@ -1006,8 +1011,9 @@ def expand_target(target: str, match: RegexMatch | None) -> str:
     def group(m: re.Match[str]) -> str:
         n = int(m.group(1))
         try:
-            return match.group(n) or ""
+            text = match.group(n) or ""
         except IndexError:
             return ""
+        return escape(text) if escape is not None and text else text
 
     return _DOLLAR_REF.sub(group, target)

@@ -99,6 +99,11 @@ def manifests(echo: EchoServers, recorder_port: int, dead_port: int) -> list[Obj
             ],
         ),
         ingress(
+            "guarded",
+            [rule("app.test", path("/admin", "api"))],
+            annotations={"nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8"},
+        ),
+        ingress(
             "uploads",
             [rule("upload.test", path("/", "web"))],
             annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "0"},
@@ -198,6 +203,37 @@ def test_absolute_form_target_is_routed_and_forwarded_by_its_authority(env: Env)
     assert head.startswith(b"HTTP/1.1 200 "), answer[:300]
     old = json.loads(body)
     assert (old["path"], old["headers"]["host"]) == ("/old", "app.test")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/admin",
+        "/%61dmin",
+        "/%61dmin/x",
+        "/%2Fadmin",
+        "/public/%2e%2e/admin",
+        "//admin/",
+        "/x/..%2Fadmin",
+    ],
+)
+def test_escapes_cannot_route_around_a_guarded_path(env: Env, target: str) -> None:
+    # /admin is allow-listed; / on the same host is open. nginx routes by the
+    # decoded, normalised path, so every spelling of /admin meets the guard.
+    r = env.get("app.test", target, "--path-as-is")
+    assert r.status == 403, (target, r.status, r.text)
+
+
+@pytest.mark.parametrize("target", ["/a%zz", "/a%2", "/a%00b"])
+def test_invalid_percent_encoding_is_400(env: Env, target: str) -> None:
+    assert env.get("app.test", target, "--path-as-is").status == 400
+
+
+def test_a_rewrite_sends_decoded_pieces_escaped_again(env: Env) -> None:
+    got = env.get("rw.test", "/something/a%20b/%25/c%3Fd").json()
+    assert got["path"] == "/a%20b/%25/c%3Fd"
+    plain = env.get("app.test", "/some%20page/%2e/x").json()
+    assert plain["path"] == "/some%20page/%2e/x"  # no rewrite: as the client sent it
 
 
 def test_an_untrusted_x_forwarded_for_is_replaced(env: Env) -> None:

@@ -12,7 +12,13 @@ import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
 
 from ingressd.model import RouteTable
-from ingressd.routing.decide import Forward, decide, normalize_host, normalize_path
+from ingressd.routing.decide import (
+    Forward,
+    decide,
+    escape_path,
+    normalize_host,
+    normalize_path,
+)
 
 HOST = "example.com"
 
@@ -280,9 +286,31 @@ def test_same_host_across_ingresses_merges() -> None:
         ("/a/%2e%2E/b", "/b"),
         ("/a/%2e/b", "/a/b"),
         ("/public/%2e%2e/admin", "/admin"),
-        ("/a%20b/c", "/a%20b/c"),
-        ("/a/%2fb", "/a/%2fb"),
+        # Every escape is decoded, as nginx matches locations against $uri:
+        # /%61dmin is /admin, and %2F is a slash.
+        ("/a%20b/c", "/a b/c"),
+        ("/a/%2fb", "/a/b"),
+        ("/%61dmin", "/admin"),
+        ("/%2Fadmin", "/admin"),
+        ("/a%2F%2E%2E%2Fadmin", "/admin"),
+        ("/caf%C3%A9", "/caf\xc3\xa9"),
+        ("/a%25b", "/a%b"),
+        ("/a%3Fb", "/a?b"),
     ],
 )
 def test_normalize_path(raw: str, normalized: str) -> None:
     assert normalize_path(raw) == normalized
+
+
+@pytest.mark.parametrize("raw", ["/a%", "/a%2", "/a%zz", "/a%2g/b", "/a%00b", "/%%41"])
+def test_invalid_percent_encoding_is_refused(raw: str) -> None:
+    assert normalize_path(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("piece", "escaped"),
+    [("/a/b", "/a/b"), ("a b", "a%20b"), ("a%b", "a%25b"), ("a?b#c", "a%3Fb%23c"), ("\xe9", "%E9")],
+)
+def test_decoded_pieces_are_escaped_again_for_the_upstream(piece: str, escaped: str) -> None:
+    assert escape_path(piece) == escaped
+    assert normalize_path("/" + escaped) == "/" + piece.lstrip("/")

@@ -90,15 +90,20 @@ def normalize_host(host: str) -> str:
     return host.rstrip(".").lower()
 
 
-def normalize_path(path: str) -> str:
-    """The path as routing sees it: dot-segments resolved, slashes merged.
+def normalize_path(path: str) -> str | None:
+    """The path as routing sees it: percent-escapes decoded, dot-segments
+    resolved, slashes merged, as nginx matches locations against ``$uri``
+    (``ngx_http_parse_complex_uri``). None: an invalid escape or a NUL, which
+    nginx answers with 400.
 
-    Matching on the raw path would let ``/public/../admin`` reach a route that
-    ``/admin`` rules were meant to guard; nginx normalises the same way.
+    Matching on the raw path would let ``/public/../admin`` or ``/%61dmin``
+    reach a route other than the one ``/admin`` rules were meant to guard. The
+    decoded path is one character per byte (latin-1), as request lines are.
     """
     if "%" in path:
-        # Decode only what changes segment structure; other escapes stay as sent.
-        path = path.replace("%2e", ".").replace("%2E", ".")
+        path = _percent_decode(path)
+        if path is None or "\x00" in path:
+            return None
     if "/." not in path and "//" not in path:
         return path
     out: list[str] = []
@@ -112,6 +117,42 @@ def normalize_path(path: str) -> str:
         out.append(seg)
     trailing = "/" if path.endswith(("/", "/.", "/..")) and out else ""
     return "/" + "/".join(out) + trailing
+
+
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _percent_decode(path: str) -> str | None:
+    """``%XX`` decoded (one latin-1 character per byte); None if a ``%`` is not followed by two
+    hex digits."""
+    parts: list[str] = []
+    start = 0
+    at = path.find("%")
+    while at >= 0:
+        pair = path[at + 1 : at + 3]
+        if len(pair) != 2 or pair[0] not in _HEX or pair[1] not in _HEX:
+            return None
+        parts.append(path[start:at])
+        parts.append(chr(int(pair, 16)))
+        start = at + 3
+        at = path.find("%", start)
+    parts.append(path[start:])
+    return "".join(parts)
+
+
+# What a decoded path piece may not hold as it is when it goes back into a
+# request target (nginx escapes rewritten URIs with NGX_ESCAPE_URI): the
+# escape character itself, what would end the path, spaces, controls, non-ASCII.
+_MUST_ESCAPE = frozenset(
+    [chr(c) for c in range(0x21)] + [chr(c) for c in range(0x7F, 0x100)] + ['"', "#", "%", "?"]
+)
+
+
+def escape_path(piece: str) -> str:
+    """A decoded path piece (from ``normalize_path``), escaped to go upstream."""
+    if not any(c in _MUST_ESCAPE for c in piece):
+        return piece
+    return "".join(f"%{ord(c):02X}" if c in _MUST_ESCAPE else c for c in piece)
 
 
 def decide(
@@ -131,6 +172,8 @@ def decide(
     endpoints that passive health checks have ejected."""
     host = normalize_host(head.host)
     path = normalize_path(head.path)
+    if path is None:
+        return Respond(400, "400 Bad Request: invalid percent-encoding in the request path\n")
     if head.tls_names and table.certificates:
         cert = table.certificate_for(host)
         if cert is not None and not any(name_matches(n, host) for n in head.tls_names):
@@ -445,15 +488,15 @@ def rewrite(route: Route, path: str, target: str) -> str:
     when another Ingress put its host in regex mode.
     """
     if route.regex is not None and route.policy.regex_paths:
-        new = expand_target(target, route.regex.search(path))
+        new = expand_target(target, route.regex.search(path), escape_path)
     elif route.path_type == "Exact":
         # An Exact path has no capture groups: "$n" references become empty.
         new = expand_target(target, None)
     elif route.path == "/":
-        new = _join(target, path)
+        new = _join(target, escape_path(path))
     else:
         prefix = route.path.rstrip("/")
-        new = _join(target, path[len(prefix) :])
+        new = _join(target, escape_path(path[len(prefix) :]))
     return new if new.startswith("/") else "/" + new
 
 
