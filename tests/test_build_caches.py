@@ -78,7 +78,8 @@ def test_ingresses_with_the_same_annotations_share_one_policy() -> None:
     )
     a, b = (table.route_for(f"{n}.test", "/") for n in "ab")
     assert a is not None and b is not None and a.policy is b.policy
-    assert [p.obj for p in table.problems] == ["Ingress default/a", "Ingress default/b"]
+    # In ingress-nginx's order: same second (none here), "namespace/name" descending
+    assert [p.obj for p in table.problems] == ["Ingress default/b", "Ingress default/a"]
     assert all("limit-rps" in p.reason for p in table.problems)
 
 

@@ -426,20 +426,28 @@ def conflicting(name: str, namespace: str = "default", created: int | str | None
             "default/a",
             id="oldest-timestamp-inserted-second",
         ),
+        # Created in the same second: "namespace/name" descending, as
+        # ingress-nginx's sortIngressSlice ("return in > jn").
         pytest.param(
-            [conflicting("b", created=1), conflicting("a", created=1)],
-            "default/a",
+            [conflicting("a", created=1), conflicting("b", created=1)],
             "default/b",
+            "default/a",
             id="equal-timestamp-name-order",
         ),
         pytest.param(
-            [conflicting("a", "zzz", created=1), conflicting("z", "aaa", created=1)],
-            "aaa/z",
+            [conflicting("z", "aaa", created=1), conflicting("a", "zzz", created=1)],
             "zzz/a",
+            "aaa/z",
             id="equal-timestamp-namespace-first",
         ),
         pytest.param(
-            [conflicting("b"), conflicting("a")], "default/a", "default/b", id="no-timestamps"
+            [conflicting("a", "a", created=1), conflicting("ab", "a", created=1)],
+            "a/ab",
+            "a/a",
+            id="equal-timestamp-longer-name-first",
+        ),
+        pytest.param(
+            [conflicting("a"), conflicting("b")], "default/b", "default/a", id="no-timestamps"
         ),
         pytest.param(
             [conflicting("a"), conflicting("b", created=100)],
@@ -457,7 +465,11 @@ def conflicting(name: str, namespace: str = "default", created: int | str | None
 )
 def test_conflicting_paths(ingresses: list[Obj], winner: str, loser: str) -> None:
     objs = [*ingresses, service("a"), service("b"), service("z"), service("z", namespace="aaa")]
-    objs += [service("a", namespace="zzz")]
+    objs += [
+        service("a", namespace="zzz"),
+        service("a", namespace="a"),
+        service("ab", namespace="a"),
+    ]
     table = build(*objs)
     route = table.route_for(HOST, "/shared")
     assert route is not None
@@ -581,7 +593,7 @@ def test_every_permutation_of_three_conflicts_agrees() -> None:
         table = build_table(snapshot(*extra, *perm))
         winners.add(table.route_for(HOST, "/shared").ingress)  # type: ignore[union-attr]
         problems.add(tuple(sorted(table.problems, key=str)))
-    assert winners == {"default/a"}
+    assert winners == {"default/b"}  # oldest, then "namespace/name" descending
     assert len(problems) == 1
 
 

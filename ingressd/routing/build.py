@@ -280,7 +280,7 @@ class _Index:
 # Problems are kept tagged with where a from-scratch build reports them, so that
 # parts redone separately still list them in one order:
 # (phase, creation order of the Ingress, index, index).
-Order = tuple[str, str, str, str]
+Order = tuple[str, tuple[int, ...], str]
 Tag = tuple[int, Order, int, int]
 _PLAN, _MERGE, _CANARY, _TLS = range(1, 5)
 
@@ -358,12 +358,19 @@ def _problem(obj: Obj, origin: str, reason: str) -> Problem:
     return Problem(describe(obj), reason, origin, (str(obj.get("kind", "")), ns, name))
 
 
-def _creation_order(ing: Obj) -> tuple[str, str, str]:
+def _creation_order(ing: Obj) -> tuple[str, tuple[int, ...]]:
+    """Oldest first; Ingresses created in the same second (the API server's
+    timestamps have whole seconds: every ``kubectl apply -f DIR``) by
+    "namespace/name" *descending*, as ingress-nginx's store sorts them
+    (``sortIngressSlice``: ``return in > jn``)."""
     meta = ing.get("metadata") or {}
     # Objects from files usually have no timestamp: they sort after the ones that
     # do, then by namespace/name, so the order is still total.
     ts = str(meta.get("creationTimestamp") or "~")
-    return (ts, meta.get("namespace") or "default", meta.get("name") or "")
+    key = f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"
+    # Descending as a tuple that sorts ascending: negated code points, and a
+    # last element above them all so that a prefix sorts after what extends it.
+    return (ts, (*(-ord(c) for c in key), 1))
 
 
 def _order(ing: Obj) -> Order:
