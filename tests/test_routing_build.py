@@ -378,18 +378,47 @@ def test_default_backend_of_ingress_with_rules_serves_its_hosts() -> None:
     assert table.find_host("other.test").default is None  # type: ignore[union-attr]
 
 
-def test_vhost_default_comes_from_oldest_ingress_with_one() -> None:
+def test_vhost_default_comes_from_the_oldest_ingress_of_the_host() -> None:
+    # controller.go createServers: the oldest Ingress with a rule for a host makes
+    # its "/" location, with its defaultBackend or none; later ones do not.
     table = build(
         ingress("young", [rule(HOST, path("/b"))], default_backend=backend("young"), created=5),
         ingress("old", [rule(HOST, path("/a"))], default_backend=backend("old"), created=1),
         ingress("none", [rule(HOST, path("/c"))], created=0),
+        ingress("other", [rule("o.test", path("/c"))], default_backend=backend("old"), created=9),
         service("web"),
         service("young"),
         service("old"),
     )
-    assert table.route_for(HOST, "/zzz").backend.name == "default/old:80"  # type: ignore[union-attr]
-    assert table.default is not None
-    assert table.default.backend.name == "default/old:80"
+    assert table.route_for(HOST, "/zzz") is None
+    assert table.route_for("o.test", "/zzz").backend.name == "default/old:80"  # type: ignore[union-attr]
+    # Only an Ingress without rules serves the hosts nobody routes.
+    assert table.default is None
+    assert reasons(table, "Ingress default/old") == [
+        f"defaultBackend does not serve host {HOST}: older Ingress default/none has rules for "
+        "it, and as in ingress-nginx its defaultBackend (or none) serves the host's unmatched "
+        "paths"
+    ]
+    assert len(reasons(table, "Ingress default/young")) == 1
+    assert reasons(table, "Ingress default/other") == []
+
+
+def test_catch_all_default_comes_from_the_oldest_ingress_without_rules() -> None:
+    table = build(
+        ingress("ruled", [rule(None, path("/x"))], default_backend=backend("young"), created=0),
+        ingress("young", [], default_backend=backend("young"), created=5),
+        ingress("old", [], default_backend=backend("old"), created=1),
+        service("web"),
+        service("young"),
+        service("old"),
+    )
+    assert table.default is not None and table.default.ingress == "default/old"
+    assert table.route_for("any.test", "/y").ingress == "default/old"  # type: ignore[union-attr]
+    assert table.route_for("any.test", "/x").ingress == "default/ruled"  # type: ignore[union-attr]
+    assert reasons(table, "Ingress default/ruled") == [
+        "defaultBackend does not serve requests for other hosts: as in ingress-nginx, only the "
+        "oldest Ingress with a defaultBackend and no rules does"
+    ]
 
 
 def test_no_default_no_route() -> None:
@@ -560,8 +589,8 @@ def test_insertion_order_does_not_change_the_table() -> None:
         ingress("r1", [rule("rx.test", path("/a.*", "a"))], annotations=rx, created=2),
         ingress("r2", [rule("rx.test", path("/a.*", "b"))], annotations=rx, created=1),
         ingress("r3", [rule("rx.test", path("/a.*/long", "b"))], created=9),
-        ingress("d1", [rule(None, path("/x"))], default_backend=backend("a"), created=7),
-        ingress("d2", [rule(None, path("/x"))], default_backend=backend("b"), created=6),
+        ingress("d1", [], default_backend=backend("a"), created=7),
+        ingress("d2", [], default_backend=backend("b"), created=6),
         ingress("ghost", [rule(HOST, path("/g"))], class_name="nope"),
         service("a"),
         service("b"),
@@ -577,7 +606,7 @@ def test_insertion_order_does_not_change_the_table() -> None:
         assert describe_table(build_table(snapshot(*ordering))) == expected
     # The tables are equal, and it is the oldest Ingress that won.
     assert expected["exact"][HOST]["prefix"]["/shared"][2] == "default/c"
-    assert expected["catch_all"]["default"][2] == "default/d2"
+    assert expected["default"][2] == "default/d2"
     assert [r[2] for r in expected["exact"]["rx.test"]["regex"]] == [
         "default/r3",
         "default/r2",

@@ -321,6 +321,7 @@ class _IngressPlan:
     hosts: set[str] | tuple[str, ...] = field(default_factory=set)
     default_backend: Backend | None = None
     tls: list[tuple[list[str], str]] = field(default_factory=list)  # (hosts, secretName)
+    has_rules: bool = False  # spec.rules is not empty (valid or not)
 
 
 @dataclass(slots=True, eq=False)
@@ -477,6 +478,7 @@ class _Planner:
         if not isinstance(rules, list):
             self.problem("spec.rules must be a list")
             return None
+        plan.has_rules = bool(rules)
         for i, rule in enumerate(rules):
             if not isinstance(rule, dict):
                 self.problem(f"rules[{i}] must be an object")
@@ -788,11 +790,19 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     default: Route | None = None
     deny: tuple[int, str] | None = None  # access control that must hold host-wide
     first: RoutePolicy | None = None  # of the oldest Ingress with a rule for the host
+    owner = ""  # that Ingress
     routed = False  # a host with paths or a defaultBackend gets a VirtualHost
     for e in mains:
         plan: _IngressPlan = e.plan  # type: ignore[assignment]
         if host in plan.hosts:
-            first = first or plan.policy
+            if first is None:
+                first, owner = plan.policy, plan.name
+                # The host's "/" location is made by the oldest Ingress with a
+                # rule for it, with its defaultBackend or none (controller.go
+                # createServers: a server already configured is skipped). The
+                # catch-all server "_" is made before any Ingress: rules without
+                # a host never give it theirs (the table's default serves it).
+                default = e.default_route if host else None
             deny = deny or plan.policy.host_fail_closed
         for j, p in _paths_on(e, host):
             routed = True
@@ -805,8 +815,24 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
             found[key] = _Candidate(e, p, tag)
         if plan.default_backend is not None and host in plan.hosts:
             routed = True
-            if default is None:
-                default = e.default_route
+            if not host:
+                reason = (
+                    "defaultBackend does not serve requests for other hosts: as in "
+                    "ingress-nginx, only the oldest Ingress with a defaultBackend and no "
+                    "rules does"
+                )
+            elif owner != plan.name:
+                reason = (
+                    f"defaultBackend does not serve host {host}: older Ingress {owner} "
+                    "has rules for it, and as in ingress-nginx its defaultBackend (or none) "
+                    "serves the host's unmatched paths"
+                )
+            else:
+                reason = ""
+            if reason:
+                # One per host of the Ingress, in a fixed order however it was built.
+                tag = (_MERGE, e.order, -1, plan.hosts.index(host))  # type: ignore[union-attr]
+                problems.append((tag, _problem(e.obj, e.origin, reason)))
     # ingress-nginx turns every location of a host into a regex once one of them
     # asks for it (template.go enforceRegexModifier), the host's own "/" location
     # included: it carries the annotations of the oldest Ingress with a rule for
@@ -1235,7 +1261,9 @@ class TableBuilder:
             self._by_host.add(host, key)
             touched[host] = None
         if e.role is _Role.MAIN and e.plan is not None:
-            if e.plan.default_backend is not None:
+            if e.plan.default_backend is not None and not e.plan.has_rules:
+                # controller.go createServers: only an Ingress with a backend and
+                # no rules configures the catch-all server; the oldest one wins.
                 self._defaults.add(key)
             if e.plan.policy.from_to_www_redirect:
                 self._www.add(key)
