@@ -262,7 +262,8 @@ class LimitTable:
         while at < end and (q[at] != tag or q[at + _ZONE] != zone):
             at += words
         held = 0
-        excesses: list[int] = []
+        # The excess of each rate (at most two: limit-rps, limit-rpm) if accounted.
+        excess0 = excess1 = 0
         if at < end:
             # nginx bumps a node even when it refuses the request
             clock = q[first - 1] + 1
@@ -273,7 +274,10 @@ class LimitTable:
                 excess = _excess(q[field], q[field + 1], rate.rate, ms)
                 if excess > rate.burst:
                     return REFUSED_RATE - i
-                excesses.append(excess)
+                if i == 0:
+                    excess0 = excess
+                else:
+                    excess1 = excess
             if connections:
                 c = self._c
                 cell = (at + _FIELDS) * 2
@@ -281,12 +285,12 @@ class LimitTable:
                     held += c[i]
         else:
             # A new client starts from 0, which every burst allows.
-            excesses = [0] * len(rates)
             at = self._allocate(first, zone, tag, ms)
             if at < 0:
                 return NO_ROOM
         expires: int = q[at + _EXPIRES]
-        for rate, excess in zip(rates, excesses, strict=True):
+        for i, rate in enumerate(rates):
+            excess = excess0 if i == 0 else excess1
             field = at + _EXCESS + 2 * rate.field
             q[field] = excess
             q[field + 1] = ms
