@@ -50,6 +50,7 @@ import fcntl
 import hashlib
 import ipaddress
 import itertools
+import logging
 import mmap
 import os
 from collections.abc import Iterable, Iterator
@@ -58,6 +59,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .model import Route, RouteTable
+
+log = logging.getLogger("ingressd.limits")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -89,6 +92,7 @@ NO_ROOM = -3  # every entry of the bucket holds requests in flight
 REFUSED_RATE = -4  # rate i refused: REFUSED_RATE - i
 
 _private_zones = itertools.count(1)  # zones of standalone limiters (tests)
+FULL_LOG_EVERY = 10_000  # ms between two warnings that the table is full
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,7 @@ class LimitTable:
         "column",
         "columns",
         "fd",
+        "full_logged",
         "latest",
         "secret",
         "slot_words",
@@ -192,6 +197,7 @@ class LimitTable:
         self._q = q
         self._c = memoryview(buf).cast("i")  # the in-flight counts, 32 bits each
         self.latest = 0  # the latest millisecond this process asked about (for live())
+        self.full_logged = -FULL_LOG_EVERY  # when no_room() last logged
 
     @property
     def capacity(self) -> int:
@@ -306,6 +312,18 @@ class LimitTable:
             return REFUSED_CONNS
         self._c[(at + _FIELDS) * 2 + self.column] += 1
         return at
+
+    def no_room(self, ms: int) -> None:
+        """A request got NO_ROOM: say so, at most every FULL_LOG_EVERY ms (nginx logs
+        "could not allocate node" each time)."""
+        if ms - self.full_logged >= FULL_LOG_EVERY:
+            self.full_logged = ms
+            log.warning(
+                "limit table full: a bucket's %d entries all hold requests in flight, "
+                "so a client got 503; raise --limit-entries (now %d)",
+                WAYS,
+                self.capacity,
+            )
 
     def release(self, at: int) -> None:
         """Give back a place taken by ``admit`` (no lock: only this process writes its column)."""
@@ -586,7 +604,8 @@ class IngressLimiter:
         bucket, tag = table.locate(self._hasher, client_ip)
         conns = self.conns
         limit = conns.limit if conns is not None else 0
-        verdict = table.admit(self.zone, bucket, tag, int(now * 1000), self._rates, limit)
+        ms = int(now * 1000)
+        verdict = table.admit(self.zone, bucket, tag, ms, self._rates, limit)
         if verdict == ADMITTED:
             return None
         if verdict >= 0:
@@ -594,6 +613,7 @@ class IngressLimiter:
         if verdict == REFUSED_CONNS:
             return self._refusal(f"limit of {limit} concurrent requests", client_ip)
         if verdict == NO_ROOM:
+            table.no_room(ms)
             return (
                 f"503 Service Unavailable: no room to count the requests of {client_ip} "
                 f"on Ingress {self.ingress} (the limit table is full)\n"
@@ -627,8 +647,9 @@ class LimitRegistry:
 
     Tables are rebuilt and replaced all the time; the counters must outlive
     them (they live in ``table``, keyed by ``zone_id``). A changed limit
-    annotation starts from fresh counters. Without a ``table``, a private one
-    of ``entries`` is made on first use.
+    annotation starts from fresh counters (changed back before the old ones
+    drained, it finds those again, as nginx keeps a zone across reloads).
+    Without a ``table``, a private one of ``entries`` is made on first use.
     """
 
     __slots__ = ("_limiters", "_table", "entries")

@@ -84,8 +84,10 @@ class MemoryTransport(asyncio.Transport):
 
 def table(limits: bool = False) -> RouteTable:
     backend = Backend("default/api:80", (ENDPOINT,))
-    policy = RoutePolicy(limits=LimitConfig(rps=1_000_000, connections=100)) if limits else None
-    route = Route("/api", "Prefix", backend, "default/api", *([policy] if policy else []))
+    route = Route("/api", "Prefix", backend, "default/api")
+    if limits:
+        policy = RoutePolicy(limits=LimitConfig(rps=1_000_000, connections=100))
+        route = Route("/api", "Prefix", backend, "default/api", policy)
     vhost = VirtualHost("bench.local", prefix={"/api": route})
     return RouteTable(exact_hosts={"bench.local": vhost})
 

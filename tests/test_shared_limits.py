@@ -80,7 +80,9 @@ def test_drained_clients_make_room_before_anyone_is_dropped() -> None:
     assert [rps.check(f"10.0.0.{i}", 100) > 0 for i in range(WAYS)] == [i != 5 for i in range(WAYS)]
 
 
-def test_no_room_when_every_entry_holds_requests_in_flight() -> None:
+def test_no_room_when_every_entry_holds_requests_in_flight(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     table = private_table(WAYS)
     lim = IngressLimiter(INGRESS, LimitConfig(connections=1), table)
     slots = [lim.admit(f"10.0.0.{i}", 0.0) for i in range(WAYS)]
@@ -90,6 +92,12 @@ def test_no_room_when_every_entry_holds_requests_in_flight() -> None:
         "503 Service Unavailable: no room to count the requests of 10.0.1.1 "
         f"on Ingress {INGRESS} (the limit table is full)\n"
     )
+    assert isinstance(lim.admit("10.0.1.2", 1.0), str)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "ingressd.limits"]
+    assert warnings == [  # once, not per request
+        f"limit table full: a bucket's {WAYS} entries all hold requests in flight, so a "
+        f"client got 503; raise --limit-entries (now {WAYS})"
+    ]
     slots[3].release()  # type: ignore[union-attr]
     assert isinstance(lim.admit("10.0.1.1", 0.0), Slot)  # a place's entry is free again
 
