@@ -4,7 +4,8 @@ The main process creates the table in a memfd (memory with a file
 descriptor: its record locks guard the buckets, see ``limits.py``) and hands
 the descriptor to each worker it spawns; a worker maps the same memory and
 counts its requests in flight in column ``index``. Nothing is named in the
-filesystem, and the memory goes away with the last process holding it.
+filesystem (where there is no memfd, an unlinked temporary file stands in),
+and the memory goes away with the last process holding it.
 
 Handing over: workers are started with the ``spawn`` method, a fresh
 interpreter that inherits only the descriptors multiprocessing passes on.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import tempfile
 from multiprocessing import context, reduction
 from typing import Any
 
@@ -29,7 +31,7 @@ class SharedLimits:
     def __init__(self, entries: int, columns: int) -> None:
         self.columns = columns
         self.size = table_bytes(entries, columns)
-        self.fd = os.memfd_create("ingressd-limits", os.MFD_CLOEXEC)
+        self.fd = _anonymous_file()
         try:
             os.ftruncate(self.fd, self.size)
             buf = mmap.mmap(self.fd, self.size)
@@ -71,6 +73,13 @@ class TableHandle:
         if os.fstat(self.fd).st_size != self.size:
             raise ValueError("the limit table's descriptor is not the table it was made for")
         return LimitTable(mmap.mmap(self.fd, self.size), self.fd, column)
+
+
+def _anonymous_file() -> int:
+    if hasattr(os, "memfd_create"):  # Linux
+        return os.memfd_create("ingressd-limits", os.MFD_CLOEXEC)
+    with tempfile.TemporaryFile() as f:  # unlinked already
+        return os.dup(f.fileno())
 
 
 def _rebuild(dup: Any, size: int) -> TableHandle:
