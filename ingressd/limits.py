@@ -242,13 +242,13 @@ class LimitTable:
         if ms > self.latest:
             self.latest = ms
         fd = self.fd
-        if fd < 0:
-            return self._admit(zone, bucket, tag, ms, rates, connections)
-        fcntl.lockf(fd, fcntl.LOCK_EX, 1, bucket)
+        if fd >= 0:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, bucket)
         try:
             return self._admit(zone, bucket, tag, ms, rates, connections)
         finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, bucket)
+            if fd >= 0:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, bucket)
 
     def _admit(
         self,
@@ -277,7 +277,12 @@ class LimitTable:
             q[at + _SEEN] = clock
             for i, rate in enumerate(rates):
                 field = at + _EXCESS + 2 * rate.field
-                excess = _excess(q[field], q[field + 1], rate.rate, ms)
+                elapsed = ms - q[field + 1]
+                if elapsed < 0:  # nginx's guard against its clock going back
+                    elapsed = 1 if elapsed < -60000 else 0
+                excess = q[field] - rate.rate * elapsed // 1000 + 1000
+                if excess < 0:
+                    excess = 0
                 if excess > rate.burst:
                     return REFUSED_RATE - i
                 if i == 0:
@@ -555,6 +560,7 @@ class IngressLimiter:
     __slots__ = (
         "_exempt_cache",
         "_hasher",
+        "_limit",
         "_rates",
         "config",
         "conns",
@@ -589,6 +595,7 @@ class IngressLimiter:
             if config.connections
             else None
         )
+        self._limit = config.connections or 0
         self._hasher = self.table.hasher(self.zone)
         self._exempt_cache: dict[str, bool] = {}  # address -> in the allow-list
 
@@ -601,11 +608,14 @@ class IngressLimiter:
         if not client_ip or (self.config.allowlist and self._exempt(client_ip)):
             return None  # nginx does not limit an empty key
         table = self.table
-        bucket, tag = table.locate(self._hasher, client_ip)
-        conns = self.conns
-        limit = conns.limit if conns is not None else 0
+        h = self._hasher.copy()  # table.locate, inlined: once per limited request
+        h.update(client_ip.encode())
+        value = int.from_bytes(h.digest(), "little")
+        limit = self._limit
         ms = int(now * 1000)
-        verdict = table.admit(self.zone, bucket, tag, ms, self._rates, limit)
+        verdict = table.admit(
+            self.zone, (value >> 64) % table.buckets, (value & _MASK63) | 1, ms, self._rates, limit
+        )
         if verdict == ADMITTED:
             return None
         if verdict >= 0:
