@@ -68,7 +68,7 @@ DEFAULT_BURST_MULTIPLIER = 5  # ingress-nginx's limit-burst-multiplier default
 EXEMPT_CACHE = 4096  # allow-list answers remembered per Ingress (parsing costs microseconds)
 
 # The table: entries per bucket, and how many entries by default (over all
-# Ingresses). ingress-nginx gives each zone 5 MB, about 40,000 IPv4 clients.
+# Ingresses). ingress-nginx gives each zone 5 MB: 40,000 to 80,000 clients.
 WAYS = 8
 DEFAULT_ENTRIES = 1 << 18
 

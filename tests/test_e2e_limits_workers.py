@@ -136,7 +136,7 @@ def test_rate_limit_lets_through_one_burst_per_pod(proxy: tuple[Ingressd, list[i
 
 def test_connection_limit_admits_exactly_two_of_six(proxy: tuple[Ingressd, list[int]]) -> None:
     ing, pids = proxy
-    conns = connect(ing, pids, 8 * len(pids))
+    conns = connect(ing, pids, 16 * len(pids))
     # Six of them, as evenly over the workers as they come.
     by_worker = {pid: [s for s, owner in conns if owner == pid] for pid in pids}
     per_worker = -(-6 // len(pids))
@@ -164,7 +164,7 @@ def test_places_held_by_a_killed_worker_are_freed(
     try:
         with serving(tmp_path, [*backends(echo), *INGRESSES], args) as ing:
             pids = wait_until(lambda: len(c := children(ing.pid)) == 2 and c, "2 workers")
-            conns = connect(ing, pids, 16)
+            conns = connect(ing, pids, 24)
             victim, other = pids
             mine = [s for s, pid in conns if pid == victim][:2]
             theirs = [s for s, pid in conns if pid == other][:1]
