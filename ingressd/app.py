@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .config import ServeConfig
 from .controller import Controller
+from .limits import LimitRegistry
 from .metrics import Metrics
 from .model import RouteTable
 from .proxy.server import ProxyState
@@ -86,6 +87,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
 
     state = ProxyState(RouteTable(), config.proxy)
+    state.limits = LimitRegistry(entries=config.limit_entries)
     selector = CertificateSelector(lambda: state.table, self_signed())
     pool = None
     if config.workers > 1:

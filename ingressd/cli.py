@@ -23,6 +23,7 @@ from .annotations import parse_buffer_size, parse_cidrs, parse_size
 from .app import serve
 from .check import check, render_json, render_text
 from .config import WATCH_SECONDS, ClusterConfig, KubeConfigError, ServeConfig
+from .limits import DEFAULT_ENTRIES
 from .model import Problem
 from .proxy.server import ProxySettings
 from .proxy.upstream import DEFAULT_HEAD_LIMIT
@@ -116,6 +117,15 @@ def _common(
         metavar="N",
         help="open client connections per worker process; at the cap, idle keep-alive "
         "connections are closed to make room, else new ones get 503 (default 16384)",
+    )
+    p.add_argument(
+        "--limit-entries",
+        type=_positive,
+        default=DEFAULT_ENTRIES,
+        metavar="N",
+        help="clients the limit-rps/-rpm/-connections counters remember, over all Ingresses "
+        "and shared by the workers: N x (64 + 4 x workers) bytes; drained clients are "
+        f"forgotten first, then the least recently seen (default {DEFAULT_ENTRIES})",
     )
     p.add_argument(
         "--upstream-max-fails",
@@ -364,6 +374,7 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
         shutdown_delay=args.shutdown_delay,
         shutdown_grace=args.shutdown_grace,
         log_format=args.log_format,
+        limit_entries=args.limit_entries,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .limits import DEFAULT_ENTRIES
 from .proxy.server import ProxySettings
 from .routing.build import BuildOptions
 
@@ -59,3 +60,5 @@ class ServeConfig:
     workers: int = 1
     # The process log's format, "text" or "json" (logs.py); workers set theirs up from it.
     log_format: str = "text"
+    # Clients the limit-* counters remember, over all Ingresses (limits.py); shared by workers.
+    limit_entries: int = DEFAULT_ENTRIES

@@ -16,6 +16,12 @@ the same pure builder. So the API server sees one client, whatever N is.
 A worker that dies is started again with the whole state, after a backoff
 that grows while it keeps dying. A worker whose main process goes away stops.
 
+The limit-rps/-rpm/-connections counters hold per pod, as nginx's shared
+memory zones do: the main process creates one table in shared memory
+(``shared_limits.py``) and hands it to every worker, which counts its
+requests in flight in column ``index``. When a worker dies its column is
+zeroed before it is started again, so the places its requests held are free.
+
 Workers answer on the same pipe: ``("built", generation)`` once a table
 serves, and ``("stats", Report)`` about once a second with their request
 counts, which the main process sums for /metrics (``stats.WorkerTotals``).
@@ -40,7 +46,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .limits import LimitRegistry
 from .model import Problem
+from .shared_limits import SharedLimits, TableHandle
 from .stats import WorkerSlot, WorkerTotals
 from .store import KINDS, Key, Obj, ObjectStore, Snapshot, changed_keys
 
@@ -157,6 +165,8 @@ class WorkerPool:
         self._stopping = False
         self._started = False  # every worker has served at once
         self.totals = WorkerTotals()  # the workers' request counts, for /metrics
+        # limit-rps/-rpm/-connections counters, shared by the workers (one column each)
+        self.limits = SharedLimits(config.limit_entries, count)
 
     # -- lifecycle --
 
@@ -168,7 +178,7 @@ class WorkerPool:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
             target=worker_main,
-            args=(self.config, child, worker.index, self.log_level),
+            args=(self.config, child, worker.index, self.log_level, self.limits.handle()),
             name=f"ingressd-worker-{worker.index}",
             daemon=False,
         )
@@ -280,6 +290,8 @@ class WorkerPool:
                         delay,
                     )
                     self._forget(worker)
+                    # Its requests died with it: free the limit-connections places they held.
+                    self.limits.clear_column(worker.index)
                     worker.restart_at = now + delay
                 elif process is None and now >= worker.restart_at and not self._stopping:
                     self._spawn(worker)
@@ -315,7 +327,9 @@ class WorkerPool:
 # -- the worker's side ----------------------------------------------------------------
 
 
-def worker_main(config: Any, conn: Connection, index: int, log_level: int) -> None:
+def worker_main(
+    config: Any, conn: Connection, index: int, log_level: int, limits: TableHandle
+) -> None:
     """Entry point of a worker process (spawned: a fresh interpreter)."""
     # A process group of its own: a signal for the whole group (Ctrl-C in a
     # terminal, a supervisor's kill of the group) reaches the main process
@@ -330,10 +344,10 @@ def worker_main(config: Any, conn: Connection, index: int, log_level: int) -> No
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_worker(config, conn, index))
+        uvloop.run(_worker(config, conn, index, limits))
 
 
-async def _worker(config: Any, conn: Connection, index: int) -> None:
+async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle) -> None:
     from .app import serve_proxy, until_listening
     from .controller import Controller
     from .model import RouteTable
@@ -345,6 +359,7 @@ async def _worker(config: Any, conn: Connection, index: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     state = ProxyState(RouteTable(), config.proxy)
+    state.limits = LimitRegistry(limits.attach(index))  # counted per pod, not per worker
     selector = CertificateSelector(lambda: state.table, self_signed())
     controller = Controller(state, selector, config.build, config.default_certificate, report=False)
     store = ObjectStore()

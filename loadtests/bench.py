@@ -10,7 +10,7 @@ processes, and the ingressd/nginx ratios, then a PASS/FAIL block for the
 performance targets.
 
     .venv/bin/python loadtests/bench.py [--duration S] [--rounds N] [--connections C]
-        [--threads T] [--scenarios http,https,body64k,allcores] [--json FILE]
+        [--threads T] [--scenarios http,https,body64k,allcores,limits,limitsall] [--json FILE]
 
 Needs nginx and wrk (Debian packages nginx-light or nginx, and wrk); exits 2
 when they are missing and cannot be installed.
@@ -48,6 +48,12 @@ from ingressd.tls import self_signed
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 HOST = "bench.local"
+# The limits scenarios: another host, whose route has limit-rps and
+# limit-connections set so high that they never refuse wrk (one client
+# address): what is measured is the cost of counting.
+LIMITS_HOST = "limits.local"
+LIMIT_RPS = 1_000_000
+LIMIT_CONNECTIONS = 10_000  # nginx's limit_conn takes at most 65535
 SMALL_BODY = b"ok\n"
 BIG_BODY = bytes(range(256)) * 256  # 64 KiB
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -70,6 +76,7 @@ class Scenario:
     path: str
     tls: bool
     workers: int
+    host: str = HOST
 
     @property
     def expected_body(self) -> bytes:
@@ -88,6 +95,23 @@ SCENARIOS = {
             "/",
             False,
             os.cpu_count() or 1,
+        ),
+        Scenario(
+            "limits",
+            "plain HTTP, GET / with limit-rps and limit-connections, 1 worker each",
+            "/",
+            False,
+            1,
+            LIMITS_HOST,
+        ),
+        Scenario(
+            "limitsall",
+            "plain HTTP, GET / with limit-rps and limit-connections, workers = CPU count "
+            "(the counters shared by the workers)",
+            "/",
+            False,
+            os.cpu_count() or 1,
+            LIMITS_HOST,
         ),
     )
 }
@@ -415,10 +439,12 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(wrk: str, url: str, seconds: int, connections: int, threads: int) -> WrkResult:
+def run_wrk(
+    wrk: str, url: str, seconds: int, connections: int, threads: int, host: str = HOST
+) -> WrkResult:
     cmd = [
         wrk, "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-        "-H", f"Host: {HOST}", url,
+        "-H", f"Host: {host}", url,
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 60)
     if out.returncode != 0:
@@ -468,7 +494,10 @@ def origin_conf(prefix: Path, port: int) -> str:
 def proxy_conf(
     prefix: Path, workers: int, origin: int, http_port: int, https_port: int, tls: Path
 ) -> str:
-    """nginx configured like an ingress-nginx server block for one host."""
+    """nginx configured like ingress-nginx's server blocks: bench.local, and
+    limits.local with the limit zones ingress-nginx writes for limit-rps and
+    limit-connections (controller/template/template.go buildRateLimitZones and
+    buildRateLimit; the geo/map pair that exempts limit-allowlist from nginx.tmpl)."""
     headers = "".join(
         f"            proxy_set_header {name} {value};\n"
         for name, value in (
@@ -482,18 +511,7 @@ def proxy_conf(
             ("X-Forwarded-Proto", "$scheme"),
         )
     )
-    return _nginx_main(prefix, workers) + (
-        "    keepalive_requests 10000;\n"
-        "    ssl_session_cache shared:SSL:10m;\n"
-        "    ssl_session_tickets on;\n"
-        f"    upstream origin {{ server {LOOPBACK}:{origin}; keepalive 64; }}\n"
-        "    server {\n"
-        f"        listen {LOOPBACK}:{http_port} reuseport backlog=4096;\n"
-        f"        listen {LOOPBACK}:{https_port} ssl reuseport backlog=4096;\n"
-        f"        server_name {HOST};\n"
-        f"        ssl_certificate {tls}/tls.crt;\n"
-        f"        ssl_certificate_key {tls}/tls.key;\n"
-        "        location / {\n"
+    location = (
         "            proxy_pass http://origin;\n"
         "            proxy_http_version 1.1;\n"
         # ingress-nginx's defaults: responses stream to the client as they
@@ -503,8 +521,41 @@ def proxy_conf(
         "            proxy_buffer_size 4k;\n"
         "            proxy_buffers 4 4k;\n"
         f"{headers}"
-        "        }\n"
-        "    }\n"
+    )
+
+    def server(host: str, limits: str = "") -> str:
+        return (
+            "    server {\n"
+            f"        listen {LOOPBACK}:{http_port} reuseport backlog=4096;\n"
+            f"        listen {LOOPBACK}:{https_port} ssl reuseport backlog=4096;\n"
+            f"        server_name {host};\n"
+            f"        ssl_certificate {tls}/tls.crt;\n"
+            f"        ssl_certificate_key {tls}/tls.key;\n"
+            "        location / {\n"
+            f"{limits}{location}"
+            "        }\n"
+            "    }\n"
+        )
+
+    # Only the first server block may carry the listen options (reuseport, backlog).
+    second = server(LIMITS_HOST, (
+        f"            limit_conn bench_limits_conn {LIMIT_CONNECTIONS};\n"
+        f"            limit_req zone=bench_limits_rps burst={LIMIT_RPS * 5} nodelay;\n"
+    )).replace(" reuseport backlog=4096", "")  # fmt: skip
+    return _nginx_main(prefix, workers) + (
+        "    keepalive_requests 10000;\n"
+        "    ssl_session_cache shared:SSL:10m;\n"
+        "    ssl_session_tickets on;\n"
+        f"    upstream origin {{ server {LOOPBACK}:{origin}; keepalive 64; }}\n"
+        "    limit_req_status 503;\n"
+        "    limit_conn_status 503;\n"
+        "    geo $remote_addr $allowlist_bench_limits { default 0; }\n"
+        '    map $allowlist_bench_limits $limit_bench_limits { 0 $binary_remote_addr; 1 ""; }\n'
+        "    limit_conn_zone $limit_bench_limits zone=bench_limits_conn:5m;\n"
+        "    limit_req_zone $limit_bench_limits zone=bench_limits_rps:5m "
+        f"rate={LIMIT_RPS}r/s;\n"
+        f"{server(HOST)}"
+        f"{second}"
         "}\n"
     )
 
@@ -582,6 +633,37 @@ def manifests(origin: int, cert: bytes, key: bytes) -> dict[str, dict[str, Any]]
             "metadata": {"name": "origin", "namespace": ns},
             "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
         },
+        "ingress-limits": {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {
+                "name": "bench-limits",
+                "namespace": ns,
+                "annotations": {
+                    "nginx.ingress.kubernetes.io/limit-rps": str(LIMIT_RPS),
+                    "nginx.ingress.kubernetes.io/limit-connections": str(LIMIT_CONNECTIONS),
+                },
+            },
+            "spec": {
+                "ingressClassName": "ingressd",
+                "rules": [
+                    {
+                        "host": LIMITS_HOST,
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {
+                                        "service": {"name": "origin", "port": {"number": 80}}
+                                    },
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+        },
         "endpointslice": {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
@@ -631,7 +713,7 @@ def start_ingressd(
     return proc
 
 
-def fetch(port: int, path: str, tls: bool) -> tuple[int, bytes]:
+def fetch(port: int, path: str, tls: bool, host: str = HOST) -> tuple[int, bytes]:
     conn: http.client.HTTPConnection
     if tls:
         ctx = ssl.create_default_context()
@@ -641,7 +723,7 @@ def fetch(port: int, path: str, tls: bool) -> tuple[int, bytes]:
     else:
         conn = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
     try:
-        conn.request("GET", path, headers={"Host": HOST})
+        conn.request("GET", path, headers={"Host": host})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -651,7 +733,7 @@ def fetch(port: int, path: str, tls: bool) -> tuple[int, bytes]:
 def check_proxy(name: str, port: int, scenario: Scenario) -> None:
     """One request by hand: wrk counts 3xx as success and never looks at bodies,
     so a redirect or a wrong route would otherwise pass for a fast proxy."""
-    status, body = fetch(port, scenario.path, scenario.tls)
+    status, body = fetch(port, scenario.path, scenario.tls, scenario.host)
     if status != 200 or body != scenario.expected_body:
         raise BenchError(
             f"{name} answered {status} with {len(body)} bytes ({body[:200]!r}) for "
@@ -684,7 +766,7 @@ def measure(
     scheme = "https" if scenario.tls else "http"
     url = f"{scheme}://{LOOPBACK}:{target.port}{scenario.path}"
     before = tree_cpu_seconds(target.proc.pid)
-    result = run_wrk(tools.wrk, url, opts.duration, opts.connections, opts.threads)
+    result = run_wrk(tools.wrk, url, opts.duration, opts.connections, opts.threads, scenario.host)
     after = tree_cpu_seconds(target.proc.pid)
     if target.proc.poll() is not None:
         raise BenchError(
@@ -872,6 +954,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenarios = names
     if min(args.duration, args.rounds, args.threads) < 1 or args.connections < args.threads:
         p.error("duration, rounds and threads must be >= 1, and connections >= threads")
+    if args.connections >= LIMIT_CONNECTIONS and any(n.startswith("limits") for n in names):
+        p.error(f"the limits scenarios allow fewer than {LIMIT_CONNECTIONS} connections")
     return args
 
 

@@ -9,11 +9,15 @@ the client. What is timed is everything ingressd does per request — parsing,
 route lookup, header handling, forwarding — and nothing the kernel does, so
 ``bench.py``'s CPU per request minus this is the syscall share.
 
-    python loadtests/hotpath.py [--requests 200000] [--access-log off|json|plain] [--profile]
+    python loadtests/hotpath.py [--requests 200000] [--access-log off|json|plain]
+        [--limits off|private|shared] [--profile]
 
 Request counting for /metrics is always on, as in ingressd; the access log is
 off unless asked for, and then written to /dev/null (formatting and the
-buffered writes are timed, the disk is not).
+buffered writes are timed, the disk is not). ``--limits`` puts limit-rps and
+limit-connections on the route (high enough never to refuse), counted in a
+private table (one process) or in one shared between processes, as with
+``--workers`` (a memfd whose buckets take a record lock per request).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import statistics
 import time
 from typing import Any
 
-from ingressd.model import Backend, Endpoint, Route, RouteTable, VirtualHost
+from ingressd.limits import LimitConfig, LimitRegistry
+from ingressd.model import Backend, Endpoint, Route, RoutePolicy, RouteTable, VirtualHost
 from ingressd.proxy.server import ClientConnection, ProxySettings, ProxyState
 from ingressd.proxy.upstream import UpstreamConnection
 
@@ -77,15 +82,25 @@ class MemoryTransport(asyncio.Transport):
         return data
 
 
-def table() -> RouteTable:
+def table(limits: bool = False) -> RouteTable:
     backend = Backend("default/api:80", (ENDPOINT,))
     route = Route("/api", "Prefix", backend, "default/api")
+    if limits:
+        policy = RoutePolicy(limits=LimitConfig(rps=1_000_000, connections=100))
+        route = Route("/api", "Prefix", backend, "default/api", policy)
     vhost = VirtualHost("bench.local", prefix={"/api": route})
     return RouteTable(exact_hosts={"bench.local": vhost})
 
 
-async def run(requests: int, profile: bool, access_log: str = "off") -> list[float]:
-    state = ProxyState(table(), ProxySettings(access_log=access_log))
+async def run(
+    requests: int, profile: bool, access_log: str = "off", limits: str = "off"
+) -> list[float]:
+    state = ProxyState(table(limits != "off"), ProxySettings(access_log=access_log))
+    if limits == "shared":
+        from ingressd.shared_limits import SharedLimits
+
+        shared = SharedLimits(1 << 18, 2)  # as the main process makes it for --workers 2
+        state.limits = LimitRegistry(shared.handle().attach(1))
     if state.access_log is not None:
         state.access_log.fd = os.open(os.devnull, os.O_WRONLY)
     state.pool.max_requests = 1 << 62  # one upstream connection for the whole run
@@ -132,17 +147,24 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the loop")
     parser.add_argument(
+        "--limits",
+        choices=["off", "private", "shared"],
+        default="off",
+        help="limit-rps and limit-connections on the route, counted in a private or a "
+        "shared table (default off)",
+    )
+    parser.add_argument(
         "--access-log", choices=["off", "json", "plain"], default="off", help="default off"
     )
     args = parser.parse_args()
     import uvloop
 
-    batches = uvloop.run(run(args.requests, args.profile, args.access_log))
+    batches = uvloop.run(run(args.requests, args.profile, args.access_log, args.limits))
     median = statistics.median(batches)
     print(
         f"proxied request, Python only: median {median:.2f} us "
         f"(min {min(batches):.2f}, max {max(batches):.2f}; {args.requests} requests, "
-        f"access log {args.access_log})"
+        f"access log {args.access_log}, limits {args.limits})"
     )
     print(f"  = {1e6 / median:,.0f} requests/s per core before any syscall")
 

@@ -19,6 +19,7 @@ from ingressd.annotations import parse_policy
 from ingressd.echo import start_echo
 from ingressd.limits import (
     EXEMPT_CACHE,
+    WAYS,
     ConnLimiter,
     IngressLimiter,
     LimitConfig,
@@ -150,11 +151,21 @@ def test_connection_counts_never_leak_or_go_negative() -> None:
 
 def test_table_stays_bounded_under_a_scan_of_distinct_addresses() -> None:
     limiter = RateLimiter(1, 1, burst=5, cap=100_000)
-    for i in range(200_000):  # all at once: nothing has drained, the oldest go
-        limiter.allow(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 0.0)
-    assert len(limiter) == 100_000
-    assert limiter.check("10.0.0.0", 0) == 0  # forgotten: a fresh bucket
+    table = limiter.table
+    assert table.capacity == 100_000
+    keys = [f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}" for i in range(200_000)]
+    for key in keys:  # all at once: nothing has drained, the oldest go
+        limiter.allow(key, 0.0)
+    # Each bucket of WAYS entries keeps the WAYS clients it saw last (a keyed hash
+    # picks the bucket, so buckets fill unevenly; the table never holds more).
+    by_bucket: dict[int, list[str]] = {}
+    for key in keys:
+        by_bucket.setdefault(table.locate(limiter._hasher, key)[0], []).append(key)
+    kept = {key for bucket in by_bucket.values() for key in bucket[-WAYS:]}
+    assert 0.99 * table.capacity < len(kept) == len(limiter) <= table.capacity
     assert limiter.check("10.3.13.63", 0) == 1000  # the newest is still there
+    for key in keys[::101]:
+        assert limiter.check(key, 0) == (1000 if key in kept else 0), key  # 0: forgotten
 
 
 def test_drained_clients_are_forgotten_as_new_ones_arrive() -> None:
