@@ -185,7 +185,9 @@ def snapshot_once(cluster: Cluster, namespace: str | None = None) -> Snapshot:
             items, _ = list_objects(list_call(cluster, resource, namespace), resource)
         except (ApiException, HTTPError, OSError, ValueError) as exc:
             # ValueError: a body that is not JSON, from something that is not an API server.
-            raise ListError(f"cannot list {resource.kind} objects: {brief(exc)}") from exc
+            raise ListError(
+                f"{cluster.describe()}: cannot list {resource.kind} objects: {brief(exc)}"
+            ) from exc
         store.replace_all(resource.kind, items)
     return store.snapshot()
 

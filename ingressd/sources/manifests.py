@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import watchfiles
@@ -30,7 +31,7 @@ import yaml
 
 from .. import yamlsafe
 from ..model import Problem
-from ..store import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, describe
+from ..store import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, describe
 
 log = logging.getLogger("ingressd.manifests")
 
@@ -655,6 +656,65 @@ def _fill_store(store: ObjectStore, good: dict[Path, list[Obj]]) -> list[Problem
             first_seen[key] = path
             store.put(obj, origin=str(path))
     return problems
+
+
+# ---------------------------------------------------------------- the named class
+
+
+IMPLIED_ORIGIN = "--ingress-class"
+
+
+class ImpliedClass:
+    """Manifest mode with ``--ingress-class NAME``: the IngressClass NAME, taken as ours
+    when the folder does not hold one.
+
+    A folder of application manifests rarely holds the IngressClass: it is
+    installed with the controller. So ``ingressd check --controller-name
+    k8s.io/ingress-nginx --ingress-class nginx`` on such a folder would call
+    every Ingress of class nginx unowned. Naming the class says which class
+    this ingressd is installed as, so it stands in for the object, with
+    ``spec.controller`` = ``--controller-name``; an IngressClass NAME in the
+    folder always wins. In cluster mode the cluster's IngressClasses decide.
+
+    Snapshots keep their kinds' mappings (and this object) identical while
+    nothing changes, which is how the builder tells what changed.
+    """
+
+    def __init__(self, name: str, controller: str) -> None:
+        self.name = name
+        self.controller = controller
+        self.obj: Obj = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": {"name": name},
+            "spec": {"controller": controller},
+        }
+        self.active = False  # the last snapshot needed it
+        self._classes: Any = None  # the folder's IngressClass mapping last seen, and ours
+        self._with: Any = None
+        self._origins: Any = None
+        self._origins_with: Any = None
+
+    def apply(self, snapshot: Snapshot) -> Snapshot:
+        classes = snapshot.of("IngressClass")
+        self.active = ("", self.name) not in classes
+        if not self.active:
+            return snapshot
+        if classes is not self._classes:
+            self._classes = classes
+            self._with = MappingProxyType({**classes, ("", self.name): self.obj})
+        if snapshot.origins is not self._origins:
+            self._origins = snapshot.origins
+            key = ("IngressClass", "", self.name)
+            self._origins_with = MappingProxyType({**snapshot.origins, key: IMPLIED_ORIGIN})
+        objects = {**snapshot.objects, "IngressClass": self._with}
+        return Snapshot(MappingProxyType(objects), snapshot.slices_by_service, self._origins_with)
+
+    def note(self, root: Path) -> str:
+        return (
+            f"IngressClass {self.name!r} is not in {root}: taken as ingressd's "
+            f"(controller {self.controller}), as --ingress-class names it"
+        )
 
 
 # ---------------------------------------------------------------- watching
