@@ -102,8 +102,6 @@ def run_ingressd(args: list[str], tmp_path: Path) -> tuple[int, str]:
 def test_a_port_in_use_is_one_line_exit_1_and_nothing_left(
     tmp_path: Path, command: str, flag: str, workers: int
 ) -> None:
-    if command == "demo" and workers == 2 and flag == "--https-port":
-        pytest.skip("covered by serve with 2 workers and demo's other ports")
     with occupied() as port:
         ports = {f: port if f == flag else free_port() for f in FLAGS}
         args = [command, "--manifests", str(manifests(tmp_path)), "--address", LOCALHOST]
