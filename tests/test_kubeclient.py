@@ -173,20 +173,20 @@ def test_an_unusable_kubeconfig_is_one_line_naming_the_file_and_exit_code_2(
     elif content is not None:
         path.write_text(content)
     argv = [command, "--kubeconfig", str(path)]
-    if command == "serve":
-        # The real command, bounded in time: were it to accept the file, it would serve.
-        argv += ["--address", "127.0.0.1", "--workers", "1"]
-        for flag in ("--http-port", "--https-port", "--admin-port"):
-            argv += [flag, str(free_port())]
-        code, err = run_serve(argv, tmp_path)
-    else:
-        code, err = main(argv), capsys.readouterr().err
+    code, err = run_command(argv, tmp_path, capsys)
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith(f"ingressd {command}: kubeconfig {path}: {reason}"), err
 
 
-def run_serve(argv: list[str], cwd: Path) -> tuple[int, str]:
+def run_command(argv: list[str], cwd: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """check in this process; serve as the real command, bounded in time: were it
+    to accept what it is given, it would serve (on free ports) until stopped."""
+    if argv[0] == "check":
+        return main(argv), capsys.readouterr().err
+    argv = [*argv, "--address", "127.0.0.1", "--workers", "1"]
+    for flag in ("--http-port", "--https-port", "--admin-port"):
+        argv += [flag, str(free_port())]
     env = {k: v for k, v in os.environ.items() if k not in AMBIENT}
     env.update(HOME=str(cwd / "home"), PYTHONPATH=str(REPO_ROOT))
     try:
@@ -201,17 +201,20 @@ def run_serve(argv: list[str], cwd: Path) -> tuple[int, str]:
         )
     except subprocess.TimeoutExpired:
         raise AssertionError(
-            f"ingressd {' '.join(argv)} did not exit: it accepted the file"
+            f"ingressd {' '.join(argv)} did not exit: it started serving"
         ) from None
     return proc.returncode, proc.stderr
 
 
 @pytest.mark.parametrize("command", ["serve", "check"])
 def test_in_cluster_outside_a_pod_says_so(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
 ) -> None:
-    assert main([command, "--in-cluster"]) == 2
-    err = capsys.readouterr().err
+    code, err = run_command([command, "--in-cluster"], tmp_path, capsys)
+    assert code == 2
     assert err == (
         f"ingressd {command}: --in-cluster: not running in a Pod (KUBERNETES_SERVICE_HOST "
         "and KUBERNETES_SERVICE_PORT are not set)\n"
@@ -229,10 +232,10 @@ def test_in_cluster_outside_a_pod_says_so(
 
 @pytest.mark.parametrize("command", ["serve", "check"])
 def test_no_cluster_at_all_points_at_manifests_and_demo(
-    capsys: pytest.CaptureFixture[str], command: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
-    assert main([command]) == 2
-    err = capsys.readouterr().err
+    code, err = run_command([command], tmp_path, capsys)
+    assert code == 2
     assert err.count("\n") == 1, err
     assert err.startswith(f"ingressd {command}: no Kubernetes cluster configured: no --kubeconfig")
     assert f"ingressd {command} --manifests DIR" in err
