@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from .config import ServeConfig
 from .controller import Controller
 from .limits import LimitRegistry
+from .listeners import Listener, ListenError, bind, bind_all, close
 from .metrics import Metrics
 from .model import RouteTable
 from .proxy.server import ProxyState
@@ -70,9 +72,27 @@ def admin_app(
     return app
 
 
+def proxy_listeners(config: ServeConfig) -> tuple[Listener, Listener]:
+    """The HTTP and HTTPS listeners."""
+    return (
+        Listener("--http-port", config.address, config.http_port),
+        Listener("--https-port", config.address, config.https_port),
+    )
+
+
+def admin_listener(config: ServeConfig) -> Listener:
+    return Listener("--admin-port", config.address, config.admin_port)
+
+
 async def serve(
     config: ServeConfig, started: asyncio.Event | None = None, stop: asyncio.Event | None = None
 ) -> None:
+    """Run until ``stop`` (or SIGTERM/SIGINT), then drain and return.
+
+    Raises KubeConfigError when the cluster configuration is unusable and
+    ListenError when a listener cannot be bound (then nothing was started: no
+    worker process, no watch), or later when a worker cannot bind its ports.
+    """
     loop = asyncio.get_running_loop()
     # ``stop`` (SIGTERM, SIGINT) begins the shutdown: /readyz turns unready at
     # once while the listeners keep accepting for --shutdown-delay, so load
@@ -96,6 +116,7 @@ async def serve(
         # The delay is this process's to keep; workers stop accepting when told.
         worker_config = dataclasses.replace(config, shutdown_delay=0.0)
         pool = WorkerPool(worker_config, config.workers, logging.getLogger().getEffectiveLevel())
+        pool.on_fatal = stop.set  # a worker cannot bind its ports: give up
 
     def proxy_view() -> ProxyView:
         if pool is not None:
@@ -111,54 +132,76 @@ async def serve(
         config.default_certificate,
         publish=pool.publish if pool is not None else None,
     )
+    # The configuration is checked first (an unusable kubeconfig is a usage
+    # error), then every port is bound, before any process, watch or listener
+    # starts: a port in use ends the start here, with nothing to clean up.
     run_source = _source(config, controller)
-
-    tasks = []
+    unowned: list[socket.socket] = []  # bound here, not (yet) handed to a server
+    tasks: list[asyncio.Task] = []
     proxy = None
-    if pool is not None:
-        pool.start()
-        tasks.append(loop.create_task(pool.supervise(closing)))
-    else:
-        proxy = loop.create_task(serve_proxy(config, state, selector, closing))
-        await until_listening(proxy, state)
-
-    def readiness() -> str | None:
-        if stop.is_set():
-            return "shutting down"
-        if pool is not None and not pool.ready:
-            return pool.describe()
-        return None
-
-    metrics = Metrics(proxy_view, controller.stats, lambda: state.table)
-    runner = web.AppRunner(admin_app(controller, state, readiness, metrics), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, config.address, config.admin_port).start()
-    tasks.append(loop.create_task(run_source(closing)))
-    log.info(
-        "ingressd serving %s: http %s:%d, https %s:%d, admin %s:%d, %s",
-        config.manifests or "the cluster",
-        config.address,
-        config.http_port,
-        config.address,
-        config.https_port,
-        config.address,
-        config.admin_port,
-        f"{config.workers} worker processes" if pool is not None else "1 process",
-    )
+    runner = None
+    started_serving = False
     try:
+        admin = bind(admin_listener(config))
+        unowned += admin
+        if pool is not None:
+            # Held, not listening (the kernel gives connections to listening
+            # sockets only), so no other program takes the ports the workers
+            # will bind with SO_REUSEPORT.
+            unowned += bind_all(list(proxy_listeners(config)), reuse_port=True)
+            pool.start()
+            tasks.append(loop.create_task(pool.supervise(closing)))
+        else:
+            http_listener, https_listener = proxy_listeners(config)
+            http = bind(http_listener)
+            unowned += http
+            https = bind(https_listener)
+            for sock in http:
+                unowned.remove(sock)  # serve_proxy owns them from here on
+            proxy = loop.create_task(
+                serve_proxy(config, state, selector, closing, sockets=(http, https))
+            )
+            await until_listening(proxy, state)
+
+        def readiness() -> str | None:
+            if stop.is_set():
+                return "shutting down"
+            if pool is not None and not pool.ready:
+                return pool.describe()
+            return None
+
+        metrics = Metrics(proxy_view, controller.stats, lambda: state.table)
+        runner = web.AppRunner(admin_app(controller, state, readiness, metrics), access_log=None)
+        await runner.setup()
+        for sock in admin:
+            await web.SockSite(runner, sock).start()
+            unowned.remove(sock)
+        tasks.append(loop.create_task(run_source(closing)))
+        log.info(
+            "ingressd serving %s: http %s, https %s, admin %s, %s",
+            config.manifests or "the cluster",
+            *(
+                f"{lis.address}:{lis.port}"
+                for lis in (*proxy_listeners(config), admin_listener(config))
+            ),
+            f"{config.workers} worker processes" if pool is not None else "1 process",
+        )
+        started_serving = True
         if started is not None:
             started.set()
         await stop.wait()
         state.draining = True  # responses from now on close their connections
         if pool is not None:
             pool.drain()
-        if config.shutdown_delay > 0:
+        if config.shutdown_delay > 0 and (pool is None or pool.fatal is None):
             log.info("shutting down: not ready; still accepting for %.1f s", config.shutdown_delay)
             await asyncio.sleep(config.shutdown_delay)
     finally:
-        log.info(
-            "shutting down: closing the listeners; draining for up to %.1f s", config.shutdown_grace
-        )
+        if started_serving:
+            log.info(
+                "shutting down: closing the listeners; draining for up to %.1f s",
+                config.shutdown_grace,
+            )
         stop.set()
         closing.set()
         # The source goes first: a leader hands its lease over while we drain.
@@ -169,7 +212,11 @@ async def serve(
             await pool.stop(config.shutdown_grace)
         if proxy is not None:
             await asyncio.gather(proxy, return_exceptions=True)
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
+        close(unowned)
+    if pool is not None and pool.fatal is not None:
+        raise ListenError(pool.fatal)
 
 
 async def until_listening(proxy: asyncio.Task, state: ProxyState) -> None:
@@ -186,28 +233,47 @@ async def serve_proxy(
     selector: CertificateSelector,
     stop: asyncio.Event,
     reuse_port: bool = False,
+    sockets: tuple[list[socket.socket], list[socket.socket]] | None = None,
 ) -> None:
-    """Listen on the proxy ports until ``stop``, then drain the connections."""
+    """Listen on the proxy ports until ``stop``, then drain the connections.
+
+    ``sockets``: the HTTP and HTTPS sockets, bound already (and closed here
+    whatever happens); else they are bound here (a worker process, with
+    SO_REUSEPORT), raising ListenError.
+    """
     loop = asyncio.get_running_loop()
-    servers = [
-        await loop.create_server(
-            state.protocol_factory(False),
-            config.address,
-            config.http_port,
-            reuse_address=True,
-            reuse_port=reuse_port or None,
-            backlog=1024,
-        ),
-        await loop.create_server(
-            state.protocol_factory(True),
-            config.address,
-            config.https_port,
-            ssl=selector.default_context,
-            reuse_address=True,
-            reuse_port=reuse_port or None,
-            backlog=1024,
-        ),
+    listeners = proxy_listeners(config)
+    if sockets is None:
+        http = bind(listeners[0], reuse_port=reuse_port)
+        try:
+            https = bind(listeners[1], reuse_port=reuse_port)
+        except ListenError:
+            close(http)
+            raise
+        sockets = (http, https)
+    servers: list[asyncio.AbstractServer] = []
+    pending = [
+        (sock, tls, listener)
+        for tls, listener, socks in zip((False, True), listeners, sockets, strict=True)
+        for sock in socks
     ]
+    try:
+        for sock, tls, listener in pending:
+            try:
+                server = await loop.create_server(
+                    state.protocol_factory(tls),
+                    sock=sock,
+                    ssl=selector.default_context if tls else None,
+                    backlog=1024,
+                )
+            except OSError as exc:  # listen() itself can fail
+                raise ListenError.from_os(listener, exc) from None
+            servers.append(server)
+    except BaseException:
+        for server in servers:
+            server.close()
+        close([sock for sock, _, _ in pending[len(servers) :]])
+        raise
     state.listening = True
     try:
         await stop.wait()
@@ -238,10 +304,29 @@ def _source(
         return ClusterRunner.from_config(config.cluster, controller).run
     if config.manifests is None:
         raise ValueError("ServeConfig needs manifests or cluster")
-    from .sources.manifests import ManifestSource
+    from .sources.manifests import LoadResult, ManifestSource
 
-    source = ManifestSource(
-        config.manifests, lambda result: controller.apply(result.store.snapshot(), result.problems)
-    )
+    root = config.manifests
+    implied = None
+    if config.imply_ingress_class:
+        from .sources.manifests import ImpliedClass
+
+        implied = ImpliedClass(config.build.ingress_class, config.build.controller_name)
+    said = False
+
+    def on_load(result: LoadResult) -> None:
+        nonlocal said
+        snapshot = result.store.snapshot()
+        if implied is not None:
+            snapshot = implied.apply(snapshot)
+            if implied.active != said:  # said once, and again only when it changes
+                said = implied.active
+                if said:
+                    log.info("%s", implied.note(root))
+                else:
+                    log.info("IngressClass %r is now defined in %s", implied.name, root)
+        controller.apply(snapshot, result.problems)
+
+    source = ManifestSource(root, on_load)
     source.load()  # the first table exists before the first connection is accepted
     return source.run

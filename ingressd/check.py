@@ -58,15 +58,18 @@ class RouteReport:
 
 @dataclass(frozen=True, slots=True)
 class TLSReport:
-    hosts: tuple[str, ...]
+    hosts: tuple[str, ...]  # as listed; without a list, the Ingress's rule hosts
     secret: str  # "" when the entry names none: the default certificate serves it
     found: bool
     error: str | None = None  # why the Secret is unusable
     uncovered: tuple[str, ...] = ()  # hosts its certificate does not name
+    # The entry lists no hosts: as in ingress-nginx, its certificate serves the
+    # rule hosts it covers; the uncovered ones get the default, which is no fault.
+    implicit: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.uncovered
+        return self.error is None and (self.implicit or not self.uncovered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,8 @@ class CheckReport:
     ingresses: tuple[IngressReport, ...]
     # Problems not tied to one Ingress: files that do not parse, rejected objects.
     problems: tuple[str, ...] = ()
+    # How the input was read, said once: an IngressClass taken from --ingress-class.
+    notes: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -130,6 +135,7 @@ def check(
     source_problems: Iterable[Problem] = (),
     *,
     now: float | None = None,
+    notes: Iterable[str] = (),
 ) -> CheckReport:
     """Report on every Ingress in ``snapshot``; ``source_problems`` are the loader's."""
     table = build_table(snapshot, options, now=now)
@@ -145,7 +151,7 @@ def check(
         _ingress(snapshot, options, ing, by_ingress.get(object_key(ing), []), now)
         for ing in ingresses
     )
-    return CheckReport(reports, tuple(loose))
+    return CheckReport(reports, tuple(loose), tuple(notes))
 
 
 def _ingress(
@@ -230,23 +236,25 @@ def _tls(snap: Snapshot, ing: Obj, now: float | None) -> Iterable[TLSReport]:
     rules = map(_mapping, _list(spec.get("rules")))
     rule_hosts = tuple(sorted({str(r.get("host") or "").lower() for r in rules} - {""}))
     for entry in map(_mapping, _list(spec.get("tls"))):
-        # As in the builder: an entry without hosts covers the Ingress's rule hosts.
-        hosts = tuple(str(h).lower() for h in _list(entry.get("hosts"))) or rule_hosts
+        # As in the builder: an entry without hosts is about the Ingress's rule hosts.
+        listed = tuple(str(h).lower() for h in _list(entry.get("hosts")))
+        hosts, implicit = listed or rule_hosts, not listed
         secret_name = str(entry.get("secretName") or "")
         if not secret_name:
-            yield TLSReport(hosts, "", False)
+            yield TLSReport(hosts, "", False, implicit=implicit)
             continue
         secret = snap.get("Secret", ns, secret_name)
         if secret is None:
-            yield TLSReport(hosts, secret_name, False, f"TLS Secret {ns}/{secret_name} not found")
+            error = f"TLS Secret {ns}/{secret_name} not found"
+            yield TLSReport(hosts, secret_name, False, error, implicit=implicit)
             continue
         try:
             cert = load_certificate(secret, now=now)
         except TLSError as exc:
-            yield TLSReport(hosts, secret_name, True, str(exc))
+            yield TLSReport(hosts, secret_name, True, str(exc), implicit=implicit)
             continue
         uncovered = tuple(h for h in hosts if not cert.covers(h))
-        yield TLSReport(hosts, secret_name, True, None, uncovered)
+        yield TLSReport(hosts, secret_name, True, None, uncovered, implicit)
 
 
 # -- rendering -------------------------------------------------------------------------
@@ -259,6 +267,7 @@ def shown(report: CheckReport, show_all: bool = False) -> list[IngressReport]:
 def render_json(report: CheckReport, show_all: bool = False) -> str:
     """One JSON document: the Ingresses shown, input problems and summary counts."""
     doc = {
+        "notes": list(report.notes),
         "ingresses": [_ingress_json(i) for i in shown(report, show_all)],
         "problems": list(report.problems),
         "summary": report.summary(),
@@ -279,7 +288,7 @@ def _ingress_json(report: IngressReport) -> dict[str, Any]:
 
 def render_text(report: CheckReport, show_all: bool = False) -> str:
     """What a person reads: each Ingress shown in detail, then a summary."""
-    lines: list[str] = []
+    lines = [f"Note: {note}" for note in report.notes] + ([""] if report.notes else [])
     detailed = shown(report, show_all)
     for ingress in detailed:
         lines += _ingress_text(ingress)
@@ -334,6 +343,8 @@ def _route_row(route: RouteReport) -> list[str]:
 
 
 def _tls_text(tls: TLSReport) -> str:
+    if tls.implicit:
+        return _implicit_tls_text(tls)
     hosts = ", ".join(tls.hosts) or "(no hosts)"
     if not tls.secret:
         return f"{hosts}: no secretName, the default certificate"
@@ -342,6 +353,30 @@ def _tls_text(tls: TLSReport) -> str:
     if tls.uncovered:
         return f"{hosts}: Secret {tls.secret} valid, but does not cover {', '.join(tls.uncovered)}"
     return f"{hosts}: Secret {tls.secret} valid, covers every host"
+
+
+def _implicit_tls_text(tls: TLSReport) -> str:
+    """An entry without hosts: which rule hosts it serves, as ingress-nginx picks them."""
+    if not tls.hosts:
+        # Only host-less rules: the catch-all server, which keeps the default certificate.
+        head = "no hosts listed, and the rules name none"
+        if not tls.secret:
+            return f"{head}: no secretName; applies to no host"
+        if tls.error is not None:
+            return f"{head}: {tls.error}; it would apply to no host anyway"
+        return f"{head}: Secret {tls.secret} valid, but it applies to no host"
+    head = f"no hosts listed, so the rule hosts {', '.join(tls.hosts)}"
+    if not tls.secret:
+        return f"{head}: no secretName, the default certificate"
+    if tls.error is not None:
+        return f"{head}: {tls.error}; they get the default certificate"
+    covered = [h for h in tls.hosts if h not in tls.uncovered]
+    if not covered:
+        return f"{head}: Secret {tls.secret} valid but covers none of them; the default certificate"
+    served = f"Secret {tls.secret} valid, serves {', '.join(covered)}"
+    if tls.uncovered:
+        served += f"; {', '.join(tls.uncovered)} get the default certificate"
+    return f"{head}: {served}"
 
 
 def _annotation_row(annotation: AnnotationReport) -> list[str]:

@@ -1,29 +1,27 @@
-"""Command line: ``ingressd serve``, ``ingressd demo`` and ``ingressd check``.
-
-Tuning options, accepted by serve and demo but left out of their --help:
-  --proxy-connect-timeout SECONDS  connecting to an upstream (default 5)
-  --proxy-send-timeout SECONDS     upstream not accepting the request (default 60)
-  --proxy-read-timeout SECONDS     upstream silent while a response is due (default 60)
-Like ingress-nginx's proxy-*-timeout settings: connect -> 504, send/read -> 504
-(or a cut-off response once it has started).
-  --client-header-timeout SECONDS  whole request head must arrive within (default 60) -> 408
-  --client-body-timeout SECONDS    gap allowed between request body reads (default 60) -> 408
-  --keepalive-timeout SECONDS      idle keep-alive connection closed after (default 75)
-"""
+"""Command line: ingressd serve, ingressd demo and ingressd check."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import __version__, access_log, logs
 from .annotations import parse_buffer_size, parse_cidrs, parse_size
 from .app import serve
 from .check import check, render_json, render_text
-from .config import WATCH_SECONDS, ClusterConfig, KubeConfigError, ServeConfig
+from .config import (
+    WATCH_SECONDS,
+    ClusterConfig,
+    KubeConfigError,
+    NoClusterError,
+    ServeConfig,
+)
 from .limits import DEFAULT_ENTRIES
+from .listeners import ListenError
 from .model import Problem
 from .proxy.server import ProxySettings
 from .proxy.upstream import DEFAULT_HEAD_LIMIT
@@ -31,163 +29,70 @@ from .routing.build import DEFAULT_CONTROLLER, BuildOptions
 from .store import Snapshot
 from .workers import default_count
 
+DEFAULT_INGRESS_CLASS = "ingressd"
 
-def _common(
-    p: argparse.ArgumentParser, address: str, shutdown_delay: float, access: str = "json"
-) -> None:
-    p.add_argument("--address", default=address, help=f"address to listen on (default {address})")
-    p.add_argument(
-        "--shutdown-delay",
-        type=_seconds_or_zero,
-        default=shutdown_delay,
-        metavar="SECONDS",
-        help="on SIGTERM, keep accepting this long while /readyz says unready, so load "
-        f"balancers stop sending first (default {shutdown_delay:g})",
-    )
-    p.add_argument(
-        "--shutdown-grace",
-        type=_seconds_or_zero,
-        default=10.0,
-        metavar="SECONDS",
-        help="then let open requests and WebSockets finish for up to this long (default 10)",
-    )
-    p.add_argument("--http-port", type=int, default=8080, help="plain HTTP port (default 8080)")
-    p.add_argument("--https-port", type=int, default=8443, help="HTTPS port (default 8443)")
-    p.add_argument(
-        "--admin-port",
-        type=int,
-        default=10254,
-        help="port of /healthz, /readyz, /problems and /metrics (default 10254)",
-    )
-    p.add_argument(
-        "--https-redirect-port",
-        type=int,
-        default=None,
-        help="port put in HTTP->HTTPS redirects (default: --https-port; 443 behind "
-        "a load balancer that maps it)",
-    )
-    _class_options(p)
-    p.add_argument(
-        "--default-certificate",
-        metavar="NS/NAME",
-        help="TLS Secret served to hosts without a certificate of their own",
-    )
-    p.add_argument(
-        "--proxy-body-size",
-        type=_size,
-        default=1024 * 1024,
-        metavar="SIZE",
-        help="largest request body (like ingress-nginx: 1m; 0 = unlimited); larger get 413",
-    )
-    p.add_argument(
-        "--proxy-buffer-size",
-        type=_buffer_size,
-        default=DEFAULT_HEAD_LIMIT,
-        metavar="SIZE",
-        help="largest upstream response head, status line and headers (like ingress-nginx: "
-        "4k; up to 1m); larger get 502, the proxy-buffer-size annotation overrides it",
-    )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument(
-        "--log-format",
-        default="text",
-        choices=logs.FORMATS,
-        help="the process log on stderr: text lines, or JSON objects (default text)",
-    )
-    p.add_argument(
-        "--access-log",
-        default=access,
-        choices=access_log.FORMATS,
-        help="one line per request on stdout: JSON, a combined-log-like plain line, or "
-        f"none (default {access})",
-    )
-    p.add_argument(
-        "--trusted-proxies",
-        type=_cidrs,
-        default=(),
-        metavar="CIDR[,CIDR]",
-        help="load balancers or proxies in front of ingressd: from these peers, the "
-        "X-Forwarded-For header names the client (for source ranges, limits, X-Real-IP); "
-        "from anyone else it is replaced by the peer's address (default: none)",
-    )
-    p.add_argument(
-        "--max-connections",
-        type=_positive,
-        default=16384,
-        metavar="N",
-        help="open client connections per worker process; at the cap, idle keep-alive "
-        "connections are closed to make room, else new ones get 503 (default 16384)",
-    )
-    p.add_argument(
-        "--limit-entries",
-        type=_positive,
-        default=DEFAULT_ENTRIES,
-        metavar="N",
-        help="clients the limit-rps/-rpm/-connections counters remember, over all Ingresses "
-        "and shared by the workers: N x (64 + 4 x workers) bytes; drained clients are "
-        f"forgotten first, then the least recently seen (default {DEFAULT_ENTRIES})",
-    )
-    p.add_argument(
-        "--upstream-max-fails",
-        type=int,
-        default=3,
-        metavar="N",
-        help="consecutive failed connections that take an endpoint out of rotation "
-        "(passive health; 0 = never; default 3)",
-    )
-    p.add_argument(
-        "--upstream-fail-timeout",
-        type=_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="how long such an endpoint stays out, doubled while it keeps failing (default 10)",
-    )
-    # Documented in the module docstring (``ingressd --help``), hidden from each command's.
-    for flag, default in (
-        ("proxy-connect", 5.0),
-        ("proxy-send", 60.0),
-        ("proxy-read", 60.0),
-        ("client-header", 60.0),
-        ("client-body", 60.0),
-        ("keepalive", 75.0),
-    ):
-        p.add_argument(
-            f"--{flag}-timeout",
-            type=_seconds,
-            default=default,
-            metavar="SECONDS",
-            help=argparse.SUPPRESS,
-        )
+# Exit codes, the same for every command (README: "Exit codes").
+EXIT_OK = 0
+EXIT_FAILED = 1  # serve/demo: a listener could not be bound; check: problems found
+EXIT_USAGE = 2  # bad arguments, or input/configuration that cannot be used at all
+
+DESCRIPTION = """\
+ingressd: a Kubernetes ingress controller and reverse proxy for Ingresses
+written for ingress-nginx.
+
+  ingressd serve --manifests DIR   serve the Ingresses of a folder of manifests
+  ingressd serve                   serve the Ingresses of the cluster, found as
+                                   kubectl finds it (--kubeconfig, --in-cluster)
+  ingressd demo                    serve the bundled examples/ with demo upstreams
+  ingressd check                   report what ingressd would do with each Ingress
+
+Run "ingressd COMMAND --help" for the options of a command.
+
+exit codes: 0 success; 1 serve/demo: a listener could not be bound, check:
+an Ingress has problems or an annotation is refused or invalid; 2 the
+arguments, the kubeconfig or the input cannot be used."""
+
+NO_CLUSTER_HINT = {
+    "serve": "to serve a folder of manifests instead: ingressd serve --manifests DIR; "
+    "to try ingressd: ingressd demo",
+    "check": "to check a folder of manifests instead: ingressd check --manifests DIR",
+}
 
 
-def _class_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--ingress-class",
-        default="ingressd",
-        help="value of the legacy kubernetes.io/ingress.class annotation to serve",
-    )
-    p.add_argument(
-        "--controller-name",
-        default=DEFAULT_CONTROLLER,
-        help=f"spec.controller of IngressClasses to serve (default {DEFAULT_CONTROLLER})",
-    )
+class _Formatter(argparse.HelpFormatter):
+    """Every option's help ends with its default: "(default: ...)".
+
+    Options whose default is not a plain value (None: "as kubectl finds it",
+    "the HTTPS port") say it in their own help text, which the help test checks.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None:
+            return text
+        return f"{text} (default: {_shown(action.default)})"
 
 
-def _sources(p: argparse.ArgumentParser, manifests_help: str) -> None:
-    """Where the objects come from; none of them means the cluster, as kubectl finds it."""
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--manifests", type=Path, metavar="DIR", help=manifests_help)
-    source.add_argument("--kubeconfig", type=Path, metavar="PATH", help="kubeconfig file to use")
-    source.add_argument(
-        "--in-cluster",
-        action="store_true",
-        help="use the Pod's service account (as in deploy/)",
-    )
-    p.add_argument(
-        "--watch-namespace",
-        metavar="NS",
-        help="read only this namespace of the cluster (default: all namespaces)",
-    )
+class _TopFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """The top-level help: its description is laid out by hand."""
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value).replace("%", "%%")
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (1-65535)")
+    return int(value)
 
 
 def _size(value: str) -> int:
@@ -217,6 +122,12 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 0")
+    return int(value)
+
+
 def _seconds_or_zero(value: str) -> float:
     try:
         seconds = float(value)
@@ -237,14 +148,208 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _listeners(p: argparse.ArgumentParser, address: str) -> None:
+    g = p.add_argument_group("listeners")
+    g.add_argument("--address", default=address, help="address to listen on")
+    g.add_argument("--http-port", type=_port, default=8080, metavar="PORT", help="plain HTTP port")
+    g.add_argument("--https-port", type=_port, default=8443, metavar="PORT", help="HTTPS port")
+    g.add_argument(
+        "--admin-port",
+        type=_port,
+        default=10254,
+        metavar="PORT",
+        help="port of /healthz, /readyz, /problems and /metrics",
+    )
+    g.add_argument(
+        "--https-redirect-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="port put in HTTP->HTTPS redirects; 443 behind a load balancer that maps it "
+        "(default: the HTTPS port)",
+    )
+
+
+def _common(
+    p: argparse.ArgumentParser, address: str, shutdown_delay: float, access: str = "json"
+) -> None:
+    _listeners(p, address)
+    _class_options(p)
+    g = p.add_argument_group("serving")
+    g.add_argument(
+        "--default-certificate",
+        metavar="NS/NAME",
+        help="TLS Secret served to hosts without a certificate of their own "
+        "(default: a self-signed certificate made at start)",
+    )
+    g.add_argument(
+        "--proxy-body-size",
+        type=_size,
+        default=1024 * 1024,
+        metavar="SIZE",
+        help="largest request body, as ingress-nginx's proxy-body-size (8k, 1m, 1g; "
+        "0 = unlimited); larger get 413 (default: 1m)",
+    )
+    g.add_argument(
+        "--proxy-buffer-size",
+        type=_buffer_size,
+        default=DEFAULT_HEAD_LIMIT,
+        metavar="SIZE",
+        help="largest upstream response head, status line and headers, as ingress-nginx's "
+        "proxy-buffer-size (up to 1m); larger get 502, the proxy-buffer-size annotation "
+        "overrides it (default: 4k)",
+    )
+    g.add_argument(
+        "--trusted-proxies",
+        type=_cidrs,
+        default=(),
+        metavar="CIDR[,CIDR]",
+        help="load balancers or proxies in front of ingressd: from these peers, the "
+        "X-Forwarded-For header names the client (for source ranges, limits, X-Real-IP); "
+        "from anyone else it is replaced by the peer's address",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=16384,
+        metavar="N",
+        help="open client connections per worker process; at the cap, idle keep-alive "
+        "connections are closed to make room, else new ones get 503",
+    )
+    g.add_argument(
+        "--limit-entries",
+        type=_positive,
+        default=DEFAULT_ENTRIES,
+        metavar="N",
+        help="clients the limit-rps/-rpm/-connections counters remember, over all Ingresses "
+        "and shared by the workers: N x (64 + 4 x workers) bytes; drained clients are "
+        "forgotten first, then the least recently seen",
+    )
+    g.add_argument(
+        "--upstream-max-fails",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="consecutive failed connections that take an endpoint out of rotation "
+        "(passive health; 0 = never)",
+    )
+    g.add_argument(
+        "--upstream-fail-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long such an endpoint stays out, doubled while it keeps failing",
+    )
+    t = p.add_argument_group(
+        "timeouts",
+        "as ingress-nginx's settings of the same names; a slow upstream gets "
+        "504 (or a cut-off response once it has started), a slow client 408",
+    )
+    for flag, default, what in (
+        ("proxy-connect", 5.0, "connecting to an upstream"),
+        ("proxy-send", 60.0, "an upstream not accepting the request"),
+        ("proxy-read", 60.0, "an upstream silent while a response is due"),
+        ("client-header", 60.0, "the whole request head of a client"),
+        ("client-body", 60.0, "a gap between reads of a request body"),
+        ("keepalive", 75.0, "an idle keep-alive client connection before it is closed"),
+    ):
+        t.add_argument(
+            f"--{flag}-timeout", type=_seconds, default=default, metavar="SECONDS", help=what
+        )
+    s = p.add_argument_group("shutdown")
+    s.add_argument(
+        "--shutdown-delay",
+        type=_seconds_or_zero,
+        default=shutdown_delay,
+        metavar="SECONDS",
+        help="on SIGTERM, keep accepting this long while /readyz says unready, so load "
+        "balancers stop sending first",
+    )
+    s.add_argument(
+        "--shutdown-grace",
+        type=_seconds_or_zero,
+        default=10.0,
+        metavar="SECONDS",
+        help="then let open requests and WebSockets finish for up to this long",
+    )
+    o = p.add_argument_group("logs")
+    o.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the least severe process log messages shown",
+    )
+    o.add_argument(
+        "--log-format",
+        default="text",
+        choices=logs.FORMATS,
+        help="the process log on stderr: text lines, or JSON objects",
+    )
+    o.add_argument(
+        "--access-log",
+        default=access,
+        choices=access_log.FORMATS,
+        help="one line per request on stdout: JSON, a combined-log-like plain line, or none",
+    )
+
+
+def _class_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("which Ingresses")
+    g.add_argument(
+        "--ingress-class",
+        default=None,
+        metavar="NAME",
+        help="the class to serve: Ingresses with the legacy kubernetes.io/ingress.class "
+        "annotation NAME are ours; with --manifests, an IngressClass NAME that the folder "
+        f"does not hold is taken as ours (default: {DEFAULT_INGRESS_CLASS}, whose "
+        "IngressClass must exist)",
+    )
+    g.add_argument(
+        "--controller-name",
+        default=DEFAULT_CONTROLLER,
+        metavar="NAME",
+        help="spec.controller of the IngressClasses to serve",
+    )
+
+
+def _sources(p: argparse.ArgumentParser, manifests_help: str) -> None:
+    """Where the objects come from; none of them means the cluster, as kubectl finds it."""
+    g = p.add_argument_group("source (one of)")
+    source = g.add_mutually_exclusive_group()
+    source.add_argument(
+        "--manifests",
+        type=Path,
+        metavar="DIR",
+        help=f"{manifests_help} (default: the cluster)",
+    )
+    source.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="kubeconfig file to use (default: as kubectl finds it: KUBECONFIG, "
+        "~/.kube/config, else the Pod's service account)",
+    )
+    source.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="use the Pod's service account (as in deploy/)",
+    )
+    g.add_argument(
+        "--watch-namespace",
+        metavar="NS",
+        help="read only this namespace of the cluster (default: all namespaces)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="ingressd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="ingressd", description=DESCRIPTION, formatter_class=_TopFormatter
     )
     top.add_argument("--version", action="version", version=f"ingressd {__version__}")
-    sub = top.add_subparsers(dest="command", required=True)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser(
         "serve",
+        formatter_class=_Formatter,
         help="serve the Ingresses of a cluster, or of a folder of manifests",
         description="Serve the Ingresses of a cluster (--kubeconfig, --in-cluster, or as "
         "kubectl finds its configuration: KUBECONFIG, ~/.kube/config, in-cluster), "
@@ -255,32 +360,47 @@ def parser() -> argparse.ArgumentParser:
         "folder of Kubernetes YAML (IngressClass, Ingress, Service, EndpointSlice, Secret); "
         "watched for changes",
     )
-    publish = s.add_mutually_exclusive_group()
+    c = s.add_argument_group("cluster mode")
+    publish = c.add_mutually_exclusive_group()
     publish.add_argument(
         "--publish-service",
         metavar="NS/NAME",
-        help="Service whose load balancer (else cluster) addresses go into Ingress status",
+        help="Service whose load balancer (else cluster) addresses go into Ingress status "
+        "(default: status not written)",
     )
     publish.add_argument(
         "--publish-status-address",
         metavar="ADDR[,ADDR]",
-        help="addresses (IPs or hostnames) to put into Ingress status",
+        help="addresses (IPs or hostnames) to put into Ingress status (default: none)",
     )
-    s.add_argument(
+    c.add_argument(
         "--election-id",
         default="ingressd-leader",
         metavar="NAME",
-        help="Lease used for leader election, in POD_NAMESPACE (default ingressd-leader)",
+        help="Lease used for leader election, in POD_NAMESPACE",
     )
-    # Client-go's defaults; shorter in tests.
-    for flag, default in (
-        ("lease-duration", 15.0),
-        ("renew-deadline", 10.0),
-        ("retry-period", 2.0),
+    # client-go's leader election defaults.
+    for flag, default, what in (
+        ("lease-duration", 15.0, "how long a leader's Lease holds without renewal"),
+        ("renew-deadline", 10.0, "how long the leader keeps trying to renew before it steps down"),
+        ("retry-period", 2.0, "how often the Lease is tried or renewed"),
     ):
-        s.add_argument(f"--{flag}", type=_seconds, default=default, help=argparse.SUPPRESS)
-    s.add_argument("--watch-seconds", type=int, default=WATCH_SECONDS, help=argparse.SUPPRESS)
-    s.add_argument("--secret-refresh", type=_seconds, default=30.0, help=argparse.SUPPRESS)
+        c.add_argument(f"--{flag}", type=_seconds, default=default, metavar="SECONDS", help=what)
+    c.add_argument(
+        "--watch-seconds",
+        type=_positive,
+        default=WATCH_SECONDS,
+        metavar="SECONDS",
+        help="a watch is ended by the API server after about this long and resumed",
+    )
+    c.add_argument(
+        "--secret-refresh",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often the non-TLS Secrets that Ingresses name (auth-secret, "
+        "proxy-ssl-secret) are read again",
+    )
     s.add_argument(
         "--workers",
         type=_positive,
@@ -291,20 +411,25 @@ def parser() -> argparse.ArgumentParser:
         f"(default: the CPUs available, here {default_count()})",
     )
     _common(s, "0.0.0.0", shutdown_delay=5.0)
-    d = sub.add_parser("demo", help="start demo upstreams and serve the bundled examples/")
+    d = sub.add_parser(
+        "demo",
+        formatter_class=_Formatter,
+        help="start demo upstreams and serve the bundled examples/",
+        description="Start an echo upstream for every 127.0.0.1 endpoint of the example "
+        "manifests and serve them, on 127.0.0.1.",
+    )
     d.add_argument(
         "--manifests",
         type=Path,
         default=Path("examples"),
         metavar="DIR",
-        help="folder of example manifests (default ./examples)",
+        help="folder of example manifests",
     )
-    d.add_argument(
-        "--workers", type=_positive, default=1, metavar="N", help="proxy processes (default 1)"
-    )
+    d.add_argument("--workers", type=_positive, default=1, metavar="N", help="proxy processes")
     _common(d, "127.0.0.1", shutdown_delay=0.0, access="plain")
     c = sub.add_parser(
         "check",
+        formatter_class=_Formatter,
         help="report, per Ingress, what ingressd would serve and what it cannot",
         description="Report, per Ingress, which class owns it, its routes and whether their "
         "Services resolve, its TLS Secrets, how each annotation is treated and every problem "
@@ -312,9 +437,9 @@ def parser() -> argparse.ArgumentParser:
         "(read-only). Exit code: 0 all clear; 1 an annotation is refused or invalid, or an "
         "Ingress has problems; 2 the input cannot be read.",
     )
-    _sources(c, "folder of Kubernetes YAML, as `serve --manifests` reads it")
+    _sources(c, "folder of Kubernetes YAML, as serve --manifests reads it")
     _class_options(c)
-    c.add_argument("--format", choices=["text", "json"], default="text", help="default text")
+    c.add_argument("--format", choices=["text", "json"], default="text", help="the report's format")
     c.add_argument(
         "--all",
         action="store_true",
@@ -343,6 +468,13 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
     )
 
 
+def build_options(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(
+        controller_name=args.controller_name,
+        ingress_class=args.ingress_class or DEFAULT_INGRESS_CLASS,
+    )
+
+
 def config_from(args: argparse.Namespace) -> ServeConfig:
     in_cluster = args.command == "serve" and args.manifests is None
     return ServeConfig(
@@ -352,7 +484,9 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
         http_port=args.http_port,
         https_port=args.https_port,
         admin_port=args.admin_port,
-        build=BuildOptions(controller_name=args.controller_name, ingress_class=args.ingress_class),
+        build=build_options(args),
+        # Only when named: the default class must exist, as in a cluster.
+        imply_ingress_class=args.ingress_class is not None,
         proxy=ProxySettings(
             https_redirect_port=args.https_redirect_port or args.https_port,
             connect_timeout=args.proxy_connect_timeout,
@@ -395,22 +529,28 @@ class _Unreadable(Exception):
     """``check`` cannot read its input at all (exit code 2)."""
 
 
-def _check_input(args: argparse.Namespace) -> tuple[Snapshot, tuple[Problem, ...]]:
+def _check_input(
+    args: argparse.Namespace, options: BuildOptions
+) -> tuple[Snapshot, tuple[Problem, ...], tuple[str, ...]]:
+    """The objects to check, the loader's problems, and notes on how they were read."""
     if args.manifests is not None:
-        from .sources.manifests import load_directory
+        from .sources.manifests import ImpliedClass, load_directory
 
         result = load_directory(args.manifests)
-        return result.store.snapshot(), result.problems
+        snapshot = result.store.snapshot()
+        notes: tuple[str, ...] = ()
+        if args.ingress_class is not None:
+            implied = ImpliedClass(options.ingress_class, options.controller_name)
+            snapshot = implied.apply(snapshot)
+            notes = (implied.note(args.manifests),) if implied.active else ()
+        return snapshot, result.problems, notes
     # Imported only here: manifest mode must not pay for the client (see config.py).
     from .kubeclient import connect
     from .sources.kube import ListError, snapshot_once
 
+    cluster = connect(args.kubeconfig, args.in_cluster)  # KubeConfigError: main() says it
     try:
-        cluster = connect(args.kubeconfig, args.in_cluster)
-    except KubeConfigError as exc:
-        raise _Unreadable(str(exc)) from None
-    try:
-        return snapshot_once(cluster, args.watch_namespace), ()
+        return snapshot_once(cluster, args.watch_namespace), (), ()
     except ListError as exc:
         raise _Unreadable(str(exc)) from None
     finally:
@@ -418,38 +558,46 @@ def _check_input(args: argparse.Namespace) -> tuple[Snapshot, tuple[Problem, ...
 
 
 def _check(args: argparse.Namespace) -> int:
+    options = build_options(args)
     try:
-        snapshot, problems = _check_input(args)
+        snapshot, problems, notes = _check_input(args, options)
     except _Unreadable as exc:
-        print(f"ingressd check: {exc}", file=sys.stderr)
-        return 2
-    options = BuildOptions(controller_name=args.controller_name, ingress_class=args.ingress_class)
-    report = check(snapshot, options, problems)
+        return _fail(args.command, str(exc), EXIT_USAGE)
+    report = check(snapshot, options, problems, notes=notes)
     render = render_json if args.format == "json" else render_text
     sys.stdout.write(render(report, args.all))
     return report.exit_code
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    """One line on stderr, and the exit code."""
+    print(f"ingressd {command}: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.configure(args.log_level, getattr(args, "log_format", "text"))
     if args.manifests is not None and not args.manifests.is_dir():
-        print(f"ingressd {args.command}: {args.manifests} is not a folder", file=sys.stderr)
-        return 2
-    if args.command == "check":
-        return _check(args)
-    config = config_from(args)
-    import uvloop
-
-    coro = _demo(config) if args.command == "demo" else serve(config)
+        return _fail(args.command, f"{args.manifests} is not a folder", EXIT_USAGE)
     try:
-        uvloop.run(coro)
-    except KeyboardInterrupt:
-        pass
-    except (OSError, KubeConfigError) as exc:
-        print(f"ingressd: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        if args.command == "check":
+            return _check(args)
+        config = config_from(args)
+        import uvloop
+
+        coro = _demo(config) if args.command == "demo" else serve(config)
+        with contextlib.suppress(KeyboardInterrupt):
+            uvloop.run(coro)
+    except NoClusterError as exc:
+        return _fail(args.command, f"{exc}; {NO_CLUSTER_HINT[args.command]}", EXIT_USAGE)
+    except KubeConfigError as exc:
+        return _fail(args.command, str(exc), EXIT_USAGE)
+    except ListenError as exc:
+        return _fail(args.command, str(exc), EXIT_FAILED)
+    except OSError as exc:  # a demo upstream's port, say: the message names it
+        return _fail(args.command, exc.strerror or str(exc), EXIT_FAILED)
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

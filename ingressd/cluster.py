@@ -72,6 +72,7 @@ class ClusterRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.controller.pending = "waiting for the initial lists from the API server"
+        log.info("reading %s", self.cluster.describe())
         self.source.start()
         if not self.writeback.publishes_status:
             log.info(

@@ -20,7 +20,12 @@ WATCH_SECONDS = 300
 
 
 class KubeConfigError(Exception):
-    """No usable kubeconfig or in-cluster configuration."""
+    """No usable kubeconfig or in-cluster configuration; the message is one line
+    naming the file (or the service account) and what is wrong with it."""
+
+
+class NoClusterError(KubeConfigError):
+    """Nothing says where a cluster is: no flag, no KUBECONFIG, no ~/.kube/config, not a Pod."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,9 @@ class ServeConfig:
     https_port: int = 8443
     admin_port: int = 10254
     build: BuildOptions = field(default_factory=BuildOptions)
+    # Manifest mode, --ingress-class given: an IngressClass of that name that the
+    # folder does not hold is taken as ours (sources/manifests.py ImpliedClass).
+    imply_ingress_class: bool = False
     proxy: ProxySettings = field(default_factory=ProxySettings)
     default_certificate: str | None = None
     # SIGTERM: seconds of accepting while unready, then of draining what is open.

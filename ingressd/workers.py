@@ -39,9 +39,10 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -65,6 +66,10 @@ STOP_MARGIN = 2.0
 DRAIN = "drain"
 # How often a worker sends its request counts for /metrics (stats.WorkerTotals).
 STATS_INTERVAL = 1.0
+# A worker that cannot bind its ports exits with this code after sending
+# ("fatal", message): restarting it would fail the same way, so the main
+# process stops and exits with the message.
+EXIT_CANNOT_LISTEN = 3
 
 
 def default_count() -> int:
@@ -148,6 +153,8 @@ class _Worker:
     started: float = 0.0
     failures: int = 0
     restart_at: float = 0.0
+    receiver: threading.Thread | None = None
+    fatal: str | None = None  # why it could not serve (EXIT_CANNOT_LISTEN)
 
 
 class WorkerPool:
@@ -167,6 +174,9 @@ class WorkerPool:
         self.totals = WorkerTotals()  # the workers' request counts, for /metrics
         # limit-rps/-rpm/-connections counters, shared by the workers (one column each)
         self.limits = SharedLimits(config.limit_entries, count)
+        # Set when a worker cannot bind its ports; on_fatal (on the loop) is told.
+        self.fatal: str | None = None
+        self.on_fatal: Callable[[], None] | None = None
 
     # -- lifecycle --
 
@@ -192,9 +202,10 @@ class WorkerPool:
             target=self._send_loop, args=(worker, parent, worker.outbox), daemon=True
         ).start()
         slot = self.totals.slot()
-        threading.Thread(
+        worker.receiver = threading.Thread(
             target=self._receive_loop, args=(worker, parent, slot), daemon=True
-        ).start()
+        )
+        worker.receiver.start()
         if self._published is not None:
             worker.outbox.put(self._encode(None, self._published))
         log.info("worker %d started (pid %d)", worker.index, process.pid)
@@ -225,6 +236,8 @@ class WorkerPool:
                 worker.generation = message[1]
             elif isinstance(message, tuple) and message[:1] == ("stats",):
                 self.totals.update(slot, message[1])
+            elif isinstance(message, tuple) and message[:1] == ("fatal",):
+                worker.fatal = str(message[1])
 
     def _encode(self, old: Snapshot | None, new: Snapshot) -> bytes:
         """The message taking a worker holding ``old`` (None: nothing) to ``new``."""
@@ -276,6 +289,9 @@ class WorkerPool:
             now = time.monotonic()
             for worker in self._workers:
                 process = worker.process
+                if process is not None and process.exitcode == EXIT_CANNOT_LISTEN:
+                    await self._fail(worker)
+                    return
                 if process is not None and process.exitcode is not None:
                     lived = now - worker.started
                     worker.failures = 0 if lived >= STABLE_AFTER else worker.failures + 1
@@ -297,6 +313,17 @@ class WorkerPool:
                     self._spawn(worker)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
+
+    async def _fail(self, worker: _Worker) -> None:
+        """A worker could not bind its ports: no restart, the whole start fails."""
+        if worker.receiver is not None:
+            # Its message came before it exited; the receiver ends at the pipe's end.
+            await asyncio.to_thread(worker.receiver.join, 2.0)
+        self.fatal = worker.fatal or f"worker {worker.index} could not bind its ports"
+        self._stopping = True
+        self._forget(worker)
+        if self.on_fatal is not None:
+            self.on_fatal()
 
     def _forget(self, worker: _Worker) -> None:
         worker.outbox.put(None)
@@ -343,13 +370,18 @@ def worker_main(
     configure(log_level, config.log_format, worker=index)
     import uvloop
 
+    code = 0
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_worker(config, conn, index, limits))
+        code = uvloop.run(_worker(config, conn, index, limits))
+    if code:
+        sys.exit(code)
 
 
-async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle) -> None:
+async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle) -> int:
+    """Serve until told to stop; the exit code (EXIT_CANNOT_LISTEN: ports not bound)."""
     from .app import serve_proxy, until_listening
     from .controller import Controller
+    from .listeners import ListenError
     from .model import RouteTable
     from .proxy.server import ProxyState
     from .tls import CertificateSelector, self_signed
@@ -405,9 +437,16 @@ async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle
     waiting.cancel()
     stopping.cancel()
     if stop.is_set():
-        return
+        return 0
     proxy = asyncio.ensure_future(serve_proxy(config, state, selector, stop, reuse_port=True))
-    await until_listening(proxy, state)
+    try:
+        await until_listening(proxy, state)
+    except ListenError as exc:
+        # The main process held these ports, so another program took them in
+        # between, or the address went away: say so once, there.
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("fatal", str(exc)))
+        return EXIT_CANNOT_LISTEN
     ack()
 
     def report() -> None:
@@ -425,3 +464,4 @@ async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle
     finally:
         reporting.cancel()
         report()  # the final counts, drained requests included
+    return 0

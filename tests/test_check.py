@@ -322,14 +322,45 @@ def test_tls_entries_are_checked() -> None:
     tls = only(report).tls
     assert [(t.hosts, t.secret, t.found, t.error, t.uncovered, t.ok) for t in tls] == [
         (("a.test",), "a-tls", True, None, (), True),
-        (("a.test", "b.test"), "a-tls", True, None, ("b.test",), False),
+        # Without hosts, as in ingress-nginx: the rule hosts its certificate covers;
+        # b.test quietly keeps the default certificate, which is no fault.
+        (("a.test", "b.test"), "a-tls", True, None, ("b.test",), True),
         (("c.test",), "missing", False, "TLS Secret default/missing not found", (), False),
         (("d.test",), "", False, None, (), True),
     ]
     text = render_text(report)
     assert "a.test: Secret a-tls valid, covers every host" in text
-    assert "a.test, b.test: Secret a-tls valid, but does not cover b.test" in text
+    assert (
+        "no hosts listed, so the rule hosts a.test, b.test: Secret a-tls valid, serves a.test; "
+        "b.test get the default certificate" in text
+    )
     assert "d.test: no secretName, the default certificate" in text
+    assert not any("b.test" in p for p in only(report).problems), only(report).problems
+
+
+@pytest.mark.parametrize("secret", ["present", "missing"])
+def test_tls_entry_without_hosts_on_an_ingress_without_hosts(secret: str) -> None:
+    # ingress-nginx's docs/examples/static-ip: a host-less rule and a TLS entry
+    # without hosts. The rule is the catch-all server, which keeps the default
+    # certificate (controller.go), so the entry applies to no host.
+    objs = [tls_secret("tls", ["a.test"])] if secret == "present" else []
+    report = report_of(
+        ingress("web", [rule(None, path("/", "web"))], tls=[tls_entry(None, "tls")]),
+        *healthy(),
+        *objs,
+    )
+    text = render_text(report)
+    assert "hosts  use" not in text  # was: a blank where the hosts go
+    head = "no hosts listed, and the rules name none: "
+    if secret == "present":
+        assert head + "Secret tls valid, but it applies to no host" in text
+        assert only(report).problems == ()
+    else:
+        assert head + "TLS Secret default/tls not found; it would apply to no host anyway" in text
+        assert only(report).problems == (
+            "TLS Secret default/tls not found; the entry lists no hosts and the rules name "
+            "none: it applies to no host",
+        )
 
 
 def test_expired_certificate_is_invalid() -> None:
@@ -358,7 +389,7 @@ def mixed_report() -> CheckReport:
 def test_json_shape() -> None:
     report = mixed_report()
     doc = json.loads(render_json(report))
-    assert set(doc) == {"ingresses", "problems", "summary"}
+    assert set(doc) == {"notes", "ingresses", "problems", "summary"}
     [ing] = doc["ingresses"]
     assert set(ing) == {
         "namespace",
@@ -506,7 +537,9 @@ def test_cli_unreadable_input_is_exit_code_2(
     assert "is not a folder" in capsys.readouterr().err
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     assert cli.main(["check"]) == 2
-    assert "no usable Kubernetes configuration" in capsys.readouterr().err
+    assert f"kubeconfig {tmp_path / 'no-kubeconfig'} (KUBECONFIG): no such file" in (
+        capsys.readouterr().err
+    )
     with pytest.raises(SystemExit) as exc:
         cli.main(["check", "--format", "xml"])
     assert exc.value.code == 2
@@ -602,3 +635,120 @@ def test_cluster_namespace_and_pages(
     bad = apiserver.write_kubeconfig(tmp_path / "bad", "token-unknown")
     assert cli.main(["check", "--kubeconfig", str(bad)]) == 2
     assert "cannot list IngressClass objects: HTTP 401" in capsys.readouterr().err
+
+
+# -- the migration recipe: checking Ingresses of another class ---------------------------------
+
+RECIPE = ["--controller-name", OTHER_CONTROLLER, "--ingress-class", "nginx"]
+REALWORLD = REPO_ROOT.parent / "shared" / "realworld" / "manifests"
+
+
+def app_folder(tmp_path: Path, *extra: Obj) -> Path:
+    """Application manifests as they are kept: Ingresses and Services, no IngressClass."""
+    objs = [
+        web("a", host="a.test", class_name="nginx"),
+        web("b", host="b.test", class_name="nginx"),
+        web(
+            "legacy", host="c.test", class_name=None, annotations={LEGACY_CLASS_ANNOTATION: "nginx"}
+        ),
+        web("other", host="d.test", class_name="traefik"),
+        *healthy(),
+        *extra,
+    ]
+    (tmp_path / "app.yaml").write_text(manifest_text(objs))
+    return tmp_path
+
+
+def check_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    code = cli.main(["check", *argv, "--format", "json", "--all"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_the_recipe_takes_the_named_class_as_ours_when_the_folder_lacks_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = app_folder(tmp_path)
+    code, doc = check_json(capsys, "--manifests", str(folder), *RECIPE)
+    owners = {i["name"]: i["owner"]["via"] for i in doc["ingresses"]}
+    assert owners == {
+        "a": "ingressClassName",
+        "b": "ingressClassName",
+        "legacy": "legacy-annotation",
+        "other": "missing-class",  # only the named class is taken
+    }
+    assert doc["notes"] == [
+        f"IngressClass 'nginx' is not in {folder}: taken as ingressd's "
+        f"(controller {OTHER_CONTROLLER}), as --ingress-class names it"
+    ]
+    assert not any("does not exist" in p for i in doc["ingresses"] for p in i["problems"])
+    assert code == 0
+    # Said once in the text report too, before the Ingresses.
+    cli.main(["check", "--manifests", str(folder), *RECIPE])
+    text = capsys.readouterr().out
+    assert text.count("IngressClass 'nginx' is not in") == 1
+    assert text.startswith("Note: IngressClass 'nginx'")
+
+
+def test_an_ingressclass_in_the_folder_wins_over_the_implied_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = app_folder(tmp_path, ingress_class("nginx", "example.com/someone-else"))
+    _, doc = check_json(capsys, "--manifests", str(folder), *RECIPE)
+    assert doc["notes"] == []
+    owners = {i["name"]: i["owner"]["via"] for i in doc["ingresses"]}
+    assert owners["a"] == "other-controller"
+
+
+def test_without_ingress_class_nothing_is_implied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The default class must exist, as in a cluster: only a class named on the
+    # command line says which class this ingressd is installed as.
+    folder = app_folder(tmp_path, web("ours", host="e.test"))
+    code, doc = check_json(
+        capsys, "--manifests", str(folder), "--controller-name", OTHER_CONTROLLER
+    )
+    assert doc["notes"] == []
+    [ours] = [i for i in doc["ingresses"] if i["name"] == "ours"]
+    assert ours["problems"] == ["IngressClass 'ingressd' does not exist"]
+    assert code == 1
+
+
+def test_the_cluster_decides_which_classes_exist(
+    apiserver: KubeApiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for obj in [web("a", host="a.test", class_name="nginx"), *healthy()]:
+        apiserver.create(obj)
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig", "token-a")
+    _, doc = check_json(capsys, "--kubeconfig", str(kubeconfig), *RECIPE)
+    assert doc["notes"] == []
+    assert [i["owner"]["text"] for i in doc["ingresses"]] == ["IngressClass 'nginx' does not exist"]
+
+
+def _declared_owner(path: Path) -> str | None:
+    """The class a real-world file's Ingress asks for, read independently of ingressd."""
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    legacy = ((doc.get("metadata") or {}).get("annotations") or {}).get(LEGACY_CLASS_ANNOTATION)
+    return legacy or (doc.get("spec") or {}).get("ingressClassName")
+
+
+@pytest.mark.skipif(not REALWORLD.is_dir(), reason=f"{REALWORLD} is not in this checkout")
+def test_the_recipe_on_real_world_manifests(capsys: pytest.CaptureFixture[str]) -> None:
+    # ../shared/realworld/manifests: Ingresses from public repositories (SOURCES.md).
+    _, doc = check_json(capsys, "--manifests", str(REALWORLD), *RECIPE)
+    files = sorted(REALWORLD.glob("*.yaml"))
+    wanted = {str(f) for f in files if _declared_owner(f) == "nginx"}
+    ours = {i["source"] for i in doc["ingresses"] if i["ours"]}
+    # Files defining one Ingress twice count once (the first file in path order wins).
+    assert ours <= wanted and len(ours) >= 30, (len(ours), len(wanted))
+    missing_nginx = [
+        i["name"]
+        for i in doc["ingresses"]
+        if i["owner"]["text"] == "IngressClass 'nginx' does not exist"
+    ]
+    assert missing_nginx == []
+    assert len(doc["notes"]) == 1
+    tls_lines = [p for i in doc["ingresses"] for p in i["problems"] if "TLS Secret" in p]
+    assert tls_lines and not any("hosts  use" in p for p in tls_lines)

@@ -239,8 +239,10 @@ def test_lists_and_watches_ask_for_what_they_need(
     apiserver.create(opaque)
     start()
     for resource in ("ingressclasses", "ingresses", "services", "endpointslices", "secrets"):
-        watches = watch_requests(apiserver, resource)
-        assert watches, f"no watch of {resource}"
+        # Ready means every kind is listed; each watch follows its list a moment later.
+        watches = wait_for(
+            lambda r=resource: watch_requests(apiserver, r), 5, what=f"a watch of {resource}"
+        )
         assert all(w.get("allowWatchBookmarks") == "true" for w in watches)
         assert all(w.get("resourceVersion") not in (None, "", "0") for w in watches)
     secrets = list_requests(apiserver, "secrets") + watch_requests(apiserver, "secrets")
@@ -393,6 +395,27 @@ def test_traffic_keeps_flowing_while_the_api_server_is_down(
     apiserver.start()
     apiserver.create(simple("b", "b.test", "api"))
     wait_for(lambda: served_by(ing, "b.test") == "api", 20, what="changes after the outage")
+
+
+def test_changes_are_served_promptly_after_each_of_repeated_api_server_restarts(
+    apiserver: KubeApiServer, echo_servers: EchoServers, start: Start
+) -> None:
+    # Each outage is long enough for several failed reconnects. The backoff
+    # starts over once a list or watch succeeds again, so the fifth outage is
+    # retried as quickly as the first (it used to grow to its 30 s cap).
+    seed(apiserver, [*backends(echo_servers), simple("a", "a.test", "web")])
+    ing = start()
+    for i in range(1, 6):
+        apiserver.stop()
+        time.sleep(2.0)
+        apiserver.start()
+        name = f"after-restart-{i}"
+        apiserver.create(simple(name, f"{name}.test", "api"))
+        wait_for(
+            lambda n=name: served_by(ing, f"{n}.test") == "api",
+            10,  # well under the 30 s cap, whatever the jitter
+            what=f"an Ingress created after restart {i}",
+        )
 
 
 # -- writing back: status, events, leadership ------------------------------------------------

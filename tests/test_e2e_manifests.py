@@ -25,7 +25,7 @@ from e2e_helpers import (
     simple,
     time_until,
 )
-from k8s_objects import certificate, ingress, path, rule, tls_entry, tls_secret
+from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
 
 
 @pytest.fixture
@@ -156,3 +156,34 @@ def test_sigterm_stops_cleanly(started: Ingressd) -> None:
     assert started.stop() == 0
     assert time.monotonic() - start < 5
     assert "INFO ingressd: shutting down" in started.log()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_named_class_the_folder_lacks_is_served_as_ours(
+    ingressd: IngressdFactory, echo_servers: EchoServers, workers: str
+) -> None:
+    # Application manifests written for ingress-nginx: no IngressClass, class nginx.
+    app = [*backends(echo_servers)[1:], simple("a", "a.test", "web", class_name="nginx")]
+    ing = ingressd({"app.yaml": app}, "--ingress-class", "nginx", "--workers", workers)
+    assert served_by(ing, "a.test") == "web"
+    note = "IngressClass 'nginx' is not in"
+    ing.wait_for_log(note)
+    # An IngressClass nginx in the folder decides: another controller's, so not ours.
+    other = ingress_class("nginx", "k8s.io/ingress-nginx")
+    ing.update({"class.yaml": [other]})
+    time_until(lambda: ing.get("a.test", check=False).status == 404, "a.test no longer ours")
+    ing.wait_for_log("IngressClass 'nginx' is now defined in")
+    ing.update(
+        {"class.yaml": None, "app.yaml": [*app, simple("b", "b.test", "api", class_name="nginx")]}
+    )
+    time_until(lambda: served_by(ing, "b.test") == "api", "b.test served")
+    assert ing.log().count(note) == 2  # once when taken, again after the folder's went away
+
+
+def test_the_default_class_is_not_implied(
+    ingressd: IngressdFactory, echo_servers: EchoServers
+) -> None:
+    app = [*backends(echo_servers)[1:], simple("a", "a.test", "web")]  # class ingressd
+    ing = ingressd({"app.yaml": app})
+    assert ing.get("a.test", check=False).status == 404
+    assert "IngressClass 'ingressd' does not exist" in ing.wait_for_log("does not exist")

@@ -308,6 +308,10 @@ class _TLSEntry:
 
     hosts: list[str]  # as listed, else the Ingress's rule hosts
     cert: TLSCertificate | str | None  # or why the Secret is unusable; None: no secretName
+    # No hosts listed: as in ingress-nginx (controller.go, extractTLSSecretName), the
+    # certificate serves the rule hosts it covers and the others quietly keep the
+    # default one (their https redirect stays, as there).
+    implicit: bool = False
 
 
 @dataclass(slots=True)
@@ -545,18 +549,25 @@ class _Planner:
         entries = []
         lo, hi = ALWAYS
         for e, (hosts, secret_name) in enumerate(plan.tls):
-            # A TLS entry without hosts covers the Ingress's own rule hosts.
+            implicit = not hosts
+            # A TLS entry without hosts is about the Ingress's own rule hosts.
             hosts = hosts or sorted(h for h in plan.hosts if h)
             cert: TLSCertificate | str | None = None
             if secret_name:
                 cert, (start, end) = self.run.certificate(self.snap, ns, secret_name)
                 lo, hi = max(lo, start), min(hi, end)
                 if isinstance(cert, str):
-                    self.problem(
-                        f"{cert}; hosts {', '.join(hosts)} use the default certificate",
-                        (_TLS, self.order, e, -1),
-                    )
-            entries.append(_TLSEntry(hosts, cert))
+                    if hosts:
+                        listed = "" if not implicit else "the entry lists no hosts: "
+                        fallback = f"{listed}hosts {', '.join(hosts)} use the default certificate"
+                    else:
+                        # A rule without a host is the catch-all, which keeps the default.
+                        fallback = (
+                            "the entry lists no hosts and the rules name none: "
+                            "it applies to no host"
+                        )
+                    self.problem(f"{cert}; {fallback}", (_TLS, self.order, e, -1))
+            entries.append(_TLSEntry(hosts, cert, implicit))
         return tuple(entries), (lo, hi)
 
 
@@ -1080,6 +1091,8 @@ def _host_certificate(
                 mine = entry.cert
                 if not isinstance(mine, TLSCertificate):
                     continue  # the default certificate serves it (reported with the entry)
+                if entry.implicit and not mine.covers(host):
+                    continue  # not this certificate's host: the default serves it, quietly
                 tag: Tag = (_TLS, e.order, i, k)
                 if cert is not None:
                     if cert.secret != mine.secret:

@@ -120,7 +120,15 @@ def trimmed(obj: Obj, kind: str, api_version: str) -> Obj:
 
 
 class Backoff:
-    """Capped exponential backoff with full jitter, reset after a success."""
+    """Capped exponential backoff with full jitter, reset after a success.
+
+    A success is a list or a watch request the API server answers: the delay
+    grows only while the server keeps failing, and an outage that follows a
+    recovery starts from the shortest delay again. (client-go's reflector
+    resets after two minutes without a failure; an API server restarted every
+    half minute then leaves watches waiting out the 30 s cap, and changes
+    unserved for that long, after it is back.)
+    """
 
     def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
         self.base = base
@@ -185,7 +193,9 @@ def snapshot_once(cluster: Cluster, namespace: str | None = None) -> Snapshot:
             items, _ = list_objects(list_call(cluster, resource, namespace), resource)
         except (ApiException, HTTPError, OSError, ValueError) as exc:
             # ValueError: a body that is not JSON, from something that is not an API server.
-            raise ListError(f"cannot list {resource.kind} objects: {brief(exc)}") from exc
+            raise ListError(
+                f"{cluster.describe()}: cannot list {resource.kind} objects: {brief(exc)}"
+            ) from exc
         store.replace_all(resource.kind, items)
     return store.snapshot()
 
@@ -241,7 +251,8 @@ class Reflector:
             try:
                 if self.resource_version is None:
                     self._relist()
-                self._watch()
+                    backoff.reset()
+                self._watch(backoff.reset)
                 backoff.reset()
             except Gone:
                 log.info(
@@ -269,7 +280,9 @@ class Reflector:
         )
         self._post("LISTED", None, items)
 
-    def _watch(self) -> None:
+    def _watch(self, established: Callable[[], None]) -> None:
+        """Watch from ``resource_version`` until the stream ends; ``established`` is
+        called once the API server has accepted the watch."""
         seconds = int(self.watch_seconds * random.uniform(1.0, 1.2))
         kwargs: dict[str, Any] = {
             "watch": True,
@@ -289,6 +302,7 @@ class Reflector:
             if exc.status == 410:
                 raise Gone from None
             raise
+        established()
         if self._stopped.is_set():
             return
         for line in _lines(self._response):

@@ -23,13 +23,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import watchfiles
 import yaml
 
+from .. import yamlsafe
 from ..model import Problem
-from ..store import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, describe
+from ..store import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, describe
 
 log = logging.getLogger("ingressd.manifests")
 
@@ -52,6 +54,8 @@ INLINE_PARSE_CHARS = 64 * 1024
 
 # Parsed files are reused only once their mtime is this old (see _parse_cached).
 RACY_NS = 2_000_000_000
+# A larger file is reported and not read (see yamlsafe.py for the bounds within one).
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 # path -> (inode, size, mtime ns, ctime ns) of every manifest file
 Fingerprint = dict[str, tuple[int, int, int, int]]
@@ -97,6 +101,10 @@ class _Chunk:
     count: int  # documents it held (0 for a comment-only chunk)
     objects: list[Obj]
     problems: list[Problem]
+    # YAML nodes it held, and how many of them aliases stood for: a file's
+    # documents share one allowance (yamlsafe.Tally), reused chunks included.
+    nodes: int = 0
+    aliased: int = 0
 
 
 # path -> (its stat identity when parsed, a digest of its bytes, what parsing gave)
@@ -119,7 +127,8 @@ def _parse_file(path: Path) -> _FileResult:
 
 def _read(path: Path) -> bytes | _FileResult:
     try:
-        return path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         # Removed (or a dangling symlink mid-swap) since the folder was listed:
         # the same as not being there.
@@ -127,6 +136,10 @@ def _read(path: Path) -> bytes | _FileResult:
     except OSError as exc:
         reason = f"cannot read: {exc.strerror or exc}"
         return _FileResult(None, [Problem("file", reason, str(path))])
+    if len(raw) > MAX_FILE_BYTES:
+        reason = f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; not read"
+        return _FileResult(None, [Problem("file", reason, str(path))])
+    return raw
 
 
 class OverBudget(Exception):
@@ -177,14 +190,21 @@ def _parse_documents(text: str, json_file: bool) -> tuple[list[Any], tuple[str, 
     """All documents of the file, or (where, reason) of the syntax error."""
     if json_file:
         try:
-            return [json.loads(text)], None
+            doc = json.loads(text)
+            yamlsafe.check_json(doc)
         except json.JSONDecodeError as exc:
             where = f"line {exc.lineno}, column {exc.colno}"
             return [], ("document 1", f"JSON syntax error at {where}: {exc.msg}")
+        except RecursionError:
+            # The decoder's own guard, hit before check_json could look.
+            return [], ("document 1", f"JSON nested deeper than {yamlsafe.MAX_DEPTH} levels")
+        except yamlsafe.LimitError as exc:
+            return [], ("document 1", str(exc))
+        return [doc], None
     docs: list[Any] = []
     try:
         # Documents are parsed lazily, so an error surfaces part-way through the loop.
-        for doc in yaml.load_all(text, Loader=_Loader):
+        for doc in yamlsafe.load_all(text, _Loader):
             docs.append(doc)
     except yaml.YAMLError as exc:
         return [], (f"document {len(docs) + 1}", _yaml_error_text(exc))
@@ -192,6 +212,11 @@ def _parse_documents(text: str, json_file: bool) -> tuple[list[Any], tuple[str, 
 
 
 def _yaml_error_text(exc: yaml.YAMLError, line_offset: int = 0) -> str:
+    if isinstance(exc, yamlsafe.LimitError):
+        mark = exc.mark
+        if mark is None:
+            return exc.reason
+        return f"{exc.reason} (line {mark.line + 1 + line_offset}, column {mark.column + 1})"
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         what = exc.problem or "invalid YAML"
@@ -242,29 +267,56 @@ def _parse_chunks(
     problems: list[Problem] = []
     parsed: dict[str, _Chunk] = {}
     first = 1
+    tally = yamlsafe.Tally()  # the whole file's, whichever chunks are parsed again
     for line, text in chunks:
         chunk = parsed.get(text) or prior.get(text)
-        if chunk is None or (chunk.problems and chunk.first != first):
-            # New text, or a document that moved and has problems that name its number.
-            docs: list[Any] = []
-            try:
-                for doc in yaml.load_all(text, Loader=_Loader):
-                    docs.append(doc)
-            except yaml.YAMLError as exc:
-                where = f"document {first + len(docs)}"
-                return _FileResult(None, [Problem(where, _yaml_error_text(exc, line), source)])
-            got: list[Obj] = []
-            found: list[Problem] = []
-            for index, doc in enumerate(docs, start=first):
-                _collect(doc, f"document {index}", source, got, found)
-            if chunk is not None and not found:
-                got = chunk.objects
-            chunk = _Chunk(first, len(docs), got, found)
+        try:
+            if chunk is None or (chunk.problems and chunk.first != first):
+                # New text, or a document that moved and has problems that name its number.
+                chunk = _parse_chunk(source, text, first, tally, chunk)
+            else:
+                _count_again(chunk, first, tally)
+        except _ChunkError as exc:
+            reason = _yaml_error_text(exc.error, line)
+            return _FileResult(None, [Problem(exc.where, reason, source)])
         parsed[text] = chunk
         objects.extend(chunk.objects)
         problems.extend(chunk.problems)
         first += chunk.count
     return _FileResult(objects, problems, parsed)
+
+
+class _ChunkError(Exception):
+    def __init__(self, where: str, error: yaml.YAMLError) -> None:
+        self.where = where
+        self.error = error
+
+
+def _parse_chunk(
+    source: str, text: str, first: int, tally: yamlsafe.Tally, known: _Chunk | None
+) -> _Chunk:
+    docs: list[Any] = []
+    nodes, aliased = tally.nodes, tally.aliased
+    try:
+        for doc in yamlsafe.load_all(text, _Loader, tally):
+            docs.append(doc)
+    except yaml.YAMLError as exc:
+        raise _ChunkError(f"document {first + len(docs)}", exc) from None
+    got: list[Obj] = []
+    found: list[Problem] = []
+    for index, doc in enumerate(docs, start=first):
+        _collect(doc, f"document {index}", source, got, found)
+    if known is not None and not found:
+        got = known.objects
+    return _Chunk(first, len(docs), got, found, tally.nodes - nodes, tally.aliased - aliased)
+
+
+def _count_again(chunk: _Chunk, first: int, tally: yamlsafe.Tally) -> None:
+    """Count an unchanged chunk towards its file's allowance, as if parsed again."""
+    try:
+        tally.add(chunk.nodes, chunk.aliased)
+    except yamlsafe.LimitError as exc:
+        raise _ChunkError(f"document {first}", exc) from None
 
 
 def _collect(doc: Any, where: str, source: str, out: list[Obj], problems: list[Problem]) -> None:
@@ -604,6 +656,65 @@ def _fill_store(store: ObjectStore, good: dict[Path, list[Obj]]) -> list[Problem
             first_seen[key] = path
             store.put(obj, origin=str(path))
     return problems
+
+
+# ---------------------------------------------------------------- the named class
+
+
+IMPLIED_ORIGIN = "--ingress-class"
+
+
+class ImpliedClass:
+    """Manifest mode with ``--ingress-class NAME``: the IngressClass NAME, taken as ours
+    when the folder does not hold one.
+
+    A folder of application manifests rarely holds the IngressClass: it is
+    installed with the controller. So ``ingressd check --controller-name
+    k8s.io/ingress-nginx --ingress-class nginx`` on such a folder would call
+    every Ingress of class nginx unowned. Naming the class says which class
+    this ingressd is installed as, so it stands in for the object, with
+    ``spec.controller`` = ``--controller-name``; an IngressClass NAME in the
+    folder always wins. In cluster mode the cluster's IngressClasses decide.
+
+    Snapshots keep their kinds' mappings (and this object) identical while
+    nothing changes, which is how the builder tells what changed.
+    """
+
+    def __init__(self, name: str, controller: str) -> None:
+        self.name = name
+        self.controller = controller
+        self.obj: Obj = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "IngressClass",
+            "metadata": {"name": name},
+            "spec": {"controller": controller},
+        }
+        self.active = False  # the last snapshot needed it
+        self._classes: Any = None  # the folder's IngressClass mapping last seen, and ours
+        self._with: Any = None
+        self._origins: Any = None
+        self._origins_with: Any = None
+
+    def apply(self, snapshot: Snapshot) -> Snapshot:
+        classes = snapshot.of("IngressClass")
+        self.active = ("", self.name) not in classes
+        if not self.active:
+            return snapshot
+        if classes is not self._classes:
+            self._classes = classes
+            self._with = MappingProxyType({**classes, ("", self.name): self.obj})
+        if snapshot.origins is not self._origins:
+            self._origins = snapshot.origins
+            key = ("IngressClass", "", self.name)
+            self._origins_with = MappingProxyType({**snapshot.origins, key: IMPLIED_ORIGIN})
+        objects = {**snapshot.objects, "IngressClass": self._with}
+        return Snapshot(MappingProxyType(objects), snapshot.slices_by_service, self._origins_with)
+
+    def note(self, root: Path) -> str:
+        return (
+            f"IngressClass {self.name!r} is not in {root}: taken as ingressd's "
+            f"(controller {self.controller}), as --ingress-class names it"
+        )
 
 
 # ---------------------------------------------------------------- watching
