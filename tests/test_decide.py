@@ -617,8 +617,20 @@ def test_https_request_is_not_redirected() -> None:
     assert action.target == "/a?q=1"
 
 
-def test_host_not_in_tls_is_not_redirected() -> None:
-    assert forward(tls_table(), "plain.test", "/a").target == "/a"
+def test_every_rule_host_of_an_ingress_with_tls_is_redirected() -> None:
+    # As ingress-nginx (controller.go createServers): plain.test, a rule host of
+    # the same Ingress, gets the default certificate and so the redirect.
+    assert respond(tls_table(), "plain.test", "/a").status == 308
+
+
+def test_host_of_an_ingress_without_tls_is_not_redirected() -> None:
+    table = build(
+        ingress("secure", [rule(HOST, path("/", "web"))], tls=[tls_entry([HOST], "cert")]),
+        ingress("open", [rule("plain.test", path("/", "web"))]),
+        tls_secret("cert", [HOST]),
+        *services("web"),
+    )
+    assert forward(table, "plain.test", "/a").target == "/a"
 
 
 @pytest.mark.parametrize("prefix", [NGINX, OURS])
@@ -640,7 +652,7 @@ def test_ssl_redirect_false_disables_redirect(prefix: str) -> None:
             (),
             True,
         ),
-        ({}, "plain.test", (HOST,), False),
+        ({}, "plain.test", (HOST,), True),  # a rule host of an Ingress with TLS
         ({}, HOST, (), False),
     ],
 )

@@ -391,7 +391,9 @@ def test_the_random_changes_reach_what_they_should() -> None:
     """The generator makes the conflicts and failures the comparison is about."""
     seen: set[str] = set()
     routes = canaries = regex_hosts = certificates = redirects = 0
-    for seed in range(4):
+    # Seed 8 adds an older Ingress deciding a host's TLS that a younger one lists
+    # with another Secret: it needs a rule and a TLS section in both.
+    for seed in (*range(4), 8):
         cluster = Cluster(random.Random(seed))
         for step in range(30):
             if step:
@@ -414,7 +416,7 @@ PROBLEMS = (
     "is listed twice",
     "canary ignored",
     "already has a canary",
-    "already comes from Secret",
+    "already comes from",
     "does not cover host",
     "not found",
     "expired",

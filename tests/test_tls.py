@@ -348,10 +348,85 @@ def test_oldest_ingress_wins_host_certificate(order: int) -> None:
     )
     assert table.certificate_for(HOST).secret == "default/old-cert"  # type: ignore[union-attr]
     assert reasons(table, "Ingress default/new") == [
-        f"TLS for host {HOST} already comes from Secret default/old-cert of an older "
-        "Ingress; Secret default/new-cert ignored"
+        f"TLS for host {HOST} already comes from Secret default/old-cert of older "
+        "Ingress default/old; Secret default/new-cert ignored"
     ]
     assert reasons(table, "Ingress default/old") == []
+
+
+# -- which hosts are TLS, and with which certificate (controller.go createServers) ---------
+
+
+def test_every_rule_host_of_an_ingress_with_tls_is_served_over_tls() -> None:
+    # b.test is not listed, and "ta" does not cover it: the default certificate
+    # serves it, over TLS, so plain HTTP is redirected as in ingress-nginx.
+    table = build(
+        ingress(
+            "web",
+            [rule("a.test", path("/", "web")), rule("b.test", path("/", "web"))],
+            tls=[tls_entry(["a.test"], "ta")],
+        ),
+        ingress("plain", [rule("c.test", path("/", "web"))]),
+        tls_secret("ta", ["a.test"]),
+        service("web"),
+    )
+    assert table.certificate_for("a.test").secret == "default/ta"  # type: ignore[union-attr]
+    assert table.certificate_for("b.test") is None
+    assert [table.find_host(h).tls for h in ("a.test", "b.test", "c.test")] == [  # type: ignore[union-attr]
+        True,
+        True,
+        False,
+    ]
+    assert table.problems == ()
+
+
+def test_an_unlisted_rule_host_takes_a_certificate_that_covers_it() -> None:
+    table = build(
+        ingress(
+            "web",
+            [rule("a.test", path("/", "web")), rule("b.test", path("/", "web"))],
+            tls=[tls_entry(["a.test"], "ab")],
+        ),
+        tls_secret("ab", ["a.test", "b.test"]),
+        service("web"),
+    )
+    assert table.certificate_for("b.test").secret == "default/ab"  # type: ignore[union-attr]
+
+
+def test_the_oldest_ingress_with_a_rule_and_tls_decides_the_host() -> None:
+    objs = [
+        # No TLS section: it does not decide a.test ...
+        ingress("notls", [rule("a.test", path("/x", "web"))], created=0),
+        # ... this one does, with the default certificate (its entry is for another host) ...
+        ingress(
+            "first",
+            [rule("a.test", path("/y", "web")), rule("o.test", path("/", "web"))],
+            tls=[tls_entry(["o.test"], "other")],
+            created=1,
+        ),
+        # ... and a younger one listing it cannot change that.
+        ingress(
+            "late",
+            [rule("a.test", path("/z", "web"))],
+            tls=[tls_entry(["a.test"], "ta")],
+            created=2,
+        ),
+        # TLS for a host it has no rule for does nothing.
+        ingress("norule", [rule("n.test", path("/", "web"))], tls=[tls_entry(["d.test"], "ta")]),
+        ingress("d", [rule("d.test", path("/", "web"))], created=3),
+        tls_secret("ta", ["a.test", "d.test"]),
+        tls_secret("other", ["o.test"]),
+        service("web"),
+    ]
+    table = build(*objs)
+    assert table.certificate_for("a.test") is None
+    assert table.find_host("a.test").tls  # type: ignore[union-attr]
+    assert reasons(table, "Ingress default/late") == [
+        "TLS for host a.test already comes from the default certificate of older Ingress "
+        "default/first; Secret default/ta ignored"
+    ]
+    assert table.certificate_for("d.test") is None
+    assert not table.find_host("d.test").tls  # type: ignore[union-attr]
 
 
 def test_same_secret_in_two_ingresses_is_fine() -> None:

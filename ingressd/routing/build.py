@@ -1079,39 +1079,65 @@ def _attach_canary(
 def _host_certificate(
     host: str, mains: list[_Entry], problems: list[tuple[Tag, Problem]]
 ) -> tuple[TLSCertificate | None, bool]:
-    """The certificate for ``host`` (the oldest Ingress's), and whether spec.tls lists it."""
+    """The certificate for ``host`` (None: the default one), and whether it is served
+    over TLS at all (and so redirected to https), as ingress-nginx decides both
+    (controller.go createServers): the oldest Ingress that has a rule for the host
+    and a spec.tls section decides. Its entry listing the host gives the Secret;
+    with no entry listing it, the first entry whose certificate covers the host
+    does (extractTLSSecretName); failing all, the default certificate serves it,
+    over TLS still. Younger Ingresses cannot change it.
+    """
     cert: TLSCertificate | None = None
-    listed = False
+    decider = ""
     for e in mains:
+        plan: _IngressPlan = e.plan  # type: ignore[assignment]
+        if host not in plan.hosts or not e.tls:
+            continue
+        if not decider:
+            decider = plan.name
+            cert = _decide_certificate(host, e, problems)
+            continue
         for i, entry in enumerate(e.tls):
-            for k, name in enumerate(entry.hosts):
-                if name != host:
-                    continue
-                listed = True
-                mine = entry.cert
-                if not isinstance(mine, TLSCertificate):
-                    continue  # the default certificate serves it (reported with the entry)
-                if entry.implicit and not mine.covers(host):
-                    continue  # not this certificate's host: the default serves it, quietly
-                tag: Tag = (_TLS, e.order, i, k)
-                if cert is not None:
-                    if cert.secret != mine.secret:
-                        reason = (
-                            f"TLS for host {host} already comes from Secret "
-                            f"{cert.secret} of an older Ingress; Secret {mine.secret} ignored"
-                        )
-                        problems.append((tag, _problem(e.obj, e.origin, reason)))
-                    continue
-                if not mine.covers(host):
-                    reason = (
-                        f"certificate in Secret {mine.secret} does not cover host "
-                        f"{host} (it names {', '.join(mine.dns_names) or 'nothing'}); the "
-                        "default certificate is used"
-                    )
-                    problems.append((tag, _problem(e.obj, e.origin, reason)))
-                    continue
-                cert = mine
-    return cert, listed
+            mine = entry.cert
+            if entry.implicit or not isinstance(mine, TLSCertificate) or host not in entry.hosts:
+                continue
+            if cert is not None and cert.secret == mine.secret:
+                continue
+            taken = f"Secret {cert.secret}" if cert is not None else "the default certificate"
+            reason = (
+                f"TLS for host {host} already comes from {taken} of older Ingress "
+                f"{decider}; Secret {mine.secret} ignored"
+            )
+            tag: Tag = (_TLS, e.order, i, entry.hosts.index(host))
+            problems.append((tag, _problem(e.obj, e.origin, reason)))
+    return cert, bool(decider)
+
+
+def _decide_certificate(
+    host: str, e: _Entry, problems: list[tuple[Tag, Problem]]
+) -> TLSCertificate | None:
+    """The certificate Ingress ``e`` gives ``host``, a rule host of its (None: the default)."""
+    for i, entry in enumerate(e.tls):
+        if entry.implicit or host not in entry.hosts:
+            continue
+        mine = entry.cert
+        if not isinstance(mine, TLSCertificate):
+            return None  # no secretName, or unusable (reported with the entry)
+        if mine.covers(host):
+            return mine
+        reason = (
+            f"certificate in Secret {mine.secret} does not cover host {host} (it names "
+            f"{', '.join(mine.dns_names) or 'nothing'}); the default certificate is used"
+        )
+        tag: Tag = (_TLS, e.order, i, entry.hosts.index(host))
+        problems.append((tag, _problem(e.obj, e.origin, reason)))
+        return None
+    # No entry lists the host: an entry whose certificate covers it serves it.
+    for entry in e.tls:
+        mine = entry.cert
+        if isinstance(mine, TLSCertificate) and mine.covers(host):
+            return mine
+    return None
 
 
 # -- the builder -----------------------------------------------------------------------------
