@@ -14,14 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from .config import ServeConfig
-from .controller import Controller
-from .limits import LimitRegistry
+from .control.controller import Controller
 from .listeners import Listener, ListenError, bind, bind_all, close
-from .metrics import Metrics
-from .model import RouteTable
+from .model.table import RouteTable
+from .observe.metrics import Metrics
+from .observe.stats import ProxyView
+from .policy.limits import LimitRegistry
+from .policy.tls import CertificateSelector, self_signed
 from .proxy.server import ProxyState
-from .stats import ProxyView
-from .tls import CertificateSelector, self_signed
 
 log = logging.getLogger("ingressd")
 
@@ -299,7 +299,7 @@ def _source(
 ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
     """Set up the configured source; its ``run(stop)`` keeps the table current."""
     if config.cluster is not None:
-        from .cluster import ClusterRunner
+        from .control.cluster import ClusterRunner
 
         return ClusterRunner.from_config(config.cluster, controller).run
     if config.manifests is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .limits import DEFAULT_ENTRIES
+from .policy.limits import DEFAULT_ENTRIES
 from .proxy.server import ProxySettings
 from .routing.build import BuildOptions
 

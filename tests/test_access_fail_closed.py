@@ -14,13 +14,13 @@ from __future__ import annotations
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
 
-from ingressd.annotations import DENYING, IGNORED, REFUSED, SUPPORTED, classify, parse_policy
 from ingressd.check import check, render_text
+from ingressd.kube.status import event_reason
+from ingressd.model.objects import ObjectStore
+from ingressd.policy.annotations import DENYING, IGNORED, REFUSED, SUPPORTED, classify, parse_policy
+from ingressd.policy.snippet_access import access_directives, modsecurity_blocks
 from ingressd.routing.build import BuildOptions
 from ingressd.routing.decide import Forward, Respond, decide
-from ingressd.snippet_access import access_directives, modsecurity_blocks
-from ingressd.status import event_reason
-from ingressd.store import ObjectStore
 
 NGINX = "nginx.ingress.kubernetes.io/"
 

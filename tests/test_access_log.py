@@ -16,10 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingressd.access_log import PIPE_BUF, AccessLog
-from ingressd.annotations import parse_cidrs
-from ingressd.logs import JsonFormatter, configure
-from ingressd.model import Backend, Endpoint, Route, RouteTable, VirtualHost
+from ingressd.model.table import Backend, Endpoint, Route, RouteTable, VirtualHost
+from ingressd.observe.access_log import PIPE_BUF, AccessLog
+from ingressd.observe.logs import JsonFormatter, configure
+from ingressd.policy.annotations import parse_cidrs
 from ingressd.proxy.server import ClientConnection, ProxySettings, ProxyState
 from ingressd.proxy.upstream import UpstreamConnection
 

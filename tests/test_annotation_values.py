@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from ingressd.annotations import (
+from ingressd.policy.annotations import (
     AnnotationError,
     parse_buffer_size,
     parse_cidrs,
@@ -19,7 +19,7 @@ from ingressd.annotations import (
     parse_size,
     parse_url,
 )
-from ingressd.cors import DEFAULT_HEADERS, DEFAULT_MAX_AGE, DEFAULT_METHODS, CorsPolicy
+from ingressd.policy.cors import DEFAULT_HEADERS, DEFAULT_MAX_AGE, DEFAULT_METHODS, CorsPolicy
 
 NGINX = "nginx.ingress.kubernetes.io/"
 

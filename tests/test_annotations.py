@@ -7,7 +7,8 @@ import re
 import pytest
 from k8s_objects import build, ingress, path, rule, service
 
-from ingressd.annotations import (
+from ingressd.model.table import DEFAULT_POLICY, RoutePolicy
+from ingressd.policy.annotations import (
     AnnotationError,
     collect,
     expand_target,
@@ -15,7 +16,6 @@ from ingressd.annotations import (
     parse_policy,
     parse_rewrite_target,
 )
-from ingressd.model import DEFAULT_POLICY, RoutePolicy
 
 NGINX = "nginx.ingress.kubernetes.io/"
 OURS = "ingressd.io/"

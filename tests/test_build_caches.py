@@ -10,9 +10,15 @@ from typing import Any
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, rule, service, tls_secret
 
-from ingressd import tls
-from ingressd.model import Backend, Endpoint, affinity_value
-from ingressd.tls import ALWAYS, TLSError, load_certificate, load_certificate_span, self_signed
+from ingressd.model.table import Backend, Endpoint, affinity_value
+from ingressd.policy import tls
+from ingressd.policy.tls import (
+    ALWAYS,
+    TLSError,
+    load_certificate,
+    load_certificate_span,
+    self_signed,
+)
 
 NOW = dt.datetime(2030, 6, 1, tzinfo=dt.UTC)
 PEM = self_signed("a.test", ("a.test",), days=10, not_before=NOW - dt.timedelta(days=1))

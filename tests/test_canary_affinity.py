@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, rule, service
 
-from ingressd.annotations import classify, parse_policy
-from ingressd.model import Affinity, Canary, Endpoint, Route, RouteTable, affinity_value
+from ingressd.model.table import Affinity, Canary, Endpoint, Route, RouteTable, affinity_value
+from ingressd.policy.annotations import classify, parse_policy
 from ingressd.routing.decide import (
     Forward,
     RequestHead,

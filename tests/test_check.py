@@ -27,10 +27,10 @@ from k8s_objects import (
 from kube_apiserver import KubeApiServer
 
 from ingressd import cli
-from ingressd.annotations import parse_policy
 from ingressd.check import CheckReport, IngressReport, check, render_json, render_text
+from ingressd.model.objects import Obj
+from ingressd.policy.annotations import parse_policy
 from ingressd.routing.build import BuildOptions
-from ingressd.store import Obj
 
 NGINX = "nginx.ingress.kubernetes.io/"
 OURS = "ingressd.io/"

@@ -24,12 +24,12 @@ from k8s_objects import (
     tls_secret,
 )
 
-from ingressd.controller import Controller
-from ingressd.model import RouteTable
+from ingressd.control.controller import Controller
+from ingressd.model.objects import Obj, ObjectStore
+from ingressd.model.table import RouteTable
+from ingressd.policy.tls import CertificateSelector, self_signed
 from ingressd.proxy.server import ProxySettings, ProxyState
 from ingressd.routing.build import BuildOptions, TableBuilder
-from ingressd.store import Obj, ObjectStore
-from ingressd.tls import CertificateSelector, self_signed
 
 SIZE = 300
 CHANGES = 200

@@ -21,7 +21,7 @@ from k8s_objects import (
     tls_secret,
 )
 
-from ingressd.model import RouteTable
+from ingressd.model.table import RouteTable
 from ingressd.routing.decide import Forward, Respond, decide
 
 HOST = "example.com"
@@ -599,7 +599,7 @@ def test_https_redirect_and_trailing_slash(
 
 
 def test_preserve_trailing_slash_is_a_supported_annotation() -> None:
-    from ingressd.annotations import classify, parse_policy
+    from ingressd.policy.annotations import classify, parse_policy
 
     [verdict] = classify({NGINX + "preserve-trailing-slash": "true"})
     assert verdict.status == "supported"

@@ -38,12 +38,13 @@ from deploy_objects import (
 from e2e_helpers import REPO_ROOT
 from k8s_objects import endpoint_slice
 
-from ingressd import __version__, leader, workers
+from ingressd import __version__, workers
 from ingressd.cli import parser
+from ingressd.kube import leader
+from ingressd.model.objects import Obj
+from ingressd.policy.tls import TLS_SECRET_TYPE
 from ingressd.routing.build import DEFAULT_CONTROLLER, BuildOptions, build_table
 from ingressd.sources.manifests import load_directory
-from ingressd.store import Obj
-from ingressd.tls import TLS_SECRET_TYPE
 
 MIN_KUBERNETES = (1, 30)
 # Custom resources: no schema in kubernetes-validate; checked field by field below.

@@ -14,7 +14,7 @@ import pytest
 from e2e_helpers import BackgroundLoop, Ingressd, serving_echo
 from k8s_objects import ingress, path, rule
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
 

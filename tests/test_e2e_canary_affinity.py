@@ -18,7 +18,7 @@ import pytest
 from e2e_helpers import LOCALHOST, BackgroundLoop, EchoServers, Ingressd, echo_backend
 from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
 

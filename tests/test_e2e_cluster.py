@@ -44,7 +44,7 @@ from e2e_helpers import (
 from k8s_objects import certificate, endpoint_slice, ingress, path, rule, tls_entry, tls_secret
 from kube_apiserver import KubeApiServer
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 pytestmark = pytest.mark.timeout(120)
 

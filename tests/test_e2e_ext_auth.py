@@ -23,7 +23,7 @@ from e2e_helpers import (
 )
 from k8s_objects import ingress, path, rule
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
 

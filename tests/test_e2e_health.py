@@ -14,7 +14,7 @@ from e2e_helpers import serving as serving_objs
 from k8s_objects import endpoint_slice, ingress, path, rule, service
 
 from ingressd.echo import start_echo
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
 NO_RETRY = {A + "proxy-next-upstream": "off"}  # so every failure shows as a 502

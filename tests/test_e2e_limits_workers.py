@@ -23,7 +23,7 @@ from e2e_helpers import LOCALHOST, BackgroundLoop, EchoServers, Ingressd, backen
 from k8s_objects import ingress, path, rule
 from test_e2e_workers import children, socket_inodes
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
 RATE_REFUSAL = (

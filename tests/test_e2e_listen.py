@@ -24,7 +24,7 @@ from k8s_objects import ingress, ingress_class, path, rule
 
 from ingressd.cli import parser
 from ingressd.config import ServeConfig
-from ingressd.store import ObjectStore
+from ingressd.model.objects import ObjectStore
 from ingressd.workers import WorkerPool
 
 FLAGS = ("--http-port", "--https-port", "--admin-port")

@@ -33,7 +33,7 @@ from e2e_helpers import (
 from k8s_objects import ingress, path, rule, tls_entry, tls_secret
 from test_e2e_workers import children, established_on, socket_inodes
 
-from ingressd.tls import self_signed
+from ingressd.policy.tls import self_signed
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -44,8 +44,8 @@ from e2e_helpers import (
 from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
 
 from ingressd.echo import pattern_bytes
+from ingressd.model.objects import Obj
 from ingressd.proxy.server import LINGER
-from ingressd.store import Obj
 
 SSL_REDIRECT_OFF = {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}
 REWRITE = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}

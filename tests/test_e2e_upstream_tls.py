@@ -25,8 +25,8 @@ from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, serv
 from upstream_certs import issue, secret
 
 from ingressd.echo import EchoServer, start_echo
-from ingressd.store import Obj
-from ingressd.tls import TLS_SECRET_TYPE, self_signed, server_context
+from ingressd.model.objects import Obj
+from ingressd.policy.tls import TLS_SECRET_TYPE, self_signed, server_context
 
 A = "nginx.ingress.kubernetes.io/"
 

@@ -25,7 +25,7 @@ from e2e_helpers import (
     wait_for,
 )
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 
 def children(pid: int) -> list[int]:

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
 
-from ingressd.annotations import classify, parse_load_balance, parse_policy
-from ingressd.ewma import DECAY_TIME, EwmaStore
-from ingressd.model import DEFAULT_POLICY, Endpoint
+from ingressd.model.table import DEFAULT_POLICY, Endpoint
+from ingressd.policy.annotations import classify, parse_load_balance, parse_policy
+from ingressd.policy.ewma import DECAY_TIME, EwmaStore
 from ingressd.routing.decide import Forward, decide
 
 A = Endpoint("10.0.0.1", 80)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingressd.ext_auth import (
+from ingressd.policy.ext_auth import (
     AuthRequest,
     ExternalAuth,
     Template,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ingressd.health import EndpointHealth
-from ingressd.model import Backend, Endpoint
-from ingressd.retry import next_endpoint
+from ingressd.model.table import Backend, Endpoint
+from ingressd.policy.health import EndpointHealth
+from ingressd.policy.retry import next_endpoint
 
 A, B, C = (Endpoint("10.0.0.1", p) for p in (1, 2, 3))
 

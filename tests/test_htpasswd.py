@@ -8,7 +8,7 @@ import hashlib
 import bcrypt
 import pytest
 
-from ingressd.htpasswd import (
+from ingressd.policy.htpasswd import (
     MAX_BCRYPT_COST,
     MAX_SHA_CRYPT_ROUNDS,
     Credentials,

@@ -34,11 +34,11 @@ from k8s_objects import (
     tls_secret,
 )
 
-from ingressd.model import Backend, Route, RouteTable
+from ingressd.model.objects import Obj, ObjectStore
+from ingressd.model.table import Backend, Route, RouteTable
+from ingressd.policy.tls import self_signed
 from ingressd.routing import build as build_module
 from ingressd.routing.build import DEFAULT_CONTROLLER, TableBuilder, build_table
-from ingressd.store import Obj, ObjectStore
-from ingressd.tls import self_signed
 
 N = "nginx.ingress.kubernetes.io/"
 NAMESPACES = ("default", "ns1")

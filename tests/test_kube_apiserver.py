@@ -20,7 +20,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from ingressd.debounce import Debouncer
+from ingressd.control.debounce import Debouncer
 from ingressd.sources.kube import Backoff, _lines, trimmed
 
 
@@ -84,8 +84,8 @@ def test_watch_lines_are_reassembled_across_chunks() -> None:
 
 
 def test_a_relist_keeps_secrets_fetched_by_name() -> None:
+    from ingressd.model.objects import ObjectStore
     from ingressd.sources.kube import REFERENCED
-    from ingressd.store import ObjectStore
 
     store = ObjectStore()
     tls = {"kind": "Secret", "metadata": {"name": "tls", "namespace": "a"}}

@@ -13,7 +13,7 @@ import yaml
 from e2e_helpers import REPO_ROOT, Ingressd, free_port
 
 from ingressd.cli import config_from, main, parser
-from ingressd.kubeclient import KubeConfigError, connect
+from ingressd.kube.kubeclient import KubeConfigError, connect
 
 
 def kubeconfig(tmp_path: Path, namespace: str | None = "shop") -> Path:

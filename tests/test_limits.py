@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, rule, service
 
-from ingressd.annotations import parse_policy
 from ingressd.echo import start_echo
-from ingressd.limits import (
+from ingressd.policy.annotations import parse_policy
+from ingressd.policy.limits import (
     EXEMPT_CACHE,
     WAYS,
     ConnLimiter,

@@ -21,10 +21,10 @@ from pathlib import Path
 from e2e_helpers import LOCALHOST, echo_backend, free_port, manifest_text
 from k8s_objects import ingress, ingress_class, path, rule
 
-from ingressd.annotations import parse_cidrs
 from ingressd.app import serve
 from ingressd.config import ServeConfig
 from ingressd.echo import start_echo
+from ingressd.policy.annotations import parse_cidrs
 from ingressd.proxy.server import ProxySettings
 
 WARMUP = 600

@@ -23,9 +23,9 @@ from k8s_objects import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingressd.metrics import Metrics, route_labels, table_facts
-from ingressd.model import RouteTable
-from ingressd.stats import (
+from ingressd.model.table import RouteTable
+from ingressd.observe.metrics import Metrics, route_labels, table_facts
+from ingressd.observe.stats import (
     BUCKETS,
     COUNT,
     ProxyView,
@@ -33,7 +33,7 @@ from ingressd.stats import (
     RequestStats,
     WorkerTotals,
 )
-from ingressd.tls import self_signed
+from ingressd.policy.tls import self_signed
 
 WEB = ("default/web", "default/web:80")
 API = ("shop/api", "shop/api:http")

@@ -30,8 +30,9 @@ from hypothesis import strategies as st
 from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service, snapshot
 from k8s_objects import tls_entry as tls_of
 
-from ingressd.annotations import PREFIXES, SUPPORTED, Verdict, classify, parse_policy
-from ingressd.model import Problem, RoutePolicy, RouteTable
+from ingressd.model.objects import KINDS, Obj
+from ingressd.model.table import Problem, RoutePolicy, RouteTable
+from ingressd.policy.annotations import PREFIXES, SUPPORTED, Verdict, classify, parse_policy
 from ingressd.routing.build import BuildOptions, build_table
 from ingressd.routing.decide import Forward, RequestHead, Respond, decide
 from ingressd.sources.manifests import (
@@ -41,7 +42,6 @@ from ingressd.sources.manifests import (
     load_directory,
     load_file,
 )
-from ingressd.store import KINDS, Obj
 
 _EXPLORE = int(os.environ.get("INGRESSD_PROPERTY_EXAMPLES", "0"))
 PROPERTY = settings(

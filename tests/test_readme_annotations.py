@@ -6,7 +6,7 @@ import re
 
 from e2e_helpers import REPO_ROOT
 
-from ingressd.annotations import DENYING, IGNORED, REFUSED, SUPPORTED
+from ingressd.policy.annotations import DENYING, IGNORED, REFUSED, SUPPORTED
 
 ROW = re.compile(r"^\| `([a-z0-9-]+)` \| (supported|refused) \|", re.MULTILINE)
 

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
 
-from ingressd import annotations as annotations_module
-from ingressd import cors as cors_module
-from ingressd.annotations import classify, expand_target, parse_policy
-from ingressd.regex import RegexError, user_regex
+from ingressd.model.regex import RegexError, user_regex
+from ingressd.policy import annotations as annotations_module
+from ingressd.policy import cors as cors_module
+from ingressd.policy.annotations import classify, expand_target, parse_policy
 from ingressd.routing import build as build_module
 from ingressd.routing.decide import Forward, Respond, decide
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ingressd.model import Affinity, Backend, Endpoint, Route, RoutePolicy, affinity_value
-from ingressd.retry import DEFAULT_NEXT_UPSTREAM, NextUpstream, next_endpoint, parse_conditions
+from ingressd.model.table import Affinity, Backend, Endpoint, Route, RoutePolicy, affinity_value
+from ingressd.policy.retry import (
+    DEFAULT_NEXT_UPSTREAM,
+    NextUpstream,
+    next_endpoint,
+    parse_conditions,
+)
 from ingressd.routing.decide import Forward, retarget
 
 A, B, C = (Endpoint("10.0.0.1", p) for p in (1, 2, 3))

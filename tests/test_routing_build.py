@@ -18,9 +18,9 @@ from k8s_objects import (
     snapshot,
 )
 
-from ingressd.model import Backend, Endpoint, Problem, RouteTable
+from ingressd.model.objects import Obj, ObjectStore
+from ingressd.model.table import Backend, Endpoint, Problem, RouteTable
 from ingressd.routing.build import BuildOptions, build_table
-from ingressd.store import Obj, ObjectStore
 
 HOST = "example.com"
 

@@ -29,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
 
-from ingressd.model import RouteTable
+from ingressd.model.table import RouteTable
 from ingressd.routing.decide import Forward, Respond, decide
 
 HOST = "example.com"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
 
-from ingressd.model import RouteTable
+from ingressd.model.table import RouteTable
 from ingressd.routing.decide import (
     Forward,
     decide,

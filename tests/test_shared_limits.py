@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ingressd.limits import (
+from ingressd.policy.limits import (
     WAYS,
     IngressLimiter,
     LimitConfig,
@@ -29,7 +29,7 @@ from ingressd.limits import (
     private_table,
     zone_id,
 )
-from ingressd.shared_limits import SharedLimits, TableHandle
+from ingressd.policy.shared_limits import SharedLimits, TableHandle
 
 CTX = multiprocessing.get_context("spawn")
 IP = "192.0.2.7"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, rule, service
 
-from ingressd.model import Problem
-from ingressd.status import (
+from ingressd.kube.status import (
     address,
     current_addresses,
     event_reason,
     normalized,
     service_addresses,
 )
+from ingressd.model.table import Problem
 
 
 def test_address_tells_ips_from_hostnames() -> None:

@@ -21,8 +21,8 @@ from k8s_objects import (
     tls_secret,
 )
 
-from ingressd.model import RouteTable, TLSCertificate, name_matches
-from ingressd.tls import CertificateSelector, TLSError, load_certificate, self_signed
+from ingressd.model.table import RouteTable, TLSCertificate, name_matches
+from ingressd.policy.tls import CertificateSelector, TLSError, load_certificate, self_signed
 
 HOST = "a.example.com"
 

@@ -22,15 +22,12 @@ from k8s_objects import (
 )
 from upstream_certs import Issued, issue, secret, tls_server
 
-from ingressd import annotations
 from ingressd.check import check
-from ingressd.model import Endpoint, RouteTable
-from ingressd.proxy.upstream import UpstreamConnection, UpstreamPool
-from ingressd.routing.build import BuildOptions, resolve_service
-from ingressd.routing.decide import Forward, Respond, decide
-from ingressd.store import Obj
-from ingressd.tls import TLS_SECRET_TYPE
-from ingressd.upstream_tls import (
+from ingressd.model.objects import Obj
+from ingressd.model.table import Endpoint, RouteTable
+from ingressd.policy import annotations
+from ingressd.policy.tls import TLS_SECRET_TYPE
+from ingressd.policy.upstream_tls import (
     ProxySSL,
     SecretMaterial,
     UpstreamTLS,
@@ -38,6 +35,9 @@ from ingressd.upstream_tls import (
     certificate_matches,
     upstream_tls,
 )
+from ingressd.proxy.upstream import UpstreamConnection, UpstreamPool
+from ingressd.routing.build import BuildOptions, resolve_service
+from ingressd.routing.decide import Forward, Respond, decide
 
 A = "nginx.ingress.kubernetes.io/"
 HOST = "app.test"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from k8s_objects import ingress, path, rule, service
 
-from ingressd.store import ObjectStore
+from ingressd.model.objects import ObjectStore
 from ingressd.workers import cgroup_cpu_limit, diff
 
 

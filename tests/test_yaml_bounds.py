@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ingressd import yamlsafe
+from ingressd.kube import yamlsafe
 from ingressd.sources import manifests
 from ingressd.sources.manifests import _Loader, load_directory, load_file
 

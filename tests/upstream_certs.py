@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ingressd.tls import server_context
+from ingressd.policy.tls import server_context
 
 
 @dataclass(frozen=True)

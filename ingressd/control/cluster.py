@@ -7,13 +7,13 @@ import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from .config import ClusterConfig
+from ..config import ClusterConfig
+from ..kube.kubeclient import Cluster, connect
+from ..kube.leader import LeaderElector, default_identity
+from ..kube.status import Writeback
+from ..sources.kube import KubeSource, SecretFetcher
 from .controller import Controller
 from .debounce import Debouncer
-from .kubeclient import Cluster, connect
-from .leader import LeaderElector, default_identity
-from .sources.kube import KubeSource, SecretFetcher
-from .status import Writeback
 
 log = logging.getLogger("ingressd.cluster")
 

@@ -7,12 +7,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from .model import Problem, RouteTable
-from .proxy.server import ProxyState
-from .routing.build import BuildOptions, TableBuilder
-from .stats import RebuildStats
-from .store import Snapshot
-from .tls import CertificateSelector, TLSError, load_certificate
+from ..model.objects import Snapshot
+from ..model.table import Problem, RouteTable
+from ..observe.stats import RebuildStats
+from ..policy.tls import CertificateSelector, TLSError, load_certificate
+from ..proxy.server import ProxyState
+from ..routing.build import BuildOptions, TableBuilder
 
 log = logging.getLogger("ingressd.controller")
 

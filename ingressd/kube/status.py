@@ -20,9 +20,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from ..model.objects import Obj, Snapshot
+from ..model.table import Problem, RouteTable
 from .kubeclient import REQUEST_TIMEOUT, brief
-from .model import Problem, RouteTable
-from .store import Obj, Snapshot
 
 log = logging.getLogger("ingressd.status")
 

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
-from .cors import CorsPolicy
-from .limits import LimitConfig
+from ..policy.cors import CorsPolicy
+from ..policy.limits import LimitConfig
+from ..policy.retry import DEFAULT_NEXT_UPSTREAM, NextUpstream
 from .regex import UserRegex
-from .retry import DEFAULT_NEXT_UPSTREAM, NextUpstream
 
 if TYPE_CHECKING:
-    from .basic_auth import AuthRef, BasicAuth
-    from .ext_auth import ExternalAuth
-    from .upstream_tls import ProxySSL, UpstreamTLS
+    from ..policy.basic_auth import AuthRef, BasicAuth
+    from ..policy.ext_auth import ExternalAuth
+    from ..policy.upstream_tls import ProxySSL, UpstreamTLS
 
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -24,7 +24,7 @@ from json.encoder import encode_basestring_ascii as _quote  # type: ignore[attr-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .proxy.server import Exchange
+    from ..proxy.server import Exchange
 
 log = logging.getLogger("ingressd.access")
 

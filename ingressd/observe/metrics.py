@@ -27,7 +27,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from .model import Backend, Route, RouteTable
+from ..model.table import Backend, Route, RouteTable
 from .stats import (
     BUCKETS,
     BYTES_IN,

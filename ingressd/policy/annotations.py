@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
+from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
+from ..model.table import DEFAULT_POLICY, Affinity, Canary, IPNetwork, RoutePolicy
 from .basic_auth import AuthRef
 from .cors import (
     DEFAULT_HEADERS,
@@ -26,8 +28,6 @@ from .cors import (
 from .ext_auth import METHODS as AUTH_METHODS
 from .ext_auth import ExternalAuth, Template, parse_url_template
 from .limits import DEFAULT_BURST_MULTIPLIER, LimitConfig
-from .model import DEFAULT_POLICY, Affinity, Canary, IPNetwork, RoutePolicy
-from .regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
 from .retry import parse_conditions
 from .snippet_access import access_directives, modsecurity_blocks
 from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS, ProxySSL

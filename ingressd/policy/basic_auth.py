@@ -26,8 +26,8 @@ from .htpasswd import Credentials, parse_auth_map, parse_htpasswd
 from .tls import TLSError, secret_value
 
 if TYPE_CHECKING:
-    from .model import RoutePolicy
-    from .store import Snapshot
+    from ..model.objects import Snapshot
+    from ..model.table import RoutePolicy
 
 CACHE_SIZE = 4096
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .regex import fixed
+from ..model.regex import fixed
 
 # ingress-nginx's defaults
 DEFAULT_METHODS = "GET, PUT, POST, DELETE, PATCH, OPTIONS"

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .model import Route, RouteTable
+    from ..model.table import Route, RouteTable
 
 log = logging.getLogger("ingressd.limits")
 

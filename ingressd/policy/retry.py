@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..model.table import Backend, Endpoint
     from .health import EndpointHealth
-    from .model import Backend, Endpoint
 
 CONDITIONS = ("error", "timeout", "invalid_header", "non_idempotent", "off")
 STATUSES = frozenset({403, 404, 429, 500, 502, 503, 504})

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .regex import fixed
+from ..model.regex import fixed
 
 # nginx directives that decide who may have a response at all.
 DIRECTIVES: Final = frozenset(

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .model import RouteTable, TLSCertificate
+from ..model.table import RouteTable, TLSCertificate
 
 log = logging.getLogger("ingressd.tls")
 

@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from .model import name_matches
+from ..model.table import name_matches
 from .tls import TLS_SECRET_TYPE, TLSError, certificate_names, load_key_pair, secret_value
 
 if TYPE_CHECKING:
-    from .model import Endpoint, RoutePolicy
-    from .store import Snapshot
+    from ..model.objects import Snapshot
+    from ..model.table import Endpoint, RoutePolicy
 
 # ingress-nginx's values of backend-protocol; the last four are not spoken by ingressd.
 PROTOCOLS = ("HTTP", "HTTPS", "AUTO_HTTP", "GRPC", "GRPCS", "FCGI", "AJP")

@@ -25,18 +25,18 @@ from time import perf_counter
 
 import httptools
 
-from .. import ext_auth
-from ..access_log import AccessLog
-from ..cors import HEADER_NAMES as CORS_HEADERS
-from ..ewma import EwmaStore
-from ..health import EndpointHealth
-from ..limits import LimitConfig, LimitRegistry, Slot
-from ..model import Endpoint, IPNetwork, Route, RouteTable
-from ..retry import IDEMPOTENT, REPLAY_LIMIT
+from ..model.table import Endpoint, IPNetwork, Route, RouteTable
+from ..observe.access_log import AccessLog
+from ..observe.stats import RequestStats
+from ..policy import ext_auth
+from ..policy.cors import HEADER_NAMES as CORS_HEADERS
+from ..policy.ewma import EwmaStore
+from ..policy.health import EndpointHealth
+from ..policy.limits import LimitConfig, LimitRegistry, Slot
+from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
+from ..policy.tls import served_names
+from ..policy.upstream_tls import describe_error as describe_tls_error
 from ..routing.decide import Forward, RequestHead, Respond, decide, retarget
-from ..stats import RequestStats
-from ..tls import served_names
-from ..upstream_tls import describe_error as describe_tls_error
 from . import http
 from .upstream import DEFAULT_HEAD_LIMIT, UpstreamConnection, UpstreamHeadTooLarge, UpstreamPool
 

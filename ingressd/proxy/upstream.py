@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
-from ..model import Endpoint
+from ..model.table import Endpoint
 
 if TYPE_CHECKING:
-    from ..upstream_tls import UpstreamTLS
+    from ..policy.upstream_tls import UpstreamTLS
     from .http import Headers
 
 # Idle connections are keyed by endpoint and UpstreamTLS.key (None: plain TCP).

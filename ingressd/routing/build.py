@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from .. import annotations, basic_auth, upstream_tls
-from ..model import (
+from ..model.objects import Key, Obj, Snapshot, changed_keys, describe, object_key
+from ..model.regex import RegexError, UserRegex, fixed, user_regex
+from ..model.table import (
     Backend,
     Canary,
     Endpoint,
@@ -38,9 +39,8 @@ from ..model import (
     TLSCertificate,
     VirtualHost,
 )
-from ..regex import RegexError, UserRegex, fixed, user_regex
-from ..store import Key, Obj, Snapshot, changed_keys, describe, object_key
-from ..tls import ALWAYS, Span, TLSError, load_certificate_span
+from ..policy import annotations, basic_auth, upstream_tls
+from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
 
 DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"

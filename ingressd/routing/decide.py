@@ -15,10 +15,7 @@ from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from urllib.parse import quote
 
-from ..annotations import expand_target
-from ..ewma import EwmaStore
-from ..health import EndpointHealth
-from ..model import (
+from ..model.table import (
     DEFAULT_POLICY,
     Affinity,
     Backend,
@@ -28,8 +25,11 @@ from ..model import (
     RouteTable,
     name_matches,
 )
-from ..retry import next_endpoint
-from ..upstream_tls import UpstreamTLS
+from ..policy.annotations import expand_target
+from ..policy.ewma import EwmaStore
+from ..policy.health import EndpointHealth
+from ..policy.retry import next_endpoint
+from ..policy.upstream_tls import UpstreamTLS
 
 
 @dataclass(slots=True)

@@ -29,9 +29,9 @@ from typing import Any
 import watchfiles
 import yaml
 
-from .. import yamlsafe
-from ..model import Problem
-from ..store import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, describe
+from ..kube import yamlsafe
+from ..model.objects import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, describe
+from ..model.table import Problem
 
 log = logging.getLogger("ingressd.manifests")
 
