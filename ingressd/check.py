@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .model.objects import Obj, Snapshot, object_key
-from .model.table import Problem
+from .model.problems import Problem
 from .policy import annotations
 from .policy.tls import TLSError, load_certificate
 from .routing.build import (

@@ -21,7 +21,7 @@ from .config import (
 )
 from .listeners import ListenError
 from .model.objects import Snapshot
-from .model.table import Problem
+from .model.problems import Problem
 from .observe import access_log, logs
 from .policy.annotations import parse_buffer_size, parse_cidrs, parse_size
 from .policy.limits import DEFAULT_ENTRIES

@@ -48,7 +48,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .model.objects import KINDS, Key, Obj, ObjectStore, Snapshot, changed_keys
-from .model.table import Problem
+from .model.problems import Problem
 from .observe.stats import WorkerSlot, WorkerTotals
 from .policy.limits import LimitRegistry
 from .policy.shared_limits import SharedLimits, TableHandle

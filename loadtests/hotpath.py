@@ -31,8 +31,10 @@ import statistics
 import time
 from typing import Any
 
-from ingressd.model.table import Backend, Endpoint, Route, RoutePolicy, RouteTable, VirtualHost
-from ingressd.policy.limits import LimitConfig, LimitRegistry
+from ingressd.model.backend import Backend, Endpoint
+from ingressd.model.policy import LimitConfig, RoutePolicy
+from ingressd.model.table import Route, RouteTable, VirtualHost
+from ingressd.policy.limits import LimitRegistry
 from ingressd.proxy.server import ClientConnection, ProxySettings, ProxyState
 from ingressd.proxy.upstream import UpstreamConnection
 

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingressd.model.table import Backend, Endpoint, Route, RouteTable, VirtualHost
+from ingressd.model.backend import Backend, Endpoint
+from ingressd.model.table import Route, RouteTable, VirtualHost
 from ingressd.observe.access_log import PIPE_BUF, AccessLog
 from ingressd.observe.logs import JsonFormatter, configure
 from ingressd.policy.annotations import parse_cidrs

@@ -6,6 +6,7 @@ import ipaddress
 
 import pytest
 
+from ingressd.model.policy import DEFAULT_HEADERS, DEFAULT_MAX_AGE, DEFAULT_METHODS, CorsPolicy
 from ingressd.policy.annotations import (
     AnnotationError,
     parse_buffer_size,
@@ -19,7 +20,6 @@ from ingressd.policy.annotations import (
     parse_size,
     parse_url,
 )
-from ingressd.policy.cors import DEFAULT_HEADERS, DEFAULT_MAX_AGE, DEFAULT_METHODS, CorsPolicy
 
 NGINX = "nginx.ingress.kubernetes.io/"
 

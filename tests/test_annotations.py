@@ -7,7 +7,7 @@ import re
 import pytest
 from k8s_objects import build, ingress, path, rule, service
 
-from ingressd.model.table import DEFAULT_POLICY, RoutePolicy
+from ingressd.model.policy import DEFAULT_POLICY, RoutePolicy
 from ingressd.policy.annotations import (
     AnnotationError,
     collect,

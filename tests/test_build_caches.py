@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, rule, service, tls_secret
 
-from ingressd.model.table import Backend, Endpoint, affinity_value
+from ingressd.model.backend import Backend, Endpoint, affinity_value
 from ingressd.policy import tls
 from ingressd.policy.tls import (
     ALWAYS,

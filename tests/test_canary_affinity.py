@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, rule, service
 
-from ingressd.model.table import Affinity, Canary, Endpoint, Route, RouteTable, affinity_value
+from ingressd.model.backend import Endpoint, affinity_value
+from ingressd.model.policy import Affinity, Canary
+from ingressd.model.table import Route, RouteTable
 from ingressd.policy.annotations import classify, parse_policy
 from ingressd.routing.decide import (
     Forward,

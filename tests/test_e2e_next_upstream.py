@@ -26,8 +26,8 @@ from e2e_helpers import (
 )
 from k8s_objects import endpoint_slice, ingress, path, rule, service
 
+from ingressd.model.backend import Endpoint, affinity_value
 from ingressd.model.objects import Obj
-from ingressd.model.table import Endpoint, affinity_value
 
 A = "nginx.ingress.kubernetes.io/"
 

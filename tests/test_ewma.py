@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
 
-from ingressd.model.table import DEFAULT_POLICY, Endpoint
+from ingressd.model.backend import Endpoint
+from ingressd.model.policy import DEFAULT_POLICY
 from ingressd.policy.annotations import classify, parse_load_balance, parse_policy
 from ingressd.policy.ewma import DECAY_TIME, EwmaStore
 from ingressd.routing.decide import Forward, decide

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from ingressd.model.policy import ExternalAuth
 from ingressd.policy.ext_auth import (
     AuthRequest,
-    ExternalAuth,
-    Template,
     TemplateError,
+    parse_template,
     parse_url_template,
     signin_url,
     subrequest_headers,
@@ -51,18 +51,18 @@ def test_variables_follow_nginx() -> None:
 
 
 def test_templates() -> None:
-    t = Template.parse("https://${host}/x$request_uri")
+    t = parse_template("https://${host}/x$request_uri")
     assert t.parts == ("https://", "host", "/x", "request_uri", "")
     assert t.render({"host": "a", "request_uri": "/b"}) == "https://a/x/b"
-    assert Template.parse("plain").render({}) == "plain"
+    assert parse_template("plain").render({}) == "plain"
     with pytest.raises(TemplateError, match=r"\$cookie_x is not a variable"):
-        Template.parse("$cookie_x")
+        parse_template("$cookie_x")
     with pytest.raises(TemplateError):
         parse_url_template("$scheme://auth/")  # the scheme must be written out
 
 
 def test_subrequest_headers_replace_what_the_client_could_forge() -> None:
-    auth = ExternalAuth(url=Template.parse("http://auth/"))
+    auth = ExternalAuth(url=parse_template("http://auth/"))
     req = request()
     headers = subrequest_headers(auth, req, variables(req))
     names = [n.lower() for n, _ in headers]
@@ -103,6 +103,6 @@ def test_subrequest_headers_replace_what_the_client_could_forge() -> None:
 )
 def test_signin_urls(signin: str, param: str, expected: str) -> None:
     auth = ExternalAuth(
-        url=Template.parse("http://auth/"), signin=Template.parse(signin), signin_param=param
+        url=parse_template("http://auth/"), signin=parse_template(signin), signin_param=param
     )
     assert signin_url(auth, variables(request())).startswith(expected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingressd.model.table import Backend, Endpoint
+from ingressd.model.backend import Backend, Endpoint
 from ingressd.policy.health import EndpointHealth
 from ingressd.policy.retry import next_endpoint
 

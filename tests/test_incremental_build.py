@@ -34,8 +34,9 @@ from k8s_objects import (
     tls_secret,
 )
 
+from ingressd.model.backend import Backend
 from ingressd.model.objects import Obj, ObjectStore
-from ingressd.model.table import Backend, Route, RouteTable
+from ingressd.model.table import Route, RouteTable
 from ingressd.policy.tls import self_signed
 from ingressd.routing import build as build_module
 from ingressd.routing.build import DEFAULT_CONTROLLER, TableBuilder, build_table

@@ -16,13 +16,13 @@ import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, rule, service
 
 from ingressd.echo import start_echo
+from ingressd.model.policy import LimitConfig
 from ingressd.policy.annotations import parse_policy
 from ingressd.policy.limits import (
     EXEMPT_CACHE,
     WAYS,
     ConnLimiter,
     IngressLimiter,
-    LimitConfig,
     LimitRegistry,
     RateLimiter,
     Slot,

@@ -31,7 +31,9 @@ from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, serv
 from k8s_objects import tls_entry as tls_of
 
 from ingressd.model.objects import KINDS, Obj
-from ingressd.model.table import Problem, RoutePolicy, RouteTable
+from ingressd.model.policy import RoutePolicy
+from ingressd.model.problems import Problem
+from ingressd.model.table import RouteTable
 from ingressd.policy.annotations import PREFIXES, SUPPORTED, Verdict, classify, parse_policy
 from ingressd.routing.build import BuildOptions, build_table
 from ingressd.routing.decide import Forward, RequestHead, Respond, decide

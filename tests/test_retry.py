@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ingressd.model.table import Affinity, Backend, Endpoint, Route, RoutePolicy, affinity_value
-from ingressd.policy.retry import (
-    DEFAULT_NEXT_UPSTREAM,
-    NextUpstream,
-    next_endpoint,
-    parse_conditions,
-)
+from ingressd.model.backend import Backend, Endpoint, affinity_value
+from ingressd.model.policy import DEFAULT_NEXT_UPSTREAM, Affinity, NextUpstream, RoutePolicy
+from ingressd.model.table import Route
+from ingressd.policy.retry import next_endpoint, parse_conditions
 from ingressd.routing.decide import Forward, retarget
 
 A, B, C = (Endpoint("10.0.0.1", p) for p in (1, 2, 3))

@@ -18,8 +18,10 @@ from k8s_objects import (
     snapshot,
 )
 
+from ingressd.model.backend import Backend, Endpoint
 from ingressd.model.objects import Obj, ObjectStore
-from ingressd.model.table import Backend, Endpoint, Problem, RouteTable
+from ingressd.model.problems import Problem
+from ingressd.model.table import RouteTable
 from ingressd.routing.build import BuildOptions, build_table
 
 HOST = "example.com"

@@ -20,15 +20,8 @@ from typing import Any
 
 import pytest
 
-from ingressd.policy.limits import (
-    WAYS,
-    IngressLimiter,
-    LimitConfig,
-    LimitTable,
-    Slot,
-    private_table,
-    zone_id,
-)
+from ingressd.model.policy import LimitConfig
+from ingressd.policy.limits import WAYS, IngressLimiter, LimitTable, Slot, private_table, zone_id
 from ingressd.policy.shared_limits import SharedLimits, TableHandle
 
 CTX = multiprocessing.get_context("spawn")

@@ -12,7 +12,7 @@ from ingressd.kube.status import (
     normalized,
     service_addresses,
 )
-from ingressd.model.table import Problem
+from ingressd.model.problems import Problem
 
 
 def test_address_tells_ips_from_hostnames() -> None:

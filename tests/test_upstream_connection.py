@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from ingressd.model.table import Endpoint
+from ingressd.model.backend import Endpoint
 from ingressd.proxy.http import Headers
 from ingressd.proxy.upstream import UpstreamConnection, UpstreamHeadTooLarge, UpstreamPool
 

@@ -23,14 +23,14 @@ from k8s_objects import (
 from upstream_certs import Issued, issue, secret, tls_server
 
 from ingressd.check import check
+from ingressd.model.backend import Endpoint
 from ingressd.model.objects import Obj
-from ingressd.model.table import Endpoint, RouteTable
+from ingressd.model.policy import ProxySSL, UpstreamTLS
+from ingressd.model.table import RouteTable
 from ingressd.policy import annotations
 from ingressd.policy.tls import TLS_SECRET_TYPE
 from ingressd.policy.upstream_tls import (
-    ProxySSL,
     SecretMaterial,
-    UpstreamTLS,
     UpstreamTLSError,
     certificate_matches,
     upstream_tls,

@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..model.objects import Snapshot
-from ..model.table import Problem, RouteTable
+from ..model.problems import Problem
+from ..model.table import RouteTable
 from ..observe.stats import RebuildStats
 from ..policy.tls import CertificateSelector, TLSError, load_certificate
 from ..proxy.server import ProxyState

@@ -21,7 +21,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..model.objects import Obj, Snapshot
-from ..model.table import Problem, RouteTable
+from ..model.problems import Problem
+from ..model.table import RouteTable
 from .kubeclient import REQUEST_TIMEOUT, brief
 
 log = logging.getLogger("ingressd.status")

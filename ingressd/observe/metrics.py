@@ -27,7 +27,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from ..model.table import Backend, Route, RouteTable
+from ..model.backend import Backend
+from ..model.table import Route, RouteTable
 from .stats import (
     BUCKETS,
     BYTES_IN,

@@ -14,23 +14,30 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
-from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
-from ..model.table import DEFAULT_POLICY, Affinity, Canary, IPNetwork, RoutePolicy
-from .basic_auth import AuthRef
-from .cors import (
+from ..model.policy import (
+    DEFAULT_BURST_MULTIPLIER,
     DEFAULT_HEADERS,
     DEFAULT_MAX_AGE,
     DEFAULT_METHODS,
+    DEFAULT_POLICY,
+    Affinity,
+    AuthRef,
+    Canary,
     CorsPolicy,
-    parse_origins,
-    parse_token_list,
+    ExternalAuth,
+    IPNetwork,
+    LimitConfig,
+    ProxySSL,
+    RoutePolicy,
+    Template,
 )
+from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
+from .cors import parse_origins, parse_token_list
 from .ext_auth import METHODS as AUTH_METHODS
-from .ext_auth import ExternalAuth, Template, parse_url_template
-from .limits import DEFAULT_BURST_MULTIPLIER, LimitConfig
+from .ext_auth import parse_template, parse_url_template
 from .retry import parse_conditions
 from .snippet_access import access_directives, modsecurity_blocks
-from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS, ProxySSL
+from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS
 
 PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 
@@ -517,7 +524,7 @@ def _reported_as_invalid(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 
 parse_auth_url = _reported_as_invalid(parse_url_template)
-_parse_template = _reported_as_invalid(Template.parse)
+_parse_template = _reported_as_invalid(parse_template)
 parse_next_upstream = _reported_as_invalid(parse_conditions)
 
 

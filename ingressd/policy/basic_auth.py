@@ -18,60 +18,46 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .htpasswd import Credentials, parse_auth_map, parse_htpasswd
+from ..model.policy import BasicAuth
+from .htpasswd import parse_auth_map, parse_htpasswd
 from .tls import TLSError, secret_value
 
 if TYPE_CHECKING:
     from ..model.objects import Snapshot
-    from ..model.table import RoutePolicy
+    from ..model.policy import RoutePolicy
 
 CACHE_SIZE = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class AuthRef:
-    """The auth-* annotations of one Ingress, as parsed."""
-
-    secret: tuple[str | None, str]  # (namespace or None for the Ingress's, name)
-    secret_type: str = "auth-file"  # or "auth-map"
-    realm: str = ""  # ingress-nginx's default is an empty realm
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class BasicAuth:
-    credentials: Credentials
-    challenge: bytes  # the WWW-Authenticate value
-    _ok: OrderedDict[bytes, None] = field(default_factory=OrderedDict, repr=False)
-
-    def allows(self, authorization: bytes | None) -> bool:
-        """Whether an Authorization header carries valid Basic credentials."""
-        if authorization is None:
-            return False
-        scheme, _, token = authorization.strip().partition(b" ")
-        if scheme.lower() != b"basic":
-            return False
-        key = hashlib.sha256(token.strip()).digest()
-        if key in self._ok:
-            self._ok.move_to_end(key)
-            return True
-        try:
-            user, sep, password = base64.b64decode(token.strip(), validate=True).partition(b":")
-        except (binascii.Error, ValueError):
-            return False
-        if not sep:
-            return False
-        if not self.credentials.verify(
-            user.decode("utf-8", "replace"), password.decode("utf-8", "replace")
-        ):
-            return False
-        self._ok[key] = None
-        if len(self._ok) > CACHE_SIZE:
-            self._ok.popitem(last=False)
+def allows(auth: BasicAuth, authorization: bytes | None) -> bool:
+    """Whether an Authorization header carries valid Basic credentials for ``auth``."""
+    if authorization is None:
+        return False
+    scheme, _, token = authorization.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return False
+    ok = auth._ok
+    key = hashlib.sha256(token.strip()).digest()
+    if key in ok:
+        ok.move_to_end(key)
         return True
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return False
+    if not sep:
+        return False
+    if not auth.credentials.verify(
+        user.decode("utf-8", "replace"), password.decode("utf-8", "replace")
+    ):
+        return False
+    ok[key] = None
+    if len(ok) > CACHE_SIZE:
+        ok.popitem(last=False)
+    return True
 
 
 def resolve(snap: Snapshot, namespace: str, policy: RoutePolicy) -> tuple[RoutePolicy, list[str]]:

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from ..model.table import Endpoint
+from ..model.backend import Endpoint
 
 DECAY_TIME = 10.0  # seconds, as ewma.lua
 TTL = 600.0  # an endpoint unseen this long is forgotten

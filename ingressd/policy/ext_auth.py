@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
+from ..model.policy import ExternalAuth, Template
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -98,38 +100,25 @@ VARIABLES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Template:
-    """A string with nginx-style ``$variables`` from ``VARIABLES``, split once."""
-
-    parts: tuple[str, ...]  # literal, variable, literal, variable, … literal
-    text: str
-
-    @classmethod
-    def parse(cls, text: str) -> Template:
-        parts: list[str] = []
-        pos = 0
-        for m in _VARIABLE.finditer(text):
-            name = m.group(1) or m.group(2)
-            if name not in VARIABLES:
-                known = ", ".join(f"${v}" for v in sorted(VARIABLES))
-                raise TemplateError(f"${name} is not a variable ingressd knows ({known})")
-            parts += [text[pos : m.start()], name]
-            pos = m.end()
-        parts.append(text[pos:])
-        return cls(tuple(parts), text)
-
-    def render(self, values: Mapping[str, str]) -> str:
-        parts = self.parts
-        if len(parts) == 1:
-            return parts[0]
-        return "".join(p if i % 2 == 0 else values[p] for i, p in enumerate(parts))
+def parse_template(text: str) -> Template:
+    """Split ``text`` at its ``$variables``; TemplateError for one not in ``VARIABLES``."""
+    parts: list[str] = []
+    pos = 0
+    for m in _VARIABLE.finditer(text):
+        name = m.group(1) or m.group(2)
+        if name not in VARIABLES:
+            known = ", ".join(f"${v}" for v in sorted(VARIABLES))
+            raise TemplateError(f"${name} is not a variable ingressd knows ({known})")
+        parts += [text[pos : m.start()], name]
+        pos = m.end()
+    parts.append(text[pos:])
+    return Template(tuple(parts), text)
 
 
 def parse_url_template(value: str) -> Template:
     """An absolute http(s) URL, possibly with variables (checked with sample values)."""
     text = value.strip()
-    template = Template.parse(text)
+    template = parse_template(text)
     sample = template.render(dict.fromkeys(VARIABLES, "x"))
     if any(c in sample for c in " \t\r\n\0"):
         raise TemplateError("a URL may not contain whitespace")
@@ -137,19 +126,6 @@ def parse_url_template(value: str) -> Template:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TemplateError("it is not an absolute http:// or https:// URL")
     return template
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalAuth:
-    """The auth-* annotations of an Ingress, validated."""
-
-    url: Template
-    method: str | None = None  # auth-method; None: GET, as nginx's subrequests
-    response_headers: tuple[str, ...] = ()  # auth-response-headers
-    signin: Template | None = None  # auth-signin
-    signin_param: str = "rd"  # auth-signin-redirect-param
-    request_redirect: Template | None = None  # auth-request-redirect
-    always_set_cookie: bool = False  # auth-always-set-cookie
 
 
 @dataclass(frozen=True, slots=True)

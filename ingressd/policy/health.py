@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..model.table import Endpoint
+    from ..model.backend import Endpoint
 
 MAX_BACKOFF = 120.0
 MAX_ENTRIES = 10_000

@@ -54,17 +54,15 @@ import logging
 import mmap
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ..model.policy import LimitConfig
 
 if TYPE_CHECKING:
     from ..model.table import Route, RouteTable
 
 log = logging.getLogger("ingressd.limits")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-DEFAULT_BURST_MULTIPLIER = 5  # ingress-nginx's limit-burst-multiplier default
 EXEMPT_CACHE = 4096  # allow-list answers remembered per Ingress (parsing costs microseconds)
 
 # The table: entries per bucket, and how many entries by default (over all
@@ -93,17 +91,6 @@ REFUSED_RATE = -4  # rate i refused: REFUSED_RATE - i
 
 _private_zones = itertools.count(1)  # zones of standalone limiters (tests)
 FULL_LOG_EVERY = 10_000  # ms between two warnings that the table is full
-
-
-@dataclass(frozen=True, slots=True)
-class LimitConfig:
-    """The limit-* annotations of one Ingress (at least one limit is set)."""
-
-    rps: int | None = None
-    rpm: int | None = None
-    connections: int | None = None
-    burst_multiplier: int = DEFAULT_BURST_MULTIPLIER
-    allowlist: tuple[Network, ...] = ()  # clients exempt from every limit
 
 
 def table_bytes(entries: int, columns: int) -> int:

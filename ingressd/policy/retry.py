@@ -13,11 +13,12 @@ again; a response that has begun to reach the client is never retried.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..model.policy import NextUpstream
+
 if TYPE_CHECKING:
-    from ..model.table import Backend, Endpoint
+    from ..model.backend import Backend, Endpoint
     from .health import EndpointHealth
 
 CONDITIONS = ("error", "timeout", "invalid_header", "non_idempotent", "off")
@@ -27,30 +28,6 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 # A request body sent to an upstream is kept up to this size so a retry can
 # send it again; a larger one makes the request not retriable once sent.
 REPLAY_LIMIT = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class NextUpstream:
-    """proxy-next-upstream, -tries and -timeout; the defaults are ingress-nginx's."""
-
-    error: bool = True
-    timeout: bool = True
-    invalid_header: bool = False
-    statuses: frozenset[int] = frozenset()
-    non_idempotent: bool = False
-    tries: int = 3  # attempts in all, the first included; 0: no limit
-    time_limit: float = 0.0  # seconds from the first attempt; 0: no limit
-
-    def covers(self, kind: str) -> bool:
-        """Whether a failure of ``kind`` ("error", "timeout", "invalid_header") is retried."""
-        if kind == "error":
-            return self.error
-        if kind == "timeout":
-            return self.timeout
-        return kind == "invalid_header" and self.invalid_header
-
-
-DEFAULT_NEXT_UPSTREAM = NextUpstream()
 
 
 def parse_conditions(value: str) -> NextUpstream:

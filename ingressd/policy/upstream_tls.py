@@ -5,7 +5,7 @@ turns it, with the other ``proxy-ssl-*`` annotations, into an ``UpstreamTLS``
 kept on the route's policy: the ``ssl.SSLContext`` is made there, once per
 (CA, client certificate, verify) and reused by every route and every rebuild
 that asks for the same, never per request. The proxy connects with it and calls
-``UpstreamTLS.check_peer`` after the handshake.
+``check_peer`` after the handshake.
 
 As in ingress-nginx:
 
@@ -36,12 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
+from ..model.policy import ProxySSL, UpstreamTLS
 from ..model.table import name_matches
 from .tls import TLS_SECRET_TYPE, TLSError, certificate_names, load_key_pair, secret_value
 
 if TYPE_CHECKING:
+    from ..model.backend import Endpoint
     from ..model.objects import Snapshot
-    from ..model.table import Endpoint, RoutePolicy
+    from ..model.policy import RoutePolicy
 
 # ingress-nginx's values of backend-protocol; the last four are not spoken by ingressd.
 PROTOCOLS = ("HTTP", "HTTPS", "AUTO_HTTP", "GRPC", "GRPCS", "FCGI", "AJP")
@@ -51,18 +53,6 @@ TLS_PROTOCOLS = frozenset({"HTTPS", "AUTO_HTTP"})
 
 class UpstreamTLSError(ssl.SSLError):
     """The upstream's certificate failed a check made after the handshake."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProxySSL:
-    """The proxy-ssl-* annotations of one Ingress, as parsed (read only with a Secret)."""
-
-    namespace: str | None  # of proxy-ssl-secret; None: the Ingress's own
-    secret: str
-    verify: bool = False  # proxy-ssl-verify
-    verify_depth: int = 1  # proxy-ssl-verify-depth: intermediate CAs allowed
-    name: str | None = None  # proxy-ssl-name; None: the endpoint's address or host
-    server_name: bool = False  # proxy-ssl-server-name: send SNI
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,51 +72,31 @@ class SecretMaterial:
         return h.hexdigest()
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class UpstreamTLS:
-    """How to speak TLS to a route's upstream, resolved when the table is built."""
-
-    context: ssl.SSLContext
-    verify: bool  # chain verified against ca.crt, then name and depth checked
-    verify_depth: int
-    name: str | None  # name to verify (and send as SNI); None: the endpoint's host
-    server_name: bool  # send SNI
-    secret: str | None  # "namespace/name" of the proxy-ssl-secret, for messages
-    # What pooled connections are keyed by (with the endpoint): two routes with
-    # the same key may share a connection, a plain and a TLS one never do.
-    key: tuple[Any, ...]
-
-    def server_hostname(self, endpoint: Endpoint) -> str:
-        """The SNI to send; "" sends none (asyncio then checks no name either)."""
-        if not self.server_name:
-            return ""
-        return self.name or endpoint.host
-
-    def check_peer(self, ssl_object: Any, endpoint: Endpoint) -> None:
-        """Name and chain depth, after the handshake; raise UpstreamTLSError."""
-        if not self.verify or ssl_object is None:
-            return
-        name = self.name or endpoint.host
-        der = ssl_object.getpeercert(binary_form=True)
-        if not der:
-            raise UpstreamTLSError("the upstream presented no certificate")
-        cert = x509.load_der_x509_certificate(der)
-        if not certificate_matches(cert, name):
-            names = ", ".join(_cert_names(cert)) or "nothing"
+def check_peer(tls: UpstreamTLS, ssl_object: Any, endpoint: Endpoint) -> None:
+    """The certificate's name and chain depth, after the handshake; raise UpstreamTLSError."""
+    if not tls.verify or ssl_object is None:
+        return
+    name = tls.name or endpoint.host
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        raise UpstreamTLSError("the upstream presented no certificate")
+    cert = x509.load_der_x509_certificate(der)
+    if not certificate_matches(cert, name):
+        names = ", ".join(_cert_names(cert)) or "nothing"
+        raise UpstreamTLSError(
+            f"certificate verify failed: the certificate is not valid for {name!r} "
+            f"(it names {names})"
+        )
+    chain = _verified_chain(ssl_object)
+    if chain is not None:
+        # The chain runs from the upstream's certificate to the trusted CA;
+        # OpenSSL's depth counts the CAs between them.
+        intermediates = max(len(chain) - 2, 0)
+        if intermediates > tls.verify_depth:
             raise UpstreamTLSError(
-                f"certificate verify failed: the certificate is not valid for {name!r} "
-                f"(it names {names})"
+                f"certificate verify failed: the chain has {intermediates} intermediate "
+                f"CAs, proxy-ssl-verify-depth allows {tls.verify_depth}"
             )
-        chain = _verified_chain(ssl_object)
-        if chain is not None:
-            # The chain runs from the upstream's certificate to the trusted CA;
-            # OpenSSL's depth counts the CAs between them.
-            intermediates = max(len(chain) - 2, 0)
-            if intermediates > self.verify_depth:
-                raise UpstreamTLSError(
-                    f"certificate verify failed: the chain has {intermediates} intermediate "
-                    f"CAs, proxy-ssl-verify-depth allows {self.verify_depth}"
-                )
 
 
 def certificate_matches(cert: x509.Certificate, name: str) -> bool:

@@ -25,14 +25,16 @@ from time import perf_counter
 
 import httptools
 
-from ..model.table import Endpoint, IPNetwork, Route, RouteTable
+from ..model.backend import Endpoint
+from ..model.policy import ExternalAuth, IPNetwork, LimitConfig
+from ..model.table import Route, RouteTable
 from ..observe.access_log import AccessLog
 from ..observe.stats import RequestStats
 from ..policy import ext_auth
 from ..policy.cors import HEADER_NAMES as CORS_HEADERS
 from ..policy.ewma import EwmaStore
 from ..policy.health import EndpointHealth
-from ..policy.limits import LimitConfig, LimitRegistry, Slot
+from ..policy.limits import LimitRegistry, Slot
 from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
 from ..policy.tls import served_names
 from ..policy.upstream_tls import describe_error as describe_tls_error
@@ -928,7 +930,7 @@ class Exchange:
         else:
             self._connect_task = client.loop.create_task(self._connect())
 
-    async def _authorize(self, auth: ext_auth.ExternalAuth) -> None:
+    async def _authorize(self, auth: ExternalAuth) -> None:
         client = self.client
         settings = client.state.settings
         policy = self.forward.route.policy  # type: ignore[union-attr]

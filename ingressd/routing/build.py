@@ -26,19 +26,12 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from ..model.backend import Backend, Endpoint
 from ..model.objects import Key, Obj, Snapshot, changed_keys, describe, object_key
+from ..model.policy import Canary, RoutePolicy
+from ..model.problems import Problem
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
-from ..model.table import (
-    Backend,
-    Canary,
-    Endpoint,
-    Problem,
-    Route,
-    RoutePolicy,
-    RouteTable,
-    TLSCertificate,
-    VirtualHost,
-)
+from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
 from ..policy import annotations, basic_auth, upstream_tls
 from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
 

@@ -31,7 +31,7 @@ import yaml
 
 from ..kube import yamlsafe
 from ..model.objects import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, describe
-from ..model.table import Problem
+from ..model.problems import Problem
 
 log = logging.getLogger("ingressd.manifests")
 
