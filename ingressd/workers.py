@@ -379,12 +379,12 @@ def worker_main(
 
 async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle) -> int:
     """Serve until told to stop; the exit code (EXIT_CANNOT_LISTEN: ports not bound)."""
-    from .app import serve_proxy, until_listening
     from .control.controller import Controller
     from .listeners import ListenError
     from .model.table import RouteTable
     from .policy.tls import CertificateSelector, self_signed
     from .proxy.server import ProxyState
+    from .serving import serve_proxy, until_listening
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
