@@ -12,13 +12,8 @@ from typing import Any
 from . import __version__
 from .app import serve
 from .check import check, render_json, render_text
-from .config import (
-    WATCH_SECONDS,
-    ClusterConfig,
-    KubeConfigError,
-    NoClusterError,
-    ServeConfig,
-)
+from .config import ServeConfig
+from .kube.config import WATCH_SECONDS, ClusterConfig, KubeConfigError, NoClusterError
 from .listeners import ListenError
 from .model.objects import Snapshot
 from .model.problems import Problem
@@ -545,7 +540,7 @@ def _check_input(
             snapshot = implied.apply(snapshot)
             notes = (implied.note(args.manifests),) if implied.active else ()
         return snapshot, result.problems, notes
-    # Imported only here: manifest mode must not pay for the client (see config.py).
+    # Imported only here: manifest mode must not pay for the client (see kube/config.py).
     from .kube.kubeclient import connect
     from .sources.kube import ListError, snapshot_once
 

@@ -13,7 +13,8 @@ import yaml
 from e2e_helpers import REPO_ROOT, Ingressd, free_port
 
 from ingressd.cli import config_from, main, parser
-from ingressd.kube.kubeclient import KubeConfigError, connect
+from ingressd.kube.config import KubeConfigError
+from ingressd.kube.kubeclient import connect
 
 
 def kubeconfig(tmp_path: Path, namespace: str | None = "shop") -> Path:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from ..config import ClusterConfig
+from ..kube.config import ClusterConfig
 from ..kube.kubeclient import Cluster, connect
 from ..kube.leader import LeaderElector, default_identity
 from ..kube.status import Writeback

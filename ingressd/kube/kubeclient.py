@@ -22,8 +22,8 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import SSLError as URLLibSSLError
 
-from ..config import KubeConfigError, NoClusterError
 from . import yamlsafe
+from .config import KubeConfigError, NoClusterError
 
 # Plain safe YAML, as the client reads it; libyaml's parser when PyYAML has it.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
