@@ -20,17 +20,55 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii as _quote  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from ..proxy.server import Exchange
+from ..model.backend import Endpoint
 
 log = logging.getLogger("ingressd.access")
 
 FORMATS = ("json", "plain", "off")
 FLUSH_INTERVAL = 0.1  # seconds a line may wait in the buffer
 PIPE_BUF = 4096  # writes up to this size are atomic on a pipe (POSIX)
+
+
+class Forwarded(Protocol):
+    """Where a forwarded request went (routing/decide.py's Forward)."""
+
+    @property
+    def endpoint(self) -> Endpoint: ...
+
+
+class Exchange(Protocol):
+    """A request and its response as a line reads them: the proxy's exchange
+    (proxy/server.py), which the log must not import. Its attributes are read in
+    place, as before: nothing is copied per request."""
+
+    @property
+    def method(self) -> bytes: ...
+    @property
+    def url(self) -> bytes: ...  # path and query as received
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]: ...
+    @property
+    def host(self) -> bytes | None: ...
+    @property
+    def http10(self) -> bool: ...
+    @property
+    def request_id(self) -> bytes | None: ...
+    @property
+    def forward(self) -> Forwarded | None: ...  # None: answered by the proxy itself
+    @property
+    def up_start(self) -> float: ...  # 0: no upstream was tried
+    @property
+    def up_connect(self) -> float: ...
+    @property
+    def response_started(self) -> bool: ...
+    @property
+    def sent(self) -> int: ...  # bytes sent to the client
+
+    def real_ip(self) -> str: ...
 
 
 # The usual methods, quoted once rather than per line.
