@@ -1,6 +1,6 @@
 """Certificates for the upstream TLS tests: CAs, intermediates, server and client leaves.
 
-``ingressd.tls.self_signed`` makes server certificates only (its extended key
+``ingressd.policy.tls.self_signed`` makes server certificates only (its extended key
 usage is serverAuth); mTLS needs a clientAuth one, and chain-depth checks need
 CAs, so these tests issue their own.
 """

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "loadtests" / "routes.py"
 
 # What the generator makes at each quick size: 3 paths per Ingress plus one regex

@@ -28,7 +28,7 @@ from ingressd.routing.decide import Forward, Respond, decide
 
 NGINX = "nginx.ingress.kubernetes.io/"
 HOST = "example.com"
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # the shared helpers
 DEADLINE = 60  # seconds; RE2 needs well under one (most of it is the interpreter starting)
 EVIL = "/(a+)+$"  # exponential on a backtracking engine when the subject ends in a non-'a'
 
@@ -99,7 +99,7 @@ def test_hostile_redirect_url_is_validated_in_linear_time() -> None:
     # ^https?://[^\s/?#]+[^\s]*$ on Python's re: quadratic (200,000 characters: minutes).
     out = run_bounded(
         f"""
-        from ingressd.annotations import parse_policy
+        from ingressd.policy.annotations import parse_policy
         policy, messages = parse_policy(
             {{"{NGINX}permanent-redirect": "http://" + "a" * 200_000 + " x"}}
         )

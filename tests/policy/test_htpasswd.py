@@ -1,4 +1,4 @@
-"""Tests for ingressd.htpasswd (basic-auth credentials)."""
+"""Tests for ingressd.policy.htpasswd (basic-auth credentials)."""
 
 from __future__ import annotations
 

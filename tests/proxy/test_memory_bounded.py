@@ -32,7 +32,7 @@ MEASURED = 1500
 CONNECTIONS = 6
 REQUESTS_PER_CONNECTION = 25  # then the connection is closed and another opened
 MAX_KEPT_BYTES = 48 * 1024
-INGRESSD = str(Path(__file__).resolve().parent.parent / "ingressd")
+INGRESSD = str(Path(__file__).resolve().parents[2] / "ingressd")
 
 
 def request(i: int) -> bytes:

@@ -275,7 +275,7 @@ def test_dockerignore_keeps_out_the_repository_tests_and_secrets() -> None:
     for path in (
         ".git/config",
         ".venv/bin/python",
-        "tests/test_dockerfile.py",
+        "tests/repo/test_dockerfile.py",
         "loadtests/bench.py",
         "server.pem",
         "certs/tls.key",

@@ -17,7 +17,7 @@ from yarl import URL
 from ingressd.demo import demo_endpoints, start_demo_upstreams
 from ingressd.echo import EchoServer, pattern_bytes, start_echo
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TIMEOUT = aiohttp.ClientTimeout(total=20)
 
 

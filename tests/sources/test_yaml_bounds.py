@@ -3,7 +3,7 @@
 Alias bombs, merge-key bombs, deep nesting, self-referring aliases, huge
 documents and files: each is reported as a problem of its file with a clear
 reason, and the rest of the folder keeps serving. The bounded composer
-(``ingressd.yamlsafe``) must give exactly what PyYAML gives for everything else.
+(``ingressd.kube.yamlsafe``) must give exactly what PyYAML gives for everything else.
 """
 
 from __future__ import annotations
