@@ -36,7 +36,8 @@ class ServeConfig:
     shutdown_grace: float = 10.0
     # Proxy processes; 1 = this process proxies too (no worker processes).
     workers: int = 1
-    # The process log's format, "text" or "json" (logs.py); workers set theirs up from it.
+    # The process log's format, "text" or "json" (observe/logs.py); workers set theirs up from it.
     log_format: str = "text"
-    # Clients the limit-* counters remember, over all Ingresses (limits.py); shared by workers.
+    # Clients the limit-* counters remember, over all Ingresses (policy/limits.py); shared by
+    # the workers.
     limit_entries: int = DEFAULT_ENTRIES

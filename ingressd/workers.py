@@ -18,7 +18,7 @@ that grows while it keeps dying. A worker whose main process goes away stops.
 
 The limit-rps/-rpm/-connections counters hold per pod, as nginx's shared
 memory zones do: the main process creates one table in shared memory
-(``shared_limits.py``) and hands it to every worker, which counts its
+(``policy/shared_limits.py``) and hands it to every worker, which counts its
 requests in flight in column ``index``. When a worker dies its column is
 zeroed before it is started again, so the places its requests held are free.
 

@@ -188,7 +188,7 @@ class WorkerTotals:
     """The main process's sum over its workers, for ``/metrics``.
 
     Design: each worker sends its cumulative numbers over the pipe it already
-    has (``workers.py``), about once a second and once more when it stops
+    has (``ingressd/workers.py``), about once a second and once more when it stops
     cleanly, and the main process sums them at scrape time. No files (the
     container's root file system is read-only; prometheus-client's
     multiprocess mode would need a directory and cleanup of dead processes'

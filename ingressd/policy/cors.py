@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..model.regex import fixed
 
-# Run on annotation values: on RE2, linear whatever the value (see regex.py).
+# Run on annotation values: on RE2, linear whatever the value (see model/regex.py).
 _ORIGIN = fixed(r"^[a-z][a-z0-9+.-]*://(\*\.)?[a-z0-9.-]+(:\d{1,5})?$", ignore_case=True)
 _TOKEN_LIST = fixed(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$")
 

@@ -119,7 +119,7 @@ class ProxyState:
         # passive health: failing endpoints by address; outlives the tables too
         self.health = EndpointHealth(settings.max_fails, settings.fail_timeout)
         self.auth = ext_auth.AuthClient()  # auth-url subrequests
-        # Counted per request, read at scrape time (stats.py, metrics.py)
+        # Counted per request, read at scrape time (observe/stats.py, observe/metrics.py)
         self.stats = RequestStats()
         self.access_log = AccessLog(settings.access_log) if settings.access_log != "off" else None
         # Exchanges waiting on an upstream, checked for timeouts by one sweep

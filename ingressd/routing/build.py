@@ -39,7 +39,7 @@ DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 
-# Rule hosts come from manifests: validated on RE2, linear whatever the value (regex.py).
+# Rule hosts come from manifests: validated on RE2, linear whatever the value (model/regex.py).
 _HOST_RE = fixed(r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 

@@ -292,7 +292,7 @@ def test_only_tmp_is_writable_and_it_is_where_tempfiles_go(deployment: Obj) -> N
     mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or []}
     assert set(mounts) == {"/tmp"}
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
-    # ingressd/tls.py writes through tempfile, which uses TMPDIR when it is set.
+    # ingressd/policy/tls.py writes through tempfile, which uses TMPDIR when it is set.
     assert "TMPDIR" not in {e["name"] for e in c.get("env") or []}
 
 

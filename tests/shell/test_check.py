@@ -498,7 +498,7 @@ def test_cli_on_a_clean_folder(clean: Path) -> None:
     assert result.stdout.startswith(f"Ingress default/web  ({clean / 'app.yaml'})\n")
     assert "    a.test  /  Prefix  -> web:80  ok, 2 ready endpoints\n" in result.stdout
     assert "exit code 0" in result.stdout
-    # Manifest mode does not pay for the Kubernetes client (see config.py).
+    # Manifest mode does not pay for the Kubernetes client (see ingressd/kube/config.py).
     imported = [line for line in result.stderr.splitlines() if "import time:" in line]
     assert imported and not [line for line in imported if "kubernetes" in line]
 
