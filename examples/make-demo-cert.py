@@ -14,7 +14,7 @@ import base64
 import datetime as dt
 from pathlib import Path
 
-from ingressd.tls import self_signed
+from ingressd.policy.tls import self_signed
 
 NAMES = ("demo.test", "*.demo.test")
 OUT = Path(__file__).resolve().parent / "tls-secret.yaml"

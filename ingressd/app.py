@@ -1,4 +1,8 @@
-"""Running ingressd: listeners, admin endpoints, the source, and shutdown."""
+"""Running ingressd: binding the ports, admin endpoints, the source, workers, and shutdown.
+
+The proxy ports themselves are served by ``serving.py``, in this process
+(``--workers 1``) or in each worker process (``workers.py``).
+"""
 
 from __future__ import annotations
 
@@ -14,14 +18,15 @@ from typing import Any
 from aiohttp import web
 
 from .config import ServeConfig
-from .controller import Controller
-from .limits import LimitRegistry
+from .control.controller import Controller
 from .listeners import Listener, ListenError, bind, bind_all, close
-from .metrics import Metrics
-from .model import RouteTable
+from .model.table import RouteTable
+from .observe.metrics import Metrics
+from .observe.stats import ProxyView
+from .policy.limits import LimitRegistry
+from .policy.tls import CertificateSelector, self_signed
 from .proxy.server import ProxyState
-from .stats import ProxyView
-from .tls import CertificateSelector, self_signed
+from .serving import proxy_listeners, serve_proxy, until_listening
 
 log = logging.getLogger("ingressd")
 
@@ -70,14 +75,6 @@ def admin_app(
     if metrics is not None:
         app.router.add_get("/metrics", prometheus)
     return app
-
-
-def proxy_listeners(config: ServeConfig) -> tuple[Listener, Listener]:
-    """The HTTP and HTTPS listeners."""
-    return (
-        Listener("--http-port", config.address, config.http_port),
-        Listener("--https-port", config.address, config.https_port),
-    )
 
 
 def admin_listener(config: ServeConfig) -> Listener:
@@ -219,87 +216,12 @@ async def serve(
         raise ListenError(pool.fatal)
 
 
-async def until_listening(proxy: asyncio.Task, state: ProxyState) -> None:
-    """Wait for the listeners (or for the error that kept them from opening)."""
-    while not state.listening and not proxy.done():
-        await asyncio.sleep(0.01)
-    if proxy.done():
-        proxy.result()  # raises what stopped it, e.g. a port in use
-
-
-async def serve_proxy(
-    config: ServeConfig,
-    state: ProxyState,
-    selector: CertificateSelector,
-    stop: asyncio.Event,
-    reuse_port: bool = False,
-    sockets: tuple[list[socket.socket], list[socket.socket]] | None = None,
-) -> None:
-    """Listen on the proxy ports until ``stop``, then drain the connections.
-
-    ``sockets``: the HTTP and HTTPS sockets, bound already (and closed here
-    whatever happens); else they are bound here (a worker process, with
-    SO_REUSEPORT), raising ListenError.
-    """
-    loop = asyncio.get_running_loop()
-    listeners = proxy_listeners(config)
-    if sockets is None:
-        http = bind(listeners[0], reuse_port=reuse_port)
-        try:
-            https = bind(listeners[1], reuse_port=reuse_port)
-        except ListenError:
-            close(http)
-            raise
-        sockets = (http, https)
-    servers: list[asyncio.AbstractServer] = []
-    pending = [
-        (sock, tls, listener)
-        for tls, listener, socks in zip((False, True), listeners, sockets, strict=True)
-        for sock in socks
-    ]
-    try:
-        for sock, tls, listener in pending:
-            try:
-                server = await loop.create_server(
-                    state.protocol_factory(tls),
-                    sock=sock,
-                    ssl=selector.default_context if tls else None,
-                    backlog=1024,
-                )
-            except OSError as exc:  # listen() itself can fail
-                raise ListenError.from_os(listener, exc) from None
-            servers.append(server)
-    except BaseException:
-        for server in servers:
-            server.close()
-        close([sock for sock, _, _ in pending[len(servers) :]])
-        raise
-    state.listening = True
-    try:
-        await stop.wait()
-    finally:
-        for server in servers:
-            server.close()
-        for conn in list(state.connections):
-            conn.shutdown()
-        deadline = loop.time() + config.shutdown_grace
-        while state.connections and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        for conn in list(state.connections):
-            conn.transport.abort()  # type: ignore[union-attr]
-        state.pool.close()
-        await state.auth.close()
-        await asyncio.sleep(0)  # aborted connections report their last requests
-        if state.access_log is not None:
-            state.access_log.flush()
-
-
 def _source(
     config: ServeConfig, controller: Controller
 ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
     """Set up the configured source; its ``run(stop)`` keeps the table current."""
     if config.cluster is not None:
-        from .cluster import ClusterRunner
+        from .control.cluster import ClusterRunner
 
         return ClusterRunner.from_config(config.cluster, controller).run
     if config.manifests is None:

@@ -13,8 +13,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import annotations
-from .model import Problem
+from .model.objects import Obj, Snapshot, object_key
+from .model.problems import Problem
+from .policy import annotations
+from .policy.tls import TLSError, load_certificate
 from .routing.build import (
     BuildOptions,
     Ownership,
@@ -23,8 +25,6 @@ from .routing.build import (
     ingress_owner,
     resolve_service,
 )
-from .store import Obj, Snapshot, object_key
-from .tls import TLSError, load_certificate
 
 STATUSES = ("supported", "unsupported", "refused", "invalid", "overridden")
 # Statuses that make the check fail: the Ingress would not serve as written.

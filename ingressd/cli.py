@@ -9,24 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__, access_log, logs
-from .annotations import parse_buffer_size, parse_cidrs, parse_size
+from . import __version__
 from .app import serve
 from .check import check, render_json, render_text
-from .config import (
-    WATCH_SECONDS,
-    ClusterConfig,
-    KubeConfigError,
-    NoClusterError,
-    ServeConfig,
-)
-from .limits import DEFAULT_ENTRIES
+from .config import ServeConfig
+from .kube.config import WATCH_SECONDS, ClusterConfig, KubeConfigError, NoClusterError
 from .listeners import ListenError
-from .model import Problem
+from .model.objects import Snapshot
+from .model.problems import Problem
+from .observe import access_log, logs
+from .policy.annotations import parse_buffer_size, parse_cidrs, parse_size
+from .policy.limits import DEFAULT_ENTRIES
 from .proxy.server import ProxySettings
 from .proxy.upstream import DEFAULT_HEAD_LIMIT
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
-from .store import Snapshot
 from .workers import default_count
 
 DEFAULT_INGRESS_CLASS = "ingressd"
@@ -544,8 +540,8 @@ def _check_input(
             snapshot = implied.apply(snapshot)
             notes = (implied.note(args.manifests),) if implied.active else ()
         return snapshot, result.problems, notes
-    # Imported only here: manifest mode must not pay for the client (see config.py).
-    from .kubeclient import connect
+    # Imported only here: manifest mode must not pay for the client (see kube/config.py).
+    from .kube.kubeclient import connect
     from .sources.kube import ListError, snapshot_once
 
     cluster = connect(args.kubeconfig, args.in_cluster)  # KubeConfigError: main() says it

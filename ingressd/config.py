@@ -2,7 +2,7 @@
 
 Kept apart from the modules that use them so the command line and manifest
 mode do not import the Kubernetes client (about 1.5 s and 50 MiB) unless the
-cluster is the source.
+cluster is the source. Cluster mode's own settings are ``kube/config.py``'s.
 """
 
 from __future__ import annotations
@@ -10,40 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .limits import DEFAULT_ENTRIES
+from .kube.config import ClusterConfig
+from .policy.limits import DEFAULT_ENTRIES
 from .proxy.server import ProxySettings
 from .routing.build import BuildOptions
-
-# Watches end on the server after this long (jittered) and are resumed, like
-# client-go's reflector, so no single stream lives forever behind a proxy.
-WATCH_SECONDS = 300
-
-
-class KubeConfigError(Exception):
-    """No usable kubeconfig or in-cluster configuration; the message is one line
-    naming the file (or the service account) and what is wrong with it."""
-
-
-class NoClusterError(KubeConfigError):
-    """Nothing says where a cluster is: no flag, no KUBECONFIG, no ~/.kube/config, not a Pod."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterConfig:
-    kubeconfig: Path | None = None
-    in_cluster: bool = False
-    watch_namespace: str | None = None
-    publish_service: str | None = None  # "namespace/name"
-    publish_status_address: tuple[str, ...] = ()
-    election_id: str = "ingressd-leader"
-    identity: str | None = None
-    # client-go's defaults
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-    watch_seconds: int = WATCH_SECONDS
-    # Secrets that Ingresses name but the TLS watch does not hold are re-read this often.
-    secret_refresh: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +36,8 @@ class ServeConfig:
     shutdown_grace: float = 10.0
     # Proxy processes; 1 = this process proxies too (no worker processes).
     workers: int = 1
-    # The process log's format, "text" or "json" (logs.py); workers set theirs up from it.
+    # The process log's format, "text" or "json" (observe/logs.py); workers set theirs up from it.
     log_format: str = "text"
-    # Clients the limit-* counters remember, over all Ingresses (limits.py); shared by workers.
+    # Clients the limit-* counters remember, over all Ingresses (policy/limits.py); shared by
+    # the workers.
     limit_entries: int = DEFAULT_ENTRIES

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 
 from .echo import EchoServer, start_echo
+from .model.objects import SERVICE_NAME_LABEL
 from .sources.manifests import load_directory
-from .store import SERVICE_NAME_LABEL
 
 log = logging.getLogger("ingressd.demo")
 

@@ -18,7 +18,7 @@ that grows while it keeps dying. A worker whose main process goes away stops.
 
 The limit-rps/-rpm/-connections counters hold per pod, as nginx's shared
 memory zones do: the main process creates one table in shared memory
-(``shared_limits.py``) and hands it to every worker, which counts its
+(``policy/shared_limits.py``) and hands it to every worker, which counts its
 requests in flight in column ``index``. When a worker dies its column is
 zeroed before it is started again, so the places its requests held are free.
 
@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .limits import LimitRegistry
-from .model import Problem
-from .shared_limits import SharedLimits, TableHandle
-from .stats import WorkerSlot, WorkerTotals
-from .store import KINDS, Key, Obj, ObjectStore, Snapshot, changed_keys
+from .model.objects import KINDS, Key, Obj, ObjectStore, Snapshot, changed_keys
+from .model.problems import Problem
+from .observe.stats import WorkerSlot, WorkerTotals
+from .policy.limits import LimitRegistry
+from .policy.shared_limits import SharedLimits, TableHandle
 
 log = logging.getLogger("ingressd.workers")
 
@@ -365,7 +365,7 @@ def worker_main(
     # closes and the workers stop on their own.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    from .logs import configure
+    from .observe.logs import configure
 
     configure(log_level, config.log_format, worker=index)
     import uvloop
@@ -379,12 +379,12 @@ def worker_main(
 
 async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle) -> int:
     """Serve until told to stop; the exit code (EXIT_CANNOT_LISTEN: ports not bound)."""
-    from .app import serve_proxy, until_listening
-    from .controller import Controller
+    from .control.controller import Controller
     from .listeners import ListenError
-    from .model import RouteTable
+    from .model.table import RouteTable
+    from .policy.tls import CertificateSelector, self_signed
     from .proxy.server import ProxyState
-    from .tls import CertificateSelector, self_signed
+    from .serving import serve_proxy, until_listening
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

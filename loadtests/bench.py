@@ -43,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from ingressd.tls import self_signed
+from ingressd.policy.tls import self_signed
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"

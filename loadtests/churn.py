@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 # bench.py and routes.py are scripts next to this one, not a package: make them
 # importable however this file is started.

@@ -31,8 +31,10 @@ import statistics
 import time
 from typing import Any
 
-from ingressd.limits import LimitConfig, LimitRegistry
-from ingressd.model import Backend, Endpoint, Route, RoutePolicy, RouteTable, VirtualHost
+from ingressd.model.backend import Backend, Endpoint
+from ingressd.model.policy import LimitConfig, RoutePolicy
+from ingressd.model.table import Route, RouteTable, VirtualHost
+from ingressd.policy.limits import LimitRegistry
 from ingressd.proxy.server import ClientConnection, ProxySettings, ProxyState
 from ingressd.proxy.upstream import UpstreamConnection
 
@@ -97,7 +99,7 @@ async def run(
 ) -> list[float]:
     state = ProxyState(table(limits != "off"), ProxySettings(access_log=access_log))
     if limits == "shared":
-        from ingressd.shared_limits import SharedLimits
+        from ingressd.policy.shared_limits import SharedLimits
 
         shared = SharedLimits(1 << 18, 2)  # as the main process makes it for --workers 2
         state.limits = LimitRegistry(shared.handle().attach(1))

@@ -41,8 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingressd.controller import Controller
-from ingressd.model import RouteTable, VirtualHost
+from ingressd.control.controller import Controller
+from ingressd.model.objects import SERVICE_NAME_LABEL, Obj, ObjectStore
+from ingressd.model.table import RouteTable, VirtualHost
+from ingressd.policy.tls import TLS_SECRET_TYPE, CertificateSelector, self_signed
 from ingressd.proxy.server import ProxySettings, ProxyState
 from ingressd.routing.build import DEFAULT_CONTROLLER, BuildOptions, build_table
 from ingressd.routing.decide import (
@@ -54,8 +56,6 @@ from ingressd.routing.decide import (
     normalize_path,
 )
 from ingressd.sources.kube import referenced_secrets
-from ingressd.store import SERVICE_NAME_LABEL, Obj, ObjectStore
-from ingressd.tls import TLS_SECRET_TYPE, CertificateSelector, self_signed
 
 DEFAULT_SIZES = (10, 1000, 10000)
 QUICK_SIZES = (10, 1000)

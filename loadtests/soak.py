@@ -60,8 +60,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ingressd.store import Obj
-from ingressd.tls import self_signed
+from ingressd.model.objects import Obj
+from ingressd.policy.tls import self_signed
 
 # bench.py and churn.py are scripts next to this one, not a package.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

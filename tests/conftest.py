@@ -25,7 +25,7 @@ from e2e_helpers import (
     RecordingListener,
 )
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from e2e_helpers import REPO_ROOT
 
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 DEPLOY = REPO_ROOT / "deploy"
 EXAMPLE = DEPLOY / "example"

@@ -29,7 +29,7 @@ from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, serv
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingressd.echo import EchoServer, start_echo
-from ingressd.store import Obj
+from ingressd.model.objects import Obj
 
 T = TypeVar("T")
 

@@ -20,7 +20,9 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ingressd.model import RouteTable
+from ingressd.model.objects import SERVICE_NAME_LABEL, Obj, ObjectStore, Snapshot
+from ingressd.model.table import RouteTable
+from ingressd.policy.tls import TLS_SECRET_TYPE, self_signed
 from ingressd.routing.build import (
     DEFAULT_CLASS_ANNOTATION,
     DEFAULT_CONTROLLER,
@@ -29,8 +31,6 @@ from ingressd.routing.build import (
     build_table,
 )
 from ingressd.routing.decide import RequestHead
-from ingressd.store import SERVICE_NAME_LABEL, Obj, ObjectStore, Snapshot
-from ingressd.tls import TLS_SECRET_TYPE, self_signed
 
 __all__ = [
     "DEFAULT_CLASS_ANNOTATION",

@@ -44,8 +44,8 @@ import yaml
 from aiohttp import web
 from e2e_helpers import LOCALHOST, BackgroundLoop
 
-from ingressd.store import Obj
-from ingressd.tls import self_signed, server_context
+from ingressd.model.objects import Obj
+from ingressd.policy.tls import self_signed, server_context
 
 __all__ = ["RESOURCE_TYPES", "ApiError", "KubeApiServer", "Request", "ResourceType"]
 

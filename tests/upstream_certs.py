@@ -1,6 +1,6 @@
 """Certificates for the upstream TLS tests: CAs, intermediates, server and client leaves.
 
-``ingressd.tls.self_signed`` makes server certificates only (its extended key
+``ingressd.policy.tls.self_signed`` makes server certificates only (its extended key
 usage is serverAuth); mTLS needs a clientAuth one, and chain-depth checks need
 CAs, so these tests issue their own.
 """
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ingressd.tls import server_context
+from ingressd.policy.tls import server_context
 
 
 @dataclass(frozen=True)

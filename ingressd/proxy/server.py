@@ -25,18 +25,20 @@ from time import perf_counter
 
 import httptools
 
-from .. import ext_auth
-from ..access_log import AccessLog
-from ..cors import HEADER_NAMES as CORS_HEADERS
-from ..ewma import EwmaStore
-from ..health import EndpointHealth
-from ..limits import LimitConfig, LimitRegistry, Slot
-from ..model import Endpoint, IPNetwork, Route, RouteTable
-from ..retry import IDEMPOTENT, REPLAY_LIMIT
+from ..model.backend import Endpoint
+from ..model.policy import ExternalAuth, IPNetwork, LimitConfig
+from ..model.table import Route, RouteTable
+from ..observe.access_log import AccessLog
+from ..observe.stats import RequestStats
+from ..policy import ext_auth
+from ..policy.cors import HEADER_NAMES as CORS_HEADERS
+from ..policy.ewma import EwmaStore
+from ..policy.health import EndpointHealth
+from ..policy.limits import LimitRegistry, Slot
+from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
+from ..policy.tls import served_names
+from ..policy.upstream_tls import describe_error as describe_tls_error
 from ..routing.decide import Forward, RequestHead, Respond, decide, retarget
-from ..stats import RequestStats
-from ..tls import served_names
-from ..upstream_tls import describe_error as describe_tls_error
 from . import http
 from .upstream import DEFAULT_HEAD_LIMIT, UpstreamConnection, UpstreamHeadTooLarge, UpstreamPool
 
@@ -117,7 +119,7 @@ class ProxyState:
         # passive health: failing endpoints by address; outlives the tables too
         self.health = EndpointHealth(settings.max_fails, settings.fail_timeout)
         self.auth = ext_auth.AuthClient()  # auth-url subrequests
-        # Counted per request, read at scrape time (stats.py, metrics.py)
+        # Counted per request, read at scrape time (observe/stats.py, observe/metrics.py)
         self.stats = RequestStats()
         self.access_log = AccessLog(settings.access_log) if settings.access_log != "off" else None
         # Exchanges waiting on an upstream, checked for timeouts by one sweep
@@ -928,7 +930,7 @@ class Exchange:
         else:
             self._connect_task = client.loop.create_task(self._connect())
 
-    async def _authorize(self, auth: ext_auth.ExternalAuth) -> None:
+    async def _authorize(self, auth: ExternalAuth) -> None:
         client = self.client
         settings = client.state.settings
         policy = self.forward.route.policy  # type: ignore[union-attr]

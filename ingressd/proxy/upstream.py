@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
-from ..model import Endpoint
+from ..model.backend import Endpoint
+from ..policy.upstream_tls import check_peer
 
 if TYPE_CHECKING:
-    from ..upstream_tls import UpstreamTLS
+    from ..model.policy import UpstreamTLS
     from .http import Headers
 
 # Idle connections are keyed by endpoint and UpstreamTLS.key (None: plain TCP).
@@ -364,7 +365,7 @@ class UpstreamPool:
         _, conn = await asyncio.wait_for(connecting, timeout or self.connect_timeout)
         if tls is not None:
             try:
-                tls.check_peer(conn.transport.get_extra_info("ssl_object"), endpoint)  # type: ignore[union-attr]
+                check_peer(tls, conn.transport.get_extra_info("ssl_object"), endpoint)  # type: ignore[union-attr]
             except Exception:
                 conn.abort()
                 raise

@@ -26,27 +26,20 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from .. import annotations, basic_auth, upstream_tls
-from ..model import (
-    Backend,
-    Canary,
-    Endpoint,
-    Problem,
-    Route,
-    RoutePolicy,
-    RouteTable,
-    TLSCertificate,
-    VirtualHost,
-)
-from ..regex import RegexError, UserRegex, fixed, user_regex
-from ..store import Key, Obj, Snapshot, changed_keys, describe, object_key
-from ..tls import ALWAYS, Span, TLSError, load_certificate_span
+from ..model.backend import Backend, Endpoint
+from ..model.objects import Key, Obj, Snapshot, changed_keys, describe, object_key
+from ..model.policy import Canary, RoutePolicy
+from ..model.problems import Problem
+from ..model.regex import RegexError, UserRegex, fixed, user_regex
+from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
+from ..policy import annotations, basic_auth, upstream_tls
+from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
 
 DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 LEGACY_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 
-# Rule hosts come from manifests: validated on RE2, linear whatever the value (regex.py).
+# Rule hosts come from manifests: validated on RE2, linear whatever the value (model/regex.py).
 _HOST_RE = fixed(r"^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 

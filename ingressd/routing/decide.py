@@ -15,21 +15,14 @@ from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from urllib.parse import quote
 
-from ..annotations import expand_target
-from ..ewma import EwmaStore
-from ..health import EndpointHealth
-from ..model import (
-    DEFAULT_POLICY,
-    Affinity,
-    Backend,
-    Canary,
-    Endpoint,
-    Route,
-    RouteTable,
-    name_matches,
-)
-from ..retry import next_endpoint
-from ..upstream_tls import UpstreamTLS
+from ..model.backend import Backend, Endpoint
+from ..model.policy import DEFAULT_POLICY, Affinity, Canary, UpstreamTLS
+from ..model.table import Route, RouteTable, name_matches
+from ..policy.annotations import expand_target
+from ..policy.basic_auth import allows
+from ..policy.ewma import EwmaStore
+from ..policy.health import EndpointHealth
+from ..policy.retry import next_endpoint
 
 
 @dataclass(slots=True)
@@ -319,7 +312,7 @@ def _before_backend(
         if denied:
             return Respond(403, f"403 Forbidden: {head.client_ip} may not access this address\n")
     auth = policy.basic_auth
-    if auth is not None and not auth.allows(find_header(head.headers, b"authorization")):
+    if auth is not None and not allows(auth, find_header(head.headers, b"authorization")):
         return Respond(
             401, "401 Authorization Required\n", headers=((b"WWW-Authenticate", auth.challenge),)
         )

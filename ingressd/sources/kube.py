@@ -29,11 +29,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from .. import annotations as ann
-from ..config import WATCH_SECONDS
-from ..kubeclient import CONNECT_TIMEOUT, REQUEST_TIMEOUT, Cluster, brief
-from ..store import KINDS, Obj, ObjectStore, Snapshot
-from ..tls import TLS_SECRET_TYPE
+from ..kube.config import WATCH_SECONDS
+from ..kube.kubeclient import CONNECT_TIMEOUT, REQUEST_TIMEOUT, Cluster, brief
+from ..model.objects import KINDS, Obj, ObjectStore, Snapshot
+from ..policy import annotations as ann
+from ..policy.tls import TLS_SECRET_TYPE
 
 log = logging.getLogger("ingressd.kube")
 

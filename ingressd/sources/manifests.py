@@ -29,9 +29,9 @@ from typing import Any
 import watchfiles
 import yaml
 
-from .. import yamlsafe
-from ..model import Problem
-from ..store import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, describe
+from ..kube import yamlsafe
+from ..model.objects import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, describe
+from ..model.problems import Problem
 
 log = logging.getLogger("ingressd.manifests")
 
@@ -54,7 +54,7 @@ INLINE_PARSE_CHARS = 64 * 1024
 
 # Parsed files are reused only once their mtime is this old (see _parse_cached).
 RACY_NS = 2_000_000_000
-# A larger file is reported and not read (see yamlsafe.py for the bounds within one).
+# A larger file is reported and not read (see kube/yamlsafe.py for the bounds within one).
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 # path -> (inode, size, mtime ns, ctime ns) of every manifest file

@@ -1,0 +1,1 @@
+"""Keeping the live table current: build, warm TLS, swap, report; cluster mode wired together."""

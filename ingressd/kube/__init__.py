@@ -1,0 +1,1 @@
+"""Kubernetes API plumbing: client configuration, leader election, status and Events, YAML."""

@@ -1,0 +1,43 @@
+"""What cluster mode runs with, and what is wrong when it cannot: plain values, no I/O.
+
+Kept apart from the client (``kubeclient.py``) so that the command line, manifest
+mode and the worker processes, which are handed the whole configuration, do not
+import the Kubernetes client (about 1.5 s and 50 MiB) unless the cluster is the
+source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Watches end on the server after this long (jittered) and are resumed, like
+# client-go's reflector, so no single stream lives forever behind a proxy.
+WATCH_SECONDS = 300
+
+
+class KubeConfigError(Exception):
+    """No usable kubeconfig or in-cluster configuration; the message is one line
+    naming the file (or the service account) and what is wrong with it."""
+
+
+class NoClusterError(KubeConfigError):
+    """Nothing says where a cluster is: no flag, no KUBECONFIG, no ~/.kube/config, not a Pod."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    kubeconfig: Path | None = None
+    in_cluster: bool = False
+    watch_namespace: str | None = None
+    publish_service: str | None = None  # "namespace/name"
+    publish_status_address: tuple[str, ...] = ()
+    election_id: str = "ingressd-leader"
+    identity: str | None = None
+    # client-go's defaults
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    watch_seconds: int = WATCH_SECONDS
+    # Secrets that Ingresses name but the TLS watch does not hold are re-read this often.
+    secret_refresh: float = 30.0

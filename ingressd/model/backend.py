@@ -1,0 +1,72 @@
+"""Where a route's traffic goes: a Service port's endpoints, and the session cookie values."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Backend:
+    """A resolved Service port: the addresses traffic for a route goes to.
+
+    ``error`` is set when the Service cannot be resolved at all (missing Service
+    or port); the route then answers 503 with that text rather than falling
+    through to a broader route that belongs to someone else.
+    """
+
+    name: str  # "namespace/service:port", for logs and error bodies
+    endpoints: tuple[Endpoint, ...] = ()
+    error: str | None = None
+    # Round-robin cursor: runtime state, not part of the table's identity.
+    _cursor: itertools.count = field(default_factory=itertools.count, repr=False)
+
+    def pick(self) -> Endpoint | None:
+        eps = self.endpoints
+        if not eps:
+            return None
+        return eps[next(self._cursor) % len(eps)]
+
+    # Cookie affinity maps, made on first use: only routes with affinity need
+    # them, and hashing every endpoint of every backend on every build made up a
+    # tenth of a rebuild. Made once per Backend, so a request's lookup is still
+    # one dict probe. (Two threads may both make them: the results are equal.)
+    _affinity: tuple[Mapping[Endpoint, str], Mapping[str, Endpoint]] | None = field(
+        default=None, init=False, repr=False
+    )
+
+    @property
+    def affinity_values(self) -> Mapping[Endpoint, str]:
+        """The opaque session cookie value of each endpoint."""
+        return self._affinity_maps()[0]
+
+    @property
+    def by_affinity(self) -> Mapping[str, Endpoint]:
+        """The endpoint a session cookie value names."""
+        return self._affinity_maps()[1]
+
+    def _affinity_maps(self) -> tuple[Mapping[Endpoint, str], Mapping[str, Endpoint]]:
+        maps = self._affinity
+        if maps is None:
+            values = {ep: affinity_value(self.name, ep) for ep in self.endpoints}
+            by_value = {v: ep for ep, v in values.items()}
+            maps = (MappingProxyType(values), MappingProxyType(by_value))
+            object.__setattr__(self, "_affinity", maps)
+        return maps
+
+
+def affinity_value(backend: str, endpoint: Endpoint) -> str:
+    """The session cookie value naming ``endpoint`` of ``backend``: opaque, not an address."""
+    return hashlib.sha1(f"{backend}|{endpoint}".encode()).hexdigest()[:16]

@@ -1,0 +1,362 @@
+"""A route's policy: the typed, validated annotation values the table carries.
+
+Plain data, as the builder resolves it (``policy/annotations.py`` parses the
+annotations, the feature modules under ``policy/`` resolve what needs a
+Secret). Behaviour that needs more than the standard library lives with its
+feature, as functions over these types: checking Basic credentials
+(``policy/basic_auth.py``), parsing auth URL templates (``policy/ext_auth.py``),
+checking an upstream's certificate (``policy/upstream_tls.py``), counting
+limits (``policy/limits.py``). What stays here are small pure methods over a
+type's own fields.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .backend import Backend, Endpoint
+from .regex import UserRegex
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# -- limit-rps, limit-rpm, limit-connections (policy/limits.py) ----------------------------
+
+DEFAULT_BURST_MULTIPLIER = 5  # ingress-nginx's limit-burst-multiplier default
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConfig:
+    """The limit-* annotations of one Ingress (at least one limit is set)."""
+
+    rps: int | None = None
+    rpm: int | None = None
+    connections: int | None = None
+    burst_multiplier: int = DEFAULT_BURST_MULTIPLIER
+    allowlist: tuple[IPNetwork, ...] = ()  # clients exempt from every limit
+
+
+# -- enable-cors and cors-* (policy/cors.py) -----------------------------------------------
+
+# ingress-nginx's defaults
+DEFAULT_METHODS = "GET, PUT, POST, DELETE, PATCH, OPTIONS"
+DEFAULT_HEADERS = (
+    "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,"
+    "Content-Type,Range,Authorization"
+)
+DEFAULT_MAX_AGE = 1728000
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """enable-cors and the cors-* annotations, validated."""
+
+    origins: tuple[str, ...] = ("*",)
+    methods: str = DEFAULT_METHODS
+    headers: str = DEFAULT_HEADERS
+    expose: str = ""
+    credentials: bool = True
+    max_age: int = DEFAULT_MAX_AGE
+
+    def allowed_origin(self, origin: str | None) -> str | None:
+        """The value of Access-Control-Allow-Origin for this request, or None."""
+        if self.origins == ("*",):
+            return "*"
+        if not origin:
+            return None
+        o = origin.lower()
+        for allowed in self.origins:
+            if allowed == o:
+                return origin
+            scheme, _, rest = allowed.partition("://*.")
+            if rest and o.startswith(scheme + "://"):
+                host = o[len(scheme) + 3 :]
+                # Exactly one label in front of the wildcard's suffix.
+                head, dot, tail = host.partition(".")
+                if dot and head and tail == rest:
+                    return origin
+        return None
+
+    def response_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        """The CORS headers for a request from ``origin``; none when it is not allowed.
+
+        ingress-nginx sends the same set on preflights and on other responses.
+        """
+        allow = self.allowed_origin(origin)
+        if allow is None:
+            return []
+        out = [(b"Access-Control-Allow-Origin", allow.encode("latin-1"))]
+        if self.credentials:
+            out.append((b"Access-Control-Allow-Credentials", b"true"))
+        out += [
+            (b"Access-Control-Allow-Methods", self.methods.encode()),
+            (b"Access-Control-Allow-Headers", self.headers.encode()),
+        ]
+        if self.expose:
+            out.append((b"Access-Control-Expose-Headers", self.expose.encode()))
+        out.append((b"Access-Control-Max-Age", str(self.max_age).encode()))
+        if allow != "*":
+            # The answer depends on Origin: caches must not reuse it for others.
+            out.append((b"Vary", b"Origin"))
+        return out
+
+    preflight_headers = response_headers
+
+
+# -- proxy-next-upstream (policy/retry.py) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NextUpstream:
+    """proxy-next-upstream, -tries and -timeout; the defaults are ingress-nginx's."""
+
+    error: bool = True
+    timeout: bool = True
+    invalid_header: bool = False
+    statuses: frozenset[int] = frozenset()
+    non_idempotent: bool = False
+    tries: int = 3  # attempts in all, the first included; 0: no limit
+    time_limit: float = 0.0  # seconds from the first attempt; 0: no limit
+
+    def covers(self, kind: str) -> bool:
+        """Whether a failure of ``kind`` ("error", "timeout", "invalid_header") is retried."""
+        if kind == "error":
+            return self.error
+        if kind == "timeout":
+            return self.timeout
+        return kind == "invalid_header" and self.invalid_header
+
+
+DEFAULT_NEXT_UPSTREAM = NextUpstream()
+
+
+# -- auth-type: basic (policy/basic_auth.py) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRef:
+    """The auth-* annotations of one Ingress, as parsed."""
+
+    secret: tuple[str | None, str]  # (namespace or None for the Ingress's, name)
+    secret_type: str = "auth-file"  # or "auth-map"
+    realm: str = ""  # ingress-nginx's default is an empty realm
+
+
+class PasswordCheck(Protocol):
+    """What Basic authentication needs of its credentials (policy/htpasswd.py's Credentials)."""
+
+    def verify(self, user: str, password: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BasicAuth:
+    """auth-type basic with its credentials loaded from the Secret.
+
+    ``policy/basic_auth.py``'s ``allows`` checks a request's Authorization
+    header against it, and remembers in ``_ok`` (bounded) the digests of
+    credentials that passed, so a client repeating them costs one lookup.
+    """
+
+    credentials: PasswordCheck
+    challenge: bytes  # the WWW-Authenticate value
+    _ok: OrderedDict[bytes, None] = field(default_factory=OrderedDict, repr=False)
+
+
+# -- auth-url and auth-* (policy/ext_auth.py) ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A string with nginx-style ``$variables``, split once (``policy/ext_auth.py``
+    parses it and knows the variables)."""
+
+    parts: tuple[str, ...]  # literal, variable, literal, variable, … literal
+    text: str
+
+    def render(self, values: Mapping[str, str]) -> str:
+        parts = self.parts
+        if len(parts) == 1:
+            return parts[0]
+        return "".join(p if i % 2 == 0 else values[p] for i, p in enumerate(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalAuth:
+    """The auth-* annotations of an Ingress, validated."""
+
+    url: Template
+    method: str | None = None  # auth-method; None: GET, as nginx's subrequests
+    response_headers: tuple[str, ...] = ()  # auth-response-headers
+    signin: Template | None = None  # auth-signin
+    signin_param: str = "rd"  # auth-signin-redirect-param
+    request_redirect: Template | None = None  # auth-request-redirect
+    always_set_cookie: bool = False  # auth-always-set-cookie
+
+
+# -- backend-protocol and proxy-ssl-* (policy/upstream_tls.py) -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySSL:
+    """The proxy-ssl-* annotations of one Ingress, as parsed (read only with a Secret)."""
+
+    namespace: str | None  # of proxy-ssl-secret; None: the Ingress's own
+    secret: str
+    verify: bool = False  # proxy-ssl-verify
+    verify_depth: int = 1  # proxy-ssl-verify-depth: intermediate CAs allowed
+    name: str | None = None  # proxy-ssl-name; None: the endpoint's address or host
+    server_name: bool = False  # proxy-ssl-server-name: send SNI
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class UpstreamTLS:
+    """How to speak TLS to a route's upstream, resolved when the table is built."""
+
+    context: ssl.SSLContext
+    verify: bool  # chain verified against ca.crt, then name and depth checked
+    verify_depth: int
+    name: str | None  # name to verify (and send as SNI); None: the endpoint's host
+    server_name: bool  # send SNI
+    secret: str | None  # "namespace/name" of the proxy-ssl-secret, for messages
+    # What pooled connections are keyed by (with the endpoint): two routes with
+    # the same key may share a connection, a plain and a TLS one never do.
+    key: tuple[Any, ...]
+
+    def server_hostname(self, endpoint: Endpoint) -> str:
+        """The SNI to send; "" sends none (asyncio then checks no name either)."""
+        if not self.server_name:
+            return ""
+        return self.name or endpoint.host
+
+
+# -- the route's policy --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Canary:
+    """A canary Ingress's rules, and (on a Route) the backend they send requests to.
+
+    Checked in ingress-nginx's order: header, then cookie, then weight.
+    """
+
+    header: bytes | None = None  # canary-by-header, lowercase
+    header_value: bytes | None = None  # canary-by-header-value: exact match
+    header_pattern: UserRegex | None = None  # canary-by-header-pattern: search
+    cookie: str | None = None  # canary-by-cookie
+    weight: int = 0
+    total: int = 100  # canary-weight-total
+    # Set by the builder on the main route it is attached to.
+    backend: Backend | None = None
+    ingress: str = ""  # "namespace/name" of the canary Ingress
+
+
+@dataclass(frozen=True, slots=True)
+class Affinity:
+    """Cookie session affinity (``affinity: cookie`` and the session-cookie-* annotations)."""
+
+    cookie: str = "INGRESSCOOKIE"
+    mode: str = "balanced"  # or "persistent": both stick while the endpoint is ready
+    path: str | None = None  # None: the route's path, "/" for regex paths
+    max_age: int | None = None
+    expires: int | None = None  # seconds from when the cookie is set
+    samesite: str | None = None  # "None", "Lax" or "Strict"
+    secure: bool | None = None  # None: Secure when the request came over TLS
+    domain: str | None = None
+    # On a retry (proxy-next-upstream), move the session to the new endpoint;
+    # without it a session's requests are retried on its own endpoint.
+    change_on_failure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """Typed, validated annotation values that affect how a route is served."""
+
+    rewrite_target: str | None = None
+    use_regex: bool | None = None  # None: not set
+    ssl_redirect: bool = True
+    force_ssl_redirect: bool = False
+    # The HTTPS redirect keeps a trailing "/" of the request URI (lua_ingress.lua drops one)
+    preserve_trailing_slash: bool = False
+    # Redirects answered by the proxy: (status, URL)
+    app_root: str | None = None  # "/" is redirected here with 302
+    redirect: tuple[int, str] | None = None  # permanent- or temporal-redirect
+    from_to_www_redirect: bool = False
+    # Request to the upstream
+    x_forwarded_prefix: bytes | None = None
+    upstream_vhost: bytes | None = None  # replaces Host
+    # auth-type basic: the annotations, then (at build) the credentials from the Secret
+    auth: AuthRef | None = None
+    basic_auth: BasicAuth | None = None
+    external_auth: ExternalAuth | None = None  # auth-url: a subrequest decides (policy/ext_auth.py)
+    # How the upstream is spoken to (policy/upstream_tls.py): HTTP, HTTPS, or AUTO_HTTP
+    # (TLS when the client's request came over TLS); other protocols fail closed.
+    backend_protocol: str = "HTTP"
+    proxy_ssl: ProxySSL | None = None  # proxy-ssl-* as annotated; needs proxy-ssl-secret
+    upstream_tls: UpstreamTLS | None = None  # resolved by the builder for HTTPS/AUTO_HTTP
+    service_upstream: bool = False  # one endpoint: the Service's ClusterIP and port
+    # Limits; None: the proxy-wide setting
+    proxy_body_size: int | None = None  # bytes, 0 = unlimited
+    proxy_buffer_size: int | None = None  # bytes the upstream's response head may take
+    proxy_connect_timeout: float | None = None
+    proxy_read_timeout: float | None = None
+    proxy_send_timeout: float | None = None
+    load_balance: str = "round_robin"  # or "ewma" (policy/ewma.py); affinity wins over both
+    # proxy-next-upstream(-tries, -timeout): which failures are tried again elsewhere
+    next_upstream: NextUpstream = DEFAULT_NEXT_UPSTREAM
+    # limit-rps/-rpm/-connections per client address (policy/limits.py); None: no limits
+    limits: LimitConfig | None = None
+    # Access by client address, checked before anything is forwarded
+    allow_source: tuple[IPNetwork, ...] | None = None
+    deny_source: tuple[IPNetwork, ...] | None = None
+    cors: CorsPolicy | None = None
+    canary: Canary | None = None  # this Ingress is a canary (canary: "true")
+    affinity: Affinity | None = None
+    # Set when access control cannot be honoured (an invalid or unsupported
+    # access annotation): the route answers (status, reason) instead of serving
+    # without the protection.
+    fail_closed: tuple[int, str] | None = None
+    # The same for access control ingress-nginx applies to the whole server
+    # (auth-tls-*, server-snippet): every route of the Ingress's hosts answers.
+    host_fail_closed: tuple[int, str] | None = None
+
+    @property
+    def regex_paths(self) -> bool:
+        """Whether this Ingress may turn its host's paths into regular expressions.
+
+        As in ingress-nginx, use-regex or a rewrite-target does (``regex_for``
+        says which paths). ingressd also honours an explicit ``use-regex:
+        "false"`` beside a rewrite-target: paths then stay Prefix/Exact and the
+        target replaces only the matched prefix.
+        """
+        if self.use_regex is False:
+            return False
+        return bool(self.use_regex) or self.rewrite_target is not None
+
+    def regex_for(self, path: str) -> bool:
+        """Whether ``path`` of this Ingress puts its host in regex mode.
+
+        template.go enforceRegexModifier: a location with use-regex, or one
+        whose rewrite-target differs from its path (needsRewrite).
+        """
+        if self.use_regex is not None:
+            return self.use_regex
+        return self.rewrite_target is not None and self.rewrite_target != path
+
+    def rewrites(self, path: str) -> bool:
+        """Whether requests for ``path`` are rewritten (template.go buildProxyPass).
+
+        ingress-nginx rewrites only when the target differs from the path; with
+        ``use-regex: "false"`` ingressd replaces the matched prefix instead.
+        """
+        target = self.rewrite_target
+        if target is None:
+            return False
+        return self.use_regex is False or target != path
+
+
+DEFAULT_POLICY = RoutePolicy()

@@ -1,0 +1,183 @@
+"""The routing table: hosts, their routes, and the certificates to serve them with.
+
+Everything here is immutable once built: a new table is built from scratch on
+every change and swapped in with one assignment, so a request that already
+holds a reference to the old table finishes on a consistent view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from .backend import Backend
+from .policy import DEFAULT_POLICY, Canary, RoutePolicy
+from .problems import Problem
+from .regex import UserRegex
+
+PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
+
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    path: str
+    path_type: PathType
+    backend: Backend
+    ingress: str  # "namespace/name" of the Ingress the route came from
+    policy: RoutePolicy = DEFAULT_POLICY
+    # Set when the host is in regex mode: nginx's ``location ~* "^<path>"``.
+    regex: UserRegex | None = None
+    # The canary Ingress attached to this route (same host, path and pathType).
+    canary: Canary | None = None
+    # Requests are rewritten to the policy's rewrite-target (RoutePolicy.rewrites).
+    rewrite: bool = False
+    # Set on the stand-ins nginx answers with 301 to this location name: a
+    # request one "/" short of a location ending in "/" (see VirtualHost).
+    slash_redirect: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    """All routes for one host, chosen as nginx chooses ingress-nginx's locations.
+
+    A host without regex paths has static locations (nginx's ``location``
+    tree): ``= /path`` for each Exact path, and for each Prefix (or
+    ImplementationSpecific, which ingress-nginx serves as Prefix) path ``/p``
+    the pair ``/p/`` and ``= /p`` (controller/location.go
+    updateServerLocations). nginx tries the exact names first, then the
+    longest prefix; and a request one "/" short of a location name ending in
+    "/" (``/p`` for Prefix ``/p/`` or Exact ``/p/``) gets 301 to that name
+    (ngx_http_core_find_static_location's auto_redirect). ``static`` holds the
+    exact names and those redirects, so the lookup is one probe there, then
+    one per path element in ``prefix``: its cost depends on the request path,
+    never on how many routes exist.
+
+    A host where any path is a regex (use-regex, rewrite-target) has only
+    regex locations, ``~* "^<path>"`` for every path, Exact ones included
+    (template.go buildLocation), tried in ingress-nginx's order: longest path
+    first, then the greater path, then creation order (controller.go
+    getBackendServers). ingress-nginx's own ``/`` location, the server's
+    default backend, takes its place among them unless a Prefix ``/`` path
+    replaced it.
+    """
+
+    host: str  # "example.com", "*.example.com", or "" for rules without a host
+    exact: Mapping[str, Route] = field(default_factory=_empty)  # Exact routes (no regex mode)
+    # Prefix routes keyed by their path without trailing slashes ("/" -> "").
+    prefix: Mapping[str, Route] = field(default_factory=_empty)
+    # Every route, in nginx's evaluation order, when the host is in regex mode.
+    regex: tuple[Route, ...] = ()
+    regex_mode: bool = False
+    # spec.defaultBackend of the oldest Ingress with rules for this host.
+    default: Route | None = None
+    tls: bool = False  # host listed in some Ingress's spec.tls
+    # Without regex mode: exact names -> the route, or a slash_redirect stand-in.
+    # Empty: ``exact`` serves (a table built by hand).
+    static: Mapping[str, Route] = field(default_factory=_empty)
+    # In regex mode: (pattern, route) in order; None for ingress-nginx's own "/".
+    order: tuple[tuple[UserRegex, Route | None], ...] = ()
+
+    def match(self, path: str) -> Route | None:
+        if self.regex_mode:
+            data = path.encode("latin-1", "replace")
+            for pattern, found in self.order:
+                if pattern.matches_bytes(data):
+                    return found  # None: the default backend answers (route_for)
+            return None
+        static = self.static
+        route = static.get(path) if static else self.exact.get(path)
+        if route is not None:
+            return route
+        prefix = self.prefix
+        if not prefix:
+            return None
+        # Walk back one path element at a time: one dict probe per element, so
+        # the cost depends on the request path, not on how many routes exist.
+        key = path.rstrip("/")
+        while True:
+            route = prefix.get(key)
+            if route is not None:
+                return route
+            if not key:
+                return None
+            key = key[: key.rfind("/")]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSCertificate:
+    """A validated certificate and key from a Secret (see ``policy/tls.py``)."""
+
+    secret: str  # "namespace/name"
+    cert_pem: bytes
+    key_pem: bytes
+    dns_names: tuple[str, ...]  # SAN DNS names (or CN when there are none), lowercase
+    not_after: float  # POSIX seconds
+
+    def covers(self, host: str) -> bool:
+        return any(name_matches(name, host) for name in self.dns_names)
+
+
+def name_matches(pattern: str, host: str) -> bool:
+    """DNS name match where a leading ``*.`` stands for exactly one label."""
+    if pattern.startswith("*."):
+        dot = host.find(".")
+        return dot > 0 and host[dot + 1 :] == pattern[2:]
+    return pattern == host
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    exact_hosts: Mapping[str, VirtualHost] = field(default_factory=_empty)
+    # Keyed by the suffix after "*." so a lookup is one dict probe.
+    wildcard_hosts: Mapping[str, VirtualHost] = field(default_factory=_empty)
+    catch_all: VirtualHost | None = None
+    default: Route | None = None  # spec.defaultBackend of the oldest Ingress with one
+    # host (exact or "*.suffix") -> certificate, for SNI
+    certificates: Mapping[str, TLSCertificate] = field(default_factory=_empty)
+    problems: tuple[Problem, ...] = ()
+    generation: int = 0
+    # (namespace, name) of every Ingress this controller serves, routed or not:
+    # the ones whose status it publishes.
+    ingresses: tuple[tuple[str, str], ...] = ()
+    # from-to-www-redirect: the other name of a host -> the host (308 there)
+    www_redirects: Mapping[str, str] = field(default_factory=_empty)
+
+    def find_host(self, host: str) -> VirtualHost | None:
+        vhost = self.exact_hosts.get(host)
+        if vhost is not None:
+            return vhost
+        if self.wildcard_hosts:
+            dot = host.find(".")
+            if dot > 0:
+                vhost = self.wildcard_hosts.get(host[dot + 1 :])
+                if vhost is not None:
+                    return vhost
+        return self.catch_all
+
+    def route_for(self, host: str, path: str) -> Route | None:
+        """The route serving ``host`` (normalised) and ``path``, defaults included."""
+        vhost = self.find_host(host)
+        if vhost is None:
+            return self.default
+        route = vhost.match(path)
+        if route is not None:
+            return route
+        if vhost.default is not None:
+            return vhost.default
+        # A named host's unmatched paths stay with that host (404), as in
+        # ingress-nginx: another tenant's defaultBackend must not catch them.
+        return self.default if not vhost.host else None
+
+    def certificate_for(self, server_name: str) -> TLSCertificate | None:
+        cert = self.certificates.get(server_name)
+        if cert is None:
+            dot = server_name.find(".")
+            if dot > 0:
+                cert = self.certificates.get("*" + server_name[dot:])
+        return cert

@@ -1,0 +1,309 @@
+"""``/metrics``: the counts of ``stats.py`` and the live table as Prometheus metric families.
+
+Nothing here runs per request: the families are built when Prometheus
+scrapes, from the proxy's numbers (this process's, or the sum over the
+workers), the rebuild counters and the routing table. A scrape copies the
+numbers on the event loop (``Metrics.snapshot``), then builds and encodes the
+exposition in a thread, so with one process a scrape of many series does not
+hold up the requests sharing the loop for the whole encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import accumulate
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from ..model.backend import Backend
+from ..model.table import Route, RouteTable
+from .stats import (
+    BUCKETS,
+    BYTES_IN,
+    BYTES_OUT,
+    COUNT,
+    DURATION_BUCKETS,
+    DURATION_SUM,
+    METHODS,
+    OTHER_METHOD,
+    REBUILD_BUCKETS,
+    UPSTREAM_BUCKETS,
+    UPSTREAM_COUNT,
+    UPSTREAM_SUM,
+    ProxyView,
+    RebuildStats,
+    add_record,
+)
+
+ROUTE_LABELS = ["namespace", "ingress", "service"]
+_LE = [*(floatToGoString(b) for b in BUCKETS), "+Inf"]
+_REBUILD_LE = [*(floatToGoString(b) for b in REBUILD_BUCKETS), "+Inf"]
+
+
+@functools.lru_cache(maxsize=65536)
+def route_labels(ingress: str, backend: str) -> tuple[str, str, str]:
+    """("ns/name", "ns/service:port") -> (namespace, ingress name, service name)."""
+    namespace, _, name = ingress.partition("/")
+    service = backend.partition("/")[2].rpartition(":")[0] if backend else ""
+    return namespace, name, service
+
+
+class IngressdCollector(Collector):
+    """Everything one scrape shows, from numbers copied when it began."""
+
+    def __init__(self, view: ProxyView, rebuilds: RebuildStats, facts: TableFacts) -> None:
+        self.view = view
+        self.rebuilds = rebuilds
+        self.facts = facts
+
+    def collect(self) -> Iterator[Metric]:
+        yield from proxy_families(self.view)
+        yield from rebuild_families(self.rebuilds)
+        yield from table_families(self.facts)
+
+
+def render(collector: Collector, accept: str | None) -> tuple[bytes, str]:
+    """The exposition for a scrape's Accept header: (body, content type)."""
+    # A registry of its own: the default one would add this process's
+    # process_* and python_* metrics, which with workers describe only the
+    # main process (the container's metrics cover CPU and memory).
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+class Metrics:
+    """What ``/metrics`` reads: the proxy's numbers, the rebuild counters, the live table."""
+
+    def __init__(
+        self,
+        proxy: Callable[[], ProxyView],
+        rebuilds: RebuildStats,
+        table: Callable[[], RouteTable],
+    ) -> None:
+        self.proxy = proxy  # must return a copy, or numbers nobody changes meanwhile
+        self.rebuilds = rebuilds
+        self.table = table
+        self._facts: tuple[RouteTable, TableFacts] | None = None
+        self._lock = threading.Lock()
+
+    def facts(self, table: RouteTable) -> TableFacts:
+        """The table's facts, walked once per table rather than once per scrape."""
+        with self._lock:
+            if self._facts is None or self._facts[0] is not table:
+                self._facts = (table, table_facts(table))
+            return self._facts[1]
+
+    def snapshot(self) -> tuple[ProxyView, RebuildStats, RouteTable]:
+        """On the event loop: copies of what the loop keeps changing (tables never change)."""
+        return self.proxy(), self.rebuilds.copy(), self.table()
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """A whole scrape, in the calling thread."""
+        view, rebuilds, table = self.snapshot()
+        return render(IngressdCollector(view, rebuilds, self.facts(table)), accept)
+
+    async def scrape(self, accept: str | None) -> tuple[bytes, str]:
+        """A scrape from the event loop: copy here, build and encode in a thread."""
+        view, rebuilds, table = self.snapshot()
+
+        def build() -> tuple[bytes, str]:
+            return render(IngressdCollector(view, rebuilds, self.facts(table)), accept)
+
+        return await asyncio.to_thread(build)
+
+
+def proxy_families(view: ProxyView) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "ingressd_requests",
+        "Requests answered, by the Ingress and Service that served them (empty: no Ingress), "
+        "method (others: OTHER) and status class; 499: the client went away first",
+        labels=[*ROUTE_LABELS, "method", "status_class"],
+    )
+    bytes_in = CounterMetricFamily(
+        "ingressd_request_bytes",
+        "Bytes received from clients: request heads and bodies (de-chunked)",
+        labels=ROUTE_LABELS,
+    )
+    bytes_out = CounterMetricFamily(
+        "ingressd_response_bytes",
+        "Bytes sent to clients: response heads and bodies",
+        labels=ROUTE_LABELS,
+    )
+    # Histograms and byte counts per route only: times the method and status
+    # class, 16 buckets each would multiply the series for little insight.
+    by_route: dict[tuple[str, str, str], list[float]] = {}
+    counts: dict[tuple[str, ...], float] = {}
+    for (ingress, backend, method, status), rec in view.requests.items():
+        labels = route_labels(ingress, backend)
+        key = (*labels, METHODS.get(method, OTHER_METHOD), f"{status // 100}xx")
+        counts[key] = counts.get(key, 0) + rec[COUNT]
+        add_record(by_route, labels, rec)
+    for key, n in counts.items():
+        requests.add_metric(list(key), n)
+    duration = HistogramMetricFamily(
+        "ingressd_request_duration_seconds",
+        "From the request's first byte to the response's last byte written (or the "
+        "WebSocket upgrade)",
+        labels=ROUTE_LABELS,
+    )
+    upstream = HistogramMetricFamily(
+        "ingressd_upstream_response_duration_seconds",
+        "From asking the upstream (connecting included, the last try) to the end of its "
+        "response; requests an upstream answered",
+        labels=ROUTE_LABELS,
+    )
+    nb = len(_LE)
+    for labels, rec in by_route.items():
+        bytes_in.add_metric(labels, rec[BYTES_IN])
+        bytes_out.add_metric(labels, rec[BYTES_OUT])
+        cumulative = accumulate(rec[DURATION_BUCKETS : DURATION_BUCKETS + nb])
+        duration.add_metric(labels, list(zip(_LE, cumulative, strict=True)), rec[DURATION_SUM])
+        if rec[UPSTREAM_COUNT]:
+            cumulative = accumulate(rec[UPSTREAM_BUCKETS : UPSTREAM_BUCKETS + nb])
+            upstream.add_metric(labels, list(zip(_LE, cumulative, strict=True)), rec[UPSTREAM_SUM])
+    yield from (requests, duration, upstream, bytes_in, bytes_out)
+
+    errors = CounterMetricFamily(
+        "ingressd_upstream_errors",
+        "Failed tries at an upstream, by kind: connect_error, connect_timeout, tls, "
+        "reset (connection lost before the response), invalid_response, read_timeout, "
+        "send_timeout",
+        labels=[*ROUTE_LABELS, "kind"],
+    )
+    for (ingress, backend, kind), n in view.upstream_errors.items():
+        errors.add_metric([*route_labels(ingress, backend), kind], n)
+    retries = CounterMetricFamily(
+        "ingressd_upstream_retries",
+        "Requests sent again to another endpoint (proxy-next-upstream), by the failure "
+        "that caused it: error, timeout, invalid_header, http_NNN",
+        labels=[*ROUTE_LABELS, "reason"],
+    )
+    for (ingress, backend, reason), n in view.retries.items():
+        retries.add_metric([*route_labels(ingress, backend), reason], n)
+    yield errors
+    yield retries
+    yield GaugeMetricFamily(
+        "ingressd_connections_active", "Client connections open now", value=view.active
+    )
+    yield CounterMetricFamily(
+        "ingressd_connections_accepted", "Client connections accepted", value=view.accepted
+    )
+
+
+def rebuild_families(stats: RebuildStats) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "ingressd_config_rebuilds", "Routing table builds, failed ones included", value=stats.total
+    )
+    yield CounterMetricFamily(
+        "ingressd_config_rebuild_errors",
+        "Routing table builds that failed (the previous table kept serving)",
+        value=stats.errors,
+    )
+    duration = HistogramMetricFamily(
+        "ingressd_config_rebuild_duration_seconds",
+        "Time to build a routing table and swap it in",
+    )
+    counts = accumulate(stats.duration_buckets)
+    duration.add_metric([], list(zip(_REBUILD_LE, counts, strict=True)), stats.duration_sum)
+    yield duration
+    yield GaugeMetricFamily(
+        "ingressd_config_last_rebuild_success_timestamp_seconds",
+        "When the last successful routing table build finished (POSIX time; 0: never)",
+        value=stats.last_success,
+    )
+    yield GaugeMetricFamily(
+        "ingressd_config_problems",
+        "Problems the last routing table build reported: files, objects, certificates "
+        "(listed at /problems)",
+        value=stats.problems,
+    )
+    if stats.leader is not None:
+        yield GaugeMetricFamily(
+            "ingressd_leader",
+            "1 when this replica holds the leader Lease (writes Ingress status and Events)",
+            value=1 if stats.leader else 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TableFacts:
+    routes: int
+    ingresses: int
+    # (namespace, service, port) -> ready endpoints
+    endpoints: dict[tuple[str, str, str], int]
+    # (namespace, Secret name) -> not_after (POSIX seconds)
+    certificates: dict[tuple[str, str], float]
+
+
+def table_facts(table: RouteTable) -> TableFacts:
+    routes = 0
+    backends: dict[str, Backend] = {}
+
+    def see(route: Route | None) -> None:
+        if route is None:
+            return
+        backends[route.backend.name] = route.backend
+        if route.canary is not None and route.canary.backend is not None:
+            backends[route.canary.backend.name] = route.canary.backend
+
+    hosts = [*table.exact_hosts.values(), *table.wildcard_hosts.values()]
+    if table.catch_all is not None:
+        hosts.append(table.catch_all)
+    for vhost in hosts:
+        for group in (vhost.exact.values(), vhost.prefix.values(), vhost.regex):
+            for route in group:
+                routes += 1
+                see(route)
+        see(vhost.default)
+    see(table.default)
+    endpoints = {}
+    for name, backend in backends.items():
+        namespace, _, rest = name.partition("/")
+        service, _, port = rest.rpartition(":")
+        endpoints[(namespace, service, port)] = len(backend.endpoints)
+    certificates = {}
+    for cert in table.certificates.values():
+        namespace, _, secret = cert.secret.partition("/")
+        certificates[(namespace, secret)] = cert.not_after
+    return TableFacts(routes, len(table.ingresses), endpoints, certificates)
+
+
+def table_families(facts: TableFacts) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "ingressd_routes",
+        "Routes (host and path) in the live routing table, default backends not counted",
+        value=facts.routes,
+    )
+    yield GaugeMetricFamily(
+        "ingressd_ingresses", "Ingresses this controller serves", value=facts.ingresses
+    )
+    endpoints = GaugeMetricFamily(
+        "ingressd_backend_endpoints",
+        "Ready endpoints of each Service port the routing table sends to",
+        labels=["namespace", "service", "port"],
+    )
+    for key, n in sorted(facts.endpoints.items()):
+        endpoints.add_metric(list(key), n)
+    yield endpoints
+    expiry = GaugeMetricFamily(
+        "ingressd_ssl_certificate_expiry_timestamp_seconds",
+        "When the certificate of each TLS Secret in use expires (POSIX time, notAfter)",
+        labels=["namespace", "secret"],
+    )
+    for key, not_after in sorted(facts.certificates.items()):
+        expiry.add_metric(list(key), not_after)
+    yield expiry

@@ -1,0 +1,289 @@
+"""Counting what the proxy does, cheaply enough for the hot path.
+
+Why not prometheus-client's metric objects per request: every
+``labels(...).inc()`` or ``observe()`` is a label lookup, a lock and a method
+call, and a request touches half a dozen metrics: several µs per request. Here
+a finished request costs one dict probe on a tuple key and a few increments of
+a plain list (``RequestStats.request``); the lists are turned into metric
+families only when Prometheus scrapes (``metrics.py``).
+
+With ``--workers N`` each worker counts in its own ``RequestStats`` and sends
+what changed to the main process about once a second (``report``); the main
+process keeps the latest numbers of every worker, and those of workers that
+died, in ``WorkerTotals`` (see the reasoning there).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Seconds; the proxy's own share is well under a millisecond, so the low end is
+# finer than Prometheus's default buckets. +Inf is implied.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+REBUILD_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# One record per RequestKey: a flat list, indexed by these.
+COUNT, BYTES_IN, BYTES_OUT, DURATION_SUM, UPSTREAM_COUNT, UPSTREAM_SUM = range(6)
+DURATION_BUCKETS = 6  # len(BUCKETS) + 1 counts (the last is +Inf), not cumulative
+UPSTREAM_BUCKETS = DURATION_BUCKETS + len(BUCKETS) + 1
+RECORD_SIZE = UPSTREAM_BUCKETS + len(BUCKETS) + 1
+assert (DURATION_BUCKETS, UPSTREAM_BUCKETS) == (6, 22)  # as written out in RequestStats.request
+
+# (Ingress "namespace/name", backend "namespace/service:port", method, status).
+# The method and status are kept as they came (cheaper than normalising per
+# request, and bounded: the parser knows ~35 methods, statuses are 3 digits);
+# the collector folds them into a fixed set of methods and status classes.
+# The names are route-table values, never anything a client sent, so the
+# number of series stays bounded by the table. Requests no Ingress answered
+# have "" for both names.
+RequestKey = tuple[str, str, bytes, int]
+# (Ingress, backend, kind or reason)
+EventKey = tuple[str, str, str]
+
+_METHOD_NAMES = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+METHODS: dict[bytes, str] = {m.encode(): m for m in _METHOD_NAMES}
+OTHER_METHOD = "OTHER"  # the label of every other method
+
+
+def new_record() -> list[float]:
+    return [0] * RECORD_SIZE
+
+
+class RequestStats:
+    """One process's counts since it started; only ever written by its event loop."""
+
+    __slots__ = ("_reported", "accepted", "requests", "retries", "upstream_errors")
+
+    def __init__(self) -> None:
+        self.requests: dict[RequestKey, list[float]] = {}
+        self.upstream_errors: dict[EventKey, int] = {}
+        self.retries: dict[EventKey, int] = {}
+        self.accepted = 0  # client connections
+        self._reported: dict[RequestKey, float] = {}  # COUNT of each record at the last report
+
+    def request(
+        self,
+        ingress: str,
+        backend: str,
+        method: bytes,
+        status: int,
+        duration: float,
+        upstream: float | None,
+        bytes_in: int,
+        bytes_out: int,
+        _bisect=bisect_left,  # locals, not globals: this runs per request
+        _buckets=BUCKETS,
+    ) -> None:
+        """A finished request; ``upstream`` is None when no upstream answered it."""
+        key = (ingress, backend, method, status)
+        rec = self.requests.get(key)
+        if rec is None:
+            rec = self.requests[key] = new_record()
+        # The indices are COUNT, BYTES_IN, ... written out: a global lookup each costs.
+        rec[0] += 1
+        rec[1] += bytes_in
+        rec[2] += bytes_out
+        rec[3] += duration
+        rec[6 + _bisect(_buckets, duration)] += 1
+        if upstream is not None:
+            rec[4] += 1
+            rec[5] += upstream
+            rec[22 + _bisect(_buckets, upstream)] += 1
+
+    def upstream_error(self, ingress: str, backend: str, kind: str) -> None:
+        key = (ingress, backend, kind)
+        self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
+
+    def retry(self, ingress: str, backend: str, reason: str) -> None:
+        key = (ingress, backend, reason)
+        self.retries[key] = self.retries.get(key, 0) + 1
+
+    def view(self, active: int) -> ProxyView:
+        """A copy of the numbers, to be read while the proxy goes on counting."""
+        return ProxyView(
+            {key: rec.copy() for key, rec in self.requests.items()},
+            dict(self.upstream_errors),
+            dict(self.retries),
+            self.accepted,
+            active,
+        )
+
+    def report(self, active: int) -> Report:
+        """What changed since the last report, copied, for the main process.
+
+        Every request adds to its record's COUNT, so a record whose count is
+        unchanged is unchanged; only the others are sent.
+        """
+        reported = self._reported
+        changed = {}
+        for key, rec in self.requests.items():
+            if reported.get(key) != rec[COUNT]:
+                reported[key] = rec[COUNT]
+                changed[key] = rec.copy()
+        return Report(
+            changed, dict(self.upstream_errors), dict(self.retries), self.accepted, active
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A worker's cumulative numbers: the records changed since its last report, the rest whole."""
+
+    requests: dict[RequestKey, list[float]]
+    upstream_errors: dict[EventKey, int]
+    retries: dict[EventKey, int]
+    accepted: int
+    active: int  # client connections open now: a gauge, not kept once the worker is gone
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyView:
+    """The proxy's numbers as the collector reads them (one process's, or summed)."""
+
+    requests: Mapping[RequestKey, list[float]]
+    upstream_errors: Mapping[EventKey, int]
+    retries: Mapping[EventKey, int]
+    accepted: int
+    active: int
+
+
+def _add_records(into: dict[RequestKey, list[float]], records: Mapping) -> None:
+    for key, rec in records.items():
+        add_record(into, key, rec)
+
+
+def add_record(into: dict[Any, list[float]], key: Any, rec: list[float]) -> None:
+    """Add request record ``rec`` (count, bytes, buckets...) to ``into[key]``."""
+    mine = into.get(key)
+    if mine is None:
+        into[key] = list(rec)
+    else:
+        for i, value in enumerate(rec):
+            mine[i] += value
+
+
+def _add_counts(into: dict[EventKey, int], counts: Mapping[EventKey, int]) -> None:
+    for key, n in counts.items():
+        into[key] = into.get(key, 0) + n
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    """The latest numbers of one worker process (one per start: a restart gets a new slot)."""
+
+    requests: dict[RequestKey, list[float]] = field(default_factory=dict)
+    upstream_errors: dict[EventKey, int] = field(default_factory=dict)
+    retries: dict[EventKey, int] = field(default_factory=dict)
+    accepted: int = 0
+    active: int = 0
+    retired: bool = False
+
+
+class WorkerTotals:
+    """The main process's sum over its workers, for ``/metrics``.
+
+    Design: each worker sends its cumulative numbers over the pipe it already
+    has (``ingressd/workers.py``), about once a second and once more when it stops
+    cleanly, and the main process sums them at scrape time. No files (the
+    container's root file system is read-only; prometheus-client's
+    multiprocess mode would need a directory and cleanup of dead processes'
+    files), and a report costs a worker one pickle of the records that changed.
+
+    Counters never go backwards: when a worker dies its slot is retired, its
+    last numbers added to ``_retired`` for good, and its successor starts a new
+    slot from zero. The price is staleness: a scrape sees each live worker as
+    of its last report (up to ~1 s old), and a worker killed outright loses
+    what it counted after its last report.
+
+    Reports arrive on the pool's receiver threads, scrapes on the event loop:
+    one lock covers both.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: list[WorkerSlot] = []
+        self._retired = WorkerSlot()
+
+    def slot(self) -> WorkerSlot:
+        slot = WorkerSlot()
+        with self._lock:
+            self._live.append(slot)
+        return slot
+
+    def update(self, slot: WorkerSlot, report: Report) -> None:
+        with self._lock:
+            if slot.retired:
+                return  # a report read after its worker was declared gone
+            slot.requests.update(report.requests)
+            slot.upstream_errors = report.upstream_errors
+            slot.retries = report.retries
+            slot.accepted = report.accepted
+            slot.active = report.active
+
+    def retire(self, slot: WorkerSlot) -> None:
+        """The worker is gone: keep its counters, forget its gauges."""
+        with self._lock:
+            if slot.retired:
+                return
+            slot.retired = True
+            self._live.remove(slot)
+            kept = self._retired
+            _add_records(kept.requests, slot.requests)
+            _add_counts(kept.upstream_errors, slot.upstream_errors)
+            _add_counts(kept.retries, slot.retries)
+            kept.accepted += slot.accepted
+
+    def view(self) -> ProxyView:
+        with self._lock:
+            return sum_slots([self._retired, *self._live])
+
+
+def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
+    requests: dict[RequestKey, list[float]] = {}
+    errors: dict[EventKey, int] = {}
+    retries: dict[EventKey, int] = {}
+    accepted = active = 0
+    for slot in slots:
+        _add_records(requests, slot.requests)
+        _add_counts(errors, slot.upstream_errors)
+        _add_counts(retries, slot.retries)
+        accepted += slot.accepted
+        active += slot.active
+    return ProxyView(requests, errors, retries, accepted, active)
+
+
+class RebuildStats:
+    """Routing table builds in the process that builds for the admin port (the main one)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.errors = 0
+        self.duration_sum = 0.0
+        self.duration_buckets = [0] * (len(REBUILD_BUCKETS) + 1)
+        self.last_success = 0.0  # POSIX seconds; 0: never
+        self.problems = 0  # reported by the last build
+        # Leader election: None when there is none (manifest mode), else whether we hold the Lease.
+        self.leader: bool | None = None
+
+    def copy(self) -> RebuildStats:
+        other = RebuildStats()
+        other.__dict__.update(self.__dict__)
+        other.duration_buckets = list(self.duration_buckets)
+        return other
+
+    def succeeded(self, duration: float) -> None:
+        self.total += 1
+        self.duration_sum += duration
+        self.duration_buckets[bisect_left(REBUILD_BUCKETS, duration)] += 1
+        self.last_success = time.time()
+
+    def failed(self, duration: float) -> None:
+        self.total += 1
+        self.errors += 1
+        self.duration_sum += duration
+        self.duration_buckets[bisect_left(REBUILD_BUCKETS, duration)] += 1

@@ -1,0 +1,1 @@
+"""ingress-nginx's annotations and Secrets: parsing, validation, one module per feature."""

@@ -1,0 +1,1026 @@
+"""Ingress annotations parsed into typed, validated values.
+
+Both the ``nginx.ingress.kubernetes.io/`` prefix (so existing Ingresses keep
+working) and ``ingressd.io/`` are read; when both carry the same annotation the
+``ingressd.io/`` one wins. A value that does not parse is reported and the
+annotation ignored — never passed through as raw configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any, Final, Literal, NamedTuple, TypeVar
+
+from ..model.policy import (
+    DEFAULT_BURST_MULTIPLIER,
+    DEFAULT_HEADERS,
+    DEFAULT_MAX_AGE,
+    DEFAULT_METHODS,
+    DEFAULT_POLICY,
+    Affinity,
+    AuthRef,
+    Canary,
+    CorsPolicy,
+    ExternalAuth,
+    IPNetwork,
+    LimitConfig,
+    ProxySSL,
+    RoutePolicy,
+    Template,
+)
+from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
+from .cors import parse_origins, parse_token_list
+from .ext_auth import METHODS as AUTH_METHODS
+from .ext_auth import parse_template, parse_url_template
+from .retry import parse_conditions
+from .snippet_access import access_directives, modsecurity_blocks
+from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS
+
+PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
+
+# Raw-config injection is refused on purpose: it is how ingress-nginx got its
+# worst CVEs, and ingressd has no config language to inject into. A refused
+# snippet holding access control denies instead (snippet_access.py).
+REFUSED = frozenset({"configuration-snippet", "server-snippet", "auth-snippet", "stream-snippet"})
+
+# ingress-nginx v1.15.1 annotations ingressd does not implement, one by one
+# (docs/user-guide/nginx-configuration/annotations.md and the parsers of
+# internal/ingress/annotations). DENYING narrows who may access a route: served
+# without it the route would be open where ingress-nginx guards it, so its
+# routes answer 403 instead (fail closed); the text says what it checks.
+# IGNORED never narrows access, so serving without it is safe; the text says
+# why. Both are reported; README.md lists them.
+DENYING: Mapping[str, str] = {
+    "auth-tls-secret": "requests and verifies client certificates (mutual TLS) on every "
+    "route of its hosts, and sets ssl-client-* headers for the upstream",
+    "auth-proxy-set-headers": "adds headers to the auth-url subrequest, which the "
+    "authentication service may decide on",
+    "modsecurity-snippet": "runs ModSecurity rules with the rule engine on (SecRuleEngine On), "
+    "which block requests",
+}
+IGNORED: Mapping[str, str] = {
+    "affinity-canary-behavior": "which backend a session sticks to, not who gets in",
+    "auth-cache-duration": "without a cache every request asks the authentication service",
+    "auth-cache-key": "without a cache every request asks the authentication service",
+    "auth-keepalive": "connection reuse towards the authentication service",
+    "auth-keepalive-requests": "connection reuse towards the authentication service",
+    "auth-keepalive-share-vars": "connection reuse towards the authentication service",
+    "auth-keepalive-timeout": "connection reuse towards the authentication service",
+    "auth-tls-error-page": "has an effect only with auth-tls-secret (which denies)",
+    "auth-tls-match-cn": "has an effect only with auth-tls-secret (which denies)",
+    "auth-tls-pass-certificate-to-upstream": "has an effect only with auth-tls-secret "
+    "(which denies)",
+    "auth-tls-verify-client": "has an effect only with auth-tls-secret (which denies unless "
+    "this is off)",
+    "auth-tls-verify-depth": "has an effect only with auth-tls-secret (which denies)",
+    "client-body-buffer-size": "buffering",
+    "connection-proxy-header": "a header to the upstream",
+    "custom-headers": "headers added to responses",
+    "custom-http-errors": "error pages",
+    "default-backend": "where errors and unmatched paths go, not who gets in",
+    "disable-proxy-intercept-errors": "error pages",
+    "enable-access-log": "logging",
+    "enable-global-auth": "only turns the ConfigMap's global-auth-url off, which ingressd "
+    "does not have",
+    "enable-modsecurity": "ingress-nginx's modsecurity.conf runs DetectionOnly: it logs and "
+    "blocks nothing unless modsecurity-snippet turns the engine on",
+    "enable-opentelemetry": "tracing",
+    "enable-owasp-core-rules": "the rules run DetectionOnly unless modsecurity-snippet turns "
+    "the engine on",
+    "enable-rewrite-log": "logging",
+    "fastcgi-index": "a protocol ingressd does not speak (backend-protocol FCGI answers 502)",
+    "fastcgi-params-configmap": "a protocol ingressd does not speak (backend-protocol FCGI "
+    "answers 502)",
+    "global-rate-limit": "a rate limit: as for limit-*, the route serves without it",
+    "global-rate-limit-ignored-cidrs": "a rate limit: as for limit-*, the route serves without it",
+    "global-rate-limit-key": "a rate limit: as for limit-*, the route serves without it",
+    "global-rate-limit-window": "a rate limit: as for limit-*, the route serves without it",
+    "http2-push-preload": "HTTP/2 push",
+    "limit-rate": "bandwidth per connection",
+    "limit-rate-after": "bandwidth per connection",
+    "mirror-host": "copies requests elsewhere; without it nothing is copied",
+    "mirror-request-body": "copies requests elsewhere; without it nothing is copied",
+    "mirror-target": "copies requests elsewhere; without it nothing is copied",
+    "modsecurity-transaction-id": "logging",
+    "opentelemetry-operation-name": "tracing",
+    "opentelemetry-trust-incoming-span": "tracing",
+    "proxy-buffering": "buffering",
+    "proxy-buffers-number": "buffering",
+    "proxy-busy-buffers-size": "buffering",
+    "proxy-cookie-domain": "rewrites the upstream's Set-Cookie",
+    "proxy-cookie-path": "rewrites the upstream's Set-Cookie",
+    "proxy-http-version": "the HTTP version towards the upstream",
+    "proxy-max-temp-file-size": "buffering",
+    "proxy-redirect-from": "rewrites the upstream's Location",
+    "proxy-redirect-to": "rewrites the upstream's Location",
+    "proxy-request-buffering": "buffering",
+    "proxy-ssl-ciphers": "TLS towards the upstream, not who may reach the route",
+    "proxy-ssl-protocols": "TLS towards the upstream, not who may reach the route",
+    "satisfy": "'any' lets either the address or the credentials suffice; ingressd asks for "
+    "both, which is stricter",
+    "server-alias": "more names for a host; without it fewer names are served",
+    "session-cookie-conditional-samesite-none": "a cookie attribute",
+    "ssl-ciphers": "TLS parameters of the host",
+    "ssl-passthrough": "ingressd terminates TLS instead, so the upstream, which expects the "
+    "client's TLS, refuses the requests",
+    "ssl-prefer-server-ciphers": "TLS parameters of the host",
+    "upstream-hash-by": "balancing (round_robin serves)",
+    "upstream-hash-by-subset": "balancing (round_robin serves)",
+    "upstream-hash-by-subset-size": "balancing (round_robin serves)",
+    "use-port-in-redirects": "the port in redirects",
+}
+# Unsupported values of these annotations would narrow access, so they deny too.
+_DENYING_VALUES = frozenset({"auth-type"})
+_DENIED_BY_ANNOTATION: Final = 403  # access control that cannot be honoured
+
+# Validators run on annotation values, so on outsider input: on RE2 (regex.fixed),
+# linear whatever the value. _DOLLAR_REF is the exception: it runs per request on
+# the Ingress's own rewrite target, and "\$(\d)" is linear on any engine.
+_DOLLAR_REF = re.compile(r"\$(\d)")
+_CONTROL = fixed(r"[\x00-\x20\x7f]")
+_HEADER_CONTROL = fixed(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but tab and space
+
+
+class AnnotationError(ValueError):
+    pass
+
+
+# What ingress-nginx answers for a location it denies (nginx.tmpl: "if $location.Denied"
+# ... "return 503"), which it does when an access annotation cannot be read.
+_DENIED = 503
+
+
+T = TypeVar("T")
+
+
+def parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v == "true":
+        return True
+    if v == "false":
+        return False
+    raise AnnotationError(f'expected "true" or "false", got {value!r}')
+
+
+def parse_rewrite_target(value: str) -> str:
+    if not value or _CONTROL.search(value):
+        raise AnnotationError(f"rewrite target {value!r} is empty or contains whitespace")
+    if not value.startswith("/"):
+        raise AnnotationError(f"rewrite target {value!r} must start with /")
+    return value
+
+
+_SIZE = fixed(r"^(\d+)([kKmMgG]?)$")
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_HOST_PORT = fixed(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?$")
+# On Python's re this was ^https?://[^\s/?#]+[^\s]*$: quadratic on a long value
+# with a space in it (20,000 characters: 1.2 s; 40,000: 4.9 s). The same language.
+_URL = fixed(r"^https?://[^\s/?#][^\s]*$", ignore_case=True)
+
+
+def parse_size(value: str) -> int:
+    """nginx size syntax: ``8k``, ``1m``, ``2g`` or bytes; ``0`` means unlimited."""
+    m = _SIZE.match(value.strip())
+    if not m:
+        raise AnnotationError(f"{value!r} is not a size like 512k, 8m or 1g")
+    number, unit = m.group(1) or "", m.group(2) or ""  # both always take part
+    return int(number) * _SIZE_UNITS[unit.lower()]
+
+
+# Upper bound of proxy-buffer-size: the response head ingressd holds per request.
+MAX_BUFFER_SIZE = 1024 * 1024
+
+
+def parse_buffer_size(value: str) -> int:
+    """proxy-buffer-size: an nginx size from 1 byte to 1m (the response head must fit)."""
+    size = parse_size(value)
+    if not 0 < size <= MAX_BUFFER_SIZE:
+        raise AnnotationError(f"{value!r} is not a buffer size from 1 byte to 1m")
+    return size
+
+
+def parse_seconds(value: str) -> float:
+    """Whole seconds, as ingress-nginx's proxy-*-timeout annotations take them."""
+    v = value.strip()
+    if not v.isdigit() or int(v) == 0:
+        raise AnnotationError(f"{value!r} is not a positive whole number of seconds")
+    return float(v)
+
+
+def parse_path(value: str) -> str:
+    if not value.startswith("/") or _CONTROL.search(value):
+        raise AnnotationError(f"{value!r} must be a path starting with / without spaces")
+    return value
+
+
+def parse_url(value: str) -> str:
+    value = value.strip()
+    if not _URL.match(value) or _CONTROL.search(value):
+        raise AnnotationError(f"{value!r} is not an absolute http(s) URL")
+    return value
+
+
+def parse_redirect_code(value: str) -> int:
+    v = value.strip()
+    if not v.isdigit() or not 300 <= int(v) <= 308:
+        raise AnnotationError(f"{value!r} is not a redirect status code (300-308)")
+    return int(v)
+
+
+def parse_header_value(value: str) -> bytes:
+    if not value.strip() or _HEADER_CONTROL.search(value):
+        raise AnnotationError(f"{value!r} is empty or contains control characters")
+    return value.encode("latin-1", errors="strict")
+
+
+def parse_host(value: str) -> bytes:
+    value = value.strip()
+    if not _HOST_PORT.match(value):
+        raise AnnotationError(f"{value!r} is not a host name (with an optional :port)")
+    return value.encode()
+
+
+def parse_cidrs(value: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs or single addresses (as nginx's allow/deny take them)."""
+    nets = []
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise AnnotationError(f"{item!r} is not an IP address or CIDR range") from None
+    if not nets:
+        raise AnnotationError("no address range given")
+    return tuple(nets)
+
+
+def parse_positive_int(value: str) -> int:
+    v = value.strip()
+    if not v.isdigit():
+        raise AnnotationError(f"{value!r} is not a whole number")
+    return int(v)
+
+
+def parse_limit(value: str) -> int:
+    """limit-rps, -rpm, -connections, -burst-multiplier: a whole number from 1."""
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()) or int(v) == 0:
+        raise AnnotationError(f"{value!r} is not a whole number greater than 0")
+    return int(v)
+
+
+# What an invalid limit-* value leaves in force, appended to its message.
+_LIMIT_FALLBACK = {
+    "limit-rps": "; the Ingress is served without this limit",
+    "limit-rpm": "; the Ingress is served without this limit",
+    "limit-connections": "; the Ingress is served without this limit",
+    "limit-burst-multiplier": f"; the default multiplier {DEFAULT_BURST_MULTIPLIER} applies",
+    "limit-allowlist": "; no client is exempt from the limits",
+    "limit-whitelist": "; no client is exempt from the limits",
+}
+
+
+def _limit_config(values: Mapping[str, Any]) -> LimitConfig | None:
+    """nginx limit_req/limit_conn per client address, from the limit-* annotations."""
+    rps, rpm, conns = (values.get(f"limit-{k}") for k in ("rps", "rpm", "connections"))
+    if rps is None and rpm is None and conns is None:
+        return None
+    return LimitConfig(
+        rps=rps,
+        rpm=rpm,
+        connections=conns,
+        burst_multiplier=values.get("limit-burst-multiplier", DEFAULT_BURST_MULTIPLIER),
+        # limit-allowlist replaces the older limit-whitelist; it wins if both are set.
+        allowlist=values.get("limit-allowlist", values.get("limit-whitelist", ())),
+    )
+
+
+def _cors_origins(value: str) -> tuple[str, ...]:
+    try:
+        return parse_origins(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+def _cors_tokens(value: str) -> str:
+    try:
+        return parse_token_list(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+# RFC 9110 token: header names, and cookie names (RFC 6265)
+_TOKEN = fixed(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_DOMAIN = fixed(
+    r"^\.?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+
+
+def parse_header_name(value: str) -> bytes:
+    """A header name, lowercased for matching."""
+    v = value.strip()
+    if not _TOKEN.match(v):
+        raise AnnotationError(f"{value!r} is not a header name")
+    return v.lower().encode()
+
+
+def parse_cookie_name(value: str) -> str:
+    v = value.strip()
+    if not _TOKEN.match(v):
+        raise AnnotationError(f"{value!r} is not a cookie name")
+    return v
+
+
+def parse_regex(value: str) -> UserRegex:
+    """canary-by-header-pattern: searched in the header value, case-sensitively (ngx.re.match)."""
+    if not value:
+        raise AnnotationError("the regular expression is empty")
+    try:
+        return user_regex(value, ignore_case=False)
+    except RegexError as exc:
+        raise AnnotationError(f"not a regular expression RE2 can run: {exc}") from None
+
+
+def parse_weight_total(value: str) -> int:
+    total = parse_positive_int(value)
+    if total == 0:
+        raise AnnotationError("the total weight must be at least 1")
+    return total
+
+
+def parse_cookie_path(value: str) -> str:
+    if ";" in value:
+        raise AnnotationError(f"{value!r} must not contain ';'")
+    return parse_path(value)
+
+
+def parse_cookie_domain(value: str) -> str:
+    v = value.strip()
+    if not _DOMAIN.match(v):
+        raise AnnotationError(f"{value!r} is not a domain name")
+    return v
+
+
+def _one_of(*options: str) -> Callable[[str], str]:
+    """A parser taking one of ``options``, case-insensitively, in its canonical spelling."""
+
+    def parse(value: str) -> str:
+        for option in options:
+            if value.strip().lower() == option.lower():
+                return option
+        raise AnnotationError(f"{value!r} must be one of {', '.join(options)}")
+
+    return parse
+
+
+class UnsupportedValue(AnnotationError):
+    """A value ingress-nginx accepts that ingressd does not implement yet."""
+
+
+def parse_backend_protocol(value: str) -> str:
+    """HTTP, HTTPS or AUTO_HTTP, any case; ingress-nginx's other protocols are not spoken."""
+    v = value.strip().upper()
+    if v not in PROTOCOLS:
+        raise AnnotationError(
+            f"{value!r} is not one of {', '.join(PROTOCOLS)}; HTTP is used, as in ingress-nginx"
+        )
+    if v in UNSUPPORTED_PROTOCOLS:
+        raise UnsupportedValue(f"protocol {v} is not supported by ingressd yet")
+    return v
+
+
+LOAD_BALANCERS = ("round_robin", "ewma")
+# ingress-nginx's other balancers, not implemented: round_robin serves instead.
+UNSUPPORTED_BALANCERS = ("chash", "chashsubset", "sticky_balanced", "sticky_persistent")
+
+
+def parse_load_balance(value: str) -> str:
+    """round_robin or ewma; ingress-nginx's other balancers are reported, round_robin used."""
+    v = value.strip().lower()
+    if v in LOAD_BALANCERS:
+        return v
+    if v in UNSUPPORTED_BALANCERS:
+        raise UnsupportedValue(
+            f"load balancer {v} is not supported by ingressd yet; round_robin is used"
+        )
+    raise AnnotationError(
+        f"{value!r} is not one of {', '.join(LOAD_BALANCERS)}; round_robin is used"
+    )
+
+
+_K8S_NAME = fixed(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SERVER_NAME = fixed(
+    r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?$"
+)
+
+
+def parse_secret_ref(value: str) -> tuple[str | None, str]:
+    """``namespace/name``, or ``name`` for the Ingress's own namespace."""
+    parts = value.strip().split("/")
+    if len(parts) > 2 or not all(len(p) <= 253 and _K8S_NAME.match(p) for p in parts):
+        raise AnnotationError(f"{value!r} is not a Secret reference like namespace/name")
+    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
+def parse_on_off(value: str) -> bool:
+    v = value.strip()
+    if v not in ("on", "off"):
+        raise AnnotationError(f'expected "on" or "off", got {value!r}')
+    return v == "on"
+
+
+def parse_verify_depth(value: str) -> int:
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()) or int(v) == 0:
+        raise AnnotationError(f"{value!r} is not a whole number from 1; 1 is used")
+    return int(v)
+
+
+def parse_server_name(value: str) -> str:
+    """A host name or IP address (nginx variables such as $host are not expanded)."""
+    v = value.strip()
+    try:
+        return str(ipaddress.ip_address(v.strip("[]")))
+    except ValueError:
+        pass
+    if len(v) > 253 or not _SERVER_NAME.match(v):
+        raise AnnotationError(f"{value!r} is not a host name or IP address")
+    return v.lower().rstrip(".")
+
+
+# proxy-ssl-* annotations read only beside proxy-ssl-secret, as in ingress-nginx.
+_PROXY_SSL_OPTIONS = (
+    "proxy-ssl-verify",
+    "proxy-ssl-verify-depth",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
+)
+
+
+def _proxy_ssl(
+    values: Mapping[str, Any], annotations: Mapping[str, str] | None, messages: list[str]
+) -> ProxySSL | None:
+    ref = values.get("proxy-ssl-secret")
+    if ref is None:
+        # An invalid proxy-ssl-secret already fails closed; only an absent one is news.
+        if "proxy-ssl-secret" not in collect(annotations):
+            messages += [
+                f"{short} has no effect without proxy-ssl-secret (ingress-nginx ignores it too)"
+                for short in _PROXY_SSL_OPTIONS
+                if short in values
+            ]
+        return None
+    return ProxySSL(
+        namespace=ref[0],
+        secret=ref[1],
+        verify=values.get("proxy-ssl-verify", False),
+        verify_depth=values.get("proxy-ssl-verify-depth", 1),
+        name=values.get("proxy-ssl-name"),
+        server_name=values.get("proxy-ssl-server-name", False),
+    )
+
+
+# On Python's re, "$" also matched before a final newline: "x\n" passed and reached
+# the WWW-Authenticate header. RE2's "$" is the end of the value.
+_REALM = fixed(r"^[A-Za-z0-9 ._~/:-]*$")
+
+
+def parse_auth_type(value: str) -> str:
+    v = value.strip().lower()
+    if v == "digest":
+        raise UnsupportedValue("digest authentication is not supported by ingressd; use basic")
+    if v != "basic":
+        raise AnnotationError(f"{value!r} is not an auth type (basic)")
+    return v
+
+
+def parse_auth_secret_type(value: str) -> str:
+    v = value.strip()
+    if v not in ("auth-file", "auth-map"):
+        raise AnnotationError(f"{value!r} is not auth-file or auth-map")
+    return v
+
+
+def parse_realm(value: str) -> str:
+    if not _REALM.match(value):
+        raise AnnotationError(f"{value!r} may hold only letters, digits, spaces and -._~/:")
+    return value
+
+
+def _reported_as_invalid(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` with the ValueError of another module turned into an AnnotationError."""
+
+    def wrapped(value: str) -> T:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise AnnotationError(str(exc)) from None
+
+    return wrapped
+
+
+parse_auth_url = _reported_as_invalid(parse_url_template)
+_parse_template = _reported_as_invalid(parse_template)
+parse_next_upstream = _reported_as_invalid(parse_conditions)
+
+
+def parse_auth_method(value: str) -> str:
+    v = value.strip()
+    if v not in AUTH_METHODS:
+        raise AnnotationError(
+            f"{value!r} is not an HTTP method ({', '.join(sorted(AUTH_METHODS))})"
+        )
+    return v
+
+
+def parse_header_names(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    for name in names:
+        if not _TOKEN.match(name):
+            raise AnnotationError(f"{name!r} is not a header name")
+    if not names:
+        raise AnnotationError("no header names")
+    return names
+
+
+_QUERY_PARAM = fixed(r"[A-Za-z0-9_.~-]+")
+
+
+def parse_query_param(value: str) -> str:
+    v = value.strip()
+    if not _QUERY_PARAM.fullmatch(v):
+        raise AnnotationError(f"{value!r} is not a query parameter name")
+    return v
+
+
+def parse_header_template(value: str) -> Template:
+    if not value.strip() or _HEADER_CONTROL.search(value):
+        raise AnnotationError(f"{value!r} is empty or contains control characters")
+    return _parse_template(value)
+
+
+def parse_seconds_or_zero(value: str) -> float:
+    """Whole seconds, 0 meaning no limit (proxy-next-upstream-timeout)."""
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()):
+        raise AnnotationError(f"{value!r} is not a whole number of seconds")
+    return float(v)
+
+
+# annotation name (without prefix) -> parser of its value
+_PARSERS: Mapping[str, Callable[[str], Any]] = {
+    "rewrite-target": parse_rewrite_target,
+    "use-regex": parse_bool,
+    "ssl-redirect": parse_bool,
+    "force-ssl-redirect": parse_bool,
+    "preserve-trailing-slash": parse_bool,
+    "app-root": parse_path,
+    "permanent-redirect": parse_url,
+    "permanent-redirect-code": parse_redirect_code,
+    "temporal-redirect": parse_url,
+    "temporal-redirect-code": parse_redirect_code,
+    "from-to-www-redirect": parse_bool,
+    "x-forwarded-prefix": parse_header_value,
+    "upstream-vhost": parse_host,
+    "auth-type": parse_auth_type,
+    "auth-secret": parse_secret_ref,
+    "auth-secret-type": parse_auth_secret_type,
+    "auth-realm": parse_realm,
+    "auth-url": parse_auth_url,
+    "auth-method": parse_auth_method,
+    "auth-response-headers": parse_header_names,
+    "auth-signin": parse_auth_url,
+    "auth-signin-redirect-param": parse_query_param,
+    "auth-request-redirect": parse_header_template,
+    "auth-always-set-cookie": parse_bool,
+    "backend-protocol": parse_backend_protocol,
+    "proxy-ssl-secret": parse_secret_ref,
+    "proxy-ssl-verify": parse_on_off,
+    "proxy-ssl-verify-depth": parse_verify_depth,
+    "proxy-ssl-name": parse_server_name,
+    "proxy-ssl-server-name": parse_on_off,
+    "service-upstream": parse_bool,
+    "proxy-body-size": parse_size,
+    "proxy-buffer-size": parse_buffer_size,
+    "proxy-connect-timeout": parse_seconds,
+    "proxy-read-timeout": parse_seconds,
+    "proxy-send-timeout": parse_seconds,
+    "load-balance": parse_load_balance,
+    "proxy-next-upstream": parse_next_upstream,
+    "proxy-next-upstream-tries": parse_positive_int,
+    "proxy-next-upstream-timeout": parse_seconds_or_zero,
+    "limit-rps": parse_limit,
+    "limit-rpm": parse_limit,
+    "limit-connections": parse_limit,
+    "limit-burst-multiplier": parse_limit,
+    "limit-allowlist": parse_cidrs,
+    "limit-whitelist": parse_cidrs,
+    "whitelist-source-range": parse_cidrs,
+    "allowlist-source-range": parse_cidrs,
+    "denylist-source-range": parse_cidrs,
+    "enable-cors": parse_bool,
+    "cors-allow-origin": _cors_origins,
+    "cors-allow-methods": _cors_tokens,
+    "cors-allow-headers": _cors_tokens,
+    "cors-expose-headers": _cors_tokens,
+    "cors-allow-credentials": parse_bool,
+    "cors-max-age": parse_positive_int,
+    "canary": parse_bool,
+    "canary-by-header": parse_header_name,
+    "canary-by-header-value": parse_header_value,
+    "canary-by-header-pattern": parse_regex,
+    "canary-by-cookie": parse_cookie_name,
+    "canary-weight": parse_positive_int,
+    "canary-weight-total": parse_weight_total,
+    "affinity": _one_of("cookie"),
+    "affinity-mode": _one_of("balanced", "persistent"),
+    "session-cookie-name": parse_cookie_name,
+    "session-cookie-path": parse_cookie_path,
+    "session-cookie-max-age": parse_positive_int,
+    "session-cookie-expires": parse_positive_int,
+    "session-cookie-samesite": _one_of("None", "Lax", "Strict"),
+    "session-cookie-secure": parse_bool,
+    "session-cookie-domain": parse_cookie_domain,
+    "session-cookie-change-on-failure": parse_bool,
+}
+
+# Annotation -> RoutePolicy field, for those that map one to one.
+_FIELDS: Mapping[str, str] = {
+    "rewrite-target": "rewrite_target",
+    "use-regex": "use_regex",
+    "ssl-redirect": "ssl_redirect",
+    "force-ssl-redirect": "force_ssl_redirect",
+    "preserve-trailing-slash": "preserve_trailing_slash",
+    "app-root": "app_root",
+    "from-to-www-redirect": "from_to_www_redirect",
+    "x-forwarded-prefix": "x_forwarded_prefix",
+    "upstream-vhost": "upstream_vhost",
+    "backend-protocol": "backend_protocol",
+    "service-upstream": "service_upstream",
+    "proxy-body-size": "proxy_body_size",
+    "proxy-buffer-size": "proxy_buffer_size",
+    "proxy-connect-timeout": "proxy_connect_timeout",
+    "proxy-read-timeout": "proxy_read_timeout",
+    "proxy-send-timeout": "proxy_send_timeout",
+    "load-balance": "load_balance",
+}
+
+# Invalid values of these must not leave the route open. ingress-nginx denies the
+# location (LocationDeniedError: the template's "return 503" for location.Denied)
+# or, for a value its validators reject, does not load the Ingress at all; ingressd
+# answers 503 in both cases rather than let the path fall through to another route.
+SECURITY = frozenset(
+    {
+        "whitelist-source-range",
+        "allowlist-source-range",
+        "denylist-source-range",
+        "auth-type",
+        "auth-secret",
+        "auth-secret-type",
+        "auth-realm",
+        "auth-url",
+        "auth-method",
+        "auth-response-headers",
+        "auth-signin",
+        "auth-signin-redirect-param",
+        "auth-request-redirect",
+        "auth-always-set-cookie",
+    }
+)
+
+# Meaningful only beside auth-url.
+_EXTERNAL_ONLY = frozenset(
+    {
+        "auth-method",
+        "auth-response-headers",
+        "auth-signin",
+        "auth-signin-redirect-param",
+        "auth-request-redirect",
+        "auth-always-set-cookie",
+    }
+)
+
+SUPPORTED = frozenset(_PARSERS)
+
+
+def collect(annotations: Mapping[str, str] | None) -> dict[str, tuple[str, str]]:
+    """Our annotations by short name -> (full key, value); ingressd.io/ wins."""
+    found: dict[str, tuple[str, str]] = {}
+    for key, value in (annotations or {}).items():
+        for prefix in PREFIXES:
+            if key.startswith(prefix):
+                short = key[len(prefix) :]
+                if prefix == "ingressd.io/" or short not in found:
+                    found[short] = (key, str(value))
+    return found
+
+
+Status = Literal["supported", "unsupported", "refused", "invalid", "overridden"]
+
+
+class Verdict(NamedTuple):
+    """How one annotation is treated; ``reason`` is the message the builder reports."""
+
+    key: str
+    value: str
+    status: Status
+    reason: str  # "" when supported
+
+
+def _judge(annotations: Mapping[str, str] | None) -> Iterator[tuple[str, Verdict, Any]]:
+    """(short name, verdict, parsed value or None) per annotation of ours.
+
+    The one loop behind both ``classify`` and ``parse_policy``, so what
+    ``ingressd check`` says about an annotation is what serving does with it.
+    """
+    raw = annotations or {}
+    found = collect(raw)
+    for short, (key, value) in sorted(found.items()):
+        verdict, parsed = _verdict(short, key, value)
+        if verdict.status == "supported" and short.startswith("canary-"):
+            verdict, parsed = _canary_check(short, verdict, parsed, found)
+        elif verdict.status in ("unsupported", "refused"):
+            verdict, parsed = _access_check(short, verdict, found)
+        yield short, verdict, parsed
+        # The nginx.ingress.kubernetes.io/ twin of an ingressd.io/ annotation is
+        # never read; say so rather than leave it out of a report.
+        for twin in (prefix + short for prefix in PREFIXES):
+            if twin != key and twin in raw:
+                reason = f"annotation {twin} is overridden by {key}"
+                yield short, Verdict(twin, str(raw[twin]), "overridden", reason), None
+
+
+def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
+    if short in REFUSED:
+        reason = f"annotation {key} is refused: raw proxy configuration is not supported"
+        return Verdict(key, value, "refused", reason), None
+    parse = _PARSERS.get(short)
+    if parse is None:
+        reason = f"annotation {key} is not supported by ingressd and is ignored"
+        return Verdict(key, value, "unsupported", reason), None
+    try:
+        parsed = parse(value)
+    except (ValueError, UnicodeError, OverflowError, TypeError) as exc:
+        # AnnotationError is what parsers mean to raise; anything else from a
+        # hostile value (an out-of-range number, a character latin-1 lacks) is
+        # just as invalid, and must never escape into the table build.
+        if not isinstance(exc, AnnotationError):
+            exc = AnnotationError(f"cannot be parsed ({type(exc).__name__}: {exc})"[:200])
+        if isinstance(exc, UnsupportedValue):
+            reason = f"annotation {key}={value!r}: {exc}"
+            return Verdict(key, value, "unsupported", reason), None
+        reason = f"annotation {key}={value!r} is invalid: {exc}"
+        if short == "proxy-ssl-secret":
+            # As ingress-nginx denies the locations: no TLS rather than the wrong TLS.
+            reason += "; its routes answer 503 until it is fixed"
+        elif short in SECURITY:
+            reason += "; its routes answer 503 until it is fixed"
+        elif short == "cors-allow-origin":
+            # ingress-nginx falls back to "*" here; ingressd allows nobody instead.
+            reason += "; no origin is allowed until it is fixed"
+        elif short in _LIMIT_FALLBACK:
+            # ingress-nginx rejects the whole Ingress; ingressd serves it without this.
+            reason += _LIMIT_FALLBACK[short]
+        return Verdict(key, value, "invalid", reason), None
+    return Verdict(key, value, "supported", ""), parsed
+
+
+class Denial(NamedTuple):
+    """An annotation that narrows access in a way ingressd cannot: its routes answer 403."""
+
+    reason: str  # for the response body
+    host_wide: bool  # ingress-nginx applies it to the whole server: every route of its hosts
+
+
+def _access_check(
+    short: str, verdict: Verdict, found: Mapping[str, tuple[str, str]]
+) -> tuple[Verdict, Denial | None]:
+    """Whether an unsupported or refused annotation narrows access (and so must deny)."""
+    key, value = verdict.key, verdict.value
+
+    def present(other: str) -> str | None:
+        return found[other][1].strip().lower() if other in found else None
+
+    if verdict.status == "refused":
+        if short == "stream-snippet":  # TCP/UDP servers of its own: no HTTP route's access
+            return verdict, None
+        if short == "auth-snippet" and present("auth-url") is None:
+            return verdict, None  # unused without auth-url, as in ingress-nginx
+        directives = access_directives(value)
+        if not directives:
+            return verdict, None
+        reason = f"{verdict.reason}; it holds access control ({', '.join(directives)})"
+        denial = Denial(
+            f"{short} holds access control ingressd cannot apply", short == "server-snippet"
+        )
+        return Verdict(key, value, "refused", reason), denial
+    if short in _DENYING_VALUES:
+        return verdict, Denial(f"{short} {value.strip()!r} is not supported by ingressd", False)
+    what = DENYING.get(short)
+    if what is None:
+        return verdict, None
+    if short == "auth-tls-secret" and present("auth-tls-verify-client") == "off":
+        return verdict, None  # no certificate is asked for
+    if short == "auth-proxy-set-headers" and present("auth-url") is None:
+        return verdict, None
+    if short == "modsecurity-snippet" and (
+        present("enable-modsecurity") == "false" or not modsecurity_blocks(value)
+    ):
+        return verdict, None
+    reason = f"annotation {key} is not supported by ingressd: it {what}"
+    denial = Denial(f"{short} is not supported by ingressd", short == "auth-tls-secret")
+    return Verdict(key, value, "unsupported", reason), denial
+
+
+def _canary_check(
+    short: str, verdict: Verdict, parsed: Any, found: Mapping[str, tuple[str, str]]
+) -> tuple[Verdict, Any]:
+    """canary-* annotations mean something only beside canary: "true"; a weight fits its total."""
+    reason = None
+    if not _parsed(found, "canary", parse_bool):
+        reason = 'it has no effect without canary: "true"'
+    elif short == "canary-weight":
+        total = _parsed(found, "canary-weight-total", parse_weight_total) or 100
+        if parsed > total:
+            reason = f"the weight is more than canary-weight-total ({total})"
+    if reason is None:
+        return verdict, parsed
+    key, value = verdict.key, verdict.value
+    text = f"annotation {key}={value!r} is invalid: {reason}; it is ignored"
+    return Verdict(key, value, "invalid", text), None
+
+
+def _parsed(found: Mapping[str, tuple[str, str]], short: str, parse: Callable[[str], Any]) -> Any:
+    """The parsed value of another annotation, None when absent or invalid."""
+    if short not in found:
+        return None
+    try:
+        return parse(found[short][1])
+    except (ValueError, UnicodeError, OverflowError, TypeError):
+        return None
+
+
+def classify(annotations: Mapping[str, str] | None) -> list[Verdict]:
+    """Every annotation of ours, by name: supported, unsupported, refused, invalid or overridden."""
+    return [verdict for _, verdict, _ in _judge(annotations)]
+
+
+def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, list[str]]:
+    """Return the policy and one message per annotation rejected.
+
+    Every value rejected, and every annotation refused or not implemented, is
+    named with its key and value.
+    """
+    values: dict[str, Any] = {}
+    messages: list[str] = []
+    fail_closed: tuple[int, str] | None = None
+    host_fail_closed: tuple[int, str] | None = None
+    for short, verdict, parsed in _judge(annotations):
+        if verdict.status == "supported":
+            values[short] = parsed
+        elif isinstance(parsed, Denial):
+            # Access control ingressd cannot apply: 403 rather than an open route. The
+            # message differs from the verdict's, so `ingressd check` counts a problem.
+            denied = (_DENIED_BY_ANNOTATION, parsed.reason)
+            fail_closed = fail_closed or denied
+            if parsed.host_wide:
+                host_fail_closed = host_fail_closed or denied
+                where = "every route of its hosts answers"
+            else:
+                where = "its routes answer"
+            messages.append(f"{verdict.reason}; {where} 403 rather than serve without it")
+        elif verdict.status == "unsupported" and short == "backend-protocol":
+            # A protocol ingressd cannot speak: 502, never HTTP to a gRPC server. The
+            # message differs from the verdict's, so `ingressd check` counts a problem.
+            protocol = verdict.value.strip().upper()
+            reason = f"backend-protocol {protocol} is not supported by ingressd yet"
+            fail_closed = fail_closed or (502, reason)
+            messages.append(f"{verdict.reason}; its routes answer 502")
+        elif verdict.status != "overridden":
+            messages.append(verdict.reason)
+            if verdict.status == "invalid" and short == "proxy-ssl-secret":
+                fail_closed = fail_closed or (503, "invalid proxy-ssl-secret annotation")
+            elif verdict.status == "invalid" and short in SECURITY:
+                fail_closed = fail_closed or (_DENIED, f"invalid {short} annotation")
+            elif verdict.status == "invalid" and short == "cors-allow-origin":
+                values[short] = ()
+            elif verdict.status == "invalid" and short == "limit-allowlist":
+                values[short] = ()  # nobody exempt, rather than limit-whitelist's list
+    if not values and fail_closed is None:
+        return DEFAULT_POLICY, messages
+    changes: dict[str, Any] = {_FIELDS[k]: v for k, v in values.items() if k in _FIELDS}
+    proxy_ssl = _proxy_ssl(values, annotations, messages)
+    if proxy_ssl is not None:
+        changes["proxy_ssl"] = proxy_ssl
+    # ingress-nginx checks temporal-redirect first.
+    for kind, default in (("temporal", 302), ("permanent", 301)):
+        if f"{kind}-redirect" in values:
+            code = values.get(f"{kind}-redirect-code", default)
+            changes["redirect"] = (code, values[f"{kind}-redirect"])
+            break
+    # allowlist-source-range replaces the older whitelist- name; it wins if both are set.
+    allow = values.get("allowlist-source-range", values.get("whitelist-source-range"))
+    if allow is not None:
+        changes["allow_source"] = allow
+    if "denylist-source-range" in values:
+        changes["deny_source"] = values["denylist-source-range"]
+    limits = _limit_config(values)
+    if limits is not None:
+        changes["limits"] = limits
+    if values.get("enable-cors"):
+        changes["cors"] = CorsPolicy(
+            origins=values.get("cors-allow-origin", ("*",)),
+            methods=values.get("cors-allow-methods", DEFAULT_METHODS),
+            headers=values.get("cors-allow-headers", DEFAULT_HEADERS),
+            expose=values.get("cors-expose-headers", ""),
+            credentials=values.get("cors-allow-credentials", True),
+            max_age=values.get("cors-max-age", DEFAULT_MAX_AGE),
+        )
+    if values.get("canary"):
+        changes["canary"] = Canary(
+            header=values.get("canary-by-header"),
+            header_value=values.get("canary-by-header-value"),
+            header_pattern=values.get("canary-by-header-pattern"),
+            cookie=values.get("canary-by-cookie"),
+            weight=values.get("canary-weight", 0),
+            total=values.get("canary-weight-total", 100),
+        )
+    if "affinity" in values:
+        changes["affinity"] = Affinity(
+            cookie=values.get("session-cookie-name", "INGRESSCOOKIE"),
+            mode=values.get("affinity-mode", "balanced"),
+            path=values.get("session-cookie-path"),
+            max_age=values.get("session-cookie-max-age"),
+            expires=values.get("session-cookie-expires"),
+            samesite=values.get("session-cookie-samesite"),
+            secure=values.get("session-cookie-secure"),
+            domain=values.get("session-cookie-domain"),
+            change_on_failure=values.get("session-cookie-change-on-failure", False),
+        )
+    if values.get("auth-type") == "basic":
+        if "auth-secret" not in values:
+            messages.append("auth-type basic needs auth-secret; its routes answer 503")
+            fail_closed = fail_closed or (503, "auth-type basic without auth-secret")
+        else:
+            changes["auth"] = AuthRef(
+                values["auth-secret"],
+                values.get("auth-secret-type", "auth-file"),
+                values.get("auth-realm", ""),
+            )
+    elif "auth-secret" in values and "auth-type" not in values:
+        # ingress-nginx then applies no authentication at all; say so loudly.
+        messages.append("auth-secret has no effect without auth-type: basic; no authentication")
+    retry_keys = ("proxy-next-upstream", "proxy-next-upstream-tries", "proxy-next-upstream-timeout")
+    if any(k in values for k in retry_keys):
+        base = values.get("proxy-next-upstream", DEFAULT_POLICY.next_upstream)
+        changes["next_upstream"] = replace(
+            base,
+            tries=values.get("proxy-next-upstream-tries", base.tries),
+            time_limit=values.get("proxy-next-upstream-timeout", base.time_limit),
+        )
+    if "auth-url" in values:
+        changes["external_auth"] = ExternalAuth(
+            url=values["auth-url"],
+            method=values.get("auth-method"),
+            response_headers=values.get("auth-response-headers", ()),
+            signin=values.get("auth-signin"),
+            signin_param=values.get("auth-signin-redirect-param", "rd"),
+            request_redirect=values.get("auth-request-redirect"),
+            always_set_cookie=values.get("auth-always-set-cookie", False),
+        )
+    else:
+        idle = ", ".join(sorted(k for k in values if k in _EXTERNAL_ONLY))
+        if idle:
+            messages.append(f"{idle}: no effect without auth-url; no external authentication")
+    if fail_closed is not None:
+        changes["fail_closed"] = fail_closed
+    if host_fail_closed is not None:
+        changes["host_fail_closed"] = host_fail_closed
+    return replace(DEFAULT_POLICY, **changes), messages
+
+
+def expand_target(
+    target: str, match: RegexMatch | None, escape: Callable[[str], str] | None = None
+) -> str:
+    """Substitute ``$1``…``$9`` in a rewrite target; missing groups become ''.
+
+    ``escape`` is applied to each group's text (a decoded path's pieces must
+    be escaped again to go into a request target)."""
+    if "$" not in target:
+        return target
+    if match is None:
+        return _DOLLAR_REF.sub("", target)
+
+    def group(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        try:
+            text = match.group(n) or ""
+        except IndexError:
+            return ""
+        return escape(text) if escape is not None and text else text
+
+    return _DOLLAR_REF.sub(group, target)
