@@ -25,7 +25,7 @@ from .observe.metrics import Metrics
 from .observe.stats import ProxyView
 from .policy.limits import LimitRegistry
 from .policy.tls import CertificateSelector, self_signed
-from .proxy.server import ProxyState
+from .proxy.state import ProxyState
 from .serving import proxy_listeners, serve_proxy, until_listening
 
 log = logging.getLogger("ingressd")

@@ -20,8 +20,7 @@ from .model.problems import Problem
 from .observe import access_log, logs
 from .policy.annotations import parse_buffer_size, parse_cidrs, parse_size
 from .policy.limits import DEFAULT_ENTRIES
-from .proxy.server import ProxySettings
-from .proxy.upstream import DEFAULT_HEAD_LIMIT
+from .proxy.settings import DEFAULT_HEAD_LIMIT, ProxySettings
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
 from .workers import default_count
 

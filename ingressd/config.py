@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .kube.config import ClusterConfig
 from .policy.limits import DEFAULT_ENTRIES
-from .proxy.server import ProxySettings
+from .proxy.settings import ProxySettings
 from .routing.build import BuildOptions
 
 

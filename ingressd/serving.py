@@ -13,7 +13,8 @@ import socket
 from .config import ServeConfig
 from .listeners import Listener, ListenError, bind, close
 from .policy.tls import CertificateSelector
-from .proxy.server import ProxyState
+from .proxy.client_h1 import protocol_factory
+from .proxy.state import ProxyState
 
 
 def proxy_listeners(config: ServeConfig) -> tuple[Listener, Listener]:
@@ -66,7 +67,7 @@ async def serve_proxy(
         for sock, tls, listener in pending:
             try:
                 server = await loop.create_server(
-                    state.protocol_factory(tls),
+                    protocol_factory(state, tls),
                     sock=sock,
                     ssl=selector.default_context if tls else None,
                     backlog=1024,

@@ -383,7 +383,7 @@ async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle
     from .listeners import ListenError
     from .model.table import RouteTable
     from .policy.tls import CertificateSelector, self_signed
-    from .proxy.server import ProxyState
+    from .proxy.state import ProxyState
     from .serving import serve_proxy, until_listening
 
     loop = asyncio.get_running_loop()

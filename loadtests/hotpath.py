@@ -35,8 +35,10 @@ from ingressd.model.backend import Backend, Endpoint
 from ingressd.model.policy import LimitConfig, RoutePolicy
 from ingressd.model.table import Route, RouteTable, VirtualHost
 from ingressd.policy.limits import LimitRegistry
-from ingressd.proxy.server import ClientConnection, ProxySettings, ProxyState
-from ingressd.proxy.upstream import UpstreamConnection
+from ingressd.proxy.client_h1 import ClientConnection
+from ingressd.proxy.settings import ProxySettings
+from ingressd.proxy.state import ProxyState
+from ingressd.proxy.upstream_h1 import UpstreamConnection
 
 REQUEST = (
     b"GET /api/items?id=7 HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"

@@ -45,7 +45,8 @@ from ingressd.control.controller import Controller
 from ingressd.model.objects import SERVICE_NAME_LABEL, Obj, ObjectStore
 from ingressd.model.table import RouteTable, VirtualHost
 from ingressd.policy.tls import TLS_SECRET_TYPE, CertificateSelector, self_signed
-from ingressd.proxy.server import ProxySettings, ProxyState
+from ingressd.proxy.settings import ProxySettings
+from ingressd.proxy.state import ProxyState
 from ingressd.routing.build import DEFAULT_CONTROLLER, BuildOptions, build_table
 from ingressd.routing.decide import (
     Forward,

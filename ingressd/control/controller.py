@@ -12,7 +12,7 @@ from ..model.problems import Problem
 from ..model.table import RouteTable
 from ..observe.stats import RebuildStats
 from ..policy.tls import CertificateSelector, TLSError, load_certificate
-from ..proxy.server import ProxyState
+from ..proxy.state import ProxyState
 from ..routing.build import BuildOptions, TableBuilder
 
 log = logging.getLogger("ingressd.controller")

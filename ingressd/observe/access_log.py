@@ -42,7 +42,7 @@ class Forwarded(Protocol):
 
 class Exchange(Protocol):
     """A request and its response as a line reads them: the proxy's exchange
-    (proxy/server.py), which the log must not import. Its attributes are read in
+    (proxy/exchange.py), which the log must not import. Its attributes are read in
     place, as before: nothing is copied per request."""
 
     @property

@@ -1,4 +1,5 @@
-"""Connections to upstream endpoints and the keep-alive pool that reuses them."""
+"""HTTP/1.1 to upstream endpoints: the request as bytes, the response parsed
+(httptools), and the keep-alive pool that reuses connections."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import httptools
 
 from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
+from . import http
+from .settings import DEFAULT_HEAD_LIMIT
+from .streams import Outgoing, ResponseSink, Tunnel
 
 if TYPE_CHECKING:
     from ..model.policy import UpstreamTLS
@@ -23,31 +27,11 @@ PoolKey = tuple[Endpoint, object]
 log = logging.getLogger("ingressd.upstream")
 
 
-class ResponseSink(Protocol):
-    """What an upstream connection reports to the exchange that owns it."""
-
-    def on_response_head(
-        self, status: int, reason: bytes, headers: Headers, chunked: bool, length: bool
-    ) -> None: ...
-    def on_response_body(self, data: bytes) -> None: ...
-    def flush(self) -> None: ...
-    def on_response_end(self, keep_alive: bool) -> None: ...
-    def on_upstream_upgraded(self, tail: bytes) -> None: ...
-    def on_upstream_lost(self, exc: Exception | None) -> None: ...
-    def on_upstream_paused(self, paused: bool) -> None: ...
-
-
-# proxy_buffer_size in ingress-nginx's configuration (proxy-buffer-size): the
-# response's status line and headers must fit in it, else 502 "upstream sent
-# too big header".
-DEFAULT_HEAD_LIMIT = 4096
-
-
 class UpstreamHeadTooLarge(Exception):
     """The upstream's response head did not fit in the bound: nginx's "too big header"."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(asyncio.Protocol, Tunnel):
     """One TCP connection to an endpoint; owned by at most one exchange at a time.
 
     It goes back to the pool only with its parser at a message boundary and no
@@ -67,6 +51,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_reason",
         "_skip_body",
         "_spoiled",
+        "chunked",
         "closed",
         "endpoint",
         "idle_since",
@@ -101,6 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._spoiled = False
         self._in_head = True
         self._head_limit = self._head_room = DEFAULT_HEAD_LIMIT
+        self.chunked = False  # the request's body goes chunked
 
     # -- used by the exchange ----------------------------------------------------
 
@@ -125,7 +111,31 @@ class UpstreamConnection(asyncio.Protocol):
         """At a message boundary, with nothing read past the response it ended."""
         return self._ended is True and not self._spoiled and self.tunnel is None and not self.closed
 
+    def send_request(self, req: Outgoing, body: list[bytes], end: bool) -> None:
+        """The request head, the body received so far and, with ``end``, its end."""
+        self.chunked = req.req_chunked
+        head = encode_request(req)
+        if not body and not (end and self.chunked):
+            self.transport.write(head)  # type: ignore[union-attr]
+            return
+        parts = [head]
+        if self.chunked:
+            parts += [http.chunk(data) for data in body]
+            if end:
+                parts.append(http.LAST_CHUNK)
+        else:
+            parts += body
+        self.transport.writelines(parts)  # type: ignore[union-attr]
+
+    def send_body(self, data: bytes) -> None:
+        self.transport.write(http.chunk(data) if self.chunked else data)  # type: ignore[union-attr]
+
+    def end_body(self) -> None:
+        if self.chunked:
+            self.transport.write(http.LAST_CHUNK)  # type: ignore[union-attr]
+
     def write(self, data: bytes) -> None:
+        """Raw bytes: a tunnel's (after an upgrade)."""
         self.transport.write(data)  # type: ignore[union-attr]
 
     def writelines(self, parts: list[bytes]) -> None:
@@ -305,6 +315,74 @@ class UpstreamConnection(asyncio.Protocol):
             self._head_room = self._head_limit
             return
         self._ended = parser.should_keep_alive()
+
+
+def encode_request(req: Outgoing) -> bytes:
+    """The HTTP/1.1 request head for ``req``, as ingress-nginx's nginx.tmpl
+    sets the headers (``proxy_set_header``): the client's headers less
+    hop-by-hop ones, those the annotations and the auth service replace, then
+    Host and the forwarding headers ingressd sets itself."""
+    fwd = req.forward
+    assert fwd is not None
+    client = req.client
+    headers = req.headers
+    if req.conn_tokens:
+        # Headers the client's Connection names are hop-by-hop (RFC 9110
+        # 7.6.1), except what routing used and what ingressd sets.
+        named = req.conn_tokens - http.UNNOMINABLE
+        if named:
+            headers = http.drop_named(headers, named)
+    peer = client.client_ip.encode("latin-1")
+    host = req.host if req.host is not None else fwd.endpoint.host.encode()
+    send_host = req.host is None
+    extra = fwd.request_headers
+    if req.auth_headers:
+        extra = (*extra, *req.auth_headers)
+    if extra:
+        # Annotation headers (upstream-vhost, x-forwarded-prefix) and the
+        # auth service's (auth-response-headers) replace the client's.
+        names = {name.lower() for name, _ in extra}
+        # An empty value removes the header (nginx's proxy_set_header NAME "").
+        headers = [*http.drop_named(headers, names), *(h for h in extra if h[1])]
+        send_host = send_host and b"host" not in names
+    parts = [
+        req.method,
+        b" ",
+        fwd.target.encode("latin-1"),
+        b" HTTP/1.1\r\n",
+        http.serialize(headers),
+    ]
+    if send_host:
+        parts.append(b"Host: " + host + b"\r\n")
+    if client.trusted:
+        # A trusted proxy's chain goes on with the peer added; X-Real-IP is the client.
+        xff = (req.xff + b", " + peer) if req.xff else peer
+        tail = client.forwarded_tail + b"\r\nX-Real-IP: " + req.real_ip().encode("latin-1")
+    else:
+        # Anyone else's X-Forwarded-For is replaced, as ingress-nginx does by default.
+        xff, tail = peer, client.forwarded_tail
+    parts += [
+        b"X-Forwarded-For: ",
+        xff,
+        b"\r\nX-Forwarded-Host: ",
+        host,
+        tail,
+        b"\r\nX-Request-ID: ",
+        req.request_id or b"",
+        b"\r\n",
+    ]
+    if req.xff:
+        # The client's own X-Forwarded-For, as received (nginx.tmpl:
+        # X-Original-Forwarded-For $http_x_forwarded_for; nginx omits it when empty).
+        parts += [b"X-Original-Forwarded-For: ", req.xff, b"\r\n"]
+    if req.req_chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif req.req_length is not None:
+        parts.append(b"Content-Length: " + req.req_length + b"\r\n")
+    if req.upgrade:
+        parts.append(b"Connection: upgrade\r\nUpgrade: " + (req.upgrade_value or b"") + b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def pool_key(endpoint: Endpoint, tls: UpstreamTLS | None) -> PoolKey:

@@ -28,7 +28,8 @@ from ingressd.control.controller import Controller
 from ingressd.model.objects import Obj, ObjectStore
 from ingressd.model.table import RouteTable
 from ingressd.policy.tls import CertificateSelector, self_signed
-from ingressd.proxy.server import ProxySettings, ProxyState
+from ingressd.proxy.settings import ProxySettings
+from ingressd.proxy.state import ProxyState
 from ingressd.routing.build import BuildOptions, TableBuilder
 
 SIZE = 300

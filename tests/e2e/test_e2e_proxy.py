@@ -45,7 +45,7 @@ from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_ent
 
 from ingressd.echo import pattern_bytes
 from ingressd.model.objects import Obj
-from ingressd.proxy.server import LINGER
+from ingressd.proxy.client_h1 import LINGER
 
 SSL_REDIRECT_OFF = {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}
 REWRITE = {"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}

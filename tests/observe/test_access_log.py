@@ -21,8 +21,10 @@ from ingressd.model.table import Route, RouteTable, VirtualHost
 from ingressd.observe.access_log import PIPE_BUF, AccessLog
 from ingressd.observe.logs import JsonFormatter, configure
 from ingressd.policy.annotations import parse_cidrs
-from ingressd.proxy.server import ClientConnection, ProxySettings, ProxyState
-from ingressd.proxy.upstream import UpstreamConnection
+from ingressd.proxy.client_h1 import ClientConnection
+from ingressd.proxy.settings import ProxySettings
+from ingressd.proxy.state import ProxyState
+from ingressd.proxy.upstream_h1 import UpstreamConnection
 
 ENDPOINT = Endpoint("127.0.0.1", 9)
 RESPONSE = b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nok\n"

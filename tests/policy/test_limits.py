@@ -27,7 +27,9 @@ from ingressd.policy.limits import (
     RateLimiter,
     Slot,
 )
-from ingressd.proxy.server import ProxySettings, ProxyState
+from ingressd.proxy.client_h1 import protocol_factory
+from ingressd.proxy.settings import ProxySettings
+from ingressd.proxy.state import ProxyState
 
 NGINX = "nginx.ingress.kubernetes.io/"
 IP = "192.0.2.7"
@@ -364,7 +366,7 @@ async def proxy() -> AsyncIterator[Proxy]:
     assert not table.problems, table.problems
     state = ProxyState(table, ProxySettings())
     server = await asyncio.get_running_loop().create_server(
-        state.protocol_factory(False), "127.0.0.1", 0
+        protocol_factory(state, False), "127.0.0.1", 0
     )
     try:
         yield Proxy(state, server.sockets[0].getsockname()[1])

@@ -35,7 +35,7 @@ from ingressd.policy.upstream_tls import (
     certificate_matches,
     upstream_tls,
 )
-from ingressd.proxy.upstream import UpstreamConnection, UpstreamPool
+from ingressd.proxy.upstream_h1 import UpstreamConnection, UpstreamPool
 from ingressd.routing.build import BuildOptions, resolve_service
 from ingressd.routing.decide import Forward, Respond, decide
 

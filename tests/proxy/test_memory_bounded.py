@@ -25,7 +25,7 @@ from ingressd.app import serve
 from ingressd.config import ServeConfig
 from ingressd.echo import start_echo
 from ingressd.policy.annotations import parse_cidrs
-from ingressd.proxy.server import ProxySettings
+from ingressd.proxy.settings import ProxySettings
 
 WARMUP = 600
 MEASURED = 1500

@@ -10,7 +10,7 @@ import pytest
 
 from ingressd.model.backend import Endpoint
 from ingressd.proxy.http import Headers
-from ingressd.proxy.upstream import UpstreamConnection, UpstreamHeadTooLarge, UpstreamPool
+from ingressd.proxy.upstream_h1 import UpstreamConnection, UpstreamHeadTooLarge, UpstreamPool
 
 EP = Endpoint("127.0.0.1", 9)
 

@@ -370,7 +370,7 @@ def test_wheel_holds_every_module_and_nothing_else(wheel: zipfile.ZipFile) -> No
         if "__pycache__" not in p.parts
     }
     assert "ingressd/cli.py" in modules
-    assert {"ingressd/proxy/server.py", "ingressd/routing/build.py"} <= modules
+    assert {"ingressd/proxy/exchange.py", "ingressd/routing/build.py"} <= modules
     assert "ingressd/sources/kube.py" in modules
     assert modules <= names, f"missing from the wheel: {sorted(modules - names)}"
     version = PYPROJECT["project"]["version"]

@@ -1,0 +1,652 @@
+"""HTTP/1.1 from clients: one ``ClientConnection`` per connection, over httptools.
+
+It parses request heads (bounded in size and time), hands each to an
+``Exchange`` (``exchange.py``), answers pipelined requests in order, frames
+each response as HTTP/1.1, closes lingering when a request body may still be
+coming, and turns an accepted WebSocket upgrade into a byte tunnel.
+
+Built on a raw Protocol rather than aiohttp.web + ClientSession because the
+latter costs several times more CPU per proxied request (see the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections import deque
+from collections.abc import Callable
+from http import HTTPStatus
+
+import httptools
+
+from ..model.policy import IPNetwork
+from ..policy.limits import Slot
+from ..policy.tls import served_names
+from . import http
+from .exchange import PAUSE_PIPELINE, Exchange
+from .state import ProxyState
+from .streams import ClientStream, Connection, Outgoing, Tunnel
+
+# A connection closed with a request body still coming is drained this long (see close).
+LINGER = 2.0
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
+)
+
+
+def protocol_factory(state: ProxyState, tls: bool) -> Callable[[], ClientConnection]:
+    """Client connections for one listener of ``state``'s proxy."""
+    return lambda: ClientConnection(state, tls)
+
+
+# Client timer phases
+IDLE, HEAD, BODY, WAIT = range(4)
+
+
+class ClientConnection(asyncio.Protocol, ClientStream, Connection):
+    """One HTTP/1.1 client connection: requests parsed with httptools, answered
+    in order (pipelining), the current response framed as HTTP/1.1.
+
+    HTTP/1.1 answers one request at a time, so the connection is the
+    ``ClientStream`` of each of its exchanges in turn, and the response's
+    framing state is the connection's.
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_head_bytes",
+        "_paused",
+        "_pending",
+        "_phase",
+        "_resp_chunked",
+        "_timer",
+        "client_ip",
+        "closing",
+        "current",
+        "done_reading",
+        "forwarded_tail",
+        "limit_slot",
+        "loop",
+        "parser",
+        "pipeline",
+        "reading",
+        "server_port",
+        "state",
+        "tls",
+        "tls_names",
+        "transport",
+        "trusted",
+        "tunnel",
+    )
+
+    def __init__(self, state: ProxyState, tls: bool) -> None:
+        self.state = state
+        self.tls = tls
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        # X-Forwarded-Port/-Proto and X-Real-IP: the same for every request of
+        # the connection, so serialised once.
+        self.forwarded_tail = b""
+        # The peer is a --trusted-proxies address: its X-Forwarded-For names the client.
+        self.trusted = False
+        self.tls_names: tuple[str, ...] | None = None  # of the certificate served
+        self.server_port = b""
+        self.current: Exchange | None = None  # the exchange whose response is next
+        self.pipeline: deque[Exchange] = deque()
+        self.reading: Exchange | None = None  # the exchange whose request is being parsed
+        self.tunnel: Tunnel | None = None
+        self.limit_slot: Slot | None = None  # held by a WebSocket tunnel until it closes
+        # No more requests are read: the last one said Connection: close, or a
+        # bad one follows requests still being answered (RFC 9112 9.6).
+        self.done_reading = False
+        self.closing = False
+        self._paused = 0
+        self._head_bytes = 0
+        self._phase = IDLE
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        # The current response: chunked to the client; bytes not written yet (a
+        # head waits for the body that usually comes in the same upstream read,
+        # so small responses cost one send).
+        self._resp_chunked = False
+        self._pending: list[bytes] = []
+
+    # -- connection lifetime --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        sock = transport.get_extra_info("sockname")
+        self.server_port = str(sock[1]).encode() if sock else b""
+        if self.tls:
+            self.tls_names = served_names(transport)
+        trusted = self.state.settings.trusted_proxies
+        self.trusted = bool(trusted) and _in_networks(self.client_ip, trusted)
+        scheme = b"https" if self.tls else b"http"
+        # X-Scheme as ingress-nginx sets it (nginx.tmpl: $pass_access_scheme).
+        self.forwarded_tail = (
+            b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b\r\nX-Scheme: %b"
+            % (
+                self.server_port,
+                scheme,
+                scheme,
+            )
+        )
+        if not self.trusted:
+            # X-Real-IP is the peer for every request of the connection.
+            self.forwarded_tail += b"\r\nX-Real-IP: " + self.client_ip.encode()
+        state = self.state
+        if len(state.connections) >= state.settings.max_connections and not state.make_room():
+            self._refuse()
+            return
+        state.connections.add(self)
+        state.stats.accepted += 1
+        self._set_phase(IDLE, state.settings.keepalive_timeout)
+
+    def _refuse(self) -> None:
+        """Over the connection cap: 503, then a lingering close, as for a bad request."""
+        self.closing = True
+        transport = self.transport
+        transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[union-attr]
+        if transport.can_write_eof():  # type: ignore[union-attr]
+            transport.write_eof()  # type: ignore[union-attr]
+        self.loop.call_later(LINGER, transport.close)  # type: ignore[union-attr]
+
+    @property
+    def idle(self) -> bool:
+        """Between requests on a keep-alive connection: closing it loses nothing."""
+        return (
+            self._phase == IDLE
+            and self.current is None
+            and self.reading is None
+            and self.tunnel is None
+            and not self.closing
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.state.connections.discard(self)
+        if self.limit_slot is not None:
+            self.limit_slot.release()
+            self.limit_slot = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        for ex in (self.current, *self.pipeline):
+            if ex is not None:
+                ex.abort()
+        self.current = None
+        self.pipeline.clear()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        transport = self.transport
+        reading = self.reading
+        if reading is None or (reading.head_done and not reading.has_body()):
+            # Nothing more can come from the client that it expects read: a
+            # request without a body ends with its head (the parser reports the
+            # end just after). Lingering here held TLS connections, which
+            # cannot half-close, open LINGER seconds after every answer.
+            transport.close()  # type: ignore[union-attr]
+            return
+        # The client may still be sending a body that was not read. Closing with
+        # unread data makes the kernel reset the connection, which can destroy
+        # the response before the client reads it; so, like nginx's lingering
+        # close, stop writing, discard what still comes, and close on the
+        # client's EOF or after LINGER seconds.
+        if transport.can_write_eof():  # type: ignore[union-attr]
+            transport.write_eof()  # type: ignore[union-attr]
+        transport.resume_reading()  # type: ignore[union-attr]
+        self.loop.call_later(LINGER, transport.close)  # type: ignore[union-attr]
+
+    def shutdown(self) -> None:
+        """Close when idle; otherwise finish the current response, then close.
+
+        A WebSocket (or other upgraded) tunnel is left open for the grace period.
+        """
+        if self.tunnel is not None:
+            return
+        if self.current is None and self.reading is None:
+            self.close()
+        else:
+            for ex in (self.current, *self.pipeline):
+                if ex is not None:
+                    ex.keep_alive = False
+
+    # -- flow control ------------------------------------------------------------
+
+    def pause_body(self, reason: int) -> None:
+        if not self._paused and not self.closing:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._paused |= reason
+
+    def resume_body(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and not self.closing:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def pause_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.pause_reading()  # type: ignore[union-attr]
+        elif self.current is not None:
+            self.current.client_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.transport.resume_reading()  # type: ignore[union-attr]
+        elif self.current is not None:
+            self.current.client_paused(False)
+
+    # -- timers --------------------------------------------------------------------
+    # One timer per connection, moved lazily: phases only push the deadline, and
+    # the timer re-arms itself when it fires early, so there is no per-request
+    # timer churn.
+
+    def _set_phase(self, phase: int, timeout: float) -> None:
+        self._phase = phase
+        self._deadline = self.loop.time() + timeout
+        if self._timer is not None and self._timer.when() > self._deadline:
+            # A shorter phase (header after idle) must not wait for the longer one.
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closing or self._phase == WAIT:
+            return
+        now = self.loop.time()
+        if self._paused and self._phase == BODY:
+            # Reading is paused by ingressd itself (backpressure, pipelining):
+            # the client is not the one being slow.
+            self._deadline = now + self.state.settings.client_body_timeout
+        if now < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+            return
+        if self._phase == IDLE:
+            self.close()
+        elif self._phase == HEAD:
+            self._reject(408, "request header timeout")
+        else:  # BODY: the client stopped sending its request body
+            self._reject(408, "request body timeout")
+
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer an unusable request and close: nothing is forwarded."""
+        if self.closing or self.done_reading:
+            return
+        current = self.current
+        if current is not None and current is not self.reading and current.request_complete:
+            # Earlier requests are being answered: they get their responses
+            # first, then this error, then the connection closes.
+            self.reading = None
+            self.done_reading = True
+            self.pause_body(PAUSE_PIPELINE)
+            failed = Exchange(self, self.state)
+            failed.rejection = (status, reason)
+            self.pipeline.append(failed)
+            return
+        if self.current is None or not self.current.response_started:
+            body = f"{status} {HTTPStatus(status).phrase}: {reason}\n"
+            data = http.local_response(status, body.encode(), keep_alive=False)
+            self.transport.write(data)  # type: ignore[union-attr]
+            answered = self.reading or self.current or Exchange(self, self.state)
+            if not answered.logged:
+                answered.sent = len(data)
+                answered.record(status)
+        for ex in (self.current, *self.pipeline):
+            if ex is not None:
+                ex.abort()
+        self.current = None
+        self.pipeline.clear()
+        self.close()
+
+    # -- bytes in ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.closing:
+            return  # lingering: discarded
+        if self.current is not None and self.current.upgrading:
+            self.current.client_tail(data)
+            return
+        if self.done_reading:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            ex = self.current
+            if ex is not None and ex.upgrading:
+                ex.client_tail(data[offset:])
+            return
+        except httptools.HttpParserError as exc:
+            reject = exc.__context__
+            if isinstance(reject, _StopReading):
+                return
+            if isinstance(reject, _Reject):
+                self._reject(*reject.args)
+            else:
+                self._reject(400, f"malformed request ({exc})")
+            return
+        if self._phase == HEAD:
+            # httptools holds an incomplete header line internally, beyond the
+            # reach of the callbacks: bound what a head may take in bytes.
+            self._head_bytes += len(data)
+            settings = self.state.settings
+            if self._head_bytes > settings.max_request_line + settings.max_header_bytes:
+                self._reject(431, "request header fields too large")
+
+    def eof_received(self) -> bool | None:
+        if self.closing:
+            return False  # the end of a lingering close
+        if self.reading is not None:
+            # A request cut short (its body or head incomplete) can never be
+            # finished: drop it and its upstream now rather than at a timeout.
+            for ex in (self.current, *self.pipeline, self.reading):
+                if ex is not None:
+                    ex.abort()
+            self.current = self.reading = None
+            self.pipeline.clear()
+            self.closing = True
+            return False
+        # A client that half-closes after its request still gets the response,
+        # then the connection closes.
+        if self.current is None:
+            return False
+        for ex in (self.current, *self.pipeline):
+            ex.keep_alive = False
+        return True
+
+    # -- httptools callbacks: record, then act once the head is complete ------------------
+
+    def on_message_begin(self) -> None:
+        self.reading = Exchange(self, self.state)
+        self._head_bytes = 0
+        self._set_phase(HEAD, self.state.settings.client_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.reading
+        ex.url += url  # type: ignore[union-attr]
+        if len(ex.url) > self.state.settings.max_request_line:  # type: ignore[union-attr]
+            raise _Reject(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.reading
+        if ex is None or ex.head_done:
+            return  # trailers of a chunked body: not forwarded
+        ex.header_count += 1
+        ex.header_bytes += len(name) + len(value) + 4
+        settings = self.state.settings
+        if ex.header_count > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
+            raise _Reject(431, "too many or too large request headers")
+        _add_header(ex, name, value)
+
+    def on_headers_complete(self) -> None:
+        ex = self.reading
+        parser = self.parser
+        ex.method = parser.get_method()  # type: ignore[union-attr]
+        version = parser.get_http_version()  # type: ignore[union-attr]
+        if version != "1.1" and version != "1.0":
+            if version.startswith("0."):  # no version at all: HTTP/0.9's bare request line
+                raise _Reject(400, "malformed request line")
+            raise _Reject(505, f"HTTP/{version} is not supported here (HTTP/1.0 and 1.1 are)")
+        ex.http10 = version == "1.0"
+        ex.keep_alive = parser.should_keep_alive() and not self.state.draining  # type: ignore[union-attr]
+        if ex.upgrade_value is not None and parser.should_upgrade():  # type: ignore[union-attr]
+            if ex.has_body():
+                # Its body would be taken for bytes of the new protocol.
+                raise _Reject(400, "an Upgrade request cannot have a body")
+            if ex.upgrade_value.strip().lower() == b"websocket":
+                ex.upgrade = True
+            else:
+                # Only WebSocket is tunnelled: an h2c (or other) tunnel would let
+                # a client send requests that routing and auth never see. The
+                # request is answered as a plain one, and the connection closed
+                # since the parser is past it.
+                ex.upgrade_value = None
+                ex.keep_alive = False
+        ex.head_done = True
+        error = _validate(ex)
+        if error is not None:
+            raise _Reject(*error)
+        self._set_phase(BODY, self.state.settings.client_body_timeout)
+        if self.current is None:
+            self.current = ex
+            ex.begin()
+        else:
+            # A pipelined request waits its turn; stop reading until it comes.
+            self.pipeline.append(ex)
+            self.pause_body(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        self._deadline = self.loop.time() + self.state.settings.client_body_timeout
+        self.reading.request_body(body)  # type: ignore[union-attr]
+
+    def on_message_complete(self) -> None:
+        ex = self.reading
+        self.reading = None
+        self._phase = WAIT
+        if ex is not None:
+            ex.request_done()
+            if not ex.keep_alive:
+                # Whatever follows a request that ends the connection is ignored
+                # (RFC 9112 9.6), not parsed as more requests.
+                self.done_reading = True
+                raise _StopReading
+
+    # -- exchanges report back ---------------------------------------------------------
+
+    def exchange_done(self, ex: Exchange) -> None:
+        if ex is not self.current:
+            return
+        self.current = None
+        if not ex.keep_alive or self.closing:
+            self.close()
+            return
+        if self.pipeline:
+            nxt = self.pipeline.popleft()
+            self.current = nxt
+            if not self.pipeline and not self.done_reading:
+                self.resume_body(PAUSE_PIPELINE)
+            nxt.begin()
+        elif self.reading is None:
+            self._set_phase(IDLE, self.state.settings.keepalive_timeout)
+
+    # -- the current exchange's response, framed as HTTP/1.1 (ClientStream) -------------
+
+    def interim(self, ex: Outgoing, status: int, reason: bytes) -> None:
+        if not ex.http10:
+            self.transport.write(http.status_line(status, reason) + b"\r\n")  # type: ignore[union-attr]
+
+    def response_head(
+        self,
+        ex: Outgoing,
+        status: int,
+        reason: bytes,
+        headers: http.Headers,
+        chunked: bool,
+        length: bytes | None,
+    ) -> None:
+        parts = [http.status_line(status, reason), http.date_line(), http.serialize(headers)]
+        if status == 101:
+            parts.append(
+                b"Connection: upgrade\r\nUpgrade: " + (ex.upgrade_value or b"") + b"\r\n\r\n"
+            )
+            head = b"".join(parts)
+            ex.sent = len(head)
+            self.transport.write(head)  # type: ignore[union-attr]
+            return
+        self._resp_chunked = False
+        close_delimited = False
+        if ex.method != b"HEAD" and status != 204 and status != 304:
+            if chunked:
+                if ex.http10:
+                    close_delimited = True  # HTTP/1.0 has no chunked coding
+                else:
+                    self._resp_chunked = True
+                    parts.append(b"Transfer-Encoding: chunked\r\n")
+            elif length is None:
+                close_delimited = True
+        if length is not None:
+            parts.append(b"Content-Length: " + length + b"\r\n")
+        if close_delimited or not ex.request_complete:
+            # The body's end is the connection's; an unread request body cannot
+            # be skipped safely: close after.
+            ex.keep_alive = False
+        if not ex.keep_alive:
+            parts.append(b"Connection: close\r\n")
+        elif ex.http10:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        head = b"".join(parts)
+        ex.sent = len(head)
+        self._pending.append(head)
+
+    def response_body(self, ex: Outgoing, data: bytes) -> None:
+        pending = self._pending
+        if self._resp_chunked:
+            size = b"%x\r\n" % len(data)
+            pending += (size, data, b"\r\n")
+            ex.sent += len(size) + len(data) + 2
+        else:
+            pending.append(data)
+            ex.sent += len(data)
+        if len(pending) > 16:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.transport.writelines(self._pending)  # type: ignore[union-attr]
+            self._pending = []
+
+    def response_end(self, ex: Outgoing) -> None:
+        if self._resp_chunked:
+            self._pending.append(http.LAST_CHUNK)
+            ex.sent += len(http.LAST_CHUNK)
+        self.flush()
+
+    def local_response(
+        self,
+        ex: Outgoing,
+        status: int,
+        body: bytes,
+        location: str | None,
+        headers: http.Headers | tuple[tuple[bytes, bytes], ...],
+    ) -> None:
+        data = http.local_response(
+            status,
+            body,
+            keep_alive=ex.keep_alive,
+            location=location,
+            head_only=ex.method == b"HEAD",
+            headers=headers,
+        )
+        self.transport.write(data)  # type: ignore[union-attr]
+        ex.sent = len(data)
+
+    def abort_response(self, ex: Outgoing) -> None:
+        self.transport.abort()  # type: ignore[union-attr]
+
+    def start_tunnel(
+        self, upstream: Tunnel, tail: bytes, early: list[bytes], slot: Slot | None
+    ) -> None:
+        self.limit_slot = slot
+        upstream.tunnel = self.transport
+        if tail:
+            self.transport.write(tail)  # type: ignore[union-attr]
+        if early:
+            upstream.writelines(early)
+        self.tunnel = upstream
+        self.current = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._paused = 0
+        self.transport.resume_reading()  # type: ignore[union-attr]
+
+
+def _in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing and answer an error."""
+
+
+class _StopReading(Exception):
+    """Raised inside a parser callback to stop parsing: the rest is ignored."""
+
+
+def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
+    """Record one request header line on the exchange (HTTP/1.1 rules)."""
+    lname = name.lower()
+    if lname in http.HOP_BY_HOP or lname.startswith(b"proxy-"):
+        if lname == b"connection":
+            ex.conn_tokens = (ex.conn_tokens or set()) | http.connection_tokens(value)
+        elif lname == b"upgrade":
+            ex.upgrade_value = value
+        elif lname == b"transfer-encoding":
+            ex.req_chunked = True
+            ex.req_te = value if ex.req_te is None else ex.req_te + b", " + value
+        elif lname == b"content-length":
+            ex.req_length = value.strip()
+        return
+    if lname in http.OVERWRITTEN:
+        return
+    if lname == b"host":
+        ex.host = value
+        ex.host_count += 1
+    elif lname == b"x-forwarded-for":
+        ex.xff = value if ex.xff is None else ex.xff + b", " + value
+        return
+    elif lname == b"x-request-id":
+        ex.request_id = value
+        return
+    elif lname == b"origin":
+        ex.origin = value
+    ex.headers.append((name, value))
+
+
+def _validate(ex: Exchange) -> tuple[int, str] | None:
+    """Why an HTTP/1.1 request head cannot be served, if it cannot (status, reason)."""
+    if ex.host_count > 1:
+        return 400, "more than one Host header"
+    if ex.req_te is not None and ex.http10:
+        # HTTP/1.0 has no chunked coding; such a message cannot be framed safely.
+        return 400, "Transfer-Encoding in an HTTP/1.0 request"
+    url = ex.url
+    if ex.method != b"CONNECT" and not url.startswith(b"/") and url != b"*":
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            return 400, "invalid request target"
+        if not parsed.host:
+            return 400, "absolute-form request target without a host"
+    if ex.host is None and not ex.http10 and not ex.url.startswith(b"http"):
+        return 400, "missing Host header"
+    if ex.method == b"CONNECT":
+        return 405, "CONNECT is not supported"
+    if ex.req_te is not None and ex.req_te.strip().lower() != b"chunked":
+        # httptools reports other codings only after on_headers_complete, when
+        # the head may already be on a pooled upstream connection; and the
+        # body is forwarded re-chunked, which would drop the other codings.
+        te = ex.req_te.decode("latin-1")
+        return 400, f"Transfer-Encoding {te!r} is not supported (only chunked)"
+    return None

@@ -1,0 +1,43 @@
+"""The proxy's settings: timeouts, limits and sizes, from the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model.policy import IPNetwork
+
+# proxy_buffer_size in ingress-nginx's configuration (proxy-buffer-size): the
+# response's status line and headers must fit in it, else 502 "upstream sent
+# too big header".
+DEFAULT_HEAD_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    https_redirect_port: int = 443
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    send_timeout: float = 60.0
+    client_header_timeout: float = 60.0
+    client_body_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    # ingress-nginx's proxy-body-size default; 0 = unlimited. Larger bodies get 413.
+    max_body_size: int = 1024 * 1024
+    # ingress-nginx's proxy-buffer-size default: an upstream response head
+    # (status line and headers) larger than this is a 502.
+    proxy_buffer_size: int = DEFAULT_HEAD_LIMIT
+    max_request_line: int = 8192
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    # Passive health: consecutive connection failures that eject an endpoint,
+    # and for how long at first (doubling while it keeps failing); 0: never.
+    max_fails: int = 3
+    fail_timeout: float = 10.0
+    # Peers whose X-Forwarded-For is believed (--trusted-proxies)
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Open client connections per process (--max-connections; ingress-nginx's
+    # max-worker-connections default). At the cap an idle keep-alive connection
+    # is closed to make room, else the new one gets a 503 and is closed.
+    max_connections: int = 16384
+    # "json", "plain" or "off" (the command line's default is json)
+    access_log: str = "off"

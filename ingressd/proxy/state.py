@@ -1,0 +1,99 @@
+"""What every client connection of a process shares: the live routing table,
+the upstream pool, the settings, and the per-process machinery around them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+
+from ..model.table import RouteTable
+from ..observe.access_log import AccessLog
+from ..observe.stats import RequestStats
+from ..policy import ext_auth
+from ..policy.ewma import EwmaStore
+from ..policy.health import EndpointHealth
+from ..policy.limits import LimitRegistry
+from .settings import ProxySettings
+from .streams import Connection, Outgoing
+from .upstream_h1 import UpstreamPool
+
+log = logging.getLogger("ingressd.proxy")
+
+# Upstream timeouts are whole seconds (as ingress-nginx's annotations): checking
+# them four times a second is precise enough and costs nothing per request.
+SWEEP_INTERVAL = 0.25
+# At the connection cap: how many open connections are looked at for an idle
+# one (bounded: under a flood of new connections, each must stay cheap), and
+# how often the cap is logged.
+ROOM_SEARCH = 64
+CAP_LOG_EVERY = 10.0
+
+# X-Request-ID when the client sent none: 32 hex digits like nginx's $request_id,
+# a random per-process prefix and a counter, so unique without a syscall each.
+_ID_PREFIX = os.urandom(8).hex().encode()
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4)))
+
+
+def new_request_id() -> bytes:
+    return b"%b%016x" % (_ID_PREFIX, next(_ID_COUNTER))
+
+
+class ProxyState:
+    """What every connection shares: the live table, the pool, the settings."""
+
+    def __init__(self, table: RouteTable, settings: ProxySettings) -> None:
+        self.table = table  # replaced whole on every rebuild: one atomic store
+        self.settings = settings
+        self.pool = UpstreamPool(connect_timeout=settings.connect_timeout)
+        self.connections: set[Connection] = set()
+        self.listening = False  # the proxy ports are open
+        self.draining = False  # shutting down: no new keep-alive
+        # limit-* counters by Ingress: they outlive the tables (Controller prunes them)
+        self.limits = LimitRegistry()
+        # load-balance: ewma response-time averages by endpoint: they outlive the tables
+        self.ewma = EwmaStore()
+        # passive health: failing endpoints by address; outlives the tables too
+        self.health = EndpointHealth(settings.max_fails, settings.fail_timeout)
+        self.auth = ext_auth.AuthClient()  # auth-url subrequests
+        # Counted per request, read at scrape time (observe/stats.py, observe/metrics.py)
+        self.stats = RequestStats()
+        self.access_log = AccessLog(settings.access_log) if settings.access_log != "off" else None
+        # Exchanges waiting on an upstream, checked for timeouts by one sweep
+        # every SWEEP_INTERVAL rather than a timer per request.
+        self.waiting: set[Outgoing] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._cap_logged = -CAP_LOG_EVERY  # when the connection cap was last logged
+
+    def make_room(self) -> bool:
+        """At the connection cap: close an idle keep-alive connection, if one of
+        the first few looked at is idle (a client sees the same as after its
+        keep-alive timeout). False when none is: the new connection is refused."""
+        now = time.monotonic()
+        if now - self._cap_logged >= CAP_LOG_EVERY:
+            self._cap_logged = now
+            log.warning(
+                "%d client connections open, the --max-connections of this process: "
+                "closing idle ones, refusing new ones with 503 while none is idle",
+                len(self.connections),
+            )
+        for conn in itertools.islice(self.connections, ROOM_SEARCH):
+            if conn.idle:
+                conn.close()
+                self.connections.discard(conn)
+                return True
+        return False
+
+    def watch(self, ex: Outgoing) -> None:
+        self.waiting.add(ex)
+        if self._sweeper is None:
+            loop = ex.client.loop
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for ex in list(self.waiting):
+            ex.check_timeout(now)
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop) if self.waiting else None

@@ -1,0 +1,205 @@
+"""The seams of the data path: what a client protocol, the exchange and an
+upstream protocol see of one another.
+
+A client protocol (``client_h1``; HTTP/2 next) reads requests and hands each to
+an ``Exchange`` (``exchange.py``), for which it is the ``ClientStream``: where the
+response goes, framed its way. The exchange decides, admits, authenticates,
+picks an endpoint and retries; it never touches framing. It gives the request
+to an upstream protocol (``upstream_h1``) as an ``Outgoing``, and hears of the
+response as its ``ResponseSink``.
+
+These are plain base classes rather than ``typing.Protocol``: compiled with
+mypyc, a call through a native base class is a vtable call, while a Protocol
+call stays a generic Python one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ..policy.limits import Slot
+from .http import Headers
+
+if TYPE_CHECKING:
+    from ..routing.decide import Forward
+
+
+class ResponseSink:
+    """What an upstream connection reports to the exchange that owns it."""
+
+    __slots__ = ()
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: Headers, chunked: bool, length: bool
+    ) -> None:
+        raise NotImplementedError
+
+    def on_response_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def on_response_end(self, keep_alive: bool) -> None:
+        raise NotImplementedError
+
+    def on_upstream_upgraded(self, tail: bytes) -> None:
+        raise NotImplementedError
+
+    def on_upstream_lost(self, exc: Exception | None) -> None:
+        raise NotImplementedError
+
+    def on_upstream_paused(self, paused: bool) -> None:
+        raise NotImplementedError
+
+
+class ClientStream:
+    """The client side of one exchange: where its response goes, and what the
+    client connection knows (the same for all its requests)."""
+
+    __slots__ = ()
+
+    loop: asyncio.AbstractEventLoop
+    client_ip: str  # the peer's address
+    trusted: bool  # the peer is a --trusted-proxies address
+    tls: bool
+    tls_names: tuple[str, ...] | None  # of the certificate served; None: plain HTTP
+    server_port: bytes
+    # X-Forwarded-Port, X-Forwarded-Proto, X-Scheme and, for an untrusted peer,
+    # X-Real-IP: the same for every request of a connection, so made once,
+    # as HTTP/1.1 header lines ("\r\nName: value" each).
+    forwarded_tail: bytes
+    closing: bool  # no more responses can be written
+
+    def interim(self, ex: Outgoing, status: int, reason: bytes) -> None:
+        """A 1xx response other than 101."""
+        raise NotImplementedError
+
+    def response_head(
+        self,
+        ex: Outgoing,
+        status: int,
+        reason: bytes,
+        headers: Headers,
+        chunked: bool,
+        length: bytes | None,
+    ) -> None:
+        """The response's status and headers (hop-by-hop ones removed already);
+        ``chunked``/``length``: how the upstream framed the body."""
+        raise NotImplementedError
+
+    def response_body(self, ex: Outgoing, data: bytes) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Write what the last upstream read produced."""
+        raise NotImplementedError
+
+    def response_end(self, ex: Outgoing) -> None:
+        raise NotImplementedError
+
+    def local_response(
+        self,
+        ex: Outgoing,
+        status: int,
+        body: bytes,
+        location: str | None,
+        headers: Headers | tuple[tuple[bytes, bytes], ...],
+    ) -> None:
+        """A whole response made by ingressd (errors, redirects, preflights)."""
+        raise NotImplementedError
+
+    def abort_response(self, ex: Outgoing) -> None:
+        """Too late for an error status: cut the response off, visibly truncated."""
+        raise NotImplementedError
+
+    def pause_body(self, reason: int) -> None:
+        """Stop reading the request body (reasons are bits; several can overlap)."""
+        raise NotImplementedError
+
+    def resume_body(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def exchange_done(self, ex: Outgoing) -> None:
+        """The exchange's response is complete (or abandoned)."""
+        raise NotImplementedError
+
+    def start_tunnel(
+        self, upstream: Tunnel, tail: bytes, early: list[bytes], slot: Slot | None
+    ) -> None:
+        """The upstream switched protocols (101): from now on bytes go both ways
+        unparsed. ``tail``: bytes the upstream sent after its 101; ``early``:
+        bytes the client sent after its request; ``slot``: a limit-connections
+        place the tunnel holds until it closes."""
+        raise NotImplementedError
+
+
+class Tunnel:
+    """An upstream connection once it has switched protocols: raw bytes."""
+
+    __slots__ = ()
+
+    transport: asyncio.Transport | None  # its own
+    tunnel: asyncio.Transport | None  # the client's, once tunnelled
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def writelines(self, parts: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Outgoing(ResponseSink):
+    """An exchange as the upstream protocols read it: the request to send."""
+
+    __slots__ = ()
+
+    client: ClientStream
+    method: bytes
+    url: bytes  # path and query as received
+    headers: Headers  # the client's, less hop-by-hop and overwritten ones
+    host: bytes | None
+    xff: bytes | None  # the client's X-Forwarded-For
+    request_id: bytes | None
+    conn_tokens: set[bytes] | None  # named by the client's Connection header
+    req_chunked: bool  # the body's length is not known ahead
+    req_length: bytes | None  # Content-Length as received
+    upgrade: bool  # a WebSocket upgrade is asked for
+    upgrade_value: bytes | None
+    auth_headers: tuple[tuple[bytes, bytes], ...]  # from the auth-url service
+    forward: Forward | None
+    http10: bool
+    keep_alive: bool  # the client connection may carry on after this exchange
+    upgrading: bool  # waiting for the upstream's answer to an upgrade
+    request_complete: bool
+    response_started: bool
+    sent: int  # bytes sent to the client
+
+    def real_ip(self) -> str:
+        raise NotImplementedError
+
+    def check_timeout(self, now: float) -> None:
+        """Called by the proxy's sweep while the exchange waits on its upstream."""
+        raise NotImplementedError
+
+
+class Connection:
+    """A client connection, of any protocol, as the proxy's connection set holds it."""
+
+    __slots__ = ()
+
+    @property
+    def idle(self) -> bool:
+        """Between requests: closing it loses nothing."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Close when idle; otherwise finish what is under way, then close."""
+        raise NotImplementedError
