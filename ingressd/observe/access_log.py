@@ -54,7 +54,7 @@ class Exchange(Protocol):
     @property
     def host(self) -> bytes | None: ...
     @property
-    def http10(self) -> bool: ...
+    def protocol(self) -> str: ...  # "HTTP/1.1", "HTTP/2.0", ...
     @property
     def request_id(self) -> bytes | None: ...
     @property
@@ -180,7 +180,7 @@ class AccessLog:
             f'"host":{_q(ex.host)},'
             f'"method":{_JSON_METHODS.get(ex.method) or _quote(ex.method.decode("latin-1"))},'
             f'"path":{_quote(path.decode("latin-1"))},"query":{_quote(query.decode("latin-1"))},'
-            f'"protocol":"{"HTTP/1.0" if ex.http10 else "HTTP/1.1"}",'
+            f'"protocol":"{ex.protocol}",'
             f'"status":{status},"bytes_sent":{ex.sent},"bytes_received":{bytes_in},'
             f'"duration":{duration_text},"upstream_connect_duration":{up_connect},'
             f'"upstream_duration":{up_time},"upstream_addr":{up_addr},'
@@ -208,7 +208,7 @@ class AccessLog:
             up_status = str(status) if ex.response_started else "-"
         else:
             up_addr = up_time = up_status = "-"
-        proto = "HTTP/1.0" if ex.http10 else "HTTP/1.1"
+        proto = ex.protocol
         return (
             f'{ex.real_ip()} - - [{stamp}] "{_plain(ex.method)} {_plain(ex.url)} {proto}" '
             f'{status} {ex.sent} "{_plain(referer)}" "{_plain(agent)}" {bytes_in} '

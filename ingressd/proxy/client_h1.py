@@ -403,7 +403,9 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             if version.startswith("0."):  # no version at all: HTTP/0.9's bare request line
                 raise _Reject(400, "malformed request line")
             raise _Reject(505, f"HTTP/{version} is not supported here (HTTP/1.0 and 1.1 are)")
-        ex.http10 = version == "1.0"
+        if version == "1.0":
+            ex.http10 = True
+            ex.protocol = "HTTP/1.0"
         ex.keep_alive = parser.should_keep_alive() and not self.state.draining  # type: ignore[union-attr]
         if ex.upgrade_value is not None and parser.should_upgrade():  # type: ignore[union-attr]
             if ex.has_body():
@@ -532,10 +534,15 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self.transport.writelines(self._pending)  # type: ignore[union-attr]
             self._pending = []
 
-    def response_end(self, ex: Outgoing) -> None:
+    def response_end(self, ex: Outgoing, trailers: http.Headers | None) -> None:
         if self._resp_chunked:
-            self._pending.append(http.LAST_CHUNK)
-            ex.sent += len(http.LAST_CHUNK)
+            if trailers:
+                # Trailer fields go on in the chunked body's end; framing ones never.
+                end = b"0\r\n" + http.serialize(http.response_headers(trailers)) + b"\r\n"
+            else:
+                end = http.LAST_CHUNK
+            self._pending.append(end)
+            ex.sent += len(end)
         self.flush()
 
     def local_response(

@@ -31,8 +31,8 @@ from ..policy.upstream_tls import describe_error as describe_tls_error
 from ..routing.decide import Forward, RequestHead, Respond, decide, retarget
 from . import http
 from .state import ProxyState, new_request_id
-from .streams import ClientStream, Outgoing
-from .upstream_h1 import UpstreamConnection, UpstreamHeadTooLarge
+from .streams import ClientStream, Outgoing, UpstreamStream
+from .upstream_h1 import UpstreamHeadTooLarge
 
 log = logging.getLogger("ingressd.proxy")
 
@@ -77,6 +77,7 @@ class Exchange(Outgoing):
         "logged",
         "method",
         "origin",
+        "protocol",
         "read_timeout",
         "rejection",
         "replay",
@@ -140,12 +141,13 @@ class Exchange(Outgoing):
         self.header_bytes = 0
         self.head_done = False
         self.http10 = False
+        self.protocol = "HTTP/1.1"
         self.keep_alive = True
         self.upgrade = False
         self.upgrading = False
         self.request_complete = False
         self.forward: Forward | None = None
-        self.upstream: UpstreamConnection | None = None
+        self.upstream: UpstreamStream | None = None
         self._body_buf: list[bytes] = []
         self._buffered = 0
         self._connect_task: asyncio.Task | None = None
@@ -425,7 +427,7 @@ class Exchange(Outgoing):
                 health.ejected[fwd.endpoint] - time.monotonic(),
             )
 
-    def _attach(self, conn: UpstreamConnection) -> None:
+    def _attach(self, conn: UpstreamStream) -> None:
         self.upstream = conn
         fwd = self.forward
         head_limit = fwd.route.policy.proxy_buffer_size if fwd is not None else None
@@ -549,18 +551,18 @@ class Exchange(Outgoing):
         """Write what the upstream's last read produced, in one call."""
         self.client.flush()
 
-    def on_response_end(self, keep_alive: bool) -> None:
+    def on_response_end(self, keep_alive: bool, trailers: http.Headers | None = None) -> None:
         if self.finished:
             return
         client = self.client
-        client.response_end(self)
+        client.response_end(self, trailers)
         conn = self.upstream
         self.upstream = None
         if conn is not None:
             if keep_alive and self.request_complete and not self.upgrade:
                 if self.client_writing_paused:
-                    conn.transport.resume_reading()  # type: ignore[union-attr]
-                self.state.pool.release(conn)
+                    conn.resume_reading()
+                conn.release()
             else:
                 conn.close()
         self._finish()
@@ -735,11 +737,11 @@ class Exchange(Outgoing):
     def client_paused(self, paused: bool) -> None:
         self.client_writing_paused = paused
         conn = self.upstream
-        if conn is not None and conn.transport is not None:
+        if conn is not None:
             if paused:
-                conn.transport.pause_reading()
+                conn.pause_reading()
             else:
-                conn.transport.resume_reading()
+                conn.resume_reading()
 
     # -- timeouts -------------------------------------------------------------------
 

@@ -41,7 +41,9 @@ class ResponseSink:
     def flush(self) -> None:
         raise NotImplementedError
 
-    def on_response_end(self, keep_alive: bool) -> None:
+    def on_response_end(self, keep_alive: bool, trailers: Headers | None = None) -> None:
+        """The response is complete; ``keep_alive``: the connection may be reused;
+        ``trailers``: the response's trailer fields, if it had any."""
         raise NotImplementedError
 
     def on_upstream_upgraded(self, tail: bytes) -> None:
@@ -96,7 +98,9 @@ class ClientStream:
         """Write what the last upstream read produced."""
         raise NotImplementedError
 
-    def response_end(self, ex: Outgoing) -> None:
+    def response_end(self, ex: Outgoing, trailers: Headers | None) -> None:
+        """The response is complete, with its trailer fields if it had any (they
+        are passed on where the client's framing can carry them)."""
         raise NotImplementedError
 
     def local_response(
@@ -153,6 +157,47 @@ class Tunnel:
         raise NotImplementedError
 
 
+class UpstreamStream(Tunnel):
+    """The upstream side of one exchange: an HTTP/1.1 connection (one request at
+    a time), or a stream of a multiplexed connection."""
+
+    __slots__ = ()
+
+    owner: ResponseSink | None
+    requests: int  # requests this connection carried, this one included
+    closed: bool
+
+    def begin(self, owner: ResponseSink, head_only: bool, head_limit: int) -> None:
+        """Start a request/response cycle owned by ``owner``; the response's head
+        may take ``head_limit`` bytes."""
+        raise NotImplementedError
+
+    def send_request(self, req: Outgoing, body: list[bytes], end: bool) -> None:
+        """The request head, the body received so far and, with ``end``, its end."""
+        raise NotImplementedError
+
+    def send_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def end_body(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """The response ended cleanly: the connection may serve another request."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the request: the connection (or stream) is not used again."""
+        raise NotImplementedError
+
+    def pause_reading(self) -> None:
+        """The client is slow to take the response: stop reading it for now."""
+        raise NotImplementedError
+
+    def resume_reading(self) -> None:
+        raise NotImplementedError
+
+
 class Outgoing(ResponseSink):
     """An exchange as the upstream protocols read it: the request to send."""
 
@@ -173,6 +218,7 @@ class Outgoing(ResponseSink):
     auth_headers: tuple[tuple[bytes, bytes], ...]  # from the auth-url service
     forward: Forward | None
     http10: bool
+    protocol: str  # the client's: "HTTP/1.0", "HTTP/1.1" or "HTTP/2.0", for logs
     keep_alive: bool  # the client connection may carry on after this exchange
     upgrading: bool  # waiting for the upstream's answer to an upgrade
     request_complete: bool

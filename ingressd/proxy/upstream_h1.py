@@ -15,7 +15,7 @@ from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
 from . import http
 from .settings import DEFAULT_HEAD_LIMIT
-from .streams import Outgoing, ResponseSink, Tunnel
+from .streams import Outgoing, ResponseSink, UpstreamStream
 
 if TYPE_CHECKING:
     from ..model.policy import UpstreamTLS
@@ -31,7 +31,7 @@ class UpstreamHeadTooLarge(Exception):
     """The upstream's response head did not fit in the bound: nginx's "too big header"."""
 
 
-class UpstreamConnection(asyncio.Protocol, Tunnel):
+class UpstreamConnection(asyncio.Protocol, UpstreamStream):
     """One TCP connection to an endpoint; owned by at most one exchange at a time.
 
     It goes back to the pool only with its parser at a message boundary and no
@@ -51,6 +51,8 @@ class UpstreamConnection(asyncio.Protocol, Tunnel):
         "_reason",
         "_skip_body",
         "_spoiled",
+        "_trailer_bytes",
+        "_trailers",
         "chunked",
         "closed",
         "endpoint",
@@ -87,6 +89,8 @@ class UpstreamConnection(asyncio.Protocol, Tunnel):
         self._in_head = True
         self._head_limit = self._head_room = DEFAULT_HEAD_LIMIT
         self.chunked = False  # the request's body goes chunked
+        self._trailers: Headers = []  # of the response's chunked body
+        self._trailer_bytes = 0
 
     # -- used by the exchange ----------------------------------------------------
 
@@ -102,6 +106,9 @@ class UpstreamConnection(asyncio.Protocol, Tunnel):
         self._ended = None
         self._in_head = True
         self._head_limit = self._head_room = head_limit
+        if self._trailers:
+            self._trailers = []
+        self._trailer_bytes = 0
         if self._parser is None:
             # A parser that ended its last message cleanly parses the next one.
             self._parser = httptools.HttpResponseParser(self)
@@ -133,6 +140,17 @@ class UpstreamConnection(asyncio.Protocol, Tunnel):
     def end_body(self) -> None:
         if self.chunked:
             self.transport.write(http.LAST_CHUNK)  # type: ignore[union-attr]
+
+    def release(self) -> None:
+        self.pool.release(self)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
         """Raw bytes: a tunnel's (after an upgrade)."""
@@ -209,7 +227,15 @@ class UpstreamConnection(asyncio.Protocol, Tunnel):
                     "upstream %s sent bytes after its response: connection not reused",
                     self.endpoint,
                 )
-            owner.on_response_end(ended and not self._spoiled)
+            trailers = self._trailers or None
+            if self._trailer_bytes > self._head_limit:
+                log.warning(
+                    "upstream %s sent trailers over %d bytes (proxy-buffer-size): dropped",
+                    self.endpoint,
+                    self._head_limit,
+                )
+                trailers = None
+            owner.on_response_end(ended and not self._spoiled, trailers)
 
     def _head_too_large(self, owner: ResponseSink) -> None:
         log.warning(
@@ -265,7 +291,13 @@ class UpstreamConnection(asyncio.Protocol, Tunnel):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._skip_body or self._ended is not None:
             return
-        self._headers.append((name, value))
+        if self._in_head:
+            self._headers.append((name, value))
+            return
+        # A trailer field of a chunked body, bounded like the head.
+        self._trailer_bytes += len(name) + len(value) + 4
+        if self._trailer_bytes <= self._head_limit:
+            self._trailers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self._ended is not None:

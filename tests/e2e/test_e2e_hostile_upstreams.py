@@ -182,6 +182,13 @@ def nginx_hidden(n: int) -> bytes:
     )
 
 
+def chunked_with_trailers(n: int) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nshown\n\r\n"
+        b"0\r\nX-Checksum: abc\r\nKeep-Alive: 5\r\n\r\n"
+    )
+
+
 SCRIPTS: dict[str, Callable[[int], object]] = {
     "overrun": overrun,
     "garbage": overrun_garbage,
@@ -192,6 +199,7 @@ SCRIPTS: dict[str, Callable[[int], object]] = {
     "head5000": sized_head(5000),
     "head9000": sized_head(9000),
     "hidden": nginx_hidden,
+    "trailers": chunked_with_trailers,
 }
 
 
@@ -294,3 +302,11 @@ def test_own_answers_carry_no_server_header(proxy: Ingressd) -> None:
     names = header_names(answer)
     assert b"server" not in names
     assert b"date" in names
+
+
+def test_trailers_of_a_chunked_response_are_passed_on(proxy: Ingressd) -> None:
+    answer = get(proxy.http_port, "trailers.test")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    # The trailer field follows the last chunk; a hop-by-hop one does not.
+    assert body == b"6\r\nshown\n\r\n0\r\nX-Checksum: abc\r\n\r\n"

@@ -41,6 +41,7 @@ class Sink:
         self.body = b""
         self.ends: list[bool] = []
         self.lost: list[Exception | None] = []
+        self.trailers: Headers | None = None
 
     def on_response_head(
         self, status: int, reason: bytes, headers: Headers, chunked: bool, length: bool
@@ -53,8 +54,9 @@ class Sink:
     def flush(self) -> None:
         pass
 
-    def on_response_end(self, keep_alive: bool) -> None:
+    def on_response_end(self, keep_alive: bool, trailers: Headers | None = None) -> None:
         self.ends.append(keep_alive)
+        self.trailers = trailers
 
     def on_upstream_upgraded(self, tail: bytes) -> None:
         pass
@@ -152,3 +154,13 @@ def test_interim_responses_each_get_the_bound() -> None:
     conn.data_received(interim)
     conn.data_received(head + b"ok")
     assert (sink.heads, sink.ends, sink.lost) == ([100, 200], [True], [])
+
+
+def test_chunked_trailers_are_reported_with_the_end() -> None:
+    conn, sink = connection()
+    conn.data_received(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"
+        b"0\r\nX-Checksum: abc\r\ngrpc-status: 0\r\n\r\n"
+    )
+    assert (sink.heads, sink.body, sink.ends) == ([200], b"ok", [True])
+    assert sink.trailers == [(b"X-Checksum", b"abc"), (b"grpc-status", b"0")]
