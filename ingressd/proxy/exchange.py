@@ -499,7 +499,12 @@ class Exchange(Outgoing):
     # -- upstream response ---------------------------------------------------------------
 
     def on_response_head(
-        self, status: int, reason: bytes, headers: http.Headers, chunked: bool, length: bool
+        self,
+        status: int,
+        reason: bytes,
+        headers: http.Headers,
+        chunked: bool,
+        length: bytes | None,
     ) -> None:
         client = self.client
         self.activity = client.loop.time()
@@ -520,7 +525,7 @@ class Exchange(Outgoing):
             return  # this response is dropped with its connection
         self.response_started = True
         self.status = status
-        out = http.response_headers(headers)
+        out = headers
         extra = self.forward.response_headers if self.forward is not None else ()
         if extra:
             # CORS headers replace the upstream's; others (Set-Cookie) are added.
@@ -529,19 +534,13 @@ class Exchange(Outgoing):
             out = [*out, *extra]
         if self.auth_cookies:
             out = [*out, *self._auth_cookies(status)]
-        value = None
-        if length:
-            for name, v in headers:
-                if name.lower() == b"content-length":
-                    value = v
-                    break
         if status != 101:
             if self.upgrading:
                 self.upgrading = False
                 self.keep_alive = False  # the client's parser is past the upgrade request
             has_body = self.method != b"HEAD" and status != 204 and status != 304
-            self.up_close_delimited = has_body and not chunked and not length
-        client.response_head(self, status, reason, out, chunked, value)
+            self.up_close_delimited = has_body and not chunked and length is None
+        client.response_head(self, status, reason, out, chunked, length)
 
     def on_response_body(self, data: bytes) -> None:
         self.activity = self.client.loop.time()

@@ -109,19 +109,34 @@ def serialize(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
 def response_headers(headers: Headers) -> Headers:
     """Upstream response headers to pass on: hop-by-hop ones, those named by
     the upstream's Connection header, and those nginx hides removed."""
+    return split_response(headers)[0]
+
+
+def split_response(headers: Headers) -> tuple[Headers, bool, bytes | None]:
+    """In one pass over an upstream response's headers: those to pass on (as
+    ``response_headers``), whether the body is chunked, and its Content-Length."""
     out: Headers = []
-    named: set[bytes] = set()
+    named: set[bytes] | None = None
+    chunked = False
+    length = None
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
-            if lname == b"connection":
-                named |= connection_tokens(value)
+            if lname == b"content-length":
+                length = value
+            elif lname == b"transfer-encoding":
+                chunked = True
+            elif lname == b"connection":
+                named = connection_tokens(value) | (named or set())
             continue
         if lname in HIDDEN_RESPONSE or lname.startswith(b"x-accel-"):
             continue
         out.append((name, value))
-    named -= {b"close", b"keep-alive", b"upgrade"}
-    return drop_named(out, named) if named else out
+    if named:
+        named -= {b"close", b"keep-alive", b"upgrade"}
+        if named:
+            out = drop_named(out, named)
+    return out, chunked, length
 
 
 def local_response(

@@ -31,14 +31,19 @@ class ResponseSink:
     __slots__ = ()
 
     def on_response_head(
-        self, status: int, reason: bytes, headers: Headers, chunked: bool, length: bool
+        self, status: int, reason: bytes, headers: Headers, chunked: bool, length: bytes | None
     ) -> None:
+        """The response's head: ``headers`` are those to pass on
+        (``http.split_response``); ``chunked`` and ``length`` (Content-Length)
+        say how the upstream framed the body."""
         raise NotImplementedError
 
     def on_response_body(self, data: bytes) -> None:
         raise NotImplementedError
 
     def flush(self) -> None:
+        """Write what the upstream's last read produced (upstreams may call the
+        client's flush directly: ``Outgoing.client``)."""
         raise NotImplementedError
 
     def on_response_end(self, keep_alive: bool, trailers: Headers | None = None) -> None:
@@ -163,11 +168,11 @@ class UpstreamStream(Tunnel):
 
     __slots__ = ()
 
-    owner: ResponseSink | None
+    owner: Outgoing | None
     requests: int  # requests this connection carried, this one included
     closed: bool
 
-    def begin(self, owner: ResponseSink, head_only: bool, head_limit: int) -> None:
+    def begin(self, owner: Outgoing, head_only: bool, head_limit: int) -> None:
         """Start a request/response cycle owned by ``owner``; the response's head
         may take ``head_limit`` bytes."""
         raise NotImplementedError

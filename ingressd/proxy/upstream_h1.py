@@ -70,7 +70,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
         self.endpoint = endpoint
         self.key: PoolKey = key if key is not None else (endpoint, None)
         self.transport: asyncio.Transport | None = None
-        self.owner: ResponseSink | None = None
+        self.owner: Outgoing | None = None
         self.tunnel: asyncio.Transport | None = None  # client transport once upgraded
         self.requests = 0
         self.closed = False
@@ -94,7 +94,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
 
     # -- used by the exchange ----------------------------------------------------
 
-    def begin(self, owner: ResponseSink, head_only: bool, head_limit: int) -> None:
+    def begin(self, owner: Outgoing, head_only: bool, head_limit: int) -> None:
         """Start a request/response cycle owned by ``owner``; the response's head
         may take ``head_limit`` bytes."""
         self.owner = owner
@@ -219,7 +219,8 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
                 owner.on_upstream_lost(exc)
                 return
             self._spoiled = True  # garbage after a complete response
-        owner.flush()
+        # What this read produced goes to the client in one write.
+        owner.client.flush()
         ended = self._ended
         if ended is not None and self.owner is owner:
             if self._spoiled:
@@ -305,14 +306,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
         self._in_head = False
         parser = self._parser
         status = parser.get_status_code()  # type: ignore[union-attr]
-        headers = self._headers
-        chunked = length = False
-        for name, _ in headers:
-            lname = name.lower()
-            if lname == b"transfer-encoding":
-                chunked = True
-            elif lname == b"content-length":
-                length = True
+        headers, chunked, length = http.split_response(self._headers)
         self._headers = []
         reason, self._reason = self._reason, b""
         owner = self.owner

@@ -34,9 +34,10 @@ class Transport(asyncio.Transport):
 
 
 class Sink:
-    """What the exchange would be told."""
+    """What the exchange would be told (it is also its own client: flushes are no-ops)."""
 
     def __init__(self) -> None:
+        self.client = self
         self.heads: list[int] = []
         self.body = b""
         self.ends: list[bool] = []
