@@ -149,7 +149,7 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
     counts: dict[tuple[str, ...], float] = {}
     for (ingress, backend, method, status), rec in view.requests.items():
         labels = route_labels(ingress, backend)
-        key = (*labels, METHODS.get(method, OTHER_METHOD), f"{status // 100}xx")
+        key: tuple[str, ...] = (*labels, METHODS.get(method, OTHER_METHOD), f"{status // 100}xx")
         counts[key] = counts.get(key, 0) + rec[COUNT]
         add_record(by_route, labels, rec)
     for key, n in counts.items():
@@ -304,6 +304,6 @@ def table_families(facts: TableFacts) -> Iterator[Metric]:
         "When the certificate of each TLS Secret in use expires (POSIX time, notAfter)",
         labels=["namespace", "secret"],
     )
-    for key, not_after in sorted(facts.certificates.items()):
-        expiry.add_metric(list(key), not_after)
+    for secret, not_after in sorted(facts.certificates.items()):
+        expiry.add_metric(list(secret), not_after)
     yield expiry

@@ -94,9 +94,10 @@ def normalize_path(path: str) -> str | None:
     decoded path is one character per byte (latin-1), as request lines are.
     """
     if "%" in path:
-        path = _percent_decode(path)
-        if path is None or "\x00" in path:
+        decoded = _percent_decode(path)
+        if decoded is None or "\x00" in decoded:
             return None
+        path = decoded
     if "/." not in path and "//" not in path:
         return path
     out: list[str] = []
