@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import BUILD, __version__
 from .app import serve
 from .check import check, render_json, render_text
 from .config import ServeConfig
@@ -340,7 +340,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="ingressd", description=DESCRIPTION, formatter_class=_TopFormatter
     )
-    top.add_argument("--version", action="version", version=f"ingressd {__version__}")
+    top.add_argument("--version", action="version", version=f"ingressd {__version__}, {BUILD}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser(
         "serve",

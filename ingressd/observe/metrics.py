@@ -21,12 +21,14 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from .. import BUILD, __version__
 from ..model.backend import Backend
 from ..model.table import Route, RouteTable
 from .stats import (
@@ -69,6 +71,7 @@ class IngressdCollector(Collector):
         self.facts = facts
 
     def collect(self) -> Iterator[Metric]:
+        yield build_family()
         yield from proxy_families(self.view)
         yield from rebuild_families(self.rebuilds)
         yield from table_families(self.facts)
@@ -202,6 +205,16 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "ingressd_connections_accepted", "Client connections accepted", value=view.accepted
     )
+
+
+def build_family() -> Metric:
+    """ingressd_build_info: the version, and whether the compiled build runs."""
+    info = InfoMetricFamily(
+        "ingressd_build", "ingressd's version and build", labels=["version", "build"]
+    )
+    compiled = "compiled" if BUILD.startswith("compiled") else "pure-python"
+    info.add_metric([__version__, compiled], {})
+    return info
 
 
 def rebuild_families(stats: RebuildStats) -> Iterator[Metric]:

@@ -233,7 +233,9 @@ def decide(
         request_headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
     if policy.basic_auth is not None:
         request_headers.append((b"Authorization", b""))  # empty: not sent upstream
-    response_headers = policy.cors.response_headers(head.origin) if policy.cors else ()
+    response_headers: Headers = (
+        tuple(policy.cors.response_headers(head.origin)) if policy.cors else ()
+    )
     if set_cookie is not None:
         response_headers = (*response_headers, (b"Set-Cookie", set_cookie))
     tls = policy.upstream_tls
