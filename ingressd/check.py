@@ -15,7 +15,7 @@ from typing import Any
 
 from .model.objects import Obj, Snapshot, object_key
 from .model.problems import Problem
-from .policy import annotations
+from .policy import annotations as ann
 from .policy.tls import TLSError, load_certificate
 from .routing.build import (
     BuildOptions,
@@ -159,7 +159,7 @@ def _ingress(
 ) -> IngressReport:
     namespace, name = object_key(ing)
     meta = _mapping(ing.get("metadata"))
-    verdicts = [AnnotationReport(*v) for v in annotations.classify(meta.get("annotations"))]
+    verdicts = [AnnotationReport(*v) for v in ann.classify(meta.get("annotations"))]
     reported = {v.reason for v in verdicts}
     return IngressReport(
         namespace=namespace,
@@ -191,7 +191,7 @@ def _routes(snap: Snapshot, ing: Obj) -> Iterable[RouteReport]:
     ns = _namespace(ing)
     # service-upstream resolves to the ClusterIP, as serving does.
     meta_annotations = _mapping(_mapping(ing.get("metadata")).get("annotations"))
-    cip = annotations.parse_policy(meta_annotations)[0].service_upstream
+    cip = ann.parse_policy(meta_annotations)[0].service_upstream
     if spec.get("defaultBackend") is not None:
         yield _route(snap, ns, "", "", "", spec["defaultBackend"], default_backend=True, cip=cip)
     for rule in map(_mapping, _list(spec.get("rules"))):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import BUILD, __version__
 from .app import serve
 from .check import check, render_json, render_text
 from .config import ServeConfig
@@ -340,7 +340,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="ingressd", description=DESCRIPTION, formatter_class=_TopFormatter
     )
-    top.add_argument("--version", action="version", version=f"ingressd {__version__}")
+    top.add_argument("--version", action="version", version=f"ingressd {__version__}, {BUILD}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser(
         "serve",
@@ -422,7 +422,7 @@ def parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--workers", type=_positive, default=1, metavar="N", help="proxy processes")
     _common(d, "127.0.0.1", shutdown_delay=0.0, access="plain")
-    c = sub.add_parser(
+    chk = sub.add_parser(
         "check",
         formatter_class=_Formatter,
         help="report, per Ingress, what ingressd would serve and what it cannot",
@@ -432,15 +432,17 @@ def parser() -> argparse.ArgumentParser:
         "(read-only). Exit code: 0 all clear; 1 an annotation is refused or invalid, or an "
         "Ingress has problems; 2 the input cannot be read.",
     )
-    _sources(c, "folder of Kubernetes YAML, as serve --manifests reads it")
-    _class_options(c)
-    c.add_argument("--format", choices=["text", "json"], default="text", help="the report's format")
-    c.add_argument(
+    _sources(chk, "folder of Kubernetes YAML, as serve --manifests reads it")
+    _class_options(chk)
+    chk.add_argument(
+        "--format", choices=["text", "json"], default="text", help="the report's format"
+    )
+    chk.add_argument(
         "--all",
         action="store_true",
         help="show every Ingress in detail, not only the ones ingressd would serve",
     )
-    c.set_defaults(log_level="warning")
+    chk.set_defaults(log_level="warning")
     return top
 
 
@@ -510,6 +512,7 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
 async def _demo(config: ServeConfig) -> None:
     from .demo import start_demo_upstreams
 
+    assert config.manifests is not None  # demo always serves a folder
     upstreams = await start_demo_upstreams(config.manifests)
     names = ", ".join(f"{u.name}@{u.host}:{u.port}" for u in upstreams)
     logging.getLogger("ingressd.demo").info("demo upstreams: %s", names or "none")

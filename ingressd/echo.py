@@ -185,7 +185,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    for ws in list(app[_SOCKETS]):
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[_SOCKETS]
+    for ws in list(sockets):
         with contextlib.suppress(Exception):
             await ws.close(code=1001, message=b"server shutdown")
 

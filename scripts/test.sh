@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine, then runs it:
 # curl (the end-to-end tests drive ingressd with it), a virtualenv in .venv with
-# ingressd and its test extras, then ruff and pytest. Extra arguments go to pytest.
+# ingressd (compiled) and its test extras, then ruff and pytest: all tests on
+# the compiled build, the unit tests on pure Python too. Extra arguments go to
+# both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +19,15 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# The compiled build (mypyc, setup.py) is required here: a compile that fails
+# must fail the tests, not fall back to pure Python unseen.
+INGRESSD_REQUIRE_COMPILED=1 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Everything on the compiled build, then the unit tests again on pure Python
+# (the fallback where no C compiler is found): both must behave the same.
+INGRESSD_EXPECT_BUILD=compiled .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+echo "== the unit tests again, on pure Python (INGRESSD_PURE_PYTHON=1)"
+INGRESSD_PURE_PYTHON=1 INGRESSD_EXPECT_BUILD=pure \
+  exec .venv/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/e2e "$@"

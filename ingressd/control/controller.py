@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 from ..model.objects import Snapshot
 from ..model.problems import Problem
-from ..model.table import RouteTable
+from ..model.table import RouteTable, TLSCertificate
 from ..observe.stats import RebuildStats
 from ..policy.tls import CertificateSelector, TLSError, load_certificate
 from ..proxy.state import ProxyState
@@ -106,15 +106,15 @@ class Controller:
         """Create SSL contexts before the swap so no handshake waits on them."""
         assert self.selector is not None
         problems = []
-        for cert in {c.secret: c for c in table.certificates.values()}.values():
+        for used in {c.secret: c for c in table.certificates.values()}.values():
             try:
-                self.selector.context_for(cert)
+                self.selector.context_for(used)
             except (OSError, ValueError) as exc:
-                problems.append(Problem(f"Secret {cert.secret}", f"cannot load certificate: {exc}"))
+                problems.append(Problem(f"Secret {used.secret}", f"cannot load certificate: {exc}"))
         if self.default_certificate:
             ns, _, name = self.default_certificate.partition("/")
             secret = snapshot.get("Secret", ns, name)
-            cert = None
+            cert: TLSCertificate | None = None
             if secret is None:
                 problems.append(
                     Problem(

@@ -218,7 +218,8 @@ def _read_kubeconfig(path: Path) -> dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
-    return {list: "list", str: "string"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {list: "list", str: "string"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _by_name(docs: list[tuple[Path, dict[str, Any]]], section: str) -> dict[str, dict[str, Any]]:

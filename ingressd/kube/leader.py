@@ -127,7 +127,8 @@ class LeaderElector:
             if exc.status == 404:
                 return None
             raise
-        return json.loads(response.data)
+        # _preload_content=False: the raw urllib3 response, its body unparsed
+        return json.loads(response.data)  # type: ignore[attr-defined]
 
     def _try_acquire_or_renew(self) -> bool:
         now = dt.datetime.now(dt.UTC)

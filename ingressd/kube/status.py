@@ -154,7 +154,8 @@ class Writeback:
                 log.warning("--publish-service %s/%s not found; status not updated", ns, name)
                 return []
             raise
-        return service_addresses(json.loads(response.data))
+        # _preload_content=False: the raw urllib3 response, its body unparsed
+        return service_addresses(json.loads(response.data))  # type: ignore[attr-defined]
 
     def _update_status(self, snapshot: Snapshot, table: RouteTable, desired: list[Address]) -> None:
         if not desired:
@@ -234,5 +235,8 @@ class Writeback:
             "count": 1,
         }
         self.core.create_namespaced_event(
-            ns, event, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            ns,
+            event,  # type: ignore[arg-type]  # the client serialises a plain dict as is
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
         )

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from json.encoder import encode_basestring_ascii as _quote  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Protocol
 
 from ..model.backend import Endpoint

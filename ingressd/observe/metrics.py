@@ -21,12 +21,14 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from .. import BUILD, __version__
 from ..model.backend import Backend
 from ..model.table import Route, RouteTable
 from .stats import (
@@ -69,6 +71,7 @@ class IngressdCollector(Collector):
         self.facts = facts
 
     def collect(self) -> Iterator[Metric]:
+        yield build_family()
         yield from proxy_families(self.view)
         yield from rebuild_families(self.rebuilds)
         yield from table_families(self.facts)
@@ -149,7 +152,7 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
     counts: dict[tuple[str, ...], float] = {}
     for (ingress, backend, method, status), rec in view.requests.items():
         labels = route_labels(ingress, backend)
-        key = (*labels, METHODS.get(method, OTHER_METHOD), f"{status // 100}xx")
+        key: tuple[str, ...] = (*labels, METHODS.get(method, OTHER_METHOD), f"{status // 100}xx")
         counts[key] = counts.get(key, 0) + rec[COUNT]
         add_record(by_route, labels, rec)
     for key, n in counts.items():
@@ -202,6 +205,16 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "ingressd_connections_accepted", "Client connections accepted", value=view.accepted
     )
+
+
+def build_family() -> Metric:
+    """ingressd_build_info: the version, and whether the compiled build runs."""
+    info = InfoMetricFamily(
+        "ingressd_build", "ingressd's version and build", labels=["version", "build"]
+    )
+    compiled = "compiled" if BUILD.startswith("compiled") else "pure-python"
+    info.add_metric([__version__, compiled], {})
+    return info
 
 
 def rebuild_families(stats: RebuildStats) -> Iterator[Metric]:
@@ -304,6 +317,6 @@ def table_families(facts: TableFacts) -> Iterator[Metric]:
         "When the certificate of each TLS Secret in use expires (POSIX time, notAfter)",
         labels=["namespace", "secret"],
     )
-    for key, not_after in sorted(facts.certificates.items()):
-        expiry.add_metric(list(key), not_after)
+    for secret, not_after in sorted(facts.certificates.items()):
+        expiry.add_metric(list(secret), not_after)
     yield expiry

@@ -140,6 +140,14 @@ class Report:
     accepted: int
     active: int  # client connections open now: a gauge, not kept once the worker is gone
 
+    def __reduce__(self) -> tuple[type[Report], tuple[object, ...]]:
+        # Sent to the main process by pickle: a compiled (mypyc) frozen
+        # dataclass cannot be restored attribute by attribute.
+        return (
+            Report,
+            (self.requests, self.upstream_errors, self.retries, self.accepted, self.active),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ProxyView:
@@ -271,9 +279,15 @@ class RebuildStats:
         self.leader: bool | None = None
 
     def copy(self) -> RebuildStats:
+        # Field by field: a compiled (mypyc) instance has no __dict__ to copy.
         other = RebuildStats()
-        other.__dict__.update(self.__dict__)
+        other.total = self.total
+        other.errors = self.errors
+        other.duration_sum = self.duration_sum
         other.duration_buckets = list(self.duration_buckets)
+        other.last_success = self.last_success
+        other.problems = self.problems
+        other.leader = self.leader
         return other
 
     def succeeded(self, duration: float) -> None:

@@ -172,6 +172,7 @@ def sha_crypt(password: bytes, salt: bytes, rounds: int, variant: int) -> bytes:
     ``rounds`` is clamped as the specification says.  Returns the digest part
     (43 or 86 characters, without magic, rounds and salt).
     """
+    order: tuple[tuple[int, int, int], ...]
     if variant == 5:
         new, size, order = hashlib.sha256, 32, _SHA256_ORDER
     elif variant == 6:
@@ -289,21 +290,23 @@ def make_verifier(hashed: str) -> _Verifier:
         m = _MD5_CRYPT.match(hashed)
         if m is None:
             raise UnsupportedHash("malformed MD5-crypt ($apr1$/$1$) hash")
-        magic, salt, digest = m.groups()
-        return _Md5CryptVerifier(magic.encode(), salt.encode("utf-8"), digest.encode())
+        magic, salt_text, digest_text = m.groups()
+        return _Md5CryptVerifier(magic.encode(), salt_text.encode("utf-8"), digest_text.encode())
     if hashed.startswith(("$5$", "$6$")):
         m = _SHA_CRYPT.match(hashed)
         if m is None:
             raise UnsupportedHash("malformed SHA-crypt ($5$/$6$) hash")
-        variant, rounds_text, salt, digest = m.groups()
-        if (variant == "5") != (len(digest) == 43):
+        variant, rounds_text, salt_text, digest_text = m.groups()
+        if (variant == "5") != (len(digest_text) == 43):
             raise UnsupportedHash("malformed SHA-crypt ($5$/$6$) hash")
         rounds = int(rounds_text) if rounds_text is not None else SHA_CRYPT_DEFAULT_ROUNDS
         if rounds > MAX_SHA_CRYPT_ROUNDS:
             raise UnsupportedHash(
                 f"SHA-crypt rounds {rounds} exceed the limit of {MAX_SHA_CRYPT_ROUNDS}"
             )
-        return _ShaCryptVerifier(int(variant), rounds, salt.encode("utf-8"), digest.encode())
+        return _ShaCryptVerifier(
+            int(variant), rounds, salt_text.encode("utf-8"), digest_text.encode()
+        )
     if hashed.startswith(("$2a$", "$2b$", "$2y$")):
         m = _BCRYPT.match(hashed)
         if m is None:

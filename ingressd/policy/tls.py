@@ -174,8 +174,8 @@ def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         names = san.value.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
-        names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return tuple(sorted({str(n).lower().rstrip(".") for n in names}))
+        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return tuple(sorted({str(n).lower().rstrip(".") for n in names}))  # str: CN may be bytes
 
 
 def self_signed(

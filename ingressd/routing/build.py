@@ -32,7 +32,8 @@ from ..model.policy import Canary, RoutePolicy
 from ..model.problems import Problem
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
-from ..policy import annotations, basic_auth, upstream_tls
+from ..policy import annotations as ann
+from ..policy import basic_auth, upstream_tls
 from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
 
 DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
@@ -585,11 +586,11 @@ class _Run:
         if not isinstance(raw, dict) or not all(
             type(k) is str and type(v) is str for k, v in raw.items()
         ):
-            return annotations.parse_policy(raw)
+            return ann.parse_policy(raw)
         key = tuple(raw.items())
         known = self._policies.get(key)
         if known is None:
-            policy, messages = annotations.parse_policy(raw)
+            policy, messages = ann.parse_policy(raw)
             known = self._policies[key] = (policy, tuple(messages))
         return known[0], list(known[1])
 
@@ -1365,7 +1366,7 @@ class TableBuilder:
         if name not in copied:
             setattr(self, name, dict(getattr(self, name)))
             copied.add(name)
-        return getattr(self, name)  # type: ignore[no-any-return]
+        return getattr(self, name)
 
     def _routed(self, host: str) -> bool:
         result = self._hosts.get(host)

@@ -94,9 +94,10 @@ def normalize_path(path: str) -> str | None:
     decoded path is one character per byte (latin-1), as request lines are.
     """
     if "%" in path:
-        path = _percent_decode(path)
-        if path is None or "\x00" in path:
+        decoded = _percent_decode(path)
+        if decoded is None or "\x00" in decoded:
             return None
+        path = decoded
     if "/." not in path and "//" not in path:
         return path
     out: list[str] = []
@@ -232,7 +233,9 @@ def decide(
         request_headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
     if policy.basic_auth is not None:
         request_headers.append((b"Authorization", b""))  # empty: not sent upstream
-    response_headers = policy.cors.response_headers(head.origin) if policy.cors else ()
+    response_headers: Headers = (
+        tuple(policy.cors.response_headers(head.origin)) if policy.cors else ()
+    )
     if set_cookie is not None:
         response_headers = (*response_headers, (b"Set-Cookie", set_cookie))
     tls = policy.upstream_tls

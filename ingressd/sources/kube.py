@@ -469,7 +469,8 @@ class SecretFetcher:
             except Exception as exc:
                 log.warning("cannot read Secret %s/%s: %s", ns, name, brief(exc))
                 continue
-            out[(ns, name)] = trimmed(json.loads(response.data), "Secret", "v1")
+            # _preload_content=False: the raw urllib3 response, its body unparsed
+            out[(ns, name)] = trimmed(json.loads(response.data), "Secret", "v1")  # type: ignore[arg-type]
         return out
 
     def apply(

@@ -61,10 +61,10 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 Fingerprint = dict[str, tuple[int, int, int, int]]
 
 # The libyaml parser when PyYAML was built with it: much faster on large folders.
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_BaseLoader):
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
     """Safe loader that leaves timestamps as strings, as the API server returns them."""
 
 

@@ -23,6 +23,7 @@ from k8s_objects import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+import ingressd
 from ingressd.model.table import RouteTable
 from ingressd.observe.metrics import Metrics, route_labels, table_facts
 from ingressd.observe.stats import (
@@ -315,3 +316,10 @@ def test_openmetrics_when_asked() -> None:
     body, content_type = metrics.render("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
+
+
+def test_build_info_says_the_version_and_whether_compiled() -> None:
+    samples = scrape(RequestStats().view(0))
+    build = "compiled" if ingressd.BUILD.startswith("compiled") else "pure-python"
+    key = ("ingressd_build_info", labels(build=build, version=ingressd.__version__))
+    assert samples[key] == 1

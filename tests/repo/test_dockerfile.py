@@ -28,6 +28,7 @@ import pytest
 from deploy_objects import DEPLOY, container, find, pod_spec, render
 from e2e_helpers import REPO_ROOT
 from packaging.requirements import Requirement
+from test_compiled import compiled_modules
 
 import ingressd
 
@@ -348,7 +349,7 @@ def wheel(stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -> zipf
         [sys.executable, "-m", "pip", "wheel", *offline, "-q", "-w", str(out), str(src)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # with mypyc compiling
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -376,8 +377,19 @@ def test_wheel_holds_every_module_and_nothing_else(wheel: zipfile.ZipFile) -> No
     version = PYPROJECT["project"]["version"]
     for name in names:
         top = name.split("/")[0]
-        assert top in ("ingressd", f"ingressd-{version}.dist-info"), name
+        # ingressd__mypyc: the shared library of the compiled modules (setup.py)
+        assert top in ("ingressd", f"ingressd-{version}.dist-info") or (
+            top.startswith("ingressd__mypyc.") and top.endswith(".so")
+        ), name
         assert not name.startswith("tests/")
+    if os.environ.get("INGRESSD_PURE_PYTHON") != "1":
+        # The image's build compiles (INGRESSD_REQUIRE_COMPILED there): every
+        # module setup.py lists is in the wheel compiled, with a build record.
+        for module in compiled_modules():
+            stem = module[: -len(".py")]
+            assert any(n.startswith(stem + ".") and n.endswith(".so") for n in names), module
+        info = json.loads(wheel.read("ingressd/_build.json"))
+        assert info["compiled"] is True, info
 
 
 def test_wheel_metadata_matches_pyproject(wheel: zipfile.ZipFile) -> None:

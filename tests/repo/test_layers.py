@@ -32,8 +32,9 @@ Layers = tuple[tuple[str, tuple[str, ...]], ...]
 # Bottom to top: (layer, what it holds). "pkg.*" is the package and everything
 # under it; any other name is that one module.
 LAYERS: Layers = (
-    # Every module imports the package's __init__ implicitly: it imports nothing.
-    ("package", ("ingressd",)),
+    # Every module imports the package's __init__ implicitly: it imports only
+    # _build, which settles (first of all) whether the compiled build runs.
+    ("package", ("ingressd", "ingressd._build")),
     # The pipeline's data: the store of Kubernetes objects, the routing table,
     # the typed policy a route carries. Plain types, importing no other layer.
     ("model", ("ingressd.model.*",)),

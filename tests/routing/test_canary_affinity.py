@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, rule, service
 
-from ingressd.model.backend import Endpoint, affinity_value
+from ingressd.model.backend import Backend, Endpoint, affinity_value
 from ingressd.model.policy import Affinity, Canary
 from ingressd.model.table import Route, RouteTable
 from ingressd.policy.annotations import classify, parse_policy
@@ -540,7 +540,7 @@ def test_cookie_attributes() -> None:
 
 
 def test_expires_is_a_date_seconds_from_now() -> None:
-    route = Route("/", "Prefix", None, "default/x")  # type: ignore[arg-type]
+    route = Route("/", "Prefix", Backend("default/x:80"), "default/x")
     value = session_cookie(Affinity(expires=86400), "abc", route, tls=False, now=0)
     assert value == b"INGRESSCOOKIE=abc; Path=/; Expires=Fri, 02 Jan 1970 00:00:00 GMT; HttpOnly"
 

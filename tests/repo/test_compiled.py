@@ -1,0 +1,134 @@
+"""The compiled build (setup.py, mypyc) and the pure-Python fallback.
+
+``scripts/test.sh`` runs the whole suite on the compiled build, then the unit
+tests again on pure Python; ``INGRESSD_EXPECT_BUILD`` tells these tests which
+one they are meant to be on, so a build that silently fell back fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2e_helpers import REPO_ROOT
+
+import ingressd
+from ingressd._build import decide
+
+
+def compiled_modules() -> list[str]:
+    """setup.py's COMPILED, read without running setup.py."""
+    tree = ast.parse((REPO_ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COMPILED":
+            return [elt.value for elt in node.value.elts]  # type: ignore[attr-defined]
+    raise AssertionError("setup.py has no COMPILED")
+
+
+def test_the_compiled_modules_type_check() -> None:
+    """mypyc compiles only what mypy accepts; a type error would quietly make
+    the build pure Python (or fail it where compiling is required)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--follow-imports=silent", *compiled_modules()],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_build_is_the_one_expected() -> None:
+    expected = os.environ.get("INGRESSD_EXPECT_BUILD")
+    if expected is None:
+        pytest.skip("INGRESSD_EXPECT_BUILD not set (scripts/test.sh sets it)")
+    names = [m[:-3].replace("/", ".") for m in compiled_modules()]
+    files = [importlib.import_module(name).__file__ or "" for name in names]
+    if expected == "compiled":
+        assert ingressd.BUILD == "compiled with mypyc", ingressd.BUILD
+        assert all(f.endswith(".so") for f in files), files
+    else:
+        assert ingressd.BUILD.startswith("pure Python"), ingressd.BUILD
+        assert all(f.endswith(".py") for f in files), files
+
+
+# -- which build runs (ingressd/_build.py), on a package made up in tmp_path ---------------
+
+
+def package(tmp_path: Path, *, compiled: bool = True, so: bool = True) -> Path:
+    pkg = tmp_path / "ingressd" / "routing"
+    pkg.mkdir(parents=True)
+    source = pkg / "decide.py"
+    source.write_text("X = 1\n")
+    if so:
+        (pkg / "decide.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    info = {"compiled": compiled, "reason": "" if compiled else "no compiler", "modules": {}}
+    if compiled:
+        info["modules"] = {"ingressd.routing.decide": digest}
+    (tmp_path / "ingressd" / "_build.json").write_text(json.dumps(info))
+    return source
+
+
+def test_a_build_matching_its_sources_runs_compiled(tmp_path: Path) -> None:
+    package(tmp_path)
+    assert decide(tmp_path, pure=False) == (True, "", frozenset({"ingressd.routing.decide"}))
+
+
+def test_an_edited_source_makes_every_module_run_from_source(tmp_path: Path) -> None:
+    source = package(tmp_path)
+    source.write_text("X = 2\n")
+    compiled, reason, names = decide(tmp_path, pure=False)
+    assert not compiled
+    assert reason == "compiled modules are stale (ingressd.routing.decide changed since the build)"
+    assert names == {"ingressd.routing.decide"}  # loaded from source by _FromSource
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pure", "reason"),
+    [
+        ({}, True, "INGRESSD_PURE_PYTHON=1"),
+        ({"compiled": False}, False, "no compiler"),
+        ({"so": False}, False, "no compiled module for ingressd.routing.decide"),
+    ],
+)
+def test_pure_python_when_asked_or_not_built(
+    tmp_path: Path, kwargs: dict[str, bool], pure: bool, reason: str
+) -> None:
+    package(tmp_path, **kwargs)
+    compiled, why, _ = decide(tmp_path, pure=pure)
+    assert not compiled
+    assert why.startswith(reason), why
+
+
+def test_a_compiled_module_an_earlier_build_left_runs_from_source(tmp_path: Path) -> None:
+    source = package(tmp_path)
+    (source.parent / "build.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    compiled, reason, names = decide(tmp_path, pure=False)
+    assert not compiled
+    assert reason == "build.cpython-311-x86_64-linux-gnu.so is left from an earlier build"
+    assert "ingressd.routing.build" in names
+
+
+def test_no_build_record_means_a_source_tree(tmp_path: Path) -> None:
+    compiled, reason, names = decide(tmp_path, pure=False)
+    assert (compiled, names) == (False, frozenset())
+    assert "no ingressd/_build.json" in reason
+
+
+def test_version_says_which_build() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "ingressd", "--version"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert out.strip() == f"ingressd {ingressd.__version__}, {ingressd.BUILD}"
