@@ -98,8 +98,10 @@ OUT_LIMIT = 1024 * 1024
 # Rates are counted over this window: at most N events per WINDOW seconds,
 # in bursts of up to N (a token bucket).
 RATE_WINDOW = 10.0
-# CONTINUATION frames one header block may take (besides the byte bound).
-MAX_CONTINUATIONS = 64
+# CONTINUATION frames one header block may take (besides the byte bound):
+# below h2's own cap (64, a PROTOCOL_ERROR), so that a flood of empty ones is
+# answered ENHANCE_YOUR_CALM like one of large ones.
+MAX_CONTINUATIONS = 32
 # While streams are open, their timeouts are checked this often.
 TICK = 1.0
 # A connection closed with GOAWAY is dropped this long after, if the client
