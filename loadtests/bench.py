@@ -693,8 +693,11 @@ def proxy_conf(
         f"            limit_conn bench_limits_conn {LIMIT_CONNECTIONS};\n"
         f"            limit_req zone=bench_limits_rps burst={LIMIT_RPS * 5} nodelay;\n"
     )).replace(" reuseport backlog=4096", "")  # fmt: skip
+    # h2load does not reconnect after a GOAWAY: nginx must not end its
+    # connections after keepalive_requests (ingressd has no such count).
+    keepalive_requests = 10_000_000 if http2 else 10_000
     return _nginx_main(prefix, workers) + (
-        "    keepalive_requests 10000;\n"
+        f"    keepalive_requests {keepalive_requests};\n"
         "    ssl_session_cache shared:SSL:10m;\n"
         "    ssl_session_tickets on;\n"
         f"    upstream origin {{ server {LOOPBACK}:{origin}; keepalive 64; }}\n"

@@ -118,9 +118,20 @@ _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _BAD_AUTHORITY = re.compile(rb"[\x00-\x20\x7f/\\]")
 # Response header names HTTP/2 does not carry (RFC 9113 8.2.2).
 _CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
 )
 _STATUS = {s.value: str(s.value).encode() for s in HTTPStatus}
+# Request fields read_head records rather than passes on as they are; those it
+# drops: hop-by-hop (te: trailers, trailer) and those ingressd sets itself.
+_LENGTH, _HOST, _XFF, _REQUEST_ID, _ORIGIN = range(5)
+_SPECIAL = {
+    b"content-length": _LENGTH,
+    b"host": _HOST,
+    b"x-forwarded-for": _XFF,
+    b"x-request-id": _REQUEST_ID,
+    b"origin": _ORIGIN,
+}
+_DROPPED = http.HOP_BY_HOP | http.OVERWRITTEN
 
 
 def _status(code: int) -> bytes:
@@ -215,7 +226,7 @@ class _Allowance:
         return True
 
 
-def h2_settings(settings: ProxySettings) -> dict[SettingCodes | int, int]:
+def h2_settings(settings: ProxySettings) -> dict[SettingCodes, int]:
     """The SETTINGS ingressd sends. No SETTINGS_ENABLE_CONNECT_PROTOCOL:
     WebSocket stays on HTTP/1.1 (extended CONNECT is refused with 405)."""
     return {
@@ -263,7 +274,17 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
-        conn = _H2(config=H2Configuration(client_side=False, header_encoding=None))
+        conn = _H2(
+            config=H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                # What we send is built here: lower-case names, no
+                # connection-specific fields, pseudo-headers first. h2 still
+                # normalises it (whitespace, never-indexed cookies); its
+                # checks on top cost more per response than they find.
+                validate_outbound_headers=False,
+            )
+        )
         conn.local_settings = Settings(client=False, initial_values=h2_settings(settings))
         # In force from the first header block, not only once the client has
         # acknowledged our SETTINGS.
@@ -739,7 +760,7 @@ class H2Stream(ClientStream):
 
     def interim(self, ex: Outgoing, status: int, reason: bytes) -> None:
         if not self.closing:
-            self._headers([(b":status", _status(status))], False, ex)
+            self._headers([(b":status", _status(status))], False)
 
     def response_head(
         self,
@@ -755,20 +776,19 @@ class H2Stream(ClientStream):
         out = [(b":status", _status(status)), (b"date", http.date_line()[6:-2])]
         for name, value in headers:
             lname = name.lower()
-            if lname not in _CONNECTION_SPECIFIC:
+            if lname not in _CONNECTION_SPECIFIC and lname[:1] != b":":
                 out.append((lname, value))
         if length is not None:
             out.append((b"content-length", length))
         bodiless = ex.method == b"HEAD" or status == 204 or status == 304
-        ex.sent = 0
-        self._headers(out, bodiless, ex)
+        self._headers(out, bodiless)
 
     def response_body(self, ex: Outgoing, data: bytes) -> None:
         if self.closing or self.sent_end or not data:
             return
         self.out.append(data)
         self.out_bytes += len(data)
-        ex.sent += len(data)
+        self._count(len(data))
         conn = self.conn
         conn.out_total += len(data)
         conn.ready[self.sid] = self
@@ -777,7 +797,8 @@ class H2Stream(ClientStream):
         ):
             self.upstream_paused = True
             conn.paused_streams += 1
-            ex.client_paused(True)
+            if self.ex is not None:
+                self.ex.client_paused(True)
 
     def flush(self) -> None:
         self.conn.schedule()
@@ -816,12 +837,11 @@ class H2Stream(ClientStream):
                 out.append((lname, value))
         if ex.method == b"HEAD":
             body = b""
-        ex.sent = 0
-        self._headers(out, not body, ex)
+        self._headers(out, not body)
         if body and not self.closing:
             self.out.append(body)
             self.out_bytes += len(body)
-            ex.sent += len(body)
+            self._count(len(body))
             self.conn.out_total += len(body)
             self.end_pending = True
             self.conn.ready[self.sid] = self
@@ -850,7 +870,13 @@ class H2Stream(ClientStream):
 
     # -- framing ----------------------------------------------------------------------------
 
-    def _headers(self, headers: list[tuple[bytes, bytes]], end: bool, ex: Outgoing) -> None:
+    def _count(self, sent: int) -> None:
+        """Bytes sent to the client, for the access log and metrics."""
+        ex = self.ex
+        if ex is not None:
+            ex.sent += sent
+
+    def _headers(self, headers: list[tuple[bytes, bytes]], end: bool) -> None:
         conn = self.conn
         try:
             conn.h2.send_headers(self.sid, headers, end_stream=end)
@@ -858,7 +884,7 @@ class H2Stream(ClientStream):
             log.warning("HTTP/2 stream %d: cannot send the response head: %s", self.sid, exc)
             self.reset(ErrorCodes.INTERNAL_ERROR)
             return
-        ex.sent += conn._take()
+        self._count(conn._take())
         if end:
             self._sent_end()
 
@@ -1024,8 +1050,10 @@ def read_head(
     count = size = 0
     ex.protocol = "HTTP/2.0"
     ex.head_done = True
-    for name, value in headers:
-        if name[:1] == b":":
+    kept = ex.headers
+    for header in headers:
+        name, value = header
+        if name[0] == 58:  # ":"
             if name == b":method":
                 method = value
             elif name == b":path":
@@ -1035,23 +1063,23 @@ def read_head(
             continue  # :scheme (h2 checked it is there), :protocol (CONNECT: refused below)
         count += 1
         size += len(name) + len(value) + 4
-        if name == b"content-length":
+        kind = _SPECIAL.get(name)
+        if kind is None:
+            if name not in _DROPPED and not name.startswith(b"proxy-"):
+                kept.append(header)
+        elif kind == _LENGTH:
             ex.req_length = value
-            continue
-        if name in http.HOP_BY_HOP or name.startswith(b"proxy-") or name in http.OVERWRITTEN:
-            continue  # te: trailers, trailer, proxy-*: not for the upstream
-        if name == b"host":
+        elif kind == _HOST:
             ex.host = value
             ex.host_count += 1
-        elif name == b"x-forwarded-for":
+            kept.append(header)
+        elif kind == _XFF:
             ex.xff = value if ex.xff is None else ex.xff + b", " + value
-            continue
-        elif name == b"x-request-id":
+        elif kind == _REQUEST_ID:
             ex.request_id = value
-            continue
-        elif name == b"origin":
+        else:  # origin
             ex.origin = value
-        ex.headers.append((name, value))
+            kept.append(header)
     ex.method = method or b""
     ex.url = path or b""
     ex.header_count = count
