@@ -91,6 +91,9 @@ CONN_WINDOW = 16 * 1024 * 1024
 STREAM_HIGH = 64 * 1024
 STREAM_LOW = 16 * 1024
 CONN_HIGH = 1024 * 1024
+# Response bytes framed before they are handed to the transport (which then
+# says whether its buffer is full).
+PUMP_BATCH = 64 * 1024
 # Bytes handed to the transport and not yet sent: past this, the client is
 # not reading what ingressd must send it (acknowledgements, resets, heads):
 # the connection is dropped rather than buffer without bound.
@@ -551,10 +554,19 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         self._pumping = True
         try:
             while self.ready and not self._write_paused:
-                moved = False
+                moved = batch = 0
                 for stream in list(self.ready.values()):
-                    if stream.send():
-                        moved = True
+                    sent = stream.send()
+                    moved += sent
+                    batch += sent
+                    if batch >= PUMP_BATCH:
+                        # Hand it to the transport now, which says when its
+                        # buffer is full: the pump stops there, whatever
+                        # the number of streams with data.
+                        self._write()
+                        batch = 0
+                        if self._write_paused or self.closing:
+                            break
                 self._write()
                 if not moved or self.closing:
                     break
@@ -888,8 +900,9 @@ class H2Stream(ClientStream):
         if end:
             self._sent_end()
 
-    def send(self) -> bool:
-        """One turn of the connection's pump: a frame, if the windows allow."""
+    def send(self) -> int:
+        """One turn of the connection's pump: a frame, if the windows allow;
+        the bytes it framed (0: none)."""
         conn = self.conn
         h2c = conn.h2
         sid = self.sid
@@ -899,7 +912,7 @@ class H2Stream(ClientStream):
                 if window <= 0:
                     if self.blocked_since is None:
                         self.blocked_since = conn.loop.time()
-                    return False
+                    return 0
                 chunk = self._take(min(window, h2c.max_outbound_frame_size))
                 last = not self.out and self.end_pending and self.trailers is None
                 h2c.send_data(sid, chunk, end_stream=last)
@@ -914,20 +927,20 @@ class H2Stream(ClientStream):
                     and conn.out_total < CONN_HIGH
                 ):
                     self.resume_upstream()
-                return True
+                return len(chunk) + 9
             if self.end_pending:
                 if self.trailers:
                     h2c.send_headers(sid, self.trailers, end_stream=True)
                 else:
                     h2c.end_stream(sid)
                 self._sent_end()
-                return True
+                return 9
         except H2Error as exc:
             log.debug("HTTP/2 stream %d: %s", sid, exc)
             self.reset(ErrorCodes.INTERNAL_ERROR)
-            return False
+            return 0
         conn.ready.pop(sid, None)
-        return False
+        return 0
 
     def _take(self, size: int) -> bytes | memoryview:
         out = self.out

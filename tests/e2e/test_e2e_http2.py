@@ -343,6 +343,16 @@ def test_upstream_trailers_reach_the_client(env: Env) -> None:
     assert r.trailers == [(b"x-status", b"0"), (b"x-message", b"all good")]
     names = [n for n, _ in r.headers]
     assert b"transfer-encoding" not in names and b"trailer" not in names
+    # nghttp sees them as a trailing HEADERS frame that ends the stream.
+    out = subprocess.run(
+        [NGHTTP, "-v", "-H", ":authority: trailers.h2.test", env.url(LOCALHOST, "/t")],
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    text = out.stdout.decode()
+    assert out.returncode == 0, text
+    after_data = text[text.index("recv DATA frame") :]
+    assert "x-status: 0" in after_data and "x-message: all good" in after_data, text
+    assert "END_STREAM | END_HEADERS" in after_data, text
 
 
 def test_interim_responses_are_informational_headers(env: Env) -> None:
@@ -499,3 +509,19 @@ def test_concurrent_clients(env: Env) -> None:
     for t in threads:
         t.join(30)
     assert not errors, errors
+
+
+def test_many_large_responses_at_once_on_one_connection(env: Env) -> None:
+    """A hundred streams with data at once: the transport's buffer, not the
+    number of streams, says how much is framed in one go (framing a frame for
+    each of them before writing once would look like a client that does not
+    read, and drop it)."""
+    size = 300_000
+    with env.client(settings={SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20}) as c:
+        c.conn.increment_flow_control_window(1 << 30)
+        c.flush()
+        sids = [c.request(f"/_echo/bytes/{size}", HOST) for _ in range(100)]
+        for sid in sids:
+            r = c.response(sid, timeout=30)
+            assert (r.status, len(r.body)) == (200, size)
+        assert not c.closed
