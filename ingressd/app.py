@@ -105,7 +105,7 @@ async def serve(
 
     state = ProxyState(RouteTable(), config.proxy)
     state.limits = LimitRegistry(entries=config.limit_entries)
-    selector = CertificateSelector(lambda: state.table, self_signed())
+    selector = CertificateSelector(lambda: state.table, self_signed(), http2=config.proxy.http2)
     pool = None
     if config.workers > 1:
         from .workers import WorkerPool

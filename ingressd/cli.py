@@ -235,6 +235,49 @@ def _common(
         metavar="SECONDS",
         help="how long such an endpoint stays out, doubled while it keeps failing",
     )
+    h = p.add_argument_group(
+        "HTTP/2",
+        "to clients on the HTTPS port (ALPN h2, then http/1.1); upstreams get HTTP/1.1",
+    )
+    h.add_argument(
+        "--http2",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="offer HTTP/2 by ALPN, as ingress-nginx's use-http2 (default: on)",
+    )
+    h.add_argument(
+        "--http2-max-concurrent-streams",
+        type=_positive,
+        default=128,
+        metavar="N",
+        help="streams a client may have open at once; more are refused (REFUSED_STREAM), "
+        "as nginx's http2_max_concurrent_streams (default: 128)",
+    )
+    h.add_argument(
+        "--http2-max-header-list-size",
+        type=_buffer_size,
+        default=32 * 1024,
+        metavar="SIZE",
+        help="largest decoded request header list (HPACK); more closes the connection "
+        "(GOAWAY ENHANCE_YOUR_CALM), as nginx's large_client_header_buffers 4 8k "
+        "(up to 1m; default: 32k)",
+    )
+    h.add_argument(
+        "--http2-max-resets",
+        type=_count,
+        default=200,
+        metavar="N",
+        help="streams a client may reset before their response ends, per 10 s; more closes "
+        "the connection (rapid reset, CVE-2023-44487; 0 = no limit; default: 200)",
+    )
+    h.add_argument(
+        "--http2-max-control-frames",
+        type=_count,
+        default=1000,
+        metavar="N",
+        help="PING, SETTINGS, PRIORITY, empty DATA and unknown frames a client may send "
+        "per 10 s; more closes the connection (0 = no limit; default: 1000)",
+    )
     t = p.add_argument_group(
         "timeouts",
         "as ingress-nginx's settings of the same names; a slow upstream gets "
@@ -247,6 +290,12 @@ def _common(
         ("client-header", 60.0, "the whole request head of a client"),
         ("client-body", 60.0, "a gap between reads of a request body"),
         ("keepalive", 75.0, "an idle keep-alive client connection before it is closed"),
+        (
+            "client-send",
+            60.0,
+            "an HTTP/2 client taking nothing of a response (its flow-control window "
+            "closed), as nginx's send_timeout",
+        ),
     ):
         t.add_argument(
             f"--{flag}-timeout", type=_seconds, default=default, metavar="SECONDS", help=what
@@ -499,6 +548,12 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
             proxy_buffer_size=args.proxy_buffer_size,
             max_connections=args.max_connections,
             access_log=args.access_log,
+            http2=args.http2,
+            http2_max_concurrent_streams=args.http2_max_concurrent_streams,
+            http2_max_header_list_size=args.http2_max_header_list_size,
+            http2_max_resets=args.http2_max_resets,
+            http2_max_control_frames=args.http2_max_control_frames,
+            client_send_timeout=args.client_send_timeout,
         ),
         default_certificate=args.default_certificate,
         workers=args.workers,

@@ -392,7 +392,7 @@ async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle
         loop.add_signal_handler(sig, stop.set)
     state = ProxyState(RouteTable(), config.proxy)
     state.limits = LimitRegistry(limits.attach(index))  # counted per pod, not per worker
-    selector = CertificateSelector(lambda: state.table, self_signed())
+    selector = CertificateSelector(lambda: state.table, self_signed(), http2=config.proxy.http2)
     controller = Controller(state, selector, config.build, config.default_certificate, report=False)
     store = ObjectStore()
     first = asyncio.Event()

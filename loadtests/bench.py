@@ -10,10 +10,12 @@ processes, and the ingressd/nginx ratios, then a PASS/FAIL block for the
 performance targets.
 
     .venv/bin/python loadtests/bench.py [--duration S] [--rounds N] [--connections C]
-        [--threads T] [--scenarios http,https,body64k,allcores,limits,limitsall] [--json FILE]
+        [--threads T] [--scenarios http,https,body64k,allcores,limits,limitsall,h2]
+        [--h2-clients C] [--h2-streams M] [--json FILE]
 
-Needs nginx and wrk (Debian packages nginx-light or nginx, and wrk); exits 2
-when they are missing and cannot be installed.
+Needs nginx and wrk (Debian packages nginx-light or nginx, and wrk), and for
+the h2 scenario h2load (nghttp2-client); exits 2 when they are missing and
+cannot be installed.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class Scenario:
     tls: bool
     workers: int
     host: str = HOST
+    # The load generator: wrk (HTTP/1.1) or h2load (HTTP/2 by ALPN h2).
+    client: str = "wrk"
 
     @property
     def expected_body(self) -> bytes:
@@ -113,8 +117,20 @@ SCENARIOS = {
             os.cpu_count() or 1,
             LIMITS_HOST,
         ),
+        Scenario(
+            "h2",
+            "HTTP/2 over TLS (ALPN h2; nginx: listen ... ssl http2), GET / (3 B body), "
+            "h2load, 1 worker each; the upstream gets HTTP/1.1",
+            "/",
+            True,
+            1,
+            client="h2load",
+        ),
     )
 }
+# Idle HTTP/2 connections opened to each proxy to measure its memory per
+# connection (the h2 scenario).
+IDLE_CONNECTIONS = 500
 
 
 @dataclass
@@ -125,6 +141,7 @@ class Tools:
     ingressd: str
     ingressd_has_workers: bool
     ingressd_has_access_log: bool = False  # --access-log (off here, as nginx's access_log off)
+    h2load: str | None = None
 
 
 @dataclass
@@ -173,6 +190,8 @@ class ScenarioResult:
     # machine are the main source of noise.
     loadavg: list[str] = field(default_factory=lambda: _loadavg())
     runs: list[Run] = field(default_factory=list)
+    # h2: KiB of resident memory per idle HTTP/2 connection, by proxy.
+    idle_kib: dict[str, float] = field(default_factory=dict)
 
     def summary(self, proxy: str) -> Summary:
         runs = [r for r in self.runs if r.proxy == proxy]
@@ -206,11 +225,12 @@ def _ratio(a: float, b: float) -> float:
 # --- prerequisites ---------------------------------------------------------------
 
 
-def _missing_tools() -> list[str]:
-    return [name for name in ("nginx", "wrk") if not shutil.which(name, path=TOOL_PATH)]
+def _missing_tools(h2: bool = False) -> list[str]:
+    names = ("nginx", "wrk", "h2load") if h2 else ("nginx", "wrk")
+    return [name for name in names if not shutil.which(name, path=TOOL_PATH)]
 
 
-def _try_install() -> None:
+def _try_install(h2: bool) -> None:
     """apt-get install what is missing, as root or through sudo; failures are only reported."""
     if not shutil.which("apt-get", path=TOOL_PATH):
         return
@@ -221,17 +241,17 @@ def _try_install() -> None:
     # nginx-light is the smallest build with the ssl module; newer Debian folds
     # it into "nginx", hence the fallback. A stale package index is the usual
     # reason for a first failure, so update once before trying again.
-    packages = {"nginx": ["nginx-light", "nginx"], "wrk": ["wrk"]}
+    packages = {"nginx": ["nginx-light", "nginx"], "wrk": ["wrk"], "h2load": ["nghttp2-client"]}
     for refresh in (False, True):
         if refresh:
             subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, check=False)
-        for tool in _missing_tools():
+        for tool in _missing_tools(h2):
             for package in packages[tool]:
                 print(f"installing {package} (apt-get)", file=sys.stderr)
                 cmd = [*sudo, "apt-get", "install", "-y", "-qq", package]
                 if subprocess.run(cmd, env=env, check=False).returncode == 0:
                     break
-        if not _missing_tools():
+        if not _missing_tools(h2):
             return
 
 
@@ -242,17 +262,21 @@ def _ingressd_binary() -> str | None:
     return shutil.which("ingressd")
 
 
-def find_tools() -> Tools:
-    """The tools the benchmark needs; print what is missing and exit 2 if any is."""
-    if _missing_tools():
-        _try_install()
-    missing = _missing_tools()
+def find_tools(h2: bool = False) -> Tools:
+    """The tools the benchmark needs; print what is missing and exit 2 if any is.
+    ``h2``: the h2 scenario runs, which needs h2load too."""
+    if _missing_tools(h2):
+        _try_install(h2)
+    missing = _missing_tools(h2)
     ingressd = _ingressd_binary()
     if ingressd is None:
         missing.append("ingressd (run: .venv/bin/pip install -e .)")
     if missing:
         print("missing prerequisites: " + ", ".join(missing), file=sys.stderr)
-        print("install them with: apt-get install -y nginx-light wrk", file=sys.stderr)
+        print(
+            "install them with: apt-get install -y nginx-light wrk nghttp2-client",
+            file=sys.stderr,
+        )
         sys.exit(2)
     assert ingressd is not None
     help_text = subprocess.run(
@@ -267,6 +291,7 @@ def find_tools() -> Tools:
         ingressd=ingressd,
         ingressd_has_workers="--workers" in help_text,
         ingressd_has_access_log="--access-log" in help_text,
+        h2load=shutil.which("h2load", path=TOOL_PATH),
     )
 
 
@@ -452,6 +477,124 @@ def run_wrk(
     return parse_wrk(out.stdout)
 
 
+# --- h2load ----------------------------------------------------------------------
+
+
+def parse_h2load(output: str, log_file: Path) -> WrkResult:
+    """h2load's summary, and p50/p99 from its per-request log (it prints no
+    percentiles): one line per request, "start_us<TAB>status<TAB>latency_us"."""
+    rps = re.search(r"^finished in [\d.]+\w+, ([\d.]+) req/s", output, re.MULTILINE)
+    done = re.search(
+        r"^requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        output,
+        re.MULTILINE,
+    )
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output, re.M)
+    if not rps or not done or not codes:
+        raise BenchError(f"cannot parse h2load output:\n{output}")
+    latencies = []
+    with log_file.open() as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) == 3:
+                latencies.append(int(parts[2]) / 1000)
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
+    failed, errored, timeout = (int(done.group(i)) for i in (4, 5, 6))
+    return WrkResult(
+        requests=int(done.group(3)),
+        rps=float(rps.group(1)),
+        p50_ms=pct(0.50) if latencies else float("nan"),
+        p99_ms=pct(0.99) if latencies else float("nan"),
+        socket_errors={"failed": failed, "errored": errored, "timeout": timeout},
+        non_2xx_3xx=int(codes.group(3)) + int(codes.group(4)),
+    )
+
+
+def run_h2load(
+    h2load: str, url: str, seconds: int, clients: int, streams: int, threads: int, host: str
+) -> WrkResult:
+    with tempfile.NamedTemporaryFile(prefix="h2load-", suffix=".log") as log:
+        cmd = [
+            h2load, "-D", str(seconds), "-c", str(clients), "-m", str(streams),
+            "-t", str(threads), "-H", f":authority: {host}", f"--log-file={log.name}", url,
+        ]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 60)
+        if out.returncode != 0:
+            raise BenchError(f"h2load failed ({out.returncode}): {out.stderr or out.stdout}")
+        if "Application protocol: h2" not in out.stdout:
+            raise BenchError(f"h2load did not get HTTP/2 (ALPN h2):\n{out.stdout}")
+        return parse_h2load(out.stdout, Path(log.name))
+
+
+def check_h2(h2load: str, port: int, scenario: Scenario) -> None:
+    """A few requests by hand over HTTP/2: ALPN h2, every one a 200."""
+    url = f"https://{LOOPBACK}:{port}{scenario.path}"
+    out = subprocess.run(
+        [h2load, "-n", "20", "-c", "1", "-m", "10", "-H", f":authority: {scenario.host}", url],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if "Application protocol: h2" not in out.stdout or "status codes: 20 2xx" not in out.stdout:
+        raise BenchError(f"HTTP/2 check against port {port} failed:\n{out.stdout}{out.stderr}")
+
+
+# --- memory per idle HTTP/2 connection ---------------------------------------------------
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def tree_rss_kib(root: int) -> int:
+    """Resident memory of ``root`` and its descendants, in KiB."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (st := _proc_stat(int(entry.name))) is not None:
+            children.setdefault(st[0], []).append(int(entry.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def idle_h2_kib(proc: subprocess.Popen[bytes], port: int, count: int) -> float:
+    """Open ``count`` HTTP/2 connections (TLS, ALPN h2, the preface and
+    SETTINGS, nothing more), let them settle, and return the proxy's resident
+    memory growth per connection, in KiB."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    before = tree_rss_kib(proc.pid)
+    socks: list[ssl.SSLSocket] = []
+    try:
+        for _ in range(count):
+            raw = socket.create_connection((LOOPBACK, port), timeout=5)
+            tls = ctx.wrap_socket(raw, server_hostname=HOST)
+            if tls.selected_alpn_protocol() != "h2":
+                raise BenchError(f"port {port} did not choose h2 by ALPN")
+            tls.sendall(H2_PREFACE)
+            tls.recv(65536)  # the server's SETTINGS
+            socks.append(tls)
+        time.sleep(1.0)
+        after = tree_rss_kib(proc.pid)
+    finally:
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+    return (after - before) / count
+
+
 # --- the origin and the two proxies ----------------------------------------------
 
 
@@ -492,12 +635,20 @@ def origin_conf(prefix: Path, port: int) -> str:
 
 
 def proxy_conf(
-    prefix: Path, workers: int, origin: int, http_port: int, https_port: int, tls: Path
+    prefix: Path,
+    workers: int,
+    origin: int,
+    http_port: int,
+    https_port: int,
+    tls: Path,
+    http2: bool = False,
 ) -> str:
     """nginx configured like ingress-nginx's server blocks: bench.local, and
     limits.local with the limit zones ingress-nginx writes for limit-rps and
     limit-connections (controller/template/template.go buildRateLimitZones and
-    buildRateLimit; the geo/map pair that exempts limit-allowlist from nginx.tmpl)."""
+    buildRateLimit; the geo/map pair that exempts limit-allowlist from nginx.tmpl).
+    ``http2``: the TLS listener speaks HTTP/2 too, as ingress-nginx's (use-http2)."""
+    h2 = " http2" if http2 else ""
     headers = "".join(
         f"            proxy_set_header {name} {value};\n"
         for name, value in (
@@ -527,7 +678,7 @@ def proxy_conf(
         return (
             "    server {\n"
             f"        listen {LOOPBACK}:{http_port} reuseport backlog=4096;\n"
-            f"        listen {LOOPBACK}:{https_port} ssl reuseport backlog=4096;\n"
+            f"        listen {LOOPBACK}:{https_port} ssl{h2} reuseport backlog=4096;\n"
             f"        server_name {host};\n"
             f"        ssl_certificate {tls}/tls.crt;\n"
             f"        ssl_certificate_key {tls}/tls.key;\n"
@@ -542,8 +693,11 @@ def proxy_conf(
         f"            limit_conn bench_limits_conn {LIMIT_CONNECTIONS};\n"
         f"            limit_req zone=bench_limits_rps burst={LIMIT_RPS * 5} nodelay;\n"
     )).replace(" reuseport backlog=4096", "")  # fmt: skip
+    # h2load does not reconnect after a GOAWAY: nginx must not end its
+    # connections after keepalive_requests (ingressd has no such count).
+    keepalive_requests = 10_000_000 if http2 else 10_000
     return _nginx_main(prefix, workers) + (
-        "    keepalive_requests 10000;\n"
+        f"    keepalive_requests {keepalive_requests};\n"
         "    ssl_session_cache shared:SSL:10m;\n"
         "    ssl_session_tickets on;\n"
         f"    upstream origin {{ server {LOOPBACK}:{origin}; keepalive 64; }}\n"
@@ -750,6 +904,8 @@ class Options:
     rounds: int
     connections: int
     threads: int
+    h2_clients: int = 10
+    h2_streams: int = 10
 
 
 @dataclass
@@ -766,7 +922,21 @@ def measure(
     scheme = "https" if scenario.tls else "http"
     url = f"{scheme}://{LOOPBACK}:{target.port}{scenario.path}"
     before = tree_cpu_seconds(target.proc.pid)
-    result = run_wrk(tools.wrk, url, opts.duration, opts.connections, opts.threads, scenario.host)
+    if scenario.client == "h2load":
+        assert tools.h2load is not None
+        result = run_h2load(
+            tools.h2load,
+            url,
+            opts.duration,
+            opts.h2_clients,
+            opts.h2_streams,
+            opts.threads,
+            scenario.host,
+        )
+    else:
+        result = run_wrk(
+            tools.wrk, url, opts.duration, opts.connections, opts.threads, scenario.host
+        )
     after = tree_cpu_seconds(target.proc.pid)
     if target.proc.poll() is not None:
         raise BenchError(
@@ -793,7 +963,14 @@ def run_scenario(
     with contextlib.ExitStack() as stack:
         ngx_ports, ing_ports = free_ports(2), free_ports(3)
         prefix = workdir / f"nginx-{scenario.name}"
-        conf = proxy_conf(prefix, scenario.workers, origin, *ngx_ports, workdir / "tls")
+        conf = proxy_conf(
+            prefix,
+            scenario.workers,
+            origin,
+            *ngx_ports,
+            workdir / "tls",
+            http2=scenario.client == "h2load",
+        )
         ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[0])
         ing = start_ingressd(stack, tools, workdir, ing_ports, ingressd_workers)
         port_index = 1 if scenario.tls else 0
@@ -801,9 +978,14 @@ def run_scenario(
             Target("nginx", ngx, ngx_ports[port_index], prefix / "error.log"),
             Target("ingressd", ing, ing_ports[port_index], ingressd_log(workdir, ing_ports)),
         ]
-        warm_up = Options(WARMUP_SECONDS, 1, opts.connections, opts.threads)
+        warm_up = Options(
+            WARMUP_SECONDS, 1, opts.connections, opts.threads, opts.h2_clients, opts.h2_streams
+        )
         for t in targets:
             check_proxy(t.proxy, t.port, scenario)
+            if scenario.client == "h2load":
+                assert tools.h2load is not None
+                check_h2(tools.h2load, t.port, scenario)
             measure(tools, t, scenario, warm_up)
         # A B A B ...: drift over time lands on both proxies alike.
         for rnd in range(1, opts.rounds + 1):
@@ -812,6 +994,14 @@ def run_scenario(
                 run = Run(t.proxy, rnd, wrk, cpu)
                 result.runs.append(run)
                 print_run(scenario, run, opts.rounds)
+        if scenario.client == "h2load":
+            for t in targets:
+                result.idle_kib[t.proxy] = idle_h2_kib(t.proc, t.port, IDLE_CONNECTIONS)
+                print(
+                    f"  idle HTTP/2 connections: {t.proxy:<8} "
+                    f"{result.idle_kib[t.proxy]:6.1f} KiB each ({IDLE_CONNECTIONS} open)",
+                    flush=True,
+                )
     return result
 
 
@@ -855,6 +1045,9 @@ def table(result: ScenarioResult) -> list[str]:
         f"{name:<9} {'ratio':<8} {r['rps']:>10.2f} {r['p50']:>8.2f}x {r['p99']:>8.2f}x "
         f"{r['cpu_us_per_request']:>10.2f}x"
     )
+    if result.idle_kib:
+        each = ", ".join(f"{p} {kib:.1f} KiB" for p, kib in result.idle_kib.items())
+        lines.append(f"{name:<9} memory per idle HTTP/2 connection: {each}")
     return lines
 
 
@@ -874,6 +1067,7 @@ def check_targets(results: dict[str, ScenarioResult]) -> list[TargetCheck]:
         ("http", "cpu_us/req <= 2x nginx", "cpu_us_per_request", lambda v: v <= 2.0),
         ("https", "req/s ratio >= 0.6", "rps", lambda v: v >= 0.6),
         ("allcores", "req/s ratio >= 0.6", "rps", lambda v: v >= 0.6),
+        ("h2", "req/s ratio >= 0.5", "rps", lambda v: v >= 0.5),
     ]
     checks = []
     for scenario, text, key, ok in specs:
@@ -922,6 +1116,7 @@ def to_json(
                 "loadavg": r.loadavg,
                 "summary": {p: asdict(r.summary(p)) for p in PROXIES},
                 "ratios": r.ratios(),
+                "idle_kib_per_h2_connection": r.idle_kib,
                 "runs": runs(r),
             }
             for name, r in results.items()
@@ -938,7 +1133,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=5, help="seconds per measured run (5)")
     p.add_argument("--rounds", type=int, default=3, help="nginx/ingressd pairs per scenario (3)")
     p.add_argument("--connections", type=int, default=50, help="wrk connections (50)")
-    p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    p.add_argument("--threads", type=int, default=1, help="wrk (and h2load) threads (1)")
+    p.add_argument("--h2-clients", type=int, default=10, help="h2load connections (10)")
+    p.add_argument(
+        "--h2-streams", type=int, default=10, help="h2load streams at once per connection (10)"
+    )
     p.add_argument(
         "--scenarios",
         default=",".join(SCENARIOS),
@@ -954,6 +1153,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scenarios = names
     if min(args.duration, args.rounds, args.threads) < 1 or args.connections < args.threads:
         p.error("duration, rounds and threads must be >= 1, and connections >= threads")
+    if min(args.h2_clients, args.h2_streams) < 1 or args.h2_clients < args.threads:
+        p.error("h2 clients and streams must be >= 1, and h2 clients >= threads")
     if args.connections >= LIMIT_CONNECTIONS and any(n.startswith("limits") for n in names):
         p.error(f"the limits scenarios allow fewer than {LIMIT_CONNECTIONS} connections")
     return args
@@ -985,8 +1186,15 @@ def bench(tools: Tools, opts: Options, names: list[str]) -> dict[str, ScenarioRe
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    opts = Options(args.duration, args.rounds, args.connections, args.threads)
-    tools = find_tools()
+    opts = Options(
+        args.duration,
+        args.rounds,
+        args.connections,
+        args.threads,
+        args.h2_clients,
+        args.h2_streams,
+    )
+    tools = find_tools(h2="h2" in args.scenarios)
     env = environment(tools)
     print(
         f"ingressd vs nginx on {LOOPBACK}: {env['cpu_count']} CPUs, load {' '.join(env['loadavg'])}"

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine, then runs it:
-# curl (the end-to-end tests drive ingressd with it), a virtualenv in .venv with
+# curl (the end-to-end tests drive ingressd with it), nghttp and h2load
+# (Debian's nghttp2-client: the HTTP/2 tests), a virtualenv in .venv with
 # ingressd (compiled) and its test extras, then ruff and pytest: all tests on
 # the compiled build, the unit tests on pure Python too. Extra arguments go to
 # both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v curl >/dev/null 2>&1; then
-  echo "installing curl (apt-get)" >&2
+MISSING=""
+command -v curl >/dev/null 2>&1 || MISSING="$MISSING curl"
+{ command -v nghttp && command -v h2load; } >/dev/null 2>&1 || MISSING="$MISSING nghttp2-client"
+if [ -n "$MISSING" ]; then
+  echo "installing$MISSING (apt-get)" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq curl >/dev/null
+  # shellcheck disable=SC2086 # one word per package
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -223,12 +223,24 @@ def self_signed(
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    """A server SSLContext with ingressd's defaults for one certificate."""
+# ALPN offers, in preference order: HTTP/2 first, as nginx's "listen ... ssl
+# http2" (ingress-nginx's use-http2), unless turned off (--no-http2).
+ALPN_H2 = ("h2", "http/1.1")
+ALPN_H1 = ("http/1.1",)
+
+
+def server_context(
+    cert_pem: bytes, key_pem: bytes, alpn: tuple[str, ...] = ALPN_H1
+) -> ssl.SSLContext:
+    """A server SSLContext with ingressd's defaults for one certificate.
+
+    TLS 1.2+ with ECDHE and AEAD ciphers only: what HTTP/2 requires too
+    (RFC 9113 9.2), so a client offering h2 is never refused over its cipher.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     load_key_pair(ctx, cert_pem, key_pem)
     return ctx
@@ -263,12 +275,19 @@ class CertificateSelector:
     Secret reuses the context (and its session-ticket keys).
     """
 
-    def __init__(self, table: Callable[[], RouteTable], default: tuple[bytes, bytes]) -> None:
+    def __init__(
+        self,
+        table: Callable[[], RouteTable],
+        default: tuple[bytes, bytes],
+        http2: bool = True,
+    ) -> None:
         self._table = table
         self._contexts: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
+        # Every context offers the same: the one SNI picks negotiates ALPN.
+        self._alpn = ALPN_H2 if http2 else ALPN_H1
         # The listener's context: it holds the generated certificate and runs
         # the SNI callback for every handshake.
-        self.default_context = server_context(*default)
+        self.default_context = server_context(*default, alpn=self._alpn)
         self.default_context.sni_callback = self._sni
         self._fallback: ssl.SSLContext | None = None  # --default-certificate, when valid
 
@@ -280,7 +299,7 @@ class CertificateSelector:
         key = (cert.cert_pem, cert.key_pem)
         ctx = self._contexts.get(key)
         if ctx is None:
-            ctx = server_context(cert.cert_pem, cert.key_pem)
+            ctx = server_context(cert.cert_pem, cert.key_pem, alpn=self._alpn)
             # Read back per connection (served_names) to hold requests to the
             # names this certificate covers.
             ctx.ingressd_names = cert.dns_names  # type: ignore[attr-defined]

@@ -12,18 +12,17 @@ latter costs several times more CPU per proxied request (see the README).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 
 import httptools
 
-from ..model.policy import IPNetwork
 from ..policy.limits import Slot
-from ..policy.tls import served_names
 from . import http
+from .client_h2 import H2ClientConnection
 from .exchange import PAUSE_PIPELINE, Exchange
+from .peer import peer_of
 from .state import ProxyState
 from .streams import ClientStream, Connection, Outgoing, Tunnel
 
@@ -117,28 +116,20 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
     # -- connection lifetime --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.tls and _negotiated_h2(transport):
+            # The client chose HTTP/2 by ALPN: the connection is the HTTP/2
+            # protocol's from its first byte (this object is dropped).
+            h2 = H2ClientConnection(self.state)
+            transport.set_protocol(h2)
+            h2.connection_made(transport)
+            return
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0] if peer else ""
-        sock = transport.get_extra_info("sockname")
-        self.server_port = str(sock[1]).encode() if sock else b""
-        if self.tls:
-            self.tls_names = served_names(transport)
-        trusted = self.state.settings.trusted_proxies
-        self.trusted = bool(trusted) and _in_networks(self.client_ip, trusted)
-        scheme = b"https" if self.tls else b"http"
-        # X-Scheme as ingress-nginx sets it (nginx.tmpl: $pass_access_scheme).
-        self.forwarded_tail = (
-            b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b\r\nX-Scheme: %b"
-            % (
-                self.server_port,
-                scheme,
-                scheme,
-            )
-        )
-        if not self.trusted:
-            # X-Real-IP is the peer for every request of the connection.
-            self.forwarded_tail += b"\r\nX-Real-IP: " + self.client_ip.encode()
+        peer = peer_of(transport, self.tls, self.state.settings.trusted_proxies)
+        self.client_ip = peer.client_ip
+        self.server_port = peer.server_port
+        self.tls_names = peer.tls_names
+        self.trusted = peer.trusted
+        self.forwarded_tail = peer.forwarded_tail
         state = self.state
         if len(state.connections) >= state.settings.max_connections and not state.make_room():
             self._refuse()
@@ -585,12 +576,9 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         self.transport.resume_reading()  # type: ignore[union-attr]
 
 
-def _in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
+def _negotiated_h2(transport: asyncio.BaseTransport) -> bool:
+    sslobj = transport.get_extra_info("ssl_object")
+    return sslobj is not None and sslobj.selected_alpn_protocol() == "h2"
 
 
 class _Reject(Exception):

@@ -41,3 +41,21 @@ class ProxySettings:
     max_connections: int = 16384
     # "json", "plain" or "off" (the command line's default is json)
     access_log: str = "off"
+    # HTTP/2 on the TLS port, offered by ALPN before http/1.1 (ingress-nginx's
+    # use-http2, on by default; --no-http2).
+    http2: bool = True
+    # Streams a client may have open at once: more are refused (REFUSED_STREAM),
+    # nginx's http2_max_concurrent_streams.
+    http2_max_concurrent_streams: int = 128
+    # The decoded request header list (HPACK), as nginx bounds it by
+    # large_client_header_buffers (4 x 8k): past it, GOAWAY ENHANCE_YOUR_CALM.
+    http2_max_header_list_size: int = 32 * 1024
+    # Streams a client may reset before their response ended, per 10 s (rapid
+    # reset, CVE-2023-44487); more: GOAWAY ENHANCE_YOUR_CALM. 0: no limit.
+    http2_max_resets: int = 200
+    # PING, SETTINGS, PRIORITY, empty DATA and unknown frames a client may send
+    # per 10 s; more: GOAWAY ENHANCE_YOUR_CALM. 0: no limit.
+    http2_max_control_frames: int = 1000
+    # nginx's send_timeout: an HTTP/2 stream (or connection) whose client takes
+    # nothing of the response this long (a closed flow-control window) is reset.
+    client_send_timeout: float = 60.0

@@ -1,0 +1,57 @@
+"""What a client connection knows of its peer and socket, the same for every
+request it carries, whatever its protocol (HTTP/1.1 or HTTP/2)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass
+
+from ..model.policy import IPNetwork
+from ..policy.tls import served_names
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    client_ip: str  # the peer's address
+    server_port: bytes  # the port the client connected to
+    tls_names: tuple[str, ...] | None  # of the certificate served; None: plain HTTP
+    trusted: bool  # the peer is a --trusted-proxies address: its X-Forwarded-For names the client
+    # X-Forwarded-Port, X-Forwarded-Proto, X-Scheme and, for an untrusted peer,
+    # X-Real-IP, serialised once as HTTP/1.1 header lines ("\r\nName: value" each).
+    forwarded_tail: bytes
+
+
+def peer_of(
+    transport: asyncio.BaseTransport, tls: bool, trusted_proxies: tuple[IPNetwork, ...]
+) -> Peer:
+    peer = transport.get_extra_info("peername")
+    client_ip = peer[0] if peer else ""
+    sock = transport.get_extra_info("sockname")
+    server_port = str(sock[1]).encode() if sock else b""
+    trusted = bool(trusted_proxies) and in_networks(client_ip, trusted_proxies)
+    scheme = b"https" if tls else b"http"
+    # X-Scheme as ingress-nginx sets it (nginx.tmpl: $pass_access_scheme).
+    tail = b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b\r\nX-Scheme: %b" % (
+        server_port,
+        scheme,
+        scheme,
+    )
+    if not trusted:
+        # X-Real-IP is the peer for every request of the connection.
+        tail += b"\r\nX-Real-IP: " + client_ip.encode()
+    return Peer(
+        client_ip=client_ip,
+        server_port=server_port,
+        tls_names=served_names(transport) if tls else None,
+        trusted=trusted,
+        forwarded_tail=tail,
+    )
+
+
+def in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
