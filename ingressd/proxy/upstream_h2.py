@@ -241,7 +241,8 @@ class H2Connection(asyncio.Protocol):
         if not self.ready.done():
             reason = f": {exc}" if exc else ""
             exc = UpstreamProtocolError(
-                f"the upstream closed the connection before its HTTP/2 settings{reason}"
+                "the upstream does not speak HTTP/2: it closed the connection without "
+                f"sending its settings{reason}"
             )
         self._fail(exc or ConnectionResetError("the upstream closed the connection"))
 
