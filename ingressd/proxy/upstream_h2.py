@@ -132,7 +132,7 @@ def _state_machine() -> h2.connection.H2ConnectionStateMachine:
         table = dict(machine._transitions)
         table[(states.CLIENT_OPEN, inputs.RECV_GOAWAY)] = (None, states.CLIENT_OPEN)
         _GOAWAY_TOLERANT = table  # type: ignore[assignment]
-    machine._transitions = _GOAWAY_TOLERANT  # type: ignore[assignment,misc]
+    machine._transitions = _GOAWAY_TOLERANT  # type: ignore[assignment]
     return machine
 
 
@@ -277,21 +277,21 @@ class H2Connection(asyncio.Protocol):
         for event in events:
             if isinstance(event, h2.events.DataReceived):
                 self._unacked += event.flow_controlled_length
-                stream = streams.get(event.stream_id)  # type: ignore[arg-type]
+                stream = streams.get(event.stream_id)
                 if stream is not None:
                     stream.on_data(event.data or b"", event.flow_controlled_length)
             elif isinstance(event, h2.events.ResponseReceived):
-                stream = streams.get(event.stream_id)  # type: ignore[arg-type]
+                stream = streams.get(event.stream_id)
                 if stream is not None:
-                    stream.on_head(event.headers or [])  # type: ignore[arg-type]
+                    stream.on_head(event.headers or [])
             elif isinstance(event, h2.events.StreamEnded):
-                stream = streams.get(event.stream_id)  # type: ignore[arg-type]
+                stream = streams.get(event.stream_id)
                 if stream is not None:
                     stream.on_end()
             elif isinstance(event, h2.events.TrailersReceived):
-                stream = streams.get(event.stream_id)  # type: ignore[arg-type]
+                stream = streams.get(event.stream_id)
                 if stream is not None:
-                    stream.on_trailers(event.headers or [])  # type: ignore[arg-type]
+                    stream.on_trailers(event.headers or [])
             elif isinstance(event, h2.events.WindowUpdated):
                 if event.stream_id:
                     stream = streams.get(event.stream_id)
@@ -301,13 +301,13 @@ class H2Connection(asyncio.Protocol):
                     for stream in list(streams.values()):
                         stream.pump()
             elif isinstance(event, h2.events.StreamReset):
-                stream = streams.get(event.stream_id)  # type: ignore[arg-type]
+                stream = streams.get(event.stream_id)
                 if stream is not None:
-                    stream.on_reset(event.error_code, event.remote_reset)  # type: ignore[arg-type]
+                    stream.on_reset(event.error_code, event.remote_reset)
             elif isinstance(event, h2.events.InformationalResponseReceived):
-                stream = streams.get(event.stream_id)  # type: ignore[arg-type]
+                stream = streams.get(event.stream_id)
                 if stream is not None:
-                    stream.on_interim(event.headers or [])  # type: ignore[arg-type]
+                    stream.on_interim(event.headers or [])
             elif isinstance(event, h2.events.RemoteSettingsChanged):
                 self._on_settings(event)
             elif isinstance(event, h2.events.ConnectionTerminated):
