@@ -509,6 +509,7 @@ class H2Stream(UpstreamStream):
         status = _status(headers)
         if owner is not None and status is not None:
             owner.on_response_head(status, b"", [], False, None)
+            self.conn.touched.append((self, owner))
 
     def on_head(self, headers: http.Headers) -> None:
         owner = self.owner
@@ -539,6 +540,10 @@ class H2Stream(UpstreamStream):
         # Without a Content-Length the body ends with the stream: chunked, to an
         # HTTP/1.1 client.
         owner.on_response_head(status, b"", fields, length is None, length)
+        if self.owner is owner:
+            # Flushed at the end of the read, unless the stream ends in it too
+            # (a Trailers-Only response goes as one piece).
+            self.conn.touched.append((self, owner))
 
     def on_data(self, data: bytes, flow_length: int) -> None:
         owner = self.owner

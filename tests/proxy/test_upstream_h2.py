@@ -402,6 +402,19 @@ async def test_a_call_with_trailers() -> None:
         assert req.body == b"\x00\x00\x00\x00\x02hi" and req.ended
 
 
+async def test_a_head_reaches_the_client_before_any_message() -> None:
+    def head_only(conn: ServerConn, stream_id: int, req: Request) -> None:
+        conn.respond(stream_id, end=False)  # initial metadata; messages come later
+
+    async with served(H2Server(head_only)) as (server, pool):
+        sink = Sink(ep(server))
+        await sink.start(pool)
+        await until(lambda: sink.status == 200, "the head")
+        # Written to the client at once, not held until a message comes.
+        await until(lambda: sink.client.flushes, "the head's flush")
+        assert sink.ended is None
+
+
 async def test_a_trailers_only_response() -> None:
     def trailers_only(conn: ServerConn, stream_id: int, req: Request) -> None:
         conn.respond(stream_id, headers=[(b"grpc-status", b"12")])
