@@ -99,6 +99,19 @@ class EchoService:
     def __init__(self, seen: Seen) -> None:
         self.seen = seen
 
+    def _watch(self, context: grpc.ServicerContext, method: str) -> list[bool]:
+        """Record the call as cancelled if it ends before the handler says it is
+        done (appends to the list returned): whether grpcio cancels it while the
+        handler waits or while it sends, the call's end is seen."""
+        done: list[bool] = []
+
+        def ended() -> None:
+            if not done:
+                self.seen.cancel(method)
+
+        context.add_callback(ended)
+        return done
+
     def _metadata(self, context: grpc.ServicerContext) -> None:
         self.seen.record(context)
         context.send_initial_metadata((("x-init", "yes"),))
@@ -106,8 +119,10 @@ class EchoService:
 
     def unary(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self.seen.record(context)
+        done = self._watch(context, "Unary")
         context.set_trailing_metadata((("x-trail", "done"), ("x-trail-bin", b"\x00\xff")))
         answer = self._answer(request, context)
+        done.append(True)
         # The head goes with the answer, not before: a slow call sends nothing
         # until it is done.
         context.send_initial_metadata((("x-init", "yes"),))
@@ -123,7 +138,7 @@ class EchoService:
             context.abort(status, message.decode())
         if command == b"sleep":
             if not _wait_while_active(context, float(arg)):
-                self.seen.cancel("Unary")
+                context.abort(grpc.StatusCode.CANCELLED, "cancelled")
             return b"slept"
         if command == b"big":
             return b"b" * int(arg)
@@ -134,12 +149,13 @@ class EchoService:
 
     def server_stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         self._metadata(context)
+        done = self._watch(context, "ServerStream")
         count, size, delay = request.split(b":")
         for i in range(int(count)):
             if i and float(delay) and not _wait_while_active(context, float(delay)):
-                self.seen.cancel("ServerStream")
                 return
             yield (b"%d:" % i).ljust(int(size), b"s")
+        done.append(True)
 
     def client_stream(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
         self._metadata(context)
@@ -153,12 +169,10 @@ class EchoService:
 
     def bidi(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         self._metadata(context)
-        try:
-            for message in requests:
-                yield b"re:" + message
-        except Exception:
-            self.seen.cancel("Bidi")
-            raise
+        done = self._watch(context, "Bidi")
+        for message in requests:
+            yield b"re:" + message
+        done.append(True)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(

@@ -883,16 +883,24 @@ class Exchange(Outgoing):
         headers: http.Headers | tuple[tuple[bytes, bytes], ...],
         code: int | None,
     ) -> None:
-        """A gRPC answer: 200, ``application/grpc``, the status in the head and
-        no body (gRPC's Trailers-Only: the client side sends a head followed
-        by its end as one HEADERS frame)."""
+        """A gRPC answer: 200, ``application/grpc``, no message, the status in
+        trailers: what a gRPC server answers, in a form every client side can
+        frame (an HTTP/2 client side may send it as one HEADERS frame:
+        gRPC's Trailers-Only). HTTP/1.0, which has no trailers, gets the
+        status in the head."""
         message = body.strip() or f"{status} {HTTPStatus(status).phrase}"
         if location is not None:
             message += f" (Location: {location})"
-        extra = [(name.lower(), value) for name, value in headers]
-        head = grpc.trailers_only(grpc.status_for(status) if code is None else code, message, extra)
-        self.client.response_head(self, 200, b"", head, False, b"0")
-        self.client.response_end(self, None)
+        grpc_status = grpc.status_for(status) if code is None else code
+        head = [(b"content-type", grpc.CONTENT_TYPE), *((n.lower(), v) for n, v in headers)]
+        trailers = grpc.status_fields(grpc_status, message)
+        client = self.client
+        if self.http10:
+            client.response_head(self, 200, b"", head + trailers, False, b"0")
+            client.response_end(self, None)
+        else:
+            client.response_head(self, 200, b"", head, True, None)
+            client.response_end(self, trailers)
 
     def _finish(self) -> None:
         if not self.logged:

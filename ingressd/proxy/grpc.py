@@ -5,8 +5,7 @@ A gRPC client reads the status of a call from ``grpc-status`` and
 its application as a vague transport error. So when ingressd answers a gRPC
 request itself (no route, no endpoint, an upstream down or too slow, auth,
 limits…), it answers as a gRPC server would: HTTP 200, ``content-type:
-application/grpc``, no body, and the status in the head (gRPC's
-"Trailers-Only" response).
+application/grpc``, no message, and the status in the trailers.
 
 The status comes from the HTTP status ingressd meant, by gRPC's own table
 (grpc/grpc doc/http-grpc-status-mapping.md), except that ingressd's
@@ -76,13 +75,6 @@ def encode_message(text: str) -> bytes:
     return bytes(out)
 
 
-def trailers_only(code: int, message: str, extra: Headers | None = None) -> Headers:
-    """The head of a Trailers-Only answer with ``code`` and ``message``."""
-    head = [
-        (b"content-type", CONTENT_TYPE),
-        (b"grpc-status", b"%d" % code),
-        (b"grpc-message", encode_message(message)),
-    ]
-    if extra:
-        head += extra
-    return head
+def status_fields(code: int, message: str) -> Headers:
+    """``grpc-status`` and ``grpc-message``: the trailers of an answer made here."""
+    return [(b"grpc-status", b"%d" % code), (b"grpc-message", encode_message(message))]

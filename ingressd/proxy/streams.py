@@ -93,13 +93,7 @@ class ClientStream:
         length: bytes | None,
     ) -> None:
         """The response's status and headers (hop-by-hop ones removed already);
-        ``chunked``/``length``: how the upstream framed the body.
-
-        A head followed by ``response_end`` with no body in between (and no
-        ``flush``) is a whole response of its own: over HTTP/2 it is one
-        HEADERS frame that ends the stream. gRPC calls for that form
-        (Trailers-Only), both from an upstream and in ingressd's own gRPC
-        answers (``Exchange.respond``)."""
+        ``chunked``/``length``: how the upstream framed the body."""
         raise NotImplementedError
 
     def response_body(self, ex: Outgoing, data: bytes) -> None:

@@ -46,7 +46,7 @@ import h2.settings
 
 from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
-from . import http
+from . import grpc, http
 from .settings import DEFAULT_HEAD_LIMIT
 from .streams import Outgoing, UpstreamStream
 from .upstream_h1 import PoolKey, UpstreamHeadTooLarge, pool_key
@@ -283,7 +283,7 @@ class H2Connection(asyncio.Protocol):
             elif isinstance(event, h2.events.ResponseReceived):
                 stream = streams.get(event.stream_id)
                 if stream is not None:
-                    stream.on_head(event.headers or [])
+                    stream.on_head(event.headers or [], event.stream_ended is not None)
             elif isinstance(event, h2.events.StreamEnded):
                 stream = streams.get(event.stream_id)
                 if stream is not None:
@@ -511,7 +511,9 @@ class H2Stream(UpstreamStream):
             owner.on_response_head(status, b"", [], False, None)
             self.conn.touched.append((self, owner))
 
-    def on_head(self, headers: http.Headers) -> None:
+    def on_head(self, headers: http.Headers, ended: bool = False) -> None:
+        """The response's head; ``ended``: it is the whole response (its
+        HEADERS frame ended the stream)."""
         owner = self.owner
         if owner is None:
             return
@@ -537,6 +539,8 @@ class H2Stream(UpstreamStream):
             return
         self.head_seen = True
         fields, _, length = http.split_response([h for h in headers if h[0][:1] != b":"])
+        if ended and status == 200:
+            fields = self._trailers_only(fields)
         # Without a Content-Length the body ends with the stream: chunked, to an
         # HTTP/1.1 client.
         owner.on_response_head(status, b"", fields, length is None, length)
@@ -544,6 +548,27 @@ class H2Stream(UpstreamStream):
             # Flushed at the end of the read, unless the stream ends in it too
             # (a Trailers-Only response goes as one piece).
             self.conn.touched.append((self, owner))
+
+    def _trailers_only(self, fields: http.Headers) -> http.Headers:
+        """A gRPC Trailers-Only response (one HEADERS frame: the status and the
+        trailing metadata, no message) is passed on as a head with its
+        content-type and the rest as trailers of an empty body: a response
+        every gRPC client reads the same, whatever the client side's framing
+        (an HTTP/2 head and an empty end would lose the status; HTTP/1.1
+        gets chunked trailers)."""
+        grpc_status = False
+        content_type: list[tuple[bytes, bytes]] = []
+        rest: list[tuple[bytes, bytes]] = []
+        for field in fields:
+            if field[0] == b"content-type":
+                content_type.append(field)
+            else:
+                grpc_status = grpc_status or field[0] == b"grpc-status"
+                rest.append(field)
+        if not grpc_status or not content_type or not grpc.is_grpc(content_type):
+            return fields  # not gRPC: as it came
+        self.trailers = rest
+        return content_type
 
     def on_data(self, data: bytes, flow_length: int) -> None:
         owner = self.owner

@@ -63,11 +63,8 @@ def test_grpc_message_is_percent_encoded_and_bounded() -> None:
     assert len(grpc.encode_message("x" * 10_000)) == grpc.MAX_MESSAGE
 
 
-def test_a_trailers_only_head() -> None:
-    head = grpc.trailers_only(14, "down", [(b"www-authenticate", b"Basic")])
-    assert head == [
-        (b"content-type", b"application/grpc"),
+def test_the_status_fields() -> None:
+    assert grpc.status_fields(14, "down 100%") == [
         (b"grpc-status", b"14"),
-        (b"grpc-message", b"down"),
-        (b"www-authenticate", b"Basic"),
+        (b"grpc-message", b"down 100%25"),
     ]

@@ -415,16 +415,35 @@ async def test_a_head_reaches_the_client_before_any_message() -> None:
         assert sink.ended is None
 
 
-async def test_a_trailers_only_response() -> None:
+async def test_a_trailers_only_response_becomes_an_empty_one_with_trailers() -> None:
     def trailers_only(conn: ServerConn, stream_id: int, req: Request) -> None:
-        conn.respond(stream_id, headers=[(b"grpc-status", b"12")])
+        fields = [(b"grpc-status", b"12"), (b"grpc-message", b"no"), (b"x-md", b"1")]
+        conn.respond(stream_id, headers=fields)
 
     async with served(H2Server(trailers_only)) as (server, pool):
         sink = Sink(ep(server))
         await sink.start(pool)
         await until(lambda: sink.ended is not None, "the response")
-        assert (b"grpc-status", b"12") in sink.head
-        assert (sink.body, sink.trailers) == (b"", None)
+        # One HEADERS frame that ended the stream: the content-type heads an
+        # empty response, the status and metadata are its trailers.
+        assert (sink.status, sink.head, sink.body) == (
+            200,
+            [(b"content-type", b"application/grpc")],
+            b"",
+        )
+        assert sink.trailers == [(b"grpc-status", b"12"), (b"grpc-message", b"no"), (b"x-md", b"1")]
+
+
+async def test_a_bodiless_response_that_is_not_grpc_comes_as_it_is() -> None:
+    def plain(conn: ServerConn, stream_id: int, req: Request) -> None:
+        conn.h2.send_headers(stream_id, [(b":status", b"200"), (b"x-a", b"1")], end_stream=True)
+        conn.flush()
+
+    async with served(H2Server(plain)) as (server, pool):
+        sink = Sink(ep(server))
+        await sink.start(pool)
+        await until(lambda: sink.ended is not None, "the response")
+        assert (sink.head, sink.trailers) == ([(b"x-a", b"1")], None)
 
 
 async def test_a_head_over_proxy_buffer_size_is_refused() -> None:
