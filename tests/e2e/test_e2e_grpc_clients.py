@@ -180,7 +180,7 @@ def test_deadline_exceeded(setup: Setup) -> None:
         setup.unary("grpc.test", b"sleep:3", timeout=0.3)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     remaining = setup.main.seen.deadlines[-1]
-    assert remaining is not None and remaining <= 0.3  # grpc-timeout reached the backend
+    assert remaining is not None and 0 < remaining <= 0.31  # grpc-timeout reached the backend
 
 
 def test_cancellation_reaches_the_backend(setup: Setup) -> None:
