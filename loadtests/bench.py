@@ -10,10 +10,12 @@ processes, and the ingressd/nginx ratios, then a PASS/FAIL block for the
 performance targets.
 
     .venv/bin/python loadtests/bench.py [--duration S] [--rounds N] [--connections C]
-        [--threads T] [--scenarios http,https,body64k,allcores,limits,limitsall] [--json FILE]
+        [--threads T] [--scenarios http,https,body64k,allcores,limits,limitsall,grpc]
+        [--json FILE]
 
-Needs nginx and wrk (Debian packages nginx-light or nginx, and wrk); exits 2
-when they are missing and cannot be installed.
+Needs nginx and wrk (Debian packages nginx-light or nginx, and wrk), and for
+the grpc scenario h2load (nghttp2-client); exits 2 when they are missing and
+cannot be installed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+
+import grpc_scenario
 
 from ingressd.policy.tls import self_signed
 
@@ -77,6 +81,8 @@ class Scenario:
     tls: bool
     workers: int
     host: str = HOST
+    # The load generator: wrk (HTTP/1.1), or h2load making gRPC calls (grpc_scenario.py).
+    client: str = "wrk"
 
     @property
     def expected_body(self) -> bytes:
@@ -113,6 +119,17 @@ SCENARIOS = {
             os.cpu_count() or 1,
             LIMITS_HOST,
         ),
+        Scenario(
+            "grpc",
+            "gRPC unary calls over HTTP/2 (TLS, ALPN h2) to a GRPC route (nginx: grpc_pass), "
+            f"h2load {grpc_scenario.CLIENTS} connections x {grpc_scenario.STREAMS} streams, "
+            "1 worker each",
+            grpc_scenario.GRPC_PATH,
+            True,
+            1,
+            grpc_scenario.GRPC_HOST,
+            client="h2load-grpc",
+        ),
     )
 }
 
@@ -125,6 +142,7 @@ class Tools:
     ingressd: str
     ingressd_has_workers: bool
     ingressd_has_access_log: bool = False  # --access-log (off here, as nginx's access_log off)
+    h2load: str | None = None  # the grpc scenario's load generator
 
 
 @dataclass
@@ -176,6 +194,9 @@ class ScenarioResult:
 
     def summary(self, proxy: str) -> Summary:
         runs = [r for r in self.runs if r.proxy == proxy]
+        if not runs:  # not measured (the note says why)
+            nan = float("nan")
+            return Summary(rps=nan, p50_ms=nan, p99_ms=nan, cpu_us_per_request=nan, errors=0)
         return Summary(
             rps=statistics.median(r.wrk.rps for r in runs),
             p50_ms=statistics.median(r.wrk.p50_ms for r in runs),
@@ -206,11 +227,12 @@ def _ratio(a: float, b: float) -> float:
 # --- prerequisites ---------------------------------------------------------------
 
 
-def _missing_tools() -> list[str]:
-    return [name for name in ("nginx", "wrk") if not shutil.which(name, path=TOOL_PATH)]
+def _missing_tools(h2load: bool = False) -> list[str]:
+    names = ("nginx", "wrk", "h2load") if h2load else ("nginx", "wrk")
+    return [name for name in names if not shutil.which(name, path=TOOL_PATH)]
 
 
-def _try_install() -> None:
+def _try_install(h2load: bool = False) -> None:
     """apt-get install what is missing, as root or through sudo; failures are only reported."""
     if not shutil.which("apt-get", path=TOOL_PATH):
         return
@@ -221,17 +243,17 @@ def _try_install() -> None:
     # nginx-light is the smallest build with the ssl module; newer Debian folds
     # it into "nginx", hence the fallback. A stale package index is the usual
     # reason for a first failure, so update once before trying again.
-    packages = {"nginx": ["nginx-light", "nginx"], "wrk": ["wrk"]}
+    packages = {"nginx": ["nginx-light", "nginx"], "wrk": ["wrk"], "h2load": ["nghttp2-client"]}
     for refresh in (False, True):
         if refresh:
             subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, check=False)
-        for tool in _missing_tools():
+        for tool in _missing_tools(h2load):
             for package in packages[tool]:
                 print(f"installing {package} (apt-get)", file=sys.stderr)
                 cmd = [*sudo, "apt-get", "install", "-y", "-qq", package]
                 if subprocess.run(cmd, env=env, check=False).returncode == 0:
                     break
-        if not _missing_tools():
+        if not _missing_tools(h2load):
             return
 
 
@@ -242,17 +264,21 @@ def _ingressd_binary() -> str | None:
     return shutil.which("ingressd")
 
 
-def find_tools() -> Tools:
-    """The tools the benchmark needs; print what is missing and exit 2 if any is."""
-    if _missing_tools():
-        _try_install()
-    missing = _missing_tools()
+def find_tools(h2load: bool = False) -> Tools:
+    """The tools the benchmark needs; print what is missing and exit 2 if any is.
+    ``h2load``: the grpc scenario runs, which needs it too."""
+    if _missing_tools(h2load):
+        _try_install(h2load)
+    missing = _missing_tools(h2load)
     ingressd = _ingressd_binary()
     if ingressd is None:
         missing.append("ingressd (run: .venv/bin/pip install -e .)")
     if missing:
         print("missing prerequisites: " + ", ".join(missing), file=sys.stderr)
-        print("install them with: apt-get install -y nginx-light wrk", file=sys.stderr)
+        print(
+            "install them with: apt-get install -y nginx-light wrk nghttp2-client",
+            file=sys.stderr,
+        )
         sys.exit(2)
     assert ingressd is not None
     help_text = subprocess.run(
@@ -267,6 +293,7 @@ def find_tools() -> Tools:
         ingressd=ingressd,
         ingressd_has_workers="--workers" in help_text,
         ingressd_has_access_log="--access-log" in help_text,
+        h2load=shutil.which("h2load", path=TOOL_PATH),
     )
 
 
@@ -578,7 +605,7 @@ def start_nginx(
 
 
 def write_certificate(directory: Path) -> tuple[bytes, bytes]:
-    cert, key = self_signed(common_name=HOST, dns_names=(HOST,), days=30)
+    cert, key = self_signed(common_name=HOST, dns_names=(HOST, grpc_scenario.GRPC_HOST), days=30)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "tls.crt").write_bytes(cert)
     (directory / "tls.key").write_bytes(key)
@@ -730,9 +757,26 @@ def fetch(port: int, path: str, tls: bool, host: str = HOST) -> tuple[int, bytes
         conn.close()
 
 
-def check_proxy(name: str, port: int, scenario: Scenario) -> None:
+def offers_h2(port: int) -> bool:
+    """Whether the TLS listener on ``port`` agrees to HTTP/2 by ALPN."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=grpc_scenario.GRPC_HOST) as tls,
+    ):
+        return tls.selected_alpn_protocol() == "h2"
+
+
+def check_proxy(name: str, port: int, scenario: Scenario, cert: bytes = b"") -> None:
     """One request by hand: wrk counts 3xx as success and never looks at bodies,
     so a redirect or a wrong route would otherwise pass for a fast proxy."""
+    if scenario.client == "h2load-grpc":
+        if (problem := grpc_scenario.check(port, cert)) is not None:
+            raise BenchError(f"{name}: a gRPC call to {scenario.path} failed: {problem}")
+        return
     status, body = fetch(port, scenario.path, scenario.tls, scenario.host)
     if status != 200 or body != scenario.expected_body:
         raise BenchError(
@@ -766,7 +810,16 @@ def measure(
     scheme = "https" if scenario.tls else "http"
     url = f"{scheme}://{LOOPBACK}:{target.port}{scenario.path}"
     before = tree_cpu_seconds(target.proc.pid)
-    result = run_wrk(tools.wrk, url, opts.duration, opts.connections, opts.threads, scenario.host)
+    if scenario.client == "h2load-grpc":
+        assert tools.h2load is not None
+        try:
+            result = WrkResult(**grpc_scenario.run_h2load(tools.h2load, target.port, opts.duration))
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from exc
+    else:
+        result = run_wrk(
+            tools.wrk, url, opts.duration, opts.connections, opts.threads, scenario.host
+        )
     after = tree_cpu_seconds(target.proc.pid)
     if target.proc.poll() is not None:
         raise BenchError(
@@ -776,7 +829,13 @@ def measure(
 
 
 def run_scenario(
-    tools: Tools, workdir: Path, origin: int, scenario: Scenario, opts: Options
+    tools: Tools,
+    workdir: Path,
+    origin: int,
+    scenario: Scenario,
+    opts: Options,
+    grpc_origin: int = 0,
+    cert: bytes = b"",
 ) -> ScenarioResult:
     ingressd_workers = scenario.workers if tools.ingressd_has_workers else 1
     result = ScenarioResult(scenario, {"nginx": scenario.workers, "ingressd": ingressd_workers}, [])
@@ -793,17 +852,28 @@ def run_scenario(
     with contextlib.ExitStack() as stack:
         ngx_ports, ing_ports = free_ports(2), free_ports(3)
         prefix = workdir / f"nginx-{scenario.name}"
-        conf = proxy_conf(prefix, scenario.workers, origin, *ngx_ports, workdir / "tls")
-        ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[0])
+        if scenario.client == "h2load-grpc":
+            # Its own server block on the TLS port, with http2 (grpc_scenario.py).
+            main = _nginx_main(prefix, scenario.workers)
+            conf = grpc_scenario.proxy_conf(main, grpc_origin, ngx_ports[1], workdir / "tls")
+            ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[1])
+        else:
+            conf = proxy_conf(prefix, scenario.workers, origin, *ngx_ports, workdir / "tls")
+            ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[0])
         ing = start_ingressd(stack, tools, workdir, ing_ports, ingressd_workers)
         port_index = 1 if scenario.tls else 0
         targets = [
             Target("nginx", ngx, ngx_ports[port_index], prefix / "error.log"),
             Target("ingressd", ing, ing_ports[port_index], ingressd_log(workdir, ing_ports)),
         ]
+        if scenario.client == "h2load-grpc" and not offers_h2(ing_ports[1]):
+            note = "ingressd does not offer HTTP/2 to clients (ALPN h2): only nginx measured"
+            result.notes.append(note)
+            print(f"note: {note}")
+            targets = targets[:1]
         warm_up = Options(WARMUP_SECONDS, 1, opts.connections, opts.threads)
         for t in targets:
-            check_proxy(t.proxy, t.port, scenario)
+            check_proxy(t.proxy, t.port, scenario, cert)
             measure(tools, t, scenario, warm_up)
         # A B A B ...: drift over time lands on both proxies alike.
         for rnd in range(1, opts.rounds + 1):
@@ -975,18 +1045,29 @@ def bench(tools: Tools, opts: Options, names: list[str]) -> dict[str, ScenarioRe
         (origin / "www").mkdir(parents=True)
         (origin / "www" / "64k").write_bytes(BIG_BODY)
         start_nginx(stack, tools, origin, origin_conf(origin, origin_port), origin_port)
+        objects = manifests(origin_port, cert, key)
+        grpc_origin = 0
+        if any(SCENARIOS[n].client == "h2load-grpc" for n in names):
+            # The gRPC origin: nginx over h2c answering as a gRPC server (grpc_scenario.py).
+            grpc_origin = free_ports(1)[0]
+            prefix = workdir / "grpc-origin"
+            conf = grpc_scenario.origin_conf(_nginx_main(prefix, 1), prefix, grpc_origin)
+            start_nginx(stack, tools, prefix, conf, grpc_origin)
+            objects.update(grpc_scenario.manifests(grpc_origin))
         (workdir / "manifests").mkdir()
-        for name, obj in manifests(origin_port, cert, key).items():
+        for name, obj in objects.items():
             (workdir / "manifests" / f"{name}.json").write_text(json.dumps(obj, indent=2))
         for name in names:
-            results[name] = run_scenario(tools, workdir, origin_port, SCENARIOS[name], opts)
+            results[name] = run_scenario(
+                tools, workdir, origin_port, SCENARIOS[name], opts, grpc_origin, cert
+            )
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     opts = Options(args.duration, args.rounds, args.connections, args.threads)
-    tools = find_tools()
+    tools = find_tools(h2load=any(SCENARIOS[n].client != "wrk" for n in args.scenarios))
     env = environment(tools)
     print(
         f"ingressd vs nginx on {LOOPBACK}: {env['cpu_count']} CPUs, load {' '.join(env['loadavg'])}"
