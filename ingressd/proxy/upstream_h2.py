@@ -94,8 +94,10 @@ _GOAWAY_TOLERANT: dict[object, object] | None = None
 _CONFIG = h2.config.H2Configuration(
     client_side=True,
     header_encoding=None,
-    validate_outbound_headers=True,
-    normalize_outbound_headers=False,  # names are lowercased here, values come validated
+    # What is sent is made here: names lowercased, values from the client's
+    # request, which its own protocol's parser has validated (no CR, LF, NUL).
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
     validate_inbound_headers=True,
 )
 
@@ -172,6 +174,7 @@ class H2Connection(asyncio.Protocol):
         # Resolved by the upstream's first SETTINGS (or failed by an error).
         self.ready: asyncio.Future[None] = self.loop.create_future()
         self.touched: list[tuple[H2Stream, Outgoing]] = []  # streams with data this read
+        self._flush_soon = False  # a flush is scheduled
 
     # -- state ----------------------------------------------------------------------
 
@@ -202,6 +205,15 @@ class H2Connection(asyncio.Protocol):
                 self.pool.idle(self)
 
     def write(self) -> None:
+        """Send what h2 has made, soon: what every stream of the connection
+        makes in one turn of the loop goes in one write (one syscall)."""
+        if not self._flush_soon:
+            self._flush_soon = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send what h2 has made, now."""
+        self._flush_soon = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -212,7 +224,7 @@ class H2Connection(asyncio.Protocol):
             return
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.close_connection()
-            self.write()
+            self.flush()
         self._fail(ConnectionResetError("the connection to the upstream was closed"))
 
     def _fail(self, exc: Exception) -> None:
@@ -235,7 +247,7 @@ class H2Connection(asyncio.Protocol):
         self.h2.initiate_connection()
         # The connection window is not a setting: it is opened by WINDOW_UPDATE.
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        self.write()
+        self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
@@ -265,7 +277,7 @@ class H2Connection(asyncio.Protocol):
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             log.warning("upstream %s broke HTTP/2: %s", self.endpoint, exc)
-            self.write()  # h2's GOAWAY, if it made one
+            self.flush()  # h2's GOAWAY, if it made one
             failure = (
                 InvalidUpstreamResponse(f"the upstream broke HTTP/2: {exc}")
                 if self.ready.done()
@@ -315,7 +327,7 @@ class H2Connection(asyncio.Protocol):
         if self.closed:
             return
         self._reopen_windows()
-        self.write()
+        self.flush()
 
     def _reopen_windows(self) -> None:
         """Give back the window of what this read passed on, and flush the clients."""
