@@ -169,7 +169,7 @@ class H2Connection(asyncio.Protocol):
         self.goaway = False  # the upstream said GOAWAY: no new streams
         self.closed = False
         self.write_paused = False
-        self.idle_since = 0.0
+        self.idle_since = self.loop.time()
         self._unacked = 0  # connection window consumed, not reopened yet
         # Resolved by the upstream's first SETTINGS (or failed by an error).
         self.ready: asyncio.Future[None] = self.loop.create_future()
@@ -336,6 +336,7 @@ class H2Connection(asyncio.Protocol):
             self._unacked = 0
         touched, self.touched = self.touched, []
         for stream, owner in touched:
+            stream.touched = False
             if stream.owner is owner:
                 stream.reopen(WINDOW_STEP)
                 owner.client.flush()
@@ -388,6 +389,7 @@ class H2Stream(UpstreamStream):
         self.sent_end = False
         self.ended = False  # the upstream ended its side
         self.told_paused = False
+        self.touched = False  # in the connection's list for the end of this read
         self.trailers: http.Headers | None = None
         self.trailers_over = False
 
@@ -521,7 +523,7 @@ class H2Stream(UpstreamStream):
         status = _status(headers)
         if owner is not None and status is not None:
             owner.on_response_head(status, b"", [], False, None)
-            self.conn.touched.append((self, owner))
+            self._touch(owner)
 
     def on_head(self, headers: http.Headers, ended: bool = False) -> None:
         """The response's head; ``ended``: it is the whole response (its
@@ -559,7 +561,7 @@ class H2Stream(UpstreamStream):
         if self.owner is owner:
             # Flushed at the end of the read, unless the stream ends in it too
             # (a Trailers-Only response goes as one piece).
-            self.conn.touched.append((self, owner))
+            self._touch(owner)
 
     def _trailers_only(self, fields: http.Headers) -> http.Headers:
         """A gRPC Trailers-Only response (one HEADERS frame: the status and the
@@ -590,6 +592,12 @@ class H2Stream(UpstreamStream):
         if data:
             owner.on_response_body(data)
         if self.owner is owner:
+            self._touch(owner)
+
+    def _touch(self, owner: Outgoing) -> None:
+        """Flush this stream's client, and reopen its window, at the end of the read."""
+        if not self.touched:
+            self.touched = True
             self.conn.touched.append((self, owner))
 
     def on_trailers(self, headers: http.Headers) -> None:
@@ -808,6 +816,9 @@ class H2Pool:
         conn = task.result()
         if not conn.closed and not conn.goaway:
             self._conns.setdefault(key, []).append(conn)
+            # Reaped like any idle connection should no waiter take a stream on
+            # it (they all gave up meanwhile).
+            self.idle(conn)
 
     async def _open(
         self, key: PoolKey, endpoint: Endpoint, tls: UpstreamTLS | None, timeout: float

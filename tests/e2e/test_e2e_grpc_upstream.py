@@ -16,9 +16,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import h2.errors
 import pytest
-from e2e_helpers import LOCALHOST, Ingressd, free_port, wait_for
+from e2e_helpers import LOCALHOST, BackgroundLoop, Ingressd, free_port, wait_for
 from grpc_helpers import GrpcBackend, GrpcProcess, H1Call, h1_call
+from h2_server import H2Server, Request, ServerConn
 from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service
 from upstream_certs import issue, secret
 
@@ -313,6 +315,42 @@ def test_a_backend_that_dies_mid_stream_cuts_the_response(setup: Setup) -> None:
     finally:
         backend.kill()
         setup.proxy.update({"dying.yaml": None})
+
+
+def test_a_refused_stream_is_sent_again(setup: Setup, upstream_loop: BackgroundLoop) -> None:
+    # REFUSED_STREAM: the upstream did not process the call, so ingressd sends
+    # it again on another stream, POST as it is, and the client never knows.
+    seen: list[int] = []
+
+    def refuse_first(conn: ServerConn, stream_id: int, req: Request) -> None:
+        seen.append(stream_id)
+        if len(seen) == 1:
+            conn.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            conn.flush()
+            return
+        conn.respond(stream_id, req.body, [(b"grpc-status", b"0")])
+
+    server = upstream_loop.run(H2Server(refuse_first).start())
+    try:
+        setup.proxy.update(
+            {
+                "refusing.yaml": [
+                    service("refusing"),
+                    endpoint_slice("refusing", [LOCALHOST], server.port),
+                    grpc_ingress("refusing", "refusing.test", "refusing"),
+                ]
+            }
+        )
+        # Until the route is live, ingressd answers 404 as UNIMPLEMENTED (12).
+        r = wait_for(
+            lambda: (r := setup.call("refusing.test", "Unary", [b"again"])).grpc_status != 12 and r,
+            5,
+            what="the refusing.test route",
+        )
+        assert (r.grpc_status, r.messages, len(seen)) == (0, [b"again"], 2)
+    finally:
+        setup.proxy.update({"refusing.yaml": None})
+        upstream_loop.run(server.close())
 
 
 def test_a_graceful_restart_lets_calls_under_way_finish(setup: Setup) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +21,7 @@ import h2.errors
 import h2.events
 import h2.settings
 import pytest
+from h2_server import H2Server, Request, ServerConn, echo
 from hyperframe.frame import GoAwayFrame
 from upstream_certs import issue, tls_server
 
@@ -44,152 +43,6 @@ from ingressd.proxy.upstream_h2 import (
 
 LOCALHOST = "127.0.0.1"
 WAIT = 5.0  # every wait in these tests is bounded by this
-
-
-# -- the server ------------------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    headers: Headers
-    body: bytes = b""
-    ended: bool = False
-    reset: int | None = None  # the error code of the client's RST_STREAM
-
-
-@dataclass
-class ServerConn:
-    """One client connection to the test server, and what it received."""
-
-    h2: h2.connection.H2Connection
-    writer: asyncio.StreamWriter
-    requests: dict[int, Request] = field(default_factory=dict)
-    closed: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data and not self.closed:
-            self.writer.write(data)
-
-    def respond(
-        self,
-        stream_id: int,
-        body: bytes = b"",
-        trailers: Headers | None = None,
-        headers: Headers | None = None,
-        end: bool = True,
-    ) -> None:
-        head = [(b":status", b"200"), (b"content-type", b"application/grpc"), *(headers or [])]
-        self.h2.send_headers(stream_id, head, end_stream=end and not body and not trailers)
-        if body:
-            self.send(stream_id, body, end=end and not trailers)
-        if trailers:
-            self.h2.send_headers(stream_id, trailers, end_stream=True)
-        self.flush()
-
-    def send(self, stream_id: int, data: bytes, end: bool = False) -> None:
-        """As much of ``data`` as the windows allow (the rest is dropped: tests size it)."""
-        size = self.h2.max_outbound_frame_size
-        while data:
-            room = min(self.h2.local_flow_control_window(stream_id), size)
-            if room <= 0:
-                break
-            self.h2.send_data(stream_id, data[:room])
-            data = data[room:]
-        if end and not data:
-            self.h2.end_stream(stream_id)
-        self.flush()
-
-
-Handler = Callable[[ServerConn, int, Request], None]
-
-
-def echo(conn: ServerConn, stream_id: int, req: Request) -> None:
-    conn.respond(stream_id, req.body, [(b"grpc-status", b"0"), (b"x-trail", b"t")])
-
-
-class H2Server:
-    """An HTTP/2 server (prior knowledge) on 127.0.0.1; ``handler`` answers
-    each request once it has ended; ``settings`` are announced at start;
-    ``auto_ack``: give back the window of request bodies as they come."""
-
-    def __init__(
-        self,
-        handler: Handler | None = echo,
-        settings: dict[int, int] | None = None,
-        auto_ack: bool = True,
-        on_headers: Handler | None = None,
-    ) -> None:
-        self.handler = handler
-        self.on_headers = on_headers
-        self.settings = settings or {}
-        self.auto_ack = auto_ack
-        self.conns: list[ServerConn] = []
-        self.changed = asyncio.Event()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self.ssl: ssl.SSLContext | None = None
-        self.alpn: list[str | None] = []
-
-    async def start(self, ssl_context: ssl.SSLContext | None = None) -> H2Server:
-        self.ssl = ssl_context
-        self._server = await asyncio.start_server(self._serve, LOCALHOST, 0, ssl=ssl_context)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for conn in self.conns:
-                conn.closed = True
-                conn.writer.close()
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ssl_object = writer.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self.alpn.append(ssl_object.selected_alpn_protocol())
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        conn = ServerConn(h2.connection.H2Connection(config=config), writer)
-        conn.h2.local_settings = h2.settings.Settings(client=False, initial_values=self.settings)
-        self.conns.append(conn)
-        conn.h2.initiate_connection()
-        conn.flush()
-        try:
-            while not conn.closed:
-                data = await asyncio.wait_for(reader.read(65536), 30)
-                if not data:
-                    break
-                for event in conn.h2.receive_data(data):
-                    self._event(conn, event)
-                conn.flush()
-                conn.changed.set()
-                self.changed.set()
-        except (OSError, TimeoutError, h2.exceptions.ProtocolError):
-            pass
-        finally:
-            conn.closed = True
-            conn.changed.set()
-            self.changed.set()
-            writer.close()
-
-    def _event(self, conn: ServerConn, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.RequestReceived):
-            req = conn.requests[event.stream_id] = Request(list(event.headers))
-            if self.on_headers is not None:
-                self.on_headers(conn, event.stream_id, req)
-        elif isinstance(event, h2.events.DataReceived):
-            conn.requests[event.stream_id].body += event.data
-            if self.auto_ack:
-                conn.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-        elif isinstance(event, h2.events.StreamEnded):
-            req = conn.requests[event.stream_id]
-            req.ended = True
-            if self.handler is not None:
-                self.handler(conn, event.stream_id, req)
-        elif isinstance(event, h2.events.StreamReset) and event.stream_id in conn.requests:
-            conn.requests[event.stream_id].reset = event.error_code
 
 
 async def until(predicate: Callable[[], Any], what: str) -> Any:
@@ -591,6 +444,17 @@ async def test_idle_connections_are_closed_after_the_idle_timeout() -> None:
         await sink.start(pool)
         await until(lambda: sink.ended is not None, "the response")
         assert pool.connection_count() == 1
+        await until(lambda: server.conns[0].closed, "the idle connection's close")
+        assert pool.connection_count() == 0
+
+
+async def test_a_connection_nobody_waits_for_any_more_is_reaped_too() -> None:
+    async with served(H2Server(), idle_timeout=0.2) as (server, pool):
+        waiter = asyncio.ensure_future(pool.connect(ep(server), 2.0))
+        await asyncio.sleep(0)
+        waiter.cancel()  # its client went away while the connection was being made
+        await until(lambda: server.conns, "the connection")
+        await until(lambda: pool.connection_count() == 1, "the pooled connection")
         await until(lambda: server.conns[0].closed, "the idle connection's close")
         assert pool.connection_count() == 0
 
