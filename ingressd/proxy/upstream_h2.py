@@ -273,6 +273,8 @@ class H2Connection(asyncio.Protocol):
         self.write()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return  # what arrives after our GOAWAY, before the close: nobody reads it
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
