@@ -94,6 +94,7 @@ async def serve_proxy(
         for conn in list(state.connections):
             conn.transport.abort()  # type: ignore[union-attr]
         state.pool.close()
+        state.h2_pool.close()
         await state.auth.close()
         await asyncio.sleep(0)  # aborted connections report their last requests
         if state.access_log is not None:

@@ -10,11 +10,11 @@ processes, and the ingressd/nginx ratios, then a PASS/FAIL block for the
 performance targets.
 
     .venv/bin/python loadtests/bench.py [--duration S] [--rounds N] [--connections C]
-        [--threads T] [--scenarios http,https,body64k,allcores,limits,limitsall,h2]
+        [--threads T] [--scenarios http,https,body64k,allcores,limits,limitsall,h2,grpc]
         [--h2-clients C] [--h2-streams M] [--json FILE]
 
 Needs nginx and wrk (Debian packages nginx-light or nginx, and wrk), and for
-the h2 scenario h2load (nghttp2-client); exits 2 when they are missing and
+the h2 and grpc scenarios h2load (nghttp2-client); exits 2 when they are missing and
 cannot be installed.
 """
 
@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+
+import grpc_scenario
 
 from ingressd.policy.tls import self_signed
 
@@ -79,7 +81,8 @@ class Scenario:
     tls: bool
     workers: int
     host: str = HOST
-    # The load generator: wrk (HTTP/1.1) or h2load (HTTP/2 by ALPN h2).
+    # The load generator: wrk (HTTP/1.1), h2load (HTTP/2 by ALPN h2), or h2load
+    # making gRPC calls (h2load-grpc, grpc_scenario.py).
     client: str = "wrk"
 
     @property
@@ -126,6 +129,17 @@ SCENARIOS = {
             1,
             client="h2load",
         ),
+        Scenario(
+            "grpc",
+            "gRPC unary calls over HTTP/2 (TLS, ALPN h2) to a GRPC route (nginx: grpc_pass), "
+            f"h2load {grpc_scenario.CLIENTS} connections x {grpc_scenario.STREAMS} streams, "
+            "1 worker each",
+            grpc_scenario.GRPC_PATH,
+            True,
+            1,
+            grpc_scenario.GRPC_HOST,
+            client="h2load-grpc",
+        ),
     )
 }
 # Idle HTTP/2 connections opened to each proxy to measure its memory per
@@ -141,7 +155,7 @@ class Tools:
     ingressd: str
     ingressd_has_workers: bool
     ingressd_has_access_log: bool = False  # --access-log (off here, as nginx's access_log off)
-    h2load: str | None = None
+    h2load: str | None = None  # the h2 and grpc scenarios' load generator
 
 
 @dataclass
@@ -195,6 +209,9 @@ class ScenarioResult:
 
     def summary(self, proxy: str) -> Summary:
         runs = [r for r in self.runs if r.proxy == proxy]
+        if not runs:  # not measured (the note says why)
+            nan = float("nan")
+            return Summary(rps=nan, p50_ms=nan, p99_ms=nan, cpu_us_per_request=nan, errors=0)
         return Summary(
             rps=statistics.median(r.wrk.rps for r in runs),
             p50_ms=statistics.median(r.wrk.p50_ms for r in runs),
@@ -732,7 +749,7 @@ def start_nginx(
 
 
 def write_certificate(directory: Path) -> tuple[bytes, bytes]:
-    cert, key = self_signed(common_name=HOST, dns_names=(HOST,), days=30)
+    cert, key = self_signed(common_name=HOST, dns_names=(HOST, grpc_scenario.GRPC_HOST), days=30)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "tls.crt").write_bytes(cert)
     (directory / "tls.key").write_bytes(key)
@@ -884,9 +901,26 @@ def fetch(port: int, path: str, tls: bool, host: str = HOST) -> tuple[int, bytes
         conn.close()
 
 
-def check_proxy(name: str, port: int, scenario: Scenario) -> None:
+def offers_h2(port: int) -> bool:
+    """Whether the TLS listener on ``port`` agrees to HTTP/2 by ALPN."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=grpc_scenario.GRPC_HOST) as tls,
+    ):
+        return tls.selected_alpn_protocol() == "h2"
+
+
+def check_proxy(name: str, port: int, scenario: Scenario, cert: bytes = b"") -> None:
     """One request by hand: wrk counts 3xx as success and never looks at bodies,
     so a redirect or a wrong route would otherwise pass for a fast proxy."""
+    if scenario.client == "h2load-grpc":
+        if (problem := grpc_scenario.check(port, cert)) is not None:
+            raise BenchError(f"{name}: a gRPC call to {scenario.path} failed: {problem}")
+        return
     status, body = fetch(port, scenario.path, scenario.tls, scenario.host)
     if status != 200 or body != scenario.expected_body:
         raise BenchError(
@@ -933,6 +967,12 @@ def measure(
             opts.threads,
             scenario.host,
         )
+    elif scenario.client == "h2load-grpc":
+        assert tools.h2load is not None
+        try:
+            result = WrkResult(**grpc_scenario.run_h2load(tools.h2load, target.port, opts.duration))
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from exc
     else:
         result = run_wrk(
             tools.wrk, url, opts.duration, opts.connections, opts.threads, scenario.host
@@ -946,7 +986,13 @@ def measure(
 
 
 def run_scenario(
-    tools: Tools, workdir: Path, origin: int, scenario: Scenario, opts: Options
+    tools: Tools,
+    workdir: Path,
+    origin: int,
+    scenario: Scenario,
+    opts: Options,
+    grpc_origin: int = 0,
+    cert: bytes = b"",
 ) -> ScenarioResult:
     ingressd_workers = scenario.workers if tools.ingressd_has_workers else 1
     result = ScenarioResult(scenario, {"nginx": scenario.workers, "ingressd": ingressd_workers}, [])
@@ -963,26 +1009,37 @@ def run_scenario(
     with contextlib.ExitStack() as stack:
         ngx_ports, ing_ports = free_ports(2), free_ports(3)
         prefix = workdir / f"nginx-{scenario.name}"
-        conf = proxy_conf(
-            prefix,
-            scenario.workers,
-            origin,
-            *ngx_ports,
-            workdir / "tls",
-            http2=scenario.client == "h2load",
-        )
-        ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[0])
+        if scenario.client == "h2load-grpc":
+            # Its own server block on the TLS port, with http2 (grpc_scenario.py).
+            main = _nginx_main(prefix, scenario.workers)
+            conf = grpc_scenario.proxy_conf(main, grpc_origin, ngx_ports[1], workdir / "tls")
+            ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[1])
+        else:
+            conf = proxy_conf(
+                prefix,
+                scenario.workers,
+                origin,
+                *ngx_ports,
+                workdir / "tls",
+                http2=scenario.client == "h2load",
+            )
+            ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[0])
         ing = start_ingressd(stack, tools, workdir, ing_ports, ingressd_workers)
         port_index = 1 if scenario.tls else 0
         targets = [
             Target("nginx", ngx, ngx_ports[port_index], prefix / "error.log"),
             Target("ingressd", ing, ing_ports[port_index], ingressd_log(workdir, ing_ports)),
         ]
+        if scenario.client == "h2load-grpc" and not offers_h2(ing_ports[1]):
+            note = "ingressd does not offer HTTP/2 to clients (ALPN h2): only nginx measured"
+            result.notes.append(note)
+            print(f"note: {note}")
+            targets = targets[:1]
         warm_up = Options(
             WARMUP_SECONDS, 1, opts.connections, opts.threads, opts.h2_clients, opts.h2_streams
         )
         for t in targets:
-            check_proxy(t.proxy, t.port, scenario)
+            check_proxy(t.proxy, t.port, scenario, cert)
             if scenario.client == "h2load":
                 assert tools.h2load is not None
                 check_h2(tools.h2load, t.port, scenario)
@@ -1176,11 +1233,22 @@ def bench(tools: Tools, opts: Options, names: list[str]) -> dict[str, ScenarioRe
         (origin / "www").mkdir(parents=True)
         (origin / "www" / "64k").write_bytes(BIG_BODY)
         start_nginx(stack, tools, origin, origin_conf(origin, origin_port), origin_port)
+        objects = manifests(origin_port, cert, key)
+        grpc_origin = 0
+        if any(SCENARIOS[n].client == "h2load-grpc" for n in names):
+            # The gRPC origin: nginx over h2c answering as a gRPC server (grpc_scenario.py).
+            grpc_origin = free_ports(1)[0]
+            prefix = workdir / "grpc-origin"
+            conf = grpc_scenario.origin_conf(_nginx_main(prefix, 1), prefix, grpc_origin)
+            start_nginx(stack, tools, prefix, conf, grpc_origin)
+            objects.update(grpc_scenario.manifests(grpc_origin))
         (workdir / "manifests").mkdir()
-        for name, obj in manifests(origin_port, cert, key).items():
+        for name, obj in objects.items():
             (workdir / "manifests" / f"{name}.json").write_text(json.dumps(obj, indent=2))
         for name in names:
-            results[name] = run_scenario(tools, workdir, origin_port, SCENARIOS[name], opts)
+            results[name] = run_scenario(
+                tools, workdir, origin_port, SCENARIOS[name], opts, grpc_origin, cert
+            )
     return results
 
 
@@ -1194,7 +1262,7 @@ def main(argv: list[str] | None = None) -> int:
         args.h2_clients,
         args.h2_streams,
     )
-    tools = find_tools(h2="h2" in args.scenarios)
+    tools = find_tools(h2=any(SCENARIOS[n].client != "wrk" for n in args.scenarios))
     env = environment(tools)
     print(
         f"ingressd vs nginx on {LOOPBACK}: {env['cpu_count']} CPUs, load {' '.join(env['loadavg'])}"

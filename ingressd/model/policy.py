@@ -293,11 +293,12 @@ class RoutePolicy:
     auth: AuthRef | None = None
     basic_auth: BasicAuth | None = None
     external_auth: ExternalAuth | None = None  # auth-url: a subrequest decides (policy/ext_auth.py)
-    # How the upstream is spoken to (policy/upstream_tls.py): HTTP, HTTPS, or AUTO_HTTP
-    # (TLS when the client's request came over TLS); other protocols fail closed.
+    # How the upstream is spoken to (policy/upstream_tls.py): HTTP, HTTPS, AUTO_HTTP
+    # (TLS when the client's request came over TLS), GRPC (HTTP/2 cleartext) or
+    # GRPCS (HTTP/2 over TLS); FCGI and AJP fail closed.
     backend_protocol: str = "HTTP"
     proxy_ssl: ProxySSL | None = None  # proxy-ssl-* as annotated; needs proxy-ssl-secret
-    upstream_tls: UpstreamTLS | None = None  # resolved by the builder for HTTPS/AUTO_HTTP
+    upstream_tls: UpstreamTLS | None = None  # resolved by the builder for HTTPS/AUTO_HTTP/GRPCS
     service_upstream: bool = False  # one endpoint: the Service's ClusterIP and port
     # Limits; None: the proxy-wide setting
     proxy_body_size: int | None = None  # bytes, 0 = unlimited

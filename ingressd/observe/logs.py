@@ -69,3 +69,7 @@ def configure(level: str | int, fmt: str = "text", worker: int | None = None) ->
     if isinstance(level, str):
         level = level.upper()
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # The HTTP/2 libraries log every frame and header field at DEBUG: a line
+    # per field of every request, more than --log-level debug is for.
+    for chatty in ("hpack", "h2"):
+        logging.getLogger(chatty).setLevel(logging.INFO)

@@ -382,7 +382,7 @@ class UnsupportedValue(AnnotationError):
 
 
 def parse_backend_protocol(value: str) -> str:
-    """HTTP, HTTPS or AUTO_HTTP, any case; ingress-nginx's other protocols are not spoken."""
+    """HTTP, HTTPS, AUTO_HTTP, GRPC or GRPCS, any case; FCGI and AJP are not spoken."""
     v = value.strip().upper()
     if v not in PROTOCOLS:
         raise AnnotationError(

@@ -1,4 +1,4 @@
-"""TLS to upstreams: ``backend-protocol: HTTPS``/``AUTO_HTTP`` and ``proxy-ssl-*``.
+"""TLS to upstreams: ``backend-protocol: HTTPS``/``AUTO_HTTP``/``GRPCS`` and ``proxy-ssl-*``.
 
 The builder resolves an Ingress's ``proxy-ssl-secret`` from the snapshot and
 turns it, with the other ``proxy-ssl-*`` annotations, into an ``UpstreamTLS``
@@ -16,6 +16,10 @@ As in ingress-nginx:
 * SNI is sent only with ``proxy-ssl-server-name: "on"``;
 * a ``proxy-ssl-secret`` that is missing, unreadable or in another namespace
   denies the Ingress's locations: its routes answer 503.
+
+``GRPCS`` is TLS offering ALPN ``h2`` (nginx's ``grpc_pass grpcs://``), with the
+same ``proxy-ssl-*`` handling: its contexts are made apart from HTTP/1.1 ones,
+which offer no ALPN, so neither is handed out for the other.
 
 Python cannot check a name other than the SNI it sends, nor limit the chain
 depth, inside the handshake: with verification on, the context verifies the
@@ -45,10 +49,14 @@ if TYPE_CHECKING:
     from ..model.objects import Snapshot
     from ..model.policy import RoutePolicy
 
-# ingress-nginx's values of backend-protocol; the last four are not spoken by ingressd.
+# ingress-nginx's values of backend-protocol; the last two are not spoken by ingressd.
 PROTOCOLS = ("HTTP", "HTTPS", "AUTO_HTTP", "GRPC", "GRPCS", "FCGI", "AJP")
-UNSUPPORTED_PROTOCOLS = frozenset({"GRPC", "GRPCS", "FCGI", "AJP"})
-TLS_PROTOCOLS = frozenset({"HTTPS", "AUTO_HTTP"})
+UNSUPPORTED_PROTOCOLS = frozenset({"FCGI", "AJP"})
+TLS_PROTOCOLS = frozenset({"HTTPS", "AUTO_HTTP", "GRPCS"})
+# Spoken over HTTP/2 (proxy/upstream_h2.py): GRPC as h2c with prior knowledge,
+# GRPCS as TLS with ALPN h2.
+H2_PROTOCOLS = frozenset({"GRPC", "GRPCS"})
+H2_ALPN = ("h2",)
 
 
 class UpstreamTLSError(ssl.SSLError):
@@ -224,14 +232,23 @@ def _cached(key: tuple[Any, ...], make: Any) -> Any:
     return value
 
 
-def _context(material: SecretMaterial | None, verify: bool) -> ssl.SSLContext:
+def _context(
+    material: SecretMaterial | None, verify: bool, alpn: tuple[str, ...] = ()
+) -> ssl.SSLContext:
     digest = material.digest if material is not None else ""
-    return _cached(("context", digest, verify), lambda: _make_context(material, verify))
+    return _cached(("context", digest, verify, alpn), lambda: _make_context(material, verify, alpn))
 
 
-def _make_context(material: SecretMaterial | None, verify: bool) -> ssl.SSLContext:
+def _make_context(
+    material: SecretMaterial | None, verify: bool, alpn: tuple[str, ...] = ()
+) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if alpn:
+        # GRPCS: nginx's grpc_pass grpcs:// offers h2 by ALPN; gRPC servers
+        # refuse a handshake without it. HTTP/1.1 contexts offer nothing, as
+        # nginx's proxy_pass https:// does.
+        ctx.set_alpn_protocols(list(alpn))
     # The name is checked by check_peer: it need not be the SNI sent.
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -257,18 +274,21 @@ def _load_pair(ctx: ssl.SSLContext, cert: bytes, key: bytes, name: str) -> None:
         ) from exc
 
 
-def upstream_tls(material: SecretMaterial | None, ref: ProxySSL | None) -> UpstreamTLS:
-    """The UpstreamTLS for a Secret (or none: no verification, no client certificate)."""
+def upstream_tls(
+    material: SecretMaterial | None, ref: ProxySSL | None, alpn: tuple[str, ...] = ()
+) -> UpstreamTLS:
+    """The UpstreamTLS for a Secret (or none: no verification, no client
+    certificate); ``alpn``: the protocols offered (``H2_ALPN`` for GRPCS)."""
     verify = bool(ref is not None and ref.verify and material is not None and material.ca)
     depth = ref.verify_depth if ref is not None else 1
     name = ref.name if ref is not None else None
     sni = bool(ref is not None and ref.server_name)
     digest = material.digest if material is not None else ""
-    key = (digest, verify, depth if verify else 0, name if (verify or sni) else None, sni)
+    key = (digest, verify, depth if verify else 0, name if (verify or sni) else None, sni, alpn)
     return _cached(
         ("upstream", *key),
         lambda: UpstreamTLS(
-            context=_context(material, verify),
+            context=_context(material, verify, alpn),
             verify=verify,
             verify_depth=depth,
             name=name,
@@ -286,13 +306,14 @@ def resolve(snap: Snapshot, namespace: str, policy: RoutePolicy) -> tuple[RouteP
     """
     ref = policy.proxy_ssl
     wants_tls = policy.backend_protocol in TLS_PROTOCOLS
+    alpn = H2_ALPN if policy.backend_protocol == "GRPCS" else ()
     if ref is None:
         if not wants_tls:
             return policy, []
-        return replace(policy, upstream_tls=upstream_tls(None, None)), []
+        return replace(policy, upstream_tls=upstream_tls(None, None, alpn)), []
     try:
         material = _secret_for(snap, namespace, ref)
-        tls = upstream_tls(material, ref)
+        tls = upstream_tls(material, ref, alpn)
     except TLSError as exc:
         reason = f"proxy-ssl-secret: {exc}"
         if policy.fail_closed is None:
@@ -302,7 +323,8 @@ def resolve(snap: Snapshot, namespace: str, policy: RoutePolicy) -> tuple[RouteP
     if not wants_tls:
         messages.append(
             f"proxy-ssl-secret has no effect with backend-protocol {policy.backend_protocol} "
-            "(ingress-nginx ignores it too): set HTTPS or AUTO_HTTP to use TLS to the upstream"
+            "(ingress-nginx ignores it too): set HTTPS, AUTO_HTTP or GRPCS to use TLS to the "
+            "upstream"
         )
         return policy, messages
     if material.ca is None and ref.verify:

@@ -27,12 +27,14 @@ from ..policy import ext_auth
 from ..policy.cors import HEADER_NAMES as CORS_HEADERS
 from ..policy.limits import Slot
 from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
+from ..policy.upstream_tls import H2_PROTOCOLS
 from ..policy.upstream_tls import describe_error as describe_tls_error
 from ..routing.decide import Forward, RequestHead, Respond, decide, retarget
-from . import http
+from . import grpc, http
 from .state import ProxyState, new_request_id
 from .streams import ClientStream, Outgoing, UpstreamStream
 from .upstream_h1 import UpstreamHeadTooLarge
+from .upstream_h2 import InvalidUpstreamResponse, StreamRefused
 
 log = logging.getLogger("ingressd.proxy")
 
@@ -287,6 +289,15 @@ class Exchange(Outgoing):
             return
         self.read_timeout = policy.proxy_read_timeout or settings.read_timeout
         self.send_timeout = policy.proxy_send_timeout or settings.send_timeout
+        if self.upgrade and policy.backend_protocol in H2_PROTOCOLS:
+            # HTTP/2 to the upstream has no Upgrade (and ingressd no extended
+            # CONNECT): nginx's grpc_pass fails such a request too.
+            self.respond(
+                502,
+                f"502 Bad Gateway: backend-protocol {policy.backend_protocol} cannot carry "
+                "an Upgrade (WebSocket) request\n",
+            )
+            return
         self.upgrading = self.upgrade
         if policy.external_auth is not None:
             # The body waits in _body_buf (reading pauses when it grows) until
@@ -309,7 +320,11 @@ class Exchange(Outgoing):
             self.lb_start = client.loop.time()
         self.up_start = perf_counter()
         self.up_connect = 0.0
-        conn = self.state.pool.take(fwd.endpoint, fwd.tls)
+        conn: UpstreamStream | None
+        if policy.backend_protocol in H2_PROTOCOLS:
+            conn = self.state.h2_pool.take(fwd.endpoint, fwd.tls)
+        else:
+            conn = self.state.pool.take(fwd.endpoint, fwd.tls)
         if conn is not None:
             self._attach(conn)
         else:
@@ -372,18 +387,25 @@ class Exchange(Outgoing):
         return True
 
     async def _connect(self) -> None:
-        assert self.forward is not None
-        where = f"{self.forward.backend.name} ({self.forward.endpoint})"
+        fwd = self.forward
+        assert fwd is not None
+        where = f"{fwd.backend.name} ({fwd.endpoint})"
+        grpc_status: int | None = None
         try:
-            timeout = self.forward.route.policy.proxy_connect_timeout
-            conn = await self.state.pool.connect(self.forward.endpoint, timeout, self.forward.tls)
+            timeout = fwd.route.policy.proxy_connect_timeout
+            conn: UpstreamStream
+            if fwd.route.policy.backend_protocol in H2_PROTOCOLS:
+                conn = await self.state.h2_pool.connect(fwd.endpoint, timeout, fwd.tls)
+            else:
+                conn = await self.state.pool.connect(fwd.endpoint, timeout, fwd.tls)
         except asyncio.CancelledError:
             return
         except TimeoutError:  # before OSError, of which it is one
             failure = ("timeout", 504, f"504 Gateway Timeout: connecting to {where} timed out")
             error = "connect_timeout"
+            # Nothing reached the upstream: a gRPC client may try again.
+            grpc_status = grpc.UNAVAILABLE
         except ssl.SSLError as exc:  # the handshake, or check_peer after it
-            fwd = self.forward
             failure = (
                 "error",
                 502,
@@ -403,7 +425,7 @@ class Exchange(Outgoing):
             self._connect_failed()
             kind, status, text = failure
             if not self._retry(kind, sent=False):
-                self.respond(status, text + self._tries_note() + "\n")
+                self.respond(status, text + self._tries_note() + "\n", grpc_status=grpc_status)
             return
         self._connect_task = None
         self.up_connect = perf_counter() - self.up_start
@@ -592,7 +614,9 @@ class Exchange(Outgoing):
             self._finish()
             self.client.exchange_done(self)  # keep_alive is already False
             return
-        invalid = isinstance(exc, (httptools.HttpParserError, UpstreamHeadTooLarge))
+        invalid = isinstance(
+            exc, (httptools.HttpParserError, UpstreamHeadTooLarge, InvalidUpstreamResponse)
+        )
         if invalid:
             error = "invalid_response"
         elif isinstance(exc, ssl.SSLError):
@@ -617,6 +641,19 @@ class Exchange(Outgoing):
             # A pooled connection the upstream closed while idle: try a new one.
             self._retried = True
             self._cancel_timer()
+            self._connect_task = self.client.loop.create_task(self._connect())
+            return
+        if (
+            isinstance(exc, StreamRefused)
+            and not self._retried
+            and (not self.sent_body or self.replay is not None)
+        ):
+            # HTTP/2: the upstream did not process the request (REFUSED_STREAM,
+            # or a GOAWAY below its stream), so it goes again, whatever its
+            # method (RFC 9113 8.7), on another stream.
+            self._retried = True
+            self._cancel_timer()
+            self._rewind_body()
             self._connect_task = self.client.loop.create_task(self._connect())
             return
         self._upstream_error(error)
@@ -682,17 +719,21 @@ class Exchange(Outgoing):
         self.upstream = None
         if conn is not None:
             conn.abort()
+        self._rewind_body()
+        self.forward = nxt
+        self._go()
+        return True
+
+    def _rewind_body(self) -> None:
+        """Before another try: everything sent so far goes again; what the
+        client sends next follows."""
         if self.sent_body:
-            # Everything sent so far goes again; what the client sends next follows.
             self._body_buf = self.replay or []
             self.sent_body = False
         self.replay, self.replay_size = [], 0
         if self.send_paused_at is not None:
             self.send_paused_at = None
             self.client.resume_body(PAUSE_UPSTREAM)
-        self.forward = nxt
-        self._go()
-        return True
 
     def _keep_for_replay(self, data: bytes) -> None:
         self.replay_size += len(data)
@@ -789,7 +830,11 @@ class Exchange(Outgoing):
             self.client.abort_response(self)
         else:
             note = self._tries_note()
-            self.respond(504, f"504 Gateway Timeout: {self._upstream_name()}: {reason}{note}\n")
+            self.respond(
+                504,
+                f"504 Gateway Timeout: {self._upstream_name()}: {reason}{note}\n",
+                grpc_status=grpc.DEADLINE_EXCEEDED,
+            )
 
     def _cancel_timer(self) -> None:
         self.state.waiting.discard(self)
@@ -802,8 +847,10 @@ class Exchange(Outgoing):
         body: str,
         location: str | None = None,
         headers: http.Headers | tuple[tuple[bytes, bytes], ...] = (),
+        grpc_status: int | None = None,
     ) -> None:
-        """Answer with a response generated here."""
+        """Answer with a response generated here; to a gRPC call, as gRPC
+        (``grpc_status``, else the one ``status`` maps to)."""
         client = self.client
         if self.finished or client.closing:
             return
@@ -817,11 +864,43 @@ class Exchange(Outgoing):
             self.keep_alive = False
         if self.auth_cookies:
             headers = (*headers, *self._auth_cookies(status))
-        client.local_response(self, status, body.encode(), location, headers)
+        if grpc.is_grpc(self.headers):
+            self._respond_grpc(status, body, location, headers, grpc_status)
+        else:
+            client.local_response(self, status, body.encode(), location, headers)
+        # The status ingressd meant, also for a gRPC answer (sent as 200): what
+        # metrics and the access log count.
         self.status = status
         self._finish()
         if self.request_complete or not self.keep_alive:
             client.exchange_done(self)
+
+    def _respond_grpc(
+        self,
+        status: int,
+        body: str,
+        location: str | None,
+        headers: http.Headers | tuple[tuple[bytes, bytes], ...],
+        code: int | None,
+    ) -> None:
+        """A gRPC answer: 200, ``application/grpc``, no message, the status in
+        trailers: what a gRPC server answers, in a form every client side can
+        frame (an HTTP/2 client side may send it as one HEADERS frame:
+        gRPC's Trailers-Only). HTTP/1.0, which has no trailers, gets the
+        status in the head."""
+        message = body.strip() or f"{status} {HTTPStatus(status).phrase}"
+        if location is not None:
+            message += f" (Location: {location})"
+        grpc_status = grpc.status_for(status) if code is None else code
+        head = [(b"content-type", grpc.CONTENT_TYPE), *((n.lower(), v) for n, v in headers)]
+        trailers = grpc.status_fields(grpc_status, message)
+        client = self.client
+        if self.http10:
+            client.response_head(self, 200, b"", head + trailers, False, b"0")
+            client.response_end(self, None)
+        else:
+            client.response_head(self, 200, b"", head, True, None)
+            client.response_end(self, trailers)
 
     def _finish(self) -> None:
         if not self.logged:

@@ -19,6 +19,7 @@ from ..policy.limits import LimitRegistry
 from .settings import ProxySettings
 from .streams import Connection, Outgoing
 from .upstream_h1 import UpstreamPool
+from .upstream_h2 import H2Pool
 
 log = logging.getLogger("ingressd.proxy")
 
@@ -48,6 +49,8 @@ class ProxyState:
         self.table = table  # replaced whole on every rebuild: one atomic store
         self.settings = settings
         self.pool = UpstreamPool(connect_timeout=settings.connect_timeout)
+        # HTTP/2 upstreams (backend-protocol GRPC, GRPCS): multiplexed connections
+        self.h2_pool = H2Pool(connect_timeout=settings.connect_timeout)
         self.connections: set[Connection] = set()
         self.listening = False  # the proxy ports are open
         self.draining = False  # shutting down: no new keep-alive

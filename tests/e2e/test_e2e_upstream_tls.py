@@ -208,14 +208,13 @@ def test_auto_http_follows_the_clients_scheme(setup: Setup) -> None:
     assert setup.get("autotls.test").status == 502
 
 
-def test_grpc_answers_502_instead_of_speaking_http(setup: Setup) -> None:
+def test_grpc_to_an_http1_upstream_answers_502_saying_so(setup: Setup) -> None:
+    # GRPC is HTTP/2 with prior knowledge (test_e2e_grpc_upstream.py); an
+    # upstream that only speaks HTTP/1.1 fails the connect, not a request.
     r = setup.get("grpc.test")
     assert r.status == 502
-    assert r.text == (
-        "502 Bad Gateway: backend-protocol GRPC is not supported by ingressd yet "
-        "on Ingress default/grpc\n"
-    )
-    setup.proxy.wait_for_log("protocol GRPC is not supported by ingressd yet")
+    assert f"502 Bad Gateway: cannot connect to default/web:80 ({LOCALHOST}:" in r.text
+    assert "the upstream does not speak HTTP/2" in r.text
 
 
 def test_a_missing_proxy_ssl_secret_fails_closed_with_503(setup: Setup) -> None:

@@ -81,7 +81,15 @@ def test_an_unknown_backend_protocol_is_reported_and_http_used() -> None:
     assert "HTTP is used" in messages[0]
 
 
-@pytest.mark.parametrize("value", ["GRPC", "grpcs", "FCGI"])
+@pytest.mark.parametrize(("value", "expected"), [("grpc", "GRPC"), (" GRPCS ", "GRPCS")])
+def test_grpc_protocols_are_supported(value: str, expected: str) -> None:
+    pol, messages = policy(backend_protocol=value)
+    assert (pol.backend_protocol, messages, pol.fail_closed) == (expected, [], None)
+    (verdict,) = annotations.classify({A + "backend-protocol": value})
+    assert verdict.status == "supported"
+
+
+@pytest.mark.parametrize("value", ["FCGI", "ajp"])
 def test_protocols_ingressd_cannot_speak_fail_closed_with_502(value: str) -> None:
     pol, messages = policy(backend_protocol=value)
     protocol = value.upper()
@@ -299,26 +307,34 @@ def test_a_proxy_ssl_secret_with_http_has_no_effect_but_must_still_exist() -> No
     table = build(app(proxy_ssl_secret="up-ca"), ca_secret(), *WEB)
     assert reasons(table) == [
         "proxy-ssl-secret has no effect with backend-protocol HTTP (ingress-nginx ignores it "
-        "too): set HTTPS or AUTO_HTTP to use TLS to the upstream"
+        "too): set HTTPS, AUTO_HTTP or GRPCS to use TLS to the upstream"
     ]
     assert forward(table).tls is None
     # As in ingress-nginx, a missing one still denies the location.
     assert refused(build(app(proxy_ssl_secret="gone"), *WEB)).status == 503
 
 
-def test_grpc_routes_answer_502_and_check_fails() -> None:
+def test_grpc_routes_are_served_and_check_passes() -> None:
     objs = (app(backend_protocol="GRPC"), *WEB)
-    answer = refused(build(*objs))
-    assert answer.status == 502
-    assert answer.body == (
-        "502 Bad Gateway: backend-protocol GRPC is not supported by ingressd yet "
-        "on Ingress default/app\n"
-    )
+    fwd = forward(build(*objs))
+    assert fwd.tls is None and fwd.route.policy.backend_protocol == "GRPC"
     report = check(snapshot(ingress_class(), *objs), BuildOptions())
     (ing,) = report.ingresses
-    assert [a.status for a in ing.annotations] == ["unsupported"]
-    assert any("its routes answer 502" in p for p in ing.problems)
-    assert report.exit_code == 1
+    assert [a.status for a in ing.annotations] == ["supported"]
+    assert not ing.problems and report.exit_code == 0
+
+
+def test_grpcs_speaks_tls_offering_h2_with_the_proxy_ssl_annotations() -> None:
+    annotated = {"proxy_ssl_secret": "up-ca", "proxy_ssl_verify": "on"}
+    grpcs = forward(build(app(backend_protocol="GRPCS", **annotated), ca_secret(), *WEB)).tls
+    https = forward(build(app(backend_protocol="HTTPS", **annotated), ca_secret(), *WEB)).tls
+    assert grpcs is not None and https is not None
+    assert grpcs.verify and https.verify
+    # Made apart: the HTTP/1.1 context offers no ALPN, so neither is used for the other.
+    assert grpcs.context is not https.context and grpcs.key != https.key
+    # Without a Secret: TLS, unverified, still offering h2.
+    plain = forward(build(app(backend_protocol="GRPCS"), *WEB)).tls
+    assert plain is not None and not plain.verify and plain.key[-1] == ("h2",)
 
 
 # -- service-upstream ----------------------------------------------------------------------
