@@ -795,7 +795,8 @@ def wrk_lua(headers: tuple[tuple[str, str], ...]) -> str:
             level += 1
         return f"[{'=' * level}[{text}]{'=' * level}]"
 
-    return "".join(f"wrk.headers[{quote(k)}] = {quote(v)}\n" for k, v in headers)
+    # The spaces matter: "t[[[k]]]" reads as a call of t with the string "[k".
+    return "".join(f"wrk.headers[ {quote(k)} ] = {quote(v)}\n" for k, v in headers)
 
 
 def run_wrk(
@@ -820,6 +821,10 @@ def run_wrk(
     )  # fmt: skip
     if out.returncode != 0:
         raise BenchError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+    if script is not None and out.stderr.strip():
+        # A script wrk cannot load is reported on stderr, and wrk then runs
+        # without it (exit code 0): the requests would lack their headers.
+        raise BenchError(f"wrk could not run {script.name}: {out.stderr.strip()}")
     return parse_wrk(out.stdout)
 
 
