@@ -221,6 +221,27 @@ def test_the_browser_scenario_sends_twelve_browser_headers_with_a_cookie() -> No
     assert any(c.scenario == "browser" and "0.5" in c.description for c in bench.check_targets({}))
 
 
+def test_hotpaths_browser_request_is_the_scenarios_headers_in_one_parseable_head() -> None:
+    import httptools
+    from browser_headers import browser_request
+
+    seen: list[tuple[bytes, bytes]] = []
+    done: list[bool] = []
+
+    class Recorder:
+        def on_header(self, name: bytes, value: bytes) -> None:
+            seen.append((name, value))
+
+        def on_message_complete(self) -> None:
+            done.append(True)
+
+    parser = httptools.HttpRequestParser(Recorder())
+    parser.feed_data(browser_request(bench.HOST, "/api/items?id=7"))
+    assert done and parser.get_method() == b"GET"
+    assert seen[0] == (b"Host", bench.HOST.encode())
+    assert [(n.decode(), v.decode()) for n, v in seen[1:]] == list(bench.BROWSER_HEADERS)
+
+
 def test_wrk_lua_quotes_every_value_so_that_none_can_end_its_string() -> None:
     lua = bench.wrk_lua((("A", 'x"y\\z'), ("B", "end]]here"), ("C", "]=]and]]")))
     assert lua == (
