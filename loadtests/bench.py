@@ -200,6 +200,8 @@ class Run:
     # script's tree, not kernel threads), and the run's wall time.
     others_cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
+    # The load generator's, the origins' and this script's CPU time during the run.
+    client_cpu_seconds: float = 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -313,6 +315,42 @@ def plan_cpus(cpus: list[int], workers: int, pin: bool = True) -> CpuPlan:
 
 def _cpu_list(cpus: tuple[int, ...]) -> str:
     return ",".join(str(c) for c in cpus)
+
+
+# When the origin and the load generator, pinned apart from the proxy, keep
+# their CPUs this busy, they may be what limits the proxy's req/s.
+CLIENT_BUSY_LIMIT = 0.9
+
+
+def client_busy(run: Run, plan: CpuPlan) -> float | None:
+    """The share of their CPUs the origin and the load generator used during a
+    run; None when they were not pinned apart from the proxy."""
+    cpus = set(plan.client) | set(plan.origin)
+    if not plan.pinned or not cpus or run.wall_seconds <= 0:
+        return None
+    return run.client_cpu_seconds / run.wall_seconds / len(cpus)
+
+
+def client_bound_notes(result: ScenarioResult) -> list[str]:
+    """A note per proxy whose rounds kept the origin's and wrk's CPUs busy."""
+    if result.cpu_plan is None:
+        return []
+    notes = []
+    for proxy in result.proxies:
+        shares = [
+            b
+            for r in result.runs
+            if r.proxy == proxy and (b := client_busy(r, result.cpu_plan)) is not None
+        ]
+        if shares and max(shares) >= CLIENT_BUSY_LIMIT:
+            cpus = _cpu_list(
+                tuple(sorted(set(result.cpu_plan.client) | set(result.cpu_plan.origin)))
+            )
+            notes.append(
+                f"with {proxy} the origin and the load generator kept CPU {cpus} "
+                f"{max(shares) * 100:.0f}% busy: {proxy}'s req/s may be bounded by them"
+            )
+    return notes
 
 
 # A scenario is unreliable when the machine was loaded: a 1-minute load
@@ -632,7 +670,6 @@ def http_ok(url: str) -> bool:
 class ProcStat:
     ppid: int
     ticks: int  # utime + stime + cutime + cstime
-    kernel: bool  # a kernel thread (kthreadd and its children)
 
 
 def _proc_stat(pid: int) -> tuple[int, int] | None:
@@ -653,8 +690,7 @@ def cpu_snapshot() -> dict[int, ProcStat]:
     stats: dict[int, ProcStat] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit() and (st := _proc_stat(int(entry.name))) is not None:
-            pid = int(entry.name)
-            stats[pid] = ProcStat(st[0], st[1], pid == 2 or st[0] == 2)
+            stats[int(entry.name)] = ProcStat(*st)
     return stats
 
 
@@ -683,19 +719,31 @@ def tree_cpu_seconds(root: int) -> float:
     return tree_ticks(cpu_snapshot(), root) / CLK_TCK
 
 
-def others_ticks(before: dict[int, ProcStat], after: dict[int, ProcStat], ours: set[int]) -> int:
-    """CPU ticks that processes other than ``ours`` and kernel threads used
-    between two snapshots. A process new since ``before`` counts whole (it
-    started in between); one gone by ``after`` is seen through its parent's
-    reaped-children time, when its parent is still there."""
-    total = 0
-    for pid, st in after.items():
-        if pid in ours or st.kernel:
-            continue
-        old = before.get(pid)
-        # A lower count means the pid was reused by a new process.
-        total += st.ticks - old.ticks if old is not None and old.ticks <= st.ticks else st.ticks
-    return total
+def busy_ticks(proc_stat: str) -> int:
+    """CPU time the whole machine spent running something, from /proc/stat's
+    first line (ticks of USER_HZ, as /proc/PID/stat): user, nice, system, and
+    steal (the hypervisor running someone else on our CPUs). Interrupt and
+    softirq time are left out: on loopback much of it is the benchmark's own
+    traffic, which processes' times may not include."""
+    fields = proc_stat.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu":
+        raise BenchError(f"unexpected /proc/stat: {proc_stat[:80]!r}")
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (int(x) for x in fields[1:9])
+    return user + nice + system + steal
+
+
+def machine_busy_ticks() -> int:
+    return busy_ticks(Path("/proc/stat").read_text())
+
+
+def others_ticks(busy_before: int, busy_after: int, ours: int) -> int:
+    """What the machine ran besides the benchmark's own processes between two
+    readings: its busy time less ``ours`` (this script's tree: the proxies,
+    the origins, and wrk through its reaped children's time). Per-process
+    times of the others would not do: a parent's reaped-children time jumps by
+    a child's whole life when it is reaped, and processes outside this PID
+    namespace are not in /proc at all."""
+    return max(0, busy_after - busy_before - ours)
 
 
 def _affinity(cpus: tuple[int, ...]) -> Callable[[], None] | None:
@@ -1298,6 +1346,7 @@ class Measured:
     cpu_seconds: float  # the proxy's process tree
     others_cpu_seconds: float  # everything else on the machine but this script's tree
     wall_seconds: float
+    client_cpu_seconds: float  # this script's tree but the proxy: wrk, the origins, itself
 
 
 def measure(
@@ -1310,6 +1359,7 @@ def measure(
 ) -> Measured:
     scheme = "https" if scenario.tls else "http"
     url = f"{scheme}://{LOOPBACK}:{target.port}{scenario.path}"
+    busy_before = machine_busy_ticks()
     before = cpu_snapshot()
     start = time.monotonic()
     if scenario.client == "h2load":
@@ -1345,6 +1395,7 @@ def measure(
         )
     wall = time.monotonic() - start
     after = cpu_snapshot()
+    busy_after = machine_busy_ticks()
     if target.proc.poll() is not None:
         raise BenchError(
             f"{target.proxy} exited ({target.proc.returncode}) during a run:\n{_tail(target.log)}"
@@ -1352,10 +1403,11 @@ def measure(
     me = os.getpid()
     # This script's tree holds the proxies, the origins and (reaped, in its
     # children's time) the load generator.
-    ours = tree_pids(before, me) | tree_pids(after, me)
+    ours = tree_ticks(after, me) - tree_ticks(before, me)
     proxy = tree_ticks(after, target.proc.pid) - tree_ticks(before, target.proc.pid)
-    others = others_ticks(before, after, ours)
-    return Measured(result, proxy / CLK_TCK, others / CLK_TCK, wall)
+    others = others_ticks(busy_before, busy_after, ours)
+    client = ours - proxy
+    return Measured(result, proxy / CLK_TCK, others / CLK_TCK, wall, client / CLK_TCK)
 
 
 def start_bare(
@@ -1456,10 +1508,16 @@ def run_scenario(
             for t in targets:
                 m = measure(tools, t, scenario, opts, plan.client, script)
                 run = Run(
-                    t.proxy, rnd, m.result, m.cpu_seconds, m.others_cpu_seconds, m.wall_seconds
+                    t.proxy,
+                    rnd,
+                    m.result,
+                    m.cpu_seconds,
+                    m.others_cpu_seconds,
+                    m.wall_seconds,
+                    m.client_cpu_seconds,
                 )
                 result.runs.append(run)
-                print_run(scenario, run, opts.rounds)
+                print_run(scenario, run, opts.rounds, plan)
         result.reliability = judge_load(
             len(allowed),
             load_before,
@@ -1469,6 +1527,9 @@ def run_scenario(
             first,
         )
         print_reliability(scenario.name, result.reliability)
+        for note in client_bound_notes(result):
+            result.notes.append(note)
+            print(f"note: {note}", flush=True)
         if scenario.client == "h2load":
             for t in targets:
                 result.idle_kib[t.proxy] = idle_h2_kib(t.proc, t.port, IDLE_CONNECTIONS)
@@ -1480,12 +1541,15 @@ def run_scenario(
     return result
 
 
-def print_run(scenario: Scenario, run: Run, rounds: int) -> None:
+def print_run(scenario: Scenario, run: Run, rounds: int, plan: CpuPlan | None = None) -> None:
     w = run.wrk
+    busy = client_busy(run, plan) if plan is not None else None
+    side = "" if busy is None else f"  origin+wrk {busy * 100:3.0f}%"
     print(
         f"  round {run.round}/{rounds} {run.proxy:<8} {w.rps:>10.1f} req/s  "
         f"p50 {w.p50_ms:7.2f}ms  p99 {w.p99_ms:7.2f}ms  "
-        f"cpu {run.cpu_us_per_request:7.1f}us/req  others {run.others_cpu_seconds:5.2f} cpu-s",
+        f"cpu {run.cpu_us_per_request:7.1f}us/req  others {run.others_cpu_seconds:5.2f} cpu-s"
+        f"{side}",
         flush=True,
     )
     if w.errors:

@@ -92,6 +92,25 @@ def test_a_pinned_child_and_what_it_forks_run_on_the_planned_cpus(tmp_path: Path
     assert bench._affinity(()) is None
 
 
+def test_origin_and_wrk_keeping_their_cpu_busy_is_noted_per_proxy() -> None:
+    plan = bench.plan_cpus([0, 1], workers=1)
+    result = bench.ScenarioResult(bench.SCENARIOS["http"], {"nginx": 1, "ingressd": 1}, [])
+    result.cpu_plan = plan
+    busy, idle = run("nginx", 1, 100.0), run("ingressd", 1, 50.0)
+    busy.client_cpu_seconds, idle.client_cpu_seconds = 4.75, 2.0  # over 5 s on one CPU
+    result.runs += [busy, idle]
+    assert bench.client_busy(busy, plan) == pytest.approx(0.95)
+    assert bench.client_busy(idle, plan) == pytest.approx(0.4)
+    assert bench.client_bound_notes(result) == [
+        "with nginx the origin and the load generator kept CPU 1 95% busy: "
+        "nginx's req/s may be bounded by them"
+    ]
+    # Not pinned apart: their CPU is anybody's, nothing to say.
+    assert bench.client_busy(busy, bench.plan_cpus([0, 1], workers=2)) is None
+    result.cpu_plan = bench.plan_cpus([0, 1], 1, pin=False)
+    assert bench.client_bound_notes(result) == []
+
+
 # -- the spread over rounds -----------------------------------------------------------
 
 
@@ -177,22 +196,23 @@ def test_an_unreliable_scenario_is_flagged_in_the_text_the_targets_and_the_json(
     assert all(t["unreliable"] for t in doc["targets"] if t["scenario"] == "http")
 
 
-def test_others_ticks_counts_everything_but_our_tree_and_kernel_threads() -> None:
+def test_others_are_the_machines_busy_time_less_the_benchmarks_own() -> None:
+    stat = "cpu  1000 20 300 9000 50 7 60 5 0 0\ncpu0 500 10 150 4500 25 3 30 2 0 0\n"
+    assert bench.busy_ticks(stat) == 1000 + 20 + 300 + 5  # user nice system steal
+    assert bench.machine_busy_ticks() > 0
+    with pytest.raises(bench.BenchError):
+        bench.busy_ticks("intr 1 2 3\n")
+    assert bench.others_ticks(1000, 1500, 420) == 80
+    # Clock skew between the readings never makes the others negative.
+    assert bench.others_ticks(1000, 1400, 420) == 0
+
+
+def test_tree_ticks_sums_a_process_and_its_descendants_only() -> None:
     P = bench.ProcStat
-    before = {
-        1: P(0, 100, False), 2: P(0, 0, True), 10: P(1, 50, False), 20: P(1, 10, False),
-        21: P(20, 5, False), 30: P(2, 7, True), 40: P(1, 900, False),
-    }  # fmt: skip
-    after = {
-        1: P(0, 103, False), 2: P(0, 0, True), 10: P(1, 80, False), 20: P(1, 40, False),
-        21: P(20, 9, False), 30: P(2, 70, True), 40: P(1, 4, False), 50: P(1, 6, False),
-    }  # fmt: skip
-    ours = bench.tree_pids(after, 20)
-    assert ours == {20, 21}
-    # pid 1: +3, pid 10: +30, pid 40 was reused (4 < 900): 4, pid 50 is new: 6;
-    # our 20 and 21 and the kernel threads 2 and 30 are left out.
-    assert bench.others_ticks(before, after, ours) == 3 + 30 + 4 + 6
-    assert bench.tree_ticks(after, 20) == 49
+    snap = {1: P(0, 100), 10: P(1, 80), 20: P(1, 40), 21: P(20, 9), 22: P(21, 1), 30: P(2, 70)}
+    assert bench.tree_pids(snap, 20) == {20, 21, 22}
+    assert bench.tree_ticks(snap, 20) == 50
+    assert bench.tree_ticks(snap, 99) == 0
 
 
 def test_cpu_snapshot_sees_this_process_and_its_children() -> None:
@@ -200,7 +220,7 @@ def test_cpu_snapshot_sees_this_process_and_its_children() -> None:
     try:
         snap = bench.cpu_snapshot()
         me = bench.os.getpid()
-        assert snap[child.pid].ppid == me and not snap[me].kernel
+        assert snap[child.pid].ppid == me
         assert {me, child.pid} <= bench.tree_pids(snap, me)
     finally:
         child.kill()
