@@ -10,7 +10,7 @@ route lookup, header handling, forwarding — and nothing the kernel does, so
 ``bench.py``'s CPU per request minus this is the syscall share.
 
     python loadtests/hotpath.py [--requests 200000] [--access-log off|json|plain]
-        [--limits off|private|shared] [--profile]
+        [--limits off|private|shared] [--request wrk|browser] [--profile]
 
 Request counting for /metrics is always on, as in ingressd; the access log is
 off unless asked for, and then written to /dev/null (formatting and the
@@ -18,6 +18,8 @@ buffered writes are timed, the disk is not). ``--limits`` puts limit-rps and
 limit-connections on the route (high enough never to refuse), counted in a
 private table (one process) or in one shared between processes, as with
 ``--workers`` (a memfd whose buckets take a record lock per request).
+``--request browser`` sends bench.py's browser request (12 headers besides
+Host, a cookie) instead of wrk's (Host, User-Agent, Accept).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import statistics
 import time
 from typing import Any
 
+from browser_headers import browser_request
+
 from ingressd.model.backend import Backend, Endpoint
 from ingressd.model.policy import LimitConfig, RoutePolicy
 from ingressd.model.table import Route, RouteTable, VirtualHost
@@ -43,6 +47,7 @@ from ingressd.proxy.upstream_h1 import UpstreamConnection
 REQUEST = (
     b"GET /api/items?id=7 HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 )
+REQUESTS = {"wrk": REQUEST, "browser": browser_request("bench.local", "/api/items?id=7")}
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
 ENDPOINT = Endpoint("127.0.0.1", 9)
 
@@ -97,7 +102,11 @@ def table(limits: bool = False) -> RouteTable:
 
 
 async def run(
-    requests: int, profile: bool, access_log: str = "off", limits: str = "off"
+    requests: int,
+    profile: bool,
+    access_log: str = "off",
+    limits: str = "off",
+    request: bytes = REQUEST,
 ) -> list[float]:
     state = ProxyState(table(limits != "off"), ProxySettings(access_log=access_log))
     if limits == "shared":
@@ -117,7 +126,7 @@ async def run(
     state.pool.release(upstream)
 
     def one() -> None:
-        client.data_received(REQUEST)
+        client.data_received(request)
         sent = upstream_tx.take()
         if not sent.startswith(b"GET /api/items?id=7 HTTP/1.1\r\n"):
             raise SystemExit(f"unexpected upstream request: {sent!r}")
@@ -160,15 +169,23 @@ def main() -> None:
     parser.add_argument(
         "--access-log", choices=["off", "json", "plain"], default="off", help="default off"
     )
+    parser.add_argument(
+        "--request",
+        choices=sorted(REQUESTS),
+        default="wrk",
+        help="wrk's request (3 headers) or a browser's (13 with Host, a cookie); default wrk",
+    )
     args = parser.parse_args()
     import uvloop
 
-    batches = uvloop.run(run(args.requests, args.profile, args.access_log, args.limits))
+    batches = uvloop.run(
+        run(args.requests, args.profile, args.access_log, args.limits, REQUESTS[args.request])
+    )
     median = statistics.median(batches)
     print(
         f"proxied request, Python only: median {median:.2f} us "
         f"(min {min(batches):.2f}, max {max(batches):.2f}; {args.requests} requests, "
-        f"access log {args.access_log}, limits {args.limits})"
+        f"access log {args.access_log}, limits {args.limits}, {args.request} request)"
     )
     print(f"  = {1e6 / median:,.0f} requests/s per core before any syscall")
 
