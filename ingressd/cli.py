@@ -204,6 +204,13 @@ def _common(
         "from anyone else it is replaced by the peer's address",
     )
     g.add_argument(
+        "--use-proxy-protocol",
+        action="store_true",
+        help="the HTTP and HTTPS ports expect a PROXY protocol header (v1 or v2) on every "
+        "connection, as sent by a load balancer (AWS NLB, haproxy send-proxy); its client "
+        "address is the client's. A connection without a valid header is closed",
+    )
+    g.add_argument(
         "--max-connections",
         type=_positive,
         default=16384,
@@ -561,6 +568,7 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
         shutdown_grace=args.shutdown_grace,
         log_format=args.log_format,
         limit_entries=args.limit_entries,
+        use_proxy_protocol=args.use_proxy_protocol,
     )
 
 

@@ -41,3 +41,6 @@ class ServeConfig:
     # Clients the limit-* counters remember, over all Ingresses (policy/limits.py); shared by
     # the workers.
     limit_entries: int = DEFAULT_ENTRIES
+    # The HTTP and HTTPS ports read a PROXY protocol header (v1 or v2) first, whose
+    # client address is then the client's (--use-proxy-protocol).
+    use_proxy_protocol: bool = False

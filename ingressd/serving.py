@@ -8,13 +8,20 @@ from both so that neither imports the other.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import ssl
 
 from .config import ServeConfig
 from .listeners import Listener, ListenError, bind, close
 from .policy.tls import CertificateSelector
 from .proxy.client_h1 import protocol_factory
 from .proxy.state import ProxyState
+from .stream.accept import Acceptor, Handler
+from .stream.peek import PeekError, read_proxy_header
+from .stream.proxyproto import HEADER_TIMEOUT, MAX_HEADER, ProxyProtocolError
+
+log = logging.getLogger("ingressd.proxy")
 
 
 def proxy_listeners(config: ServeConfig) -> tuple[Listener, Listener]:
@@ -57,7 +64,7 @@ async def serve_proxy(
             close(http)
             raise
         sockets = (http, https)
-    servers: list[asyncio.AbstractServer] = []
+    servers: list[asyncio.AbstractServer | Acceptor] = []
     pending = [
         (sock, tls, listener)
         for tls, listener, socks in zip((False, True), listeners, sockets, strict=True)
@@ -65,6 +72,14 @@ async def serve_proxy(
     ]
     try:
         for sock, tls, listener in pending:
+            if config.use_proxy_protocol:
+                # The header comes first: the listener reads it before HTTP or TLS.
+                try:
+                    acceptor = Acceptor(sock, _handover(state, selector, tls))
+                except OSError as exc:
+                    raise ListenError.from_os(listener, exc) from None
+                servers.append(acceptor)
+                continue
             try:
                 server = await loop.create_server(
                     protocol_factory(state, tls),
@@ -76,16 +91,16 @@ async def serve_proxy(
                 raise ListenError.from_os(listener, exc) from None
             servers.append(server)
     except BaseException:
-        for server in servers:
-            server.close()
+        for opened in servers:
+            opened.close()
         close([sock for sock, _, _ in pending[len(servers) :]])
         raise
     state.listening = True
     try:
         await stop.wait()
     finally:
-        for server in servers:
-            server.close()
+        for opened in servers:
+            opened.close()
         for conn in list(state.connections):
             conn.shutdown()
         deadline = loop.time() + config.shutdown_grace
@@ -99,3 +114,39 @@ async def serve_proxy(
         await asyncio.sleep(0)  # aborted connections report their last requests
         if state.access_log is not None:
             state.access_log.flush()
+
+
+def _handover(state: ProxyState, selector: CertificateSelector, tls: bool) -> Handler:
+    """--use-proxy-protocol: each connection's PROXY header read (bounded in size
+    and time; no valid header, no connection), then the connection handed to
+    HTTP (or TLS, then HTTP) with the address the header names as the client."""
+    loop = asyncio.get_running_loop()
+
+    async def handle(conn: socket.socket) -> None:
+        deadline = loop.time() + HEADER_TIMEOUT
+        try:
+            header = await read_proxy_header(loop, conn, MAX_HEADER, deadline)
+        except (PeekError, ProxyProtocolError, OSError) as exc:
+            log.info("client %s: PROXY protocol: %s: connection closed", _peer(conn), exc)
+            conn.close()
+            return
+        source = header.source[0] if header.source is not None else None
+        try:
+            await loop.connect_accepted_socket(
+                protocol_factory(state, tls, source),
+                conn,
+                ssl=selector.default_context if tls else None,
+            )
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            # A failed TLS handshake: the transport closed the socket already.
+            log.debug("client %s: %s", source or _peer(conn), exc)
+            conn.close()
+
+    return handle
+
+
+def _peer(conn: socket.socket) -> str:
+    try:
+        return str(conn.getpeername()[0])
+    except OSError:
+        return "?"
