@@ -22,6 +22,9 @@ from .policy.annotations import parse_buffer_size, parse_cidrs, parse_size
 from .policy.limits import DEFAULT_ENTRIES
 from .proxy.settings import DEFAULT_HEAD_LIMIT, ProxySettings
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
+from .stream.connect import StreamSettings
+from .stream.manager import StreamConfig
+from .stream.services import ConfigMapRef
 from .workers import default_count
 
 DEFAULT_INGRESS_CLASS = "ingressd"
@@ -143,6 +146,14 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _ns_name(value: str) -> str:
+    try:
+        ConfigMapRef.parse("TCP", "", value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/NAME") from None
+    return value
+
+
 def _listeners(p: argparse.ArgumentParser, address: str) -> None:
     g = p.add_argument_group("listeners")
     g.add_argument("--address", default=address, help="address to listen on")
@@ -208,7 +219,38 @@ def _common(
         action="store_true",
         help="the HTTP and HTTPS ports expect a PROXY protocol header (v1 or v2) on every "
         "connection, as sent by a load balancer (AWS NLB, haproxy send-proxy); its client "
-        "address is the client's. A connection without a valid header is closed",
+        "address is the client's. A connection without a valid header is closed (default: off)",
+    )
+    g.add_argument(
+        "--tcp-services-configmap",
+        type=_ns_name,
+        metavar="NS/NAME",
+        help="ConfigMap of TCP services, as ingress-nginx's: each key a port to listen on, "
+        "each value <namespace>/<service>:<port>[:PROXY][:PROXY] (the first PROXY: clients "
+        "send the PROXY protocol; the second: send it to the upstream) (default: none)",
+    )
+    g.add_argument(
+        "--udp-services-configmap",
+        type=_ns_name,
+        metavar="NS/NAME",
+        help="ConfigMap of UDP services: each key a port, each value "
+        "<namespace>/<service>:<port> (default: none)",
+    )
+    g.add_argument(
+        "--proxy-stream-timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="TCP and UDP services: a session idle this long is closed, as ingress-nginx's "
+        "proxy-stream-timeout (default: 600)",
+    )
+    g.add_argument(
+        "--proxy-stream-responses",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="UDP services: replies expected per datagram before a flow ends, as ingress-nginx's "
+        "proxy-stream-responses (0: until idle; default: 1)",
     )
     g.add_argument(
         "--max-connections",
@@ -569,6 +611,25 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
         log_format=args.log_format,
         limit_entries=args.limit_entries,
         use_proxy_protocol=args.use_proxy_protocol,
+        streams=stream_config(args),
+    )
+
+
+def stream_config(args: argparse.Namespace) -> StreamConfig:
+    refs = []
+    for protocol, flag, value in (
+        ("TCP", "--tcp-services-configmap", args.tcp_services_configmap),
+        ("UDP", "--udp-services-configmap", args.udp_services_configmap),
+    ):
+        if value:
+            refs.append(ConfigMapRef.parse(protocol, flag, value))
+    return StreamConfig(
+        tuple(refs),
+        StreamSettings(
+            connect_timeout=args.proxy_connect_timeout,
+            idle_timeout=args.proxy_stream_timeout,
+            udp_responses=args.proxy_stream_responses,
+        ),
     )
 
 

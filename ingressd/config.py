@@ -14,6 +14,7 @@ from .kube.config import ClusterConfig
 from .policy.limits import DEFAULT_ENTRIES
 from .proxy.settings import ProxySettings
 from .routing.build import BuildOptions
+from .stream.manager import StreamConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +45,5 @@ class ServeConfig:
     # The HTTP and HTTPS ports read a PROXY protocol header (v1 or v2) first, whose
     # client address is then the client's (--use-proxy-protocol).
     use_proxy_protocol: bool = False
+    # The TCP and UDP services ConfigMaps (--tcp-services-configmap, --udp-services-configmap).
+    streams: StreamConfig = field(default_factory=StreamConfig)

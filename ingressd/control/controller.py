@@ -14,6 +14,7 @@ from ..observe.stats import RebuildStats
 from ..policy.tls import CertificateSelector, TLSError, load_certificate
 from ..proxy.state import ProxyState
 from ..routing.build import BuildOptions, TableBuilder
+from ..stream.manager import StreamServices
 
 log = logging.getLogger("ingressd.controller")
 
@@ -30,8 +31,11 @@ class Controller:
         *,
         report: bool = True,  # log problems and tables (workers leave it to the main process)
         publish: Callable[[Snapshot, tuple[Problem, ...]], None] | None = None,
+        streams: StreamServices | None = None,
     ) -> None:
         self.report = report
+        # The TCP/UDP services' listeners, made to match each snapshot (main process only)
+        self.streams = streams
         # --workers: called with each applied snapshot, to feed the worker processes
         self.publish = publish
         self.state = state
@@ -77,6 +81,8 @@ class Controller:
         problems = [*source_problems, *table.problems]
         if self.selector is not None:
             problems += self._prepare_tls(snapshot, table)
+        if self.streams is not None:
+            problems += self.streams.apply(snapshot)
         # One store: connections read ``state.table`` once per request, so each
         # request sees either the old table or the new one, never a mix.
         self.state.table = table
