@@ -28,6 +28,7 @@ from .policy.tls import CertificateSelector, self_signed
 from .proxy.state import ProxyState
 from .serving import proxy_listeners, serve_proxy, until_listening
 from .stream.manager import StreamServices
+from .stream.passthrough import PassthroughRouter
 from .stream.session_log import SessionLog
 
 log = logging.getLogger("ingressd")
@@ -123,6 +124,7 @@ async def serve(
             return with_streams(pool.totals.view(), state.stats.streams)
         return state.stats.view(len(state.connections))
 
+    passthrough = PassthroughRouter(config.build) if config.ssl_passthrough else None
     # The TCP/UDP services listen in this process, whether or not workers proxy
     # HTTP (stream/manager.py says why).
     streams = None
@@ -143,6 +145,7 @@ async def serve(
         config.default_certificate,
         publish=pool.publish if pool is not None else None,
         streams=streams,
+        passthrough=passthrough,
     )
     # The configuration is checked first (an unusable kubeconfig is a usage
     # error), then every port is bound, before any process, watch or listener
@@ -171,7 +174,14 @@ async def serve(
             for sock in http:
                 unowned.remove(sock)  # serve_proxy owns them from here on
             proxy = loop.create_task(
-                serve_proxy(config, state, selector, closing, sockets=(http, https))
+                serve_proxy(
+                    config,
+                    state,
+                    selector,
+                    closing,
+                    sockets=(http, https),
+                    passthrough=passthrough,
+                )
             )
             await until_listening(proxy, state)
 

@@ -222,6 +222,13 @@ def _common(
         "address is the client's. A connection without a valid header is closed (default: off)",
     )
     g.add_argument(
+        "--enable-ssl-passthrough",
+        action="store_true",
+        help="on the HTTPS port, read each ClientHello first: a connection whose SNI names "
+        'the host of an Ingress annotated ssl-passthrough: "true" goes to that host\'s '
+        "backend with its TLS untouched; the others are terminated as usual (default: off)",
+    )
+    g.add_argument(
         "--tcp-services-configmap",
         type=_ns_name,
         metavar="NS/NAME",
@@ -612,6 +619,7 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
         limit_entries=args.limit_entries,
         use_proxy_protocol=args.use_proxy_protocol,
         streams=stream_config(args),
+        ssl_passthrough=args.enable_ssl_passthrough,
     )
 
 

@@ -47,3 +47,6 @@ class ServeConfig:
     use_proxy_protocol: bool = False
     # The TCP and UDP services ConfigMaps (--tcp-services-configmap, --udp-services-configmap).
     streams: StreamConfig = field(default_factory=StreamConfig)
+    # TLS connections whose SNI names an ssl-passthrough Ingress host are spliced to
+    # its backend, not terminated (--enable-ssl-passthrough).
+    ssl_passthrough: bool = False

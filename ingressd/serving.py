@@ -18,8 +18,12 @@ from .policy.tls import CertificateSelector
 from .proxy.client_h1 import protocol_factory
 from .proxy.state import ProxyState
 from .stream.accept import Acceptor, Handler
-from .stream.peek import PeekError, read_proxy_header
+from .stream.connect import StreamSettings, Target, splice_to
+from .stream.passthrough import PassthroughRouter
+from .stream.peek import PeekError, peek, read_proxy_header
 from .stream.proxyproto import HEADER_TIMEOUT, MAX_HEADER, ProxyProtocolError
+from .stream.session_log import SessionLog, SessionRecord
+from .stream.sni import MAX_HELLO, NotClientHello, server_name
 
 log = logging.getLogger("ingressd.proxy")
 
@@ -47,12 +51,14 @@ async def serve_proxy(
     stop: asyncio.Event,
     reuse_port: bool = False,
     sockets: tuple[list[socket.socket], list[socket.socket]] | None = None,
+    passthrough: PassthroughRouter | None = None,
 ) -> None:
     """Listen on the proxy ports until ``stop``, then drain the connections.
 
     ``sockets``: the HTTP and HTTPS sockets, bound already (and closed here
     whatever happens); else they are bound here (a worker process, with
-    SO_REUSEPORT), raising ListenError.
+    SO_REUSEPORT), raising ListenError. ``passthrough``: with
+    --enable-ssl-passthrough, the hosts whose TLS connections are spliced.
     """
     loop = asyncio.get_running_loop()
     listeners = proxy_listeners(config)
@@ -72,10 +78,20 @@ async def serve_proxy(
     ]
     try:
         for sock, tls, listener in pending:
-            if config.use_proxy_protocol:
-                # The header comes first: the listener reads it before HTTP or TLS.
+            peeking = tls and passthrough is not None
+            if config.use_proxy_protocol or peeking:
+                # The first bytes are read before HTTP or TLS owns the connection:
+                # the PROXY protocol header, the ClientHello for passthrough.
+                handle = _handover(
+                    state,
+                    selector,
+                    tls,
+                    config.use_proxy_protocol,
+                    passthrough if tls else None,
+                    config.streams.settings,
+                )
                 try:
-                    acceptor = Acceptor(sock, _handover(state, selector, tls))
+                    acceptor = Acceptor(sock, handle)
                 except OSError as exc:
                     raise ListenError.from_os(listener, exc) from None
                 servers.append(acceptor)
@@ -116,21 +132,57 @@ async def serve_proxy(
             state.access_log.flush()
 
 
-def _handover(state: ProxyState, selector: CertificateSelector, tls: bool) -> Handler:
-    """--use-proxy-protocol: each connection's PROXY header read (bounded in size
-    and time; no valid header, no connection), then the connection handed to
-    HTTP (or TLS, then HTTP) with the address the header names as the client."""
+def _handover(
+    state: ProxyState,
+    selector: CertificateSelector,
+    tls: bool,
+    proxy_protocol: bool,
+    passthrough: PassthroughRouter | None,
+    settings: StreamSettings,
+) -> Handler:
+    """Each connection's first bytes read, then the connection handed on.
+
+    --use-proxy-protocol: the PROXY header (bounded in size and time; no valid
+    header, no connection), whose client address is then the client's.
+    --enable-ssl-passthrough (the TLS port): the ClientHello peeked at, not
+    consumed; a passthrough host's connection is spliced to its backend as it
+    came, any other terminated here as without passthrough.
+    """
     loop = asyncio.get_running_loop()
+    sessions = SessionLog(state.stats, state.access_log)
 
     async def handle(conn: socket.socket) -> None:
         deadline = loop.time() + HEADER_TIMEOUT
-        try:
-            header = await read_proxy_header(loop, conn, MAX_HEADER, deadline)
-        except (PeekError, ProxyProtocolError, OSError) as exc:
-            log.info("client %s: PROXY protocol: %s: connection closed", _peer(conn), exc)
-            conn.close()
-            return
-        source = header.source[0] if header.source is not None else None
+        source: str | None = None
+        if proxy_protocol:
+            try:
+                header = await read_proxy_header(loop, conn, MAX_HEADER, deadline)
+            except (PeekError, ProxyProtocolError, OSError) as exc:
+                log.info("client %s: PROXY protocol: %s: connection closed", _peer(conn), exc)
+                conn.close()
+                return
+            if header.source is not None:
+                source = header.source[0]
+        if passthrough is not None and passthrough.table.hosts:
+            try:
+                host = await peek(loop, conn, MAX_HELLO, deadline, server_name)
+            except (PeekError, NotClientHello, OSError) as exc:
+                log.info("client %s: TLS: %s: connection closed", source or _peer(conn), exc)
+                conn.close()
+                return
+            backend = passthrough.backend_for(host) if host else None
+            if backend is not None:
+                client = source or _peer(conn)
+                if not backend.endpoints:
+                    conn.close()
+                    sessions.record(
+                        loop,
+                        SessionRecord("passthrough", host, backend.name, client, "", 502, 0, 0, 0),
+                    )
+                    return
+                target = Target("passthrough", host, backend.name, backend.endpoints)
+                await splice_to(conn, target, client, settings, sessions)
+                return
         try:
             await loop.connect_accepted_socket(
                 protocol_factory(state, tls, source),

@@ -15,6 +15,7 @@ from ..policy.tls import CertificateSelector, TLSError, load_certificate
 from ..proxy.state import ProxyState
 from ..routing.build import BuildOptions, TableBuilder
 from ..stream.manager import StreamServices
+from ..stream.passthrough import PassthroughRouter
 
 log = logging.getLogger("ingressd.controller")
 
@@ -32,10 +33,13 @@ class Controller:
         report: bool = True,  # log problems and tables (workers leave it to the main process)
         publish: Callable[[Snapshot, tuple[Problem, ...]], None] | None = None,
         streams: StreamServices | None = None,
+        passthrough: PassthroughRouter | None = None,
     ) -> None:
         self.report = report
         # The TCP/UDP services' listeners, made to match each snapshot (main process only)
         self.streams = streams
+        # --enable-ssl-passthrough: the hosts whose TLS the TLS port splices (every process)
+        self.passthrough = passthrough
         # --workers: called with each applied snapshot, to feed the worker processes
         self.publish = publish
         self.state = state
@@ -83,6 +87,8 @@ class Controller:
             problems += self._prepare_tls(snapshot, table)
         if self.streams is not None:
             problems += self.streams.apply(snapshot)
+        if self.passthrough is not None:
+            problems += self.passthrough.apply(snapshot)
         # One store: connections read ``state.table`` once per request, so each
         # request sees either the old table or the new one, never a mix.
         self.state.table = table
