@@ -25,6 +25,7 @@ from .routing.build import (
     ingress_owner,
     resolve_service,
 )
+from .stream.passthrough import ANNOTATION as PASSTHROUGH, build_passthrough, is_passthrough
 
 STATUSES = ("supported", "unsupported", "refused", "invalid", "overridden")
 # Statuses that make the check fail: the Ingress would not serve as written.
@@ -84,6 +85,9 @@ class IngressReport:
     # What the build reports for this Ingress, less the annotation messages,
     # which ``annotations`` already carries.
     problems: tuple[str, ...]
+    # --enable-ssl-passthrough and the annotation: what does not apply to the
+    # TLS connections of its hosts (paths but /, HTTP annotations). Not failing.
+    passthrough: tuple[str, ...] = ()
 
     @property
     def ours(self) -> bool:
@@ -136,41 +140,82 @@ def check(
     *,
     now: float | None = None,
     notes: Iterable[str] = (),
+    passthrough: bool = False,
 ) -> CheckReport:
-    """Report on every Ingress in ``snapshot``; ``source_problems`` are the loader's."""
+    """Report on every Ingress in ``snapshot``; ``source_problems`` are the loader's.
+    ``passthrough``: as ``serve --enable-ssl-passthrough``."""
     table = build_table(snapshot, options, now=now)
     by_ingress: dict[tuple[str, str], list[str]] = {}
     loose = [str(p) for p in source_problems]
-    for problem in table.problems:
+    problems = list(table.problems)
+    if passthrough:
+        problems += build_passthrough(snapshot, options)[1]
+    for problem in problems:
         if problem.ref is not None and problem.ref[0] == "Ingress":
             by_ingress.setdefault(problem.ref[1:], []).append(problem.reason)
         else:
             loose.append(str(problem))
     ingresses = sorted(snapshot.of("Ingress").values(), key=object_key)
     reports = tuple(
-        _ingress(snapshot, options, ing, by_ingress.get(object_key(ing), []), now)
+        _ingress(snapshot, options, ing, by_ingress.get(object_key(ing), []), now, passthrough)
         for ing in ingresses
     )
     return CheckReport(reports, tuple(loose), tuple(notes))
 
 
 def _ingress(
-    snap: Snapshot, opts: BuildOptions, ing: Obj, problems: list[str], now: float | None
+    snap: Snapshot,
+    opts: BuildOptions,
+    ing: Obj,
+    problems: list[str],
+    now: float | None,
+    passthrough: bool = False,
 ) -> IngressReport:
     namespace, name = object_key(ing)
     meta = _mapping(ing.get("metadata"))
     verdicts = [AnnotationReport(*v) for v in ann.classify(meta.get("annotations"))]
     reported = {v.reason for v in verdicts}
+    owner = ingress_owner(snap, opts, ing)
+    passing: list[str] = []
+    if passthrough and owner.ours and is_passthrough(ing):
+        verdicts = [
+            AnnotationReport(v.key, v.value, "supported", "") if v.key == PASSTHROUGH else v
+            for v in verdicts
+        ]
+        passing = _passthrough_notes(ing, verdicts)
     return IngressReport(
         namespace=namespace,
         name=name,
         source=snap.origin(ing),
-        owner=ingress_owner(snap, opts, ing),
+        owner=owner,
         routes=tuple(_routes(snap, ing)),
         tls=tuple(_tls(snap, ing, now)),
         annotations=tuple(verdicts),
         problems=tuple(p for p in problems if p not in reported),
+        passthrough=tuple(passing),
     )
+
+
+def _passthrough_notes(ing: Obj, verdicts: list[AnnotationReport]) -> list[str]:
+    """What does not apply to a passthrough host's TLS connections (ingress-nginx
+    routes them by SNI alone, to the backend of the path /)."""
+    notes = []
+    for rule in map(_mapping, _list(_mapping(ing.get("spec")).get("rules"))):
+        host = str(rule.get("host") or "").lower()
+        for p in map(_mapping, _list(_mapping(rule.get("http")).get("paths"))):
+            path = str(p.get("path") or "/")
+            if path != "/":
+                notes.append(
+                    f"path {host}{path} does not apply to TLS connections: passthrough "
+                    "routes by host only, to the backend of /"
+                )
+    for v in verdicts:
+        if v.key != PASSTHROUGH and v.status == "supported":
+            notes.append(
+                f"annotation {v.key} does not apply to TLS connections: they are passed "
+                "through unread (it still applies to plain HTTP)"
+            )
+    return notes
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -320,6 +365,9 @@ def _ingress_text(report: IngressReport) -> list[str]:
     if report.annotations:
         lines.append("  annotations:")
         lines += _columns([_annotation_row(a) for a in report.annotations], "    ")
+    if report.passthrough:
+        lines.append("  ssl-passthrough (TLS connections go to the backend untouched):")
+        lines += [f"    {p}" for p in report.passthrough]
     if report.problems:
         lines.append("  problems:")
         lines += [f"    {p}" for p in report.problems]

@@ -540,6 +540,12 @@ def parser() -> argparse.ArgumentParser:
     _sources(chk, "folder of Kubernetes YAML, as serve --manifests reads it")
     _class_options(chk)
     chk.add_argument(
+        "--enable-ssl-passthrough",
+        action="store_true",
+        help="check as serve --enable-ssl-passthrough would serve: the ssl-passthrough "
+        "annotation applies, and what it makes inapplicable is listed (default: off)",
+    )
+    chk.add_argument(
         "--format", choices=["text", "json"], default="text", help="the report's format"
     )
     chk.add_argument(
@@ -693,7 +699,9 @@ def _check(args: argparse.Namespace) -> int:
         snapshot, problems, notes = _check_input(args, options)
     except _Unreadable as exc:
         return _fail(args.command, str(exc), EXIT_USAGE)
-    report = check(snapshot, options, problems, notes=notes)
+    report = check(
+        snapshot, options, problems, notes=notes, passthrough=args.enable_ssl_passthrough
+    )
     render = render_json if args.format == "json" else render_text
     sys.stdout.write(render(report, args.all))
     return report.exit_code

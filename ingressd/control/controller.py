@@ -18,6 +18,7 @@ from ..stream.manager import StreamServices
 from ..stream.passthrough import PassthroughRouter
 
 log = logging.getLogger("ingressd.controller")
+_PASSTHROUGH_IGNORED = "annotation nginx.ingress.kubernetes.io/ssl-passthrough is not supported"
 
 
 class Controller:
@@ -83,6 +84,9 @@ class Controller:
             self._builder = TableBuilder(self.options)
         table = self._builder.build(snapshot, generation=self.generation)
         problems = [*source_problems, *table.problems]
+        if self.passthrough is not None:
+            # The builder, which knows no flags, calls the annotation ignored.
+            problems = [p for p in problems if _PASSTHROUGH_IGNORED not in p.reason]
         if self.selector is not None:
             problems += self._prepare_tls(snapshot, table)
         if self.streams is not None:

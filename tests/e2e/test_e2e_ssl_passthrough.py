@@ -141,6 +141,8 @@ def test_the_backend_certificate_arrives_untouched(passing: Ingressd, backend_ce
     # Case does not matter in SNI.
     der = served_certificate(passing.https_port, "PASS.test")
     assert der == pem_to_der(backend_cert.cert_pem)
+    # With the flag, the annotation is not reported as ignored.
+    assert "ssl-passthrough is not supported" not in passing.log()
 
 
 def test_other_hosts_on_the_same_port_are_terminated(
