@@ -25,7 +25,8 @@ from .routing.build import (
     ingress_owner,
     resolve_service,
 )
-from .stream.passthrough import ANNOTATION as PASSTHROUGH, build_passthrough, is_passthrough
+from .stream.passthrough import ANNOTATION as PASSTHROUGH
+from .stream.passthrough import build_passthrough, is_passthrough
 
 STATUSES = ("supported", "unsupported", "refused", "invalid", "overridden")
 # Statuses that make the check fail: the Ingress would not serve as written.
