@@ -557,6 +557,16 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _configmaps(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    names = []
+    for value in (args.tcp_services_configmap, args.udp_services_configmap):
+        if value:
+            ns, _, name = value.partition("/")
+            if (ns, name) not in names:
+                names.append((ns, name))
+    return tuple(names)
+
+
 def cluster_config(args: argparse.Namespace) -> ClusterConfig:
     addresses = tuple(
         a.strip() for a in (args.publish_status_address or "").split(",") if a.strip()
@@ -573,6 +583,7 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
         retry_period=args.retry_period,
         watch_seconds=args.watch_seconds,
         secret_refresh=args.secret_refresh,
+        configmaps=_configmaps(args) if hasattr(args, "tcp_services_configmap") else (),
     )
 
 

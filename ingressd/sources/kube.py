@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -31,7 +32,7 @@ from urllib3.exceptions import HTTPError
 
 from ..kube.config import WATCH_SECONDS
 from ..kube.kubeclient import CONNECT_TIMEOUT, REQUEST_TIMEOUT, Cluster, brief
-from ..model.objects import KINDS, Obj, ObjectStore, Snapshot
+from ..model.objects import KINDS, Obj, ObjectStore, Snapshot, object_key
 from ..policy import annotations as ann
 from ..policy.tls import TLS_SECRET_TYPE
 
@@ -96,6 +97,19 @@ RESOURCES: tuple[Resource, ...] = (
 )
 # ConfigMaps are not watched whole: only the TCP/UDP services ones, when named.
 assert {r.kind for r in RESOURCES} == set(KINDS) - {"ConfigMap"}
+
+
+def configmap_resource(name: str) -> Resource:
+    """One named ConfigMap (a TCP/UDP services one), listed and watched by name:
+    the API server authorizes that against RBAC resourceNames."""
+    return Resource(
+        "ConfigMap",
+        "v1",
+        "list_config_map_for_all_namespaces",
+        "list_namespaced_config_map",
+        client.CoreV1Api,
+        f"metadata.name={name}",
+    )
 
 
 class Gone(Exception):
@@ -365,13 +379,17 @@ class KubeSource:
         on_change: Callable[[], None],
         namespace: str | None = None,
         watch_seconds: int = WATCH_SECONDS,
+        configmaps: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.cluster = cluster
         self.on_change = on_change
         self.namespace = namespace
         self.watch_seconds = watch_seconds
+        self.configmaps = configmaps
         self.store = ObjectStore()
-        self._unlisted = {r.kind for r in RESOURCES}
+        self._unlisted = {r.kind for r in RESOURCES} | {
+            f"ConfigMap {ns}/{n}" for ns, n in configmaps
+        }
         self._reflectors: list[Reflector] = []
         self.synced = asyncio.Event()
 
@@ -383,6 +401,38 @@ class KubeSource:
             )
             self._reflectors.append(reflector)
             reflector.start()
+        for ns, name in self.configmaps:
+            # In its own namespace whatever --watch-namespace says, as ingress-nginx
+            # reads --tcp-services-configmap.
+            reflector = Reflector(
+                self.cluster,
+                configmap_resource(name),
+                ns,
+                loop,
+                functools.partial(self._apply_named, ns, name),
+                self.watch_seconds,
+            )
+            self._reflectors.append(reflector)
+            reflector.start()
+
+    def _apply_named(
+        self, ns: str, name: str, kind: str, event: str, obj: Obj | None, items: list[Obj] | None
+    ) -> None:
+        """One named ConfigMap's list or event: its list replaces that one only."""
+        if event != "LISTED":
+            self._apply(kind, event, obj, items)
+            return
+        found = [o for o in items or () if object_key(o) == (ns, name)]
+        changed = self.store.put(found[0]) if found else self.store.delete(kind, ns, name)
+        label = f"ConfigMap {ns}/{name}"
+        if label in self._unlisted:
+            self._unlisted.discard(label)
+            log.info("%s: initial list done (%s)", label, "found" if found else "absent")
+            if not self._unlisted:
+                self.synced.set()
+            changed = True
+        if changed and self.synced.is_set():
+            self.on_change()
 
     def stop(self) -> None:
         for reflector in self._reflectors:
