@@ -112,6 +112,7 @@ async def splice_to(
         await loop.connect_accepted_socket(lambda: session.client, conn)
     except OSError:
         conn.close()
+        session.client.lost = True
         up.abort()
         return
     session.start_timer()

@@ -89,10 +89,31 @@ class Session:
         return time.monotonic() - self.started
 
 
-class Side(asyncio.Protocol):
-    """One end of a session: what it receives goes to its peer's transport."""
+# What one side may hold for a peer that is not connected yet (the upstream
+# speaking first, say an SMTP or MySQL greeting, while the client's transport
+# is being made): past it, reading pauses.
+PENDING_LIMIT = 256 * 1024
 
-    __slots__ = ("eof", "lost", "name", "peer", "session", "transport")
+
+class Side(asyncio.Protocol):
+    """One end of a session: what it receives goes to its peer's transport.
+
+    The two ends are connected one after the other, so what arrives for an end
+    not connected yet is held (``pending``, ``pending_eof``, ``pending_close``)
+    and given to it when it is."""
+
+    __slots__ = (
+        "eof",
+        "lost",
+        "name",
+        "peer",
+        "pending",
+        "pending_close",
+        "pending_eof",
+        "pending_size",
+        "session",
+        "transport",
+    )
 
     def __init__(self, session: Session, name: str) -> None:
         self.session = session
@@ -101,9 +122,28 @@ class Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.eof = False
         self.lost = False
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.pending_eof = False
+        self.pending_close = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = t = transport  # type: ignore[assignment]
+        if self.pending:
+            t.writelines(self.pending)  # type: ignore[attr-defined]
+            self.pending = []
+            self.pending_size = 0
+            peer = self.peer
+            if peer is not None and peer.transport is not None and not peer.lost:
+                peer.transport.resume_reading()
+        if self.pending_close:
+            t.close()
+        elif self.pending_eof:
+            peer = self.peer
+            if peer is not None and peer.eof and self.eof:
+                self.session.close()
+            elif t.can_write_eof():  # type: ignore[attr-defined]
+                t.write_eof()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -114,14 +154,22 @@ class Side(asyncio.Protocol):
             session.to_client += len(data)
         peer = self.peer
         assert peer is not None
-        if peer.transport is not None and not peer.lost:
+        if peer.transport is None:
+            peer.pending.append(data)
+            peer.pending_size += len(data)
+            if peer.pending_size > PENDING_LIMIT and self.transport is not None:
+                self.transport.pause_reading()
+        elif not peer.lost:
             peer.transport.write(data)
 
     def eof_received(self) -> bool:
         self.eof = True
         peer = self.peer
         assert peer is not None
-        if peer.transport is not None and not peer.lost:
+        if peer.transport is None:
+            peer.pending_eof = True
+            return True
+        if not peer.lost:
             if peer.eof:
                 self.session.close()
                 return False
@@ -144,10 +192,15 @@ class Side(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         peer = self.peer
-        if peer is not None and peer.transport is not None and not peer.lost:
+        assert peer is not None
+        if peer.transport is None and not peer.lost:
+            # The peer is still being connected: it gets what was held, then closes.
+            peer.pending_close = True
+            return
+        if peer.transport is not None and not peer.lost:
             if exc is None:
                 peer.transport.close()  # after what it has buffered is written
             else:
                 peer.transport.abort()
-        if peer is None or peer.lost or peer.transport is None:
-            self.session.end()
+            return
+        self.session.end()

@@ -353,3 +353,35 @@ def test_proxy_protocol_from_clients_and_to_the_upstream(tmp_path: Path, echo_tc
         assert time.monotonic() - start_time < 3
     finally:
         proc.stop()
+
+
+class Greeter(asyncio.Protocol):
+    """Speaks first and hangs up, as a banner or nginx's stream ``return`` does."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(b"220 greetings\r\n")  # type: ignore[attr-defined]
+        transport.close()
+
+
+def test_an_upstream_that_speaks_first_is_heard(
+    tmp_path: Path, upstream_loop: BackgroundLoop, echo_tcp: int
+) -> None:
+    async def begin() -> asyncio.AbstractServer:
+        return await asyncio.get_running_loop().create_server(Greeter, LOCALHOST, 0)
+
+    server = upstream_loop.run(begin())
+    port = free_port()
+    objs = [
+        *backends(echo_tcp),
+        service("banner", [("smtp", 25)]),
+        endpoint_slice("banner", [LOCALHOST], server.sockets[0].getsockname()[1], port_name="smtp"),
+    ]
+    proc = start(tmp_path, objs, {str(port): "default/banner:smtp"})
+    try:
+        wait_for(lambda: connects(port), 5, what="listening")
+        for _ in range(20):  # the greeting may come before the client's side is set up
+            with socket.create_connection((LOCALHOST, port), timeout=5) as s:
+                assert b"".join(iter(lambda: s.recv(100), b"")) == b"220 greetings\r\n"
+    finally:
+        proc.stop()
+        server.close()
