@@ -91,7 +91,7 @@ async def serve_proxy(
                     config.streams.settings,
                 )
                 try:
-                    acceptor = Acceptor(sock, handle)
+                    acceptor = Acceptor(sock, handle, max_pending=config.proxy.max_connections)
                 except OSError as exc:
                     raise ListenError.from_os(listener, exc) from None
                 servers.append(acceptor)

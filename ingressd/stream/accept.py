@@ -18,6 +18,11 @@ log = logging.getLogger("ingressd.stream")
 
 Handler = Callable[[socket.socket], Awaitable[None]]
 
+# Connections whose first bytes are awaited at once, per listener: a flood of
+# connections that send nothing costs at most this many sockets and tasks
+# (each also bounded in time by its handler), and then new ones are closed.
+MAX_PENDING = 4096
+
 # accept() errors that concern one connection or a passing shortage, not the
 # listener: keep accepting (after a pause for the shortages).
 _SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -27,11 +32,19 @@ class Acceptor:
     """Accepts on one listening socket until closed; each connection's handler
     runs as its own task (cancelled by ``close``)."""
 
-    def __init__(self, sock: socket.socket, handle: Handler, backlog: int = 1024) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        handle: Handler,
+        backlog: int = 1024,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
         sock.setblocking(False)
         sock.listen(backlog)
         self.sock = sock
         self.handle = handle
+        self.max_pending = max_pending
+        self.refused = 0  # connections closed at once: max_pending were waiting
         self.pending: set[asyncio.Task[None]] = set()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -44,6 +57,16 @@ class Acceptor:
                 if exc.errno in _SHORTAGES:
                     log.warning("accept on %s: %s", self.sock.getsockname(), exc)
                     await asyncio.sleep(0.1)
+                continue
+            if len(self.pending) >= self.max_pending:
+                if not self.refused % 1000:
+                    log.warning(
+                        "%s: %d connections wait for their first bytes; closing new ones",
+                        self.sock.getsockname(),
+                        len(self.pending),
+                    )
+                self.refused += 1
+                conn.close()
                 continue
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
