@@ -51,6 +51,7 @@ class StreamServices:
         self.sessions = sessions
         self.listeners: dict[tuple[str, int], TCPService | UDPService] = {}
         self.loop = asyncio.get_running_loop()
+        self._opening: set[asyncio.Task[object]] = set()
 
     def apply(self, snapshot: Snapshot) -> list[Problem]:
         """Listeners made to match ``snapshot``'s ConfigMaps; the problems found."""
@@ -116,9 +117,11 @@ class StreamServices:
                 service = UDPService(spec, backend, settings, self.sessions)
                 # A coroutine only to resolve addresses: with a bound socket
                 # it does no I/O, and the transport is there within this turn.
-                self.loop.create_task(
+                task = self.loop.create_task(
                     self.loop.create_datagram_endpoint(lambda: service, sock=sock)
                 )
+                self._opening.add(task)  # held: the loop keeps only a weak reference
+                task.add_done_callback(self._opening.discard)
                 return service
             return TCPService(spec, backend, sock, settings, self.sessions)
         except BaseException:

@@ -117,6 +117,7 @@ class UDPService(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.flows: OrderedDict[Address, Flow] = OrderedDict()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._connecting: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -151,7 +152,10 @@ class UDPService(asyncio.DatagramProtocol):
                 self._finish(oldest)
             flow = Flow(self, client, endpoint)
             self.flows[client] = flow
-            self.loop.create_task(self._connect(flow))
+            # Held until done: the loop keeps only a weak reference to a task.
+            task = self.loop.create_task(self._connect(flow))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
         else:
             self.flows.move_to_end(client)
         flow.send(data)
