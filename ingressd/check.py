@@ -27,6 +27,7 @@ from .routing.build import (
 )
 from .stream.passthrough import ANNOTATION as PASSTHROUGH
 from .stream.passthrough import build_passthrough, is_passthrough
+from .stream.services import ConfigMapRef, read_services
 
 STATUSES = ("supported", "unsupported", "refused", "invalid", "overridden")
 # Statuses that make the check fail: the Ingress would not serve as written.
@@ -105,12 +106,26 @@ class IngressReport:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamReport:
+    """One entry of a TCP/UDP services ConfigMap that would listen."""
+
+    listen: str  # "tcp/9000"
+    backend: str  # "namespace/service:port"
+    ready_endpoints: int
+    error: str | None = None  # why its Service does not resolve (then it does not listen)
+    decode_proxy: bool = False
+    encode_proxy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CheckReport:
     ingresses: tuple[IngressReport, ...]
     # Problems not tied to one Ingress: files that do not parse, rejected objects.
     problems: tuple[str, ...] = ()
     # How the input was read, said once: an IngressClass taken from --ingress-class.
     notes: tuple[str, ...] = ()
+    # The entries of the --tcp-services-configmap and --udp-services-configmap.
+    streams: tuple[StreamReport, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -142,9 +157,12 @@ def check(
     now: float | None = None,
     notes: Iterable[str] = (),
     passthrough: bool = False,
+    streams: Iterable[ConfigMapRef] = (),
+    reserved: dict[int, str] | None = None,
 ) -> CheckReport:
     """Report on every Ingress in ``snapshot``; ``source_problems`` are the loader's.
-    ``passthrough``: as ``serve --enable-ssl-passthrough``."""
+    ``passthrough``: as ``serve --enable-ssl-passthrough``; ``streams``: the TCP/UDP
+    services ConfigMaps, read as serve reads them (``reserved``: its own ports)."""
     table = build_table(snapshot, options, now=now)
     by_ingress: dict[tuple[str, str], list[str]] = {}
     loose = [str(p) for p in source_problems]
@@ -161,7 +179,27 @@ def check(
         _ingress(snapshot, options, ing, by_ingress.get(object_key(ing), []), now, passthrough)
         for ing in ingresses
     )
-    return CheckReport(reports, tuple(loose), tuple(notes))
+    stream_reports: list[StreamReport] = []
+    for ref in streams:
+        entries, found = read_services(ref, snapshot, reserved or {})
+        loose += [str(p) for p in found]
+        if snapshot.get("ConfigMap", ref.namespace, ref.name) is None:
+            loose.append(f"{ref}: not found ({ref.flag}): no {ref.protocol} services")
+        for spec in entries:
+            backend = spec.resolve(snapshot)
+            if backend.error is not None:
+                loose.append(f"{ref}: {ref.flag}: {spec.label}: {backend.error}")
+            stream_reports.append(
+                StreamReport(
+                    spec.label,
+                    spec.backend_name,
+                    len(backend.endpoints),
+                    backend.error,
+                    spec.decode_proxy,
+                    spec.encode_proxy,
+                )
+            )
+    return CheckReport(reports, tuple(loose), tuple(notes), tuple(stream_reports))
 
 
 def _ingress(
@@ -316,6 +354,7 @@ def render_json(report: CheckReport, show_all: bool = False) -> str:
         "notes": list(report.notes),
         "ingresses": [_ingress_json(i) for i in shown(report, show_all)],
         "problems": list(report.problems),
+        "streams": [asdict(st) for st in report.streams],
         "summary": report.summary(),
     }
     return json.dumps(doc, indent=2) + "\n"
@@ -347,6 +386,10 @@ def render_text(report: CheckReport, show_all: bool = False) -> str:
         lines.append(
             f"{_plural(len(hidden), 'Ingress')} {verb} to other classes (--all shows them{note})"
         )
+    if report.streams:
+        lines.append("TCP/UDP services:")
+        lines += _columns([_stream_row(st) for st in report.streams], "  ")
+        lines.append("")
     if report.problems:
         lines.append("Input problems:")
         lines += [f"  {p}" for p in report.problems]
@@ -444,6 +487,19 @@ def _columns(rows: list[list[str]], indent: str) -> list[str]:
         indent + "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
         for row in rows
     ]
+
+
+def _stream_row(st: StreamReport) -> list[str]:
+    proxy = "".join(
+        flag
+        for flag, on in ((" (PROXY in)", st.decode_proxy), (" (PROXY out)", st.encode_proxy))
+        if on
+    )
+    if st.error is not None:
+        state = f"not listening: {st.error}"
+    else:
+        state = f"{_plural(st.ready_endpoints, 'ready endpoint')}{proxy}"
+    return [st.listen, f"-> {st.backend}", state]
 
 
 def _summary_text(report: CheckReport) -> str:

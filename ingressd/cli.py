@@ -539,6 +539,14 @@ def parser() -> argparse.ArgumentParser:
     )
     _sources(chk, "folder of Kubernetes YAML, as serve --manifests reads it")
     _class_options(chk)
+    for proto in ("tcp", "udp"):
+        chk.add_argument(
+            f"--{proto}-services-configmap",
+            type=_ns_name,
+            metavar="NS/NAME",
+            help=f"check the {proto.upper()} services ConfigMap serve would read: each "
+            "entry, its Service and ready endpoints (default: none)",
+        )
     chk.add_argument(
         "--enable-ssl-passthrough",
         action="store_true",
@@ -640,7 +648,7 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
     )
 
 
-def stream_config(args: argparse.Namespace) -> StreamConfig:
+def stream_refs(args: argparse.Namespace) -> tuple[ConfigMapRef, ...]:
     refs = []
     for protocol, flag, value in (
         ("TCP", "--tcp-services-configmap", args.tcp_services_configmap),
@@ -648,8 +656,12 @@ def stream_config(args: argparse.Namespace) -> StreamConfig:
     ):
         if value:
             refs.append(ConfigMapRef.parse(protocol, flag, value))
+    return tuple(refs)
+
+
+def stream_config(args: argparse.Namespace) -> StreamConfig:
     return StreamConfig(
-        tuple(refs),
+        stream_refs(args),
         StreamSettings(
             connect_timeout=args.proxy_connect_timeout,
             idle_timeout=args.proxy_stream_timeout,
@@ -697,7 +709,7 @@ def _check_input(
 
     cluster = connect(args.kubeconfig, args.in_cluster)  # KubeConfigError: main() says it
     try:
-        return snapshot_once(cluster, args.watch_namespace), (), ()
+        return snapshot_once(cluster, args.watch_namespace, _configmaps(args)), (), ()
     except ListError as exc:
         raise _Unreadable(str(exc)) from None
     finally:
@@ -711,7 +723,12 @@ def _check(args: argparse.Namespace) -> int:
     except _Unreadable as exc:
         return _fail(args.command, str(exc), EXIT_USAGE)
     report = check(
-        snapshot, options, problems, notes=notes, passthrough=args.enable_ssl_passthrough
+        snapshot,
+        options,
+        problems,
+        notes=notes,
+        passthrough=args.enable_ssl_passthrough,
+        streams=stream_refs(args),
     )
     render = render_json if args.format == "json" else render_text
     sys.stdout.write(render(report, args.all))

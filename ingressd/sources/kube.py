@@ -200,18 +200,28 @@ class ListError(Exception):
     """A one-shot list failed: no access, no connection, or not an API server."""
 
 
-def snapshot_once(cluster: Cluster, namespace: str | None = None) -> Snapshot:
-    """The five kinds, listed once (no watch), as ``ingressd check`` reads a cluster."""
+def snapshot_once(
+    cluster: Cluster,
+    namespace: str | None = None,
+    configmaps: tuple[tuple[str, str], ...] = (),
+) -> Snapshot:
+    """The five kinds, and the named ConfigMaps, listed once (no watch), as
+    ``ingressd check`` reads a cluster."""
     store = ObjectStore()
-    for resource in RESOURCES:
+    named = [(configmap_resource(name), ns) for ns, name in configmaps]
+    for resource, where in [*((r, namespace) for r in RESOURCES), *named]:
         try:
-            items, _ = list_objects(list_call(cluster, resource, namespace), resource)
+            items, _ = list_objects(list_call(cluster, resource, where), resource)
         except (ApiException, HTTPError, OSError, ValueError) as exc:
             # ValueError: a body that is not JSON, from something that is not an API server.
             raise ListError(
                 f"{cluster.describe()}: cannot list {resource.kind} objects: {brief(exc)}"
             ) from exc
-        store.replace_all(resource.kind, items)
+        if resource.kind == "ConfigMap":
+            for item in items:
+                store.put(item)
+        else:
+            store.replace_all(resource.kind, items)
     return store.snapshot()
 
 

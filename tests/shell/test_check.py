@@ -389,7 +389,7 @@ def mixed_report() -> CheckReport:
 def test_json_shape() -> None:
     report = mixed_report()
     doc = json.loads(render_json(report))
-    assert set(doc) == {"notes", "ingresses", "problems", "summary"}
+    assert set(doc) == {"notes", "ingresses", "problems", "streams", "summary"}
     [ing] = doc["ingresses"]
     assert set(ing) == {
         "namespace",
@@ -787,3 +787,34 @@ def test_passthrough_says_what_does_not_apply() -> None:
     assert "ssl-passthrough (TLS connections go to the backend untouched):" in text
     # A wildcard host cannot be matched by SNI exactly (tcpproxy compares names).
     assert any("cannot be matched by SNI exactly" in p for p in only(on, "wild").problems)
+
+
+def test_stream_services_are_checked() -> None:
+    from ingressd.stream.services import ConfigMapRef
+
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "tcp-services", "namespace": "ingressd"},
+        "data": {"9000": "default/db:5432:PROXY", "9001": "default/nope:1", "x": "bad"},
+    }
+    refs = (
+        ConfigMapRef.parse("TCP", "--tcp-services-configmap", "ingressd/tcp-services"),
+        ConfigMapRef.parse("UDP", "--udp-services-configmap", "ingressd/udp-services"),
+    )
+    report = report_of(
+        cm, service("db", [5432]), endpoint_slice("db", ["10.0.0.9"], 5432), streams=refs
+    )
+    assert [(s.listen, s.backend, s.ready_endpoints, s.error) for s in report.streams] == [
+        ("tcp/9000", "default/db:5432", 1, None),
+        ("tcp/9001", "default/nope:1", 0, "service default/nope not found"),
+    ]
+    assert report.streams[0].decode_proxy and not report.streams[0].encode_proxy
+    problems = "\n".join(report.problems)
+    assert "TCP port 'x': not a port number (1-65535)" in problems
+    assert "tcp/9001: service default/nope not found" in problems
+    assert "ConfigMap ingressd/udp-services: not found (--udp-services-configmap)" in problems
+    assert report.exit_code == 1
+    text = squeezed(render_text(report))
+    assert "TCP/UDP services: tcp/9000 -> default/db:5432 1 ready endpoint (PROXY in)" in text
+    assert json.loads(render_json(report))["streams"][0]["listen"] == "tcp/9000"
