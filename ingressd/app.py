@@ -22,11 +22,14 @@ from .control.controller import Controller
 from .listeners import Listener, ListenError, bind, bind_all, close
 from .model.table import RouteTable
 from .observe.metrics import Metrics
-from .observe.stats import ProxyView
+from .observe.stats import ProxyView, with_streams
 from .policy.limits import LimitRegistry
 from .policy.tls import CertificateSelector, self_signed
 from .proxy.state import ProxyState
 from .serving import proxy_listeners, serve_proxy, until_listening
+from .stream.manager import StreamServices
+from .stream.passthrough import PassthroughRouter
+from .stream.session_log import SessionLog
 
 log = logging.getLogger("ingressd")
 
@@ -117,9 +120,22 @@ async def serve(
 
     def proxy_view() -> ProxyView:
         if pool is not None:
-            return pool.totals.view()  # the workers' last reports, summed
+            # The workers' last reports, summed, and this process's stream sessions.
+            return with_streams(pool.totals.view(), state.stats.streams)
         return state.stats.view(len(state.connections))
 
+    passthrough = PassthroughRouter(config.build) if config.ssl_passthrough else None
+    # The TCP/UDP services listen in this process, whether or not workers proxy
+    # HTTP (stream/manager.py says why).
+    streams = None
+    if config.streams.refs:
+        reserved = {
+            config.http_port: "--http-port",
+            config.https_port: "--https-port",
+            config.admin_port: "--admin-port",
+        }
+        sessions = SessionLog(state.stats, state.access_log)
+        streams = StreamServices(config.streams, config.address, reserved, sessions)
     # With workers, this process's table is never served: it is built for the
     # status write-back and /problems, and its snapshot is what workers are fed.
     controller = Controller(
@@ -128,6 +144,8 @@ async def serve(
         config.build,
         config.default_certificate,
         publish=pool.publish if pool is not None else None,
+        streams=streams,
+        passthrough=passthrough,
     )
     # The configuration is checked first (an unusable kubeconfig is a usage
     # error), then every port is bound, before any process, watch or listener
@@ -156,7 +174,14 @@ async def serve(
             for sock in http:
                 unowned.remove(sock)  # serve_proxy owns them from here on
             proxy = loop.create_task(
-                serve_proxy(config, state, selector, closing, sockets=(http, https))
+                serve_proxy(
+                    config,
+                    state,
+                    selector,
+                    closing,
+                    sockets=(http, https),
+                    passthrough=passthrough,
+                )
             )
             await until_listening(proxy, state)
 
@@ -207,6 +232,8 @@ async def serve(
         await asyncio.gather(*tasks, return_exceptions=True)
         if pool is not None:
             await pool.stop(config.shutdown_grace)
+        if streams is not None:
+            streams.close()
         if proxy is not None:
             await asyncio.gather(proxy, return_exceptions=True)
         if runner is not None:

@@ -393,7 +393,17 @@ async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle
     state = ProxyState(RouteTable(), config.proxy)
     state.limits = LimitRegistry(limits.attach(index))  # counted per pod, not per worker
     selector = CertificateSelector(lambda: state.table, self_signed(), http2=config.proxy.http2)
-    controller = Controller(state, selector, config.build, config.default_certificate, report=False)
+    from .stream.passthrough import PassthroughRouter
+
+    passthrough = PassthroughRouter(config.build) if config.ssl_passthrough else None
+    controller = Controller(
+        state,
+        selector,
+        config.build,
+        config.default_certificate,
+        report=False,
+        passthrough=passthrough,
+    )
     store = ObjectStore()
     first = asyncio.Event()
 
@@ -438,7 +448,9 @@ async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle
     stopping.cancel()
     if stop.is_set():
         return 0
-    proxy = asyncio.ensure_future(serve_proxy(config, state, selector, stop, reuse_port=True))
+    proxy = asyncio.ensure_future(
+        serve_proxy(config, state, selector, stop, reuse_port=True, passthrough=passthrough)
+    )
     try:
         await until_listening(proxy, state)
     except ListenError as exc:

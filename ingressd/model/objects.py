@@ -22,6 +22,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 # kind -> apiVersions we accept for it
 KINDS: Mapping[str, tuple[str, ...]] = {
+    # Only the TCP and UDP services ConfigMaps are read (stream/services.py).
+    "ConfigMap": ("v1",),
     "IngressClass": ("networking.k8s.io/v1",),
     "Ingress": ("networking.k8s.io/v1",),
     "Service": ("v1",),

@@ -44,6 +44,13 @@ assert (DURATION_BUCKETS, UPSTREAM_BUCKETS) == (6, 22)  # as written out in Requ
 RequestKey = tuple[str, str, bytes, int]
 # (Ingress, backend, kind or reason)
 EventKey = tuple[str, str, str]
+# Layer-4 sessions (stream/): (kind "tcp", "udp" or "passthrough", what was
+# listened to: "tcp/9000" or the passthrough host, backend "namespace/service:port",
+# status as nginx's stream $status: 200, 502 no upstream). Bounded as RequestKey:
+# every part comes from the configuration, never from a client.
+StreamKey = tuple[str, str, str, int]
+# One record per StreamKey: sessions, bytes from clients, bytes to clients.
+SESSIONS, STREAM_IN, STREAM_OUT = range(3)
 
 _METHOD_NAMES = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 METHODS: dict[bytes, str] = {m.encode(): m for m in _METHOD_NAMES}
@@ -57,10 +64,11 @@ def new_record() -> list[float]:
 class RequestStats:
     """One process's counts since it started; only ever written by its event loop."""
 
-    __slots__ = ("_reported", "accepted", "requests", "retries", "upstream_errors")
+    __slots__ = ("_reported", "accepted", "requests", "retries", "streams", "upstream_errors")
 
     def __init__(self) -> None:
         self.requests: dict[RequestKey, list[float]] = {}
+        self.streams: dict[StreamKey, list[int]] = {}
         self.upstream_errors: dict[EventKey, int] = {}
         self.retries: dict[EventKey, int] = {}
         self.accepted = 0  # client connections
@@ -103,6 +111,15 @@ class RequestStats:
         key = (ingress, backend, reason)
         self.retries[key] = self.retries.get(key, 0) + 1
 
+    def stream(self, key: StreamKey, bytes_in: int, bytes_out: int) -> None:
+        """A finished layer-4 session (a TCP connection, a UDP flow)."""
+        rec = self.streams.get(key)
+        if rec is None:
+            rec = self.streams[key] = [0, 0, 0]
+        rec[0] += 1
+        rec[1] += bytes_in
+        rec[2] += bytes_out
+
     def view(self, active: int) -> ProxyView:
         """A copy of the numbers, to be read while the proxy goes on counting."""
         return ProxyView(
@@ -111,6 +128,7 @@ class RequestStats:
             dict(self.retries),
             self.accepted,
             active,
+            {key: rec.copy() for key, rec in self.streams.items()},
         )
 
     def report(self, active: int) -> Report:
@@ -126,7 +144,12 @@ class RequestStats:
                 reported[key] = rec[COUNT]
                 changed[key] = rec.copy()
         return Report(
-            changed, dict(self.upstream_errors), dict(self.retries), self.accepted, active
+            changed,
+            dict(self.upstream_errors),
+            dict(self.retries),
+            self.accepted,
+            active,
+            {key: rec.copy() for key, rec in self.streams.items()},
         )
 
 
@@ -139,13 +162,21 @@ class Report:
     retries: dict[EventKey, int]
     accepted: int
     active: int  # client connections open now: a gauge, not kept once the worker is gone
+    streams: dict[StreamKey, list[int]] = field(default_factory=dict)  # cumulative, whole
 
     def __reduce__(self) -> tuple[type[Report], tuple[object, ...]]:
         # Sent to the main process by pickle: a compiled (mypyc) frozen
         # dataclass cannot be restored attribute by attribute.
         return (
             Report,
-            (self.requests, self.upstream_errors, self.retries, self.accepted, self.active),
+            (
+                self.requests,
+                self.upstream_errors,
+                self.retries,
+                self.accepted,
+                self.active,
+                self.streams,
+            ),
         )
 
 
@@ -158,6 +189,7 @@ class ProxyView:
     retries: Mapping[EventKey, int]
     accepted: int
     active: int
+    streams: Mapping[StreamKey, list[int]] = field(default_factory=dict)
 
 
 def _add_records(into: dict[RequestKey, list[float]], records: Mapping) -> None:
@@ -190,6 +222,7 @@ class WorkerSlot:
     accepted: int = 0
     active: int = 0
     retired: bool = False
+    streams: dict[StreamKey, list[int]] = field(default_factory=dict)
 
 
 class WorkerTotals:
@@ -232,6 +265,7 @@ class WorkerTotals:
             slot.retries = report.retries
             slot.accepted = report.accepted
             slot.active = report.active
+            slot.streams = report.streams
 
     def retire(self, slot: WorkerSlot) -> None:
         """The worker is gone: keep its counters, forget its gauges."""
@@ -244,6 +278,7 @@ class WorkerTotals:
             _add_records(kept.requests, slot.requests)
             _add_counts(kept.upstream_errors, slot.upstream_errors)
             _add_counts(kept.retries, slot.retries)
+            _add_streams(kept.streams, slot.streams)
             kept.accepted += slot.accepted
 
     def view(self) -> ProxyView:
@@ -255,14 +290,37 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
     requests: dict[RequestKey, list[float]] = {}
     errors: dict[EventKey, int] = {}
     retries: dict[EventKey, int] = {}
+    streams: dict[StreamKey, list[int]] = {}
     accepted = active = 0
     for slot in slots:
+        _add_streams(streams, slot.streams)
         _add_records(requests, slot.requests)
         _add_counts(errors, slot.upstream_errors)
         _add_counts(retries, slot.retries)
         accepted += slot.accepted
         active += slot.active
-    return ProxyView(requests, errors, retries, accepted, active)
+    return ProxyView(requests, errors, retries, accepted, active, streams)
+
+
+def with_streams(view: ProxyView, streams: Mapping[StreamKey, list[int]]) -> ProxyView:
+    """``view`` with ``streams`` (the main process's own sessions) added to its own."""
+    if not streams:
+        return view
+    total = {key: list(rec) for key, rec in view.streams.items()}
+    _add_streams(total, streams)
+    return ProxyView(
+        view.requests, view.upstream_errors, view.retries, view.accepted, view.active, total
+    )
+
+
+def _add_streams(into: dict[StreamKey, list[int]], records: Mapping[StreamKey, list[int]]) -> None:
+    for key, rec in records.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = list(rec)
+        else:
+            for i, value in enumerate(rec):
+                mine[i] += value
 
 
 class RebuildStats:

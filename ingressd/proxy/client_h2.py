@@ -255,13 +255,15 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         "peer",
         "ready",
         "settings",
+        "source",
         "state",
         "streams",
         "transport",
     )
 
-    def __init__(self, state: ProxyState) -> None:
+    def __init__(self, state: ProxyState, source: str | None = None) -> None:
         self.state = state
+        self.source = source  # the client's address from a PROXY protocol header
         self.settings = settings = state.settings
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -314,7 +316,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         state = self.state
-        self.peer = peer_of(transport, True, self.settings.trusted_proxies)
+        self.peer = peer_of(transport, True, self.settings.trusted_proxies, self.source)
         h2c = self.h2
         h2c.initiate_connection()
         h2c.increment_flow_control_window(CONN_WINDOW - 65535)

@@ -337,6 +337,12 @@ def _collect(doc: Any, where: str, source: str, out: list[Obj], problems: list[P
         log.debug("%s: %s: ignoring kind %s", source, where, kind)
         return
     reason = _invalid_reason(doc)
+    if reason is not None and kind == "ConfigMap":
+        # Only the TCP/UDP services ConfigMaps are read, by name: one that is
+        # broken (no name, another apiVersion) cannot be either, and the
+        # folder's other ConfigMaps are none of ingressd's business.
+        log.debug("%s: %s: ignoring ConfigMap: %s", source, where, reason)
+        return
     if reason is not None:
         # Named like the object would be once stored, namespace defaulted.
         what = describe(_normalized(doc)) if _name(doc) else where

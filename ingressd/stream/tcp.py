@@ -1,0 +1,77 @@
+"""A TCP service: one listener of the TCP services ConfigMap, spliced to its Service's endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from ..model.backend import Backend
+from .accept import Acceptor
+from .connect import StreamSettings, Target, splice_to
+from .peek import PeekError, read_proxy_header
+from .proxyproto import MAX_HEADER, ProxyProtocolError, build_v1
+from .services import StreamService
+from .session_log import SessionLog, SessionRecord
+
+log = logging.getLogger("ingressd.stream")
+
+
+class TCPService:
+    """Listening for one ConfigMap entry; its spec and backend are replaced as
+    the ConfigMap and the endpoints change, without closing the listener."""
+
+    def __init__(
+        self,
+        spec: StreamService,
+        backend: Backend,
+        sock: socket.socket,
+        settings: StreamSettings,
+        sessions: SessionLog,
+    ) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.settings = settings
+        self.sessions = sessions
+        self.acceptor = Acceptor(sock, self._handle)
+
+    def close(self) -> None:
+        self.acceptor.close()
+
+    async def _handle(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        spec, backend = self.spec, self.backend
+        peer = _peer(conn)
+        client = peer[0]
+        if spec.decode_proxy:
+            # nginx: listen ... proxy_protocol (nginx.tmpl, TCP services).
+            deadline = loop.time() + self.settings.peek_timeout
+            try:
+                header = await read_proxy_header(loop, conn, MAX_HEADER, deadline)
+            except (PeekError, ProxyProtocolError, OSError) as exc:
+                log.info("%s: client %s: PROXY protocol: %s: closed", spec.label, client, exc)
+                conn.close()
+                self.sessions.record(
+                    loop,
+                    SessionRecord("tcp", spec.label, spec.backend_name, client, "", 400, 0, 0, 0.0),
+                )
+                return
+            if header.source is not None:
+                peer = header.source
+                client = peer[0]
+        preamble = None
+        if spec.encode_proxy:
+            # nginx: proxy_protocol on (v1), naming the client and the address it reached.
+            def preamble(c: socket.socket, src: tuple[str, int] = peer) -> bytes:
+                return build_v1(src, c.getsockname()[:2])
+
+        target = Target("tcp", spec.label, backend.name, backend.endpoints)
+        await splice_to(conn, target, client, self.settings, self.sessions, preamble)
+
+
+def _peer(conn: socket.socket) -> tuple[str, int]:
+    try:
+        addr = conn.getpeername()
+        return (str(addr[0]), int(addr[1]))
+    except OSError:
+        return ("?", 0)
