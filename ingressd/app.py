@@ -26,7 +26,7 @@ from .observe.stats import ProxyView, with_streams
 from .policy.limits import LimitRegistry
 from .policy.tls import CertificateSelector, self_signed
 from .proxy.state import ProxyState
-from .serving import proxy_listeners, serve_proxy, until_listening
+from .serving import proxy_listeners, serve_proxy, session_table, until_listening
 from .stream.manager import StreamServices
 from .stream.passthrough import PassthroughRouter
 from .stream.session_log import SessionLog
@@ -121,10 +121,12 @@ async def serve(
     def proxy_view() -> ProxyView:
         if pool is not None:
             # The workers' last reports, summed, and this process's stream sessions.
-            return with_streams(pool.totals.view(), state.stats.streams)
+            return with_streams(pool.totals.view(), state.stats.streams, state.stats.stream_open)
         return state.stats.view(len(state.connections))
 
     passthrough = PassthroughRouter(config.build) if config.ssl_passthrough else None
+    # This process's layer-4 sessions (TCP services; passthrough too without workers).
+    table = session_table(config, state)
     # The TCP/UDP services listen in this process, whether or not workers proxy
     # HTTP (stream/manager.py says why).
     streams = None
@@ -135,7 +137,7 @@ async def serve(
             config.admin_port: "--admin-port",
         }
         sessions = SessionLog(state.stats, state.access_log)
-        streams = StreamServices(config.streams, config.address, reserved, sessions)
+        streams = StreamServices(config.streams, config.address, reserved, sessions, table)
     # With workers, this process's table is never served: it is built for the
     # status write-back and /problems, and its snapshot is what workers are fed.
     controller = Controller(
@@ -181,6 +183,7 @@ async def serve(
                     closing,
                     sockets=(http, https),
                     passthrough=passthrough,
+                    table=table,
                 )
             )
             await until_listening(proxy, state)
@@ -226,16 +229,25 @@ async def serve(
             )
         stop.set()
         closing.set()
+        deadline = loop.time() + config.shutdown_grace
         # The source goes first: a leader hands its lease over while we drain.
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if streams is not None:
+            streams.stop()  # with the HTTP ports: no new sessions, those open go on
         if pool is not None:
             await pool.stop(config.shutdown_grace)
-        if streams is not None:
-            streams.close()
         if proxy is not None:
             await asyncio.gather(proxy, return_exceptions=True)
+        # TCP services' sessions (serve_proxy drained this table too, if it ran here).
+        await table.drain(deadline)
+        if streams is not None:
+            streams.close()
+        table.abort()
+        await asyncio.sleep(0)  # aborted sessions are counted and logged
+        if state.access_log is not None:
+            state.access_log.flush()
         if runner is not None:
             await runner.cleanup()
         close(unowned)

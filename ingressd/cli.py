@@ -260,6 +260,31 @@ def _common(
         "proxy-stream-responses (0: until idle; default: 1)",
     )
     g.add_argument(
+        "--max-stream-sessions",
+        type=_positive,
+        default=16384,
+        metavar="N",
+        help="layer-4 sessions open at once per process (TCP services' and TLS passthrough "
+        "connections, UDP flows), as nginx's worker_connections; past it new connections "
+        "are closed at once (default: 16384)",
+    )
+    g.add_argument(
+        "--max-stream-sessions-per-port",
+        type=_positive,
+        default=4096,
+        metavar="N",
+        help="sessions open at once per TCP service port, and TLS passthrough sessions on "
+        "the HTTPS port; past it new connections are closed at once (default: 4096)",
+    )
+    g.add_argument(
+        "--max-udp-flows",
+        type=_positive,
+        default=4096,
+        metavar="N",
+        help="UDP services: clients (flows) tracked at once per port; past it the least "
+        "recently used flow ends (default: 4096)",
+    )
+    g.add_argument(
         "--max-connections",
         type=_positive,
         default=16384,
@@ -666,6 +691,9 @@ def stream_config(args: argparse.Namespace) -> StreamConfig:
             connect_timeout=args.proxy_connect_timeout,
             idle_timeout=args.proxy_stream_timeout,
             udp_responses=args.proxy_stream_responses,
+            udp_max_flows=args.max_udp_flows,
+            max_sessions=args.max_stream_sessions,
+            max_sessions_per_listener=args.max_stream_sessions_per_port,
         ),
     )
 

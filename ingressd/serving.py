@@ -18,6 +18,7 @@ from .policy.tls import CertificateSelector
 from .proxy.client_h1 import protocol_factory
 from .proxy.state import ProxyState
 from .stream.accept import Acceptor, Handler
+from .stream.bounds import SessionTable
 from .stream.connect import StreamSettings, Target, splice_to
 from .stream.passthrough import PassthroughRouter
 from .stream.peek import PeekError, peek, read_proxy_header
@@ -52,6 +53,7 @@ async def serve_proxy(
     reuse_port: bool = False,
     sockets: tuple[list[socket.socket], list[socket.socket]] | None = None,
     passthrough: PassthroughRouter | None = None,
+    table: SessionTable | None = None,
 ) -> None:
     """Listen on the proxy ports until ``stop``, then drain the connections.
 
@@ -59,8 +61,12 @@ async def serve_proxy(
     whatever happens); else they are bound here (a worker process, with
     SO_REUSEPORT), raising ListenError. ``passthrough``: with
     --enable-ssl-passthrough, the hosts whose TLS connections are spliced.
+    ``table``: the process's layer-4 sessions (one is made here if None), which
+    the drain waits for as for HTTP connections.
     """
     loop = asyncio.get_running_loop()
+    if table is None:
+        table = session_table(config, state)
     listeners = proxy_listeners(config)
     if sockets is None:
         http = bind(listeners[0], reuse_port=reuse_port)
@@ -89,6 +95,8 @@ async def serve_proxy(
                     config.use_proxy_protocol,
                     passthrough if tls else None,
                     config.streams.settings,
+                    table,
+                    f"https/{config.https_port}",
                 )
                 try:
                     acceptor = Acceptor(sock, handle, max_pending=config.proxy.max_connections)
@@ -112,16 +120,27 @@ async def serve_proxy(
         close([sock for sock, _, _ in pending[len(servers) :]])
         raise
     state.listening = True
+    acceptors = [opened for opened in servers if isinstance(opened, Acceptor)]
     try:
         await stop.wait()
     finally:
+        # No new connections; those accepted (HTTP, TLS, passthrough sessions,
+        # handshakes and peeks under way) get the grace to finish.
         for opened in servers:
-            opened.close()
+            if isinstance(opened, Acceptor):
+                opened.stop()
+            else:
+                opened.close()
         for conn in list(state.connections):
             conn.shutdown()
         deadline = loop.time() + config.shutdown_grace
-        while state.connections and loop.time() < deadline:
+        while loop.time() < deadline and (
+            state.connections or table.total or any(a.pending for a in acceptors)
+        ):
             await asyncio.sleep(0.05)
+        for acceptor in acceptors:
+            acceptor.close()
+        table.abort()
         for conn in list(state.connections):
             conn.transport.abort()  # type: ignore[union-attr]
         state.pool.close()
@@ -139,6 +158,8 @@ def _handover(
     proxy_protocol: bool,
     passthrough: PassthroughRouter | None,
     settings: StreamSettings,
+    table: SessionTable,
+    listener: str,
 ) -> Handler:
     """Each connection's first bytes read, then the connection handed on.
 
@@ -180,8 +201,16 @@ def _handover(
                         SessionRecord("passthrough", host, backend.name, client, "", 502, 0, 0, 0),
                     )
                     return
+                claim = table.claim(listener)
+                if claim is None:
+                    conn.close()
+                    sessions.refused(
+                        loop,
+                        SessionRecord("passthrough", host, backend.name, client, "", 503, 0, 0, 0),
+                    )
+                    return
                 target = Target("passthrough", host, backend.name, backend.endpoints)
-                await splice_to(conn, target, client, settings, sessions)
+                await splice_to(conn, target, client, settings, sessions, claim=claim)
                 return
         try:
             await loop.connect_accepted_socket(
@@ -195,6 +224,14 @@ def _handover(
             conn.close()
 
     return handle
+
+
+def session_table(config: ServeConfig, state: ProxyState) -> SessionTable:
+    """The process's table of layer-4 sessions, bounded as configured."""
+    settings = config.streams.settings
+    return SessionTable(
+        settings.max_sessions, settings.max_sessions_per_listener, state.stats.stream_open
+    )
 
 
 def _peer(conn: socket.socket) -> str:

@@ -219,7 +219,7 @@ def stream_families(view: ProxyView) -> Iterator[Metric]:
         "Layer-4 sessions ended: TCP connections and UDP flows of the TCP/UDP services, TLS "
         "passthrough connections; by kind (tcp, udp, passthrough), what was listened to "
         "(tcp/PORT, udp/PORT, or the passthrough host), Service and status (200; 400: bad "
-        "PROXY header; 502: no upstream reached)",
+        "PROXY header; 502: no upstream reached; 503: refused, too many sessions open)",
         labels=labels,
     )
     bytes_in = CounterMetricFamily(
@@ -236,7 +236,16 @@ def stream_families(view: ProxyView) -> Iterator[Metric]:
         sessions.add_metric(values, rec[SESSIONS])
         bytes_in.add_metric(values, rec[STREAM_IN])
         bytes_out.add_metric(values, rec[STREAM_OUT])
-    yield from (sessions, bytes_in, bytes_out)
+    open_now = GaugeMetricFamily(
+        "ingressd_stream_sessions_open",
+        "Layer-4 sessions open now, by listener: tcp/PORT, udp/PORT (UDP flows), "
+        "https/PORT (TLS passthrough); bounded by --max-stream-sessions-per-port "
+        "(--max-udp-flows for UDP) and, summed per process, --max-stream-sessions",
+        labels=["listener"],
+    )
+    for listener, n in sorted(view.stream_open.items()):
+        open_now.add_metric([listener], n)
+    yield from (sessions, bytes_in, bytes_out, open_now)
 
 
 def build_family() -> Metric:

@@ -64,11 +64,22 @@ def new_record() -> list[float]:
 class RequestStats:
     """One process's counts since it started; only ever written by its event loop."""
 
-    __slots__ = ("_reported", "accepted", "requests", "retries", "streams", "upstream_errors")
+    __slots__ = (
+        "_reported",
+        "accepted",
+        "requests",
+        "retries",
+        "stream_open",
+        "streams",
+        "upstream_errors",
+    )
 
     def __init__(self) -> None:
         self.requests: dict[RequestKey, list[float]] = {}
         self.streams: dict[StreamKey, list[int]] = {}
+        # Layer-4 sessions open now, by listener ("tcp/9000", "udp/53", "https/443"
+        # for passthrough): kept up to date by stream/bounds.py's SessionTable.
+        self.stream_open: dict[str, int] = {}
         self.upstream_errors: dict[EventKey, int] = {}
         self.retries: dict[EventKey, int] = {}
         self.accepted = 0  # client connections
@@ -129,6 +140,7 @@ class RequestStats:
             self.accepted,
             active,
             {key: rec.copy() for key, rec in self.streams.items()},
+            dict(self.stream_open),
         )
 
     def report(self, active: int) -> Report:
@@ -150,6 +162,7 @@ class RequestStats:
             self.accepted,
             active,
             {key: rec.copy() for key, rec in self.streams.items()},
+            dict(self.stream_open),
         )
 
 
@@ -163,6 +176,7 @@ class Report:
     accepted: int
     active: int  # client connections open now: a gauge, not kept once the worker is gone
     streams: dict[StreamKey, list[int]] = field(default_factory=dict)  # cumulative, whole
+    stream_open: dict[str, int] = field(default_factory=dict)  # a gauge, as active
 
     def __reduce__(self) -> tuple[type[Report], tuple[object, ...]]:
         # Sent to the main process by pickle: a compiled (mypyc) frozen
@@ -176,6 +190,7 @@ class Report:
                 self.accepted,
                 self.active,
                 self.streams,
+                self.stream_open,
             ),
         )
 
@@ -190,6 +205,7 @@ class ProxyView:
     accepted: int
     active: int
     streams: Mapping[StreamKey, list[int]] = field(default_factory=dict)
+    stream_open: Mapping[str, int] = field(default_factory=dict)
 
 
 def _add_records(into: dict[RequestKey, list[float]], records: Mapping) -> None:
@@ -223,6 +239,7 @@ class WorkerSlot:
     active: int = 0
     retired: bool = False
     streams: dict[StreamKey, list[int]] = field(default_factory=dict)
+    stream_open: dict[str, int] = field(default_factory=dict)
 
 
 class WorkerTotals:
@@ -266,6 +283,7 @@ class WorkerTotals:
             slot.accepted = report.accepted
             slot.active = report.active
             slot.streams = report.streams
+            slot.stream_open = report.stream_open
 
     def retire(self, slot: WorkerSlot) -> None:
         """The worker is gone: keep its counters, forget its gauges."""
@@ -291,26 +309,46 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
     errors: dict[EventKey, int] = {}
     retries: dict[EventKey, int] = {}
     streams: dict[StreamKey, list[int]] = {}
+    stream_open: dict[str, int] = {}
     accepted = active = 0
     for slot in slots:
         _add_streams(streams, slot.streams)
+        _add_open(stream_open, slot.stream_open)  # retire() keeps none: a gauge
         _add_records(requests, slot.requests)
         _add_counts(errors, slot.upstream_errors)
         _add_counts(retries, slot.retries)
         accepted += slot.accepted
         active += slot.active
-    return ProxyView(requests, errors, retries, accepted, active, streams)
+    return ProxyView(requests, errors, retries, accepted, active, streams, stream_open)
 
 
-def with_streams(view: ProxyView, streams: Mapping[StreamKey, list[int]]) -> ProxyView:
-    """``view`` with ``streams`` (the main process's own sessions) added to its own."""
-    if not streams:
+def with_streams(
+    view: ProxyView,
+    streams: Mapping[StreamKey, list[int]],
+    stream_open: Mapping[str, int] | None = None,
+) -> ProxyView:
+    """``view`` with ``streams`` and ``stream_open`` (the main process's own
+    sessions, ended and open) added to its own."""
+    if not streams and not stream_open:
         return view
     total = {key: list(rec) for key, rec in view.streams.items()}
     _add_streams(total, streams)
+    open_now = dict(view.stream_open)
+    _add_open(open_now, stream_open or {})
     return ProxyView(
-        view.requests, view.upstream_errors, view.retries, view.accepted, view.active, total
+        view.requests,
+        view.upstream_errors,
+        view.retries,
+        view.accepted,
+        view.active,
+        total,
+        open_now,
     )
+
+
+def _add_open(into: dict[str, int], counts: Mapping[str, int]) -> None:
+    for key, n in counts.items():
+        into[key] = into.get(key, 0) + n
 
 
 def _add_streams(into: dict[StreamKey, list[int]], records: Mapping[StreamKey, list[int]]) -> None:

@@ -84,8 +84,15 @@ class Acceptor:
             log.exception("connection handler failed")
             conn.close()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """No more accepting (the port is released); the connections accepted
+        go on with their handlers (a shutdown's drain waits for ``pending``)."""
         self.task.cancel()
+        if self.sock.fileno() != -1:
+            self.sock.close()
+
+    def close(self) -> None:
+        """``stop``, and the handlers still running are cancelled."""
+        self.stop()
         for task in list(self.pending):
             task.cancel()
-        self.sock.close()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..model.backend import Endpoint
+from .bounds import Claim
 from .session_log import SessionLog, SessionRecord
 from .splice import Session
 
@@ -28,11 +29,17 @@ class StreamSettings:
     idle_timeout: float = 600.0
     # A header from clients (PROXY protocol, a ClientHello) must come within this.
     peek_timeout: float = 5.0
-    # UDP: flows kept at once per service (the oldest is dropped past it), and
-    # datagrams expected back per datagram sent before a flow ends (ingress-nginx's
-    # proxy-stream-responses, nginx's proxy_responses; 0: until idle).
+    # UDP: flows kept at once per service (the oldest is dropped past it,
+    # --max-udp-flows), and datagrams expected back per datagram sent before a
+    # flow ends (ingress-nginx's proxy-stream-responses, nginx's proxy_responses;
+    # 0: until idle).
     udp_max_flows: int = 4096
     udp_responses: int = 1
+    # Sessions open at once (bounds.py): per process (--max-stream-sessions, as
+    # ingress-nginx's max-worker-connections) and per listener
+    # (--max-stream-sessions-per-port).
+    max_sessions: int = 16384
+    max_sessions_per_listener: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +62,35 @@ async def splice_to(
     settings: StreamSettings,
     sessions: SessionLog,
     preamble: Callable[[socket.socket], bytes] | None = None,
+    claim: Claim | None = None,
 ) -> None:
     """Connect to one of ``target``'s endpoints (round robin, the next on a
     failure), write ``preamble`` to it (a PROXY protocol header), then splice.
-    Owns ``conn``: it is closed on every failure."""
+    Owns ``conn``: it is closed on every failure. Owns ``claim`` (the session's
+    place in the process's SessionTable) too: released when the session ends,
+    however it ends."""
+    try:
+        await _splice_to(conn, target, client, settings, sessions, preamble, claim)
+    except BaseException:
+        if claim is not None:
+            claim.release()  # cancelled while connecting (shutdown), say
+        raise
+
+
+async def _splice_to(
+    conn: socket.socket,
+    target: Target,
+    client: str,
+    settings: StreamSettings,
+    sessions: SessionLog,
+    preamble: Callable[[socket.socket], bytes] | None,
+    claim: Claim | None,
+) -> None:
     loop = asyncio.get_running_loop()
 
     def ended(session: Session) -> None:
+        if claim is not None:
+            claim.release()
         sessions.record(
             loop,
             SessionRecord(
@@ -97,6 +126,8 @@ async def splice_to(
         break
     if not chosen:
         conn.close()
+        if claim is not None:
+            claim.release()
         sessions.record(
             loop,
             SessionRecord(
@@ -114,5 +145,8 @@ async def splice_to(
         conn.close()
         session.client.lost = True
         up.abort()
+        session.end()
         return
+    if claim is not None:
+        claim.session = session
     session.start_timer()

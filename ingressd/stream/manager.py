@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ..model.backend import Backend
 from ..model.objects import Snapshot
 from ..model.problems import Problem
+from .bounds import SessionTable
 from .connect import StreamSettings
 from .services import ConfigMapRef, StreamService, read_services
 from .session_log import SessionLog
@@ -44,11 +45,13 @@ class StreamServices:
         address: str,
         reserved: Mapping[int, str],
         sessions: SessionLog,
+        table: SessionTable,
     ) -> None:
         self.config = config
         self.address = address
         self.reserved = dict(reserved)
         self.sessions = sessions
+        self.table = table
         self.listeners: dict[tuple[str, int], TCPService | UDPService] = {}
         self.loop = asyncio.get_running_loop()
         self._opening: set[asyncio.Task[object]] = set()
@@ -114,7 +117,7 @@ class StreamServices:
             sock.setblocking(False)
             settings = self.config.settings
             if udp:
-                service = UDPService(spec, backend, settings, self.sessions)
+                service = UDPService(spec, backend, settings, self.sessions, self.table)
                 # A coroutine only to resolve addresses: with a bound socket
                 # it does no I/O, and the transport is there within this turn.
                 task = self.loop.create_task(
@@ -123,10 +126,20 @@ class StreamServices:
                 self._opening.add(task)  # held: the loop keeps only a weak reference
                 task.add_done_callback(self._opening.discard)
                 return service
-            return TCPService(spec, backend, sock, settings, self.sessions)
+            return TCPService(spec, backend, sock, settings, self.sessions, self.table)
         except BaseException:
             sock.close()
             raise
+
+    def stop(self) -> None:
+        """Shutting down: the TCP ports stop accepting while their sessions
+        go on (the table drains them); UDP flows end now (a datagram has no
+        session to finish)."""
+        for listener in self.listeners.values():
+            if isinstance(listener, TCPService):
+                listener.stop()
+            else:
+                listener.close()
 
     def close(self) -> None:
         for listener in self.listeners.values():

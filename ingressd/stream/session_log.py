@@ -18,7 +18,9 @@ class SessionRecord:
     backend: str  # "namespace/service:port"
     client: str  # the client's address (the PROXY protocol's when decoded)
     upstream: str  # "host:port", "" when none was reached
-    status: int  # nginx's stream $status: 200, 400 bad PROXY header, 502 no upstream
+    # nginx's stream $status: 200; 400 bad PROXY header; 502 no upstream; 503
+    # refused, too many sessions open (as nginx's limit_conn in a stream block)
+    status: int
     bytes_in: int  # from the client
     bytes_out: int  # to the client
     duration: float
@@ -37,6 +39,14 @@ class SessionLog:
         )
         if self.access_log is not None:
             self.access_log.write_text(loop, self._line(rec))
+
+    def refused(self, loop: asyncio.AbstractEventLoop, rec: SessionRecord) -> None:
+        """A connection closed at once for want of a place (bounds.py): counted,
+        not access-logged, since a flood of them would be a flood of lines (the
+        process log says so, rate-limited)."""
+        self.stats.stream(
+            (rec.kind, rec.listen, rec.backend, rec.status), rec.bytes_in, rec.bytes_out
+        )
 
     def _line(self, rec: SessionRecord) -> str:
         if self.access_log is not None and self.access_log.format == "plain":

@@ -6,8 +6,10 @@ services): each client address is a flow with a socket of its own towards the
 endpoint chosen for it, so replies are told apart by the socket they come in
 on and go back to their client. A flow ends once it got the replies expected
 (``proxy_responses``: per datagram sent; ingress-nginx's proxy-stream-responses,
-1) or after the idle timeout; the table holds at most ``udp_max_flows`` flows,
-the least recently used one going first.
+1) or after the idle timeout; the table holds at most ``udp_max_flows`` flows
+(``--max-udp-flows``), the least recently used one going first. Each flow also
+holds a place in the process's SessionTable (bounds.py): with the process full,
+a datagram that would start a flow is dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections import OrderedDict
 
 from ..model.backend import Backend, Endpoint
+from .bounds import Claim, SessionTable
 from .connect import StreamSettings
 from .services import StreamService
 from .session_log import SessionLog, SessionRecord
@@ -33,6 +36,7 @@ class Flow(asyncio.DatagramProtocol):
     __slots__ = (
         "bytes_in",
         "bytes_out",
+        "claim",
         "client",
         "closed",
         "endpoint",
@@ -45,8 +49,11 @@ class Flow(asyncio.DatagramProtocol):
         "transport",
     )
 
-    def __init__(self, service: UDPService, client: Address, endpoint: Endpoint) -> None:
+    def __init__(
+        self, service: UDPService, client: Address, endpoint: Endpoint, claim: Claim
+    ) -> None:
         self.service = service
+        self.claim = claim
         self.client = client
         self.endpoint = endpoint
         self.transport: asyncio.DatagramTransport | None = None
@@ -95,6 +102,7 @@ class Flow(asyncio.DatagramProtocol):
 
     def close(self) -> None:
         self.closed = True
+        self.claim.release()
         if self.transport is not None:
             self.transport.close()
 
@@ -108,11 +116,13 @@ class UDPService(asyncio.DatagramProtocol):
         backend: Backend,
         settings: StreamSettings,
         sessions: SessionLog,
+        table: SessionTable,
     ) -> None:
         self.spec = spec
         self.backend = backend
         self.settings = settings
         self.sessions = sessions
+        self.table = table
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.DatagramTransport | None = None
         self.flows: OrderedDict[Address, Flow] = OrderedDict()
@@ -150,7 +160,17 @@ class UDPService(asyncio.DatagramProtocol):
             while len(self.flows) >= self.settings.udp_max_flows:
                 _, oldest = self.flows.popitem(last=False)
                 self._finish(oldest)
-            flow = Flow(self, client, endpoint)
+            # The flow table above is this listener's bound: only the process's here.
+            claim = self.table.claim(self.spec.label, 0)
+            if claim is None:
+                self.sessions.refused(
+                    self.loop,
+                    SessionRecord(
+                        "udp", self.spec.label, self.backend.name, client[0], "", 503, 0, 0, 0
+                    ),
+                )
+                return
+            flow = Flow(self, client, endpoint, claim)
             self.flows[client] = flow
             # Held until done: the loop keeps only a weak reference to a task.
             task = self.loop.create_task(self._connect(flow))

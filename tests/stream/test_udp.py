@@ -7,6 +7,7 @@ import socket
 
 from ingressd.model.backend import Backend, Endpoint
 from ingressd.observe.stats import RequestStats
+from ingressd.stream.bounds import SessionTable
 from ingressd.stream.connect import StreamSettings
 from ingressd.stream.services import StreamService
 from ingressd.stream.session_log import SessionLog
@@ -23,14 +24,17 @@ class Echo(asyncio.DatagramProtocol):
         self.transport.sendto(b"re:" + data, addr)  # type: ignore[attr-defined]
 
 
-async def setup(settings: StreamSettings) -> tuple[UDPService, int, RequestStats, list]:
+async def setup(
+    settings: StreamSettings, stats: RequestStats | None = None, table: SessionTable | None = None
+) -> tuple[UDPService, int, RequestStats, list]:
     loop = asyncio.get_running_loop()
     echo, _ = await loop.create_datagram_endpoint(Echo, local_addr=(LOCAL, 0))
     port = echo.get_extra_info("sockname")[1]
-    stats = RequestStats()
+    stats = stats or RequestStats()
+    table = table or SessionTable(100, 100, stats.stream_open)
     spec = StreamService("UDP", 1, "default", "echo", 53)
     backend = Backend("default/echo:53", endpoints=(Endpoint(LOCAL, port),))
-    service = UDPService(spec, backend, settings, SessionLog(stats, None))
+    service = UDPService(spec, backend, settings, SessionLog(stats, None), table)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((LOCAL, 0))
     await loop.create_datagram_endpoint(lambda: service, sock=sock)
@@ -84,6 +88,37 @@ def test_flows_are_bounded_and_idle_ones_end() -> None:
         assert not service.flows  # idle past the timeout
         assert stats.streams[("udp", "udp/1", "default/echo:53", 200)][0] == 5
         service.close()
+        for t in keep:
+            t.close()
+
+    asyncio.run(main())
+
+
+def test_the_process_bound_drops_datagrams_that_would_start_a_flow() -> None:
+    """UDP flows hold places in the process's session table; with it full a new
+    client's datagram is dropped (counted as 503), the flows open go on, and a
+    place freed is taken again."""
+
+    async def main() -> None:
+        stats = RequestStats()
+        table = SessionTable(2, 100, stats.stream_open)
+        settings = StreamSettings(udp_responses=0, udp_max_flows=10, idle_timeout=30)
+        service, port, stats, keep = await setup(settings, stats, table)
+        assert await client(port, [b"a"]) == [b"re:a"]
+        assert await client(port, [b"b"]) == [b"re:b"]
+        assert stats.stream_open == {"udp/1": 2} and table.total == 2
+        try:
+            await client(port, [b"c"])
+            raise AssertionError("a third flow was let in")
+        except TimeoutError:
+            pass
+        assert len(service.flows) == 2
+        assert stats.streams[("udp", "udp/1", "default/echo:53", 503)][0] == 1
+        service.end(next(iter(service.flows.values())))
+        assert stats.stream_open == {"udp/1": 1}
+        assert await client(port, [b"d"]) == [b"re:d"]
+        service.close()
+        assert stats.stream_open == {} and table.total == 0
         for t in keep:
             t.close()
 
