@@ -572,6 +572,12 @@ def parser() -> argparse.ArgumentParser:
             help=f"check the {proto.upper()} services ConfigMap serve would read: each "
             "entry, its Service and ready endpoints (default: none)",
         )
+    ports = chk.add_argument_group(
+        "serve's ports",
+        "the ports serve listens on itself: a TCP/UDP services entry that takes one is a problem",
+    )
+    for flag, default in (("--http-port", 8080), ("--https-port", 8443), ("--admin-port", 10254)):
+        ports.add_argument(flag, type=_port, default=default, metavar="PORT")
     chk.add_argument(
         "--enable-ssl-passthrough",
         action="store_true",
@@ -757,6 +763,12 @@ def _check(args: argparse.Namespace) -> int:
         notes=notes,
         passthrough=args.enable_ssl_passthrough,
         streams=stream_refs(args),
+        # As serve refuses them (app.py): the controller's own ports.
+        reserved={
+            args.http_port: "--http-port",
+            args.https_port: "--https-port",
+            args.admin_port: "--admin-port",
+        },
     )
     render = render_json if args.format == "json" else render_text
     sys.stdout.write(render(report, args.all))

@@ -818,3 +818,37 @@ def test_stream_services_are_checked() -> None:
     text = squeezed(render_text(report))
     assert "TCP/UDP services: tcp/9000 -> default/db:5432 1 ready endpoint (PROXY in)" in text
     assert json.loads(render_json(report))["streams"][0]["listen"] == "tcp/9000"
+
+
+def test_stream_entries_on_serves_own_ports_are_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """serve refuses a TCP/UDP services entry on one of its own ports; check
+    says so too, for the ports serve would be given."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "tcp-services", "namespace": "ingressd"},
+        "data": {"8080": "default/db:5432", "9000": "default/db:5432"},
+    }
+    objs = [cm, service("db", [5432]), endpoint_slice("db", ["10.0.0.9"], 5432)]
+    (folder / "all.yaml").write_text(manifest_text(objs))
+    base = [
+        "check",
+        "--manifests",
+        str(folder),
+        "--tcp-services-configmap",
+        "ingressd/tcp-services",
+    ]
+    assert cli.main(base) == 1
+    out = capsys.readouterr().out
+    assert "TCP port '8080': port 8080 is the controller's own (--http-port)" in out
+    assert out.count("is the controller's own") == 1
+    # Told the ports serve listens on, check judges by those.
+    assert cli.main([*base, "--http-port", "8081", "--admin-port", "9000"]) == 1
+    out = capsys.readouterr().out
+    assert "TCP port '9000': port 9000 is the controller's own (--admin-port)" in out
+    assert out.count("is the controller's own") == 1
+    assert cli.main([*base, "--http-port", "8081"]) == 0
