@@ -105,3 +105,34 @@ def test_a_slow_reader_holds_the_writer_back() -> None:
         listener.close()
 
     asyncio.run(main())
+
+
+def test_an_upstream_half_close_first_is_passed_on() -> None:
+    """The other half-close: the upstream ends its side first (after a banner);
+    the client reads that EOF, and what it sends afterwards still reaches the
+    upstream, until the client ends its side too."""
+
+    async def main() -> None:
+        received = asyncio.get_running_loop().create_future()
+
+        async def banner_then_listen(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(b"banner")
+            w.write_eof()
+            received.set_result(await r.read())  # to the client's EOF
+            w.close()
+
+        stats = RequestStats()
+        backend, listener, port = await proxied(banner_then_listen, StreamSettings(), stats)
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        assert await asyncio.wait_for(reader.read(), 3) == b"banner"  # then EOF
+        writer.write(b"after the upstream's EOF")
+        writer.write_eof()
+        assert await asyncio.wait_for(received, 3) == b"after the upstream's EOF"
+        await asyncio.sleep(0.1)
+        rec = stats.streams[("tcp", "tcp/1", "default/b:1", 200)]
+        assert rec[:3] == [1, len(b"after the upstream's EOF"), len(b"banner")]
+        writer.close()
+        backend.close()
+        listener.close()
+
+    asyncio.run(main())
