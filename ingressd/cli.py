@@ -577,7 +577,13 @@ def parser() -> argparse.ArgumentParser:
         "the ports serve listens on itself: a TCP/UDP services entry that takes one is a problem",
     )
     for flag, default in (("--http-port", 8080), ("--https-port", 8443), ("--admin-port", 10254)):
-        ports.add_argument(flag, type=_port, default=default, metavar="PORT")
+        ports.add_argument(
+            flag,
+            type=_port,
+            default=default,
+            metavar="PORT",
+            help=f"serve's {flag} (default: {default})",
+        )
     chk.add_argument(
         "--enable-ssl-passthrough",
         action="store_true",
