@@ -230,12 +230,12 @@ async def serve(
         stop.set()
         closing.set()
         deadline = loop.time() + config.shutdown_grace
+        if streams is not None:
+            streams.stop()  # with the HTTP ports: no new sessions, those open go on
         # The source goes first: a leader hands its lease over while we drain.
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if streams is not None:
-            streams.stop()  # with the HTTP ports: no new sessions, those open go on
         if pool is not None:
             await pool.stop(config.shutdown_grace)
         if proxy is not None:

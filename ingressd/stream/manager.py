@@ -53,11 +53,14 @@ class StreamServices:
         self.sessions = sessions
         self.table = table
         self.listeners: dict[tuple[str, int], TCPService | UDPService] = {}
+        self.stopping = False  # shutting down: no listener opens any more
         self.loop = asyncio.get_running_loop()
         self._opening: set[asyncio.Task[object]] = set()
 
     def apply(self, snapshot: Snapshot) -> list[Problem]:
         """Listeners made to match ``snapshot``'s ConfigMaps; the problems found."""
+        if self.stopping:
+            return []  # a rebuild racing the shutdown must not listen again
         problems: list[Problem] = []
         wanted: dict[tuple[str, int], tuple[StreamService, ConfigMapRef]] = {}
         for ref in self.config.refs:
@@ -135,6 +138,7 @@ class StreamServices:
         """Shutting down: the TCP ports stop accepting while their sessions
         go on (the table drains them); UDP flows end now (a datagram has no
         session to finish)."""
+        self.stopping = True
         for listener in self.listeners.values():
             if isinstance(listener, TCPService):
                 listener.stop()

@@ -166,3 +166,54 @@ def test_a_drain_waits_for_sessions_then_abort_closes_them() -> None:
         backend.close()
 
     asyncio.run(main())
+
+
+def test_after_stop_a_rebuild_opens_no_listener() -> None:
+    """Shutting down, the TCP ports stop accepting; a rebuild that races the
+    shutdown (the source is cancelled after) must not open them again."""
+    from k8s_objects import endpoint_slice, service, snapshot
+
+    from ingressd.model.objects import Snapshot
+    from ingressd.stream.manager import StreamConfig, StreamServices
+    from ingressd.stream.services import ConfigMapRef
+
+    async def main() -> None:
+        ports = []
+        for _ in range(2):
+            with socket.socket() as probe:
+                probe.bind((LOCAL, 0))
+                ports.append(probe.getsockname()[1])
+        port, added = ports
+
+        def snap_of(*listen: int) -> Snapshot:
+            cm = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "tcp", "namespace": "default"},
+                "data": {str(p): "default/db:5432" for p in listen},
+            }
+            return snapshot(cm, service("db", [5432]), endpoint_slice("db", [LOCAL], 5432))
+
+        snap = snap_of(port)
+        stats = RequestStats()
+        ref = ConfigMapRef.parse("TCP", "--tcp-services-configmap", "default/tcp")
+        streams = StreamServices(
+            StreamConfig((ref,)),
+            LOCAL,
+            {},
+            SessionLog(stats, None),
+            SessionTable(10, 10, stats.stream_open),
+        )
+        assert streams.apply(snap) == []
+        _, writer = await asyncio.open_connection(LOCAL, port)  # listening
+        writer.close()
+        streams.stop()
+        await asyncio.sleep(0.05)
+        # The ConfigMap changed meanwhile: an entry added, the first kept.
+        assert streams.apply(snap_of(port, added)) == []
+        for closed in (port, added):
+            with pytest.raises(OSError):
+                await asyncio.open_connection(LOCAL, closed)
+        streams.close()
+
+    asyncio.run(main())
