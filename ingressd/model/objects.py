@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,6 +30,40 @@ KINDS: Mapping[str, tuple[str, ...]] = {
     "Secret": ("v1",),
 }
 CLUSTER_SCOPED = frozenset({"IngressClass"})
+
+
+# Strings up to this long are shared (see compact); longer ones are mostly one of a
+# kind (certificates, keys, long annotations), not worth a lookup.
+SHARE_MAX = 64
+# Deeper than this, a value is kept as it is: sharing must not recurse without bound.
+SHARE_DEPTH = 32
+
+
+def compact(value: Any, depth: int = 0) -> Any:
+    """A copy of the JSON-shaped ``value`` whose keys and short strings are shared.
+
+    Why: a parser makes a new string for every key and value it reads, so
+    10,000 Ingresses with their Services and EndpointSlices held "metadata",
+    "namespace", "pathType", "Prefix", "addresses" ... over a million times:
+    half of what the objects cost, and every worker process holds them all
+    again. Interned strings are freed with the last object using them.
+    Dicts and lists are copied (the caller's may be shared by YAML anchors);
+    other values are kept.
+    """
+    kind = type(value)
+    if kind is str:
+        return sys.intern(value) if len(value) <= SHARE_MAX else value
+    if depth >= SHARE_DEPTH:
+        return value
+    if kind is dict:
+        intern = sys.intern
+        return {
+            (intern(k) if type(k) is str and len(k) <= SHARE_MAX else k): compact(v, depth + 1)
+            for k, v in value.items()
+        }
+    if kind is list:
+        return [compact(v, depth + 1) for v in value]
+    return value
 
 
 def object_key(obj: Obj) -> Key:

@@ -31,7 +31,7 @@ from urllib3.exceptions import HTTPError
 
 from ..kube.config import WATCH_SECONDS
 from ..kube.kubeclient import CONNECT_TIMEOUT, REQUEST_TIMEOUT, Cluster, brief
-from ..model.objects import KINDS, Obj, ObjectStore, Snapshot
+from ..model.objects import KINDS, Obj, ObjectStore, Snapshot, compact
 from ..policy import annotations as ann
 from ..policy.tls import TLS_SECRET_TYPE
 
@@ -106,7 +106,8 @@ class WatchError(Exception):
 
 
 def trimmed(obj: Obj, kind: str, api_version: str) -> Obj:
-    """The object as the store keeps it: typed, without bookkeeping nobody reads."""
+    """The object as the store keeps it: typed, without bookkeeping nobody reads,
+    its strings shared with other objects' (objects.compact)."""
     obj["kind"] = kind
     obj["apiVersion"] = api_version
     meta = obj.get("metadata")
@@ -116,7 +117,7 @@ def trimmed(obj: Obj, kind: str, api_version: str) -> Obj:
         ann = meta.get("annotations")
         if ann:
             ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    return obj
+    return compact(obj)  # type: ignore[no-any-return]
 
 
 class Backoff:

@@ -30,7 +30,7 @@ import watchfiles
 import yaml
 
 from ..kube import yamlsafe
-from ..model.objects import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, describe
+from ..model.objects import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, compact, describe
 from ..model.problems import Problem
 
 log = logging.getLogger("ingressd.manifests")
@@ -89,8 +89,9 @@ class LoadResult:
 class _FileResult:
     objects: list[Obj] | None  # None: the file as a whole could not be read
     problems: list[Problem]
-    # YAML text of each document -> what it gave, for the next parse of this file
-    chunks: dict[str, _Chunk] = field(default_factory=dict)
+    # Digest of each document's YAML text -> what it gave, for the next parse of
+    # this file (a digest: the text itself was a copy of the whole folder kept)
+    chunks: dict[bytes, _Chunk] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +172,16 @@ def _parse_bytes(
         chunks = _split_documents(text)
         if chunks is not None:
             known = prior.chunks if prior is not None else {}
+            digests = [_text_digest(piece) for _, piece in chunks]
             if budget is not None:
-                budget.spend(sum(len(piece) for _, piece in chunks if piece not in known))
-            return _parse_chunks(source, chunks, known)
+                budget.spend(
+                    sum(
+                        len(piece)
+                        for (_, piece), digest in zip(chunks, digests, strict=True)
+                        if digest not in known
+                    )
+                )
+            return _parse_chunks(source, chunks, digests, known)
     if budget is not None:
         budget.spend(len(text))
     docs, error = _parse_documents(text, json_file=path.suffix == ".json")
@@ -260,16 +268,20 @@ def _split_documents(text: str) -> list[tuple[int, str]] | None:
     return chunks
 
 
+def _text_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def _parse_chunks(
-    source: str, chunks: list[tuple[int, str]], prior: dict[str, _Chunk]
+    source: str, chunks: list[tuple[int, str]], digests: list[bytes], prior: dict[bytes, _Chunk]
 ) -> _FileResult:
     objects: list[Obj] = []
     problems: list[Problem] = []
-    parsed: dict[str, _Chunk] = {}
+    parsed: dict[bytes, _Chunk] = {}
     first = 1
     tally = yamlsafe.Tally()  # the whole file's, whichever chunks are parsed again
-    for line, text in chunks:
-        chunk = parsed.get(text) or prior.get(text)
+    for (line, text), digest in zip(chunks, digests, strict=True):
+        chunk = parsed.get(digest) or prior.get(digest)
         try:
             if chunk is None or (chunk.problems and chunk.first != first):
                 # New text, or a document that moved and has problems that name its number.
@@ -279,7 +291,7 @@ def _parse_chunks(
         except _ChunkError as exc:
             reason = _yaml_error_text(exc.error, line)
             return _FileResult(None, [Problem(exc.where, reason, source)])
-        parsed[text] = chunk
+        parsed[digest] = chunk
         objects.extend(chunk.objects)
         problems.extend(chunk.problems)
         first += chunk.count
@@ -342,7 +354,7 @@ def _collect(doc: Any, where: str, source: str, out: list[Obj], problems: list[P
         what = describe(_normalized(doc)) if _name(doc) else where
         problems.append(Problem(what, reason, source))
         return
-    out.append(_normalized(doc))
+    out.append(compact(_normalized(doc)))  # its strings shared with the other objects
 
 
 def _collect_list(
