@@ -117,7 +117,8 @@ def trimmed(obj: Obj, kind: str, api_version: str) -> Obj:
         ann = meta.get("annotations")
         if ann:
             ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    return compact(obj)  # type: ignore[no-any-return]
+    shared: Obj = compact(obj)
+    return shared
 
 
 class Backoff:

@@ -802,3 +802,50 @@ async def test_source_reloads_a_changed_file_alone(
     assert any("(1 changed files)" in r.getMessage() for r in caplog.records), [
         r.getMessage() for r in caplog.records
     ]
+
+
+def test_objects_from_different_files_share_their_strings(tmp_path: Path) -> None:
+    """YAML makes new strings for every key and value it reads; 10,000 Ingresses
+    held "metadata", "namespace", "Prefix" ... over a million times (objects.compact)."""
+    write(tmp_path / "a.yaml", ingress("a", "team", "a.example"))
+    write(tmp_path / "b.yaml", ingress("b", "team", "b.example"))
+    snap = load_directory(tmp_path).store.snapshot()
+    a, b = snap.get("Ingress", "team", "a"), snap.get("Ingress", "team", "b")
+    assert a is not None and b is not None
+    (ka,) = [k for k in a if k == "metadata"]
+    (kb,) = [k for k in b if k == "metadata"]
+    assert ka is kb
+    assert a["metadata"]["namespace"] is b["metadata"]["namespace"]
+    assert a["apiVersion"] is b["apiVersion"]
+
+
+def test_the_parse_cache_keeps_no_copy_of_the_text(tmp_path: Path) -> None:
+    """Unchanged documents are known again by a digest of their text: the text
+    itself, kept as the key, was a second copy of the whole folder."""
+    import gc
+    import tracemalloc
+
+    from ingressd.sources.manifests import ParseCache
+
+    comment = "".join(f"# {'x' * 96}\n" for _ in range(20_000))  # about 2 MB of text
+    write(tmp_path / "big.yaml", comment + ingress("web") + "---\n" + comment + ingress("api"))
+    cache: ParseCache = {}
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = load_directory(tmp_path, None, cache)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert {name for _, name in result.store.snapshot().of("Ingress")} == {"web", "api"}
+    assert held < 1_000_000, f"{held} bytes held after loading"
+    # The cache still knows the documents: loading again parses nothing.
+    again = load_directory(tmp_path, result.good, cache)
+    assert again.good == result.good
+    assert all(
+        x is y
+        for x, y in zip(
+            again.good[tmp_path / "big.yaml"], result.good[tmp_path / "big.yaml"], strict=True
+        )
+    )
