@@ -90,7 +90,9 @@ def folder_for(n: int, cache: Path | None = None) -> Path:
 
 
 def smaps_rollup(pid: int) -> dict[str, float]:
-    """MiB: Rss, Pss, Uss (private clean + dirty), Shared, Swap; and VmHWM (peak RSS)."""
+    """MiB: Rss, Pss, Uss (private clean + dirty), Shared, Swap; and VmHWM (peak RSS);
+    and the CPU seconds the process used so far (a machine under load makes the
+    time to ready vary; this much less)."""
     fields: dict[str, int] = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
@@ -102,7 +104,11 @@ def smaps_rollup(pid: int) -> dict[str, float]:
             if line.startswith("VmHWM:"):
                 fields["VmHWM"] = int(line.split()[1])
     mib = {k: v / 1024 for k, v in fields.items()}
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    utime, stime = stat[stat.rindex(")") + 2 :].split()[11:13]
     return {
+        "cpu_s": (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK"),
         "rss": mib.get("Rss", 0.0),
         "pss": mib.get("Pss", 0.0),
         "uss": mib.get("Private_Clean", 0.0) + mib.get("Private_Dirty", 0.0),
@@ -255,11 +261,12 @@ def print_serve(result: dict[str, Any]) -> None:
         f"ready in {result['ready_s']:.1f} s, {result['problems']} problems, "
         f"SNI {'ok' if result['sni_ok'] else 'WRONG'}"
     )
-    print(f"  {'pid':>7}  {'process':<22}{'RSS':>9}{'PSS':>9}{'USS':>9}{'peak RSS':>10}  MiB")
+    head = f"{'RSS':>9}{'PSS':>9}{'USS':>9}{'peak RSS':>10}  MiB{'CPU s':>9}"
+    print(f"  {'pid':>7}  {'process':<22}{head}")
     for p in result["processes"]:
         print(
             f"  {p['pid']:>7}  {p['role']:<22}{p['rss']:>9.1f}{p['pss']:>9.1f}{p['uss']:>9.1f}"
-            f"{p['peak_rss']:>10.1f}"
+            f"{p['peak_rss']:>10.1f}     {p['cpu_s']:>9.1f}"
         )
     total = sum(p["pss"] for p in result["processes"])
     print(f"  total PSS {total:.1f} MiB")
