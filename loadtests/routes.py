@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ingressd.control.controller import Controller
-from ingressd.model.objects import SERVICE_NAME_LABEL, Obj, ObjectStore
+from ingressd.model.objects import SERVICE_NAME_LABEL, Obj, ObjectStore, compact
 from ingressd.model.table import RouteTable, VirtualHost
 from ingressd.policy.tls import TLS_SECRET_TYPE, CertificateSelector, self_signed
 from ingressd.proxy.settings import ProxySettings
@@ -246,7 +246,9 @@ def generate_cluster(n: int) -> dict[str, list[Obj]]:
 def load_store(objects: dict[str, list[Obj]]) -> ObjectStore:
     store = ObjectStore()
     for kind, objs in objects.items():
-        store.replace_all(kind, objs)  # what KubeSource does with a LISTED event
+        # What KubeSource does with a LISTED event: each object trimmed (its
+        # strings shared with the others'), then the whole kind replaced.
+        store.replace_all(kind, [compact(obj) for obj in objs])
     return store
 
 

@@ -576,8 +576,37 @@ class FolderStore:
     def __init__(self) -> None:
         self.store = ObjectStore()
         self._files: dict[Path, list[Obj]] = {}
-        self._defs: dict[tuple[str, str, str], dict[Path, Obj]] = {}
+        # Object -> where it is defined: (path, object) when in one file, as
+        # nearly every object is (a dict of one per object was 8 MiB at 10,000
+        # Ingresses), else {path: object}.
+        self._defs: dict[tuple[str, str, str], tuple[Path, Obj] | dict[Path, Obj]] = {}
         self._duplicated: set[tuple[str, str, str]] = set()
+
+    def _define(self, key: tuple[str, str, str], path: Path, obj: Obj) -> None:
+        held = self._defs.get(key)
+        if held is None:
+            self._defs[key] = (path, obj)
+        elif isinstance(held, tuple):
+            if held[0] != path:  # else defined twice in one file: the first counts
+                self._defs[key] = {held[0]: held[1], path: obj}
+        else:
+            held.setdefault(path, obj)
+
+    def _undefine(self, key: tuple[str, str, str], path: Path) -> None:
+        held = self._defs.get(key)
+        if isinstance(held, tuple):
+            if held[0] == path:
+                del self._defs[key]
+        elif held is not None:
+            held.pop(path, None)
+            if len(held) == 1:
+                self._defs[key] = next(iter(held.items()))
+
+    def _definitions(self, key: tuple[str, str, str]) -> dict[Path, Obj]:
+        held = self._defs.get(key)
+        if held is None:
+            return {}
+        return {held[0]: held[1]} if isinstance(held, tuple) else held
 
     def update(self, good: dict[Path, list[Obj]]) -> list[Problem]:
         """Take the new ``good`` map; return the duplicate-definition problems."""
@@ -588,20 +617,19 @@ class FolderStore:
                 continue  # the same parse: the same objects
             for obj in old or ():
                 key = _key(obj)
-                self._defs[key].pop(path, None)
+                self._undefine(key, path)
                 affected.add(key)
             for obj in new or ():
                 key = _key(obj)
-                self._defs.setdefault(key, {}).setdefault(path, obj)
+                self._define(key, path, obj)
                 affected.add(key)
             if new is None:
                 del self._files[path]
             else:
                 self._files[path] = new
         for key in affected:
-            defs = self._defs.get(key)
+            defs = self._definitions(key)
             if not defs:
-                self._defs.pop(key, None)
                 self._duplicated.discard(key)
                 self.store.delete(*key)
                 continue
@@ -613,7 +641,7 @@ class FolderStore:
                 self._duplicated.discard(key)
         problems = []
         for key in sorted(self._duplicated):
-            defs = self._defs[key]
+            defs = self._definitions(key)
             first = min(defs)
             for path in sorted(defs):
                 if path != first:
