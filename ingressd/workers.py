@@ -142,16 +142,19 @@ def diff(
 
 
 # Fields no worker reads. A worker only builds tables, and the builder reads of
-# objects their metadata's names, annotations, labels and creationTimestamp;
-# Ingresses' and IngressClasses' spec; Services' ports, type, externalName and
-# clusterIP; EndpointSlices' ports and their endpoints' addresses and
-# conditions; Secrets' type, data and stringData (routing/build.py and the
-# policy/ modules it calls). The source process keeps these fields (it writes
-# Ingress status back, and the cluster source compares what it reads); sent to
-# every worker they were a fifth of each worker's objects.
+# objects their names and creationTimestamp; Ingresses' and IngressClasses'
+# annotations and spec; EndpointSlices' labels, ports and their endpoints'
+# addresses and conditions; Services' ports, type, externalName and clusterIP;
+# Secrets' type, data and stringData (routing/build.py and the policy/ modules
+# it calls). The source process keeps these fields (it writes Ingress status
+# back, and the cluster source compares what it reads); sent to every worker
+# they were a fifth of each worker's objects.
 UNREAD_METADATA = frozenset(
     {"uid", "resourceVersion", "generation", "managedFields", "ownerReferences", "finalizers"}
 )
+# Kinds whose annotations are read; labels are read of EndpointSlices only
+# (the Service they belong to).
+ANNOTATED = frozenset({"Ingress", "IngressClass"})
 UNREAD_ENDPOINT = frozenset({"targetRef", "nodeName", "zone", "hints", "deprecatedTopology"})
 UNREAD_SERVICE_SPEC = frozenset(
     {
@@ -170,10 +173,16 @@ UNREAD_SERVICE_SPEC = frozenset(
 def for_worker(obj: Obj) -> Obj:
     """``obj`` without what no worker reads (a shallow copy; ``obj`` is left as it is)."""
     out = {k: v for k, v in obj.items() if k != "status"}
-    meta = out.get("metadata")
-    if isinstance(meta, dict) and not UNREAD_METADATA.isdisjoint(meta):
-        out["metadata"] = {k: v for k, v in meta.items() if k not in UNREAD_METADATA}
     kind = out.get("kind")
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        out["metadata"] = {
+            k: v
+            for k, v in meta.items()
+            if k not in UNREAD_METADATA
+            and (k != "annotations" or kind in ANNOTATED)
+            and (k != "labels" or kind == "EndpointSlice")
+        }
     if kind == "EndpointSlice":
         endpoints = out.get("endpoints")
         if isinstance(endpoints, list):

@@ -77,6 +77,8 @@ def _cluster() -> list[Obj]:
     named = service("named", [("web", 8080)])
     named["spec"].update(clusterIP="10.96.0.5", clusterIPs=["10.96.0.5"], selector={"app": "named"})
     named["status"] = {"loadBalancer": {}}
+    named["metadata"]["labels"] = {"app.kubernetes.io/name": "named"}
+    named["metadata"]["annotations"] = {"meta.helm.sh/release-name": "named"}
     external = service("ext", [80], external_name="up.example.")
     eps = endpoint_slice("named", ["10.9.0.1", ("10.9.0.2", False)], 9090, port_name="web")
     for ep in eps["endpoints"]:
@@ -121,6 +123,10 @@ def test_workers_are_sent_objects_without_what_they_do_not_read() -> None:
     for obj in sent:
         assert "status" not in obj
         assert UNREAD_METADATA.isdisjoint(obj["metadata"])
+        if obj["kind"] not in ("Ingress", "IngressClass"):
+            assert "annotations" not in obj["metadata"]
+        if obj["kind"] != "EndpointSlice":
+            assert "labels" not in obj["metadata"]
         if obj["kind"] == "EndpointSlice":
             assert all(UNREAD_ENDPOINT.isdisjoint(ep) for ep in obj["endpoints"])
         if obj["kind"] == "Service":
