@@ -199,6 +199,16 @@ def for_worker(obj: Obj) -> Obj:
     return out
 
 
+def encode(
+    generation: int, old: Snapshot | None, new: Snapshot, problems: tuple[Problem, ...] = ()
+) -> bytes:
+    """The message taking a worker holding ``old`` (None: nothing) to ``new``."""
+    puts, deletes = diff(old, new)
+    sent = tuple((for_worker(obj), origin) for obj, origin in puts)
+    delta = Delta(generation, old is None, sent, tuple(deletes), problems)
+    return pickle.dumps(delta, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 # -- the main process's side ----------------------------------------------------------
 
 
@@ -299,11 +309,7 @@ class WorkerPool:
                 worker.fatal = str(message[1])
 
     def _encode(self, old: Snapshot | None, new: Snapshot) -> bytes:
-        """The message taking a worker holding ``old`` (None: nothing) to ``new``."""
-        puts, deletes = diff(old, new)
-        sent = tuple((for_worker(obj), origin) for obj, origin in puts)
-        delta = Delta(self._generation, old is None, sent, tuple(deletes), self._problems)
-        return pickle.dumps(delta, protocol=pickle.HIGHEST_PROTOCOL)
+        return encode(self._generation, old, new, self._problems)
 
     def publish(self, snapshot: Snapshot, problems: Iterable[Problem] = ()) -> None:
         """Send what changed since the last publish to every worker."""

@@ -367,7 +367,7 @@ def breakdown_pass(folder: Path, n: int, top: int, traced: bool) -> dict[str, An
     from ingressd.proxy.state import ProxyState
     from ingressd.routing.build import BuildOptions
     from ingressd.sources.manifests import LoadResult, ManifestSource
-    from ingressd.workers import Delta, diff
+    from ingressd.workers import encode
 
     phases = Phases(n, traced, top)
     # The source process: the folder loaded as `serve --manifests` keeps it.
@@ -376,10 +376,7 @@ def breakdown_pass(folder: Path, n: int, top: int, traced: bool) -> dict[str, An
     source.load()
     phases.step("source: the folder loaded (parse cache, files, store)")
     # What a worker receives: the objects, pickled down the pipe.
-    data = pickle.dumps(
-        Delta(1, True, *map(tuple, diff(None, got[0].store.snapshot())), ()),
-        protocol=pickle.HIGHEST_PROTOCOL,
-    )
+    data = encode(1, None, got[0].store.snapshot())
     got.clear()
     del source
     phases.step(f"the first message to a worker ({len(data) / 2**20:.1f} MiB pickled)")
