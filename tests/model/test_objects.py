@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ingressd.model.objects import SHARE_DEPTH, SHARE_MAX, compact
 
 
@@ -46,3 +48,46 @@ def test_compact_is_bounded_in_depth() -> None:
     for _ in range(SHARE_DEPTH):
         walk = walk["a"]
     assert node is walk
+
+
+def test_shared_strings_are_freed_with_their_objects() -> None:
+    """Names and resourceVersions change all the time: sharing must never keep
+    the strings nobody uses any more (immortal interned strings would)."""
+    import gc
+    import tracemalloc
+
+    from ingressd.model import objects
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(100_000):
+            objects.compact({"metadata": {"name": f"app-{i}", "resourceVersion": str(10**9 + i)}})
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 2_000_000, f"{held} bytes still held"
+
+
+def test_the_fallback_table_shares_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingressd.model import objects
+
+    monkeypatch.setattr(objects, "SHARE_ENTRIES", 100)
+    monkeypatch.setattr(objects, "_table", {})
+    monkeypatch.setattr(objects, "share", objects.share_bounded)
+    a, b = json.loads('{"key": "value"}'), json.loads('{"key": "value"}')
+    assert objects.compact(a)["key"] is objects.compact(b)["key"]
+    for i in range(1000):
+        objects.share_bounded(f"s{i}")
+        assert len(objects._table) <= 100
+
+
+def test_interning_is_used_where_it_frees_its_strings() -> None:
+    import sys
+
+    from ingressd.model import objects
+
+    assert objects.share is (sys.intern if objects.interning_frees() else objects.share_bounded)
+    if sys.version_info[:2] == (3, 11) or sys.version_info >= (3, 13):
+        assert objects.interning_frees()
