@@ -67,6 +67,7 @@ def folder_for(n: int, cache: Path | None = None) -> Path:
     """The manifest folder for ``n`` Ingresses, made once and kept in a temp dir."""
     base = cache or Path(tempfile.gettempdir()) / "ingressd-memory-bench"
     folder = base / f"n{n}-v{FOLDER_VERSION}"
+    (folder / RELOAD_FILE).unlink(missing_ok=True)  # left by an interrupted run
     if (folder / ".complete").exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -183,6 +184,53 @@ def served_names(port: int, server_name: str) -> tuple[str, ...]:
     return certificate_names(x509.load_der_x509_certificate(der))
 
 
+RELOAD_FILE = "zz-reload-check.yaml"
+RELOAD_HOST = "reload-check.example.com"
+RELOAD_TIMEOUT = 60.0
+
+
+def redirect_of(port: int) -> str | None:
+    """Where ingressd redirects a request for RELOAD_HOST (None: no redirect)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {RELOAD_HOST}\r\nConnection: close\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    lines = head.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    if not lines[0].startswith("HTTP/1.1 301"):
+        return None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.lower() == "location":
+            return value.strip()
+    return None
+
+
+def reload_check(folder: Path, port: int) -> float:
+    """Add an Ingress (a permanent-redirect, answered by ingressd itself) to the
+    folder; seconds until 8 fresh connections in a row (over every worker) get it."""
+    ingress = routes.make_ingress(0)
+    ingress["metadata"] = {"name": "reload-check", "namespace": routes.namespace_of(0)}
+    ingress["metadata"]["annotations"] = {
+        "nginx.ingress.kubernetes.io/permanent-redirect": "https://example.org/reloaded"
+    }
+    ingress["spec"]["rules"][0]["host"] = RELOAD_HOST
+    ingress["spec"].pop("tls", None)
+    if redirect_of(port) is not None:
+        raise SystemExit(f"{RELOAD_HOST} is redirected before the file is written")
+    start = time.monotonic()
+    (folder / RELOAD_FILE).write_text(yaml.dump(ingress, Dumper=_Dumper))
+    while True:
+        if all(redirect_of(port) == "https://example.org/reloaded" for _ in range(8)):
+            return time.monotonic() - start
+        if time.monotonic() - start > RELOAD_TIMEOUT:
+            raise SystemExit(f"the new Ingress was not served within {RELOAD_TIMEOUT:.0f} s")
+        time.sleep(0.05)
+
+
 def serve_and_measure(folder: Path, n: int, workers: int, settle: float) -> dict[str, Any]:
     ports = {name: free_port() for name in ("http", "https", "admin")}
     cmd = [
@@ -236,7 +284,11 @@ def serve_and_measure(folder: Path, n: int, workers: int, settle: float) -> dict
             {"pid": pid, "role": describe_process(pid, proc.pid), **smaps_rollup(pid)}
             for pid in pids
         ]
+        # After the memory is read: one new Ingress, served by every worker.
+        reload_s = reload_check(folder, ports["http"])
+        progress(f"a new Ingress file served by every worker after {reload_s:.2f} s")
     finally:
+        (folder / RELOAD_FILE).unlink(missing_ok=True)
         proc.terminate()
         try:
             proc.wait(30)
@@ -251,6 +303,7 @@ def serve_and_measure(folder: Path, n: int, workers: int, settle: float) -> dict
         "problems": len(problems),
         "problem_sample": problems[:3],
         "sni_ok": sni_ok,
+        "reload_s": reload_s,
         "processes": processes,
     }
 
@@ -259,7 +312,8 @@ def print_serve(result: dict[str, Any]) -> None:
     print(
         f"ingressd serve --workers {result['workers']}, {result['ingresses']} Ingresses: "
         f"ready in {result['ready_s']:.1f} s, {result['problems']} problems, "
-        f"SNI {'ok' if result['sni_ok'] else 'WRONG'}"
+        f"SNI {'ok' if result['sni_ok'] else 'WRONG'}, a new Ingress served by every "
+        f"worker {result['reload_s']:.2f} s after its file was written"
     )
     head = f"{'RSS':>9}{'PSS':>9}{'USS':>9}{'peak RSS':>10}  MiB{'CPU s':>9}"
     print(f"  {'pid':>7}  {'process':<22}{head}")

@@ -29,6 +29,7 @@ def test_memory_benchmark_measures_every_process(tmp_path: Path) -> None:
     assert report["ingresses"] == 120 and report["workers"] == 2
     assert report["problems"] == 0, report["problem_sample"]
     assert report["sni_ok"] is True  # each TLS host got its own certificate
+    assert report["reload_s"] > 0  # a new Ingress file was served by every worker
     roles = sorted(p["role"] for p in report["processes"])
     assert roles.count("worker") == 2 and "main (source, admin)" in roles
     for p in report["processes"]:
