@@ -108,7 +108,13 @@ async def serve(
 
     state = ProxyState(RouteTable(), config.proxy)
     state.limits = LimitRegistry(entries=config.limit_entries)
-    selector = CertificateSelector(lambda: state.table, self_signed(), http2=config.proxy.http2)
+    # With workers, this process serves no TLS: it only checks certificates.
+    selector = CertificateSelector(
+        lambda: state.table,
+        self_signed(),
+        http2=config.proxy.http2,
+        serving=config.workers <= 1,
+    )
     pool = None
     if config.workers > 1:
         from .workers import WorkerPool

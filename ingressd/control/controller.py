@@ -124,7 +124,7 @@ class Controller:
         problems = []
         for used in {c.secret: c for c in table.certificates.values()}.values():
             try:
-                self.selector.context_for(used)
+                self.selector.check(used)
             except (OSError, ValueError) as exc:
                 problems.append(Problem(f"Secret {used.secret}", f"cannot load certificate: {exc}"))
         if self.default_certificate:

@@ -32,7 +32,7 @@ from urllib3.exceptions import HTTPError
 
 from ..kube.config import WATCH_SECONDS
 from ..kube.kubeclient import CONNECT_TIMEOUT, REQUEST_TIMEOUT, Cluster, brief
-from ..model.objects import KINDS, Obj, ObjectStore, Snapshot, object_key
+from ..model.objects import KINDS, Obj, ObjectStore, Snapshot, compact, object_key
 from ..policy import annotations as ann
 from ..policy.tls import TLS_SECRET_TYPE
 
@@ -121,7 +121,8 @@ class WatchError(Exception):
 
 
 def trimmed(obj: Obj, kind: str, api_version: str) -> Obj:
-    """The object as the store keeps it: typed, without bookkeeping nobody reads."""
+    """The object as the store keeps it: typed, without bookkeeping nobody reads,
+    its strings shared with other objects' (objects.compact)."""
     obj["kind"] = kind
     obj["apiVersion"] = api_version
     meta = obj.get("metadata")
@@ -131,7 +132,8 @@ def trimmed(obj: Obj, kind: str, api_version: str) -> Obj:
         ann = meta.get("annotations")
         if ann:
             ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    return obj
+    shared: Obj = compact(obj)
+    return shared
 
 
 class Backoff:
