@@ -7,10 +7,13 @@ whether it hits or not, and must not be cheap to flush of the entries real
 traffic keeps asking for. Two parts do that:
 
 - **admission on second sight**: a key is only stored the second time it
-  misses within one window of ``capacity`` first sightings (``_seen``, a set
-  cleared when full). A flood of paths each asked for once (a scan, random
-  paths) never enters the cache, and costs each request one set probe and
-  insert on top of the uncached lookup;
+  misses while its mark is still in the doorkeeper (``_seen``: one hash per
+  slot, ``capacity`` slots or a few more, a new key's mark replacing the one
+  in its slot). A flood of paths each asked for once (a scan, random paths)
+  never enters the cache, and costs each request a hash and one list slot on
+  top of the uncached lookup. Only hashes are kept, no request's strings; str
+  hashes are salted per process, so nobody can aim a key at a slot, and a
+  collision can do no more than admit a key early or forget a first sighting;
 - **least recently used eviction** among the admitted (an ``OrderedDict``:
   a hit moves its key to the end, an insert past ``capacity`` drops the
   first). To push a hot entry out, an attacker has to get ``capacity`` keys
@@ -20,8 +23,9 @@ Even a cache flushed all the time only costs what routing without it costs,
 plus those probes: the answer is the same either way (the cache only stores
 values that depend on nothing but the key and an immutable table).
 
-Memory: at most ``capacity`` entries and ``capacity`` remembered keys; the
-caller bounds the length of what it stores (``decide.MAX_CACHED_KEY``).
+Memory: at most ``capacity`` entries and a list of ``capacity`` (rounded up
+to a power of two) hashes; the caller bounds the length of the keys it
+offers (``decide.MAX_CACHED_KEY``).
 """
 
 from __future__ import annotations
@@ -43,12 +47,19 @@ class BoundedCache(Generic[K, V]):
     recently used first. Not thread-safe: one per event loop (a table is used by
     one process's loop; each worker builds its own)."""
 
-    __slots__ = ("_entries", "_seen", "capacity")
+    __slots__ = ("_entries", "_mask", "_seen", "capacity")
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity  # 0: store nothing
         self._entries: OrderedDict[K, V] = OrderedDict()
-        self._seen: set[K] = set()
+        # The doorkeeper: the hash of the last key that missed, per slot (a
+        # power of two of them, at least ``capacity``); -1, which no hash is,
+        # marks an empty slot.
+        slots = 1
+        while slots < capacity:
+            slots *= 2
+        self._mask = slots - 1
+        self._seen: list[int] = [-1] * slots
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -61,16 +72,17 @@ class BoundedCache(Generic[K, V]):
         return value
 
     def offer(self, key: K, value: V) -> None:
-        """``value`` was just worked out for ``key`` (a miss): keep it if ``key`` missed
-        before, within the window."""
-        seen = self._seen
-        if key not in seen:
-            if len(seen) >= self.capacity:
-                seen.clear()  # a new window: O(capacity) once per capacity misses
-            if self.capacity > 0:
-                seen.add(key)
+        """``value`` was just worked out for ``key`` (a miss): keep it if ``key``
+        missed before and its mark is still there."""
+        if self.capacity <= 0:
             return
-        seen.discard(key)
+        mark = hash(key)
+        slot = mark & self._mask
+        seen = self._seen
+        if seen[slot] != mark:
+            seen[slot] = mark  # the first sighting (or the slot's last one forgotten)
+            return
+        seen[slot] = -1
         entries = self._entries
         entries[key] = value
         if len(entries) > self.capacity:

@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -323,7 +324,7 @@ def test_long_keys_are_never_stored() -> None:
     for _ in range(3):
         assert routing(table, "a.example", long_path)[2] is not None
     assert len(table.routing_cache) == 0
-    assert not table.routing_cache._seen
+    assert set(table.routing_cache._seen) == {-1}  # not even remembered
 
 
 def test_random_paths_leave_the_cache_empty_and_bounded() -> None:
@@ -333,7 +334,25 @@ def test_random_paths_leave_the_cache_empty_and_bounded() -> None:
         fwd = decide(table, request("a.example", f"/{rng.getrandbits(64):x}"))
         assert isinstance(fwd, Forward)
     assert len(table.routing_cache) == 0
-    assert len(table.routing_cache._seen) <= CAPACITY
+    assert len(table.routing_cache._seen) == CAPACITY
+
+
+def test_a_full_cache_of_the_longest_keys_stays_small() -> None:
+    table = web_table()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for n in range(2 * CAPACITY):
+            host = f"h{n}.a.example"
+            long_path = f"/{n}/".ljust(MAX_CACHED_KEY - len(host), "x")
+            for _ in range(2):
+                routing(table, host, long_path)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert len(table.routing_cache) == CAPACITY
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert grown < 3 * 1024 * 1024, grown  # about 1 KB per entry at most
 
 
 def test_every_table_starts_with_an_empty_cache_of_its_own() -> None:
