@@ -21,6 +21,9 @@ from .regex import UserRegex
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
 
 
+_NO_NAMES: frozenset[bytes] = frozenset()
+
+
 def _empty() -> Mapping:
     return MappingProxyType({})
 
@@ -54,7 +57,7 @@ class Route:
         default=(), init=False, compare=False, repr=False
     )
     upstream_header_names: frozenset[bytes] = field(
-        default=frozenset(), init=False, compare=False, repr=False
+        default=_NO_NAMES, init=False, compare=False, repr=False
     )
 
     def __post_init__(self) -> None:
@@ -74,8 +77,10 @@ class Route:
         if policy.basic_auth is not None:
             headers.append((b"Authorization", b""))  # empty: not sent upstream
         object.__setattr__(self, "plain", plain)
-        object.__setattr__(self, "upstream_headers", tuple(headers))
-        object.__setattr__(self, "upstream_header_names", frozenset(n.lower() for n, _ in headers))
+        if headers:  # else the defaults: shared, not an empty set per route
+            object.__setattr__(self, "upstream_headers", tuple(headers))
+            names = frozenset(n.lower() for n, _ in headers)
+            object.__setattr__(self, "upstream_header_names", names)
 
 
 @dataclass(frozen=True, slots=True)
