@@ -49,7 +49,7 @@ class BoundedCache(Generic[K, V]):
     recently used first. Not thread-safe: one per event loop (a table is used by
     one process's loop; each worker builds its own)."""
 
-    __slots__ = ("_entries", "_mask", "_seen", "capacity")
+    __slots__ = ("_entries", "_mask", "_seen", "admit", "capacity")
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity  # 0: store nothing
@@ -63,29 +63,35 @@ class BoundedCache(Generic[K, V]):
         self._mask = slots - 1
         # A C array of 64-bit hashes: allocated once, no object per mark.
         self._seen = array("q", [-1]) * slots
+        # Set by a miss in get(): whether put() should keep what the caller
+        # works out for that key. (One call on a miss, not two: a scan of new
+        # keys pays as little as can be.)
+        self.admit = False
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: K) -> V | None:
+        """The value kept for ``key``; else None, and ``admit`` says whether this
+        is the key's second miss (its mark still there), so worth keeping."""
         entries = self._entries
         value = entries.get(key)
         if value is not None:
             entries.move_to_end(key)
-        return value
-
-    def offer(self, key: K, value: V) -> None:
-        """``value`` was just worked out for ``key`` (a miss): keep it if ``key``
-        missed before and its mark is still there."""
-        if self.capacity <= 0:
-            return
+            return value
         mark = hash(key)
         slot = mark & self._mask
         seen = self._seen
-        if seen[slot] != mark:
+        if seen[slot] == mark:
+            seen[slot] = -1
+            self.admit = self.capacity > 0
+        else:
             seen[slot] = mark  # the first sighting (or the slot's last one forgotten)
-            return
-        seen[slot] = -1
+            self.admit = False
+        return None
+
+    def put(self, key: K, value: V) -> None:
+        """Keep ``value`` for ``key`` (after a miss that set ``admit``)."""
         entries = self._entries
         entries[key] = value
         if len(entries) > self.capacity:

@@ -176,8 +176,8 @@ def routing(table: RouteTable, raw_host: str, raw_path: str) -> Routing:
         vhost = table.find_host(host)
         route = table.route_in(vhost, path)
         found = (host, path, route, www, cert, vhost is not None and vhost.tls)
-    if key is not None:
-        cache.offer(key, found)
+    if key is not None and cache.admit:  # set by the get() that missed
+        cache.put(key, found)
     return found
 
 
