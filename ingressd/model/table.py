@@ -21,9 +21,6 @@ from .regex import UserRegex
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
 
 
-_NO_NAMES: frozenset[bytes] = frozenset()
-
-
 def _empty() -> Mapping:
     return MappingProxyType({})
 
@@ -52,12 +49,9 @@ class Route:
     plain: bool = field(default=False, init=False, compare=False, repr=False)
     # - the headers the policy sets on the upstream request (upstream-vhost,
     #   X-Forwarded-Prefix with a rewrite, an emptied Authorization after Basic
-    #   auth), in that order, and their lowercase names;
+    #   auth), in that order.
     upstream_headers: tuple[tuple[bytes, bytes], ...] = field(
         default=(), init=False, compare=False, repr=False
-    )
-    upstream_header_names: frozenset[bytes] = field(
-        default=_NO_NAMES, init=False, compare=False, repr=False
     )
 
     def __post_init__(self) -> None:
@@ -77,10 +71,8 @@ class Route:
         if policy.basic_auth is not None:
             headers.append((b"Authorization", b""))  # empty: not sent upstream
         object.__setattr__(self, "plain", plain)
-        if headers:  # else the defaults: shared, not an empty set per route
+        if headers:  # else the default, the shared empty tuple
             object.__setattr__(self, "upstream_headers", tuple(headers))
-            names = frozenset(n.lower() for n, _ in headers)
-            object.__setattr__(self, "upstream_header_names", names)
 
 
 @dataclass(frozen=True, slots=True)

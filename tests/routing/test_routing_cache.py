@@ -382,4 +382,3 @@ def test_plain_routes_are_the_ones_without_features() -> None:
     routes = list(routes_of(annotated))
     assert routes and not any(r.plain for r in routes)
     assert {r.upstream_headers for r in routes} == {((b"Host", b"internal"),)}
-    assert {r.upstream_header_names for r in routes} == {frozenset({b"host"})}
