@@ -34,6 +34,7 @@ BUILD_INFO = HERE / "ingressd" / "_build.json"
 # the tests) and avoid what compiled code rejects: tests/repo/test_compiled.py.
 COMPILED = (
     "ingressd/model/backend.py",
+    "ingressd/model/cache.py",
     "ingressd/model/table.py",
     "ingressd/observe/stats.py",
     "ingressd/routing/decide.py",

@@ -62,6 +62,24 @@ class CorsPolicy:
     expose: str = ""
     credentials: bool = True
     max_age: int = DEFAULT_MAX_AGE
+    # The headers after Access-Control-Allow-Origin, which do not depend on the
+    # request: encoded once, not per response (__post_init__, again on replace()).
+    encoded: tuple[tuple[bytes, bytes], ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        out = []
+        if self.credentials:
+            out.append((b"Access-Control-Allow-Credentials", b"true"))
+        out += [
+            (b"Access-Control-Allow-Methods", self.methods.encode()),
+            (b"Access-Control-Allow-Headers", self.headers.encode()),
+        ]
+        if self.expose:
+            out.append((b"Access-Control-Expose-Headers", self.expose.encode()))
+        out.append((b"Access-Control-Max-Age", str(self.max_age).encode()))
+        object.__setattr__(self, "encoded", tuple(out))
 
     def allowed_origin(self, origin: str | None) -> str | None:
         """The value of Access-Control-Allow-Origin for this request, or None."""
@@ -90,16 +108,7 @@ class CorsPolicy:
         allow = self.allowed_origin(origin)
         if allow is None:
             return []
-        out = [(b"Access-Control-Allow-Origin", allow.encode("latin-1"))]
-        if self.credentials:
-            out.append((b"Access-Control-Allow-Credentials", b"true"))
-        out += [
-            (b"Access-Control-Allow-Methods", self.methods.encode()),
-            (b"Access-Control-Allow-Headers", self.headers.encode()),
-        ]
-        if self.expose:
-            out.append((b"Access-Control-Expose-Headers", self.expose.encode()))
-        out.append((b"Access-Control-Max-Age", str(self.max_age).encode()))
+        out = [(b"Access-Control-Allow-Origin", allow.encode("latin-1")), *self.encoded]
         if allow != "*":
             # The answer depends on Origin: caches must not reuse it for others.
             out.append((b"Vary", b"Origin"))

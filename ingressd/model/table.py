@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from .backend import Backend
+from .cache import BoundedCache
 from .policy import DEFAULT_POLICY, Canary, RoutePolicy
 from .problems import Problem
 from .regex import UserRegex
@@ -40,6 +41,38 @@ class Route:
     # Set on the stand-ins nginx answers with 301 to this location name: a
     # request one "/" short of a location ending in "/" (see VirtualHost).
     slash_redirect: str | None = None
+    # Worked out once from the fields above (__post_init__, again on replace()),
+    # for the data path not to work them out per request:
+    # - no feature at all: no annotation changes how it is served (the policy
+    #   is the default one), no canary, no rewrite, no slash redirect. Routing
+    #   and the proxy skip every feature check on such a route with this one test;
+    plain: bool = field(default=False, init=False, compare=False, repr=False)
+    # - the headers the policy sets on the upstream request (upstream-vhost,
+    #   X-Forwarded-Prefix with a rewrite, an emptied Authorization after Basic
+    #   auth), in that order.
+    upstream_headers: tuple[tuple[bytes, bytes], ...] = field(
+        default=(), init=False, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        policy = self.policy
+        plain = (
+            (policy is DEFAULT_POLICY or policy == DEFAULT_POLICY)
+            and self.canary is None
+            and not self.rewrite
+            and self.slash_redirect is None
+        )
+        headers: list[tuple[bytes, bytes]] = []
+        if policy.upstream_vhost is not None:
+            headers.append((b"Host", policy.upstream_vhost))
+        if policy.x_forwarded_prefix is not None and self.rewrite:
+            # template.go buildProxyPass sets it only where it writes the rewrite.
+            headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
+        if policy.basic_auth is not None:
+            headers.append((b"Authorization", b""))  # empty: not sent upstream
+        object.__setattr__(self, "plain", plain)
+        if headers:  # else the default, the shared empty tuple
+            object.__setattr__(self, "upstream_headers", tuple(headers))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +164,16 @@ def name_matches(pattern: str, host: str) -> bool:
     return pattern == host
 
 
+# What routing finds for a request's Host header and path, both as received
+# (``decide.routing``): (host normalised, path normalised or None when it is
+# invalid, the route or None, the from-to-www-redirect target or None, the
+# certificate of the host or None, whether the host is TLS). It depends on
+# nothing but the table and those two strings, so the table keeps the answers
+# it gave (``RouteTable.routing_cache``). A tuple: made per miss, cheaper than
+# an object.
+Routing = tuple[str, str | None, Route | None, str | None, TLSCertificate | None, bool]
+
+
 @dataclass(frozen=True, slots=True)
 class RouteTable:
     exact_hosts: Mapping[str, VirtualHost] = field(default_factory=_empty)
@@ -147,6 +190,12 @@ class RouteTable:
     ingresses: tuple[tuple[str, str], ...] = ()
     # from-to-www-redirect: the other name of a host -> the host (308 there)
     www_redirects: Mapping[str, str] = field(default_factory=_empty)
+    # (Host header, path) as received -> Routing; see model/cache.py. Each
+    # table object starts with its own, empty (replace() included): the table
+    # never changes, so its answers never go stale and nothing invalidates them.
+    routing_cache: BoundedCache[tuple[str, str], Routing] = field(
+        default_factory=BoundedCache, init=False, compare=False, repr=False
+    )
 
     def find_host(self, host: str) -> VirtualHost | None:
         vhost = self.exact_hosts.get(host)
@@ -162,7 +211,10 @@ class RouteTable:
 
     def route_for(self, host: str, path: str) -> Route | None:
         """The route serving ``host`` (normalised) and ``path``, defaults included."""
-        vhost = self.find_host(host)
+        return self.route_in(self.find_host(host), path)
+
+    def route_in(self, vhost: VirtualHost | None, path: str) -> Route | None:
+        """``route_for`` once the host's ``vhost`` is found (``find_host``)."""
         if vhost is None:
             return self.default
         route = vhost.match(path)

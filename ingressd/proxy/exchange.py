@@ -272,8 +272,9 @@ class Exchange(Outgoing):
             self.respond(action.status, action.body, action.location, action.headers)
             return
         self.forward = action
-        policy = action.route.policy
-        limit = policy.proxy_body_size
+        route = action.route
+        policy = route.policy
+        limit = None if route.plain else policy.proxy_body_size
         self.body_limit = settings.max_body_size if limit is None else limit
         length = self.req_length
         if (
@@ -283,6 +284,14 @@ class Exchange(Outgoing):
             and (int(length) > self.body_limit)
         ):
             self._too_large()
+            return
+        if route.plain:
+            # Route.plain: no annotation, so the proxy-wide settings and none of
+            # the feature checks below (limits, backend protocol, auth-url).
+            self.read_timeout = settings.read_timeout
+            self.send_timeout = settings.send_timeout
+            self.upgrading = self.upgrade
+            self._go()
             return
         # After the Content-Length check (nginx's client_max_body_size) as in nginx.
         if policy.limits is not None and not self._admit(action.route.ingress, policy.limits):
@@ -313,15 +322,16 @@ class Exchange(Outgoing):
         client = self.client
         self.attempts += 1
         self.tried.append(fwd.endpoint)
+        plain = fwd.route.plain  # no proxy-next-upstream-timeout, ewma or HTTP/2
         policy = fwd.route.policy
-        if self.attempts == 1 and policy.next_upstream.time_limit:
+        if not plain and self.attempts == 1 and policy.next_upstream.time_limit:
             self.first_try_at = client.loop.time()
-        if policy.load_balance == "ewma":
+        if not plain and policy.load_balance == "ewma":
             self.lb_start = client.loop.time()
         self.up_start = perf_counter()
         self.up_connect = 0.0
         conn: UpstreamStream | None
-        if policy.backend_protocol in H2_PROTOCOLS:
+        if not plain and policy.backend_protocol in H2_PROTOCOLS:
             conn = self.state.h2_pool.take(fwd.endpoint, fwd.tls)
         else:
             conn = self.state.pool.take(fwd.endpoint, fwd.tls)
@@ -542,7 +552,8 @@ class Exchange(Outgoing):
             self._upstream_error("invalid_response")
             self._upstream_failed("switched protocols without being asked")
             return
-        statuses = self.forward.route.policy.next_upstream.statuses  # type: ignore[union-attr]
+        route = self.forward.route  # type: ignore[union-attr]
+        statuses = None if route.plain else route.policy.next_upstream.statuses
         if statuses and status in statuses and self._retry(f"http_{status}", sent=True):
             return  # this response is dropped with its connection
         self.response_started = True

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from ..model.backend import Backend, Endpoint
 from ..model.policy import DEFAULT_POLICY, Affinity, Canary, UpstreamTLS
-from ..model.table import Route, RouteTable, name_matches
+from ..model.table import Route, RouteTable, Routing, name_matches
 from ..policy.annotations import expand_target
 from ..policy.basic_auth import allows
 from ..policy.ewma import EwmaStore
@@ -149,6 +149,38 @@ def escape_path(piece: str) -> str:
     return "".join(f"%{ord(c):02X}" if c in _MUST_ESCAPE else c for c in piece)
 
 
+# The longest Host header plus path (in characters) whose routing is cached:
+# longer ones are worked out each time, so that no one can fill the cache
+# with large keys. Hot paths are short; DNS names are at most 253.
+MAX_CACHED_KEY = 256
+
+
+def routing(table: RouteTable, raw_host: str, raw_path: str) -> Routing:
+    """What ``table`` routes the Host header ``raw_host`` and the path ``raw_path``
+    (both as received) to: see ``Routing``. Kept in the table's cache
+    (model/cache.py), unless the two are longer than ``MAX_CACHED_KEY``."""
+    cache = table.routing_cache
+    key: tuple[str, str] | None = None
+    if len(raw_host) + len(raw_path) <= MAX_CACHED_KEY:
+        key = (raw_host, raw_path)
+        found = cache.get(key)
+        if found is not None:
+            return found
+    host = normalize_host(raw_host)
+    path = normalize_path(raw_path)
+    if path is None:
+        found = (host, None, None, None, None, False)
+    else:
+        cert = table.certificate_for(host) if table.certificates else None
+        www = table.www_redirects.get(host) if table.www_redirects else None
+        vhost = table.find_host(host)
+        route = table.route_in(vhost, path)
+        found = (host, path, route, www, cert, vhost is not None and vhost.tls)
+    if key is not None and cache.admit:  # set by the get() that missed
+        cache.put(key, found)
+    return found
+
+
 def decide(
     table: RouteTable,
     head: RequestHead,
@@ -164,34 +196,52 @@ def decide(
     ``ewma`` holds the response-time averages for ``load-balance: ewma`` routes;
     without it they are served round robin. ``health`` steers picks away from
     endpoints that passive health checks have ejected."""
-    host = normalize_host(head.host)
-    path = normalize_path(head.path)
+    host, path, route, www, cert, tls_host = routing(table, head.host, head.path)
     if path is None:
         return Respond(400, "400 Bad Request: invalid percent-encoding in the request path\n")
-    if head.tls_names and table.certificates:
-        cert = table.certificate_for(host)
-        if cert is not None and not any(name_matches(n, host) for n in head.tls_names):
-            # The connection was set up for another name: answering would show
-            # this host's content under a certificate that is not its own.
-            return Respond(
-                421,
-                f"421 Misdirected Request: {host} has its own certificate; "
-                "connect with it as the TLS server name (SNI)\n",
-            )
-    www = table.www_redirects.get(host) if table.www_redirects else None
+    if (
+        head.tls_names
+        and cert is not None
+        and not any(name_matches(n, host) for n in head.tls_names)
+    ):
+        # The connection was set up for another name: answering would show
+        # this host's content under a certificate that is not its own.
+        return Respond(
+            421,
+            f"421 Misdirected Request: {host} has its own certificate; "
+            "connect with it as the TLS server name (SNI)\n",
+        )
     if www is not None:
         return _redirect(308, _scheme(head) + www + _port_suffix(head) + _uri(head))
-    route = table.route_for(host, path)
     if route is None:
         return Respond(404, f"404 Not Found: no route for host {host or '(none)'} path {path}\n")
+    if route.plain:
+        # No annotation, canary or rewrite: the default policy's HTTPS
+        # redirect, then the backend, round robin.
+        if tls_host and not head.tls:
+            redirect = _https_redirect(head, host, https_port)
+            return Respond(redirect.status, redirect.body, redirect.location, route=route)
+        backend = route.backend
+        if backend.error is not None:
+            return Respond(503, f"503 Service Unavailable: {backend.error}\n", route=route)
+        endpoint = backend.pick()
+        if health is not None and health.ejected and endpoint is not None:
+            endpoint = _healthy(backend, endpoint, health)
+        if endpoint is None:
+            reason = f"503 Service Unavailable: no ready endpoints for {backend.name}\n"
+            return Respond(503, reason, route=route)
+        sent = head.path  # unchanged: the upstream sees what the client sent
+        if head.query:
+            sent = f"{sent}{'&' if '?' in sent else '?'}{head.query}"
+        return Forward(endpoint, backend, sent, route)
     if route.slash_redirect is not None:
         return _slash_redirect(head, host, route)
     policy = route.policy
     if policy is not DEFAULT_POLICY:
-        early = _before_backend(table, head, host, path, route, https_port)
+        early = _before_backend(head, host, path, route, https_port, tls_host)
         if early is not None:
             return Respond(early.status, early.body, early.location, early.headers, route)
-    elif not head.tls and policy.ssl_redirect and _tls_host(table, host):
+    elif not head.tls and policy.ssl_redirect and tls_host:
         redirect = _https_redirect(head, host, https_port)
         return Respond(redirect.status, redirect.body, redirect.location, route=route)
     backend = route.backend
@@ -225,14 +275,6 @@ def decide(
         upstream_path = f"{upstream_path}{sep}{head.query}"
     if policy is DEFAULT_POLICY:
         return Forward(endpoint, backend, upstream_path, route)
-    request_headers: list[tuple[bytes, bytes]] = []
-    if policy.upstream_vhost is not None:
-        request_headers.append((b"Host", policy.upstream_vhost))
-    if policy.x_forwarded_prefix is not None and route.rewrite:
-        # template.go buildProxyPass sets it only where it writes the rewrite.
-        request_headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
-    if policy.basic_auth is not None:
-        request_headers.append((b"Authorization", b""))  # empty: not sent upstream
     response_headers: Headers = (
         tuple(policy.cors.response_headers(head.origin)) if policy.cors else ()
     )
@@ -246,7 +288,7 @@ def decide(
         backend,
         upstream_path,
         route,
-        tuple(request_headers),
+        route.upstream_headers,
         tuple(response_headers),
         tls,
     )
@@ -281,7 +323,7 @@ def retarget(
 
 
 def _before_backend(
-    table: RouteTable, head: RequestHead, host: str, path: str, route: Route, https_port: int
+    head: RequestHead, host: str, path: str, route: Route, https_port: int, tls_host: bool
 ) -> Respond | None:
     policy = route.policy
     if policy.fail_closed is not None:
@@ -298,9 +340,7 @@ def _before_backend(
             return Respond(204, "", headers=tuple(headers))
     if policy.redirect is not None:
         return _redirect(*policy.redirect)
-    if not head.tls and (
-        policy.force_ssl_redirect or (policy.ssl_redirect and _tls_host(table, host))
-    ):
+    if not head.tls and (policy.force_ssl_redirect or (policy.ssl_redirect and tls_host)):
         return _https_redirect(head, host, https_port, policy.preserve_trailing_slash)
     if policy.deny_source is not None or policy.allow_source is not None:
         try:
@@ -468,11 +508,6 @@ def _slash_redirect(head: RequestHead, host: str, route: Route) -> Respond:
     query = f"?{head.query}" if head.query else ""
     location = f"{_scheme(head)}{host}{_port_suffix(head)}{name}{query}"
     return Respond(301, f"301 Moved Permanently to {location}\n", location=location, route=route)
-
-
-def _tls_host(table: RouteTable, host: str) -> bool:
-    vhost = table.find_host(host)
-    return vhost is not None and vhost.tls
 
 
 def rewrite(route: Route, path: str, target: str) -> str:

@@ -1,0 +1,98 @@
+"""A small bounded cache for lookups whose keys outsiders choose.
+
+The routing table memoises what routing found for a (Host, path) pair
+(``RouteTable.routing_cache``, filled by ``routing/decide.py``). Every key is
+attacker-chosen, so the cache must stay small, must cost O(1) per request
+whether it hits or not, and must not be cheap to flush of the entries real
+traffic keeps asking for. Two parts do that:
+
+- **admission on second sight**: a key is only stored the second time it
+  misses while its mark is still in the doorkeeper (``_seen``: one hash per
+  slot, ``capacity`` slots or a few more, a new key's mark replacing the one
+  in its slot). A flood of paths each asked for once (a scan, random paths)
+  never enters the cache, and costs each request a hash and one list slot on
+  top of the uncached lookup. Only hashes are kept, no request's strings; str
+  hashes are salted per process, so nobody can aim a key at a slot, and a
+  collision can do no more than admit a key early or forget a first sighting;
+- **least recently used eviction** among the admitted (an ``OrderedDict``:
+  a hit moves its key to the end, an insert past ``capacity`` drops the
+  first). To push a hot entry out, an attacker has to get ``capacity`` keys
+  admitted, each sent twice, between two requests for it.
+
+Even a cache flushed all the time only costs what routing without it costs,
+plus those probes: the answer is the same either way (the cache only stores
+values that depend on nothing but the key and an immutable table).
+
+Memory: at most ``capacity`` entries and an array of ``capacity`` (rounded up
+to a power of two) 64-bit hashes, allocated with the cache; the caller bounds
+the length of the keys it offers (``decide.MAX_CACHED_KEY``).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# Entries per cache (and first sightings remembered): far more (host, path)
+# pairs than the hot set of a worker, and small enough (at the key bound of
+# decide.py, about 1.4 MB per table in the worst case: 700 bytes an entry) to
+# hold in every worker.
+CAPACITY = 2048
+
+
+class BoundedCache(Generic[K, V]):
+    """At most ``capacity`` entries, admitted on their second miss, evicted least
+    recently used first. Not thread-safe: one per event loop (a table is used by
+    one process's loop; each worker builds its own)."""
+
+    __slots__ = ("_entries", "_mask", "_seen", "admit", "capacity")
+
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self.capacity = capacity  # 0: store nothing
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        # The doorkeeper: the hash of the last key that missed, per slot (a
+        # power of two of them, at least ``capacity``); -1, which no hash is,
+        # marks an empty slot.
+        slots = 1
+        while slots < capacity:
+            slots *= 2
+        self._mask = slots - 1
+        # A C array of 64-bit hashes: allocated once, no object per mark.
+        self._seen = array("q", [-1]) * slots
+        # Set by a miss in get(): whether put() should keep what the caller
+        # works out for that key. (One call on a miss, not two: a scan of new
+        # keys pays as little as can be.)
+        self.admit = False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K) -> V | None:
+        """The value kept for ``key``; else None, and ``admit`` says whether this
+        is the key's second miss (its mark still there), so worth keeping."""
+        entries = self._entries
+        value = entries.get(key)
+        if value is not None:
+            entries.move_to_end(key)
+            return value
+        mark = hash(key)
+        slot = mark & self._mask
+        seen = self._seen
+        if seen[slot] == mark:
+            seen[slot] = -1
+            self.admit = self.capacity > 0
+        else:
+            seen[slot] = mark  # the first sighting (or the slot's last one forgotten)
+            self.admit = False
+        return None
+
+    def put(self, key: K, value: V) -> None:
+        """Keep ``value`` for ``key`` (after a miss that set ``admit``)."""
+        entries = self._entries
+        entries[key] = value
+        if len(entries) > self.capacity:
+            entries.popitem(last=False)
