@@ -57,7 +57,7 @@ async def serve_proxy(
             close(http)
             raise
         sockets = (http, https)
-    servers: list[asyncio.AbstractServer] = []
+    servers: list[asyncio.Server] = []
     pending = [
         (sock, tls, listener)
         for tls, listener, socks in zip((False, True), listeners, sockets, strict=True)
@@ -92,7 +92,7 @@ async def serve_proxy(
         while state.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(state.connections):
-            conn.transport.abort()  # type: ignore[union-attr]
+            conn.abort()
         state.pool.close()
         state.h2_pool.close()
         await state.auth.close()

@@ -60,22 +60,14 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         "_phase",
         "_resp_chunked",
         "_timer",
-        "client_ip",
-        "closing",
         "current",
         "done_reading",
-        "forwarded_tail",
         "limit_slot",
-        "loop",
         "parser",
         "pipeline",
         "reading",
-        "server_port",
         "state",
-        "tls",
-        "tls_names",
         "transport",
-        "trusted",
         "tunnel",
     )
 
@@ -198,6 +190,10 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             transport.write_eof()  # type: ignore[union-attr]
         transport.resume_reading()  # type: ignore[union-attr]
         self.loop.call_later(LINGER, transport.close)  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def shutdown(self) -> None:
         """Close when idle; otherwise finish the current response, then close.
@@ -387,9 +383,11 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
 
     def on_headers_complete(self) -> None:
         ex = self.reading
+        if ex is None:
+            return  # the parser calls on_message_begin first: never
         parser = self.parser
-        ex.method = parser.get_method()  # type: ignore[union-attr]
-        version = parser.get_http_version()  # type: ignore[union-attr]
+        ex.method = parser.get_method()
+        version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             if version.startswith("0."):  # no version at all: HTTP/0.9's bare request line
                 raise _Reject(400, "malformed request line")
@@ -397,8 +395,8 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if version == "1.0":
             ex.http10 = True
             ex.protocol = "HTTP/1.0"
-        ex.keep_alive = parser.should_keep_alive() and not self.state.draining  # type: ignore[union-attr]
-        if ex.upgrade_value is not None and parser.should_upgrade():  # type: ignore[union-attr]
+        ex.keep_alive = parser.should_keep_alive() and not self.state.draining
+        if ex.upgrade_value is not None and parser.should_upgrade():
             if ex.has_body():
                 # Its body would be taken for bytes of the new protocol.
                 raise _Reject(400, "an Upgrade request cannot have a body")
@@ -442,7 +440,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
 
     # -- exchanges report back ---------------------------------------------------------
 
-    def exchange_done(self, ex: Exchange) -> None:
+    def exchange_done(self, ex: Outgoing) -> None:
         if ex is not self.current:
             return
         self.current = None

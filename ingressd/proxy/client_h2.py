@@ -354,6 +354,10 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         if not self.closing:
             self._goaway(ErrorCodes.NO_ERROR, b"")
 
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def shutdown(self) -> None:
         """GOAWAY naming the last stream taken; those finish, then the
         connection closes (the proxy's grace bounds how long)."""
@@ -677,24 +681,16 @@ class H2Stream(ClientStream):
     __slots__ = (
         "blocked_since",
         "body_deadline",
-        "client_ip",
-        "closing",
         "conn",
         "end_pending",
         "ex",
-        "forwarded_tail",
-        "loop",
         "out",
         "out_bytes",
         "paused",
         "remote_done",
         "sent_end",
-        "server_port",
         "sid",
-        "tls",
-        "tls_names",
         "trailers",
-        "trusted",
         "unacked",
         "upstream_paused",
     )

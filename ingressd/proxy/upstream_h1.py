@@ -54,15 +54,10 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
         "_trailer_bytes",
         "_trailers",
         "chunked",
-        "closed",
         "endpoint",
         "idle_since",
         "key",
-        "owner",
         "pool",
-        "requests",
-        "transport",
-        "tunnel",
     )
 
     def __init__(self, pool: UpstreamPool, endpoint: Endpoint, key: PoolKey | None = None) -> None:
