@@ -36,6 +36,18 @@ COMPILED = (
     "ingressd/model/backend.py",
     "ingressd/model/table.py",
     "ingressd/observe/stats.py",
+    "ingressd/policy/limits.py",
+    "ingressd/proxy/client_h1.py",
+    "ingressd/proxy/client_h2.py",
+    "ingressd/proxy/exchange.py",
+    "ingressd/proxy/grpc.py",
+    "ingressd/proxy/http.py",
+    "ingressd/proxy/peer.py",
+    "ingressd/proxy/settings.py",
+    "ingressd/proxy/state.py",
+    "ingressd/proxy/streams.py",
+    "ingressd/proxy/upstream_h1.py",
+    "ingressd/proxy/upstream_h2.py",
     "ingressd/routing/decide.py",
 )
 

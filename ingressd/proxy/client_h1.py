@@ -627,10 +627,10 @@ def _validate(ex: Exchange) -> tuple[int, str] | None:
     url = ex.url
     if ex.method != b"CONNECT" and not url.startswith(b"/") and url != b"*":
         try:
-            parsed = httptools.parse_url(url)
+            target = http.parse_target(url)
         except httptools.HttpParserInvalidURLError:
             return 400, "invalid request target"
-        if not parsed.host:
+        if not target.host:
             return 400, "absolute-form request target without a host"
     if ex.host is None and not ex.http10 and not ex.url.startswith(b"http"):
         return 400, "missing Host header"

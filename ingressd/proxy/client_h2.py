@@ -70,6 +70,7 @@ from h2.exceptions import H2Error, ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame
+from mypy_extensions import mypyc_attr
 
 from ..policy.limits import Slot
 from . import http
@@ -188,6 +189,9 @@ class _Frames(FrameBuffer):
         return self.in_block or bool(self._data)
 
 
+# A Python class even when compiled: h2 reads the class attribute below, which
+# a native class would turn into a per-instance default.
+@mypyc_attr(native_class=False)
 class _H2(H2Connection):
     """h2's connection with the stream limit left to us.
 

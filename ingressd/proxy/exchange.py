@@ -194,7 +194,7 @@ class Exchange(Outgoing):
             path, query = b"*", b""
         else:
             # absolute-form: its authority takes precedence over Host (RFC 9112 3.2.2)
-            parsed = httptools.parse_url(url)
+            parsed = http.parse_target(url)
             host = parsed.host or host
             if parsed.port:
                 host += b":%d" % parsed.port

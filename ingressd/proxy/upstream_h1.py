@@ -216,7 +216,9 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
             self._spoiled = True  # garbage after a complete response
         # What this read produced goes to the client in one write.
         owner.client.flush()
-        ended = self._ended
+        # Annotated: type checkers (and so mypyc) keep the attribute narrowed
+        # to None from the check above, but the parser's callbacks set it.
+        ended: bool | None = self._ended
         if ended is not None and self.owner is owner:
             if self._spoiled:
                 log.warning(
