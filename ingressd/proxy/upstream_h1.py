@@ -179,7 +179,12 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
             return
         owner = self.owner
         parser = self._parser
-        if owner is None or parser is None or self._ended is not None:
+        # Tested through a local: a test of the attribute itself would leave
+        # it narrowed to None for the type checker, and compiled code checks
+        # that type when it reads the attribute again below, after the
+        # parser's callbacks have set it (TypeError).
+        ended: bool | None = self._ended
+        if owner is None or parser is None or ended is not None:
             # Bytes from an idle connection mean it is out of step: drop it.
             self.close()
             return
@@ -216,9 +221,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
             self._spoiled = True  # garbage after a complete response
         # What this read produced goes to the client in one write.
         owner.client.flush()
-        # Annotated: type checkers (and so mypyc) keep the attribute narrowed
-        # to None from the check above, but the parser's callbacks set it.
-        ended: bool | None = self._ended
+        ended = self._ended
         if ended is not None and self.owner is owner:
             if self._spoiled:
                 log.warning(
