@@ -15,7 +15,10 @@ its ``__slots__`` (its subclasses add only their own), so that assigning one
 through the base type type-checks and, in pure Python, no instance has a
 ``__dict__``. ``Connection`` is a mypyc trait: a client connection is both a
 ``ClientStream`` and a ``Connection``, and mypyc allows one native base class
-besides traits.
+besides traits. The seams an exchange and a client stream are seen through
+(``ResponseSink``, ``Outgoing``, ``ClientStream``) may be implemented by
+Python classes too (``allow_interpreted_subclasses``): the tests drive an
+upstream connection with a recording sink, on either build.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from mypy_extensions import trait
+from mypy_extensions import mypyc_attr, trait
 
 from ..policy.limits import Slot
 from .http import Headers
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from ..routing.decide import Forward
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ResponseSink:
     """What an upstream connection reports to the exchange that owns it."""
 
@@ -68,6 +72,7 @@ class ResponseSink:
         raise NotImplementedError
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ClientStream:
     """The client side of one exchange: where its response goes, and what the
     client connection knows (the same for all its requests)."""
@@ -224,6 +229,7 @@ class UpstreamStream(Tunnel):
         raise NotImplementedError
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Outgoing(ResponseSink):
     """An exchange as the upstream protocols read it: the request to send."""
 
