@@ -587,34 +587,63 @@ class _StopReading(Exception):
     """Raised inside a parser callback to stop parsing: the rest is ignored."""
 
 
+# What a request header line is to the proxy, by its lowercase name: one dict
+# probe per line. Names not in _KINDS are forwarded as they are, except
+# Proxy-* (hop-by-hop by prefix).
+(
+    _CONNECTION,
+    _UPGRADE,
+    _TRANSFER_ENCODING,
+    _CONTENT_LENGTH,
+    _DROP,
+    _HOST,
+    _XFF,
+    _REQUEST_ID,
+    _ORIGIN,
+) = range(1, 10)
+_KINDS: dict[bytes, int] = {
+    # hop-by-hop, and what ingressd sets itself: never forwarded
+    **dict.fromkeys(http.HOP_BY_HOP | http.OVERWRITTEN, _DROP),
+    b"connection": _CONNECTION,
+    b"upgrade": _UPGRADE,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"content-length": _CONTENT_LENGTH,
+    b"host": _HOST,
+    b"x-forwarded-for": _XFF,
+    b"x-request-id": _REQUEST_ID,
+    b"origin": _ORIGIN,
+}
+
+
 def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
     """Record one request header line on the exchange (HTTP/1.1 rules)."""
     lname = name.lower()
-    if lname in http.HOP_BY_HOP or lname.startswith(b"proxy-"):
-        if lname == b"connection":
-            ex.conn_tokens = (ex.conn_tokens or set()) | http.connection_tokens(value)
-        elif lname == b"upgrade":
-            ex.upgrade_value = value
-        elif lname == b"transfer-encoding":
-            ex.req_chunked = True
-            ex.req_te = value if ex.req_te is None else ex.req_te + b", " + value
-        elif lname == b"content-length":
-            ex.req_length = value.strip()
-        return
-    if lname in http.OVERWRITTEN:
-        return
-    if lname == b"host":
+    kind = _KINDS.get(lname, 0)
+    if kind == 0:
+        if not lname.startswith(b"proxy-"):
+            ex.headers.append((name, value))
+    elif kind == _DROP:
+        pass
+    elif kind == _HOST:
         ex.host = value
         ex.host_count += 1
-    elif lname == b"x-forwarded-for":
-        ex.xff = value if ex.xff is None else ex.xff + b", " + value
-        return
-    elif lname == b"x-request-id":
-        ex.request_id = value
-        return
-    elif lname == b"origin":
+        ex.headers.append((name, value))
+    elif kind == _ORIGIN:
         ex.origin = value
-    ex.headers.append((name, value))
+        ex.headers.append((name, value))
+    elif kind == _XFF:
+        ex.xff = value if ex.xff is None else ex.xff + b", " + value
+    elif kind == _REQUEST_ID:
+        ex.request_id = value
+    elif kind == _CONNECTION:
+        ex.conn_tokens = (ex.conn_tokens or set()) | http.connection_tokens(value)
+    elif kind == _UPGRADE:
+        ex.upgrade_value = value
+    elif kind == _TRANSFER_ENCODING:
+        ex.req_chunked = True
+        ex.req_te = value if ex.req_te is None else ex.req_te + b", " + value
+    else:  # _CONTENT_LENGTH
+        ex.req_length = value.strip()
 
 
 def _validate(ex: Exchange) -> tuple[int, str] | None:
