@@ -142,6 +142,11 @@ def _status(code: int) -> bytes:
     return _STATUS.get(code) or str(code).encode()
 
 
+# Python classes even when compiled, as _H2 below: a native subclass turns a
+# Python base class's class attribute into a per-instance default, and h2's
+# ProtocolError sets its error_code that way (compiled, the GOAWAY said
+# PROTOCOL_ERROR, not ENHANCE_YOUR_CALM).
+@mypyc_attr(native_class=False)
 class HeaderBlockTooLarge(ProtocolError):
     """A header block over its bound in bytes or CONTINUATION frames."""
 
@@ -189,8 +194,6 @@ class _Frames(FrameBuffer):
         return self.in_block or bool(self._data)
 
 
-# A Python class even when compiled: h2 reads the class attribute below, which
-# a native class would turn into a per-instance default.
 @mypyc_attr(native_class=False)
 class _H2(H2Connection):
     """h2's connection with the stream limit left to us.

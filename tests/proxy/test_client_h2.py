@@ -7,9 +7,10 @@ trailers, upper-case names, missing pseudo-headers)."""
 from __future__ import annotations
 
 import pytest
+from h2.errors import ErrorCodes
 
 from ingressd.model.table import RouteTable
-from ingressd.proxy.client_h2 import read_head
+from ingressd.proxy.client_h2 import _H2, CLOSED_STREAMS_KEPT, HeaderBlockTooLarge, read_head
 from ingressd.proxy.exchange import Exchange
 from ingressd.proxy.settings import ProxySettings
 from ingressd.proxy.state import ProxyState
@@ -114,3 +115,12 @@ def test_heads_that_cannot_be_served(
 
 def test_options_star_is_served() -> None:
     assert read(head(method=b"OPTIONS", path=b"*"))[1] is None
+
+
+def test_what_h2_reads_from_its_classes_is_overridden_on_either_build() -> None:
+    """h2 reads these as class attributes of the classes it is given; a class
+    compiled as a native subclass would hold them per instance, with h2's own
+    value on the class (the CONTINUATION flood's GOAWAY said PROTOCOL_ERROR)."""
+    assert HeaderBlockTooLarge("too large").error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert HeaderBlockTooLarge.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert _H2.MAX_CLOSED_STREAMS == CLOSED_STREAMS_KEPT
