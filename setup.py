@@ -41,6 +41,7 @@ COMPILED = (
     "ingressd/proxy/client_h2.py",
     "ingressd/proxy/exchange.py",
     "ingressd/proxy/grpc.py",
+    "ingressd/proxy/h2_head.py",
     "ingressd/proxy/http.py",
     "ingressd/proxy/peer.py",
     "ingressd/proxy/settings.py",

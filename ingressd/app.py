@@ -22,11 +22,14 @@ from .control.controller import Controller
 from .listeners import Listener, ListenError, bind, bind_all, close
 from .model.table import RouteTable
 from .observe.metrics import Metrics
-from .observe.stats import ProxyView
+from .observe.stats import ProxyView, with_streams
 from .policy.limits import LimitRegistry
 from .policy.tls import CertificateSelector, self_signed
 from .proxy.state import ProxyState
-from .serving import proxy_listeners, serve_proxy, until_listening
+from .serving import proxy_listeners, serve_proxy, session_table, until_listening
+from .stream.manager import StreamServices
+from .stream.passthrough import PassthroughRouter
+from .stream.session_log import SessionLog
 
 log = logging.getLogger("ingressd")
 
@@ -105,7 +108,13 @@ async def serve(
 
     state = ProxyState(RouteTable(), config.proxy)
     state.limits = LimitRegistry(entries=config.limit_entries)
-    selector = CertificateSelector(lambda: state.table, self_signed(), http2=config.proxy.http2)
+    # With workers, this process serves no TLS: it only checks certificates.
+    selector = CertificateSelector(
+        lambda: state.table,
+        self_signed(),
+        http2=config.proxy.http2,
+        serving=config.workers <= 1,
+    )
     pool = None
     if config.workers > 1:
         from .workers import WorkerPool
@@ -117,9 +126,24 @@ async def serve(
 
     def proxy_view() -> ProxyView:
         if pool is not None:
-            return pool.totals.view()  # the workers' last reports, summed
+            # The workers' last reports, summed, and this process's stream sessions.
+            return with_streams(pool.totals.view(), state.stats.streams, state.stats.stream_open)
         return state.stats.view(len(state.connections))
 
+    passthrough = PassthroughRouter(config.build) if config.ssl_passthrough else None
+    # This process's layer-4 sessions (TCP services; passthrough too without workers).
+    table = session_table(config, state)
+    # The TCP/UDP services listen in this process, whether or not workers proxy
+    # HTTP (stream/manager.py says why).
+    streams = None
+    if config.streams.refs:
+        reserved = {
+            config.http_port: "--http-port",
+            config.https_port: "--https-port",
+            config.admin_port: "--admin-port",
+        }
+        sessions = SessionLog(state.stats, state.access_log)
+        streams = StreamServices(config.streams, config.address, reserved, sessions, table)
     # With workers, this process's table is never served: it is built for the
     # status write-back and /problems, and its snapshot is what workers are fed.
     controller = Controller(
@@ -128,6 +152,8 @@ async def serve(
         config.build,
         config.default_certificate,
         publish=pool.publish if pool is not None else None,
+        streams=streams,
+        passthrough=passthrough,
     )
     # The configuration is checked first (an unusable kubeconfig is a usage
     # error), then every port is bound, before any process, watch or listener
@@ -156,7 +182,15 @@ async def serve(
             for sock in http:
                 unowned.remove(sock)  # serve_proxy owns them from here on
             proxy = loop.create_task(
-                serve_proxy(config, state, selector, closing, sockets=(http, https))
+                serve_proxy(
+                    config,
+                    state,
+                    selector,
+                    closing,
+                    sockets=(http, https),
+                    passthrough=passthrough,
+                    table=table,
+                )
             )
             await until_listening(proxy, state)
 
@@ -201,6 +235,9 @@ async def serve(
             )
         stop.set()
         closing.set()
+        deadline = loop.time() + config.shutdown_grace
+        if streams is not None:
+            streams.stop()  # with the HTTP ports: no new sessions, those open go on
         # The source goes first: a leader hands its lease over while we drain.
         for task in tasks:
             task.cancel()
@@ -209,6 +246,14 @@ async def serve(
             await pool.stop(config.shutdown_grace)
         if proxy is not None:
             await asyncio.gather(proxy, return_exceptions=True)
+        # TCP services' sessions (serve_proxy drained this table too, if it ran here).
+        await table.drain(deadline)
+        if streams is not None:
+            streams.close()
+        table.abort()
+        await asyncio.sleep(0)  # aborted sessions are counted and logged
+        if state.access_log is not None:
+            state.access_log.flush()
         if runner is not None:
             await runner.cleanup()
         close(unowned)

@@ -25,6 +25,9 @@ from .routing.build import (
     ingress_owner,
     resolve_service,
 )
+from .stream.passthrough import ANNOTATION as PASSTHROUGH
+from .stream.passthrough import build_passthrough, is_passthrough
+from .stream.services import ConfigMapRef, read_services
 
 STATUSES = ("supported", "unsupported", "refused", "invalid", "overridden")
 # Statuses that make the check fail: the Ingress would not serve as written.
@@ -84,6 +87,9 @@ class IngressReport:
     # What the build reports for this Ingress, less the annotation messages,
     # which ``annotations`` already carries.
     problems: tuple[str, ...]
+    # --enable-ssl-passthrough and the annotation: what does not apply to the
+    # TLS connections of its hosts (paths but /, HTTP annotations). Not failing.
+    passthrough: tuple[str, ...] = ()
 
     @property
     def ours(self) -> bool:
@@ -100,12 +106,26 @@ class IngressReport:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamReport:
+    """One entry of a TCP/UDP services ConfigMap that would listen."""
+
+    listen: str  # "tcp/9000"
+    backend: str  # "namespace/service:port"
+    ready_endpoints: int
+    error: str | None = None  # why its Service does not resolve (then it does not listen)
+    decode_proxy: bool = False
+    encode_proxy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CheckReport:
     ingresses: tuple[IngressReport, ...]
     # Problems not tied to one Ingress: files that do not parse, rejected objects.
     problems: tuple[str, ...] = ()
     # How the input was read, said once: an IngressClass taken from --ingress-class.
     notes: tuple[str, ...] = ()
+    # The entries of the --tcp-services-configmap and --udp-services-configmap.
+    streams: tuple[StreamReport, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -136,41 +156,105 @@ def check(
     *,
     now: float | None = None,
     notes: Iterable[str] = (),
+    passthrough: bool = False,
+    streams: Iterable[ConfigMapRef] = (),
+    reserved: dict[int, str] | None = None,
 ) -> CheckReport:
-    """Report on every Ingress in ``snapshot``; ``source_problems`` are the loader's."""
+    """Report on every Ingress in ``snapshot``; ``source_problems`` are the loader's.
+    ``passthrough``: as ``serve --enable-ssl-passthrough``; ``streams``: the TCP/UDP
+    services ConfigMaps, read as serve reads them (``reserved``: its own ports)."""
     table = build_table(snapshot, options, now=now)
     by_ingress: dict[tuple[str, str], list[str]] = {}
     loose = [str(p) for p in source_problems]
-    for problem in table.problems:
+    problems = list(table.problems)
+    if passthrough:
+        problems += build_passthrough(snapshot, options)[1]
+    for problem in problems:
         if problem.ref is not None and problem.ref[0] == "Ingress":
             by_ingress.setdefault(problem.ref[1:], []).append(problem.reason)
         else:
             loose.append(str(problem))
     ingresses = sorted(snapshot.of("Ingress").values(), key=object_key)
     reports = tuple(
-        _ingress(snapshot, options, ing, by_ingress.get(object_key(ing), []), now)
+        _ingress(snapshot, options, ing, by_ingress.get(object_key(ing), []), now, passthrough)
         for ing in ingresses
     )
-    return CheckReport(reports, tuple(loose), tuple(notes))
+    stream_reports: list[StreamReport] = []
+    for ref in streams:
+        entries, found = read_services(ref, snapshot, reserved or {})
+        loose += [str(p) for p in found]
+        if snapshot.get("ConfigMap", ref.namespace, ref.name) is None:
+            loose.append(f"{ref}: not found ({ref.flag}): no {ref.protocol} services")
+        for spec in entries:
+            backend = spec.resolve(snapshot)
+            if backend.error is not None:
+                loose.append(f"{ref}: {ref.flag}: {spec.label}: {backend.error}")
+            stream_reports.append(
+                StreamReport(
+                    spec.label,
+                    spec.backend_name,
+                    len(backend.endpoints),
+                    backend.error,
+                    spec.decode_proxy,
+                    spec.encode_proxy,
+                )
+            )
+    return CheckReport(reports, tuple(loose), tuple(notes), tuple(stream_reports))
 
 
 def _ingress(
-    snap: Snapshot, opts: BuildOptions, ing: Obj, problems: list[str], now: float | None
+    snap: Snapshot,
+    opts: BuildOptions,
+    ing: Obj,
+    problems: list[str],
+    now: float | None,
+    passthrough: bool = False,
 ) -> IngressReport:
     namespace, name = object_key(ing)
     meta = _mapping(ing.get("metadata"))
     verdicts = [AnnotationReport(*v) for v in ann.classify(meta.get("annotations"))]
     reported = {v.reason for v in verdicts}
+    owner = ingress_owner(snap, opts, ing)
+    passing: list[str] = []
+    if passthrough and owner.ours and is_passthrough(ing):
+        verdicts = [
+            AnnotationReport(v.key, v.value, "supported", "") if v.key == PASSTHROUGH else v
+            for v in verdicts
+        ]
+        passing = _passthrough_notes(ing, verdicts)
     return IngressReport(
         namespace=namespace,
         name=name,
         source=snap.origin(ing),
-        owner=ingress_owner(snap, opts, ing),
+        owner=owner,
         routes=tuple(_routes(snap, ing)),
         tls=tuple(_tls(snap, ing, now)),
         annotations=tuple(verdicts),
         problems=tuple(p for p in problems if p not in reported),
+        passthrough=tuple(passing),
     )
+
+
+def _passthrough_notes(ing: Obj, verdicts: list[AnnotationReport]) -> list[str]:
+    """What does not apply to a passthrough host's TLS connections (ingress-nginx
+    routes them by SNI alone, to the backend of the path /)."""
+    notes = []
+    for rule in map(_mapping, _list(_mapping(ing.get("spec")).get("rules"))):
+        host = str(rule.get("host") or "").lower()
+        for p in map(_mapping, _list(_mapping(rule.get("http")).get("paths"))):
+            path = str(p.get("path") or "/")
+            if path != "/":
+                notes.append(
+                    f"path {host}{path} does not apply to TLS connections: passthrough "
+                    "routes by host only, to the backend of /"
+                )
+    for v in verdicts:
+        if v.key != PASSTHROUGH and v.status == "supported":
+            notes.append(
+                f"annotation {v.key} does not apply to TLS connections: they are passed "
+                "through unread (it still applies to plain HTTP)"
+            )
+    return notes
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -270,6 +354,7 @@ def render_json(report: CheckReport, show_all: bool = False) -> str:
         "notes": list(report.notes),
         "ingresses": [_ingress_json(i) for i in shown(report, show_all)],
         "problems": list(report.problems),
+        "streams": [asdict(st) for st in report.streams],
         "summary": report.summary(),
     }
     return json.dumps(doc, indent=2) + "\n"
@@ -301,6 +386,10 @@ def render_text(report: CheckReport, show_all: bool = False) -> str:
         lines.append(
             f"{_plural(len(hidden), 'Ingress')} {verb} to other classes (--all shows them{note})"
         )
+    if report.streams:
+        lines.append("TCP/UDP services:")
+        lines += _columns([_stream_row(st) for st in report.streams], "  ")
+        lines.append("")
     if report.problems:
         lines.append("Input problems:")
         lines += [f"  {p}" for p in report.problems]
@@ -320,6 +409,9 @@ def _ingress_text(report: IngressReport) -> list[str]:
     if report.annotations:
         lines.append("  annotations:")
         lines += _columns([_annotation_row(a) for a in report.annotations], "    ")
+    if report.passthrough:
+        lines.append("  ssl-passthrough (TLS connections go to the backend untouched):")
+        lines += [f"    {p}" for p in report.passthrough]
     if report.problems:
         lines.append("  problems:")
         lines += [f"    {p}" for p in report.problems]
@@ -395,6 +487,19 @@ def _columns(rows: list[list[str]], indent: str) -> list[str]:
         indent + "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
         for row in rows
     ]
+
+
+def _stream_row(st: StreamReport) -> list[str]:
+    proxy = "".join(
+        flag
+        for flag, on in ((" (PROXY in)", st.decode_proxy), (" (PROXY out)", st.encode_proxy))
+        if on
+    )
+    if st.error is not None:
+        state = f"not listening: {st.error}"
+    else:
+        state = f"{_plural(st.ready_endpoints, 'ready endpoint')}{proxy}"
+    return [st.listen, f"-> {st.backend}", state]
 
 
 def _summary_text(report: CheckReport) -> str:

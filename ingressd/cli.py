@@ -22,6 +22,9 @@ from .policy.annotations import parse_buffer_size, parse_cidrs, parse_size
 from .policy.limits import DEFAULT_ENTRIES
 from .proxy.settings import DEFAULT_HEAD_LIMIT, ProxySettings
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
+from .stream.connect import StreamSettings
+from .stream.manager import StreamConfig
+from .stream.services import ConfigMapRef
 from .workers import default_count
 
 DEFAULT_INGRESS_CLASS = "ingressd"
@@ -143,6 +146,14 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _ns_name(value: str) -> str:
+    try:
+        ConfigMapRef.parse("TCP", "", value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/NAME") from None
+    return value
+
+
 def _listeners(p: argparse.ArgumentParser, address: str) -> None:
     g = p.add_argument_group("listeners")
     g.add_argument("--address", default=address, help="address to listen on")
@@ -202,6 +213,76 @@ def _common(
         help="load balancers or proxies in front of ingressd: from these peers, the "
         "X-Forwarded-For header names the client (for source ranges, limits, X-Real-IP); "
         "from anyone else it is replaced by the peer's address",
+    )
+    g.add_argument(
+        "--use-proxy-protocol",
+        action="store_true",
+        help="the HTTP and HTTPS ports expect a PROXY protocol header (v1 or v2) on every "
+        "connection, as sent by a load balancer (AWS NLB, haproxy send-proxy); its client "
+        "address is the client's. A connection without a valid header is closed (default: off)",
+    )
+    g.add_argument(
+        "--enable-ssl-passthrough",
+        action="store_true",
+        help="on the HTTPS port, read each ClientHello first: a connection whose SNI names "
+        'the host of an Ingress annotated ssl-passthrough: "true" goes to that host\'s '
+        "backend with its TLS untouched; the others are terminated as usual (default: off)",
+    )
+    g.add_argument(
+        "--tcp-services-configmap",
+        type=_ns_name,
+        metavar="NS/NAME",
+        help="ConfigMap of TCP services, as ingress-nginx's: each key a port to listen on, "
+        "each value <namespace>/<service>:<port>[:PROXY][:PROXY] (the first PROXY: clients "
+        "send the PROXY protocol; the second: send it to the upstream) (default: none)",
+    )
+    g.add_argument(
+        "--udp-services-configmap",
+        type=_ns_name,
+        metavar="NS/NAME",
+        help="ConfigMap of UDP services: each key a port, each value "
+        "<namespace>/<service>:<port> (default: none)",
+    )
+    g.add_argument(
+        "--proxy-stream-timeout",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="TCP and UDP services: a session idle this long is closed, as ingress-nginx's "
+        "proxy-stream-timeout (default: 600)",
+    )
+    g.add_argument(
+        "--proxy-stream-responses",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="UDP services: replies expected per datagram before a flow ends, as ingress-nginx's "
+        "proxy-stream-responses (0: until idle; default: 1)",
+    )
+    g.add_argument(
+        "--max-stream-sessions",
+        type=_positive,
+        default=16384,
+        metavar="N",
+        help="layer-4 sessions open at once per process (TCP services' and TLS passthrough "
+        "connections, UDP flows), as nginx's worker_connections; past it new connections "
+        "are closed at once (default: 16384)",
+    )
+    g.add_argument(
+        "--max-stream-sessions-per-port",
+        type=_positive,
+        default=4096,
+        metavar="N",
+        help="sessions open at once per TCP service port, and TLS passthrough sessions on "
+        "the HTTPS port; past it new connections are closed at once (default: 4096)",
+    )
+    g.add_argument(
+        "--max-udp-flows",
+        type=_positive,
+        default=4096,
+        metavar="N",
+        help="UDP services: clients (flows) tracked at once per port; past it the least "
+        "recently used flow ends (default: 4096)",
     )
     g.add_argument(
         "--max-connections",
@@ -483,6 +564,32 @@ def parser() -> argparse.ArgumentParser:
     )
     _sources(chk, "folder of Kubernetes YAML, as serve --manifests reads it")
     _class_options(chk)
+    for proto in ("tcp", "udp"):
+        chk.add_argument(
+            f"--{proto}-services-configmap",
+            type=_ns_name,
+            metavar="NS/NAME",
+            help=f"check the {proto.upper()} services ConfigMap serve would read: each "
+            "entry, its Service and ready endpoints (default: none)",
+        )
+    ports = chk.add_argument_group(
+        "serve's ports",
+        "the ports serve listens on itself: a TCP/UDP services entry that takes one is a problem",
+    )
+    for flag, default in (("--http-port", 8080), ("--https-port", 8443), ("--admin-port", 10254)):
+        ports.add_argument(
+            flag,
+            type=_port,
+            default=default,
+            metavar="PORT",
+            help=f"serve's {flag} (default: {default})",
+        )
+    chk.add_argument(
+        "--enable-ssl-passthrough",
+        action="store_true",
+        help="check as serve --enable-ssl-passthrough would serve: the ssl-passthrough "
+        "annotation applies, and what it makes inapplicable is listed (default: off)",
+    )
     chk.add_argument(
         "--format", choices=["text", "json"], default="text", help="the report's format"
     )
@@ -493,6 +600,16 @@ def parser() -> argparse.ArgumentParser:
     )
     chk.set_defaults(log_level="warning")
     return top
+
+
+def _configmaps(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    names = []
+    for value in (args.tcp_services_configmap, args.udp_services_configmap):
+        if value:
+            ns, _, name = value.partition("/")
+            if (ns, name) not in names:
+                names.append((ns, name))
+    return tuple(names)
 
 
 def cluster_config(args: argparse.Namespace) -> ClusterConfig:
@@ -511,6 +628,7 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
         retry_period=args.retry_period,
         watch_seconds=args.watch_seconds,
         secret_refresh=args.secret_refresh,
+        configmaps=_configmaps(args) if hasattr(args, "tcp_services_configmap") else (),
     )
 
 
@@ -561,6 +679,34 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
         shutdown_grace=args.shutdown_grace,
         log_format=args.log_format,
         limit_entries=args.limit_entries,
+        use_proxy_protocol=args.use_proxy_protocol,
+        streams=stream_config(args),
+        ssl_passthrough=args.enable_ssl_passthrough,
+    )
+
+
+def stream_refs(args: argparse.Namespace) -> tuple[ConfigMapRef, ...]:
+    refs = []
+    for protocol, flag, value in (
+        ("TCP", "--tcp-services-configmap", args.tcp_services_configmap),
+        ("UDP", "--udp-services-configmap", args.udp_services_configmap),
+    ):
+        if value:
+            refs.append(ConfigMapRef.parse(protocol, flag, value))
+    return tuple(refs)
+
+
+def stream_config(args: argparse.Namespace) -> StreamConfig:
+    return StreamConfig(
+        stream_refs(args),
+        StreamSettings(
+            connect_timeout=args.proxy_connect_timeout,
+            idle_timeout=args.proxy_stream_timeout,
+            udp_responses=args.proxy_stream_responses,
+            udp_max_flows=args.max_udp_flows,
+            max_sessions=args.max_stream_sessions,
+            max_sessions_per_listener=args.max_stream_sessions_per_port,
+        ),
     )
 
 
@@ -603,7 +749,7 @@ def _check_input(
 
     cluster = connect(args.kubeconfig, args.in_cluster)  # KubeConfigError: main() says it
     try:
-        return snapshot_once(cluster, args.watch_namespace), (), ()
+        return snapshot_once(cluster, args.watch_namespace, _configmaps(args)), (), ()
     except ListError as exc:
         raise _Unreadable(str(exc)) from None
     finally:
@@ -616,7 +762,20 @@ def _check(args: argparse.Namespace) -> int:
         snapshot, problems, notes = _check_input(args, options)
     except _Unreadable as exc:
         return _fail(args.command, str(exc), EXIT_USAGE)
-    report = check(snapshot, options, problems, notes=notes)
+    report = check(
+        snapshot,
+        options,
+        problems,
+        notes=notes,
+        passthrough=args.enable_ssl_passthrough,
+        streams=stream_refs(args),
+        # As serve refuses them (app.py): the controller's own ports.
+        reserved={
+            args.http_port: "--http-port",
+            args.https_port: "--https-port",
+            args.admin_port: "--admin-port",
+        },
+    )
     render = render_json if args.format == "json" else render_text
     sys.stdout.write(render(report, args.all))
     return report.exit_code

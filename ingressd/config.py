@@ -14,6 +14,7 @@ from .kube.config import ClusterConfig
 from .policy.limits import DEFAULT_ENTRIES
 from .proxy.settings import ProxySettings
 from .routing.build import BuildOptions
+from .stream.manager import StreamConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +42,11 @@ class ServeConfig:
     # Clients the limit-* counters remember, over all Ingresses (policy/limits.py); shared by
     # the workers.
     limit_entries: int = DEFAULT_ENTRIES
+    # The HTTP and HTTPS ports read a PROXY protocol header (v1 or v2) first, whose
+    # client address is then the client's (--use-proxy-protocol).
+    use_proxy_protocol: bool = False
+    # The TCP and UDP services ConfigMaps (--tcp-services-configmap, --udp-services-configmap).
+    streams: StreamConfig = field(default_factory=StreamConfig)
+    # TLS connections whose SNI names an ssl-passthrough Ingress host are spliced to
+    # its backend, not terminated (--enable-ssl-passthrough).
+    ssl_passthrough: bool = False

@@ -9,9 +9,10 @@ Workers are fed object changes, not tables: a table holds SSL contexts,
 compiled regexes and round-robin state, none of which crosses a process
 boundary, while the objects are plain JSON-shaped dicts. After each build the
 main process sends every worker what changed since the last one (objects put
-or deleted, by identity first, then by value); the worker applies it to its
-own copy of the store and builds the same table from the same snapshot with
-the same pure builder. So the API server sees one client, whatever N is.
+or deleted, by identity first, then by value), without the fields no worker
+reads (``for_worker``); the worker applies it to its own copy of the store and
+builds the same table from the same snapshot with the same pure builder. So
+the API server sees one client, whatever N is.
 
 A worker that dies is started again with the whole state, after a backoff
 that grows while it keeps dying. A worker whose main process goes away stops.
@@ -140,6 +141,74 @@ def diff(
     return puts, deletes
 
 
+# Fields no worker reads. A worker only builds tables, and the builder reads of
+# objects their names and creationTimestamp; Ingresses' and IngressClasses'
+# annotations and spec; EndpointSlices' labels, ports and their endpoints'
+# addresses and conditions; Services' ports, type, externalName and clusterIP;
+# Secrets' type, data and stringData (routing/build.py and the policy/ modules
+# it calls). The source process keeps these fields (it writes Ingress status
+# back, and the cluster source compares what it reads); sent to every worker
+# they were a fifth of each worker's objects.
+UNREAD_METADATA = frozenset(
+    {"uid", "resourceVersion", "generation", "managedFields", "ownerReferences", "finalizers"}
+)
+# Kinds whose annotations are read; labels are read of EndpointSlices only
+# (the Service they belong to).
+ANNOTATED = frozenset({"Ingress", "IngressClass"})
+UNREAD_ENDPOINT = frozenset({"targetRef", "nodeName", "zone", "hints", "deprecatedTopology"})
+UNREAD_SERVICE_SPEC = frozenset(
+    {
+        "selector",
+        "clusterIPs",
+        "ipFamilies",
+        "ipFamilyPolicy",
+        "sessionAffinity",
+        "sessionAffinityConfig",
+        "internalTrafficPolicy",
+        "externalTrafficPolicy",
+    }
+)
+
+
+def for_worker(obj: Obj) -> Obj:
+    """``obj`` without what no worker reads (a shallow copy; ``obj`` is left as it is)."""
+    out = {k: v for k, v in obj.items() if k != "status"}
+    kind = out.get("kind")
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        out["metadata"] = {
+            k: v
+            for k, v in meta.items()
+            if k not in UNREAD_METADATA
+            and (k != "annotations" or kind in ANNOTATED)
+            and (k != "labels" or kind == "EndpointSlice")
+        }
+    if kind == "EndpointSlice":
+        endpoints = out.get("endpoints")
+        if isinstance(endpoints, list):
+            out["endpoints"] = [
+                {k: v for k, v in ep.items() if k not in UNREAD_ENDPOINT}
+                if isinstance(ep, dict)
+                else ep
+                for ep in endpoints
+            ]
+    elif kind == "Service":
+        spec = out.get("spec")
+        if isinstance(spec, dict) and not UNREAD_SERVICE_SPEC.isdisjoint(spec):
+            out["spec"] = {k: v for k, v in spec.items() if k not in UNREAD_SERVICE_SPEC}
+    return out
+
+
+def encode(
+    generation: int, old: Snapshot | None, new: Snapshot, problems: tuple[Problem, ...] = ()
+) -> bytes:
+    """The message taking a worker holding ``old`` (None: nothing) to ``new``."""
+    puts, deletes = diff(old, new)
+    sent = tuple((for_worker(obj), origin) for obj, origin in puts)
+    delta = Delta(generation, old is None, sent, tuple(deletes), problems)
+    return pickle.dumps(delta, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 # -- the main process's side ----------------------------------------------------------
 
 
@@ -240,10 +309,7 @@ class WorkerPool:
                 worker.fatal = str(message[1])
 
     def _encode(self, old: Snapshot | None, new: Snapshot) -> bytes:
-        """The message taking a worker holding ``old`` (None: nothing) to ``new``."""
-        puts, deletes = diff(old, new)
-        delta = Delta(self._generation, old is None, tuple(puts), tuple(deletes), self._problems)
-        return pickle.dumps(delta, protocol=pickle.HIGHEST_PROTOCOL)
+        return encode(self._generation, old, new, self._problems)
 
     def publish(self, snapshot: Snapshot, problems: Iterable[Problem] = ()) -> None:
         """Send what changed since the last publish to every worker."""
@@ -393,7 +459,17 @@ async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle
     state = ProxyState(RouteTable(), config.proxy)
     state.limits = LimitRegistry(limits.attach(index))  # counted per pod, not per worker
     selector = CertificateSelector(lambda: state.table, self_signed(), http2=config.proxy.http2)
-    controller = Controller(state, selector, config.build, config.default_certificate, report=False)
+    from .stream.passthrough import PassthroughRouter
+
+    passthrough = PassthroughRouter(config.build) if config.ssl_passthrough else None
+    controller = Controller(
+        state,
+        selector,
+        config.build,
+        config.default_certificate,
+        report=False,
+        passthrough=passthrough,
+    )
     store = ObjectStore()
     first = asyncio.Event()
 
@@ -438,7 +514,9 @@ async def _worker(config: Any, conn: Connection, index: int, limits: TableHandle
     stopping.cancel()
     if stop.is_set():
         return 0
-    proxy = asyncio.ensure_future(serve_proxy(config, state, selector, stop, reuse_port=True))
+    proxy = asyncio.ensure_future(
+        serve_proxy(config, state, selector, stop, reuse_port=True, passthrough=passthrough)
+    )
     try:
         await until_listening(proxy, state)
     except ListenError as exc:

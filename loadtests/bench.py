@@ -10,8 +10,14 @@ processes, and the ingressd/nginx ratios, then a PASS/FAIL block for the
 performance targets.
 
     .venv/bin/python loadtests/bench.py [--duration S] [--rounds N] [--connections C]
-        [--threads T] [--scenarios http,https,body64k,allcores,limits,limitsall,h2,grpc]
-        [--h2-clients C] [--h2-streams M] [--json FILE]
+        [--threads T] [--scenarios http,https,browser,body64k,allcores,limits,limitsall,h2,grpc]
+        [--h2-clients C] [--h2-streams M] [--with-bare] [--no-pin] [--json FILE]
+
+Where the machine has CPUs to spare, the proxy under test, the origin and the
+load generator are pinned to CPUs of their own (``plan_cpus``). The spread over
+rounds is reported beside the medians, and a scenario that ran while the
+machine was loaded (load average, or other processes' CPU time during it) is
+flagged as unreliable.
 
 Needs nginx and wrk (Debian packages nginx-light or nginx, and wrk), and for
 the h2 and grpc scenarios h2load (nghttp2-client); exits 2 when they are missing and
@@ -40,12 +46,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 import grpc_scenario
+from browser_headers import BROWSER_HEADERS
 
 from ingressd.policy.tls import self_signed
 
@@ -84,6 +91,8 @@ class Scenario:
     # The load generator: wrk (HTTP/1.1), h2load (HTTP/2 by ALPN h2), or h2load
     # making gRPC calls (h2load-grpc, grpc_scenario.py).
     client: str = "wrk"
+    # Request headers besides Host (wrk: set by a Lua script).
+    headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def expected_body(self) -> bytes:
@@ -95,6 +104,15 @@ SCENARIOS = {
     for s in (
         Scenario("http", "plain HTTP, GET / (3 B body), 1 worker each", "/", False, 1),
         Scenario("https", "TLS terminated, keep-alive, GET / (3 B body), 1 worker", "/", True, 1),
+        Scenario(
+            "browser",
+            f"plain HTTP, GET / with {len(BROWSER_HEADERS)} browser headers (a cookie), "
+            "1 worker each",
+            "/",
+            False,
+            1,
+            headers=BROWSER_HEADERS,
+        ),
         Scenario("body64k", "plain HTTP, GET /64k (64 KiB body), 1 worker", "/64k", False, 1),
         Scenario(
             "allcores",
@@ -178,6 +196,12 @@ class Run:
     round: int
     wrk: WrkResult
     cpu_seconds: float
+    # CPU time other processes on the machine used during the run (not this
+    # script's tree, not kernel threads), and the run's wall time.
+    others_cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    # The load generator's, the origins' and this script's CPU time during the run.
+    client_cpu_seconds: float = 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -195,6 +219,204 @@ class Summary:
     errors: int
 
 
+@dataclass(frozen=True)
+class Spread:
+    """How far the rounds of one proxy and metric lie apart."""
+
+    min: float
+    max: float
+    stdev: float | None  # sample standard deviation; None with a single round
+    rel_stdev: float | None  # stdev / mean
+
+    def range_text(self, digits: int = 1) -> str:
+        return f"{self.min:.{digits}f}-{self.max:.{digits}f}"
+
+    def rel_text(self) -> str:
+        return "n/a" if self.rel_stdev is None else f"{self.rel_stdev * 100:.1f}%"
+
+
+def spread(values: list[float]) -> Spread:
+    """min, max and (from two values on) the standard deviation, absolute and
+    relative to the mean; NaNs (a run without requests) are left out."""
+    finite = [v for v in values if v == v]
+    if not finite:
+        nan = float("nan")
+        return Spread(nan, nan, None, None)
+    if len(finite) < 2:
+        return Spread(finite[0], finite[0], None, None)
+    stdev = statistics.stdev(finite)
+    mean = statistics.fmean(finite)
+    return Spread(min(finite), max(finite), stdev, stdev / mean if mean else None)
+
+
+METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+
+
+def _metric(run: Run, name: str) -> float:
+    if name == "cpu_us_per_request":
+        return run.cpu_us_per_request
+    return float(getattr(run.wrk, name))
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """Which CPUs each party may run on; empty tuples: not pinned."""
+
+    proxy: tuple[int, ...]
+    origin: tuple[int, ...]
+    client: tuple[int, ...]
+    note: str
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.proxy)
+
+
+def plan_cpus(cpus: list[int], workers: int, pin: bool = True) -> CpuPlan:
+    """Where the proxy under test (nginx, ingressd and the bare forwarder, in
+    turn: they never run at once), the origin and the load generator run.
+
+    The proxy gets CPUs of its own, one per worker, so that neither the origin
+    nor wrk takes time from it mid-run and its CPU time per request is its
+    own. With 2 CPUs and 1 worker that leaves one CPU that wrk and the origin
+    share: both are C and far cheaper per request than the proxy, which is the
+    bottleneck. With 3 or more, the origin gets one and wrk the rest. When the
+    proxy's workers need every CPU but one (or fewer CPUs are available) there
+    is nothing to split and nothing is pinned: the scheduler places them all.
+    """
+    cpus = sorted(cpus)
+    if not pin:
+        return CpuPlan((), (), (), "not pinned (--no-pin)")
+    if len(cpus) < 2:
+        return CpuPlan((), (), (), f"not pinned: {len(cpus)} CPU available")
+    if len(cpus) == 2 and workers == 1:
+        proxy: tuple[int, ...] = (cpus[0],)
+        rest: tuple[int, ...] = (cpus[1],)
+        return CpuPlan(
+            proxy, rest, rest, f"proxy on CPU {cpus[0]}; origin and load generator on CPU {cpus[1]}"
+        )
+    if len(cpus) >= 3 and workers <= len(cpus) - 2:
+        proxy, origin = tuple(cpus[:workers]), (cpus[workers],)
+        client = tuple(cpus[workers + 1 :])
+        return CpuPlan(
+            proxy,
+            origin,
+            client,
+            f"proxy on CPU {_cpu_list(proxy)}; origin on CPU {origin[0]}; "
+            f"load generator on CPU {_cpu_list(client)}",
+        )
+    return CpuPlan(
+        (),
+        (),
+        (),
+        f"not pinned: {workers} proxy workers and {len(cpus)} CPUs leave nothing to split",
+    )
+
+
+def _cpu_list(cpus: tuple[int, ...]) -> str:
+    return ",".join(str(c) for c in cpus)
+
+
+# When the origin and the load generator, pinned apart from the proxy, keep
+# their CPUs this busy, they may be what limits the proxy's req/s.
+CLIENT_BUSY_LIMIT = 0.9
+
+
+def client_busy(run: Run, plan: CpuPlan) -> float | None:
+    """The share of their CPUs the origin and the load generator used during a
+    run; None when they were not pinned apart from the proxy."""
+    cpus = set(plan.client) | set(plan.origin)
+    if not plan.pinned or not cpus or run.wall_seconds <= 0:
+        return None
+    return run.client_cpu_seconds / run.wall_seconds / len(cpus)
+
+
+def client_bound_notes(result: ScenarioResult) -> list[str]:
+    """A note per proxy whose rounds kept the origin's and wrk's CPUs busy."""
+    if result.cpu_plan is None:
+        return []
+    notes = []
+    for proxy in result.proxies:
+        shares = [
+            b
+            for r in result.runs
+            if r.proxy == proxy and (b := client_busy(r, result.cpu_plan)) is not None
+        ]
+        if shares and max(shares) >= CLIENT_BUSY_LIMIT:
+            cpus = _cpu_list(
+                tuple(sorted(set(result.cpu_plan.client) | set(result.cpu_plan.origin)))
+            )
+            notes.append(
+                f"with {proxy} the origin and the load generator kept CPU {cpus} "
+                f"{max(shares) * 100:.0f}% busy: {proxy}'s req/s may be bounded by them"
+            )
+    return notes
+
+
+# A scenario is unreliable when the machine was loaded: a 1-minute load
+# average above this many per CPU when the benchmark started, or other
+# processes using more than this many CPUs' worth (per CPU) during its runs.
+LOAD_LIMIT_PER_CPU = 0.5
+OTHERS_LIMIT_PER_CPU = 0.1
+
+
+@dataclass(frozen=True)
+class Reliability:
+    load_before: tuple[float, float, float]  # 1/5/15-minute load average
+    load_after: tuple[float, float, float]
+    load_judged: bool  # whether load_before was judged (the first scenario only)
+    others_cpu_seconds: float  # other processes' CPU time during the measured runs
+    measured_seconds: float  # wall time of the measured runs
+    reasons: tuple[str, ...]
+
+    @property
+    def unreliable(self) -> bool:
+        return bool(self.reasons)
+
+    @property
+    def others_cpus(self) -> float:
+        """Other processes' CPU use during the runs, in CPUs."""
+        return self.others_cpu_seconds / self.measured_seconds if self.measured_seconds else 0.0
+
+
+def judge_load(
+    cpus: int,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+    others_cpu_seconds: float,
+    measured_seconds: float,
+    judge_load_before: bool,
+) -> Reliability:
+    """Flag a scenario measured on a loaded machine.
+
+    The load average before is judged only for the benchmark's first scenario:
+    the 1-minute average decays over about a minute, so for the next ones it is
+    mostly the benchmark's own previous scenario. Other processes' CPU time
+    during the measured runs is judged for every scenario: it is what the
+    load average only hints at, CPU taken from the proxy, the origin or wrk.
+    """
+    reasons = []
+    if judge_load_before and load_before[0] > LOAD_LIMIT_PER_CPU * cpus:
+        reasons.append(
+            f"load average {load_before[0]:.2f} before it started "
+            f"(> {LOAD_LIMIT_PER_CPU} x {cpus} CPUs)"
+        )
+    others = others_cpu_seconds / measured_seconds if measured_seconds else 0.0
+    if others > OTHERS_LIMIT_PER_CPU * cpus:
+        reasons.append(
+            f"other processes used {others:.2f} CPUs during the runs "
+            f"(> {OTHERS_LIMIT_PER_CPU} x {cpus} CPUs)"
+        )
+    return Reliability(
+        load_before,
+        load_after,
+        judge_load_before,
+        others_cpu_seconds,
+        measured_seconds,
+        tuple(reasons),
+    )
+
+
 @dataclass
 class ScenarioResult:
     scenario: Scenario
@@ -206,6 +428,16 @@ class ScenarioResult:
     runs: list[Run] = field(default_factory=list)
     # h2: KiB of resident memory per idle HTTP/2 connection, by proxy.
     idle_kib: dict[str, float] = field(default_factory=dict)
+    cpu_plan: CpuPlan | None = None
+    # Cpus_allowed_list of each proxy's processes, as the kernel reports it.
+    affinity: dict[str, str] = field(default_factory=dict)
+    reliability: Reliability | None = None
+
+    @property
+    def proxies(self) -> list[str]:
+        """nginx and ingressd, then any other measured (the bare forwarder)."""
+        extra = [r.proxy for r in self.runs if r.proxy not in PROXIES]
+        return [*PROXIES, *dict.fromkeys(extra)]
 
     def summary(self, proxy: str) -> Summary:
         runs = [r for r in self.runs if r.proxy == proxy]
@@ -220,19 +452,28 @@ class ScenarioResult:
             errors=sum(r.wrk.errors for r in runs),
         )
 
-    def ratios(self) -> dict[str, float]:
-        """ingressd divided by nginx: above 1 is better for req/s, worse for the rest."""
-        ngx, ing = self.summary("nginx"), self.summary("ingressd")
+    def spreads(self, proxy: str) -> dict[str, Spread]:
+        runs = [r for r in self.runs if r.proxy == proxy]
+        return {m: spread([_metric(r, m) for r in runs]) for m in METRICS}
+
+    def ratios(self, proxy: str = "ingressd", reference: str = "nginx") -> dict[str, float]:
+        """``proxy`` divided by ``reference``: above 1 is better for req/s, worse for the rest."""
+        a, b = self.summary(proxy), self.summary(reference)
         return {
-            "rps": _ratio(ing.rps, ngx.rps),
-            "p50": _ratio(ing.p50_ms, ngx.p50_ms),
-            "p99": _ratio(ing.p99_ms, ngx.p99_ms),
-            "cpu_us_per_request": _ratio(ing.cpu_us_per_request, ngx.cpu_us_per_request),
+            "rps": _ratio(a.rps, b.rps),
+            "p50": _ratio(a.p50_ms, b.p50_ms),
+            "p99": _ratio(a.p99_ms, b.p99_ms),
+            "cpu_us_per_request": _ratio(a.cpu_us_per_request, b.cpu_us_per_request),
         }
 
 
 def _loadavg() -> list[str]:
     return Path("/proc/loadavg").read_text().split()[:3]
+
+
+def _load_triple() -> tuple[float, float, float]:
+    one, five, fifteen = (float(x) for x in _loadavg())
+    return one, five, fifteen
 
 
 def _ratio(a: float, b: float) -> float:
@@ -332,6 +573,9 @@ def environment(tools: Tools) -> dict[str, Any]:
         "nginx": _first_line([tools.nginx, "-v"]),
         "wrk": " ".join(_first_line([tools.wrk, "-v"]).split()[:2]),
         "ingressd": f"ingressd {importlib.metadata.version('ingressd')}",
+        # "ingressd X, compiled with mypyc" or pure Python: which build is measured.
+        "build": _first_line([tools.ingressd, "--version"]),
+        "cpus_allowed": sorted(os.sched_getaffinity(0)),
         "ingressd_commit": git.stdout.strip(),
         "ingressd_has_workers": tools.ingressd_has_workers,
     }
@@ -352,16 +596,19 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def start_server(stack: contextlib.ExitStack, cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    stack: contextlib.ExitStack, cmd: list[str], log: Path, cpus: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
     """Start a server whose stop is registered on ``stack``, so it ends whatever happens.
 
     It gets its own session: Ctrl-C then reaches only this script, which stops
     the servers in order, and the process group holds the server's workers.
+    ``cpus``: pinned to these from its start, workers included.
     """
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_affinity(cpus),
         )  # fmt: skip
     stack.callback(stop_server, proc)
     return proc
@@ -416,7 +663,13 @@ def http_ok(url: str) -> bool:
         return False
 
 
-# --- CPU accounting --------------------------------------------------------------
+# --- CPU accounting and placement ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    ppid: int
+    ticks: int  # utime + stime + cutime + cstime
 
 
 def _proc_stat(pid: int) -> tuple[int, int] | None:
@@ -432,23 +685,94 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
     return int(rest[1]), utime + stime + cutime + cstime
 
 
+def cpu_snapshot() -> dict[int, ProcStat]:
+    """Every visible process's parent and CPU ticks, read at once."""
+    stats: dict[int, ProcStat] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (st := _proc_stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = ProcStat(*st)
+    return stats
+
+
+def tree_pids(snapshot: dict[int, ProcStat], root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, st in snapshot.items():
+        children.setdefault(st.ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid in found or pid not in snapshot:
+            continue
+        found.add(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def tree_ticks(snapshot: dict[int, ProcStat], root: int) -> int:
+    return sum(snapshot[pid].ticks for pid in tree_pids(snapshot, root))
+
+
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds used so far by ``root`` and all its descendants (nginx workers,
     ingressd worker processes). Counting reaped children's time too keeps the
     sum steady when a worker exits between two readings."""
-    stats: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (st := _proc_stat(int(entry.name))) is not None:
-            stats[int(entry.name)] = st
-    total, todo, seen = 0, [root], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen or pid not in stats:
-            continue
-        seen.add(pid)
-        total += stats[pid][1]
-        todo.extend(child for child, (ppid, _) in stats.items() if ppid == pid)
-    return total / CLK_TCK
+    return tree_ticks(cpu_snapshot(), root) / CLK_TCK
+
+
+def busy_ticks(proc_stat: str) -> int:
+    """CPU time the whole machine spent running something, from /proc/stat's
+    first line (ticks of USER_HZ, as /proc/PID/stat): user, nice, system, and
+    steal (the hypervisor running someone else on our CPUs). Interrupt and
+    softirq time are left out: on loopback much of it is the benchmark's own
+    traffic, which processes' times may not include."""
+    fields = proc_stat.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu":
+        raise BenchError(f"unexpected /proc/stat: {proc_stat[:80]!r}")
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (int(x) for x in fields[1:9])
+    return user + nice + system + steal
+
+
+def machine_busy_ticks() -> int:
+    return busy_ticks(Path("/proc/stat").read_text())
+
+
+def others_ticks(busy_before: int, busy_after: int, ours: int) -> int:
+    """What the machine ran besides the benchmark's own processes between two
+    readings: its busy time less ``ours`` (this script's tree: the proxies,
+    the origins, and wrk through its reaped children's time). Per-process
+    times of the others would not do: a parent's reaped-children time jumps by
+    a child's whole life when it is reaped, and processes outside this PID
+    namespace are not in /proc at all."""
+    return max(0, busy_after - busy_before - ours)
+
+
+def _affinity(cpus: tuple[int, ...]) -> Callable[[], None] | None:
+    """A preexec_fn that pins the child (and all it forks later) to ``cpus``."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def pin_tree(root: int, cpus: tuple[int, ...] | set[int]) -> None:
+    """Pin a running process tree, every thread of it, to ``cpus``."""
+    for pid in tree_pids(cpu_snapshot(), root):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
+
+
+def tree_affinity(root: int) -> str:
+    """The distinct Cpus_allowed_list values of a process tree, e.g. "0" or "0-1"."""
+    seen: list[str] = []
+    for pid in sorted(tree_pids(cpu_snapshot(), root)):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    value = line.split(":", 1)[1].strip()
+                    if value not in seen:
+                        seen.append(value)
+    return " ".join(seen)
 
 
 # --- wrk -------------------------------------------------------------------------
@@ -481,16 +805,46 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
+def wrk_lua(headers: tuple[tuple[str, str], ...]) -> str:
+    """A wrk script that sends ``headers`` with every request. Values go in Lua
+    long brackets, whose level is chosen so that no value can close them."""
+
+    def quote(text: str) -> str:
+        level = 0
+        while f"]{'=' * level}]" in text:
+            level += 1
+        return f"[{'=' * level}[{text}]{'=' * level}]"
+
+    # The spaces matter: "t[[[k]]]" reads as a call of t with the string "[k".
+    return "".join(f"wrk.headers[ {quote(k)} ] = {quote(v)}\n" for k, v in headers)
+
+
 def run_wrk(
-    wrk: str, url: str, seconds: int, connections: int, threads: int, host: str = HOST
+    wrk: str,
+    url: str,
+    seconds: int,
+    connections: int,
+    threads: int,
+    host: str = HOST,
+    script: Path | None = None,
+    cpus: tuple[int, ...] = (),
 ) -> WrkResult:
     cmd = [
         wrk, "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
         "-H", f"Host: {host}", url,
     ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 60)
+    if script is not None:
+        cmd[1:1] = ["-s", str(script)]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
+        preexec_fn=_affinity(cpus),
+    )  # fmt: skip
     if out.returncode != 0:
         raise BenchError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+    if script is not None and out.stderr.strip():
+        # A script wrk cannot load is reported on stderr, and wrk then runs
+        # without it (exit code 0): the requests would lack their headers.
+        raise BenchError(f"wrk could not run {script.name}: {out.stderr.strip()}")
     return parse_wrk(out.stdout)
 
 
@@ -533,14 +887,24 @@ def parse_h2load(output: str, log_file: Path) -> WrkResult:
 
 
 def run_h2load(
-    h2load: str, url: str, seconds: int, clients: int, streams: int, threads: int, host: str
+    h2load: str,
+    url: str,
+    seconds: int,
+    clients: int,
+    streams: int,
+    threads: int,
+    host: str,
+    cpus: tuple[int, ...] = (),
 ) -> WrkResult:
     with tempfile.NamedTemporaryFile(prefix="h2load-", suffix=".log") as log:
         cmd = [
             h2load, "-D", str(seconds), "-c", str(clients), "-m", str(streams),
             "-t", str(threads), "-H", f":authority: {host}", f"--log-file={log.name}", url,
         ]  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 60)
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
+            preexec_fn=_affinity(cpus),
+        )  # fmt: skip
         if out.returncode != 0:
             raise BenchError(f"h2load failed ({out.returncode}): {out.stderr or out.stdout}")
         if "Application protocol: h2" not in out.stdout:
@@ -732,7 +1096,12 @@ def proxy_conf(
 
 
 def start_nginx(
-    stack: contextlib.ExitStack, tools: Tools, prefix: Path, conf: str, port: int
+    stack: contextlib.ExitStack,
+    tools: Tools,
+    prefix: Path,
+    conf: str,
+    port: int,
+    cpus: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / kind).mkdir(parents=True, exist_ok=True)
@@ -743,7 +1112,7 @@ def start_nginx(
         # a non-root user may not write: a harmless but confusing alert.
         cmd += ["-e", str(prefix / "error.log")]
     log = prefix / "stdout.log"
-    proc = start_server(stack, cmd, log)
+    proc = start_server(stack, cmd, log, cpus)
     wait_ready(proc, lambda: port_open(port), f"nginx ({prefix.name})", prefix / "error.log")
     return proc
 
@@ -862,7 +1231,12 @@ def ingressd_log(workdir: Path, ports: list[int]) -> Path:
 
 
 def start_ingressd(
-    stack: contextlib.ExitStack, tools: Tools, workdir: Path, ports: list[int], workers: int
+    stack: contextlib.ExitStack,
+    tools: Tools,
+    workdir: Path,
+    ports: list[int],
+    workers: int,
+    cpus: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
     http_port, https_port, admin_port = ports
     cmd = [
@@ -875,7 +1249,7 @@ def start_ingressd(
     if tools.ingressd_has_access_log:
         cmd += ["--access-log", "off"]  # nginx runs with access_log off too
     log = ingressd_log(workdir, ports)
-    proc = start_server(stack, cmd, log)
+    proc = start_server(stack, cmd, log, cpus)
     admin = f"http://{LOOPBACK}:{admin_port}"
     wait_ready(proc, lambda: http_ok(f"{admin}/readyz"), "ingressd", log)
     with urllib.request.urlopen(f"{admin}/problems", timeout=5) as resp:
@@ -884,7 +1258,13 @@ def start_ingressd(
     return proc
 
 
-def fetch(port: int, path: str, tls: bool, host: str = HOST) -> tuple[int, bytes]:
+def fetch(
+    port: int,
+    path: str,
+    tls: bool,
+    host: str = HOST,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> tuple[int, bytes]:
     conn: http.client.HTTPConnection
     if tls:
         ctx = ssl.create_default_context()
@@ -894,7 +1274,7 @@ def fetch(port: int, path: str, tls: bool, host: str = HOST) -> tuple[int, bytes
     else:
         conn = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
     try:
-        conn.request("GET", path, headers={"Host": host})
+        conn.request("GET", path, headers={"Host": host, **dict(headers)})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -921,7 +1301,7 @@ def check_proxy(name: str, port: int, scenario: Scenario, cert: bytes = b"") -> 
         if (problem := grpc_scenario.check(port, cert)) is not None:
             raise BenchError(f"{name}: a gRPC call to {scenario.path} failed: {problem}")
         return
-    status, body = fetch(port, scenario.path, scenario.tls, scenario.host)
+    status, body = fetch(port, scenario.path, scenario.tls, scenario.host, scenario.headers)
     if status != 200 or body != scenario.expected_body:
         raise BenchError(
             f"{name} answered {status} with {len(body)} bytes ({body[:200]!r}) for "
@@ -940,6 +1320,16 @@ class Options:
     threads: int
     h2_clients: int = 10
     h2_streams: int = 10
+    pin: bool = True  # pin the proxy, the origin and the load generator (plan_cpus)
+    with_bare: bool = False  # measure the bare forwarder too (BARE_SCENARIOS)
+
+
+# The scenarios --with-bare measures the bare forwarder in: HTTP/1.1 with
+# small answers, 1 process, as in issue 16's comparison.
+BARE_SCENARIOS = ("http", "https", "browser")
+# What issue 16 measured for the bare forwarder against nginx (req/s ratios).
+ISSUE_BARE_RATIOS = {"http": 0.93, "https": 0.80}
+BARE_SCRIPT = Path(__file__).resolve().parent / "bare_forwarder.py"
 
 
 @dataclass
@@ -950,12 +1340,28 @@ class Target:
     log: Path
 
 
+@dataclass(frozen=True)
+class Measured:
+    result: WrkResult
+    cpu_seconds: float  # the proxy's process tree
+    others_cpu_seconds: float  # everything else on the machine but this script's tree
+    wall_seconds: float
+    client_cpu_seconds: float  # this script's tree but the proxy: wrk, the origins, itself
+
+
 def measure(
-    tools: Tools, target: Target, scenario: Scenario, opts: Options
-) -> tuple[WrkResult, float]:
+    tools: Tools,
+    target: Target,
+    scenario: Scenario,
+    opts: Options,
+    client_cpus: tuple[int, ...] = (),
+    script: Path | None = None,
+) -> Measured:
     scheme = "https" if scenario.tls else "http"
     url = f"{scheme}://{LOOPBACK}:{target.port}{scenario.path}"
-    before = tree_cpu_seconds(target.proc.pid)
+    busy_before = machine_busy_ticks()
+    before = cpu_snapshot()
+    start = time.monotonic()
     if scenario.client == "h2load":
         assert tools.h2load is not None
         result = run_h2load(
@@ -966,23 +1372,59 @@ def measure(
             opts.h2_streams,
             opts.threads,
             scenario.host,
+            client_cpus,
         )
     elif scenario.client == "h2load-grpc":
         assert tools.h2load is not None
         try:
-            result = WrkResult(**grpc_scenario.run_h2load(tools.h2load, target.port, opts.duration))
+            result = WrkResult(
+                **grpc_scenario.run_h2load(tools.h2load, target.port, opts.duration, client_cpus)
+            )
         except RuntimeError as exc:
             raise BenchError(str(exc)) from exc
     else:
         result = run_wrk(
-            tools.wrk, url, opts.duration, opts.connections, opts.threads, scenario.host
+            tools.wrk,
+            url,
+            opts.duration,
+            opts.connections,
+            opts.threads,
+            scenario.host,
+            script,
+            client_cpus,
         )
-    after = tree_cpu_seconds(target.proc.pid)
+    wall = time.monotonic() - start
+    after = cpu_snapshot()
+    busy_after = machine_busy_ticks()
     if target.proc.poll() is not None:
         raise BenchError(
             f"{target.proxy} exited ({target.proc.returncode}) during a run:\n{_tail(target.log)}"
         )
-    return result, after - before
+    me = os.getpid()
+    # This script's tree holds the proxies, the origins and (reaped, in its
+    # children's time) the load generator.
+    ours = tree_ticks(after, me) - tree_ticks(before, me)
+    proxy = tree_ticks(after, target.proc.pid) - tree_ticks(before, target.proc.pid)
+    others = others_ticks(busy_before, busy_after, ours)
+    client = ours - proxy
+    return Measured(result, proxy / CLK_TCK, others / CLK_TCK, wall, client / CLK_TCK)
+
+
+def start_bare(
+    stack: contextlib.ExitStack, workdir: Path, origin: int, cpus: tuple[int, ...]
+) -> tuple[subprocess.Popen[bytes], list[int], Path]:
+    """The bare forwarder (bare_forwarder.py) on a plain and a TLS port."""
+    ports = free_ports(2)
+    tls = workdir / "tls"
+    cmd = [
+        sys.executable, str(BARE_SCRIPT), "--upstream", f"{LOOPBACK}:{origin}",
+        "--address", LOOPBACK, "--http-port", str(ports[0]), "--https-port", str(ports[1]),
+        "--cert", str(tls / "tls.crt"), "--key", str(tls / "tls.key"),
+    ]  # fmt: skip
+    log = workdir / f"bare-{ports[0]}.log"
+    proc = start_server(stack, cmd, log, cpus)
+    wait_ready(proc, lambda: port_open(ports[0]) and port_open(ports[1]), "bare forwarder", log)
+    return proc, ports, log
 
 
 def run_scenario(
@@ -993,17 +1435,32 @@ def run_scenario(
     opts: Options,
     grpc_origin: int = 0,
     cert: bytes = b"",
+    origin_pids: tuple[int, ...] = (),
+    first: bool = True,
 ) -> ScenarioResult:
     ingressd_workers = scenario.workers if tools.ingressd_has_workers else 1
     result = ScenarioResult(scenario, {"nginx": scenario.workers, "ingressd": ingressd_workers}, [])
+    load_before = _load_triple()
+    allowed = sorted(os.sched_getaffinity(0))
+    plan = plan_cpus(allowed, max(scenario.workers, ingressd_workers), opts.pin)
+    result.cpu_plan = plan
     if scenario.workers > 1 and not tools.ingressd_has_workers:
         result.notes.append("ingressd has no --workers yet: it runs as 1 process")
     print(
         f"\n== {scenario.name}: {scenario.description} (load {' '.join(result.loadavg)}) ==",
         flush=True,
     )
+    print(f"cpus: {plan.note}")
     for note in result.notes:
         print(f"note: {note}")
+    # The origins outlive the scenario: placed anew each time (anywhere when
+    # this scenario pins nothing).
+    for pid in origin_pids:
+        pin_tree(pid, plan.origin or set(allowed))
+    script = None
+    if scenario.headers:
+        script = workdir / f"{scenario.name}.lua"
+        script.write_text(wrk_lua(scenario.headers))
     # Both proxies are started afresh per scenario (the worker count differs)
     # and stopped when it ends, also on errors.
     with contextlib.ExitStack() as stack:
@@ -1013,7 +1470,7 @@ def run_scenario(
             # Its own server block on the TLS port, with http2 (grpc_scenario.py).
             main = _nginx_main(prefix, scenario.workers)
             conf = grpc_scenario.proxy_conf(main, grpc_origin, ngx_ports[1], workdir / "tls")
-            ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[1])
+            ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[1], plan.proxy)
         else:
             conf = proxy_conf(
                 prefix,
@@ -1023,34 +1480,56 @@ def run_scenario(
                 workdir / "tls",
                 http2=scenario.client == "h2load",
             )
-            ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[0])
-        ing = start_ingressd(stack, tools, workdir, ing_ports, ingressd_workers)
+            ngx = start_nginx(stack, tools, prefix, conf, ngx_ports[0], plan.proxy)
+        ing = start_ingressd(stack, tools, workdir, ing_ports, ingressd_workers, plan.proxy)
         port_index = 1 if scenario.tls else 0
         targets = [
             Target("nginx", ngx, ngx_ports[port_index], prefix / "error.log"),
             Target("ingressd", ing, ing_ports[port_index], ingressd_log(workdir, ing_ports)),
         ]
+        if opts.with_bare and scenario.name in BARE_SCENARIOS:
+            bare, bare_ports, bare_log = start_bare(stack, workdir, origin, plan.proxy)
+            targets.append(Target("bare", bare, bare_ports[port_index], bare_log))
         if scenario.client == "h2load-grpc" and not offers_h2(ing_ports[1]):
             note = "ingressd does not offer HTTP/2 to clients (ALPN h2): only nginx measured"
             result.notes.append(note)
             print(f"note: {note}")
             targets = targets[:1]
-        warm_up = Options(
-            WARMUP_SECONDS, 1, opts.connections, opts.threads, opts.h2_clients, opts.h2_streams
-        )
+        warm_up = replace(opts, duration=WARMUP_SECONDS, rounds=1)
         for t in targets:
             check_proxy(t.proxy, t.port, scenario, cert)
             if scenario.client == "h2load":
                 assert tools.h2load is not None
                 check_h2(tools.h2load, t.port, scenario)
-            measure(tools, t, scenario, warm_up)
+            measure(tools, t, scenario, warm_up, plan.client, script)
+            result.affinity[t.proxy] = tree_affinity(t.proc.pid)
         # A B A B ...: drift over time lands on both proxies alike.
         for rnd in range(1, opts.rounds + 1):
             for t in targets:
-                wrk, cpu = measure(tools, t, scenario, opts)
-                run = Run(t.proxy, rnd, wrk, cpu)
+                m = measure(tools, t, scenario, opts, plan.client, script)
+                run = Run(
+                    t.proxy,
+                    rnd,
+                    m.result,
+                    m.cpu_seconds,
+                    m.others_cpu_seconds,
+                    m.wall_seconds,
+                    m.client_cpu_seconds,
+                )
                 result.runs.append(run)
-                print_run(scenario, run, opts.rounds)
+                print_run(scenario, run, opts.rounds, plan)
+        result.reliability = judge_load(
+            len(allowed),
+            load_before,
+            _load_triple(),
+            sum(r.others_cpu_seconds for r in result.runs),
+            sum(r.wall_seconds for r in result.runs),
+            first,
+        )
+        print_reliability(scenario.name, result.reliability)
+        for note in client_bound_notes(result):
+            result.notes.append(note)
+            print(f"note: {note}", flush=True)
         if scenario.client == "h2load":
             for t in targets:
                 result.idle_kib[t.proxy] = idle_h2_kib(t.proc, t.port, IDLE_CONNECTIONS)
@@ -1062,12 +1541,15 @@ def run_scenario(
     return result
 
 
-def print_run(scenario: Scenario, run: Run, rounds: int) -> None:
+def print_run(scenario: Scenario, run: Run, rounds: int, plan: CpuPlan | None = None) -> None:
     w = run.wrk
+    busy = client_busy(run, plan) if plan is not None else None
+    side = "" if busy is None else f"  origin+wrk {busy * 100:3.0f}%"
     print(
         f"  round {run.round}/{rounds} {run.proxy:<8} {w.rps:>10.1f} req/s  "
         f"p50 {w.p50_ms:7.2f}ms  p99 {w.p99_ms:7.2f}ms  "
-        f"cpu {run.cpu_us_per_request:7.1f}us/req",
+        f"cpu {run.cpu_us_per_request:7.1f}us/req  others {run.others_cpu_seconds:5.2f} cpu-s"
+        f"{side}",
         flush=True,
     )
     if w.errors:
@@ -1080,31 +1562,75 @@ def print_run(scenario: Scenario, run: Run, rounds: int) -> None:
         )
 
 
+def reliability_text(rel: Reliability) -> str:
+    before = " ".join(f"{x:.2f}" for x in rel.load_before)
+    after = " ".join(f"{x:.2f}" for x in rel.load_after)
+    judged = "" if rel.load_judged else " (includes the previous scenario's own load)"
+    return (
+        f"load {before} before{judged}, {after} after; other processes "
+        f"{rel.others_cpus:.2f} CPUs during the runs"
+    )
+
+
+def print_reliability(name: str, rel: Reliability) -> None:
+    print(f"  {reliability_text(rel)}", flush=True)
+    if rel.unreliable:
+        print(f"UNRELIABLE: {name}: {'; '.join(rel.reasons)}", flush=True)
+
+
 # --- reporting -------------------------------------------------------------------
 
 HEADER = (
     f"{'scenario':<9} {'proxy':<8} {'req/s':>10} {'p50':>9} {'p99':>9} "
     f"{'cpu_us/req':>11} {'errors':>7}"
 )
+# Ratio rows of the table: label, numerator, denominator.
+RATIO_ROWS = (
+    ("ratio", "ingressd", "nginx"),
+    ("bare/ngx", "bare", "nginx"),
+    ("ing/bare", "ingressd", "bare"),
+)
 
 
 def table(result: ScenarioResult) -> list[str]:
     name = result.scenario.name
     lines = [HEADER]
-    for proxy in PROXIES:
+    measured = {r.proxy for r in result.runs}
+    for proxy in result.proxies:
         s = result.summary(proxy)
         lines.append(
             f"{name:<9} {proxy:<8} {s.rps:>10.1f} {s.p50_ms:>7.2f}ms {s.p99_ms:>7.2f}ms "
             f"{s.cpu_us_per_request:>11.1f} {s.errors:>7}"
         )
-    r = result.ratios()
-    lines.append(
-        f"{name:<9} {'ratio':<8} {r['rps']:>10.2f} {r['p50']:>8.2f}x {r['p99']:>8.2f}x "
-        f"{r['cpu_us_per_request']:>10.2f}x"
-    )
+    for label, a, b in RATIO_ROWS:
+        if (a, b) != ("ingressd", "nginx") and not {a, b} <= measured:
+            continue
+        r = result.ratios(a, b)
+        lines.append(
+            f"{name:<9} {label:<8} {r['rps']:>10.2f} {r['p50']:>8.2f}x {r['p99']:>8.2f}x "
+            f"{r['cpu_us_per_request']:>10.2f}x"
+        )
+    rounds = max((r.round for r in result.runs), default=0)
+    lines.append(f"{name:<9} spread over {rounds} round(s): min-max (relative stdev)")
+    for proxy in result.proxies:
+        if proxy not in measured:
+            continue
+        sp = result.spreads(proxy)
+        lines.append(
+            f"{name:<9} {proxy:<8} req/s {sp['rps'].range_text()} ({sp['rps'].rel_text()})  "
+            f"p50 {sp['p50_ms'].range_text(2)}ms  p99 {sp['p99_ms'].range_text(2)}ms  "
+            f"cpu {sp['cpu_us_per_request'].range_text()}us/req "
+            f"({sp['cpu_us_per_request'].rel_text()})"
+        )
     if result.idle_kib:
         each = ", ".join(f"{p} {kib:.1f} KiB" for p, kib in result.idle_kib.items())
         lines.append(f"{name:<9} memory per idle HTTP/2 connection: {each}")
+    if result.cpu_plan is not None:
+        lines.append(f"{name:<9} cpus: {result.cpu_plan.note}")
+    if result.reliability is not None:
+        rel = result.reliability
+        verdict = "UNRELIABLE: " + "; ".join(rel.reasons) if rel.unreliable else "reliable"
+        lines.append(f"{name:<9} {reliability_text(rel)}: {verdict}")
     return lines
 
 
@@ -1114,26 +1640,55 @@ class TargetCheck:
     description: str
     value: float | None
     passed: bool | None  # None: the scenario was not run
+    unreliable: bool = False  # measured on a loaded machine (ScenarioResult.reliability)
+
+
+# Issue 16's targets: ingressd relative to nginx, on medians, 1 worker each
+# unless the scenario says otherwise.
+TARGETS: tuple[tuple[str, str, str, Callable[[float], bool]], ...] = (
+    ("http", "req/s ratio >= 0.6", "rps", lambda v: v >= 0.6),
+    ("http", "p99 <= 2x nginx", "p99", lambda v: v <= 2.0),
+    ("http", "cpu_us/req <= 2x nginx", "cpu_us_per_request", lambda v: v <= 2.0),
+    ("https", "req/s ratio >= 0.6", "rps", lambda v: v >= 0.6),
+    ("https", "p99 <= 2x nginx", "p99", lambda v: v <= 2.0),
+    ("https", "cpu_us/req <= 2x nginx", "cpu_us_per_request", lambda v: v <= 2.0),
+    ("browser", "req/s ratio >= 0.5", "rps", lambda v: v >= 0.5),
+    ("allcores", "req/s ratio >= 0.6", "rps", lambda v: v >= 0.6),
+    ("h2", "req/s ratio >= 0.5", "rps", lambda v: v >= 0.5),
+)
 
 
 def check_targets(results: dict[str, ScenarioResult]) -> list[TargetCheck]:
     """The performance targets: ingressd relative to nginx, on medians."""
-    specs = [
-        ("http", "req/s ratio >= 0.6", "rps", lambda v: v >= 0.6),
-        ("http", "p99 <= 2x nginx", "p99", lambda v: v <= 2.0),
-        ("http", "cpu_us/req <= 2x nginx", "cpu_us_per_request", lambda v: v <= 2.0),
-        ("https", "req/s ratio >= 0.6", "rps", lambda v: v >= 0.6),
-        ("allcores", "req/s ratio >= 0.6", "rps", lambda v: v >= 0.6),
-        ("h2", "req/s ratio >= 0.5", "rps", lambda v: v >= 0.5),
-    ]
     checks = []
-    for scenario, text, key, ok in specs:
+    for scenario, text, key, ok in TARGETS:
         if scenario not in results:
             checks.append(TargetCheck(scenario, text, None, None))
             continue
-        value = results[scenario].ratios()[key]
-        checks.append(TargetCheck(scenario, text, value, bool(ok(value))))
+        result = results[scenario]
+        value = result.ratios()[key]
+        unreliable = result.reliability is not None and result.reliability.unreliable
+        checks.append(TargetCheck(scenario, text, value, bool(ok(value)), unreliable))
     return checks
+
+
+def bare_lines(results: dict[str, ScenarioResult]) -> list[str]:
+    """How far ingressd is from the bare forwarder, where both were measured."""
+    lines = []
+    for name, result in results.items():
+        if not any(r.proxy == "bare" for r in result.runs):
+            continue
+        bare = result.ratios("bare", "nginx")
+        ing = result.ratios("ingressd", "bare")
+        issue = ISSUE_BARE_RATIOS.get(name)
+        was = f" (issue 16 measured {issue:.2f})" if issue is not None else ""
+        lines.append(
+            f"{name:<9} bare/nginx req/s {bare['rps']:.2f}{was}, "
+            f"cpu/req {bare['cpu_us_per_request']:.2f}x; "
+            f"ingressd/bare req/s {ing['rps']:.2f}, cpu/req {ing['cpu_us_per_request']:.2f}x, "
+            f"p99 {ing['p99']:.2f}x"
+        )
+    return lines
 
 
 def print_report(results: dict[str, ScenarioResult], checks: list[TargetCheck]) -> None:
@@ -1147,7 +1702,17 @@ def print_report(results: dict[str, ScenarioResult], checks: list[TargetCheck]) 
     for c in checks:
         verdict = "SKIP" if c.passed is None else "PASS" if c.passed else "FAIL"
         value = "(not run)" if c.value is None else f"{c.value:.2f}"
-        print(f"{verdict}  {c.scenario:<9} {c.description:<24} {value}")
+        flag = "  (unreliable: machine loaded)" if c.unreliable else ""
+        print(f"{verdict}  {c.scenario:<9} {c.description:<24} {value}{flag}")
+    if lines := bare_lines(results):
+        print("\n== against the bare forwarder (asyncio + uvloop + httptools, no routing) ==")
+        print("\n".join(lines))
+    unreliable = [n for n, r in results.items() if r.reliability and r.reliability.unreliable]
+    if unreliable:
+        print(
+            f"\nUNRELIABLE: {', '.join(unreliable)} ran on a loaded machine "
+            "(see each scenario's load line): compare ratios, rerun when it is quiet"
+        )
 
 
 def to_json(
@@ -1162,23 +1727,38 @@ def to_json(
             for r in result.runs
         ]
 
+    def scenario(r: ScenarioResult) -> dict[str, Any]:
+        measured = [p for p in r.proxies if any(run.proxy == p for run in r.runs)]
+        rel = r.reliability
+        out: dict[str, Any] = {
+            "scenario": asdict(r.scenario),
+            "workers": r.workers,
+            "notes": r.notes,
+            "loadavg": r.loadavg,
+            "cpu_plan": asdict(r.cpu_plan) if r.cpu_plan else None,
+            "affinity": r.affinity,
+            "reliability": (
+                {**asdict(rel), "unreliable": rel.unreliable, "others_cpus": rel.others_cpus}
+                if rel
+                else None
+            ),
+            "summary": {p: asdict(r.summary(p)) for p in r.proxies},
+            "spread": {p: {m: asdict(v) for m, v in r.spreads(p).items()} for p in measured},
+            "ratios": r.ratios(),
+            "idle_kib_per_h2_connection": r.idle_kib,
+            "runs": runs(r),
+        }
+        if "bare" in measured:
+            out["ratios_bare_vs_nginx"] = r.ratios("bare", "nginx")
+            out["ratios_ingressd_vs_bare"] = r.ratios("ingressd", "bare")
+        return out
+
     return {
         "options": asdict(opts),
         "environment": env,
-        "scenarios": {
-            name: {
-                "scenario": asdict(r.scenario),
-                "workers": r.workers,
-                "notes": r.notes,
-                "loadavg": r.loadavg,
-                "summary": {p: asdict(r.summary(p)) for p in PROXIES},
-                "ratios": r.ratios(),
-                "idle_kib_per_h2_connection": r.idle_kib,
-                "runs": runs(r),
-            }
-            for name, r in results.items()
-        },
+        "scenarios": {name: scenario(r) for name, r in results.items()},
         "targets": [asdict(c) for c in checks],
+        "unreliable": [n for n, r in results.items() if r.reliability and r.reliability.unreliable],
     }
 
 
@@ -1199,6 +1779,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenarios",
         default=",".join(SCENARIOS),
         help=f"comma-separated subset of {','.join(SCENARIOS)} (all)",
+    )
+    p.add_argument(
+        "--with-bare",
+        action="store_true",
+        help=f"also measure loadtests/bare_forwarder.py in {','.join(BARE_SCENARIOS)}",
+    )
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the proxies, the origin and the load generator to CPUs",
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write all numbers here")
     args = p.parse_args(argv)
@@ -1232,7 +1822,10 @@ def bench(tools: Tools, opts: Options, names: list[str]) -> dict[str, ScenarioRe
         origin = workdir / "origin"
         (origin / "www").mkdir(parents=True)
         (origin / "www" / "64k").write_bytes(BIG_BODY)
-        start_nginx(stack, tools, origin, origin_conf(origin, origin_port), origin_port)
+        origin_proc = start_nginx(
+            stack, tools, origin, origin_conf(origin, origin_port), origin_port
+        )
+        origin_pids = [origin_proc.pid]
         objects = manifests(origin_port, cert, key)
         grpc_origin = 0
         if any(SCENARIOS[n].client == "h2load-grpc" for n in names):
@@ -1240,14 +1833,22 @@ def bench(tools: Tools, opts: Options, names: list[str]) -> dict[str, ScenarioRe
             grpc_origin = free_ports(1)[0]
             prefix = workdir / "grpc-origin"
             conf = grpc_scenario.origin_conf(_nginx_main(prefix, 1), prefix, grpc_origin)
-            start_nginx(stack, tools, prefix, conf, grpc_origin)
+            origin_pids.append(start_nginx(stack, tools, prefix, conf, grpc_origin).pid)
             objects.update(grpc_scenario.manifests(grpc_origin))
         (workdir / "manifests").mkdir()
         for name, obj in objects.items():
             (workdir / "manifests" / f"{name}.json").write_text(json.dumps(obj, indent=2))
-        for name in names:
+        for i, name in enumerate(names):
             results[name] = run_scenario(
-                tools, workdir, origin_port, SCENARIOS[name], opts, grpc_origin, cert
+                tools,
+                workdir,
+                origin_port,
+                SCENARIOS[name],
+                opts,
+                grpc_origin,
+                cert,
+                tuple(origin_pids),
+                first=i == 0,
             )
     return results
 
@@ -1261,13 +1862,15 @@ def main(argv: list[str] | None = None) -> int:
         args.threads,
         args.h2_clients,
         args.h2_streams,
+        pin=not args.no_pin,
+        with_bare=args.with_bare,
     )
     tools = find_tools(h2=any(SCENARIOS[n].client != "wrk" for n in args.scenarios))
     env = environment(tools)
     print(
         f"ingressd vs nginx on {LOOPBACK}: {env['cpu_count']} CPUs, load {' '.join(env['loadavg'])}"
         f"; {opts.duration}s x {opts.rounds} rounds, {opts.connections} connections, "
-        f"{opts.threads} wrk thread(s)\n{env['ingressd']} ({env['ingressd_commit']}), "
+        f"{opts.threads} wrk thread(s)\n{env['build']} ({env['ingressd_commit']}), "
         f"{env['nginx']}, {env['wrk']}"
     )
     if not tools.ingressd_has_workers:

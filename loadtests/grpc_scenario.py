@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
@@ -194,15 +195,19 @@ def h2load_command(h2load: str, url: str, seconds: int, body: Path, log: Path) -
     ]  # fmt: skip
 
 
-def run_h2load(h2load: str, port: int, seconds: int) -> dict[str, Any]:
+def run_h2load(h2load: str, port: int, seconds: int, cpus: tuple[int, ...] = ()) -> dict[str, Any]:
     """h2load's numbers for ``seconds`` of calls: requests, rps, p50/p99 (from
-    its per-request log), failures and non-2xx statuses."""
+    its per-request log), failures and non-2xx statuses. ``cpus``: h2load is
+    pinned to these (bench.py's CPU plan)."""
     with tempfile.TemporaryDirectory(prefix="h2load-grpc-") as tmp:
         body, log = Path(tmp) / "request.bin", Path(tmp) / "requests.log"
         body.write_bytes(REQUEST)
         url = f"https://127.0.0.1:{port}{GRPC_PATH}"
         cmd = h2load_command(h2load, url, seconds, body, log)
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=seconds + 60)
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )  # fmt: skip
         if out.returncode != 0:
             raise RuntimeError(f"h2load failed ({out.returncode}): {out.stderr or out.stdout}")
         if "Application protocol: h2" not in out.stdout:

@@ -10,7 +10,7 @@ route lookup, header handling, forwarding — and nothing the kernel does, so
 ``bench.py``'s CPU per request minus this is the syscall share.
 
     python loadtests/hotpath.py [--requests 200000] [--access-log off|json|plain]
-        [--limits off|private|shared] [--browser] [--profile]
+        [--limits off|private|shared] [--request wrk|browser] [--profile]
 
 Request counting for /metrics is always on, as in ingressd; the access log is
 off unless asked for, and then written to /dev/null (formatting and the
@@ -18,8 +18,8 @@ buffered writes are timed, the disk is not). ``--limits`` puts limit-rps and
 limit-connections on the route (high enough never to refuse), counted in a
 private table (one process) or in one shared between processes, as with
 ``--workers`` (a memfd whose buckets take a record lock per request).
-``--browser`` sends a browser's request (12 header lines and a cookie) instead
-of wrk's (3 lines).
+``--request browser`` sends bench.py's browser request (12 headers besides
+Host, a cookie) instead of wrk's (Host, User-Agent, Accept).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import statistics
 import time
 from typing import Any
 
+from browser_headers import browser_request
+
 from ingressd.model.backend import Backend, Endpoint
 from ingressd.model.policy import LimitConfig, RoutePolicy
 from ingressd.model.table import Route, RouteTable, VirtualHost
@@ -45,24 +47,7 @@ from ingressd.proxy.upstream_h1 import UpstreamConnection
 REQUEST = (
     b"GET /api/items?id=7 HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 )
-# What a browser sends (12 header lines, a cookie): each line is a parser callback.
-BROWSER_REQUEST = (
-    b"GET /api/items?id=7 HTTP/1.1\r\n"
-    b"Host: bench.local\r\n"
-    b"Connection: keep-alive\r\n"
-    b'sec-ch-ua: "Chromium";v="124", "Not-A.Brand";v="99"\r\n'
-    b"sec-ch-ua-mobile: ?0\r\n"
-    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
-    b" Chrome/124.0.0.0 Safari/537.36\r\n"
-    b'sec-ch-ua-platform: "Linux"\r\n'
-    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
-    b"Sec-Fetch-Site: same-origin\r\n"
-    b"Sec-Fetch-Mode: navigate\r\n"
-    b"Referer: https://bench.local/api/\r\n"
-    b"Accept-Encoding: gzip, deflate, br\r\n"
-    b"Accept-Language: en-GB,en;q=0.9\r\n"
-    b"Cookie: session=4f1c2a9e8b7d6c5e; theme=dark; _ga=GA1.2.123456789.1700000000\r\n\r\n"
-)
+REQUESTS = {"wrk": REQUEST, "browser": browser_request("bench.local", "/api/items?id=7")}
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
 ENDPOINT = Endpoint("127.0.0.1", 9)
 
@@ -185,19 +170,22 @@ def main() -> None:
         "--access-log", choices=["off", "json", "plain"], default="off", help="default off"
     )
     parser.add_argument(
-        "--browser", action="store_true", help="a browser's request: 12 header lines, a cookie"
+        "--request",
+        choices=sorted(REQUESTS),
+        default="wrk",
+        help="wrk's request (3 headers) or a browser's (13 with Host, a cookie); default wrk",
     )
     args = parser.parse_args()
     import uvloop
 
-    request = BROWSER_REQUEST if args.browser else REQUEST
-    batches = uvloop.run(run(args.requests, args.profile, args.access_log, args.limits, request))
+    batches = uvloop.run(
+        run(args.requests, args.profile, args.access_log, args.limits, REQUESTS[args.request])
+    )
     median = statistics.median(batches)
     print(
         f"proxied request, Python only: median {median:.2f} us "
         f"(min {min(batches):.2f}, max {max(batches):.2f}; {args.requests} requests, "
-        f"access log {args.access_log}, limits {args.limits}"
-        f"{', browser headers' if args.browser else ''})"
+        f"access log {args.access_log}, limits {args.limits}, {args.request} request)"
     )
     print(f"  = {1e6 / median:,.0f} requests/s per core before any syscall")
 

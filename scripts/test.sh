@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine, then runs it:
 # curl (the end-to-end tests drive ingressd with it), nghttp and h2load
-# (Debian's nghttp2-client: the HTTP/2 tests), a virtualenv in .venv with
+# (Debian's nghttp2-client: the HTTP/2 tests), haproxy and openssl (the PROXY
+# protocol and TLS passthrough tests), a virtualenv in .venv with
 # ingressd (compiled) and its test extras, then ruff and pytest: all tests on
 # the compiled build, the unit tests on pure Python too. Extra arguments go to
 # both pytest runs.
@@ -11,6 +12,10 @@ cd "$(dirname "$0")/.."
 MISSING=""
 command -v curl >/dev/null 2>&1 || MISSING="$MISSING curl"
 { command -v nghttp && command -v h2load; } >/dev/null 2>&1 || MISSING="$MISSING nghttp2-client"
+# haproxy: the PROXY protocol tests put it in front (send-proxy, send-proxy-v2);
+# openssl: the passthrough tests read certificates with s_client.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || MISSING="$MISSING haproxy"
+command -v openssl >/dev/null 2>&1 || MISSING="$MISSING openssl"
 if [ -n "$MISSING" ]; then
   echo "installing$MISSING (apt-get)" >&2
   SUDO=""

@@ -280,6 +280,14 @@ def api_access(method: str, path: str, query: dict[str, str]) -> Access | None:
     if verb is None:
         watching = query.get("watch", "").lower() in ("true", "1")
         verb = "get" if name else "watch" if watching else "list"
+        if not name:
+            # As the API server's RequestInfoFactory: a list or watch with the
+            # field selector metadata.name=X is authorized as for the name X,
+            # so RBAC resourceNames can grant it.
+            for term in (query.get("fieldSelector") or "").split(","):
+                key, sep, value = term.partition("=")
+                if key.strip() == "metadata.name" and sep and not value.startswith("="):
+                    name = value.strip()
     return Access(verb, group, resource, namespace, name)
 
 

@@ -90,6 +90,7 @@ RESOURCE_TYPES = (
     ResourceType("Service", "", "v1", "services", status=True),
     ResourceType("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices"),
     ResourceType("Secret", "", "v1", "secrets"),
+    ResourceType("ConfigMap", "", "v1", "configmaps"),
     ResourceType("Lease", "coordination.k8s.io", "v1", "leases"),
     ResourceType("Event", "", "v1", "events"),
     ResourceType("Event", "events.k8s.io", "v1", "events"),

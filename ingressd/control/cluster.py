@@ -34,7 +34,11 @@ class ClusterRunner:
         # watches have threads of their own in KubeSource.
         self.executor = ThreadPoolExecutor(4, thread_name_prefix="kube")
         self.source = KubeSource(
-            cluster, self._changed, config.watch_namespace, config.watch_seconds
+            cluster,
+            self._changed,
+            config.watch_namespace,
+            config.watch_seconds,
+            configmaps=config.configmaps,
         )
         self.debouncer = Debouncer(self._rebuild)
         publish = None

@@ -14,8 +14,11 @@ from ..observe.stats import RebuildStats
 from ..policy.tls import CertificateSelector, TLSError, load_certificate
 from ..proxy.state import ProxyState
 from ..routing.build import BuildOptions, TableBuilder
+from ..stream.manager import StreamServices
+from ..stream.passthrough import PassthroughRouter
 
 log = logging.getLogger("ingressd.controller")
+_PASSTHROUGH_IGNORED = "annotation nginx.ingress.kubernetes.io/ssl-passthrough is not supported"
 
 
 class Controller:
@@ -30,8 +33,14 @@ class Controller:
         *,
         report: bool = True,  # log problems and tables (workers leave it to the main process)
         publish: Callable[[Snapshot, tuple[Problem, ...]], None] | None = None,
+        streams: StreamServices | None = None,
+        passthrough: PassthroughRouter | None = None,
     ) -> None:
         self.report = report
+        # The TCP/UDP services' listeners, made to match each snapshot (main process only)
+        self.streams = streams
+        # --enable-ssl-passthrough: the hosts whose TLS the TLS port splices (every process)
+        self.passthrough = passthrough
         # --workers: called with each applied snapshot, to feed the worker processes
         self.publish = publish
         self.state = state
@@ -75,8 +84,15 @@ class Controller:
             self._builder = TableBuilder(self.options)
         table = self._builder.build(snapshot, generation=self.generation)
         problems = [*source_problems, *table.problems]
+        if self.passthrough is not None:
+            # The builder, which knows no flags, calls the annotation ignored.
+            problems = [p for p in problems if _PASSTHROUGH_IGNORED not in p.reason]
         if self.selector is not None:
             problems += self._prepare_tls(snapshot, table)
+        if self.streams is not None:
+            problems += self.streams.apply(snapshot)
+        if self.passthrough is not None:
+            problems += self.passthrough.apply(snapshot)
         # One store: connections read ``state.table`` once per request, so each
         # request sees either the old table or the new one, never a mix.
         self.state.table = table
@@ -108,7 +124,7 @@ class Controller:
         problems = []
         for used in {c.secret: c for c in table.certificates.values()}.values():
             try:
-                self.selector.context_for(used)
+                self.selector.check(used)
             except (OSError, ValueError) as exc:
                 problems.append(Problem(f"Secret {used.secret}", f"cannot load certificate: {exc}"))
         if self.default_certificate:

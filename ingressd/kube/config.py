@@ -41,3 +41,6 @@ class ClusterConfig:
     watch_seconds: int = WATCH_SECONDS
     # Secrets that Ingresses name but the TLS watch does not hold are re-read this often.
     secret_refresh: float = 30.0
+    # (namespace, name) of the TCP/UDP services ConfigMaps: watched one by one
+    # (a field selector on the name), so RBAC can grant exactly them.
+    configmaps: tuple[tuple[str, str], ...] = ()

@@ -31,6 +31,7 @@ Address = dict[str, str]  # {"ip": ...} or {"hostname": ...}
 
 # Problem text -> Event reason, first match wins; the message carries the detail.
 _REASONS: tuple[tuple[str, str], ...] = (
+    ("cannot listen on", "PortUnavailable"),  # a TCP/UDP services port (stream/manager.py)
     ("regular expression", "InvalidRegex"),
     ("service ", "BackendUnavailable"),
     ("already served by", "PathConflict"),
@@ -188,10 +189,11 @@ class Writeback:
     def _report(self, snapshot: Snapshot, problems: tuple[Problem, ...]) -> None:
         current: dict[tuple[str, str], tuple[Obj, Problem]] = {}
         for problem in problems:
-            if problem.ref is None or problem.ref[0] != "Ingress":
+            # Ingresses, and the TCP/UDP services ConfigMaps (stream/services.py).
+            if problem.ref is None or problem.ref[0] not in ("Ingress", "ConfigMap"):
                 continue
-            _, ns, name = problem.ref
-            ingress = snapshot.get("Ingress", ns, name)
+            kind, ns, name = problem.ref
+            ingress = snapshot.get(kind, ns, name)
             if ingress is None:
                 continue
             uid = (ingress.get("metadata") or {}).get("uid") or f"{ns}/{name}"
@@ -217,8 +219,8 @@ class Writeback:
             "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": ns},
             "involvedObject": {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "Ingress",
+                "apiVersion": ingress.get("apiVersion") or "networking.k8s.io/v1",
+                "kind": ingress.get("kind") or "Ingress",
                 "namespace": ns,
                 "name": name,
                 "uid": meta.get("uid"),

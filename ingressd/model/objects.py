@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,6 +23,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 # kind -> apiVersions we accept for it
 KINDS: Mapping[str, tuple[str, ...]] = {
+    # Only the TCP and UDP services ConfigMaps are read (stream/services.py).
+    "ConfigMap": ("v1",),
     "IngressClass": ("networking.k8s.io/v1",),
     "Ingress": ("networking.k8s.io/v1",),
     "Service": ("v1",),
@@ -29,6 +32,73 @@ KINDS: Mapping[str, tuple[str, ...]] = {
     "Secret": ("v1",),
 }
 CLUSTER_SCOPED = frozenset({"IngressClass"})
+
+
+# Strings up to this long are shared (see compact); longer ones are mostly one of a
+# kind (certificates, keys, long annotations), not worth a lookup.
+SHARE_MAX = 64
+# Deeper than this, a value is kept as it is: sharing must not recurse without bound.
+SHARE_DEPTH = 32
+# Strings the fallback table (below) holds at most before it starts afresh.
+SHARE_ENTRIES = 1 << 16
+
+
+def interning_frees() -> bool:
+    """Whether ``sys.intern``'s strings are freed once nothing else uses them.
+
+    They are in CPython 3.11 and 3.13+; early 3.12 releases made them immortal
+    (CPython gh-113993), and every name and resourceVersion read would then be
+    kept for good. Immortal objects report a huge reference count.
+    """
+    probe = sys.intern("".join(("ingressd-", "interning-", "probe")))
+    return sys.getrefcount(probe) < 1 << 20
+
+
+_table: dict[str, str] = {}
+
+
+def share_bounded(text: str) -> str:
+    """``text``, or an equal string seen before, from a table of at most
+    SHARE_ENTRIES strings that is emptied when full: it keeps at most that many
+    strings that no object uses any more. (The GIL keeps the dict whole; two
+    threads racing at worst share less.)"""
+    found = _table.get(text)
+    if found is None:
+        if len(_table) >= SHARE_ENTRIES:
+            _table.clear()
+        _table[text] = found = text
+    return found
+
+
+share = sys.intern if interning_frees() else share_bounded
+
+
+def compact(value: Any, depth: int = 0) -> Any:
+    """A copy of the JSON-shaped ``value`` whose keys and short strings are shared.
+
+    Why: a parser makes a new string for every key and value it reads, so
+    10,000 Ingresses with their Services and EndpointSlices held "metadata",
+    "namespace", "pathType", "Prefix", "addresses" ... over a million times:
+    half of what the objects cost, and every worker process holds them all
+    again. Shared strings are freed with the last object using them (or, where
+    interned strings are immortal, kept at most SHARE_ENTRIES at a time).
+    Dicts and lists are copied (the caller's may be shared by YAML anchors);
+    other values are kept.
+    """
+    kind = type(value)
+    if kind is str:
+        return share(value) if len(value) <= SHARE_MAX else value
+    if depth >= SHARE_DEPTH:
+        return value
+    if kind is dict:
+        intern = share
+        return {
+            (intern(k) if type(k) is str and len(k) <= SHARE_MAX else k): compact(v, depth + 1)
+            for k, v in value.items()
+        }
+    if kind is list:
+        return [compact(v, depth + 1) for v in value]
+    return value
 
 
 def object_key(obj: Obj) -> Key:

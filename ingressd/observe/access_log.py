@@ -107,6 +107,7 @@ class AccessLog:
         if fmt not in ("json", "plain"):
             raise ValueError(f"access log format {fmt!r} is not json or plain")
         self.fd = fd
+        self.format = fmt
         self.line = self._json if fmt == "json" else self._plain_line
         self._lines: list[str] = []
         self._size = 0
@@ -131,6 +132,17 @@ class AccessLog:
         size = self._size + len(line)
         if size > PIPE_BUF and self._lines:
             self._write_buffered()  # at most PIPE_BUF bytes, ending at a line end
+            size = len(line)
+        self._lines.append(line)
+        self._size = size
+        if self._timer is None:
+            self._timer = loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def write_text(self, loop: asyncio.AbstractEventLoop, line: str) -> None:
+        """A line made elsewhere (a layer-4 session's, stream/session_log.py), buffered alike."""
+        size = self._size + len(line)
+        if size > PIPE_BUF and self._lines:
+            self._write_buffered()
             size = len(line)
         self._lines.append(line)
         self._size = size

@@ -41,6 +41,9 @@ from .stats import (
     METHODS,
     OTHER_METHOD,
     REBUILD_BUCKETS,
+    SESSIONS,
+    STREAM_IN,
+    STREAM_OUT,
     UPSTREAM_BUCKETS,
     UPSTREAM_COUNT,
     UPSTREAM_SUM,
@@ -199,12 +202,50 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
         retries.add_metric([*route_labels(ingress, backend), reason], n)
     yield errors
     yield retries
+    yield from stream_families(view)
     yield GaugeMetricFamily(
         "ingressd_connections_active", "Client connections open now", value=view.active
     )
     yield CounterMetricFamily(
         "ingressd_connections_accepted", "Client connections accepted", value=view.accepted
     )
+
+
+def stream_families(view: ProxyView) -> Iterator[Metric]:
+    """Layer-4 sessions: TCP and UDP services, TLS passthrough (stream/)."""
+    labels = ["kind", "listen", "namespace", "service", "status"]
+    sessions = CounterMetricFamily(
+        "ingressd_stream_sessions",
+        "Layer-4 sessions ended: TCP connections and UDP flows of the TCP/UDP services, TLS "
+        "passthrough connections; by kind (tcp, udp, passthrough), what was listened to "
+        "(tcp/PORT, udp/PORT, or the passthrough host), Service and status (200; 400: bad "
+        "PROXY header; 502: no upstream reached; 503: refused, too many sessions open)",
+        labels=labels,
+    )
+    bytes_in = CounterMetricFamily(
+        "ingressd_stream_received_bytes",
+        "Bytes layer-4 sessions received from clients",
+        labels=labels,
+    )
+    bytes_out = CounterMetricFamily(
+        "ingressd_stream_sent_bytes", "Bytes layer-4 sessions sent to clients", labels=labels
+    )
+    for (kind, listen, backend, status), rec in view.streams.items():
+        namespace, _, rest = backend.partition("/")
+        values = [kind, listen, namespace, rest.rpartition(":")[0], str(status)]
+        sessions.add_metric(values, rec[SESSIONS])
+        bytes_in.add_metric(values, rec[STREAM_IN])
+        bytes_out.add_metric(values, rec[STREAM_OUT])
+    open_now = GaugeMetricFamily(
+        "ingressd_stream_sessions_open",
+        "Layer-4 sessions open now, by listener: tcp/PORT, udp/PORT (UDP flows), "
+        "https/PORT (TLS passthrough); bounded by --max-stream-sessions-per-port "
+        "(--max-udp-flows for UDP) and, summed per process, --max-stream-sessions",
+        labels=["listener"],
+    )
+    for listener, n in sorted(view.stream_open.items()):
+        open_now.add_metric([listener], n)
+    yield from (sessions, bytes_in, bytes_out, open_now)
 
 
 def build_family() -> Metric:

@@ -44,6 +44,13 @@ assert (DURATION_BUCKETS, UPSTREAM_BUCKETS) == (6, 22)  # as written out in Requ
 RequestKey = tuple[str, str, bytes, int]
 # (Ingress, backend, kind or reason)
 EventKey = tuple[str, str, str]
+# Layer-4 sessions (stream/): (kind "tcp", "udp" or "passthrough", what was
+# listened to: "tcp/9000" or the passthrough host, backend "namespace/service:port",
+# status as nginx's stream $status: 200, 502 no upstream). Bounded as RequestKey:
+# every part comes from the configuration, never from a client.
+StreamKey = tuple[str, str, str, int]
+# One record per StreamKey: sessions, bytes from clients, bytes to clients.
+SESSIONS, STREAM_IN, STREAM_OUT = range(3)
 
 _METHOD_NAMES = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 METHODS: dict[bytes, str] = {m.encode(): m for m in _METHOD_NAMES}
@@ -57,10 +64,22 @@ def new_record() -> list[float]:
 class RequestStats:
     """One process's counts since it started; only ever written by its event loop."""
 
-    __slots__ = ("_reported", "accepted", "requests", "retries", "upstream_errors")
+    __slots__ = (
+        "_reported",
+        "accepted",
+        "requests",
+        "retries",
+        "stream_open",
+        "streams",
+        "upstream_errors",
+    )
 
     def __init__(self) -> None:
         self.requests: dict[RequestKey, list[float]] = {}
+        self.streams: dict[StreamKey, list[int]] = {}
+        # Layer-4 sessions open now, by listener ("tcp/9000", "udp/53", "https/443"
+        # for passthrough): kept up to date by stream/bounds.py's SessionTable.
+        self.stream_open: dict[str, int] = {}
         self.upstream_errors: dict[EventKey, int] = {}
         self.retries: dict[EventKey, int] = {}
         self.accepted = 0  # client connections
@@ -103,6 +122,15 @@ class RequestStats:
         key = (ingress, backend, reason)
         self.retries[key] = self.retries.get(key, 0) + 1
 
+    def stream(self, key: StreamKey, bytes_in: int, bytes_out: int) -> None:
+        """A finished layer-4 session (a TCP connection, a UDP flow)."""
+        rec = self.streams.get(key)
+        if rec is None:
+            rec = self.streams[key] = [0, 0, 0]
+        rec[0] += 1
+        rec[1] += bytes_in
+        rec[2] += bytes_out
+
     def view(self, active: int) -> ProxyView:
         """A copy of the numbers, to be read while the proxy goes on counting."""
         return ProxyView(
@@ -111,6 +139,8 @@ class RequestStats:
             dict(self.retries),
             self.accepted,
             active,
+            {key: rec.copy() for key, rec in self.streams.items()},
+            dict(self.stream_open),
         )
 
     def report(self, active: int) -> Report:
@@ -126,7 +156,13 @@ class RequestStats:
                 reported[key] = rec[COUNT]
                 changed[key] = rec.copy()
         return Report(
-            changed, dict(self.upstream_errors), dict(self.retries), self.accepted, active
+            changed,
+            dict(self.upstream_errors),
+            dict(self.retries),
+            self.accepted,
+            active,
+            {key: rec.copy() for key, rec in self.streams.items()},
+            dict(self.stream_open),
         )
 
 
@@ -139,13 +175,23 @@ class Report:
     retries: dict[EventKey, int]
     accepted: int
     active: int  # client connections open now: a gauge, not kept once the worker is gone
+    streams: dict[StreamKey, list[int]] = field(default_factory=dict)  # cumulative, whole
+    stream_open: dict[str, int] = field(default_factory=dict)  # a gauge, as active
 
     def __reduce__(self) -> tuple[type[Report], tuple[object, ...]]:
         # Sent to the main process by pickle: a compiled (mypyc) frozen
         # dataclass cannot be restored attribute by attribute.
         return (
             Report,
-            (self.requests, self.upstream_errors, self.retries, self.accepted, self.active),
+            (
+                self.requests,
+                self.upstream_errors,
+                self.retries,
+                self.accepted,
+                self.active,
+                self.streams,
+                self.stream_open,
+            ),
         )
 
 
@@ -158,6 +204,8 @@ class ProxyView:
     retries: Mapping[EventKey, int]
     accepted: int
     active: int
+    streams: Mapping[StreamKey, list[int]] = field(default_factory=dict)
+    stream_open: Mapping[str, int] = field(default_factory=dict)
 
 
 def _add_records(into: dict[RequestKey, list[float]], records: Mapping) -> None:
@@ -190,6 +238,8 @@ class WorkerSlot:
     accepted: int = 0
     active: int = 0
     retired: bool = False
+    streams: dict[StreamKey, list[int]] = field(default_factory=dict)
+    stream_open: dict[str, int] = field(default_factory=dict)
 
 
 class WorkerTotals:
@@ -232,6 +282,8 @@ class WorkerTotals:
             slot.retries = report.retries
             slot.accepted = report.accepted
             slot.active = report.active
+            slot.streams = report.streams
+            slot.stream_open = report.stream_open
 
     def retire(self, slot: WorkerSlot) -> None:
         """The worker is gone: keep its counters, forget its gauges."""
@@ -244,6 +296,7 @@ class WorkerTotals:
             _add_records(kept.requests, slot.requests)
             _add_counts(kept.upstream_errors, slot.upstream_errors)
             _add_counts(kept.retries, slot.retries)
+            _add_streams(kept.streams, slot.streams)
             kept.accepted += slot.accepted
 
     def view(self) -> ProxyView:
@@ -255,14 +308,57 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
     requests: dict[RequestKey, list[float]] = {}
     errors: dict[EventKey, int] = {}
     retries: dict[EventKey, int] = {}
+    streams: dict[StreamKey, list[int]] = {}
+    stream_open: dict[str, int] = {}
     accepted = active = 0
     for slot in slots:
+        _add_streams(streams, slot.streams)
+        _add_open(stream_open, slot.stream_open)  # retire() keeps none: a gauge
         _add_records(requests, slot.requests)
         _add_counts(errors, slot.upstream_errors)
         _add_counts(retries, slot.retries)
         accepted += slot.accepted
         active += slot.active
-    return ProxyView(requests, errors, retries, accepted, active)
+    return ProxyView(requests, errors, retries, accepted, active, streams, stream_open)
+
+
+def with_streams(
+    view: ProxyView,
+    streams: Mapping[StreamKey, list[int]],
+    stream_open: Mapping[str, int] | None = None,
+) -> ProxyView:
+    """``view`` with ``streams`` and ``stream_open`` (the main process's own
+    sessions, ended and open) added to its own."""
+    if not streams and not stream_open:
+        return view
+    total = {key: list(rec) for key, rec in view.streams.items()}
+    _add_streams(total, streams)
+    open_now = dict(view.stream_open)
+    _add_open(open_now, stream_open or {})
+    return ProxyView(
+        view.requests,
+        view.upstream_errors,
+        view.retries,
+        view.accepted,
+        view.active,
+        total,
+        open_now,
+    )
+
+
+def _add_open(into: dict[str, int], counts: Mapping[str, int]) -> None:
+    for key, n in counts.items():
+        into[key] = into.get(key, 0) + n
+
+
+def _add_streams(into: dict[StreamKey, list[int]], records: Mapping[StreamKey, list[int]]) -> None:
+    for key, rec in records.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = list(rec)
+        else:
+            for i, value in enumerate(rec):
+                mine[i] += value
 
 
 class RebuildStats:

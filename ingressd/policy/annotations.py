@@ -124,8 +124,9 @@ IGNORED: Mapping[str, str] = {
     "server-alias": "more names for a host; without it fewer names are served",
     "session-cookie-conditional-samesite-none": "a cookie attribute",
     "ssl-ciphers": "TLS parameters of the host",
-    "ssl-passthrough": "ingressd terminates TLS instead, so the upstream, which expects the "
-    "client's TLS, refuses the requests",
+    "ssl-passthrough": "only with serve --enable-ssl-passthrough (as in ingress-nginx); "
+    "without it ingressd terminates TLS, so an upstream expecting the client's TLS refuses "
+    "the requests",
     "ssl-prefer-server-ciphers": "TLS parameters of the host",
     "upstream-hash-by": "balancing (round_robin serves)",
     "upstream-hash-by-subset": "balancing (round_robin serves)",

@@ -280,9 +280,16 @@ class CertificateSelector:
         table: Callable[[], RouteTable],
         default: tuple[bytes, bytes],
         http2: bool = True,
+        *,
+        serving: bool = True,
     ) -> None:
         self._table = table
         self._contexts: dict[tuple[bytes, bytes], ssl.SSLContext] = {}
+        # False in the main process of --workers, which serves no TLS: there a
+        # certificate is only checked once (``check``), its context not kept
+        # (25 KiB each in OpenSSL: 1,000 TLS Secrets held 25 MiB for nothing).
+        self.serving = serving
+        self._checked: set[tuple[bytes, bytes]] = set()
         # Every context offers the same: the one SNI picks negotiates ALPN.
         self._alpn = ALPN_H2 if http2 else ALPN_H1
         # The listener's context: it holds the generated certificate and runs
@@ -306,9 +313,23 @@ class CertificateSelector:
             self._contexts[key] = ctx
         return ctx
 
+    def check(self, cert: TLSCertificate) -> None:
+        """Raise (ssl.SSLError, OSError, ValueError) if OpenSSL cannot serve ``cert``.
+
+        When serving, its context is made and kept for handshakes to come.
+        """
+        if self.serving:
+            self.context_for(cert)
+            return
+        key = (cert.cert_pem, cert.key_pem)
+        if key not in self._checked:
+            server_context(cert.cert_pem, cert.key_pem, alpn=self._alpn)
+            self._checked.add(key)
+
     def prune(self) -> None:
         """Forget contexts for certificates no longer in the table."""
         live = {(c.cert_pem, c.key_pem) for c in self._table().certificates.values()}
+        self._checked &= live
         live.update(k for k, ctx in self._contexts.items() if ctx is self._fallback)
         for key in list(self._contexts):
             if key not in live:

@@ -34,9 +34,12 @@ TOO_MANY_CONNECTIONS = (
 )
 
 
-def protocol_factory(state: ProxyState, tls: bool) -> Callable[[], ClientConnection]:
-    """Client connections for one listener of ``state``'s proxy."""
-    return lambda: ClientConnection(state, tls)
+def protocol_factory(
+    state: ProxyState, tls: bool, source: str | None = None
+) -> Callable[[], ClientConnection]:
+    """Client connections for one listener of ``state``'s proxy; ``source``: the
+    client's address a PROXY protocol header gave (see peer.py)."""
+    return lambda: ClientConnection(state, tls, source)
 
 
 # Client timer phases
@@ -66,14 +69,16 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         "parser",
         "pipeline",
         "reading",
+        "source",
         "state",
         "transport",
         "tunnel",
     )
 
-    def __init__(self, state: ProxyState, tls: bool) -> None:
+    def __init__(self, state: ProxyState, tls: bool, source: str | None = None) -> None:
         self.state = state
         self.tls = tls
+        self.source = source
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -111,12 +116,12 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if self.tls and _negotiated_h2(transport):
             # The client chose HTTP/2 by ALPN: the connection is the HTTP/2
             # protocol's from its first byte (this object is dropped).
-            h2 = H2ClientConnection(self.state)
+            h2 = H2ClientConnection(self.state, self.source)
             transport.set_protocol(h2)
             h2.connection_made(transport)
             return
         self.transport = transport  # type: ignore[assignment]
-        peer = peer_of(transport, self.tls, self.state.settings.trusted_proxies)
+        peer = peer_of(transport, self.tls, self.state.settings.trusted_proxies, self.source)
         self.client_ip = peer.client_ip
         self.server_port = peer.server_port
         self.tls_names = peer.tls_names

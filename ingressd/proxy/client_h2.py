@@ -8,8 +8,8 @@ feeds its exchanges (the head's fields, ``begin``, ``request_body``,
 metrics and the access log are the same as for HTTP/1.1: only the framing
 differs. Requests go to upstreams as HTTP/1.1, mapped as nginx maps them
 (``ngx_http_v2.c``): ``:method`` and ``:path`` make the request line,
-``:authority`` is the Host, split ``cookie`` fields are joined with "; "
-(the h2 package does it), a body without ``content-length`` goes chunked.
+``:authority`` is the Host, split ``cookie`` fields are joined with "; ",
+a body without ``content-length`` goes chunked (``h2_head.py``).
 Request trailers are dropped: an HTTP/1.1 upstream gets none, as from nginx.
 
 Flow control, both ways, per stream:
@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections import deque
 from http import HTTPStatus
 
@@ -75,6 +74,7 @@ from mypy_extensions import mypyc_attr
 from ..policy.limits import Slot
 from . import http
 from .exchange import Exchange
+from .h2_head import check_trailers, checked_request_head, read_head
 from .peer import Peer, peer_of
 from .settings import ProxySettings
 from .state import ProxyState
@@ -114,28 +114,16 @@ CLOSE_LINGER = 2.0
 # Streams whose closing h2 remembers (to tell late frames from errors);
 # h2's own default keeps 65536 per connection.
 CLOSED_STREAMS_KEPT = 1024
+# Bytes of client input handed to h2 per turn of the event loop: a read can
+# bring hundreds of KiB of small frames (PINGs, WINDOW_UPDATEs, resets), each
+# an event; past this the rest waits for the next turn, reading paused, so the
+# other connections of the worker are served in between.
+READ_SLICE = 64 * 1024
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Bytes a :path or :authority may not hold: they would end up in the HTTP/1.1
-# request line or Host header sent upstream.
-_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
-_BAD_AUTHORITY = re.compile(rb"[\x00-\x20\x7f/\\]")
-# Response header names HTTP/2 does not carry (RFC 9113 8.2.2).
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
 )
 _STATUS = {s.value: str(s.value).encode() for s in HTTPStatus}
-# Request fields read_head records rather than passes on as they are; those it
-# drops: hop-by-hop (te: trailers, trailer) and those ingressd sets itself.
-_LENGTH, _HOST, _XFF, _REQUEST_ID, _ORIGIN = range(5)
-_SPECIAL = {
-    b"content-length": _LENGTH,
-    b"host": _HOST,
-    b"x-forwarded-for": _XFF,
-    b"x-request-id": _REQUEST_ID,
-    b"origin": _ORIGIN,
-}
-_DROPPED = http.HOP_BY_HOP | http.OVERWRITTEN
 
 
 def _status(code: int) -> bytes:
@@ -251,6 +239,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
     """One HTTP/2 client connection: its streams, their output, its timers."""
 
     __slots__ = (
+        "_backlog",
         "_close_timer",
         "_controls",
         "_goaway_last",
@@ -273,13 +262,15 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         "peer",
         "ready",
         "settings",
+        "source",
         "state",
         "streams",
         "transport",
     )
 
-    def __init__(self, state: ProxyState) -> None:
+    def __init__(self, state: ProxyState, source: str | None = None) -> None:
         self.state = state
+        self.source = source  # the client's address from a PROXY protocol header
         self.settings = settings = state.settings
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -293,6 +284,11 @@ class H2ClientConnection(asyncio.Protocol, Connection):
                 # normalises it (whitespace, never-indexed cookies); its
                 # checks on top cost more per response than they find.
                 validate_outbound_headers=False,
+                # Received heads are checked (and cookies joined) by
+                # h2_head.checked_request_head: one pass for a plain head,
+                # h2's own checks for any other.
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
             )
         )
         conn.local_settings = Settings(client=False, initial_values=h2_settings(settings))
@@ -309,6 +305,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         self._out: list[bytes] = []  # frames taken from h2, not yet written
         self._pumping = False
         self._write_paused = False
+        self._backlog = b""  # read, not yet handed to h2 (READ_SLICE)
         self._write_blocked_since: float | None = None
         self._header_since: float | None = None
         self._idle_deadline = 0.0
@@ -326,7 +323,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         state = self.state
-        self.peer = peer_of(transport, True, self.settings.trusted_proxies)
+        self.peer = peer_of(transport, True, self.settings.trusted_proxies, self.source)
         h2c = self.h2
         h2c.initiate_connection()
         h2c.increment_flow_control_window(CONN_WINDOW - 65535)
@@ -421,6 +418,31 @@ class H2ClientConnection(asyncio.Protocol, Connection):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._backlog:
+            self._backlog += data  # read while pausing took effect
+            return
+        if len(data) > READ_SLICE:
+            self._backlog = data[READ_SLICE:]
+            data = data[:READ_SLICE]
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.loop.call_soon(self._next_slice)
+        self._receive(data)
+
+    def _next_slice(self) -> None:
+        data = self._backlog
+        if self.closing or not data:
+            self._backlog = b""
+            return
+        if len(data) > READ_SLICE:
+            self._backlog = data[READ_SLICE:]
+            data = data[:READ_SLICE]
+            self.loop.call_soon(self._next_slice)
+        else:
+            self._backlog = b""
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         self._new_streams = 0
         try:
             events = self.h2.receive_data(data)
@@ -479,7 +501,12 @@ class H2ClientConnection(asyncio.Protocol, Connection):
             if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings and self.ready:
                 self.pump()
         elif isinstance(event, TrailersReceived):
-            pass  # request trailers are not passed on (an HTTP/1.1 upstream gets none)
+            # Request trailers are not passed on (an HTTP/1.1 upstream gets
+            # none), but malformed ones end the connection.
+            try:
+                check_trailers(event.headers or [])
+            except ProtocolError as exc:
+                self._malformed(exc)
         elif isinstance(event, ConnectionTerminated):
             # The client's GOAWAY: h2 sends nothing more, so nothing can finish.
             self._goaway(ErrorCodes.NO_ERROR, b"")
@@ -489,7 +516,18 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         if not self._controls.spend(now):
             self._calm(f"{what} (over {self.settings.http2_max_control_frames} per 10 s)")
 
+    def _malformed(self, exc: ProtocolError) -> None:
+        # As h2 ends a connection whose peer broke HTTP/2's rules (RFC 9113
+        # 5.4 allows a connection error for a malformed request).
+        log.info("HTTP/2 client %s: %s: connection closed", self.peer_ip, exc)
+        self._goaway(ErrorCodes.PROTOCOL_ERROR)
+
     def _request(self, event: RequestReceived, now: float) -> None:
+        try:
+            headers = checked_request_head(event.headers or [])
+        except ProtocolError as exc:
+            self._malformed(exc)
+            return
         sid = event.stream_id
         limit = self.settings.http2_max_concurrent_streams
         if (
@@ -506,7 +544,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         ex = Exchange(stream, self.state)
         stream.ex = ex
         has_body = event.stream_ended is None
-        ex.rejection = read_head(ex, event.headers or [], self.settings, has_body)
+        ex.rejection = read_head(ex, headers, self.settings, has_body)
         if has_body:
             stream.body_deadline = now + self.settings.client_body_timeout
         else:
@@ -1053,84 +1091,3 @@ class H2Stream(ClientStream):
         if not ex.logged:
             ex.record(408)
         ex.abort()
-
-
-def read_head(
-    ex: Exchange, headers: list[tuple[bytes, bytes]], settings: ProxySettings, has_body: bool
-) -> tuple[int, str] | None:
-    """Record an HTTP/2 request head on ``ex``; why it cannot be served, if it
-    cannot (status, reason). h2 has checked the framing rules already
-    (pseudo-headers, no connection-specific fields, ``te`` only "trailers",
-    lower-case names, a well-formed content-length); split cookies come joined."""
-    method = path = authority = None
-    count = size = 0
-    ex.protocol = "HTTP/2.0"
-    ex.head_done = True
-    kept = ex.headers
-    for header in headers:
-        name, value = header
-        if name[0] == 58:  # ":"
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            continue  # :scheme (h2 checked it is there), :protocol (CONNECT: refused below)
-        count += 1
-        size += len(name) + len(value) + 4
-        kind = _SPECIAL.get(name)
-        if kind is None:
-            if name not in _DROPPED and not name.startswith(b"proxy-"):
-                kept.append(header)
-        elif kind == _LENGTH:
-            ex.req_length = value
-        elif kind == _HOST:
-            ex.host = value
-            ex.host_count += 1
-            kept.append(header)
-        elif kind == _XFF:
-            ex.xff = value if ex.xff is None else ex.xff + b", " + value
-        elif kind == _REQUEST_ID:
-            ex.request_id = value
-        else:  # origin
-            ex.origin = value
-            kept.append(header)
-    ex.method = method or b""
-    ex.url = path or b""
-    ex.header_count = count
-    ex.header_bytes = size
-    if authority is not None:
-        ex.header_bytes += len(authority) + 10
-        if ex.host is not None:
-            # nginx 1.25 (ingress-nginx's) takes :authority for a Host header,
-            # so a Host beside it is "client sent duplicate host header": 400.
-            return 400, "duplicate host header (:authority and Host)"
-        ex.host = authority
-        ex.headers.insert(0, (b"host", authority))
-    if has_body:
-        if ex.req_length is None:
-            ex.req_chunked = True  # the upstream gets it chunked
-    elif ex.req_length not in (None, b"0"):
-        # END_STREAM with the head: the announced body never comes. Sent on,
-        # the upstream would wait for it (nginx: "client prematurely closed
-        # stream", 400).
-        return 400, "content-length without a body"
-    if count > settings.max_headers or size > settings.max_header_bytes:
-        return 431, "too many or too large request headers"
-    if len(ex.url) > settings.max_request_line:
-        return 414, "request line too long"
-    if not _TOKEN.fullmatch(ex.method):
-        return 400, "invalid :method"
-    if ex.method == b"CONNECT":
-        # Plain CONNECT, and extended CONNECT (RFC 8441): WebSocket stays on
-        # HTTP/1.1 (SETTINGS_ENABLE_CONNECT_PROTOCOL is not offered).
-        return 405, "CONNECT is not supported"
-    url = ex.url
-    if not (url.startswith(b"/") or (url == b"*" and ex.method == b"OPTIONS")):
-        return 400, "invalid :path"
-    if _BAD_TARGET.search(url) is not None:
-        return 400, "invalid :path"
-    if ex.host is not None and _BAD_AUTHORITY.search(ex.host) is not None:
-        return 400, "invalid host"
-    return None

@@ -23,10 +23,20 @@ class Peer:
 
 
 def peer_of(
-    transport: asyncio.BaseTransport, tls: bool, trusted_proxies: tuple[IPNetwork, ...]
+    transport: asyncio.BaseTransport,
+    tls: bool,
+    trusted_proxies: tuple[IPNetwork, ...],
+    source: str | None = None,
 ) -> Peer:
-    peer = transport.get_extra_info("peername")
-    client_ip = peer[0] if peer else ""
+    """``source``: the client's address from a PROXY protocol header
+    (--use-proxy-protocol), which then stands for the peer in everything a
+    request does (X-Forwarded-For, X-Real-IP, allow/deny, limits, auth, the
+    access log), as nginx's ``real_ip_header proxy_protocol`` sets $remote_addr."""
+    if source is None:
+        peer = transport.get_extra_info("peername")
+        client_ip = peer[0] if peer else ""
+    else:
+        client_ip = source
     sock = transport.get_extra_info("sockname")
     server_port = str(sock[1]).encode() if sock else b""
     trusted = bool(trusted_proxies) and in_networks(client_ip, trusted_proxies)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -31,7 +32,7 @@ from urllib3.exceptions import HTTPError
 
 from ..kube.config import WATCH_SECONDS
 from ..kube.kubeclient import CONNECT_TIMEOUT, REQUEST_TIMEOUT, Cluster, brief
-from ..model.objects import KINDS, Obj, ObjectStore, Snapshot
+from ..model.objects import KINDS, Obj, ObjectStore, Snapshot, compact, object_key
 from ..policy import annotations as ann
 from ..policy.tls import TLS_SECRET_TYPE
 
@@ -94,7 +95,21 @@ RESOURCES: tuple[Resource, ...] = (
         TLS_SECRETS,
     ),
 )
-assert {r.kind for r in RESOURCES} == set(KINDS)
+# ConfigMaps are not watched whole: only the TCP/UDP services ones, when named.
+assert {r.kind for r in RESOURCES} == set(KINDS) - {"ConfigMap"}
+
+
+def configmap_resource(name: str) -> Resource:
+    """One named ConfigMap (a TCP/UDP services one), listed and watched by name:
+    the API server authorizes that against RBAC resourceNames."""
+    return Resource(
+        "ConfigMap",
+        "v1",
+        "list_config_map_for_all_namespaces",
+        "list_namespaced_config_map",
+        client.CoreV1Api,
+        f"metadata.name={name}",
+    )
 
 
 class Gone(Exception):
@@ -106,7 +121,8 @@ class WatchError(Exception):
 
 
 def trimmed(obj: Obj, kind: str, api_version: str) -> Obj:
-    """The object as the store keeps it: typed, without bookkeeping nobody reads."""
+    """The object as the store keeps it: typed, without bookkeeping nobody reads,
+    its strings shared with other objects' (objects.compact)."""
     obj["kind"] = kind
     obj["apiVersion"] = api_version
     meta = obj.get("metadata")
@@ -116,7 +132,8 @@ def trimmed(obj: Obj, kind: str, api_version: str) -> Obj:
         ann = meta.get("annotations")
         if ann:
             ann.pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    return obj
+    shared: Obj = compact(obj)
+    return shared
 
 
 class Backoff:
@@ -185,18 +202,28 @@ class ListError(Exception):
     """A one-shot list failed: no access, no connection, or not an API server."""
 
 
-def snapshot_once(cluster: Cluster, namespace: str | None = None) -> Snapshot:
-    """The five kinds, listed once (no watch), as ``ingressd check`` reads a cluster."""
+def snapshot_once(
+    cluster: Cluster,
+    namespace: str | None = None,
+    configmaps: tuple[tuple[str, str], ...] = (),
+) -> Snapshot:
+    """The five kinds, and the named ConfigMaps, listed once (no watch), as
+    ``ingressd check`` reads a cluster."""
     store = ObjectStore()
-    for resource in RESOURCES:
+    named = [(configmap_resource(name), ns) for ns, name in configmaps]
+    for resource, where in [*((r, namespace) for r in RESOURCES), *named]:
         try:
-            items, _ = list_objects(list_call(cluster, resource, namespace), resource)
+            items, _ = list_objects(list_call(cluster, resource, where), resource)
         except (ApiException, HTTPError, OSError, ValueError) as exc:
             # ValueError: a body that is not JSON, from something that is not an API server.
             raise ListError(
                 f"{cluster.describe()}: cannot list {resource.kind} objects: {brief(exc)}"
             ) from exc
-        store.replace_all(resource.kind, items)
+        if resource.kind == "ConfigMap":
+            for item in items:
+                store.put(item)
+        else:
+            store.replace_all(resource.kind, items)
     return store.snapshot()
 
 
@@ -364,13 +391,17 @@ class KubeSource:
         on_change: Callable[[], None],
         namespace: str | None = None,
         watch_seconds: int = WATCH_SECONDS,
+        configmaps: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.cluster = cluster
         self.on_change = on_change
         self.namespace = namespace
         self.watch_seconds = watch_seconds
+        self.configmaps = configmaps
         self.store = ObjectStore()
-        self._unlisted = {r.kind for r in RESOURCES}
+        self._unlisted = {r.kind for r in RESOURCES} | {
+            f"ConfigMap {ns}/{n}" for ns, n in configmaps
+        }
         self._reflectors: list[Reflector] = []
         self.synced = asyncio.Event()
 
@@ -382,6 +413,38 @@ class KubeSource:
             )
             self._reflectors.append(reflector)
             reflector.start()
+        for ns, name in self.configmaps:
+            # In its own namespace whatever --watch-namespace says, as ingress-nginx
+            # reads --tcp-services-configmap.
+            reflector = Reflector(
+                self.cluster,
+                configmap_resource(name),
+                ns,
+                loop,
+                functools.partial(self._apply_named, ns, name),
+                self.watch_seconds,
+            )
+            self._reflectors.append(reflector)
+            reflector.start()
+
+    def _apply_named(
+        self, ns: str, name: str, kind: str, event: str, obj: Obj | None, items: list[Obj] | None
+    ) -> None:
+        """One named ConfigMap's list or event: its list replaces that one only."""
+        if event != "LISTED":
+            self._apply(kind, event, obj, items)
+            return
+        found = [o for o in items or () if object_key(o) == (ns, name)]
+        changed = self.store.put(found[0]) if found else self.store.delete(kind, ns, name)
+        label = f"ConfigMap {ns}/{name}"
+        if label in self._unlisted:
+            self._unlisted.discard(label)
+            log.info("%s: initial list done (%s)", label, "found" if found else "absent")
+            if not self._unlisted:
+                self.synced.set()
+            changed = True
+        if changed and self.synced.is_set():
+            self.on_change()
 
     def stop(self) -> None:
         for reflector in self._reflectors:

@@ -30,7 +30,7 @@ import watchfiles
 import yaml
 
 from ..kube import yamlsafe
-from ..model.objects import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, describe
+from ..model.objects import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, compact, describe
 from ..model.problems import Problem
 
 log = logging.getLogger("ingressd.manifests")
@@ -89,8 +89,9 @@ class LoadResult:
 class _FileResult:
     objects: list[Obj] | None  # None: the file as a whole could not be read
     problems: list[Problem]
-    # YAML text of each document -> what it gave, for the next parse of this file
-    chunks: dict[str, _Chunk] = field(default_factory=dict)
+    # Digest of each document's YAML text -> what it gave, for the next parse of
+    # this file (a digest: the text itself was a copy of the whole folder kept)
+    chunks: dict[bytes, _Chunk] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +172,16 @@ def _parse_bytes(
         chunks = _split_documents(text)
         if chunks is not None:
             known = prior.chunks if prior is not None else {}
+            digests = [_text_digest(piece) for _, piece in chunks]
             if budget is not None:
-                budget.spend(sum(len(piece) for _, piece in chunks if piece not in known))
-            return _parse_chunks(source, chunks, known)
+                budget.spend(
+                    sum(
+                        len(piece)
+                        for (_, piece), digest in zip(chunks, digests, strict=True)
+                        if digest not in known
+                    )
+                )
+            return _parse_chunks(source, chunks, digests, known)
     if budget is not None:
         budget.spend(len(text))
     docs, error = _parse_documents(text, json_file=path.suffix == ".json")
@@ -260,16 +268,20 @@ def _split_documents(text: str) -> list[tuple[int, str]] | None:
     return chunks
 
 
+def _text_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def _parse_chunks(
-    source: str, chunks: list[tuple[int, str]], prior: dict[str, _Chunk]
+    source: str, chunks: list[tuple[int, str]], digests: list[bytes], prior: dict[bytes, _Chunk]
 ) -> _FileResult:
     objects: list[Obj] = []
     problems: list[Problem] = []
-    parsed: dict[str, _Chunk] = {}
+    parsed: dict[bytes, _Chunk] = {}
     first = 1
     tally = yamlsafe.Tally()  # the whole file's, whichever chunks are parsed again
-    for line, text in chunks:
-        chunk = parsed.get(text) or prior.get(text)
+    for (line, text), digest in zip(chunks, digests, strict=True):
+        chunk = parsed.get(digest) or prior.get(digest)
         try:
             if chunk is None or (chunk.problems and chunk.first != first):
                 # New text, or a document that moved and has problems that name its number.
@@ -279,7 +291,7 @@ def _parse_chunks(
         except _ChunkError as exc:
             reason = _yaml_error_text(exc.error, line)
             return _FileResult(None, [Problem(exc.where, reason, source)])
-        parsed[text] = chunk
+        parsed[digest] = chunk
         objects.extend(chunk.objects)
         problems.extend(chunk.problems)
         first += chunk.count
@@ -337,12 +349,18 @@ def _collect(doc: Any, where: str, source: str, out: list[Obj], problems: list[P
         log.debug("%s: %s: ignoring kind %s", source, where, kind)
         return
     reason = _invalid_reason(doc)
+    if reason is not None and kind == "ConfigMap":
+        # Only the TCP/UDP services ConfigMaps are read, by name: one that is
+        # broken (no name, another apiVersion) cannot be either, and the
+        # folder's other ConfigMaps are none of ingressd's business.
+        log.debug("%s: %s: ignoring ConfigMap: %s", source, where, reason)
+        return
     if reason is not None:
         # Named like the object would be once stored, namespace defaulted.
         what = describe(_normalized(doc)) if _name(doc) else where
         problems.append(Problem(what, reason, source))
         return
-    out.append(_normalized(doc))
+    out.append(compact(_normalized(doc)))  # its strings shared with the other objects
 
 
 def _collect_list(
@@ -564,8 +582,37 @@ class FolderStore:
     def __init__(self) -> None:
         self.store = ObjectStore()
         self._files: dict[Path, list[Obj]] = {}
-        self._defs: dict[tuple[str, str, str], dict[Path, Obj]] = {}
+        # Object -> where it is defined: (path, object) when in one file, as
+        # nearly every object is (a dict of one per object was 8 MiB at 10,000
+        # Ingresses), else {path: object}.
+        self._defs: dict[tuple[str, str, str], tuple[Path, Obj] | dict[Path, Obj]] = {}
         self._duplicated: set[tuple[str, str, str]] = set()
+
+    def _define(self, key: tuple[str, str, str], path: Path, obj: Obj) -> None:
+        held = self._defs.get(key)
+        if held is None:
+            self._defs[key] = (path, obj)
+        elif isinstance(held, tuple):
+            if held[0] != path:  # else defined twice in one file: the first counts
+                self._defs[key] = {held[0]: held[1], path: obj}
+        else:
+            held.setdefault(path, obj)
+
+    def _undefine(self, key: tuple[str, str, str], path: Path) -> None:
+        held = self._defs.get(key)
+        if isinstance(held, tuple):
+            if held[0] == path:
+                del self._defs[key]
+        elif held is not None:
+            held.pop(path, None)
+            if len(held) == 1:
+                self._defs[key] = next(iter(held.items()))
+
+    def _definitions(self, key: tuple[str, str, str]) -> dict[Path, Obj]:
+        held = self._defs.get(key)
+        if held is None:
+            return {}
+        return {held[0]: held[1]} if isinstance(held, tuple) else held
 
     def update(self, good: dict[Path, list[Obj]]) -> list[Problem]:
         """Take the new ``good`` map; return the duplicate-definition problems."""
@@ -576,20 +623,19 @@ class FolderStore:
                 continue  # the same parse: the same objects
             for obj in old or ():
                 key = _key(obj)
-                self._defs[key].pop(path, None)
+                self._undefine(key, path)
                 affected.add(key)
             for obj in new or ():
                 key = _key(obj)
-                self._defs.setdefault(key, {}).setdefault(path, obj)
+                self._define(key, path, obj)
                 affected.add(key)
             if new is None:
                 del self._files[path]
             else:
                 self._files[path] = new
         for key in affected:
-            defs = self._defs.get(key)
+            defs = self._definitions(key)
             if not defs:
-                self._defs.pop(key, None)
                 self._duplicated.discard(key)
                 self.store.delete(*key)
                 continue
@@ -601,7 +647,7 @@ class FolderStore:
                 self._duplicated.discard(key)
         problems = []
         for key in sorted(self._duplicated):
-            defs = self._defs[key]
+            defs = self._definitions(key)
             first = min(defs)
             for path in sorted(defs):
                 if path != first:

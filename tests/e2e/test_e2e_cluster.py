@@ -33,7 +33,9 @@ from e2e_helpers import (
     Ingressd,
     backends,
     echo_backend,
+    free_port,
     pem_to_der,
+    raw_exchange,
     scrape,
     served_by,
     served_certificate,
@@ -557,7 +559,14 @@ def test_a_clean_shutdown_hands_the_lease_over_at_once(
 
 # Options of the deployed command line that decide which API calls ingressd makes;
 # the test runs ingressd with these as deployed. The others only shape serving.
-API_OPTIONS = {"--publish-service", "--election-id", "--watch-namespace", "--controller-name"}
+API_OPTIONS = {
+    "--publish-service",
+    "--election-id",
+    "--watch-namespace",
+    "--controller-name",
+    "--tcp-services-configmap",
+    "--udp-services-configmap",
+}
 SERVING_OPTIONS = {
     "serve",
     "--in-cluster",  # replaced by the test's kubeconfig
@@ -640,3 +649,63 @@ def test_deploy_rbac_allows_exactly_the_calls_ingressd_makes(
         used.update((g.role, g.index, permission) for g in allowed)
     granted = {(g.role, g.index, p) for g in rbac.grants for p in g.permissions()}
     assert not granted - used, f"granted but never used: {sorted(granted - used)}"
+
+
+def test_tcp_services_configmap_is_watched_by_name_and_served_live(
+    apiserver: KubeApiServer, echo_servers: EchoServers, start: Start
+) -> None:
+    """Cluster mode reads exactly the named ConfigMap (by a field selector on its
+    name, which RBAC resourceNames can grant), and its changes open and close
+    listeners live; a bad entry is a Warning Event on the ConfigMap."""
+    first, second = free_port(), free_port()
+
+    def configmap(data: dict[str, str]) -> Obj:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "tcp-services", "namespace": "ingressd"},
+            "data": data,
+        }
+
+    seed(apiserver, [*backends(echo_servers), configmap({str(first): "default/web:80"})])
+    apiserver.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "unrelated", "namespace": "ingressd"},
+            "data": {"secret-ish": "not ours to read"},
+        }
+    )
+    ing = start("a", "--tcp-services-configmap", "ingressd/tcp-services")
+    request = b"GET /x HTTP/1.1\r\nHost: tcp\r\nConnection: close\r\n\r\n"
+
+    def answers(port: int) -> bool:
+        try:
+            return raw_exchange(port, request, timeout=2).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+    wait_for(lambda: answers(first), 5, what="the TCP service from the ConfigMap")
+    apiserver.update(
+        configmap({str(first): "default/web:80", str(second): "default/api:80", "x": "bad"})
+    )
+    wait_for(lambda: answers(second), 5, what="a port added to the ConfigMap")
+
+    def warning() -> list[dict]:
+        return [e for e in apiserver.events() if e["involvedObject"]["kind"] == "ConfigMap"]
+
+    wait_for(warning, 10, what="a Warning Event on the ConfigMap")
+    [event] = warning()
+    assert event["involvedObject"]["name"] == "tcp-services"
+    assert "TCP port 'x': not a port number" in event["message"]
+    apiserver.delete("ConfigMap", "ingressd", "tcp-services")
+    wait_for(lambda: not answers(first) and not answers(second), 5, what="the ports closed")
+    # Only the named ConfigMap was ever asked for.
+    asked = [
+        q for method, p, q, _ in apiserver.requests if method == "GET" and p.endswith("/configmaps")
+    ]
+    assert asked and all(q.get("fieldSelector") == "metadata.name=tcp-services" for q in asked)
+    assert all(
+        "/namespaces/ingressd/" in p for _, p, _, _ in apiserver.requests if "configmaps" in p
+    )
+    assert ing.proc is not None and ing.proc.poll() is None

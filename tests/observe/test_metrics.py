@@ -323,3 +323,30 @@ def test_build_info_says_the_version_and_whether_compiled() -> None:
     build = "compiled" if ingressd.BUILD.startswith("compiled") else "pure-python"
     key = ("ingressd_build_info", labels(build=build, version=ingressd.__version__))
     assert samples[key] == 1
+
+
+def test_open_stream_sessions_are_summed_over_workers_and_the_main_process() -> None:
+    """ingressd_stream_sessions_open: each worker's open passthrough sessions
+    (sent in its reports, through pickle), plus the main process's TCP
+    services; a worker gone holds nothing open any more."""
+    from ingressd.observe.stats import with_streams
+
+    totals = WorkerTotals()
+    workers = [RequestStats(), RequestStats()]
+    slots = [totals.slot(), totals.slot()]
+    workers[0].stream_open["https/443"] = 2
+    workers[1].stream_open["https/443"] = 3
+    for stats, slot in zip(workers, slots, strict=True):
+        totals.update(slot, pickle.loads(pickle.dumps(stats.report(active=0))))
+    main = RequestStats()
+    main.stream_open["tcp/5432"] = 7
+    main.stream(("tcp", "tcp/5432", "db/pg:5432", 503), 0, 0)
+    samples = scrape(with_streams(totals.view(), main.streams, main.stream_open))
+    assert samples[("ingressd_stream_sessions_open", (("listener", "https/443"),))] == 5
+    assert samples[("ingressd_stream_sessions_open", (("listener", "tcp/5432"),))] == 7
+    refused = (("kind", "tcp"), ("listen", "tcp/5432"), ("namespace", "db"))
+    refused += (("service", "pg"), ("status", "503"))
+    assert samples[("ingressd_stream_sessions_total", refused)] == 1
+    totals.retire(slots[0])
+    samples = scrape(with_streams(totals.view(), main.streams, main.stream_open))
+    assert samples[("ingressd_stream_sessions_open", (("listener", "https/443"),))] == 3

@@ -520,3 +520,70 @@ def test_selector_caches_and_prunes_contexts() -> None:
     holder["t"] = RouteTable()
     selector.prune()
     assert selector.context_for(cert) is not ctx  # dropped, then rebuilt
+
+
+def rsa_pair(bits: int, host: str) -> tuple[bytes, bytes]:
+    """A self-signed RSA certificate: cryptography takes 1024 bits, OpenSSL's default
+    security level refuses to serve it ("ee key too small")."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(65537, bits)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def live_contexts() -> int:
+    import gc
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, ssl.SSLContext))
+
+
+def test_a_selector_that_serves_nothing_checks_certificates_without_keeping_contexts() -> None:
+    """The main process of --workers serves no TLS: holding an SSL context per
+    certificate there (25 KiB each in OpenSSL) was memory for nothing."""
+    hosts = [f"h{i}.example.com" for i in range(20)]
+    holder: dict[str, RouteTable] = {}
+    holder["t"] = build(
+        *(tls_ingress(f"i{i}", [h], f"c{i}") for i, h in enumerate(hosts)),
+        *(tls_secret(f"c{i}", [h]) for i, h in enumerate(hosts)),
+        service("web"),
+    )
+    assert holder["t"].problems == ()
+    certs = list(holder["t"].certificates.values())
+    before = live_contexts()
+    selector = CertificateSelector(lambda: holder["t"], certificate("ingress.local"), serving=False)
+    for cert in certs * 2:
+        selector.check(cert)
+    selector.prune()
+    assert live_contexts() - before <= 1  # the listener's default context only
+    # A certificate OpenSSL refuses is still found out, and each time it is asked.
+    weak = load_certificate(tls_secret("weak", pem=rsa_pair(1024, "weak.test")))
+    for _ in range(2):
+        with pytest.raises(ssl.SSLError):
+            selector.check(weak)
+    # Serving, the same check keeps the context for the handshakes to come.
+    serving = CertificateSelector(lambda: holder["t"], certificate("ingress.local"))
+    serving.check(certs[0])
+    assert serving.context_for(certs[0]) is serving.context_for(certs[0])
+    with pytest.raises(ssl.SSLError):
+        serving.check(weak)

@@ -386,7 +386,7 @@ def test_service_account_bindings_and_lease_role_agree(
         ]
         find(deploy, binding["roleRef"]["kind"], binding["roleRef"]["name"])
     election_id = parser().parse_args(args).election_id
-    role = find(deploy, "Role")
+    role = find(deploy, "Role", "ingressd-leader-election")
     assert role["metadata"]["namespace"] == namespace  # POD_NAMESPACE: the Lease's namespace
     named = [r for r in role["rules"] if r.get("resourceNames")]
     assert named and all(r["resourceNames"] == [election_id] for r in named)
@@ -412,6 +412,12 @@ def rbac(deploy: list[Obj], deployment: Obj) -> Authorizer:
         (Access("create", "", "events", "team-a", ""), True),
         (Access("delete", "", "secrets", "team-a", "x"), False),
         (Access("list", "", "configmaps", "", ""), False),
+        (Access("list", "", "configmaps", "ingressd", ""), False),
+        (Access("watch", "", "configmaps", "ingressd", "tcp-services"), True),
+        (Access("list", "", "configmaps", "ingressd", "udp-services"), True),
+        (Access("get", "", "configmaps", "ingressd", "tcp-services"), False),
+        (Access("list", "", "configmaps", "ingressd", "other"), False),
+        (Access("list", "", "configmaps", "default", "tcp-services"), False),
         (Access("create", "coordination.k8s.io", "leases", "ingressd", ""), True),
         (Access("update", "coordination.k8s.io", "leases", "ingressd", "ingressd-leader"), True),
         (Access("update", "coordination.k8s.io", "leases", "ingressd", "other"), False),

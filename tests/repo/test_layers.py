@@ -50,6 +50,10 @@ LAYERS: Layers = (
     ("routing", ("ingressd.routing.*",)),
     # Request counts, /metrics, the access log, the process log.
     ("observe", ("ingressd.observe.*",)),
+    # The layer-4 data path (nginx's stream module): the PROXY protocol, peeking
+    # at first bytes, TCP and UDP splicing. Below proxy, which takes the PROXY
+    # protocol's client address from it.
+    ("stream", ("ingressd.stream.*",)),
     # The data path.
     ("proxy", ("ingressd.proxy.*",)),
     # Keeping the live table current: build, warm TLS, swap, report; cluster mode.

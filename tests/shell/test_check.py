@@ -389,7 +389,7 @@ def mixed_report() -> CheckReport:
 def test_json_shape() -> None:
     report = mixed_report()
     doc = json.loads(render_json(report))
-    assert set(doc) == {"notes", "ingresses", "problems", "summary"}
+    assert set(doc) == {"notes", "ingresses", "problems", "streams", "summary"}
     [ing] = doc["ingresses"]
     assert set(ing) == {
         "namespace",
@@ -401,6 +401,7 @@ def test_json_shape() -> None:
         "tls",
         "annotations",
         "problems",
+        "passthrough",
     }
     assert ing["owner"] == {
         "ours": True,
@@ -752,3 +753,102 @@ def test_the_recipe_on_real_world_manifests(capsys: pytest.CaptureFixture[str]) 
     assert len(doc["notes"]) == 1
     tls_lines = [p for i in doc["ingresses"] for p in i["problems"] if "TLS Secret" in p]
     assert tls_lines and not any("hosts  use" in p for p in tls_lines)
+
+
+def test_passthrough_says_what_does_not_apply() -> None:
+    objs = (
+        ingress(
+            "argocd",
+            [rule("argocd.test", path("/", "argocd"), path("/api", "api"))],
+            annotations={NGINX + "ssl-passthrough": "true", NGINX + "rewrite-target": "/x"},
+        ),
+        service("argocd"),
+        endpoint_slice("argocd", ["10.0.0.1"]),
+        service("api"),
+        endpoint_slice("api", ["10.0.0.2"]),
+        web("wild", host="*.apps.test", annotations={NGINX + "ssl-passthrough": "true"}),
+    )
+    # Without the flag, as in ingress-nginx, the annotation does nothing.
+    off = only(report_of(*objs), "argocd")
+    [verdict] = [a for a in off.annotations if a.key == NGINX + "ssl-passthrough"]
+    assert verdict.status == "unsupported" and off.passthrough == ()
+    on = report_of(*objs, passthrough=True)
+    argocd = only(on, "argocd")
+    [verdict] = [a for a in argocd.annotations if a.key == NGINX + "ssl-passthrough"]
+    assert verdict.status == "supported"
+    assert argocd.passthrough == (
+        "path argocd.test/api does not apply to TLS connections: passthrough routes by host "
+        "only, to the backend of /",
+        f"annotation {NGINX}rewrite-target does not apply to TLS connections: they are "
+        "passed through unread (it still applies to plain HTTP)",
+    )
+    assert not argocd.failing
+    text = squeezed(render_text(on))
+    assert "ssl-passthrough (TLS connections go to the backend untouched):" in text
+    # A wildcard host cannot be matched by SNI exactly (tcpproxy compares names).
+    assert any("cannot be matched by SNI exactly" in p for p in only(on, "wild").problems)
+
+
+def test_stream_services_are_checked() -> None:
+    from ingressd.stream.services import ConfigMapRef
+
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "tcp-services", "namespace": "ingressd"},
+        "data": {"9000": "default/db:5432:PROXY", "9001": "default/nope:1", "x": "bad"},
+    }
+    refs = (
+        ConfigMapRef.parse("TCP", "--tcp-services-configmap", "ingressd/tcp-services"),
+        ConfigMapRef.parse("UDP", "--udp-services-configmap", "ingressd/udp-services"),
+    )
+    report = report_of(
+        cm, service("db", [5432]), endpoint_slice("db", ["10.0.0.9"], 5432), streams=refs
+    )
+    assert [(s.listen, s.backend, s.ready_endpoints, s.error) for s in report.streams] == [
+        ("tcp/9000", "default/db:5432", 1, None),
+        ("tcp/9001", "default/nope:1", 0, "service default/nope not found"),
+    ]
+    assert report.streams[0].decode_proxy and not report.streams[0].encode_proxy
+    problems = "\n".join(report.problems)
+    assert "TCP port 'x': not a port number (1-65535)" in problems
+    assert "tcp/9001: service default/nope not found" in problems
+    assert "ConfigMap ingressd/udp-services: not found (--udp-services-configmap)" in problems
+    assert report.exit_code == 1
+    text = squeezed(render_text(report))
+    assert "TCP/UDP services: tcp/9000 -> default/db:5432 1 ready endpoint (PROXY in)" in text
+    assert json.loads(render_json(report))["streams"][0]["listen"] == "tcp/9000"
+
+
+def test_stream_entries_on_serves_own_ports_are_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """serve refuses a TCP/UDP services entry on one of its own ports; check
+    says so too, for the ports serve would be given."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "tcp-services", "namespace": "ingressd"},
+        "data": {"8080": "default/db:5432", "9000": "default/db:5432"},
+    }
+    objs = [cm, service("db", [5432]), endpoint_slice("db", ["10.0.0.9"], 5432)]
+    (folder / "all.yaml").write_text(manifest_text(objs))
+    base = [
+        "check",
+        "--manifests",
+        str(folder),
+        "--tcp-services-configmap",
+        "ingressd/tcp-services",
+    ]
+    assert cli.main(base) == 1
+    out = capsys.readouterr().out
+    assert "TCP port '8080': port 8080 is the controller's own (--http-port)" in out
+    assert out.count("is the controller's own") == 1
+    # Told the ports serve listens on, check judges by those.
+    assert cli.main([*base, "--http-port", "8081", "--admin-port", "9000"]) == 1
+    out = capsys.readouterr().out
+    assert "TCP port '9000': port 9000 is the controller's own (--admin-port)" in out
+    assert out.count("is the controller's own") == 1
+    assert cli.main([*base, "--http-port", "8081"]) == 0

@@ -110,3 +110,24 @@ def test_referenced_secrets_come_from_auth_and_proxy_ssl_annotations() -> None:
         ingress("four"),
     )
     assert referenced_secrets(snap) == {("shop", "users"), ("certs", "upstream-ca")}
+
+
+def test_trimmed_objects_share_their_strings() -> None:
+    """Each watch event is decoded on its own, with new strings for every key and
+    value; the store keeps one of each (objects.compact), whichever event brought it."""
+    import json
+
+    text = (
+        '{"metadata": {"name": "web", "namespace": "default"},'
+        ' "spec": {"rules": [{"host": "a.test", "http": {"paths": [{"pathType": "Prefix"}]}}]}}'
+    )
+    a = trimmed(json.loads(text), "Ingress", "networking.k8s.io/v1")
+    b = trimmed(json.loads(text), "Ingress", "networking.k8s.io/v1")
+    assert a == b
+    (ka,) = [k for k in a if k == "spec"]
+    (kb,) = [k for k in b if k == "spec"]
+    assert ka is kb
+    pa = a["spec"]["rules"][0]["http"]["paths"][0]
+    pb = b["spec"]["rules"][0]["http"]["paths"][0]
+    assert pa["pathType"] is pb["pathType"]
+    assert a["metadata"]["namespace"] is b["metadata"]["namespace"]

@@ -802,3 +802,102 @@ async def test_source_reloads_a_changed_file_alone(
     assert any("(1 changed files)" in r.getMessage() for r in caplog.records), [
         r.getMessage() for r in caplog.records
     ]
+
+
+def test_objects_from_different_files_share_their_strings(tmp_path: Path) -> None:
+    """YAML makes new strings for every key and value it reads; 10,000 Ingresses
+    held "metadata", "namespace", "Prefix" ... over a million times (objects.compact)."""
+    write(tmp_path / "a.yaml", ingress("a", "team", "a.example"))
+    write(tmp_path / "b.yaml", ingress("b", "team", "b.example"))
+    snap = load_directory(tmp_path).store.snapshot()
+    a, b = snap.get("Ingress", "team", "a"), snap.get("Ingress", "team", "b")
+    assert a is not None and b is not None
+    (ka,) = [k for k in a if k == "metadata"]
+    (kb,) = [k for k in b if k == "metadata"]
+    assert ka is kb
+    assert a["metadata"]["namespace"] is b["metadata"]["namespace"]
+    assert a["apiVersion"] is b["apiVersion"]
+
+
+def test_the_parse_cache_keeps_no_copy_of_the_text(tmp_path: Path) -> None:
+    """Unchanged documents are known again by a digest of their text: the text
+    itself, kept as the key, was a second copy of the whole folder."""
+    import gc
+    import tracemalloc
+
+    from ingressd.sources.manifests import ParseCache
+
+    comment = "".join(f"# {'x' * 96}\n" for _ in range(20_000))  # about 2 MB of text
+    write(tmp_path / "big.yaml", comment + ingress("web") + "---\n" + comment + ingress("api"))
+    cache: ParseCache = {}
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = load_directory(tmp_path, None, cache)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert {name for _, name in result.store.snapshot().of("Ingress")} == {"web", "api"}
+    assert held < 1_000_000, f"{held} bytes held after loading"
+    # The cache still knows the documents: loading again parses nothing.
+    again = load_directory(tmp_path, result.good, cache)
+    assert again.good == result.good
+    assert all(
+        x is y
+        for x, y in zip(
+            again.good[tmp_path / "big.yaml"], result.good[tmp_path / "big.yaml"], strict=True
+        )
+    )
+
+
+def _svc(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "ns"}}
+
+
+def test_folder_store_keeps_little_per_object() -> None:
+    """Where each object is defined is kept without a dict per object (nearly
+    every object is defined once): 8 MiB of dicts at 10,000 Ingresses."""
+    import gc
+    import tracemalloc
+
+    from ingressd.sources.manifests import FolderStore
+
+    good = {Path(f"/m/{f:02d}.yaml"): [_svc(f"s{f}-{i}") for i in range(100)] for f in range(20)}
+    folder = FolderStore()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        folder.update(good)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(folder.store.snapshot().of("Service")) == 2000
+    assert held / 2000 < 440, f"{held / 2000:.0f} bytes per object"  # 519 with a dict each
+
+
+def test_folder_store_duplicates_come_and_go() -> None:
+    from ingressd.sources.manifests import FolderStore
+
+    a, b, c = Path("/m/a.yaml"), Path("/m/b.yaml"), Path("/m/c.yaml")
+    one, two, three = _svc("web"), {**_svc("web"), "spec": {"x": 2}}, {**_svc("web"), "v": 3}
+    folder = FolderStore()
+
+    def held() -> tuple[object, str | None]:
+        snap = folder.store.snapshot()
+        return snap.get("Service", "ns", "web"), snap.origins.get(("Service", "ns", "web"))
+
+    assert folder.update({b: [two]}) == []
+    assert held() == (two, str(b))
+    problems = folder.update({a: [one], b: [two], c: [three]})
+    assert held() == (one, str(a))
+    assert sorted(p.source for p in problems) == [str(b), str(c)]
+    problems = folder.update({b: [two], c: [three]})  # the first one goes: b wins
+    assert held() == (two, str(b)) and [p.source for p in problems] == [str(c)]
+    assert folder.update({c: [three]}) == []
+    assert held() == (three, str(c))
+    assert folder.update({c: [three, {**three, "v": 4}]}) == []  # twice in one file: the first
+    assert held() == (three, str(c))
+    assert folder.update({}) == []
+    assert held() == (None, None)
