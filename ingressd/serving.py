@@ -142,7 +142,7 @@ async def serve_proxy(
             acceptor.close()
         table.abort()
         for conn in list(state.connections):
-            conn.transport.abort()  # type: ignore[union-attr]
+            conn.abort()
         state.pool.close()
         state.h2_pool.close()
         await state.auth.close()

@@ -63,23 +63,15 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         "_phase",
         "_resp_chunked",
         "_timer",
-        "client_ip",
-        "closing",
         "current",
         "done_reading",
-        "forwarded_tail",
         "limit_slot",
-        "loop",
         "parser",
         "pipeline",
         "reading",
-        "server_port",
         "source",
         "state",
-        "tls",
-        "tls_names",
         "transport",
-        "trusted",
         "tunnel",
     )
 
@@ -203,6 +195,10 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             transport.write_eof()  # type: ignore[union-attr]
         transport.resume_reading()  # type: ignore[union-attr]
         self.loop.call_later(LINGER, transport.close)  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def shutdown(self) -> None:
         """Close when idle; otherwise finish the current response, then close.
@@ -392,9 +388,11 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
 
     def on_headers_complete(self) -> None:
         ex = self.reading
+        if ex is None:
+            return  # the parser calls on_message_begin first: never
         parser = self.parser
-        ex.method = parser.get_method()  # type: ignore[union-attr]
-        version = parser.get_http_version()  # type: ignore[union-attr]
+        ex.method = parser.get_method()
+        version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             if version.startswith("0."):  # no version at all: HTTP/0.9's bare request line
                 raise _Reject(400, "malformed request line")
@@ -402,8 +400,8 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if version == "1.0":
             ex.http10 = True
             ex.protocol = "HTTP/1.0"
-        ex.keep_alive = parser.should_keep_alive() and not self.state.draining  # type: ignore[union-attr]
-        if ex.upgrade_value is not None and parser.should_upgrade():  # type: ignore[union-attr]
+        ex.keep_alive = parser.should_keep_alive() and not self.state.draining
+        if ex.upgrade_value is not None and parser.should_upgrade():
             if ex.has_body():
                 # Its body would be taken for bytes of the new protocol.
                 raise _Reject(400, "an Upgrade request cannot have a body")
@@ -447,7 +445,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
 
     # -- exchanges report back ---------------------------------------------------------
 
-    def exchange_done(self, ex: Exchange) -> None:
+    def exchange_done(self, ex: Outgoing) -> None:
         if ex is not self.current:
             return
         self.current = None
@@ -594,34 +592,63 @@ class _StopReading(Exception):
     """Raised inside a parser callback to stop parsing: the rest is ignored."""
 
 
+# What a request header line is to the proxy, by its lowercase name: one dict
+# probe per line. Names not in _KINDS are forwarded as they are, except
+# Proxy-* (hop-by-hop by prefix).
+(
+    _CONNECTION,
+    _UPGRADE,
+    _TRANSFER_ENCODING,
+    _CONTENT_LENGTH,
+    _DROP,
+    _HOST,
+    _XFF,
+    _REQUEST_ID,
+    _ORIGIN,
+) = range(1, 10)
+_KINDS: dict[bytes, int] = {
+    # hop-by-hop, and what ingressd sets itself: never forwarded
+    **dict.fromkeys(http.HOP_BY_HOP | http.OVERWRITTEN, _DROP),
+    b"connection": _CONNECTION,
+    b"upgrade": _UPGRADE,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"content-length": _CONTENT_LENGTH,
+    b"host": _HOST,
+    b"x-forwarded-for": _XFF,
+    b"x-request-id": _REQUEST_ID,
+    b"origin": _ORIGIN,
+}
+
+
 def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
     """Record one request header line on the exchange (HTTP/1.1 rules)."""
     lname = name.lower()
-    if lname in http.HOP_BY_HOP or lname.startswith(b"proxy-"):
-        if lname == b"connection":
-            ex.conn_tokens = (ex.conn_tokens or set()) | http.connection_tokens(value)
-        elif lname == b"upgrade":
-            ex.upgrade_value = value
-        elif lname == b"transfer-encoding":
-            ex.req_chunked = True
-            ex.req_te = value if ex.req_te is None else ex.req_te + b", " + value
-        elif lname == b"content-length":
-            ex.req_length = value.strip()
-        return
-    if lname in http.OVERWRITTEN:
-        return
-    if lname == b"host":
+    kind = _KINDS.get(lname, 0)
+    if kind == 0:
+        if not lname.startswith(b"proxy-"):
+            ex.headers.append((name, value))
+    elif kind == _DROP:
+        pass
+    elif kind == _HOST:
         ex.host = value
         ex.host_count += 1
-    elif lname == b"x-forwarded-for":
-        ex.xff = value if ex.xff is None else ex.xff + b", " + value
-        return
-    elif lname == b"x-request-id":
-        ex.request_id = value
-        return
-    elif lname == b"origin":
+        ex.headers.append((name, value))
+    elif kind == _ORIGIN:
         ex.origin = value
-    ex.headers.append((name, value))
+        ex.headers.append((name, value))
+    elif kind == _XFF:
+        ex.xff = value if ex.xff is None else ex.xff + b", " + value
+    elif kind == _REQUEST_ID:
+        ex.request_id = value
+    elif kind == _CONNECTION:
+        ex.conn_tokens = (ex.conn_tokens or set()) | http.connection_tokens(value)
+    elif kind == _UPGRADE:
+        ex.upgrade_value = value
+    elif kind == _TRANSFER_ENCODING:
+        ex.req_chunked = True
+        ex.req_te = value if ex.req_te is None else ex.req_te + b", " + value
+    else:  # _CONTENT_LENGTH
+        ex.req_length = value.strip()
 
 
 def _validate(ex: Exchange) -> tuple[int, str] | None:
@@ -634,10 +661,10 @@ def _validate(ex: Exchange) -> tuple[int, str] | None:
     url = ex.url
     if ex.method != b"CONNECT" and not url.startswith(b"/") and url != b"*":
         try:
-            parsed = httptools.parse_url(url)
+            target = http.parse_target(url)
         except httptools.HttpParserInvalidURLError:
             return 400, "invalid request target"
-        if not parsed.host:
+        if not target.host:
             return 400, "absolute-form request target without a host"
     if ex.host is None and not ex.http10 and not ex.url.startswith(b"http"):
         return 400, "missing Host header"

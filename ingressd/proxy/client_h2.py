@@ -69,6 +69,7 @@ from h2.exceptions import H2Error, ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame
+from mypy_extensions import mypyc_attr
 
 from ..policy.limits import Slot
 from . import http
@@ -129,6 +130,11 @@ def _status(code: int) -> bytes:
     return _STATUS.get(code) or str(code).encode()
 
 
+# Python classes even when compiled, as _H2 below: a native subclass turns a
+# Python base class's class attribute into a per-instance default, and h2's
+# ProtocolError sets its error_code that way (compiled, the GOAWAY said
+# PROTOCOL_ERROR, not ENHANCE_YOUR_CALM).
+@mypyc_attr(native_class=False)
 class HeaderBlockTooLarge(ProtocolError):
     """A header block over its bound in bytes or CONTINUATION frames."""
 
@@ -176,6 +182,7 @@ class _Frames(FrameBuffer):
         return self.in_block or bool(self._data)
 
 
+@mypyc_attr(native_class=False)
 class _H2(H2Connection):
     """h2's connection with the stream limit left to us.
 
@@ -350,6 +357,10 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         """GOAWAY (nothing more is processed) and close."""
         if not self.closing:
             self._goaway(ErrorCodes.NO_ERROR, b"")
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def shutdown(self) -> None:
         """GOAWAY naming the last stream taken; those finish, then the
@@ -715,24 +726,16 @@ class H2Stream(ClientStream):
     __slots__ = (
         "blocked_since",
         "body_deadline",
-        "client_ip",
-        "closing",
         "conn",
         "end_pending",
         "ex",
-        "forwarded_tail",
-        "loop",
         "out",
         "out_bytes",
         "paused",
         "remote_done",
         "sent_end",
-        "server_port",
         "sid",
-        "tls",
-        "tls_names",
         "trailers",
-        "trusted",
         "unacked",
         "upstream_paused",
     )

@@ -57,43 +57,27 @@ class Exchange(Outgoing):
         "activity",
         "attempts",
         "auth_cookies",
-        "auth_headers",
         "body_limit",
         "body_seen",
-        "client",
         "client_writing_paused",
-        "conn_tokens",
         "finished",
         "first_try_at",
-        "forward",
         "head_done",
         "header_bytes",
         "header_count",
-        "headers",
-        "host",
         "host_count",
-        "http10",
-        "keep_alive",
         "lb_start",
         "limit_slot",
         "logged",
-        "method",
         "origin",
-        "protocol",
         "read_timeout",
         "rejection",
         "replay",
         "replay_size",
-        "req_chunked",
-        "req_length",
         "req_te",
-        "request_complete",
-        "request_id",
-        "response_started",
         "route",
         "send_paused_at",
         "send_timeout",
-        "sent",
         "sent_body",
         "started",
         "state",
@@ -102,12 +86,7 @@ class Exchange(Outgoing):
         "up_close_delimited",
         "up_connect",
         "up_start",
-        "upgrade",
-        "upgrade_value",
-        "upgrading",
         "upstream",
-        "url",
-        "xff",
     )
 
     def __init__(self, client: ClientStream, state: ProxyState) -> None:
@@ -215,7 +194,7 @@ class Exchange(Outgoing):
             path, query = b"*", b""
         else:
             # absolute-form: its authority takes precedence over Host (RFC 9112 3.2.2)
-            parsed = httptools.parse_url(url)
+            parsed = http.parse_target(url)
             host = parsed.host or host
             if parsed.port:
                 host += b":%d" % parsed.port
@@ -401,6 +380,7 @@ class Exchange(Outgoing):
         assert fwd is not None
         where = f"{fwd.backend.name} ({fwd.endpoint})"
         grpc_status: int | None = None
+        failure: tuple[str, int, str] | None
         try:
             timeout = fwd.route.policy.proxy_connect_timeout
             conn: UpstreamStream
@@ -439,7 +419,7 @@ class Exchange(Outgoing):
             return
         self._connect_task = None
         self.up_connect = perf_counter() - self.up_start
-        self.state.health.succeeded(self.forward.endpoint)
+        self.state.health.succeeded(fwd.endpoint)
         if self.finished:
             conn.close()
             return

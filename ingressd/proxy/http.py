@@ -11,6 +11,9 @@ from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Any, NamedTuple
+
+import httptools
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -175,3 +178,24 @@ def chunk(data: bytes) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+class Target(NamedTuple):
+    """The parts of an absolute-form request target; None where it has none."""
+
+    host: bytes | None
+    port: int | None
+    path: bytes | None
+    query: bytes | None
+
+
+def parse_target(url: bytes) -> Target:
+    """``url`` parsed by httptools (HttpParserInvalidURLError if it is not a URL).
+
+    httptools' stubs declare every part of its URL as present (``port: int``,
+    ``host: bytes``...), yet an absent part is None. Compiled code checks
+    declared types when it reads them, so a request target without a port
+    raised TypeError there (a 500): the parts are read untyped here and typed
+    as they are."""
+    parsed: Any = httptools.parse_url(url)
+    return Target(parsed.host, parsed.port, parsed.path, parsed.query)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..model.policy import IPNetwork
 
@@ -59,3 +59,11 @@ class ProxySettings:
     # nginx's send_timeout: an HTTP/2 stream (or connection) whose client takes
     # nothing of the response this long (a closed flow-control window) is reset.
     client_send_timeout: float = 60.0
+
+    def __reduce__(self) -> tuple[type[ProxySettings], tuple[object, ...]]:
+        # Pickled to every worker process (in ServeConfig). Compiled by mypyc,
+        # a frozen dataclass has no __setstate__ that can bypass its frozen
+        # __setattr__, so the default pickling (a bare instance, then its
+        # fields set one by one) fails to load; built anew from the field
+        # values in order it loads on either build.
+        return (ProxySettings, tuple(getattr(self, f.name) for f in fields(self)))

@@ -10,13 +10,23 @@ response as its ``ResponseSink``.
 
 These are plain base classes rather than ``typing.Protocol``: compiled with
 mypyc, a call through a native base class is a vtable call, while a Protocol
-call stays a generic Python one.
+call stays a generic Python one. Each declares the attributes it promises in
+its ``__slots__`` (its subclasses add only their own), so that assigning one
+through the base type type-checks and, in pure Python, no instance has a
+``__dict__``. ``Connection`` is a mypyc trait: a client connection is both a
+``ClientStream`` and a ``Connection``, and mypyc allows one native base class
+besides traits. The seams an exchange and a client stream are seen through
+(``ResponseSink``, ``Outgoing``, ``ClientStream``) may be implemented by
+Python classes too (``allow_interpreted_subclasses``): the tests drive an
+upstream connection with a recording sink, on either build.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
+
+from mypy_extensions import mypyc_attr, trait
 
 from ..policy.limits import Slot
 from .http import Headers
@@ -25,6 +35,7 @@ if TYPE_CHECKING:
     from ..routing.decide import Forward
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ResponseSink:
     """What an upstream connection reports to the exchange that owns it."""
 
@@ -61,11 +72,21 @@ class ResponseSink:
         raise NotImplementedError
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ClientStream:
     """The client side of one exchange: where its response goes, and what the
     client connection knows (the same for all its requests)."""
 
-    __slots__ = ()
+    __slots__ = (
+        "client_ip",
+        "closing",
+        "forwarded_tail",
+        "loop",
+        "server_port",
+        "tls",
+        "tls_names",
+        "trusted",
+    )
 
     loop: asyncio.AbstractEventLoop
     client_ip: str  # the peer's address
@@ -123,6 +144,11 @@ class ClientStream:
         """Too late for an error status: cut the response off, visibly truncated."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Nothing more can be answered here: the HTTP/1.1 connection closes,
+        the HTTP/2 stream is reset."""
+        raise NotImplementedError
+
     def pause_body(self, reason: int) -> None:
         """Stop reading the request body (reasons are bits; several can overlap)."""
         raise NotImplementedError
@@ -147,7 +173,7 @@ class ClientStream:
 class Tunnel:
     """An upstream connection once it has switched protocols: raw bytes."""
 
-    __slots__ = ()
+    __slots__ = ("transport", "tunnel")
 
     transport: asyncio.Transport | None  # its own
     tunnel: asyncio.Transport | None  # the client's, once tunnelled
@@ -166,7 +192,7 @@ class UpstreamStream(Tunnel):
     """The upstream side of one exchange: an HTTP/1.1 connection (one request at
     a time), or a stream of a multiplexed connection."""
 
-    __slots__ = ()
+    __slots__ = ("closed", "owner", "requests")
 
     owner: Outgoing | None
     requests: int  # requests this connection carried, this one included
@@ -203,10 +229,33 @@ class UpstreamStream(Tunnel):
         raise NotImplementedError
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Outgoing(ResponseSink):
     """An exchange as the upstream protocols read it: the request to send."""
 
-    __slots__ = ()
+    __slots__ = (
+        "auth_headers",
+        "client",
+        "conn_tokens",
+        "forward",
+        "headers",
+        "host",
+        "http10",
+        "keep_alive",
+        "method",
+        "protocol",
+        "req_chunked",
+        "req_length",
+        "request_complete",
+        "request_id",
+        "response_started",
+        "sent",
+        "upgrade",
+        "upgrade_value",
+        "upgrading",
+        "url",
+        "xff",
+    )
 
     client: ClientStream
     method: bytes
@@ -238,6 +287,7 @@ class Outgoing(ResponseSink):
         raise NotImplementedError
 
 
+@trait
 class Connection:
     """A client connection, of any protocol, as the proxy's connection set holds it."""
 
@@ -253,4 +303,9 @@ class Connection:
 
     def shutdown(self) -> None:
         """Close when idle; otherwise finish what is under way, then close."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the connection at once (the drain's grace is over): its
+        exchanges end as the client leaving."""
         raise NotImplementedError

@@ -21,8 +21,12 @@ if TYPE_CHECKING:
     from ..model.policy import UpstreamTLS
     from .http import Headers
 
-# Idle connections are keyed by endpoint and UpstreamTLS.key (None: plain TCP).
-PoolKey = tuple[Endpoint, object]
+# Idle connections are keyed by the endpoint's host and port and UpstreamTLS.key
+# (None: plain TCP). Not by the Endpoint itself: a dataclass's __hash__ and
+# __eq__ are Python functions even when compiled, and the pool is probed twice
+# per request (take, release); and after a table rebuild the endpoints are new
+# objects, equal to the keys held but not the same.
+PoolKey = tuple[str, int, object]
 
 log = logging.getLogger("ingressd.upstream")
 
@@ -54,21 +58,16 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
         "_trailer_bytes",
         "_trailers",
         "chunked",
-        "closed",
         "endpoint",
         "idle_since",
         "key",
-        "owner",
         "pool",
-        "requests",
-        "transport",
-        "tunnel",
     )
 
     def __init__(self, pool: UpstreamPool, endpoint: Endpoint, key: PoolKey | None = None) -> None:
         self.pool = pool
         self.endpoint = endpoint
-        self.key: PoolKey = key if key is not None else (endpoint, None)
+        self.key: PoolKey = key if key is not None else (endpoint.host, endpoint.port, None)
         self.transport: asyncio.Transport | None = None
         self.owner: Outgoing | None = None
         self.tunnel: asyncio.Transport | None = None  # client transport once upgraded
@@ -184,7 +183,12 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
             return
         owner = self.owner
         parser = self._parser
-        if owner is None or parser is None or self._ended is not None:
+        # Tested through a local: a test of the attribute itself would leave
+        # it narrowed to None for the type checker, and compiled code checks
+        # that type when it reads the attribute again below, after the
+        # parser's callbacks have set it (TypeError).
+        ended: bool | None = self._ended
+        if owner is None or parser is None or ended is not None:
             # Bytes from an idle connection mean it is out of step: drop it.
             self.close()
             return
@@ -413,7 +417,7 @@ def encode_request(req: Outgoing) -> bytes:
 
 def pool_key(endpoint: Endpoint, tls: UpstreamTLS | None) -> PoolKey:
     """Idle connections are shared only by requests wanting the same endpoint *and* TLS."""
-    return (endpoint, tls.key if tls is not None else None)
+    return (endpoint.host, endpoint.port, tls.key if tls is not None else None)
 
 
 class UpstreamPool:

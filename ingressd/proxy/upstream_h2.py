@@ -43,6 +43,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from mypy_extensions import mypyc_attr
 
 from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
@@ -114,6 +115,9 @@ class UpstreamStreamReset(Exception):
     """The upstream reset the stream."""
 
 
+# An OSError, so that connecting reports it as any failed connect; mypyc
+# compiles no native subclass of OSError's family, so this one stays a Python class.
+@mypyc_attr(native_class=False)
 class UpstreamProtocolError(ConnectionError):
     """Connecting: the upstream does not speak HTTP/2."""
 

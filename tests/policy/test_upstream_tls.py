@@ -35,7 +35,7 @@ from ingressd.policy.upstream_tls import (
     certificate_matches,
     upstream_tls,
 )
-from ingressd.proxy.upstream_h1 import UpstreamConnection, UpstreamPool
+from ingressd.proxy.upstream_h1 import UpstreamConnection, UpstreamPool, pool_key
 from ingressd.routing.build import BuildOptions, resolve_service
 from ingressd.routing.decide import Forward, Respond, decide
 
@@ -403,7 +403,7 @@ async def test_idle_connections_are_keyed_by_endpoint_and_tls() -> None:
         SecretMaterial("default/x", UPSTREAM.cert_pem, None, None), ProxySSL(None, "x", True)
     )
     plain = UpstreamConnection(pool, ep)
-    secured = UpstreamConnection(pool, ep, (ep, tls_a.key))
+    secured = UpstreamConnection(pool, ep, pool_key(ep, tls_a))
     pool.release(plain)
     pool.release(secured)
     assert pool.take(ep, tls_b) is None

@@ -10,6 +10,7 @@ import pytest
 
 from ingressd.model.backend import Endpoint
 from ingressd.proxy.http import Headers
+from ingressd.proxy.streams import ClientStream, Outgoing
 from ingressd.proxy.upstream_h1 import UpstreamConnection, UpstreamHeadTooLarge, UpstreamPool
 
 EP = Endpoint("127.0.0.1", 9)
@@ -33,11 +34,18 @@ class Transport(asyncio.Transport):
         return default
 
 
-class Sink:
-    """What the exchange would be told (it is also its own client: flushes are no-ops)."""
+class Client(ClientStream):
+    """The exchange's client: flushes are no-ops."""
+
+    def flush(self) -> None:
+        pass
+
+
+class Sink(Outgoing):
+    """What the exchange would be told."""
 
     def __init__(self) -> None:
-        self.client = self
+        self.client = Client()
         self.heads: list[int] = []
         self.body = b""
         self.ends: list[bool] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any
 
 import h2.config
@@ -25,11 +25,12 @@ from h2_server import H2Server, Request, ServerConn, echo
 from hyperframe.frame import GoAwayFrame
 from upstream_certs import issue, tls_server
 
-from ingressd.model.backend import Endpoint
+from ingressd.model.backend import Backend, Endpoint
+from ingressd.model.table import Route
 from ingressd.policy.upstream_tls import H2_ALPN, upstream_tls
 from ingressd.proxy import upstream_h2
 from ingressd.proxy.http import Headers
-from ingressd.proxy.streams import Outgoing
+from ingressd.proxy.streams import ClientStream, Outgoing
 from ingressd.proxy.upstream_h1 import UpstreamHeadTooLarge, encode_request
 from ingressd.proxy.upstream_h2 import (
     H2Pool,
@@ -40,6 +41,7 @@ from ingressd.proxy.upstream_h2 import (
     UpstreamStreamReset,
     request_headers,
 )
+from ingressd.routing.decide import Forward
 
 LOCALHOST = "127.0.0.1"
 WAIT = 5.0  # every wait in these tests is bounded by this
@@ -59,7 +61,7 @@ async def until(predicate: Callable[[], Any], what: str) -> Any:
 # -- the exchange's side ---------------------------------------------------------------------
 
 
-class Client:
+class Client(ClientStream):
     """The ClientStream fields request_headers reads; flushes are counted."""
 
     def __init__(self, tls: bool = False, trusted: bool = False) -> None:
@@ -97,9 +99,9 @@ class Sink(Outgoing):
         self.req_length = None
         self.auth_headers = ()
         self.upgrade = False
-        self.forward = SimpleNamespace(
-            endpoint=endpoint, target="/test.Echo/Unary", request_headers=(), tls=None
-        )
+        backend = Backend("default/echo:50051", (endpoint,))
+        route = Route("/", "Prefix", backend, "default/echo")
+        self.forward = Forward(endpoint, backend, "/test.Echo/Unary", route)
         for name, value in fields.items():
             setattr(self, name, value)
         self.status = 0
@@ -193,10 +195,14 @@ async def test_the_request_carries_what_the_http1_request_carries(trusted: bool)
         req_length=b"12",
         auth_headers=((b"X-Auth-User", b"alice"),),
     )
-    sink.forward.request_headers = (  # type: ignore[union-attr]
-        (b"Host", b"inside.svc"),
-        (b"Authorization", b""),
-        (b"X-Forwarded-Prefix", b"/p"),
+    assert sink.forward is not None
+    sink.forward = replace(
+        sink.forward,
+        request_headers=(
+            (b"Host", b"inside.svc"),
+            (b"Authorization", b""),
+            (b"X-Forwarded-Prefix", b"/p"),
+        ),
     )
     fields = request_headers(sink)
     names = [name for name, _ in fields]
@@ -568,7 +574,8 @@ async def test_grpcs_offers_h2_by_alpn_and_https_offers_nothing() -> None:
     try:
         tls = upstream_tls(None, None, H2_ALPN)
         sink = Sink(Endpoint(LOCALHOST, server.port))
-        sink.forward.tls = tls  # type: ignore[union-attr]
+        assert sink.forward is not None
+        sink.forward = replace(sink.forward, tls=tls)
         stream = await pool.connect(Endpoint(LOCALHOST, server.port), 2.0, tls)
         sink.stream = stream
         stream.begin(sink, False, 4096)

@@ -8,10 +8,13 @@ one they are meant to be on, so a build that silently fell back fails here.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import importlib
+import ipaddress
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +24,13 @@ from e2e_helpers import REPO_ROOT
 
 import ingressd
 from ingressd._build import decide
+from ingressd.config import ServeConfig
+from ingressd.kube.config import ClusterConfig
+from ingressd.model.problems import Problem
+from ingressd.observe.stats import Report
+from ingressd.proxy.settings import ProxySettings
+from ingressd.routing.build import BuildOptions
+from ingressd.workers import DRAIN, Delta
 
 
 def compiled_modules() -> list[str]:
@@ -57,6 +67,62 @@ def test_the_build_is_the_one_expected() -> None:
     else:
         assert ingressd.BUILD.startswith("pure Python"), ingressd.BUILD
         assert all(f.endswith(".py") for f in files), files
+
+
+# -- what crosses to and from worker processes (workers.py: pickled) ---------------------------
+
+
+def unlike_defaults(cls: type) -> object:
+    """An instance of dataclass ``cls`` with every plain field off its default, so a
+    field lost or shifted in pickling shows."""
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            values[f.name] = not default
+        elif isinstance(default, int | float):
+            values[f.name] = default + 7
+        elif isinstance(default, str):
+            values[f.name] = default + "-x" if default else "x"
+    return cls(**values)
+
+
+def worker_traffic() -> list[object]:
+    """Each type that crosses the process boundary: a worker's spawn arguments
+    (ServeConfig and what it holds), the deltas it is fed, its reports."""
+    proxy = dataclasses.replace(
+        unlike_defaults(ProxySettings),  # type: ignore[type-var]
+        trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")),
+    )
+    config = ServeConfig(
+        manifests=None,
+        cluster=ClusterConfig(publish_status_address=("192.0.2.1",), identity="pod-1"),
+        build=BuildOptions(controller_name="example.com/x", ingress_class="x"),
+        proxy=proxy,
+        workers=2,
+        log_format="json",
+    )
+    obj = {"kind": "Ingress", "metadata": {"namespace": "ns", "name": "web"}}
+    delta = Delta(
+        3,
+        True,
+        ((obj, "a.yaml"),),
+        (("Service", "ns", "gone"),),
+        (Problem("Ingress ns/web", "bad", "a.yaml", ("Ingress", "ns", "web")),),
+    )
+    report = Report({("ns/web", "ns/svc:80", "GET", 200): [1.0, 2.0]}, {}, {}, 5, 1)
+    return [config, proxy, delta, report, DRAIN]
+
+
+@pytest.mark.parametrize("value", worker_traffic(), ids=lambda v: type(v).__name__)
+def test_what_crosses_to_worker_processes_pickles(value: object) -> None:
+    """Every --workers mode spawns workers with these and talks to them in them.
+    Compiled by mypyc, a frozen dataclass pickled the default way (a bare
+    instance, then its fields set one by one) cannot be loaded: each compiled
+    one that crosses says how it is rebuilt (``__reduce__``)."""
+    loaded = pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    assert type(loaded) is type(value)
+    assert loaded == value
 
 
 # -- which build runs (ingressd/_build.py), on a package made up in tmp_path ---------------

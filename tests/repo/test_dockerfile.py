@@ -327,6 +327,11 @@ def test_no_forbidden_file_reaches_the_context() -> None:
 # -- the wheel ------------------------------------------------------------------------------
 
 
+# Whichever wheel test runs first builds it, compiling the data path with mypyc:
+# minutes on a busy machine. Above the build's own timeout, so that one reports.
+builds_the_wheel = pytest.mark.timeout(660)
+
+
 @pytest.fixture(scope="module")
 def wheel(stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     """The wheel pip builds from exactly what the build stage copies (offline)."""
@@ -362,6 +367,7 @@ def dist_info(wheel: zipfile.ZipFile, name: str) -> str:
     return wheel.read(path).decode()
 
 
+@builds_the_wheel
 def test_wheel_holds_every_module_and_nothing_else(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     package = Path(ingressd.__file__).parent
@@ -392,6 +398,7 @@ def test_wheel_holds_every_module_and_nothing_else(wheel: zipfile.ZipFile) -> No
         assert info["compiled"] is True, info
 
 
+@builds_the_wheel
 def test_wheel_metadata_matches_pyproject(wheel: zipfile.ZipFile) -> None:
     meta = email.parser.Parser().parsestr(dist_info(wheel, "METADATA"))
     project = PYPROJECT["project"]
@@ -410,6 +417,7 @@ def test_wheel_metadata_matches_pyproject(wheel: zipfile.ZipFile) -> None:
         assert got == wanted, extra
 
 
+@builds_the_wheel
 def test_wheel_installs_the_ingressd_command(wheel: zipfile.ZipFile) -> None:
     entry_points = configparser.ConfigParser()
     entry_points.read_string(dist_info(wheel, "entry_points.txt"))
