@@ -120,10 +120,12 @@ def ext_modules() -> list:
         # group_name: the shared library of the compiled modules is
         # ingressd__mypyc (a top-level module), not a name made of a hash.
         # --ignore-missing-imports: pip builds in an isolated environment that
-        # holds only the build requirements, not the runtime dependencies the
-        # compiled modules import from (cryptography, aiohttp, bcrypt, h2);
-        # mypyc treats those as Any, which compiles to the same calls. The
-        # tests run mypy with them installed (tests/repo/test_compiled.py).
+        # holds only the build requirements (pyproject.toml), not all the
+        # runtime dependencies the compiled modules import from; those only
+        # called (cryptography, aiohttp, bcrypt) are Any to mypyc, which
+        # compiles to the same calls. Those subclassed (h2) are build
+        # requirements: a class deriving from Any compiles broken. The tests
+        # run mypy with everything installed (tests/repo/test_compiled.py).
         # --no-warn-unused-ignores: an ignore needed against a library's
         # types is unused where that library is Any.
         modules = mypycify(
