@@ -207,7 +207,7 @@ def test_realm_with_trailing_newline_is_invalid() -> None:
 
 # -- RE2 routes what Python's re routed, for the patterns real Ingresses use -----------------
 
-# Paths of use-regex / rewrite-target Ingresses in ../shared/realworld/manifests (the
+# Paths of use-regex / rewrite-target Ingresses in tests/data/realworld/manifests (the
 # ingress-nginx docs' examples and public repositories), and their usual neighbours.
 REAL_PATTERNS = [
     "/something(/|$)(.*)",  # docs/examples/rewrite (in24, in41)

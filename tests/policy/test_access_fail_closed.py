@@ -25,7 +25,7 @@ from ingressd.routing.decide import Forward, Respond, decide
 NGINX = "nginx.ingress.kubernetes.io/"
 
 # The client-certificate example of ingress-nginx (docs/examples/auth/client-certs/
-# ingress.yaml, in ../shared/realworld as in05), on our class and echo Service.
+# ingress.yaml, in tests/data/realworld as in05), on our class and echo Service.
 CLIENT_CERTS = {
     NGINX + "auth-tls-verify-client": "on",
     NGINX + "auth-tls-secret": "default/ca-secret",

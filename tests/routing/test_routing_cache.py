@@ -3,7 +3,7 @@
 ``decide`` keeps what routing found for a (Host header, path) pair in the
 table's cache (``decide.routing``, ``model/cache.py``) and skips the feature
 checks of routes built as ``plain``. Both are checked here against decide
-without them: over the 67 real-world Ingresses in ../shared/realworld (each on
+without them: over the 67 real-world Ingresses in tests/data/realworld (each on
 its own and all in one table) with many variants of each host and path, and
 over the routing tests themselves, run with every decide answered from a warm
 cache (``tests/routing_cache_shadow.py``).
@@ -41,7 +41,7 @@ from ingressd.routing.decide import (
 )
 from ingressd.sources.manifests import load_file
 
-REALWORLD = REPO_ROOT.parent / "shared" / "realworld" / "manifests"
+REALWORLD = REPO_ROOT / "tests" / "data" / "realworld" / "manifests"
 LEGACY_CLASS = "kubernetes.io/ingress.class"
 
 

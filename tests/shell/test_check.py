@@ -641,7 +641,7 @@ def test_cluster_namespace_and_pages(
 # -- the migration recipe: checking Ingresses of another class ---------------------------------
 
 RECIPE = ["--controller-name", OTHER_CONTROLLER, "--ingress-class", "nginx"]
-REALWORLD = REPO_ROOT.parent / "shared" / "realworld" / "manifests"
+REALWORLD = REPO_ROOT / "tests" / "data" / "realworld" / "manifests"
 
 
 def app_folder(tmp_path: Path, *extra: Obj) -> Path:
@@ -735,9 +735,8 @@ def _declared_owner(path: Path) -> str | None:
     return legacy or (doc.get("spec") or {}).get("ingressClassName")
 
 
-@pytest.mark.skipif(not REALWORLD.is_dir(), reason=f"{REALWORLD} is not in this checkout")
 def test_the_recipe_on_real_world_manifests(capsys: pytest.CaptureFixture[str]) -> None:
-    # ../shared/realworld/manifests: Ingresses from public repositories (SOURCES.md).
+    # tests/data/realworld/manifests: Ingresses from public repositories (SOURCES.md).
     _, doc = check_json(capsys, "--manifests", str(REALWORLD), *RECIPE)
     files = sorted(REALWORLD.glob("*.yaml"))
     wanted = {str(f) for f in files if _declared_owner(f) == "nginx"}
