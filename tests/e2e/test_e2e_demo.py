@@ -1,39 +1,53 @@
 """End to end: ``ingressd demo`` and the curl lines of README.md and examples/README.md.
 
-The demo runs from the repository root with its default ``./examples`` and
-starts its own echo upstreams on the ports examples/services.yaml names
-(18081-18083); ingressd itself gets free ports.
+The demo runs from the repository root on a copy of ``./examples`` whose
+EndpointSlices name free ports instead of 18081-18083 (the ports
+examples/services.yaml promises, checked here but not bound: tests use free
+ports only); it starts its echo upstreams there, and ingressd gets free ports.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import REPO_ROOT, CurlResult, Ingressd, port_is_free, websocket_upgrade_args
+from e2e_helpers import (
+    REPO_ROOT,
+    CurlResult,
+    Ingressd,
+    _distinct_free_ports,
+    websocket_upgrade_args,
+)
 
 from ingressd.demo import demo_endpoints
 
 EXAMPLES = REPO_ROOT / "examples"
+DEMO_PORTS = [18081, 18082, 18083]
+# The demo's upstreams on free ports in the test (port -> the one used here),
+# chosen when the demo starts.
+UPSTREAM_PORTS: dict[int, int] = {}
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, curl_binary: str) -> Iterator[Ingressd]:
     upstream_ports = sorted({port for _, port, _ in demo_endpoints(EXAMPLES)})
-    assert upstream_ports == [18081, 18082, 18083]  # what examples/README.md promises
-    busy = [port for port in upstream_ports if not port_is_free(port)]
-    if busy:
-        pytest.fail(
-            f"ingressd demo needs 127.0.0.1 ports {upstream_ports} (fixed by "
-            f"examples/services.yaml), but {busy} are in use: stop whatever holds them "
-            "(another `ingressd demo`?) and run again"
-        )
-    log = tmp_path_factory.mktemp("e2e-demo") / "ingressd-demo.log"
-    proc = Ingressd(None, log, command="demo", cwd=REPO_ROOT)
+    assert upstream_ports == DEMO_PORTS  # what examples/README.md promises
+    work = tmp_path_factory.mktemp("e2e-demo")
+    folder = work / "examples"
+    shutil.copytree(EXAMPLES, folder)
+    UPSTREAM_PORTS.update(zip(DEMO_PORTS, _distinct_free_ports(3), strict=True))
+    services = folder / "services.yaml"
+    text = services.read_text()
+    for demo_port, free in UPSTREAM_PORTS.items():
+        assert f"port: {demo_port}\n" in text
+        text = text.replace(f"port: {demo_port}\n", f"port: {free}\n")
+    services.write_text(text)
+    proc = Ingressd(folder, work / "ingressd-demo.log", command="demo", cwd=REPO_ROOT)
     try:
         yield proc.start()
     finally:
@@ -47,8 +61,11 @@ def https(demo: Ingressd, host: str, target: str, *args: str) -> CurlResult:
 
 def test_demo_starts_its_upstreams(demo: Ingressd) -> None:
     line = demo.wait_for_log("demo upstreams: ")
-    assert line.endswith(
-        "demo upstreams: web@127.0.0.1:18081, api@127.0.0.1:18082, blog@127.0.0.1:18083"
+    web, api, blog = (UPSTREAM_PORTS[p] for p in DEMO_PORTS)
+    # Listed by port: with free ports the order is theirs.
+    listed = line.split("demo upstreams: ", 1)[1].split(", ")
+    assert sorted(listed) == sorted(
+        [f"web@127.0.0.1:{web}", f"api@127.0.0.1:{api}", f"blog@127.0.0.1:{blog}"]
     )
     assert "rejected:" not in demo.log()  # the bundled examples are clean
 
