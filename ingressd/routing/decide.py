@@ -11,8 +11,8 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from typing import Final
 from email.utils import formatdate
+from typing import Final
 from urllib.parse import quote
 
 from ..model.backend import Backend, Endpoint
