@@ -184,9 +184,8 @@ def test_upstream_errors_and_retries() -> None:
 def test_a_record_is_the_same_list_on_both_builds() -> None:
     """What views and reports carry per key: counts as ints, sums as floats,
     each bucket as bisect_left over BUCKETS places it (a duration equal to a
-    bound is in that bound's bucket: Prometheus's "le"). Compiled and pure
-    Python alike: the compiled list of floats once turned every count into a
-    float."""
+    bound is in that bound's bucket: Prometheus's "le"), compiled and pure
+    Python alike, as when the records were kept as these lists."""
     stats = RequestStats()
     durations = [0.0, 0.001, 0.0011, *BUCKETS, 61.0, 1e9]
     for i, d in enumerate(durations):
