@@ -31,7 +31,8 @@ class RequestHead:
     Built once per request, so a plain class with an explicit ``__init__``
     rather than a dataclass: compiled by mypyc this is a native class whose
     construction is a C call, where a compiled dataclass keeps the
-    dataclasses module's generated Python ``__init__`` (about 1.5 µs). It
+    dataclasses module's generated Python ``__init__`` (0.29 µs against
+    0.14; for a frozen one, as Forward was, 0.78 against 0.12). It
     compares and prints as the dataclass did. Mutable, as it was (tests vary
     one field of a head).
     """

@@ -3,7 +3,7 @@
 ``RequestHead``, ``Forward`` and ``Respond`` (and proxy/peer.py's ``Peer``,
 made per connection) are plain classes with an explicit ``__init__`` rather
 than dataclasses: compiled by mypyc a dataclass keeps the Python ``__init__``
-the dataclasses module generates, about 1.5 µs a request
+the dataclasses module generates (0.78 µs for a frozen Forward, 0.12 native)
 (tests/repo/test_compiled.py checks they are native there). These tests hold
 them to what the dataclasses gave their users: comparison, hashing, printing,
 immutability where they were frozen, and a way to make a changed copy.
