@@ -4,7 +4,8 @@ Why not prometheus-client's metric objects per request: every
 ``labels(...).inc()`` or ``observe()`` is a label lookup, a lock and a method
 call, and a request touches half a dozen metrics: several µs per request. Here
 a finished request costs one dict probe on a tuple key and a few increments of
-a plain list (``RequestStats.request``); the lists are turned into metric
+a ``RequestRecord``'s typed attributes (``RequestStats.request``); records are
+copied out as plain lists (``view``, ``report``) and turned into metric
 families only when Prometheus scrapes (``metrics.py``).
 
 With ``--workers N`` each worker counts in its own ``RequestStats`` and sends
@@ -27,12 +28,15 @@ from typing import Any
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 REBUILD_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-# One record per RequestKey: a flat list, indexed by these.
+# One record per RequestKey, as views and reports carry it: a flat list, indexed by these.
 COUNT, BYTES_IN, BYTES_OUT, DURATION_SUM, UPSTREAM_COUNT, UPSTREAM_SUM = range(6)
 DURATION_BUCKETS = 6  # len(BUCKETS) + 1 counts (the last is +Inf), not cumulative
 UPSTREAM_BUCKETS = DURATION_BUCKETS + len(BUCKETS) + 1
 RECORD_SIZE = UPSTREAM_BUCKETS + len(BUCKETS) + 1
-assert (DURATION_BUCKETS, UPSTREAM_BUCKETS) == (6, 22)  # as written out in RequestStats.request
+# RequestRecord.buckets: the duration's counts, then the upstream's, from here.
+_UPSTREAM_AT = len(BUCKETS) + 1
+# bucket()'s bounds as a list of floats: compiled, a loop over it compares machine floats.
+_BOUNDS: list[float] = list(BUCKETS)
 
 # (Ingress "namespace/name", backend "namespace/service:port", method, status).
 # The method and status are kept as they came (cheaper than normalising per
@@ -61,6 +65,64 @@ def new_record() -> list[float]:
     return [0] * RECORD_SIZE
 
 
+def bucket(value: float) -> int:
+    """The histogram bucket ``value`` falls in: the first bound it does not
+    exceed, ``len(BUCKETS)`` for +Inf (what ``bisect_left(BUCKETS, value)``
+    gives). A scan from the low end rather than a call of ``bisect``: compiled,
+    the call cost about 230 ns (the float boxed, the bounds compared as
+    objects), the scan 25-70 ns; a proxy's durations mostly fall in the first
+    buckets. (Pure Python: 70 ns to 160 ns at 30 ms, 350 beyond the last bound.)"""
+    i = 0
+    for bound in _BOUNDS:
+        if value <= bound:
+            return i
+        i += 1
+    return i
+
+
+class RequestRecord:
+    """One RequestKey's counts since the process started.
+
+    Typed attributes rather than the flat list views carry: compiled, each
+    increment is a machine add in the object, where an item of a list of
+    floats was unboxed, added and boxed again (a new float per increment).
+    ``as_list`` gives the flat list (``COUNT``, ``BYTES_IN``, ...).
+    """
+
+    __slots__ = (
+        "buckets",
+        "bytes_in",
+        "bytes_out",
+        "count",
+        "duration_sum",
+        "upstream_count",
+        "upstream_sum",
+    )
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.duration_sum = 0.0
+        self.upstream_count = 0
+        self.upstream_sum = 0.0
+        # Not cumulative: the duration's len(BUCKETS) + 1 counts (+Inf last), then the upstream's.
+        self.buckets: list[int] = [0] * (2 * _UPSTREAM_AT)
+
+    def as_list(self) -> list[float]:
+        """The record as views and reports carry it: indexed by COUNT, BYTES_IN, ..."""
+        rec: list[float] = [
+            self.count,
+            self.bytes_in,
+            self.bytes_out,
+            self.duration_sum,
+            self.upstream_count,
+            self.upstream_sum,
+        ]
+        rec.extend(self.buckets)
+        return rec
+
+
 class RequestStats:
     """One process's counts since it started; only ever written by its event loop."""
 
@@ -75,7 +137,7 @@ class RequestStats:
     )
 
     def __init__(self) -> None:
-        self.requests: dict[RequestKey, list[float]] = {}
+        self.requests: dict[RequestKey, RequestRecord] = {}
         self.streams: dict[StreamKey, list[int]] = {}
         # Layer-4 sessions open now, by listener ("tcp/9000", "udp/53", "https/443"
         # for passthrough): kept up to date by stream/bounds.py's SessionTable.
@@ -95,24 +157,22 @@ class RequestStats:
         upstream: float | None,
         bytes_in: int,
         bytes_out: int,
-        _bisect=bisect_left,  # locals, not globals: this runs per request
-        _buckets=BUCKETS,
     ) -> None:
         """A finished request; ``upstream`` is None when no upstream answered it."""
         key = (ingress, backend, method, status)
         rec = self.requests.get(key)
         if rec is None:
-            rec = self.requests[key] = new_record()
-        # The indices are COUNT, BYTES_IN, ... written out: a global lookup each costs.
-        rec[0] += 1
-        rec[1] += bytes_in
-        rec[2] += bytes_out
-        rec[3] += duration
-        rec[6 + _bisect(_buckets, duration)] += 1
+            rec = self.requests[key] = RequestRecord()
+        rec.count += 1
+        rec.bytes_in += bytes_in
+        rec.bytes_out += bytes_out
+        rec.duration_sum += duration
+        buckets = rec.buckets
+        buckets[bucket(duration)] += 1
         if upstream is not None:
-            rec[4] += 1
-            rec[5] += upstream
-            rec[22 + _bisect(_buckets, upstream)] += 1
+            rec.upstream_count += 1
+            rec.upstream_sum += upstream
+            buckets[_UPSTREAM_AT + bucket(upstream)] += 1
 
     def upstream_error(self, ingress: str, backend: str, kind: str) -> None:
         key = (ingress, backend, kind)
@@ -134,7 +194,7 @@ class RequestStats:
     def view(self, active: int) -> ProxyView:
         """A copy of the numbers, to be read while the proxy goes on counting."""
         return ProxyView(
-            {key: rec.copy() for key, rec in self.requests.items()},
+            {key: rec.as_list() for key, rec in self.requests.items()},
             dict(self.upstream_errors),
             dict(self.retries),
             self.accepted,
@@ -152,9 +212,9 @@ class RequestStats:
         reported = self._reported
         changed = {}
         for key, rec in self.requests.items():
-            if reported.get(key) != rec[COUNT]:
-                reported[key] = rec[COUNT]
-                changed[key] = rec.copy()
+            if reported.get(key) != rec.count:
+                reported[key] = rec.count
+                changed[key] = rec.as_list()
         return Report(
             changed,
             dict(self.upstream_errors),

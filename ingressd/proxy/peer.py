@@ -5,21 +5,58 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass
+from typing import Final
 
 from ..model.policy import IPNetwork
 from ..policy.tls import served_names
 
 
-@dataclass(frozen=True, slots=True)
 class Peer:
-    client_ip: str  # the peer's address
-    server_port: bytes  # the port the client connected to
-    tls_names: tuple[str, ...] | None  # of the certificate served; None: plain HTTP
-    trusted: bool  # the peer is a --trusted-proxies address: its X-Forwarded-For names the client
+    """Built once per client connection. A plain class with an explicit
+    ``__init__`` rather than a dataclass, as routing/decide.py's Forward (a
+    compiled dataclass keeps a Python ``__init__``); immutable as the frozen
+    dataclass it replaces: its fields are ``Final`` (no setter, compiled)."""
+
+    __slots__ = ("client_ip", "forwarded_tail", "server_port", "tls_names", "trusted")
+
+    client_ip: Final[str]  # the peer's address
+    server_port: Final[bytes]  # the port the client connected to
+    tls_names: Final[tuple[str, ...] | None]  # of the certificate served; None: plain HTTP
+    # The peer is a --trusted-proxies address: its X-Forwarded-For names the client.
+    trusted: Final[bool]
     # X-Forwarded-Port, X-Forwarded-Proto, X-Scheme and, for an untrusted peer,
     # X-Real-IP, serialised once as HTTP/1.1 header lines ("\r\nName: value" each).
-    forwarded_tail: bytes
+    forwarded_tail: Final[bytes]
+
+    def __init__(
+        self,
+        client_ip: str,
+        server_port: bytes,
+        tls_names: tuple[str, ...] | None,
+        trusted: bool,
+        forwarded_tail: bytes,
+    ) -> None:
+        self.client_ip = client_ip
+        self.server_port = server_port
+        self.tls_names = tls_names
+        self.trusted = trusted
+        self.forwarded_tail = forwarded_tail
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.client_ip, self.server_port, self.tls_names, self.trusted, self.forwarded_tail)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Peer):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        names = ("client_ip", "server_port", "tls_names", "trusted", "forwarded_tail")
+        pairs = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
+        return f"Peer({pairs})"
 
 
 def peer_of(

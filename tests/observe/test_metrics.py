@@ -6,6 +6,7 @@ checked is what Prometheus would read.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import pickle
 import time
@@ -28,11 +29,20 @@ from ingressd.model.table import RouteTable
 from ingressd.observe.metrics import Metrics, route_labels, table_facts
 from ingressd.observe.stats import (
     BUCKETS,
+    BYTES_IN,
+    BYTES_OUT,
     COUNT,
+    DURATION_BUCKETS,
+    DURATION_SUM,
+    RECORD_SIZE,
+    UPSTREAM_BUCKETS,
+    UPSTREAM_COUNT,
+    UPSTREAM_SUM,
     ProxyView,
     RebuildStats,
     RequestStats,
     WorkerTotals,
+    bucket,
 )
 from ingressd.policy.tls import self_signed
 
@@ -169,6 +179,36 @@ def test_upstream_errors_and_retries() -> None:
     assert samples[(errors, labels(**WEB_LABELS, kind="connect_error"))] == 2
     assert samples[(errors, labels(**API_LABELS, kind="read_timeout"))] == 1
     assert samples[("ingressd_upstream_retries_total", labels(**WEB_LABELS, reason="error"))] == 1
+
+
+def test_a_record_is_the_same_list_on_both_builds() -> None:
+    """What views and reports carry per key: counts as ints, sums as floats,
+    each bucket as bisect_left over BUCKETS places it (a duration equal to a
+    bound is in that bound's bucket: Prometheus's "le"), compiled and pure
+    Python alike, as when the records were kept as these lists."""
+    stats = RequestStats()
+    durations = [0.0, 0.001, 0.0011, *BUCKETS, 61.0, 1e9]
+    for i, d in enumerate(durations):
+        upstream = None if i % 3 == 0 else d / 2
+        stats.request(*WEB, b"GET", 200, d, upstream, 10, 20)
+    expected: list[float] = [0] * RECORD_SIZE
+    expected[COUNT] = len(durations)
+    expected[BYTES_IN] = 10 * len(durations)
+    expected[BYTES_OUT] = 20 * len(durations)
+    for i, d in enumerate(durations):
+        expected[DURATION_SUM] += d
+        expected[DURATION_BUCKETS + bisect.bisect_left(BUCKETS, d)] += 1
+        if i % 3:
+            expected[UPSTREAM_COUNT] += 1
+            expected[UPSTREAM_SUM] += d / 2
+            expected[UPSTREAM_BUCKETS + bisect.bisect_left(BUCKETS, d / 2)] += 1
+    for rec in (
+        stats.view(active=0).requests[(*WEB, b"GET", 200)],
+        stats.report(active=0).requests[(*WEB, b"GET", 200)],
+    ):
+        assert rec == expected
+        assert [type(v) for v in rec] == [type(v) for v in expected]
+    assert [bucket(d) for d in durations] == [bisect.bisect_left(BUCKETS, d) for d in durations]
 
 
 def test_a_report_sends_only_what_changed_and_survives_pickling() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 import h2.config
@@ -196,8 +195,7 @@ async def test_the_request_carries_what_the_http1_request_carries(trusted: bool)
         auth_headers=((b"X-Auth-User", b"alice"),),
     )
     assert sink.forward is not None
-    sink.forward = replace(
-        sink.forward,
+    sink.forward = sink.forward.copy(
         request_headers=(
             (b"Host", b"inside.svc"),
             (b"Authorization", b""),
@@ -575,7 +573,7 @@ async def test_grpcs_offers_h2_by_alpn_and_https_offers_nothing() -> None:
         tls = upstream_tls(None, None, H2_ALPN)
         sink = Sink(Endpoint(LOCALHOST, server.port))
         assert sink.forward is not None
-        sink.forward = replace(sink.forward, tls=tls)
+        sink.forward = sink.forward.copy(tls=tls)
         stream = await pool.connect(Endpoint(LOCALHOST, server.port), 2.0, tls)
         sink.stream = stream
         stream.begin(sink, False, 4096)
