@@ -126,6 +126,20 @@ _CONNECTION_SPECIFIC = frozenset(
 _STATUS = {s.value: str(s.value).encode() for s in HTTPStatus}
 
 
+def _response_fields(
+    status: int, headers: http.Headers | tuple[tuple[bytes, bytes], ...]
+) -> list[tuple[bytes, bytes]]:
+    """:status, date, then ``headers`` as HTTP/2 carries them: names lower-case,
+    without connection-specific fields or pseudo-header look-alikes. One place
+    for upstream and local answers alike."""
+    out = [(b":status", _status(status)), (b"date", http.date_line()[6:-2])]
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in _CONNECTION_SPECIFIC and lname[:1] != b":":
+            out.append((lname, value))
+    return out
+
+
 def _status(code: int) -> bytes:
     return _STATUS.get(code) or str(code).encode()
 
@@ -826,11 +840,7 @@ class H2Stream(ClientStream):
     ) -> None:
         if self.closing:
             return
-        out = [(b":status", _status(status)), (b"date", http.date_line()[6:-2])]
-        for name, value in headers:
-            lname = name.lower()
-            if lname not in _CONNECTION_SPECIFIC and lname[:1] != b":":
-                out.append((lname, value))
+        out = _response_fields(status, headers)
         if length is not None:
             out.append((b"content-length", length))
         bodiless = ex.method == b"HEAD" or status == 204 or status == 304
@@ -876,7 +886,7 @@ class H2Stream(ClientStream):
     ) -> None:
         if self.closing:
             return
-        out = [(b":status", _status(status)), (b"date", http.date_line()[6:-2])]
+        out = _response_fields(status, headers)
         if status == 204:
             body = b""  # neither body nor content-length
         else:
@@ -884,10 +894,6 @@ class H2Stream(ClientStream):
             out.append((b"content-length", str(len(body)).encode()))
         if location is not None:
             out.append((b"location", location.encode("latin-1", "replace")))
-        for name, value in headers:
-            lname = name.lower()
-            if lname not in _CONNECTION_SPECIFIC:
-                out.append((lname, value))
         if ex.method == b"HEAD":
             body = b""
         self._headers(out, not body)
