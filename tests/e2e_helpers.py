@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import ssl
@@ -724,3 +726,20 @@ def _distinct_free_ports(n: int) -> list[int]:
             if len(ports) == n:
                 return ports
     raise AssertionError(f"could not find {n} distinct free ports")
+
+
+def examples_on_free_ports(dest: Path) -> tuple[Path, dict[int, int]]:
+    """A copy of the bundled ``examples/`` under ``dest`` whose EndpointSlices
+    name free ports instead of the demo's fixed ones, and the mapping from
+    each fixed port to its stand-in: ``ingressd demo --manifests`` on it starts
+    its echo upstreams where no other process can be (tests use free ports only)."""
+    folder = dest / "examples"
+    shutil.copytree(REPO_ROOT / "examples", folder)
+    services = folder / "services.yaml"
+    text = services.read_text()
+    fixed = sorted({int(p) for p in re.findall(r"^    port: (\d+)$", text, re.M)})
+    ports = dict(zip(fixed, _distinct_free_ports(len(fixed)), strict=True))
+    for port, free in ports.items():
+        text = text.replace(f"    port: {port}\n", f"    port: {free}\n")
+    services.write_text(text)
+    return folder, ports

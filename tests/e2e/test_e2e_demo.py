@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from e2e_helpers import (
     REPO_ROOT,
     CurlResult,
     Ingressd,
-    _distinct_free_ports,
+    examples_on_free_ports,
     websocket_upgrade_args,
 )
 
@@ -38,15 +37,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory, curl_binary: str) -> Iterator
     upstream_ports = sorted({port for _, port, _ in demo_endpoints(EXAMPLES)})
     assert upstream_ports == DEMO_PORTS  # what examples/README.md promises
     work = tmp_path_factory.mktemp("e2e-demo")
-    folder = work / "examples"
-    shutil.copytree(EXAMPLES, folder)
-    UPSTREAM_PORTS.update(zip(DEMO_PORTS, _distinct_free_ports(3), strict=True))
-    services = folder / "services.yaml"
-    text = services.read_text()
-    for demo_port, free in UPSTREAM_PORTS.items():
-        assert f"port: {demo_port}\n" in text
-        text = text.replace(f"port: {demo_port}\n", f"port: {free}\n")
-    services.write_text(text)
+    folder, ports = examples_on_free_ports(work)
+    UPSTREAM_PORTS.update(ports)
     proc = Ingressd(folder, work / "ingressd-demo.log", command="demo", cwd=REPO_ROOT)
     try:
         yield proc.start()

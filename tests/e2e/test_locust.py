@@ -5,8 +5,8 @@ once and none may fail (locust counts a wrong status, a misroute or a mangled
 body as a failure). No timing is asserted.
 
 locust monkey-patches the standard library with gevent, so it only ever runs
-as a subprocess; this module never imports it. The demo needs the fixed echo
-ports of examples/services.yaml (18081-18083), like test_e2e_demo.py.
+as a subprocess; this module never imports it. The demo runs on a copy of
+examples/ whose echo upstreams are on free ports, like test_e2e_demo.py.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import LOCALHOST, REPO_ROOT, Ingressd, port_is_free
-
-from ingressd.demo import demo_endpoints
+from e2e_helpers import LOCALHOST, REPO_ROOT, Ingressd, examples_on_free_ports
 
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 LOCUST_TIMEOUT = 60.0
@@ -51,11 +49,8 @@ def request_names() -> set[str]:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Ingressd]:
-    ports = sorted({port for _, port, _ in demo_endpoints(REPO_ROOT / "examples")})
-    busy = [port for port in ports if not port_is_free(port)]
-    if busy:
-        pytest.fail(f"ingressd demo needs 127.0.0.1 ports {ports}, but {busy} are in use")
-    proc = Ingressd(None, tmp_path / "ingressd-demo.log", command="demo", cwd=REPO_ROOT)
+    folder, _ = examples_on_free_ports(tmp_path)
+    proc = Ingressd(folder, tmp_path / "ingressd-demo.log", command="demo", cwd=REPO_ROOT)
     try:
         yield proc.start()
     finally:
