@@ -524,9 +524,16 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self.flush()
 
     def flush(self) -> None:
-        if self._pending:
-            self.transport.writelines(self._pending)  # type: ignore[union-attr]
+        pending = self._pending
+        if pending:
             self._pending = []
+            if self.tls and len(pending) > 1:
+                # uvloop's TLS transport encrypts each part of writelines as a
+                # record of its own (sslproto.pyx _do_write): a head and a small
+                # body joined cost one record, one MAC and one send.
+                self.transport.write(b"".join(pending))  # type: ignore[union-attr]
+            else:
+                self.transport.writelines(pending)  # type: ignore[union-attr]
 
     def response_end(self, ex: Outgoing, trailers: http.Headers | None) -> None:
         if self._resp_chunked:

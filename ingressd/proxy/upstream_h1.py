@@ -131,7 +131,11 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
                 parts.append(http.LAST_CHUNK)
         else:
             parts += body
-        self.transport.writelines(parts)  # type: ignore[union-attr]
+        if self.key[2] is not None:
+            # TLS: one record rather than one per part (see client_h1.flush).
+            self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        else:
+            self.transport.writelines(parts)  # type: ignore[union-attr]
 
     def send_body(self, data: bytes) -> None:
         self.transport.write(http.chunk(data) if self.chunked else data)  # type: ignore[union-attr]
