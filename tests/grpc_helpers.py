@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from e2e_helpers import free_port
@@ -509,6 +509,34 @@ def grpc_objects(
             **grpcs,
         ),
     ]
+
+
+T = TypeVar("T")
+
+
+def concurrently(
+    call: Callable[[int], T], count: int, timeout: float = 20.0
+) -> tuple[list[T], float]:
+    """``call(0)`` to ``call(count - 1)`` each in a thread of its own, all at
+    once: what they returned (in the order they finished; a call that raised
+    leaves nothing) and the seconds they took together. Each thread is waited
+    for at most ``timeout`` seconds."""
+    results: list[T] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        result = call(i)
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    with lock:
+        return list(results), time.monotonic() - start
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,6 +22,7 @@ from grpc_helpers import (
     SERVICE,
     UPSTREAM,
     GrpcBackend,
+    concurrently,
     grpc_ingress,
     grpc_objects,
 )
@@ -190,22 +189,9 @@ def test_a_backend_restarted_mid_stream(setup: Setup) -> None:
 
 
 def test_many_concurrent_calls_on_one_client_connection(setup: Setup) -> None:
-    results: list[bytes] = []
-    lock = threading.Lock()
-
-    def one(i: int) -> None:
-        answer, _ = setup.unary("grpc.test", b"echo:%d" % i)
-        with lock:
-            results.append(answer)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
+    results, took = concurrently(lambda i: setup.unary("grpc.test", b"echo:%d" % i)[0], 50)
     assert sorted(results) == sorted(b"%d" % i for i in range(50))
-    assert time.monotonic() - start < 20
+    assert took < 20
 
 
 def test_grpcs_to_a_tls_backend(setup: Setup) -> None:

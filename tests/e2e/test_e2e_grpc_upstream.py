@@ -24,6 +24,7 @@ from grpc_helpers import (
     GrpcBackend,
     GrpcProcess,
     H1Call,
+    concurrently,
     grpc_ingress,
     grpc_objects,
     h1_call,
@@ -195,22 +196,11 @@ def test_canary_by_header_applies_to_grpc_routes(setup: Setup) -> None:
 
 
 def test_many_concurrent_calls_share_the_upstream_connection(setup: Setup) -> None:
-    results: list[int | None] = []
-    lock = threading.Lock()
-
-    def one(i: int) -> None:
-        r = setup.call("grpc.test", "Unary", [b"sleep:0.3"])
-        with lock:
-            results.append(r.grpc_status)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
+    results, took = concurrently(
+        lambda _: setup.call("grpc.test", "Unary", [b"sleep:0.3"]).grpc_status, 20
+    )
     assert results == [0] * 20
-    assert time.monotonic() - start < 10  # concurrent, not one after another (20 x 0.3 s)
+    assert took < 10  # concurrent, not one after another (20 x 0.3 s)
 
 
 # -- deadlines and cancellation ---------------------------------------------------------------
