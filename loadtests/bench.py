@@ -57,15 +57,19 @@ from tools import (
     LOOPBACK,
     TOOL_PATH,
     BenchError,
-    affinity,
     apt_install,
+    endpoint_slice,
     free_ports,
     h2load_latencies,
     h2load_output,
+    ingress,
+    ingress_class,
     not_found,
     parse_h2load,
     percentile,
     port_open,
+    run_load,
+    service,
     start_server,
     tail,
     wait_ready,
@@ -754,12 +758,7 @@ def run_wrk(
     ]  # fmt: skip
     if script is not None:
         cmd[1:1] = ["-s", str(script)]
-    out = subprocess.run(
-        cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
-        preexec_fn=affinity(cpus),
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise BenchError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+    out = run_load("wrk", cmd, seconds, cpus)
     if script is not None and out.stderr.strip():
         # A script wrk cannot load is reported on stderr, and wrk then runs
         # without it (exit code 0): the requests would lack their headers.
@@ -1016,93 +1015,19 @@ def manifests(origin: int, cert: bytes, key: bytes) -> dict[str, dict[str, Any]]
     """The objects ingressd serves bench.local from, as in examples/."""
     ns = "bench"
     b64 = base64.b64encode
+    # bench.local is under spec.tls: keep plain HTTP served, not redirected,
+    # so the http scenarios measure proxying.
+    plain = {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}
+    limits = {
+        "nginx.ingress.kubernetes.io/limit-rps": str(LIMIT_RPS),
+        "nginx.ingress.kubernetes.io/limit-connections": str(LIMIT_CONNECTIONS),
+    }
     return {
-        "ingressclass": {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "IngressClass",
-            "metadata": {"name": "ingressd"},
-            "spec": {"controller": "ingressd.io/ingress-controller"},
-        },
-        "ingress": {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {
-                "name": "bench",
-                "namespace": ns,
-                # bench.local is under spec.tls: keep plain HTTP served, not
-                # redirected, so the http scenarios measure proxying.
-                "annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": "false"},
-            },
-            "spec": {
-                "ingressClassName": "ingressd",
-                "tls": [{"hosts": [HOST], "secretName": "bench-tls"}],
-                "rules": [
-                    {
-                        "host": HOST,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": "origin", "port": {"number": 80}}
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
-        },
-        "service": {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "origin", "namespace": ns},
-            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
-        },
-        "ingress-limits": {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {
-                "name": "bench-limits",
-                "namespace": ns,
-                "annotations": {
-                    "nginx.ingress.kubernetes.io/limit-rps": str(LIMIT_RPS),
-                    "nginx.ingress.kubernetes.io/limit-connections": str(LIMIT_CONNECTIONS),
-                },
-            },
-            "spec": {
-                "ingressClassName": "ingressd",
-                "rules": [
-                    {
-                        "host": LIMITS_HOST,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": "origin", "port": {"number": 80}}
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
-        },
-        "endpointslice": {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "origin-1",
-                "namespace": ns,
-                "labels": {"kubernetes.io/service-name": "origin"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": origin, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [LOOPBACK], "conditions": {"ready": True}}],
-        },
+        "ingressclass": ingress_class(),
+        "ingress": ingress("bench", ns, HOST, "origin", 80, plain, tls_secret="bench-tls"),
+        "service": service("origin", ns, "http"),
+        "ingress-limits": ingress("bench-limits", ns, LIMITS_HOST, "origin", 80, limits),
+        "endpointslice": endpoint_slice("origin-1", ns, "origin", "http", origin),
         "secret": {
             "apiVersion": "v1",
             "kind": "Secret",

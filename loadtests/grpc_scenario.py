@@ -23,7 +23,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tools import h2load_latencies, h2load_output, parse_h2load, percentile
+from tools import (
+    endpoint_slice,
+    h2load_latencies,
+    h2load_output,
+    ingress,
+    parse_h2load,
+    percentile,
+    service,
+)
 
 GRPC_HOST = "grpc.local"
 GRPC_PATH = "/bench.Echo/Unary"
@@ -116,54 +124,13 @@ def manifests(origin: int) -> dict[str, dict[str, Any]]:
     """The Ingress (backend-protocol GRPC, TLS with bench.py's Secret), Service
     and EndpointSlice ingressd serves grpc.local from."""
     ns = "bench"
+    grpc = {"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}
     return {
-        "ingress-grpc": {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {
-                "name": "bench-grpc",
-                "namespace": ns,
-                "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"},
-            },
-            "spec": {
-                "ingressClassName": "ingressd",
-                "tls": [{"hosts": [GRPC_HOST], "secretName": "bench-tls"}],
-                "rules": [
-                    {
-                        "host": GRPC_HOST,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": "grpc-origin", "port": {"number": 80}}
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
-        },
-        "service-grpc": {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "grpc-origin", "namespace": ns},
-            "spec": {"ports": [{"name": "grpc", "port": 80, "protocol": "TCP"}]},
-        },
-        "endpointslice-grpc": {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "grpc-origin-1",
-                "namespace": ns,
-                "labels": {"kubernetes.io/service-name": "grpc-origin"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "grpc", "port": origin, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
-        },
+        "ingress-grpc": ingress(
+            "bench-grpc", ns, GRPC_HOST, "grpc-origin", 80, grpc, tls_secret="bench-tls"
+        ),
+        "service-grpc": service("grpc-origin", ns, "grpc"),
+        "endpointslice-grpc": endpoint_slice("grpc-origin-1", ns, "grpc-origin", "grpc", origin),
     }
 
 

@@ -226,41 +226,10 @@ def manifests(folder: Path, tcp: dict[str, tuple[int, int]], passthrough: int) -
             "data": data,
         }
     )
+    passthrough_on = {"nginx.ingress.kubernetes.io/ssl-passthrough": "true"}
     objs += [
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "IngressClass",
-            "metadata": {"name": "ingressd"},
-            "spec": {"controller": "ingressd.io/ingress-controller"},
-        },
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {
-                "name": "pass",
-                "namespace": "bench",
-                "annotations": {"nginx.ingress.kubernetes.io/ssl-passthrough": "true"},
-            },
-            "spec": {
-                "ingressClassName": "ingressd",
-                "rules": [
-                    {
-                        "host": PASS_HOST,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": "secure", "port": {"number": 9}}
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
-        },
+        tools.ingress_class(),
+        tools.ingress("pass", "bench", PASS_HOST, "secure", 9, passthrough_on),
     ]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench.yaml").write_text(yaml.safe_dump_all(objs))

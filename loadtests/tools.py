@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 # Tools may live in sbin, which a non-root PATH often lacks.
@@ -103,6 +104,73 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((LOOPBACK, port)) == 0
+
+
+# --- what ingressd serves (manifest mode) -----------------------------------------------
+
+
+def ingress_class() -> dict[str, Any]:
+    """The IngressClass "ingressd", which the Ingresses below name."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IngressClass",
+        "metadata": {"name": "ingressd"},
+        "spec": {"controller": "ingressd.io/ingress-controller"},
+    }
+
+
+def ingress(
+    name: str,
+    namespace: str,
+    host: str,
+    service: str,
+    port: int,
+    annotations: Mapping[str, str],
+    tls_secret: str = "",
+) -> dict[str, Any]:
+    """An Ingress sending all of ``host`` (path / as a Prefix) to ``service``'s
+    ``port``; ``tls_secret``: the Secret ``host`` is served over TLS with."""
+    spec: dict[str, Any] = {"ingressClassName": "ingressd"}
+    if tls_secret:
+        spec["tls"] = [{"hosts": [host], "secretName": tls_secret}]
+    backend = {"service": {"name": service, "port": {"number": port}}}
+    prefix = {"path": "/", "pathType": "Prefix", "backend": backend}
+    spec["rules"] = [{"host": host, "http": {"paths": [prefix]}}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations)},
+        "spec": spec,
+    }
+
+
+def service(name: str, namespace: str, port_name: str) -> dict[str, Any]:
+    """A Service whose one TCP port, 80, is named ``port_name``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"ports": [{"name": port_name, "port": 80, "protocol": "TCP"}]},
+    }
+
+
+def endpoint_slice(
+    name: str, namespace: str, service: str, port_name: str, port: int
+) -> dict[str, Any]:
+    """An EndpointSlice of ``service``: one ready endpoint, 127.0.0.1, whose
+    port ``port_name`` is ``port``."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [LOOPBACK], "conditions": {"ready": True}}],
+    }
 
 
 # --- processes -----------------------------------------------------------------------
@@ -216,6 +284,21 @@ def start_nginx(
     return proc
 
 
+def run_load(
+    name: str, cmd: list[str], seconds: float, cpus: tuple[int, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run the load generator ``name`` (``cmd``, about ``seconds`` long, pinned
+    to ``cpus``; a minute more at the most) and return its output; BenchError
+    when it fails."""
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
+        preexec_fn=affinity(cpus),
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise BenchError(f"{name} failed ({out.returncode}): {out.stderr or out.stdout}")
+    return out
+
+
 # --- h2load ---------------------------------------------------------------------------
 
 
@@ -265,12 +348,7 @@ def percentile(ordered: Sequence[float], q: float) -> float:
 def h2load_output(cmd: list[str], seconds: float, cpus: tuple[int, ...] = ()) -> str:
     """Run an h2load ``cmd`` of about ``seconds`` (pinned to ``cpus``) and
     return its output; BenchError when it fails or did not get HTTP/2 by ALPN."""
-    out = subprocess.run(
-        cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
-        preexec_fn=affinity(cpus),
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise BenchError(f"h2load failed ({out.returncode}): {out.stderr or out.stdout}")
+    out = run_load("h2load", cmd, seconds, cpus)
     if "Application protocol: h2" not in out.stdout:
         raise BenchError(f"h2load did not get HTTP/2 (ALPN h2):\n{out.stdout}")
     return out.stdout

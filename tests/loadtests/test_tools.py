@@ -7,7 +7,9 @@ No benchmark runs here (nothing is timed)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -249,3 +251,50 @@ def test_a_failed_h2load_or_one_without_http2_stops_the_run() -> None:
     with pytest.raises(tools.BenchError, match=r"did not get HTTP/2 \(ALPN h2\)"):
         tools.h2load_output(["sh", "-c", "echo Application protocol: http/1.1"], 1)
     assert "Application protocol: h2" in tools.h2load_output(["echo", H2LOAD_OUTPUT], 1)
+
+
+# -- what ingressd serves -------------------------------------------------------------------
+
+
+def test_the_objects_made_here_are_an_ingress_ingressd_routes_to_its_endpoint(
+    tmp_path: Path,
+) -> None:
+    """ingressd's own ``check`` reads them: ours, the route resolved to one
+    ready endpoint, TLS from the named Secret."""
+    import yaml
+
+    from ingressd.policy.tls import self_signed
+
+    cert, key = self_signed(common_name="a.local", dns_names=("a.local",), days=1)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "a-tls", "namespace": "bench"},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(cert).decode(),
+            "tls.key": base64.b64encode(key).decode(),
+        },
+    }
+    notes = {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}
+    objs = [
+        tools.ingress_class(),
+        tools.ingress("a", "bench", "a.local", "origin", 80, notes, tls_secret="a-tls"),
+        tools.service("origin", "bench", "http"),
+        tools.endpoint_slice("origin-1", "bench", "origin", "http", 4321),
+        secret,
+    ]
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump_all(objs))
+    cmd = [sys.executable, "-m", "ingressd", "check", "--manifests", str(tmp_path)]
+    out = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (report,) = json.loads(out.stdout)["ingresses"]
+    assert report["ours"] and report["problems"] == []
+    (route,) = report["routes"]
+    assert (route["host"], route["path"], route["path_type"]) == ("a.local", "/", "Prefix")
+    assert route["resolves"] and route["ready_endpoints"] == 1
+    assert report["tls"] and report["annotations"][0]["status"] == "supported"
+    assert tools.ingress("b", "bench", "b.local", "origin", 80, {})["spec"].keys() == {
+        "ingressClassName",
+        "rules",
+    }  # no tls_secret, no spec.tls
