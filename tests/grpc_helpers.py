@@ -474,6 +474,26 @@ def grpc_ingress(
     )
 
 
+def grpcs_ingress(
+    name: str,
+    host: str,
+    ca: str,
+    route: Callable[..., dict[str, Any]] = grpc_ingress,
+    **annotations: str,
+) -> dict[str, Any]:
+    """A GRPCS route of ``host`` to the Service grpctls, its certificate
+    verified with the CA of the Secret ``ca`` (in "default")."""
+    return route(
+        name,
+        host,
+        "grpctls",
+        backend_protocol="GRPCS",
+        proxy_ssl_secret=f"default/{ca}",
+        proxy_ssl_verify="on",
+        **annotations,
+    )
+
+
 def grpc_objects(
     main: GrpcBackend,
     tls: GrpcBackend,
@@ -498,15 +518,8 @@ def grpc_objects(
         route("grpc", "grpc.test", "grpc", proxy_body_size="20m"),
         route("down", "down.test", "dead"),
         route("slow", "slow.test", "grpc", proxy_read_timeout="1"),
-        route(
-            "grpcs",
-            "grpcs.test",
-            "grpctls",
-            backend_protocol="GRPCS",
-            proxy_ssl_secret="default/grpc-ca",
-            proxy_ssl_verify="on",
-            proxy_ssl_name="upstream.test",
-            **grpcs,
+        grpcs_ingress(
+            "grpcs", "grpcs.test", "grpc-ca", route, proxy_ssl_name="upstream.test", **grpcs
         ),
     ]
 

@@ -27,6 +27,7 @@ from grpc_helpers import (
     concurrently,
     grpc_ingress,
     grpc_objects,
+    grpcs_ingress,
     h1_call,
 )
 from h2_server import H2Server, Request, ServerConn
@@ -82,14 +83,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             grpc_ingress("auth", "auth.test", "grpc", auth_type="basic", auth_secret="htpasswd"),
             grpc_ingress("limited", "limited.test", "grpc", limit_rps="1"),
             grpc_ingress("vhost", "vhost.test", "grpc", upstream_vhost="inside.svc"),
-            grpc_ingress(
-                "grpcs-wrong",
-                "wrongca.test",
-                "grpctls",
-                backend_protocol="GRPCS",
-                proxy_ssl_secret="default/other-ca",
-                proxy_ssl_verify="on",
-            ),
+            grpcs_ingress("grpcs-wrong", "wrongca.test", "other-ca"),
             grpc_ingress("plain-to-tls", "plaintotls.test", "grpctls"),
         ]
         proc = Ingressd(workdir / "manifests", workdir / "ingressd.log")
