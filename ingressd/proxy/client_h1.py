@@ -58,11 +58,13 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
     __slots__ = (
         "_deadline",
         "_head_bytes",
+        "_now",
         "_paused",
         "_pending",
         "_phase",
         "_resp_chunked",
         "_timer",
+        "_timer_at",
         "current",
         "done_reading",
         "limit_slot",
@@ -104,6 +106,11 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         self._phase = IDLE
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when _timer fires (TimerHandle.when() is a call)
+        # The loop's time while a read is parsed, else -1: the phases and the
+        # exchange a read starts take it from here rather than each asking the
+        # loop (the same value: uvloop's clock moves once per loop turn).
+        self._now = -1.0
         # The current response: chunked to the client; bytes not written yet (a
         # head waits for the body that usually comes in the same upstream read,
         # so small responses cost one send).
@@ -244,15 +251,21 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
     # the timer re-arms itself when it fires early, so there is no per-request
     # timer churn.
 
+    def now(self) -> float:
+        now = self._now
+        return now if now >= 0.0 else self.loop.time()
+
     def _set_phase(self, phase: int, timeout: float) -> None:
         self._phase = phase
-        self._deadline = self.loop.time() + timeout
-        if self._timer is not None and self._timer.when() > self._deadline:
+        deadline = self._deadline = self.now() + timeout
+        timer = self._timer
+        if timer is not None and self._timer_at > deadline:
             # A shorter phase (header after idle) must not wait for the longer one.
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None:
-            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+            timer.cancel()
+            timer = self._timer = None
+        if timer is None:
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -264,6 +277,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             # the client is not the one being slow.
             self._deadline = now + self.state.settings.client_body_timeout
         if now < self._deadline:
+            self._timer_at = self._deadline
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
             return
         if self._phase == IDLE:
@@ -316,6 +330,13 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             return
         if self.done_reading:
             return
+        self._now = self.loop.time()
+        try:
+            self._parse(data)
+        finally:
+            self._now = -1.0
+
+    def _parse(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -428,7 +449,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self.pause_body(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
-        self._deadline = self.loop.time() + self.state.settings.client_body_timeout
+        self._deadline = self.now() + self.state.settings.client_body_timeout
         self.reading.request_body(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:

@@ -448,7 +448,7 @@ class Exchange(Outgoing):
             self.method == b"HEAD",
             head_limit or self.state.settings.proxy_buffer_size,
         )
-        self.activity = self.client.loop.time()
+        self.activity = self.client.now()
         if self.request_id is None:
             # Kept: retries, the access log and the upstream all see the same id.
             self.request_id = new_request_id()

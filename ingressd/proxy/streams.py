@@ -100,6 +100,10 @@ class ClientStream:
     forwarded_tail: bytes
     closing: bool  # no more responses can be written
 
+    def now(self) -> float:
+        """The event loop's time (a connection may have it at hand already)."""
+        return self.loop.time()
+
     def interim(self, ex: Outgoing, status: int, reason: bytes) -> None:
         """A 1xx response other than 101."""
         raise NotImplementedError
