@@ -413,7 +413,13 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             return  # the parser calls on_message_begin first: never
         parser = self.parser
         ex.method = parser.get_method()
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        # llhttp keeps a connection alive without a Connection (or
+        # Proxy-Connection) header only for a version with major and minor
+        # above 0, and the only such one it parses is 1.1
+        # (tests/proxy/test_http_version.py holds it to that): the version
+        # string, formatted anew by each call, is not needed then.
+        version = "1.1" if keep_alive and not ex.conn_header else parser.get_http_version()
         if version != "1.1" and version != "1.0":
             if version.startswith("0."):  # no version at all: HTTP/0.9's bare request line
                 raise _Reject(400, "malformed request line")
@@ -421,7 +427,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if version == "1.0":
             ex.http10 = True
             ex.protocol = "HTTP/1.0"
-        ex.keep_alive = parser.should_keep_alive() and not self.state.draining
+        ex.keep_alive = keep_alive and not self.state.draining
         if ex.upgrade_value is not None and parser.should_upgrade():
             if ex.has_body():
                 # Its body would be taken for bytes of the new protocol.
@@ -655,6 +661,8 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
     if kind == 0:
         if not lname.startswith(b"proxy-"):
             ex.headers.append((name, value))
+        elif lname == b"proxy-connection":
+            ex.conn_header = True
     elif kind == _DROP:
         pass
     elif kind == _HOST:
@@ -669,6 +677,7 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
     elif kind == _REQUEST_ID:
         ex.request_id = value
     elif kind == _CONNECTION:
+        ex.conn_header = True
         ex.conn_tokens = (ex.conn_tokens or set()) | http.connection_tokens(value)
     elif kind == _UPGRADE:
         ex.upgrade_value = value

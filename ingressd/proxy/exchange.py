@@ -60,6 +60,7 @@ class Exchange(Outgoing):
         "body_limit",
         "body_seen",
         "client_writing_paused",
+        "conn_header",
         "finished",
         "first_try_at",
         "head_done",
@@ -107,6 +108,9 @@ class Exchange(Outgoing):
         self.headers: http.Headers = []
         self.host: bytes | None = None
         self.host_count = 0
+        # A Connection or Proxy-Connection header came (llhttp reads both for
+        # keep-alive; client_h1 infers the version only without either).
+        self.conn_header = False
         self.xff: bytes | None = None
         self.request_id: bytes | None = None
         self.origin: bytes | None = None
