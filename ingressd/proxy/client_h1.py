@@ -24,7 +24,7 @@ from .client_h2 import H2ClientConnection
 from .exchange import PAUSE_PIPELINE, Exchange
 from .peer import peer_of
 from .state import ProxyState
-from .streams import ClientStream, Connection, Outgoing, Tunnel
+from .streams import CLOCK, ClientStream, Connection, Outgoing, Tunnel
 
 # A connection closed with a request body still coming is drained this long (see close).
 LINGER = 2.0
@@ -58,7 +58,6 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
     __slots__ = (
         "_deadline",
         "_head_bytes",
-        "_now",
         "_paused",
         "_pending",
         "_phase",
@@ -107,10 +106,6 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # when _timer fires (TimerHandle.when() is a call)
-        # The loop's time while a read is parsed, else -1: the phases and the
-        # exchange a read starts take it from here rather than each asking the
-        # loop (the same value: uvloop's clock moves once per loop turn).
-        self._now = -1.0
         # The current response: chunked to the client; bytes not written yet (a
         # head waits for the body that usually comes in the same upstream read,
         # so small responses cost one send).
@@ -251,10 +246,6 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
     # the timer re-arms itself when it fires early, so there is no per-request
     # timer churn.
 
-    def now(self) -> float:
-        now = self._now
-        return now if now >= 0.0 else self.loop.time()
-
     def _set_phase(self, phase: int, timeout: float) -> None:
         self._phase = phase
         deadline = self._deadline = self.now() + timeout
@@ -330,11 +321,11 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             return
         if self.done_reading:
             return
-        self._now = self.loop.time()
+        CLOCK.at = self.loop.time()
         try:
             self._parse(data)
         finally:
-            self._now = -1.0
+            CLOCK.at = -1.0
 
     def _parse(self, data: bytes) -> None:
         try:

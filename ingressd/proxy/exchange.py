@@ -491,7 +491,7 @@ class Exchange(Outgoing):
                 self.client.pause_body(PAUSE_BUFFER)
             return
         self.sent_body = True
-        self.activity = self.client.loop.time()
+        self.activity = self.client.now()
         conn.send_body(data)
         if self.replay is not None:
             self._keep_for_replay(data)
@@ -523,7 +523,7 @@ class Exchange(Outgoing):
         length: bytes | None,
     ) -> None:
         client = self.client
-        self.activity = client.loop.time()
+        self.activity = client.now()
         if self.lb_start is not None:
             # ewma: the time from asking the upstream to its response head
             self.state.ewma.update(self.forward.endpoint, self.activity - self.lb_start)  # type: ignore[union-attr]
@@ -560,7 +560,7 @@ class Exchange(Outgoing):
         client.response_head(self, status, reason, out, chunked, length)
 
     def on_response_body(self, data: bytes) -> None:
-        self.activity = self.client.loop.time()
+        self.activity = self.client.now()
         self.client.response_body(self, data)
 
     def flush(self) -> None:
