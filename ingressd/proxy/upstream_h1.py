@@ -15,7 +15,7 @@ from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
 from . import http
 from .settings import DEFAULT_HEAD_LIMIT
-from .streams import Outgoing, ResponseSink, UpstreamStream
+from .streams import CLOCK, Outgoing, ResponseSink, UpstreamStream
 
 if TYPE_CHECKING:
     from ..model.policy import UpstreamTLS
@@ -196,6 +196,13 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
             # Bytes from an idle connection mean it is out of step: drop it.
             self.close()
             return
+        CLOCK.at = owner.client.loop.time()
+        try:
+            self._read(owner, parser, data)
+        finally:
+            CLOCK.at = -1.0
+
+    def _read(self, owner: Outgoing, parser: httptools.HttpResponseParser, data: bytes) -> None:
         try:
             if self._in_head:
                 room = self._head_room
@@ -499,7 +506,7 @@ class UpstreamPool:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        conn.idle_since = loop.time()
+        conn.idle_since = CLOCK.now(loop)
         idle.append(conn)
         if self._reaper is None:
             self._reaper = loop.call_later(self.idle_timeout / 2, self._reap)
