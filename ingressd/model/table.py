@@ -14,7 +14,7 @@ from typing import Literal
 
 from .backend import Backend
 from .cache import BoundedCache
-from .policy import DEFAULT_POLICY, Canary, RoutePolicy
+from .policy import DEFAULT_POLICY, Canary, ClientAuth, RoutePolicy
 from .problems import Problem
 from .regex import UserRegex
 
@@ -115,6 +115,9 @@ class VirtualHost:
     static: Mapping[str, Route] = field(default_factory=_empty)
     # In regex mode: (pattern, route) in order; None for ingress-nginx's own "/".
     order: tuple[tuple[UserRegex, Route | None], ...] = ()
+    # auth-tls-*: client certificates are asked for in handshakes whose SNI names
+    # this host, and checked for each of its requests (policy/client_auth.py).
+    client_auth: ClientAuth | None = None
 
     def match(self, path: str) -> Route | None:
         if self.regex_mode:
@@ -190,6 +193,9 @@ class RouteTable:
     ingresses: tuple[tuple[str, str], ...] = ()
     # from-to-www-redirect: the other name of a host -> the host (308 there)
     www_redirects: Mapping[str, str] = field(default_factory=_empty)
+    # Some host checks client certificates (VirtualHost.client_auth): requests
+    # are checked for it only then, so a table without mTLS costs nothing.
+    client_auth: bool = False
     # (Host header, path) as received -> Routing; see model/cache.py. Each
     # table object starts with its own, empty (replace() included): the table
     # never changes, so its answers never go stale and nothing invalidates them.

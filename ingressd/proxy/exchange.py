@@ -29,6 +29,7 @@ from ..policy.limits import Slot
 from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
 from ..policy.upstream_tls import H2_PROTOCOLS
 from ..policy.upstream_tls import describe_error as describe_tls_error
+from ..routing import client_auth
 from ..routing.decide import Forward, RequestHead, Respond, decide, retarget
 from . import grpc, http
 from .state import ProxyState, new_request_id
@@ -247,9 +248,11 @@ class Exchange(Outgoing):
         client = self.client
         state = self.state
         settings = state.settings
-        action = decide(
-            state.table, self._head(), settings.https_redirect_port, state.ewma, state.health
-        )
+        table = state.table
+        head = self._head()
+        action = decide(table, head, settings.https_redirect_port, state.ewma, state.health)
+        if table.client_auth:  # some host checks client certificates (auth-tls-*)
+            action = client_auth.apply(table, head, client.tls_object, action)
         if isinstance(action, Respond):
             self.route = action.route
             self.respond(action.status, action.body, action.location, action.headers)

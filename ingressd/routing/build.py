@@ -28,12 +28,12 @@ from typing import Any
 
 from ..model.backend import Backend, Endpoint
 from ..model.objects import Key, Obj, Snapshot, changed_keys, describe, object_key
-from ..model.policy import Canary, RoutePolicy
+from ..model.policy import Canary, ClientAuth, RoutePolicy
 from ..model.problems import Problem
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
 from ..policy import annotations as ann
-from ..policy import basic_auth, upstream_tls
+from ..policy import basic_auth, client_auth, upstream_tls
 from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
 
 DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
@@ -464,6 +464,8 @@ class _Planner:
         policy, tls_messages = upstream_tls.resolve(self.snap, ns, policy)
         policy, auth_messages = basic_auth.resolve(self.snap, ns, policy)
         tls_messages += auth_messages
+        policy, ca_messages = client_auth.resolve(self.snap, ns, policy)
+        tls_messages += ca_messages
         messages += tls_messages
         for msg in messages:
             self.problem(msg)
@@ -799,6 +801,7 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     found: dict[tuple[str, bool], _Candidate] = {}  # (path, Exact?), in merge order
     default: Route | None = None
     deny: tuple[int, str] | None = None  # access control that must hold host-wide
+    mtls: ClientAuth | None = None  # auth-tls-*: the host's client certificate check
     first: RoutePolicy | None = None  # of the oldest Ingress with a rule for the host
     owner = ""  # that Ingress
     routed = False  # a host with paths or a defaultBackend gets a VirtualHost
@@ -814,6 +817,17 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
                 # a host never give it theirs (the table's default serves it).
                 default = e.default_route if host else None
             deny = deny or plan.policy.host_fail_closed
+            if mtls is None and plan.policy.client_auth is not None:
+                # controller.go createServers: the oldest Ingress of the host whose
+                # auth-tls has a CA sets the server's CertificateAuth; the rest cannot.
+                if host:
+                    mtls = plan.policy.client_auth
+                else:
+                    # The catch-all has no SNI name to ask for a certificate under.
+                    deny = deny or (
+                        403,
+                        "auth-tls-secret on rules without a host is not supported by ingressd",
+                    )
         for j, p in _paths_on(e, host):
             routed = True
             key = (p.path, p.path_type == "Exact")
@@ -867,6 +881,8 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
             vhost = _regex_host(host, found, policies, default, tls, problems)
         else:
             vhost = _static_host(host, found, policies, default, tls)
+        if mtls is not None:
+            vhost = replace(vhost, client_auth=mtls)
     return _HostResult(vhost, cert, problems)
 
 
@@ -1185,6 +1201,7 @@ class TableBuilder:
         self._wildcard: dict[str, VirtualHost] = {}
         self._catch_all: VirtualHost | None = None
         self._certificates: dict[str, TLSCertificate] = {}
+        self._client_auth_hosts: set[str] = set()  # hosts whose VirtualHost has client_auth
         self._last: RouteTable | None = None
 
     def build(self, snap: Snapshot, *, generation: int = 0, now: float | None = None) -> RouteTable:
@@ -1355,6 +1372,10 @@ class TableBuilder:
                 if new.problems:
                     self._problem_hosts.add(host)
             vhost = None if new is None else new.vhost
+            if vhost is not None and vhost.client_auth is not None:
+                self._client_auth_hosts.add(host)
+            else:
+                self._client_auth_hosts.discard(host)
             if vhost is not None or (old is not None and old.vhost is not None):
                 if not host:
                     self._catch_all = vhost
@@ -1400,6 +1421,7 @@ class TableBuilder:
             generation=generation,
             ingresses=ingresses,
             www_redirects=MappingProxyType(www),
+            client_auth=bool(self._client_auth_hosts),
         )
 
     def _www_redirects(self) -> tuple[dict[str, TLSCertificate], dict[str, str]]:
