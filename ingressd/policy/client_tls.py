@@ -234,9 +234,19 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _self_test() -> None:
-    from .tls import load_key_pair
+def load_key_pair(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """``ctx.load_cert_chain`` from memory (ssl reads keys from files only)."""
+    with tempfile.TemporaryDirectory(prefix="ingressd-tls-") as tmp:
+        os.chmod(tmp, 0o700)
+        cert_path, key_path = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+        with open(cert_path, "wb") as f:
+            f.write(cert_pem)
+        with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(key_pem)
+        ctx.load_cert_chain(cert_path, key_path)
 
+
+def _self_test() -> None:
     ca = _pair("ingressd self-test CA", None, True)
     server = _pair("self-test.invalid", ca, False)
     client = _pair("self-test client", ca, False)
