@@ -400,3 +400,28 @@ def test_session_resumption_is_judged_by_its_own_host(proxy: Ingressd, tmp_path:
     there, _, reused_there = ask("otherca.test", session)
     assert reused_there
     assert there == b"HTTP/1.1 400 Bad Request"
+
+
+def test_worker_processes_ask_for_certificates_too(
+    tmp_path: Path, certs: dict[str, list[str]]
+) -> None:
+    """With --workers, each worker's TLS listener asks and judges as one process does."""
+    loop = BackgroundLoop()
+    echo = EchoServers(loop, ["web"])
+    proc = Ingressd(
+        tmp_path / "manifests", tmp_path / "ingressd.log", extra_args=["--workers", "2"]
+    )
+    proc.update({"all.yaml": objects(echo)})
+    try:
+        proc.start()
+        for _ in range(4):  # connections land on either worker
+            assert (
+                upstream_headers(get(proc, "mtls.test", certs["alice"]))["ssl-client-verify"]
+                == "SUCCESS"
+            )
+            assert get(proc, "mtls.test", certs["stranger"]).status == 400
+            assert get(proc, "mtls.test", certs[""], sni="other.test").status == 421
+    finally:
+        proc.stop()
+        echo.close()
+        loop.close()
