@@ -341,7 +341,8 @@ class Exchange(Outgoing):
             client_ip=self.real_ip(),
             server_port=client.server_port.decode(),
             request_id=self.request_id.decode("latin-1"),
-            headers=self.headers,
+            # nginx.tmpl sets the ssl-client-* headers on the auth location too.
+            headers=client_auth.subrequest_headers(self.headers, self.forward),  # type: ignore[arg-type]
         )
         try:
             outcome = await ext_auth.check(

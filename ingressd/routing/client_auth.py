@@ -80,3 +80,21 @@ def _answer(auth: ClientAuth, verdict: Verdict, action: Action) -> Action:
     if isinstance(action, Forward):
         return action.copy(request_headers=(*action.request_headers, *verdict.headers(auth)))
     return action
+
+
+CLIENT_HEADERS = frozenset(
+    (b"ssl-client-verify", b"ssl-client-subject-dn", b"ssl-client-issuer-dn", b"ssl-client-cert")
+)
+
+
+def subrequest_headers(
+    headers: list[tuple[bytes, bytes]], fwd: Forward
+) -> list[tuple[bytes, bytes]]:
+    """The client's headers for the auth-url subrequest: on a host that checks client
+    certificates, with the ssl-client-* headers ingressd sets in place of the client's
+    own (nginx.tmpl sets them in the auth location as in the proxied one)."""
+    ours = [h for h in fwd.request_headers if h[0] in CLIENT_HEADERS]
+    if not ours:
+        return headers
+    kept = [h for h in headers if h[0].lower() not in CLIENT_HEADERS]
+    return kept + [h for h in ours if h[1]]

@@ -31,6 +31,7 @@ from e2e_helpers import (
     CurlResult,
     EchoServers,
     Ingressd,
+    RecordingListener,
     curl,
     echo_backend,
 )
@@ -160,7 +161,7 @@ def host_ingress(name: str, host: str, tls: bool = False, **annotations: str) ->
     )
 
 
-def objects(echo: EchoServers) -> list[Obj]:
+def objects(echo: EchoServers, auth_port: int) -> list[Obj]:
     on = {"auth-tls-secret": "default/client-ca"}
     return [
         ingress_class(),
@@ -188,6 +189,9 @@ def objects(echo: EchoServers) -> list[Obj]:
         host_ingress("off", "off.test", **on, **{"auth-tls-verify-client": "off"}),
         host_ingress("gone", "gone.test", **{"auth-tls-secret": "default/not-there"}),
         host_ingress("otherca", "otherca.test", **{"auth-tls-secret": "other-ca"}),
+        host_ingress(
+            "authed", "authed.test", **on, **{"auth-url": f"http://{LOCALHOST}:{auth_port}/"}
+        ),
     ]
 
 
@@ -196,12 +200,15 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingressd]:
     work = tmp_path_factory.mktemp("client-certs")
     loop = BackgroundLoop()
     echo = EchoServers(loop, ["web"])
+    auth = RecordingListener(loop)  # the auth-url service: answers 200, records requests
     proc = Ingressd(work / "manifests", work / "ingressd.log")
-    proc.update({"all.yaml": objects(echo)})
+    proc.update({"all.yaml": objects(echo, auth.port)})
+    proc.auth = auth  # type: ignore[attr-defined]
     try:
         yield proc.start()
     finally:
         proc.stop()
+        auth.close()
         echo.close()
         loop.close()
 
@@ -411,7 +418,7 @@ def test_worker_processes_ask_for_certificates_too(
     proc = Ingressd(
         tmp_path / "manifests", tmp_path / "ingressd.log", extra_args=["--workers", "2"]
     )
-    proc.update({"all.yaml": objects(echo)})
+    proc.update({"all.yaml": objects(echo, 9)})
     try:
         proc.start()
         for _ in range(4):  # connections land on either worker
@@ -425,3 +432,18 @@ def test_worker_processes_ask_for_certificates_too(
         proc.stop()
         echo.close()
         loop.close()
+
+
+def test_the_auth_service_gets_the_headers_too(
+    proxy: Ingressd, certs: dict[str, list[str]]
+) -> None:
+    """nginx.tmpl sets the ssl-client-* headers in the auth-url location as well."""
+    auth: RecordingListener = proxy.auth  # type: ignore[attr-defined]
+    mark = auth.mark()
+    forged = ["-H", "ssl-client-verify: SUCCESS", "-H", "ssl-client-subject-dn: CN=admin"]
+    h = upstream_headers(get(proxy, "authed.test", certs["bob"], *forged))
+    assert h["ssl-client-subject-dn"] == "CN=bob,O=ingressd tests"
+    seen = auth.since(mark).lower()
+    assert b"ssl-client-verify: success\r\n" in seen
+    assert b"ssl-client-subject-dn: cn=bob,o=ingressd tests\r\n" in seen
+    assert b"cn=admin" not in seen
