@@ -802,6 +802,7 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     default: Route | None = None
     deny: tuple[int, str] | None = None  # access control that must hold host-wide
     mtls: ClientAuth | None = None  # auth-tls-*: the host's client certificate check
+    mtls_owner = ""  # the Ingress it comes from
     first: RoutePolicy | None = None  # of the oldest Ingress with a rule for the host
     owner = ""  # that Ingress
     routed = False  # a host with paths or a defaultBackend gets a VirtualHost
@@ -817,17 +818,27 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
                 # a host never give it theirs (the table's default serves it).
                 default = e.default_route if host else None
             deny = deny or plan.policy.host_fail_closed
-            if mtls is None and plan.policy.client_auth is not None:
+            mine = plan.policy.client_auth
+            if mine is not None:
                 # controller.go createServers: the oldest Ingress of the host whose
                 # auth-tls has a CA sets the server's CertificateAuth; the rest cannot.
-                if host:
-                    mtls = plan.policy.client_auth
-                else:
+                where: Tag = (_MERGE, e.order, -2, plan.hosts.index(host))  # type: ignore[union-attr]
+                reason = ""
+                if not host:
                     # The catch-all has no SNI name to ask for a certificate under.
-                    deny = deny or (
-                        403,
-                        "auth-tls-secret on rules without a host is not supported by ingressd",
+                    denied = "auth-tls-secret on rules without a host is not supported by ingressd"
+                    deny = deny or (403, denied)
+                    reason = f"{denied}; its routes without a host answer 403"
+                elif mtls is None:
+                    mtls, mtls_owner = mine, plan.name
+                elif mine.key != mtls.key:
+                    reason = (
+                        f"auth-tls-* of this Ingress do not apply to host {host}: client "
+                        f"certificates there are checked as older Ingress {mtls_owner} says "
+                        "(server-wide, as in ingress-nginx)"
                     )
+                if reason:
+                    problems.append((where, _problem(e.obj, e.origin, reason)))
         for j, p in _paths_on(e, host):
             routed = True
             key = (p.path, p.path_type == "Exact")

@@ -168,6 +168,12 @@ def test_the_oldest_ingress_with_a_ca_decides_the_host() -> None:
     vhost = t.find_host("mtls.test")
     assert vhost is not None and vhost.client_auth is not None
     assert (vhost.client_auth.secret, vhost.client_auth.ref.verify) == ("default/ca", "on")
+    [problem] = [p for p in t.problems if "auth-tls" in p.reason]
+    assert problem.obj == "Ingress default/younger"
+    assert problem.reason == (
+        "auth-tls-* of this Ingress do not apply to host mtls.test: client certificates "
+        "there are checked as older Ingress default/mtls says (server-wide, as in ingress-nginx)"
+    )
 
 
 def test_catch_all_rules_cannot_ask_for_certificates() -> None:
@@ -181,6 +187,10 @@ def test_catch_all_rules_cannot_ask_for_certificates() -> None:
     )
     action = decide(t, request("anything.test", "/", tls=True))
     assert isinstance(action, Respond) and action.status == 403
+    assert [p.reason for p in t.problems] == [
+        "auth-tls-secret on rules without a host is not supported by ingressd; "
+        "its routes without a host answer 403"
+    ]
 
 
 def test_requests_are_judged_only_on_hosts_that_check() -> None:
