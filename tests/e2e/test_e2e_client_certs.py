@@ -447,3 +447,49 @@ def test_the_auth_service_gets_the_headers_too(
     assert b"ssl-client-verify: success\r\n" in seen
     assert b"ssl-client-subject-dn: cn=bob,o=ingressd tests\r\n" in seen
     assert b"cn=admin" not in seen
+
+
+def test_a_connection_made_under_old_settings_gets_421(
+    tmp_path: Path, certs: dict[str, list[str]]
+) -> None:
+    """The host's CA settings change while a keep-alive connection is open: what that
+    handshake verified no longer counts there (421: the client connects again)."""
+    loop = BackgroundLoop()
+    echo = EchoServers(loop, ["web"])
+    proc = Ingressd(tmp_path / "manifests", tmp_path / "ingressd.log")
+    base = [ingress_class(), *echo_backend("web", echo["web"]), ca_secret("ca", CA.pem)]
+    live = {"auth-tls-secret": "ca"}
+    proc.update({"all.yaml": [*base, host_ingress("live", "live.test", **live)]})
+    cert_path, key_path = ALICE.files(tmp_path, "alice")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(cert_path, key_path)
+    ctx.set_alpn_protocols(["http/1.1"])
+
+    def ask(tls: ssl.SSLSocket) -> bytes:
+        tls.sendall(b"GET /probe HTTP/1.1\r\nHost: live.test\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += tls.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += tls.recv(65536)
+        return head.split(b"\r\n", 1)[0]
+
+    try:
+        proc.start()
+        raw = socket.create_connection((LOCALHOST, proc.https_port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="live.test") as tls:
+            assert ask(tls) == b"HTTP/1.1 200 OK"
+            changed = host_ingress("live", "live.test", **live, **{"auth-tls-verify-depth": "2"})
+            proc.update({"all.yaml": [*base, changed, host_ingress("marker", "marker.test")]})
+            proc.wait_for(lambda: proc.get("marker.test", check=False).status == 200, 10)
+            assert ask(tls) == b"HTTP/1.1 421 Misdirected Request"
+        r = get(proc, "live.test", certs["alice"])  # a new connection: fine
+        assert upstream_headers(r)["ssl-client-verify"] == "SUCCESS"
+    finally:
+        proc.stop()
+        echo.close()
+        loop.close()
