@@ -91,9 +91,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, upstream_loop: BackgroundLoop)
             [path("/app", "web"), path("/empty", "empty"), path("/missing", "nope", port="http")],
             **errors_404_503,
         ),
-        annotated(
-            "standin", "standin.test", [path("/", "empty")], default_backend="custom-errors"
-        ),
+        annotated("standin", "standin.test", [path("/", "empty")], default_backend="custom-errors"),
         annotated("global", "global.test", [path("/", "web")]),
         annotated("list", "list.test", [path("/", "web")], custom_http_errors="503"),
         annotated("noeps", "noeps.test", [path("/", "empty")], custom_http_errors="503"),
@@ -193,8 +191,10 @@ def test_rule_service_without_endpoints_is_served_by_the_annotation(
 def test_custom_http_errors_from_the_upstream(env: Env, code: int, protocol: str) -> None:
     target = f"/app/_echo/status/{code}?a=b"
     args = ("-H", "Accept: application/json", "-H", "X-Request-ID: rid-1")
-    r = env.get("annot.test", target, *args) if protocol == "HTTP/1.1" else env.h2(
-        "annot.test", target, *args
+    r = (
+        env.get("annot.test", target, *args)
+        if protocol == "HTTP/1.1"
+        else env.h2("annot.test", target, *args)
     )
     assert r.status == 200, str(r)  # the error page's own status, as error_page CODE = @named
     assert f"status {code}".encode() not in r.body  # the upstream's body is not passed on

@@ -371,14 +371,21 @@ def test_next_upstream_annotations() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("404", {404}), ("404,503", {404, 503}), ("404, 503", {404, 503}), ("599,400,400", {400, 599})],
+    [
+        ("404", {404}),
+        ("404,503", {404, 503}),
+        ("404, 503", {404, 503}),
+        ("599,400,400", {400, 599}),
+    ],
 )
 def test_custom_http_errors(value: str, expected: set[int]) -> None:
     p, messages = policy(custom_http_errors=value)
     assert (p.custom_http_errors, messages) == (frozenset(expected), [])
 
 
-@pytest.mark.parametrize("value", ["", "200", "301", "600", "40x", "404,", "404;503", "4040", "+404"])
+@pytest.mark.parametrize(
+    "value", ["", "200", "301", "600", "40x", "404,", "404;503", "4040", "+404"]
+)
 def test_custom_http_errors_invalid(value: str) -> None:
     # ingress-nginx: 400-599 only (^(?:[4,5]\d{2},?)*$, then Atoi of each entry).
     p, messages = policy(custom_http_errors=value)
