@@ -405,12 +405,13 @@ def encode_request(req: Outgoing) -> bytes:
         # The client's own X-Forwarded-For, as received (nginx.tmpl:
         # X-Original-Forwarded-For $http_x_forwarded_for; nginx omits it when empty).
         parts += [b"X-Original-Forwarded-For: ", req.xff, b"\r\n"]
-    if req.no_body:
-        pass  # an error page's request (custom-http-errors): the client's body stays out
-    elif req.req_chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif req.req_length is not None:
-        parts.append(b"Content-Length: " + req.req_length + b"\r\n")
+    # no_body: an error page's request (custom-http-errors), the client's body left out.
+    length = req.req_length
+    if req.req_chunked:
+        if not req.no_body:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif length is not None and not req.no_body:
+        parts.append(b"Content-Length: " + length + b"\r\n")
     if req.upgrade:
         parts.append(b"Connection: upgrade\r\nUpgrade: " + (req.upgrade_value or b"") + b"\r\n")
     parts.append(b"\r\n")
