@@ -79,7 +79,8 @@ IGNORED: Mapping[str, str] = {
     "client-body-buffer-size": "buffering",
     "connection-proxy-header": "a header to the upstream",
     "custom-headers": "headers added to responses",
-    "disable-proxy-intercept-errors": "error pages",
+    "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
+    "listed statuses anyway, not who gets in",
     "enable-access-log": "logging",
     "enable-global-auth": "only turns the ConfigMap's global-auth-url off, which ingressd "
     "does not have",

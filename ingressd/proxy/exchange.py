@@ -715,6 +715,9 @@ class Exchange(Outgoing):
         if self._buffered:
             self._buffered = 0
             self.client.resume_body(PAUSE_BUFFER)
+        if self.send_paused_at is not None:  # paused for the upstream just dropped
+            self.send_paused_at = None
+            self.client.resume_body(PAUSE_UPSTREAM)
         if not self.request_complete and self.has_body():
             self.keep_alive = False  # the rest of the body is read and dropped
         settings = self.state.settings

@@ -75,7 +75,11 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory, upstream_loop: BackgroundLoop) -> Iterator[Env]:
     echo = EchoServers(upstream_loop, ["web", "global-errors", "custom-errors"])
     broken = FaultyUpstream(upstream_loop, "status:503")
-    errors_404_503 = {"default_backend": "custom-errors", "custom_http_errors": "404, 503"}
+    errors_404_503 = {
+        "default_backend": "custom-errors",
+        "custom_http_errors": "404, 503",
+        "proxy_body_size": "0",  # for the large upload
+    }
     objs = [
         ingress_class(),
         *echo_backend("web", echo["web"]),
@@ -341,3 +345,23 @@ def test_a_default_backend_service_without_endpoints_serves_404_and_is_reported(
             assert "default/errors" not in problems
     finally:
         echo.close()
+
+
+def test_a_large_upload_answered_early_still_gets_the_error_page(env: Env, tmp_path: Path) -> None:
+    # The upstream answers 503 without reading the 8 MiB body; ingressd may have
+    # paused the upload for it. The page is fetched at once, the rest of the body
+    # is read and dropped, and the connection closed after the answer.
+    upload = tmp_path / "upload"
+    upload.write_bytes(b"u" * (8 << 20))
+    r = env.proxy.curl(
+        "-H",
+        "Host: annot.test",
+        "--data-binary",
+        f"@{upload}",
+        env.proxy.http_url("/app/_echo/status/503"),
+        max_time=20,
+        check=False,
+    )
+    seen = page(r)
+    assert (seen["service"], seen["body_bytes"]) == ("custom-errors", 0)
+    assert seen["headers"]["x-code"] == "503"
