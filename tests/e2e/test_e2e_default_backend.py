@@ -28,6 +28,7 @@ from e2e_helpers import (
     serving,
 )
 from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service
+from kube_apiserver import KubeApiServer
 
 from ingressd.model.objects import Obj
 
@@ -365,3 +366,54 @@ def test_a_large_upload_answered_early_still_gets_the_error_page(env: Env, tmp_p
     seen = page(r)
     assert (seen["service"], seen["body_bytes"]) == ("custom-errors", 0)
     assert seen["headers"]["x-code"] == "503"
+
+
+# -- cluster mode ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_cluster_mode_follows_the_default_backend_service(
+    tmp_path: Path, upstream_loop: BackgroundLoop
+) -> None:
+    """Against the API test server: the Service and its EndpointSlices are watched like
+    any other, so the default backend starts serving when its endpoint becomes ready."""
+    echo = EchoServers(upstream_loop, ["web", "errors"])
+    server = KubeApiServer(tokens={"token-a": "controller-a"}, bookmark_interval=0.5)
+    server.start()
+    proxy = None
+    try:
+        for obj in [
+            ingress_class(),
+            *echo_backend("web", echo["web"]),
+            *echo_backend("errors", echo["errors"], ready=False),
+            annotated("list", "list.test", [path("/", "web")], custom_http_errors="503"),
+        ]:
+            server.apply(obj)
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig", "token-a", namespace="x")
+        proxy = Ingressd(
+            None,
+            tmp_path / "ingressd.log",
+            extra_args=[
+                "--kubeconfig",
+                str(kubeconfig),
+                "--publish-status-address",
+                "192.0.2.10",
+                "--default-backend-service",
+                "default/errors",
+            ],
+        ).start()
+        assert proxy.get("nowhere.test", "/", check=False).status == 404
+        assert proxy.get("list.test", "/_echo/status/503", check=False).status == 404
+        server.apply(echo_backend("errors", echo["errors"])[1])  # its endpoint is ready now
+        proxy.wait_for(
+            lambda: proxy.get("nowhere.test", "/", check=False).status == 200,  # type: ignore[union-attr]
+            what="the default backend serving",
+        )
+        assert page(proxy.get("nowhere.test", "/x", check=False))["service"] == "errors"
+        seen = page(proxy.get("list.test", "/_echo/status/503", check=False))
+        assert (seen["service"], seen["headers"]["x-code"]) == ("errors", "503")
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        server.stop()
+        echo.close()
