@@ -115,6 +115,9 @@ class VirtualHost:
     static: Mapping[str, Route] = field(default_factory=_empty)
     # In regex mode: (pattern, route) in order; None for ingress-nginx's own "/".
     order: tuple[tuple[UserRegex, Route | None], ...] = ()
+    # The oldest Ingress of the host restricts access (source ranges, auth, a denial):
+    # its unmatched paths are not sent to the default backend (RouteTable.route_in).
+    guarded: bool = False
 
     def match(self, path: str) -> Route | None:
         if self.regex_mode:
@@ -232,9 +235,12 @@ class RouteTable:
         # A named host's unmatched paths stay with that host, as in ingress-nginx:
         # another tenant's defaultBackend must not catch them; its "/" location
         # goes to the global default backend (controller.go createServers: du).
+        # ingress-nginx applies the annotations of the host's oldest Ingress there;
+        # where they restrict access, ingressd keeps its 404 rather than serve the
+        # default backend without the restriction.
         if not vhost.host and self.default is not None:
             return self.default
-        return self.fallback
+        return None if vhost.guarded else self.fallback
 
     def certificate_for(self, server_name: str) -> TLSCertificate | None:
         cert = self.certificates.get(server_name)

@@ -908,7 +908,24 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
             vhost = _regex_host(host, found, policies, default, tls, problems)
         else:
             vhost = _static_host(host, found, policies, default, tls)
+        if host and (deny is not None or (first is not None and _restricts(first))):
+            vhost = replace(vhost, guarded=True)
     return _HostResult(vhost, cert, problems)
+
+
+def _restricts(policy: RoutePolicy) -> bool:
+    """Whether ``policy`` limits who gets an answer. ingress-nginx gives a host's "/"
+    location, which its unmatched paths reach, the annotations of its oldest Ingress
+    (controller.go createServers); ingressd does not send those paths to the default
+    backend unless they would reach it unrestricted (RouteTable.route_in)."""
+    return (
+        policy.fail_closed is not None
+        or policy.allow_source is not None
+        or policy.deny_source is not None
+        or policy.auth is not None
+        or policy.basic_auth is not None
+        or policy.external_auth is not None
+    )
 
 
 class _Policies:

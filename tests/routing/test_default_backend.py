@@ -259,3 +259,33 @@ def test_what_no_ingress_routes_sends_no_ingress_headers() -> None:
     assert headers[b"X-Code"] == b"418"
     for name in (b"X-Namespace", b"X-Ingress-Name", b"X-Service-Name", b"X-Service-Port"):
         assert headers[name] == b""  # empty: not sent (nginx's proxy_set_header "")
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        {"allowlist_source_range": "10.0.0.0/8"},
+        {"denylist_source_range": "192.0.2.0/24"},
+        {"auth_url": "http://auth.test/check"},
+        {"auth_type": "basic", "auth_secret": "missing"},  # fails closed: 503
+        {"auth_tls_secret": "default/ca"},  # host-wide denial
+    ],
+)
+def test_unmatched_paths_of_a_host_with_access_control_keep_the_404(
+    annotations: dict[str, str],
+) -> None:
+    # ingress-nginx puts the oldest Ingress's annotations on the host's "/" location;
+    # ingressd does not send those paths to the default backend without them.
+    table = build(*web_ingress(**annotations), *errors_service(), options=DEFAULT)
+    action = decide(table, head("a.test", "/other"))
+    assert isinstance(action, Respond) and action.status == 404, action
+    assert isinstance(decide(table, head("nowhere.test")), Forward)
+    # Only the oldest Ingress of the host decides, as for ingress-nginx's "/" location.
+    younger = ingress(
+        "younger",
+        [rule("b.test", path("/y", "web"))],
+        annotations={NGINX + "allowlist-source-range": "10.0.0.0/8"},
+    )
+    older = ingress("older", [rule("b.test", path("/o", "web"))], created=0)
+    table = build(*web_ingress(), younger, older, *errors_service(), options=DEFAULT)
+    assert isinstance(decide(table, head("b.test", "/other")), Forward)
