@@ -428,7 +428,7 @@ PROBLEMS = (
     "(an Ingress on this host uses regex)",
     "does not exist",
     "defaultBackend of a canary Ingress",
-    "server-alias",
+    "is ignored: an Ingress has a rule for",
 )
 
 
