@@ -22,6 +22,7 @@ points per ring (fewer per node beyond 1,024 nodes).
 from __future__ import annotations
 
 import bisect
+import struct
 import zlib
 from collections.abc import Sequence
 from typing import Final
@@ -29,6 +30,11 @@ from typing import Final
 POINTS_PER_NODE: Final = 160  # resty.chash's CONSISTENT_POINTS
 MAX_POINTS: Final = POINTS_PER_NODE * 1024
 _MASK: Final = 0xFFFFFFFF
+_LE32 = struct.Struct("<I").pack
+# A point packed in one int, its hash above its node's index, so that sorting
+# plain ints sorts the points (by hash, then node): no tuple per point.
+_NODE_BITS: Final = 20  # MAX_POINTS nodes at most (one point each) fit
+_NODE_MASK: Final = (1 << _NODE_BITS) - 1
 
 
 def node_points(name: str, count: int) -> list[int]:
@@ -38,11 +44,10 @@ def node_points(name: str, count: int) -> list[int]:
     # usual pre-inversion; zlib.crc32 inverts the value it is given first.
     start = base ^ _MASK
     out: list[int] = []
-    prev = 0
+    h = 0
     for _ in range(count):
-        h = zlib.crc32(prev.to_bytes(4, "little"), start)
+        h = zlib.crc32(_LE32(h), start)
         out.append(h)
-        prev = h
     return out
 
 
@@ -56,19 +61,19 @@ class HashRing:
     size: int
 
     def __init__(self, names: Sequence[str], weights: Sequence[int] | None = None) -> None:
-        n = len(names)
+        n = min(len(names), MAX_POINTS)  # beyond, nodes would share a point each
         self.size = n
         per_node = POINTS_PER_NODE
         if n and n * per_node > MAX_POINTS:
             per_node = max(1, MAX_POINTS // n)
-        points: list[tuple[int, int]] = []
-        for index, name in enumerate(names):
+        points: list[int] = []
+        for index in range(n):
             count = per_node * (weights[index] if weights is not None else 1)
-            points.extend((h, index) for h in node_points(name, count))
+            points.extend([(h << _NODE_BITS) | index for h in node_points(names[index], count)])
         # Ties (two nodes' points with one hash) go by node order: deterministic.
         points.sort()
-        self._hashes = [h for h, _ in points]
-        self._nodes = [i for _, i in points]
+        self._hashes = [p >> _NODE_BITS for p in points]
+        self._nodes = [p & _NODE_MASK for p in points]
 
     def __len__(self) -> int:
         return len(self._hashes)

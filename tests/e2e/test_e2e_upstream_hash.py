@@ -1,4 +1,4 @@
-"""End to end: upstream-hash-by, server-alias and conditional SameSite through ``serve --workers 2``.
+"""End to end: upstream-hash-by, server-alias, conditional SameSite under ``serve --workers 2``.
 
 Real echo upstreams that name themselves (``"service"``), one Service over four
 of them (an EndpointSlice each), real sockets, two worker processes sharing the
@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
