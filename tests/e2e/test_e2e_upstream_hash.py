@@ -16,7 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import LOCALHOST, BackgroundLoop, EchoServers, Ingressd, serving, wait_for
+from e2e_helpers import (
+    LOCALHOST,
+    BackgroundLoop,
+    EchoServers,
+    Ingressd,
+    free_port,
+    serving,
+    wait_for,
+)
 from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service
 
 from ingressd.model.objects import Obj
@@ -303,3 +311,43 @@ def test_adding_an_endpoint_moves_about_one_in_n_keys(
         assert 15 <= len(moved) <= 75, len(moved)
     finally:
         proxy.update({"all.yaml": objects(echo, NODES)})
+
+
+def test_a_retry_stays_on_the_hashed_endpoint_until_it_is_ejected(
+    tmp_path: Path, upstream_loop: BackgroundLoop, curl_binary: str
+) -> None:
+    """ingress-nginx's chash answers a retry with the same endpoint; passive health
+    (one worker, so one health table) then moves only that endpoint's keys on."""
+    echo = EchoServers(upstream_loop, ["e1", "e2"])
+    dead = free_port()  # nothing listens: connecting is refused at once
+    objs = [
+        ingress_class(),
+        service("hashed"),
+        endpoint_slice("hashed", [LOCALHOST], echo["e1"], name="hashed-e1"),
+        endpoint_slice("hashed", [LOCALHOST], echo["e2"], name="hashed-e2"),
+        endpoint_slice("hashed", [LOCALHOST], dead, name="hashed-dead"),
+        hashed("uri", "uri.test", "$request_uri"),
+    ]
+    try:
+        with serving(tmp_path, objs, ["--workers", "1"]) as proxy:
+            live: dict[str, str] = {}
+            to_dead = None
+            for uri in URIS[:60]:
+                r = proxy.get("uri.test", uri, check=False)
+                if r.status == 502 and to_dead is None:
+                    to_dead = (uri, r.text)
+                elif r.status == 200:
+                    live[uri] = r.json()["service"]
+            assert to_dead is not None and len(live) >= 20
+            uri, text = to_dead
+            # Three tries, all to the endpoint the key hashes to.
+            assert f"cannot connect to default/hashed:80 ({LOCALHOST}:{dead})" in text
+            assert "(3 tries)" in text
+            where = f"{LOCALHOST}:{dead}"
+            assert f"from {where} (default/hashed:80), trying {where} (try 2)" in proxy.log()
+            # Ejected now: its keys go to the next endpoint on the ring, the others stay.
+            assert proxy.get("uri.test", uri).json()["service"] in ("e1", "e2")
+            for other, name in live.items():
+                assert proxy.get("uri.test", other).json()["service"] == name
+    finally:
+        echo.close()
