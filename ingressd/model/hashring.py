@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import struct
 import zlib
+from array import array
 from collections.abc import Sequence
 from typing import Final
 
@@ -56,8 +57,9 @@ class HashRing:
 
     __slots__ = ("_hashes", "_nodes", "size")
 
-    _hashes: list[int]
-    _nodes: list[int]
+    # Arrays of 4-byte values: a ring of 1,000 endpoints takes 1.3 MB, not 12.
+    _hashes: array[int]
+    _nodes: array[int]
     size: int
 
     def __init__(self, names: Sequence[str], weights: Sequence[int] | None = None) -> None:
@@ -72,8 +74,8 @@ class HashRing:
             points.extend([(h << _NODE_BITS) | index for h in node_points(names[index], count)])
         # Ties (two nodes' points with one hash) go by node order: deterministic.
         points.sort()
-        self._hashes = [p >> _NODE_BITS for p in points]
-        self._nodes = [p & _NODE_MASK for p in points]
+        self._hashes = array("I", [p >> _NODE_BITS for p in points])
+        self._nodes = array("I", [p & _NODE_MASK for p in points])
 
     def __len__(self) -> int:
         return len(self._hashes)

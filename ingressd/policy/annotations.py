@@ -642,6 +642,11 @@ def _hash_policy(values: Mapping[str, Any], messages: list[str]) -> UpstreamHash
         if idle:
             messages.append(f"{', '.join(idle)}: no effect without upstream-hash-by")
         return None
+    # balancer.lua get_implementation: cookie affinity, then the hash, then load-balance.
+    if "affinity" in values:
+        messages.append("upstream-hash-by: no effect beside affinity: cookie, which wins over it")
+    elif "load-balance" in values:
+        messages.append("load-balance: no effect beside upstream-hash-by, which wins over it")
     subset = values.get("upstream-hash-by-subset", False)
     if "upstream-hash-by-subset-size" in values and not subset:
         messages.append(

@@ -106,6 +106,14 @@ def test_annotations_are_supported_and_invalid_values_reported() -> None:
     assert any("$nope is not a variable" in m and "balanced as without it" in m for m in messages)
 
 
+def test_what_wins_is_reported() -> None:
+    hashing = {NGINX + "upstream-hash-by": "$request_uri"}
+    _, messages = parse_policy({**hashing, NGINX + "affinity": "cookie"})
+    assert messages == ["upstream-hash-by: no effect beside affinity: cookie, which wins over it"]
+    _, messages = parse_policy({**hashing, NGINX + "load-balance": "ewma"})
+    assert messages == ["load-balance: no effect beside upstream-hash-by, which wins over it"]
+
+
 def test_subset_annotations_alone_have_no_effect() -> None:
     policy, messages = parse_policy({NGINX + "upstream-hash-by-subset": "true"})
     assert policy.upstream_hash is None
