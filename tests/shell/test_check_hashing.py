@@ -64,5 +64,8 @@ def test_check_reports_them_supported_and_invalid_values_invalid(
         "server-alias a.test of host d.test is ignored: an Ingress has a rule for a.test, "
         "which serves it"
     ]
-    assert by_name["good"]["problems"] == []
+    # Both balance the route: the cookie wins, as balancer.lua decides, and check says so.
+    assert by_name["good"]["problems"] == [
+        "upstream-hash-by: no effect beside affinity: cookie, which wins over it"
+    ]
     assert code == 1
