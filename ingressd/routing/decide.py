@@ -700,7 +700,9 @@ def _hashed(
 def _untried_member(
     backend: Backend, hashing: UpstreamHash, failed: Endpoint, tried: Sequence[Endpoint]
 ) -> Endpoint | None:
-    """A member, not tried yet, of the subset ``failed`` was picked from."""
+    """A member, not tried yet, of the subset ``failed`` was picked from (of the
+    first, for an endpoint in two: the last subset is filled up with the first
+    endpoints). chashsubset.lua picks a member at random again, tried or not."""
     target = backend.hash_ring(hashing.subset_size)
     for members in target.nodes:
         if failed in members:

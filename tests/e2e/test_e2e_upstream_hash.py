@@ -329,7 +329,9 @@ def test_a_retry_stays_on_the_hashed_endpoint_until_it_is_ejected(
         hashed("uri", "uri.test", "$request_uri"),
     ]
     try:
-        with serving(tmp_path, objs, ["--workers", "1"]) as proxy:
+        # Ejected for longer than the test takes, however slow the machine.
+        args = ["--workers", "1", "--upstream-fail-timeout", "120"]
+        with serving(tmp_path, objs, args) as proxy:
             live: dict[str, str] = {}
             to_dead = None
             for uri in URIS[:60]:
