@@ -695,7 +695,7 @@ class Exchange(Outgoing):
                 return False
             if self.sent_body and self.replay is None:
                 return False  # the body is gone: it cannot be sent again
-        nxt = retarget(fwd, self.tried, self.client.tls, self.state.health)
+        nxt = retarget(fwd, self.tried, self.client.tls, self.state.health, self.headers)
         if nxt is None:
             return False
         self.state.stats.retry(fwd.route.ingress, fwd.backend.name, kind)
