@@ -53,11 +53,32 @@ from typing import Any, NoReturn
 
 import grpc_scenario
 from browser_headers import BROWSER_HEADERS
+from tools import (
+    LOOPBACK,
+    TOOL_PATH,
+    BenchError,
+    apt_install,
+    endpoint_slice,
+    free_ports,
+    h2load_latencies,
+    h2load_output,
+    ingress,
+    ingress_class,
+    not_found,
+    parse_h2load,
+    percentile,
+    port_open,
+    run_load,
+    service,
+    start_server,
+    tail,
+    wait_ready,
+)
+from tools import start_nginx as nginx_in
 
 from ingressd.policy.tls import self_signed
 
 REPO = Path(__file__).resolve().parent.parent
-LOOPBACK = "127.0.0.1"
 HOST = "bench.local"
 # The limits scenarios: another host, whose route has limit-rps and
 # limit-connections set so high that they never refuse wrk (one client
@@ -69,15 +90,10 @@ SMALL_BODY = b"ok\n"
 BIG_BODY = bytes(range(256)) * 256  # 64 KiB
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WARMUP_SECONDS = 1
-# Tools may live in sbin, which a non-root PATH often lacks.
-TOOL_PATH = os.pathsep.join(
-    [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"]
-)
 PROXIES = ("nginx", "ingressd")
-
-
-class BenchError(RuntimeError):
-    """A failure that makes the benchmark meaningless; reported and the run stops."""
+# churn.py and soak.py use these through bench (BenchError, LOOPBACK, free_ports,
+# port_open, start_server and wait_ready are imported above for bench's own use).
+_tail = tail
 
 
 @dataclass(frozen=True)
@@ -483,34 +499,19 @@ def _ratio(a: float, b: float) -> float:
 # --- prerequisites ---------------------------------------------------------------
 
 
+# What is missing -> the Debian packages that bring it, the first that installs
+# wins: nginx-light is the smallest build with the ssl module; newer Debian
+# folds it into "nginx".
+PACKAGES = {"nginx": ["nginx-light", "nginx"], "wrk": ["wrk"], "h2load": ["nghttp2-client"]}
+
+
 def _missing_tools(h2: bool = False) -> list[str]:
-    names = ("nginx", "wrk", "h2load") if h2 else ("nginx", "wrk")
-    return [name for name in names if not shutil.which(name, path=TOOL_PATH)]
+    return not_found(("nginx", "wrk", "h2load") if h2 else ("nginx", "wrk"))
 
 
 def _try_install(h2: bool) -> None:
     """apt-get install what is missing, as root or through sudo; failures are only reported."""
-    if not shutil.which("apt-get", path=TOOL_PATH):
-        return
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    if sudo and not shutil.which("sudo", path=TOOL_PATH):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "PATH": TOOL_PATH}
-    # nginx-light is the smallest build with the ssl module; newer Debian folds
-    # it into "nginx", hence the fallback. A stale package index is the usual
-    # reason for a first failure, so update once before trying again.
-    packages = {"nginx": ["nginx-light", "nginx"], "wrk": ["wrk"], "h2load": ["nghttp2-client"]}
-    for refresh in (False, True):
-        if refresh:
-            subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, check=False)
-        for tool in _missing_tools(h2):
-            for package in packages[tool]:
-                print(f"installing {package} (apt-get)", file=sys.stderr)
-                cmd = [*sudo, "apt-get", "install", "-y", "-qq", package]
-                if subprocess.run(cmd, env=env, check=False).returncode == 0:
-                    break
-        if not _missing_tools(h2):
-            return
+    apt_install(lambda: _missing_tools(h2), PACKAGES)
 
 
 def _ingressd_binary() -> str | None:
@@ -582,77 +583,6 @@ def environment(tools: Tools) -> dict[str, Any]:
 
 
 # --- processes -------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel picks as free; all held open together so none repeats."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind((LOOPBACK, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def start_server(
-    stack: contextlib.ExitStack, cmd: list[str], log: Path, cpus: tuple[int, ...] = ()
-) -> subprocess.Popen[bytes]:
-    """Start a server whose stop is registered on ``stack``, so it ends whatever happens.
-
-    It gets its own session: Ctrl-C then reaches only this script, which stops
-    the servers in order, and the process group holds the server's workers.
-    ``cpus``: pinned to these from its start, workers included.
-    """
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_affinity(cpus),
-        )  # fmt: skip
-    stack.callback(stop_server, proc)
-    return proc
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    # Workers can outlive a master that died hard: clear what is left of its group.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def wait_ready(
-    proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, log: Path
-) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"{what} exited with code {proc.returncode}:\n{_tail(log)}")
-        if ready():
-            return
-        time.sleep(0.05)
-    raise BenchError(f"{what} not ready after 30 s:\n{_tail(log)}")
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((LOOPBACK, port)) == 0
 
 
 def http_ok(url: str) -> bool:
@@ -746,13 +676,6 @@ def others_ticks(busy_before: int, busy_after: int, ours: int) -> int:
     return max(0, busy_after - busy_before - ours)
 
 
-def _affinity(cpus: tuple[int, ...]) -> Callable[[], None] | None:
-    """A preexec_fn that pins the child (and all it forks later) to ``cpus``."""
-    if not cpus:
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
 def pin_tree(root: int, cpus: tuple[int, ...] | set[int]) -> None:
     """Pin a running process tree, every thread of it, to ``cpus``."""
     for pid in tree_pids(cpu_snapshot(), root):
@@ -835,12 +758,7 @@ def run_wrk(
     ]  # fmt: skip
     if script is not None:
         cmd[1:1] = ["-s", str(script)]
-    out = subprocess.run(
-        cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
-        preexec_fn=_affinity(cpus),
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise BenchError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+    out = run_load("wrk", cmd, seconds, cpus)
     if script is not None and out.stderr.strip():
         # A script wrk cannot load is reported on stderr, and wrk then runs
         # without it (exit code 0): the requests would lack their headers.
@@ -851,38 +769,21 @@ def run_wrk(
 # --- h2load ----------------------------------------------------------------------
 
 
-def parse_h2load(output: str, log_file: Path) -> WrkResult:
-    """h2load's summary, and p50/p99 from its per-request log (it prints no
-    percentiles): one line per request, "start_us<TAB>status<TAB>latency_us"."""
-    rps = re.search(r"^finished in [\d.]+\w+, ([\d.]+) req/s", output, re.MULTILINE)
-    done = re.search(
-        r"^requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-        r"(\d+) errored, (\d+) timeout",
-        output,
-        re.MULTILINE,
-    )
-    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output, re.M)
-    if not rps or not done or not codes:
-        raise BenchError(f"cannot parse h2load output:\n{output}")
-    latencies = []
-    with log_file.open() as f:
-        for line in f:
-            parts = line.split("\t")
-            if len(parts) == 3:
-                latencies.append(int(parts[2]) / 1000)
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
-
-    failed, errored, timeout = (int(done.group(i)) for i in (4, 5, 6))
+def h2load_result(output: str, log_file: Path) -> WrkResult:
+    """h2load's summary, and p50/p99 from its per-request log (it prints no percentiles)."""
+    summary = parse_h2load(output)
+    latencies = h2load_latencies(log_file)
     return WrkResult(
-        requests=int(done.group(3)),
-        rps=float(rps.group(1)),
-        p50_ms=pct(0.50) if latencies else float("nan"),
-        p99_ms=pct(0.99) if latencies else float("nan"),
-        socket_errors={"failed": failed, "errored": errored, "timeout": timeout},
-        non_2xx_3xx=int(codes.group(3)) + int(codes.group(4)),
+        requests=summary.succeeded,
+        rps=summary.rps,
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+        socket_errors={
+            "failed": summary.failed,
+            "errored": summary.errored,
+            "timeout": summary.timeout,
+        },
+        non_2xx_3xx=summary.non_2xx_3xx,
     )
 
 
@@ -901,15 +802,7 @@ def run_h2load(
             h2load, "-D", str(seconds), "-c", str(clients), "-m", str(streams),
             "-t", str(threads), "-H", f":authority: {host}", f"--log-file={log.name}", url,
         ]  # fmt: skip
-        out = subprocess.run(
-            cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
-            preexec_fn=_affinity(cpus),
-        )  # fmt: skip
-        if out.returncode != 0:
-            raise BenchError(f"h2load failed ({out.returncode}): {out.stderr or out.stdout}")
-        if "Application protocol: h2" not in out.stdout:
-            raise BenchError(f"h2load did not get HTTP/2 (ALPN h2):\n{out.stdout}")
-        return parse_h2load(out.stdout, Path(log.name))
+        return h2load_result(h2load_output(cmd, seconds, cpus), Path(log.name))
 
 
 def check_h2(h2load: str, port: int, scenario: Scenario) -> None:
@@ -979,15 +872,15 @@ def idle_h2_kib(proc: subprocess.Popen[bytes], port: int, count: int) -> float:
 # --- the origin and the two proxies ----------------------------------------------
 
 
+NGINX_TEMPS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
 def _nginx_main(prefix: Path, workers: int) -> str:
     """The top of an nginx.conf that keeps every file nginx writes inside ``prefix``."""
     # As root the workers would switch to "nobody", which cannot read the
     # private temp dir (certificates, the 64 KiB file): keep them root there.
     user = "user root;\n" if os.geteuid() == 0 else ""
-    temp = "".join(
-        f"    {kind}_temp_path {prefix}/tmp/{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temp = "".join(f"    {kind}_temp_path {prefix}/tmp/{kind};\n" for kind in NGINX_TEMPS)
     return (
         f"{user}worker_processes {workers};\n"
         f"pid {prefix}/nginx.pid;\n"
@@ -1103,18 +996,11 @@ def start_nginx(
     port: int,
     cpus: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+    for kind in NGINX_TEMPS:  # _nginx_main's temp paths
         (prefix / "tmp" / kind).mkdir(parents=True, exist_ok=True)
-    (prefix / "nginx.conf").write_text(conf)
-    cmd = [tools.nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
-    if tools.nginx_has_e:
-        # Else nginx first opens its built-in error log (/var/log/...), which
-        # a non-root user may not write: a harmless but confusing alert.
-        cmd += ["-e", str(prefix / "error.log")]
-    log = prefix / "stdout.log"
-    proc = start_server(stack, cmd, log, cpus)
-    wait_ready(proc, lambda: port_open(port), f"nginx ({prefix.name})", prefix / "error.log")
-    return proc
+    return nginx_in(
+        stack, tools.nginx, prefix, conf, port, error_log_flag=tools.nginx_has_e, cpus=cpus
+    )
 
 
 def write_certificate(directory: Path) -> tuple[bytes, bytes]:
@@ -1129,93 +1015,19 @@ def manifests(origin: int, cert: bytes, key: bytes) -> dict[str, dict[str, Any]]
     """The objects ingressd serves bench.local from, as in examples/."""
     ns = "bench"
     b64 = base64.b64encode
+    # bench.local is under spec.tls: keep plain HTTP served, not redirected,
+    # so the http scenarios measure proxying.
+    plain = {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}
+    limits = {
+        "nginx.ingress.kubernetes.io/limit-rps": str(LIMIT_RPS),
+        "nginx.ingress.kubernetes.io/limit-connections": str(LIMIT_CONNECTIONS),
+    }
     return {
-        "ingressclass": {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "IngressClass",
-            "metadata": {"name": "ingressd"},
-            "spec": {"controller": "ingressd.io/ingress-controller"},
-        },
-        "ingress": {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {
-                "name": "bench",
-                "namespace": ns,
-                # bench.local is under spec.tls: keep plain HTTP served, not
-                # redirected, so the http scenarios measure proxying.
-                "annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": "false"},
-            },
-            "spec": {
-                "ingressClassName": "ingressd",
-                "tls": [{"hosts": [HOST], "secretName": "bench-tls"}],
-                "rules": [
-                    {
-                        "host": HOST,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": "origin", "port": {"number": 80}}
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
-        },
-        "service": {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "origin", "namespace": ns},
-            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
-        },
-        "ingress-limits": {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {
-                "name": "bench-limits",
-                "namespace": ns,
-                "annotations": {
-                    "nginx.ingress.kubernetes.io/limit-rps": str(LIMIT_RPS),
-                    "nginx.ingress.kubernetes.io/limit-connections": str(LIMIT_CONNECTIONS),
-                },
-            },
-            "spec": {
-                "ingressClassName": "ingressd",
-                "rules": [
-                    {
-                        "host": LIMITS_HOST,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": "origin", "port": {"number": 80}}
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
-        },
-        "endpointslice": {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "origin-1",
-                "namespace": ns,
-                "labels": {"kubernetes.io/service-name": "origin"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": origin, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [LOOPBACK], "conditions": {"ready": True}}],
-        },
+        "ingressclass": ingress_class(),
+        "ingress": ingress("bench", ns, HOST, "origin", 80, plain, tls_secret="bench-tls"),
+        "service": service("origin", ns, "http"),
+        "ingress-limits": ingress("bench-limits", ns, LIMITS_HOST, "origin", 80, limits),
+        "endpointslice": endpoint_slice("origin-1", ns, "origin", "http", origin),
         "secret": {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -1398,7 +1210,7 @@ def measure(
     busy_after = machine_busy_ticks()
     if target.proc.poll() is not None:
         raise BenchError(
-            f"{target.proxy} exited ({target.proc.returncode}) during a run:\n{_tail(target.log)}"
+            f"{target.proxy} exited ({target.proc.returncode}) during a run:\n{tail(target.log)}"
         )
     me = os.getpid()
     # This script's tree holds the proxies, the origins and (reaped, in its

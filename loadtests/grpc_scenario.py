@@ -19,12 +19,19 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from tools import (
+    endpoint_slice,
+    h2load_latencies,
+    h2load_output,
+    ingress,
+    parse_h2load,
+    percentile,
+    service,
+)
 
 GRPC_HOST = "grpc.local"
 GRPC_PATH = "/bench.Echo/Unary"
@@ -117,54 +124,13 @@ def manifests(origin: int) -> dict[str, dict[str, Any]]:
     """The Ingress (backend-protocol GRPC, TLS with bench.py's Secret), Service
     and EndpointSlice ingressd serves grpc.local from."""
     ns = "bench"
+    grpc = {"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}
     return {
-        "ingress-grpc": {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {
-                "name": "bench-grpc",
-                "namespace": ns,
-                "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"},
-            },
-            "spec": {
-                "ingressClassName": "ingressd",
-                "tls": [{"hosts": [GRPC_HOST], "secretName": "bench-tls"}],
-                "rules": [
-                    {
-                        "host": GRPC_HOST,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": "grpc-origin", "port": {"number": 80}}
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
-        },
-        "service-grpc": {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "grpc-origin", "namespace": ns},
-            "spec": {"ports": [{"name": "grpc", "port": 80, "protocol": "TCP"}]},
-        },
-        "endpointslice-grpc": {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "grpc-origin-1",
-                "namespace": ns,
-                "labels": {"kubernetes.io/service-name": "grpc-origin"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "grpc", "port": origin, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
-        },
+        "ingress-grpc": ingress(
+            "bench-grpc", ns, GRPC_HOST, "grpc-origin", 80, grpc, tls_secret="bench-tls"
+        ),
+        "service-grpc": service("grpc-origin", ns, "grpc"),
+        "endpointslice-grpc": endpoint_slice("grpc-origin-1", ns, "grpc-origin", "grpc", origin),
     }
 
 
@@ -203,49 +169,18 @@ def run_h2load(h2load: str, port: int, seconds: int, cpus: tuple[int, ...] = ())
         body, log = Path(tmp) / "request.bin", Path(tmp) / "requests.log"
         body.write_bytes(REQUEST)
         url = f"https://127.0.0.1:{port}{GRPC_PATH}"
-        cmd = h2load_command(h2load, url, seconds, body, log)
-        out = subprocess.run(
-            cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-        )  # fmt: skip
-        if out.returncode != 0:
-            raise RuntimeError(f"h2load failed ({out.returncode}): {out.stderr or out.stdout}")
-        if "Application protocol: h2" not in out.stdout:
-            raise RuntimeError(f"h2load did not get HTTP/2 (ALPN h2):\n{out.stdout}")
-        latencies = sorted(
-            int(parts[2]) / 1000
-            for line in log.read_text().splitlines()
-            if len(parts := line.split("\t")) == 3
-        )
-    return parse_h2load(out.stdout, latencies)
-
-
-def parse_h2load(output: str, latencies_ms: list[float]) -> dict[str, Any]:
-    rps = re.search(r"^finished in [\d.]+\w+, ([\d.]+) req/s", output, re.MULTILINE)
-    done = re.search(
-        r"^requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
-        r"(\d+) errored, (\d+) timeout",
-        output,
-        re.MULTILINE,
-    )
-    codes = re.search(r"^status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", output, re.M)
-    if not rps or not done or not codes:
-        raise RuntimeError(f"cannot parse h2load output:\n{output}")
-
-    def pct(q: float) -> float:
-        if not latencies_ms:
-            return float("nan")
-        return latencies_ms[min(len(latencies_ms) - 1, int(q * len(latencies_ms)))]
-
+        output = h2load_output(h2load_command(h2load, url, seconds, body, log), seconds, cpus)
+        latencies = h2load_latencies(log)
+    summary = parse_h2load(output)
     return {
-        "requests": int(done.group(1)),
-        "rps": float(rps.group(1)),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
+        "requests": summary.succeeded,
+        "rps": summary.rps,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
         "socket_errors": {
-            "failed": int(done.group(2)),
-            "errored": int(done.group(3)),
-            "timeout": int(done.group(4)),
+            "failed": summary.failed,
+            "errored": summary.errored,
+            "timeout": summary.timeout,
         },
-        "non_2xx_3xx": int(codes.group(1)) + int(codes.group(2)),
+        "non_2xx_3xx": summary.non_2xx_3xx,
     }

@@ -59,17 +59,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import tools
 import yaml
+from tools import LOOPBACK, TOOL_PATH, port_open
 
 REPO = Path(__file__).resolve().parent.parent
-LOOPBACK = "127.0.0.1"
 STREAM_MODULES = (
     "/usr/lib/nginx/modules/ngx_stream_module.so",
     "/usr/share/nginx/modules/ngx_stream_module.so",
-)
-# Tools may live in sbin, which a non-root PATH often lacks.
-TOOL_PATH = os.pathsep.join(
-    [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"]
 )
 # What is missing -> the Debian packages that bring it, first that installs wins
 # (nginx-light is the smallest build with ssl; newer Debian folds it into nginx).
@@ -84,43 +81,12 @@ PASS_HOST = "pass.bench"
 BIG_FILE = 256 * 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
+def wait(proc: subprocess.Popen[bytes], check: Callable[[], bool], what: str, log: Path) -> None:
+    """Until ``check()``; exit naming ``what`` if ``proc`` ends first or 15 s pass."""
     try:
-        socket.create_connection((LOOPBACK, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-def wait(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"stream_bench: {what} did not come up")
-        time.sleep(0.05)
-
-
-def start(stack: contextlib.ExitStack, cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")  # noqa: SIM115 - closed with the stack
-    stack.callback(out.close)
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-    stack.callback(stop)
-    return proc
+        tools.wait_ready(proc, check, what, log, timeout=15.0)
+    except tools.BenchError:
+        raise SystemExit(f"stream_bench: {what} did not come up") from None
 
 
 def stream_module() -> str | None:
@@ -130,40 +96,16 @@ def stream_module() -> str | None:
 def missing_tools(path: str | None = None) -> list[str]:
     """What the benchmark needs and cannot find (``path``: where to look)."""
     path = TOOL_PATH if path is None else path
-    missing = [t for t in ("iperf3", "nginx", "curl", "openssl") if not shutil.which(t, path=path)]
+    missing = tools.not_found(("iperf3", "nginx", "curl", "openssl"), path)
     if "nginx" not in missing and stream_module() is None:
         missing.append("nginx's stream module")
     return missing
 
 
-def try_install(missing: list[str], path: str | None = None) -> None:
-    """apt-get install what is missing, as root or through ``sudo -n``; failures
-    are only reported (``find_tools`` says what is still missing)."""
-    path = TOOL_PATH if path is None else path
-    if not missing or not shutil.which("apt-get", path=path):
-        return
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    if sudo and not shutil.which("sudo", path=path):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "PATH": path}
-    # A stale package index is the usual reason for a first failure: update once, then again.
-    for refresh in (False, True):
-        if refresh:
-            subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, check=False)
-        for tool in missing_tools(path):
-            for package in PACKAGES[tool]:
-                print(f"stream_bench: installing {package} (apt-get)", file=sys.stderr)
-                cmd = [*sudo, "apt-get", "install", "-y", "-qq", package]
-                if subprocess.run(cmd, env=env, check=False).returncode == 0:
-                    break
-        if not missing_tools(path):
-            return
-
-
 def find_tools(path: str | None = None) -> dict[str, str]:
     """The tools' paths, installing what is missing first; exit 2 naming what is still missing."""
     path = TOOL_PATH if path is None else path
-    try_install(missing_tools(path), path)
+    tools.apt_install(lambda: missing_tools(path), PACKAGES, path, say="stream_bench: ")
     missing = missing_tools(path)
     if missing:
         packages = " ".join(PACKAGES[t][0] for t in missing)
@@ -172,9 +114,9 @@ def find_tools(path: str | None = None) -> dict[str, str]:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    tools = {t: str(shutil.which(t, path=path)) for t in ("iperf3", "nginx", "curl", "openssl")}
-    tools["module"] = str(stream_module())
-    return tools
+    found = {t: str(shutil.which(t, path=path)) for t in ("iperf3", "nginx", "curl", "openssl")}
+    found["module"] = str(stream_module())
+    return found
 
 
 def nginx_conf(module: str | None, body: str, prefix: Path, block: str = "stream") -> str:
@@ -198,12 +140,11 @@ def start_nginx(
     port: int,
     block: str = "stream",
 ) -> None:
-    prefix.mkdir(parents=True, exist_ok=True)
-    (prefix / "nginx.conf").write_text(nginx_conf(module, body, prefix, block))
-    cmd = [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
-    cmd += ["-e", str(prefix / "error.log")]
-    start(stack, cmd, prefix / "stdout.log")
-    wait(lambda: port_open(port), f"nginx ({prefix.name})")
+    conf = nginx_conf(module, body, prefix, block)
+    try:
+        tools.start_nginx(stack, nginx, prefix, conf, port, timeout=15.0)
+    except tools.BenchError:
+        raise SystemExit(f"stream_bench: nginx ({prefix.name}) did not come up") from None
 
 
 def certificate(openssl: str, folder: Path) -> tuple[Path, Path]:
@@ -285,41 +226,10 @@ def manifests(folder: Path, tcp: dict[str, tuple[int, int]], passthrough: int) -
             "data": data,
         }
     )
+    passthrough_on = {"nginx.ingress.kubernetes.io/ssl-passthrough": "true"}
     objs += [
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "IngressClass",
-            "metadata": {"name": "ingressd"},
-            "spec": {"controller": "ingressd.io/ingress-controller"},
-        },
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "Ingress",
-            "metadata": {
-                "name": "pass",
-                "namespace": "bench",
-                "annotations": {"nginx.ingress.kubernetes.io/ssl-passthrough": "true"},
-            },
-            "spec": {
-                "ingressClassName": "ingressd",
-                "rules": [
-                    {
-                        "host": PASS_HOST,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": "secure", "port": {"number": 9}}
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            },
-        },
+        tools.ingress_class(),
+        tools.ingress("pass", "bench", PASS_HOST, "secure", 9, passthrough_on),
     ]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench.yaml").write_text(yaml.safe_dump_all(objs))
@@ -459,7 +369,7 @@ MEASURES = {
 
 def measure(
     scenario: str,
-    tools: dict[str, str],
+    found: dict[str, str],
     ports: tuple[int, int, int],
     pid: int,
     args: argparse.Namespace,
@@ -468,11 +378,11 @@ def measure(
     p_iperf, p_conn, p_tls = ports
     prefix = "" if scenario == "tcp" else "tls_"
     if scenario == "tcp":
-        gbps = iperf(tools["iperf3"], p_iperf, args.duration)
+        gbps = iperf(found["iperf3"], p_iperf, args.duration)
         before = cpu_seconds(pid)
         rate, errors = connections(p_conn, args.duration, args.clients)
     else:
-        gbps = tls_download(tools["curl"], p_tls, args.duration)
+        gbps = tls_download(found["curl"], p_tls, args.duration)
         before = cpu_seconds(pid)
         rate, errors = connections(p_tls, args.duration, args.clients, _tls_loop)
     cpu = cpu_seconds(pid) - before
@@ -500,8 +410,8 @@ def main() -> int:
             f"--scenarios: {', '.join(sorted(unknown)) or 'none'}; choose from tcp, passthrough"
         )
 
-    tools = find_tools()
-    nginx, module = tools["nginx"], tools["module"]
+    found = find_tools()
+    nginx, module = found["nginx"], found["module"]
     load_before = os.getloadavg()
     print(
         f"load average before: {' '.join(f'{x:.2f}' for x in load_before)} ({os.cpu_count()} CPUs)"
@@ -509,9 +419,11 @@ def main() -> int:
 
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stream-bench-")))
-        iperf_backend, return_backend, tls_backend = free_port(), free_port(), free_port()
-        start(stack, [tools["iperf3"], "-s", "-p", str(iperf_backend)], work / "iperf3.log")
-        wait(lambda: port_open(iperf_backend), "iperf3 -s")
+        iperf_backend, return_backend, tls_backend = tools.free_ports(3)
+        iperf_log = work / "iperf3.log"
+        iperf_cmd = [found["iperf3"], "-s", "-p", str(iperf_backend)]
+        iperf_server = tools.start_server(stack, iperf_cmd, iperf_log)
+        wait(iperf_server, lambda: port_open(iperf_backend), "iperf3 -s", iperf_log)
         start_nginx(
             stack,
             nginx,
@@ -528,7 +440,7 @@ def main() -> int:
             block = os.urandom(1 << 20)
             for _ in range(BIG_FILE >> 20):
                 f.write(block)
-        cert, key = certificate(tools["openssl"], work)
+        cert, key = certificate(found["openssl"], work)
         start_nginx(
             stack,
             nginx,
@@ -538,10 +450,9 @@ def main() -> int:
             tls_backend,
             block="http",
         )
-        ports = {
-            "nginx": (free_port(), free_port(), free_port()),
-            "ingressd": (free_port(), free_port(), free_port()),
-        }
+        # One call: ports held together are all different.
+        free = tools.free_ports(8)
+        ports = {"nginx": (free[0], free[1], free[2]), "ingressd": (free[3], free[4], free[5])}
         n_iperf, n_conn, n_tls = ports["nginx"]
         start_nginx(
             stack,
@@ -571,8 +482,9 @@ def main() -> int:
             {"iperf": (i_iperf, iperf_backend), "ret": (i_conn, return_backend)},
             tls_backend,
         )
-        admin, http = free_port(), free_port()
-        ingressd = start(
+        admin, http = free[6], free[7]
+        ingressd_log = work / "ingressd.log"
+        ingressd = tools.start_server(
             stack,
             [
                 sys.executable,
@@ -599,11 +511,13 @@ def main() -> int:
                 "--shutdown-grace",
                 "0",
             ],
-            work / "ingressd.log",
+            ingressd_log,
         )
         wait(
+            ingressd,
             lambda: port_open(i_iperf) and port_open(i_conn) and port_open(i_tls),
             "ingressd's TCP services and HTTPS port",
+            ingressd_log,
         )
         pids = {"nginx": nginx_worker, "ingressd": ingressd.pid}
 
@@ -611,7 +525,7 @@ def main() -> int:
         for round_ in range(args.rounds):
             for scenario in scenarios:
                 for name in ports:
-                    figures, errors = measure(scenario, tools, ports[name], pids[name], args)
+                    figures, errors = measure(scenario, found, ports[name], pids[name], args)
                     for key, value in figures.items():
                         results[name].setdefault(key, []).append(value)
                     shown = "  ".join(

@@ -1,7 +1,8 @@
 """Real gRPC for the tests: a grpcio server with generic handlers (bytes in,
-bytes out: no generated code, no protobuf), gRPC message framing, and a raw
+bytes out: no generated code, no protobuf), gRPC message framing, a raw
 HTTP/1.1 client that speaks gRPC's framing over chunked bodies (what a
-HTTP/1.1 client of a gRPC route sends).
+HTTP/1.1 client of a gRPC route sends), and what the gRPC end-to-end tests
+serve (``grpc_ingress``, ``grpc_objects``, the upstream certificates).
 
 Everything listens on 127.0.0.1, every wait has a deadline, and the servers
 stop when asked (``close``).
@@ -19,16 +20,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from e2e_helpers import free_port
+from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service, tls_entry
+from upstream_certs import issue, secret
 
 LOCALHOST = "127.0.0.1"
 SERVICE = "test.Echo"
 MAX_MESSAGE = 32 * 1024 * 1024  # the 10 MB message tests need more than grpc's 4 MB default
+# grpcio's options for servers and channels that carry such messages.
+MESSAGE_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+]
 
 
 # -- gRPC's length-prefixed messages --------------------------------------------------------
@@ -200,11 +209,7 @@ class GrpcBackend:
     def start(self) -> None:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16),
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=[*MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)],
         )
         server.add_generic_rpc_handlers((EchoService(self.seen).handler(),))
         address = f"{LOCALHOST}:{self.port}"
@@ -237,6 +242,12 @@ class GrpcBackend:
 
     def close(self) -> None:
         self.stop()
+
+    def __enter__(self) -> GrpcBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class GrpcProcess:
@@ -435,6 +446,110 @@ def h1_call(
         return call.finish()
     finally:
         call.close()
+
+
+# -- what the gRPC end-to-end tests serve ---------------------------------------------------
+
+ANNOTATION = "nginx.ingress.kubernetes.io/"
+# The GRPCS backends' CA, and their certificate (for upstream.test and 127.0.0.1).
+UPSTREAM_CA = issue("grpc test CA", ca=True)
+UPSTREAM = issue(
+    "upstream.test", issuer=UPSTREAM_CA, dns_names=("upstream.test",), ip_addresses=(LOCALHOST,)
+)
+
+
+def grpc_ingress(
+    name: str, host: str, svc: str, *, prefix: str = "/", tls: str = "", **annotations: str
+) -> dict[str, Any]:
+    """An Ingress of ``backend-protocol: GRPC`` routing ``host`` under ``prefix``
+    to ``svc``; ``tls``: the Secret it serves ``host`` with; ``annotations`` by
+    their names with "_" for "-" (``proxy_read_timeout="1"``)."""
+    notes = {ANNOTATION + "backend-protocol": "GRPC"}
+    notes.update({ANNOTATION + k.replace("_", "-"): v for k, v in annotations.items()})
+    return ingress(
+        name,
+        [rule(host, path(prefix, svc))],
+        annotations=notes,
+        tls=[tls_entry([host], tls)] if tls else None,
+    )
+
+
+def grpcs_ingress(
+    name: str,
+    host: str,
+    ca: str,
+    route: Callable[..., dict[str, Any]] = grpc_ingress,
+    **annotations: str,
+) -> dict[str, Any]:
+    """A GRPCS route of ``host`` to the Service grpctls, its certificate
+    verified with the CA of the Secret ``ca`` (in "default")."""
+    return route(
+        name,
+        host,
+        "grpctls",
+        backend_protocol="GRPCS",
+        proxy_ssl_secret=f"default/{ca}",
+        proxy_ssl_verify="on",
+        **annotations,
+    )
+
+
+def grpc_objects(
+    main: GrpcBackend,
+    tls: GrpcBackend,
+    route: Callable[..., dict[str, Any]] = grpc_ingress,
+    **grpcs: str,
+) -> list[dict[str, Any]]:
+    """What both gRPC e2e files serve: Services grpc (``main``), grpctls
+    (``tls``, which must present ``UPSTREAM``) and dead (nothing listens), the
+    upstream CA's Secret, and the routes grpc.test (20m bodies), down.test,
+    slow.test (a 1 s read timeout) and grpcs.test (GRPCS to grpctls, verified
+    as upstream.test; ``grpcs``: more of its annotations). ``route`` makes the
+    Ingresses (``grpc_ingress`` with a file's own prefix and TLS)."""
+    return [
+        ingress_class(),
+        service("grpc"),
+        endpoint_slice("grpc", [LOCALHOST], main.port),
+        service("grpctls"),
+        endpoint_slice("grpctls", [LOCALHOST], tls.port),
+        service("dead"),
+        endpoint_slice("dead", [LOCALHOST], free_port()),
+        secret("grpc-ca", ca_crt=UPSTREAM_CA.cert_pem),
+        route("grpc", "grpc.test", "grpc", proxy_body_size="20m"),
+        route("down", "down.test", "dead"),
+        route("slow", "slow.test", "grpc", proxy_read_timeout="1"),
+        grpcs_ingress(
+            "grpcs", "grpcs.test", "grpc-ca", route, proxy_ssl_name="upstream.test", **grpcs
+        ),
+    ]
+
+
+T = TypeVar("T")
+
+
+def concurrently(
+    call: Callable[[int], T], count: int, timeout: float = 20.0
+) -> tuple[list[T], float]:
+    """``call(0)`` to ``call(count - 1)`` each in a thread of its own, all at
+    once: what they returned (in the order they finished; a call that raised
+    leaves nothing) and the seconds they took together. Each thread is waited
+    for at most ``timeout`` seconds."""
+    results: list[T] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        result = call(i)
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    with lock:
+        return list(results), time.monotonic() - start
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:

@@ -279,6 +279,27 @@ class Affinity:
     # On a retry (proxy-next-upstream), move the session to the new endpoint;
     # without it a session's requests are retried on its own endpoint.
     change_on_failure: bool = False
+    # session-cookie-conditional-samesite-none: SameSite=None is left out for
+    # user agents known to reject such cookies (policy/samesite.py).
+    conditional_samesite_none: bool = False
+
+
+# -- upstream-hash-by (policy/chash.py, model/hashring.py) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHash:
+    """upstream-hash-by and its -subset, -subset-size: consistent hashing of requests.
+
+    ``parts`` is the key template split once: literal, variable, literal, …
+    literal; variables by their lowercase nginx name (``request_uri``,
+    ``http_x_user``, ``cookie_session``, ``arg_id``).
+    """
+
+    parts: tuple[str, ...]
+    text: str  # as annotated, for messages
+    subset: bool = False
+    subset_size: int = 3  # ingress-nginx's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +337,9 @@ class RoutePolicy:
     proxy_read_timeout: float | None = None
     proxy_send_timeout: float | None = None
     load_balance: str = "round_robin"  # or "ewma" (policy/ewma.py); affinity wins over both
+    # upstream-hash-by: the endpoint from a hash of the request; wins over
+    # load_balance, cookie affinity wins over it (balancer.lua get_implementation)
+    upstream_hash: UpstreamHash | None = None
     # proxy-next-upstream(-tries, -timeout): which failures are tried again elsewhere
     next_upstream: NextUpstream = DEFAULT_NEXT_UPSTREAM
     # limit-rps/-rpm/-connections per client address (policy/limits.py); None: no limits

@@ -24,7 +24,7 @@ from .client_h2 import H2ClientConnection
 from .exchange import PAUSE_PIPELINE, Exchange
 from .peer import peer_of
 from .state import ProxyState
-from .streams import ClientStream, Connection, Outgoing, Tunnel
+from .streams import CLOCK, ClientStream, Connection, Outgoing, Tunnel
 
 # A connection closed with a request body still coming is drained this long (see close).
 LINGER = 2.0
@@ -63,6 +63,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         "_phase",
         "_resp_chunked",
         "_timer",
+        "_timer_at",
         "current",
         "done_reading",
         "limit_slot",
@@ -104,6 +105,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         self._phase = IDLE
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when _timer fires (TimerHandle.when() is a call)
         # The current response: chunked to the client; bytes not written yet (a
         # head waits for the body that usually comes in the same upstream read,
         # so small responses cost one send).
@@ -246,13 +248,15 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
 
     def _set_phase(self, phase: int, timeout: float) -> None:
         self._phase = phase
-        self._deadline = self.loop.time() + timeout
-        if self._timer is not None and self._timer.when() > self._deadline:
+        deadline = self._deadline = self.now() + timeout
+        timer = self._timer
+        if timer is not None and self._timer_at > deadline:
             # A shorter phase (header after idle) must not wait for the longer one.
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None:
-            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+            timer.cancel()
+            timer = self._timer = None
+        if timer is None:
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -264,6 +268,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             # the client is not the one being slow.
             self._deadline = now + self.state.settings.client_body_timeout
         if now < self._deadline:
+            self._timer_at = self._deadline
             self._timer = self.loop.call_at(self._deadline, self._on_timer)
             return
         if self._phase == IDLE:
@@ -316,6 +321,13 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             return
         if self.done_reading:
             return
+        CLOCK.at = self.loop.time()
+        try:
+            self._parse(data)
+        finally:
+            CLOCK.at = -1.0
+
+    def _parse(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -392,7 +404,13 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             return  # the parser calls on_message_begin first: never
         parser = self.parser
         ex.method = parser.get_method()
-        version = parser.get_http_version()
+        keep_alive = parser.should_keep_alive()
+        # llhttp keeps a connection alive without a Connection (or
+        # Proxy-Connection) header only for a version with major and minor
+        # above 0, and the only such one it parses is 1.1
+        # (tests/proxy/test_http_version.py holds it to that): the version
+        # string, formatted anew by each call, is not needed then.
+        version = "1.1" if keep_alive and not ex.conn_header else parser.get_http_version()
         if version != "1.1" and version != "1.0":
             if version.startswith("0."):  # no version at all: HTTP/0.9's bare request line
                 raise _Reject(400, "malformed request line")
@@ -400,7 +418,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if version == "1.0":
             ex.http10 = True
             ex.protocol = "HTTP/1.0"
-        ex.keep_alive = parser.should_keep_alive() and not self.state.draining
+        ex.keep_alive = keep_alive and not self.state.draining
         if ex.upgrade_value is not None and parser.should_upgrade():
             if ex.has_body():
                 # Its body would be taken for bytes of the new protocol.
@@ -428,7 +446,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self.pause_body(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
-        self._deadline = self.loop.time() + self.state.settings.client_body_timeout
+        self._deadline = self.now() + self.state.settings.client_body_timeout
         self.reading.request_body(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
@@ -524,9 +542,16 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self.flush()
 
     def flush(self) -> None:
-        if self._pending:
-            self.transport.writelines(self._pending)  # type: ignore[union-attr]
+        pending = self._pending
+        if pending:
             self._pending = []
+            if self.tls and len(pending) > 1:
+                # uvloop's TLS transport encrypts each part of writelines as a
+                # record of its own (sslproto.pyx _do_write): a head and a small
+                # body joined cost one record, one MAC and one send.
+                self.transport.write(b"".join(pending))  # type: ignore[union-attr]
+            else:
+                self.transport.writelines(pending)  # type: ignore[union-attr]
 
     def response_end(self, ex: Outgoing, trailers: http.Headers | None) -> None:
         if self._resp_chunked:
@@ -627,6 +652,8 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
     if kind == 0:
         if not lname.startswith(b"proxy-"):
             ex.headers.append((name, value))
+        elif lname == b"proxy-connection":
+            ex.conn_header = True
     elif kind == _DROP:
         pass
     elif kind == _HOST:
@@ -641,6 +668,7 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
     elif kind == _REQUEST_ID:
         ex.request_id = value
     elif kind == _CONNECTION:
+        ex.conn_header = True
         ex.conn_tokens = (ex.conn_tokens or set()) | http.connection_tokens(value)
     elif kind == _UPGRADE:
         ex.upgrade_value = value

@@ -409,7 +409,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         self._take()
         if transport is not None:
             if self._out:
-                transport.writelines(self._out)
+                transport.write(b"".join(self._out))
                 self._out = []
             transport.close()
             # A client that does not read would keep the close waiting.
@@ -598,8 +598,11 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         if not self._out or self.transport is None:
             return
         transport = self.transport
-        transport.writelines(self._out)
+        out = self._out
         self._out = []
+        # One write: uvloop's TLS transport makes each part of writelines a
+        # TLS record of its own (see client_h1.flush).
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
         if transport.get_write_buffer_size() > OUT_LIMIT:
             log.warning(
                 "HTTP/2 client %s does not read: over %d bytes wait to be sent; dropped",

@@ -61,6 +61,7 @@ class Exchange(Outgoing):
         "body_limit",
         "body_seen",
         "client_writing_paused",
+        "conn_header",
         "error_page",
         "finished",
         "first_try_at",
@@ -109,6 +110,9 @@ class Exchange(Outgoing):
         self.headers: http.Headers = []
         self.host: bytes | None = None
         self.host_count = 0
+        # A Connection or Proxy-Connection header came (llhttp reads both for
+        # keep-alive; client_h1 infers the version only without either).
+        self.conn_header = False
         self.xff: bytes | None = None
         self.request_id: bytes | None = None
         self.origin: bytes | None = None
@@ -454,7 +458,7 @@ class Exchange(Outgoing):
             self.method == b"HEAD",
             head_limit or self.state.settings.proxy_buffer_size,
         )
-        self.activity = self.client.loop.time()
+        self.activity = self.client.now()
         if self.request_id is None:
             # Kept: retries, the access log and the upstream all see the same id.
             self.request_id = new_request_id()
@@ -495,7 +499,7 @@ class Exchange(Outgoing):
                 self.client.pause_body(PAUSE_BUFFER)
             return
         self.sent_body = True
-        self.activity = self.client.loop.time()
+        self.activity = self.client.now()
         conn.send_body(data)
         if self.replay is not None:
             self._keep_for_replay(data)
@@ -527,7 +531,7 @@ class Exchange(Outgoing):
         length: bytes | None,
     ) -> None:
         client = self.client
-        self.activity = client.loop.time()
+        self.activity = client.now()
         if self.lb_start is not None:
             # ewma: the time from asking the upstream to its response head
             self.state.ewma.update(self.forward.endpoint, self.activity - self.lb_start)  # type: ignore[union-attr]
@@ -566,7 +570,7 @@ class Exchange(Outgoing):
         client.response_head(self, status, reason, out, chunked, length)
 
     def on_response_body(self, data: bytes) -> None:
-        self.activity = self.client.loop.time()
+        self.activity = self.client.now()
         self.client.response_body(self, data)
 
     def flush(self) -> None:
@@ -754,7 +758,7 @@ class Exchange(Outgoing):
                 return False
             if self.sent_body and self.replay is None:
                 return False  # the body is gone: it cannot be sent again
-        nxt = retarget(fwd, self.tried, self.client.tls, self.state.health)
+        nxt = retarget(fwd, self.tried, self.client.tls, self.state.health, self.headers)
         if nxt is None:
             return False
         self.state.stats.retry(fwd.route.ingress, fwd.backend.name, kind)

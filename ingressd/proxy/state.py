@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import time
+from typing import Final
 
 from ..model.table import RouteTable
 from ..observe.access_log import AccessLog
@@ -33,13 +34,34 @@ ROOM_SEARCH = 64
 CAP_LOG_EVERY = 10.0
 
 # X-Request-ID when the client sent none: 32 hex digits like nginx's $request_id,
-# a random per-process prefix and a counter, so unique without a syscall each.
-_ID_PREFIX = os.urandom(8).hex().encode()
-_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4)))
+# a random per-process prefix (workers are spawned, so each draws its own) and a
+# counter, so unique without a syscall each.
+_HEX_BYTE: Final = tuple(b"%02x" % i for i in range(256))
+
+
+class _RequestIds:
+    """The counter's last two hex digits come from a table and the rest is
+    formatted once per 256 ids: one concatenation per request, where
+    %-formatting the whole id cost about four times as much."""
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(8).hex().encode()
+        self.count = int.from_bytes(os.urandom(4))
+        self.stem = b""
+
+    def next(self) -> bytes:
+        count = self.count = self.count + 1
+        low = count & 0xFF
+        if low == 0 or not self.stem:
+            self.stem = b"%b%014x" % (self.prefix, count >> 8)
+        return self.stem + _HEX_BYTE[low]
+
+
+_IDS: Final = _RequestIds()
 
 
 def new_request_id() -> bytes:
-    return b"%b%016x" % (_ID_PREFIX, next(_ID_COUNTER))
+    return _IDS.next()
 
 
 class ProxyState:

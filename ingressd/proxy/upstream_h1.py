@@ -15,7 +15,7 @@ from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
 from . import http
 from .settings import DEFAULT_HEAD_LIMIT
-from .streams import Outgoing, ResponseSink, UpstreamStream
+from .streams import CLOCK, Outgoing, ResponseSink, UpstreamStream
 
 if TYPE_CHECKING:
     from ..model.policy import UpstreamTLS
@@ -131,7 +131,11 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
                 parts.append(http.LAST_CHUNK)
         else:
             parts += body
-        self.transport.writelines(parts)  # type: ignore[union-attr]
+        if self.key[2] is not None:
+            # TLS: one record rather than one per part (see client_h1.flush).
+            self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        else:
+            self.transport.writelines(parts)  # type: ignore[union-attr]
 
     def send_body(self, data: bytes) -> None:
         self.transport.write(http.chunk(data) if self.chunked else data)  # type: ignore[union-attr]
@@ -192,6 +196,13 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
             # Bytes from an idle connection mean it is out of step: drop it.
             self.close()
             return
+        CLOCK.at = owner.client.loop.time()
+        try:
+            self._read(owner, parser, data)
+        finally:
+            CLOCK.at = -1.0
+
+    def _read(self, owner: Outgoing, parser: httptools.HttpResponseParser, data: bytes) -> None:
         try:
             if self._in_head:
                 room = self._head_room
@@ -498,7 +509,7 @@ class UpstreamPool:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        conn.idle_since = loop.time()
+        conn.idle_since = CLOCK.now(loop)
         idle.append(conn)
         if self._reaper is None:
             self._reaper = loop.call_later(self.idle_timeout / 2, self._reap)

@@ -35,6 +35,7 @@ from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
 from ..policy import annotations as ann
 from ..policy import basic_auth, upstream_tls
 from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
+from . import aliases as server_alias
 
 DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
@@ -326,6 +327,7 @@ class _IngressPlan:
     default_backend: Backend | None = None
     tls: list[tuple[list[str], str]] = field(default_factory=list)  # (hosts, secretName)
     has_rules: bool = False  # spec.rules is not empty (valid or not)
+    aliases: tuple[str, ...] = ()  # server-alias (routing/aliases.py)
 
 
 @dataclass(slots=True, eq=False)
@@ -525,6 +527,8 @@ class _Planner:
         if not plan.paths and plan.default_backend is None and not plan.tls:
             self.problem("has no usable rules and no defaultBackend")
         plan.hosts = tuple(plan.hosts)
+        plan.aliases = ann.server_aliases(meta.get("annotations"))
+        _warm_hash_rings(plan)
         return plan
 
     def path(self, plan: _IngressPlan, ns: str, host: str, where: str, p: Any) -> None:
@@ -674,6 +678,20 @@ class _Run:
         entry.problems = planner.problems
         entry.backends = tuple(planner.backends)
         return entry
+
+
+def _warm_hash_rings(plan: _IngressPlan) -> None:
+    """upstream-hash-by: make the rings of the plan's backends now, at build time,
+    so that no request pays for it (a Backend keeps its rings while its endpoints
+    stay the same)."""
+    hashing = plan.policy.upstream_hash
+    if hashing is None or plan.policy.canary is not None:
+        return
+    size = hashing.subset_size if hashing.subset else 0
+    for p in plan.paths:
+        p.backend.hash_ring(size)
+    if plan.default_backend is not None:
+        plan.default_backend.hash_ring(size)
 
 
 def _take_role(entry: _Entry, planner: _Planner, plan: _IngressPlan) -> None:
@@ -1233,6 +1251,7 @@ class TableBuilder:
         self._ours_changed = False
         self._defaults: set[Key] = set()  # main Ingresses with a defaultBackend
         self._www: set[Key] = set()  # main Ingresses with from-to-www-redirect
+        self._aliased: set[Key] = set()  # main Ingresses with server-alias
         self._problem_entries: set[Key] = set()
         self._problem_hosts: set[str] = set()
         self._owner_problems = 0
@@ -1407,6 +1426,8 @@ class TableBuilder:
                 self._defaults.add(key)
             if e.plan.policy.from_to_www_redirect:
                 self._www.add(key)
+            if e.plan.aliases:
+                self._aliased.add(key)
         if e.problems:
             self._problem_entries.add(key)
         if e.owner_problem is not None:
@@ -1423,6 +1444,7 @@ class TableBuilder:
             touched[host] = None
         self._defaults.discard(key)
         self._www.discard(key)
+        self._aliased.discard(key)
         self._problem_entries.discard(key)
         if e.owner_problem is not None:
             self._owner_problems -= 1
@@ -1492,13 +1514,16 @@ class TableBuilder:
             first = min(self._defaults, key=lambda k: self._entries[k].order)
             default = self._entries[first].default_route
         certificates, www = self._www_redirects()
+        exact, wildcard, problems = self._exact, self._wildcard, self._problems(snap)
+        if self._aliased:
+            exact, wildcard, certificates, problems = self._with_aliases(certificates, problems)
         return RouteTable(
-            exact_hosts=MappingProxyType(self._exact),
-            wildcard_hosts=MappingProxyType(self._wildcard),
+            exact_hosts=MappingProxyType(exact),
+            wildcard_hosts=MappingProxyType(wildcard),
             catch_all=self._catch_all,
             default=default,
             certificates=MappingProxyType(certificates),
-            problems=self._problems(snap),
+            problems=problems,
             generation=generation,
             ingresses=ingresses,
             www_redirects=MappingProxyType(www),
@@ -1530,6 +1555,54 @@ class TableBuilder:
                 if cert is not None and alias not in certificates and cert.covers(alias):
                     certificates[alias] = cert
         return certificates, out
+
+    def _with_aliases(
+        self, certificates: dict[str, TLSCertificate], problems: tuple[Problem, ...]
+    ) -> tuple[
+        dict[str, VirtualHost],
+        dict[str, VirtualHost],
+        dict[str, TLSCertificate],
+        tuple[Problem, ...],
+    ]:
+        """The table's hosts, certificates and problems with server-alias applied.
+
+        Worked out whole at each build with aliases (they depend on every rule
+        host), over the Ingresses that have them; the host dicts are copied only then.
+        """
+        entries = self._entries
+        claims = []
+        for key in sorted(self._aliased, key=lambda k: entries[k].order):
+            e = entries[key]
+            assert e.plan is not None
+            hosts = tuple(sorted(e.plan.hosts))
+            claims.append(server_alias.AliasClaim(e.plan.name, hosts, e.plan.aliases, e))
+        found = server_alias.resolve(claims, self._is_rule_host, self._vhost, certificates)
+        exact = {**found.exact, **self._exact} if found.exact else self._exact
+        wildcard = {**found.wildcard, **self._wildcard} if found.wildcard else self._wildcard
+        if found.certificates:
+            certificates = {**found.certificates, **certificates}
+        if found.problems:
+            extra = []
+            for claim, reason in found.problems:
+                owner = claim.ref
+                assert isinstance(owner, _Entry)
+                extra.append(_problem(owner.obj, owner.origin, reason))
+            problems = (*problems, *extra)
+        return exact, wildcard, certificates, problems
+
+    def _is_rule_host(self, host: str) -> bool:
+        """Whether an Ingress of ours (not a canary) has a rule for ``host``."""
+        entries = self._entries
+        for key in self._by_host.get(host):
+            plan = entries[key].plan
+            if entries[key].role is _Role.MAIN and plan is not None and host in plan.hosts:
+                return True
+        return False
+
+    def _vhost(self, host: str) -> VirtualHost | None:
+        if host.startswith("*."):
+            return self._wildcard.get(host[2:])
+        return self._exact.get(host)
 
     def _problems(self, snap: Snapshot) -> tuple[Problem, ...]:
         """Every problem, in the order a from-scratch build finds them."""

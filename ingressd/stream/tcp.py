@@ -10,17 +10,20 @@ from ..model.backend import Backend
 from .accept import Acceptor
 from .bounds import Claim, SessionTable
 from .connect import StreamSettings, Target, splice_to
+from .listener import ServiceListener
 from .peek import PeekError, read_proxy_header
 from .proxyproto import MAX_HEADER, ProxyProtocolError, build_v1
 from .services import StreamService
-from .session_log import SessionLog, SessionRecord
+from .session_log import SessionLog
 
 log = logging.getLogger("ingressd.stream")
 
 
-class TCPService:
+class TCPService(ServiceListener):
     """Listening for one ConfigMap entry; its spec and backend are replaced as
     the ConfigMap and the endpoints change, without closing the listener."""
+
+    kind = "tcp"
 
     def __init__(
         self,
@@ -31,11 +34,7 @@ class TCPService:
         sessions: SessionLog,
         table: SessionTable,
     ) -> None:
-        self.spec = spec
-        self.backend = backend
-        self.settings = settings
-        self.sessions = sessions
-        self.table = table
+        super().__init__(spec, backend, settings, sessions, table)
         self.acceptor = Acceptor(sock, self._handle)
 
     def stop(self) -> None:
@@ -56,9 +55,7 @@ class TCPService:
         claim = self.table.claim(spec.label)
         if claim is None:
             conn.close()
-            self.sessions.refused(
-                loop, SessionRecord("tcp", spec.label, spec.backend_name, client, "", 503, 0, 0, 0)
-            )
+            self.sessions.refused(loop, self.session(client, 503))
             return
         try:
             await self._splice(loop, conn, peer, claim)
@@ -84,10 +81,7 @@ class TCPService:
                 log.info("%s: client %s: PROXY protocol: %s: closed", spec.label, client, exc)
                 conn.close()
                 claim.release()
-                self.sessions.record(
-                    loop,
-                    SessionRecord("tcp", spec.label, spec.backend_name, client, "", 400, 0, 0, 0.0),
-                )
+                self.sessions.record(loop, self.session(client, 400))
                 return
             if header.source is not None:
                 peer = header.source

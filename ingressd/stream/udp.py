@@ -22,8 +22,9 @@ from collections import OrderedDict
 from ..model.backend import Backend, Endpoint
 from .bounds import Claim, SessionTable
 from .connect import StreamSettings
+from .listener import ServiceListener
 from .services import StreamService
-from .session_log import SessionLog, SessionRecord
+from .session_log import SessionLog
 
 log = logging.getLogger("ingressd.stream")
 
@@ -107,8 +108,10 @@ class Flow(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class UDPService(asyncio.DatagramProtocol):
+class UDPService(ServiceListener, asyncio.DatagramProtocol):
     """Listening for one UDP ConfigMap entry."""
+
+    kind = "udp"
 
     def __init__(
         self,
@@ -118,11 +121,7 @@ class UDPService(asyncio.DatagramProtocol):
         sessions: SessionLog,
         table: SessionTable,
     ) -> None:
-        self.spec = spec
-        self.backend = backend
-        self.settings = settings
-        self.sessions = sessions
-        self.table = table
+        super().__init__(spec, backend, settings, sessions, table)
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.DatagramTransport | None = None
         self.flows: OrderedDict[Address, Flow] = OrderedDict()
@@ -142,20 +141,7 @@ class UDPService(asyncio.DatagramProtocol):
         if flow is None or flow.closed:
             endpoint = self.backend.pick()
             if endpoint is None:
-                self.sessions.record(
-                    self.loop,
-                    SessionRecord(
-                        "udp",
-                        self.spec.label,
-                        self.backend.name,
-                        client[0],
-                        "",
-                        502,
-                        len(data),
-                        0,
-                        0.0,
-                    ),
-                )
+                self.sessions.record(self.loop, self.session(client[0], 502, bytes_in=len(data)))
                 return
             while len(self.flows) >= self.settings.udp_max_flows:
                 _, oldest = self.flows.popitem(last=False)
@@ -163,12 +149,7 @@ class UDPService(asyncio.DatagramProtocol):
             # The flow table above is this listener's bound: only the process's here.
             claim = self.table.claim(self.spec.label, 0)
             if claim is None:
-                self.sessions.refused(
-                    self.loop,
-                    SessionRecord(
-                        "udp", self.spec.label, self.backend.name, client[0], "", 503, 0, 0, 0
-                    ),
-                )
+                self.sessions.refused(self.loop, self.session(client[0], 503))
                 return
             flow = Flow(self, client, endpoint, claim)
             self.flows[client] = flow
@@ -197,20 +178,11 @@ class UDPService(asyncio.DatagramProtocol):
         if flow.closed:
             return
         flow.close()
-        self.sessions.record(
-            self.loop,
-            SessionRecord(
-                "udp",
-                self.spec.label,
-                self.backend.name,
-                flow.client[0],
-                str(flow.endpoint),
-                200,
-                flow.bytes_in,
-                flow.bytes_out,
-                time.monotonic() - flow.started,
-            ),
+        duration = time.monotonic() - flow.started
+        rec = self.session(
+            flow.client[0], 200, str(flow.endpoint), flow.bytes_in, flow.bytes_out, duration
         )
+        self.sessions.record(self.loop, rec)
 
     def _sweep(self) -> None:
         deadline = self.loop.time() - self.settings.idle_timeout

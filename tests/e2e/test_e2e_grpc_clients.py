@@ -11,27 +11,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
 import pytest
-from e2e_helpers import LOCALHOST, Ingressd, free_port, wait_for
-from grpc_helpers import MAX_MESSAGE, SERVICE, GrpcBackend
-from k8s_objects import (
-    certificate,
-    endpoint_slice,
-    ingress,
-    ingress_class,
-    path,
-    rule,
-    service,
-    tls_entry,
-    tls_secret,
+from e2e_helpers import LOCALHOST, Ingressd, wait_for
+from grpc_helpers import (
+    MESSAGE_OPTIONS,
+    SERVICE,
+    UPSTREAM,
+    GrpcBackend,
+    concurrently,
+    grpc_ingress,
+    grpc_objects,
 )
-from upstream_certs import issue, secret
+from k8s_objects import certificate, tls_secret
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ingressd.proxy.client_h2") is None,
@@ -42,26 +37,13 @@ pytestmark = pytest.mark.skipif(
     ),
 )
 
-A = "nginx.ingress.kubernetes.io/"
 HOSTS = ("grpc.test", "grpcs.test", "down.test", "slow.test")
 FRONT = certificate(*HOSTS)  # ingressd's certificate, which the clients trust
-CA = issue("grpc test CA", ca=True)
-SERVER = issue("upstream.test", issuer=CA, dns_names=("upstream.test",), ip_addresses=(LOCALHOST,))
-OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-]
 
 
-def grpc_ingress(name: str, host: str, svc: str, **annotations: str) -> dict:
-    notes = {A + "backend-protocol": "GRPC"}
-    notes.update({A + k.replace("_", "-"): v for k, v in annotations.items()})
-    return ingress(
-        name,
-        [rule(host, path(f"/{SERVICE}/", svc))],
-        annotations=notes,
-        tls=[tls_entry([host], "front")],
-    )
+def route(name: str, host: str, svc: str, **annotations: str) -> dict:
+    """A client of these routes calls /test.Echo/... over TLS (Secret "front")."""
+    return grpc_ingress(name, host, svc, prefix=f"/{SERVICE}/", tls="front", **annotations)
 
 
 @dataclass
@@ -77,7 +59,7 @@ class Setup:
             self.channels[host] = grpc.secure_channel(
                 f"{LOCALHOST}:{self.proxy.https_port}",
                 creds,
-                options=[*OPTIONS, ("grpc.ssl_target_name_override", host)],
+                options=[*MESSAGE_OPTIONS, ("grpc.ssl_target_name_override", host)],
             )
         return self.channels[host]
 
@@ -89,44 +71,20 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     workdir = tmp_path_factory.mktemp("e2e-grpc-clients")
-    main = GrpcBackend()
-    tls = GrpcBackend(cert=SERVER.cert_pem, key=SERVER.key_pem)
-    channels: dict[str, grpc.Channel] = {}
-    try:
-        objects = [
-            ingress_class(),
-            tls_secret("front", HOSTS, pem=FRONT),
-            service("grpc"),
-            endpoint_slice("grpc", [LOCALHOST], main.port),
-            service("grpctls"),
-            endpoint_slice("grpctls", [LOCALHOST], tls.port),
-            service("dead"),
-            endpoint_slice("dead", [LOCALHOST], free_port()),
-            secret("grpc-ca", ca_crt=CA.cert_pem),
-            grpc_ingress("grpc", "grpc.test", "grpc", proxy_body_size="20m"),
-            grpc_ingress("down", "down.test", "dead"),
-            grpc_ingress("slow", "slow.test", "grpc", proxy_read_timeout="1"),
-            grpc_ingress(
-                "grpcs",
-                "grpcs.test",
-                "grpctls",
-                backend_protocol="GRPCS",
-                proxy_ssl_secret="default/grpc-ca",
-                proxy_ssl_verify="on",
-                proxy_ssl_name="upstream.test",
-            ),
-        ]
+    with (
+        GrpcBackend() as main,
+        GrpcBackend(cert=UPSTREAM.cert_pem, key=UPSTREAM.key_pem) as tls,
+    ):
+        objects = [tls_secret("front", HOSTS, pem=FRONT), *grpc_objects(main, tls, route)]
         proc = Ingressd(workdir / "manifests", workdir / "ingressd.log")
         proc.update({"all.yaml": objects})
-        try:
-            yield Setup(proc.start(), main, tls, channels)
-        finally:
-            for channel in channels.values():
-                channel.close()
-            proc.stop()
-    finally:
-        main.close()
-        tls.close()
+        with proc:
+            channels: dict[str, grpc.Channel] = {}
+            try:
+                yield Setup(proc, main, tls, channels)
+            finally:
+                for channel in channels.values():
+                    channel.close()
 
 
 def test_unary_with_metadata_both_ways(setup: Setup) -> None:
@@ -231,22 +189,9 @@ def test_a_backend_restarted_mid_stream(setup: Setup) -> None:
 
 
 def test_many_concurrent_calls_on_one_client_connection(setup: Setup) -> None:
-    results: list[bytes] = []
-    lock = threading.Lock()
-
-    def one(i: int) -> None:
-        answer, _ = setup.unary("grpc.test", b"echo:%d" % i)
-        with lock:
-            results.append(answer)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
+    results, took = concurrently(lambda i: setup.unary("grpc.test", b"echo:%d" % i)[0], 50)
     assert sorted(results) == sorted(b"%d" % i for i in range(50))
-    assert time.monotonic() - start < 20
+    assert took < 20
 
 
 def test_grpcs_to_a_tls_backend(setup: Setup) -> None:

@@ -18,24 +18,25 @@ from dataclasses import dataclass
 
 import h2.errors
 import pytest
-from e2e_helpers import LOCALHOST, BackgroundLoop, Ingressd, free_port, wait_for
-from grpc_helpers import GrpcBackend, GrpcProcess, H1Call, h1_call
+from e2e_helpers import LOCALHOST, BackgroundLoop, Ingressd, wait_for
+from grpc_helpers import (
+    UPSTREAM,
+    GrpcBackend,
+    GrpcProcess,
+    H1Call,
+    concurrently,
+    grpc_ingress,
+    grpc_objects,
+    grpcs_ingress,
+    h1_call,
+)
 from h2_server import H2Server, Request, ServerConn
-from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service
+from k8s_objects import endpoint_slice, service
 from upstream_certs import issue, secret
 
-A = "nginx.ingress.kubernetes.io/"
-CA = issue("grpc test CA", ca=True)
-SERVER = issue("upstream.test", issuer=CA, dns_names=("upstream.test",), ip_addresses=(LOCALHOST,))
 OTHER_CA = issue("someone else", ca=True)
 # made with: openssl passwd -apr1 -salt ingressd s3cret
 HTPASSWD = "alice:$apr1$ingressd$m4HkBhyUtf1klMXB92KPJ.\n"
-
-
-def grpc_ingress(name: str, host: str, svc: str, **annotations: str) -> dict:
-    notes = {A + "backend-protocol": "GRPC"}
-    notes.update({A + k.replace("_", "-"): v for k, v in annotations.items()})
-    return ingress(name, [rule(host, path("/", svc))], annotations=notes)
 
 
 @dataclass
@@ -54,23 +55,17 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     workdir = tmp_path_factory.mktemp("e2e-grpc")
-    main = GrpcBackend()
-    canary = GrpcBackend()
-    tls = GrpcBackend(cert=SERVER.cert_pem, key=SERVER.key_pem)
-    try:
+    with (
+        GrpcBackend() as main,
+        GrpcBackend() as canary,
+        GrpcBackend(cert=UPSTREAM.cert_pem, key=UPSTREAM.key_pem) as tls,
+    ):
         objects = [
-            ingress_class(),
-            service("grpc"),
-            endpoint_slice("grpc", [LOCALHOST], main.port),
+            *grpc_objects(main, tls, proxy_ssl_server_name="on"),
             service("grpc2"),
             endpoint_slice("grpc2", [LOCALHOST], canary.port),
-            service("grpctls"),
-            endpoint_slice("grpctls", [LOCALHOST], tls.port),
-            service("dead"),
-            endpoint_slice("dead", [LOCALHOST], free_port()),
             service("noready"),
             endpoint_slice("noready", [(LOCALHOST, False)], main.port),
-            secret("grpc-ca", ca_crt=CA.cert_pem),
             secret("other-ca", ca_crt=OTHER_CA.cert_pem),
             {
                 "apiVersion": "v1",
@@ -79,47 +74,22 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 "type": "Opaque",
                 "stringData": {"auth": HTPASSWD},
             },
-            grpc_ingress("grpc", "grpc.test", "grpc", proxy_body_size="20m"),
             grpc_ingress(
                 "grpc-canary", "grpc.test", "grpc2", canary="true", canary_by_header="x-canary"
             ),
-            grpc_ingress("down", "down.test", "dead"),
             grpc_ingress("noready", "noready.test", "noready"),
-            grpc_ingress("slow", "slow.test", "grpc", proxy_read_timeout="1"),
             grpc_ingress("small", "small.test", "grpc", proxy_body_size="1k"),
             grpc_ingress("deny", "deny.test", "grpc", whitelist_source_range="10.0.0.0/8"),
             grpc_ingress("auth", "auth.test", "grpc", auth_type="basic", auth_secret="htpasswd"),
             grpc_ingress("limited", "limited.test", "grpc", limit_rps="1"),
             grpc_ingress("vhost", "vhost.test", "grpc", upstream_vhost="inside.svc"),
-            grpc_ingress(
-                "grpcs",
-                "grpcs.test",
-                "grpctls",
-                backend_protocol="GRPCS",
-                proxy_ssl_secret="default/grpc-ca",
-                proxy_ssl_verify="on",
-                proxy_ssl_name="upstream.test",
-                proxy_ssl_server_name="on",
-            ),
-            grpc_ingress(
-                "grpcs-wrong",
-                "wrongca.test",
-                "grpctls",
-                backend_protocol="GRPCS",
-                proxy_ssl_secret="default/other-ca",
-                proxy_ssl_verify="on",
-            ),
+            grpcs_ingress("grpcs-wrong", "wrongca.test", "other-ca"),
             grpc_ingress("plain-to-tls", "plaintotls.test", "grpctls"),
         ]
         proc = Ingressd(workdir / "manifests", workdir / "ingressd.log")
         proc.update({"all.yaml": objects})
-        try:
-            yield Setup(proc.start(), main, canary, tls)
-        finally:
-            proc.stop()
-    finally:
-        for backend in (main, canary, tls):
-            backend.close()
+        with proc:
+            yield Setup(proc, main, canary, tls)
 
 
 # -- calls ---------------------------------------------------------------------------------
@@ -220,22 +190,11 @@ def test_canary_by_header_applies_to_grpc_routes(setup: Setup) -> None:
 
 
 def test_many_concurrent_calls_share_the_upstream_connection(setup: Setup) -> None:
-    results: list[int | None] = []
-    lock = threading.Lock()
-
-    def one(i: int) -> None:
-        r = setup.call("grpc.test", "Unary", [b"sleep:0.3"])
-        with lock:
-            results.append(r.grpc_status)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
+    results, took = concurrently(
+        lambda _: setup.call("grpc.test", "Unary", [b"sleep:0.3"]).grpc_status, 20
+    )
     assert results == [0] * 20
-    assert time.monotonic() - start < 10  # concurrent, not one after another (20 x 0.3 s)
+    assert took < 10  # concurrent, not one after another (20 x 0.3 s)
 
 
 # -- deadlines and cancellation ---------------------------------------------------------------

@@ -452,6 +452,19 @@ CASES = [
         get(b"/" + M, b"Connection: close\r\n", version=b"HTTP/2.0"),
         rejected(400, 505),
     ),
+    # Kept alive by a (Proxy-)Connection header: client_h1 must still ask the
+    # version (it infers 1.1 only from keep-alive without either header).
+    Case(
+        "http-2.0-connection-keep-alive",
+        get(b"/" + M, b"Connection: keep-alive\r\n", version=b"HTTP/2.0"),
+        rejected(400, 505),
+    ),
+    Case(
+        "http-2.0-proxy-connection-keep-alive",
+        get(b"/" + M, b"Proxy-Connection: keep-alive\r\n", version=b"HTTP/2.0"),
+        rejected(400, 505),
+    ),
+    Case("http-2.0-no-connection-header", get(b"/" + M, version=b"HTTP/2.0"), rejected(400, 505)),
     Case("http-2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SMUGGLED, rejected(400, 505)),
     Case("http-0.9-request", b"GET /" + M + b"\r\n\r\n", rejected(400)),
     Case("lowercase-http-version", get(b"/" + M, version=b"http/1.1"), rejected(400, 505)),

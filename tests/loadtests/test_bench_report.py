@@ -78,20 +78,6 @@ def test_nothing_is_pinned_when_there_is_nothing_to_split(
     assert why in plan.note
 
 
-def test_a_pinned_child_and_what_it_forks_run_on_the_planned_cpus(tmp_path: Path) -> None:
-    """The preexec pin bench.py starts servers and wrk with, on a real child."""
-    cpu = min(bench.os.sched_getaffinity(0))
-    out = subprocess.run(
-        ["sh", "-c", "grep Cpus_allowed_list /proc/self/status"],
-        capture_output=True,
-        text=True,
-        check=True,
-        preexec_fn=bench._affinity((cpu,)),
-    )
-    assert out.stdout.split(":")[1].strip() == str(cpu)
-    assert bench._affinity(()) is None
-
-
 def test_origin_and_wrk_keeping_their_cpu_busy_is_noted_per_proxy() -> None:
     plan = bench.plan_cpus([0, 1], workers=1)
     result = bench.ScenarioResult(bench.SCENARIOS["http"], {"nginx": 1, "ingressd": 1}, [])

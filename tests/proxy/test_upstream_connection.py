@@ -5,6 +5,7 @@ much of a response head it reads."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -34,8 +35,18 @@ class Transport(asyncio.Transport):
         return default
 
 
+class Clock:
+    """The one thing of the event loop an upstream read asks: its time."""
+
+    def time(self) -> float:
+        return time.monotonic()
+
+
 class Client(ClientStream):
     """The exchange's client: flushes are no-ops."""
+
+    def __init__(self) -> None:
+        self.loop = Clock()  # type: ignore[assignment]
 
     def flush(self) -> None:
         pass
