@@ -357,6 +357,14 @@ class RoutePolicy:
     # The same for access control ingress-nginx applies to the whole server
     # (auth-tls-*, server-snippet): every route of the Ingress's hosts answers.
     host_fail_closed: tuple[int, str] | None = None
+    # custom-http-errors: upstream statuses answered by a default backend's error
+    # page instead (routing/errors.py); None: the global list (RouteTable) applies.
+    custom_http_errors: frozenset[int] | None = None
+    # default-backend: a Service name in the Ingress's namespace, as annotated; and
+    # (set by the builder) its endpoints, only while it has some, as ingress-nginx's
+    # "custom-default-backend-" upstream (controller.go getBackendServers).
+    default_backend: str | None = None
+    custom_default: Backend | None = None
 
     @property
     def regex_paths(self) -> bool:

@@ -81,9 +81,8 @@ IGNORED: Mapping[str, str] = {
     "client-body-buffer-size": "buffering",
     "connection-proxy-header": "a header to the upstream",
     "custom-headers": "headers added to responses",
-    "custom-http-errors": "error pages",
-    "default-backend": "where errors and unmatched paths go, not who gets in",
-    "disable-proxy-intercept-errors": "error pages",
+    "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
+    "listed statuses anyway, not who gets in",
     "enable-access-log": "logging",
     "enable-global-auth": "only turns the ConfigMap's global-auth-url off, which ingressd "
     "does not have",
@@ -569,6 +568,31 @@ def parse_seconds_or_zero(value: str) -> float:
     return float(v)
 
 
+def parse_http_errors(value: str) -> frozenset[int]:
+    r"""custom-http-errors: comma-separated statuses from 400 to 599, as ingress-nginx's
+    customhttperrors parser accepts them (``^(?:[4,5]\d{2},?)*$``, then Atoi);
+    blanks around an entry are allowed."""
+    codes = set()
+    for part in value.split(","):
+        p = part.strip()
+        if not (len(p) == 3 and p.isascii() and p.isdigit() and p[0] in "45"):
+            raise AnnotationError(f"{part.strip()!r} is not a status from 400 to 599")
+        codes.add(int(p))
+    return frozenset(codes)
+
+
+# A Service name: an RFC 1035 label, as ingress-nginx's parser.ValidateServiceName.
+_SERVICE_NAME = fixed(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def parse_service_name(value: str) -> str:
+    """default-backend: the name of a Service in the Ingress's own namespace."""
+    v = value.strip()
+    if not _SERVICE_NAME.match(v):
+        raise AnnotationError(f"{value!r} is not a Service name (a DNS label)")
+    return v
+
+
 # -- upstream-hash-by, server-alias (policy/chash.py; routing/build.py's aliases) ------------
 
 _NOT_HASHED = "; the route is balanced as without it"
@@ -735,6 +759,8 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "session-cookie-secure": parse_bool,
     "session-cookie-domain": parse_cookie_domain,
     "session-cookie-change-on-failure": parse_bool,
+    "custom-http-errors": parse_http_errors,
+    "default-backend": parse_service_name,
     "session-cookie-conditional-samesite-none": parse_bool,
     "upstream-hash-by": parse_upstream_hash_by,
     "upstream-hash-by-subset": parse_bool,
@@ -761,6 +787,8 @@ _FIELDS: Mapping[str, str] = {
     "proxy-read-timeout": "proxy_read_timeout",
     "proxy-send-timeout": "proxy_send_timeout",
     "load-balance": "load_balance",
+    "custom-http-errors": "custom_http_errors",
+    "default-backend": "default_backend",
 }
 
 # Invalid values of these must not leave the route open. ingress-nginx denies the

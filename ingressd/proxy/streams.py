@@ -271,6 +271,7 @@ class Outgoing(ResponseSink):
         "http10",
         "keep_alive",
         "method",
+        "no_body",
         "protocol",
         "req_chunked",
         "req_length",
@@ -295,6 +296,7 @@ class Outgoing(ResponseSink):
     conn_tokens: set[bytes] | None  # named by the client's Connection header
     req_chunked: bool  # the body's length is not known ahead
     req_length: bytes | None  # Content-Length as received
+    no_body: bool  # the client's body is not sent (an error page's request)
     upgrade: bool  # a WebSocket upgrade is asked for
     upgrade_value: bytes | None
     auth_headers: tuple[tuple[bytes, bytes], ...]  # from the auth-url service

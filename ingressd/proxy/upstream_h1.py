@@ -119,7 +119,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
 
     def send_request(self, req: Outgoing, body: list[bytes], end: bool) -> None:
         """The request head, the body received so far and, with ``end``, its end."""
-        self.chunked = req.req_chunked
+        self.chunked = req.req_chunked and not req.no_body
         head = encode_request(req)
         if not body and not (end and self.chunked):
             self.transport.write(head)  # type: ignore[union-attr]
@@ -416,10 +416,13 @@ def encode_request(req: Outgoing) -> bytes:
         # The client's own X-Forwarded-For, as received (nginx.tmpl:
         # X-Original-Forwarded-For $http_x_forwarded_for; nginx omits it when empty).
         parts += [b"X-Original-Forwarded-For: ", req.xff, b"\r\n"]
+    # no_body: an error page's request (custom-http-errors), the client's body left out.
+    length = req.req_length
     if req.req_chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif req.req_length is not None:
-        parts.append(b"Content-Length: " + req.req_length + b"\r\n")
+        if not req.no_body:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif length is not None and not req.no_body:
+        parts.append(b"Content-Length: " + length + b"\r\n")
     if req.upgrade:
         parts.append(b"Connection: upgrade\r\nUpgrade: " + (req.upgrade_value or b"") + b"\r\n")
     parts.append(b"\r\n")

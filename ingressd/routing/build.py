@@ -28,7 +28,7 @@ from typing import Any
 
 from ..model.backend import Backend, Endpoint
 from ..model.objects import Key, Obj, Snapshot, changed_keys, describe, object_key
-from ..model.policy import Canary, RoutePolicy
+from ..model.policy import DEFAULT_POLICY, Canary, RoutePolicy
 from ..model.problems import Problem
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
@@ -50,6 +50,12 @@ PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 class BuildOptions:
     controller_name: str = DEFAULT_CONTROLLER
     ingress_class: str = "ingressd"  # value of the legacy kubernetes.io/ingress.class
+    # --default-backend-service "namespace/name": serves what no rule takes, and the
+    # error pages of custom-http-errors (ingress-nginx's upstream-default-backend).
+    default_backend_service: str | None = None
+    # The global custom-http-errors list (ConfigMap key custom-http-errors, or
+    # --custom-http-errors): 4xx/5xx statuses answered with the default backend's page.
+    custom_http_errors: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +452,21 @@ class _Planner:
         self.run.backends[key] = _Resolved(svc, slices, backend, users)
         return backend
 
+    def custom_default(self, ns: str, policy: RoutePolicy) -> RoutePolicy:
+        """The default-backend annotation's Service, resolved as ingress-nginx does
+        (controller.go getBackendServers): its first port's endpoints, used only
+        while there are some; a Service that cannot be read is reported."""
+        name = policy.default_backend
+        if name is None:
+            return policy
+        backend = resolve_default_service(self.snap, ns, name)
+        if backend.error is not None:
+            self.problem(f"default-backend: {backend.error}; the annotation is ignored")
+            return policy
+        if not backend.endpoints:
+            return policy
+        return replace(policy, custom_default=backend)
+
     def unresolved(self, plan: _IngressPlan, backend: Backend) -> None:
         """Report a backend whose routes will answer 503, once per Ingress."""
         if backend.error is not None and backend.name not in self.reported:
@@ -466,6 +487,7 @@ class _Planner:
         policy, tls_messages = upstream_tls.resolve(self.snap, ns, policy)
         policy, auth_messages = basic_auth.resolve(self.snap, ns, policy)
         tls_messages += auth_messages
+        policy = self.custom_default(ns, policy)
         messages += tls_messages
         for msg in messages:
             self.problem(msg)
@@ -763,6 +785,25 @@ def resolve_service(
     return Backend(label, endpoints=tuple(sorted(found, key=lambda e: (e.host, e.port))))
 
 
+def resolve_default_service(snap: Snapshot, namespace: str, name: str) -> Backend:
+    """A default backend Service: its first port, as ingress-nginx takes it
+    (controller.go getDefaultUpstream and the default-backend annotation:
+    ``Spec.Ports[0]``), resolved like any Service port; or why it cannot be."""
+    label = f"{namespace}/{name}"
+    try:
+        svc = snap.get("Service", namespace, name)
+        if svc is None:
+            return Backend(label, error=f"service {namespace}/{name} not found")
+        ports = (svc.get("spec") or {}).get("ports") or []
+        first = ports[0] if ports else None
+        if not isinstance(first, dict) or first.get("port") is None:
+            return Backend(label, error=f"service {namespace}/{name} has no ports")
+        return resolve_service(snap, namespace, name, int(first["port"]))
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+        reason = f"service {namespace}/{name} or its EndpointSlices are malformed"
+        return Backend(label, error=f"{reason}: {_malformed(exc)}")
+
+
 def _external_port(svc_port: dict | None, port: int | str) -> int | None:
     if svc_port is not None:
         target = svc_port.get("targetPort")
@@ -885,7 +926,24 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
             vhost = _regex_host(host, found, policies, default, tls, problems)
         else:
             vhost = _static_host(host, found, policies, default, tls)
+        if host and (deny is not None or (first is not None and _restricts(first))):
+            vhost = replace(vhost, guarded=True)
     return _HostResult(vhost, cert, problems)
+
+
+def _restricts(policy: RoutePolicy) -> bool:
+    """Whether ``policy`` limits who gets an answer. ingress-nginx gives a host's "/"
+    location, which its unmatched paths reach, the annotations of its oldest Ingress
+    (controller.go createServers); ingressd does not send those paths to the default
+    backend unless they would reach it unrestricted (RouteTable.route_in)."""
+    return (
+        policy.fail_closed is not None
+        or policy.allow_source is not None
+        or policy.deny_source is not None
+        or policy.auth is not None
+        or policy.basic_auth is not None
+        or policy.external_auth is not None
+    )
 
 
 class _Policies:
@@ -1205,6 +1263,10 @@ class TableBuilder:
         self._catch_all: VirtualHost | None = None
         self._certificates: dict[str, TLSCertificate] = {}
         self._last: RouteTable | None = None
+        # --default-backend-service: the Service and slices it was resolved from, its
+        # route (None: ingressd's own 404) and the problem it makes, if any.
+        self._fallback_from: tuple[Obj | None, tuple[Obj, ...]] | None = None
+        self._fallback: tuple[Route | None, Problem | None] = (None, None)
 
     def build(self, snap: Snapshot, *, generation: int = 0, now: float | None = None) -> RouteTable:
         """The table for ``snap``; problems are returned in ``table.problems``."""
@@ -1232,12 +1294,52 @@ class TableBuilder:
             touched = self._appearance_order(touched)
         self._redo_hosts(touched)
         last = self._last
+        fallback_changed = self._default_backend(snap)
         if last is not None and not dirty:
-            table = replace(last, generation=generation)
+            if fallback_changed:
+                table = replace(
+                    last,
+                    generation=generation,
+                    fallback=self._fallback[0],
+                    problems=self._problems(snap),
+                )
+            else:
+                table = replace(last, generation=generation)
         else:
             table = self._table(snap, generation, last)
         self._last = table
         return table
+
+    def _default_backend(self, snap: Snapshot) -> bool:
+        """Resolve --default-backend-service again if its Service or slices changed
+        (then True). Kept while they are the same objects, round-robin position too.
+
+        As ingress-nginx (controller.go getDefaultUpstream): without the Service or
+        without ready endpoints, its internal default server answers 404 instead.
+        """
+        ref = self.opts.default_backend_service
+        if not ref:
+            return False
+        ns, _, name = ref.partition("/")
+        svc = snap.get("Service", ns, name)
+        slices = snap.slices_by_service.get((ns, name), ())
+        kept = self._fallback_from
+        if kept is not None and kept[0] is svc and _same_items(kept[1], slices):
+            return False
+        self._fallback_from = (svc, tuple(slices))
+        backend = resolve_default_service(snap, ns, name)
+        reason = None
+        if backend.error is not None:
+            reason = backend.error
+        elif not backend.endpoints:
+            reason = f"service {ns}/{name} has no ready endpoints"
+        if reason is None:
+            self._fallback = (Route("/", "Prefix", backend, "", DEFAULT_POLICY), None)
+        else:
+            reason += "; what it would serve gets ingressd's own 404"
+            problem = Problem(f"--default-backend-service {ref}", reason, "", ("Service", ns, name))
+            self._fallback = (None, problem)
+        return True
 
     # -- what changed ------------------------------------------------------------
 
@@ -1425,6 +1527,8 @@ class TableBuilder:
             generation=generation,
             ingresses=ingresses,
             www_redirects=MappingProxyType(www),
+            fallback=self._fallback[0],
+            custom_http_errors=frozenset(self.opts.custom_http_errors),
         )
 
     def _www_redirects(self) -> tuple[dict[str, TLSCertificate], dict[str, str]]:
@@ -1513,6 +1617,8 @@ class TableBuilder:
         tagged += [t for host in self._problem_hosts for t in self._hosts[host].problems]
         tagged.sort(key=_tag)  # stable: one Ingress's problems with one tag keep their order
         found += [problem for _, problem in tagged]
+        if self._fallback[1] is not None:
+            found.append(self._fallback[1])
         return tuple(found)
 
 

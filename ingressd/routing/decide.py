@@ -462,6 +462,12 @@ def decide(
     canary = route.canary
     if canary is not None and _to_canary(canary, head):
         backend = canary.backend  # type: ignore[assignment]
+    stand_in: Headers = ()
+    if not backend.endpoints and policy.custom_default is not None:
+        # default-backend: its Service answers for one without endpoints, told so
+        # (nginx.tmpl: a location sent to a "custom-default-backend-" upstream).
+        stand_in = stand_in_headers(route, find_header(head.headers, b"accept"))
+        backend = policy.custom_default
     if backend.error is not None:
         return Respond(503, f"503 Service Unavailable: {backend.error}\n", route=route)
     set_cookie = None
@@ -506,9 +512,33 @@ def decide(
         backend,
         upstream_path,
         route,
-        route.upstream_headers,
+        (*route.upstream_headers, *stand_in) if stand_in else route.upstream_headers,
         tuple(response_headers),
         tls,
+    )
+
+
+def stand_in_headers(route: Route, accept: bytes | None) -> Headers:
+    """The headers for a request sent to the default-backend annotation's Service
+    because the route's own Service has no endpoints (nginx.tmpl, for a location
+    whose backend is a "custom-default-backend-" upstream)."""
+    return ((b"X-Code", b"503"), (b"X-Format", accept or b""), *origin_headers(route))
+
+
+def origin_headers(route: Route) -> Headers:
+    """X-Namespace, X-Ingress-Name, X-Service-Name and X-Service-Port of the route the
+    request was for (nginx.tmpl's $namespace, $ingress_name, $service_name,
+    $service_port); empty, so not sent, for what no Ingress routes."""
+    namespace, _, ingress = route.ingress.partition("/")
+    service = port = ""
+    if route.ingress:
+        # Backend.name is "namespace/service:port", the port as the Ingress names it.
+        service, _, port = route.backend.name.partition("/")[2].rpartition(":")
+    return (
+        (b"X-Namespace", namespace.encode("latin-1")),
+        (b"X-Ingress-Name", ingress.encode("latin-1")),
+        (b"X-Service-Name", service.encode("latin-1")),
+        (b"X-Service-Port", port.encode("latin-1")),
     )
 
 
