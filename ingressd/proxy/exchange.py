@@ -693,9 +693,9 @@ class Exchange(Outgoing):
         """
         table = self.state.table
         if (
-            self.upgrade
+            not errors.intercepted(table, route, status)
+            or self.upgrade
             or grpc.is_grpc(self.headers)
-            or not errors.intercepted(table, route, status)
         ):
             return False
         self.error_page = True
