@@ -35,8 +35,10 @@ BUILD_INFO = HERE / "ingressd" / "_build.json"
 COMPILED = (
     "ingressd/model/backend.py",
     "ingressd/model/cache.py",
+    "ingressd/model/hashring.py",
     "ingressd/model/table.py",
     "ingressd/observe/stats.py",
+    "ingressd/policy/chash.py",
     "ingressd/policy/limits.py",
     "ingressd/proxy/client_h1.py",
     "ingressd/proxy/client_h2.py",

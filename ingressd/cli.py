@@ -18,7 +18,7 @@ from .listeners import ListenError
 from .model.objects import Snapshot
 from .model.problems import Problem
 from .observe import access_log, logs
-from .policy.annotations import parse_buffer_size, parse_cidrs, parse_size
+from .policy.annotations import parse_buffer_size, parse_cidrs, parse_http_errors, parse_size
 from .policy.limits import DEFAULT_ENTRIES
 from .proxy.settings import DEFAULT_HEAD_LIMIT, ProxySettings
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
@@ -91,6 +91,13 @@ def _port(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number (1-65535)")
     return int(value)
+
+
+def _http_errors(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(sorted(parse_http_errors(value)))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
 
 
 def _size(value: str) -> int:
@@ -435,6 +442,25 @@ def _class_options(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="spec.controller of the IngressClasses to serve",
     )
+    d = p.add_argument_group("default backend and error pages")
+    d.add_argument(
+        "--default-backend-service",
+        type=_ns_name,
+        default=None,
+        metavar="NS/NAME",
+        help="Service (its first port) that serves requests no rule or defaultBackend "
+        "takes, and the error pages of custom-http-errors, as ingress-nginx's flag "
+        "(default: none; as while it has no ready endpoints, those get ingressd's own 404)",
+    )
+    d.add_argument(
+        "--custom-http-errors",
+        type=_http_errors,
+        default=(),
+        metavar="CODE[,CODE]",
+        help="statuses (400-599) answered with the default backend's error page on every "
+        "route whose Ingress has no custom-http-errors annotation, as ingress-nginx's "
+        "ConfigMap key (default: none)",
+    )
 
 
 def _sources(p: argparse.ArgumentParser, manifests_help: str) -> None:
@@ -636,6 +662,8 @@ def build_options(args: argparse.Namespace) -> BuildOptions:
     return BuildOptions(
         controller_name=args.controller_name,
         ingress_class=args.ingress_class or DEFAULT_INGRESS_CLASS,
+        default_backend_service=args.default_backend_service,
+        custom_http_errors=args.custom_http_errors,
     )
 
 

@@ -10,7 +10,8 @@ route lookup, header handling, forwarding — and nothing the kernel does, so
 ``bench.py``'s CPU per request minus this is the syscall share.
 
     python loadtests/hotpath.py [--requests 200000] [--access-log off|json|plain]
-        [--limits off|private|shared] [--request wrk|browser] [--paths same|random] [--profile]
+        [--limits off|private|shared] [--request wrk|browser] [--paths same|random]
+        [--upstream-hash-by KEY] [--profile]
 
 Request counting for /metrics is always on, as in ingressd; the access log is
 off unless asked for, and then written to /dev/null (formatting and the
@@ -28,6 +29,10 @@ two (it leaves out the time other processes had the core).
 ``--paths random`` makes every request's path new (``/api/<random>``, same
 route): nothing the routing cache learns is asked for again, the worst case
 for it, where ``same`` (the default) is its best.
+
+``--upstream-hash-by '$request_uri'`` balances the route by that key: the key
+rendered, CRC-32 and a search of the ring, per request (the ring itself is
+made with the table, as the builder makes it).
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ from typing import Any
 from browser_headers import browser_request
 
 from ingressd.model.backend import Backend, Endpoint
-from ingressd.model.policy import LimitConfig, RoutePolicy
+from ingressd.model.policy import LimitConfig, RoutePolicy, UpstreamHash
 from ingressd.model.table import Route, RouteTable, VirtualHost
+from ingressd.policy.chash import parse_key
 from ingressd.policy.limits import LimitRegistry
 from ingressd.proxy.client_h1 import ClientConnection
 from ingressd.proxy.settings import ProxySettings
@@ -100,12 +106,16 @@ class MemoryTransport(asyncio.Transport):
         return data
 
 
-def table(limits: bool = False) -> RouteTable:
+def table(limits: bool = False, hash_by: str | None = None) -> RouteTable:
     backend = Backend("default/api:80", (ENDPOINT,))
     route = Route("/api", "Prefix", backend, "default/api")
-    if limits:
-        policy = RoutePolicy(limits=LimitConfig(rps=1_000_000, connections=100))
+    if limits or hash_by:
+        policy = RoutePolicy(
+            limits=LimitConfig(rps=1_000_000, connections=100) if limits else None,
+            upstream_hash=UpstreamHash(parse_key(hash_by), hash_by) if hash_by else None,
+        )
         route = Route("/api", "Prefix", backend, "default/api", policy)
+        backend.hash_ring()  # as the builder makes it
     vhost = VirtualHost("bench.local", prefix={"/api": route})
     return RouteTable(exact_hosts={"bench.local": vhost})
 
@@ -131,8 +141,9 @@ async def run(
     limits: str = "off",
     request: bytes = REQUEST,
     paths: str = "same",
+    hash_by: str | None = None,
 ) -> tuple[list[float], list[float]]:
-    state = ProxyState(table(limits != "off"), ProxySettings(access_log=access_log))
+    state = ProxyState(table(limits != "off", hash_by), ProxySettings(access_log=access_log))
     if limits == "shared":
         from ingressd.policy.shared_limits import SharedLimits
 
@@ -212,6 +223,11 @@ def main() -> None:
         help="every request for the same path (default), or each for a new one: what the "
         "routing cache does at its best and at its worst",
     )
+    parser.add_argument(
+        "--upstream-hash-by",
+        metavar="KEY",
+        help="balance the route by this key (e.g. '$request_uri'), as the annotation does",
+    )
     args = parser.parse_args()
     import uvloop
 
@@ -223,6 +239,7 @@ def main() -> None:
             args.limits,
             REQUESTS[args.request],
             args.paths,
+            args.upstream_hash_by,
         )
     )
     median = statistics.median(batches)
@@ -230,7 +247,9 @@ def main() -> None:
         f"proxied request, Python only: median {median:.2f} us "
         f"(min {min(batches):.2f}, max {max(batches):.2f}; {args.requests} requests, "
         f"access log {args.access_log}, limits {args.limits}, {args.request} request, "
-        f"paths {args.paths})"
+        f"paths {args.paths}"
+        + (f", upstream-hash-by {args.upstream_hash_by}" if args.upstream_hash_by else "")
+        + ")"
     )
     print(f"  = {1e6 / median:,.0f} requests/s per core before any syscall")
     print(

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .hashring import HashRing, subsets
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -65,6 +67,51 @@ class Backend:
             maps = (MappingProxyType(values), MappingProxyType(by_value))
             object.__setattr__(self, "_affinity", maps)
         return maps
+
+    # upstream-hash-by rings by subset size (0: one endpoint per node, chash.lua),
+    # made once per Backend, i.e. once per endpoint set: a rebuild that keeps the
+    # Service and its slices keeps the Backend and its rings. The builder makes
+    # them for the routes that hash (routing/build.py), so no request pays for it.
+    _rings: dict[int, HashTarget] = field(default_factory=dict, init=False, repr=False)
+
+    def hash_ring(self, subset_size: int = 0) -> HashTarget:
+        """The consistent-hash ring over the endpoints, and what each node stands for."""
+        found = self._rings.get(subset_size)
+        if found is None:
+            found = hash_target(self.endpoints, subset_size)
+            self._rings[subset_size] = found
+        return found
+
+
+class HashTarget:
+    """A ring and its nodes: each node one endpoint (chash.lua), or with
+    ``upstream-hash-by-subset`` a subset of them (chashsubset.lua)."""
+
+    __slots__ = ("nodes", "ring")
+
+    def __init__(self, ring: HashRing, nodes: tuple[tuple[Endpoint, ...], ...]) -> None:
+        self.ring = ring
+        self.nodes = nodes
+
+
+def node_name(endpoint: Endpoint) -> str:
+    """The node's name on the ring, as ingress-nginx writes it: ``address:port``,
+    an IPv6 address in brackets (balancer.lua ``format_ipv6_endpoints``)."""
+    host = endpoint.host
+    if ":" in host:
+        return f"[{host}]:{endpoint.port}"
+    return f"{host}:{endpoint.port}"
+
+
+def hash_target(endpoints: tuple[Endpoint, ...], subset_size: int = 0) -> HashTarget:
+    if subset_size <= 0:
+        ring = HashRing([node_name(e) for e in endpoints])
+        return HashTarget(ring, tuple((e,) for e in endpoints))
+    groups = subsets(len(endpoints), subset_size)
+    # chashsubset.lua names the subsets "set1", "set2"...: the ring depends only on
+    # how many there are.
+    ring = HashRing([f"set{i + 1}" for i in range(len(groups))])
+    return HashTarget(ring, tuple(tuple(endpoints[i] for i in g) for g in groups))
 
 
 def affinity_value(backend: str, endpoint: Endpoint) -> str:

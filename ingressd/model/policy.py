@@ -312,6 +312,27 @@ class Affinity:
     # On a retry (proxy-next-upstream), move the session to the new endpoint;
     # without it a session's requests are retried on its own endpoint.
     change_on_failure: bool = False
+    # session-cookie-conditional-samesite-none: SameSite=None is left out for
+    # user agents known to reject such cookies (policy/samesite.py).
+    conditional_samesite_none: bool = False
+
+
+# -- upstream-hash-by (policy/chash.py, model/hashring.py) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHash:
+    """upstream-hash-by and its -subset, -subset-size: consistent hashing of requests.
+
+    ``parts`` is the key template split once: literal, variable, literal, …
+    literal; variables by their lowercase nginx name (``request_uri``,
+    ``http_x_user``, ``cookie_session``, ``arg_id``).
+    """
+
+    parts: tuple[str, ...]
+    text: str  # as annotated, for messages
+    subset: bool = False
+    subset_size: int = 3  # ingress-nginx's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +370,9 @@ class RoutePolicy:
     proxy_read_timeout: float | None = None
     proxy_send_timeout: float | None = None
     load_balance: str = "round_robin"  # or "ewma" (policy/ewma.py); affinity wins over both
+    # upstream-hash-by: the endpoint from a hash of the request; wins over
+    # load_balance, cookie affinity wins over it (balancer.lua get_implementation)
+    upstream_hash: UpstreamHash | None = None
     # proxy-next-upstream(-tries, -timeout): which failures are tried again elsewhere
     next_upstream: NextUpstream = DEFAULT_NEXT_UPSTREAM
     # limit-rps/-rpm/-connections per client address (policy/limits.py); None: no limits
@@ -370,6 +394,14 @@ class RoutePolicy:
     # The same for access control ingress-nginx applies to the whole server
     # (auth-tls-*, server-snippet): every route of the Ingress's hosts answers.
     host_fail_closed: tuple[int, str] | None = None
+    # custom-http-errors: upstream statuses answered by a default backend's error
+    # page instead (routing/errors.py); None: the global list (RouteTable) applies.
+    custom_http_errors: frozenset[int] | None = None
+    # default-backend: a Service name in the Ingress's namespace, as annotated; and
+    # (set by the builder) its endpoints, only while it has some, as ingress-nginx's
+    # "custom-default-backend-" upstream (controller.go getBackendServers).
+    default_backend: str | None = None
+    custom_default: Backend | None = None
 
     @property
     def regex_paths(self) -> bool:

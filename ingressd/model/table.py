@@ -115,6 +115,9 @@ class VirtualHost:
     static: Mapping[str, Route] = field(default_factory=_empty)
     # In regex mode: (pattern, route) in order; None for ingress-nginx's own "/".
     order: tuple[tuple[UserRegex, Route | None], ...] = ()
+    # The oldest Ingress of the host restricts access (source ranges, auth, a denial):
+    # its unmatched paths are not sent to the default backend (RouteTable.route_in).
+    guarded: bool = False
     # auth-tls-*: client certificates are asked for in handshakes whose SNI names
     # this host, and checked for each of its requests (policy/client_auth.py).
     client_auth: ClientAuth | None = None
@@ -193,6 +196,13 @@ class RouteTable:
     ingresses: tuple[tuple[str, str], ...] = ()
     # from-to-www-redirect: the other name of a host -> the host (308 there)
     www_redirects: Mapping[str, str] = field(default_factory=_empty)
+    # --default-backend-service while it has ready endpoints (else None: ingressd's own
+    # 404, as ingress-nginx's internal default server): what serves requests no rule
+    # or defaultBackend takes, and the error pages of custom-http-errors.
+    fallback: Route | None = None
+    # The global custom-http-errors list (the ConfigMap key; --custom-http-errors):
+    # for routes whose Ingress has no custom-http-errors annotation of its own.
+    custom_http_errors: frozenset[int] = frozenset()
     # Some host checks client certificates (VirtualHost.client_auth): requests
     # are checked for it only then, so a table without mTLS costs nothing.
     client_auth: bool = False
@@ -222,15 +232,21 @@ class RouteTable:
     def route_in(self, vhost: VirtualHost | None, path: str) -> Route | None:
         """``route_for`` once the host's ``vhost`` is found (``find_host``)."""
         if vhost is None:
-            return self.default
+            return self.default or self.fallback
         route = vhost.match(path)
         if route is not None:
             return route
         if vhost.default is not None:
             return vhost.default
-        # A named host's unmatched paths stay with that host (404), as in
-        # ingress-nginx: another tenant's defaultBackend must not catch them.
-        return self.default if not vhost.host else None
+        # A named host's unmatched paths stay with that host, as in ingress-nginx:
+        # another tenant's defaultBackend must not catch them; its "/" location
+        # goes to the global default backend (controller.go createServers: du).
+        # ingress-nginx applies the annotations of the host's oldest Ingress there;
+        # where they restrict access, ingressd keeps its 404 rather than serve the
+        # default backend without the restriction.
+        if not vhost.host and self.default is not None:
+            return self.default
+        return None if vhost.guarded else self.fallback
 
     def certificate_for(self, server_name: str) -> TLSCertificate | None:
         cert = self.certificates.get(server_name)

@@ -31,8 +31,10 @@ from ..model.policy import (
     ProxySSL,
     RoutePolicy,
     Template,
+    UpstreamHash,
 )
 from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
+from .chash import parse_key as _parse_hash_key
 from .cors import parse_origins, parse_token_list
 from .ext_auth import METHODS as AUTH_METHODS
 from .ext_auth import parse_template, parse_url_template
@@ -71,9 +73,8 @@ IGNORED: Mapping[str, str] = {
     "client-body-buffer-size": "buffering",
     "connection-proxy-header": "a header to the upstream",
     "custom-headers": "headers added to responses",
-    "custom-http-errors": "error pages",
-    "default-backend": "where errors and unmatched paths go, not who gets in",
-    "disable-proxy-intercept-errors": "error pages",
+    "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
+    "listed statuses anyway, not who gets in",
     "enable-access-log": "logging",
     "enable-global-auth": "only turns the ConfigMap's global-auth-url off, which ingressd "
     "does not have",
@@ -113,16 +114,11 @@ IGNORED: Mapping[str, str] = {
     "proxy-ssl-protocols": "TLS towards the upstream, not who may reach the route",
     "satisfy": "'any' lets either the address or the credentials suffice; ingressd asks for "
     "both, which is stricter",
-    "server-alias": "more names for a host; without it fewer names are served",
-    "session-cookie-conditional-samesite-none": "a cookie attribute",
     "ssl-ciphers": "TLS parameters of the host",
     "ssl-passthrough": "only with serve --enable-ssl-passthrough (as in ingress-nginx); "
     "without it ingressd terminates TLS, so an upstream expecting the client's TLS refuses "
     "the requests",
     "ssl-prefer-server-ciphers": "TLS parameters of the host",
-    "upstream-hash-by": "balancing (round_robin serves)",
-    "upstream-hash-by-subset": "balancing (round_robin serves)",
-    "upstream-hash-by-subset-size": "balancing (round_robin serves)",
     "use-port-in-redirects": "the port in redirects",
 }
 # Unsupported values of these annotations would narrow access, so they deny too.
@@ -607,6 +603,122 @@ def parse_seconds_or_zero(value: str) -> float:
     return float(v)
 
 
+def parse_http_errors(value: str) -> frozenset[int]:
+    r"""custom-http-errors: comma-separated statuses from 400 to 599, as ingress-nginx's
+    customhttperrors parser accepts them (``^(?:[4,5]\d{2},?)*$``, then Atoi);
+    blanks around an entry are allowed."""
+    codes = set()
+    for part in value.split(","):
+        p = part.strip()
+        if not (len(p) == 3 and p.isascii() and p.isdigit() and p[0] in "45"):
+            raise AnnotationError(f"{part.strip()!r} is not a status from 400 to 599")
+        codes.add(int(p))
+    return frozenset(codes)
+
+
+# A Service name: an RFC 1035 label, as ingress-nginx's parser.ValidateServiceName.
+_SERVICE_NAME = fixed(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def parse_service_name(value: str) -> str:
+    """default-backend: the name of a Service in the Ingress's own namespace."""
+    v = value.strip()
+    if not _SERVICE_NAME.match(v):
+        raise AnnotationError(f"{value!r} is not a Service name (a DNS label)")
+    return v
+
+
+# -- upstream-hash-by, server-alias (policy/chash.py; routing/build.py's aliases) ------------
+
+_NOT_HASHED = "; the route is balanced as without it"
+MAX_SUBSET_SIZE = 256  # bounds the padded subsets chashsubset.lua makes
+
+
+def parse_upstream_hash_by(value: str) -> tuple[str, ...]:
+    try:
+        return _parse_hash_key(value)
+    except ValueError as exc:
+        raise AnnotationError(f"{exc}{_NOT_HASHED}") from None
+
+
+def parse_subset_size(value: str) -> int:
+    """upstream-hash-by-subset-size: 1 to MAX_SUBSET_SIZE; 0 is ingress-nginx's "unset" (3)."""
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()) or int(v) > MAX_SUBSET_SIZE:
+        raise AnnotationError(f"{value!r} is not a whole number from 1 to {MAX_SUBSET_SIZE}")
+    return int(v) or 3
+
+
+MAX_ALIASES = 100
+_ALIAS = fixed(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+# nginx server names ingress-nginx passes on but ingressd does not serve: regular
+# expressions ("~^www\d+\.example\.com$") and trailing wildcards ("www.example.*").
+_NGINX_ONLY_ALIAS = fixed(r"^(~.+|[A-Za-z0-9_.-]+\.\*)$")
+
+
+class ServerAliases(NamedTuple):
+    names: tuple[str, ...]  # exact names and "*.suffix", lowercase, sorted
+    unsupported: tuple[str, ...]  # nginx-only forms, reported and not served
+
+
+def parse_server_aliases(value: str) -> ServerAliases:
+    """server-alias: comma-separated names, deduplicated and sorted as ingress-nginx's
+    alias parser does; nginx regex and trailing-wildcard names are kept apart."""
+    names: set[str] = set()
+    unsupported: set[str] = set()
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        if len(names) + len(unsupported) >= MAX_ALIASES:
+            raise AnnotationError(f"more than {MAX_ALIASES} names")
+        low = item.lower().rstrip(".")
+        if len(low) <= 253 and _ALIAS.match(low):
+            names.add(low)
+        elif len(item) <= 253 and _NGINX_ONLY_ALIAS.match(item) and not _CONTROL.search(item):
+            unsupported.add(item)
+        else:
+            raise AnnotationError(f"{item!r} is not a server name")
+    if not names and not unsupported:
+        raise AnnotationError("no server name given")
+    return ServerAliases(tuple(sorted(names)), tuple(sorted(unsupported)))
+
+
+def server_aliases(annotations: Mapping[str, str] | None) -> tuple[str, ...]:
+    """The Ingress's valid server-alias names ((): none, or invalid: reported by parse_policy)."""
+    found = collect(annotations)
+    if "server-alias" not in found:
+        return ()
+    parsed = _parsed(found, "server-alias", parse_server_aliases)
+    return parsed.names if parsed is not None else ()
+
+
+def _hash_policy(values: Mapping[str, Any], messages: list[str]) -> UpstreamHash | None:
+    parts = values.get("upstream-hash-by")
+    if parts is None:
+        idle = [
+            k for k in ("upstream-hash-by-subset", "upstream-hash-by-subset-size") if k in values
+        ]
+        if idle:
+            messages.append(f"{', '.join(idle)}: no effect without upstream-hash-by")
+        return None
+    # balancer.lua get_implementation: cookie affinity, then the hash, then load-balance.
+    if "affinity" in values:
+        messages.append("upstream-hash-by: no effect beside affinity: cookie, which wins over it")
+    elif "load-balance" in values:
+        messages.append("load-balance: no effect beside upstream-hash-by, which wins over it")
+    subset = values.get("upstream-hash-by-subset", False)
+    if "upstream-hash-by-subset-size" in values and not subset:
+        messages.append(
+            'upstream-hash-by-subset-size: no effect without upstream-hash-by-subset: "true"'
+        )
+    return UpstreamHash(
+        parts=parts,
+        text="".join(p if i % 2 == 0 else "${" + p + "}" for i, p in enumerate(parts)),
+        subset=subset,
+        subset_size=values.get("upstream-hash-by-subset-size", 3),
+    )
+
+
 # annotation name (without prefix) -> parser of its value
 _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "rewrite-target": parse_rewrite_target,
@@ -688,6 +800,13 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "session-cookie-secure": parse_bool,
     "session-cookie-domain": parse_cookie_domain,
     "session-cookie-change-on-failure": parse_bool,
+    "custom-http-errors": parse_http_errors,
+    "default-backend": parse_service_name,
+    "session-cookie-conditional-samesite-none": parse_bool,
+    "upstream-hash-by": parse_upstream_hash_by,
+    "upstream-hash-by-subset": parse_bool,
+    "upstream-hash-by-subset-size": parse_subset_size,
+    "server-alias": parse_server_aliases,
 }
 
 # Annotation -> RoutePolicy field, for those that map one to one.
@@ -709,6 +828,8 @@ _FIELDS: Mapping[str, str] = {
     "proxy-read-timeout": "proxy_read_timeout",
     "proxy-send-timeout": "proxy_send_timeout",
     "load-balance": "load_balance",
+    "custom-http-errors": "custom_http_errors",
+    "default-backend": "default_backend",
 }
 
 # auth-tls-*: client certificates; the others mean something only beside the Secret.
@@ -1011,6 +1132,16 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
             secure=values.get("session-cookie-secure"),
             domain=values.get("session-cookie-domain"),
             change_on_failure=values.get("session-cookie-change-on-failure", False),
+            conditional_samesite_none=values.get("session-cookie-conditional-samesite-none", False),
+        )
+    upstream_hash = _hash_policy(values, messages)
+    if upstream_hash is not None:
+        changes["upstream_hash"] = upstream_hash
+    aliases = values.get("server-alias")
+    if aliases is not None and aliases.unsupported:
+        messages.append(
+            f"server-alias {', '.join(aliases.unsupported)}: nginx regular expression and "
+            "trailing-wildcard names are not supported by ingressd; not served"
         )
     if values.get("auth-type") == "basic":
         if "auth-secret" not in values:
@@ -1054,6 +1185,9 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
         changes["fail_closed"] = fail_closed
     if host_fail_closed is not None:
         changes["host_fail_closed"] = host_fail_closed
+    if not changes:
+        # Only annotations kept off the policy (server-alias): the route stays plain.
+        return DEFAULT_POLICY, messages
     return replace(DEFAULT_POLICY, **changes), messages
 
 

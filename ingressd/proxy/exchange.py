@@ -29,8 +29,8 @@ from ..policy.limits import Slot
 from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
 from ..policy.upstream_tls import H2_PROTOCOLS
 from ..policy.upstream_tls import describe_error as describe_tls_error
-from ..routing import client_auth
-from ..routing.decide import Forward, RequestHead, Respond, decide, retarget
+from ..routing import client_auth, errors
+from ..routing.decide import Forward, RequestHead, Respond, decide, find_header, retarget
 from . import grpc, http
 from .state import ProxyState, new_request_id
 from .streams import ClientStream, Outgoing, UpstreamStream
@@ -62,6 +62,7 @@ class Exchange(Outgoing):
         "body_seen",
         "client_writing_paused",
         "conn_header",
+        "error_page",
         "finished",
         "first_try_at",
         "head_done",
@@ -164,6 +165,10 @@ class Exchange(Outgoing):
         self.first_try_at = 0.0
         self.replay: list[bytes] | None = []
         self.replay_size = 0
+        # custom-http-errors: the error page is being fetched (never a second one),
+        # without the client's body (read and dropped from then on).
+        self.error_page = False
+        self.no_body = False
 
     # -- request head --------------------------------------------------------------------
 
@@ -484,6 +489,8 @@ class Exchange(Outgoing):
         if self.finished:
             return  # answered already (local response): the body is discarded
         self.body_seen += len(data)
+        if self.no_body:
+            return  # an error page is fetched without it
         if self.body_limit and self.body_seen > self.body_limit:
             self._too_large()
             return
@@ -544,6 +551,8 @@ class Exchange(Outgoing):
         statuses = None if route.plain else route.policy.next_upstream.statuses
         if statuses and status in statuses and self._retry(f"http_{status}", sent=True):
             return  # this response is dropped with its connection
+        if status >= 400 and not self.error_page and self._error_page(route, status):
+            return  # this response is dropped with its connection, unread
         self.response_started = True
         self.status = status
         out = headers
@@ -676,6 +685,59 @@ class Exchange(Outgoing):
             conn.abort()
         self.respond(502, f"502 Bad Gateway: {self._upstream_name()}: {reason}\n")
 
+    # -- custom-http-errors ----------------------------------------------------------------
+
+    def _error_page(self, route: Route, status: int) -> bool:
+        """Answer ``status`` with the default backend's error page (routing/errors.py);
+        False when ``status`` is not one the route intercepts.
+
+        Once per request: the error page's own status passes whatever it is, and
+        if it cannot be fetched the failure is answered as for any upstream.
+        """
+        table = self.state.table
+        if (
+            not errors.intercepted(table, route, status)
+            or self.upgrade
+            or grpc.is_grpc(self.headers)
+        ):
+            return False
+        self.error_page = True
+        conn = self.upstream
+        self.upstream = None
+        if conn is not None:
+            conn.abort()  # the upstream's body is dropped with its connection, never read
+        self._cancel_timer()
+        uri = self.url.decode("latin-1")
+        accept = find_header(self.headers, b"accept")
+        action = errors.error_page(table, route, status, uri, uri.partition("?")[2], accept)
+        if isinstance(action, Respond):
+            self.route = action.route
+            self.respond(action.status, action.body)
+            return True
+        # The error page is asked for with the client's method and headers, no body.
+        self.no_body = True
+        self.sent_body = False
+        self.replay = None
+        self._body_buf = []
+        if self._buffered:
+            self._buffered = 0
+            self.client.resume_body(PAUSE_BUFFER)
+        if self.send_paused_at is not None:  # paused for the upstream just dropped
+            self.send_paused_at = None
+            self.client.resume_body(PAUSE_UPSTREAM)
+        if not self.request_complete and self.has_body():
+            self.keep_alive = False  # the rest of the body is read and dropped
+        settings = self.state.settings
+        self.read_timeout = settings.read_timeout
+        self.send_timeout = settings.send_timeout
+        self.upgrading = False
+        self.attempts = 0
+        self.tried = []
+        self._retried = False
+        self.forward = action
+        self._go()
+        return True
+
     # -- proxy-next-upstream ---------------------------------------------------------------
 
     def _retry(self, kind: str, sent: bool) -> bool:
@@ -699,7 +761,7 @@ class Exchange(Outgoing):
                 return False
             if self.sent_body and self.replay is None:
                 return False  # the body is gone: it cannot be sent again
-        nxt = retarget(fwd, self.tried, self.client.tls, self.state.health)
+        nxt = retarget(fwd, self.tried, self.client.tls, self.state.health, self.headers)
         if nxt is None:
             return False
         self.state.stats.retry(fwd.route.ingress, fwd.backend.name, kind)
@@ -853,6 +915,12 @@ class Exchange(Outgoing):
         client = self.client
         if self.finished or client.closing:
             return
+        if status >= 400 and not self.error_page and self.rejection is None:
+            # Answers ingressd makes for a route (no endpoints, upstream failures,
+            # limits, auth…) get the error page too, as nginx's error_page does.
+            route = self.forward.route if self.forward is not None else self.route
+            if route is not None and self._error_page(route, status):
+                return
         if self.upgrade:
             # The client's parser is past an upgrade request that did not happen.
             self.upgrading = False

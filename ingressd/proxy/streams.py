@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 from mypy_extensions import mypyc_attr, trait
 
 from ..policy.limits import Slot
-from .http import Headers
+from .http import UNNOMINABLE, Headers, drop_named
 
 if TYPE_CHECKING:
     from ..routing.decide import Forward
@@ -273,6 +273,7 @@ class Outgoing(ResponseSink):
         "http10",
         "keep_alive",
         "method",
+        "no_body",
         "protocol",
         "req_chunked",
         "req_length",
@@ -297,6 +298,7 @@ class Outgoing(ResponseSink):
     conn_tokens: set[bytes] | None  # named by the client's Connection header
     req_chunked: bool  # the body's length is not known ahead
     req_length: bytes | None  # Content-Length as received
+    no_body: bool  # the client's body is not sent (an error page's request)
     upgrade: bool  # a WebSocket upgrade is asked for
     upgrade_value: bytes | None
     auth_headers: tuple[tuple[bytes, bytes], ...]  # from the auth-url service
@@ -339,3 +341,49 @@ class Connection:
         """Drop the connection at once (the drain's grace is over): its
         exchanges end as the client leaving."""
         raise NotImplementedError
+
+
+def upstream_fields(req: Outgoing) -> tuple[Headers, bytes | None, bytes, bytes, bytes]:
+    """What an upstream request carries of ``req``, whichever protocol frames it
+    (``upstream_h1.encode_request``, ``upstream_h2.request_headers``), as
+    ingress-nginx's nginx.tmpl sets it (``proxy_set_header``/``grpc_set_header``):
+
+    - the client's headers, less those its Connection header names (hop-by-hop,
+      RFC 9110 7.6.1, except what routing used and what ingressd sets) and those
+      the annotations and the auth service replace, then theirs (an empty value
+      removes the header, as nginx's ``proxy_set_header NAME ""``);
+    - the Host an annotation set (upstream-vhost; None when none did, b"" when
+      one removed it);
+    - the host the request came for (X-Forwarded-Host, and Host unless replaced);
+    - X-Forwarded-For: a trusted proxy's chain with the peer added, else the peer
+      alone (ingress-nginx replaces anyone else's by default);
+    - X-Real-IP: behind a trusted proxy the client it names, else the peer.
+    """
+    fwd = req.forward
+    assert fwd is not None
+    client = req.client
+    headers = req.headers
+    if req.conn_tokens:
+        named = req.conn_tokens - UNNOMINABLE
+        if named:
+            headers = drop_named(headers, named)
+    host_override: bytes | None = None
+    extra = fwd.request_headers
+    if req.auth_headers:
+        extra = (*extra, *req.auth_headers)
+    if extra:
+        names = {name.lower() for name, _ in extra}
+        headers = [*drop_named(headers, names), *(h for h in extra if h[1])]
+        if b"host" in names:
+            host_override = b""
+            for name, value in extra:
+                if value and name.lower() == b"host":
+                    host_override = value  # the last one set
+    host = req.host if req.host is not None else fwd.endpoint.host.encode()
+    peer = client.client_ip.encode("latin-1")
+    if client.trusted:
+        xff = (req.xff + b", " + peer) if req.xff else peer
+        real_ip = req.real_ip().encode("latin-1")
+    else:
+        xff = real_ip = peer
+    return headers, host_override, host, xff, real_ip

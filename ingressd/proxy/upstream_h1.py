@@ -15,7 +15,7 @@ from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
 from . import http
 from .settings import DEFAULT_HEAD_LIMIT
-from .streams import CLOCK, Outgoing, ResponseSink, UpstreamStream
+from .streams import CLOCK, Outgoing, ResponseSink, UpstreamStream, upstream_fields
 
 if TYPE_CHECKING:
     from ..model.policy import UpstreamTLS
@@ -119,7 +119,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
 
     def send_request(self, req: Outgoing, body: list[bytes], end: bool) -> None:
         """The request head, the body received so far and, with ``end``, its end."""
-        self.chunked = req.req_chunked
+        self.chunked = req.req_chunked and not req.no_body
         head = encode_request(req)
         if not body and not (end and self.chunked):
             self.transport.write(head)  # type: ignore[union-attr]
@@ -359,33 +359,13 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
 
 
 def encode_request(req: Outgoing) -> bytes:
-    """The HTTP/1.1 request head for ``req``, as ingress-nginx's nginx.tmpl
-    sets the headers (``proxy_set_header``): the client's headers less
-    hop-by-hop ones, those the annotations and the auth service replace, then
-    Host and the forwarding headers ingressd sets itself."""
+    """The HTTP/1.1 request head for ``req``: the fields of ``upstream_fields``,
+    Host where the client's or an annotation's is not among them, then the
+    forwarding headers ingressd sets itself."""
     fwd = req.forward
     assert fwd is not None
     client = req.client
-    headers = req.headers
-    if req.conn_tokens:
-        # Headers the client's Connection names are hop-by-hop (RFC 9110
-        # 7.6.1), except what routing used and what ingressd sets.
-        named = req.conn_tokens - http.UNNOMINABLE
-        if named:
-            headers = http.drop_named(headers, named)
-    peer = client.client_ip.encode("latin-1")
-    host = req.host if req.host is not None else fwd.endpoint.host.encode()
-    send_host = req.host is None
-    extra = fwd.request_headers
-    if req.auth_headers:
-        extra = (*extra, *req.auth_headers)
-    if extra:
-        # Annotation headers (upstream-vhost, x-forwarded-prefix) and the
-        # auth service's (auth-response-headers) replace the client's.
-        names = {name.lower() for name, _ in extra}
-        # An empty value removes the header (nginx's proxy_set_header NAME "").
-        headers = [*http.drop_named(headers, names), *(h for h in extra if h[1])]
-        send_host = send_host and b"host" not in names
+    headers, host_override, host, xff, real_ip = upstream_fields(req)
     parts = [
         req.method,
         b" ",
@@ -393,15 +373,12 @@ def encode_request(req: Outgoing) -> bytes:
         b" HTTP/1.1\r\n",
         http.serialize(headers),
     ]
-    if send_host:
-        parts.append(b"Host: " + host + b"\r\n")
+    if req.host is None and host_override is None:
+        parts.append(b"Host: " + host + b"\r\n")  # HTTP/1.0 without one: the upstream's name
+    # An untrusted peer's X-Real-IP is in the connection's forwarded_tail already.
+    tail = client.forwarded_tail
     if client.trusted:
-        # A trusted proxy's chain goes on with the peer added; X-Real-IP is the client.
-        xff = (req.xff + b", " + peer) if req.xff else peer
-        tail = client.forwarded_tail + b"\r\nX-Real-IP: " + req.real_ip().encode("latin-1")
-    else:
-        # Anyone else's X-Forwarded-For is replaced, as ingress-nginx does by default.
-        xff, tail = peer, client.forwarded_tail
+        tail += b"\r\nX-Real-IP: " + real_ip
     parts += [
         b"X-Forwarded-For: ",
         xff,
@@ -416,10 +393,13 @@ def encode_request(req: Outgoing) -> bytes:
         # The client's own X-Forwarded-For, as received (nginx.tmpl:
         # X-Original-Forwarded-For $http_x_forwarded_for; nginx omits it when empty).
         parts += [b"X-Original-Forwarded-For: ", req.xff, b"\r\n"]
+    # no_body: an error page's request (custom-http-errors), the client's body left out.
+    length = req.req_length
     if req.req_chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif req.req_length is not None:
-        parts.append(b"Content-Length: " + req.req_length + b"\r\n")
+        if not req.no_body:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif length is not None and not req.no_body:
+        parts.append(b"Content-Length: " + length + b"\r\n")
     if req.upgrade:
         parts.append(b"Connection: upgrade\r\nUpgrade: " + (req.upgrade_value or b"") + b"\r\n")
     parts.append(b"\r\n")

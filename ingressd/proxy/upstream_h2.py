@@ -49,7 +49,7 @@ from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
 from . import grpc, http
 from .settings import DEFAULT_HEAD_LIMIT
-from .streams import Outgoing, UpstreamStream
+from .streams import Outgoing, UpstreamStream, upstream_fields
 from .upstream_h1 import PoolKey, UpstreamHeadTooLarge, pool_key
 
 if TYPE_CHECKING:
@@ -710,26 +710,8 @@ def request_headers(req: Outgoing) -> list[tuple[bytes, bytes]]:
     fwd = req.forward
     assert fwd is not None
     client = req.client
-    headers = req.headers
-    if req.conn_tokens:
-        named = req.conn_tokens - http.UNNOMINABLE
-        if named:
-            headers = http.drop_named(headers, named)
-    peer = client.client_ip.encode("latin-1")
-    host = req.host if req.host is not None else fwd.endpoint.host.encode()
-    authority = host
-    extra = fwd.request_headers
-    if req.auth_headers:
-        extra = (*extra, *req.auth_headers)
-    if extra:
-        names = {name.lower() for name, _ in extra}
-        headers = http.drop_named(headers, names)
-        for name, value in extra:
-            if name.lower() == b"host":
-                if value:
-                    authority = value
-            elif value:
-                headers.append((name, value))
+    headers, host_override, host, xff, real_ip = upstream_fields(req)
+    authority = host_override or host
     out = [
         (b":method", req.method),
         (b":scheme", b"https" if fwd.tls is not None else b"http"),
@@ -744,11 +726,6 @@ def request_headers(req: Outgoing) -> list[tuple[bytes, bytes]]:
     if req.req_length is not None and not req.req_chunked:
         out.append((b"content-length", req.req_length))
     scheme = b"https" if client.tls else b"http"
-    if client.trusted:
-        xff = (req.xff + b", " + peer) if req.xff else peer
-        real_ip = req.real_ip().encode("latin-1")
-    else:
-        xff, real_ip = peer, peer
     out += [
         (b"x-forwarded-for", xff),
         (b"x-forwarded-host", host),

@@ -28,13 +28,14 @@ from typing import Any
 
 from ..model.backend import Backend, Endpoint
 from ..model.objects import Key, Obj, Snapshot, changed_keys, describe, object_key
-from ..model.policy import Canary, ClientAuth, RoutePolicy
+from ..model.policy import DEFAULT_POLICY, Canary, ClientAuth, RoutePolicy
 from ..model.problems import Problem
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
 from ..policy import annotations as ann
 from ..policy import basic_auth, client_auth, upstream_tls
 from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
+from . import aliases as server_alias
 
 DEFAULT_CONTROLLER = "ingressd.io/ingress-controller"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
@@ -49,6 +50,12 @@ PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
 class BuildOptions:
     controller_name: str = DEFAULT_CONTROLLER
     ingress_class: str = "ingressd"  # value of the legacy kubernetes.io/ingress.class
+    # --default-backend-service "namespace/name": serves what no rule takes, and the
+    # error pages of custom-http-errors (ingress-nginx's upstream-default-backend).
+    default_backend_service: str | None = None
+    # The global custom-http-errors list (ConfigMap key custom-http-errors, or
+    # --custom-http-errors): 4xx/5xx statuses answered with the default backend's page.
+    custom_http_errors: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +327,7 @@ class _IngressPlan:
     default_backend: Backend | None = None
     tls: list[tuple[list[str], str]] = field(default_factory=list)  # (hosts, secretName)
     has_rules: bool = False  # spec.rules is not empty (valid or not)
+    aliases: tuple[str, ...] = ()  # server-alias (routing/aliases.py)
 
 
 @dataclass(slots=True, eq=False)
@@ -444,6 +452,21 @@ class _Planner:
         self.run.backends[key] = _Resolved(svc, slices, backend, users)
         return backend
 
+    def custom_default(self, ns: str, policy: RoutePolicy) -> RoutePolicy:
+        """The default-backend annotation's Service, resolved as ingress-nginx does
+        (controller.go getBackendServers): its first port's endpoints, used only
+        while there are some; a Service that cannot be read is reported."""
+        name = policy.default_backend
+        if name is None:
+            return policy
+        backend = resolve_default_service(self.snap, ns, name)
+        if backend.error is not None:
+            self.problem(f"default-backend: {backend.error}; the annotation is ignored")
+            return policy
+        if not backend.endpoints:
+            return policy
+        return replace(policy, custom_default=backend)
+
     def unresolved(self, plan: _IngressPlan, backend: Backend) -> None:
         """Report a backend whose routes will answer 503, once per Ingress."""
         if backend.error is not None and backend.name not in self.reported:
@@ -466,6 +489,7 @@ class _Planner:
         tls_messages += auth_messages
         policy, ca_messages = client_auth.resolve(self.snap, ns, policy)
         tls_messages += ca_messages
+        policy = self.custom_default(ns, policy)
         messages += tls_messages
         for msg in messages:
             self.problem(msg)
@@ -505,6 +529,8 @@ class _Planner:
         if not plan.paths and plan.default_backend is None and not plan.tls:
             self.problem("has no usable rules and no defaultBackend")
         plan.hosts = tuple(plan.hosts)
+        plan.aliases = ann.server_aliases(meta.get("annotations"))
+        _warm_hash_rings(plan)
         return plan
 
     def path(self, plan: _IngressPlan, ns: str, host: str, where: str, p: Any) -> None:
@@ -656,6 +682,20 @@ class _Run:
         return entry
 
 
+def _warm_hash_rings(plan: _IngressPlan) -> None:
+    """upstream-hash-by: make the rings of the plan's backends now, at build time,
+    so that no request pays for it (a Backend keeps its rings while its endpoints
+    stay the same)."""
+    hashing = plan.policy.upstream_hash
+    if hashing is None or plan.policy.canary is not None:
+        return
+    size = hashing.subset_size if hashing.subset else 0
+    for p in plan.paths:
+        p.backend.hash_ring(size)
+    if plan.default_backend is not None:
+        plan.default_backend.hash_ring(size)
+
+
 def _take_role(entry: _Entry, planner: _Planner, plan: _IngressPlan) -> None:
     """Main or canary; and the hosts whose part of the table that touches."""
     if plan.policy.canary is not None:
@@ -745,6 +785,25 @@ def resolve_service(
             if addresses:
                 found.add(Endpoint(str(addresses[0]), number))
     return Backend(label, endpoints=tuple(sorted(found, key=lambda e: (e.host, e.port))))
+
+
+def resolve_default_service(snap: Snapshot, namespace: str, name: str) -> Backend:
+    """A default backend Service: its first port, as ingress-nginx takes it
+    (controller.go getDefaultUpstream and the default-backend annotation:
+    ``Spec.Ports[0]``), resolved like any Service port; or why it cannot be."""
+    label = f"{namespace}/{name}"
+    try:
+        svc = snap.get("Service", namespace, name)
+        if svc is None:
+            return Backend(label, error=f"service {namespace}/{name} not found")
+        ports = (svc.get("spec") or {}).get("ports") or []
+        first = ports[0] if ports else None
+        if not isinstance(first, dict) or first.get("port") is None:
+            return Backend(label, error=f"service {namespace}/{name} has no ports")
+        return resolve_service(snap, namespace, name, int(first["port"]))
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+        reason = f"service {namespace}/{name} or its EndpointSlices are malformed"
+        return Backend(label, error=f"{reason}: {_malformed(exc)}")
 
 
 def _external_port(svc_port: dict | None, port: int | str) -> int | None:
@@ -892,9 +951,26 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
             vhost = _regex_host(host, found, policies, default, tls, problems)
         else:
             vhost = _static_host(host, found, policies, default, tls)
+        if host and (deny is not None or (first is not None and _restricts(first))):
+            vhost = replace(vhost, guarded=True)
         if mtls is not None:
             vhost = replace(vhost, client_auth=mtls)
     return _HostResult(vhost, cert, problems)
+
+
+def _restricts(policy: RoutePolicy) -> bool:
+    """Whether ``policy`` limits who gets an answer. ingress-nginx gives a host's "/"
+    location, which its unmatched paths reach, the annotations of its oldest Ingress
+    (controller.go createServers); ingressd does not send those paths to the default
+    backend unless they would reach it unrestricted (RouteTable.route_in)."""
+    return (
+        policy.fail_closed is not None
+        or policy.allow_source is not None
+        or policy.deny_source is not None
+        or policy.auth is not None
+        or policy.basic_auth is not None
+        or policy.external_auth is not None
+    )
 
 
 class _Policies:
@@ -1202,6 +1278,7 @@ class TableBuilder:
         self._ours_changed = False
         self._defaults: set[Key] = set()  # main Ingresses with a defaultBackend
         self._www: set[Key] = set()  # main Ingresses with from-to-www-redirect
+        self._aliased: set[Key] = set()  # main Ingresses with server-alias
         self._problem_entries: set[Key] = set()
         self._problem_hosts: set[str] = set()
         self._owner_problems = 0
@@ -1214,6 +1291,10 @@ class TableBuilder:
         self._certificates: dict[str, TLSCertificate] = {}
         self._client_auth_hosts: set[str] = set()  # hosts whose VirtualHost has client_auth
         self._last: RouteTable | None = None
+        # --default-backend-service: the Service and slices it was resolved from, its
+        # route (None: ingressd's own 404) and the problem it makes, if any.
+        self._fallback_from: tuple[Obj | None, tuple[Obj, ...]] | None = None
+        self._fallback: tuple[Route | None, Problem | None] = (None, None)
 
     def build(self, snap: Snapshot, *, generation: int = 0, now: float | None = None) -> RouteTable:
         """The table for ``snap``; problems are returned in ``table.problems``."""
@@ -1241,12 +1322,52 @@ class TableBuilder:
             touched = self._appearance_order(touched)
         self._redo_hosts(touched)
         last = self._last
+        fallback_changed = self._default_backend(snap)
         if last is not None and not dirty:
-            table = replace(last, generation=generation)
+            if fallback_changed:
+                table = replace(
+                    last,
+                    generation=generation,
+                    fallback=self._fallback[0],
+                    problems=self._problems(snap),
+                )
+            else:
+                table = replace(last, generation=generation)
         else:
             table = self._table(snap, generation, last)
         self._last = table
         return table
+
+    def _default_backend(self, snap: Snapshot) -> bool:
+        """Resolve --default-backend-service again if its Service or slices changed
+        (then True). Kept while they are the same objects, round-robin position too.
+
+        As ingress-nginx (controller.go getDefaultUpstream): without the Service or
+        without ready endpoints, its internal default server answers 404 instead.
+        """
+        ref = self.opts.default_backend_service
+        if not ref:
+            return False
+        ns, _, name = ref.partition("/")
+        svc = snap.get("Service", ns, name)
+        slices = snap.slices_by_service.get((ns, name), ())
+        kept = self._fallback_from
+        if kept is not None and kept[0] is svc and _same_items(kept[1], slices):
+            return False
+        self._fallback_from = (svc, tuple(slices))
+        backend = resolve_default_service(snap, ns, name)
+        reason = None
+        if backend.error is not None:
+            reason = backend.error
+        elif not backend.endpoints:
+            reason = f"service {ns}/{name} has no ready endpoints"
+        if reason is None:
+            self._fallback = (Route("/", "Prefix", backend, "", DEFAULT_POLICY), None)
+        else:
+            reason += "; what it would serve gets ingressd's own 404"
+            problem = Problem(f"--default-backend-service {ref}", reason, "", ("Service", ns, name))
+            self._fallback = (None, problem)
+        return True
 
     # -- what changed ------------------------------------------------------------
 
@@ -1333,6 +1454,8 @@ class TableBuilder:
                 self._defaults.add(key)
             if e.plan.policy.from_to_www_redirect:
                 self._www.add(key)
+            if e.plan.aliases:
+                self._aliased.add(key)
         if e.problems:
             self._problem_entries.add(key)
         if e.owner_problem is not None:
@@ -1349,6 +1472,7 @@ class TableBuilder:
             touched[host] = None
         self._defaults.discard(key)
         self._www.discard(key)
+        self._aliased.discard(key)
         self._problem_entries.discard(key)
         if e.owner_problem is not None:
             self._owner_problems -= 1
@@ -1422,16 +1546,21 @@ class TableBuilder:
             first = min(self._defaults, key=lambda k: self._entries[k].order)
             default = self._entries[first].default_route
         certificates, www = self._www_redirects()
+        exact, wildcard, problems = self._exact, self._wildcard, self._problems(snap)
+        if self._aliased:
+            exact, wildcard, certificates, problems = self._with_aliases(certificates, problems)
         return RouteTable(
-            exact_hosts=MappingProxyType(self._exact),
-            wildcard_hosts=MappingProxyType(self._wildcard),
+            exact_hosts=MappingProxyType(exact),
+            wildcard_hosts=MappingProxyType(wildcard),
             catch_all=self._catch_all,
             default=default,
             certificates=MappingProxyType(certificates),
-            problems=self._problems(snap),
+            problems=problems,
             generation=generation,
             ingresses=ingresses,
             www_redirects=MappingProxyType(www),
+            fallback=self._fallback[0],
+            custom_http_errors=frozenset(self.opts.custom_http_errors),
             client_auth=bool(self._client_auth_hosts),
         )
 
@@ -1460,6 +1589,54 @@ class TableBuilder:
                     certificates[alias] = cert
         return certificates, out
 
+    def _with_aliases(
+        self, certificates: dict[str, TLSCertificate], problems: tuple[Problem, ...]
+    ) -> tuple[
+        dict[str, VirtualHost],
+        dict[str, VirtualHost],
+        dict[str, TLSCertificate],
+        tuple[Problem, ...],
+    ]:
+        """The table's hosts, certificates and problems with server-alias applied.
+
+        Worked out whole at each build with aliases (they depend on every rule
+        host), over the Ingresses that have them; the host dicts are copied only then.
+        """
+        entries = self._entries
+        claims = []
+        for key in sorted(self._aliased, key=lambda k: entries[k].order):
+            e = entries[key]
+            assert e.plan is not None
+            hosts = tuple(sorted(e.plan.hosts))
+            claims.append(server_alias.AliasClaim(e.plan.name, hosts, e.plan.aliases, e))
+        found = server_alias.resolve(claims, self._is_rule_host, self._vhost, certificates)
+        exact = {**found.exact, **self._exact} if found.exact else self._exact
+        wildcard = {**found.wildcard, **self._wildcard} if found.wildcard else self._wildcard
+        if found.certificates:
+            certificates = {**found.certificates, **certificates}
+        if found.problems:
+            extra = []
+            for claim, reason in found.problems:
+                owner = claim.ref
+                assert isinstance(owner, _Entry)
+                extra.append(_problem(owner.obj, owner.origin, reason))
+            problems = (*problems, *extra)
+        return exact, wildcard, certificates, problems
+
+    def _is_rule_host(self, host: str) -> bool:
+        """Whether an Ingress of ours (not a canary) has a rule for ``host``."""
+        entries = self._entries
+        for key in self._by_host.get(host):
+            plan = entries[key].plan
+            if entries[key].role is _Role.MAIN and plan is not None and host in plan.hosts:
+                return True
+        return False
+
+    def _vhost(self, host: str) -> VirtualHost | None:
+        if host.startswith("*."):
+            return self._wildcard.get(host[2:])
+        return self._exact.get(host)
+
     def _problems(self, snap: Snapshot) -> tuple[Problem, ...]:
         """Every problem, in the order a from-scratch build finds them."""
         found: list[Problem] = []
@@ -1473,6 +1650,8 @@ class TableBuilder:
         tagged += [t for host in self._problem_hosts for t in self._hosts[host].problems]
         tagged.sort(key=_tag)  # stable: one Ingress's problems with one tag keep their order
         found += [problem for _, problem in tagged]
+        if self._fallback[1] is not None:
+            found.append(self._fallback[1])
         return tuple(found)
 
 

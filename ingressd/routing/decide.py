@@ -16,13 +16,15 @@ from typing import Final
 from urllib.parse import quote
 
 from ..model.backend import Backend, Endpoint
-from ..model.policy import DEFAULT_POLICY, Affinity, Canary, UpstreamTLS
+from ..model.policy import DEFAULT_POLICY, Affinity, Canary, UpstreamHash, UpstreamTLS
 from ..model.table import Route, RouteTable, Routing, name_matches
 from ..policy.annotations import expand_target
 from ..policy.basic_auth import allows
+from ..policy.chash import KeyRequest, render
 from ..policy.ewma import EwmaStore
 from ..policy.health import EndpointHealth
 from ..policy.retry import next_endpoint
+from ..policy.samesite import same_site_none_compatible
 
 
 class RequestHead:
@@ -460,12 +462,22 @@ def decide(
     canary = route.canary
     if canary is not None and _to_canary(canary, head):
         backend = canary.backend  # type: ignore[assignment]
+    stand_in: Headers = ()
+    if not backend.endpoints and policy.custom_default is not None:
+        # default-backend: its Service answers for one without endpoints, told so
+        # (nginx.tmpl: a location sent to a "custom-default-backend-" upstream).
+        stand_in = stand_in_headers(route, find_header(head.headers, b"accept"))
+        backend = policy.custom_default
     if backend.error is not None:
         return Respond(503, f"503 Service Unavailable: {backend.error}\n", route=route)
     set_cookie = None
     if policy.affinity is not None and backend is route.backend:
         # A session stays where its cookie says (ingress-nginx); new ones avoid ejected endpoints.
         endpoint, set_cookie = _sticky(policy.affinity, backend, head, route, health)
+    elif policy.upstream_hash is not None and backend is route.backend:
+        # Cookie affinity wins over upstream-hash-by, which wins over load-balance
+        # (balancer.lua get_implementation). A canary's requests go round robin.
+        endpoint = _hashed(policy.upstream_hash, backend, head, host, path, route, health)
     else:
         if policy.load_balance == "ewma" and ewma is not None:
             endpoint = ewma.pick(backend.endpoints)
@@ -500,24 +512,63 @@ def decide(
         backend,
         upstream_path,
         route,
-        route.upstream_headers,
+        (*route.upstream_headers, *stand_in) if stand_in else route.upstream_headers,
         tuple(response_headers),
         tls,
     )
 
 
+def stand_in_headers(route: Route, accept: bytes | None) -> Headers:
+    """The headers for a request sent to the default-backend annotation's Service
+    because the route's own Service has no endpoints (nginx.tmpl, for a location
+    whose backend is a "custom-default-backend-" upstream)."""
+    return ((b"X-Code", b"503"), (b"X-Format", accept or b""), *origin_headers(route))
+
+
+def origin_headers(route: Route) -> Headers:
+    """X-Namespace, X-Ingress-Name, X-Service-Name and X-Service-Port of the route the
+    request was for (nginx.tmpl's $namespace, $ingress_name, $service_name,
+    $service_port); empty, so not sent, for what no Ingress routes."""
+    namespace, _, ingress = route.ingress.partition("/")
+    service = port = ""
+    if route.ingress:
+        # Backend.name is "namespace/service:port", the port as the Ingress names it.
+        service, _, port = route.backend.name.partition("/")[2].rpartition(":")
+    return (
+        (b"X-Namespace", namespace.encode("latin-1")),
+        (b"X-Ingress-Name", ingress.encode("latin-1")),
+        (b"X-Service-Name", service.encode("latin-1")),
+        (b"X-Service-Port", port.encode("latin-1")),
+    )
+
+
 def retarget(
-    fwd: Forward, tried: Sequence[Endpoint], tls: bool, health: EndpointHealth | None = None
+    fwd: Forward,
+    tried: Sequence[Endpoint],
+    tls: bool,
+    health: EndpointHealth | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> Forward | None:
     """Where the next try of a failed request goes (proxy-next-upstream); None: nowhere.
 
     A request is sent to an endpoint not yet tried, except that an established
     cookie session stays on its endpoint unless session-cookie-change-on-failure
     moves it, as in ingress-nginx; a moved or new session gets the new cookie.
+    With upstream-hash-by the key still hashes to the same endpoint, so the try
+    goes there again, as in ingress-nginx (its chash balancer is asked again and
+    answers the same; kubernetes/ingress-nginx#10730); with a subset, to a
+    member of the subset not tried yet. ``headers`` are the request's (the
+    User-Agent decides a new cookie's SameSite).
     """
     route, backend = fwd.route, fwd.backend
     affinity = route.policy.affinity
     if affinity is None or backend is not route.backend:
+        hashing = route.policy.upstream_hash
+        if hashing is not None and backend is route.backend:
+            if not hashing.subset:
+                return fwd
+            member = _untried_member(backend, hashing, fwd.endpoint, tried)
+            return None if member is None else fwd.copy(endpoint=member)
         endpoint = next_endpoint(backend, tried, health)
         return None if endpoint is None else fwd.copy(endpoint=endpoint)
     prefix = affinity.cookie.encode() + b"="
@@ -530,7 +581,8 @@ def retarget(
     endpoint = next_endpoint(backend, tried, health)
     if endpoint is None:
         return None
-    cookie = session_cookie(affinity, backend.affinity_values[endpoint], route, tls)
+    agent = find_header(headers, b"user-agent") if affinity.conditional_samesite_none else None
+    cookie = session_cookie(affinity, backend.affinity_values[endpoint], route, tls, None, agent)
     return fwd.copy(endpoint=endpoint, response_headers=(*others, (b"Set-Cookie", cookie)))
 
 
@@ -623,8 +675,72 @@ def _sticky(
         return None, None
     if health is not None and health.ejected:
         endpoint = _healthy(backend, endpoint, health)  # a new session starts somewhere alive
-    cookie = session_cookie(affinity, backend.affinity_values[endpoint], route, head.tls)
+    agent = find_header(head.headers, b"user-agent") if affinity.conditional_samesite_none else None
+    cookie = session_cookie(
+        affinity, backend.affinity_values[endpoint], route, head.tls, None, agent
+    )
     return endpoint, cookie
+
+
+def _hashed(
+    hashing: UpstreamHash,
+    backend: Backend,
+    head: RequestHead,
+    host: str,
+    path: str,
+    route: Route,
+    health: EndpointHealth | None,
+) -> Endpoint | None:
+    """upstream-hash-by: the endpoint (chash.lua) or a member of the subset
+    (chashsubset.lua) the request's key hashes to on the backend's ring.
+
+    An endpoint that passive health checks have ejected passes its keys on to
+    the next node of the ring (as nginx's ``hash ... consistent`` does), so the
+    other keys stay where they are; ingress-nginx has no passive health.
+    """
+    target = backend.hash_ring(hashing.subset_size if hashing.subset else 0)
+    if not target.nodes:
+        return None
+    uri = path
+    if route.rewrite and route.policy.rewrite_target is not None:
+        uri = rewrite(route, path, route.policy.rewrite_target)  # nginx's $uri after rewrite
+    req = KeyRequest(
+        head.method, host, head.path, head.query, uri, head.client_ip, head.tls, head.headers
+    )
+    key = render(hashing.parts, req)
+    ring = target.ring
+    if not hashing.subset:
+        node = ring.find(key)
+        endpoint = target.nodes[node][0]
+        if health is not None and health.ejected and health.is_ejected(endpoint):
+            for other in ring.successors(key):
+                candidate = target.nodes[other][0]
+                if not health.is_ejected(candidate):
+                    return candidate
+        return endpoint
+    members = target.nodes[ring.find(key)]
+    # chashsubset.lua: a member at random. Ejected members only when all are.
+    if health is not None and health.ejected:
+        alive = [m for m in members if not health.is_ejected(m)]
+        if alive:
+            members = tuple(alive)
+    return members[random.randrange(len(members))]
+
+
+def _untried_member(
+    backend: Backend, hashing: UpstreamHash, failed: Endpoint, tried: Sequence[Endpoint]
+) -> Endpoint | None:
+    """A member, not tried yet, of the subset ``failed`` was picked from (of the
+    first, for an endpoint in two: the last subset is filled up with the first
+    endpoints). chashsubset.lua picks a member at random again, tried or not."""
+    target = backend.hash_ring(hashing.subset_size)
+    for members in target.nodes:
+        if failed in members:
+            for member in members:
+                if member not in tried:
+                    return member
+            return None
+    return None
 
 
 # A route path that could not be a cookie Path as it is (regexes aside).
@@ -632,9 +748,16 @@ _UNSAFE_COOKIE_PATH = re.compile(r"[^\x21-\x3a\x3c-\x7e]")
 
 
 def session_cookie(
-    affinity: Affinity, value: str, route: Route, tls: bool, now: float | None = None
+    affinity: Affinity,
+    value: str,
+    route: Route,
+    tls: bool,
+    now: float | None = None,
+    user_agent: bytes | None = None,
 ) -> bytes:
-    """The Set-Cookie value binding a client to the endpoint ``value`` names."""
+    """The Set-Cookie value binding a client to the endpoint ``value`` names.
+
+    ``user_agent``: the client's, read with session-cookie-conditional-samesite-none."""
     path = affinity.path
     if path is None:
         # A regex is no cookie path: ingress-nginx users set session-cookie-path then.
@@ -648,8 +771,15 @@ def session_cookie(
         parts.append("Expires=" + formatdate(when, usegmt=True))
     if affinity.domain is not None:
         parts.append(f"Domain={affinity.domain}")
-    if affinity.samesite is not None:
-        parts.append(f"SameSite={affinity.samesite}")
+    samesite = affinity.samesite
+    if (
+        samesite == "None"
+        and affinity.conditional_samesite_none
+        and not same_site_none_compatible(user_agent)
+    ):
+        samesite = None  # sticky.lua: left out for clients that mishandle it
+    if samesite is not None:
+        parts.append(f"SameSite={samesite}")
     if affinity.secure or (affinity.secure is None and tls):
         parts.append("Secure")
     parts.append("HttpOnly")

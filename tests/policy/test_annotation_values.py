@@ -364,3 +364,40 @@ def test_next_upstream_annotations() -> None:
     assert p.fail_closed is None  # not security-relevant: the route keeps serving
     p, messages = policy(proxy_next_upstream_timeout="1.5")
     assert "is not a whole number of seconds" in messages[0]
+
+
+# -- custom-http-errors and default-backend ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("404", {404}),
+        ("404,503", {404, 503}),
+        ("404, 503", {404, 503}),
+        ("599,400,400", {400, 599}),
+    ],
+)
+def test_custom_http_errors(value: str, expected: set[int]) -> None:
+    p, messages = policy(custom_http_errors=value)
+    assert (p.custom_http_errors, messages) == (frozenset(expected), [])
+
+
+@pytest.mark.parametrize(
+    "value", ["", "200", "301", "600", "40x", "404,", "404;503", "4040", "+404"]
+)
+def test_custom_http_errors_invalid(value: str) -> None:
+    # ingress-nginx: 400-599 only (^(?:[4,5]\d{2},?)*$, then Atoi of each entry).
+    p, messages = policy(custom_http_errors=value)
+    assert p.custom_http_errors is None
+    [message] = messages
+    assert message.startswith(f"annotation {NGINX}custom-http-errors={value!r} is invalid")
+
+
+def test_default_backend_names_a_service() -> None:
+    p, messages = policy(default_backend="error-pages")
+    assert (p.default_backend, p.custom_default, messages) == ("error-pages", None, [])
+    for bad in ("", "Error_Pages", "ns/svc", "-x", "a" * 64):
+        p, messages = policy(default_backend=bad)
+        assert p.default_backend is None and len(messages) == 1, bad
+        assert "is not a Service name" in messages[0]

@@ -161,8 +161,8 @@ def test_regex_paths(policy: RoutePolicy, regex_paths: bool) -> None:
             f"annotation {OURS}server-snippet is refused: raw proxy configuration is not supported",
         ),
         (
-            {NGINX + "server-alias": "www.example.com"},
-            f"annotation {NGINX}server-alias is not supported by ingressd and is ignored",
+            {NGINX + "mirror-target": "https://mirror.example.com"},
+            f"annotation {NGINX}mirror-target is not supported by ingressd and is ignored",
         ),
     ],
 )

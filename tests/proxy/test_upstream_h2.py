@@ -96,6 +96,7 @@ class Sink(Outgoing):
         self.conn_tokens = None
         self.req_chunked = False
         self.req_length = None
+        self.no_body = False
         self.auth_headers = ()
         self.upgrade = False
         backend = Backend("default/echo:50051", (endpoint,))

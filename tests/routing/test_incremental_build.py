@@ -81,6 +81,8 @@ def random_annotations(rng: random.Random) -> dict[str, str] | None:
         (N + "server-snippet", rng.choice(("deny all;", "more_set_headers 'X: y';"))),
         ("ingressd.io/canary", "true"),
         (LEGACY_CLASS_ANNOTATION, rng.choice(("ingressd", "nginx"))),
+        # Aliases depend on every rule host: other Ingresses' changes move them.
+        (N + "server-alias", rng.choice(("b.test, alias.test", "x.w.test", "*.w.test, c.test"))),
     ]
     return dict(rng.sample(pool, rng.randint(1, 4)))
 
@@ -426,6 +428,7 @@ PROBLEMS = (
     "(an Ingress on this host uses regex)",
     "does not exist",
     "defaultBackend of a canary Ingress",
+    "is ignored: an Ingress has a rule for",
 )
 
 

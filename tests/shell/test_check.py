@@ -96,6 +96,43 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
     assert report.exit_code == 1
 
 
+def test_custom_errors_and_default_backend_are_supported_and_checked() -> None:
+    good = {NGINX + "custom-http-errors": "404,503", NGINX + "default-backend": "web"}
+    report = report_of(web(annotations=good), *healthy())
+    assert [(a.status, a.reason) for a in only(report).annotations] == [("supported", "")] * 2
+    assert report.exit_code == 0
+    bad = {NGINX + "custom-http-errors": "200", NGINX + "default-backend": "No/Such"}
+    report = report_of(web(annotations=bad), *healthy())
+    assert [a.status for a in only(report).annotations] == ["invalid", "invalid"]
+    assert report.exit_code == 1
+    # A Service that does not exist is the Ingress's problem.
+    missing = {NGINX + "default-backend": "nope"}
+    report = report_of(web(annotations=missing), *healthy())
+    assert [a.status for a in only(report).annotations] == ["supported"]
+    assert only(report).problems == (
+        "default-backend: service default/nope not found; the annotation is ignored",
+    )
+    assert report.exit_code == 1
+
+
+def test_check_reports_a_default_backend_service_that_cannot_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "app.yaml").write_text(manifest_text([ingress_class(), web(), *healthy()]))
+    code = cli.main(["check", "--manifests", str(folder), "--default-backend-service", "x/errors"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "--default-backend-service x/errors: service x/errors not found" in out
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["check", "--manifests", str(folder), "--default-backend-service", "x"])
+    assert exited.value.code == 2
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["check", "--manifests", str(folder), "--custom-http-errors", "404,302"])
+    assert exited.value.code == 2
+
+
 def test_invalid_access_control_says_its_routes_answer_503() -> None:
     annotations = {NGINX + "allowlist-source-range": "10.0.0.0/33"}
     [verdict] = only(report_of(web(annotations=annotations), *healthy())).annotations
