@@ -220,3 +220,17 @@ def test_a_plain_http_request_is_judged_as_without_a_certificate() -> None:
 def test_client_certificates_work_here() -> None:
     # The in-memory handshake behind every auth-tls host (else they answer 503).
     assert client_tls.available() is None
+
+
+def test_a_server_alias_is_checked_as_its_host() -> None:
+    """server-alias names get everything the host has: the client certificate check too
+    (the SNI callback and the requests find the same VirtualHost)."""
+    t = table(
+        ca_secret(),
+        annotations={N + "auth-tls-secret": "ca", N + "server-alias": "alias.test"},
+    )
+    vhost = t.find_host("alias.test")
+    assert vhost is not None and vhost.client_auth is not None
+    head = request("alias.test", "/", tls=True)
+    answer = apply(t, head, None, decide(t, head))
+    assert isinstance(answer, Respond) and answer.status == 400
