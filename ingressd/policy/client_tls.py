@@ -38,6 +38,7 @@ import datetime as dt
 import logging
 import os
 import ssl
+import sys
 import tempfile
 import threading
 from functools import cache
@@ -194,6 +195,11 @@ def available() -> str | None:
     with _checked_lock:
         if not _checked:
             try:
+                # The struct layouts _ctx_pointer and _ssl_pointer rely on, as far as
+                # they are known; another interpreter is not probed (a wrong pointer
+                # handed to OpenSSL would crash rather than fail).
+                if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info < (3, 15):
+                    raise ClientTLSError(f"not a known CPython ({sys.version.split()[0]})")
                 _self_test()
                 _checked.append(None)
             except Exception as exc:  # any failure: no client certificates, fail closed

@@ -234,3 +234,14 @@ def test_a_server_alias_is_checked_as_its_host() -> None:
     head = request("alias.test", "/", tls=True)
     answer = apply(t, head, None, decide(t, head))
     assert isinstance(answer, Respond) and answer.status == 400
+
+
+def test_where_certificates_cannot_be_asked_for_the_host_fails_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_tls, "available", lambda: "client certificates cannot be checked")
+    t = table(ca_secret())
+    assert not t.client_auth
+    action = decide(t, request("mtls.test", "/", tls=True))
+    assert isinstance(action, Respond) and action.status == 503
+    assert "client certificates cannot be checked" in action.body
