@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from .backend import Backend, Endpoint
 from .regex import UserRegex
+from .snippet import SnippetPolicy
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -333,6 +334,12 @@ class RoutePolicy:
     # The same for access control ingress-nginx applies to the whole server
     # (auth-tls-*, server-snippet): every route of the Ingress's hosts answers.
     host_fail_closed: tuple[int, str] | None = None
+    # configuration-snippet and server-snippet, translated (policy/snippets.py). The
+    # builder gives every route of a host the host's server-snippet: the oldest
+    # Ingress's, as ingress-nginx keeps one per server (an empty one when that
+    # Ingress's was refused: it still takes the place).
+    snippet: SnippetPolicy | None = None
+    server_snippet: SnippetPolicy | None = None
 
     @property
     def regex_paths(self) -> bool:
