@@ -69,7 +69,7 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
     annotations = {
         NGINX + "rewrite-target": "/$1",
         NGINX + "ssl-redirect": "maybe",
-        NGINX + "configuration-snippet": "more_set_headers 'X: y';",
+        NGINX + "configuration-snippet": "more_set_headers 'X: y'; gzip on;",
         NGINX + "auth-cache-key": "http://auth",
         NGINX + "proxy-body-size": "8m",
         OURS + "proxy-body-size": "16m",
@@ -89,7 +89,9 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
             f"annotation {NGINX}proxy-body-size is overridden by {OURS}proxy-body-size",
         ),
     }
-    assert messages[1].endswith("is refused: raw proxy configuration is not supported")
+    assert messages[1].endswith(
+        "is refused: directive 'gzip' (line 1) is not translated; it is not applied"
+    )
     assert "'maybe' is invalid" in messages[2]
     # The build reports the same messages; they are listed once, with the annotations.
     assert only(report).problems == ()
@@ -402,6 +404,7 @@ def test_json_shape() -> None:
         "annotations",
         "problems",
         "passthrough",
+        "snippets",
     }
     assert ing["owner"] == {
         "ours": True,
