@@ -46,7 +46,9 @@ PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 # Raw-config injection is refused on purpose: it is how ingress-nginx got its
 # worst CVEs, and ingressd has no config language to inject into. A refused
 # snippet holding access control denies instead (snippet_access.py).
-REFUSED = frozenset({"configuration-snippet", "server-snippet", "auth-snippet", "stream-snippet"})
+# configuration-snippet and server-snippet are translated where they do what
+# ingressd can do itself (snippets.py, TRANSLATED), and refused otherwise.
+REFUSED = frozenset({"auth-snippet", "stream-snippet"})
 
 # ingress-nginx v1.15.1 annotations ingressd does not implement, one by one
 # (docs/user-guide/nginx-configuration/annotations.md and the parsers of
@@ -709,7 +711,7 @@ _EXTERNAL_ONLY = frozenset(
     }
 )
 
-SUPPORTED = frozenset(_PARSERS)
+SUPPORTED = frozenset(_PARSERS) | TRANSLATED
 
 
 def collect(annotations: Mapping[str, str] | None) -> dict[str, tuple[str, str]]:
