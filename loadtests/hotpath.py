@@ -10,7 +10,8 @@ route lookup, header handling, forwarding — and nothing the kernel does, so
 ``bench.py``'s CPU per request minus this is the syscall share.
 
     python loadtests/hotpath.py [--requests 200000] [--access-log off|json|plain]
-        [--limits off|private|shared] [--request wrk|browser] [--paths same|random] [--profile]
+        [--limits off|private|shared] [--request wrk|browser] [--paths same|random] [--snippet]
+        [--profile]
 
 Request counting for /metrics is always on, as in ingressd; the access log is
 off unless asked for, and then written to /dev/null (formatting and the
@@ -48,6 +49,7 @@ from ingressd.model.backend import Backend, Endpoint
 from ingressd.model.policy import LimitConfig, RoutePolicy
 from ingressd.model.table import Route, RouteTable, VirtualHost
 from ingressd.policy.limits import LimitRegistry
+from ingressd.policy.snippets import translate
 from ingressd.proxy.client_h1 import ClientConnection
 from ingressd.proxy.settings import ProxySettings
 from ingressd.proxy.state import ProxyState
@@ -100,11 +102,18 @@ class MemoryTransport(asyncio.Transport):
         return data
 
 
-def table(limits: bool = False) -> RouteTable:
+# ``--snippet``: ingress-nginx's configuration-snippet example, translated.
+SNIPPET = 'more_set_headers "Request-Id: $req_id";'
+
+
+def table(limits: bool = False, snippet: bool = False) -> RouteTable:
     backend = Backend("default/api:80", (ENDPOINT,))
     route = Route("/api", "Prefix", backend, "default/api")
-    if limits:
-        policy = RoutePolicy(limits=LimitConfig(rps=1_000_000, connections=100))
+    if limits or snippet:
+        policy = RoutePolicy(
+            limits=LimitConfig(rps=1_000_000, connections=100) if limits else None,
+            snippet=translate(SNIPPET, "configuration-snippet").policy if snippet else None,
+        )
         route = Route("/api", "Prefix", backend, "default/api", policy)
     vhost = VirtualHost("bench.local", prefix={"/api": route})
     return RouteTable(exact_hosts={"bench.local": vhost})
@@ -131,8 +140,9 @@ async def run(
     limits: str = "off",
     request: bytes = REQUEST,
     paths: str = "same",
+    snippet: bool = False,
 ) -> tuple[list[float], list[float]]:
-    state = ProxyState(table(limits != "off"), ProxySettings(access_log=access_log))
+    state = ProxyState(table(limits != "off", snippet), ProxySettings(access_log=access_log))
     if limits == "shared":
         from ingressd.policy.shared_limits import SharedLimits
 
@@ -212,6 +222,11 @@ def main() -> None:
         help="every request for the same path (default), or each for a new one: what the "
         "routing cache does at its best and at its worst",
     )
+    parser.add_argument(
+        "--snippet",
+        action="store_true",
+        help=f"the route has a configuration-snippet ({SNIPPET})",
+    )
     args = parser.parse_args()
     import uvloop
 
@@ -223,6 +238,7 @@ def main() -> None:
             args.limits,
             REQUESTS[args.request],
             args.paths,
+            args.snippet,
         )
     )
     median = statistics.median(batches)
@@ -230,7 +246,7 @@ def main() -> None:
         f"proxied request, Python only: median {median:.2f} us "
         f"(min {min(batches):.2f}, max {max(batches):.2f}; {args.requests} requests, "
         f"access log {args.access_log}, limits {args.limits}, {args.request} request, "
-        f"paths {args.paths})"
+        f"paths {args.paths}{', snippet' if args.snippet else ''})"
     )
     print(f"  = {1e6 / median:,.0f} requests/s per core before any syscall")
     print(
