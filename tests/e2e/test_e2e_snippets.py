@@ -60,6 +60,11 @@ INGRESSES = [
     ),
     # the snippet answers before permanent-redirect (nginx.tmpl puts it first)
     snippet("first.test", "return 410;", permanent_redirect="https://new.example/"),
+    # header directives apply to ingressd's own answers too
+    snippet(
+        "local.test",
+        "add_header X-Ok yes;\nmore_set_headers 'X-M: m';\nreturn 302 /elsewhere;",
+    ),
     # refused as a whole: none of it applies
     snippet("refused.test", 'more_set_headers "X-Partial: 1"; gzip on;'),
     # server-snippet: the oldest Ingress of the host gives it to every route of the host
@@ -168,3 +173,18 @@ def test_server_snippet_is_the_oldest_ingress_s_for_the_whole_host(proxy: Ingres
         assert (r.status, r.header("X-Server")) == (200, "a"), uri
     r = proxy.get("srv.test", "/moved", check=False)
     assert (r.status, r.header("Location")) == (301, "https://new.example/")
+
+
+def test_header_directives_apply_to_answers_made_here(proxy: Ingressd) -> None:
+    r = proxy.get("local.test", "/x", check=False)
+    assert (r.status, r.header("Location")) == (302, "http://local.test/elsewhere")
+    assert (r.header("X-Ok"), r.header("X-M")) == ("yes", "m")
+
+
+def test_over_http2_the_return_text_has_one_content_type(proxy: Ingressd) -> None:
+    host = "text.test"
+    r = proxy.curl("-k", "--http2", *proxy.resolve(host), proxy.https_url(host, "/"))
+    assert (r.status, r.text) == (200, "hello text.test\n")
+    assert r.header_values("content-type") == ["text/html"]
+    r = proxy.get(host, "/")
+    assert r.header_values("Content-Type") == ["text/html"]

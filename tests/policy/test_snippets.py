@@ -307,3 +307,31 @@ def test_realworld_snippets_translate() -> None:
             if short in ("configuration-snippet", "server-snippet"):
                 found[f"{obj['metadata']['name']} {short}"] = translate(value, short).refusal
     assert found == {"nginx-configuration-snippet configuration-snippet": ""}
+
+
+def test_the_oldest_server_snippet_of_a_host_applies_even_when_refused() -> None:
+    # ingress-nginx keeps one server-snippet per server, the first Ingress's in
+    # creation order; a younger Ingress's does nothing there.
+    def table(older: str) -> RouteTable:
+        return build(
+            ingress(
+                "old",
+                [rule("a.test", path("/", "web"))],
+                annotations={NGINX + "server-snippet": older},
+                created=1,
+            ),
+            ingress(
+                "young",
+                [rule("a.test", path("/y", "web"))],
+                annotations={NGINX + "server-snippet": "return 418;"},
+                created=2,
+            ),
+            service("web"),
+            endpoint_slice("web", ["10.0.0.1"]),
+        )
+
+    for uri in ("/", "/y"):
+        action = decide(table("return 410;"), head(uri))
+        assert isinstance(action, Respond) and action.status == 410, uri
+        # The older one refused (gzip is not translated): nothing applies, not the younger's.
+        assert isinstance(decide(table("gzip on;"), head(uri)), Forward), uri
