@@ -125,6 +125,13 @@ class SnippetPlan:
     hide: frozenset[bytes]
     more: tuple[HeaderEdit, ...]
     add: tuple[HeaderEdit, ...]
+    # $req_id or $request_id appears in a value: the request needs its id even
+    # when answered here, before any upstream was asked.
+    request_id: bool = False
+
+
+def _uses_request_id(parts: Parts) -> bool:
+    return any(parts[i] in REQUEST_ID_VARIABLES for i in range(1, len(parts), 2))
 
 
 def plan(server: SnippetPolicy | None, location: SnippetPolicy | None) -> SnippetPlan | None:
@@ -141,7 +148,10 @@ def plan(server: SnippetPolicy | None, location: SnippetPolicy | None) -> Snippe
         add = server.add
     if not (upstream or hide or more or add):
         return None
-    return SnippetPlan(upstream, hide, more, add)
+    request_id = any(_uses_request_id(e.value) for e in (*more, *add)) or any(
+        _uses_request_id(parts) for _, parts in upstream
+    )
+    return SnippetPlan(upstream, hide, more, add, request_id)
 
 
 class RequestVars:

@@ -907,6 +907,8 @@ class Exchange(Outgoing):
             snippet = route.snippet_plan
             if snippet is not None and (snippet.more or snippet.add):
                 # nginx's header filters run on its own answers too.
+                if snippet.request_id and self.request_id is None:
+                    self.request_id = new_request_id()  # $req_id always has a value
                 headers = edit_response(snippet, status, list(headers), self._snippet_vars())
         if grpc.is_grpc(self.headers):
             self._respond_grpc(status, body, location, headers, grpc_status)

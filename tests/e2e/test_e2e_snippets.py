@@ -63,7 +63,7 @@ INGRESSES = [
     # header directives apply to ingressd's own answers too
     snippet(
         "local.test",
-        "add_header X-Ok yes;\nmore_set_headers 'X-M: m';\nreturn 302 /elsewhere;",
+        "add_header X-Ok yes;\nmore_set_headers 'X-M: m' 'X-Id: $req_id';\nreturn 302 /elsewhere;",
     ),
     # refused as a whole: none of it applies
     snippet("refused.test", 'more_set_headers "X-Partial: 1"; gzip on;'),
@@ -179,6 +179,7 @@ def test_header_directives_apply_to_answers_made_here(proxy: Ingressd) -> None:
     r = proxy.get("local.test", "/x", check=False)
     assert (r.status, r.header("Location")) == (302, "http://local.test/elsewhere")
     assert (r.header("X-Ok"), r.header("X-M")) == ("yes", "m")
+    assert len(r.header("X-Id") or "") == 32  # a request id, though no upstream was asked
 
 
 def test_over_http2_the_return_text_has_one_content_type(proxy: Ingressd) -> None:
