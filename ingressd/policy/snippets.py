@@ -223,7 +223,8 @@ def _shown(parts: Parts) -> str:
 
 
 def _header_name(text: str, st: Statement, own: frozenset[bytes], what: str) -> bytes:
-    if not _TOKEN.match(text):
+    if not _TOKEN.match(text) or "$" in text:
+        # ("$" is a token character, but a variable in a name is not translated)
         raise Refused(f"{_where(st)}: {text!r} is not a header name")
     if text.lower().encode() in own:
         raise Refused(f"{_where(st)}: {what} {text} is not translated: {_OWN_WHY[what]}")

@@ -147,6 +147,7 @@ def test_translated(text: str, expected: list[str]) -> None:
         ("rewrite ^/a /b last;", "rewrite with flag last"),
         ("rewrite (a)\\1 /b permanent;", "cannot run on RE2"),
         ("return 444;", "444 (close the connection)"),
+        ("add_header X-$host 1;", "'X-$host' is not a header name"),
         ("return 99;", "status '99' is not translated"),
         ("if (-f /etc/passwd) { return 403; }", "condition '-f' is not translated"),
         ("if ($a) { if ($b) { return 403; } }", "variable $a in if"),
