@@ -42,7 +42,7 @@ from e2e_helpers import (
     simple,
     wait_for,
 )
-from k8s_objects import ingress, path, rule, tls_entry, tls_secret
+from k8s_objects import endpoint_slice, ingress, path, rule, tls_entry, tls_secret
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingressd.policy.tls import self_signed
@@ -60,6 +60,9 @@ INTERVAL_VARIABLE = re.compile(
 LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?P<selector>.+?)\s*,\s*(?P<label>\w+)\s*\)\s*$")
 # Functions whose argument must be a counter: on a gauge they give nonsense.
 COUNTER_FUNCTIONS = frozenset({"rate", "irate", "increase", "resets"})
+# Requests to a Service with one dead and one live endpoint: enough that at
+# least one goes to the dead one first, whatever the balancing order.
+RETRY_REQUESTS = 8
 GRAFANA_SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x
 
 
@@ -240,9 +243,13 @@ def exported(
     objs = [
         *backends(echo),
         *echo_backend("dead", free_port()),  # nothing listens there: 502, upstream errors
+        # A dead endpoint and a live one: requests sent to the dead one are retried.
+        *echo_backend("retry", free_port()),
+        endpoint_slice("retry", [LOCALHOST], echo["web"]),
         tls_secret("secure-tls", pem=pem),
         simple("web", "web.test", "web"),
         simple("dead", "dead.test", "dead"),
+        simple("retry", "retry.test", "retry"),
         ingress(
             "secure",
             [rule("secure.test", path("/", "web"))],
@@ -268,6 +275,9 @@ def exported(
         assert raw_exchange(ing.http_port, get % b"web.test").startswith(b"HTTP/1.1 200 ")
         assert raw_exchange(ing.http_port, get % b"nowhere.test").startswith(b"HTTP/1.1 404 ")
         assert raw_exchange(ing.http_port, get % b"dead.test").startswith(b"HTTP/1.1 502 ")
+        for _ in range(RETRY_REQUESTS):
+            answer = raw_exchange(ing.http_port, get % b"retry.test")
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
         https = curl(
             "-k",
             "--resolve",
@@ -287,6 +297,7 @@ def exported(
                 "ingressd_stream_sessions_total",
                 "ingressd_stream_sessions_open",
                 "ingressd_upstream_errors_total",
+                "ingressd_upstream_retries_total",
             )
             return seen if all(name in seen.types for name in wanted) else None
 
@@ -311,6 +322,7 @@ def test_every_metric_and_label_the_dashboard_names_is_exported(exported: Export
     # The walk found the queries: each panel family is among them.
     assert {
         "ingressd_requests_total",
+        "ingressd_upstream_retries_total",
         "ingressd_request_duration_seconds_bucket",
         "ingressd_upstream_response_duration_seconds_bucket",
         "ingressd_connections_active",
