@@ -27,6 +27,7 @@ from typing import Any
 
 import promql_parser
 import pytest
+import yaml
 from deploy_objects import MONITORING, find, render
 from e2e_helpers import (
     LOCALHOST,
@@ -50,6 +51,7 @@ from ingressd.policy.tls import self_signed
 pytestmark = pytest.mark.timeout(60)
 
 DASHBOARD = REPO_ROOT / "deploy" / "monitoring" / "ingressd-dashboard.json"
+ALERTS = REPO_ROOT / "deploy" / "monitoring" / "prometheusrule.yaml"
 TCP_CM = "default/tcp-services"
 # Grafana's built-in interval variables, replaced as Grafana does before the
 # query reaches Prometheus; any other variable must sit inside a string.
@@ -145,6 +147,15 @@ def uses(where: str, expr: str) -> list[Use]:
 
     promql_parser.walk(tree, visit)
     return found
+
+
+def alert_uses(rules: dict[str, Any]) -> list[Use]:
+    return [
+        use
+        for group in rules["spec"]["groups"]
+        for alert in group["rules"]
+        for use in uses(f"alert {alert['alert']!r}", alert["expr"])
+    ]
 
 
 def dashboard_uses(dashboard: dict[str, Any]) -> list[Use]:
@@ -365,6 +376,22 @@ def test_a_name_that_is_not_exported_is_reported(
     errors = missing(exported, dashboard_uses(dashboard))
     # Reported, and nothing else: the rest of the dashboard is still fine.
     assert errors and all(complaint in e and "'Request rate' target A" in e for e in errors), errors
+
+
+def test_every_metric_and_label_the_example_alerts_name_is_exported(exported: Exported) -> None:
+    rules = yaml.safe_load(ALERTS.read_text())
+    assert (rules["apiVersion"], rules["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    monitor = find(render(MONITORING), "PodMonitor")
+    assert rules["metadata"]["namespace"] == monitor["metadata"]["namespace"]
+    for group in rules["spec"]["groups"]:
+        for alert in group["rules"]:
+            assert alert["alert"] and alert["for"], alert
+            assert alert["labels"]["severity"] in ("critical", "warning", "info"), alert
+            assert alert["annotations"]["summary"], alert
+    needed = alert_uses(rules)
+    named = {s for use in needed for s in use.samples}
+    assert "ingressd_ssl_certificate_expiry_timestamp_seconds" in named
+    assert missing(exported, needed) == []
 
 
 def test_a_template_variable_naming_a_missing_label_is_reported(exported: Exported) -> None:
