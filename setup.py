@@ -36,6 +36,7 @@ COMPILED = (
     "ingressd/model/backend.py",
     "ingressd/model/cache.py",
     "ingressd/model/hashring.py",
+    "ingressd/model/snippet.py",
     "ingressd/model/table.py",
     "ingressd/observe/stats.py",
     "ingressd/policy/chash.py",

@@ -16,6 +16,7 @@ from typing import Any
 from .model.objects import Obj, Snapshot, object_key
 from .model.problems import Problem
 from .policy import annotations as ann
+from .policy.snippets import TRANSLATED, translate
 from .policy.tls import TLSError, load_certificate
 from .routing.build import (
     BuildOptions,
@@ -90,6 +91,10 @@ class IngressReport:
     # --enable-ssl-passthrough and the annotation: what does not apply to the
     # TLS connections of its hosts (paths but /, HTTP annotations). Not failing.
     passthrough: tuple[str, ...] = ()
+    # Each configuration-/server-snippet translated into policy: (annotation key,
+    # one line per directive saying what it became). A refused one says why in
+    # ``annotations``.
+    snippets: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def ours(self) -> bool:
@@ -232,7 +237,18 @@ def _ingress(
         annotations=tuple(verdicts),
         problems=tuple(p for p in problems if p not in reported),
         passthrough=tuple(passing),
+        snippets=_snippets(verdicts),
     )
+
+
+def _snippets(verdicts: list[AnnotationReport]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """What each translated snippet became, directive by directive."""
+    out = []
+    for v in verdicts:
+        short = v.key.rpartition("/")[2]
+        if v.status == "supported" and short in TRANSLATED:
+            out.append((v.key, translate(v.value, short).lines))  # type: ignore[arg-type]
+    return tuple(out)
 
 
 def _passthrough_notes(ing: Obj, verdicts: list[AnnotationReport]) -> list[str]:
@@ -409,6 +425,9 @@ def _ingress_text(report: IngressReport) -> list[str]:
     if report.annotations:
         lines.append("  annotations:")
         lines += _columns([_annotation_row(a) for a in report.annotations], "    ")
+    for key, translated in report.snippets:
+        lines.append(f"  {key} translated:")
+        lines += [f"    {line}" for line in translated]
     if report.passthrough:
         lines.append("  ssl-passthrough (TLS connections go to the backend untouched):")
         lines += [f"    {p}" for p in report.passthrough]

@@ -11,7 +11,7 @@ route lookup, header handling, forwarding — and nothing the kernel does, so
 
     python loadtests/hotpath.py [--requests 200000] [--access-log off|json|plain]
         [--limits off|private|shared] [--request wrk|browser] [--paths same|random]
-        [--upstream-hash-by KEY] [--profile]
+        [--upstream-hash-by KEY] [--snippet] [--profile]
 
 Request counting for /metrics is always on, as in ingressd; the access log is
 off unless asked for, and then written to /dev/null (formatting and the
@@ -54,6 +54,7 @@ from ingressd.model.policy import LimitConfig, RoutePolicy, UpstreamHash
 from ingressd.model.table import Route, RouteTable, VirtualHost
 from ingressd.policy.chash import parse_key
 from ingressd.policy.limits import LimitRegistry
+from ingressd.policy.snippets import translate
 from ingressd.proxy.client_h1 import ClientConnection
 from ingressd.proxy.settings import ProxySettings
 from ingressd.proxy.state import ProxyState
@@ -106,13 +107,18 @@ class MemoryTransport(asyncio.Transport):
         return data
 
 
-def table(limits: bool = False, hash_by: str | None = None) -> RouteTable:
+# ``--snippet``: ingress-nginx's configuration-snippet example, translated.
+SNIPPET = 'more_set_headers "Request-Id: $req_id";'
+
+
+def table(limits: bool = False, hash_by: str | None = None, snippet: bool = False) -> RouteTable:
     backend = Backend("default/api:80", (ENDPOINT,))
     route = Route("/api", "Prefix", backend, "default/api")
-    if limits or hash_by:
+    if limits or hash_by or snippet:
         policy = RoutePolicy(
             limits=LimitConfig(rps=1_000_000, connections=100) if limits else None,
             upstream_hash=UpstreamHash(parse_key(hash_by), hash_by) if hash_by else None,
+            snippet=translate(SNIPPET, "configuration-snippet").policy if snippet else None,
         )
         route = Route("/api", "Prefix", backend, "default/api", policy)
         backend.hash_ring()  # as the builder makes it
@@ -142,8 +148,11 @@ async def run(
     request: bytes = REQUEST,
     paths: str = "same",
     hash_by: str | None = None,
+    snippet: bool = False,
 ) -> tuple[list[float], list[float]]:
-    state = ProxyState(table(limits != "off", hash_by), ProxySettings(access_log=access_log))
+    state = ProxyState(
+        table(limits != "off", hash_by, snippet), ProxySettings(access_log=access_log)
+    )
     if limits == "shared":
         from ingressd.policy.shared_limits import SharedLimits
 
@@ -228,6 +237,11 @@ def main() -> None:
         metavar="KEY",
         help="balance the route by this key (e.g. '$request_uri'), as the annotation does",
     )
+    parser.add_argument(
+        "--snippet",
+        action="store_true",
+        help=f"the route has a configuration-snippet ({SNIPPET})",
+    )
     args = parser.parse_args()
     import uvloop
 
@@ -240,6 +254,7 @@ def main() -> None:
             REQUESTS[args.request],
             args.paths,
             args.upstream_hash_by,
+            args.snippet,
         )
     )
     median = statistics.median(batches)
@@ -249,6 +264,7 @@ def main() -> None:
         f"access log {args.access_log}, limits {args.limits}, {args.request} request, "
         f"paths {args.paths}"
         + (f", upstream-hash-by {args.upstream_hash_by}" if args.upstream_hash_by else "")
+        + (", snippet" if args.snippet else "")
         + ")"
     )
     print(f"  = {1e6 / median:,.0f} requests/s per core before any syscall")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from .backend import Backend, Endpoint
 from .regex import UserRegex
+from .snippet import SnippetPolicy
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -402,6 +403,12 @@ class RoutePolicy:
     # "custom-default-backend-" upstream (controller.go getBackendServers).
     default_backend: str | None = None
     custom_default: Backend | None = None
+    # configuration-snippet and server-snippet, translated (policy/snippets.py). The
+    # builder gives every route of a host the host's server-snippet: the oldest
+    # Ingress's, as ingress-nginx keeps one per server (an empty one when that
+    # Ingress's was refused: it still takes the place).
+    snippet: SnippetPolicy | None = None
+    server_snippet: SnippetPolicy | None = None
 
     @property
     def regex_paths(self) -> bool:

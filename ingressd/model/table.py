@@ -17,6 +17,8 @@ from .cache import BoundedCache
 from .policy import DEFAULT_POLICY, Canary, ClientAuth, RoutePolicy
 from .problems import Problem
 from .regex import UserRegex
+from .snippet import SnippetPlan
+from .snippet import plan as snippet_plan
 
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
 
@@ -53,6 +55,8 @@ class Route:
     upstream_headers: tuple[tuple[bytes, bytes], ...] = field(
         default=(), init=False, compare=False, repr=False
     )
+    # - the headers the snippets set (model/snippet.py), server's and location's together.
+    snippet_plan: SnippetPlan | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         policy = self.policy
@@ -71,6 +75,10 @@ class Route:
         if policy.basic_auth is not None:
             headers.append((b"Authorization", b""))  # empty: not sent upstream
         object.__setattr__(self, "plain", plain)
+        if policy.snippet is not None or policy.server_snippet is not None:
+            object.__setattr__(
+                self, "snippet_plan", snippet_plan(policy.server_snippet, policy.snippet)
+            )
         if headers:  # else the default, the shared empty tuple
             object.__setattr__(self, "upstream_headers", tuple(headers))
 

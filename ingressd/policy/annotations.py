@@ -34,12 +34,14 @@ from ..model.policy import (
     UpstreamHash,
 )
 from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
+from ..model.snippet import SnippetPolicy
 from .chash import parse_key as _parse_hash_key
 from .cors import parse_origins, parse_token_list
 from .ext_auth import METHODS as AUTH_METHODS
 from .ext_auth import parse_template, parse_url_template
 from .retry import parse_conditions
 from .snippet_access import access_directives, modsecurity_blocks
+from .snippets import TRANSLATED, translate
 from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS
 
 PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
@@ -47,7 +49,9 @@ PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 # Raw-config injection is refused on purpose: it is how ingress-nginx got its
 # worst CVEs, and ingressd has no config language to inject into. A refused
 # snippet holding access control denies instead (snippet_access.py).
-REFUSED = frozenset({"configuration-snippet", "server-snippet", "auth-snippet", "stream-snippet"})
+# configuration-snippet and server-snippet are translated where they do what
+# ingressd can do itself (snippets.py, TRANSLATED), and refused otherwise.
+REFUSED = frozenset({"auth-snippet", "stream-snippet"})
 
 # ingress-nginx v1.15.1 annotations ingressd does not implement, one by one
 # (docs/user-guide/nginx-configuration/annotations.md and the parsers of
@@ -830,6 +834,8 @@ _FIELDS: Mapping[str, str] = {
     "load-balance": "load_balance",
     "custom-http-errors": "custom_http_errors",
     "default-backend": "default_backend",
+    "configuration-snippet": "snippet",
+    "server-snippet": "server_snippet",
 }
 
 # auth-tls-*: client certificates; the others mean something only beside the Secret.
@@ -878,7 +884,7 @@ _EXTERNAL_ONLY = frozenset(
     }
 )
 
-SUPPORTED = frozenset(_PARSERS)
+SUPPORTED = frozenset(_PARSERS) | TRANSLATED
 
 
 def collect(annotations: Mapping[str, str] | None) -> dict[str, tuple[str, str]]:
@@ -929,6 +935,14 @@ def _judge(annotations: Mapping[str, str] | None) -> Iterator[tuple[str, Verdict
 
 
 def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
+    if short in TRANSLATED:
+        # What a snippet does that ingressd can do itself is translated, or the
+        # whole snippet refused, naming why (policy/snippets.py).
+        translation = translate(value, short)  # type: ignore[arg-type]
+        if translation.policy is not None:
+            return Verdict(key, value, "supported", ""), translation.policy
+        reason = f"annotation {key} is refused: {translation.refusal}; it is not applied"
+        return Verdict(key, value, "refused", reason), None
     if short in REFUSED:
         reason = f"annotation {key} is refused: raw proxy configuration is not supported"
         return Verdict(key, value, "refused", reason), None
@@ -1082,7 +1096,10 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
                 values[short] = ()
             elif verdict.status == "invalid" and short == "limit-allowlist":
                 values[short] = ()  # nobody exempt, rather than limit-whitelist's list
-    if not values and fail_closed is None:
+    refused_server_snippet = "server-snippet" in collect(annotations) and (
+        "server-snippet" not in values
+    )
+    if not values and fail_closed is None and not refused_server_snippet:
         return DEFAULT_POLICY, messages
     changes: dict[str, Any] = {_FIELDS[k]: v for k, v in values.items() if k in _FIELDS}
     proxy_ssl = _proxy_ssl(values, annotations, messages)
@@ -1181,6 +1198,10 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     client_auth = _client_auth_ref(values, messages)
     if client_auth is not None:
         changes["client_auth_ref"] = client_auth
+    if refused_server_snippet:
+        # Refused: served without it, but it still takes the host's one server-snippet
+        # place, as in ingress-nginx (routing/build.py).
+        changes["server_snippet"] = SnippetPolicy()
     if fail_closed is not None:
         changes["fail_closed"] = fail_closed
     if host_fail_closed is not None:

@@ -894,7 +894,8 @@ class H2Stream(ClientStream):
         if status == 204:
             body = b""  # neither body nor content-length
         else:
-            out.append((b"content-type", b"text/plain; charset=utf-8"))
+            if not any(name.lower() == b"content-type" for name, _ in headers):
+                out.append((b"content-type", b"text/plain; charset=utf-8"))
             out.append((b"content-length", str(len(body)).encode()))
         if location is not None:
             out.append((b"location", location.encode("latin-1", "replace")))

@@ -22,6 +22,8 @@ import httptools
 
 from ..model.backend import Endpoint
 from ..model.policy import ExternalAuth, LimitConfig
+from ..model.snippet import RequestVars, SnippetPlan, edit_response, upstream_headers
+from ..model.snippet import hide as hide_headers
 from ..model.table import Route
 from ..policy import ext_auth
 from ..policy.cors import HEADER_NAMES as CORS_HEADERS
@@ -30,7 +32,17 @@ from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
 from ..policy.upstream_tls import H2_PROTOCOLS
 from ..policy.upstream_tls import describe_error as describe_tls_error
 from ..routing import client_auth, errors
-from ..routing.decide import Forward, RequestHead, Respond, decide, find_header, retarget
+from ..routing.decide import (
+    Forward,
+    Headers,
+    RequestHead,
+    Respond,
+    decide,
+    find_header,
+    normalize_host,
+    normalize_path,
+    retarget,
+)
 from . import grpc, http
 from .state import ProxyState, new_request_id
 from .streams import ClientStream, Outgoing, UpstreamStream
@@ -299,6 +311,9 @@ class Exchange(Outgoing):
             )
             return
         self.upgrading = self.upgrade
+        snippet = route.snippet_plan
+        if snippet is not None and snippet.upstream:
+            self.forward = action.copy(request_headers=self._snippet_headers(action, snippet))
         if policy.external_auth is not None:
             # The body waits in _body_buf (reading pauses when it grows) until
             # the auth service has answered.
@@ -369,6 +384,30 @@ class Exchange(Outgoing):
         self.auth_headers = outcome.upstream_headers
         self.auth_cookies = outcome.cookies
         self._go()
+
+    def _snippet_vars(self) -> RequestVars:
+        """A snippet's variables for this request (model/snippet.py)."""
+        path, _, query = self.url.partition(b"?")
+        raw_path = path.decode("latin-1")
+        host = (self.host or b"").decode("latin-1")
+        return RequestVars(
+            normalize_host(host),
+            host,
+            raw_path,
+            normalize_path(raw_path) or raw_path,
+            query.decode("latin-1"),
+            "https" if self.client.tls else "http",
+            self.real_ip(),
+            self.method.decode("latin-1"),
+            self.headers,
+            (self.request_id or b"").decode("latin-1"),
+        )
+
+    def _snippet_headers(self, fwd: Forward, snippet: SnippetPlan) -> Headers:
+        """proxy_set_header of a snippet, after the annotations' headers."""
+        if self.request_id is None:
+            self.request_id = new_request_id()  # $req_id: the one the upstream gets
+        return (*fwd.request_headers, *upstream_headers(snippet, self._snippet_vars()))
 
     def _auth_cookies(self, status: int) -> list[tuple[bytes, bytes]]:
         """The auth service's Set-Cookie for a response with ``status``, as nginx's add_header."""
@@ -556,6 +595,9 @@ class Exchange(Outgoing):
         self.response_started = True
         self.status = status
         out = headers
+        snippet = None if route.plain else route.snippet_plan
+        if snippet is not None:
+            out = hide_headers(snippet, out)  # proxy_hide_header: the upstream's only
         extra = self.forward.response_headers if self.forward is not None else ()
         if extra:
             # CORS headers replace the upstream's; others (Set-Cookie) are added.
@@ -564,6 +606,8 @@ class Exchange(Outgoing):
             out = [*out, *extra]
         if self.auth_cookies:
             out = [*out, *self._auth_cookies(status)]
+        if snippet is not None and (snippet.more or snippet.add):
+            out = edit_response(snippet, status, out, self._snippet_vars())
         if status != 101:
             if self.upgrading:
                 self.upgrading = False
@@ -931,6 +975,14 @@ class Exchange(Outgoing):
             self.keep_alive = False
         if self.auth_cookies:
             headers = (*headers, *self._auth_cookies(status))
+        route = self.forward.route if self.forward is not None else self.route
+        if route is not None and not route.plain:
+            snippet = route.snippet_plan
+            if snippet is not None and (snippet.more or snippet.add):
+                # nginx's header filters run on its own answers too.
+                if snippet.request_id and self.request_id is None:
+                    self.request_id = new_request_id()  # $req_id always has a value
+                headers = edit_response(snippet, status, list(headers), self._snippet_vars())
         if grpc.is_grpc(self.headers):
             self._respond_grpc(status, body, location, headers, grpc_status)
         else:

@@ -31,6 +31,7 @@ from ..model.objects import Key, Obj, Snapshot, changed_keys, describe, object_k
 from ..model.policy import DEFAULT_POLICY, Canary, ClientAuth, RoutePolicy
 from ..model.problems import Problem
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
+from ..model.snippet import SnippetPolicy
 from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
 from ..policy import annotations as ann
 from ..policy import basic_auth, client_auth, upstream_tls
@@ -862,6 +863,7 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     deny: tuple[int, str] | None = None  # access control that must hold host-wide
     mtls: ClientAuth | None = None  # auth-tls-*: the host's client certificate check
     mtls_owner = ""  # the Ingress it comes from
+    server_snippet: SnippetPolicy | None = None  # every route of the host gets it
     first: RoutePolicy | None = None  # of the oldest Ingress with a rule for the host
     owner = ""  # that Ingress
     routed = False  # a host with paths or a defaultBackend gets a VirtualHost
@@ -898,6 +900,10 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
                     )
                 if reason:
                     problems.append((where, _problem(e.obj, e.origin, reason)))
+            if server_snippet is None:
+                # One server-snippet per server: the oldest Ingress's (controller.go
+                # createServers skips the others).
+                server_snippet = plan.policy.server_snippet
         for j, p in _paths_on(e, host):
             routed = True
             key = (p.path, p.path_type == "Exact")
@@ -944,8 +950,8 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     cert, tls = _host_certificate(host, mains, problems)
     vhost = None
     if routed:
-        policies = _Policies(deny)
-        if default is not None and deny is not None:
+        policies = _Policies(deny, server_snippet)
+        if default is not None and (deny is not None or server_snippet is not None):
             default = replace(default, policy=policies.of(default.policy))
         if regex_mode:
             vhost = _regex_host(host, found, policies, default, tls, problems)
@@ -974,21 +980,32 @@ def _restricts(policy: RoutePolicy) -> bool:
 
 
 class _Policies:
-    """Each Ingress's policy on this host: with the host-wide denial, when there is one."""
+    """Each Ingress's policy on this host: with the host-wide denial, when there is
+    one, and the host's server-snippet."""
 
-    __slots__ = ("_deny", "_seen")
+    __slots__ = ("_deny", "_seen", "_server_snippet")
 
-    def __init__(self, deny: tuple[int, str] | None) -> None:
+    def __init__(
+        self, deny: tuple[int, str] | None, server_snippet: SnippetPolicy | None = None
+    ) -> None:
         self._deny = deny
+        self._server_snippet = server_snippet
         self._seen: dict[int, RoutePolicy] = {}
 
     def of(self, policy: RoutePolicy) -> RoutePolicy:
-        if self._deny is None or policy.fail_closed is not None:
+        deny = self._deny if policy.fail_closed is None else None
+        snippet = self._server_snippet
+        if deny is None and policy.server_snippet is snippet:
             return policy
-        denied = self._seen.get(id(policy))
-        if denied is None:
-            denied = self._seen[id(policy)] = replace(policy, fail_closed=self._deny)
-        return denied
+        changed = self._seen.get(id(policy))
+        if changed is None:
+            changed = policy
+            if deny is not None:
+                changed = replace(changed, fail_closed=deny)
+            if changed.server_snippet is not snippet:
+                changed = replace(changed, server_snippet=snippet)
+            self._seen[id(policy)] = changed
+        return changed
 
 
 def _route(c: _Candidate, policies: _Policies, regex: UserRegex | None = None) -> Route:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from ..model.backend import Backend, Endpoint
 from ..model.policy import DEFAULT_POLICY, Affinity, Canary, UpstreamHash, UpstreamTLS
+from ..model.snippet import RequestVars, SnippetPolicy, answer
 from ..model.table import Route, RouteTable, Routing, name_matches
 from ..policy.annotations import expand_target
 from ..policy.basic_auth import allows
@@ -595,6 +596,15 @@ def _before_backend(
         return Respond(
             status, f"{status} {_REASONS[status]}: {reason} on Ingress {route.ingress}\n"
         )
+    # nginx's rewrite phases, in ingress-nginx's order (nginx.tmpl): the server's
+    # (server-snippet, then app-root), then the location's (the CORS preflight,
+    # configuration-snippet, then permanent/temporal-redirect); the HTTPS redirect
+    # (Lua, run after them) and access checks come later.
+    server_snippet = policy.server_snippet
+    if server_snippet is not None and server_snippet.answers:
+        found = _snippet_answer(server_snippet, head, host, path)
+        if found is not None:
+            return found
     if policy.app_root is not None and path == "/":
         return _redirect(302, _scheme(head) + head.host + policy.app_root)
     if policy.cors is not None and head.method == "OPTIONS":
@@ -602,6 +612,11 @@ def _before_backend(
         headers = policy.cors.preflight_headers(head.origin)
         if headers:
             return Respond(204, "", headers=tuple(headers))
+    snippet = policy.snippet
+    if snippet is not None and snippet.answers:
+        found = _snippet_answer(snippet, head, host, path)
+        if found is not None:
+            return found
     if policy.redirect is not None:
         return _redirect(*policy.redirect)
     if not head.tls and (policy.force_ssl_redirect or (policy.ssl_redirect and tls_host)):
@@ -624,6 +639,33 @@ def _before_backend(
             401, "401 Authorization Required\n", headers=((b"WWW-Authenticate", auth.challenge),)
         )
     return None
+
+
+def request_vars(head: RequestHead, host: str, path: str, request_id: str = "") -> RequestVars:
+    """The values of a snippet's variables for this request (model/snippet.py)."""
+    return RequestVars(
+        host,
+        head.host,
+        head.path,
+        path,
+        head.query,
+        "https" if head.tls else "http",
+        head.client_ip,
+        head.method,
+        head.headers,
+        request_id,
+    )
+
+
+def _snippet_answer(
+    snippet: SnippetPolicy, head: RequestHead, host: str, path: str
+) -> Respond | None:
+    """A snippet's return or rewrite ... redirect, when one applies to this request."""
+    found = answer(snippet, request_vars(head, host, path))
+    if found is None:
+        return None
+    status, body, location, headers = found
+    return Respond(status, body, location, headers)
 
 
 def _to_canary(canary: Canary, head: RequestHead) -> bool:

@@ -69,7 +69,7 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
     annotations = {
         NGINX + "rewrite-target": "/$1",
         NGINX + "ssl-redirect": "maybe",
-        NGINX + "configuration-snippet": "more_set_headers 'X: y';",
+        NGINX + "configuration-snippet": "more_set_headers 'X: y'; gzip on;",
         NGINX + "auth-cache-key": "http://auth",
         NGINX + "proxy-body-size": "8m",
         OURS + "proxy-body-size": "16m",
@@ -89,7 +89,9 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
             f"annotation {NGINX}proxy-body-size is overridden by {OURS}proxy-body-size",
         ),
     }
-    assert messages[1].endswith("is refused: raw proxy configuration is not supported")
+    assert messages[1].endswith(
+        "is refused: directive 'gzip' (line 1) is not translated; it is not applied"
+    )
     assert "'maybe' is invalid" in messages[2]
     # The build reports the same messages; they are listed once, with the annotations.
     assert only(report).problems == ()
@@ -152,6 +154,39 @@ def test_invalid_access_control_says_its_routes_answer_503() -> None:
 )
 def test_exit_code_follows_the_annotations(annotations: dict[str, str], exit_code: int) -> None:
     assert report_of(web(annotations=annotations), *healthy()).exit_code == exit_code
+
+
+def test_snippets_are_shown_translated_directive_by_directive_or_refused() -> None:
+    annotations = {
+        NGINX + "configuration-snippet": 'more_set_headers "Request-Id: $req_id";\n'
+        'if ($http_x_block ~* "yes") { return 403; }\n',
+        NGINX + "server-snippet": "proxy_set_header X-A 1;\ngzip on;\n",
+    }
+    report = report_of(web(annotations=annotations), *healthy())
+    text = render_text(report)
+    assert (
+        "  nginx.ingress.kubernetes.io/configuration-snippet translated:\n"
+        "    more_set_headers (line 1): response header Request-Id: $req_id (every status; "
+        "replaces any other)\n"
+        "    return (line 2): when $http_x_block ~* 'yes': answers 403\n"
+    ) in text
+    assert (
+        "refused    annotation nginx.ingress.kubernetes.io/server-snippet is refused: "
+        "directive 'gzip' (line 2) is not translated; it is not applied"
+    ) in text
+    assert "server-snippet translated" not in text
+    assert report.exit_code == 1
+    doc = json.loads(render_json(report))
+    assert doc["ingresses"][0]["snippets"] == [
+        [
+            NGINX + "configuration-snippet",
+            [
+                "more_set_headers (line 1): response header Request-Id: $req_id (every status; "
+                "replaces any other)",
+                "return (line 2): when $http_x_block ~* 'yes': answers 403",
+            ],
+        ]
+    ]
 
 
 def test_refused_annotation_of_another_controllers_ingress_fails_the_check_too() -> None:
@@ -439,6 +474,7 @@ def test_json_shape() -> None:
         "annotations",
         "problems",
         "passthrough",
+        "snippets",
     }
     assert ing["owner"] == {
         "ours": True,
