@@ -14,6 +14,7 @@ from typing import Literal
 
 from .backend import Backend
 from .cache import BoundedCache
+from .globals import DEFAULT_GLOBALS, GlobalConfig
 from .policy import DEFAULT_POLICY, Canary, RoutePolicy
 from .problems import Problem
 from .regex import UserRegex
@@ -190,6 +191,11 @@ class RouteTable:
     ingresses: tuple[tuple[str, str], ...] = ()
     # from-to-www-redirect: the other name of a host -> the host (308 there)
     www_redirects: Mapping[str, str] = field(default_factory=_empty)
+    # The controller ConfigMap's settings (model/globals.py) the table was built with.
+    config: GlobalConfig = DEFAULT_GLOBALS
+    # Strict-Transport-Security for TLS requests of hosts with a certificate of their
+    # own (config.hsts_header, kept here for the data path); None: no HSTS.
+    hsts: bytes | None = DEFAULT_GLOBALS.hsts_header
     # (Host header, path) as received -> Routing; see model/cache.py. Each
     # table object starts with its own, empty (replace() included): the table
     # never changes, so its answers never go stale and nothing invalidates them.

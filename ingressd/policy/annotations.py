@@ -870,11 +870,15 @@ def classify(annotations: Mapping[str, str] | None) -> list[Verdict]:
     return [verdict for _, verdict, _ in _judge(annotations)]
 
 
-def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, list[str]]:
+def parse_policy(
+    annotations: Mapping[str, str] | None, base: RoutePolicy = DEFAULT_POLICY
+) -> tuple[RoutePolicy, list[str]]:
     """Return the policy and one message per annotation rejected.
 
     Every value rejected, and every annotation refused or not implemented, is
-    named with its key and value.
+    named with its key and value. ``base`` holds the defaults the controller
+    ConfigMap sets (policy/configmap.py); an annotation wins over them, as in
+    ingress-nginx, whose annotation parsers fall back to the ConfigMap's values.
     """
     values: dict[str, Any] = {}
     messages: list[str] = []
@@ -912,7 +916,7 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
             elif verdict.status == "invalid" and short == "limit-allowlist":
                 values[short] = ()  # nobody exempt, rather than limit-whitelist's list
     if not values and fail_closed is None:
-        return DEFAULT_POLICY, messages
+        return base, messages
     changes: dict[str, Any] = {_FIELDS[k]: v for k, v in values.items() if k in _FIELDS}
     proxy_ssl = _proxy_ssl(values, annotations, messages)
     if proxy_ssl is not None:
@@ -977,11 +981,12 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
         messages.append("auth-secret has no effect without auth-type: basic; no authentication")
     retry_keys = ("proxy-next-upstream", "proxy-next-upstream-tries", "proxy-next-upstream-timeout")
     if any(k in values for k in retry_keys):
-        base = values.get("proxy-next-upstream", DEFAULT_POLICY.next_upstream)
+        retry = values.get("proxy-next-upstream", base.next_upstream)
         changes["next_upstream"] = replace(
-            base,
-            tries=values.get("proxy-next-upstream-tries", base.tries),
-            time_limit=values.get("proxy-next-upstream-timeout", base.time_limit),
+            retry,
+            # The ConfigMap's tries and timeout stay unless annotated too.
+            tries=values.get("proxy-next-upstream-tries", base.next_upstream.tries),
+            time_limit=values.get("proxy-next-upstream-timeout", base.next_upstream.time_limit),
         )
     if "auth-url" in values:
         changes["external_auth"] = ExternalAuth(
@@ -1001,7 +1006,7 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
         changes["fail_closed"] = fail_closed
     if host_fail_closed is not None:
         changes["host_fail_closed"] = host_fail_closed
-    return replace(DEFAULT_POLICY, **changes), messages
+    return replace(base, **changes), messages
 
 
 def expand_target(

@@ -38,6 +38,8 @@ from .upstream_h2 import InvalidUpstreamResponse, StreamRefused
 
 log = logging.getLogger("ingressd.proxy")
 
+_HSTS = b"Strict-Transport-Security"
+_HSTS_NAMES = frozenset({b"strict-transport-security"})
 BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
 
 # Why the client's reading of request bodies is paused, as bits, so several can overlap.
@@ -539,12 +541,17 @@ class Exchange(Outgoing):
         self.response_started = True
         self.status = status
         out = headers
-        extra = self.forward.response_headers if self.forward is not None else ()
+        fwd = self.forward
+        extra = fwd.response_headers if fwd is not None else ()
         if extra:
             # CORS headers replace the upstream's; others (Set-Cookie) are added.
             if self.forward.route.policy.cors is not None:  # type: ignore[union-attr]
                 out = http.drop_named(out, CORS_HEADERS)
             out = [*out, *extra]
+        hsts = fwd.hsts if fwd is not None else None
+        if hsts is not None:
+            # Replaces the upstream's, as lua_ingress.lua sets ngx.header[...].
+            out = [*http.drop_named(out, _HSTS_NAMES), (_HSTS, hsts)]
         if self.auth_cookies:
             out = [*out, *self._auth_cookies(status)]
         if status != 101:
@@ -855,6 +862,11 @@ class Exchange(Outgoing):
             self.keep_alive = False
         if self.auth_cookies:
             headers = (*headers, *self._auth_cookies(status))
+        fwd = self.forward
+        if fwd is not None and fwd.hsts is not None:
+            # An answer of ingressd's own once forwarding began (502, 504, 413,
+            # limits, auth-url); decide's own answers carry the header already.
+            headers = (*headers, (_HSTS, fwd.hsts))
         if grpc.is_grpc(self.headers):
             self._respond_grpc(status, body, location, headers, grpc_status)
         else:
