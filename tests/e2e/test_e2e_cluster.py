@@ -566,6 +566,7 @@ API_OPTIONS = {
     "--controller-name",
     "--tcp-services-configmap",
     "--udp-services-configmap",
+    "--configmap",
 }
 SERVING_OPTIONS = {
     "serve",
