@@ -294,8 +294,11 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "service-upstream",
             "relative-redirects",
             "retry-non-idempotent",
-            "server-tokens",
         ),
+    ),
+    (
+        "ingressd never sends a Server header (as ingress-nginx with its default, false)",
+        ("server-tokens",),
     ),
     (
         "annotation validation: ingressd validates every annotation it reads and refuses snippets",
@@ -412,12 +415,22 @@ SUPPORTED: Mapping[str, _Key] = {
     "proxy-buffer-size": _Key(
         parse_buffer_size, "4k", "default of the proxy-buffer-size annotation"
     ),
-    "proxy-connect-timeout": _Key(parse_timeout, "5", "default of the annotation"),
-    "proxy-read-timeout": _Key(parse_timeout, "60", "default of the annotation"),
-    "proxy-send-timeout": _Key(parse_timeout, "60", "default of the annotation"),
+    "proxy-connect-timeout": _Key(
+        parse_timeout, "5", "seconds to connect to an upstream (504); default of the annotation"
+    ),
+    "proxy-read-timeout": _Key(
+        parse_timeout, "60", "seconds an upstream may stay silent (504); default of the annotation"
+    ),
+    "proxy-send-timeout": _Key(
+        parse_timeout,
+        "60",
+        "seconds an upstream may refuse the body (504); default of the annotation",
+    ),
     "client-header-timeout": _Key(parse_timeout, "60", "a request head slower than this: 408"),
     "client-body-timeout": _Key(parse_timeout, "60", "a request body silent this long: 408"),
-    "keep-alive": _Key(parse_timeout, "75", "idle keep-alive client connections closed after"),
+    "keep-alive": _Key(
+        parse_timeout, "75", "seconds an idle keep-alive client connection stays open"
+    ),
     "large-client-header-buffers": _Key(
         parse_header_buffers,
         "4 8k",
@@ -426,16 +439,27 @@ SUPPORTED: Mapping[str, _Key] = {
     "proxy-next-upstream": _Key(
         parse_next_upstream, "error timeout", "default of the proxy-next-upstream annotation"
     ),
-    "proxy-next-upstream-timeout": _Key(parse_next_timeout, "0", "default of the annotation"),
-    "proxy-next-upstream-tries": _Key(parse_tries, "3", "default of the annotation"),
-    "load-balance": _Key(parse_load_balance, "round_robin", "default of the annotation"),
+    "proxy-next-upstream-timeout": _Key(
+        parse_next_timeout, "0", "default of the proxy-next-upstream-timeout annotation"
+    ),
+    "proxy-next-upstream-tries": _Key(
+        parse_tries, "3", "default of the proxy-next-upstream-tries annotation"
+    ),
+    "load-balance": _Key(
+        parse_load_balance, "round_robin", "default of the load-balance annotation (ewma too)"
+    ),
     "whitelist-source-range": _Key(
         parse_cidr_list, "", "default of the allowlist-source-range annotation"
     ),
     "denylist-source-range": _Key(
         parse_cidr_list, "", "default of the denylist-source-range annotation"
     ),
-    "block-cidrs": _Key(parse_cidr_list, "", "clients in these ranges get 403 on every route"),
+    "block-cidrs": _Key(
+        parse_cidr_list,
+        "",
+        "clients in these ranges get 403 on every route; an Ingress's denylist-source-range "
+        "replaces them, as nginx's location-level deny replaces the http-level one",
+    ),
     "allow-snippet-annotations": _Key(
         parse_bool, "false", "snippet annotations are refused whatever its value"
     ),
