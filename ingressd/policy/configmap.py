@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from ..model.globals import DEFAULT_NO_TLS_REDIRECT_LOCATIONS, GlobalConfig
-from ..model.policy import DEFAULT_NEXT_UPSTREAM, IPNetwork
-from ..model.regex import fixed
+from ..model.policy import DEFAULT_NEXT_UPSTREAM, HeaderBlock, IPNetwork
+from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from .annotations import (
     AnnotationError,
     Verdict,
@@ -77,9 +77,19 @@ _SNIPPETS_ON_ROUTES = frozenset({"http-snippet", "server-snippet", "location-sni
 # so every route answers 403 instead (fail closed); the text says what they check.
 DENYING: Mapping[str, str] = {
     "global-auth-url": "sends every request to an external authentication service first",
-    "block-user-agents": "refuses requests whose User-Agent matches (nginx map patterns)",
-    "block-referers": "refuses requests whose Referer matches (nginx map patterns)",
 }
+# Keys that narrow access: an invalid value denies every route (503, as an invalid
+# access annotation does) rather than serve open what the key was meant to guard.
+ACCESS_KEYS = frozenset(
+    {
+        "whitelist-source-range",
+        "denylist-source-range",
+        "block-cidrs",
+        "block-user-agents",
+        "block-referers",
+    }
+)
+_INVALID_ACCESS: Final = 503
 
 # ingress-nginx v1.15.1 keys ingressd does not implement, and why serving without
 # them opens nothing (docs/user-guide/nginx-configuration/configmap.md).
@@ -93,7 +103,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "add-headers",
             "proxy-set-headers",
-            "hide-headers",
             "allow-backend-server-header",
             "proxy-add-original-uri-header",
             "generate-request-id",
@@ -388,6 +397,47 @@ def parse_cidr_list(value: str) -> tuple[IPNetwork, ...]:
     return nets
 
 
+MAX_BLOCK_ENTRIES = 256
+MAX_HIDDEN = 64
+_TOKEN = fixed(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def parse_block_entries(value: str) -> tuple[frozenset[bytes], tuple[UserRegex, ...]]:
+    """block-user-agents, block-referers: comma-separated nginx map entries.
+
+    A string matches the whole header ignoring case; ``~re`` and ``~*re`` are
+    regular expressions found anywhere (``~*`` ignoring case), run on RE2."""
+    exact: set[bytes] = set()
+    patterns: list[UserRegex] = []
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if len(items) > MAX_BLOCK_ENTRIES:
+        raise AnnotationError(f"more than {MAX_BLOCK_ENTRIES} entries")
+    for item in items:
+        if len(item) > 1024:
+            raise AnnotationError(f"{item[:50]!r}... is longer than 1024 characters")
+        if item.startswith("~"):
+            folds = item.startswith("~*")
+            pattern = item[2:] if folds else item[1:]
+            try:
+                patterns.append(user_regex(pattern, ignore_case=folds))
+            except RegexError as exc:
+                raise AnnotationError(f"{item[:100]!r}: {exc}") from None
+        else:
+            exact.add(item.encode("latin-1").lower())
+    return frozenset(exact), tuple(patterns)
+
+
+def parse_hidden_headers(value: str) -> frozenset[bytes]:
+    """hide-headers: comma-separated header names (nginx's proxy_hide_header)."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if len(names) > MAX_HIDDEN:
+        raise AnnotationError(f"more than {MAX_HIDDEN} headers")
+    for name in names:
+        if len(name) > 256 or not _TOKEN.match(name):
+            raise AnnotationError(f"{name[:100]!r} is not a header name")
+    return frozenset(n.lower().encode() for n in names)
+
+
 @dataclass(frozen=True, slots=True)
 class _Key:
     parse: Callable[[str], Any]
@@ -460,6 +510,18 @@ SUPPORTED: Mapping[str, _Key] = {
         "clients in these ranges get 403 on every route; an Ingress's denylist-source-range "
         "replaces them, as nginx's location-level deny replaces the http-level one",
     ),
+    "block-user-agents": _Key(
+        parse_block_entries,
+        "",
+        "requests whose User-Agent matches an entry (a string, whole and ignoring case; "
+        "~ or ~* and an RE2 regular expression) get 403 on every route",
+    ),
+    "block-referers": _Key(parse_block_entries, "", "the same for the Referer header"),
+    "hide-headers": _Key(
+        parse_hidden_headers,
+        "",
+        "upstream response headers never passed to clients (nginx's proxy_hide_header)",
+    ),
     "allow-snippet-annotations": _Key(
         parse_bool, "false", "snippet annotations are refused whatever its value"
     ),
@@ -475,6 +537,7 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "client-header-timeout": "client_header_timeout",
     "client-body-timeout": "client_body_timeout",
     "keep-alive": "keepalive_timeout",
+    "hide-headers": "hide_headers",
 }
 # key -> RoutePolicy field it is the default of
 _ROUTE_FIELDS: Mapping[str, str] = {
@@ -512,6 +575,7 @@ def read_configmap(data: Any, explicit: Mapping[str, str] | None = None) -> Read
     messages: list[str] = []
     values: dict[str, Any] = {}
     denials: list[str] = []
+    invalid_access: list[str] = []
     items = sorted(data.items(), key=lambda kv: str(kv[0]))
     if len(items) > MAX_KEYS:
         messages.append(f"more than {MAX_KEYS} keys: only the first {MAX_KEYS} are read")
@@ -520,6 +584,10 @@ def read_configmap(data: Any, explicit: Mapping[str, str] | None = None) -> Read
         key = str(raw_key)[:253]
         value = raw_value if isinstance(raw_value, str) else str(raw_value)
         verdict, parsed, denial = _judge(key, value, explicit or {})
+        if verdict.status == "invalid" and key in ACCESS_KEYS:
+            reason = f"{verdict.reason[: verdict.reason.rfind(';')]}; every route answers 503"
+            verdict = verdict._replace(reason=reason + " until it is fixed")
+            invalid_access.append(f"invalid {key} in the controller ConfigMap")
         verdicts.append(verdict)
         if verdict.status == "supported":
             values[key] = parsed
@@ -528,7 +596,9 @@ def read_configmap(data: Any, explicit: Mapping[str, str] | None = None) -> Read
         if denial is not None:
             denials.append(denial)
     config = _config(values)
-    if denials:
+    if invalid_access:
+        config = replace(config, fail_closed=(_INVALID_ACCESS, "; ".join(invalid_access)))
+    elif denials:
         config = replace(config, fail_closed=(_DENIED, "; ".join(denials)))
     return Reading(config, tuple(verdicts), tuple(messages))
 
@@ -613,6 +683,13 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
     deny = (*values.get("block-cidrs", ()), *values.get("denylist-source-range", ()))
     if deny:
         route["deny_source"] = deny
+    blocked = tuple(
+        HeaderBlock(header, *values[key])
+        for key, header in (("block-user-agents", b"user-agent"), ("block-referers", b"referer"))
+        if key in values and any(values[key])
+    )
+    if blocked:
+        route["blocked"] = blocked
     defaults = GlobalConfig()
     return GlobalConfig(
         hsts=values.get("hsts", defaults.hsts),

@@ -541,6 +541,9 @@ class Exchange(Outgoing):
         self.response_started = True
         self.status = status
         out = headers
+        hide = self.state.settings.hide_headers
+        if hide:
+            out = http.drop_named(out, hide)
         fwd = self.forward
         extra = fwd.response_headers if fwd is not None else ()
         if extra:

@@ -59,6 +59,9 @@ class ProxySettings:
     # nginx's send_timeout: an HTTP/2 stream (or connection) whose client takes
     # nothing of the response this long (a closed flow-control window) is reset.
     client_send_timeout: float = 60.0
+    # The controller ConfigMap's hide-headers (nginx's proxy_hide_header): upstream
+    # response headers never passed to clients, lowercase.
+    hide_headers: frozenset[bytes] = frozenset()
 
     def __reduce__(self) -> tuple[type[ProxySettings], tuple[object, ...]]:
         # Pickled to every worker process (in ServeConfig). Compiled by mypyc,

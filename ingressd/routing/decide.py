@@ -583,6 +583,12 @@ def _before_backend(
         return Respond(
             status, f"{status} {_REASONS[status]}: {reason} on Ingress {route.ingress}\n"
         )
+    if policy.blocked:
+        # ingress-nginx's server-level "if ($block_ua) { return 403; }": before the rest.
+        for block in policy.blocked:
+            if block.blocks(find_header(head.headers, block.header)):
+                name = block.header.decode()
+                return Respond(403, f"403 Forbidden: this {name} is blocked\n")
     if policy.app_root is not None and path == "/":
         return _redirect(302, _scheme(head) + head.host + policy.app_root)
     if policy.cors is not None and head.method == "OPTIONS":

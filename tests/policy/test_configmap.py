@@ -185,7 +185,7 @@ def test_a_refused_snippet_holding_access_control_denies_every_route(key: str) -
     assert "allow, deny" in reading.verdicts[0].reason
 
 
-@pytest.mark.parametrize("key", ["global-auth-url", "block-user-agents", "block-referers"])
+@pytest.mark.parametrize("key", ["global-auth-url"])
 def test_access_control_ingressd_does_not_implement_denies_every_route(key: str) -> None:
     reading = read_configmap({key: "something"})
     assert reading.verdicts[0].status == "unsupported"
@@ -236,3 +236,43 @@ def test_every_key_has_one_treatment() -> None:
     assert not set(SUPPORTED) & REFUSED
     assert not set(IGNORED) & REFUSED
     assert GlobalConfig().hsts_header == DEFAULT_GLOBALS.hsts_header
+
+
+def test_block_entries_are_nginx_map_entries_on_re2() -> None:
+    config = read_configmap(
+        {"block-user-agents": "EvilBot/1.0, ~^curl/, ~*scanner", "block-referers": "~*spam"}
+    ).config
+    [agents, referers] = dict(config.route_defaults)["blocked"]
+    assert agents.header == b"user-agent" and referers.header == b"referer"
+    assert agents.blocks(b"evilbot/1.0")  # a string: whole, ignoring case
+    assert not agents.blocks(b"EvilBot/1.0 (compatible)")
+    assert agents.blocks(b"curl/8.5.0")  # ~: case-sensitive, anywhere unless anchored
+    assert not agents.blocks(b"CURL/8.5.0")
+    assert agents.blocks(b"Mozilla (Scanner)")  # ~*: ignoring case
+    assert not agents.blocks(None)
+    assert referers.blocks(b"http://SPAM.example/")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("block-user-agents", "~(a)\\1"),  # a backreference: RE2 cannot run it
+        ("block-referers", ",".join(f"r{i}" for i in range(300))),
+        ("block-cidrs", "not-an-address"),
+        ("whitelist-source-range", "10.0.0.0/40"),
+        ("denylist-source-range", "x"),
+    ],
+)
+def test_an_invalid_access_key_denies_every_route_with_503(key: str, value: str) -> None:
+    reading = read_configmap({key: value, "hsts-max-age": "5"})
+    assert reading.config.fail_closed == (503, f"invalid {key} in the controller ConfigMap")
+    [verdict] = [v for v in reading.verdicts if v.key == key]
+    assert verdict.status == "invalid"
+    assert verdict.reason.endswith("every route answers 503 until it is fixed")
+    assert reading.config.hsts_max_age == 5
+
+
+def test_hide_headers_are_header_names() -> None:
+    config = read_configmap({"hide-headers": "X-Powered-By, Server"}).config
+    assert dict(config.proxy) == {"hide_headers": frozenset({b"x-powered-by", b"server"})}
+    assert classify({"hide-headers": "bad name"})[0].status == "invalid"

@@ -18,7 +18,7 @@ from k8s_objects import (
 
 from ingressd.model.objects import Obj
 from ingressd.routing.build import BuildOptions, TableBuilder
-from ingressd.routing.decide import Forward, Respond, decide
+from ingressd.routing.decide import Forward, RequestHead, Respond, decide
 
 NGINX = "nginx.ingress.kubernetes.io/"
 CM = ("ingressd", "controller")
@@ -144,10 +144,34 @@ def test_block_cidrs_and_source_ranges_apply_to_every_route() -> None:
 
 
 def test_access_control_that_cannot_be_honoured_denies_every_route() -> None:
-    table = build(*site(configmap({"block-user-agents": "~*bot"})), options=OPTIONS)
+    table = build(*site(configmap({"global-auth-url": "http://auth/"})), options=OPTIONS)
     action = decide(table, request("plain.test", "/"))
     assert isinstance(action, Respond) and action.status == 403
-    assert "block-user-agents" in action.body
+    assert "global-auth-url" in action.body
+    invalid = build(*site(configmap({"block-cidrs": "nonsense"})), options=OPTIONS)
+    action = decide(invalid, request("secure.test", "/", tls=True))
+    assert isinstance(action, Respond) and action.status == 503
+
+
+def ua_request(host: str, agent: str, *, tls: bool = False) -> RequestHead:
+    return RequestHead(
+        method="GET",
+        host=host,
+        path="/",
+        query="",
+        client_ip="192.0.2.1",
+        tls=tls,
+        headers=[(b"Host", host.encode()), (b"User-Agent", agent.encode())],
+    )
+
+
+def test_blocked_user_agents_get_403_on_every_route_before_redirects() -> None:
+    table = build(*site(configmap({"block-user-agents": "~*bot"})), options=OPTIONS)
+    for host in ("plain.test", "secure.test"):  # secure.test would redirect: 403 first
+        action = decide(table, ua_request(host, "GoodBot/2"))
+        assert isinstance(action, Respond) and action.status == 403, host
+    assert isinstance(decide(table, ua_request("plain.test", "Mozilla/5.0")), Forward)
+    assert isinstance(decide(table, request("plain.test", "/")), Forward)  # no User-Agent
 
 
 def test_next_upstream_key_is_the_default_and_annotations_override_parts() -> None:
