@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from http import HTTPStatus
 from typing import Any, Final
 
 from ..model.globals import DEFAULT_NO_TLS_REDIRECT_LOCATIONS, GlobalConfig
@@ -146,8 +147,8 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        "status codes of limits (ingressd answers 503, the default)",
-        ("limit-req-status-code", "limit-conn-status-code", "limit-conn-zone-variable"),
+        "limits count per client address (the connection's, as by default)",
+        ("limit-conn-zone-variable",),
     ),
     (
         "connection reuse",
@@ -427,6 +428,16 @@ def parse_block_entries(value: str) -> tuple[frozenset[bytes], tuple[UserRegex, 
     return frozenset(exact), tuple(patterns)
 
 
+def parse_limit_status(value: str) -> int:
+    """As nginx's limit_req_status and limit_conn_status: a status from 400 to 599."""
+    status = _whole(value, 400, 599, "a status code")
+    try:
+        HTTPStatus(status)
+    except ValueError:
+        raise AnnotationError(f"{value!r} is not a known HTTP status") from None
+    return status
+
+
 def parse_hidden_headers(value: str) -> frozenset[bytes]:
     """hide-headers: comma-separated header names (nginx's proxy_hide_header)."""
     names = [v.strip() for v in value.split(",") if v.strip()]
@@ -522,6 +533,12 @@ SUPPORTED: Mapping[str, _Key] = {
         "",
         "upstream response headers never passed to clients (nginx's proxy_hide_header)",
     ),
+    "limit-req-status-code": _Key(
+        parse_limit_status, "503", "the status of requests limit-rps or limit-rpm refuses"
+    ),
+    "limit-conn-status-code": _Key(
+        parse_limit_status, "503", "the status of requests limit-connections refuses"
+    ),
     "allow-snippet-annotations": _Key(
         parse_bool, "false", "snippet annotations are refused whatever its value"
     ),
@@ -538,6 +555,8 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "client-body-timeout": "client_body_timeout",
     "keep-alive": "keepalive_timeout",
     "hide-headers": "hide_headers",
+    "limit-req-status-code": "limit_req_status",
+    "limit-conn-status-code": "limit_conn_status",
 }
 # key -> RoutePolicy field it is the default of
 _ROUTE_FIELDS: Mapping[str, str] = {

@@ -372,7 +372,14 @@ class Exchange(Outgoing):
         limiter = self.state.limits.get(ingress, limits)
         verdict = limiter.admit(self.real_ip(), client.loop.time())
         if isinstance(verdict, str):
-            self.respond(503, verdict)
+            settings = self.state.settings
+            status = (
+                settings.limit_conn_status if limiter.refused_conns else settings.limit_req_status
+            )
+            if status != 503:
+                # The refusal's text begins with "503 Service Unavailable: ".
+                verdict = f"{status} {HTTPStatus(status).phrase}: {verdict.partition(': ')[2]}"
+            self.respond(status, verdict)
             return False
         self.limit_slot = verdict
         return True

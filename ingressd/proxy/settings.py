@@ -62,6 +62,11 @@ class ProxySettings:
     # The controller ConfigMap's hide-headers (nginx's proxy_hide_header): upstream
     # response headers never passed to clients, lowercase.
     hide_headers: frozenset[bytes] = frozenset()
+    # Statuses answered to requests refused by limit-rps/-rpm (nginx's limit_req_status)
+    # and by limit-connections (limit_conn_status): the ConfigMap's limit-req-status-code
+    # and limit-conn-status-code; 503 as in ingress-nginx.
+    limit_req_status: int = 503
+    limit_conn_status: int = 503
 
     def __reduce__(self) -> tuple[type[ProxySettings], tuple[object, ...]]:
         # Pickled to every worker process (in ServeConfig). Compiled by mypyc,

@@ -24,6 +24,7 @@ from e2e_helpers import (
 )
 from k8s_objects import ingress, path, rule, tls_entry, tls_secret
 
+from ingressd.echo import SERVICE_HEADER
 from ingressd.model.objects import Obj
 
 pytestmark = pytest.mark.timeout(60)
@@ -156,3 +157,37 @@ def test_without_the_flag_a_configmap_in_the_folder_is_not_read(
 ) -> None:
     ing = start(ingressd, [*site(echo_servers), configmap({"hsts": "false"})])
     assert https(ing, "secure.test").header("Strict-Transport-Security") == DEFAULT_HSTS
+
+
+def test_blocked_user_agents_and_hidden_headers(
+    ingressd: IngressdFactory, echo_servers: EchoServers
+) -> None:
+    data = {"block-user-agents": "~*bot, BadClient", "hide-headers": f"{SERVICE_HEADER}"}
+    ing = start(ingressd, [*site(echo_servers), configmap(data)], "--configmap", CM)
+    assert ing.get("plain.test", "/x", "-A", "GoodBot/1.0", check=False).status == 403
+    assert ing.get("plain.test", "/x", "-A", "badclient", check=False).status == 403
+    served = ing.get("plain.test", "/x", "-A", "Mozilla/5.0")
+    assert served.status == 200
+    assert served.json()["service"] == "api"  # the upstream answered ...
+    assert served.header(SERVICE_HEADER) is None  # ... and its header was hidden
+    over_tls = https(ing, "secure.test", "-A", "crawlbot")
+    assert over_tls.status == 403
+    assert over_tls.header("Strict-Transport-Security") == DEFAULT_HSTS
+
+
+def test_limit_req_status_code(ingressd: IngressdFactory, echo_servers: EchoServers) -> None:
+    limited = ingress(
+        "limited",
+        [rule("limited.test", path("/", "web"))],
+        annotations={
+            "nginx.ingress.kubernetes.io/limit-rps": "1",
+            "nginx.ingress.kubernetes.io/limit-burst-multiplier": "1",
+        },
+    )
+    data = {"limit-req-status-code": "429"}
+    ing = start(ingressd, [*site(echo_servers), limited, configmap(data)], "--configmap", CM)
+    statuses = [ing.get("limited.test", "/x", check=False) for _ in range(6)]
+    refused = [r for r in statuses if r.status != 200]
+    assert refused, "the rate limit refused nothing"
+    assert {r.status for r in refused} == {429}
+    assert b"429 Too Many Requests: rate limit of 1 requests per second" in refused[0].body
