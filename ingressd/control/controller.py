@@ -103,7 +103,7 @@ class Controller:
             problems += self.passthrough.apply(snapshot)
         if table.config is not self._config:
             self._config = table.config
-            self.state.settings = settings_for(self.base_settings, table.config)
+            self.state.apply_settings(settings_for(self.base_settings, table.config))
         # One store: connections read ``state.table`` once per request, so each
         # request sees either the old table or the new one, never a mix.
         self.state.table = table

@@ -152,15 +152,7 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "connection reuse",
-        (
-            "keep-alive-requests",
-            "upstream-keepalive-connections",
-            "upstream-keepalive-time",
-            "upstream-keepalive-timeout",
-            "upstream-keepalive-requests",
-            "reuse-port",
-            "enable-multi-accept",
-        ),
+        ("upstream-keepalive-time", "reuse-port", "enable-multi-accept"),
     ),
     (
         "logging: ingressd has its own access log (--access-log)",
@@ -338,6 +330,13 @@ def _whole(value: str, low: int, high: int, what: str) -> int:
     if not (v.isascii() and v.isdigit()) or not low <= int(v) <= high:
         raise AnnotationError(f"{value!r} is not {what} from {low} to {high}")
     return int(v)
+
+
+def _bounded(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        return _whole(value, low, high, what)
+
+    return parse
 
 
 def parse_timeout(value: str) -> float:
@@ -533,6 +532,26 @@ SUPPORTED: Mapping[str, _Key] = {
         "",
         "upstream response headers never passed to clients (nginx's proxy_hide_header)",
     ),
+    "keep-alive-requests": _Key(
+        _bounded(1, 1_000_000, "a number of requests"),
+        "1000",
+        "requests per HTTP/1.1 client connection, the last answered with Connection: close "
+        "(without the key ingressd sets no limit)",
+    ),
+    "upstream-keepalive-connections": _Key(
+        _bounded(0, 100_000, "a number of connections"),
+        "320",
+        "idle upstream connections kept per endpoint (nginx: per worker over all upstreams; "
+        "without the key 64 per endpoint); 0: none kept",
+    ),
+    "upstream-keepalive-timeout": _Key(
+        parse_timeout, "60", "seconds an idle upstream connection is kept"
+    ),
+    "upstream-keepalive-requests": _Key(
+        _bounded(1, 1_000_000, "a number of requests"),
+        "10000",
+        "requests one upstream connection carries before it is closed",
+    ),
     "limit-req-status-code": _Key(
         parse_limit_status, "503", "the status of requests limit-rps or limit-rpm refuses"
     ),
@@ -556,6 +575,10 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "keep-alive": "keepalive_timeout",
     "hide-headers": "hide_headers",
     "limit-req-status-code": "limit_req_status",
+    "keep-alive-requests": "keepalive_requests",
+    "upstream-keepalive-connections": "upstream_keepalive_connections",
+    "upstream-keepalive-timeout": "upstream_keepalive_timeout",
+    "upstream-keepalive-requests": "upstream_keepalive_requests",
     "limit-conn-status-code": "limit_conn_status",
 }
 # key -> RoutePolicy field it is the default of

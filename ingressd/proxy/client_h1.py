@@ -69,6 +69,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         "parser",
         "pipeline",
         "reading",
+        "served",
         "source",
         "state",
         "transport",
@@ -98,6 +99,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         # No more requests are read: the last one said Connection: close, or a
         # bad one follows requests still being answered (RFC 9112 9.6).
         self.done_reading = False
+        self.served = 0  # requests read on this connection (keep-alive-requests)
         self.closing = False
         self._paused = 0
         self._head_bytes = 0
@@ -400,7 +402,12 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if version == "1.0":
             ex.http10 = True
             ex.protocol = "HTTP/1.0"
-        ex.keep_alive = parser.should_keep_alive() and not self.state.draining
+        state = self.state
+        self.served += 1
+        cap = state.settings.keepalive_requests  # nginx's keepalive_requests; 0: none
+        ex.keep_alive = (
+            parser.should_keep_alive() and not state.draining and (not cap or self.served < cap)
+        )
         if ex.upgrade_value is not None and parser.should_upgrade():
             if ex.has_body():
                 # Its body would be taken for bytes of the new protocol.

@@ -67,6 +67,16 @@ class ProxySettings:
     # and limit-conn-status-code; 503 as in ingress-nginx.
     limit_req_status: int = 503
     limit_conn_status: int = 503
+    # Requests one HTTP/1.1 client connection may make; its last response then says
+    # Connection: close (nginx's keepalive_requests; the ConfigMap's keep-alive-requests).
+    # 0: no limit, ingressd's default.
+    keepalive_requests: int = 0
+    # The upstream keep-alive pool: idle connections kept per endpoint, how long one
+    # stays idle, and how many requests one carries before it is closed
+    # (upstream-keepalive-connections, -timeout, -requests).
+    upstream_keepalive_connections: int = 64
+    upstream_keepalive_timeout: float = 60.0
+    upstream_keepalive_requests: int = 10_000
 
     def __reduce__(self) -> tuple[type[ProxySettings], tuple[object, ...]]:
         # Pickled to every worker process (in ServeConfig). Compiled by mypyc,

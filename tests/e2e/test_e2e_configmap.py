@@ -20,6 +20,7 @@ from e2e_helpers import (
     IngressdFactory,
     backends,
     curl,
+    raw_exchange,
     wait_for,
 )
 from k8s_objects import ingress, path, rule, tls_entry, tls_secret
@@ -191,3 +192,15 @@ def test_limit_req_status_code(ingressd: IngressdFactory, echo_servers: EchoServ
     assert refused, "the rate limit refused nothing"
     assert {r.status for r in refused} == {429}
     assert b"429 Too Many Requests: rate limit of 1 requests per second" in refused[0].body
+
+
+def test_keep_alive_requests_closes_a_client_connection_after_that_many(
+    ingressd: IngressdFactory, echo_servers: EchoServers
+) -> None:
+    data = {"keep-alive-requests": "2"}
+    ing = start(ingressd, [*site(echo_servers), configmap(data)], "--configmap", CM)
+    request = b"GET /x HTTP/1.1\r\nHost: plain.test\r\n\r\n"
+    answer = raw_exchange(ing.http_port, request * 3)
+    assert answer.count(b"HTTP/1.1 200") == 2  # the third is never read
+    second = answer[answer.rindex(b"HTTP/1.1 200") :]
+    assert b"\r\nconnection: close\r\n" in second.lower()

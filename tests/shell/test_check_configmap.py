@@ -133,3 +133,24 @@ def test_settings_for_changes_only_what_the_configmap_sets() -> None:
     effective = settings_for(base, config)
     assert (effective.max_request_line, effective.max_header_bytes) == (16384, 32768)
     assert effective.read_timeout == 30.0
+
+
+async def test_new_settings_reach_the_live_upstream_pool() -> None:
+    from ingressd.model.table import RouteTable
+    from ingressd.proxy.state import ProxyState
+
+    state = ProxyState(RouteTable(), ProxySettings())
+    assert (state.pool.max_idle, state.pool.idle_timeout, state.pool.max_requests) == (
+        64,
+        60.0,
+        10_000,
+    )
+    data = {
+        "upstream-keepalive-connections": "3",
+        "upstream-keepalive-timeout": "7",
+        "upstream-keepalive-requests": "9",
+        "keep-alive-requests": "2",
+    }
+    state.apply_settings(settings_for(state.settings, read_configmap(data).config))
+    assert (state.pool.max_idle, state.pool.idle_timeout, state.pool.max_requests) == (3, 7.0, 9)
+    assert state.settings.keepalive_requests == 2
