@@ -96,6 +96,7 @@ class Controller:
             # The builder, which knows no flags, calls the annotation ignored.
             problems = [p for p in problems if _PASSTHROUGH_IGNORED not in p.reason]
         if self.selector is not None:
+            self.selector.configure(table.config.tls)
             problems += self._prepare_tls(snapshot, table)
         if self.streams is not None:
             problems += self.streams.apply(snapshot)

@@ -14,6 +14,22 @@ from dataclasses import dataclass, field
 # ingress-nginx v1.15.1's defaults (internal/ingress/controller/config/config.go NewDefault)
 DEFAULT_HSTS_MAX_AGE = 31536000
 DEFAULT_NO_TLS_REDIRECT_LOCATIONS = ("/.well-known/acme-challenge",)
+# ingressd's own cipher list for TLS 1.2 (TLS 1.3's suites are OpenSSL's): ECDHE and
+# AEAD only, what HTTP/2 requires (RFC 9113 9.2).
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS"
+
+
+@dataclass(frozen=True, slots=True)
+class TLSParams:
+    """How the HTTPS port speaks TLS: ssl-protocols, ssl-ciphers, ssl-session-tickets."""
+
+    min_version: str = "TLSv1.2"  # ssl.TLSVersion member names
+    max_version: str = "TLSv1.3"
+    ciphers: str = DEFAULT_CIPHERS
+    session_tickets: bool = False  # ingress-nginx's ssl-session-tickets default
+
+
+DEFAULT_TLS = TLSParams()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +51,7 @@ class GlobalConfig:
     # RoutePolicy field -> value: the defaults the annotations of each Ingress override
     # (ssl-redirect, force-ssl-redirect, proxy-next-upstream ...).
     route_defaults: tuple[tuple[str, object], ...] = ()
+    tls: TLSParams = DEFAULT_TLS
     # Set when a global access-control key cannot be honoured: every route answers
     # (status, reason) rather than serve without it.
     fail_closed: tuple[int, str] | None = None

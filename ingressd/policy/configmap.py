@@ -14,12 +14,18 @@ differ, the code). The result is one frozen ``GlobalConfig`` the builder reads.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any, Final
 
-from ..model.globals import DEFAULT_NO_TLS_REDIRECT_LOCATIONS, GlobalConfig
+from ..model.globals import (
+    DEFAULT_NO_TLS_REDIRECT_LOCATIONS,
+    DEFAULT_TLS,
+    GlobalConfig,
+    TLSParams,
+)
 from ..model.policy import DEFAULT_NEXT_UPSTREAM, HeaderBlock, IPNetwork
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from .annotations import (
@@ -128,14 +134,13 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        "TLS parameters: ingressd serves TLS 1.2+ with its own ciphers and session cache",
+        "TLS session cache parameters: Python's ssl module sets none of them (OpenSSL's "
+        "per-process cache serves)",
+        ("ssl-session-cache", "ssl-session-cache-size", "ssl-session-timeout"),
+    ),
+    (
+        "other TLS parameters ingressd does not implement",
         (
-            "ssl-protocols",
-            "ssl-ciphers",
-            "ssl-session-cache",
-            "ssl-session-cache-size",
-            "ssl-session-timeout",
-            "ssl-session-tickets",
             "ssl-session-ticket-key",
             "ssl-buffer-size",
             "ssl-ecdh-curve",
@@ -427,6 +432,34 @@ def parse_block_entries(value: str) -> tuple[frozenset[bytes], tuple[UserRegex, 
     return frozenset(exact), tuple(patterns)
 
 
+_VERSIONS = {"TLSv1.2": 2, "TLSv1.3": 3}
+_CIPHER_CHARS = fixed(r"^[A-Za-z0-9:+!@=._-]+$")
+
+
+def parse_protocols(value: str) -> tuple[str, str]:
+    """ssl-protocols: "TLSv1.2 TLSv1.3"; (lowest, highest) of those listed."""
+    names = value.split()
+    if not names or len(names) > 8:
+        raise AnnotationError(f"{value[:100]!r} is not a list of TLS versions")
+    for name in names:
+        if name not in _VERSIONS:
+            raise AnnotationError(f"{name[:20]!r}: ingressd serves TLSv1.2 and TLSv1.3 only")
+    ordered = sorted(set(names), key=_VERSIONS.__getitem__)
+    return ordered[0], ordered[-1]
+
+
+def parse_ciphers(value: str) -> str:
+    """ssl-ciphers: an OpenSSL cipher list OpenSSL accepts (it is tried)."""
+    v = value.strip()
+    if not v or len(v) > 2048 or not _CIPHER_CHARS.match(v):
+        raise AnnotationError(f"{value[:100]!r} is not an OpenSSL cipher list")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(v)
+    except ssl.SSLError:
+        raise AnnotationError(f"{value[:100]!r}: OpenSSL matches no cipher") from None
+    return v
+
+
 def parse_limit_status(value: str) -> int:
     """As nginx's limit_req_status and limit_conn_status: a status from 400 to 599."""
     status = _whole(value, 400, 599, "a status code")
@@ -551,6 +584,19 @@ SUPPORTED: Mapping[str, _Key] = {
         _bounded(1, 1_000_000, "a number of requests"),
         "10000",
         "requests one upstream connection carries before it is closed",
+    ),
+    "ssl-protocols": _Key(
+        parse_protocols,
+        "TLSv1.2 TLSv1.3",
+        "TLS versions of the HTTPS port (TLSv1.2, TLSv1.3; older ones are refused as invalid)",
+    ),
+    "ssl-ciphers": _Key(
+        parse_ciphers,
+        "ingressd's own: ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS",
+        "OpenSSL cipher list for TLS 1.2 (ingress-nginx's default list differs: DHE too)",
+    ),
+    "ssl-session-tickets": _Key(
+        parse_bool, "false", "TLS session tickets (resumption by session id stays on)"
     ),
     "limit-req-status-code": _Key(
         parse_limit_status, "503", "the status of requests limit-rps or limit-rpm refuses"
@@ -743,8 +789,21 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
         no_tls_redirect_locations=values.get(
             "no-tls-redirect-locations", defaults.no_tls_redirect_locations
         ),
+        tls=_tls(values),
         proxy=tuple(sorted(proxy.items())),
         route_defaults=tuple(sorted(route.items())),
+    )
+
+
+def _tls(values: Mapping[str, Any]) -> TLSParams:
+    if not any(k in values for k in ("ssl-protocols", "ssl-ciphers", "ssl-session-tickets")):
+        return DEFAULT_TLS
+    low, high = values.get("ssl-protocols", (DEFAULT_TLS.min_version, DEFAULT_TLS.max_version))
+    return TLSParams(
+        low,
+        high,
+        values.get("ssl-ciphers", DEFAULT_TLS.ciphers),
+        values.get("ssl-session-tickets", DEFAULT_TLS.session_tickets),
     )
 
 

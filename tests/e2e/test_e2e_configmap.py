@@ -204,3 +204,23 @@ def test_keep_alive_requests_closes_a_client_connection_after_that_many(
     assert answer.count(b"HTTP/1.1 200") == 2  # the third is never read
     second = answer[answer.rindex(b"HTTP/1.1 200") :]
     assert b"\r\nconnection: close\r\n" in second.lower()
+
+
+def test_ssl_protocols_apply_to_the_https_port_live(
+    ingressd: IngressdFactory, echo_servers: EchoServers
+) -> None:
+    ing = start(
+        ingressd,
+        [*site(echo_servers), configmap({"ssl-protocols": "TLSv1.3"})],
+        "--configmap",
+        CM,
+    )
+    assert https(ing, "secure.test", "--tlsv1.3").status == 200
+    refused = https(ing, "secure.test", "--tls-max", "1.2")
+    assert refused.status == 0 and refused.exit_code != 0  # no TLS 1.2 handshake
+    ing.update({"cm.yaml": None, "all.yaml": [*site(echo_servers), configmap({})]})
+    wait_for(
+        lambda: https(ing, "secure.test", "--tls-max", "1.2").status == 200,
+        5,
+        what="TLS 1.2 back with the default ssl-protocols",
+    )

@@ -276,3 +276,42 @@ def test_hide_headers_are_header_names() -> None:
     config = read_configmap({"hide-headers": "X-Powered-By, Server"}).config
     assert dict(config.proxy) == {"hide_headers": frozenset({b"x-powered-by", b"server"})}
     assert classify({"hide-headers": "bad name"})[0].status == "invalid"
+
+
+def test_tls_keys() -> None:
+    from ingressd.model.globals import DEFAULT_TLS, TLSParams
+
+    assert DEFAULT_GLOBALS.tls == DEFAULT_TLS
+    assert DEFAULT_TLS.session_tickets is False  # ingress-nginx's ssl-session-tickets
+    config = read_configmap(
+        {
+            "ssl-protocols": "TLSv1.3",
+            "ssl-ciphers": "ECDHE-RSA-AES128-GCM-SHA256",
+            "ssl-session-tickets": "true",
+        }
+    ).config
+    assert config.tls == TLSParams("TLSv1.3", "TLSv1.3", "ECDHE-RSA-AES128-GCM-SHA256", True)
+    for key, value in (
+        ("ssl-protocols", "TLSv1 TLSv1.2"),
+        ("ssl-protocols", "SSLv3"),
+        ("ssl-ciphers", "NO-SUCH-CIPHER"),
+        ("ssl-ciphers", "ECDHE;rm -rf"),
+    ):
+        reading = read_configmap({key: value})
+        assert reading.verdicts[0].status == "invalid", (key, value)
+        assert reading.config.tls == DEFAULT_TLS
+
+
+def test_tls_params_reach_every_context() -> None:
+    import ssl
+
+    from ingressd.model.globals import TLSParams
+    from ingressd.policy.tls import apply_params
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    apply_params(ctx, TLSParams("TLSv1.3", "TLSv1.3", "ECDHE+AESGCM", False))
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert ctx.options & ssl.OP_NO_TICKET
+    apply_params(ctx, TLSParams(session_tickets=True))
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert not ctx.options & ssl.OP_NO_TICKET
