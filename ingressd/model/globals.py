@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 # ingress-nginx v1.15.1's defaults (internal/ingress/controller/config/config.go NewDefault)
 DEFAULT_HSTS_MAX_AGE = 31536000
+# Classes of request header names (proxy/http.py name_class): ProxySettings.drop_names_from
+# drops a line whose name is of that class or above. NAME_KEEP_ALL drops none.
+NAME_VALID, NAME_UNDERSCORE, NAME_INVALID, NAME_KEEP_ALL = 0, 1, 2, 3
 DEFAULT_NO_TLS_REDIRECT_LOCATIONS = ("/.well-known/acme-challenge",)
 # ingressd's own cipher list for TLS 1.2 (TLS 1.3's suites are OpenSSL's): ECDHE and
 # AEAD only, what HTTP/2 requires (RFC 9113 9.2).

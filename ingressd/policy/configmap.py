@@ -23,6 +23,9 @@ from typing import Any, Final
 from ..model.globals import (
     DEFAULT_NO_TLS_REDIRECT_LOCATIONS,
     DEFAULT_TLS,
+    NAME_INVALID,
+    NAME_KEEP_ALL,
+    NAME_UNDERSCORE,
     GlobalConfig,
     TLSParams,
 )
@@ -118,7 +121,7 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "how request headers are read",
-        ("enable-underscores-in-headers", "ignore-invalid-headers", "client-header-buffer-size"),
+        ("client-header-buffer-size",),
     ),
     (
         "who the client is (X-Forwarded-For, PROXY protocol): use --trusted-proxies and "
@@ -598,6 +601,17 @@ SUPPORTED: Mapping[str, _Key] = {
     "ssl-session-tickets": _Key(
         parse_bool, "false", "TLS session tickets (resumption by session id stays on)"
     ),
+    "enable-underscores-in-headers": _Key(
+        parse_bool,
+        "false",
+        "request headers whose name has a _ are passed on (by default dropped, as nginx)",
+    ),
+    "ignore-invalid-headers": _Key(
+        parse_bool,
+        "true",
+        "request headers whose name is not letters, digits and - (nor _ when allowed) are "
+        "dropped; false passes them on",
+    ),
     "limit-req-status-code": _Key(
         parse_limit_status, "503", "the status of requests limit-rps or limit-rpm refuses"
     ),
@@ -755,6 +769,13 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
         proxy["max_request_line"] = size
         proxy["max_header_bytes"] = number * size
         proxy["http2_max_header_list_size"] = number * size
+    if "enable-underscores-in-headers" in values or "ignore-invalid-headers" in values:
+        if not values.get("ignore-invalid-headers", True):
+            proxy["drop_names_from"] = NAME_KEEP_ALL
+        elif values.get("enable-underscores-in-headers", False):
+            proxy["drop_names_from"] = NAME_INVALID
+        else:
+            proxy["drop_names_from"] = NAME_UNDERSCORE
     route: dict[str, object] = {
         _ROUTE_FIELDS[k]: v for k, v in values.items() if k in _ROUTE_FIELDS
     }

@@ -613,6 +613,10 @@ class _StopReading(Exception):
     _REQUEST_ID,
     _ORIGIN,
 ) = range(1, 10)
+# Names seen that are forwarded as they are: _FORWARD plus their name class.
+_FORWARD = 16
+# Learned names are kept up to this many (names are the client's choice).
+_KINDS_MAX = 4096
 _KINDS: dict[bytes, int] = {
     # hop-by-hop, and what ingressd sets itself: never forwarded
     **dict.fromkeys(http.HOP_BY_HOP | http.OVERWRITTEN, _DROP),
@@ -632,7 +636,14 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
     lname = name.lower()
     kind = _KINDS.get(lname, 0)
     if kind == 0:
-        if not lname.startswith(b"proxy-"):
+        # A name not seen before: Proxy-* is hop-by-hop; any other is forwarded by
+        # its class (nginx's valid, underscore, invalid names). Learned, bounded.
+        kind = _DROP if lname.startswith(b"proxy-") else _FORWARD + http.name_class(lname)
+        if len(_KINDS) < _KINDS_MAX:
+            _KINDS[lname] = kind
+    if kind >= _FORWARD:
+        # drop_names_from: NAME_UNDERSCORE by default; NAME_KEEP_ALL passes every class.
+        if kind - _FORWARD < ex.state.settings.drop_names_from:
             ex.headers.append((name, value))
     elif kind == _DROP:
         pass

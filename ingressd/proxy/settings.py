@@ -71,6 +71,12 @@ class ProxySettings:
     # Connection: close (nginx's keepalive_requests; the ConfigMap's keep-alive-requests).
     # 0: no limit, ingressd's default.
     keepalive_requests: int = 0
+    # Request header lines whose name is of this class or above (proxy/http.py
+    # name_class) are dropped, as nginx does with ingress-nginx's defaults
+    # (underscores_in_headers off, ignore_invalid_headers on): NAME_UNDERSCORE (1).
+    # NAME_INVALID (2): enable-underscores-in-headers; NAME_KEEP_ALL (3):
+    # ignore-invalid-headers off.
+    drop_names_from: int = 1
     # The upstream keep-alive pool: idle connections kept per endpoint, how long one
     # stays idle, and how many requests one carries before it is closed
     # (upstream-keepalive-connections, -timeout, -requests).

@@ -224,3 +224,24 @@ def test_ssl_protocols_apply_to_the_https_port_live(
         5,
         what="TLS 1.2 back with the default ssl-protocols",
     )
+
+
+def test_header_names_nginx_drops_are_dropped_unless_the_configmap_allows_them(
+    ingressd: IngressdFactory, echo_servers: EchoServers
+) -> None:
+    sent = ("-H", "X_Under: 1", "-H", "X.Dot: 2", "-H", "X-Fine: 3")
+    ing = start(ingressd, site(echo_servers))
+    for got in (
+        ing.get("plain.test", "/x", *sent).json()["headers"],
+        https(ing, "secure.test", "--http2", *sent).json()["headers"],
+    ):
+        assert got["x-fine"] == "3"
+        assert "x_under" not in got and "x.dot" not in got
+    data = {"enable-underscores-in-headers": "true"}
+    ing = start(ingressd, [*site(echo_servers), configmap(data)], "--configmap", CM)
+    got = ing.get("plain.test", "/x", *sent).json()["headers"]
+    assert got["x_under"] == "1" and "x.dot" not in got
+    data = {"ignore-invalid-headers": "false"}
+    ing = start(ingressd, [*site(echo_servers), configmap(data)], "--configmap", CM)
+    got = ing.get("plain.test", "/x", *sent).json()["headers"]
+    assert got["x_under"] == "1" and got["x.dot"] == "2"

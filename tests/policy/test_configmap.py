@@ -315,3 +315,27 @@ def test_tls_params_reach_every_context() -> None:
     apply_params(ctx, TLSParams(session_tickets=True))
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert not ctx.options & ssl.OP_NO_TICKET
+
+
+def test_header_name_keys_set_which_names_are_dropped() -> None:
+    from ingressd.model.globals import NAME_INVALID, NAME_KEEP_ALL, NAME_UNDERSCORE
+    from ingressd.proxy.settings import ProxySettings
+
+    assert ProxySettings().drop_names_from == NAME_UNDERSCORE  # nginx's defaults
+    cases = [
+        ({"enable-underscores-in-headers": "true"}, NAME_INVALID),
+        ({"ignore-invalid-headers": "false"}, NAME_KEEP_ALL),
+        ({"enable-underscores-in-headers": "false"}, NAME_UNDERSCORE),
+    ]
+    for data, expected in cases:
+        assert dict(read_configmap(data).config.proxy)["drop_names_from"] == expected
+
+
+def test_header_name_classes_are_nginx_s() -> None:
+    from ingressd.model.globals import NAME_INVALID, NAME_UNDERSCORE, NAME_VALID
+    from ingressd.proxy.http import name_class
+
+    assert name_class(b"x-custom-1") == NAME_VALID
+    assert name_class(b"x_forwarded_for") == NAME_UNDERSCORE
+    assert name_class(b"x.dot") == NAME_INVALID
+    assert name_class(b"x_dot.") == NAME_INVALID
