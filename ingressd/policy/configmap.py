@@ -169,7 +169,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "log-format-stream",
             "log-format-escape-json",
             "log-format-escape-none",
-            "skip-access-log-urls",
             "disable-access-log",
             "access-log-path",
             "access-log-params",
@@ -463,6 +462,18 @@ def parse_ciphers(value: str) -> str:
     return v
 
 
+def parse_log_uris(value: str) -> frozenset[bytes]:
+    """skip-access-log-urls: comma-separated request URIs, matched whole and ignoring
+    case (nginx's map on $request_uri: string keys are lowercased)."""
+    uris = [v.strip() for v in value.split(",") if v.strip()]
+    if len(uris) > MAX_LOCATIONS:
+        raise AnnotationError(f"more than {MAX_LOCATIONS} URIs")
+    for uri in uris:
+        if not uri.startswith("/") or _PATH_CONTROL.search(uri) or len(uri) > 1024:
+            raise AnnotationError(f"{uri[:100]!r} is not a request URI starting with /")
+    return frozenset(u.lower().encode("latin-1") for u in uris)
+
+
 def parse_limit_status(value: str) -> int:
     """As nginx's limit_req_status and limit_conn_status: a status from 400 to 599."""
     status = _whole(value, 400, 599, "a status code")
@@ -612,6 +623,12 @@ SUPPORTED: Mapping[str, _Key] = {
         "request headers whose name is not letters, digits and - (nor _ when allowed) are "
         "dropped; false passes them on",
     ),
+    "skip-access-log-urls": _Key(
+        parse_log_uris,
+        "",
+        "request URIs (path and query as sent, whole, ignoring case) never written to the "
+        "access log; metrics still count them",
+    ),
     "limit-req-status-code": _Key(
         parse_limit_status, "503", "the status of requests limit-rps or limit-rpm refuses"
     ),
@@ -634,6 +651,7 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "client-body-timeout": "client_body_timeout",
     "keep-alive": "keepalive_timeout",
     "hide-headers": "hide_headers",
+    "skip-access-log-urls": "skip_log_uris",
     "limit-req-status-code": "limit_req_status",
     "keep-alive-requests": "keepalive_requests",
     "upstream-keepalive-connections": "upstream_keepalive_connections",

@@ -974,7 +974,8 @@ class Exchange(Outgoing):
             self.sent,
         )
         access = state.access_log
-        if access is not None:
+        skip = state.settings.skip_log_uris
+        if access is not None and not (skip and self.url.lower() in skip):
             if self.request_id is None:
                 self.request_id = new_request_id()  # answered here: an id for the log only
             access.write(client.loop, self, status, duration, upstream, bytes_in, ingress, backend)

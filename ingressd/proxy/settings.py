@@ -77,6 +77,9 @@ class ProxySettings:
     # NAME_INVALID (2): enable-underscores-in-headers; NAME_KEEP_ALL (3):
     # ignore-invalid-headers off.
     drop_names_from: int = 1
+    # Request URIs (path and query, as sent, lowercase) never written to the access
+    # log: the ConfigMap's skip-access-log-urls (nginx's map $request_uri $loggable).
+    skip_log_uris: frozenset[bytes] = frozenset()
     # The upstream keep-alive pool: idle connections kept per endpoint, how long one
     # stays idle, and how many requests one carries before it is closed
     # (upstream-keepalive-connections, -timeout, -requests).

@@ -245,3 +245,27 @@ def test_header_names_nginx_drops_are_dropped_unless_the_configmap_allows_them(
     ing = start(ingressd, [*site(echo_servers), configmap(data)], "--configmap", CM)
     got = ing.get("plain.test", "/x", *sent).json()["headers"]
     assert got["x_under"] == "1" and got["x.dot"] == "2"
+
+
+def test_skip_access_log_urls(
+    ingressd: IngressdFactory, echo_servers: EchoServers, tmp_path: Path
+) -> None:
+    stdout = tmp_path / "access.log"
+    data = {"skip-access-log-urls": "/healthz-probe,/ping?x=1"}
+    ing = ingressd(
+        {"all.yaml": [*site(echo_servers), configmap(data)]},
+        "--configmap",
+        CM,
+        "--access-log",
+        "json",
+        stdout_path=stdout,
+    )
+    for target in ("/healthz-probe", "/PING?x=1", "/ping?x=2", "/logged"):
+        assert ing.get("plain.test", target).status == 200
+
+    def lines() -> list[str]:
+        return [line for line in stdout.read_text().splitlines() if line.startswith("{")]
+
+    wait_for(lambda: any('"/logged"' in line for line in lines()), 5, what="the access log")
+    paths = [line.split('"path":"')[1].split('"')[0] for line in lines()]
+    assert sorted(paths) == ["/logged", "/ping"]  # /ping?x=2 is another URI

@@ -339,3 +339,9 @@ def test_header_name_classes_are_nginx_s() -> None:
     assert name_class(b"x_forwarded_for") == NAME_UNDERSCORE
     assert name_class(b"x.dot") == NAME_INVALID
     assert name_class(b"x_dot.") == NAME_INVALID
+
+
+def test_skip_access_log_urls_are_request_uris() -> None:
+    config = read_configmap({"skip-access-log-urls": "/healthz, /Ping?x=1"}).config
+    assert dict(config.proxy) == {"skip_log_uris": frozenset({b"/healthz", b"/ping?x=1"})}
+    assert classify({"skip-access-log-urls": "healthz"})[0].status == "invalid"
