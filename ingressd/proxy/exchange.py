@@ -39,7 +39,7 @@ from .upstream_h2 import InvalidUpstreamResponse, StreamRefused
 log = logging.getLogger("ingressd.proxy")
 
 _HSTS = b"Strict-Transport-Security"
-_HSTS_NAMES = frozenset({b"strict-transport-security"})
+_HSTS_LOWER = b"strict-transport-security"
 BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
 
 # Why the client's reading of request bodies is paused, as bits, so several can overlap.
@@ -561,7 +561,7 @@ class Exchange(Outgoing):
         hsts = fwd.hsts if fwd is not None else None
         if hsts is not None:
             # Replaces the upstream's, as lua_ingress.lua sets ngx.header[...].
-            out = [*http.drop_named(out, _HSTS_NAMES), (_HSTS, hsts)]
+            out = http.replace_named(out, _HSTS_LOWER, _HSTS, hsts)
         if self.auth_cookies:
             out = [*out, *self._auth_cookies(status)]
         if status != 101:

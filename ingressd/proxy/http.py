@@ -132,6 +132,15 @@ def name_class(name: bytes) -> int:
     return kind
 
 
+def replace_named(headers: Headers, lname: bytes, name: bytes, value: bytes) -> Headers:
+    """``headers`` without any ``lname`` (lowercase) line, then ``name: value``. Per
+    response: only names of the same length are lowered."""
+    size = len(lname)
+    out = [h for h in headers if len(h[0]) != size or h[0].lower() != lname]
+    out.append((name, value))
+    return out
+
+
 def drop_named(headers: Headers, names: AbstractSet[bytes]) -> Headers:
     """Headers without those ``names`` (lowercase): named by Connection, or replaced."""
     return [(n, v) for n, v in headers if n.lower() not in names]

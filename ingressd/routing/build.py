@@ -1227,7 +1227,7 @@ class TableBuilder:
             raise
 
     def _build(self, snap: Snapshot, generation: int, now: float) -> RouteTable:
-        self._reported = True
+        self._configmap_unchanged = True
         self._read_configmap(snap)
         first = self._snap is None
         dirty = self._dirty(snap, now)
@@ -1244,7 +1244,7 @@ class TableBuilder:
             touched = self._appearance_order(touched)
         self._redo_hosts(touched)
         last = self._last
-        if last is not None and not dirty and self._reported:
+        if last is not None and not dirty and self._configmap_unchanged:
             table = replace(last, generation=generation)
         else:
             table = self._table(snap, generation, last)
@@ -1267,7 +1267,7 @@ class TableBuilder:
             self._reset()
             self._base = _base_policy(reading.config)
         elif reading != self._reading:
-            self._reported = False  # the same settings, other problems: a new table
+            self._configmap_unchanged = False  # the same settings, other problems: a new table
         self._reading = reading
 
     # -- what changed ------------------------------------------------------------
