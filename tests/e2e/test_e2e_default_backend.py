@@ -466,14 +466,14 @@ def test_the_configmap_key_lists_the_statuses_live(
                 r = proxy.get("plain.test", "/_echo/status/500", check=False)
                 return r.status == 200 and r.json()["headers"]["x-code"] == "500"
 
-            wait_for(applied, "the ConfigMap's new list applied", timeout=10)
+            wait_for(applied, 10, what="the ConfigMap's new list applied")
             assert proxy.get("plain.test", "/_echo/status/503", check=False).status == 503
             # A bad value is reported, and its default (none) used.
             proxy.update({"all.yaml": [*objs, controller("302")]})
             wait_for(
                 lambda: proxy.get("plain.test", "/_echo/status/500", check=False).status == 500,
-                "the bad value's default applied",
-                timeout=10,
+                10,
+                what="the bad value's default applied",
             )
             problems = curl(
                 f"http://{LOCALHOST}:{proxy.admin_port}/problems", check=False
