@@ -16,6 +16,7 @@ from typing import Any
 from .model.objects import Obj, Snapshot, object_key
 from .model.problems import Problem
 from .policy import annotations as ann
+from .policy.configmap import read_configmap
 from .policy.snippets import TRANSLATED, translate
 from .policy.tls import TLSError, load_certificate
 from .routing.build import (
@@ -131,10 +132,15 @@ class CheckReport:
     notes: tuple[str, ...] = ()
     # The entries of the --tcp-services-configmap and --udp-services-configmap.
     streams: tuple[StreamReport, ...] = ()
+    # The keys of the controller ConfigMap (--configmap), judged as annotations are.
+    configmap: tuple[AnnotationReport, ...] = ()
+    # A key of it is refused or invalid, or makes every route answer 403.
+    configmap_failing: bool = False
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.problems or any(i.failing for i in self.ingresses) else 0
+        failing = self.configmap_failing or any(i.failing for i in self.ingresses)
+        return 1 if self.problems or failing else 0
 
     def summary(self) -> dict[str, Any]:
         statuses = Counter(a.status for i in self.ingresses for a in i.annotations)
@@ -146,6 +152,9 @@ class CheckReport:
             "routes": sum(len(i.routes) for i in ours),
             "unresolved_routes": sum(not r.resolves for i in ours for r in i.routes),
             "annotations": {status: statuses[status] for status in STATUSES},
+            "configmap": {
+                status: sum(k.status == status for k in self.configmap) for status in STATUSES
+            },
             "problems": len(self.problems) + sum(len(i.problems) for i in self.ingresses),
             "exit_code": self.exit_code,
         }
@@ -174,7 +183,10 @@ def check(
     problems = list(table.problems)
     if passthrough:
         problems += build_passthrough(snapshot, options)[1]
+    keys, key_messages, configmap_failing = _configmap(snapshot, options)
     for problem in problems:
+        if problem.reason in key_messages and problem.ref is not None:
+            continue  # a ConfigMap key's message: shown with its key
         if problem.ref is not None and problem.ref[0] == "Ingress":
             by_ingress.setdefault(problem.ref[1:], []).append(problem.reason)
         else:
@@ -204,7 +216,25 @@ def check(
                     spec.encode_proxy,
                 )
             )
-    return CheckReport(reports, tuple(loose), tuple(notes), tuple(stream_reports))
+    return CheckReport(
+        reports, tuple(loose), tuple(notes), tuple(stream_reports), keys, configmap_failing
+    )
+
+
+def _configmap(
+    snapshot: Snapshot, options: BuildOptions
+) -> tuple[tuple[AnnotationReport, ...], frozenset[str], bool]:
+    """The controller ConfigMap's keys as serve judges them, the messages they stand
+    for (the build reports them too), and whether they fail the check."""
+    if options.configmap is None:
+        return (), frozenset(), False
+    cm = snapshot.get("ConfigMap", *options.configmap)
+    if cm is None:
+        return (), frozenset(), False  # the build's "not found" problem says it
+    reading = read_configmap(cm.get("data"), dict(options.explicit))
+    keys = tuple(AnnotationReport(*v) for v in reading.verdicts)
+    failing = reading.config.fail_closed is not None or any(k.status in FAILING for k in keys)
+    return keys, frozenset(k.reason for k in keys if k.reason), failing
 
 
 def _ingress(
@@ -371,6 +401,7 @@ def render_json(report: CheckReport, show_all: bool = False) -> str:
         "ingresses": [_ingress_json(i) for i in shown(report, show_all)],
         "problems": list(report.problems),
         "streams": [asdict(st) for st in report.streams],
+        "configmap": [asdict(k) for k in report.configmap],
         "summary": report.summary(),
     }
     return json.dumps(doc, indent=2) + "\n"
@@ -405,6 +436,10 @@ def render_text(report: CheckReport, show_all: bool = False) -> str:
     if report.streams:
         lines.append("TCP/UDP services:")
         lines += _columns([_stream_row(st) for st in report.streams], "  ")
+        lines.append("")
+    if report.configmap:
+        lines.append("Controller ConfigMap (--configmap):")
+        lines += _columns([_annotation_row(k) for k in report.configmap], "  ")
         lines.append("")
     if report.problems:
         lines.append("Input problems:")
@@ -524,6 +559,9 @@ def _stream_row(st: StreamReport) -> list[str]:
 def _summary_text(report: CheckReport) -> str:
     s = report.summary()
     counts = ", ".join(f"{n} {status}" for status, n in s["annotations"].items() if n)
+    keys = ", ".join(f"{n} {status}" for status, n in s["configmap"].items() if n)
+    if keys:
+        counts += f"; ConfigMap keys: {keys}"
     return (
         f"Summary: {_plural(s['ingresses'], 'Ingress')} ({s['ours']} served by ingressd, "
         f"{s['other']} other), {_plural(s['routes'], 'route')} ({s['unresolved_routes']} not "

@@ -19,6 +19,7 @@ from .model.objects import Snapshot
 from .model.problems import Problem
 from .observe import access_log, logs
 from .policy.annotations import parse_buffer_size, parse_cidrs, parse_http_errors, parse_size
+from .policy.configmap import FLAGS as CONFIGMAP_FLAGS
 from .policy.limits import DEFAULT_ENTRIES
 from .proxy.settings import DEFAULT_HEAD_LIMIT, ProxySettings
 from .routing.build import DEFAULT_CONTROLLER, BuildOptions
@@ -85,6 +86,23 @@ def _shown(value: Any) -> str:
     if isinstance(value, tuple | list):
         return ",".join(str(v) for v in value) or "none"
     return str(value).replace("%", "%%")
+
+
+class _Given(argparse.Action):
+    """Stores the value and notes that the flag was on the command line: such a
+    flag wins over the controller ConfigMap's key (policy/configmap.py FLAGS)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        given = set(getattr(namespace, "given_flags", ()))
+        given.add(self.option_strings[0])
+        namespace.given_flags = given
 
 
 def _port(value: str) -> int:
@@ -196,7 +214,17 @@ def _common(
         "(default: a self-signed certificate made at start)",
     )
     g.add_argument(
+        "--configmap",
+        type=_ns_name,
+        metavar="NS/NAME",
+        help="the controller ConfigMap, as ingress-nginx's --configmap: its keys (hsts, "
+        "ssl-redirect, proxy-body-size, the timeouts ...) set the defaults, live; a flag "
+        "given explicitly wins over its key (in manifest mode: the ConfigMap of that name "
+        "in the folder) (default: none: ingress-nginx's defaults)",
+    )
+    g.add_argument(
         "--proxy-body-size",
+        action=_Given,
         type=_size,
         default=1024 * 1024,
         metavar="SIZE",
@@ -205,6 +233,7 @@ def _common(
     )
     g.add_argument(
         "--proxy-buffer-size",
+        action=_Given,
         type=_buffer_size,
         default=DEFAULT_HEAD_LIMIT,
         metavar="SIZE",
@@ -386,7 +415,12 @@ def _common(
         ),
     ):
         t.add_argument(
-            f"--{flag}-timeout", type=_seconds, default=default, metavar="SECONDS", help=what
+            f"--{flag}-timeout",
+            action=_Given,
+            type=_seconds,
+            default=default,
+            metavar="SECONDS",
+            help=what,
         )
     s = p.add_argument_group("shutdown")
     s.add_argument(
@@ -590,6 +624,13 @@ def parser() -> argparse.ArgumentParser:
     )
     _sources(chk, "folder of Kubernetes YAML, as serve --manifests reads it")
     _class_options(chk)
+    chk.add_argument(
+        "--configmap",
+        type=_ns_name,
+        metavar="NS/NAME",
+        help="check the controller ConfigMap serve would read: how each key is treated "
+        "(default: none)",
+    )
     for proto in ("tcp", "udp"):
         chk.add_argument(
             f"--{proto}-services-configmap",
@@ -630,7 +671,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _configmaps(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     names = []
-    for value in (args.tcp_services_configmap, args.udp_services_configmap):
+    values = (args.tcp_services_configmap, args.udp_services_configmap)
+    for value in (*values, getattr(args, "configmap", None)):
         if value:
             ns, _, name = value.partition("/")
             if (ns, name) not in names:
@@ -659,11 +701,18 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
 
 
 def build_options(args: argparse.Namespace) -> BuildOptions:
+    configmap = None
+    if getattr(args, "configmap", None):
+        ns, _, name = args.configmap.partition("/")
+        configmap = (ns, name)
+    given: set[str] = getattr(args, "given_flags", set())
     return BuildOptions(
         controller_name=args.controller_name,
         ingress_class=args.ingress_class or DEFAULT_INGRESS_CLASS,
         default_backend_service=args.default_backend_service,
         custom_http_errors=args.custom_http_errors,
+        configmap=configmap,
+        explicit=tuple((key, flag) for key, flag in CONFIGMAP_FLAGS.items() if flag in given),
     )
 
 

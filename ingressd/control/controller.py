@@ -6,12 +6,16 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
 
+from ..model.globals import GlobalConfig
 from ..model.objects import Snapshot
 from ..model.problems import Problem
 from ..model.table import RouteTable, TLSCertificate
 from ..observe.stats import RebuildStats
 from ..policy.tls import CertificateSelector, TLSError, load_certificate
+from ..proxy.settings import ProxySettings
 from ..proxy.state import ProxyState
 from ..routing.build import BuildOptions, TableBuilder
 from ..stream.manager import StreamServices
@@ -44,6 +48,10 @@ class Controller:
         # --workers: called with each applied snapshot, to feed the worker processes
         self.publish = publish
         self.state = state
+        # The settings from the command line; each table's ConfigMap settings go
+        # over them (those no explicit flag overrides), swapped in with the table.
+        self.base_settings = state.settings
+        self._config: GlobalConfig | None = None
         self.selector = selector
         self.options = options
         self.default_certificate = default_certificate
@@ -88,11 +96,15 @@ class Controller:
             # The builder, which knows no flags, calls the annotation ignored.
             problems = [p for p in problems if _PASSTHROUGH_IGNORED not in p.reason]
         if self.selector is not None:
+            self.selector.configure(table.config.tls)
             problems += self._prepare_tls(snapshot, table)
         if self.streams is not None:
             problems += self.streams.apply(snapshot)
         if self.passthrough is not None:
             problems += self.passthrough.apply(snapshot)
+        if table.config is not self._config:
+            self._config = table.config
+            self.state.apply_settings(settings_for(self.base_settings, table.config))
         # One store: connections read ``state.table`` once per request, so each
         # request sees either the old table or the new one, never a mix.
         self.state.table = table
@@ -159,6 +171,16 @@ class Controller:
         for text in sorted(self._reported - current):
             log.info("resolved: %s", text)
         self._reported = current
+
+
+def settings_for(base: ProxySettings, config: GlobalConfig) -> ProxySettings:
+    """The proxy's settings under the controller ConfigMap: its keys over the
+    command line's defaults (policy/configmap.py leaves out those a flag given
+    explicitly overrides). Annotations still win per route."""
+    if not config.proxy:
+        return base
+    changes: dict[str, Any] = dict(config.proxy)
+    return replace(base, **changes)
 
 
 class HeapPolicy:

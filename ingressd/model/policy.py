@@ -277,6 +277,29 @@ class ClientAuth:
     key: bytes
 
 
+# -- block-user-agents, block-referers (the controller ConfigMap, policy/configmap.py) ------
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderBlock:
+    """Requests whose header matches an entry get 403, as ingress-nginx's ``map
+    $http_user_agent $block_ua`` (or ``$http_referer``) and ``if ($block_ua) { return
+    403; }`` in every server. An entry is a string, matched whole and ignoring case
+    (nginx's map lowercases its string keys), or ``~`` / ``~*`` and a regular
+    expression, found anywhere, case-sensitively or not: on RE2 (model/regex.py)."""
+
+    header: bytes  # lowercase: b"user-agent" or b"referer"
+    exact: frozenset[bytes] = frozenset()  # lowercase
+    patterns: tuple[UserRegex, ...] = ()
+
+    def blocks(self, value: bytes | None) -> bool:
+        if value is None:
+            return False
+        if self.exact and value.lower() in self.exact:
+            return True
+        return any(p.matches_bytes(value) for p in self.patterns)
+
+
 # -- the route's policy --------------------------------------------------------------------
 
 
@@ -388,6 +411,8 @@ class RoutePolicy:
     # the host's VirtualHost.client_auth decides (policy/client_auth.py).
     client_auth_ref: ClientAuthRef | None = None
     client_auth: ClientAuth | None = None
+    # The controller ConfigMap's block-user-agents and block-referers: 403 on a match.
+    blocked: tuple[HeaderBlock, ...] = ()
     # Set when access control cannot be honoured (an invalid or unsupported
     # access annotation): the route answers (status, reason) instead of serving
     # without the protection.

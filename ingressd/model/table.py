@@ -14,6 +14,7 @@ from typing import Literal
 
 from .backend import Backend
 from .cache import BoundedCache
+from .globals import DEFAULT_GLOBALS, GlobalConfig
 from .policy import DEFAULT_POLICY, Canary, ClientAuth, RoutePolicy
 from .problems import Problem
 from .regex import UserRegex
@@ -211,6 +212,11 @@ class RouteTable:
     # The global custom-http-errors list (the ConfigMap key; --custom-http-errors):
     # for routes whose Ingress has no custom-http-errors annotation of its own.
     custom_http_errors: frozenset[int] = frozenset()
+    # The controller ConfigMap's settings (model/globals.py) the table was built with.
+    config: GlobalConfig = DEFAULT_GLOBALS
+    # Strict-Transport-Security for TLS requests of hosts with a certificate of their
+    # own (config.hsts_header, kept here for the data path); None: no HSTS.
+    hsts: bytes | None = DEFAULT_GLOBALS.hsts_header
     # Some host checks client certificates (VirtualHost.client_auth): requests
     # are checked for it only then, so a table without mTLS costs nothing.
     client_auth: bool = False

@@ -1055,11 +1055,15 @@ def classify(annotations: Mapping[str, str] | None) -> list[Verdict]:
     return [verdict for _, verdict, _ in _judge(annotations)]
 
 
-def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, list[str]]:
+def parse_policy(
+    annotations: Mapping[str, str] | None, base: RoutePolicy = DEFAULT_POLICY
+) -> tuple[RoutePolicy, list[str]]:
     """Return the policy and one message per annotation rejected.
 
     Every value rejected, and every annotation refused or not implemented, is
-    named with its key and value.
+    named with its key and value. ``base`` holds the defaults the controller
+    ConfigMap sets (policy/configmap.py); an annotation wins over them, as in
+    ingress-nginx, whose annotation parsers fall back to the ConfigMap's values.
     """
     values: dict[str, Any] = {}
     messages: list[str] = []
@@ -1100,7 +1104,7 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
         "server-snippet" not in values
     )
     if not values and fail_closed is None and not refused_server_snippet:
-        return DEFAULT_POLICY, messages
+        return base, messages
     changes: dict[str, Any] = {_FIELDS[k]: v for k, v in values.items() if k in _FIELDS}
     proxy_ssl = _proxy_ssl(values, annotations, messages)
     if proxy_ssl is not None:
@@ -1175,11 +1179,12 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
         messages.append("auth-secret has no effect without auth-type: basic; no authentication")
     retry_keys = ("proxy-next-upstream", "proxy-next-upstream-tries", "proxy-next-upstream-timeout")
     if any(k in values for k in retry_keys):
-        base = values.get("proxy-next-upstream", DEFAULT_POLICY.next_upstream)
+        retry = values.get("proxy-next-upstream", base.next_upstream)
         changes["next_upstream"] = replace(
-            base,
-            tries=values.get("proxy-next-upstream-tries", base.tries),
-            time_limit=values.get("proxy-next-upstream-timeout", base.time_limit),
+            retry,
+            # The ConfigMap's tries and timeout stay unless annotated too.
+            tries=values.get("proxy-next-upstream-tries", base.next_upstream.tries),
+            time_limit=values.get("proxy-next-upstream-timeout", base.next_upstream.time_limit),
         )
     if "auth-url" in values:
         changes["external_auth"] = ExternalAuth(
@@ -1207,9 +1212,10 @@ def parse_policy(annotations: Mapping[str, str] | None) -> tuple[RoutePolicy, li
     if host_fail_closed is not None:
         changes["host_fail_closed"] = host_fail_closed
     if not changes:
-        # Only annotations kept off the policy (server-alias): the route stays plain.
-        return DEFAULT_POLICY, messages
-    return replace(DEFAULT_POLICY, **changes), messages
+        # Only annotations kept off the policy (server-alias): the route keeps the
+        # base policy (DEFAULT_POLICY without a ConfigMap: plain).
+        return base, messages
+    return replace(base, **changes), messages
 
 
 def _client_auth_ref(values: Mapping[str, Any], messages: list[str]) -> ClientAuthRef | None:

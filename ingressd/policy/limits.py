@@ -553,12 +553,16 @@ class IngressLimiter:
         "conns",
         "ingress",
         "rates",
+        "refused_conns",
         "table",
         "zone",
     )
 
     def __init__(self, ingress: str, config: LimitConfig, table: LimitTable | None = None) -> None:
         self.ingress = ingress
+        # Whether the last refusal was limit_conn's (else limit_req's): the status
+        # answered differs when the ConfigMap sets limit-conn-status-code.
+        self.refused_conns = False
         self.config = config
         self.table = table if table is not None else private_table()
         self.zone = zone_id(ingress, config)
@@ -608,14 +612,17 @@ class IngressLimiter:
         if verdict >= 0:
             return Slot(table, verdict)
         if verdict == REFUSED_CONNS:
+            self.refused_conns = True
             return self._refusal(f"limit of {limit} concurrent requests", client_ip)
         if verdict == NO_ROOM:
+            self.refused_conns = self.conns is not None
             table.no_room(ms)
             return (
                 f"503 Service Unavailable: no room to count the requests of {client_ip} "
                 f"on Ingress {self.ingress} (the limit table is full)\n"
             )
         _, n, unit = self.rates[REFUSED_RATE - verdict]
+        self.refused_conns = False
         return self._refusal(f"rate limit of {n} requests per {unit}", client_ip)
 
     def _exempt(self, client_ip: str) -> bool:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..model.globals import DEFAULT_TLS, TLSParams
 from ..model.policy import ClientAuth
 from ..model.table import RouteTable, TLSCertificate
 from .client_tls import client_context, request_certificate
@@ -232,20 +233,37 @@ ALPN_H1 = ("http/1.1",)
 
 
 def server_context(
-    cert_pem: bytes, key_pem: bytes, alpn: tuple[str, ...] = ALPN_H1
+    cert_pem: bytes,
+    key_pem: bytes,
+    alpn: tuple[str, ...] = ALPN_H1,
+    params: TLSParams = DEFAULT_TLS,
 ) -> ssl.SSLContext:
-    """A server SSLContext with ingressd's defaults for one certificate.
+    """A server SSLContext for one certificate, with the ConfigMap's TLS ``params``.
 
-    TLS 1.2+ with ECDHE and AEAD ciphers only: what HTTP/2 requires too
-    (RFC 9113 9.2), so a client offering h2 is never refused over its cipher.
+    By default TLS 1.2+ with ECDHE and AEAD ciphers only: what HTTP/2 requires
+    too (RFC 9113 9.2), so a client offering h2 is never refused over its cipher.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
     ctx.set_alpn_protocols(list(alpn))
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    apply_params(ctx, params)
     load_key_pair(ctx, cert_pem, key_pem)
     return ctx
+
+
+def apply_params(ctx: ssl.SSLContext, params: TLSParams) -> None:
+    """ssl-protocols, ssl-ciphers and ssl-session-tickets on ``ctx`` (new handshakes).
+
+    The handshake's versions and ciphers are those of the listener's context, the
+    one a connection starts with (the SNI callback only swaps the certificate), so
+    they are set on every context alike."""
+    ctx.minimum_version = ssl.TLSVersion[params.min_version.replace(".", "_")]
+    ctx.maximum_version = ssl.TLSVersion[params.max_version.replace(".", "_")]
+    ctx.set_ciphers(params.ciphers)
+    if params.session_tickets:
+        ctx.options &= ~ssl.OP_NO_TICKET
+    else:
+        ctx.options |= ssl.OP_NO_TICKET
 
 
 def load_key_pair(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
@@ -294,6 +312,7 @@ class CertificateSelector:
         self._checked: set[tuple[bytes, bytes]] = set()
         # Every context offers the same: the one SNI picks negotiates ALPN.
         self._alpn = ALPN_H2 if http2 else ALPN_H1
+        self._params = DEFAULT_TLS
         # The listener's context: it holds the generated certificate and runs
         # the SNI callback for every handshake.
         self.default_context = server_context(*default, alpn=self._alpn)
@@ -305,6 +324,15 @@ class CertificateSelector:
         # asks for client certificates (policy/client_tls.py).
         self._client_contexts: dict[tuple[bytes, bytes, bytes], ssl.SSLContext] = {}
 
+    def configure(self, params: TLSParams) -> None:
+        """The ConfigMap's TLS settings, for the handshakes from now on."""
+        if params == self._params:
+            return
+        self._params = params
+        apply_params(self.default_context, params)
+        for ctx in (*self._contexts.values(), *self._client_contexts.values()):
+            apply_params(ctx, params)
+
     def set_default(self, cert: TLSCertificate | None) -> None:
         """Serve ``cert`` (from --default-certificate) to hosts without their own."""
         self._fallback = self.context_for(cert) if cert is not None else None
@@ -314,7 +342,7 @@ class CertificateSelector:
         key = (cert.cert_pem, cert.key_pem)
         ctx = self._contexts.get(key)
         if ctx is None:
-            ctx = server_context(cert.cert_pem, cert.key_pem, alpn=self._alpn)
+            ctx = server_context(cert.cert_pem, cert.key_pem, self._alpn, self._params)
             # Read back per connection (served_names) to hold requests to the
             # names this certificate covers.
             ctx.ingressd_names = cert.dns_names  # type: ignore[attr-defined]
@@ -386,7 +414,7 @@ class CertificateSelector:
         try:
             ctx = self._client_contexts.get(key)
             if ctx is None:
-                base = server_context(*pair, alpn=self._alpn)
+                base = server_context(*pair, self._alpn, self._params)
                 ctx = client_context(base, auth.ca_pem, auth.crl, auth.key)
                 ctx.ingressd_names = cert.dns_names if cert is not None else ()  # type: ignore[attr-defined]
                 self._client_contexts[key] = ctx

@@ -70,6 +70,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         "parser",
         "pipeline",
         "reading",
+        "served",
         "source",
         "state",
         "transport",
@@ -100,6 +101,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         # No more requests are read: the last one said Connection: close, or a
         # bad one follows requests still being answered (RFC 9112 9.6).
         self.done_reading = False
+        self.served = 0  # requests read on this connection (keep-alive-requests)
         self.closing = False
         self._paused = 0
         self._head_bytes = 0
@@ -420,7 +422,10 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if version == "1.0":
             ex.http10 = True
             ex.protocol = "HTTP/1.0"
-        ex.keep_alive = keep_alive and not self.state.draining
+        state = self.state
+        self.served += 1
+        cap = state.settings.keepalive_requests  # nginx's keepalive_requests; 0: none
+        ex.keep_alive = keep_alive and not state.draining and (not cap or self.served < cap)
         if ex.upgrade_value is not None and parser.should_upgrade():
             if ex.has_body():
                 # Its body would be taken for bytes of the new protocol.
@@ -633,6 +638,10 @@ class _StopReading(Exception):
     _REQUEST_ID,
     _ORIGIN,
 ) = range(1, 10)
+# Names seen that are forwarded as they are: _FORWARD plus their name class.
+_FORWARD = 16
+# Learned names are kept up to this many (names are the client's choice).
+_KINDS_MAX = 4096
 _KINDS: dict[bytes, int] = {
     # hop-by-hop, and what ingressd sets itself: never forwarded
     **dict.fromkeys(http.HOP_BY_HOP | http.OVERWRITTEN, _DROP),
@@ -652,7 +661,14 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
     lname = name.lower()
     kind = _KINDS.get(lname, 0)
     if kind == 0:
-        if not lname.startswith(b"proxy-"):
+        # A name not seen before: Proxy-* is hop-by-hop; any other is forwarded by
+        # its class (nginx's valid, underscore, invalid names). Learned, bounded.
+        kind = _DROP if lname.startswith(b"proxy-") else _FORWARD + http.name_class(lname)
+        if len(_KINDS) < _KINDS_MAX:
+            _KINDS[lname] = kind
+    if kind >= _FORWARD:
+        # drop_names_from: NAME_UNDERSCORE by default; NAME_KEEP_ALL passes every class.
+        if kind - _FORWARD < ex.state.settings.drop_names_from:
             ex.headers.append((name, value))
         elif lname == b"proxy-connection":
             ex.conn_header = True

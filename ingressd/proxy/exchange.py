@@ -51,6 +51,8 @@ from .upstream_h2 import InvalidUpstreamResponse, StreamRefused
 
 log = logging.getLogger("ingressd.proxy")
 
+_HSTS = b"Strict-Transport-Security"
+_HSTS_LOWER = b"strict-transport-security"
 BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
 
 # Why the client's reading of request bodies is paused, as bits, so several can overlap.
@@ -422,7 +424,14 @@ class Exchange(Outgoing):
         limiter = self.state.limits.get(ingress, limits)
         verdict = limiter.admit(self.real_ip(), client.loop.time())
         if isinstance(verdict, str):
-            self.respond(503, verdict)
+            settings = self.state.settings
+            status = (
+                settings.limit_conn_status if limiter.refused_conns else settings.limit_req_status
+            )
+            if status != 503:
+                # The refusal's text begins with "503 Service Unavailable: ".
+                verdict = f"{status} {HTTPStatus(status).phrase}: {verdict.partition(': ')[2]}"
+            self.respond(status, verdict)
             return False
         self.limit_slot = verdict
         return True
@@ -596,14 +605,22 @@ class Exchange(Outgoing):
         self.status = status
         out = headers
         snippet = None if route.plain else route.snippet_plan
+        hide = self.state.settings.hide_headers
+        if hide:
+            out = http.drop_named(out, hide)  # the ConfigMap's hide-headers
         if snippet is not None:
             out = hide_headers(snippet, out)  # proxy_hide_header: the upstream's only
-        extra = self.forward.response_headers if self.forward is not None else ()
+        fwd = self.forward
+        extra = fwd.response_headers if fwd is not None else ()
         if extra:
             # CORS headers replace the upstream's; others (Set-Cookie) are added.
             if self.forward.route.policy.cors is not None:  # type: ignore[union-attr]
                 out = http.drop_named(out, CORS_HEADERS)
             out = [*out, *extra]
+        hsts = fwd.hsts if fwd is not None else None
+        if hsts is not None:
+            # Replaces the upstream's, as lua_ingress.lua sets ngx.header[...].
+            out = http.replace_named(out, _HSTS_LOWER, _HSTS, hsts)
         if self.auth_cookies:
             out = [*out, *self._auth_cookies(status)]
         if snippet is not None and (snippet.more or snippet.add):
@@ -975,6 +992,11 @@ class Exchange(Outgoing):
             self.keep_alive = False
         if self.auth_cookies:
             headers = (*headers, *self._auth_cookies(status))
+        fwd = self.forward
+        if fwd is not None and fwd.hsts is not None:
+            # An answer of ingressd's own once forwarding began (502, 504, 413,
+            # limits, auth-url); decide's own answers carry the header already.
+            headers = (*headers, (_HSTS, fwd.hsts))
         route = self.forward.route if self.forward is not None else self.route
         if route is not None and not route.plain:
             snippet = route.snippet_plan
@@ -1080,7 +1102,8 @@ class Exchange(Outgoing):
             self.sent,
         )
         access = state.access_log
-        if access is not None:
+        skip = state.settings.skip_log_uris
+        if access is not None and not (skip and self.url.lower() in skip):
             if self.request_id is None:
                 self.request_id = new_request_id()  # answered here: an id for the log only
             access.write(client.loop, self, status, duration, upstream, bytes_in, ingress, backend)

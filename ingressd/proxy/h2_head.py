@@ -162,7 +162,13 @@ def read_head(
         size += len(name) + len(value) + 4
         kind = _SPECIAL.get(name)
         if kind is None:
-            if name not in _DROPPED and not name.startswith(b"proxy-"):
+            # Forwarded by its class (nginx's valid, underscore, invalid names):
+            # drop_names_from NAME_KEEP_ALL passes every class.
+            if (
+                name not in _DROPPED
+                and not name.startswith(b"proxy-")
+                and http.name_class(name) < settings.drop_names_from
+            ):
                 kept.append(header)
         elif kind == _LENGTH:
             ex.req_length = value

@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 import httptools
 
+from ..model.globals import NAME_INVALID, NAME_UNDERSCORE, NAME_VALID
+
 Headers = list[tuple[bytes, bytes]]
 
 # Hop-by-hop headers (RFC 9110 7.6.1) plus the framing headers the proxy sets
@@ -98,6 +100,45 @@ def date_line() -> bytes:
         _date_line = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
         _date_second = now
     return _date_line
+
+
+# nginx's classes of request header names (ngx_http_parse_header_line): letters, digits
+# and "-" are valid; "_" only with underscores_in_headers; any other byte makes the
+# name invalid. With ignore_invalid_headers (on, as in ingress-nginx) such a line is
+# dropped, never passed upstream: the ConfigMap's enable-underscores-in-headers and
+# ignore-invalid-headers, as ProxySettings.drop_names_from.
+# The classes are model/globals.py's (the ConfigMap's parser names them too).
+_NAME_BYTES = b"-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Names classed, remembered up to this many (names are the client's choice: past
+# it, a new name is classed each time and not kept).
+NAME_CLASSES_MAX = 4096
+_NAME_CLASSES: dict[bytes, int] = {}
+
+
+def name_class(name: bytes) -> int:
+    """NAME_VALID, NAME_UNDERSCORE or NAME_INVALID, for a request header's name."""
+    found = _NAME_CLASSES.get(name)
+    if found is not None:
+        return found
+    rest = name.translate(None, _NAME_BYTES)
+    if not rest:
+        kind = NAME_VALID
+    elif not rest.translate(None, b"_"):
+        kind = NAME_UNDERSCORE
+    else:
+        kind = NAME_INVALID
+    if len(_NAME_CLASSES) < NAME_CLASSES_MAX:
+        _NAME_CLASSES[name] = kind
+    return kind
+
+
+def replace_named(headers: Headers, lname: bytes, name: bytes, value: bytes) -> Headers:
+    """``headers`` without any ``lname`` (lowercase) line, then ``name: value``. Per
+    response: only names of the same length are lowered."""
+    size = len(lname)
+    out = [h for h in headers if len(h[0]) != size or h[0].lower() != lname]
+    out.append((name, value))
+    return out
 
 
 def drop_named(headers: Headers, names: AbstractSet[bytes]) -> Headers:

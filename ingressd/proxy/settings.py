@@ -59,6 +59,33 @@ class ProxySettings:
     # nginx's send_timeout: an HTTP/2 stream (or connection) whose client takes
     # nothing of the response this long (a closed flow-control window) is reset.
     client_send_timeout: float = 60.0
+    # The controller ConfigMap's hide-headers (nginx's proxy_hide_header): upstream
+    # response headers never passed to clients, lowercase.
+    hide_headers: frozenset[bytes] = frozenset()
+    # Statuses answered to requests refused by limit-rps/-rpm (nginx's limit_req_status)
+    # and by limit-connections (limit_conn_status): the ConfigMap's limit-req-status-code
+    # and limit-conn-status-code; 503 as in ingress-nginx.
+    limit_req_status: int = 503
+    limit_conn_status: int = 503
+    # Requests one HTTP/1.1 client connection may make; its last response then says
+    # Connection: close (nginx's keepalive_requests; the ConfigMap's keep-alive-requests).
+    # 0: no limit, ingressd's default.
+    keepalive_requests: int = 0
+    # Request header lines whose name is of this class or above (proxy/http.py
+    # name_class) are dropped, as nginx does with ingress-nginx's defaults
+    # (underscores_in_headers off, ignore_invalid_headers on): NAME_UNDERSCORE (1).
+    # NAME_INVALID (2): enable-underscores-in-headers; NAME_KEEP_ALL (3):
+    # ignore-invalid-headers off.
+    drop_names_from: int = 1
+    # Request URIs (path and query, as sent, lowercase) never written to the access
+    # log: the ConfigMap's skip-access-log-urls (nginx's map $request_uri $loggable).
+    skip_log_uris: frozenset[bytes] = frozenset()
+    # The upstream keep-alive pool: idle connections kept per endpoint, how long one
+    # stays idle, and how many requests one carries before it is closed
+    # (upstream-keepalive-connections, -timeout, -requests).
+    upstream_keepalive_connections: int = 64
+    upstream_keepalive_timeout: float = 60.0
+    upstream_keepalive_requests: int = 10_000
 
     def __reduce__(self) -> tuple[type[ProxySettings], tuple[object, ...]]:
         # Pickled to every worker process (in ServeConfig). Compiled by mypyc,

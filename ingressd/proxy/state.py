@@ -71,6 +71,7 @@ class ProxyState:
         self.table = table  # replaced whole on every rebuild: one atomic store
         self.settings = settings
         self.pool = UpstreamPool(connect_timeout=settings.connect_timeout)
+        self.apply_settings(settings)
         # HTTP/2 upstreams (backend-protocol GRPC, GRPCS): multiplexed connections
         self.h2_pool = H2Pool(connect_timeout=settings.connect_timeout)
         self.connections: set[Connection] = set()
@@ -91,6 +92,15 @@ class ProxyState:
         self.waiting: set[Outgoing] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._cap_logged = -CAP_LOG_EVERY  # when the connection cap was last logged
+
+    def apply_settings(self, settings: ProxySettings) -> None:
+        """New settings (the controller ConfigMap's, with each table): read per request
+        from ``settings``, and the upstream pool's limits set on the live pool."""
+        self.settings = settings
+        pool = self.pool
+        pool.max_idle = settings.upstream_keepalive_connections
+        pool.idle_timeout = settings.upstream_keepalive_timeout
+        pool.max_requests = settings.upstream_keepalive_requests
 
     def make_room(self) -> bool:
         """At the connection cap: close an idle keep-alive connection, if one of

@@ -474,7 +474,7 @@ class UpstreamPool:
         """Return a connection whose response is complete; it may be reused."""
         reusable = conn.reusable
         conn.owner = None
-        if not reusable or conn.requests >= self.max_requests:
+        if not reusable or conn.requests >= self.max_requests or self.max_idle <= 0:
             conn.close()
             return
         idle = self._idle.get(conn.key)

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..model.backend import Backend, Endpoint
+from ..model.globals import GlobalConfig
 from ..model.objects import Key, Obj, Snapshot, changed_keys, describe, object_key
 from ..model.policy import DEFAULT_POLICY, Canary, ClientAuth, RoutePolicy
 from ..model.problems import Problem
@@ -35,6 +36,7 @@ from ..model.snippet import SnippetPolicy
 from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
 from ..policy import annotations as ann
 from ..policy import basic_auth, client_auth, upstream_tls
+from ..policy.configmap import DEFAULT_READING, Reading, read_configmap
 from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
 from . import aliases as server_alias
 
@@ -57,6 +59,10 @@ class BuildOptions:
     # The global custom-http-errors list (ConfigMap key custom-http-errors, or
     # --custom-http-errors): 4xx/5xx statuses answered with the default backend's page.
     custom_http_errors: tuple[int, ...] = ()
+    # (namespace, name) of the controller ConfigMap (--configmap); None: its defaults.
+    configmap: tuple[str, str] | None = None
+    # (ConfigMap key, flag) of the command-line flags given explicitly: they win.
+    explicit: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,6 +613,7 @@ class _Run:
         self.opts = builder.opts
         self.now = now
         self.backends = builder._backends
+        self.base = builder._base  # the route defaults the controller ConfigMap sets
         self._policies: dict[tuple[tuple[str, str], ...], tuple[RoutePolicy, tuple[str, ...]]] = {}
         self._certificates: dict[Key, tuple[TLSCertificate | str, Span]] = {}
 
@@ -620,11 +627,11 @@ class _Run:
         if not isinstance(raw, dict) or not all(
             type(k) is str and type(v) is str for k, v in raw.items()
         ):
-            return ann.parse_policy(raw)
+            return ann.parse_policy(raw, self.base)
         key = tuple(raw.items())
         known = self._policies.get(key)
         if known is None:
-            policy, messages = ann.parse_policy(raw)
+            policy, messages = ann.parse_policy(raw, self.base)
             known = self._policies[key] = (policy, tuple(messages))
         return known[0], list(known[1])
 
@@ -846,7 +853,7 @@ class _Candidate:
         return self.entry.plan  # type: ignore[return-value]
 
 
-def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
+def _merge_host(host: str, entries: list[_Entry], no_tls: tuple[str, ...] = ()) -> _HostResult:
     """Routes, canaries and certificate of ``host``; ``entries`` in creation order.
 
     The oldest Ingress wins every conflict, as in ingress-nginx. Two paths
@@ -950,7 +957,7 @@ def _merge_host(host: str, entries: list[_Entry]) -> _HostResult:
     cert, tls = _host_certificate(host, mains, problems)
     vhost = None
     if routed:
-        policies = _Policies(deny, server_snippet)
+        policies = _Policies(deny, server_snippet, no_tls)
         if default is not None and (deny is not None or server_snippet is not None):
             default = replace(default, policy=policies.of(default.policy))
         if regex_mode:
@@ -981,31 +988,51 @@ def _restricts(policy: RoutePolicy) -> bool:
 
 class _Policies:
     """Each Ingress's policy on this host: with the host-wide denial, when there is
-    one, and the host's server-snippet."""
+    one, the host's server-snippet, and without HTTPS redirects on paths under the
+    ConfigMap's no-tls-redirect-locations."""
 
-    __slots__ = ("_deny", "_seen", "_server_snippet")
+    __slots__ = ("_deny", "_no_tls", "_seen", "_server_snippet", "_unredirected")
 
     def __init__(
-        self, deny: tuple[int, str] | None, server_snippet: SnippetPolicy | None = None
+        self,
+        deny: tuple[int, str] | None,
+        server_snippet: SnippetPolicy | None = None,
+        no_tls: tuple[str, ...] = (),
     ) -> None:
         self._deny = deny
         self._server_snippet = server_snippet
+        self._no_tls = no_tls
         self._seen: dict[int, RoutePolicy] = {}
+        self._unredirected: dict[int, RoutePolicy] = {}
 
-    def of(self, policy: RoutePolicy) -> RoutePolicy:
+    def of(self, policy: RoutePolicy, path: str | None = None) -> RoutePolicy:
         deny = self._deny if policy.fail_closed is None else None
         snippet = self._server_snippet
-        if deny is None and policy.server_snippet is snippet:
-            return policy
-        changed = self._seen.get(id(policy))
-        if changed is None:
-            changed = policy
-            if deny is not None:
-                changed = replace(changed, fail_closed=deny)
-            if changed.server_snippet is not snippet:
-                changed = replace(changed, server_snippet=snippet)
-            self._seen[id(policy)] = changed
-        return changed
+        if deny is not None or policy.server_snippet is not snippet:
+            changed = self._seen.get(id(policy))
+            if changed is None:
+                changed = policy
+                if deny is not None:
+                    changed = replace(changed, fail_closed=deny)
+                if changed.server_snippet is not snippet:
+                    changed = replace(changed, server_snippet=snippet)
+                self._seen[id(policy)] = changed
+            policy = changed
+        if (
+            path is not None
+            and (policy.ssl_redirect or policy.force_ssl_redirect)
+            and any(path.startswith(loc) for loc in self._no_tls)
+        ):
+            # template.go locationConfigForLua: force_no_ssl_redirect is whether the
+            # location's path starts with one of no-tls-redirect-locations
+            # (isLocationInLocationList), and lua_ingress.lua then never redirects.
+            kept = self._unredirected.get(id(policy))
+            if kept is None:
+                kept = self._unredirected[id(policy)] = replace(
+                    policy, ssl_redirect=False, force_ssl_redirect=False
+                )
+            policy = kept
+        return policy
 
 
 def _route(c: _Candidate, policies: _Policies, regex: UserRegex | None = None) -> Route:
@@ -1016,7 +1043,7 @@ def _route(c: _Candidate, policies: _Policies, regex: UserRegex | None = None) -
         p.path_type,  # type: ignore[arg-type]
         p.backend,
         plan.name,
-        policies.of(policy),
+        policies.of(policy, p.path),
         regex,
         c.canary,
         policy.rewrites(p.path),
@@ -1277,6 +1304,11 @@ class TableBuilder:
     def __init__(self, opts: BuildOptions = BuildOptions()) -> None:
         self.opts = opts
         self.planned = 0  # Ingresses planned, over all builds: a measure of work done
+        # The controller ConfigMap as last read, the object it was read from, and
+        # the route defaults it makes; a change of its settings rebuilds everything.
+        self._reading: Reading = DEFAULT_READING
+        self._configmap: Obj | None = None
+        self._base: RoutePolicy = DEFAULT_POLICY
         self._reset()
 
     @property
@@ -1324,6 +1356,8 @@ class TableBuilder:
             raise
 
     def _build(self, snap: Snapshot, generation: int, now: float) -> RouteTable:
+        self._configmap_unchanged = True
+        self._read_configmap(snap)
         first = self._snap is None
         dirty = self._dirty(snap, now)
         run = _Run(self, snap, now)
@@ -1340,7 +1374,7 @@ class TableBuilder:
         self._redo_hosts(touched)
         last = self._last
         fallback_changed = self._default_backend(snap)
-        if last is not None and not dirty:
+        if last is not None and not dirty and self._configmap_unchanged:
             if fallback_changed:
                 table = replace(
                     last,
@@ -1385,6 +1419,25 @@ class TableBuilder:
             problem = Problem(f"--default-backend-service {ref}", reason, "", ("Service", ns, name))
             self._fallback = (None, problem)
         return True
+
+    def _read_configmap(self, snap: Snapshot) -> None:
+        """The controller ConfigMap's settings; everything is planned again when they change.
+
+        Every policy depends on them, and they change rarely: a full build then
+        is simpler than tracking which Ingresses read which key, and as sound."""
+        ref = self.opts.configmap
+        cm = snap.get("ConfigMap", *ref) if ref is not None else None
+        if cm is self._configmap and self._snap is not None:
+            return
+        self._configmap = cm
+        data = cm.get("data") if cm is not None else None
+        reading = read_configmap(data, dict(self.opts.explicit))
+        if reading.config != self._reading.config:
+            self._reset()
+            self._base = _base_policy(reading.config)
+        elif reading != self._reading:
+            self._configmap_unchanged = False  # the same settings, other problems: a new table
+        self._reading = reading
 
     # -- what changed ------------------------------------------------------------
 
@@ -1516,7 +1569,11 @@ class TableBuilder:
             keys = self._by_host.get(host)
             new = None
             if keys:
-                new = _merge_host(host, sorted((self._entries[k] for k in keys), key=_entry_order))
+                new = _merge_host(
+                    host,
+                    sorted((self._entries[k] for k in keys), key=_entry_order),
+                    self._reading.config.no_tls_redirect_locations,
+                )
             old = self._hosts.pop(host, None)
             self._problem_hosts.discard(host)
             if new is not None and (new.vhost or new.cert or new.problems):
@@ -1577,7 +1634,12 @@ class TableBuilder:
             ingresses=ingresses,
             www_redirects=MappingProxyType(www),
             fallback=self._fallback[0],
-            custom_http_errors=frozenset(self.opts.custom_http_errors),
+            # --custom-http-errors given explicitly wins over the ConfigMap's key.
+            custom_http_errors=(
+                frozenset(self.opts.custom_http_errors) or self._reading.config.custom_http_errors
+            ),
+            config=self._reading.config,
+            hsts=self._reading.config.hsts_header,
             client_auth=bool(self._client_auth_hosts),
         )
 
@@ -1654,9 +1716,21 @@ class TableBuilder:
             return self._wildcard.get(host[2:])
         return self._exact.get(host)
 
+    def _configmap_problems(self, snap: Snapshot) -> list[Problem]:
+        ref = self.opts.configmap
+        if ref is None:
+            return []
+        what = f"ConfigMap {ref[0]}/{ref[1]}"
+        cm = self._configmap
+        if cm is None:
+            return [Problem(what, "not found (--configmap); ingress-nginx's defaults apply")]
+        origin = snap.origin(cm)
+        found = [Problem(what, msg, origin, ("ConfigMap", *ref)) for msg in self._reading.messages]
+        return found
+
     def _problems(self, snap: Snapshot) -> tuple[Problem, ...]:
         """Every problem, in the order a from-scratch build finds them."""
-        found: list[Problem] = []
+        found: list[Problem] = self._configmap_problems(snap)
         if self._owner_problems:  # first, in the snapshot's order
             entries = self._entries
             for key in snap.of("Ingress"):
@@ -1670,6 +1744,17 @@ class TableBuilder:
         if self._fallback[1] is not None:
             found.append(self._fallback[1])
         return tuple(found)
+
+
+def _base_policy(config: GlobalConfig) -> RoutePolicy:
+    """The policy of a route without annotations, under the ConfigMap's defaults."""
+    changes: dict[str, Any] = dict(config.route_defaults)
+    if config.fail_closed is not None:
+        changes["fail_closed"] = config.fail_closed
+    if not changes:
+        return DEFAULT_POLICY
+    policy = replace(DEFAULT_POLICY, **changes)
+    return DEFAULT_POLICY if policy == DEFAULT_POLICY else policy
 
 
 @contextlib.contextmanager

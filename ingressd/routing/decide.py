@@ -146,6 +146,7 @@ class Forward:
     __slots__ = (
         "backend",
         "endpoint",
+        "hsts",
         "request_headers",
         "response_headers",
         "route",
@@ -162,6 +163,9 @@ class Forward:
     response_headers: Final[Headers]
     # TLS to the upstream (backend-protocol HTTPS, or AUTO_HTTP for a TLS client); None: plain
     tls: Final[UpstreamTLS | None]
+    # Strict-Transport-Security for the response, replacing the upstream's (the
+    # table's HSTS on a TLS request for a host with a certificate); None: none.
+    hsts: Final[bytes | None]
 
     def __init__(
         self,
@@ -172,6 +176,7 @@ class Forward:
         request_headers: Headers = (),
         response_headers: Headers = (),
         tls: UpstreamTLS | None = None,
+        hsts: bytes | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.backend = backend
@@ -180,6 +185,7 @@ class Forward:
         self.request_headers = request_headers
         self.response_headers = response_headers
         self.tls = tls
+        self.hsts = hsts
 
     def copy(
         self,
@@ -197,6 +203,7 @@ class Forward:
             self.request_headers if request_headers is None else request_headers,
             self.response_headers if response_headers is None else response_headers,
             self.tls if tls is None else tls,
+            self.hsts,
         )
 
     def _fields(self) -> tuple[object, ...]:
@@ -208,6 +215,7 @@ class Forward:
             self.request_headers,
             self.response_headers,
             self.tls,
+            self.hsts,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -230,6 +238,7 @@ _FORWARD_FIELDS = (
     "request_headers",
     "response_headers",
     "tls",
+    "hsts",
 )
 
 
@@ -410,8 +419,36 @@ def decide(
 
     ``ewma`` holds the response-time averages for ``load-balance: ewma`` routes;
     without it they are served round robin. ``health`` steers picks away from
-    endpoints that passive health checks have ejected."""
-    host, path, route, www, cert, tls_host = routing(table, head.host, head.path)
+    endpoints that passive health checks have ejected.
+
+    HSTS (the ConfigMap's ``hsts``, on by default): as ingress-nginx's
+    lua_ingress.lua header(), every response to a TLS request for a host with a
+    certificate of its own carries Strict-Transport-Security (the table's bytes,
+    made once per build), ingressd's own answers included."""
+    found = routing(table, head.host, head.path)
+    hsts = table.hsts if head.tls and found[4] is not None else None
+    action = _decide(table, head, found, hsts, https_port, ewma, health)
+    if hsts is not None and type(action) is Respond:
+        return Respond(
+            action.status,
+            action.body,
+            action.location,
+            (*action.headers, (b"Strict-Transport-Security", hsts)),
+            action.route,
+        )
+    return action
+
+
+def _decide(
+    table: RouteTable,
+    head: RequestHead,
+    found: Routing,
+    hsts: bytes | None,
+    https_port: int,
+    ewma: EwmaStore | None,
+    health: EndpointHealth | None,
+) -> Action:
+    host, path, route, www, cert, tls_host = found
     if path is None:
         return Respond(400, "400 Bad Request: invalid percent-encoding in the request path\n")
     if (
@@ -448,6 +485,8 @@ def decide(
         sent = head.path  # unchanged: the upstream sees what the client sent
         if head.query:
             sent = f"{sent}{'&' if '?' in sent else '?'}{head.query}"
+        if hsts is not None:
+            return Forward(endpoint, backend, sent, route, (), (), None, hsts)
         return Forward(endpoint, backend, sent, route)
     if route.slash_redirect is not None:
         return _slash_redirect(head, host, route)
@@ -499,7 +538,7 @@ def decide(
         sep = "&" if "?" in upstream_path else "?"
         upstream_path = f"{upstream_path}{sep}{head.query}"
     if policy is DEFAULT_POLICY:
-        return Forward(endpoint, backend, upstream_path, route)
+        return Forward(endpoint, backend, upstream_path, route, (), (), None, hsts)
     response_headers: Headers = (
         tuple(policy.cors.response_headers(head.origin)) if policy.cors else ()
     )
@@ -516,6 +555,7 @@ def decide(
         (*route.upstream_headers, *stand_in) if stand_in else route.upstream_headers,
         tuple(response_headers),
         tls,
+        hsts,
     )
 
 
@@ -596,6 +636,12 @@ def _before_backend(
         return Respond(
             status, f"{status} {_REASONS[status]}: {reason} on Ingress {route.ingress}\n"
         )
+    if policy.blocked:
+        # ingress-nginx's server-level "if ($block_ua) { return 403; }": before the rest.
+        for block in policy.blocked:
+            if block.blocks(find_header(head.headers, block.header)):
+                name = block.header.decode()
+                return Respond(403, f"403 Forbidden: this {name} is blocked\n")
     # nginx's rewrite phases, in ingress-nginx's order (nginx.tmpl): the server's
     # (server-snippet, then app-root), then the location's (the CORS preflight,
     # configuration-snippet, then permanent/temporal-redirect); the HTTPS redirect

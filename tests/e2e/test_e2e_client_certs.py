@@ -493,3 +493,34 @@ def test_a_connection_made_under_old_settings_gets_421(
         proc.stop()
         echo.close()
         loop.close()
+
+
+def test_the_configmap_tls_settings_apply_to_hosts_with_client_certificates(
+    tmp_path: Path, certs: dict[str, list[str]]
+) -> None:
+    """ssl-protocols of the controller ConfigMap holds on the contexts that ask for
+    client certificates as on the others."""
+    loop = BackgroundLoop()
+    echo = EchoServers(loop, ["web"])
+    proc = Ingressd(
+        tmp_path / "manifests",
+        tmp_path / "ingressd.log",
+        extra_args=["--configmap", "ingressd/controller"],
+    )
+    controller = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "controller", "namespace": "ingressd"},
+        "data": {"ssl-protocols": "TLSv1.3"},
+    }
+    proc.update({"all.yaml": [*objects(echo, 9), controller]})
+    try:
+        proc.start()
+        ok = get(proc, "mtls.test", certs["alice"], "--tlsv1.3")
+        assert upstream_headers(ok)["ssl-client-verify"] == "SUCCESS"
+        refused = get(proc, "mtls.test", certs["alice"], "--tls-max", "1.2")
+        assert refused.status == 0 and refused.exit_code != 0, refused  # no TLS 1.2
+    finally:
+        proc.stop()
+        echo.close()
+        loop.close()

@@ -566,6 +566,7 @@ API_OPTIONS = {
     "--controller-name",
     "--tcp-services-configmap",
     "--udp-services-configmap",
+    "--configmap",
 }
 SERVING_OPTIONS = {
     "serve",
@@ -709,3 +710,65 @@ def test_tcp_services_configmap_is_watched_by_name_and_served_live(
         "/namespaces/ingressd/" in p for _, p, _, _ in apiserver.requests if "configmaps" in p
     )
     assert ing.proc is not None and ing.proc.poll() is None
+
+
+def test_controller_configmap_is_watched_by_name_and_applied_live(
+    apiserver: KubeApiServer, echo_servers: EchoServers, start: Start
+) -> None:
+    """--configmap: the controller ConfigMap is read by name as the other kinds are
+    watched; its keys change what clients see without a restart, and a bad value is
+    a Warning Event on the ConfigMap while its default serves."""
+
+    def controller(data: dict[str, str]) -> Obj:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "ingressd-controller", "namespace": "ingressd"},
+            "data": data,
+        }
+
+    secure = ingress(
+        "secure",
+        [rule("secure.test", path("/", "web"))],
+        tls=[tls_entry(["secure.test"], "secure-tls")],
+    )
+    seed(
+        apiserver,
+        [
+            *backends(echo_servers),
+            tls_secret("secure-tls", ["secure.test"]),
+            secure,
+            controller({"hsts-max-age": "60", "ssl-redirect": "false", "keep-alive": "x"}),
+        ],
+    )
+    ing = start("a", "--configmap", "ingressd/ingressd-controller")
+
+    def hsts() -> str | None:
+        r = ing.curl("-k", *ing.resolve("secure.test"), ing.https_url("secure.test"), check=False)
+        assert r.status == 200
+        return r.header("Strict-Transport-Security")
+
+    wait_for(lambda: hsts() == "max-age=60; includeSubDomains", 5, what="the ConfigMap's HSTS")
+    assert ing.get("secure.test", "/", check=False).status == 200  # ssl-redirect: false
+
+    def warning() -> list[dict]:
+        return [e for e in apiserver.events() if e["involvedObject"]["kind"] == "ConfigMap"]
+
+    wait_for(warning, 10, what="a Warning Event on the ConfigMap")
+    [event] = warning()
+    assert event["involvedObject"]["name"] == "ingressd-controller"
+    assert "keep-alive='x' is invalid" in event["message"]
+    apiserver.update(controller({"hsts": "false"}))
+    wait_for(lambda: hsts() is None, 5, what="hsts: false applied live")
+    assert ing.get("secure.test", "/", check=False).status == 308
+    apiserver.delete("ConfigMap", "ingressd", "ingressd-controller")
+    wait_for(lambda: hsts() == DEFAULT_HSTS, 5, what="the defaults once it is deleted")
+    asked = [
+        q for method, p, q, _ in apiserver.requests if method == "GET" and p.endswith("/configmaps")
+    ]
+    assert asked
+    assert all(q.get("fieldSelector") == "metadata.name=ingressd-controller" for q in asked)
+    assert ing.proc is not None and ing.proc.poll() is None
+
+
+DEFAULT_HSTS = "max-age=31536000; includeSubDomains"

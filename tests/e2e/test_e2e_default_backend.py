@@ -23,9 +23,11 @@ from e2e_helpers import (
     EchoServers,
     FaultyUpstream,
     Ingressd,
+    curl,
     echo_backend,
     free_port,
     serving,
+    wait_for,
 )
 from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service
 from kube_apiserver import KubeApiServer
@@ -416,4 +418,66 @@ def test_cluster_mode_follows_the_default_backend_service(
         if proxy is not None:
             proxy.stop()
         server.stop()
+        echo.close()
+
+
+# -- the ConfigMap's custom-http-errors key ---------------------------------------------------
+
+
+def test_the_configmap_key_lists_the_statuses_live(
+    tmp_path: Path, upstream_loop: BackgroundLoop
+) -> None:
+    """custom-http-errors in the controller ConfigMap: the global list, as the flag
+    sets it; a change applies without a restart; an annotation's list still wins."""
+    echo = EchoServers(upstream_loop, ["web", "errors"])
+
+    def controller(codes: str) -> Obj:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "ingressd-controller", "namespace": "default"},
+            "data": {"custom-http-errors": codes},
+        }
+
+    objs = [
+        ingress_class(),
+        *echo_backend("web", echo["web"]),
+        *echo_backend("errors", echo["errors"]),
+        ingress("plain", [rule("plain.test", path("/", "web"))]),
+        annotated("own", "own.test", [path("/", "web")], custom_http_errors="502"),
+    ]
+    args = [
+        "--default-backend-service",
+        "default/errors",
+        "--configmap",
+        "default/ingressd-controller",
+    ]
+    try:
+        with serving(tmp_path, [*objs, controller("404, 503")], args) as proxy:
+            r = proxy.get("plain.test", "/_echo/status/503", check=False)
+            got = page(r)
+            assert got["headers"]["x-code"] == "503" and got["path"] == "/", got
+            assert proxy.get("plain.test", "/_echo/status/500", check=False).status == 500
+            # An Ingress's own list replaces the global one.
+            assert proxy.get("own.test", "/_echo/status/503", check=False).status == 503
+            proxy.update({"all.yaml": [*objs, controller("500")]})
+
+            def applied() -> bool:
+                r = proxy.get("plain.test", "/_echo/status/500", check=False)
+                return r.status == 200 and r.json()["headers"]["x-code"] == "500"
+
+            wait_for(applied, 10, what="the ConfigMap's new list applied")
+            assert proxy.get("plain.test", "/_echo/status/503", check=False).status == 503
+            # A bad value is reported, and its default (none) used.
+            proxy.update({"all.yaml": [*objs, controller("302")]})
+            wait_for(
+                lambda: proxy.get("plain.test", "/_echo/status/500", check=False).status == 500,
+                10,
+                what="the bad value's default applied",
+            )
+            problems = curl(
+                f"http://{LOCALHOST}:{proxy.admin_port}/problems", check=False
+            ).body.decode()
+            assert "custom-http-errors" in problems, problems
+    finally:
         echo.close()

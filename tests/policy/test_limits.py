@@ -432,3 +432,20 @@ async def test_a_websocket_holds_its_place_until_it_closes(proxy: Proxy) -> None
     writer.close()
     await eventually(lambda: proxy.in_flight("ok.test") == 0)
     assert status(await proxy.request("ok.test", "/")) == 200
+
+
+def test_a_refusal_says_whether_limit_conn_or_limit_req_refused() -> None:
+    """For the ConfigMap's limit-conn-status-code and limit-req-status-code."""
+    lim = IngressLimiter("default/web", LimitConfig(rps=1, connections=1, burst_multiplier=1))
+    slot = lim.admit(IP, 0.0)
+    assert isinstance(slot, Slot)
+    refused = lim.admit(IP, 0.0)
+    assert isinstance(refused, str) and "concurrent" in refused and lim.refused_conns
+    slot.release()
+    for _ in range(3):
+        refused = lim.admit(IP, 0.0)
+        if isinstance(refused, str):
+            break
+        assert isinstance(refused, Slot)
+        refused.release()
+    assert isinstance(refused, str) and "rate limit" in refused and not lim.refused_conns

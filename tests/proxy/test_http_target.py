@@ -26,3 +26,23 @@ def test_absent_parts_are_none(url: bytes, expected: Target) -> None:
 def test_not_a_url_raises_as_httptools_does() -> None:
     with pytest.raises(httptools.HttpParserInvalidURLError):
         parse_target(b"http://")
+
+
+def test_replace_named_drops_every_line_of_that_name_whatever_its_case() -> None:
+    from ingressd.proxy.http import replace_named
+
+    upstream = [
+        (b"Content-Type", b"text/plain"),
+        (b"strict-transport-security", b"max-age=1"),
+        (b"STRICT-TRANSPORT-SECURITY", b"max-age=2"),
+        (b"X-Strict-Transport-Securit", b"kept"),
+    ]
+    out = replace_named(
+        upstream, b"strict-transport-security", b"Strict-Transport-Security", b"max-age=9"
+    )
+    assert out == [
+        (b"Content-Type", b"text/plain"),
+        (b"X-Strict-Transport-Securit", b"kept"),
+        (b"Strict-Transport-Security", b"max-age=9"),
+    ]
+    assert len(upstream) == 4  # the upstream's list is left as it was

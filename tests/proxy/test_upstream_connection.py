@@ -184,3 +184,15 @@ def test_chunked_trailers_are_reported_with_the_end() -> None:
     )
     assert (sink.heads, sink.body, sink.ends) == ([200], b"ok", [True])
     assert sink.trailers == [(b"X-Checksum", b"abc"), (b"grpc-status", b"0")]
+
+
+def test_a_pool_keeping_no_idle_connections_closes_each_one() -> None:
+    """upstream-keepalive-connections: "0" (the ConfigMap)."""
+    pool = UpstreamPool(max_idle_per_endpoint=0)
+    conn = UpstreamConnection(pool, EP)
+    conn.connection_made(Transport())
+    conn.begin(Sink(), False, 4096)
+    conn.data_received(OK)
+    pool.release(conn)
+    assert conn.closed
+    assert pool.take(EP) is None

@@ -461,7 +461,7 @@ def mixed_report() -> CheckReport:
 def test_json_shape() -> None:
     report = mixed_report()
     doc = json.loads(render_json(report))
-    assert set(doc) == {"notes", "ingresses", "problems", "streams", "summary"}
+    assert set(doc) == {"notes", "ingresses", "problems", "streams", "configmap", "summary"}
     [ing] = doc["ingresses"]
     assert set(ing) == {
         "namespace",
@@ -514,6 +514,13 @@ def test_json_shape() -> None:
         "annotations": {
             "supported": 0,
             "unsupported": 1,
+            "refused": 0,
+            "invalid": 0,
+            "overridden": 0,
+        },
+        "configmap": {
+            "supported": 0,
+            "unsupported": 0,
             "refused": 0,
             "invalid": 0,
             "overridden": 0,

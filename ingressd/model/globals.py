@@ -1,0 +1,78 @@
+"""The controller ConfigMap's settings, typed: what every route and host shares.
+
+Plain data, as ``policy/configmap.py`` parses it from ingress-nginx's
+controller ConfigMap (``--configmap NS/NAME``). The builder resolves it into
+per-route and per-table constants (the route policies' defaults, the HSTS
+header bytes), and the controller into the proxy's settings, so nothing here
+is looked at per request beyond an attribute read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# ingress-nginx v1.15.1's defaults (internal/ingress/controller/config/config.go NewDefault)
+DEFAULT_HSTS_MAX_AGE = 31536000
+# Classes of request header names (proxy/http.py name_class): ProxySettings.drop_names_from
+# drops a line whose name is of that class or above. NAME_KEEP_ALL drops none.
+NAME_VALID, NAME_UNDERSCORE, NAME_INVALID, NAME_KEEP_ALL = 0, 1, 2, 3
+DEFAULT_NO_TLS_REDIRECT_LOCATIONS = ("/.well-known/acme-challenge",)
+# ingressd's own cipher list for TLS 1.2 (TLS 1.3's suites are OpenSSL's): ECDHE and
+# AEAD only, what HTTP/2 requires (RFC 9113 9.2).
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS"
+
+
+@dataclass(frozen=True, slots=True)
+class TLSParams:
+    """How the HTTPS port speaks TLS: ssl-protocols, ssl-ciphers, ssl-session-tickets."""
+
+    min_version: str = "TLSv1.2"  # ssl.TLSVersion member names
+    max_version: str = "TLSv1.3"
+    ciphers: str = DEFAULT_CIPHERS
+    session_tickets: bool = False  # ingress-nginx's ssl-session-tickets default
+
+
+DEFAULT_TLS = TLSParams()
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalConfig:
+    """The supported keys of the controller ConfigMap, each with ingress-nginx's default."""
+
+    # HSTS (lua_ingress.lua header(): on TLS requests for a host with a certificate of its own)
+    hsts: bool = True
+    hsts_max_age: int = DEFAULT_HSTS_MAX_AGE
+    hsts_include_subdomains: bool = True
+    hsts_preload: bool = False
+    # Locations whose Ingress path starts with one of these are never redirected to
+    # HTTPS (template.go isLocationInLocationList: force_no_ssl_redirect).
+    no_tls_redirect_locations: tuple[str, ...] = DEFAULT_NO_TLS_REDIRECT_LOCATIONS
+    # ProxySettings field -> value, for the keys the ConfigMap sets that are the proxy's
+    # own (proxy-body-size, the timeouts, keep-alive ...) and no explicit flag overrides.
+    # An annotation of a route still wins where one exists.
+    proxy: tuple[tuple[str, object], ...] = ()
+    # RoutePolicy field -> value: the defaults the annotations of each Ingress override
+    # (ssl-redirect, force-ssl-redirect, proxy-next-upstream ...).
+    route_defaults: tuple[tuple[str, object], ...] = ()
+    tls: TLSParams = DEFAULT_TLS
+    # custom-http-errors: statuses answered with the default backend's error page on
+    # routes whose Ingress has no custom-http-errors annotation (routing/errors.py).
+    custom_http_errors: frozenset[int] = frozenset()
+    # Set when a global access-control key cannot be honoured: every route answers
+    # (status, reason) rather than serve without it.
+    fail_closed: tuple[int, str] | None = None
+    # The Strict-Transport-Security value, encoded once (None: hsts off).
+    hsts_header: bytes | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.hsts:
+            return
+        value = f"max-age={self.hsts_max_age}"
+        if self.hsts_include_subdomains:
+            value += "; includeSubDomains"
+        if self.hsts_preload:
+            value += "; preload"
+        object.__setattr__(self, "hsts_header", value.encode("ascii"))
+
+
+DEFAULT_GLOBALS = GlobalConfig()
