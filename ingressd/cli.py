@@ -584,7 +584,7 @@ def parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="SECONDS",
         help="how often the non-TLS Secrets that Ingresses name (auth-secret, "
-        "proxy-ssl-secret) are read again",
+        "auth-tls-secret, proxy-ssl-secret) are read again",
     )
     s.add_argument(
         "--workers",

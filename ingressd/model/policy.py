@@ -244,6 +244,39 @@ class UpstreamTLS:
         return self.name or endpoint.host
 
 
+# -- auth-tls-* (policy/client_auth.py, policy/client_tls.py) -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuthRef:
+    """The auth-tls-* annotations of one Ingress, as parsed (client certificates, mTLS)."""
+
+    namespace: str | None  # of auth-tls-secret; None: the Ingress's own
+    secret: str
+    verify: str = "on"  # auth-tls-verify-client: on, optional, optional_no_ca (off: no ref)
+    depth: int = 1  # auth-tls-verify-depth, as nginx's ssl_verify_depth
+    error_page: str | None = None  # auth-tls-error-page: 302 there instead of 400
+    pass_certificate: bool = False  # auth-tls-pass-certificate-to-upstream
+    match_cn: UserRegex | None = None  # auth-tls-match-cn, searched in the subject DN
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ClientAuth:
+    """A host's client-certificate check, its CA Secret loaded (``ClientAuthRef`` resolved).
+
+    Server-wide, as ingress-nginx's ``server.CertificateAuth``: every route of
+    the host and the TLS handshakes whose SNI names it share one.
+    """
+
+    ref: ClientAuthRef
+    secret: str  # "namespace/name", for messages
+    ca_pem: bytes  # the CA bundle (ca.crt) and, when given, the CRL (ca.crl), PEM
+    crl: bool  # a CRL is loaded: revocation is checked along the whole chain
+    # Digest of everything that shapes the TLS context and the verdicts: equal
+    # keys, same behaviour (contexts and verdicts are cached by it).
+    key: bytes
+
+
 # -- block-user-agents, block-referers (the controller ConfigMap, policy/configmap.py) ------
 
 
@@ -374,6 +407,10 @@ class RoutePolicy:
     cors: CorsPolicy | None = None
     canary: Canary | None = None  # this Ingress is a canary (canary: "true")
     affinity: Affinity | None = None
+    # auth-tls-*: the annotations, then (at build) the CA Secret loaded. Host-wide:
+    # the host's VirtualHost.client_auth decides (policy/client_auth.py).
+    client_auth_ref: ClientAuthRef | None = None
+    client_auth: ClientAuth | None = None
     # The controller ConfigMap's block-user-agents and block-referers: 403 on a match.
     blocked: tuple[HeaderBlock, ...] = ()
     # Set when access control cannot be honoured (an invalid or unsupported

@@ -15,7 +15,7 @@ from typing import Literal
 from .backend import Backend
 from .cache import BoundedCache
 from .globals import DEFAULT_GLOBALS, GlobalConfig
-from .policy import DEFAULT_POLICY, Canary, RoutePolicy
+from .policy import DEFAULT_POLICY, Canary, ClientAuth, RoutePolicy
 from .problems import Problem
 from .regex import UserRegex
 from .snippet import SnippetPlan
@@ -127,6 +127,9 @@ class VirtualHost:
     # The oldest Ingress of the host restricts access (source ranges, auth, a denial):
     # its unmatched paths are not sent to the default backend (RouteTable.route_in).
     guarded: bool = False
+    # auth-tls-*: client certificates are asked for in handshakes whose SNI names
+    # this host, and checked for each of its requests (policy/client_auth.py).
+    client_auth: ClientAuth | None = None
 
     def match(self, path: str) -> Route | None:
         if self.regex_mode:
@@ -214,6 +217,9 @@ class RouteTable:
     # Strict-Transport-Security for TLS requests of hosts with a certificate of their
     # own (config.hsts_header, kept here for the data path); None: no HSTS.
     hsts: bytes | None = DEFAULT_GLOBALS.hsts_header
+    # Some host checks client certificates (VirtualHost.client_auth): requests
+    # are checked for it only then, so a table without mTLS costs nothing.
+    client_auth: bool = False
     # (Host header, path) as received -> Routing; see model/cache.py. Each
     # table object starts with its own, empty (replace() included): the table
     # never changes, so its answers never go stale and nothing invalidates them.

@@ -23,6 +23,7 @@ from ..model.policy import (
     Affinity,
     AuthRef,
     Canary,
+    ClientAuthRef,
     CorsPolicy,
     ExternalAuth,
     IPNetwork,
@@ -60,8 +61,6 @@ REFUSED = frozenset({"auth-snippet", "stream-snippet"})
 # IGNORED never narrows access, so serving without it is safe; the text says
 # why. Both are reported; README.md lists them.
 DENYING: Mapping[str, str] = {
-    "auth-tls-secret": "requests and verifies client certificates (mutual TLS) on every "
-    "route of its hosts, and sets ssl-client-* headers for the upstream",
     "auth-proxy-set-headers": "adds headers to the auth-url subrequest, which the "
     "authentication service may decide on",
     "modsecurity-snippet": "runs ModSecurity rules with the rule engine on (SecRuleEngine On), "
@@ -75,13 +74,6 @@ IGNORED: Mapping[str, str] = {
     "auth-keepalive-requests": "connection reuse towards the authentication service",
     "auth-keepalive-share-vars": "connection reuse towards the authentication service",
     "auth-keepalive-timeout": "connection reuse towards the authentication service",
-    "auth-tls-error-page": "has an effect only with auth-tls-secret (which denies)",
-    "auth-tls-match-cn": "has an effect only with auth-tls-secret (which denies)",
-    "auth-tls-pass-certificate-to-upstream": "has an effect only with auth-tls-secret "
-    "(which denies)",
-    "auth-tls-verify-client": "has an effect only with auth-tls-secret (which denies unless "
-    "this is off)",
-    "auth-tls-verify-depth": "has an effect only with auth-tls-secret (which denies)",
     "client-body-buffer-size": "buffering",
     "connection-proxy-header": "a header to the upstream",
     "custom-headers": "headers added to responses",
@@ -564,6 +556,49 @@ def parse_header_template(value: str) -> Template:
     return _parse_template(value)
 
 
+# auth-tls-*, validated as ingress-nginx v1.15.1 validates them
+# (internal/ingress/annotations/authtls/main.go: authVerifyClientRegex,
+# redirectRegex, parser.CommonNameAnnotationValidator).
+VERIFY_CLIENT = ("on", "off", "optional", "optional_no_ca")
+_ERROR_PAGE = fixed(r"^((https?://)?[A-Za-z0-9\-.]*(:\d+)?/[A-Za-z0-9\-.]*)?$")
+# nginx's ssl_verify_depth has no bound; ingressd keeps chains short (each level
+# is a signature to check per handshake).
+MAX_VERIFY_DEPTH = 16
+
+
+def parse_verify_client(value: str) -> str:
+    v = value.strip()
+    if v not in VERIFY_CLIENT:
+        raise AnnotationError(f"{value!r} is not one of {', '.join(VERIFY_CLIENT)}")
+    return v
+
+
+def parse_tls_depth(value: str) -> int:
+    """auth-tls-verify-depth: 0 means the default 1, as in ingress-nginx."""
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()) or int(v) > MAX_VERIFY_DEPTH:
+        raise AnnotationError(f"{value!r} is not a whole number from 1 to {MAX_VERIFY_DEPTH}")
+    return int(v) or 1
+
+
+def parse_error_page(value: str) -> str:
+    v = value.strip()
+    if not v or not _ERROR_PAGE.match(v):
+        raise AnnotationError(f"{value!r} is not a URL like https://host/path")
+    return v
+
+
+def parse_match_cn(value: str) -> UserRegex:
+    """A regular expression searched in the client's subject DN, "CN=" included
+    (nginx.tmpl: ``if ( $ssl_client_s_dn !~ MatchCN ) { return 403 ...; }``)."""
+    if not value.startswith("CN="):
+        raise AnnotationError(f"{value!r} must start with CN=")
+    try:
+        return user_regex(value, ignore_case=False)
+    except RegexError as exc:
+        raise AnnotationError(f"not a regular expression RE2 can run: {exc}") from None
+
+
 def parse_seconds_or_zero(value: str) -> float:
     """Whole seconds, 0 meaning no limit (proxy-next-upstream-timeout)."""
     v = value.strip()
@@ -716,6 +751,12 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "auth-always-set-cookie": parse_bool,
     "backend-protocol": parse_backend_protocol,
     "proxy-ssl-secret": parse_secret_ref,
+    "auth-tls-secret": parse_secret_ref,
+    "auth-tls-verify-client": parse_verify_client,
+    "auth-tls-verify-depth": parse_tls_depth,
+    "auth-tls-error-page": parse_error_page,
+    "auth-tls-pass-certificate-to-upstream": parse_bool,
+    "auth-tls-match-cn": parse_match_cn,
     "proxy-ssl-verify": parse_on_off,
     "proxy-ssl-verify-depth": parse_verify_depth,
     "proxy-ssl-name": parse_server_name,
@@ -797,6 +838,16 @@ _FIELDS: Mapping[str, str] = {
     "server-snippet": "server_snippet",
 }
 
+# auth-tls-*: client certificates; the others mean something only beside the Secret.
+CLIENT_AUTH_KEYS = (
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-tls-error-page",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-match-cn",
+)
+
 # Invalid values of these must not leave the route open. ingress-nginx denies the
 # location (LocationDeniedError: the template's "return 503" for location.Denied)
 # or, for a value its validators reject, does not load the Ingress at all; ingressd
@@ -817,6 +868,7 @@ SECURITY = frozenset(
         "auth-signin-redirect-param",
         "auth-request-redirect",
         "auth-always-set-cookie",
+        *CLIENT_AUTH_KEYS,
     }
 )
 
@@ -959,8 +1011,6 @@ def _access_check(
     what = DENYING.get(short)
     if what is None:
         return verdict, None
-    if short == "auth-tls-secret" and present("auth-tls-verify-client") == "off":
-        return verdict, None  # no certificate is asked for
     if short == "auth-proxy-set-headers" and present("auth-url") is None:
         return verdict, None
     if short == "modsecurity-snippet" and (
@@ -968,7 +1018,7 @@ def _access_check(
     ):
         return verdict, None
     reason = f"annotation {key} is not supported by ingressd: it {what}"
-    denial = Denial(f"{short} is not supported by ingressd", short == "auth-tls-secret")
+    denial = Denial(f"{short} is not supported by ingressd", False)
     return Verdict(key, value, "unsupported", reason), denial
 
 
@@ -1150,6 +1200,9 @@ def parse_policy(
         idle = ", ".join(sorted(k for k in values if k in _EXTERNAL_ONLY))
         if idle:
             messages.append(f"{idle}: no effect without auth-url; no external authentication")
+    client_auth = _client_auth_ref(values, messages)
+    if client_auth is not None:
+        changes["client_auth_ref"] = client_auth
     if refused_server_snippet:
         # Refused: served without it, but it still takes the host's one server-snippet
         # place, as in ingress-nginx (routing/build.py).
@@ -1163,6 +1216,28 @@ def parse_policy(
         # base policy (DEFAULT_POLICY without a ConfigMap: plain).
         return base, messages
     return replace(base, **changes), messages
+
+
+def _client_auth_ref(values: Mapping[str, Any], messages: list[str]) -> ClientAuthRef | None:
+    """auth-tls-*: what the Ingress asks of client certificates (None: nothing)."""
+    ref = values.get("auth-tls-secret")
+    if ref is None:
+        idle = ", ".join(k for k in CLIENT_AUTH_KEYS[1:] if k in values)
+        if idle:
+            messages.append(f"{idle}: no effect without auth-tls-secret; no client certificates")
+        return None
+    verify = values.get("auth-tls-verify-client", "on")
+    if verify == "off":
+        return None  # nginx: ssl_verify_client off; no ssl-client-* headers either
+    return ClientAuthRef(
+        namespace=ref[0],
+        secret=ref[1],
+        verify=verify,
+        depth=values.get("auth-tls-verify-depth", 1),
+        error_page=values.get("auth-tls-error-page"),
+        pass_certificate=values.get("auth-tls-pass-certificate-to-upstream", False),
+        match_cn=values.get("auth-tls-match-cn"),
+    )
 
 
 def expand_target(

@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..model.globals import DEFAULT_TLS, TLSParams
+from ..model.policy import ClientAuth
 from ..model.table import RouteTable, TLSCertificate
+from .client_tls import client_context, request_certificate
 
 log = logging.getLogger("ingressd.tls")
 
@@ -316,6 +318,11 @@ class CertificateSelector:
         self.default_context = server_context(*default, alpn=self._alpn)
         self.default_context.sni_callback = self._sni
         self._fallback: ssl.SSLContext | None = None  # --default-certificate, when valid
+        self._fallback_cert: TLSCertificate | None = None
+        self._default_pair = default
+        # auth-tls-* hosts: (cert PEM, key PEM, ClientAuth.key) -> a context that
+        # asks for client certificates (policy/client_tls.py).
+        self._client_contexts: dict[tuple[bytes, bytes, bytes], ssl.SSLContext] = {}
 
     def configure(self, params: TLSParams) -> None:
         """The ConfigMap's TLS settings, for the handshakes from now on."""
@@ -323,12 +330,13 @@ class CertificateSelector:
             return
         self._params = params
         apply_params(self.default_context, params)
-        for ctx in self._contexts.values():
+        for ctx in (*self._contexts.values(), *self._client_contexts.values()):
             apply_params(ctx, params)
 
     def set_default(self, cert: TLSCertificate | None) -> None:
         """Serve ``cert`` (from --default-certificate) to hosts without their own."""
         self._fallback = self.context_for(cert) if cert is not None else None
+        self._fallback_cert = cert
 
     def context_for(self, cert: TLSCertificate) -> ssl.SSLContext:
         key = (cert.cert_pem, cert.key_pem)
@@ -362,11 +370,29 @@ class CertificateSelector:
         for key in list(self._contexts):
             if key not in live:
                 del self._contexts[key]
+        if self._client_contexts:
+            table = self._table()
+            hosts = (*table.exact_hosts.values(), *table.wildcard_hosts.values())
+            keys = {v.client_auth.key for v in hosts if v.client_auth is not None}
+            for ckey in list(self._client_contexts):
+                if ckey[2] not in keys:
+                    del self._client_contexts[ckey]
 
-    def _sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+    def _sni(
+        self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext
+    ) -> int | None:
         cert = None
-        if server_name:
-            cert = self._table().certificate_for(server_name.lower().rstrip("."))
+        name = server_name.lower().rstrip(".") if server_name else None
+        # What the client asked for, for hosts that check client certificates
+        # (routing/client_auth.py): their requests must come under their own name.
+        sslobj.ingressd_sni = name  # type: ignore[attr-defined]
+        if name:
+            table = self._table()
+            cert = table.certificate_for(name)
+            if table.client_auth:
+                vhost = table.find_host(name)
+                if vhost is not None and vhost.host and vhost.client_auth is not None:
+                    return self._ask_certificate(sslobj, name, cert, vhost.client_auth)
         if cert is not None:
             try:
                 sslobj.context = self.context_for(cert)
@@ -375,4 +401,27 @@ class CertificateSelector:
                 log.error("cannot use certificate %s for %s: %s", cert.secret, server_name, exc)
         if self._fallback is not None:
             sslobj.context = self._fallback
+        return None
+
+    def _ask_certificate(
+        self, sslobj: ssl.SSLObject, name: str, cert: TLSCertificate | None, auth: ClientAuth
+    ) -> int | None:
+        """auth-tls-*: the host's certificate, and a client certificate asked for."""
+        if cert is None:
+            cert = self._fallback_cert
+        pair = (cert.cert_pem, cert.key_pem) if cert is not None else self._default_pair
+        key = (*pair, auth.key)
+        try:
+            ctx = self._client_contexts.get(key)
+            if ctx is None:
+                base = server_context(*pair, self._alpn, self._params)
+                ctx = client_context(base, auth.ca_pem, auth.crl, auth.key)
+                ctx.ingressd_names = cert.dns_names if cert is not None else ()  # type: ignore[attr-defined]
+                self._client_contexts[key] = ctx
+            sslobj.context = ctx
+            request_certificate(sslobj, auth.ref.depth)
+        except (ssl.SSLError, OSError, ValueError, RuntimeError) as exc:
+            # No certificate can be asked for: no handshake, rather than one without.
+            log.error("cannot ask %s for a client certificate (%s): %s", name, auth.secret, exc)
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
         return None

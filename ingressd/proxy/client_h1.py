@@ -91,6 +91,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         # The peer is a --trusted-proxies address: its X-Forwarded-For names the client.
         self.trusted = False
         self.tls_names: tuple[str, ...] | None = None  # of the certificate served
+        self.tls_object: object | None = None  # the ssl.SSLObject (client certificates)
         self.server_port = b""
         self.current: Exchange | None = None  # the exchange whose response is next
         self.pipeline: deque[Exchange] = deque()
@@ -129,6 +130,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         self.client_ip = peer.client_ip
         self.server_port = peer.server_port
         self.tls_names = peer.tls_names
+        self.tls_object = peer.tls_object
         self.trusted = peer.trusted
         self.forwarded_tail = peer.forwarded_tail
         state = self.state

@@ -768,6 +768,7 @@ class H2Stream(ClientStream):
         self.trusted = peer.trusted
         self.tls = True
         self.tls_names = peer.tls_names
+        self.tls_object = peer.tls_object
         self.server_port = peer.server_port
         self.forwarded_tail = peer.forwarded_tail
         self.closing = False  # reset, or the connection is going: nothing more is sent

@@ -31,7 +31,7 @@ from ..policy.limits import Slot
 from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
 from ..policy.upstream_tls import H2_PROTOCOLS
 from ..policy.upstream_tls import describe_error as describe_tls_error
-from ..routing import errors
+from ..routing import client_auth, errors
 from ..routing.decide import (
     Forward,
     Headers,
@@ -267,9 +267,11 @@ class Exchange(Outgoing):
         client = self.client
         state = self.state
         settings = state.settings
-        action = decide(
-            state.table, self._head(), settings.https_redirect_port, state.ewma, state.health
-        )
+        table = state.table
+        head = self._head()
+        action = decide(table, head, settings.https_redirect_port, state.ewma, state.health)
+        if table.client_auth:  # some host checks client certificates (auth-tls-*)
+            action = client_auth.apply(table, head, client.tls_object, action)
         if isinstance(action, Respond):
             self.route = action.route
             self.respond(action.status, action.body, action.location, action.headers)
@@ -361,7 +363,8 @@ class Exchange(Outgoing):
             client_ip=self.real_ip(),
             server_port=client.server_port.decode(),
             request_id=self.request_id.decode("latin-1"),
-            headers=self.headers,
+            # nginx.tmpl sets the ssl-client-* headers on the auth location too.
+            headers=client_auth.subrequest_headers(self.headers, self.forward),  # type: ignore[arg-type]
         )
         try:
             outcome = await ext_auth.check(

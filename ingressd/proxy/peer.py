@@ -17,7 +17,14 @@ class Peer:
     compiled dataclass keeps a Python ``__init__``); immutable as the frozen
     dataclass it replaces: its fields are ``Final`` (no setter, compiled)."""
 
-    __slots__ = ("client_ip", "forwarded_tail", "server_port", "tls_names", "trusted")
+    __slots__ = (
+        "client_ip",
+        "forwarded_tail",
+        "server_port",
+        "tls_names",
+        "tls_object",
+        "trusted",
+    )
 
     client_ip: Final[str]  # the peer's address
     server_port: Final[bytes]  # the port the client connected to
@@ -27,6 +34,9 @@ class Peer:
     # X-Forwarded-Port, X-Forwarded-Proto, X-Scheme and, for an untrusted peer,
     # X-Real-IP, serialised once as HTTP/1.1 header lines ("\r\nName: value" each).
     forwarded_tail: Final[bytes]
+    # The connection's ssl.SSLObject (None: plain HTTP), for hosts that check
+    # client certificates (routing/client_auth.py); read only for them.
+    tls_object: Final[object | None]
 
     def __init__(
         self,
@@ -35,15 +45,24 @@ class Peer:
         tls_names: tuple[str, ...] | None,
         trusted: bool,
         forwarded_tail: bytes,
+        tls_object: object | None = None,
     ) -> None:
         self.client_ip = client_ip
         self.server_port = server_port
         self.tls_names = tls_names
         self.trusted = trusted
         self.forwarded_tail = forwarded_tail
+        self.tls_object = tls_object
 
     def _fields(self) -> tuple[object, ...]:
-        return (self.client_ip, self.server_port, self.tls_names, self.trusted, self.forwarded_tail)
+        return (
+            self.client_ip,
+            self.server_port,
+            self.tls_names,
+            self.trusted,
+            self.forwarded_tail,
+            self.tls_object,
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Peer):
@@ -54,7 +73,7 @@ class Peer:
         return hash(self._fields())
 
     def __repr__(self) -> str:
-        names = ("client_ip", "server_port", "tls_names", "trusted", "forwarded_tail")
+        names = ("client_ip", "server_port", "tls_names", "trusted", "forwarded_tail", "tls_object")
         pairs = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
         return f"Peer({pairs})"
 
@@ -93,6 +112,7 @@ def peer_of(
         tls_names=served_names(transport) if tls else None,
         trusted=trusted,
         forwarded_tail=tail,
+        tls_object=transport.get_extra_info("ssl_object") if tls else None,
     )
 
 

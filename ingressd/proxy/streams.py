@@ -109,6 +109,7 @@ class ClientStream:
         "server_port",
         "tls",
         "tls_names",
+        "tls_object",
         "trusted",
     )
 
@@ -117,6 +118,7 @@ class ClientStream:
     trusted: bool  # the peer is a --trusted-proxies address
     tls: bool
     tls_names: tuple[str, ...] | None  # of the certificate served; None: plain HTTP
+    tls_object: object | None  # the ssl.SSLObject, for client certificates; None: plain HTTP
     server_port: bytes
     # X-Forwarded-Port, X-Forwarded-Proto, X-Scheme and, for an untrusted peer,
     # X-Real-IP: the same for every request of a connection, so made once,

@@ -29,13 +29,13 @@ from typing import Any
 from ..model.backend import Backend, Endpoint
 from ..model.globals import GlobalConfig
 from ..model.objects import Key, Obj, Snapshot, changed_keys, describe, object_key
-from ..model.policy import DEFAULT_POLICY, Canary, RoutePolicy
+from ..model.policy import DEFAULT_POLICY, Canary, ClientAuth, RoutePolicy
 from ..model.problems import Problem
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from ..model.snippet import SnippetPolicy
 from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
 from ..policy import annotations as ann
-from ..policy import basic_auth, upstream_tls
+from ..policy import basic_auth, client_auth, upstream_tls
 from ..policy.configmap import DEFAULT_READING, Reading, read_configmap
 from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
 from . import aliases as server_alias
@@ -494,6 +494,8 @@ class _Planner:
         policy, tls_messages = upstream_tls.resolve(self.snap, ns, policy)
         policy, auth_messages = basic_auth.resolve(self.snap, ns, policy)
         tls_messages += auth_messages
+        policy, ca_messages = client_auth.resolve(self.snap, ns, policy)
+        tls_messages += ca_messages
         policy = self.custom_default(ns, policy)
         messages += tls_messages
         for msg in messages:
@@ -866,6 +868,8 @@ def _merge_host(host: str, entries: list[_Entry], no_tls: tuple[str, ...] = ()) 
     found: dict[tuple[str, bool], _Candidate] = {}  # (path, Exact?), in merge order
     default: Route | None = None
     deny: tuple[int, str] | None = None  # access control that must hold host-wide
+    mtls: ClientAuth | None = None  # auth-tls-*: the host's client certificate check
+    mtls_owner = ""  # the Ingress it comes from
     server_snippet: SnippetPolicy | None = None  # every route of the host gets it
     first: RoutePolicy | None = None  # of the oldest Ingress with a rule for the host
     owner = ""  # that Ingress
@@ -882,6 +886,27 @@ def _merge_host(host: str, entries: list[_Entry], no_tls: tuple[str, ...] = ()) 
                 # a host never give it theirs (the table's default serves it).
                 default = e.default_route if host else None
             deny = deny or plan.policy.host_fail_closed
+            mine = plan.policy.client_auth
+            if mine is not None:
+                # controller.go createServers: the oldest Ingress of the host whose
+                # auth-tls has a CA sets the server's CertificateAuth; the rest cannot.
+                where: Tag = (_MERGE, e.order, -2, plan.hosts.index(host))  # type: ignore[union-attr]
+                reason = ""
+                if not host:
+                    # The catch-all has no SNI name to ask for a certificate under.
+                    denied = "auth-tls-secret on rules without a host is not supported by ingressd"
+                    deny = deny or (403, denied)
+                    reason = f"{denied}; its routes without a host answer 403"
+                elif mtls is None:
+                    mtls, mtls_owner = mine, plan.name
+                elif mine.key != mtls.key:
+                    reason = (
+                        f"auth-tls-* of this Ingress do not apply to host {host}: client "
+                        f"certificates there are checked as older Ingress {mtls_owner} says "
+                        "(server-wide, as in ingress-nginx)"
+                    )
+                if reason:
+                    problems.append((where, _problem(e.obj, e.origin, reason)))
             if server_snippet is None:
                 # One server-snippet per server: the oldest Ingress's (controller.go
                 # createServers skips the others).
@@ -941,6 +966,8 @@ def _merge_host(host: str, entries: list[_Entry], no_tls: tuple[str, ...] = ()) 
             vhost = _static_host(host, found, policies, default, tls)
         if host and (deny is not None or (first is not None and _restricts(first))):
             vhost = replace(vhost, guarded=True)
+        if mtls is not None:
+            vhost = replace(vhost, client_auth=mtls)
     return _HostResult(vhost, cert, problems)
 
 
@@ -1311,6 +1338,7 @@ class TableBuilder:
         self._wildcard: dict[str, VirtualHost] = {}
         self._catch_all: VirtualHost | None = None
         self._certificates: dict[str, TLSCertificate] = {}
+        self._client_auth_hosts: set[str] = set()  # hosts whose VirtualHost has client_auth
         self._last: RouteTable | None = None
         # --default-backend-service: the Service and slices it was resolved from, its
         # route (None: ingressd's own 404) and the problem it makes, if any.
@@ -1553,6 +1581,10 @@ class TableBuilder:
                 if new.problems:
                     self._problem_hosts.add(host)
             vhost = None if new is None else new.vhost
+            if vhost is not None and vhost.client_auth is not None:
+                self._client_auth_hosts.add(host)
+            else:
+                self._client_auth_hosts.discard(host)
             if vhost is not None or (old is not None and old.vhost is not None):
                 if not host:
                     self._catch_all = vhost
@@ -1608,6 +1640,7 @@ class TableBuilder:
             ),
             config=self._reading.config,
             hsts=self._reading.config.hsts_header,
+            client_auth=bool(self._client_auth_hosts),
         )
 
     def _www_redirects(self) -> tuple[dict[str, TLSCertificate], dict[str, str]]:

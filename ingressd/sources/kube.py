@@ -474,11 +474,12 @@ class KubeSource:
 # -- Secrets that Ingresses name ---------------------------------------------------------------
 
 REFERENCED = "referenced"  # store origin of Secrets fetched by SecretFetcher
-SECRET_ANNOTATIONS = ("auth-secret", "proxy-ssl-secret")
+SECRET_ANNOTATIONS = ("auth-secret", "auth-tls-secret", "proxy-ssl-secret")
 
 
 def referenced_secrets(snapshot: Snapshot) -> set[tuple[str, str]]:
-    """(namespace, name) of every Secret an Ingress names in auth-secret or proxy-ssl-secret."""
+    """(namespace, name) of every Secret an Ingress names in auth-secret, auth-tls-secret
+    or proxy-ssl-secret."""
     wanted = set()
     for ing in snapshot.of("Ingress").values():
         meta = ing.get("metadata") or {}
@@ -494,7 +495,8 @@ def referenced_secrets(snapshot: Snapshot) -> set[tuple[str, str]]:
 
 
 class SecretFetcher:
-    """Keeps the Secrets that Ingresses name (basic-auth files, upstream CAs) in the store.
+    """Keeps the Secrets that Ingresses name (basic-auth files, client and upstream CAs)
+    in the store.
 
     The Secret watch holds only ``kubernetes.io/tls`` Secrets, so the controller
     never holds every Secret of the cluster; the few others an Ingress names are

@@ -134,19 +134,21 @@ def test_https_redirect_drops_a_trailing_slash_unless_preserved(proxy: Ingressd)
         assert (r.status, r.header("Location")) == (308, location.format(port=port)), uri
 
 
-def test_unsupported_access_control_answers_403(proxy: Ingressd) -> None:
-    # Served with 200 before: auth-tls-* was "unsupported, ignored".
+def test_access_control_that_cannot_be_applied_answers_403_or_503(proxy: Ingressd) -> None:
+    # Served with 200 once: auth-tls-* was "unsupported, ignored". Its CA Secret is
+    # missing here: every route of the host answers 503 (client_certs tests cover mTLS).
     for host, uri in [("certs.test", "/"), ("certs.test", "/public/x")]:
         r = proxy.curl("-k", *proxy.resolve(host), proxy.https_url(host, uri), check=False)
-        assert r.status == 403, (host, uri)
-        assert "auth-tls-secret is not supported by ingressd" in r.text
-        assert proxy.get(host, uri, check=False).status == 403
+        assert r.status == 503, (host, uri)
+        assert "auth-tls-secret default/ca-secret not found" in r.text
+        assert proxy.get(host, uri, check=False).status == 503
     r = proxy.get("guarded.test", "/", check=False)
     assert (r.status, "configuration-snippet holds access control" in r.text) == (403, True)
     assert proxy.get("headers.test", "/").status == 200  # a snippet without access control
     log = proxy.log()
-    assert "auth-tls-secret is not supported by ingressd: it requests and verifies" in log
-    assert "every route of its hosts answers 403 rather than serve without it" in log
+    assert (
+        "auth-tls-secret default/ca-secret not found; every route of its hosts answers 503" in log
+    )
 
 
 def test_source_ranges(proxy: Ingressd) -> None:

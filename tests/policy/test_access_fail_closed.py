@@ -1,12 +1,12 @@
 """Access control that ingressd cannot honour fails closed: 403, reported.
 
-Unsupported annotations that narrow who may access a route (client
-certificates, ModSecurity blocking, headers the auth service decides on,
-digest auth) and refused snippets holding access-control directives make the
-routes they cover answer 403 rather than serve without the protection. Those
-ingress-nginx applies to a whole server (auth-tls-*, server-snippet) deny every
-route of the host. Every other unsupported annotation is ignored, with the
-reason why ignoring it opens nothing.
+Unsupported annotations that narrow who may access a route (ModSecurity
+blocking, headers the auth service decides on, digest auth) and refused
+snippets holding access-control directives make the routes they cover answer
+403 rather than serve without the protection. Those ingress-nginx applies to a
+whole server (server-snippet) deny every route of the host; so does client
+certificate authentication whose CA Secret cannot be used (503). Every other
+unsupported annotation is ignored, with the reason why ignoring it opens nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import pytest
 from k8s_objects import build, endpoint_slice, ingress, path, request, rule, service
 
 from ingressd.check import check, render_text
-from ingressd.kube.status import event_reason
 from ingressd.model.objects import ObjectStore
-from ingressd.policy.annotations import DENYING, IGNORED, REFUSED, SUPPORTED, classify, parse_policy
+from ingressd.policy.annotations import DENYING, IGNORED, REFUSED, SUPPORTED, parse_policy
 from ingressd.policy.snippet_access import access_directives, modsecurity_blocks
 from ingressd.routing.build import BuildOptions
 from ingressd.routing.decide import Forward, Respond, decide
@@ -111,8 +110,6 @@ def test_modsecurity_blocks_only_with_the_engine_on(rules: str, blocks: bool) ->
 @pytest.mark.parametrize(
     ("annotations", "reason", "host_wide"),
     [
-        (CLIENT_CERTS, "auth-tls-secret is not supported by ingressd", True),
-        ({NGINX + "auth-tls-secret": "ca"}, "auth-tls-secret is not supported by ingressd", True),
         (
             {NGINX + "auth-url": "http://auth/check", NGINX + "auth-proxy-set-headers": "ns/cm"},
             "auth-proxy-set-headers is not supported by ingressd",
@@ -161,7 +158,6 @@ def test_access_control_that_cannot_be_honoured_denies(
 @pytest.mark.parametrize(
     "annotations",
     [
-        {NGINX + "auth-tls-secret": "ca", NGINX + "auth-tls-verify-client": "off"},
         {NGINX + "auth-tls-verify-client": "on"},  # without a secret: no effect in ingress-nginx
         {NGINX + "auth-proxy-set-headers": "ns/cm"},  # without auth-url
         {NGINX + "auth-snippet": "deny all;"},  # without auth-url
@@ -236,7 +232,28 @@ def test_every_ingress_nginx_annotation_is_classified() -> None:
 # -- through the table ---------------------------------------------------------------------
 
 
-def test_client_certificate_example_denies_its_whole_host() -> None:
+def test_client_certificate_example_checks_its_whole_host() -> None:
+    """auth-tls-* is server-wide in ingress-nginx: the host's other Ingresses too."""
+    table = table_of(
+        ingress(
+            "nginx-test",
+            [rule("certs.test", path("/", "web"))],
+            annotations=CLIENT_CERTS,
+            created=1,
+        ),
+        ingress("other-paths", [rule("certs.test", path("/public", "web"))], created=2),
+        web("elsewhere", "plain.test"),
+        ca_secret("ca-secret"),
+    )
+    assert table.client_auth
+    auth = table.find_host("certs.test").client_auth  # type: ignore[union-attr]
+    assert auth is not None and auth.secret == "default/ca-secret"
+    assert auth.ref.pass_certificate and auth.ref.error_page is not None
+    assert table.find_host("plain.test").client_auth is None  # type: ignore[union-attr]
+    assert not [p for p in table.problems if "auth-tls" in p.reason]
+
+
+def test_client_certificate_example_without_its_secret_denies_its_whole_host() -> None:
     table = table_of(
         ingress(
             "nginx-test",
@@ -247,23 +264,20 @@ def test_client_certificate_example_denies_its_whole_host() -> None:
         ingress("other-paths", [rule("certs.test", path("/public", "web"))], created=2),
         web("elsewhere", "plain.test"),
     )
-    assert status(table, "certs.test", "/") == 403
-    assert status(table, "certs.test", "/public/x") == 403  # the host's other Ingress too
+    assert status(table, "certs.test", "/") == 503
+    assert status(table, "certs.test", "/public/x") == 503  # the host's other Ingress too
     assert status(table, "plain.test") == 200
     action = decide(table, request("certs.test", "/", tls=True))
     assert isinstance(action, Respond)
     assert action.body == (
-        "403 Forbidden: auth-tls-secret is not supported by ingressd "
+        "503 Service Unavailable: auth-tls-secret default/ca-secret not found "
         "on Ingress default/nginx-test\n"
     )
     [problem] = [p for p in table.problems if "auth-tls-secret" in p.reason]
     assert problem.obj == "Ingress default/nginx-test"
-    assert problem.reason.endswith(
-        "requests and verifies client certificates (mutual TLS) on every route of its hosts, "
-        "and sets ssl-client-* headers for the upstream; every route of its hosts answers 403 "
-        "rather than serve without it"
+    assert problem.reason == (
+        "auth-tls-secret default/ca-secret not found; every route of its hosts answers 503"
     )
-    assert event_reason(problem) == "InvalidAnnotation"
 
 
 def test_a_configuration_snippet_denies_only_its_own_routes() -> None:
@@ -287,32 +301,42 @@ def test_a_server_snippet_denies_the_whole_host() -> None:
     assert status(table, "blog.test", "/") == 200
 
 
-def test_check_reports_the_client_certificate_example_and_fails() -> None:
-    store = ObjectStore()
-    for obj in (
-        ingress("nginx-test", [rule("certs.test", path("/", "web"))], annotations=CLIENT_CERTS),
-        service("web"),
-        endpoint_slice("web", ["10.0.0.1"]),
-    ):
-        store.put(obj)
+def test_check_reports_the_client_certificate_example() -> None:
     from k8s_objects import ingress_class
 
-    store.put(ingress_class())
-    report = check(store.snapshot(), BuildOptions(ingress_class="ingressd"))
-    [ours] = [i for i in report.ingresses if i.name == "nginx-test"]
-    secret = next(a for a in ours.annotations if a.key.endswith("auth-tls-secret"))
-    assert secret.status == "unsupported"
-    assert "requests and verifies client certificates" in secret.reason
-    assert any("answers 403" in p for p in ours.problems)
+    def report_of(*extra: dict):  # type: ignore[no-untyped-def]
+        store = ObjectStore()
+        for obj in (
+            ingress("nginx-test", [rule("certs.test", path("/", "web"))], annotations=CLIENT_CERTS),
+            service("web"),
+            endpoint_slice("web", ["10.0.0.1"]),
+            ingress_class(),
+            *extra,
+        ):
+            store.put(obj)
+        report = check(store.snapshot(), BuildOptions(ingress_class="ingressd"))
+        [ours] = [i for i in report.ingresses if i.name == "nginx-test"]
+        return report, ours
+
+    report, ours = report_of(ca_secret("ca-secret"))
+    assert {a.key.removeprefix(NGINX): a.status for a in ours.annotations} == {
+        k.removeprefix(NGINX): "supported" for k in CLIENT_CERTS
+    }
+    assert not ours.problems and report.exit_code == 0
+    # without the Secret: a problem, 503, exit code 1
+    report, ours = report_of()
+    assert any("auth-tls-secret default/ca-secret not found" in p for p in ours.problems)
     assert report.exit_code == 1
-    assert "every route of its hosts answers 403" in render_text(report)
+    assert "every route of its hosts answers 503" in render_text(report)
 
 
-def test_verdicts_say_which_annotations_deny() -> None:
-    verdicts = {v.key.removeprefix(NGINX): v for v in classify(CLIENT_CERTS)}
-    assert verdicts["auth-tls-secret"].reason.startswith(
-        f"annotation {NGINX}auth-tls-secret is not supported by ingressd: it requests"
-    )
-    assert verdicts["auth-tls-verify-depth"].reason == (
-        f"annotation {NGINX}auth-tls-verify-depth is not supported by ingressd and is ignored"
-    )
+def ca_secret(name: str) -> dict:
+    from ingressd.policy.tls import self_signed
+
+    cert_pem, _ = self_signed(common_name="client CA", dns_names=())
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default"},
+        "stringData": {"ca.crt": cert_pem.decode()},
+    }

@@ -128,7 +128,7 @@ def test_peer_compares_and_hashes() -> None:
         (
             Peer("::1", b"80", None, True, b""),
             "Peer(client_ip='::1', server_port=b'80', tls_names=None, trusted=True, "
-            "forwarded_tail=b'')",
+            "forwarded_tail=b'', tls_object=None)",
         ),
     ],
     ids=["RequestHead", "Respond", "Peer"],

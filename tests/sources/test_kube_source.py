@@ -97,7 +97,7 @@ def test_a_relist_keeps_secrets_fetched_by_name() -> None:
     assert store.origin_of("Secret", "a", "users") == REFERENCED
 
 
-def test_referenced_secrets_come_from_auth_and_proxy_ssl_annotations() -> None:
+def test_referenced_secrets_come_from_auth_auth_tls_and_proxy_ssl_annotations() -> None:
     from k8s_objects import ingress, snapshot
 
     from ingressd.sources.kube import referenced_secrets
@@ -108,8 +108,13 @@ def test_referenced_secrets_come_from_auth_and_proxy_ssl_annotations() -> None:
         ingress("two", annotations={"ingressd.io/proxy-ssl-secret": "certs/upstream-ca"}),
         ingress("three", annotations={a + "auth-secret": "Not Valid!"}),
         ingress("four"),
+        ingress("five", annotations={a + "auth-tls-secret": "client-ca"}, namespace="pay"),
     )
-    assert referenced_secrets(snap) == {("shop", "users"), ("certs", "upstream-ca")}
+    assert referenced_secrets(snap) == {
+        ("shop", "users"),
+        ("certs", "upstream-ca"),
+        ("pay", "client-ca"),  # a CA bundle: usually an Opaque Secret, not watched
+    }
 
 
 def test_trimmed_objects_share_their_strings() -> None:
