@@ -637,7 +637,8 @@ class _StopReading(Exception):
     _XFF,
     _REQUEST_ID,
     _ORIGIN,
-) = range(1, 10)
+    _PROXY_CONNECTION,
+) = range(1, 11)
 # Names seen that are forwarded as they are: _FORWARD plus their name class.
 _FORWARD = 16
 # Learned names are kept up to this many (names are the client's choice).
@@ -653,6 +654,8 @@ _KINDS: dict[bytes, int] = {
     b"x-forwarded-for": _XFF,
     b"x-request-id": _REQUEST_ID,
     b"origin": _ORIGIN,
+    # Hop-by-hop, but llhttp reads it as Connection (keep-alive): see on_headers_complete.
+    b"proxy-connection": _PROXY_CONNECTION,
 }
 
 
@@ -670,8 +673,6 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
         # drop_names_from: NAME_UNDERSCORE by default; NAME_KEEP_ALL passes every class.
         if kind - _FORWARD < ex.state.settings.drop_names_from:
             ex.headers.append((name, value))
-        elif lname == b"proxy-connection":
-            ex.conn_header = True
     elif kind == _DROP:
         pass
     elif kind == _HOST:
@@ -688,6 +689,8 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
     elif kind == _CONNECTION:
         ex.conn_header = True
         ex.conn_tokens = (ex.conn_tokens or set()) | http.connection_tokens(value)
+    elif kind == _PROXY_CONNECTION:
+        ex.conn_header = True  # not forwarded
     elif kind == _UPGRADE:
         ex.upgrade_value = value
     elif kind == _TRANSFER_ENCODING:

@@ -151,15 +151,37 @@ def test_a_bad_value_is_reported_and_its_default_used_while_the_rest_apply(
 
 def test_unknown_and_unsupported_keys_are_reported_never_ignored_silently() -> None:
     reading = read_configmap(
-        {"no-such-key": "1", "use-gzip": "true", "custom-http-errors": "404,503"}
+        {
+            "no-such-key": "1",
+            "use-gzip": "true",
+            "enable-access-log-for-default-backend": "true",
+        }
     )
     by_key = {v.key: v for v in reading.verdicts}
     assert {k: v.status for k, v in by_key.items()} == dict.fromkeys(by_key, "unsupported")
     assert "not an ingress-nginx setting" in by_key["no-such-key"].reason
     assert "compression" in by_key["use-gzip"].reason
-    assert "error pages" in by_key["custom-http-errors"].reason
+    assert "default backend" in by_key["enable-access-log-for-default-backend"].reason
     assert len(reading.messages) == 3
     assert reading.config == DEFAULT_GLOBALS
+
+
+@pytest.mark.parametrize(
+    ("value", "codes", "status"),
+    [
+        ("404, 503", frozenset({404, 503}), "supported"),
+        ("", frozenset(), "supported"),
+        ("302", frozenset(), "invalid"),
+        ("404,abc", frozenset(), "invalid"),
+    ],
+)
+def test_custom_http_errors_is_the_global_error_page_list(
+    value: str, codes: frozenset[int], status: str
+) -> None:
+    reading = read_configmap({"custom-http-errors": value})
+    [verdict] = reading.verdicts
+    assert verdict.status == status
+    assert reading.config.custom_http_errors == codes
 
 
 def test_enable_access_log_for_default_backend_is_unsupported() -> None:
