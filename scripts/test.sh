@@ -2,7 +2,8 @@
 # Installs everything the test suite needs on a fresh machine, then runs it:
 # curl (the end-to-end tests drive ingressd with it), nghttp and h2load
 # (Debian's nghttp2-client: the HTTP/2 tests), haproxy and openssl (the PROXY
-# protocol and TLS passthrough tests), a virtualenv in .venv with
+# protocol and TLS passthrough tests), nginx and wrk (the load-test tools' tests), gcc
+# and Python's headers (the compiled build), a virtualenv in .venv with
 # ingressd (compiled) and its test extras, then ruff and pytest: all tests on
 # the compiled build, the unit tests on pure Python too. Extra arguments go to
 # both pytest runs.
@@ -16,6 +17,18 @@ command -v curl >/dev/null 2>&1 || MISSING="$MISSING curl"
 # openssl: the passthrough tests read certificates with s_client.
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || MISSING="$MISSING haproxy"
 command -v openssl >/dev/null 2>&1 || MISSING="$MISSING openssl"
+# nginx and wrk: the load-test tools' tests start a real nginx and parse wrk's output
+# (they skipped where these were missing, so a fresh machine tested less).
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || MISSING="$MISSING nginx-light"
+command -v wrk >/dev/null 2>&1 || MISSING="$MISSING wrk"
+# A C compiler and Python's headers: the compiled build (mypyc) is required below.
+command -v cc >/dev/null 2>&1 || MISSING="$MISSING gcc"
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" - <<'PY' || MISSING="$MISSING python3-dev"
+import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
+PY
+"$PYTHON" -c "import ensurepip" >/dev/null 2>&1 || MISSING="$MISSING python3-venv"
 if [ -n "$MISSING" ]; then
   echo "installing$MISSING (apt-get)" >&2
   SUDO=""
@@ -25,7 +38,6 @@ if [ -n "$MISSING" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 
-PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -9,7 +9,6 @@ tests/proxy/test_upstream_h2.py.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,15 +26,6 @@ from grpc_helpers import (
     grpc_objects,
 )
 from k8s_objects import certificate, tls_secret
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("ingressd.proxy.client_h2") is None,
-    reason=(
-        "needs HTTP/2 from clients (ingressd/proxy/client_h2.py, ALPN h2; issue 15's "
-        "client side, branch h2client), which is not on this branch yet: grpcio "
-        "clients speak only HTTP/2"
-    ),
-)
 
 HOSTS = ("grpc.test", "grpcs.test", "down.test", "slow.test")
 FRONT = certificate(*HOSTS)  # ingressd's certificate, which the clients trust
