@@ -232,6 +232,25 @@ ALPN_H2 = ("h2", "http/1.1")
 ALPN_H1 = ("http/1.1",)
 
 
+class DirectSSLObject(ssl.SSLObject):
+    """ssl.SSLObject whose ``read``, ``write`` and ``pending`` are the C object's own.
+
+    ssl.SSLObject's are Python methods that only forward to the C object
+    (Lib/ssl.py); uvloop's TLS transport takes them as bound methods right after
+    ``wrap_bio`` and calls ``read`` at least twice per read event and ``write`` once
+    per response, so each forward costs an interpreted frame per call. The C
+    methods take the same arguments (``read(size[, buffer])``, ``write(data)``,
+    ``pending()``) and raise the same errors, so these instance attributes serve
+    in their place. Everything else is ssl.SSLObject's."""
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> DirectSSLObject:
+        obj = super()._create(*args, **kwargs)  # type: ignore[misc]
+        inner = obj._sslobj
+        vars(obj).update(read=inner.read, write=inner.write, pending=inner.pending)
+        return obj
+
+
 def server_context(
     cert_pem: bytes,
     key_pem: bytes,
@@ -244,6 +263,7 @@ def server_context(
     too (RFC 9113 9.2), so a client offering h2 is never refused over its cipher.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.sslobject_class = DirectSSLObject
     ctx.set_alpn_protocols(list(alpn))
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     apply_params(ctx, params)

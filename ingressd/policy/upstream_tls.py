@@ -42,7 +42,14 @@ from cryptography import x509
 
 from ..model.policy import ProxySSL, UpstreamTLS
 from ..model.table import name_matches
-from .tls import TLS_SECRET_TYPE, TLSError, certificate_names, load_key_pair, secret_value
+from .tls import (
+    TLS_SECRET_TYPE,
+    DirectSSLObject,
+    TLSError,
+    certificate_names,
+    load_key_pair,
+    secret_value,
+)
 
 if TYPE_CHECKING:
     from ..model.backend import Endpoint
@@ -243,6 +250,7 @@ def _make_context(
     material: SecretMaterial | None, verify: bool, alpn: tuple[str, ...] = ()
 ) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.sslobject_class = DirectSSLObject
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if alpn:
         # GRPCS: nginx's grpc_pass grpcs:// offers h2 by ALPN; gRPC servers

@@ -587,3 +587,51 @@ def test_a_selector_that_serves_nothing_checks_certificates_without_keeping_cont
     assert serving.context_for(certs[0]) is serving.context_for(certs[0])
     with pytest.raises(ssl.SSLError):
         serving.check(weak)
+
+
+def test_tls_objects_read_and_write_through_the_c_methods_with_the_same_results() -> None:
+    """uvloop calls an SSLObject's read/write/pending for every read and write:
+    ingressd's contexts make objects whose methods are the C object's own (no
+    interpreted frame per call), and a whole exchange through them behaves as
+    through ssl.SSLObject: a handshake, data both ways, read into a buffer,
+    pending, and SSLWantReadError when nothing is left."""
+    from ingressd.policy.tls import DirectSSLObject, server_context
+
+    cert, key = self_signed("direct.test", ("direct.test",), days=1)
+    server_ctx = server_context(cert, key)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="direct.test")
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    assert type(server) is DirectSSLObject and type(client) is ssl.SSLObject
+    assert type(server.read).__name__ == "builtin_function_or_method"
+    assert type(server.write).__name__ == "builtin_function_or_method"
+
+    def pump() -> None:
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+
+    for _ in range(10):
+        done = 0
+        for side in (client, server):
+            try:
+                side.do_handshake()
+                done += 1
+            except ssl.SSLWantReadError:
+                pass
+        pump()
+        if done == 2:
+            break
+    assert server.version() == client.version() is not None
+    assert client.write(b"GET / HTTP/1.1\r\n\r\n") == 18
+    pump()
+    buf = bytearray(64)
+    assert server.read(64, buf) == 18 and bytes(buf[:18]) == b"GET / HTTP/1.1\r\n\r\n"
+    with pytest.raises(ssl.SSLWantReadError):
+        server.read(64)
+    assert server.pending() == 0
+    assert server.write(b"HTTP/1.1 200 OK\r\n\r\n") == 19
+    pump()
+    assert client.read(1024) == b"HTTP/1.1 200 OK\r\n\r\n"
