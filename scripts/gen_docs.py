@@ -1,0 +1,261 @@
+"""Writes the generated parts of the documentation site from the code itself.
+
+The annotations, ConfigMap and CLI references (docs/reference/) hold hand-written
+prose and generated blocks between these markers:
+
+    <!-- BEGIN GENERATED: NAME (scripts/gen_docs.py) -->
+    ...
+    <!-- END GENERATED: NAME -->
+
+Each block is rendered from the code's own registries (policy/annotations.py and
+annotation_docs.py, policy/configmap.py keys_table(), cli.py's argument parser),
+so the pages cannot drift from what ingressd does: tests/repo/test_docs.py fails
+when a committed block differs from what this script renders.
+
+    .venv/bin/python scripts/gen_docs.py           # rewrite the blocks
+    .venv/bin/python scripts/gen_docs.py --check   # exit 1 naming each stale page
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from ingressd import cli
+from ingressd.policy import annotations, configmap
+from ingressd.policy.annotation_docs import DOCS, GROUPS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS_DIR = ROOT / "docs"
+WIDTH = 100  # generated lines wrap here, tables included
+COMMAND = "python scripts/gen_docs.py"
+
+_BLOCK = re.compile(
+    r"(<!-- BEGIN GENERATED: (?P<name>[a-z-]+) \(scripts/gen_docs\.py\) -->\n)"
+    r"(?P<body>.*?)"
+    r"(<!-- END GENERATED: (?P=name) -->)",
+    re.DOTALL,
+)
+
+
+_LINE_START = re.compile(r"^(#|>|\||[-+*=]+$|\d+\.$)")
+
+
+def _wrap(text: str, indent: str = "", first: str = "") -> list[str]:
+    """Markdown prose wrapped at WIDTH; code spans are never split across lines."""
+    lines: list[str] = []
+    line, empty = first, True
+    for word in re.findall(r"(?:`[^`]*`|\S)+", text):
+        # A word that would open a line as a list item, quote, heading or table row
+        # stays on the line before, however long that makes it.
+        risky = _LINE_START.match(word) is not None
+        if not empty and len(line) + 1 + len(word) > WIDTH and not risky:
+            lines.append(line)
+            line = indent + word
+        else:
+            line = line + word if empty else f"{line} {word}"
+        empty = False
+    lines.append(line)
+    return lines
+
+
+def _definition(term: str, text: str) -> list[str]:
+    """A definition list entry (the def_list extension): term, then ':   text'."""
+    return [term, *_wrap(text, indent="    ", first=":   "), ""]
+
+
+def _escape(text: str) -> str:
+    """Plain help text made safe as Markdown (no emphasis, links or HTML)."""
+    text = text.replace("\\", "\\\\").replace("<", "&lt;")
+    return re.sub(r"([*_\[\]`])", r"\\\1", text)
+
+
+def _bullet(text: str) -> list[str]:
+    return _wrap(text, indent="  ", first="- ")
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def _grouped(reasons: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """(name, reason) pairs as (reason, names): one entry per reason, in name order."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in sorted(reasons):
+        by_reason.setdefault(why, []).append(name)
+    yield from sorted(by_reason.items(), key=lambda item: item[1][0])
+
+
+# -- annotations ------------------------------------------------------------------
+
+
+def annotations_summary() -> list[str]:
+    out = ["| annotation | default |", "|---|---|"]
+    for _title, docs in GROUPS:
+        for doc in docs:
+            if doc.name in annotations.REFUSED:
+                default = "refused"
+            elif len(doc.default) > 40:
+                default = "(long: see its section)"
+            else:
+                default = f"`{doc.default}`" if doc.default else "—"
+            out.append(f"| [{doc.name}](#{doc.name}) | {default} |")
+    return out
+
+
+def annotations_supported() -> list[str]:
+    missing = sorted((annotations.SUPPORTED | annotations.REFUSED) - set(DOCS))
+    unknown = sorted(set(DOCS) - annotations.SUPPORTED - annotations.REFUSED)
+    if missing or unknown:
+        raise SystemExit(
+            "ingressd/policy/annotation_docs.py is out of step with annotations.py: "
+            f"no entry for {missing or 'none'}; entries ingressd does not read: "
+            f"{unknown or 'none'}"
+        )
+    out: list[str] = []
+    for title, docs in GROUPS:
+        out += [f"## {title}", ""]
+        for doc in docs:
+            status = "refused" if doc.name in annotations.REFUSED else "supported"
+            out += [f"### `{doc.name}`", ""]
+            facts = f"**Status:** {status}"
+            if doc.default:
+                facts += f" · **Default:** `{doc.default}`"
+            out += [*_wrap(facts), ""]
+            out += [*_wrap(doc.behaviour), ""]
+    return out[:-1]
+
+
+def annotations_unsupported() -> list[str]:
+    out = ["### Denied (403)", ""]
+    for name, what in sorted(annotations.DENYING.items()):
+        out += _definition(f"`{name}`", f"It {what}.")
+    out += ["### Ignored", ""]
+    for why, names in _grouped(annotations.IGNORED.items()):
+        out += _bullet(f"{_names(names)}: {why}")
+    return out
+
+
+# -- ConfigMap --------------------------------------------------------------------
+
+
+def configmap_keys() -> list[str]:
+    rows = list(configmap.keys_table())
+    out = ["### Supported", ""]
+    for key, status, what, default in rows:
+        if status == "supported":
+            text = what[0].upper() + what[1:] + "."
+            if default:
+                text += f" Default: `{default}`."
+            out += _definition(f"`{key}`", text)
+    out += ["### Refused", ""]
+    refused = [key for key, status, *_ in rows if status == "refused"]
+    out += [*_wrap(f"Raw configuration is never injected: {_names(refused)}."), ""]
+    out += ["### Not supported, denying", ""]
+    for key, status, what, _default in rows:
+        if status == "unsupported (denies)":
+            out += _definition(f"`{key}`", what[0].upper() + what[1:] + ".")
+    out += ["### Not supported", ""]
+    ignored = [(key, what) for key, status, what, _ in rows if status == "unsupported"]
+    for why, names in _grouped(ignored):
+        out += _bullet(f"{_names(names)}: {why}")
+    return out
+
+
+# -- CLI --------------------------------------------------------------------------
+
+
+def _subparsers(top: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise SystemExit("cli.parser() has no subcommands")
+
+
+def _option(action: argparse.Action, formatter: argparse.HelpFormatter) -> list[str]:
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+        term = " / ".join(f"`{s}`" for s in action.option_strings)
+    else:
+        metavar = action.metavar
+        if metavar is None:
+            metavar = "{" + ",".join(action.choices) + "}" if action.choices else action.dest
+        term = " / ".join(f"`{s} {metavar}`" for s in action.option_strings)
+    text = formatter._expand_help(action)
+    # The one default that depends on the machine the page is generated on.
+    text = re.sub(r", here \d+\)", ")", text)
+    return _definition(term, _escape(text[0].upper() + text[1:]))
+
+
+def cli_reference() -> list[str]:
+    top = cli.parser()
+    out: list[str] = []
+    for name, sub in _subparsers(top).items():
+        formatter = sub._get_formatter()
+        out += [f"## `ingressd {name}`", "", *_wrap(_escape(sub.description or "")), ""]
+        for group in sub._action_groups:
+            actions = [
+                a for a in group._group_actions if not isinstance(a, argparse._HelpAction)
+            ]
+            if not actions:
+                continue
+            title = group.title if group.title != "options" else "general"
+            out += [f"### {name}: {title}", ""]
+            if group.description:
+                out += [*_wrap(_escape(group.description[0].upper() + group.description[1:])), ""]
+            for action in actions:
+                out += _option(action, formatter)
+    return out[:-1]
+
+
+GENERATORS: dict[str, Callable[[], list[str]]] = {
+    "annotations-summary": annotations_summary,
+    "annotations-supported": annotations_supported,
+    "annotations-unsupported": annotations_unsupported,
+    "configmap-keys": configmap_keys,
+    "cli": cli_reference,
+}
+PAGES = ("reference/annotations.md", "reference/configmap.md", "reference/cli.md")
+
+
+def render(text: str) -> str:
+    """The page with every generated block rendered afresh."""
+
+    def block(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in GENERATORS:
+            raise SystemExit(f"unknown generated block {name!r}")
+        body = "\n".join(GENERATORS[name]()) + "\n"
+        return f"{match[1]}\n{body}\n{match[4]}"
+
+    return _BLOCK.sub(block, text)
+
+
+def stale_pages(docs: Path = DOCS_DIR) -> list[str]:
+    return [p for p in PAGES if render((docs / p).read_text()) != (docs / p).read_text()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="only report stale pages")
+    args = p.parse_args(argv)
+    if args.check:
+        stale = stale_pages()
+        for page in stale:
+            print(f"docs/{page} is stale: run {COMMAND}", file=sys.stderr)
+        return 1 if stale else 0
+    for page in PAGES:
+        path = DOCS_DIR / page
+        text = path.read_text()
+        new = render(text)
+        if new != text:
+            path.write_text(new)
+            print(f"wrote docs/{page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
