@@ -9,7 +9,9 @@ prose and generated blocks between these markers:
 
 Each block is rendered from the code's own registries (policy/annotations.py and
 annotation_docs.py, policy/configmap.py keys_table(), cli.py's argument parser),
-so the pages cannot drift from what ingressd does: tests/repo/test_docs.py fails
+so the pages cannot drift from what ingressd does (the Performance page's figures
+come from the newest docs/data/bench-DATE.json that loadtests/bench.py --json
+wrote): tests/repo/test_docs.py fails
 when a committed block differs from what this script renders.
 
     .venv/bin/python scripts/gen_docs.py           # rewrite the blocks
@@ -19,11 +21,12 @@ when a committed block differs from what this script renders.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
-import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ingressd import cli
 from ingressd.policy import annotations, configmap
@@ -197,9 +200,7 @@ def cli_reference() -> list[str]:
         formatter = sub._get_formatter()
         out += [f"## `ingressd {name}`", "", *_wrap(_escape(sub.description or "")), ""]
         for group in sub._action_groups:
-            actions = [
-                a for a in group._group_actions if not isinstance(a, argparse._HelpAction)
-            ]
+            actions = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
             if not actions:
                 continue
             title = group.title if group.title != "options" else "general"
@@ -211,14 +212,86 @@ def cli_reference() -> list[str]:
     return out[:-1]
 
 
+# -- benchmark figures -------------------------------------------------------------
+
+TIMES = "\u00d7"  # the multiplication sign
+BENCH = re.compile(r"^bench-(\d{4}-\d{2}-\d{2})\.json$")
+
+
+def _latest_bench() -> tuple[str, dict[str, Any]]:
+    """The newest docs/data/bench-DATE.json (bench.py --json) and its date."""
+    found = sorted(p for p in (DOCS_DIR / "data").iterdir() if BENCH.match(p.name))
+    if not found:
+        raise SystemExit("no docs/data/bench-YYYY-MM-DD.json (loadtests/bench.py --json FILE)")
+    match = BENCH.match(found[-1].name)
+    assert match is not None
+    return match[1], json.loads(found[-1].read_text())
+
+
+def performance_figures() -> list[str]:
+    date, bench = _latest_bench()
+    env, opts = bench["environment"], bench["options"]
+    nginx = env["nginx"].removeprefix("nginx version: ")
+    wrk = env["wrk"].replace("debian/", "")
+    out = _wrap(
+        f"Measured on {date} ({env['cpu_count']} CPUs, load average "
+        f"{' '.join(env['loadavg'])} before the run), {env['build']} "
+        f"(commit `{env['ingressd_commit']}`), against {nginx} with {wrk}: "
+        f"{opts['duration']} s {TIMES} {opts['rounds']} rounds per scenario, "
+        f"{opts['connections']} connections, medians over the rounds. "
+        f"Raw results: `docs/data/bench-{date}.json`."
+    )
+    out += [
+        "",
+        "| scenario | proxy | req/s | p50 | p99 | CPU per request |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for name, scenario in bench["scenarios"].items():
+        for proxy, row in scenario["summary"].items():
+            out.append(
+                f"| {name} | {proxy} | {row['rps']:,.0f} | {row['p50_ms']:.2f} ms | "
+                f"{row['p99_ms']:.2f} ms | {row['cpu_us_per_request']:.1f} µs |"
+            )
+        r = scenario["ratios"]
+        out.append(
+            f"| {name} | **ingressd / nginx** | **{r['rps']:.2f}** | {r['p50']:.2f}{TIMES} | "
+            f"{r['p99']:.2f}{TIMES} | {r['cpu_us_per_request']:.2f}{TIMES} |"
+        )
+    idle = {n: s["idle_kib_per_h2_connection"] for n, s in bench["scenarios"].items()}
+    for name, kib in idle.items():
+        if kib:
+            out += [
+                "",
+                *_wrap(
+                    f"Memory per idle HTTP/2 connection ({name}): nginx {kib['nginx']:.1f} KiB, "
+                    f"ingressd {kib['ingressd']:.1f} KiB."
+                ),
+            ]
+    out += ["", "Against the performance targets:", ""]
+    for target in bench["targets"]:
+        verdict = "pass" if target["passed"] else "**fail**"
+        flag = " (unreliable)" if target["unreliable"] else ""
+        out.append(
+            f"- {target['scenario']}: {target['description']}: {target['value']:.2f}, "
+            f"{verdict}{flag}"
+        )
+    return out
+
+
 GENERATORS: dict[str, Callable[[], list[str]]] = {
     "annotations-summary": annotations_summary,
     "annotations-supported": annotations_supported,
     "annotations-unsupported": annotations_unsupported,
     "configmap-keys": configmap_keys,
     "cli": cli_reference,
+    "performance-figures": performance_figures,
 }
-PAGES = ("reference/annotations.md", "reference/configmap.md", "reference/cli.md")
+PAGES = (
+    "reference/annotations.md",
+    "reference/configmap.md",
+    "reference/cli.md",
+    "performance.md",
+)
 
 
 def render(text: str) -> str:
