@@ -129,7 +129,7 @@ def annotations_supported() -> list[str]:
             if doc.default:
                 facts += f" · **Default:** `{doc.default}`"
             out += [*_wrap(facts), ""]
-            out += [*_wrap(doc.behaviour), ""]
+            out += [*_wrap(doc.behaviour[0].upper() + doc.behaviour[1:]), ""]
     return out[:-1]
 
 

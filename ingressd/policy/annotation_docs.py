@@ -36,31 +36,31 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "rewrite-target",
                 "",
                 "as in ingress-nginx: the Ingress's paths become regular expressions (anchored at "
-                "the start, case-insensitive; see Routing) and the target, with `$1`…`$9` from the"
-                " capture groups, replaces the path; the query string is kept. A path equal to the"
-                " target is not rewritten (nor made a regex). With an explicit `use-regex: "
-                '"false"` the paths stay Prefix/Exact and the target replaces just the matched '
-                "prefix.",
+                "the start, case-insensitive; see [Routing](../serving.md#routing)) and the "
+                "target, with `$1`…`$9` from the capture groups, replaces the path; the query "
+                "string is kept. A path equal to the target is not rewritten (nor made a regex). "
+                'With an explicit `use-regex: "false"` the paths stay Prefix/Exact and the target '
+                "replaces just the matched prefix.",
             ),
             _doc(
                 "use-regex",
                 "false",
                 "paths are regular expressions; as in ingress-nginx this applies to every path of "
-                "the same host (see Routing). They run on RE2 (`google-re2`): linear in the "
-                "request path whatever the pattern (a backtracking engine takes seconds for "
-                "`/(a+)+$` against 24 a's and a `!`), matched on the bytes of the URI as nginx's "
-                "PCRE does. What RE2 cannot run (backreferences, lookaround, possessive "
-                "quantifiers, atomic groups, repetitions over 1000) is reported with its path and "
-                "why, and only that path is left out.",
+                "the same host (see [Routing](../serving.md#routing)). They run on RE2 "
+                "(`google-re2`): linear in the request path whatever the pattern (a backtracking "
+                "engine takes seconds for `/(a+)+$` against 24 a's and a `!`), matched on the "
+                "bytes of the URI as nginx's PCRE does. What RE2 cannot run (backreferences, "
+                "lookaround, possessive quantifiers, atomic groups, repetitions over 1000) is "
+                "reported with its path and why, and only that path is left out.",
             ),
             _doc(
                 "ssl-redirect",
                 "true",
                 "default `true`: 308 to https for TLS hosts (every rule host of an Ingress with "
-                "`spec.tls`, as in ingress-nginx; see TLS). As in ingress-nginx "
-                "(`lua_ingress.lua`) the Location is the request URI, query included, less one "
-                "trailing `/` (`/` gives `https://host`, `/docs/` gives `/docs`, `/docs/?p=2` "
-                "keeps its slash)",
+                "`spec.tls`, as in ingress-nginx; see [TLS](../serving.md#tls)). As in "
+                "ingress-nginx (`lua_ingress.lua`) the Location is the request URI, query "
+                "included, less one trailing `/` (`/` gives `https://host`, `/docs/` gives "
+                "`/docs`, `/docs/?p=2` keeps its slash)",
             ),
             _doc(
                 "force-ssl-redirect",
@@ -76,13 +76,16 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
             _doc(
                 "permanent-redirect",
                 "",
-                "every request is redirected to this absolute URL, with 301 …",
+                "every request is redirected to this absolute URL, with 301 or "
+                "`permanent-redirect-code`",
             ),
-            _doc("permanent-redirect-code", "301", "… or this code (300–308)"),
+            _doc("permanent-redirect-code", "301", "the code of `permanent-redirect` (300–308)"),
             _doc(
                 "temporal-redirect",
                 "",
-                "… or with 302 (checked before `permanent-redirect`, as in ingress-nginx)",
+                "every request is redirected to this absolute URL with 302 or "
+                "`temporal-redirect-code` (checked before `permanent-redirect`, as in "
+                "ingress-nginx)",
             ),
             _doc("temporal-redirect-code", "302", "the code for `temporal-redirect` (300–308)"),
             _doc(
@@ -330,9 +333,9 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
             _doc(
                 "limit-rpm",
                 "",
-                "the same per minute (rate `n`/60 per second, truncated to thousandths as nginx "
-                "does); with `limit-rps` both apply, and a request refused by one is counted by "
-                "neither",
+                "as `limit-rps`, per minute (rate `n`/60 per second, truncated to thousandths as "
+                "nginx does); with `limit-rps` both apply, and a request refused by one is counted"
+                " by neither",
             ),
             _doc(
                 "limit-connections",
@@ -441,15 +444,16 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
             _doc(
                 "canary-by-header-value",
                 "",
-                "… or goes to the canary when the header equals this value (case-sensitive); "
-                "otherwise it falls through",
+                "with `canary-by-header`: the request goes to the canary when the header equals "
+                "this value (case-sensitive); otherwise it falls through",
             ),
             _doc(
                 "canary-by-header-pattern",
                 "",
-                "… or when this regular expression matches (anywhere, case-sensitively) in the "
-                "header value; used when no `canary-by-header-value` is set. It runs on RE2 "
-                "(linear time); a pattern RE2 cannot run is reported as invalid",
+                "with `canary-by-header`: the request goes to the canary when this regular "
+                "expression matches (anywhere, case-sensitively) in the header value; used when no"
+                " `canary-by-header-value` is set. It runs on RE2 (linear time); a pattern RE2 "
+                "cannot run is reported as invalid",
             ),
             _doc(
                 "canary-by-cookie",
@@ -710,16 +714,21 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
             _doc(
                 "server-snippet",
                 "",
-                "as above, for every route of the host: as in ingress-nginx, which keeps one per "
-                "server, the oldest Ingress's with a rule for the host applies (one refused still "
-                "takes the place, applying nothing); a refused one holding access control makes "
-                "every route of the Ingress's hosts answer 403",
+                "as `configuration-snippet`, for every route of the host: as in ingress-nginx, "
+                "which keeps one per server, the oldest Ingress's with a rule for the host applies"
+                " (one refused still takes the place, applying nothing); a refused one holding "
+                "access control makes every route of the Ingress's hosts answer 403",
             ),
-            _doc("auth-snippet", "", "as above (it is used only beside `auth-url`)"),
+            _doc(
+                "auth-snippet",
+                "",
+                "raw configuration is never injected (it is used only beside `auth-url`)",
+            ),
             _doc(
                 "stream-snippet",
                 "",
-                "as above (TCP/UDP servers of its own: it never restricts an HTTP route)",
+                "raw configuration is never injected (TCP/UDP servers of its own: it never "
+                "restricts an HTTP route)",
             ),
         ),
     ),
