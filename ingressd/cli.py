@@ -30,7 +30,7 @@ from .workers import default_count
 
 DEFAULT_INGRESS_CLASS = "ingressd"
 
-# Exit codes, the same for every command (README: "Exit codes").
+# Exit codes, the same for every command (docs/manifests.md and docs/check.md: "Exit codes").
 EXIT_OK = 0
 EXIT_FAILED = 1  # serve/demo: a listener could not be bound; check: problems found
 EXIT_USAGE = 2  # bad arguments, or input/configuration that cannot be used at all
