@@ -10,9 +10,11 @@ checked again, for what Markdown validation does not see (navigation, raw HTML).
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import re
+import shlex
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -23,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from e2e_helpers import REPO_ROOT
 
+from ingressd import cli
 from ingressd.policy.annotation_docs import DOCS, GROUPS
 from ingressd.policy.annotations import REFUSED, SUPPORTED
 
@@ -166,3 +169,41 @@ def test_site_builds_strictly_with_every_link_resolving(tmp_path: Path) -> None:
     assert (site / "migrating" / "index.html").exists()
     assert (site / "reference" / "annotations" / "index.html").exists()
     assert broken_links(site) == []
+
+
+def _command_lines() -> list[tuple[str, list[str]]]:
+    """(page, arguments) of every `ingressd COMMAND ...` line in the docs' shell blocks."""
+    found = []
+    for page in sorted((REPO_ROOT / "docs").rglob("*.md")):
+        for block in re.findall(r"```(?:sh|bash)\n(.*?)```", page.read_text(), re.DOTALL):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                match = re.search(r"(?:^|[\s/])ingressd ((?:serve|check|demo)\b.*)", line)
+                if match is None:
+                    continue
+                words = match[1].split("#")[0]
+                words = re.sub(r"\[[^]]*\|[^]]*\]", " ", words)  # [A | B]: a synopsis' choice
+                words = re.split(r"\s(?:\||>|&&|;)\s", words)[0].replace("[", " ").replace("]", " ")
+                found.append((str(page.relative_to(REPO_ROOT)), shlex.split(words)))
+    return found
+
+
+def _options(command: str) -> set[str]:
+    top = cli.parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    return {o for action in sub.choices[command]._actions for o in action.option_strings}
+
+
+def test_every_option_the_docs_show_exists() -> None:
+    """A renamed or removed option fails here rather than in a reader's terminal."""
+    lines = _command_lines()
+    assert any(args[0] == "check" and "--controller-name" in args for _, args in lines)
+    for page, args in lines:
+        known = _options(args[0])
+        for word in args[1:]:
+            if word.startswith("--"):
+                assert word.split("=")[0] in known, f"{page}: ingressd {args[0]} has no {word}"
+
+
+def test_the_option_check_can_fail() -> None:
+    assert "--controller-name" in _options("check")
+    assert "--no-such-option" not in _options("check")
