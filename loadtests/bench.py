@@ -946,6 +946,9 @@ def proxy_conf(
         "            proxy_buffer_size 4k;\n"
         "            proxy_buffers 4 4k;\n"
         f"{headers}"
+        # ingress-nginx sends HSTS on TLS hosts by default (hsts: true; lua_ingress.lua
+        # header_filter sets it when the scheme is https), and so does ingressd.
+        "            add_header Strict-Transport-Security $bench_hsts always;\n"
     )
 
     def server(host: str, limits: str = "") -> str:
@@ -975,6 +978,7 @@ def proxy_conf(
         "    ssl_session_cache shared:SSL:10m;\n"
         "    ssl_session_tickets on;\n"
         f"    upstream origin {{ server {LOOPBACK}:{origin}; keepalive 64; }}\n"
+        '    map $scheme $bench_hsts { https "max-age=31536000; includeSubDomains"; default ""; }\n'
         "    limit_req_status 503;\n"
         "    limit_conn_status 503;\n"
         "    geo $remote_addr $allowlist_bench_limits { default 0; }\n"

@@ -337,3 +337,46 @@ def test_a_script_wrk_cannot_load_stops_the_benchmark(
     script.write_text("wrk.headers[[[A]]] = [[b]]\n")
     with pytest.raises(bench.BenchError, match=r"could not run broken\.lua"):
         bench.run_wrk(str(WRK), f"http://127.0.0.1:{port}/", 1, 1, 1, bench.HOST, script)
+
+
+# -- the reference nginx ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx", path=bench.TOOL_PATH) is None or shutil.which("curl") is None,
+    reason="nginx or curl is not installed",
+)
+def test_the_reference_nginx_sends_hsts_on_tls_only_as_ingress_nginx_and_ingressd_do(
+    tmp_path: Path,
+) -> None:
+    """ingress-nginx sends Strict-Transport-Security on HTTPS by default (and so
+    does ingressd): the nginx it is measured against must pay for it too."""
+    import contextlib
+
+    tools = bench.find_tools()
+    origin, http_port, https_port = bench.free_ports(3)
+    bench.write_certificate(tmp_path / "tls")
+    with contextlib.ExitStack() as stack:
+        bench.start_nginx(
+            stack,
+            tools,
+            tmp_path / "origin",
+            bench.origin_conf(tmp_path / "origin", origin),
+            origin,
+        )
+        conf = bench.proxy_conf(
+            tmp_path / "proxy", 1, origin, http_port, https_port, tmp_path / "tls"
+        )
+        bench.start_nginx(stack, tools, tmp_path / "proxy", conf, http_port)
+
+        def head(scheme: str, port: int) -> str:
+            return subprocess.run(
+                ["curl", "-sk", "-o", "/dev/null", "-D", "-", "--resolve",
+                 f"{bench.HOST}:{port}:127.0.0.1", f"{scheme}://{bench.HOST}:{port}/"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.lower()  # fmt: skip
+
+        tls, plain = head("https", https_port), head("http", http_port)
+    assert tls.startswith("http/1.1 200")
+    assert "strict-transport-security: max-age=31536000; includesubdomains" in tls
+    assert plain.startswith("http/1.1 200") and "strict-transport-security" not in plain
