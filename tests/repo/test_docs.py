@@ -207,3 +207,19 @@ def test_every_option_the_docs_show_exists() -> None:
 def test_the_option_check_can_fail() -> None:
     assert "--controller-name" in _options("check")
     assert "--no-such-option" not in _options("check")
+
+
+def test_readme_links_into_the_docs_resolve() -> None:
+    """README is short and points into docs/: each relative link names a file that exists."""
+    text = (REPO_ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    assert any(link.startswith("docs/") for link in links)
+    for link in links:
+        if not urlsplit(link).scheme:
+            assert (REPO_ROOT / link).exists(), f"README.md links to {link}, which is not there"
+    anchors = re.findall(r"\]\(#([^)]+)\)", text)
+    headings = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", text, re.M)
+    }
+    assert set(anchors) <= headings
