@@ -547,10 +547,10 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "ingressd does for the route: no endpoints, a failed upstream, limits, auth…), the"
                 " response is the error page of the `default-backend` annotation's Service when it"
                 " has endpoints, else of `--default-backend-service`, fetched with `X-Code` and "
-                "the other headers above plus `X-Original-URI`; the upstream's own body is dropped"
-                " unread. Replaces the global list (`--custom-http-errors`) for this Ingress's "
-                "routes. Not for gRPC routes or WebSocket upgrades. See [Default backend and error"
-                " pages](../serving.md#default-backend-and-error-pages)",
+                "the other headers of `default-backend` plus `X-Original-URI`; the upstream's own "
+                "body is dropped unread. Replaces the global list (`--custom-http-errors`) for "
+                "this Ingress's routes. Not for gRPC routes or WebSocket upgrades. See [Default "
+                "backend and error pages](../serving.md#default-backend-and-error-pages)",
             ),
         ),
     ),
@@ -708,8 +708,9 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "translated, never run as configuration: its common directives are translated into"
                 " the same typed policy as the other annotations (see [Snippets](snippets.md)); a "
                 "snippet using anything else is refused as a whole, with the directive or variable"
-                " named, and the Ingress serves without it — unless it holds access control "
-                "(below): then its routes answer 403",
+                " named, and the Ingress serves without it — unless it holds access control (see "
+                "[Snippets](snippets.md#refused-snippets-with-access-control)): then its routes "
+                "answer 403",
             ),
             _doc(
                 "server-snippet",
