@@ -225,13 +225,19 @@ def test_readme_links_into_the_docs_resolve() -> None:
     assert set(anchors) <= headings
 
 
-def test_the_migration_guide_s_flag_table_names_serve_options() -> None:
-    """The right-hand column of docs/migrating.md's controller flags: options of serve."""
+def test_the_migration_guide_s_tables_name_serve_options() -> None:
+    """The right-hand column of docs/migrating.md's key and flag tables: options of serve."""
     text = (REPO_ROOT / "docs" / "migrating.md").read_text()
-    table = text[text.index("### Controller flags") :].split("\n\n")[2]
-    rows = [line.split(" | ") for line in table.splitlines()[2:]]
-    assert len(rows) >= 10
+    tables = [
+        block
+        for block in text.split("\n\n")
+        if block.startswith(("| ingress-nginx key | ingressd |", "| ingress-nginx flag |"))
+    ]
+    assert len(tables) == 2
     known = _options("serve")
-    for _nginx, ours in rows:
-        for option in re.findall(r"`(--[a-z0-9-]+)", ours):
-            assert option in known, f"docs/migrating.md: ingressd serve has no {option}"
+    for table in tables:
+        rows = [line.split(" | ") for line in table.splitlines()[2:]]
+        assert len(rows) >= 5
+        for _nginx, ours in rows:
+            for option in re.findall(r"`(--[a-z0-9-]+)", ours):
+                assert option in known, f"docs/migrating.md: ingressd serve has no {option}"
