@@ -241,3 +241,26 @@ def test_the_migration_guide_s_tables_name_serve_options() -> None:
         for _nginx, ours in rows:
             for option in re.findall(r"`(--[a-z0-9-]+)", ours):
                 assert option in known, f"docs/migrating.md: ingressd serve has no {option}"
+
+
+# Options of other programs the pages show: curl, kubectl, loadtests/*.py, locust, and
+# ingress-nginx's own flags (the migration guide maps them).
+FOREIGN_OPTIONS = {
+    *("--resolve", "--cert", "--key", "--type", "--replicas", "--headless"),
+    *("--scenarios", "--with-bare", "--rounds", "--duration", "--json", "--no-pin"),
+    *("--breakdown", "--limits", "--request", "--paths", "--snippet", "--upstream-hash-by"),
+    *("--controller-class", "--watch-ingress-without-class", "--update-status"),
+    *("--default-ssl-certificate", "--healthz-port", "--shutdown-grace-period"),
+}
+
+
+def test_every_option_the_pages_name_exists() -> None:
+    """An option renamed in cli.py but not in the prose (an options table, say) fails here."""
+    top = cli.parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    ours = {o for p in sub.choices.values() for a in p._actions for o in a.option_strings}
+    ours |= {"--version", "--help"}
+    for page in sorted((REPO_ROOT / "docs").rglob("*.md")):
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", page.read_text()):
+            where = page.relative_to(REPO_ROOT)
+            assert option in ours | FOREIGN_OPTIONS, f"{where}: no ingressd option {option}"
