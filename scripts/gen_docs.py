@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ingressd import cli
-from ingressd.policy import annotations, configmap
+from ingressd.policy import annotations as registry
+from ingressd.policy import configmap
 from ingressd.policy.annotation_docs import DOCS, GROUPS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +101,7 @@ def annotations_summary() -> list[str]:
     out = ["| annotation | default |", "|---|---|"]
     for _title, docs in GROUPS:
         for doc in docs:
-            if doc.name in annotations.REFUSED:
+            if doc.name in registry.REFUSED:
                 default = "refused"
             elif len(doc.default) > 40:
                 default = "(long: see its section)"
@@ -111,8 +112,8 @@ def annotations_summary() -> list[str]:
 
 
 def annotations_supported() -> list[str]:
-    missing = sorted((annotations.SUPPORTED | annotations.REFUSED) - set(DOCS))
-    unknown = sorted(set(DOCS) - annotations.SUPPORTED - annotations.REFUSED)
+    missing = sorted((registry.SUPPORTED | registry.REFUSED) - set(DOCS))
+    unknown = sorted(set(DOCS) - registry.SUPPORTED - registry.REFUSED)
     if missing or unknown:
         raise SystemExit(
             "ingressd/policy/annotation_docs.py is out of step with annotations.py: "
@@ -123,7 +124,7 @@ def annotations_supported() -> list[str]:
     for title, docs in GROUPS:
         out += [f"## {title}", ""]
         for doc in docs:
-            status = "refused" if doc.name in annotations.REFUSED else "supported"
+            status = "refused" if doc.name in registry.REFUSED else "supported"
             out += [f"### `{doc.name}`", ""]
             facts = f"**Status:** {status}"
             if doc.default:
@@ -135,10 +136,10 @@ def annotations_supported() -> list[str]:
 
 def annotations_unsupported() -> list[str]:
     out = ["### Denied (403)", ""]
-    for name, what in sorted(annotations.DENYING.items()):
+    for name, what in sorted(registry.DENYING.items()):
         out += _definition(f"`{name}`", f"It {what}.")
     out += ["### Ignored", ""]
-    for why, names in _grouped(annotations.IGNORED.items()):
+    for why, names in _grouped(registry.IGNORED.items()):
         out += _bullet(f"{_names(names)}: {why}")
     return out
 
