@@ -169,6 +169,13 @@ def test_site_builds_strictly_with_every_link_resolving(tmp_path: Path) -> None:
     assert (site / "migrating" / "index.html").exists()
     assert (site / "reference" / "annotations" / "index.html").exists()
     assert broken_links(site) == []
+    # README's links to an anchor of a page: the anchor is in the built page.
+    readme = (REPO_ROOT / "README.md").read_text()
+    for page, fragment in re.findall(r"\]\(docs/([^)#\s]+)\.md#([^)]+)\)", readme):
+        html = site / ("" if page == "index" else page) / "index.html"
+        parsed = _Links()
+        parsed.feed(html.read_text())
+        assert fragment in parsed.ids, f"README.md links to docs/{page}.md#{fragment}: no anchor"
 
 
 def _command_lines() -> list[tuple[str, list[str]]]:
