@@ -172,8 +172,10 @@ class _Frames(FrameBuffer):
         self.block_bytes = 0
         self.block_frames = 0
         self.in_block = False  # a HEADERS frame waits for its CONTINUATIONs
+        self.frames_done = 0  # complete frames read: a partial one after them is new
 
     def _update_header_buffer(self, f: Frame | None) -> Frame | None:
+        self.frames_done += 1
         if isinstance(f, HeadersFrame) and "END_HEADERS" not in f.flags:
             self.in_block = True
             self.block_bytes = len(f.data)
@@ -256,6 +258,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         "_backlog",
         "_close_timer",
         "_controls",
+        "_frames_mark",
         "_goaway_last",
         "_header_since",
         "_idle_deadline",
@@ -322,6 +325,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         self._backlog = b""  # read, not yet handed to h2 (READ_SLICE)
         self._write_blocked_since: float | None = None
         self._header_since: float | None = None
+        self._frames_mark = 0  # frames.frames_done after the last read
         self._idle_deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -479,12 +483,21 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         if self.ready:
             self.pump()
         self._write()
-        if self.frames.partial:
+        frames = self.frames
+        if frames.partial:
+            # The header timeout bounds how long one frame, or one header block,
+            # takes to arrive. A read that completed frames and ended inside the
+            # next one started a new frame: a client sending whole frames steadily
+            # (read boundaries fall anywhere) is never cut, a trickled frame or a
+            # block whose CONTINUATIONs trickle is.
             if self._header_since is None:
                 self._header_since = now
                 self._arm()
+            elif frames.frames_done != self._frames_mark and not frames.in_block:
+                self._header_since = now
         else:
             self._header_since = None
+        self._frames_mark = frames.frames_done
 
     def _event(self, event: Event, now: float) -> None:
         if isinstance(event, DataReceived):

@@ -35,6 +35,7 @@ from hyperframe.frame import (
     PingFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 from k8s_objects import ingress, ingress_class, path, rule
 
@@ -441,6 +442,32 @@ def test_slow_partial_frames_are_cut_after_the_header_timeout(env: Env, partial:
         assert time.monotonic() - start >= TIMEOUT - 0.5
         goaway = raw.goaway()
         assert goaway is not None and goaway.error_code == ErrorCodes.PROTOCOL_ERROR
+
+
+def test_a_client_sending_whole_frames_steadily_is_not_cut_by_the_header_timeout(
+    env: Env,
+) -> None:
+    """Reads end wherever TCP cuts them, often inside a frame; a client that keeps
+    completing frames (WINDOW_UPDATEs here, which no flood limit counts) is not
+    slow, however long it goes on: the timeout is per frame, not per
+    connection. (A ping flood under load was cut by this timeout instead of
+    by what its test was about.)"""
+    frame = WindowUpdateFrame(0, window_increment=1).serialize()
+    with Prober(env.ing.https_port), env.raw() as raw:
+        raw.read(1)  # SETTINGS
+        raw.send(frame[:5])
+        deadline = time.monotonic() + TIMEOUT + 1.5
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            # The rest of the last frame, a whole one, and the start of another.
+            assert raw.send(frame[5:] + frame + frame[:5]), "closed while sending"
+            raw.read(0.01)
+        raw.send(frame[5:] + raw.get(1, "/", HOST))
+        deadline = time.monotonic() + 5
+        while not any(isinstance(f, HeadersFrame) and f.stream_id == 1 for f in raw.frames):
+            assert not raw.closed and time.monotonic() < deadline, raw.goaway()
+            raw.read(0.5)
+        assert raw.goaway() is None
 
 
 def test_graceful_shutdown_finishes_streams_under_way(
