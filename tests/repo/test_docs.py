@@ -250,10 +250,10 @@ def test_the_migration_guide_s_tables_name_serve_options() -> None:
                 assert option in known, f"docs/migrating.md: ingressd serve has no {option}"
 
 
-# Options of other programs the pages show: curl, kubectl, loadtests/*.py, locust, and
+# Options of other programs the pages show: curl, kubectl, mkdocs, loadtests/*.py, locust, and
 # ingress-nginx's own flags (the migration guide maps them).
 FOREIGN_OPTIONS = {
-    *("--resolve", "--cert", "--key", "--type", "--replicas", "--headless"),
+    *("--resolve", "--cert", "--key", "--type", "--replicas", "--headless", "--strict"),
     *("--scenarios", "--with-bare", "--rounds", "--duration", "--json", "--no-pin"),
     *("--breakdown", "--limits", "--request", "--paths", "--snippet", "--upstream-hash-by"),
     *("--controller-class", "--watch-ingress-without-class", "--update-status"),
