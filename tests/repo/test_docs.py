@@ -48,7 +48,9 @@ def test_every_annotation_ingressd_reads_is_documented_once() -> None:
     extra = sorted(set(DOCS) - SUPPORTED - REFUSED)
     assert not missing and not extra, (
         "ingressd/policy/annotation_docs.py must have one entry per supported or refused "
-        f"annotation (missing: {missing}, extra: {extra})"
+        f"annotation (missing: {missing}, extra: {extra}): add what the annotation does "
+        "(its group, ingress-nginx's default, the behaviour), then run "
+        "`python scripts/gen_docs.py`"
     )
 
 
