@@ -16,6 +16,9 @@ when a committed block differs from what this script renders.
 
     .venv/bin/python scripts/gen_docs.py           # rewrite the blocks
     .venv/bin/python scripts/gen_docs.py --check   # exit 1 naming each stale page
+    .venv/bin/python scripts/gen_docs.py --import-readme OLD_README.md
+        # annotation_docs.py entries, from the annotation table of a README.md from
+        # before the docs site, for the annotations annotation_docs.py lacks
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -312,10 +316,45 @@ def stale_pages(docs: Path = DOCS_DIR) -> list[str]:
     return [p for p in PAGES if render((docs / p).read_text()) != (docs / p).read_text()]
 
 
+_README_ROW = re.compile(r"^\| `([a-z0-9-]+)` \| (?:supported|refused) \| (.+) \|$", re.MULTILINE)
+
+
+def readme_stubs(readme: str, names: Iterable[str]) -> str:
+    """Entries for annotation_docs.py from an old README's annotation table.
+
+    README.md used to hold the annotation table; a branch begun before it moved here
+    may still add rows there. This turns those rows into `_doc(...)` entries to paste
+    into the right group of GROUPS (the default is left for you to fill in).
+    """
+    rows = dict(_README_ROW.findall(readme))
+    out = []
+    for name in sorted(names):
+        if name not in rows:
+            out.append(f"# {name}: no row in that README")
+            continue
+        parts = textwrap.wrap(
+            rows[name], 80, drop_whitespace=False, break_long_words=False, break_on_hyphens=False
+        )
+        body = "".join(f"    {part!r}\n" for part in parts)
+        out.append(f"_doc(\n    {name!r},\n    '',  # ingress-nginx's default\n{body}),")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="only report stale pages")
+    p.add_argument(
+        "--import-readme",
+        type=Path,
+        metavar="FILE",
+        help="print annotation_docs.py entries for the annotations it lacks, from the "
+        "annotation table of an old README.md (git show BRANCH:README.md > FILE)",
+    )
     args = p.parse_args(argv)
+    if args.import_readme is not None:
+        missing = (registry.SUPPORTED | registry.REFUSED) - set(DOCS)
+        sys.stdout.write(readme_stubs(args.import_readme.read_text(), missing))
+        return 0
     if args.check:
         stale = stale_pages()
         for page in stale:

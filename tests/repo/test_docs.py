@@ -276,3 +276,22 @@ def test_every_option_the_pages_name_exists() -> None:
         for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", page.read_text()):
             where = page.relative_to(REPO_ROOT)
             assert option in ours | FOREIGN_OPTIONS, f"{where}: no ingressd option {option}"
+
+
+def test_rows_of_an_old_readme_become_annotation_docs_entries() -> None:
+    """For branches that still add rows to README's former annotation table."""
+    readme = (
+        "| annotation | status | behaviour |\n|---|---|---|\n"
+        "| `new-thing` | supported | does the new thing, `quoted`, for a long while and then "
+        "some more words so that the text has to wrap over more than one line |\n"
+    )
+    stubs = gen_docs.readme_stubs(readme, ["new-thing", "absent"])
+    assert "# absent: no row in that README" in stubs
+    namespace = {"_doc": lambda name, default, *parts: (name, default, "".join(parts))}
+    entry = stubs[stubs.index("_doc(") : stubs.index("),") + 2]
+    assert eval(entry.rstrip(","), namespace) == (  # our own generated source
+        "new-thing",
+        "",
+        "does the new thing, `quoted`, for a long while and then some more words so that "
+        "the text has to wrap over more than one line",
+    )
