@@ -30,7 +30,7 @@ from .workers import default_count
 
 DEFAULT_INGRESS_CLASS = "ingressd"
 
-# Exit codes, the same for every command (README: "Exit codes").
+# Exit codes, the same for every command (docs/manifests.md and docs/check.md: "Exit codes").
 EXIT_OK = 0
 EXIT_FAILED = 1  # serve/demo: a listener could not be bound; check: problems found
 EXIT_USAGE = 2  # bad arguments, or input/configuration that cannot be used at all
@@ -67,7 +67,7 @@ class _Formatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "(default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+        if "default:" in text or action.default is argparse.SUPPRESS or not action.option_strings:
             return text
         if isinstance(action, argparse._StoreTrueAction):
             return f"{text} (default: off)"
@@ -293,7 +293,7 @@ def _common(
         default=1,
         metavar="N",
         help="UDP services: replies expected per datagram before a flow ends, as ingress-nginx's "
-        "proxy-stream-responses (0: until idle; default: 1)",
+        "proxy-stream-responses (0: until idle)",
     )
     g.add_argument(
         "--max-stream-sessions",
@@ -377,7 +377,7 @@ def _common(
         metavar="SIZE",
         help="largest decoded request header list (HPACK); more closes the connection "
         "(GOAWAY ENHANCE_YOUR_CALM), as nginx's large_client_header_buffers 4 8k "
-        "(up to 1m; default: 32k)",
+        "(at most 1m) (default: 32k)",
     )
     h.add_argument(
         "--http2-max-resets",
@@ -385,7 +385,7 @@ def _common(
         default=200,
         metavar="N",
         help="streams a client may reset before their response ends, per 10 s; more closes "
-        "the connection (rapid reset, CVE-2023-44487; 0 = no limit; default: 200)",
+        "the connection (rapid reset, CVE-2023-44487; 0 = no limit)",
     )
     h.add_argument(
         "--http2-max-control-frames",
@@ -393,7 +393,7 @@ def _common(
         default=1000,
         metavar="N",
         help="PING, SETTINGS, PRIORITY, empty DATA and unknown frames a client may send "
-        "per 10 s; more closes the connection (0 = no limit; default: 1000)",
+        "per 10 s; more closes the connection (0 = no limit)",
     )
     t = p.add_argument_group(
         "timeouts",

@@ -2,7 +2,8 @@
 # Installs everything the test suite needs on a fresh machine, then runs it:
 # curl (the end-to-end tests drive ingressd with it), nghttp and h2load
 # (Debian's nghttp2-client: the HTTP/2 tests), haproxy and openssl (the PROXY
-# protocol and TLS passthrough tests), nginx and wrk (the load-test tools' tests), gcc
+# protocol and TLS passthrough tests), nginx and wrk (the load-test tools' tests), jq
+# (the migration guide's commands), gcc
 # and Python's headers (the compiled build), a virtualenv in .venv with
 # ingressd (compiled) and its test extras, then ruff and pytest: all tests on
 # the compiled build, the unit tests on pure Python too. Extra arguments go to
@@ -21,6 +22,8 @@ command -v openssl >/dev/null 2>&1 || MISSING="$MISSING openssl"
 # (they skipped where these were missing, so a fresh machine tested less).
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || MISSING="$MISSING nginx-light"
 command -v wrk >/dev/null 2>&1 || MISSING="$MISSING wrk"
+# jq: the migration guide's commands are run as written (tests/shell/test_migration_guide.py).
+command -v jq >/dev/null 2>&1 || MISSING="$MISSING jq"
 # A C compiler and Python's headers: the compiled build (mypyc) is required below.
 command -v cc >/dev/null 2>&1 || MISSING="$MISSING gcc"
 PYTHON="${PYTHON:-python3}"

@@ -59,7 +59,7 @@ REFUSED = frozenset({"auth-snippet", "stream-snippet"})
 # without it the route would be open where ingress-nginx guards it, so its
 # routes answer 403 instead (fail closed); the text says what it checks.
 # IGNORED never narrows access, so serving without it is safe; the text says
-# why. Both are reported; README.md lists them.
+# why. Both are reported; docs/reference/annotations.md lists them.
 DENYING: Mapping[str, str] = {
     "auth-proxy-set-headers": "adds headers to the auth-url subrequest, which the "
     "authentication service may decide on",

@@ -506,7 +506,7 @@ def parse_hidden_headers(value: str) -> frozenset[bytes]:
 class _Key:
     parse: Callable[[str], Any]
     default: str  # ingress-nginx's default, as the ConfigMap would spell it
-    what: str  # what ingressd does with it, for check and the README
+    what: str  # what ingressd does with it, for check and docs/reference/configmap.md
 
 
 SUPPORTED: Mapping[str, _Key] = {
@@ -867,7 +867,7 @@ def classify(data: Any, explicit: Mapping[str, str] | None = None) -> list[Verdi
 
 
 def keys_table() -> Iterator[tuple[str, str, str, str]]:
-    """(key, status, behaviour, default) rows, for the README table and its test."""
+    """(key, status, behaviour, default) rows, for docs/reference/configmap.md."""
     for key, spec in SUPPORTED.items():
         yield key, "supported", spec.what, spec.default
     for key in sorted(REFUSED):

@@ -206,7 +206,8 @@ def _check_variable(name: str, st: Statement, *, request_id: bool, captures: boo
     known = name in VARIABLES or (name.startswith("http_") and len(name) > 5)
     if not known:
         raise Refused(
-            f"variable ${name} in {_where(st)} is not one ingressd resolves (see README: Snippets)"
+            f"variable ${name} in {_where(st)} is not one ingressd resolves "
+            "(see docs/reference/snippets.md)"
         )
     if name in REQUEST_ID_VARIABLES and not request_id:
         raise Refused(

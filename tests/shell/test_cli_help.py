@@ -35,6 +35,8 @@ def test_every_option_has_help_showing_its_default(command: str) -> None:
         shown = formatter._expand_help(action)
         assert "(default: " in shown, f"{command} {name}: no default in {shown!r}"
         assert "(default: None)" not in shown, f"{command} {name}: {shown!r}"
+        # A help text that states its default itself must not get a second one appended.
+        assert shown.count("default:") == 1, f"{command} {name}: {shown!r}"
 
 
 @pytest.mark.parametrize("command", list(commands()))

@@ -1,0 +1,738 @@
+"""What each annotation ingressd reads does, for the annotations reference.
+
+The reference page (docs/reference/annotations.md) is generated from this table
+and from annotations.py's own registries (scripts/gen_docs.py): the names and
+statuses come from the code, the words from here. A test fails when an annotation
+ingressd supports or refuses has no entry here, or an entry names one it does not.
+Text is Markdown, written for that page (links are relative to docs/reference/).
+"""
+
+# Prose for readers: typographic dashes, ellipses and multiplication signs are meant.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationDoc:
+    name: str  # without prefix
+    default: str  # ingress-nginx's default as the annotation would spell it; "" for none
+    behaviour: str  # Markdown
+
+
+def _doc(name: str, default: str, *behaviour: str) -> AnnotationDoc:
+    return AnnotationDoc(name, default, "".join(behaviour))
+
+
+# (group title, its annotations), in the order the reference lists them.
+GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
+    (
+        "Rewrites and redirects",
+        (
+            _doc(
+                "rewrite-target",
+                "",
+                "as in ingress-nginx: the Ingress's paths become regular expressions (anchored at "
+                "the start, case-insensitive; see [Routing](../serving.md#routing)) and the "
+                "target, with `$1`…`$9` from the capture groups, replaces the path; the query "
+                "string is kept. A path equal to the target is not rewritten (nor made a regex). "
+                'With an explicit `use-regex: "false"` the paths stay Prefix/Exact and the target '
+                "replaces just the matched prefix.",
+            ),
+            _doc(
+                "use-regex",
+                "false",
+                "paths are regular expressions; as in ingress-nginx this applies to every path of "
+                "the same host (see [Routing](../serving.md#routing)). They run on RE2 "
+                "(`google-re2`): linear in the request path whatever the pattern (a backtracking "
+                "engine takes seconds for `/(a+)+$` against 24 a's and a `!`), matched on the "
+                "bytes of the URI as nginx's PCRE does. What RE2 cannot run (backreferences, "
+                "lookaround, possessive quantifiers, atomic groups, repetitions over 1000) is "
+                "reported with its path and why, and only that path is left out.",
+            ),
+            _doc(
+                "ssl-redirect",
+                "true",
+                "default `true`: 308 to https for TLS hosts (every rule host of an Ingress with "
+                "`spec.tls`, as in ingress-nginx; see [TLS](../serving.md#tls)). As in "
+                "ingress-nginx (`lua_ingress.lua`) the Location is the request URI, query "
+                "included, less one trailing `/` (`/` gives `https://host`, `/docs/` gives "
+                "`/docs`, `/docs/?p=2` keeps its slash)",
+            ),
+            _doc(
+                "force-ssl-redirect",
+                "false",
+                "redirect to https even without `spec.tls`; the same trailing-slash rule",
+            ),
+            _doc(
+                "preserve-trailing-slash",
+                "false",
+                '`"true"`: the https redirect keeps the trailing `/` (default `false`)',
+            ),
+            _doc("app-root", "", "a request for `/` is redirected (302) to this path"),
+            _doc(
+                "permanent-redirect",
+                "",
+                "every request is redirected to this absolute URL, with 301 or "
+                "`permanent-redirect-code`",
+            ),
+            _doc("permanent-redirect-code", "301", "the code of `permanent-redirect` (300–308)"),
+            _doc(
+                "temporal-redirect",
+                "",
+                "every request is redirected to this absolute URL with 302 or "
+                "`temporal-redirect-code` (checked before `permanent-redirect`, as in "
+                "ingress-nginx)",
+            ),
+            _doc("temporal-redirect-code", "302", "the code for `temporal-redirect` (300–308)"),
+            _doc(
+                "from-to-www-redirect",
+                "false",
+                "`www.host` redirects (308) to `host`, or `host` to `www.host` when the rule names"
+                " the www form; path and query kept; the host's certificate serves the other name "
+                "when it covers it",
+            ),
+            _doc(
+                "x-forwarded-prefix",
+                "",
+                "sets `X-Forwarded-Prefix` to this value on requests that are rewritten "
+                "(`rewrite-target` set and different from the path), replacing the client's, as "
+                "ingress-nginx's buildProxyPass does; elsewhere it adds nothing and a client's "
+                "header passes through, as with nginx",
+            ),
+        ),
+    ),
+    (
+        "Hosts and upstreams",
+        (
+            _doc(
+                "server-alias",
+                "",
+                "more names for the Ingress's hosts (comma-separated; exact names, or "
+                "`*.example.com` matching one label as wildcard hosts do): a request for an alias "
+                "is served as one for the host, its routes, TLS redirect and certificate (when the"
+                " certificate covers the alias; else the default one). As in ingress-nginx "
+                "(`createServers`): a host's aliases come from the oldest Ingress with a rule for "
+                "it that has any (a younger one's are reported and ignored); an alias that is the "
+                "host itself is dropped, and one that is another Ingress's rule host is reported "
+                "and left to that host; two hosts naming the same alias: the one first in name "
+                "order keeps it (nginx keeps the first server of a conflicting name), the other is"
+                " reported. nginx's regular-expression (`~^…`) and trailing-wildcard "
+                "(`www.example.*`) names are reported and not served; any other malformed name "
+                "makes the annotation invalid. At most 100 names",
+            ),
+            _doc(
+                "upstream-vhost",
+                "",
+                "the `Host` the upstream receives, a literal `host[:port]` (nginx variables are "
+                "not expanded); `X-Forwarded-Host` keeps the client's",
+            ),
+            _doc(
+                "backend-protocol",
+                "HTTP",
+                "`HTTP` (default), `HTTPS` (TLS 1.2+ to the upstream, not verified unless "
+                "`proxy-ssl-verify` says so), `AUTO_HTTP` (TLS only when the client's request came"
+                " over TLS), `GRPC` (HTTP/2 cleartext with prior knowledge), `GRPCS` (HTTP/2 over "
+                "TLS, ALPN `h2`, with `proxy-ssl-*`; see [gRPC "
+                "backends](../serving.md#grpc-backends)), any case; an unknown value is reported "
+                "and HTTP used. `FCGI` (and `AJP`) are not spoken: the Ingress's routes answer 502"
+                " saying so, rather than talk HTTP/1.1 to such a server. A TLS handshake or "
+                "verification failure answers 502 `TLS to upstream ADDR failed: …`",
+            ),
+            _doc(
+                "proxy-ssl-secret",
+                "",
+                "`namespace/name` (or `name`) of a Secret in the Ingress's own namespace (as "
+                "ingress-nginx's default `allow-cross-namespace-resources: false`): `ca.crt` "
+                "verifies the upstream (with `proxy-ssl-verify`), `tls.crt` + `tls.key` are the "
+                "client certificate for mTLS. Missing, unreadable or in another namespace: the "
+                "routes answer 503 naming it. In cluster mode ingressd watches only "
+                "`kubernetes.io/tls` Secrets, so a CA-only Secret must have that type too (with "
+                "empty `tls.crt`/`tls.key`); manifest mode reads any type. As in ingress-nginx, "
+                "the other `proxy-ssl-*` annotations do nothing without it (reported), and it does"
+                " nothing with backend-protocol `HTTP` or `GRPC` (reported)",
+            ),
+            _doc(
+                "proxy-ssl-verify",
+                "off",
+                "`on`/`off` (default off): verify the upstream's certificate chain against "
+                "`ca.crt` and its name against `proxy-ssl-name`; without a `ca.crt` it has no "
+                "effect, as in ingress-nginx (reported)",
+            ),
+            _doc(
+                "proxy-ssl-verify-depth",
+                "1",
+                "intermediate CAs allowed in the upstream's chain (default 1), checked after the "
+                "handshake",
+            ),
+            _doc(
+                "proxy-ssl-name",
+                "",
+                "the name verified and, with `proxy-ssl-server-name: on`, sent as SNI (a host name"
+                " or IP, no nginx variables). Default: the endpoint's address (an `ExternalName`'s"
+                " host name); ingress-nginx's is `upstream_balancer`",
+            ),
+            _doc(
+                "proxy-ssl-server-name",
+                "off",
+                "`on`/`off` (default off): send SNI (`proxy-ssl-name`, else the endpoint's host "
+                "name; never for an IP address)",
+            ),
+            _doc(
+                "service-upstream",
+                "false",
+                '`"true"`: send to the Service\'s `spec.clusterIP` and Service port instead of its '
+                "EndpointSlice endpoints (kube-proxy balances). A headless Service or one without "
+                "a clusterIP is reported and its routes answer 503 (ingress-nginx falls back to "
+                "the endpoints)",
+            ),
+        ),
+    ),
+    (
+        "Sizes and timeouts",
+        (
+            _doc(
+                "proxy-buffer-size",
+                "4k",
+                "largest upstream response head, status line and headers (`4k`, `16k`; up to "
+                '`1m`); a larger one is a 502 "upstream sent too big header", as nginx\'s '
+                "`proxy_buffer_size`. Default `4k` (`--proxy-buffer-size`), as in ingress-nginx. "
+                "ingressd streams bodies, so it does not use the size for body buffers",
+            ),
+            _doc(
+                "proxy-body-size",
+                "1m",
+                "largest request body (`8k`, `1m`, `1g`; `0` = unlimited); larger bodies get 413, "
+                "by Content-Length before anything is forwarded, or as a chunked body grows. "
+                "Default `1m` (`--proxy-body-size`), as in ingress-nginx",
+            ),
+            _doc(
+                "proxy-connect-timeout", "5", "seconds to connect to the upstream (default 5) → 504"
+            ),
+            _doc(
+                "proxy-read-timeout",
+                "60",
+                "seconds the upstream may stay silent (default 60) → 504",
+            ),
+            _doc(
+                "proxy-send-timeout",
+                "60",
+                "seconds the upstream may refuse the request body (default 60) → 504",
+            ),
+        ),
+    ),
+    (
+        "Load balancing and retries",
+        (
+            _doc(
+                "load-balance",
+                "round_robin",
+                "`round_robin` (default) or `ewma`: as ingress-nginx's EWMA balancer, each request"
+                " goes to the faster of two random endpoints, scored by a moving average of "
+                "upstream response time (connect included; decayed over 10 s, so an idle endpoint "
+                "is tried again). A new endpoint starts at its peers' average; a failed connect or"
+                " timeout counts as a response that took the timeout. Averages are kept per "
+                "endpoint address across rebuilds, forgotten after 10 minutes unseen. `chash`, "
+                "`chashsubset`, `sticky_balanced`, `sticky_persistent` are reported as unsupported"
+                " and round_robin serves (`upstream-hash-by` is how ingress-nginx's chash "
+                "balancers are asked for); cookie `affinity`, then `upstream-hash-by`, take "
+                "precedence, as in ingress-nginx (`balancer.lua`)",
+            ),
+            _doc(
+                "upstream-hash-by",
+                "",
+                "consistent hashing: each request goes to the endpoint its key hashes to, so a key"
+                " keeps its endpoint across requests, worker processes and rebuilds, and an "
+                "endpoint added or removed moves only about 1/N of the keys. The ring is "
+                "ingress-nginx's (lua-resty-balancer's `resty.chash`: 160 CRC-32 points per "
+                "`address:port`), so a key lands where ingress-nginx would put it; it depends on "
+                "the endpoints alone and is made when the table is built, once per endpoint set "
+                "and process (0.5 ms for 10 endpoints, 6 ms for 100, 80 ms for 1,000; at most "
+                "163,840 points, fewer per endpoint beyond 1,024). Per request: the key rendered, "
+                "its CRC-32 and a binary search, under 1 µs (`hotpath.py --upstream-hash-by "
+                "'$request_uri'`: 9.0 µs of CPU against 7.4 for a route without annotations); "
+                "routes without it do not pay for it. The key is text and nginx variables: "
+                "`$request_uri`, `$uri`/`$document_uri` (the normalised path, after "
+                "`rewrite-target`), `$args`/`$query_string`, `$arg_NAME`, `$is_args`, `$host`, "
+                "`$remote_addr` (the client as `--trusted-proxies` decides it), `$scheme`, "
+                "`$request_method`, `$http_NAME`, `$cookie_NAME`, as `$var` or `${var}` "
+                "(`$host$request_uri`, `${request_uri}-x`); at most 4 KiB of it is hashed. "
+                "ingress-nginx's validator applies (letters, digits, `-_${}` only). A variable "
+                "ingressd does not know makes the value invalid (reported; the route is balanced "
+                "as without it), where ingress-nginx would hash it as empty text and send every "
+                "request to one endpoint. Cookie `affinity` wins over it and it wins over "
+                "`load-balance`, as in ingress-nginx; a canary's requests are balanced round "
+                "robin. A retry (`proxy-next-upstream`) goes to the same endpoint again, as in "
+                "ingress-nginx, whose balancer answers the same key with the same endpoint "
+                "(kubernetes/ingress-nginx#10730); an endpoint ejected by passive health passes "
+                "its keys to the next endpoint on the ring, and only those",
+            ),
+            _doc(
+                "upstream-hash-by-subset",
+                "false",
+                '`"true"`: the key picks a subset of endpoints, and the request one of its members'
+                " at random, as ingress-nginx's chashsubset balancer (consecutive subsets of the "
+                "endpoints, the last filled up with the first ones). A retry goes to a member of "
+                "the subset not tried yet. Without `upstream-hash-by` it does nothing (reported)",
+            ),
+            _doc(
+                "upstream-hash-by-subset-size",
+                "3",
+                "endpoints per subset, 1 to 256 (default 3; `0` is 3, as in ingress-nginx)",
+            ),
+            _doc(
+                "proxy-next-upstream",
+                "error timeout",
+                "when a failed try is repeated on the next endpoint not yet tried (in address "
+                "order after the one that failed; the round-robin turn is not taken): `error` "
+                "(connect refused or failed, connection broken before a response), `timeout` "
+                "(connect, send or read), `invalid_header` (a response that is not HTTP), "
+                "`http_500`, `http_502`, `http_503`, `http_504`, `http_403`, `http_404`, "
+                "`http_429` (the upstream's status; after the last try it is passed on as it is), "
+                "`non_idempotent`, or `off`. Default `error timeout`. A request that reached an "
+                "upstream is repeated only if its method is idempotent (GET, HEAD, OPTIONS, PUT, "
+                "DELETE, TRACE) or `non_idempotent` is given, and only if its body (kept up to 64 "
+                "KiB) can be sent again; a response already on its way to the client is never "
+                "retried",
+            ),
+            _doc(
+                "proxy-next-upstream-tries",
+                "3",
+                "tries in all, the first included (default 3; `0`: as many as there are endpoints)",
+            ),
+            _doc(
+                "proxy-next-upstream-timeout",
+                "0",
+                "seconds from the first try after which no new try starts (default `0`: no limit)",
+            ),
+        ),
+    ),
+    (
+        "Rate and connection limits",
+        (
+            _doc(
+                "limit-rps",
+                "",
+                "requests per second per client address, as nginx's `limit_req` (leaky bucket, "
+                "millisecond clock) with `burst` = rate × `limit-burst-multiplier`, `nodelay`: a "
+                "client may send rate × multiplier + 1 requests at once, then the rate; the rest "
+                "get 503. Counted per Ingress (all its paths together) and per connection address,"
+                " never `X-Forwarded-For`; counters survive rebuilds. Requests answered by "
+                "ingressd itself (redirects, preflights, 403 by source range, 413, 503 without "
+                "endpoints) are not counted. Counted per pod: all worker processes share the "
+                "counters, as nginx's workers share a zone. Memory is bounded: one table of "
+                "`--limit-entries` clients (default 262,144) for all Ingresses, each address "
+                "hashed to a bucket of 8; a full bucket forgets a drained client first, then its "
+                "least recently seen one (nginx does the same when its zone is full). An invalid "
+                "value (not a whole number ≥ 1) is reported and the Ingress serves without the "
+                "limit, where ingress-nginx rejects the whole Ingress",
+            ),
+            _doc(
+                "limit-rpm",
+                "",
+                "as `limit-rps`, per minute (rate `n`/60 per second, truncated to thousandths as "
+                "nginx does); with `limit-rps` both apply, and a request refused by one is counted"
+                " by neither",
+            ),
+            _doc(
+                "limit-connections",
+                "",
+                "requests in flight per client address and Ingress (nginx's `limit_conn`), over "
+                "all worker processes; over it, 503. A request holds its place until its response "
+                "is complete or it fails, a WebSocket until it closes. An address whose bucket of "
+                "the limit table is full of clients with requests in flight gets 503 too, as nginx"
+                " answers when its zone cannot hold another. A client that only half-closes its "
+                "connection keeps its place until the upstream answers (nginx treats that as an "
+                "abort)",
+            ),
+            _doc(
+                "limit-burst-multiplier",
+                "5",
+                "default 5; invalid values are reported and 5 applies",
+            ),
+            _doc(
+                "limit-allowlist",
+                "",
+                "comma-separated CIDRs or addresses exempt from the three limits; an invalid list "
+                "is reported and nobody is exempt",
+            ),
+            _doc(
+                "limit-whitelist",
+                "",
+                "the older name of `limit-allowlist` (which wins if both are set)",
+            ),
+        ),
+    ),
+    (
+        "Source addresses",
+        (
+            _doc(
+                "allowlist-source-range",
+                "",
+                "comma-separated CIDRs or addresses; other clients get 403. Checked against the "
+                "connection's address, never `X-Forwarded-For`. An invalid list answers 503 to "
+                "everyone, as ingress-nginx denies the location",
+            ),
+            _doc(
+                "whitelist-source-range",
+                "",
+                "the older name of `allowlist-source-range` (which wins if both are set)",
+            ),
+            _doc(
+                "denylist-source-range",
+                "",
+                "clients in these ranges get 403; checked before the allow-list. An invalid list "
+                "answers 503 to everyone",
+            ),
+        ),
+    ),
+    (
+        "CORS",
+        (
+            _doc(
+                "enable-cors",
+                "false",
+                "CORS answered by ingressd: `OPTIONS` preflights get 204 with the CORS headers "
+                "without reaching the upstream; other responses get `Access-Control-Allow-Origin` "
+                "(and `-Credentials`, `-Expose-Headers`), replacing the upstream's",
+            ),
+            _doc(
+                "cors-allow-origin",
+                "*",
+                "`*` (default) or a list of `scheme://host[:port]`, `scheme://*.host` matching one"
+                " label; a matching `Origin` is echoed back, others get no CORS headers",
+            ),
+            _doc(
+                "cors-allow-methods",
+                "GET, PUT, POST, DELETE, PATCH, OPTIONS",
+                "default `GET, PUT, POST, DELETE, PATCH, OPTIONS`",
+            ),
+            _doc(
+                "cors-allow-headers",
+                "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization",
+                "default "
+                "`DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization`",
+            ),
+            _doc("cors-expose-headers", "", "default none"),
+            _doc("cors-allow-credentials", "true", "default `true`"),
+            _doc("cors-max-age", "1728000", "seconds, default `1728000`"),
+        ),
+    ),
+    (
+        "Canary",
+        (
+            _doc(
+                "canary",
+                "false",
+                '`"true"`: this Ingress is a canary. It makes no routes of its own: each of its '
+                "paths becomes the alternative backend of the main Ingress's route with the same "
+                "host, path and pathType (none: reported, canary ignored; one canary per route, "
+                "the oldest). Requests keep the main route's policy (redirects, CORS, rewrite, "
+                "limits…) and only change backend; the canary's other annotations, TLS and default"
+                " backend do not apply",
+            ),
+            _doc(
+                "canary-by-header",
+                "",
+                "a request with this header goes to the canary when its value is `always`, to the "
+                "main backend when `never`; other values fall through to the cookie, then the "
+                "weight",
+            ),
+            _doc(
+                "canary-by-header-value",
+                "",
+                "with `canary-by-header`: the request goes to the canary when the header equals "
+                "this value (case-sensitive); otherwise it falls through",
+            ),
+            _doc(
+                "canary-by-header-pattern",
+                "",
+                "with `canary-by-header`: the request goes to the canary when this regular "
+                "expression matches (anywhere, case-sensitively) in the header value; used when no"
+                " `canary-by-header-value` is set. It runs on RE2 (linear time); a pattern RE2 "
+                "cannot run is reported as invalid",
+            ),
+            _doc(
+                "canary-by-cookie",
+                "",
+                "checked after the header: cookie value `always` → canary, `never` → main backend,"
+                " anything else falls through to the weight",
+            ),
+            _doc(
+                "canary-weight",
+                "0",
+                "share of the remaining requests sent to the canary, out of `canary-weight-total` "
+                '(default 0). `canary-*` annotations without `canary: "true"`, or a weight above '
+                "the total, are reported and ignored",
+            ),
+            _doc("canary-weight-total", "100", "default 100"),
+        ),
+    ),
+    (
+        "Session affinity",
+        (
+            _doc(
+                "affinity",
+                "",
+                "`cookie`: sticky sessions. A request whose session cookie names a ready endpoint "
+                "of the route's Service goes there; otherwise an endpoint is picked round-robin "
+                "and the response gets `Set-Cookie` (value: an opaque hash of the endpoint, not "
+                "its address; `HttpOnly`). Not applied to requests a canary takes",
+            ),
+            _doc(
+                "affinity-mode",
+                "balanced",
+                "`balanced` (default) or `persistent`: both keep a session on its endpoint while "
+                "that endpoint is ready",
+            ),
+            _doc("session-cookie-name", "INGRESSCOOKIE", "default `INGRESSCOOKIE`"),
+            _doc(
+                "session-cookie-path",
+                "",
+                "default: the Ingress path, or `/` when paths are regular expressions "
+                "(`use-regex`, `rewrite-target`)",
+            ),
+            _doc("session-cookie-max-age", "", "seconds, sent as `Max-Age`"),
+            _doc("session-cookie-expires", "", "seconds from now, sent as an `Expires` date"),
+            _doc("session-cookie-samesite", "", "`None`, `Lax` or `Strict`"),
+            _doc(
+                "session-cookie-secure",
+                "",
+                "`Secure` attribute; default: set when the request came over HTTPS",
+            ),
+            _doc("session-cookie-domain", "", "`Domain` attribute"),
+            _doc(
+                "session-cookie-conditional-samesite-none",
+                "false",
+                '`"true"`: `SameSite=None` (from `session-cookie-samesite`) is left out of the '
+                "cookie for user agents known to reject such cookies, by ingress-nginx's list "
+                "(`same_site.lua`: Chrome 40–69 by `Chrome/4`, `/5`, `/6`, iOS 12 on iPhone and "
+                "iPad, Safari on macOS 10.14); other clients, and clients without a `User-Agent`, "
+                "get it",
+            ),
+            _doc(
+                "session-cookie-change-on-failure",
+                "false",
+                "when a request of an established session is retried (`proxy-next-upstream`), "
+                "`true` moves the session to the endpoint that answers and sends the new cookie; "
+                "by default (`false`) the retry goes to the session's own endpoint again, as in "
+                "ingress-nginx",
+            ),
+        ),
+    ),
+    (
+        "Default backend and error pages",
+        (
+            _doc(
+                "default-backend",
+                "",
+                "the name of a Service in the Ingress's namespace (its first port, as in "
+                "ingress-nginx). While it has ready endpoints it stands in for a route Service of "
+                "this Ingress that has none (or does not exist): the request goes to it unchanged,"
+                " with `X-Code: 503`, `X-Format` (the `Accept` header), `X-Namespace`, "
+                "`X-Ingress-Name`, `X-Service-Name`, `X-Service-Port` and `X-Request-ID`, and its "
+                "answer is the client's. It also serves this Ingress's `custom-http-errors` pages."
+                " As in ingress-nginx it does **not** serve the Ingress's unmatched paths (those "
+                "go to `--default-backend-service`, see [Default backend and error "
+                "pages](../serving.md#default-backend-and-error-pages)). A Service that does not "
+                "exist or has no ports is reported and the annotation ignored",
+            ),
+            _doc(
+                "custom-http-errors",
+                "",
+                "comma-separated statuses (400–599): when the upstream answers one of them (or "
+                "ingressd does for the route: no endpoints, a failed upstream, limits, auth…), the"
+                " response is the error page of the `default-backend` annotation's Service when it"
+                " has endpoints, else of `--default-backend-service`, fetched with `X-Code` and "
+                "the other headers of `default-backend` plus `X-Original-URI`; the upstream's own "
+                "body is dropped unread. Replaces the global list (`--custom-http-errors`) for "
+                "this Ingress's routes. Not for gRPC routes or WebSocket upgrades. See [Default "
+                "backend and error pages](../serving.md#default-backend-and-error-pages)",
+            ),
+        ),
+    ),
+    (
+        "Authentication",
+        (
+            _doc(
+                "auth-type",
+                "",
+                "`basic` (HTTP Basic authentication before anything is forwarded: 401 with "
+                "`WWW-Authenticate`; the `Authorization` header is not passed upstream). `digest` "
+                "is not supported: the routes answer 403 rather than serve unprotected; any other "
+                "value is invalid and, like any invalid auth annotation, makes the routes answer "
+                "503",
+            ),
+            _doc(
+                "auth-secret",
+                "",
+                "`name` or `namespace/name` (the Ingress's namespace only) of the Secret with the "
+                "credentials; missing or unusable → the routes answer 503. Hashes: bcrypt, "
+                "`$apr1$`, `$1$`, `$5$`, `$6$`, `{SHA}`, `{SSHA}`, `{PLAIN}`. In cluster mode the "
+                "Secret is read by name (only TLS Secrets are watched), when an Ingress first "
+                "names it and every 30 s after",
+            ),
+            _doc(
+                "auth-secret-type",
+                "auth-file",
+                "`auth-file` (default: an htpasswd file under the key `auth`) or `auth-map` (one "
+                "key per user, its hash as value)",
+            ),
+            _doc(
+                "auth-realm",
+                "",
+                "the realm in the `WWW-Authenticate` challenge (default empty, as in "
+                "ingress-nginx)",
+            ),
+            _doc(
+                "auth-url",
+                "",
+                "external authentication: before forwarding, ingressd sends a subrequest (the "
+                "client's headers, no body) to this `http://` or `https://` URL, adding "
+                "`X-Original-URL`, `X-Original-Method`, `X-Sent-From: nginx-ingress-controller`, "
+                "`X-Auth-Request-Redirect`, `X-Real-IP`, `X-Forwarded-For` and `X-Request-ID`. "
+                "2xx: the request goes on; 401 (with the service's `WWW-Authenticate`) and 403 are"
+                " returned to the client; any other status, a redirect, or no answer within the "
+                "route's connect/read timeouts: 500. The URL may use `$host`, `$http_host`, "
+                "`$best_http_host`, `$scheme`, `$pass_access_scheme`, `$request_uri`, "
+                "`$escaped_request_uri`, `$uri`, `$args`, `$is_args`, `$request_method`, "
+                "`$remote_addr`, `$server_port`; anything else is invalid. As in ingress-nginx the"
+                " auth service's certificate is not verified. Invalid values of any `auth-*` "
+                "annotation make the routes answer 503",
+            ),
+            _doc(
+                "auth-method",
+                "GET",
+                "the subrequest's method (default `GET`); when set, `X-Original-URI` and "
+                "`X-Scheme` are sent too",
+            ),
+            _doc(
+                "auth-response-headers",
+                "",
+                "comma-separated headers copied from the auth service's 2xx response to the "
+                "upstream request. They replace what the client sent, and one the auth service did"
+                " not send is removed, so a client cannot forge it",
+            ),
+            _doc(
+                "auth-signin",
+                "",
+                "on a 401 from the auth service, redirect (302) here instead, with `rd=` the "
+                "original URL (`scheme://host` + the escaped request URI) unless the URL has an "
+                "`rd` parameter already. Variables as for `auth-url`",
+            ),
+            _doc("auth-signin-redirect-param", "rd", "the name of that parameter (default `rd`)"),
+            _doc(
+                "auth-request-redirect",
+                "",
+                "the `X-Auth-Request-Redirect` value (default: the request URI); variables as for "
+                "`auth-url`",
+            ),
+            _doc(
+                "auth-always-set-cookie",
+                "false",
+                "the auth service's `Set-Cookie` reaches the client on every response, denials "
+                "included; by default only on 2xx and redirects (nginx's `add_header`)",
+            ),
+        ),
+    ),
+    (
+        "Client certificates",
+        (
+            _doc(
+                "auth-tls-secret",
+                "",
+                "client certificate authentication (mutual TLS), server-wide as in ingress-nginx: "
+                "`name` or `namespace/name` (the Ingress's namespace only) of a Secret of any type"
+                " holding the CA bundle under `ca.crt` and optionally a CRL under `ca.crl` "
+                "(revocation is then checked along the whole chain, as nginx's `ssl_crl`: each CA "
+                "of a client's chain needs its CRL). The oldest Ingress of a host whose Secret is "
+                "usable sets the check for every route of the host; a handshake whose SNI names "
+                "the host asks for a client certificate. Missing or invalid certificate: 400 (`No "
+                "required SSL certificate was sent`, `The SSL certificate error`), never a failed "
+                "handshake, as nginx answers at HTTP level; the upstream gets `ssl-client-verify` "
+                "(`SUCCESS`, `NONE` or `FAILED:reason`), `ssl-client-subject-dn`, "
+                "`ssl-client-issuer-dn` (RFC 4514), the client's own headers of those names (and "
+                "`ssl-client-cert`) dropped; so does the `auth-url` subrequest, as in nginx.tmpl. "
+                "A Secret missing, without `ca.crt`, not PEM, or in another namespace: every route"
+                " of the Ingress's hosts answers 503 (reported). In cluster mode the Secret is "
+                "read by name (only TLS Secrets are watched), when an Ingress first names it and "
+                "every 30 s after (`--secret-refresh`). Requests must come under their own SNI "
+                "name: see [TLS](../serving.md#tls). On rules without a host: 403 (there is no SNI"
+                " name to ask under)",
+            ),
+            _doc(
+                "auth-tls-verify-client",
+                "on",
+                "`on` (default: a certificate is required), `optional` (none passes with "
+                "`ssl-client-verify: NONE`; a bad one is 400), `optional_no_ca` (a certificate "
+                "whose only fault is an unknown or untrusted issuer passes with `FAILED:…`; others"
+                " are 400), `off` (nothing asked, no headers set, as in ingress-nginx)",
+            ),
+            _doc(
+                "auth-tls-verify-depth",
+                "1",
+                "nginx's `ssl_verify_depth`: 1 (default; `0` too) lets the CA sign the client "
+                "certificate directly, 2 allows one intermediate the client sends along, and so on"
+                " up to 16; a longer chain is 400",
+            ),
+            _doc(
+                "auth-tls-error-page",
+                "",
+                "a URL (`https://host/path`, as ingress-nginx's pattern: no query) the client is "
+                "redirected to (302) instead of the 400s, as `error_page 495 496 = URL`",
+            ),
+            _doc(
+                "auth-tls-pass-certificate-to-upstream",
+                "false",
+                '`"true"`: the upstream also gets `ssl-client-cert`, the client\'s certificate in '
+                "PEM, URL-encoded as nginx's `$ssl_client_escaped_cert`",
+            ),
+            _doc(
+                "auth-tls-match-cn",
+                "",
+                "`CN=regex`: searched (RE2, case-sensitive) in the client's subject DN "
+                "(`CN=alice,O=org`), as nginx.tmpl's `$ssl_client_s_dn !~ …`; no match (or no "
+                "certificate) answers 403 `client certificate unauthorized`",
+            ),
+        ),
+    ),
+    (
+        "Snippets",
+        (
+            _doc(
+                "configuration-snippet",
+                "",
+                "translated, never run as configuration: its common directives are translated into"
+                " the same typed policy as the other annotations (see [Snippets](snippets.md)); a "
+                "snippet using anything else is refused as a whole, with the directive or variable"
+                " named, and the Ingress serves without it — unless it holds access control (see "
+                "[Snippets](snippets.md#refused-snippets-with-access-control)): then its routes "
+                "answer 403",
+            ),
+            _doc(
+                "server-snippet",
+                "",
+                "as `configuration-snippet`, for every route of the host: as in ingress-nginx, "
+                "which keeps one per server, the oldest Ingress's with a rule for the host applies"
+                " (one refused still takes the place, applying nothing); a refused one holding "
+                "access control makes every route of the Ingress's hosts answer 403",
+            ),
+            _doc(
+                "auth-snippet",
+                "",
+                "raw configuration is never injected (it is used only beside `auth-url`)",
+            ),
+            _doc(
+                "stream-snippet",
+                "",
+                "raw configuration is never injected (TCP/UDP servers of its own: it never "
+                "restricts an HTTP route)",
+            ),
+        ),
+    ),
+)
+
+DOCS: Mapping[str, AnnotationDoc] = {doc.name: doc for _, docs in GROUPS for doc in docs}
