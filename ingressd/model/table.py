@@ -58,6 +58,10 @@ class Route:
     )
     # - the headers the snippets set (model/snippet.py), server's and location's together.
     snippet_plan: SnippetPlan | None = field(default=None, init=False, compare=False, repr=False)
+    # - whether a connection to the upstream may serve another request after this
+    #   one: not with proxy-http-version 1.0 (nginx keeps no HTTP/1.0 connection
+    #   alive) nor with a connection-proxy-header that says close.
+    reuses_upstream: bool = field(default=True, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         policy = self.policy
@@ -76,6 +80,11 @@ class Route:
         if policy.basic_auth is not None:
             headers.append((b"Authorization", b""))  # empty: not sent upstream
         object.__setattr__(self, "plain", plain)
+        connection = policy.connection_header
+        if policy.proxy_http_version == "1.0" or (
+            connection is not None and b"close" in connection.lower().replace(b" ", b"").split(b",")
+        ):
+            object.__setattr__(self, "reuses_upstream", False)
         if policy.snippet is not None or policy.server_snippet is not None:
             object.__setattr__(
                 self, "snippet_plan", snippet_plan(policy.server_snippet, policy.snippet)

@@ -28,6 +28,7 @@ from ..model.table import Route
 from ..policy import ext_auth
 from ..policy.cors import HEADER_NAMES as CORS_HEADERS
 from ..policy.limits import Slot
+from ..policy.response_rewrite import apply as rewrite_response
 from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
 from ..policy.upstream_tls import H2_PROTOCOLS
 from ..policy.upstream_tls import describe_error as describe_tls_error
@@ -46,6 +47,7 @@ from ..routing.decide import (
 from . import grpc, http
 from .state import ProxyState, new_request_id
 from .streams import ClientStream, Outgoing, UpstreamStream
+from .throttle import Throttle
 from .upstream_h1 import UpstreamHeadTooLarge
 from .upstream_h2 import InvalidUpstreamResponse, StreamRefused
 
@@ -99,6 +101,8 @@ class Exchange(Outgoing):
         "started",
         "state",
         "status",
+        "throttle",
+        "throttled",
         "tried",
         "up_close_delimited",
         "up_connect",
@@ -183,6 +187,9 @@ class Exchange(Outgoing):
         # without the client's body (read and dropped from then on).
         self.error_page = False
         self.no_body = False
+        # limit-rate: the response's pace, and whether reading it is held back for it.
+        self.throttle: Throttle | None = None
+        self.throttled = False
 
     # -- request head --------------------------------------------------------------------
 
@@ -240,6 +247,7 @@ class Exchange(Outgoing):
             origin=self.origin.decode("latin-1") if self.origin is not None else None,
             headers=self.headers,
             tls_names=self.client.tls_names,
+            server_port=self.client.server_port,
         )
 
     # -- running the exchange ---------------------------------------------------------------
@@ -310,6 +318,20 @@ class Exchange(Outgoing):
                 502,
                 f"502 Bad Gateway: backend-protocol {policy.backend_protocol} cannot carry "
                 "an Upgrade (WebSocket) request\n",
+            )
+            return
+        if (
+            policy.proxy_http_version == "1.0"
+            and self.req_chunked
+            and policy.backend_protocol not in H2_PROTOCOLS
+        ):
+            # HTTP/1.0 has no chunked bodies; nginx would buffer the whole body to
+            # learn its length, ingressd streams and asks the client for one instead.
+            self.keep_alive = False
+            self.respond(
+                411,
+                "411 Length Required: proxy-http-version 1.0 cannot send a chunked body "
+                "to the upstream; send Content-Length\n",
             )
             return
         self.upgrading = self.upgrade
@@ -610,6 +632,13 @@ class Exchange(Outgoing):
             out = http.drop_named(out, hide)  # the ConfigMap's hide-headers
         if snippet is not None:
             out = hide_headers(snippet, out)  # proxy_hide_header: the upstream's only
+        if not route.plain:
+            policy = route.policy
+            if policy.response_rewrite is not None:
+                # proxy_redirect, proxy_cookie_*: on the upstream's own headers.
+                out = rewrite_response(policy.response_rewrite, out)
+            if policy.limit_rate and status != 101:
+                self.throttle = Throttle(policy.limit_rate, policy.limit_rate_after, self.started)
         fwd = self.forward
         extra = fwd.response_headers if fwd is not None else ()
         if extra:
@@ -636,6 +665,21 @@ class Exchange(Outgoing):
     def on_response_body(self, data: bytes) -> None:
         self.activity = self.client.now()
         self.client.response_body(self, data)
+        throttle = self.throttle
+        if throttle is not None:
+            delay = throttle.delay(len(data), perf_counter())
+            conn = self.upstream
+            if delay > 0.0 and conn is not None and not self.throttled:
+                self.throttled = True
+                conn.pause_reading()
+                self.client.loop.call_later(delay, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        """limit-rate: the pause is over; read on unless the client is slow too."""
+        self.throttled = False
+        conn = self.upstream
+        if conn is not None and not self.finished and not self.client_writing_paused:
+            conn.resume_reading()
 
     def flush(self) -> None:
         """Write what the upstream's last read produced, in one call."""
@@ -649,7 +693,12 @@ class Exchange(Outgoing):
         conn = self.upstream
         self.upstream = None
         if conn is not None:
-            if keep_alive and self.request_complete and not self.upgrade:
+            if (
+                keep_alive
+                and self.request_complete
+                and not self.upgrade
+                and (self.forward is None or self.forward.route.reuses_upstream)
+            ):
                 if self.client_writing_paused:
                     conn.resume_reading()
                 conn.release()
@@ -902,7 +951,7 @@ class Exchange(Outgoing):
         if conn is not None:
             if paused:
                 conn.pause_reading()
-            else:
+            elif not self.throttled:  # limit-rate resumes it when its pause is over
                 conn.resume_reading()
 
     # -- timeouts -------------------------------------------------------------------
@@ -913,8 +962,9 @@ class Exchange(Outgoing):
             self.state.waiting.discard(self)
         elif self.send_paused_at is not None and now - self.send_paused_at >= self.send_timeout:
             self._timed_out("sending the request to the upstream timed out", "send_timeout")
-        elif self.client_writing_paused:
-            # The client is slow to read; the upstream is not at fault.
+        elif self.client_writing_paused or self.throttled:
+            # The client is slow to read, or limit-rate holds the response back;
+            # the upstream is not at fault.
             self.activity = now
         elif now - self.activity >= self.read_timeout:
             self._timed_out("the upstream did not answer in time", "read_timeout")
