@@ -75,7 +75,7 @@ NOT_APPLICABLE: Mapping[str, str] = {
     "modsecurity-transaction-id": "ingressd embeds no ModSecurity (the id names its audit log "
     "entries); X-Request-ID already ties a request to its log line",
     "modsecurity-snippet": "ingressd embeds no ModSecurity; rules that would block "
-    "(SecRuleEngine On) make its routes answer 403 instead",
+    "(SecRuleEngine On) deny its routes instead",
 }
 REFUSED = RAW_CONFIG | frozenset(NOT_APPLICABLE)
 

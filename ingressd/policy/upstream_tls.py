@@ -338,9 +338,9 @@ def upstream_tls(
         depth if verify else 0,
         name if (verify or sni) else None,
         sni,
-        alpn,
         ciphers,
         protocols,
+        alpn,
     )
     return _cached(
         ("upstream", *key),
