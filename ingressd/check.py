@@ -50,9 +50,7 @@ def _fails(annotation: AnnotationReport) -> bool:
     cannot apply to ingressd (annotations.NOT_APPLICABLE) is counted as refused but
     does not fail: serving without it changes nothing a client relies on; where it
     would, it denies, and that is a problem that fails."""
-    if annotation.status == "refused" and (
-        annotation.key.rpartition("/")[2] in ann.NOT_APPLICABLE
-    ):
+    if annotation.status == "refused" and (annotation.key.rpartition("/")[2] in ann.NOT_APPLICABLE):
         return False
     return annotation.status in FAILING
 

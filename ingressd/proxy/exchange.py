@@ -84,6 +84,9 @@ class Exchange(Outgoing):
         "head_done",
         "header_bytes",
         "header_count",
+        "held",
+        "held_close",
+        "held_end",
         "host_count",
         "lb_start",
         "limit_slot",
@@ -187,9 +190,14 @@ class Exchange(Outgoing):
         # without the client's body (read and dropped from then on).
         self.error_page = False
         self.no_body = False
-        # limit-rate: the response's pace, and whether reading it is held back for it.
+        # limit-rate: the response's pace; whether reading it is held back for it;
+        # the body over the rate, waiting; its end, when it came meanwhile (the
+        # upstream's end, or its close for a body delimited by it).
         self.throttle: Throttle | None = None
         self.throttled = False
+        self.held: list[bytes] = []
+        self.held_end: tuple[bool, http.Headers | None] | None = None
+        self.held_close = False
 
     # -- request head --------------------------------------------------------------------
 
@@ -664,22 +672,58 @@ class Exchange(Outgoing):
 
     def on_response_body(self, data: bytes) -> None:
         self.activity = self.client.now()
-        self.client.response_body(self, data)
+        if self.throttle is None:
+            self.client.response_body(self, data)
+        elif self.held:
+            self.held.append(data)  # read before the pause took effect
+        else:
+            self._send_throttled(data)
+
+    def _send_throttled(self, data: bytes) -> None:
+        """limit-rate: send what the rate allows now, hold the rest and wait."""
         throttle = self.throttle
-        if throttle is not None:
-            delay = throttle.delay(len(data), perf_counter())
+        assert throttle is not None
+        now = perf_counter()
+        room = throttle.allowed(now)
+        if room >= len(data):
+            throttle.sent += len(data)
+            self.client.response_body(self, data)
+            return
+        if room:
+            throttle.sent += room
+            self.client.response_body(self, data[:room])
+            data = data[room:]
+        self.held = [data]
+        if not self.throttled:
+            self.throttled = True
             conn = self.upstream
-            if delay > 0.0 and conn is not None and not self.throttled:
-                self.throttled = True
+            if conn is not None:
                 conn.pause_reading()
-                self.client.loop.call_later(delay, self._unthrottle)
+            self.client.loop.call_later(throttle.wait(len(data), now), self._unthrottle)
 
     def _unthrottle(self) -> None:
-        """limit-rate: the pause is over; read on unless the client is slow too."""
+        """limit-rate: a wait is over: send on, then end or read on (unless the
+        client is slow to read too)."""
         self.throttled = False
-        conn = self.upstream
-        if conn is not None and not self.finished and not self.client_writing_paused:
-            conn.resume_reading()
+        if self.finished:
+            self.held = []
+            return
+        data = b"".join(self.held)
+        self.held = []
+        self._send_throttled(data)
+        self.client.flush()
+        if self.held:
+            return
+        if self.held_close:
+            self.held_close = False
+            self._finish()
+            self.client.exchange_done(self)  # keep_alive is already False
+        elif self.held_end is not None:
+            keep_alive, trailers = self.held_end
+            self.held_end = None
+            self.on_response_end(keep_alive, trailers)
+        elif self.upstream is not None and not self.client_writing_paused:
+            self.upstream.resume_reading()
 
     def flush(self) -> None:
         """Write what the upstream's last read produced, in one call."""
@@ -687,6 +731,9 @@ class Exchange(Outgoing):
 
     def on_response_end(self, keep_alive: bool, trailers: http.Headers | None = None) -> None:
         if self.finished:
+            return
+        if self.held:
+            self.held_end = (keep_alive, trailers)  # after the held body (limit-rate)
             return
         client = self.client
         client.response_end(self, trailers)
@@ -728,6 +775,9 @@ class Exchange(Outgoing):
             return
         if self.up_close_delimited:
             # The upstream's close is the end of its body.
+            if self.held:
+                self.held_close = True  # after the held body (limit-rate)
+                return
             self.client.flush()
             self._finish()
             self.client.exchange_done(self)  # keep_alive is already False
