@@ -139,6 +139,10 @@ class VirtualHost:
     # auth-tls-*: client certificates are asked for in handshakes whose SNI names
     # this host, and checked for each of its requests (policy/client_auth.py).
     client_auth: ClientAuth | None = None
+    # ssl-ciphers: the OpenSSL cipher list of handshakes whose SNI names this host
+    # (server-wide in ingress-nginx: the oldest Ingress's that sets it); None: the
+    # listener's (policy/tls.py CertificateSelector).
+    ssl_ciphers: str | None = None
 
     def match(self, path: str) -> Route | None:
         if self.regex_mode:
@@ -229,6 +233,9 @@ class RouteTable:
     # Some host checks client certificates (VirtualHost.client_auth): requests
     # are checked for it only then, so a table without mTLS costs nothing.
     client_auth: bool = False
+    # Some host has ssl-ciphers of its own (VirtualHost.ssl_ciphers): the SNI
+    # callback looks the host up only then.
+    ssl_ciphers: bool = False
     # (Host header, path) as received -> Routing; see model/cache.py. Each
     # table object starts with its own, empty (replace() included): the table
     # never changes, so its answers never go stale and nothing invalidates them.

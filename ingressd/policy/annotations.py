@@ -122,11 +122,9 @@ IGNORED: Mapping[str, str] = {
     "proxy-request-buffering": "buffering",
     "satisfy": "'any' lets either the address or the credentials suffice; ingressd asks for "
     "both, which is stricter",
-    "ssl-ciphers": "TLS parameters of the host",
     "ssl-passthrough": "only with serve --enable-ssl-passthrough (as in ingress-nginx); "
     "without it ingressd terminates TLS, so an upstream expecting the client's TLS refuses "
     "the requests",
-    "ssl-prefer-server-ciphers": "TLS parameters of the host",
 }
 # Unsupported values of these annotations would narrow access, so they deny too.
 _DENYING_VALUES = frozenset({"auth-type"})
@@ -688,6 +686,19 @@ def parse_ssl_ciphers(value: str) -> str:
     return v
 
 
+def parse_prefer_server_ciphers(value: str) -> bool:
+    """ssl-prefer-server-ciphers: "true" is what ingressd does on every host; "false"
+    cannot be had per host: Python's SNI callback switches the handshake's context,
+    but OpenSSL keeps the options (server preference among them) of the one it
+    started with (nginx copies them over with SSL_set_options; ssl offers no way)."""
+    if parse_bool(value):
+        return True
+    raise UnsupportedValue(
+        "the server's cipher order cannot be turned off per host by ingressd (its SNI "
+        "switch keeps the listener's options); the server's order is used"
+    )
+
+
 def _rewrite_policy(values: Mapping[str, Any], base: RoutePolicy) -> RoutePolicy | None:
     """proxy-redirect-* and proxy-cookie-*: each annotation falls back to the ConfigMap's
     value (the base policy), as proxy/main.go falls back to the default backend's."""
@@ -896,6 +907,8 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "limit-rate": parse_rate_kb,
     "limit-rate-after": parse_rate_kb,
     "proxy-ssl-ciphers": parse_ssl_ciphers,
+    "ssl-ciphers": parse_ssl_ciphers,
+    "ssl-prefer-server-ciphers": parse_prefer_server_ciphers,
     "proxy-ssl-protocols": parse_proxy_ssl_protocols,
     "upstream-hash-by-subset": parse_bool,
     "upstream-hash-by-subset-size": parse_subset_size,
@@ -927,6 +940,8 @@ _FIELDS: Mapping[str, str] = {
     "use-port-in-redirects": "use_port_in_redirects",
     "limit-rate": "limit_rate",
     "limit-rate-after": "limit_rate_after",
+    "ssl-ciphers": "ssl_ciphers",
+    "ssl-prefer-server-ciphers": "ssl_prefer_server_ciphers",
     "default-backend": "default_backend",
     "configuration-snippet": "snippet",
     "server-snippet": "server_snippet",
