@@ -699,7 +699,9 @@ def parse_prefer_server_ciphers(value: str) -> bool:
     )
 
 
-def _rewrite_policy(values: Mapping[str, Any], base: RoutePolicy) -> RoutePolicy | None:
+def _rewrite_policy(
+    values: Mapping[str, Any], base: RoutePolicy, messages: list[str]
+) -> RoutePolicy | None:
     """proxy-redirect-* and proxy-cookie-*: each annotation falls back to the ConfigMap's
     value (the base policy), as proxy/main.go falls back to the default backend's."""
     keys = ("proxy-redirect-from", "proxy-redirect-to", "proxy-cookie-domain", "proxy-cookie-path")
@@ -711,13 +713,15 @@ def _rewrite_policy(values: Mapping[str, Any], base: RoutePolicy) -> RoutePolicy
         values.get("proxy-cookie-domain", base.proxy_cookie_domain),
         values.get("proxy-cookie-path", base.proxy_cookie_path),
     )
+    rewrite, errors = _response_rewrite(*texts)
+    messages += errors
     return replace(
         base,
         proxy_redirect_from=texts[0],
         proxy_redirect_to=texts[1],
         proxy_cookie_domain=texts[2],
         proxy_cookie_path=texts[3],
-        response_rewrite=_response_rewrite(*texts),
+        response_rewrite=rewrite,
     )
 
 
@@ -1222,7 +1226,7 @@ def parse_policy(
     if not values and fail_closed is None and not refused_server_snippet:
         return base, messages
     changes: dict[str, Any] = {_FIELDS[k]: v for k, v in values.items() if k in _FIELDS}
-    rewritten = _rewrite_policy(values, base)
+    rewritten = _rewrite_policy(values, base, messages)
     if rewritten is not None:
         base = rewritten
     proxy_ssl = _proxy_ssl(values, annotations, messages)

@@ -752,7 +752,7 @@ def read_configmap(data: Any, explicit: Mapping[str, str] | None = None) -> Read
             messages.append(verdict.reason)
         if denial is not None:
             denials.append(denial)
-    config = _config(values)
+    config = _config(values, messages)
     if invalid_access:
         config = replace(config, fail_closed=(_INVALID_ACCESS, "; ".join(invalid_access)))
     elif denials:
@@ -812,7 +812,7 @@ def _judge(key: str, value: str, explicit: Mapping[str, str]) -> tuple[Verdict, 
     return Verdict(key, shown, "supported", ""), parsed, None
 
 
-def _config(values: Mapping[str, Any]) -> GlobalConfig:
+def _config(values: Mapping[str, Any], messages: list[str] | None = None) -> GlobalConfig:
     if not values:
         return GlobalConfig()
     proxy: dict[str, object] = {
@@ -844,7 +844,10 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
         )
     if any(field in route for field in _REWRITE_FIELDS):
         texts = [str(route.get(field, "off")) for field in _REWRITE_FIELDS]
-        route["response_rewrite"] = response_rewrite(*texts)
+        rewrite, errors = response_rewrite(*texts)
+        route["response_rewrite"] = rewrite
+        if messages is not None:
+            messages += [f"ConfigMap: {error}" for error in errors]
     if values.get("whitelist-source-range"):
         route["allow_source"] = values["whitelist-source-range"]
     deny = (*values.get("block-cidrs", ()), *values.get("denylist-source-range", ()))

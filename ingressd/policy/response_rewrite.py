@@ -113,17 +113,28 @@ def cookie_rule(value: str, domain: bool) -> TextRewrite | None:
 
 def response_rewrite(
     redirect_from: str, redirect_to: str, cookie_domain: str, cookie_path: str
-) -> ResponseRewrite | None:
+) -> tuple[ResponseRewrite | None, list[str]]:
     """The rules for a route, None when every one is off (the usual case: nothing
-    is looked at per response)."""
-    rewrite = ResponseRewrite(
-        redirect_rule(redirect_from, redirect_to),
-        cookie_rule(cookie_domain, True),
-        cookie_rule(cookie_path, False),
-    )
+    is looked at per response), and what is wrong with the values taken together
+    (each was validated alone): such a rule is left out."""
+    errors: list[str] = []
+    redirect = domain = path = None
+    try:
+        redirect = redirect_rule(redirect_from, redirect_to)
+    except RewriteError as exc:
+        errors.append(
+            f"proxy-redirect-from {redirect_from!r} and proxy-redirect-to {redirect_to!r} "
+            f"are invalid together: {exc}; the upstream's Location is not rewritten"
+        )
+    try:
+        domain = cookie_rule(cookie_domain, True)
+        path = cookie_rule(cookie_path, False)
+    except RewriteError as exc:  # validated by parse_cookie_rule; belt and braces
+        errors.append(f"proxy-cookie-*: {exc}")
+    rewrite = ResponseRewrite(redirect, domain, path)
     if rewrite == ResponseRewrite():
-        return None
-    return rewrite
+        return None, errors
+    return rewrite, errors
 
 
 # -- per response --------------------------------------------------------------------------
