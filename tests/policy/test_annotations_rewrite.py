@@ -16,6 +16,7 @@ from ingressd.policy.annotations import NOT_APPLICABLE, classify, parse_policy
 from ingressd.policy.configmap import read_configmap
 
 NGINX = "nginx.ingress.kubernetes.io/"
+AES128 = "ECDHE-ECDSA-AES128-GCM-SHA256"
 
 
 def policy(**annotations: str) -> tuple[Any, list[str]]:
