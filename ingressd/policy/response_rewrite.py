@@ -53,6 +53,8 @@ def parse_redirect_word(value: str) -> str:
 def _check_text(v: str) -> None:
     if not v or len(v) > MAX_LENGTH or not _TEXT.match(v):
         raise RewriteError(f"{v[:100]!r} is empty, too long or holds blanks or control characters")
+    if v.startswith("~"):
+        return  # a regular expression: "$" is its anchor (RE2 checks it in _rule)
     if _VARIABLE.search(v):
         raise RewriteError(
             f"{v[:100]!r} holds an nginx variable; ingressd expands only $1…$9 of a ~ pattern"

@@ -721,6 +721,9 @@ class Exchange(Outgoing):
         elif self.held_end is not None:
             keep_alive, trailers = self.held_end
             self.held_end = None
+            if self.upstream is not None:
+                # Paused for the rate: a pooled connection must read again.
+                self.upstream.resume_reading()
             self.on_response_end(keep_alive, trailers)
         elif self.upstream is not None and not self.client_writing_paused:
             self.upstream.resume_reading()

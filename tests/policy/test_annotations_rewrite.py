@@ -121,7 +121,7 @@ def test_proxy_redirect_needs_both_halves_as_nginx_tmpl_writes_it() -> None:
         assert messages == [] and p.response_rewrite is None, kwargs
     p, _ = policy(proxy_redirect_from="http://a.internal/", proxy_redirect_to="/x/")
     assert p.response_rewrite.redirect == TextRewrite(b"http://a.internal/", b"/x/")
-    p, _ = policy(proxy_redirect_from="~*^http://(A)\\.internal/", proxy_redirect_to="/$1/")
+    p, _ = policy(proxy_redirect_from="~*^http://(A)\\.internal/(.*)$", proxy_redirect_to="/$1/")
     rule = p.response_rewrite.redirect
     assert rule.regex is not None and rule.replacement == b"/$1/"
     # $1 without a regex to take it from
