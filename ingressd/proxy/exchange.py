@@ -56,6 +56,11 @@ log = logging.getLogger("ingressd.proxy")
 _HSTS = b"Strict-Transport-Security"
 _HSTS_LOWER = b"strict-transport-security"
 BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
+# proxy-http-version 1.0 and a chunked request body: the whole body is read before
+# the upstream is asked, to send its length (nginx buffers it so, to a file past
+# client_body_buffer_size). Held in memory here: at most proxy-body-size, and this
+# when that is 0 (unlimited) or larger; a larger body answers 413.
+WHOLE_BODY_MAX = 16 * 1024 * 1024
 
 # Why the client's reading of request bodies is paused, as bits, so several can overlap.
 PAUSE_PIPELINE = 1  # HTTP/1.1: a pipelined request waits for the one before it
@@ -81,6 +86,7 @@ class Exchange(Outgoing):
         "error_page",
         "finished",
         "first_try_at",
+        "go_waiting",
         "head_done",
         "header_bytes",
         "header_count",
@@ -111,6 +117,7 @@ class Exchange(Outgoing):
         "up_connect",
         "up_start",
         "upstream",
+        "whole_body",
     )
 
     def __init__(self, client: ClientStream, state: ProxyState) -> None:
@@ -198,6 +205,10 @@ class Exchange(Outgoing):
         self.held: list[bytes] = []
         self.held_end: tuple[bool, http.Headers | None] | None = None
         self.held_close = False
+        # proxy-http-version 1.0: a chunked body is read whole first (WHOLE_BODY_MAX);
+        # the upstream is asked once it has ended.
+        self.whole_body = False
+        self.go_waiting = False
 
     # -- request head --------------------------------------------------------------------
 
@@ -332,16 +343,14 @@ class Exchange(Outgoing):
             policy.proxy_http_version == "1.0"
             and self.req_chunked
             and policy.backend_protocol not in H2_PROTOCOLS
+            and not self.upgrade
         ):
-            # HTTP/1.0 has no chunked bodies; nginx would buffer the whole body to
-            # learn its length, ingressd streams and asks the client for one instead.
-            self.keep_alive = False
-            self.respond(
-                411,
-                "411 Length Required: proxy-http-version 1.0 cannot send a chunked body "
-                "to the upstream; send Content-Length\n",
-            )
-            return
+            # HTTP/1.0 has no chunked bodies: as nginx, the body is read whole and
+            # sent with its length (ngx_http_proxy_module: request buffering is
+            # forced unless HTTP/1.1 is proxied).
+            self.whole_body = True
+            if not self.body_limit or self.body_limit > WHOLE_BODY_MAX:
+                self.body_limit = WHOLE_BODY_MAX
         self.upgrading = self.upgrade
         snippet = route.snippet_plan
         if snippet is not None and snippet.upstream:
@@ -357,6 +366,9 @@ class Exchange(Outgoing):
         """Send the request to the chosen endpoint: a pooled connection, else a new one."""
         fwd = self.forward
         assert fwd is not None
+        if self.whole_body and not self.request_complete:
+            self.go_waiting = True  # request_done goes on
+            return
         client = self.client
         self.attempts += 1
         self.tried.append(fwd.endpoint)
@@ -576,7 +588,7 @@ class Exchange(Outgoing):
         if conn is None:
             self._body_buf.append(data)
             self._buffered += len(data)
-            if self._buffered > BUFFER_HIGH:
+            if self._buffered > BUFFER_HIGH and not self.whole_body:
                 self.client.pause_body(PAUSE_BUFFER)
             return
         self.sent_body = True
@@ -589,6 +601,14 @@ class Exchange(Outgoing):
         self.request_complete = True
         if self.finished:
             self.client.exchange_done(self)
+            return
+        if self.whole_body and self.upstream is None:
+            # The chunked body is all here: it goes as one of known length.
+            self.req_chunked = False
+            self.req_length = b"%d" % self._buffered
+            if self.go_waiting:
+                self.go_waiting = False
+                self._go()
             return
         if self.upstream is not None:
             self.upstream.end_body()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from e2e_helpers import LOCALHOST, BackgroundLoop, CurlResult, Ingressd, curl, serving
@@ -42,6 +43,7 @@ class Seen:
     request_line: str
     headers: dict[str, str]
     tls: tuple[str, str] | None  # (version, cipher) of its connection
+    body: bytes = b""
 
 
 @dataclass
@@ -69,10 +71,9 @@ class Origin:
                         name, _, value = f.partition(":")
                         headers[name.strip().lower()] = value.strip()
                 length = int(headers.get("content-length", "0"))
-                if length:
-                    await reader.readexactly(min(length, 1 << 20))
+                body = await reader.readexactly(min(length, 1 << 20)) if length else b""
                 with self.lock:
-                    self.seen.append(Seen(conn, line, headers, tls))
+                    self.seen.append(Seen(conn, line, headers, tls, body))
                 target = line.split(" ")[1]
                 writer.write(self.response(target))
                 await writer.drain()
@@ -207,16 +208,27 @@ def test_proxy_redirect_and_proxy_cookie_rewrite_what_the_client_gets(setup: Set
 
 
 def test_proxy_http_version_1_0_is_what_the_upstream_reads_and_nothing_is_reused(
-    setup: Setup,
+    setup: Setup, tmp_path: Path
 ) -> None:
     for _ in range(2):
         assert setup.get("h10.test", "/v").status == 200
     seen = setup.origin.requests_for("h10.test")
     assert [s.request_line for s in seen] == ["GET /v HTTP/1.0"] * 2
     assert seen[0].connection != seen[1].connection  # a new connection each time
-    # HTTP/1.0 has no chunked bodies: asked for a length rather than sent one.
+    # HTTP/1.0 has no chunked bodies: read whole, sent with its length, as nginx does.
     r = setup.get("h10.test", "/up", "-H", "Transfer-Encoding: chunked", "--data-binary", "abc")
-    assert r.status == 411, r
+    assert r.status == 200, r
+    last = setup.origin.requests_for("h10.test")[-1]
+    assert last.request_line == "POST /up HTTP/1.0"
+    assert last.headers.get("content-length") == "3" and "transfer-encoding" not in last.headers
+    assert last.body == b"abc"
+    # Bounded by proxy-body-size (1m by default): past it, 413 and nothing sent.
+    count = len(setup.origin.requests_for("h10.test"))
+    big = tmp_path / "big"
+    big.write_bytes(b"y" * (2 << 20))
+    r = setup.get("h10.test", "/up", "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{big}")
+    assert r.status == 413, r
+    assert len(setup.origin.requests_for("h10.test")) == count
     # The default: HTTP/1.1, the connection kept for the next request.
     for _ in range(2):
         assert setup.get("plain.test", "/v").status == 200
