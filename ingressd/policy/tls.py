@@ -254,9 +254,10 @@ def server_context(
 def apply_params(ctx: ssl.SSLContext, params: TLSParams) -> None:
     """ssl-protocols, ssl-ciphers and ssl-session-tickets on ``ctx`` (new handshakes).
 
-    The handshake's versions and ciphers are those of the listener's context, the
-    one a connection starts with (the SNI callback only swaps the certificate), so
-    they are set on every context alike."""
+    The handshake's versions and options are those of the listener's context, the
+    one a connection starts with; the cipher list is the one of the context the SNI
+    callback switches to (OpenSSL 3; tests/e2e/test_e2e_response_rewrite.py checks
+    it, and a host's ssl-ciphers rely on it). So they are set on every context alike."""
     ctx.minimum_version = ssl.TLSVersion[params.min_version.replace(".", "_")]
     ctx.maximum_version = ssl.TLSVersion[params.max_version.replace(".", "_")]
     ctx.set_ciphers(params.ciphers)
