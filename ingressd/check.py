@@ -45,6 +45,16 @@ class AnnotationReport:
     reason: str  # the message the builder reports; "" when supported
 
 
+def _fails(annotation: AnnotationReport) -> bool:
+    """Whether the Ingress would not serve as written. An annotation refused because it
+    cannot apply to ingressd (annotations.NOT_APPLICABLE) is counted as refused but
+    does not fail: serving without it changes nothing a client relies on; where it
+    would, it denies, and that is a problem that fails."""
+    if annotation.status == "refused" and (annotation.key.rpartition("/")[2] in ann.NOT_APPLICABLE):
+        return False
+    return annotation.status in FAILING
+
+
 @dataclass(frozen=True, slots=True)
 class RouteReport:
     host: str  # "" matches every host
@@ -108,7 +118,7 @@ class IngressReport:
 
     @property
     def failing(self) -> bool:
-        return bool(self.problems) or any(a.status in FAILING for a in self.annotations)
+        return bool(self.problems) or any(_fails(a) for a in self.annotations)
 
 
 @dataclass(frozen=True, slots=True)

@@ -326,7 +326,9 @@ def readme_stubs(readme: str, names: Iterable[str]) -> str:
     may still add rows there. This turns those rows into `_doc(...)` entries to paste
     into the right group of GROUPS (the default is left for you to fill in).
     """
-    rows = dict(_README_ROW.findall(readme))
+    rows: dict[str, str] = {}
+    for name, text in _README_ROW.findall(readme):
+        rows.setdefault(name, text)  # the annotation table's row, not the ConfigMap table's
     out = []
     for name in sorted(names):
         if name not in rows:

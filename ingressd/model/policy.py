@@ -42,6 +42,30 @@ class LimitConfig:
     allowlist: tuple[IPNetwork, ...] = ()  # clients exempt from every limit
 
 
+# -- proxy-redirect-*, proxy-cookie-* (policy/response_rewrite.py) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextRewrite:
+    """One of nginx's proxy_redirect / proxy_cookie_domain / proxy_cookie_path rules:
+    a value starting with ``prefix`` (the whole value for a domain), or matching
+    ``regex``, gets ``replacement`` in place of what matched."""
+
+    prefix: bytes = b""
+    replacement: bytes = b""
+    regex: UserRegex | None = None  # "~" (case-sensitive) or "~*" patterns
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRewrite:
+    """How the upstream's Location/Refresh and Set-Cookie are rewritten; a rule of
+    None is nginx's ``off``."""
+
+    redirect: TextRewrite | None = None  # proxy-redirect-from / -to
+    cookie_domain: TextRewrite | None = None  # proxy-cookie-domain
+    cookie_path: TextRewrite | None = None  # proxy-cookie-path
+
+
 # -- enable-cors and cors-* (policy/cors.py) -----------------------------------------------
 
 # ingress-nginx's defaults
@@ -221,6 +245,10 @@ class ProxySSL:
     verify_depth: int = 1  # proxy-ssl-verify-depth: intermediate CAs allowed
     name: str | None = None  # proxy-ssl-name; None: the endpoint's address or host
     server_name: bool = False  # proxy-ssl-server-name: send SNI
+    # proxy-ssl-ciphers (OpenSSL cipher list) and proxy-ssl-protocols (TLSv1.2,
+    # TLSv1.3); ingress-nginx's defaults: DEFAULT, and "TLSv1 TLSv1.1 TLSv1.2".
+    ciphers: str = "DEFAULT"
+    protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -387,6 +415,30 @@ class RoutePolicy:
     proxy_ssl: ProxySSL | None = None  # proxy-ssl-* as annotated; needs proxy-ssl-secret
     upstream_tls: UpstreamTLS | None = None  # resolved by the builder for HTTPS/AUTO_HTTP/GRPCS
     service_upstream: bool = False  # one endpoint: the Service's ClusterIP and port
+    # proxy-http-version: "1.0" sends HTTP/1.0 request lines and reuses no
+    # connection (nginx's proxy_http_version); "1.1" is ingress-nginx's default.
+    proxy_http_version: str = "1.1"
+    # connection-proxy-header: the Connection header sent upstream, replacing
+    # ingress-nginx's $connection_upgrade ("upgrade" beside an Upgrade, else none).
+    connection_header: bytes | None = None
+    # use-port-in-redirects: nginx's port_in_redirect for the redirects ingressd
+    # makes absolute itself (snippet returns, the "/" one short of a location).
+    use_port_in_redirects: bool = False
+    # proxy-redirect-*, proxy-cookie-*: as written ("off" is ingress-nginx's default),
+    # and the rules they make; None rewrites nothing (policy/response_rewrite.py)
+    proxy_redirect_from: str = "off"
+    proxy_redirect_to: str = "off"
+    proxy_cookie_domain: str = "off"
+    proxy_cookie_path: str = "off"
+    response_rewrite: ResponseRewrite | None = None
+    # limit-rate, limit-rate-after: bytes per second per response after the first
+    # limit_rate_after bytes, as nginx's limit_rate (0: no limit)
+    limit_rate: int = 0
+    limit_rate_after: int = 0
+    # ssl-ciphers, ssl-prefer-server-ciphers: the host's TLS (policy/tls.py). None:
+    # the server-wide setting.
+    ssl_ciphers: str | None = None
+    ssl_prefer_server_ciphers: bool | None = None
     # Limits; None: the proxy-wide setting
     proxy_body_size: int | None = None  # bytes, 0 = unlimited
     proxy_buffer_size: int | None = None  # bytes the upstream's response head may take

@@ -164,6 +164,7 @@ class RequestVars:
         "method",
         "path",
         "query",
+        "redirect_port",
         "remote_addr",
         "request_id",
         "scheme",
@@ -182,6 +183,7 @@ class RequestVars:
         method: str,
         headers: Sequence[tuple[bytes, bytes]],
         request_id: str = "",
+        redirect_port: str = "",
     ) -> None:
         self.host = host
         self.http_host = http_host
@@ -193,6 +195,8 @@ class RequestVars:
         self.method = method
         self.headers = headers
         self.request_id = request_id
+        # ":PORT" for relative redirects made absolute (use-port-in-redirects), else "".
+        self.redirect_port = redirect_port
 
     def get(self, name: str, match: RegexMatch | None = None) -> str:
         if name == "host":
@@ -315,9 +319,11 @@ def answer(
             # replacement has its own (a replacement ending in "?" has args False).
             text += ("&" if "?" in text else "?") + values.query
         if not text.startswith(("http://", "https://")):
-            # nginx makes a relative Location absolute (absolute_redirect on,
-            # port_in_redirect off in ingress-nginx): scheme and host.
-            text = f"{values.scheme}://{values.host}{'' if text.startswith('/') else '/'}{text}"
+            # nginx makes a relative Location absolute (absolute_redirect on):
+            # scheme and host, and the port with use-port-in-redirects
+            # (port_in_redirect, off by default in ingress-nginx).
+            sep = "" if text.startswith("/") else "/"
+            text = f"{values.scheme}://{values.host}{values.redirect_port}{sep}{text}"
         location = text.encode("latin-1", "replace").decode("latin-1")
         location = "".join(c if " " < c < "\x7f" else f"%{ord(c):02X}" for c in location)
         return a.status, f"{a.status} Redirect to {location}\n", location, ()

@@ -58,6 +58,10 @@ class Route:
     )
     # - the headers the snippets set (model/snippet.py), server's and location's together.
     snippet_plan: SnippetPlan | None = field(default=None, init=False, compare=False, repr=False)
+    # - whether a connection to the upstream may serve another request after this
+    #   one: not with proxy-http-version 1.0 (nginx keeps no HTTP/1.0 connection
+    #   alive) nor with a connection-proxy-header that says close.
+    reuses_upstream: bool = field(default=True, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         policy = self.policy
@@ -76,6 +80,11 @@ class Route:
         if policy.basic_auth is not None:
             headers.append((b"Authorization", b""))  # empty: not sent upstream
         object.__setattr__(self, "plain", plain)
+        connection = policy.connection_header
+        if policy.proxy_http_version == "1.0" or (
+            connection is not None and b"close" in connection.lower().replace(b" ", b"").split(b",")
+        ):
+            object.__setattr__(self, "reuses_upstream", False)
         if policy.snippet is not None or policy.server_snippet is not None:
             object.__setattr__(
                 self, "snippet_plan", snippet_plan(policy.server_snippet, policy.snippet)
@@ -130,6 +139,10 @@ class VirtualHost:
     # auth-tls-*: client certificates are asked for in handshakes whose SNI names
     # this host, and checked for each of its requests (policy/client_auth.py).
     client_auth: ClientAuth | None = None
+    # ssl-ciphers: the OpenSSL cipher list of handshakes whose SNI names this host
+    # (server-wide in ingress-nginx: the oldest Ingress's that sets it); None: the
+    # listener's (policy/tls.py CertificateSelector).
+    ssl_ciphers: str | None = None
 
     def match(self, path: str) -> Route | None:
         if self.regex_mode:
@@ -220,6 +233,9 @@ class RouteTable:
     # Some host checks client certificates (VirtualHost.client_auth): requests
     # are checked for it only then, so a table without mTLS costs nothing.
     client_auth: bool = False
+    # Some host has ssl-ciphers of its own (VirtualHost.ssl_ciphers): the SNI
+    # callback looks the host up only then.
+    ssl_ciphers: bool = False
     # (Host header, path) as received -> Routing; see model/cache.py. Each
     # table object starts with its own, empty (replace() included): the table
     # never changes, so its answers never go stale and nothing invalidates them.

@@ -103,6 +103,17 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "ingress-nginx's buildProxyPass does; elsewhere it adds nothing and a client's "
                 "header passes through, as with nginx",
             ),
+            _doc(
+                "use-port-in-redirects",
+                "false",
+                '`"true"`: nginx\'s `port_in_redirect on` for the redirects ingressd makes '
+                "absolute itself: a snippet's relative `return`/`rewrite … redirect` and the 301 "
+                "to a location's trailing `/` name the port the client connected to, unless it is"
+                " the scheme's own (80, 443). Default `false`, as ingress-nginx: the snippet's "
+                "then name none, and the trailing-`/` one keeps the port of the client's `Host` "
+                "(which behind a load balancer on 80/443 comes to the same). Absolute redirects "
+                "(the HTTPS one, `app-root`, `permanent-redirect`) are not affected, as in nginx",
+            ),
         ),
     ),
     (
@@ -188,6 +199,101 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "EndpointSlice endpoints (kube-proxy balances). A headless Service or one without "
                 "a clusterIP is reported and its routes answer 503 (ingress-nginx falls back to "
                 "the endpoints)",
+            ),
+            _doc(
+                "connection-proxy-header",
+                "",
+                "the `Connection` header sent to the upstream, replacing ingress-nginx's "
+                "`$connection_upgrade` (`upgrade` beside the client's `Upgrade`, else none), on "
+                "WebSocket requests too, as `proxy_set_header Connection VALUE` does: "
+                "`keep-alive`, `close`… (comma-separated tokens; anything else is invalid). With "
+                "`close` in it the upstream connection is not reused. gRPC routes speak HTTP/2 "
+                "upstream, which has no `Connection` header: none is sent",
+            ),
+            _doc(
+                "proxy-cookie-domain",
+                "off",
+                "`off` (default) or `FROM TO`: nginx's `proxy_cookie_domain` on the upstream's "
+                "`Set-Cookie`: a `domain=` attribute equal to FROM (ignoring case and a leading "
+                "`.`) becomes TO; `~regex` FROM as above. ConfigMap key of the same name",
+            ),
+            _doc(
+                "proxy-cookie-path",
+                "off",
+                "`off` (default) or `FROM TO`: `proxy_cookie_path`: a `path=` attribute starting "
+                "with FROM gets TO in its place; `~regex` FROM as above",
+            ),
+            _doc(
+                "proxy-http-version",
+                "1.1",
+                "`1.1` (default) or `1.0`: the request line sent to the upstream (`GET / "
+                "HTTP/1.0`), as `proxy_http_version`. With `1.0` no upstream connection is reused"
+                " (nginx keeps none alive: ingress-nginx sends no `Connection` header, and an "
+                "HTTP/1.0 server closes), a response without length ends when the upstream "
+                "closes, and a chunked request body (HTTP/1.0 has none) is read whole before the "
+                "upstream is asked and sent with its `Content-Length`, as nginx forces request "
+                "buffering without HTTP/1.1. nginx spools such a body to a file; ingressd holds "
+                "it in memory, so it is bounded by `proxy-body-size`, and by 16 MiB when that is "
+                "larger or `0`: past it, 413 and nothing is sent. gRPC routes speak HTTP/2 "
+                "whatever it says. ConfigMap key of the same name",
+            ),
+            _doc(
+                "proxy-redirect-from",
+                "off",
+                "with `proxy-redirect-to`, nginx's `proxy_redirect FROM TO` on the upstream's "
+                "`Location` and `Refresh` (`url=` part) headers: a value starting with FROM "
+                "(case-sensitive) gets TO in place of it, the rest kept; `~regex` (`~*` ignoring "
+                "case, on RE2) replaces the whole value with TO, `$1`…`$9` from the match. `off` "
+                "(default, also the ConfigMap key's) and `default` rewrite nothing: "
+                "ingress-nginx's `default` is nginx's replacement of its `proxy_pass "
+                "http://upstream_balancer`, which no upstream names. nginx variables in TO "
+                "(`$host`…) are not expanded: such a value is invalid, and the route serves "
+                "without rewriting. Applied only to the upstream's responses, not to ingressd's "
+                "own answers",
+            ),
+            _doc(
+                "proxy-redirect-to",
+                "off",
+                "the TO above; `off` (default) turns the rewrite off, as in nginx.tmpl",
+            ),
+            _doc(
+                "proxy-ssl-ciphers",
+                "",
+                "OpenSSL cipher list for TLS 1.2 to the upstream (nginx's `proxy_ssl_ciphers`; "
+                "ingress-nginx's validator: letters, digits, `+:_-!`); a list OpenSSL matches no "
+                "cipher with is invalid. As in nginx.tmpl, it applies only with a "
+                "`proxy-ssl-secret` holding a `ca.crt` (else reported); default `DEFAULT`",
+            ),
+            _doc(
+                "proxy-ssl-protocols",
+                "",
+                "the TLS versions to the upstream (`TLSv1.2 TLSv1.3`), as `proxy_ssl_protocols`: "
+                "from the lowest to the highest listed. ingress-nginx's older names (`SSLv2`, "
+                "`SSLv3`, `TLSv1`, `TLSv1.1`) are accepted and left out: ingressd speaks TLS 1.2+"
+                " only, and a list of nothing else is invalid. With a `proxy-ssl-secret` holding "
+                "a `ca.crt`, as above; default TLS 1.2 and 1.3 (ingress-nginx's default `TLSv1 "
+                "TLSv1.1 TLSv1.2` leaves 1.3 out)",
+            ),
+            _doc(
+                "ssl-ciphers",
+                "",
+                "the OpenSSL cipher list (TLS 1.2; TLS 1.3 suites are not named by it, as with "
+                "nginx's `ssl_ciphers`) of handshakes whose SNI names one of the Ingress's hosts,"
+                " with its own certificate or the default one: the SNI callback switches to a "
+                "context with the list (OpenSSL then negotiates from it). Server-wide as in "
+                "ingress-nginx (`controller.go`): the oldest Ingress of a host that sets it wins,"
+                " a younger one's differing list is reported. A list OpenSSL matches no cipher "
+                "with is invalid (ingress-nginx's validator: letters, digits, `+:_-!`). Hosts "
+                "without it, and handshakes without SNI, keep the ConfigMap's `ssl-ciphers`",
+            ),
+            _doc(
+                "ssl-prefer-server-ciphers",
+                "",
+                '`"true"`: the server\'s cipher order, which is what ingressd uses on every host '
+                'anyway. `"false"` is reported as unsupported and the server\'s order kept: '
+                "Python's SNI switch takes the new context's certificate and ciphers but not its "
+                "options (OpenSSL keeps the listener's; nginx copies them with `SSL_set_options`,"
+                " which `ssl` does not offer)",
             ),
         ),
     ),
@@ -363,6 +469,24 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "limit-whitelist",
                 "",
                 "the older name of `limit-allowlist` (which wins if both are set)",
+            ),
+            _doc(
+                "limit-rate",
+                "0",
+                "kilobytes per second per response, as ingress-nginx's `limit_rate Nk` (`0`, the "
+                "default: no limit): once the response has sent `limit-rate-after` kilobytes, it "
+                "may send at most rate × (seconds since the request began + 1) more, nginx's "
+                "formula (so the first second is a burst). Past that ingressd stops reading that "
+                "response from its upstream until the average is back under the rate: the one "
+                "response slows down, every other request and connection goes on (over HTTP/2 "
+                "upstreams only its stream waits). The pause does not count against "
+                "`proxy-read-timeout`. ConfigMap key of the same name",
+            ),
+            _doc(
+                "limit-rate-after",
+                "0",
+                "kilobytes a response sends at full speed before `limit-rate` applies (default "
+                "`0`)",
             ),
         ),
     ),
@@ -730,6 +854,60 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "",
                 "raw configuration is never injected (TCP/UDP servers of its own: it never "
                 "restricts an HTTP route)",
+            ),
+        ),
+    ),
+    (
+        "nginx modules ingressd does not have",
+        (
+            _doc(
+                "enable-modsecurity",
+                "",
+                "ingressd embeds no ModSecurity; ingress-nginx's `modsecurity.conf` runs "
+                "`DetectionOnly`, which logs and blocks nothing",
+            ),
+            _doc(
+                "enable-owasp-core-rules",
+                "",
+                "as `enable-modsecurity`: the OWASP rules run `DetectionOnly` unless "
+                "`modsecurity-snippet` turns the engine on",
+            ),
+            _doc(
+                "enable-rewrite-log",
+                "",
+                "nginx's `rewrite_log` traces its rewrite module, which ingressd does not have: "
+                "`rewrite-target`'s result is the path the upstream gets (in the access log's "
+                "upstream request)",
+            ),
+            _doc(
+                "fastcgi-index",
+                "",
+                "ingressd does not speak FastCGI (`backend-protocol: FCGI` answers 502)",
+            ),
+            _doc(
+                "fastcgi-params-configmap",
+                "",
+                "as `fastcgi-index`",
+            ),
+            _doc(
+                "http2-push-preload",
+                "",
+                "HTTP/2 server push is gone: browsers dropped it (Chrome 106, Firefox 132) and "
+                "nginx 1.25.1 removed `http2_push_preload`; `Link` headers pass through. Not a "
+                "failure for `ingressd check` (below)",
+            ),
+            _doc(
+                "modsecurity-snippet",
+                "",
+                "ingressd embeds no ModSecurity. Rules that would block (`SecRuleEngine On`, "
+                'unless `enable-modsecurity: "false"`) are access control that cannot be '
+                "honoured: the routes answer 403 (a problem; `ingressd check` fails). Otherwise "
+                "it is listed as refused without failing",
+            ),
+            _doc(
+                "modsecurity-transaction-id",
+                "",
+                "ModSecurity's audit-log id; `X-Request-ID` already ties a request to its log line",
             ),
         ),
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Final, Literal, NamedTuple, TypeVar
@@ -39,10 +40,12 @@ from .chash import parse_key as _parse_hash_key
 from .cors import parse_origins, parse_token_list
 from .ext_auth import METHODS as AUTH_METHODS
 from .ext_auth import parse_template, parse_url_template
+from .response_rewrite import parse_cookie_rule, parse_redirect_word
+from .response_rewrite import response_rewrite as _response_rewrite
 from .retry import parse_conditions
 from .snippet_access import access_directives, modsecurity_blocks
 from .snippets import TRANSLATED, translate
-from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS
+from .upstream_tls import PROTOCOLS, UNSUPPORTED_PROTOCOLS, parse_ssl_protocols
 
 PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 
@@ -51,7 +54,30 @@ PREFIXES = ("nginx.ingress.kubernetes.io/", "ingressd.io/")
 # snippet holding access control denies instead (snippet_access.py).
 # configuration-snippet and server-snippet are translated where they do what
 # ingressd can do itself (snippets.py, TRANSLATED), and refused otherwise.
-REFUSED = frozenset({"auth-snippet", "stream-snippet"})
+RAW_CONFIG = frozenset({"auth-snippet", "stream-snippet"})
+
+# ingress-nginx annotations that cannot apply to ingressd, refused with the reason
+# (status "refused"). Serving without them opens nothing and changes nothing a
+# client can rely on, so `ingressd check` lists them without failing the check;
+# modsecurity-snippet still denies where its rules would block (_access_check).
+NOT_APPLICABLE: Mapping[str, str] = {
+    "http2-push-preload": "HTTP/2 server push is gone: browsers dropped it (Chrome 106, "
+    "Firefox 132) and nginx 1.25.1 removed http2_push_preload; Link headers pass through",
+    "fastcgi-index": "ingressd does not speak FastCGI (backend-protocol FCGI answers 502)",
+    "fastcgi-params-configmap": "ingressd does not speak FastCGI (backend-protocol FCGI "
+    "answers 502)",
+    "enable-rewrite-log": "nginx's rewrite_log traces its rewrite module, which ingressd does "
+    "not have: rewrite-target's result is the path the upstream gets",
+    "enable-modsecurity": "ingressd embeds no ModSecurity; ingress-nginx's modsecurity.conf "
+    "runs DetectionOnly, which logs and blocks nothing",
+    "enable-owasp-core-rules": "ingressd embeds no ModSecurity; the OWASP rules run "
+    "DetectionOnly unless modsecurity-snippet turns the engine on",
+    "modsecurity-transaction-id": "ingressd embeds no ModSecurity (the id names its audit log "
+    "entries); X-Request-ID already ties a request to its log line",
+    "modsecurity-snippet": "ingressd embeds no ModSecurity; rules that would block "
+    "(SecRuleEngine On) deny its routes instead",
+}
+REFUSED = RAW_CONFIG | frozenset(NOT_APPLICABLE)
 
 # ingress-nginx v1.15.1 annotations ingressd does not implement, one by one
 # (docs/user-guide/nginx-configuration/annotations.md and the parsers of
@@ -63,8 +89,6 @@ REFUSED = frozenset({"auth-snippet", "stream-snippet"})
 DENYING: Mapping[str, str] = {
     "auth-proxy-set-headers": "adds headers to the auth-url subrequest, which the "
     "authentication service may decide on",
-    "modsecurity-snippet": "runs ModSecurity rules with the rule engine on (SecRuleEngine On), "
-    "which block requests",
 }
 IGNORED: Mapping[str, str] = {
     "affinity-canary-behavior": "which backend a session sticks to, not who gets in",
@@ -75,55 +99,32 @@ IGNORED: Mapping[str, str] = {
     "auth-keepalive-share-vars": "connection reuse towards the authentication service",
     "auth-keepalive-timeout": "connection reuse towards the authentication service",
     "client-body-buffer-size": "buffering",
-    "connection-proxy-header": "a header to the upstream",
     "custom-headers": "headers added to responses",
     "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
     "listed statuses anyway, not who gets in",
     "enable-access-log": "logging",
     "enable-global-auth": "only turns the ConfigMap's global-auth-url off, which ingressd "
     "does not have",
-    "enable-modsecurity": "ingress-nginx's modsecurity.conf runs DetectionOnly: it logs and "
-    "blocks nothing unless modsecurity-snippet turns the engine on",
     "enable-opentelemetry": "tracing",
-    "enable-owasp-core-rules": "the rules run DetectionOnly unless modsecurity-snippet turns "
-    "the engine on",
-    "enable-rewrite-log": "logging",
-    "fastcgi-index": "a protocol ingressd does not speak (backend-protocol FCGI answers 502)",
-    "fastcgi-params-configmap": "a protocol ingressd does not speak (backend-protocol FCGI "
-    "answers 502)",
     "global-rate-limit": "a rate limit: as for limit-*, the route serves without it",
     "global-rate-limit-ignored-cidrs": "a rate limit: as for limit-*, the route serves without it",
     "global-rate-limit-key": "a rate limit: as for limit-*, the route serves without it",
     "global-rate-limit-window": "a rate limit: as for limit-*, the route serves without it",
-    "http2-push-preload": "HTTP/2 push",
-    "limit-rate": "bandwidth per connection",
-    "limit-rate-after": "bandwidth per connection",
     "mirror-host": "copies requests elsewhere; without it nothing is copied",
     "mirror-request-body": "copies requests elsewhere; without it nothing is copied",
     "mirror-target": "copies requests elsewhere; without it nothing is copied",
-    "modsecurity-transaction-id": "logging",
     "opentelemetry-operation-name": "tracing",
     "opentelemetry-trust-incoming-span": "tracing",
     "proxy-buffering": "buffering",
     "proxy-buffers-number": "buffering",
     "proxy-busy-buffers-size": "buffering",
-    "proxy-cookie-domain": "rewrites the upstream's Set-Cookie",
-    "proxy-cookie-path": "rewrites the upstream's Set-Cookie",
-    "proxy-http-version": "the HTTP version towards the upstream",
     "proxy-max-temp-file-size": "buffering",
-    "proxy-redirect-from": "rewrites the upstream's Location",
-    "proxy-redirect-to": "rewrites the upstream's Location",
     "proxy-request-buffering": "buffering",
-    "proxy-ssl-ciphers": "TLS towards the upstream, not who may reach the route",
-    "proxy-ssl-protocols": "TLS towards the upstream, not who may reach the route",
     "satisfy": "'any' lets either the address or the credentials suffice; ingressd asks for "
     "both, which is stricter",
-    "ssl-ciphers": "TLS parameters of the host",
     "ssl-passthrough": "only with serve --enable-ssl-passthrough (as in ingress-nginx); "
     "without it ingressd terminates TLS, so an upstream expecting the client's TLS refuses "
     "the requests",
-    "ssl-prefer-server-ciphers": "TLS parameters of the host",
-    "use-port-in-redirects": "the port in redirects",
 }
 # Unsupported values of these annotations would narrow access, so they deny too.
 _DENYING_VALUES = frozenset({"auth-type"})
@@ -451,6 +452,8 @@ _PROXY_SSL_OPTIONS = (
     "proxy-ssl-verify-depth",
     "proxy-ssl-name",
     "proxy-ssl-server-name",
+    "proxy-ssl-ciphers",
+    "proxy-ssl-protocols",
 )
 
 
@@ -474,6 +477,8 @@ def _proxy_ssl(
         verify_depth=values.get("proxy-ssl-verify-depth", 1),
         name=values.get("proxy-ssl-name"),
         server_name=values.get("proxy-ssl-server-name", False),
+        ciphers=values.get("proxy-ssl-ciphers", "DEFAULT"),
+        protocols=values.get("proxy-ssl-protocols", ("TLSv1.2", "TLSv1.3")),
     )
 
 
@@ -630,6 +635,94 @@ def parse_service_name(value: str) -> str:
     if not _SERVICE_NAME.match(v):
         raise AnnotationError(f"{value!r} is not a Service name (a DNS label)")
     return v
+
+
+# -- proxy-redirect-*, proxy-cookie-*, proxy-http-version, connection-proxy-header,
+# limit-rate*, ssl-*ciphers, proxy-ssl-* (internal/ingress/annotations/proxy/main.go,
+# connection/main.go, ratelimit/main.go, sslcipher/main.go, proxyssl/main.go)
+
+parse_redirect_from = _reported_as_invalid(parse_redirect_word)
+parse_redirect_to = _reported_as_invalid(parse_redirect_word)
+parse_cookie_rewrite = _reported_as_invalid(parse_cookie_rule)
+parse_proxy_ssl_protocols = _reported_as_invalid(parse_ssl_protocols)
+parse_http_version = _one_of("1.0", "1.1")
+# nginx's proxy_set_header takes any text; ingressd takes a Connection header's
+# own grammar: comma-separated tokens ("keep-alive", "close", "upgrade").
+_CONNECTION = fixed(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+( *, *[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$")
+
+
+def parse_connection_header(value: str) -> bytes:
+    v = value.strip()
+    if len(v) > 256 or not _CONNECTION.match(v):
+        raise AnnotationError(f"{value[:100]!r} is not a list of Connection tokens")
+    return v.encode("ascii")
+
+
+# limit-rate: ingress-nginx writes "limit_rate {N}k" (ratelimit/main.go, template.go
+# buildRateLimit): kilobytes. 0 (its default) is no limit.
+MAX_RATE_KB = 1024 * 1024 * 1024  # 1 TiB/s: far past any link, and no overflow
+
+
+def parse_rate_kb(value: str) -> int:
+    """limit-rate, limit-rate-after: a whole number of kilobytes, in bytes."""
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()) or int(v) > MAX_RATE_KB:
+        raise AnnotationError(f"{value[:100]!r} is not a whole number of kilobytes")
+    return int(v) * 1024
+
+
+_CIPHER_CHARS = fixed(r"^[A-Za-z0-9+:_!-]+$")  # sslcipher/main.go and proxyssl's validator
+
+
+def parse_ssl_ciphers(value: str) -> str:
+    """ssl-ciphers, proxy-ssl-ciphers: an OpenSSL cipher list that matches some cipher."""
+    v = value.strip()
+    if not v or len(v) > 2048 or not _CIPHER_CHARS.match(v):
+        raise AnnotationError(f"{value[:100]!r} is not an OpenSSL cipher list")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).set_ciphers(v)
+    except ssl.SSLError:
+        raise AnnotationError(f"{value[:100]!r}: OpenSSL matches no cipher") from None
+    return v
+
+
+def parse_prefer_server_ciphers(value: str) -> bool:
+    """ssl-prefer-server-ciphers: "true" is what ingressd does on every host; "false"
+    cannot be had per host: Python's SNI callback switches the handshake's context,
+    but OpenSSL keeps the options (server preference among them) of the one it
+    started with (nginx copies them over with SSL_set_options; ssl offers no way)."""
+    if parse_bool(value):
+        return True
+    raise UnsupportedValue(
+        "the server's cipher order cannot be turned off per host by ingressd (its SNI "
+        "switch keeps the listener's options); the server's order is used"
+    )
+
+
+def _rewrite_policy(
+    values: Mapping[str, Any], base: RoutePolicy, messages: list[str]
+) -> RoutePolicy | None:
+    """proxy-redirect-* and proxy-cookie-*: each annotation falls back to the ConfigMap's
+    value (the base policy), as proxy/main.go falls back to the default backend's."""
+    keys = ("proxy-redirect-from", "proxy-redirect-to", "proxy-cookie-domain", "proxy-cookie-path")
+    if not any(k in values for k in keys):
+        return None
+    texts = (
+        values.get("proxy-redirect-from", base.proxy_redirect_from),
+        values.get("proxy-redirect-to", base.proxy_redirect_to),
+        values.get("proxy-cookie-domain", base.proxy_cookie_domain),
+        values.get("proxy-cookie-path", base.proxy_cookie_path),
+    )
+    rewrite, errors = _response_rewrite(*texts)
+    messages += errors
+    return replace(
+        base,
+        proxy_redirect_from=texts[0],
+        proxy_redirect_to=texts[1],
+        proxy_cookie_domain=texts[2],
+        proxy_cookie_path=texts[3],
+        response_rewrite=rewrite,
+    )
 
 
 # -- upstream-hash-by, server-alias (policy/chash.py; routing/build.py's aliases) ------------
@@ -808,6 +901,19 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "default-backend": parse_service_name,
     "session-cookie-conditional-samesite-none": parse_bool,
     "upstream-hash-by": parse_upstream_hash_by,
+    "proxy-redirect-from": parse_redirect_from,
+    "proxy-redirect-to": parse_redirect_to,
+    "proxy-cookie-domain": parse_cookie_rewrite,
+    "proxy-cookie-path": parse_cookie_rewrite,
+    "proxy-http-version": parse_http_version,
+    "connection-proxy-header": parse_connection_header,
+    "use-port-in-redirects": parse_bool,
+    "limit-rate": parse_rate_kb,
+    "limit-rate-after": parse_rate_kb,
+    "proxy-ssl-ciphers": parse_ssl_ciphers,
+    "ssl-ciphers": parse_ssl_ciphers,
+    "ssl-prefer-server-ciphers": parse_prefer_server_ciphers,
+    "proxy-ssl-protocols": parse_proxy_ssl_protocols,
     "upstream-hash-by-subset": parse_bool,
     "upstream-hash-by-subset-size": parse_subset_size,
     "server-alias": parse_server_aliases,
@@ -833,6 +939,13 @@ _FIELDS: Mapping[str, str] = {
     "proxy-send-timeout": "proxy_send_timeout",
     "load-balance": "load_balance",
     "custom-http-errors": "custom_http_errors",
+    "proxy-http-version": "proxy_http_version",
+    "connection-proxy-header": "connection_header",
+    "use-port-in-redirects": "use_port_in_redirects",
+    "limit-rate": "limit_rate",
+    "limit-rate-after": "limit_rate_after",
+    "ssl-ciphers": "ssl_ciphers",
+    "ssl-prefer-server-ciphers": "ssl_prefer_server_ciphers",
     "default-backend": "default_backend",
     "configuration-snippet": "snippet",
     "server-snippet": "server_snippet",
@@ -944,7 +1057,8 @@ def _verdict(short: str, key: str, value: str) -> tuple[Verdict, Any]:
         reason = f"annotation {key} is refused: {translation.refusal}; it is not applied"
         return Verdict(key, value, "refused", reason), None
     if short in REFUSED:
-        reason = f"annotation {key} is refused: raw proxy configuration is not supported"
+        why = NOT_APPLICABLE.get(short, "raw proxy configuration is not supported")
+        reason = f"annotation {key} is refused: {why}"
         return Verdict(key, value, "refused", reason), None
     parse = _PARSERS.get(short)
     if parse is None:
@@ -994,6 +1108,16 @@ def _access_check(
         return found[other][1].strip().lower() if other in found else None
 
     if verdict.status == "refused":
+        if short == "modsecurity-snippet":
+            # The rules' own language, not nginx's: they deny only with the engine on.
+            if present("enable-modsecurity") == "false" or not modsecurity_blocks(value):
+                return verdict, None
+            reason = f"{verdict.reason}; its rules would block requests"
+            return Verdict(key, value, "refused", reason), Denial(
+                "modsecurity-snippet is not supported by ingressd", False
+            )
+        if short in NOT_APPLICABLE:
+            return verdict, None
         if short == "stream-snippet":  # TCP/UDP servers of its own: no HTTP route's access
             return verdict, None
         if short == "auth-snippet" and present("auth-url") is None:
@@ -1012,10 +1136,6 @@ def _access_check(
     if what is None:
         return verdict, None
     if short == "auth-proxy-set-headers" and present("auth-url") is None:
-        return verdict, None
-    if short == "modsecurity-snippet" and (
-        present("enable-modsecurity") == "false" or not modsecurity_blocks(value)
-    ):
         return verdict, None
     reason = f"annotation {key} is not supported by ingressd: it {what}"
     denial = Denial(f"{short} is not supported by ingressd", False)
@@ -1106,6 +1226,9 @@ def parse_policy(
     if not values and fail_closed is None and not refused_server_snippet:
         return base, messages
     changes: dict[str, Any] = {_FIELDS[k]: v for k, v in values.items() if k in _FIELDS}
+    rewritten = _rewrite_policy(values, base, messages)
+    if rewritten is not None:
+        base = rewritten
     proxy_ssl = _proxy_ssl(values, annotations, messages)
     if proxy_ssl is not None:
         changes["proxy_ssl"] = proxy_ssl

@@ -36,11 +36,17 @@ from .annotations import (
     Verdict,
     parse_buffer_size,
     parse_cidrs,
+    parse_cookie_rewrite,
     parse_http_errors,
+    parse_http_version,
     parse_load_balance,
     parse_next_upstream,
+    parse_rate_kb,
+    parse_redirect_from,
+    parse_redirect_to,
     parse_size,
 )
+from .response_rewrite import response_rewrite
 from .snippet_access import access_directives
 
 # Bounds on what an outsider's ConfigMap may hold: a key's value, the keys read.
@@ -293,13 +299,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "other per-location defaults ingressd does not implement",
         (
-            "limit-rate",
-            "limit-rate-after",
-            "proxy-cookie-domain",
-            "proxy-cookie-path",
-            "proxy-redirect-from",
-            "proxy-redirect-to",
-            "proxy-http-version",
             "http-redirect-code",
             "default-type",
             "service-upstream",
@@ -562,6 +561,17 @@ SUPPORTED: Mapping[str, _Key] = {
     "load-balance": _Key(
         parse_load_balance, "round_robin", "default of the load-balance annotation (ewma too)"
     ),
+    "proxy-redirect-from": _Key(parse_redirect_from, "off", "default of the annotation"),
+    "proxy-redirect-to": _Key(parse_redirect_to, "off", "default of the annotation"),
+    "proxy-cookie-domain": _Key(parse_cookie_rewrite, "off", "default of the annotation"),
+    "proxy-cookie-path": _Key(parse_cookie_rewrite, "off", "default of the annotation"),
+    "proxy-http-version": _Key(parse_http_version, "1.1", "default of the annotation"),
+    "limit-rate": _Key(
+        parse_rate_kb, "0", "default of the limit-rate annotation (kilobytes per second)"
+    ),
+    "limit-rate-after": _Key(
+        parse_rate_kb, "0", "default of the limit-rate-after annotation (kilobytes)"
+    ),
     "whitelist-source-range": _Key(
         parse_cidr_list, "", "default of the allowlist-source-range annotation"
     ),
@@ -678,7 +688,20 @@ _ROUTE_FIELDS: Mapping[str, str] = {
     "ssl-redirect": "ssl_redirect",
     "force-ssl-redirect": "force_ssl_redirect",
     "load-balance": "load_balance",
+    "proxy-http-version": "proxy_http_version",
+    "limit-rate": "limit_rate",
+    "limit-rate-after": "limit_rate_after",
+    "proxy-redirect-from": "proxy_redirect_from",
+    "proxy-redirect-to": "proxy_redirect_to",
+    "proxy-cookie-domain": "proxy_cookie_domain",
+    "proxy-cookie-path": "proxy_cookie_path",
 }
+_REWRITE_FIELDS = (
+    "proxy_redirect_from",
+    "proxy_redirect_to",
+    "proxy_cookie_domain",
+    "proxy_cookie_path",
+)
 _DENIED: Final = 403
 
 
@@ -729,7 +752,7 @@ def read_configmap(data: Any, explicit: Mapping[str, str] | None = None) -> Read
             messages.append(verdict.reason)
         if denial is not None:
             denials.append(denial)
-    config = _config(values)
+    config = _config(values, messages)
     if invalid_access:
         config = replace(config, fail_closed=(_INVALID_ACCESS, "; ".join(invalid_access)))
     elif denials:
@@ -789,7 +812,7 @@ def _judge(key: str, value: str, explicit: Mapping[str, str]) -> tuple[Verdict, 
     return Verdict(key, shown, "supported", ""), parsed, None
 
 
-def _config(values: Mapping[str, Any]) -> GlobalConfig:
+def _config(values: Mapping[str, Any], messages: list[str] | None = None) -> GlobalConfig:
     if not values:
         return GlobalConfig()
     proxy: dict[str, object] = {
@@ -819,6 +842,12 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
             tries=values.get("proxy-next-upstream-tries", base.tries),
             time_limit=values.get("proxy-next-upstream-timeout", base.time_limit),
         )
+    if any(field in route for field in _REWRITE_FIELDS):
+        texts = [str(route.get(field, "off")) for field in _REWRITE_FIELDS]
+        rewrite, errors = response_rewrite(*texts)
+        route["response_rewrite"] = rewrite
+        if messages is not None:
+            messages += [f"ConfigMap: {error}" for error in errors]
     if values.get("whitelist-source-range"):
         route["allow_source"] = values["whitelist-source-range"]
     deny = (*values.get("block-cidrs", ()), *values.get("denylist-source-range", ()))

@@ -274,9 +274,10 @@ def server_context(
 def apply_params(ctx: ssl.SSLContext, params: TLSParams) -> None:
     """ssl-protocols, ssl-ciphers and ssl-session-tickets on ``ctx`` (new handshakes).
 
-    The handshake's versions and ciphers are those of the listener's context, the
-    one a connection starts with (the SNI callback only swaps the certificate), so
-    they are set on every context alike."""
+    The handshake's versions and options are those of the listener's context, the
+    one a connection starts with; the cipher list is the one of the context the SNI
+    callback switches to (OpenSSL 3; tests/e2e/test_e2e_response_rewrite.py checks
+    it, and a host's ssl-ciphers rely on it). So they are set on every context alike."""
     ctx.minimum_version = ssl.TLSVersion[params.min_version.replace(".", "_")]
     ctx.maximum_version = ssl.TLSVersion[params.max_version.replace(".", "_")]
     ctx.set_ciphers(params.ciphers)
@@ -340,9 +341,13 @@ class CertificateSelector:
         self._fallback: ssl.SSLContext | None = None  # --default-certificate, when valid
         self._fallback_cert: TLSCertificate | None = None
         self._default_pair = default
-        # auth-tls-* hosts: (cert PEM, key PEM, ClientAuth.key) -> a context that
-        # asks for client certificates (policy/client_tls.py).
-        self._client_contexts: dict[tuple[bytes, bytes, bytes], ssl.SSLContext] = {}
+        # auth-tls-* hosts: (cert PEM, key PEM, ClientAuth.key[, ssl-ciphers]) -> a
+        # context that asks for client certificates (policy/client_tls.py).
+        self._client_contexts: dict[tuple[bytes, ...], ssl.SSLContext] = {}
+        # ssl-ciphers hosts: (cert PEM, key PEM, cipher list) -> a context with that list.
+        # OpenSSL takes the cipher list of the context the SNI callback switches to
+        # (the options, server preference among them, stay the listener's).
+        self._cipher_contexts: dict[tuple[bytes, bytes, str], ssl.SSLContext] = {}
 
     def configure(self, params: TLSParams) -> None:
         """The ConfigMap's TLS settings, for the handshakes from now on."""
@@ -352,6 +357,12 @@ class CertificateSelector:
         apply_params(self.default_context, params)
         for ctx in (*self._contexts.values(), *self._client_contexts.values()):
             apply_params(ctx, params)
+        for (_, _, ciphers), ctx in self._cipher_contexts.items():
+            apply_params(ctx, params)
+            ctx.set_ciphers(ciphers)  # the host's own list stays
+        for ckey, ctx in self._client_contexts.items():
+            if len(ckey) > 3:
+                ctx.set_ciphers(ckey[3].decode())
 
     def set_default(self, cert: TLSCertificate | None) -> None:
         """Serve ``cert`` (from --default-certificate) to hosts without their own."""
@@ -397,6 +408,14 @@ class CertificateSelector:
             for ckey in list(self._client_contexts):
                 if ckey[2] not in keys:
                     del self._client_contexts[ckey]
+        if self._cipher_contexts:
+            table = self._table()
+            hosts = (*table.exact_hosts.values(), *table.wildcard_hosts.values())
+            lists = {v.ssl_ciphers for v in hosts if v.ssl_ciphers is not None}
+            pairs = live | {self._default_pair}
+            for tkey in list(self._cipher_contexts):
+                if tkey[2] not in lists or tkey[:2] not in pairs:
+                    del self._cipher_contexts[tkey]
 
     def _sni(
         self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext
@@ -409,10 +428,15 @@ class CertificateSelector:
         if name:
             table = self._table()
             cert = table.certificate_for(name)
-            if table.client_auth:
+            if table.client_auth or table.ssl_ciphers:
                 vhost = table.find_host(name)
-                if vhost is not None and vhost.host and vhost.client_auth is not None:
-                    return self._ask_certificate(sslobj, name, cert, vhost.client_auth)
+                if vhost is None or not vhost.host:
+                    vhost = None  # the catch-all: the listener's settings
+                ciphers = vhost.ssl_ciphers if vhost is not None else None
+                if vhost is not None and vhost.client_auth is not None:
+                    return self._ask_certificate(sslobj, name, cert, vhost.client_auth, ciphers)
+                if ciphers is not None:
+                    return self._with_ciphers(sslobj, name, cert, ciphers)
         if cert is not None:
             try:
                 sslobj.context = self.context_for(cert)
@@ -423,18 +447,51 @@ class CertificateSelector:
             sslobj.context = self._fallback
         return None
 
-    def _ask_certificate(
-        self, sslobj: ssl.SSLObject, name: str, cert: TLSCertificate | None, auth: ClientAuth
+    def _with_ciphers(
+        self, sslobj: ssl.SSLObject, name: str, cert: TLSCertificate | None, ciphers: str
     ) -> int | None:
-        """auth-tls-*: the host's certificate, and a client certificate asked for."""
+        """ssl-ciphers: the host's certificate (or the default one) with its cipher list."""
         if cert is None:
             cert = self._fallback_cert
         pair = (cert.cert_pem, cert.key_pem) if cert is not None else self._default_pair
-        key = (*pair, auth.key)
+        key = (*pair, ciphers)
+        try:
+            ctx = self._cipher_contexts.get(key)
+            if ctx is None:
+                ctx = server_context(*pair, self._alpn, self._params)
+                ctx.set_ciphers(ciphers)
+                ctx.ingressd_names = cert.dns_names if cert is not None else ()  # type: ignore[attr-defined]
+                self._cipher_contexts[key] = ctx
+            sslobj.context = ctx
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            # Validated at parse time; a list OpenSSL refuses now gets no handshake
+            # rather than one with ciphers the Ingress did not ask for.
+            log.error("cannot use ssl-ciphers %r for %s: %s", ciphers, name, exc)
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        return None
+
+    def _ask_certificate(
+        self,
+        sslobj: ssl.SSLObject,
+        name: str,
+        cert: TLSCertificate | None,
+        auth: ClientAuth,
+        ciphers: str | None = None,
+    ) -> int | None:
+        """auth-tls-*: the host's certificate, and a client certificate asked for
+        (with the host's ssl-ciphers, if any)."""
+        if cert is None:
+            cert = self._fallback_cert
+        pair = (cert.cert_pem, cert.key_pem) if cert is not None else self._default_pair
+        key: tuple[bytes, ...] = (*pair, auth.key)
+        if ciphers is not None:
+            key = (*key, ciphers.encode())
         try:
             ctx = self._client_contexts.get(key)
             if ctx is None:
                 base = server_context(*pair, self._alpn, self._params)
+                if ciphers is not None:
+                    base.set_ciphers(ciphers)
                 ctx = client_context(base, auth.ca_pem, auth.crl, auth.key)
                 ctx.ingressd_names = cert.dns_names if cert is not None else ()  # type: ignore[attr-defined]
                 self._client_contexts[key] = ctx

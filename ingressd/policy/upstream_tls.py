@@ -215,6 +215,30 @@ def _secret_for(snap: Snapshot, namespace: str, ref: ProxySSL) -> SecretMaterial
     return load_secret(secret)
 
 
+# -- proxy-ssl-protocols, proxy-ssl-ciphers ----------------------------------------------
+
+# proxyssl/main.go validates ^(SSLv2|SSLv3|TLSv1|TLSv1\.1|TLSv1\.2|TLSv1\.3| )*$. ingressd
+# speaks TLS 1.2 and 1.3 to upstreams: the older names are accepted and left out.
+_OLD_PROTOCOLS = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"})
+_TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+DEFAULT_CIPHERS = "DEFAULT"  # proxyssl/main.go defaultProxySSLCiphers
+DEFAULT_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
+
+
+def parse_ssl_protocols(value: str) -> tuple[str, ...]:
+    """proxy-ssl-protocols: the TLS versions ingressd may use, lowest first."""
+    names = value.split()
+    if not names or len(names) > 8:
+        raise ValueError(f"{value[:100]!r} is not a list of TLS versions")
+    for name in names:
+        if name not in _TLS_VERSIONS and name not in _OLD_PROTOCOLS:
+            raise ValueError(f"{name[:20]!r} is not one of SSLv2, SSLv3, TLSv1 … TLSv1.3")
+    kept = sorted({n for n in names if n in _TLS_VERSIONS})
+    if not kept:
+        raise ValueError(f"{value[:100]!r}: ingressd speaks only TLSv1.2 and TLSv1.3 to upstreams")
+    return tuple(kept)
+
+
 # -- contexts ---------------------------------------------------------------------------
 
 # Contexts by (secret material, verify); UpstreamTLS by its key. Bounded, so
@@ -240,18 +264,38 @@ def _cached(key: tuple[Any, ...], make: Any) -> Any:
 
 
 def _context(
-    material: SecretMaterial | None, verify: bool, alpn: tuple[str, ...] = ()
+    material: SecretMaterial | None,
+    verify: bool,
+    alpn: tuple[str, ...] = (),
+    ciphers: str = DEFAULT_CIPHERS,
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS,
 ) -> ssl.SSLContext:
     digest = material.digest if material is not None else ""
-    return _cached(("context", digest, verify, alpn), lambda: _make_context(material, verify, alpn))
+    return _cached(
+        ("context", digest, verify, alpn, ciphers, protocols),
+        lambda: _make_context(material, verify, alpn, ciphers, protocols),
+    )
 
 
 def _make_context(
-    material: SecretMaterial | None, verify: bool, alpn: tuple[str, ...] = ()
+    material: SecretMaterial | None,
+    verify: bool,
+    alpn: tuple[str, ...] = (),
+    ciphers: str = DEFAULT_CIPHERS,
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS,
 ) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.sslobject_class = DirectSSLObject
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # proxy_ssl_protocols: the lowest and highest listed (a gap cannot be expressed).
+    ctx.minimum_version = _TLS_VERSIONS[protocols[0]]
+    ctx.maximum_version = _TLS_VERSIONS[protocols[-1]]
+    if ciphers != DEFAULT_CIPHERS:
+        # proxy_ssl_ciphers: OpenSSL's list for TLS 1.2 (TLS 1.3 suites are not named
+        # by it, as with nginx). Validated by the annotation parser.
+        try:
+            ctx.set_ciphers(ciphers)
+        except ssl.SSLError as exc:
+            raise TLSError(f"proxy-ssl-ciphers {ciphers!r}: {exc}") from exc
     if alpn:
         # GRPCS: nginx's grpc_pass grpcs:// offers h2 by ALPN; gRPC servers
         # refuse a handshake without it. HTTP/1.1 contexts offer nothing, as
@@ -292,11 +336,24 @@ def upstream_tls(
     name = ref.name if ref is not None else None
     sni = bool(ref is not None and ref.server_name)
     digest = material.digest if material is not None else ""
-    key = (digest, verify, depth if verify else 0, name if (verify or sni) else None, sni, alpn)
+    # nginx.tmpl writes proxy_ssl_ciphers and proxy_ssl_protocols only beside a ca.crt.
+    with_ca = ref is not None and material is not None and material.ca is not None
+    ciphers = ref.ciphers if with_ca and ref is not None else DEFAULT_CIPHERS
+    protocols = ref.protocols if with_ca and ref is not None else DEFAULT_PROTOCOLS
+    key = (
+        digest,
+        verify,
+        depth if verify else 0,
+        name if (verify or sni) else None,
+        sni,
+        ciphers,
+        protocols,
+        alpn,
+    )
     return _cached(
         ("upstream", *key),
         lambda: UpstreamTLS(
-            context=_context(material, verify, alpn),
+            context=_context(material, verify, alpn, ciphers, protocols),
             verify=verify,
             verify_depth=depth,
             name=name,
@@ -339,5 +396,10 @@ def resolve(snap: Snapshot, namespace: str, policy: RoutePolicy) -> tuple[RouteP
         messages.append(
             f"proxy-ssl-verify has no effect: Secret {material.secret} has no ca.crt "
             "(as in ingress-nginx, the upstream's certificate is not verified)"
+        )
+    if material.ca is None and (ref.ciphers, ref.protocols) != (DEFAULT_CIPHERS, DEFAULT_PROTOCOLS):
+        messages.append(
+            f"proxy-ssl-ciphers and proxy-ssl-protocols have no effect: Secret "
+            f"{material.secret} has no ca.crt (nginx.tmpl sets them only beside it)"
         )
     return replace(policy, upstream_tls=tls), messages

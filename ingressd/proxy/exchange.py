@@ -28,6 +28,7 @@ from ..model.table import Route
 from ..policy import ext_auth
 from ..policy.cors import HEADER_NAMES as CORS_HEADERS
 from ..policy.limits import Slot
+from ..policy.response_rewrite import apply as rewrite_response
 from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
 from ..policy.upstream_tls import H2_PROTOCOLS
 from ..policy.upstream_tls import describe_error as describe_tls_error
@@ -46,6 +47,7 @@ from ..routing.decide import (
 from . import grpc, http
 from .state import ProxyState, new_request_id
 from .streams import ClientStream, Outgoing, UpstreamStream
+from .throttle import Throttle
 from .upstream_h1 import UpstreamHeadTooLarge
 from .upstream_h2 import InvalidUpstreamResponse, StreamRefused
 
@@ -54,6 +56,11 @@ log = logging.getLogger("ingressd.proxy")
 _HSTS = b"Strict-Transport-Security"
 _HSTS_LOWER = b"strict-transport-security"
 BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
+# proxy-http-version 1.0 and a chunked request body: the whole body is read before
+# the upstream is asked, to send its length (nginx buffers it so, to a file past
+# client_body_buffer_size). Held in memory here: at most proxy-body-size, and this
+# when that is 0 (unlimited) or larger; a larger body answers 413.
+WHOLE_BODY_MAX = 16 * 1024 * 1024
 
 # Why the client's reading of request bodies is paused, as bits, so several can overlap.
 PAUSE_PIPELINE = 1  # HTTP/1.1: a pipelined request waits for the one before it
@@ -79,9 +86,13 @@ class Exchange(Outgoing):
         "error_page",
         "finished",
         "first_try_at",
+        "go_waiting",
         "head_done",
         "header_bytes",
         "header_count",
+        "held",
+        "held_close",
+        "held_end",
         "host_count",
         "lb_start",
         "limit_slot",
@@ -99,11 +110,14 @@ class Exchange(Outgoing):
         "started",
         "state",
         "status",
+        "throttle",
+        "throttled",
         "tried",
         "up_close_delimited",
         "up_connect",
         "up_start",
         "upstream",
+        "whole_body",
     )
 
     def __init__(self, client: ClientStream, state: ProxyState) -> None:
@@ -183,6 +197,18 @@ class Exchange(Outgoing):
         # without the client's body (read and dropped from then on).
         self.error_page = False
         self.no_body = False
+        # limit-rate: the response's pace; whether reading it is held back for it;
+        # the body over the rate, waiting; its end, when it came meanwhile (the
+        # upstream's end, or its close for a body delimited by it).
+        self.throttle: Throttle | None = None
+        self.throttled = False
+        self.held: list[bytes] = []
+        self.held_end: tuple[bool, http.Headers | None] | None = None
+        self.held_close = False
+        # proxy-http-version 1.0: a chunked body is read whole first (WHOLE_BODY_MAX);
+        # the upstream is asked once it has ended.
+        self.whole_body = False
+        self.go_waiting = False
 
     # -- request head --------------------------------------------------------------------
 
@@ -240,6 +266,7 @@ class Exchange(Outgoing):
             origin=self.origin.decode("latin-1") if self.origin is not None else None,
             headers=self.headers,
             tls_names=self.client.tls_names,
+            server_port=self.client.server_port,
         )
 
     # -- running the exchange ---------------------------------------------------------------
@@ -312,6 +339,18 @@ class Exchange(Outgoing):
                 "an Upgrade (WebSocket) request\n",
             )
             return
+        if (
+            policy.proxy_http_version == "1.0"
+            and self.req_chunked
+            and policy.backend_protocol not in H2_PROTOCOLS
+            and not self.upgrade
+        ):
+            # HTTP/1.0 has no chunked bodies: as nginx, the body is read whole and
+            # sent with its length (ngx_http_proxy_module: request buffering is
+            # forced unless HTTP/1.1 is proxied).
+            self.whole_body = True
+            if not self.body_limit or self.body_limit > WHOLE_BODY_MAX:
+                self.body_limit = WHOLE_BODY_MAX
         self.upgrading = self.upgrade
         snippet = route.snippet_plan
         if snippet is not None and snippet.upstream:
@@ -327,6 +366,9 @@ class Exchange(Outgoing):
         """Send the request to the chosen endpoint: a pooled connection, else a new one."""
         fwd = self.forward
         assert fwd is not None
+        if self.whole_body and not self.request_complete:
+            self.go_waiting = True  # request_done goes on
+            return
         client = self.client
         self.attempts += 1
         self.tried.append(fwd.endpoint)
@@ -546,7 +588,7 @@ class Exchange(Outgoing):
         if conn is None:
             self._body_buf.append(data)
             self._buffered += len(data)
-            if self._buffered > BUFFER_HIGH:
+            if self._buffered > BUFFER_HIGH and not self.whole_body:
                 self.client.pause_body(PAUSE_BUFFER)
             return
         self.sent_body = True
@@ -559,6 +601,14 @@ class Exchange(Outgoing):
         self.request_complete = True
         if self.finished:
             self.client.exchange_done(self)
+            return
+        if self.whole_body and self.upstream is None:
+            # The chunked body is all here: it goes as one of known length.
+            self.req_chunked = False
+            self.req_length = b"%d" % self._buffered
+            if self.go_waiting:
+                self.go_waiting = False
+                self._go()
             return
         if self.upstream is not None:
             self.upstream.end_body()
@@ -610,6 +660,13 @@ class Exchange(Outgoing):
             out = http.drop_named(out, hide)  # the ConfigMap's hide-headers
         if snippet is not None:
             out = hide_headers(snippet, out)  # proxy_hide_header: the upstream's only
+        if not route.plain:
+            policy = route.policy
+            if policy.response_rewrite is not None:
+                # proxy_redirect, proxy_cookie_*: on the upstream's own headers.
+                out = rewrite_response(policy.response_rewrite, out)
+            if policy.limit_rate and status != 101:
+                self.throttle = Throttle(policy.limit_rate, policy.limit_rate_after, self.started)
         fwd = self.forward
         extra = fwd.response_headers if fwd is not None else ()
         if extra:
@@ -635,7 +692,61 @@ class Exchange(Outgoing):
 
     def on_response_body(self, data: bytes) -> None:
         self.activity = self.client.now()
-        self.client.response_body(self, data)
+        if self.throttle is None:
+            self.client.response_body(self, data)
+        elif self.held:
+            self.held.append(data)  # read before the pause took effect
+        else:
+            self._send_throttled(data)
+
+    def _send_throttled(self, data: bytes) -> None:
+        """limit-rate: send what the rate allows now, hold the rest and wait."""
+        throttle = self.throttle
+        assert throttle is not None
+        now = perf_counter()
+        room = throttle.allowed(now)
+        if room >= len(data):
+            throttle.sent += len(data)
+            self.client.response_body(self, data)
+            return
+        if room:
+            throttle.sent += room
+            self.client.response_body(self, data[:room])
+            data = data[room:]
+        self.held = [data]
+        if not self.throttled:
+            self.throttled = True
+            conn = self.upstream
+            if conn is not None:
+                conn.pause_reading()
+            self.client.loop.call_later(throttle.wait(len(data), now), self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        """limit-rate: a wait is over: send on, then end or read on (unless the
+        client is slow to read too)."""
+        self.throttled = False
+        if self.finished:
+            self.held = []
+            return
+        data = b"".join(self.held)
+        self.held = []
+        self._send_throttled(data)
+        self.client.flush()
+        if self.held:
+            return
+        if self.held_close:
+            self.held_close = False
+            self._finish()
+            self.client.exchange_done(self)  # keep_alive is already False
+        elif self.held_end is not None:
+            keep_alive, trailers = self.held_end
+            self.held_end = None
+            if self.upstream is not None:
+                # Paused for the rate: a pooled connection must read again.
+                self.upstream.resume_reading()
+            self.on_response_end(keep_alive, trailers)
+        elif self.upstream is not None and not self.client_writing_paused:
+            self.upstream.resume_reading()
 
     def flush(self) -> None:
         """Write what the upstream's last read produced, in one call."""
@@ -644,12 +755,20 @@ class Exchange(Outgoing):
     def on_response_end(self, keep_alive: bool, trailers: http.Headers | None = None) -> None:
         if self.finished:
             return
+        if self.held:
+            self.held_end = (keep_alive, trailers)  # after the held body (limit-rate)
+            return
         client = self.client
         client.response_end(self, trailers)
         conn = self.upstream
         self.upstream = None
         if conn is not None:
-            if keep_alive and self.request_complete and not self.upgrade:
+            if (
+                keep_alive
+                and self.request_complete
+                and not self.upgrade
+                and (self.forward is None or self.forward.route.reuses_upstream)
+            ):
                 if self.client_writing_paused:
                     conn.resume_reading()
                 conn.release()
@@ -679,6 +798,9 @@ class Exchange(Outgoing):
             return
         if self.up_close_delimited:
             # The upstream's close is the end of its body.
+            if self.held:
+                self.held_close = True  # after the held body (limit-rate)
+                return
             self.client.flush()
             self._finish()
             self.client.exchange_done(self)  # keep_alive is already False
@@ -902,7 +1024,7 @@ class Exchange(Outgoing):
         if conn is not None:
             if paused:
                 conn.pause_reading()
-            else:
+            elif not self.throttled:  # limit-rate resumes it when its pause is over
                 conn.resume_reading()
 
     # -- timeouts -------------------------------------------------------------------
@@ -913,8 +1035,9 @@ class Exchange(Outgoing):
             self.state.waiting.discard(self)
         elif self.send_paused_at is not None and now - self.send_paused_at >= self.send_timeout:
             self._timed_out("sending the request to the upstream timed out", "send_timeout")
-        elif self.client_writing_paused:
-            # The client is slow to read; the upstream is not at fault.
+        elif self.client_writing_paused or self.throttled:
+            # The client is slow to read, or limit-rate holds the response back;
+            # the upstream is not at fault.
             self.activity = now
         elif now - self.activity >= self.read_timeout:
             self._timed_out("the upstream did not answer in time", "read_timeout")

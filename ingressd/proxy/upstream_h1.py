@@ -366,11 +366,16 @@ def encode_request(req: Outgoing) -> bytes:
     assert fwd is not None
     client = req.client
     headers, host_override, host, xff, real_ip = upstream_fields(req)
+    route = fwd.route
+    # proxy-http-version, connection-proxy-header (nginx.tmpl: proxy_http_version,
+    # proxy_set_header Connection); a plain route has neither.
+    policy = None if route.plain else route.policy
+    http10 = policy is not None and policy.proxy_http_version == "1.0"
     parts = [
         req.method,
         b" ",
         fwd.target.encode("latin-1"),
-        b" HTTP/1.1\r\n",
+        b" HTTP/1.0\r\n" if http10 else b" HTTP/1.1\r\n",
         http.serialize(headers),
     ]
     if req.host is None and host_override is None:
@@ -400,7 +405,13 @@ def encode_request(req: Outgoing) -> bytes:
             parts.append(b"Transfer-Encoding: chunked\r\n")
     elif length is not None and not req.no_body:
         parts.append(b"Content-Length: " + length + b"\r\n")
-    if req.upgrade:
+    connection = policy.connection_header if policy is not None else None
+    if connection is not None:
+        # It replaces ingress-nginx's $connection_upgrade, beside an Upgrade too.
+        parts += [b"Connection: ", connection, b"\r\n"]
+        if req.upgrade:
+            parts += [b"Upgrade: ", req.upgrade_value or b"", b"\r\n"]
+    elif req.upgrade:
         parts.append(b"Connection: upgrade\r\nUpgrade: " + (req.upgrade_value or b"") + b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)

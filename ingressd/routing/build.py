@@ -872,6 +872,8 @@ def _merge_host(host: str, entries: list[_Entry], no_tls: tuple[str, ...] = ()) 
     mtls_owner = ""  # the Ingress it comes from
     server_snippet: SnippetPolicy | None = None  # every route of the host gets it
     first: RoutePolicy | None = None  # of the oldest Ingress with a rule for the host
+    ciphers: str | None = None  # ssl-ciphers: the oldest Ingress's that sets it
+    ciphers_owner = ""
     owner = ""  # that Ingress
     routed = False  # a host with paths or a defaultBackend gets a VirtualHost
     for e in mains:
@@ -906,6 +908,19 @@ def _merge_host(host: str, entries: list[_Entry], no_tls: tuple[str, ...] = ()) 
                         "(server-wide, as in ingress-nginx)"
                     )
                 if reason:
+                    problems.append((where, _problem(e.obj, e.origin, reason)))
+            mine_ciphers = plan.policy.ssl_ciphers
+            if mine_ciphers is not None and host:
+                # controller.go createServers: a server's SSLCiphers come from the
+                # first Ingress of the host that sets them; the others' do not apply.
+                if ciphers is None:
+                    ciphers, ciphers_owner = mine_ciphers, plan.name
+                elif mine_ciphers != ciphers:
+                    reason = (
+                        f"ssl-ciphers of this Ingress do not apply to host {host}: older "
+                        f"Ingress {ciphers_owner} sets them (server-wide, as in ingress-nginx)"
+                    )
+                    where = (_MERGE, e.order, -3, plan.hosts.index(host))  # type: ignore[union-attr]
                     problems.append((where, _problem(e.obj, e.origin, reason)))
             if server_snippet is None:
                 # One server-snippet per server: the oldest Ingress's (controller.go
@@ -968,6 +983,8 @@ def _merge_host(host: str, entries: list[_Entry], no_tls: tuple[str, ...] = ()) 
             vhost = replace(vhost, guarded=True)
         if mtls is not None:
             vhost = replace(vhost, client_auth=mtls)
+        if ciphers is not None:
+            vhost = replace(vhost, ssl_ciphers=ciphers)
     return _HostResult(vhost, cert, problems)
 
 
@@ -1339,6 +1356,7 @@ class TableBuilder:
         self._catch_all: VirtualHost | None = None
         self._certificates: dict[str, TLSCertificate] = {}
         self._client_auth_hosts: set[str] = set()  # hosts whose VirtualHost has client_auth
+        self._cipher_hosts: set[str] = set()  # hosts whose VirtualHost has ssl_ciphers
         self._last: RouteTable | None = None
         # --default-backend-service: the Service and slices it was resolved from, its
         # route (None: ingressd's own 404) and the problem it makes, if any.
@@ -1585,6 +1603,10 @@ class TableBuilder:
                 self._client_auth_hosts.add(host)
             else:
                 self._client_auth_hosts.discard(host)
+            if vhost is not None and vhost.ssl_ciphers is not None:
+                self._cipher_hosts.add(host)
+            else:
+                self._cipher_hosts.discard(host)
             if vhost is not None or (old is not None and old.vhost is not None):
                 if not host:
                     self._catch_all = vhost
@@ -1641,6 +1663,7 @@ class TableBuilder:
             config=self._reading.config,
             hsts=self._reading.config.hsts_header,
             client_auth=bool(self._client_auth_hosts),
+            ssl_ciphers=bool(self._cipher_hosts),
         )
 
     def _www_redirects(self) -> tuple[dict[str, TLSCertificate], dict[str, str]]:

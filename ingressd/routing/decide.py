@@ -48,6 +48,7 @@ class RequestHead:
         "origin",
         "path",
         "query",
+        "server_port",
         "tls",
         "tls_names",
     )
@@ -65,6 +66,8 @@ class RequestHead:
     # TLS: the names of the certificate the connection was served (from its SNI);
     # () for the generated default one, None for plain HTTP: neither is checked.
     tls_names: tuple[str, ...] | None
+    # The port the client connected to (nginx's $server_port), for use-port-in-redirects.
+    server_port: bytes
 
     def __init__(
         self,
@@ -77,6 +80,7 @@ class RequestHead:
         origin: str | None = None,
         headers: Sequence[tuple[bytes, bytes]] = (),
         tls_names: tuple[str, ...] | None = None,
+        server_port: bytes = b"",
     ) -> None:
         self.method = method
         self.host = host
@@ -87,6 +91,7 @@ class RequestHead:
         self.origin = origin
         self.headers = headers
         self.tls_names = tls_names
+        self.server_port = server_port
 
     def _fields(self) -> tuple[object, ...]:
         return (
@@ -99,6 +104,7 @@ class RequestHead:
             self.origin,
             self.headers,
             self.tls_names,
+            self.server_port,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -123,6 +129,7 @@ _HEAD_FIELDS = (
     "origin",
     "headers",
     "tls_names",
+    "server_port",
 )
 
 
@@ -648,7 +655,7 @@ def _before_backend(
     # (Lua, run after them) and access checks come later.
     server_snippet = policy.server_snippet
     if server_snippet is not None and server_snippet.answers:
-        found = _snippet_answer(server_snippet, head, host, path)
+        found = _snippet_answer(server_snippet, head, host, path, policy.use_port_in_redirects)
         if found is not None:
             return found
     if policy.app_root is not None and path == "/":
@@ -660,7 +667,7 @@ def _before_backend(
             return Respond(204, "", headers=tuple(headers))
     snippet = policy.snippet
     if snippet is not None and snippet.answers:
-        found = _snippet_answer(snippet, head, host, path)
+        found = _snippet_answer(snippet, head, host, path, policy.use_port_in_redirects)
         if found is not None:
             return found
     if policy.redirect is not None:
@@ -687,8 +694,11 @@ def _before_backend(
     return None
 
 
-def request_vars(head: RequestHead, host: str, path: str, request_id: str = "") -> RequestVars:
-    """The values of a snippet's variables for this request (model/snippet.py)."""
+def request_vars(
+    head: RequestHead, host: str, path: str, request_id: str = "", use_port: bool = False
+) -> RequestVars:
+    """The values of a snippet's variables for this request (model/snippet.py);
+    ``use_port``: use-port-in-redirects."""
     return RequestVars(
         host,
         head.host,
@@ -700,14 +710,15 @@ def request_vars(head: RequestHead, host: str, path: str, request_id: str = "") 
         head.method,
         head.headers,
         request_id,
+        _server_port_suffix(head) if use_port else "",
     )
 
 
 def _snippet_answer(
-    snippet: SnippetPolicy, head: RequestHead, host: str, path: str
+    snippet: SnippetPolicy, head: RequestHead, host: str, path: str, use_port: bool = False
 ) -> Respond | None:
     """A snippet's return or rewrite ... redirect, when one applies to this request."""
-    found = answer(snippet, request_vars(head, host, path))
+    found = answer(snippet, request_vars(head, host, path, "", use_port))
     if found is None:
         return None
     status, body, location, headers = found
@@ -907,6 +918,15 @@ def _port_suffix(head: RequestHead) -> str:
     return head.host[colon:] if colon > head.host.rfind("]") else ""
 
 
+def _server_port_suffix(head: RequestHead) -> str:
+    """nginx's port_in_redirect on: ":PORT" of the port the client connected to,
+    unless it is the scheme's own (ngx_http_header_filter_module.c)."""
+    port = head.server_port.decode("latin-1")
+    if not port or port == ("443" if head.tls else "80"):
+        return ""
+    return ":" + port
+
+
 def _uri(head: RequestHead) -> str:
     return head.path + (f"?{head.query}" if head.query else "")
 
@@ -936,7 +956,10 @@ def _slash_redirect(head: RequestHead, host: str, route: Route) -> Respond:
     """
     name = quote(route.slash_redirect or "/", safe="/:@!$&'()*+,;=-._~%")
     query = f"?{head.query}" if head.query else ""
-    location = f"{_scheme(head)}{host}{_port_suffix(head)}{name}{query}"
+    # port_in_redirect on (use-port-in-redirects): the server's port.
+    use_port = route.policy.use_port_in_redirects
+    port = _server_port_suffix(head) if use_port else _port_suffix(head)
+    location = f"{_scheme(head)}{host}{port}{name}{query}"
     return Respond(301, f"301 Moved Permanently to {location}\n", location=location, route=route)
 
 

@@ -119,7 +119,8 @@ def test_peer_compares_and_hashes() -> None:
         (
             RequestHead("GET", "a.test", "/p", "", "192.0.2.1", True, tls_names=()),
             "RequestHead(method='GET', host='a.test', path='/p', query='', "
-            "client_ip='192.0.2.1', tls=True, origin=None, headers=(), tls_names=())",
+            "client_ip='192.0.2.1', tls=True, origin=None, headers=(), tls_names=(), "
+            "server_port=b'')",
         ),
         (
             Respond(404, "no\n"),

@@ -150,10 +150,23 @@ def test_invalid_access_control_says_its_routes_answer_503() -> None:
         ({NGINX + "auth-cache-key": "http://auth"}, 0),  # ignored, and said so: not a failure
         ({NGINX + "server-snippet": "x"}, 1),
         ({NGINX + "ssl-redirect": "yes"}, 1),
+        # refused because it cannot apply to ingressd: listed, not a failure...
+        ({NGINX + "http2-push-preload": "true"}, 0),
+        ({NGINX + "enable-modsecurity": "true", NGINX + "enable-owasp-core-rules": "true"}, 0),
+        ({NGINX + "modsecurity-snippet": "SecRuleEngine DetectionOnly"}, 0),
+        # ...unless serving without it would open what ingress-nginx guards
+        ({NGINX + "modsecurity-snippet": "SecRuleEngine On"}, 1),
     ],
 )
 def test_exit_code_follows_the_annotations(annotations: dict[str, str], exit_code: int) -> None:
     assert report_of(web(annotations=annotations), *healthy()).exit_code == exit_code
+
+
+def test_what_cannot_apply_counts_as_refused() -> None:
+    annotations = {NGINX + "http2-push-preload": "true", NGINX + "fastcgi-index": "index.php"}
+    report = report_of(web(annotations=annotations), *healthy())
+    assert report.summary()["annotations"]["refused"] == 2
+    assert all("refused" in v.reason for v in only(report).annotations)
 
 
 def test_snippets_are_shown_translated_directive_by_directive_or_refused() -> None:
