@@ -58,6 +58,11 @@ class Route:
     )
     # - the headers the snippets set (model/snippet.py), server's and location's together.
     snippet_plan: SnippetPlan | None = field(default=None, init=False, compare=False, repr=False)
+    # - the lowercase names of policy.response_headers (add-headers, custom-headers),
+    #   which replace the upstream's headers of those names; empty: none.
+    response_names: frozenset[bytes] = field(
+        default=frozenset(), init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         policy = self.policy
@@ -75,6 +80,11 @@ class Route:
             headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
         if policy.basic_auth is not None:
             headers.append((b"Authorization", b""))  # empty: not sent upstream
+        # The ConfigMap's proxy-set-headers: nginx.tmpl sets them after the others.
+        headers += policy.proxy_set_headers
+        if policy.response_headers:
+            names = frozenset(n.lower() for n, _ in policy.response_headers)
+            object.__setattr__(self, "response_names", names)
         object.__setattr__(self, "plain", plain)
         if policy.snippet is not None or policy.server_snippet is not None:
             object.__setattr__(
