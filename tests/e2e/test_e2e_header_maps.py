@@ -25,7 +25,6 @@ from e2e_helpers import (
     Ingressd,
     backends,
     curl,
-    serving,
     wait_for,
 )
 from k8s_objects import ingress, path, rule
@@ -154,13 +153,18 @@ def proxy(
     workdir = tmp_path_factory.mktemp("e2e-header-maps")
     echo = EchoServers(upstream_loop, ["web", "api"])
     try:
-        with serving(
-            workdir, [*backends(echo), *objs], ["--configmap", "ingressd/controller"]
-        ) as proc:
-            # In a file of its own: the live case rewrites it.
-            proc.update({"response.yaml": [configmap("ingressd", "response-headers", RESPONSE)]})
-            wait_for(lambda: global_header(proc) == ["yes"], 10, what="add-headers")
-            yield proc
+        proc = Ingressd(
+            workdir / "manifests",
+            workdir / "ingressd.log",
+            extra_args=["--configmap", "ingressd/controller"],
+        )
+        # The add-headers map in a file of its own: the live case rewrites it.
+        response = [configmap("ingressd", "response-headers", RESPONSE)]
+        proc.update({"all.yaml": [*backends(echo), *objs], "response.yaml": response})
+        try:
+            yield proc.start()
+        finally:
+            proc.stop()
     finally:
         echo.close()
 
