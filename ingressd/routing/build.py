@@ -1446,7 +1446,7 @@ class TableBuilder:
             data = cm.get("data") if cm is not None else None
             reading = read_configmap(data, dict(self.opts.explicit))
             maps = _header_maps(snap, reading.config)
-        base, problems = _base_policy_with_headers(snap, reading.config, maps)
+        base, problems = _base_policy_with_headers(snap, reading.config, maps, ref, cm)
         if reading.config != self._reading.config or base != self._base:
             self._reset()
             self._base = base
@@ -1781,12 +1781,18 @@ def _header_maps(snap: Snapshot, config: GlobalConfig) -> tuple[Obj | None, Obj 
 
 
 def _base_policy_with_headers(
-    snap: Snapshot, config: GlobalConfig, maps: tuple[Obj | None, Obj | None]
+    snap: Snapshot,
+    config: GlobalConfig,
+    maps: tuple[Obj | None, Obj | None],
+    controller: tuple[str, str] | None,
+    controller_obj: Obj | None,
 ) -> tuple[RoutePolicy, tuple[Problem, ...]]:
     """``_base_policy`` with the headers of add-headers and proxy-set-headers, and what
     reading those ConfigMaps reported. As ingress-nginx (controller.go OnUpdate: a
     ConfigMap it cannot read is logged and left out), a missing or invalid one is
-    reported and the routes serve without its headers."""
+    reported and the routes serve without its headers. A missing one is reported on
+    the controller ConfigMap (``controller``), which names it: an Event needs an
+    object that exists."""
     base = _base_policy(config)
     problems: list[Problem] = []
     changes: dict[str, Any] = {}
@@ -1799,8 +1805,11 @@ def _base_policy_with_headers(
         what = f"ConfigMap {ref[0]}/{ref[1]}"
         subject = ("ConfigMap", *ref)
         if cm is None:
-            reason = f"not found ({purpose} of the controller ConfigMap); its headers are not set"
-            problems.append(Problem(what, reason, "", subject))
+            reason = f"{purpose}: {what} not found; its headers are not set"
+            where = f"ConfigMap {controller[0]}/{controller[1]}" if controller else what
+            origin = snap.origin(controller_obj) if controller_obj is not None else ""
+            ctl = ("ConfigMap", *controller) if controller else None
+            problems.append(Problem(where, reason, origin, ctl))
             continue
         found = header_maps.read(cm.get("data"), purpose)
         origin = snap.origin(cm)

@@ -813,7 +813,7 @@ def test_configmaps_of_headers_are_watched_by_name_and_applied_live(
                 "ingressd-controller",
                 {"add-headers": "ingressd/response", "global-allowed-response-headers": "X-Team"},
             ),
-            header_configmap("ingressd", "response", {"X-Global": "one"}),
+            header_configmap("ingressd", "response", {"X-Global": "one", "Upgrade": "h2c"}),
             header_configmap("default", "team", {"X-Team": "a"}),
             header_configmap("default", "unrelated", {"X-Team": "never read"}),
             ingress(
@@ -853,6 +853,22 @@ def test_configmaps_of_headers_are_watched_by_name_and_applied_live(
     time_until(lambda: guarded() == 200, "the auth map to appear", RELOAD_DEADLINE)
     apiserver.delete("ConfigMap", "default", "auth-headers")
     time_until(lambda: guarded() == 503, "the auth map to go", RELOAD_DEADLINE)
+
+    # Problems are Warning Events: a refused entry on its map, a missing map on what names it.
+    def warnings(kind: str, name: str) -> list[str]:
+        return [
+            e["message"]
+            for e in apiserver.events()
+            if (e["involvedObject"]["kind"], e["involvedObject"]["name"]) == (kind, name)
+        ]
+
+    wait_for(lambda: warnings("ConfigMap", "response"), 10, what="an Event on the map")
+    assert any("header 'Upgrade' is left out" in m for m in warnings("ConfigMap", "response"))
+    wait_for(lambda: warnings("Ingress", "guarded"), 10, what="an Event on the Ingress")
+    assert any(
+        "auth-proxy-set-headers ConfigMap default/auth-headers not found" in m
+        for m in warnings("Ingress", "guarded")
+    )
 
     # Every ConfigMap request named its ConfigMap; the unrelated one was never asked for.
     asked = [

@@ -290,4 +290,4 @@ def test_a_changed_map_applies_live(proxy: Ingressd) -> None:
     assert header(proxy.get("custom.test", "/"), "X-Global") == ["changed"]
     proxy.update({"response.yaml": None})  # gone: served without, reported
     wait_for(lambda: global_header(proxy) == [], 10, what="add-headers gone")
-    assert "ConfigMap ingressd/response-headers: not found (add-headers" in problems(proxy)
+    assert "add-headers: ConfigMap ingressd/response-headers not found" in problems(proxy)

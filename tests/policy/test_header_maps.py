@@ -304,9 +304,11 @@ def test_a_missing_global_map_is_reported_and_routes_serve_without_it() -> None:
     assert route is not None and route.policy.fail_closed is None
     assert route.policy.response_headers == ()
     [problem] = t.problems
-    assert problem.ref == ("ConfigMap", "ingressd", "gone")
-    assert problem.reason == (
-        "not found (add-headers of the controller ConfigMap); its headers are not set"
+    # On the controller ConfigMap, which names it: an Event needs an object that exists.
+    assert problem.ref == ("ConfigMap", "ingressd", "controller")
+    assert str(problem) == (
+        "ConfigMap ingressd/controller: add-headers: ConfigMap ingressd/gone not found; "
+        "its headers are not set"
     )
 
 
