@@ -447,6 +447,10 @@ class RoutePolicy:
     auth_proxy_headers: tuple[str | None, str] | None = None
     response_headers: tuple[tuple[bytes, bytes], ...] = ()
     proxy_set_headers: tuple[tuple[bytes, bytes], ...] = ()
+    # The entries of those two ConfigMap keys' maps whose values hold variables
+    # ($remote_addr, $http_NAME ...), rendered per request as the snippets' are:
+    # more_set_headers (``more``) and proxy_set_header (``upstream``) edits.
+    header_templates: SnippetPolicy | None = None
 
     @property
     def regex_paths(self) -> bool:

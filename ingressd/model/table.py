@@ -86,10 +86,13 @@ class Route:
             names = frozenset(n.lower() for n, _ in policy.response_headers)
             object.__setattr__(self, "response_names", names)
         object.__setattr__(self, "plain", plain)
-        if policy.snippet is not None or policy.server_snippet is not None:
-            object.__setattr__(
-                self, "snippet_plan", snippet_plan(policy.server_snippet, policy.snippet)
-            )
+        if (
+            policy.snippet is not None
+            or policy.server_snippet is not None
+            or policy.header_templates is not None
+        ):
+            found = snippet_plan(policy.server_snippet, policy.snippet, policy.header_templates)
+            object.__setattr__(self, "snippet_plan", found)
         if headers:  # else the default, the shared empty tuple
             object.__setattr__(self, "upstream_headers", tuple(headers))
 

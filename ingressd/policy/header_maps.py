@@ -20,8 +20,10 @@ Everything in such a ConfigMap is an outsider's input: names must be tokens,
 values free of control characters, the map bounded in entries and size, and
 names that would break framing or forge what ingressd itself sets are refused
 with a reason. The result is bytes, encoded once per table build; nothing here
-runs per request (``auth-proxy-set-headers`` values are templates of the
-auth-url variables, rendered per subrequest as the auth-url itself is).
+runs per request, except rendering values that hold variables
+(``auth-proxy-set-headers``: the auth-url variables, per subrequest as the
+auth-url itself; ``add-headers`` and ``proxy-set-headers``: the snippets'
+variables, per request of the routes they apply to, as the snippets' headers).
 
 Who reads which map (``references``) is what the cluster source watches, by
 name, and the builder records each read so a change replans what used it.
@@ -29,12 +31,14 @@ name, and the builder records each read so a change replans what used it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..model.policy import Template
 from ..model.regex import fixed
+from ..model.snippet import SET, VARIABLES, HeaderEdit, Parts, SnippetPolicy
 from .annotations import AnnotationError, collect, parse_configmap_ref
 from .ext_auth import TemplateError, parse_template
 
@@ -58,9 +62,10 @@ _NGINX_NAME = fixed(r"^[a-zA-Z0-9_-]+$")
 _NGINX_VALUE = fixed(r"^[\x20-\x7e]+$")
 # All control characters but horizontal tab: a CR or LF would split the message.
 _CONTROL = fixed(r"[\x00-\x08\x0a-\x1f\x7f]")
-# An nginx variable ($name or ${name}): expanded by nginx in add-headers and
-# proxy-set-headers values, which ingressd does not do.
-_VARIABLE = fixed(r"\$\{?[A-Za-z_]")
+# An nginx variable ($name or ${name}), which nginx expands in add-headers and
+# proxy-set-headers values; ingressd knows the snippets' set (model/snippet.py
+# VARIABLES and $http_NAME). Linear on any engine, over a bounded value.
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 _HOP = "hop-by-hop: it describes one connection, not the message"
 _FRAMING = "framing: ingressd sets it from the message's body"
@@ -122,6 +127,9 @@ class HeaderMap:
     templates: tuple[tuple[bytes, Template], ...] = ()
     refused: tuple[str, ...] = ()
     error: str | None = None
+    # add-headers, proxy-set-headers: entries whose values hold variables, rendered
+    # per request (model/snippet.py); the others are in ``headers``, as bytes.
+    templated: tuple[tuple[bytes, Parts], ...] = ()
 
 
 parse_ref = parse_configmap_ref
@@ -167,6 +175,7 @@ def read(data: Any, purpose: Purpose, allowed: frozenset[str] | None = None) -> 
     forbidden = _FORBIDDEN[purpose]
     headers: list[tuple[bytes, bytes]] = []
     templates: list[tuple[bytes, Template]] = []
+    templated: list[tuple[bytes, Parts]] = []
     refused: list[str] = []
     seen: dict[str, str] = {}
     size = 0
@@ -182,6 +191,12 @@ def read(data: Any, purpose: Purpose, allowed: frozenset[str] | None = None) -> 
                 templates.append((key.encode("ascii"), parse_template(value.strip())))
             except TemplateError as exc:
                 why = str(exc)
+        elif why is None and purpose in ("add-headers", "proxy-set-headers"):
+            parts, why = _parts(value.strip())
+            if why is None and len(parts) > 1:
+                templated.append((key.encode("ascii"), parts))
+            elif why is None:
+                headers.append((key.encode("ascii"), value.strip().encode("utf-8")))
         elif why is None:
             headers.append((key.encode("ascii"), value.strip().encode("utf-8")))
         if why is not None:
@@ -194,7 +209,33 @@ def read(data: Any, purpose: Purpose, allowed: frozenset[str] | None = None) -> 
         size += len(key) + len(value.encode("utf-8")) + 4
         if size > MAX_BYTES:
             return HeaderMap(error=f"its headers come to more than {MAX_BYTES} bytes")
-    return HeaderMap(tuple(headers), tuple(templates), tuple(refused))
+    return HeaderMap(tuple(headers), tuple(templates), tuple(refused), None, tuple(templated))
+
+
+def _parts(value: str) -> tuple[Parts, str | None]:
+    """``value`` split at its nginx variables: literal, variable, ... literal; or why not."""
+    parts: list[str] = []
+    pos = 0
+    for m in _VARIABLE.finditer(value):
+        name = m.group(1) or m.group(2)
+        if name not in VARIABLES and not (name.startswith("http_") and len(name) > 5):
+            known = ", ".join(f"${v}" for v in sorted(VARIABLES))
+            return (), f"${name} is not a variable ingressd knows ({known}, $http_NAME)"
+        parts += [value[pos : m.start()], name]
+        pos = m.end()
+    parts.append(value[pos:])
+    return tuple(parts), None
+
+
+def templates_policy(
+    add: tuple[tuple[bytes, Parts], ...], proxy: tuple[tuple[bytes, Parts], ...]
+) -> SnippetPolicy | None:
+    """The variable entries of add-headers (``add``) and proxy-set-headers (``proxy``)
+    as the snippets' edits, which the proxy renders per request; None without any."""
+    if not add and not proxy:
+        return None
+    more = tuple(HeaderEdit(SET, name, name.lower(), parts) for name, parts in add)
+    return SnippetPolicy(upstream=proxy, more=more)
 
 
 def _entry_problem(
@@ -218,8 +259,6 @@ def _entry_problem(
             return "the value is empty or not printable ASCII (as ingress-nginx requires)"
         if allowed is None or lname not in allowed:
             return "it is not listed in the controller ConfigMap's global-allowed-response-headers"
-    elif purpose != "auth-proxy-set-headers" and _VARIABLE.search(value):
-        return "nginx variables are not expanded by ingressd (the value would be sent as written)"
     return None
 
 
@@ -303,7 +342,11 @@ def resolve(
         if error is not None:
             policy, messages = _deny(policy, messages, error)
         else:
-            policy = replace(policy, response_headers=merge(policy.response_headers, found.headers))
+            policy = replace(
+                policy,
+                response_headers=merge(policy.response_headers, found.headers),
+                header_templates=_without(policy.header_templates, found.headers),
+            )
     ref = policy.auth_proxy_headers
     auth = policy.external_auth
     if ref is not None and auth is not None:
@@ -313,6 +356,18 @@ def resolve(
         else:
             policy = replace(policy, external_auth=replace(auth, proxy_set_headers=found.templates))
     return policy, messages
+
+
+def _without(templates: SnippetPolicy | None, headers: Headers) -> SnippetPolicy | None:
+    """add-headers' variable entries less those custom-headers sets again: the
+    location's more_set_headers run after the http level's, and win."""
+    if templates is None or not templates.more:
+        return templates
+    names = {n.lower() for n, _ in headers}
+    more = tuple(e for e in templates.more if e.lname not in names)
+    if len(more) == len(templates.more):
+        return templates
+    return templates_policy(tuple((e.name, e.value) for e in more), templates.upstream)
 
 
 def _lookup(

@@ -1796,6 +1796,7 @@ def _base_policy_with_headers(
     base = _base_policy(config)
     problems: list[Problem] = []
     changes: dict[str, Any] = {}
+    templated: dict[str, tuple[tuple[bytes, tuple[str, ...]], ...]] = {}
     purposes: tuple[header_maps.Purpose, header_maps.Purpose] = ("add-headers", "proxy-set-headers")
     for purpose, ref, cm in zip(
         purposes, (config.add_headers, config.proxy_set_headers), maps, strict=True
@@ -1823,6 +1824,12 @@ def _base_policy_with_headers(
         field_name = "response_headers" if purpose == "add-headers" else "proxy_set_headers"
         if found.headers:
             changes[field_name] = found.headers
+        templated[purpose] = found.templated
+    templates = header_maps.templates_policy(
+        templated.get("add-headers", ()), templated.get("proxy-set-headers", ())
+    )
+    if templates is not None:
+        changes["header_templates"] = templates
     if changes:
         base = replace(base, **changes)
     return base, tuple(problems)

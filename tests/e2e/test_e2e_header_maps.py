@@ -59,10 +59,12 @@ RESPONSE = {
     "X-Frame-Options": "DENY",
     "X-Global": "yes",
     "Connection": "close",  # refused: hop-by-hop
-    "X-Var": "$host",  # refused: nginx would expand it, ingressd does not
+    "X-Seen-Host": "$host",  # a variable: rendered per request
+    "X-Msec": "t=${msec}",  # refused: a variable ingressd does not know
 }
 REQUEST = {
     "X-Env": "prod",
+    "X-Client": "ip=$remote_addr",
     "X-Cleared": "",  # an empty value: the client's header is not sent
     "X-Forwarded-Proto": "https",  # refused: ingressd sets it from the connection
     "Content-Length": "5",  # refused: framing
@@ -196,6 +198,9 @@ def test_add_headers_reach_every_route_and_proxy_set_headers_every_upstream(
     assert upstream["x-env"] == "prod"  # replaces the client's
     assert "x-cleared" not in upstream  # an empty value removes it
     assert upstream["x-forwarded-proto"] == "http"  # the refused entry is not applied
+    assert upstream["x-client"] == "ip=127.0.0.1"
+    assert header(r, "X-Seen-Host") == ["plain.test"]
+    assert header(r, "X-Msec") == []
     assert r.json()["body_bytes"] == 0
 
 
@@ -204,12 +209,13 @@ def test_add_headers_are_on_ingressd_own_answers_too(proxy: Ingressd) -> None:
     r = proxy.get("missing.test", "/", check=False)
     assert r.status == 503
     assert header(r, "X-Global") == ["yes"]
+    assert header(r, "X-Seen-Host") == ["missing.test"]
 
 
 def test_refused_entries_are_reported_with_their_reason(proxy: Ingressd) -> None:
     text = problems(proxy)
     assert "header 'Connection' is left out: it must not be set: hop-by-hop" in text
-    assert "header 'X-Var' is left out: nginx variables are not expanded" in text
+    assert "header 'X-Msec' is left out: $msec is not a variable ingressd knows" in text
     assert "header 'X-Forwarded-Proto' is left out: it must not be set" in text
     assert "header 'Content-Length' is left out: it must not be set: framing" in text
 

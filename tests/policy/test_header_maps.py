@@ -37,8 +37,8 @@ ALLOWED = frozenset({"x-team", "x-frame-options"})
         ("add-headers", "X-A", "a\r\nX-Injected: 1", None, "the value holds a control character"),
         ("add-headers", "X-A", "a\x00b", None, "the value holds a control character"),
         ("add-headers", "X-A", "a\x7fb", None, "the value holds a control character"),
-        ("add-headers", "X-A", "$host", None, "nginx variables are not expanded by ingressd"),
-        ("add-headers", "X-A", "t=${msec}", None, "nginx variables are not expanded by ingressd"),
+        ("add-headers", "X-A", "t=${msec}", None, "$msec is not a variable ingressd knows"),
+        ("proxy-set-headers", "X-A", "$remote_user", None, "$remote_user is not a variable"),
         ("add-headers", "X-A", "costs $5", (b"X-A", b"costs $5"), None),  # not a variable
         ("add-headers", "Connection", "close", None, "it must not be set: hop-by-hop"),
         ("add-headers", "keep-alive", "1", None, "it must not be set: hop-by-hop"),
@@ -400,3 +400,48 @@ def test_an_incremental_build_follows_every_map_it_read() -> None:
     assert route is not None and route.policy.fail_closed is not None
     store.delete("ConfigMap", "ingressd", "response")
     assert headers("plain.test") == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "parts"),
+    [
+        ("$host", ("", "host", "")),
+        ("t=${request_id}!", ("t=", "request_id", "!")),
+        ("$scheme://$http_x_forwarded_host", ("", "scheme", "://", "http_x_forwarded_host", "")),
+    ],
+)
+@pytest.mark.parametrize("purpose", ["add-headers", "proxy-set-headers"])
+def test_values_with_variables_are_kept_as_templates(
+    purpose: hm.Purpose, value: str, parts: tuple[str, ...]
+) -> None:
+    found = hm.read({"X-A": value, "X-B": "literal"}, purpose)
+    assert found.templated == ((b"X-A", parts),)
+    assert found.headers == ((b"X-B", b"literal"),)
+    assert found.refused == ()
+
+
+def test_variable_entries_become_the_routes_snippet_edits_and_custom_headers_win() -> None:
+    t = table(
+        routed("plain"),
+        routed("team", custom_headers="team"),
+        configmap("ingressd", "response", {"X-Seen": "$host", "X-Team": "$scheme"}),
+        configmap("ingressd", "request", {"X-Client": "$remote_addr"}),
+        configmap("default", "team", {"X-Team": "a"}),
+        controller={
+            "add-headers": "ingressd/response",
+            "proxy-set-headers": "ingressd/request",
+            "global-allowed-response-headers": "X-Team",
+        },
+    )
+    plain = t.route_for("plain.test", "/")
+    assert plain is not None and plain.snippet_plan is not None
+    assert [(e.name, e.value) for e in plain.snippet_plan.more] == [
+        (b"X-Seen", ("", "host", "")),
+        (b"X-Team", ("", "scheme", "")),
+    ]
+    assert plain.snippet_plan.upstream == ((b"X-Client", ("", "remote_addr", "")),)
+    team = t.route_for("team.test", "/")
+    assert team is not None and team.snippet_plan is not None
+    # custom-headers' literal X-Team replaces add-headers' variable one.
+    assert [e.name for e in team.snippet_plan.more] == [b"X-Seen"]
+    assert team.policy.response_headers == ((b"X-Team", b"a"),)
