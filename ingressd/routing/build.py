@@ -1421,7 +1421,8 @@ class TableBuilder:
         elif not backend.endpoints:
             reason = f"service {ns}/{name} has no ready endpoints"
         if reason is None:
-            self._fallback = (Route("/", "Prefix", backend, "", DEFAULT_POLICY), None)
+            policy = _http_level(self._base)
+            self._fallback = (Route("/", "Prefix", backend, "", policy), None)
         else:
             reason += "; what it would serve gets ingressd's own 404"
             problem = Problem(f"--default-backend-service {ref}", reason, "", ("Service", ns, name))
@@ -1772,6 +1773,20 @@ def _base_policy(config: GlobalConfig) -> RoutePolicy:
         return DEFAULT_POLICY
     policy = replace(DEFAULT_POLICY, **changes)
     return DEFAULT_POLICY if policy == DEFAULT_POLICY else policy
+
+
+def _http_level(base: RoutePolicy) -> RoutePolicy:
+    """What of the ConfigMap's route defaults the default backend gets: the headers of
+    add-headers and proxy-set-headers, which nginx.tmpl sets at http level and in
+    every location, the default server's included."""
+    if not (base.response_headers or base.proxy_set_headers or base.header_templates):
+        return DEFAULT_POLICY
+    return replace(
+        DEFAULT_POLICY,
+        response_headers=base.response_headers,
+        proxy_set_headers=base.proxy_set_headers,
+        header_templates=base.header_templates,
+    )
 
 
 def _header_maps(snap: Snapshot, config: GlobalConfig) -> tuple[Obj | None, Obj | None]:

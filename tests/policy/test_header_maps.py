@@ -445,3 +445,32 @@ def test_variable_entries_become_the_routes_snippet_edits_and_custom_headers_win
     # custom-headers' literal X-Team replaces add-headers' variable one.
     assert [e.name for e in team.snippet_plan.more] == [b"X-Seen"]
     assert team.policy.response_headers == ((b"X-Team", b"a"),)
+
+
+def test_the_default_backend_gets_the_http_level_headers_too() -> None:
+    """--default-backend-service serves what no rule takes: nginx's default server,
+    which add-headers and proxy-set-headers reach as every other."""
+    store = ObjectStore()
+    for obj in (
+        CLASS,
+        service("errors"),
+        endpoint_slice("errors", [("10.0.0.9", True)], 80),
+        configmap("ingressd", "response", {"X-Global": "1", "X-Seen": "$host"}),
+        configmap("ingressd", "request", {"X-Env": "prod"}),
+        configmap(
+            "ingressd",
+            "controller",
+            {"add-headers": "ingressd/response", "proxy-set-headers": "ingressd/request"},
+        ),
+    ):
+        store.put(obj)
+    opts = BuildOptions(
+        configmap=("ingressd", "controller"), default_backend_service="default/errors"
+    )
+    fallback = build_table(store.snapshot(), opts).fallback
+    assert fallback is not None
+    assert fallback.policy.response_headers == ((b"X-Global", b"1"),)
+    assert fallback.upstream_headers == ((b"X-Env", b"prod"),)
+    assert fallback.snippet_plan is not None and [e.name for e in fallback.snippet_plan.more] == [
+        b"X-Seen"
+    ]
