@@ -588,14 +588,14 @@ SUPPORTED: Mapping[str, _Key] = {
         parse_global_ref,
         "",
         "namespace/name of a ConfigMap of response headers set on every route (replacing "
-        "the upstream's; an empty value removes one), as its more_set_headers; see "
-        "ConfigMaps of headers",
+        "the upstream's; an empty value removes one), as ingress-nginx's more_set_headers; "
+        "see ConfigMaps of headers",
     ),
     "proxy-set-headers": _Key(
         parse_global_ref,
         "",
         "namespace/name of a ConfigMap of request headers set towards every upstream, as "
-        "its proxy_set_header; see ConfigMaps of headers",
+        "ingress-nginx's proxy_set_header; see ConfigMaps of headers",
     ),
     "global-allowed-response-headers": _Key(
         parse_allowed,
