@@ -233,6 +233,11 @@ class RouteTable:
     # Some host checks client certificates (VirtualHost.client_auth): requests
     # are checked for it only then, so a table without mTLS costs nothing.
     client_auth: bool = False
+    # The controller ConfigMap's add-headers (literal values), for ingressd's answers
+    # to requests no route takes (nginx's default server gets them too), and their
+    # lowercase names; empty: none.
+    http_headers: tuple[tuple[bytes, bytes], ...] = ()
+    http_header_names: frozenset[bytes] = frozenset()
     # (Host header, path) as received -> Routing; see model/cache.py. Each
     # table object starts with its own, empty (replace() included): the table
     # never changes, so its answers never go stale and nothing invalidates them.

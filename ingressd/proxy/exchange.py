@@ -1015,6 +1015,12 @@ class Exchange(Outgoing):
                 if snippet.request_id and self.request_id is None:
                     self.request_id = new_request_id()  # $req_id always has a value
                 headers = edit_response(snippet, status, list(headers), self._snippet_vars())
+        elif route is None:
+            table = self.state.table
+            if table.http_header_names:
+                # No route (ingressd's own 404, a bad request): add-headers still, as
+                # nginx's default server has them.
+                headers = http.set_named(headers, table.http_header_names, table.http_headers)
         if grpc.is_grpc(self.headers):
             self._respond_grpc(status, body, location, headers, grpc_status)
         else:

@@ -1659,6 +1659,8 @@ class TableBuilder:
             config=self._reading.config,
             hsts=self._reading.config.hsts_header,
             client_auth=bool(self._client_auth_hosts),
+            http_headers=self._base.response_headers,
+            http_header_names=frozenset(n.lower() for n, _ in self._base.response_headers),
         )
 
     def _www_redirects(self) -> tuple[dict[str, TLSCertificate], dict[str, str]]:

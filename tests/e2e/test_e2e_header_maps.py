@@ -210,6 +210,10 @@ def test_add_headers_are_on_ingressd_own_answers_too(proxy: Ingressd) -> None:
     assert r.status == 503
     assert header(r, "X-Global") == ["yes"]
     assert header(r, "X-Seen-Host") == ["missing.test"]
+    # No route at all: ingressd's own 404 gets the literal ones, as nginx's default server.
+    r = proxy.get("nowhere.test", "/", check=False)
+    assert r.status == 404
+    assert header(r, "X-Global") == ["yes"]
 
 
 def test_refused_entries_are_reported_with_their_reason(proxy: Ingressd) -> None:
