@@ -826,7 +826,10 @@ def _check_input(
 
     cluster = connect(args.kubeconfig, args.in_cluster)  # KubeConfigError: main() says it
     try:
-        return snapshot_once(cluster, args.watch_namespace, _configmaps(args)), (), ()
+        snapshot = snapshot_once(
+            cluster, args.watch_namespace, _configmaps(args), options.configmap
+        )
+        return snapshot, (), ()
     except ListError as exc:
         raise _Unreadable(str(exc)) from None
     finally:

@@ -11,6 +11,8 @@ from ..kube.config import ClusterConfig
 from ..kube.kubeclient import Cluster, connect
 from ..kube.leader import LeaderElector, default_identity
 from ..kube.status import Writeback
+from ..model.objects import Snapshot
+from ..policy import header_maps
 from ..sources.kube import KubeSource, SecretFetcher
 from .controller import Controller
 from .debounce import Debouncer
@@ -20,6 +22,10 @@ log = logging.getLogger("ingressd.cluster")
 # Status is re-checked this often even without changes, so a load balancer
 # address that arrives later (or an edited status) is published.
 RESYNC_SECONDS = 30.0
+# At start, how long the first table waits for the ConfigMaps of headers that the
+# listed objects name (else auth-proxy-set-headers routes would deny and others
+# serve without their headers until the lists come in).
+HEADER_MAPS_WAIT = 5.0
 
 
 class ClusterRunner:
@@ -94,6 +100,8 @@ class ClusterRunner:
             synced.cancel()
             stopping.cancel()
             if self.source.synced.is_set():
+                self._watch_header_maps(self.source.store.snapshot())
+                await self.source.wait_referenced(HEADER_MAPS_WAIT)
                 self._rebuild()
             await stop.wait()
         finally:
@@ -113,10 +121,17 @@ class ClusterRunner:
         snapshot = self.source.store.snapshot()
         self.controller.apply(snapshot)
         self._dirty.set()
+        self._watch_header_maps(snapshot)
         wanted = self.secrets.wanted(snapshot)
         if wanted != self._wanted:
             self._wanted = wanted
             self._secrets_due.set()
+
+    def _watch_header_maps(self, snapshot: Snapshot) -> None:
+        """Watch the ConfigMaps of headers the objects name (policy/header_maps.py);
+        one that comes in later makes a rebuild of its own."""
+        wanted = header_maps.references(snapshot, self.controller.options.configmap)
+        self.source.watch_referenced(wanted)
 
     async def _fetch_secrets(self, stop: asyncio.Event) -> None:
         """Read the Secrets Ingresses name, at once when the set changes, else periodically."""

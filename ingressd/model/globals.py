@@ -58,6 +58,12 @@ class GlobalConfig:
     # custom-http-errors: statuses answered with the default backend's error page on
     # routes whose Ingress has no custom-http-errors annotation (routing/errors.py).
     custom_http_errors: frozenset[int] = frozenset()
+    # add-headers and proxy-set-headers: (namespace, name) of the ConfigMap of headers
+    # each names (policy/header_maps.py; the builder reads them); None: none.
+    add_headers: tuple[str, str] | None = None
+    proxy_set_headers: tuple[str, str] | None = None
+    # global-allowed-response-headers: the names custom-headers may set, lowercase.
+    allowed_response_headers: frozenset[str] = frozenset()
     # Set when a global access-control key cannot be honoured: every route answers
     # (status, reason) rather than serve without it.
     fail_closed: tuple[int, str] | None = None

@@ -230,6 +230,9 @@ class ExternalAuth:
     signin_param: str = "rd"  # auth-signin-redirect-param
     request_redirect: Template | None = None  # auth-request-redirect
     always_set_cookie: bool = False  # auth-always-set-cookie
+    # auth-proxy-set-headers: (name, value template) from the ConfigMap it names,
+    # set on the subrequest in place of any of the same name (policy/header_maps.py).
+    proxy_set_headers: tuple[tuple[bytes, Template], ...] = ()
 
 
 # -- backend-protocol and proxy-ssl-* (policy/upstream_tls.py) -----------------------------
@@ -486,6 +489,20 @@ class RoutePolicy:
     # Ingress's was refused: it still takes the place).
     snippet: SnippetPolicy | None = None
     server_snippet: SnippetPolicy | None = None
+    # ConfigMaps of headers (policy/header_maps.py): custom-headers and
+    # auth-proxy-set-headers as annotated (namespace or None, name), read at build
+    # time; then what the route sets, encoded once: its response headers (the
+    # ConfigMap's add-headers, then custom-headers; each replaces the upstream's of
+    # that name, an empty value only removes) and its upstream request headers
+    # (the ConfigMap's proxy-set-headers).
+    custom_headers: tuple[str | None, str] | None = None
+    auth_proxy_headers: tuple[str | None, str] | None = None
+    response_headers: tuple[tuple[bytes, bytes], ...] = ()
+    proxy_set_headers: tuple[tuple[bytes, bytes], ...] = ()
+    # The entries of those two ConfigMap keys' maps whose values hold variables
+    # ($remote_addr, $http_NAME ...), rendered per request as the snippets' are:
+    # more_set_headers (``more``) and proxy_set_header (``upstream``) edits.
+    header_templates: SnippetPolicy | None = None
 
     @property
     def regex_paths(self) -> bool:

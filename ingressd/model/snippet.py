@@ -134,15 +134,27 @@ def _uses_request_id(parts: Parts) -> bool:
     return any(parts[i] in REQUEST_ID_VARIABLES for i in range(1, len(parts), 2))
 
 
-def plan(server: SnippetPolicy | None, location: SnippetPolicy | None) -> SnippetPlan | None:
-    """What the two snippets do to a route's headers; None when nothing."""
+def plan(
+    server: SnippetPolicy | None,
+    location: SnippetPolicy | None,
+    http: SnippetPolicy | None = None,
+) -> SnippetPlan | None:
+    """What the two snippets do to a route's headers; None when nothing. ``http``:
+    the entries of the controller ConfigMap's add-headers and proxy-set-headers maps
+    whose values hold variables (policy/header_maps.py): nginx.tmpl's http-level
+    more_set_headers, merged before the server's, and proxy_set_header lines that
+    come before the configuration-snippet's in the location."""
     upstream = location.upstream if location is not None else ()
+    if http is not None and http.upstream:
+        upstream = http.upstream + upstream
     hide = location.hide if location is not None and location.hide else frozenset()
     if not hide and server is not None:
         hide = server.hide
     more = (server.more if server is not None else ()) + (
         location.more if location is not None else ()
     )
+    if http is not None and http.more:
+        more = http.more + more
     add = location.add if location is not None and location.add else ()
     if not add and server is not None:
         add = server.add

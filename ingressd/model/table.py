@@ -62,6 +62,11 @@ class Route:
     #   one: not with proxy-http-version 1.0 (nginx keeps no HTTP/1.0 connection
     #   alive) nor with a connection-proxy-header that says close.
     reuses_upstream: bool = field(default=True, init=False, compare=False, repr=False)
+    # - the lowercase names of policy.response_headers (add-headers, custom-headers),
+    #   which replace the upstream's headers of those names; empty: none.
+    response_names: frozenset[bytes] = field(
+        default=frozenset(), init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         policy = self.policy
@@ -79,16 +84,24 @@ class Route:
             headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
         if policy.basic_auth is not None:
             headers.append((b"Authorization", b""))  # empty: not sent upstream
+        # The ConfigMap's proxy-set-headers: nginx.tmpl sets them after the others.
+        headers += policy.proxy_set_headers
+        if policy.response_headers:
+            names = frozenset(n.lower() for n, _ in policy.response_headers)
+            object.__setattr__(self, "response_names", names)
         object.__setattr__(self, "plain", plain)
         connection = policy.connection_header
         if policy.proxy_http_version == "1.0" or (
             connection is not None and b"close" in connection.lower().replace(b" ", b"").split(b",")
         ):
             object.__setattr__(self, "reuses_upstream", False)
-        if policy.snippet is not None or policy.server_snippet is not None:
-            object.__setattr__(
-                self, "snippet_plan", snippet_plan(policy.server_snippet, policy.snippet)
-            )
+        if (
+            policy.snippet is not None
+            or policy.server_snippet is not None
+            or policy.header_templates is not None
+        ):
+            found = snippet_plan(policy.server_snippet, policy.snippet, policy.header_templates)
+            object.__setattr__(self, "snippet_plan", found)
         if headers:  # else the default, the shared empty tuple
             object.__setattr__(self, "upstream_headers", tuple(headers))
 
@@ -236,6 +249,11 @@ class RouteTable:
     # Some host has ssl-ciphers of its own (VirtualHost.ssl_ciphers): the SNI
     # callback looks the host up only then.
     ssl_ciphers: bool = False
+    # The controller ConfigMap's add-headers (literal values), for ingressd's answers
+    # to requests no route takes (nginx's default server gets them too), and their
+    # lowercase names; empty: none.
+    http_headers: tuple[tuple[bytes, bytes], ...] = ()
+    http_header_names: frozenset[bytes] = frozenset()
     # (Host header, path) as received -> Routing; see model/cache.py. Each
     # table object starts with its own, empty (replace() included): the table
     # never changes, so its answers never go stale and nothing invalidates them.

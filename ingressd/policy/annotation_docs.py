@@ -295,6 +295,19 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "options (OpenSSL keeps the listener's; nginx copies them with `SSL_set_options`,"
                 " which `ssl` does not offer)",
             ),
+            _doc(
+                "custom-headers",
+                "",
+                "`name` or `namespace/name` (the Ingress's namespace only) of a ConfigMap of "
+                "response headers for the Ingress's routes, set as ingress-nginx's "
+                "`more_set_headers`: on every status, ingressd's own answers included, replacing "
+                "the upstream's header of that name (and the ConfigMap key `add-headers`'s). Each"
+                " name must be listed in the controller ConfigMap's "
+                "`global-allowed-response-headers`; names are letters, digits, `-` and `_`, "
+                "values printable ASCII, `$` literal. A ConfigMap that is missing, in another "
+                "namespace, or holds a name not allowed or a bad entry makes the routes answer "
+                "503, as in ingress-nginx; see [ConfigMaps of headers](configmap.md#configmaps-of-headers)",
+            ),
         ),
     ),
     (
@@ -759,6 +772,17 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "false",
                 "the auth service's `Set-Cookie` reaches the client on every response, denials "
                 "included; by default only on 2xx and redirects (nginx's `add_header`)",
+            ),
+            _doc(
+                "auth-proxy-set-headers",
+                "",
+                "`name` or `namespace/name` (the Ingress's namespace only) of a ConfigMap whose "
+                "entries are headers set on the `auth-url` subrequest, each replacing any header "
+                "of its name (an empty value removes it). Names: letters, digits, `-` and `_`, as"
+                " ingress-nginx checks them; values may use the `auth-url` variables. A ConfigMap"
+                " that is missing, in another namespace, or holds a bad entry makes the routes "
+                "answer 503 (fail closed, as ingress-nginx's `LocationDenied`); see [ConfigMaps "
+                "of headers](configmap.md#configmaps-of-headers). No effect without `auth-url`",
             ),
         ),
     ),

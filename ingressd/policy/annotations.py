@@ -86,10 +86,7 @@ REFUSED = RAW_CONFIG | frozenset(NOT_APPLICABLE)
 # routes answer 403 instead (fail closed); the text says what it checks.
 # IGNORED never narrows access, so serving without it is safe; the text says
 # why. Both are reported; docs/reference/annotations.md lists them.
-DENYING: Mapping[str, str] = {
-    "auth-proxy-set-headers": "adds headers to the auth-url subrequest, which the "
-    "authentication service may decide on",
-}
+DENYING: Mapping[str, str] = {}
 IGNORED: Mapping[str, str] = {
     "affinity-canary-behavior": "which backend a session sticks to, not who gets in",
     "auth-cache-duration": "without a cache every request asks the authentication service",
@@ -99,7 +96,6 @@ IGNORED: Mapping[str, str] = {
     "auth-keepalive-share-vars": "connection reuse towards the authentication service",
     "auth-keepalive-timeout": "connection reuse towards the authentication service",
     "client-body-buffer-size": "buffering",
-    "custom-headers": "headers added to responses",
     "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
     "listed statuses anyway, not who gets in",
     "enable-access-log": "logging",
@@ -418,6 +414,17 @@ def parse_secret_ref(value: str) -> tuple[str | None, str]:
     if len(parts) > 2 or not all(len(p) <= 253 and _K8S_NAME.match(p) for p in parts):
         raise AnnotationError(f"{value!r} is not a Secret reference like namespace/name")
     return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
+def parse_configmap_ref(value: str) -> tuple[str | None, str]:
+    """``namespace/name`` or ``name`` (the Ingress's namespace) of a ConfigMap
+    (custom-headers, auth-proxy-set-headers: policy/header_maps.py reads it)."""
+    try:
+        return parse_secret_ref(value)
+    except AnnotationError:
+        raise AnnotationError(
+            f"{value!r} is not a ConfigMap reference like namespace/name"
+        ) from None
 
 
 def parse_on_off(value: str) -> bool:
@@ -842,6 +849,8 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "auth-signin-redirect-param": parse_query_param,
     "auth-request-redirect": parse_header_template,
     "auth-always-set-cookie": parse_bool,
+    "auth-proxy-set-headers": parse_configmap_ref,
+    "custom-headers": parse_configmap_ref,
     "backend-protocol": parse_backend_protocol,
     "proxy-ssl-secret": parse_secret_ref,
     "auth-tls-secret": parse_secret_ref,
@@ -949,6 +958,7 @@ _FIELDS: Mapping[str, str] = {
     "default-backend": "default_backend",
     "configuration-snippet": "snippet",
     "server-snippet": "server_snippet",
+    "custom-headers": "custom_headers",
 }
 
 # auth-tls-*: client certificates; the others mean something only beside the Secret.
@@ -981,6 +991,7 @@ SECURITY = frozenset(
         "auth-signin-redirect-param",
         "auth-request-redirect",
         "auth-always-set-cookie",
+        "auth-proxy-set-headers",
         *CLIENT_AUTH_KEYS,
     }
 )
@@ -994,6 +1005,7 @@ _EXTERNAL_ONLY = frozenset(
         "auth-signin-redirect-param",
         "auth-request-redirect",
         "auth-always-set-cookie",
+        "auth-proxy-set-headers",
     }
 )
 
@@ -1134,8 +1146,6 @@ def _access_check(
         return verdict, Denial(f"{short} {value.strip()!r} is not supported by ingressd", False)
     what = DENYING.get(short)
     if what is None:
-        return verdict, None
-    if short == "auth-proxy-set-headers" and present("auth-url") is None:
         return verdict, None
     reason = f"annotation {key} is not supported by ingressd: it {what}"
     denial = Denial(f"{short} is not supported by ingressd", False)
@@ -1319,6 +1329,9 @@ def parse_policy(
             request_redirect=values.get("auth-request-redirect"),
             always_set_cookie=values.get("auth-always-set-cookie", False),
         )
+        if "auth-proxy-set-headers" in values:
+            # Read at build time (policy/header_maps.py): a ConfigMap of headers.
+            changes["auth_proxy_headers"] = values["auth-proxy-set-headers"]
     else:
         idle = ", ".join(sorted(k for k in values if k in _EXTERNAL_ONLY))
         if idle:

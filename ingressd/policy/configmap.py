@@ -46,6 +46,7 @@ from .annotations import (
     parse_redirect_to,
     parse_size,
 )
+from .header_maps import parse_allowed, parse_global_ref
 from .response_rewrite import response_rewrite
 from .snippet_access import access_directives
 
@@ -119,12 +120,9 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "headers added to or removed from requests and responses",
         (
-            "add-headers",
-            "proxy-set-headers",
             "allow-backend-server-header",
             "proxy-add-original-uri-header",
             "generate-request-id",
-            "global-allowed-response-headers",
         ),
     ),
     (
@@ -596,6 +594,25 @@ SUPPORTED: Mapping[str, _Key] = {
         "",
         "upstream response headers never passed to clients (nginx's proxy_hide_header)",
     ),
+    "add-headers": _Key(
+        parse_global_ref,
+        "",
+        "namespace/name of a ConfigMap of response headers set on every route (replacing "
+        "the upstream's; an empty value removes one), as ingress-nginx's more_set_headers; "
+        "see ConfigMaps of headers",
+    ),
+    "proxy-set-headers": _Key(
+        parse_global_ref,
+        "",
+        "namespace/name of a ConfigMap of request headers set towards every upstream, as "
+        "ingress-nginx's proxy_set_header; see ConfigMaps of headers",
+    ),
+    "global-allowed-response-headers": _Key(
+        parse_allowed,
+        "",
+        "header names (comma-separated) the custom-headers annotation may set; others "
+        "make its routes answer 503",
+    ),
     "keep-alive-requests": _Key(
         _bounded(1, 1_000_000, "a number of requests"),
         "1000",
@@ -873,6 +890,11 @@ def _config(values: Mapping[str, Any], messages: list[str] | None = None) -> Glo
         ),
         tls=_tls(values),
         custom_http_errors=values.get("custom-http-errors", defaults.custom_http_errors),
+        add_headers=values.get("add-headers"),
+        proxy_set_headers=values.get("proxy-set-headers"),
+        allowed_response_headers=values.get(
+            "global-allowed-response-headers", defaults.allowed_response_headers
+        ),
         proxy=tuple(sorted(proxy.items())),
         route_defaults=tuple(sorted(route.items())),
     )

@@ -210,7 +210,24 @@ def subrequest_headers(
     ]
     if auth.method is not None:
         headers += [("X-Original-URI", req.request_uri), ("X-Scheme", req.scheme)]
+    if auth.proxy_set_headers:
+        # auth-proxy-set-headers (policy/header_maps.py): each replaces any header of
+        # its name, as proxy_set_header does; an empty value only removes.
+        names = {name.decode("latin-1").lower() for name, _ in auth.proxy_set_headers}
+        headers = [h for h in headers if h[0].lower() not in names]
+        for name, template in auth.proxy_set_headers:
+            value = template.render(values)
+            if value:
+                headers.append((name.decode("latin-1"), _no_control(value)))
     return headers
+
+
+def _no_control(value: str) -> str:
+    """A rendered value with control characters (a decoded URI may hold a CR or LF)
+    escaped, so a variable can never split the subrequest's head."""
+    if not any(c < " " or c == "\x7f" for c in value):
+        return value
+    return "".join(f"%{ord(c):02X}" if c < " " or c == "\x7f" else c for c in value)
 
 
 async def check(

@@ -654,7 +654,8 @@ class Exchange(Outgoing):
         self.response_started = True
         self.status = status
         out = headers
-        snippet = None if route.plain else route.snippet_plan
+        plain = route.plain
+        snippet = None if plain else route.snippet_plan
         hide = self.state.settings.hide_headers
         if hide:
             out = http.drop_named(out, hide)  # the ConfigMap's hide-headers
@@ -680,6 +681,9 @@ class Exchange(Outgoing):
             out = http.replace_named(out, _HSTS_LOWER, _HSTS, hsts)
         if self.auth_cookies:
             out = [*out, *self._auth_cookies(status)]
+        if not plain and route.response_names:
+            # add-headers and custom-headers: more_set_headers, encoded at build time.
+            out = http.set_named(out, route.response_names, route.policy.response_headers)
         if snippet is not None and (snippet.more or snippet.add):
             out = edit_response(snippet, status, out, self._snippet_vars())
         if status != 101:
@@ -1122,12 +1126,24 @@ class Exchange(Outgoing):
             headers = (*headers, (_HSTS, fwd.hsts))
         route = self.forward.route if self.forward is not None else self.route
         if route is not None and not route.plain:
+            if route.response_names:
+                # add-headers, custom-headers: nginx's header filters run on its own
+                # answers too (more_set_headers applies to every status).
+                headers = http.set_named(
+                    headers, route.response_names, route.policy.response_headers
+                )
             snippet = route.snippet_plan
             if snippet is not None and (snippet.more or snippet.add):
                 # nginx's header filters run on its own answers too.
                 if snippet.request_id and self.request_id is None:
                     self.request_id = new_request_id()  # $req_id always has a value
                 headers = edit_response(snippet, status, list(headers), self._snippet_vars())
+        elif route is None:
+            table = self.state.table
+            if table.http_header_names:
+                # No route (ingressd's own 404, a bad request): add-headers still, as
+                # nginx's default server has them.
+                headers = http.set_named(headers, table.http_header_names, table.http_headers)
         if grpc.is_grpc(self.headers):
             self._respond_grpc(status, body, location, headers, grpc_status)
         else:

@@ -141,6 +141,19 @@ def replace_named(headers: Headers, lname: bytes, name: bytes, value: bytes) -> 
     return out
 
 
+def set_named(
+    headers: Headers | tuple[tuple[bytes, bytes], ...],
+    names: AbstractSet[bytes],
+    values: tuple[tuple[bytes, bytes], ...],
+) -> Headers:
+    """``headers`` less any named in ``names`` (lowercase), then ``values`` whose value
+    is not empty: headers-more's ``more_set_headers``, which replaces (and with an
+    empty value only removes) every header of the name (add-headers, custom-headers)."""
+    out = [(n, v) for n, v in headers if n.lower() not in names]
+    out += [h for h in values if h[1]]
+    return out
+
+
 def drop_named(headers: Headers, names: AbstractSet[bytes]) -> Headers:
     """Headers without those ``names`` (lowercase): named by Connection, or replaced."""
     return [(n, v) for n, v in headers if n.lower() not in names]

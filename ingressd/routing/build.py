@@ -35,7 +35,7 @@ from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from ..model.snippet import SnippetPolicy
 from ..model.table import Route, RouteTable, TLSCertificate, VirtualHost
 from ..policy import annotations as ann
-from ..policy import basic_auth, client_auth, upstream_tls
+from ..policy import basic_auth, client_auth, header_maps, upstream_tls
 from ..policy.configmap import DEFAULT_READING, Reading, read_configmap
 from ..policy.tls import ALWAYS, Span, TLSError, load_certificate_span
 from . import aliases as server_alias
@@ -496,6 +496,8 @@ class _Planner:
         tls_messages += auth_messages
         policy, ca_messages = client_auth.resolve(self.snap, ns, policy)
         tls_messages += ca_messages
+        policy, header_messages = header_maps.resolve(self.snap, ns, policy, self.run.allowed)
+        tls_messages += header_messages
         policy = self.custom_default(ns, policy)
         messages += tls_messages
         for msg in messages:
@@ -614,6 +616,8 @@ class _Run:
         self.now = now
         self.backends = builder._backends
         self.base = builder._base  # the route defaults the controller ConfigMap sets
+        # global-allowed-response-headers: what custom-headers may set
+        self.allowed = builder._reading.config.allowed_response_headers
         self._policies: dict[tuple[tuple[str, str], ...], tuple[RoutePolicy, tuple[str, ...]]] = {}
         self._certificates: dict[Key, tuple[TLSCertificate | str, Span]] = {}
 
@@ -1325,6 +1329,10 @@ class TableBuilder:
         # the route defaults it makes; a change of its settings rebuilds everything.
         self._reading: Reading = DEFAULT_READING
         self._configmap: Obj | None = None
+        # The ConfigMaps of headers its add-headers and proxy-set-headers name, as
+        # last read (None: not named or not found), and what reading them reported.
+        self._header_maps: tuple[Obj | None, Obj | None] = (None, None)
+        self._header_problems: tuple[Problem, ...] = ()
         self._base: RoutePolicy = DEFAULT_POLICY
         self._reset()
 
@@ -1431,7 +1439,8 @@ class TableBuilder:
         elif not backend.endpoints:
             reason = f"service {ns}/{name} has no ready endpoints"
         if reason is None:
-            self._fallback = (Route("/", "Prefix", backend, "", DEFAULT_POLICY), None)
+            policy = _http_level(self._base)
+            self._fallback = (Route("/", "Prefix", backend, "", policy), None)
         else:
             reason += "; what it would serve gets ingressd's own 404"
             problem = Problem(f"--default-backend-service {ref}", reason, "", ("Service", ns, name))
@@ -1446,16 +1455,25 @@ class TableBuilder:
         ref = self.opts.configmap
         cm = snap.get("ConfigMap", *ref) if ref is not None else None
         if cm is self._configmap and self._snap is not None:
-            return
-        self._configmap = cm
-        data = cm.get("data") if cm is not None else None
-        reading = read_configmap(data, dict(self.opts.explicit))
-        if reading.config != self._reading.config:
+            config = self._reading.config
+            maps = _header_maps(snap, config)
+            if _same_items(maps, self._header_maps):  # type: ignore[arg-type]
+                return
+            reading = self._reading
+        else:
+            self._configmap = cm
+            data = cm.get("data") if cm is not None else None
+            reading = read_configmap(data, dict(self.opts.explicit))
+            maps = _header_maps(snap, reading.config)
+        base, problems = _base_policy_with_headers(snap, reading.config, maps, ref, cm)
+        if reading.config != self._reading.config or base != self._base:
             self._reset()
-            self._base = _base_policy(reading.config)
-        elif reading != self._reading:
+            self._base = base
+        elif reading != self._reading or problems != self._header_problems:
             self._configmap_unchanged = False  # the same settings, other problems: a new table
         self._reading = reading
+        self._header_maps = maps
+        self._header_problems = problems
 
     # -- what changed ------------------------------------------------------------
 
@@ -1664,6 +1682,8 @@ class TableBuilder:
             hsts=self._reading.config.hsts_header,
             client_auth=bool(self._client_auth_hosts),
             ssl_ciphers=bool(self._cipher_hosts),
+            http_headers=self._base.response_headers,
+            http_header_names=frozenset(n.lower() for n, _ in self._base.response_headers),
         )
 
     def _www_redirects(self) -> tuple[dict[str, TLSCertificate], dict[str, str]]:
@@ -1749,7 +1769,7 @@ class TableBuilder:
             return [Problem(what, "not found (--configmap); ingress-nginx's defaults apply")]
         origin = snap.origin(cm)
         found = [Problem(what, msg, origin, ("ConfigMap", *ref)) for msg in self._reading.messages]
-        return found
+        return found + list(self._header_problems)
 
     def _problems(self, snap: Snapshot) -> tuple[Problem, ...]:
         """Every problem, in the order a from-scratch build finds them."""
@@ -1778,6 +1798,81 @@ def _base_policy(config: GlobalConfig) -> RoutePolicy:
         return DEFAULT_POLICY
     policy = replace(DEFAULT_POLICY, **changes)
     return DEFAULT_POLICY if policy == DEFAULT_POLICY else policy
+
+
+def _http_level(base: RoutePolicy) -> RoutePolicy:
+    """What of the ConfigMap's route defaults the default backend gets: the headers of
+    add-headers and proxy-set-headers, which nginx.tmpl sets at http level and in
+    every location, the default server's included."""
+    if not (base.response_headers or base.proxy_set_headers or base.header_templates):
+        return DEFAULT_POLICY
+    return replace(
+        DEFAULT_POLICY,
+        response_headers=base.response_headers,
+        proxy_set_headers=base.proxy_set_headers,
+        header_templates=base.header_templates,
+    )
+
+
+def _header_maps(snap: Snapshot, config: GlobalConfig) -> tuple[Obj | None, Obj | None]:
+    """The ConfigMaps add-headers and proxy-set-headers name, as in ``snap``."""
+    refs = (config.add_headers, config.proxy_set_headers)
+    return tuple(snap.get("ConfigMap", *r) if r is not None else None for r in refs)  # type: ignore[return-value]
+
+
+def _base_policy_with_headers(
+    snap: Snapshot,
+    config: GlobalConfig,
+    maps: tuple[Obj | None, Obj | None],
+    controller: tuple[str, str] | None,
+    controller_obj: Obj | None,
+) -> tuple[RoutePolicy, tuple[Problem, ...]]:
+    """``_base_policy`` with the headers of add-headers and proxy-set-headers, and what
+    reading those ConfigMaps reported. As ingress-nginx (controller.go OnUpdate: a
+    ConfigMap it cannot read is logged and left out), a missing or invalid one is
+    reported and the routes serve without its headers. A missing one is reported on
+    the controller ConfigMap (``controller``), which names it: an Event needs an
+    object that exists."""
+    base = _base_policy(config)
+    problems: list[Problem] = []
+    changes: dict[str, Any] = {}
+    templated: dict[str, tuple[tuple[bytes, tuple[str, ...]], ...]] = {}
+    purposes: tuple[header_maps.Purpose, header_maps.Purpose] = ("add-headers", "proxy-set-headers")
+    for purpose, ref, cm in zip(
+        purposes, (config.add_headers, config.proxy_set_headers), maps, strict=True
+    ):
+        if ref is None:
+            continue
+        what = f"ConfigMap {ref[0]}/{ref[1]}"
+        subject = ("ConfigMap", *ref)
+        if cm is None:
+            reason = f"{purpose}: {what} not found; its headers are not set"
+            where = f"ConfigMap {controller[0]}/{controller[1]}" if controller else what
+            origin = snap.origin(controller_obj) if controller_obj is not None else ""
+            ctl = ("ConfigMap", *controller) if controller else None
+            problems.append(Problem(where, reason, origin, ctl))
+            continue
+        found = header_maps.read(cm.get("data"), purpose)
+        origin = snap.origin(cm)
+        if found.error is not None:
+            reason = (
+                f"{found.error} ({purpose} of the controller ConfigMap); its headers are not set"
+            )
+            problems.append(Problem(what, reason, origin, subject))
+            continue
+        problems += [Problem(what, f"{r} ({purpose})", origin, subject) for r in found.refused]
+        field_name = "response_headers" if purpose == "add-headers" else "proxy_set_headers"
+        if found.headers:
+            changes[field_name] = found.headers
+        templated[purpose] = found.templated
+    templates = header_maps.templates_policy(
+        templated.get("add-headers", ()), templated.get("proxy-set-headers", ())
+    )
+    if templates is not None:
+        changes["header_templates"] = templates
+    if changes:
+        base = replace(base, **changes)
+    return base, tuple(problems)
 
 
 @contextlib.contextmanager

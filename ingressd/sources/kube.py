@@ -34,12 +34,16 @@ from ..kube.config import WATCH_SECONDS
 from ..kube.kubeclient import CONNECT_TIMEOUT, REQUEST_TIMEOUT, Cluster, brief
 from ..model.objects import KINDS, Obj, ObjectStore, Snapshot, compact, object_key
 from ..policy import annotations as ann
+from ..policy import header_maps
 from ..policy.tls import TLS_SECRET_TYPE
 
 log = logging.getLogger("ingressd.kube")
 
 TLS_SECRETS = "type=kubernetes.io/tls"
 LIST_PAGE = 500
+# ConfigMaps of headers watched at once (one thread each): a bound on what Ingress
+# authors can make the controller hold open.
+MAX_REFERENCED = 256
 READ_IDLE_SECONDS = 120.0
 
 
@@ -206,12 +210,23 @@ def snapshot_once(
     cluster: Cluster,
     namespace: str | None = None,
     configmaps: tuple[tuple[str, str], ...] = (),
+    controller: tuple[str, str] | None = None,
 ) -> Snapshot:
     """The five kinds, and the named ConfigMaps, listed once (no watch), as
-    ``ingressd check`` reads a cluster."""
+    ``ingressd check`` reads a cluster; then the ConfigMaps of headers that the
+    Ingresses and the controller ConfigMap ``controller`` name."""
     store = ObjectStore()
     named = [(configmap_resource(name), ns) for ns, name in configmaps]
-    for resource, where in [*((r, namespace) for r in RESOURCES), *named]:
+    _list_into(store, cluster, [*((r, namespace) for r in RESOURCES), *named])
+    referenced = header_maps.references(store.snapshot(), controller) - set(configmaps)
+    _list_into(store, cluster, [(configmap_resource(n), ns) for ns, n in sorted(referenced)])
+    return store.snapshot()
+
+
+def _list_into(
+    store: ObjectStore, cluster: Cluster, resources: list[tuple[Resource, str | None]]
+) -> None:
+    for resource, where in resources:
         try:
             items, _ = list_objects(list_call(cluster, resource, where), resource)
         except (ApiException, HTTPError, OSError, ValueError) as exc:
@@ -224,7 +239,6 @@ def snapshot_once(
                 store.put(item)
         else:
             store.replace_all(resource.kind, items)
-    return store.snapshot()
 
 
 # Runs on the event loop: (kind, event type, object or None, listed objects or None)
@@ -404,6 +418,12 @@ class KubeSource:
         }
         self._reflectors: list[Reflector] = []
         self.synced = asyncio.Event()
+        # ConfigMaps of headers that Ingresses or the controller ConfigMap name
+        # (policy/header_maps.py), each watched by name while it is named, and
+        # those of them listed at least once.
+        self._referenced: dict[tuple[str, str], Reflector] = {}
+        self._referenced_listed: set[tuple[str, str]] = set()
+        self._referenced_progress = asyncio.Event()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -447,8 +467,87 @@ class KubeSource:
             self.on_change()
 
     def stop(self) -> None:
-        for reflector in self._reflectors:
+        for reflector in [*self._reflectors, *self._referenced.values()]:
             reflector.stop()
+
+    # -- ConfigMaps named by Ingresses and the controller ConfigMap ---------------------
+
+    def watch_referenced(self, wanted: set[tuple[str, str]]) -> None:
+        """Watch each ConfigMap of ``wanted`` by name (a field selector on its name, as
+        the other named ConfigMaps), and stop watching and forget the ones no longer
+        named. At most MAX_REFERENCED (a thread each); past that the rest are not
+        read, and what names them is reported as not found."""
+        wanted = wanted - set(self.configmaps)  # watched already, for their own purpose
+        changed = False
+        for key in sorted(set(self._referenced) - wanted):
+            self._referenced.pop(key).stop()
+            self._referenced_listed.discard(key)
+            changed |= self.store.delete("ConfigMap", *key)
+        new = sorted(wanted - set(self._referenced))
+        room = MAX_REFERENCED - len(self._referenced)
+        if len(new) > room:
+            log.warning(
+                "%d ConfigMaps of headers are named; only %d are watched (the others are "
+                "reported as not found)",
+                len(wanted),
+                MAX_REFERENCED,
+            )
+            new = new[: max(room, 0)]
+        loop = asyncio.get_running_loop()
+        for ns, name in new:
+            reflector = Reflector(
+                self.cluster,
+                configmap_resource(name),
+                ns,
+                loop,
+                functools.partial(self._apply_referenced, ns, name),
+                self.watch_seconds,
+            )
+            self._referenced[(ns, name)] = reflector
+            reflector.start()
+        if changed and self.synced.is_set():
+            self.on_change()
+
+    def referenced_pending(self) -> set[tuple[str, str]]:
+        """The watched ConfigMaps of headers not listed yet."""
+        return set(self._referenced) - self._referenced_listed
+
+    async def wait_referenced(self, timeout: float) -> bool:
+        """Wait until every watched ConfigMap of headers has been listed once (True),
+        or ``timeout`` seconds (False: what names the others sees them missing)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.referenced_pending():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            self._referenced_progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._referenced_progress.wait(), left)
+        return True
+
+    def _apply_referenced(
+        self, ns: str, name: str, kind: str, event: str, obj: Obj | None, items: list[Obj] | None
+    ) -> None:
+        key = (ns, name)
+        if key not in self._referenced:
+            return  # no longer named; its reflector is stopping
+        if event == "LISTED":
+            found = [o for o in items or () if object_key(o) == key]
+            changed = self.store.put(found[0]) if found else self.store.delete(kind, ns, name)
+            if key not in self._referenced_listed:
+                self._referenced_listed.add(key)
+                self._referenced_progress.set()
+                log.info("ConfigMap %s/%s: listed (%s)", ns, name, "found" if found else "absent")
+                changed = True
+        elif obj is None or object_key(obj) != key:
+            return
+        elif event == "DELETED":
+            changed = self.store.delete(kind, ns, name)
+        else:
+            changed = self.store.put(obj)
+        if changed and self.synced.is_set():
+            self.on_change()
 
     def _apply(self, kind: str, event: str, obj: Obj | None, items: list[Obj] | None) -> None:
         if event == "LISTED":

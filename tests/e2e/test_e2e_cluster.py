@@ -620,6 +620,10 @@ def test_deploy_rbac_allows_exactly_the_calls_ingressd_makes(
     apiserver.create(ingress("private", [rule("p.test", path("/", "web"))], annotations=AUTH))
     upstream_tls = {"nginx.ingress.kubernetes.io/proxy-ssl-secret": "default/upstream-ca"}
     apiserver.create(ingress("mtls", [rule("t.test", path("/", "api"))], annotations=upstream_tls))
+    # A ConfigMap of headers named by an Ingress: listed and watched by name.
+    apiserver.create(header_configmap("default", "headers", {"X-Team": "a"}))
+    custom = {"nginx.ingress.kubernetes.io/custom-headers": "headers"}
+    apiserver.create(ingress("custom", [rule("c.test", path("/", "api"))], annotations=custom))
     ing = start("a", *api_args, publish=())
     wait_for(lambda: published(apiserver, "a") == [{"ip": "203.0.113.5"}], 10, what="status")
     wait_for(apiserver.events, 10, what="an Event")
@@ -632,6 +636,15 @@ def test_deploy_rbac_allows_exactly_the_calls_ingressd_makes(
         lambda: any(p.endswith("/secrets/upstream-ca") for _, p, _, _ in apiserver.requests),
         10,
         what="the proxy-ssl Secret to be read",
+    )
+    wait_for(
+        lambda: any(
+            q.get("fieldSelector") == "metadata.name=headers" and q.get("watch") == "true"
+            for _, p, q, _ in apiserver.requests
+            if p.endswith("/namespaces/default/configmaps")
+        ),
+        10,
+        what="the ConfigMap of headers to be watched",
     )
     assert lease_holder(apiserver)
     assert ing.stop() == 0  # releases the Lease: an update
@@ -772,3 +785,104 @@ def test_controller_configmap_is_watched_by_name_and_applied_live(
 
 
 DEFAULT_HSTS = "max-age=31536000; includeSubDomains"
+
+
+def header_configmap(namespace: str, name: str, data: dict[str, str]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    }
+
+
+def test_configmaps_of_headers_are_watched_by_name_and_applied_live(
+    apiserver: KubeApiServer, echo_servers: EchoServers, start: Start
+) -> None:
+    """add-headers, custom-headers and auth-proxy-set-headers name ConfigMaps that
+    ingressd watches by name while they are named: an edit is served within the
+    reload deadline, a missing auth map denies until it appears (and again once it
+    is deleted), and no other ConfigMap is ever read."""
+    auth = f"http://127.0.0.1:{echo_servers['api']}/auth"  # the echo server allows all
+    seed(
+        apiserver,
+        [
+            *backends(echo_servers),
+            header_configmap(
+                "ingressd",
+                "ingressd-controller",
+                {"add-headers": "ingressd/response", "global-allowed-response-headers": "X-Team"},
+            ),
+            header_configmap("ingressd", "response", {"X-Global": "one", "Upgrade": "h2c"}),
+            header_configmap("default", "team", {"X-Team": "a"}),
+            header_configmap("default", "unrelated", {"X-Team": "never read"}),
+            ingress(
+                "team",
+                [rule("team.test", path("/", "web"))],
+                annotations={"nginx.ingress.kubernetes.io/custom-headers": "team"},
+            ),
+            ingress(
+                "guarded",
+                [rule("guarded.test", path("/", "web"))],
+                annotations={
+                    "nginx.ingress.kubernetes.io/auth-url": auth,
+                    "nginx.ingress.kubernetes.io/auth-proxy-set-headers": "auth-headers",
+                },
+            ),
+        ],
+    )
+    ing = start("a", "--configmap", "ingressd/ingressd-controller")
+
+    def team() -> tuple[list[str], list[str]]:
+        r = ing.get("team.test", "/", check=False)
+        return r.header_values("X-Team"), r.header_values("X-Global")
+
+    # Listed before the first table was served: no window without the headers.
+    assert team() == (["a"], ["one"])
+    assert ing.get("guarded.test", "/", check=False).status == 503  # fails closed
+
+    apiserver.update(header_configmap("default", "team", {"X-Team": "b"}))
+    time_until(lambda: team() == (["b"], ["one"]), "the custom-headers edit", RELOAD_DEADLINE)
+    apiserver.update(header_configmap("ingressd", "response", {"X-Global": "two"}))
+    time_until(lambda: team() == (["b"], ["two"]), "the add-headers edit", RELOAD_DEADLINE)
+
+    def guarded() -> int:
+        return ing.get("guarded.test", "/", check=False).status
+
+    apiserver.create(header_configmap("default", "auth-headers", {"X-From": "ingressd"}))
+    time_until(lambda: guarded() == 200, "the auth map to appear", RELOAD_DEADLINE)
+    apiserver.delete("ConfigMap", "default", "auth-headers")
+    time_until(lambda: guarded() == 503, "the auth map to go", RELOAD_DEADLINE)
+
+    # Problems are Warning Events: a refused entry on its map, a missing map on what names it.
+    def warnings(kind: str, name: str) -> list[str]:
+        return [
+            e["message"]
+            for e in apiserver.events()
+            if (e["involvedObject"]["kind"], e["involvedObject"]["name"]) == (kind, name)
+        ]
+
+    wait_for(lambda: warnings("ConfigMap", "response"), 10, what="an Event on the map")
+    assert any("header 'Upgrade' is left out" in m for m in warnings("ConfigMap", "response"))
+    wait_for(lambda: warnings("Ingress", "guarded"), 10, what="an Event on the Ingress")
+    assert any(
+        "auth-proxy-set-headers ConfigMap default/auth-headers not found" in m
+        for m in warnings("Ingress", "guarded")
+    )
+
+    # Every ConfigMap request named its ConfigMap; the unrelated one was never asked for.
+    asked = [
+        (p, q.get("fieldSelector"))
+        for method, p, q, _ in apiserver.requests
+        if method == "GET" and p.endswith("/configmaps")
+    ]
+    assert asked and all(
+        selector and selector.startswith("metadata.name=") for _, selector in asked
+    )
+    names = {(p.split("/")[-2], selector.partition("=")[2]) for p, selector in asked}  # type: ignore[union-attr]
+    assert names == {
+        ("ingressd", "ingressd-controller"),
+        ("ingressd", "response"),
+        ("default", "team"),
+        ("default", "auth-headers"),
+    }

@@ -111,11 +111,6 @@ def test_modsecurity_blocks_only_with_the_engine_on(rules: str, blocks: bool) ->
     ("annotations", "reason", "host_wide"),
     [
         (
-            {NGINX + "auth-url": "http://auth/check", NGINX + "auth-proxy-set-headers": "ns/cm"},
-            "auth-proxy-set-headers is not supported by ingressd",
-            False,
-        ),
-        (
             {
                 NGINX + "enable-modsecurity": "true",
                 NGINX + "modsecurity-snippet": "SecRuleEngine On",

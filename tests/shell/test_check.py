@@ -944,3 +944,51 @@ def test_stream_entries_on_serves_own_ports_are_problems(
     assert "TCP port '9000': port 9000 is the controller's own (--admin-port)" in out
     assert out.count("is the controller's own") == 1
     assert cli.main([*base, "--http-port", "8081"]) == 0
+
+
+def test_cluster_check_reads_the_configmaps_of_headers_that_are_named(
+    tmp_path: Path, apiserver: KubeApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the lists, check reads by name the ConfigMaps of headers the Ingresses
+    and the controller ConfigMap name (and no other), and judges them as serve does."""
+
+    def configmap(namespace: str, name: str, data: dict[str, str]) -> Obj:
+        meta = {"name": name, "namespace": namespace}
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+
+    for obj in [
+        ingress_class(),
+        *healthy(),
+        web("team", annotations={NGINX + "custom-headers": "team"}),
+        web("gone", host="g.test", annotations={NGINX + "custom-headers": "gone"}),
+        configmap("default", "team", {"X-Team": "a"}),
+        configmap("default", "unrelated", {"X-Team": "b"}),
+        configmap(
+            "ingressd",
+            "controller",
+            {"add-headers": "ingressd/response", "global-allowed-response-headers": "X-Team"},
+        ),
+        configmap("ingressd", "response", {"Connection": "close"}),
+    ]:
+        apiserver.apply(obj)
+    kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig", "token-a")
+    args = ["check", "--kubeconfig", str(kubeconfig), "--configmap", "ingressd/controller"]
+    assert cli.main([*args, "--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    shown = {i["name"]: i["problems"] for i in doc["ingresses"]}
+    assert shown["team"] == []
+    assert shown["gone"] == [
+        "custom-headers ConfigMap default/gone not found; its routes answer 503"
+    ]
+    assert any("header 'Connection' is left out" in p for p in doc["problems"])
+    asked = {
+        (r.path, r.query.get("fieldSelector"))
+        for r in apiserver.requests
+        if r.path.endswith("/configmaps")
+    }
+    assert asked == {
+        ("/api/v1/namespaces/ingressd/configmaps", "metadata.name=controller"),
+        ("/api/v1/namespaces/ingressd/configmaps", "metadata.name=response"),
+        ("/api/v1/namespaces/default/configmaps", "metadata.name=team"),
+        ("/api/v1/namespaces/default/configmaps", "metadata.name=gone"),
+    }
