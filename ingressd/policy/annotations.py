@@ -35,10 +35,11 @@ from ..model.policy import (
 )
 from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
 from ..model.snippet import SnippetPolicy
+from .auth_cache import parse_durations
 from .chash import parse_key as _parse_hash_key
 from .cors import parse_origins, parse_token_list
 from .ext_auth import METHODS as AUTH_METHODS
-from .ext_auth import parse_template, parse_url_template
+from .ext_auth import parse_key_template, parse_template, parse_url_template
 from .retry import parse_conditions
 from .snippet_access import access_directives, modsecurity_blocks
 from .snippets import TRANSLATED, translate
@@ -67,21 +68,12 @@ DENYING: Mapping[str, str] = {
     "which block requests",
 }
 IGNORED: Mapping[str, str] = {
-    "affinity-canary-behavior": "which backend a session sticks to, not who gets in",
-    "auth-cache-duration": "without a cache every request asks the authentication service",
-    "auth-cache-key": "without a cache every request asks the authentication service",
-    "auth-keepalive": "connection reuse towards the authentication service",
-    "auth-keepalive-requests": "connection reuse towards the authentication service",
-    "auth-keepalive-share-vars": "connection reuse towards the authentication service",
-    "auth-keepalive-timeout": "connection reuse towards the authentication service",
     "client-body-buffer-size": "buffering",
     "connection-proxy-header": "a header to the upstream",
     "custom-headers": "headers added to responses",
     "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
     "listed statuses anyway, not who gets in",
     "enable-access-log": "logging",
-    "enable-global-auth": "only turns the ConfigMap's global-auth-url off, which ingressd "
-    "does not have",
     "enable-modsecurity": "ingress-nginx's modsecurity.conf runs DetectionOnly: it logs and "
     "blocks nothing unless modsecurity-snippet turns the engine on",
     "enable-opentelemetry": "tracing",
@@ -116,8 +108,6 @@ IGNORED: Mapping[str, str] = {
     "proxy-request-buffering": "buffering",
     "proxy-ssl-ciphers": "TLS towards the upstream, not who may reach the route",
     "proxy-ssl-protocols": "TLS towards the upstream, not who may reach the route",
-    "satisfy": "'any' lets either the address or the credentials suffice; ingressd asks for "
-    "both, which is stricter",
     "ssl-ciphers": "TLS parameters of the host",
     "ssl-passthrough": "only with serve --enable-ssl-passthrough (as in ingress-nginx); "
     "without it ingressd terminates TLS, so an upstream expecting the client's TLS refuses "
@@ -517,6 +507,30 @@ def _reported_as_invalid(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 
 parse_auth_url = _reported_as_invalid(parse_url_template)
+parse_cache_key = _reported_as_invalid(parse_key_template)
+parse_cache_durations = _reported_as_invalid(parse_durations)
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from ``low`` to ``high`` (auth-keepalive*: GetIntAnnotation, bounded)."""
+
+    def parse(value: str) -> int:
+        v = value.strip()
+        if not (v.isascii() and v.lstrip("-").isdigit()) or not low <= int(v) <= high:
+            raise AnnotationError(f"{value!r} is not a whole number from {low} to {high}")
+        return int(v)
+
+    return parse
+
+
+def parse_satisfy(value: str) -> str:
+    """satisfy: "any" or "all", as written (ingress-nginx's validator: trimmed, case-sensitive)."""
+    v = value.strip()
+    if v not in ("any", "all"):
+        raise AnnotationError(f'{value!r} must be "any" or "all"; "all" applies')
+    return v
+
+
 _parse_template = _reported_as_invalid(parse_template)
 parse_next_upstream = _reported_as_invalid(parse_conditions)
 
@@ -749,6 +763,16 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "auth-signin-redirect-param": parse_query_param,
     "auth-request-redirect": parse_header_template,
     "auth-always-set-cookie": parse_bool,
+    "auth-cache-key": parse_cache_key,
+    "auth-cache-duration": parse_cache_durations,
+    # ingress-nginx: a negative auth-keepalive is 0; -requests or -timeout not above 0
+    # turn keep-alive off (authreq/main.go). Bounded here.
+    "auth-keepalive": _whole_number(-(2**31), 100_000),
+    "auth-keepalive-requests": _whole_number(-(2**31), 1_000_000),
+    "auth-keepalive-timeout": _whole_number(-(2**31), 86400),
+    "auth-keepalive-share-vars": parse_bool,
+    "enable-global-auth": parse_bool,
+    "satisfy": parse_satisfy,
     "backend-protocol": parse_backend_protocol,
     "proxy-ssl-secret": parse_secret_ref,
     "auth-tls-secret": parse_secret_ref,
@@ -796,6 +820,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "canary-weight-total": parse_weight_total,
     "affinity": _one_of("cookie"),
     "affinity-mode": _one_of("balanced", "persistent"),
+    "affinity-canary-behavior": _one_of("sticky", "legacy"),
     "session-cookie-name": parse_cookie_name,
     "session-cookie-path": parse_cookie_path,
     "session-cookie-max-age": parse_positive_int,
@@ -868,6 +893,8 @@ SECURITY = frozenset(
         "auth-signin-redirect-param",
         "auth-request-redirect",
         "auth-always-set-cookie",
+        # authreq/main.go: an invalid duration denies the location (LocationDenied).
+        "auth-cache-duration",
         *CLIENT_AUTH_KEYS,
     }
 )
@@ -881,6 +908,12 @@ _EXTERNAL_ONLY = frozenset(
         "auth-signin-redirect-param",
         "auth-request-redirect",
         "auth-always-set-cookie",
+        "auth-cache-key",
+        "auth-cache-duration",
+        "auth-keepalive",
+        "auth-keepalive-requests",
+        "auth-keepalive-timeout",
+        "auth-keepalive-share-vars",
     }
 )
 
@@ -1141,7 +1174,10 @@ def parse_policy(
             cookie=values.get("canary-by-cookie"),
             weight=values.get("canary-weight", 0),
             total=values.get("canary-weight-total", 100),
+            sticky=values.get("affinity-canary-behavior", "sticky") == "sticky",
         )
+    elif "affinity-canary-behavior" in values:
+        messages.append('affinity-canary-behavior: no effect without canary: "true"')
     if "affinity" in values:
         changes["affinity"] = Affinity(
             cookie=values.get("session-cookie-name", "INGRESSCOOKIE"),
@@ -1186,17 +1222,15 @@ def parse_policy(
             tries=values.get("proxy-next-upstream-tries", base.next_upstream.tries),
             time_limit=values.get("proxy-next-upstream-timeout", base.next_upstream.time_limit),
         )
+    if values.get("satisfy") == "any":
+        changes["satisfy_any"] = True
     if "auth-url" in values:
-        changes["external_auth"] = ExternalAuth(
-            url=values["auth-url"],
-            method=values.get("auth-method"),
-            response_headers=values.get("auth-response-headers", ()),
-            signin=values.get("auth-signin"),
-            signin_param=values.get("auth-signin-redirect-param", "rd"),
-            request_redirect=values.get("auth-request-redirect"),
-            always_set_cookie=values.get("auth-always-set-cookie", False),
-        )
-    else:
+        changes["external_auth"] = _external_auth(values, messages)
+    elif values.get("enable-global-auth") is False and base.external_auth is not None:
+        # template.go shouldApplyGlobalAuth: an Ingress's own auth-url, else the
+        # ConfigMap's global-auth-url unless enable-global-auth is "false".
+        changes["external_auth"] = None
+    if "auth-url" not in values:
         idle = ", ".join(sorted(k for k in values if k in _EXTERNAL_ONLY))
         if idle:
             messages.append(f"{idle}: no effect without auth-url; no external authentication")
@@ -1216,6 +1250,46 @@ def parse_policy(
         # base policy (DEFAULT_POLICY without a ConfigMap: plain).
         return base, messages
     return replace(base, **changes), messages
+
+
+def _external_auth(values: Mapping[str, Any], messages: list[str]) -> ExternalAuth:
+    """auth-url and the annotations beside it (authreq/main.go Parse)."""
+    url: Template = values["auth-url"]
+    keepalive = max(0, values.get("auth-keepalive", 0))
+    requests = values.get("auth-keepalive-requests", 1000)
+    timeout = values.get("auth-keepalive-timeout", 60)
+    if keepalive:
+        # As authreq: no upstream block for a URL whose host:port has a variable,
+        # and keep-alive off unless requests and timeout are above 0.
+        authority = url.text.partition("://")[2].split("/", 1)[0].split("?", 1)[0]
+        why = None
+        if "$" in authority:
+            why = "auth-url has a variable in its host:port"
+        elif requests <= 0:
+            why = "auth-keepalive-requests is not above 0"
+        elif timeout <= 0:
+            why = "auth-keepalive-timeout is not above 0"
+        if why is not None:
+            messages.append(f"auth-keepalive: off, as in ingress-nginx: {why}")
+            keepalive = 0
+    cache_key = values.get("auth-cache-key")
+    if cache_key is None and "auth-cache-duration" in values:
+        messages.append("auth-cache-duration: no effect without auth-cache-key")
+    return ExternalAuth(
+        url=url,
+        method=values.get("auth-method"),
+        response_headers=values.get("auth-response-headers", ()),
+        signin=values.get("auth-signin"),
+        signin_param=values.get("auth-signin-redirect-param", "rd"),
+        request_redirect=values.get("auth-request-redirect"),
+        always_set_cookie=values.get("auth-always-set-cookie", False),
+        cache_key=cache_key,
+        cache_durations=values.get("auth-cache-duration", ()) if cache_key is not None else (),
+        keepalive=keepalive,
+        keepalive_requests=max(requests, 1),
+        keepalive_timeout=float(max(timeout, 1)),
+        keepalive_share_vars=values.get("auth-keepalive-share-vars", False),
+    )
 
 
 def _client_auth_ref(values: Mapping[str, Any], messages: list[str]) -> ClientAuthRef | None:
