@@ -76,6 +76,8 @@ class _Answer:
     done: bool = False
     body: int = 0
     head_bytes: int = 0
+    keep_alive: bool = False
+    parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value)
@@ -89,6 +91,8 @@ class _Answer:
 
     def on_message_complete(self) -> None:
         self.done = True
+        # Asked now: llhttp forgets the message's Connection once it is over.
+        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
 
 
 def _insecure_context() -> ssl.SSLContext:
@@ -207,6 +211,7 @@ class AuthConnections:
     ) -> Reply:
         answer = _Answer()
         parser = httptools.HttpResponseParser(answer)
+        answer.parser = parser
         received = 0
         try:
             conn.writer.write(data)
@@ -234,17 +239,23 @@ class AuthConnections:
         except TimeoutError:
             conn.writer.close()
             raise AuthHTTPError("no answer in time") from None
-        except (OSError, ssl.SSLError, httptools.HttpParserError) as exc:
+        except (
+            OSError,
+            ssl.SSLError,
+            httptools.HttpParserError,
+            httptools.HttpParserUpgrade,
+        ) as exc:
             conn.writer.close()
             if received == 0 and not fresh:
                 raise _Stale(str(exc)) from None
             raise AuthHTTPError(str(exc) or type(exc).__name__) from None
+        answer.parser = None  # no cycle to leave to the collector
         conn.uses += 1
         reply = Reply(parser.get_status_code(), tuple(answer.headers))
         if (
             keepalive is not None
             and answer.done
-            and parser.should_keep_alive()
+            and answer.keep_alive
             and conn.uses < keepalive.requests
         ):
             self._put(key, conn, keepalive)

@@ -213,7 +213,10 @@ def test_an_invalid_global_auth_key_denies_every_route() -> None:
     ingressd answers 503 on every route instead, while global-auth-url is given."""
     reading = read_configmap({"global-auth-url": "something"})
     assert reading.verdicts[0].status == "invalid"
-    assert reading.config.fail_closed == (503, "invalid global-auth-url in the controller ConfigMap")
+    assert reading.config.fail_closed == (
+        503,
+        "invalid global-auth-url in the controller ConfigMap",
+    )
     assert "every route answers 503" in reading.messages[0]
     both = read_configmap({"global-auth-url": "http://auth/", "global-auth-method": "FETCH"})
     assert both.config.fail_closed is not None and both.config.fail_closed[0] == 503
