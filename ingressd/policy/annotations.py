@@ -35,7 +35,7 @@ from ..model.policy import (
 )
 from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
 from ..model.snippet import SnippetPolicy
-from .auth_cache import parse_durations
+from .auth_cache import DEFAULT_DURATIONS, parse_durations
 from .chash import parse_key as _parse_hash_key
 from .cors import parse_origins, parse_token_list
 from .ext_auth import METHODS as AUTH_METHODS
@@ -1284,7 +1284,9 @@ def _external_auth(values: Mapping[str, Any], messages: list[str]) -> ExternalAu
         request_redirect=values.get("auth-request-redirect"),
         always_set_cookie=values.get("auth-always-set-cookie", False),
         cache_key=cache_key,
-        cache_durations=values.get("auth-cache-duration", ()) if cache_key is not None else (),
+        cache_durations=values.get("auth-cache-duration", DEFAULT_DURATIONS)
+        if cache_key is not None
+        else (),
         keepalive=keepalive,
         keepalive_requests=max(requests, 1),
         keepalive_timeout=float(max(timeout, 1)),

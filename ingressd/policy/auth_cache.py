@@ -167,9 +167,13 @@ KEY_VARIABLES = frozenset({"remote_user", "http_cookie"})
 
 def key_variable(name: str) -> bool:
     """Whether ``name`` is a variable only a cache key may use."""
-    return name in KEY_VARIABLES or (
-        name.startswith(_PREFIXES) and len(name) > 5 and name.replace("_", "").isalnum()
-    )
+    if name in KEY_VARIABLES:
+        return True
+    for prefix in _PREFIXES:
+        rest = name[len(prefix) :]
+        if name.startswith(prefix) and rest and rest.replace("_", "").isalnum():
+            return True
+    return False
 
 
 def _header(headers: Sequence[tuple[bytes, bytes]], name: str) -> str:

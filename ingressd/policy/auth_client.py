@@ -221,13 +221,12 @@ class AuthConnections:
                 if not chunk:
                     if received == 0:
                         raise _Stale("the auth service closed the connection")
-                    parser.feed_data(b"")  # a body up to the close: complete
-                    if not answer.done:
+                    if not answer.head_done:
                         raise AuthHTTPError("the answer was cut short")
-                    break
+                    break  # its body (unused) ended early, or at the close
                 received += len(chunk)
                 parser.feed_data(chunk)
-                if not answer.head_done and received > MAX_HEAD:
+                if answer.head_bytes > MAX_HEAD or (not answer.head_done and received > MAX_HEAD):
                     raise AuthHTTPError("the answer's head is larger than 64 KiB")
                 if answer.head_done and (method == "HEAD" or answer.body > MAX_BODY):
                     break  # no body to wait for, or more than is read

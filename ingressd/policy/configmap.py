@@ -54,6 +54,7 @@ from .annotations import (
     parse_query_param,
     parse_size,
 )
+from .auth_cache import DEFAULT_DURATIONS
 from .snippet_access import access_directives
 
 # Bounds on what an outsider's ConfigMap may hold: a key's value, the keys read.
@@ -904,7 +905,9 @@ def _global_auth(values: Mapping[str, Any]) -> ExternalAuth | None:
         request_redirect=values.get("global-auth-request-redirect"),
         always_set_cookie=values.get("global-auth-always-set-cookie", False),
         cache_key=cache_key,
-        cache_durations=values.get("global-auth-cache-duration", ()) if cache_key else (),
+        cache_durations=values.get("global-auth-cache-duration", DEFAULT_DURATIONS)
+        if cache_key
+        else (),
     )
 
 

@@ -278,8 +278,7 @@ async def check(
         log.warning("authentication service %s failed: %s", url, reason)
         return _error(f"the authentication service at {url} failed: {reason}")
     if key is not None:
-        durations = auth.cache_durations or auth_cache.DEFAULT_DURATIONS
-        ttl = auth_cache.lifetime(reply.status, reply.headers, durations, time.time())
+        ttl = auth_cache.lifetime(reply.status, reply.headers, auth.cache_durations, time.time())
         if ttl > 0:
             kept = {h.lower() for h in auth.response_headers} | {"www-authenticate"}
             headers = tuple((n, v) for n, v in reply.headers if n.lower() in kept)
