@@ -51,7 +51,9 @@ def test_the_first_line_naming_a_status_wins_and_any_matches_all() -> None:
         ((("Expires", "garbage"),), 0.0),
     ],
 )
-def test_lifetime_follows_nginx_s_cache(headers: tuple[tuple[str, str], ...], seconds: float) -> None:
+def test_lifetime_follows_nginx_s_cache(
+    headers: tuple[tuple[str, str], ...], seconds: float
+) -> None:
     assert lifetime(200, headers, DEFAULT_DURATIONS, 1000.0) == seconds
 
 
