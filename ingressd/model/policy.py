@@ -379,6 +379,17 @@ class UpstreamHash:
 
 
 @dataclass(frozen=True, slots=True)
+class GlobalRateLimit:
+    """global-rate-limit and its -window, -key, -ignored-cidrs (policy/global_limit.py)."""
+
+    limit: int  # requests per window, per key
+    window: int  # seconds
+    key: tuple[str, ...]  # literal, variable, … literal (policy/chash.py parse_key)
+    key_text: str  # as annotated, for messages
+    ignored: tuple[IPNetwork, ...] = ()  # clients never limited
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicy:
     """Typed, validated annotation values that affect how a route is served."""
 
@@ -420,6 +431,8 @@ class RoutePolicy:
     next_upstream: NextUpstream = DEFAULT_NEXT_UPSTREAM
     # limit-rps/-rpm/-connections per client address (policy/limits.py); None: no limits
     limits: LimitConfig | None = None
+    # global-rate-limit*: requests per window per key, counted per pod (policy/global_limit.py)
+    global_limit: GlobalRateLimit | None = None
     # Access by client address, checked before anything is forwarded
     allow_source: tuple[IPNetwork, ...] | None = None
     deny_source: tuple[IPNetwork, ...] | None = None

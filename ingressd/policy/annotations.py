@@ -26,6 +26,7 @@ from ..model.policy import (
     ClientAuthRef,
     CorsPolicy,
     ExternalAuth,
+    GlobalRateLimit,
     IPNetwork,
     LimitConfig,
     ProxySSL,
@@ -83,10 +84,6 @@ IGNORED: Mapping[str, str] = {
     "fastcgi-index": "a protocol ingressd does not speak (backend-protocol FCGI answers 502)",
     "fastcgi-params-configmap": "a protocol ingressd does not speak (backend-protocol FCGI "
     "answers 502)",
-    "global-rate-limit": "a rate limit: as for limit-*, the route serves without it",
-    "global-rate-limit-ignored-cidrs": "a rate limit: as for limit-*, the route serves without it",
-    "global-rate-limit-key": "a rate limit: as for limit-*, the route serves without it",
-    "global-rate-limit-window": "a rate limit: as for limit-*, the route serves without it",
     "http2-push-preload": "HTTP/2 push",
     "limit-rate": "bandwidth per connection",
     "limit-rate-after": "bandwidth per connection",
@@ -523,6 +520,37 @@ def _whole_number(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_window(value: str) -> int:
+    """global-rate-limit-window: a Go duration (``1m``, ``90s``, ``1h30m``), whole
+    seconds of it as ingress-nginx keeps them (``int(windowSize.Seconds())``)."""
+    v = value.strip()
+    if not v or len(v) > 64:
+        raise AnnotationError(f"{value[:64]!r} is not a duration like 1m or 30s")
+    total, pos = 0.0, 0
+    for m in _GO_DURATION.finditer(v):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _GO_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(v):
+        raise AnnotationError(f"{value!r} is not a duration like 1m or 30s")
+    if not 1 <= total <= 86400 * 365:
+        raise AnnotationError(f"{value!r} is not from 1s to a year")
+    return int(total)
+
+
+def parse_limit_key(value: str) -> tuple[str, ...]:
+    """global-rate-limit-key: text and nginx variables, as upstream-hash-by's key."""
+    try:
+        return _parse_hash_key(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
 def parse_satisfy(value: str) -> str:
     """satisfy: "any" or "all", as written (ingress-nginx's validator: trimmed, case-sensitive)."""
     v = value.strip()
@@ -773,6 +801,10 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "auth-keepalive-share-vars": parse_bool,
     "enable-global-auth": parse_bool,
     "satisfy": parse_satisfy,
+    "global-rate-limit": _whole_number(0, 1_000_000_000),
+    "global-rate-limit-window": parse_window,
+    "global-rate-limit-key": parse_limit_key,
+    "global-rate-limit-ignored-cidrs": parse_cidrs,
     "backend-protocol": parse_backend_protocol,
     "proxy-ssl-secret": parse_secret_ref,
     "auth-tls-secret": parse_secret_ref,
@@ -895,6 +927,8 @@ SECURITY = frozenset(
         "auth-always-set-cookie",
         # authreq/main.go: an invalid duration denies the location (LocationDenied).
         "auth-cache-duration",
+        # globalratelimit/main.go: so does an invalid window (a limit cannot be dropped).
+        "global-rate-limit-window",
         *CLIENT_AUTH_KEYS,
     }
 )
@@ -1157,6 +1191,9 @@ def parse_policy(
     limits = _limit_config(values)
     if limits is not None:
         changes["limits"] = limits
+    global_limit = _global_limit(values, messages)
+    if global_limit is not None:
+        changes["global_limit"] = global_limit
     if values.get("enable-cors"):
         changes["cors"] = CorsPolicy(
             origins=values.get("cors-allow-origin", ("*",)),
@@ -1250,6 +1287,36 @@ def parse_policy(
         # base policy (DEFAULT_POLICY without a ConfigMap: plain).
         return base, messages
     return replace(base, **changes), messages
+
+
+def _global_limit(values: Mapping[str, Any], messages: list[str]) -> GlobalRateLimit | None:
+    """global-rate-limit*: as globalratelimit/main.go, off unless both the limit (not 0)
+    and the window are given; the key defaults to $remote_addr."""
+    limit = values.get("global-rate-limit", 0)
+    window = values.get("global-rate-limit-window")
+    if not limit or window is None:
+        idle = [k for k in _GLOBAL_LIMIT_KEYS if k in values]
+        if idle and "global-rate-limit-window" not in values and limit:
+            messages.append("global-rate-limit: no effect without global-rate-limit-window")
+        elif idle and not limit:
+            messages.append(f"{', '.join(idle)}: no effect without global-rate-limit")
+        return None
+    key = values.get("global-rate-limit-key", ("", "remote_addr", ""))
+    return GlobalRateLimit(
+        limit=limit,
+        window=window,
+        key=key,
+        key_text="".join(p if i % 2 == 0 else "$" + p for i, p in enumerate(key)),
+        ignored=values.get("global-rate-limit-ignored-cidrs", ()),
+    )
+
+
+_GLOBAL_LIMIT_KEYS = (
+    "global-rate-limit",
+    "global-rate-limit-window",
+    "global-rate-limit-key",
+    "global-rate-limit-ignored-cidrs",
+)
 
 
 def _external_auth(values: Mapping[str, Any], messages: list[str]) -> ExternalAuth:

@@ -306,6 +306,17 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "ingressd counts global-rate-limit per pod, in the table its workers share; it "
+        "uses no memcached",
+        (
+            "global-rate-limit-memcached-host",
+            "global-rate-limit-memcached-port",
+            "global-rate-limit-memcached-connect-timeout",
+            "global-rate-limit-memcached-max-idle-timeout",
+            "global-rate-limit-memcached-pool-size",
+        ),
+    ),
+    (
         "ingressd never sends a Server header (as ingress-nginx with its default, false)",
         ("server-tokens",),
     ),
@@ -645,6 +656,9 @@ SUPPORTED: Mapping[str, _Key] = {
     "limit-conn-status-code": _Key(
         parse_limit_status, "503", "the status of requests limit-connections refuses"
     ),
+    "global-rate-limit-status-code": _Key(
+        parse_limit_status, "429", "the status of requests global-rate-limit refuses"
+    ),
     "custom-http-errors": _Key(
         parse_error_codes,
         "",
@@ -706,6 +720,7 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "upstream-keepalive-timeout": "upstream_keepalive_timeout",
     "upstream-keepalive-requests": "upstream_keepalive_requests",
     "limit-conn-status-code": "limit_conn_status",
+    "global-rate-limit-status-code": "global_limit_status",
 }
 # key -> RoutePolicy field it is the default of
 _ROUTE_FIELDS: Mapping[str, str] = {

@@ -21,11 +21,11 @@ from time import perf_counter
 import httptools
 
 from ..model.backend import Endpoint
-from ..model.policy import ExternalAuth, LimitConfig
+from ..model.policy import ExternalAuth, GlobalRateLimit, LimitConfig
 from ..model.snippet import RequestVars, SnippetPlan, edit_response, upstream_headers
 from ..model.snippet import hide as hide_headers
 from ..model.table import Route
-from ..policy import ext_auth
+from ..policy import chash, ext_auth
 from ..policy.cors import HEADER_NAMES as CORS_HEADERS
 from ..policy.limits import Slot
 from ..policy.retry import IDEMPOTENT, REPLAY_LIMIT
@@ -302,6 +302,8 @@ class Exchange(Outgoing):
         # After the Content-Length check (nginx's client_max_body_size) as in nginx.
         if policy.limits is not None and not self._admit(action.route.ingress, policy.limits):
             return
+        if policy.global_limit is not None and not self._global_admit(route, policy.global_limit):
+            return
         self.read_timeout = policy.proxy_read_timeout or settings.read_timeout
         self.send_timeout = policy.proxy_send_timeout or settings.send_timeout
         if self.upgrade and policy.backend_protocol in H2_PROTOCOLS:
@@ -455,6 +457,36 @@ class Exchange(Outgoing):
             return False
         self.limit_slot = verdict
         return True
+
+    def _global_admit(self, route: Route, config: GlobalRateLimit) -> bool:
+        """global-rate-limit: False once the refusal (429 by default) is answered."""
+        path, _, query = self.url.partition(b"?")
+        raw_path = path.decode("latin-1")
+        client_ip = self.real_ip()
+        key = chash.render(
+            config.key,
+            chash.KeyRequest(
+                self.method.decode("latin-1"),
+                normalize_host((self.host or b"").decode("latin-1")),
+                raw_path,
+                query.decode("latin-1"),
+                normalize_path(raw_path) or raw_path,
+                client_ip,
+                self.client.tls,
+                self.headers,
+            ),
+        ).decode("latin-1")
+        state = self.state
+        now = self.client.loop.time()
+        if state.global_limits.admit(state.limits, route.ingress, config, key, client_ip, now):
+            return True
+        status = state.settings.global_limit_status
+        self.respond(
+            status,
+            f"{status} {HTTPStatus(status).phrase}: global rate limit of {config.limit} requests "
+            f"per {config.window} s exceeded for {config.key_text} on Ingress {route.ingress}\n",
+        )
+        return False
 
     async def _connect(self) -> None:
         fwd = self.forward
