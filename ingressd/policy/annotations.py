@@ -520,7 +520,7 @@ def _whole_number(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_GO_DURATION = fixed(r"^(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+$")
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -528,16 +528,18 @@ def parse_window(value: str) -> int:
     """global-rate-limit-window: a Go duration (``1m``, ``90s``, ``1h30m``), whole
     seconds of it as ingress-nginx keeps them (``int(windowSize.Seconds())``)."""
     v = value.strip()
-    if not v or len(v) > 64:
+    if not v or len(v) > 64 or not _GO_DURATION.match(v):
         raise AnnotationError(f"{value[:64]!r} is not a duration like 1m or 30s")
-    total, pos = 0.0, 0
-    for m in _GO_DURATION.finditer(v):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _GO_UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(v):
-        raise AnnotationError(f"{value!r} is not a duration like 1m or 30s")
+    total, i = 0.0, 0
+    while i < len(v):  # the pattern holds: number, unit, number, unit ...
+        j = i
+        while v[j].isdigit() or v[j] == ".":
+            j += 1
+        k = j
+        while k < len(v) and not (v[k].isdigit() or v[k] == "."):
+            k += 1
+        total += float(v[i:j]) * _GO_UNITS[v[j:k]]
+        i = k
     if not 1 <= total <= 86400 * 365:
         raise AnnotationError(f"{value!r} is not from 1s to a year")
     return int(total)
