@@ -137,10 +137,10 @@ class AuthConnections:
         except ValueError as exc:
             raise AuthHTTPError(str(exc)) from None
         host = parts.hostname
-        authority = parts.netloc.rpartition("@")[2]
-        default = (tls and port == 443) or (not tls and port == 80)
-        if default:
-            authority = authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
+        # nginx.tmpl's auth location: "proxy_set_header Host {{ $externalAuth.Host }}",
+        # authreq's Host being the URL's Hostname(): no port (an IPv6 address keeps
+        # its brackets here, to stay a valid Host).
+        authority = f"[{host}]" if ":" in host else host
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query

@@ -18,6 +18,10 @@ nginx's auth_request does:
 URLs may use a fixed set of nginx variables (``$host``, ``$escaped_request_uri``
 …), substituted per request: they are parsed into typed templates here, never
 handed to a configuration language.
+
+With ``auth-cache-key`` answers are remembered per key (auth_cache.py), as
+ingress-nginx's proxy_cache on the auth location; connections to the service
+are opened per subrequest or, with ``auth-keepalive``, reused (auth_client.py).
 """
 
 from __future__ import annotations

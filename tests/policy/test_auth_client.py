@@ -60,7 +60,7 @@ def test_without_keepalive_each_request_asks_to_close() -> None:
 
     run(keep_alive_server(heads), client)
     assert all(b"\r\nConnection: close\r\n" in h for h in heads)
-    assert heads[0].startswith(b"GET /check HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert heads[0].startswith(b"GET /check HTTP/1.1\r\nHost: 127.0.0.1\r\n")
 
 
 def test_at_most_keepalive_idle_connections_are_kept() -> None:
