@@ -108,13 +108,18 @@ def _clean(value: str) -> bool:
     return not any(c in value for c in "\r\n\0")
 
 
+# (TLS?, host, port, keep-alive settings): connections of one auth service and setting.
+_PoolKey = tuple[bool, str, int, KeepAlive]
+
+
 class AuthConnections:
     """Subrequests to auth services; idle connections pooled as auth-keepalive says."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[object, ...], deque[_Conn]] = {}
+        self._idle: dict[_PoolKey, deque[_Conn]] = {}
         self._tls: ssl.SSLContext | None = None
         self.opened = 0  # connections opened, for tests and metrics
+        self._swept = 0.0
 
     def idle(self) -> int:
         return sum(len(q) for q in self._idle.values())
@@ -154,27 +159,26 @@ class AuthConnections:
         if not all(_clean(x) for x in (target, authority)):
             raise AuthHTTPError("the URL cannot be sent")
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-        key = (tls, host, port, keepalive)
-        loop = asyncio.get_running_loop()
-        conn = self._take(key, keepalive, loop.time()) if keepalive is not None else None
+        key = None if keepalive is None else (tls, host, port, keepalive)
+        conn = None
+        if key is not None:
+            conn = self._take(key, asyncio.get_running_loop().time())
         if conn is not None:
             try:
-                return await self._exchange(
-                    conn, data, method, read_timeout, key, keepalive, fresh=False
-                )
+                return await self._exchange(conn, data, method, read_timeout, key, fresh=False)
             except _Stale:
                 pass  # the service closed an idle connection: once more on a new one
         conn = await self._open(host, port, tls, connect_timeout)
         try:
-            return await self._exchange(conn, data, method, read_timeout, key, keepalive, True)
+            return await self._exchange(conn, data, method, read_timeout, key, True)
         except _Stale as exc:
             raise AuthHTTPError(str(exc) or "the connection was closed") from None
 
-    def _take(self, key: tuple[object, ...], keepalive: KeepAlive, now: float) -> _Conn | None:
+    def _take(self, key: _PoolKey, now: float) -> _Conn | None:
         queue = self._idle.get(key)
         while queue:
             conn = queue.pop()  # the most recently used, as nginx's keepalive cache
-            if now - conn.idle_since < keepalive.timeout and not conn.writer.is_closing():
+            if now - conn.idle_since < key[3].timeout and not conn.writer.is_closing():
                 return conn
             conn.writer.close()
         return None
@@ -205,8 +209,7 @@ class AuthConnections:
         data: bytes,
         method: str,
         read_timeout: float,
-        key: tuple[object, ...],
-        keepalive: KeepAlive | None,
+        key: _PoolKey | None,  # None: no keep-alive
         fresh: bool,
     ) -> Reply:
         answer = _Answer()
@@ -251,23 +254,33 @@ class AuthConnections:
         answer.parser = None  # no cycle to leave to the collector
         conn.uses += 1
         reply = Reply(parser.get_status_code(), tuple(answer.headers))
-        if (
-            keepalive is not None
-            and answer.done
-            and answer.keep_alive
-            and conn.uses < keepalive.requests
-        ):
-            self._put(key, conn, keepalive)
+        if key is not None and answer.done and answer.keep_alive and conn.uses < key[3].requests:
+            self._put(key, conn)
         else:
             conn.writer.close()
         return reply
 
-    def _put(self, key: tuple[object, ...], conn: _Conn, keepalive: KeepAlive) -> None:
+    def _put(self, key: _PoolKey, conn: _Conn) -> None:
+        now = asyncio.get_running_loop().time()
         queue = self._idle.setdefault(key, deque())
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = now
         queue.append(conn)
-        while len(queue) > keepalive.connections:
+        while len(queue) > key[3].connections:
             queue.popleft().writer.close()  # the least recently used goes
+        if now - self._swept >= 1.0:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Close idle connections past their keepalive_timeout, as nginx does, at most
+        once a second: a service no route asks any more keeps none open."""
+        self._swept = now
+        for key in list(self._idle):
+            queue = self._idle[key]
+            timeout = key[3].timeout
+            while queue and now - queue[0].idle_since >= timeout:
+                queue.popleft().writer.close()
+            if not queue:
+                del self._idle[key]
 
     async def close(self) -> None:
         for queue in self._idle.values():

@@ -151,3 +151,17 @@ def test_nothing_listening_is_an_error() -> None:
             await conns.request("GET", f"http://127.0.0.1:{port}/", [], 1, 1)
 
     asyncio.run(main())
+
+
+def test_idle_connections_past_their_timeout_are_closed() -> None:
+    heads: list[bytes] = []
+
+    async def client(url: str, conns: AuthConnections) -> None:
+        short, other = KeepAlive(4, 100, 0.2), KeepAlive(4, 100, 60.0)
+        await conns.request("GET", url, [], 1, 1, short)
+        assert conns.idle() == 1
+        await asyncio.sleep(1.1)
+        await conns.request("GET", url, [], 1, 1, other)  # its put sweeps the pools
+        assert conns.idle() == 1 and conns.opened == 2
+
+    run(keep_alive_server(heads), client)
