@@ -255,8 +255,11 @@ async def check(
     if auth.cache_key is not None and method in ("GET", "HEAD"):
         # nginx's proxy_cache_methods: GET and HEAD only.
         query = req.request_uri.partition("?")[2]
+        # nginx keys by server and auth location only; the auth URL and method are
+        # added, so a changed auth-url never answers from the old service's entries.
+        where = f"{scope}\0{method}\0{auth.url.text}"
         key = auth_cache.cache_key(
-            scope, auth_cache.render_key(auth.cache_key, values, req.headers, query)
+            where, auth_cache.render_key(auth.cache_key, values, req.headers, query)
         )
         if key is not None:
             answer = cache.get(key, time.monotonic())
