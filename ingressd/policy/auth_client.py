@@ -241,6 +241,9 @@ class AuthConnections:
         except TimeoutError:
             conn.writer.close()
             raise AuthHTTPError("no answer in time") from None
+        except asyncio.CancelledError:
+            conn.writer.close()  # the client went away: the connection is in no state to keep
+            raise
         except (
             OSError,
             ssl.SSLError,
