@@ -212,6 +212,12 @@ def signin_url(auth: ExternalAuth, values: Mapping[str, str]) -> str:
     return f"{url}{'&' if query else '?'}{param}={original}"
 
 
+def signin_for(auth: ExternalAuth, method: str, tls: bool, host: str, request_uri: str) -> str:
+    """auth-signin's URL for a request answered 401 before any subrequest (Basic auth)."""
+    req = AuthRequest(method, "https" if tls else "http", host, request_uri, "", "", "", ())
+    return signin_url(auth, variables(req))
+
+
 def subrequest_headers(
     auth: ExternalAuth, req: AuthRequest, values: Mapping[str, str]
 ) -> list[tuple[str, str]]:

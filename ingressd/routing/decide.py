@@ -20,6 +20,7 @@ from ..model.policy import (
     DEFAULT_POLICY,
     Affinity,
     Canary,
+    ExternalAuth,
     RoutePolicy,
     UpstreamHash,
     UpstreamTLS,
@@ -30,6 +31,7 @@ from ..policy.annotations import expand_target
 from ..policy.basic_auth import allows
 from ..policy.chash import KeyRequest, render
 from ..policy.ewma import EwmaStore
+from ..policy.ext_auth import signin_for
 from ..policy.health import EndpointHealth
 from ..policy.retry import next_endpoint
 from ..policy.samesite import same_site_none_compatible
@@ -701,8 +703,19 @@ def _before_backend(
         return _forbidden(head.client_ip)
     auth = policy.basic_auth
     if auth is not None and not allows(auth, find_header(head.headers, b"authorization")):
+        external = policy.external_auth
+        if external is not None and external.signin is not None:
+            # nginx.tmpl: auth-signin's "error_page 401 = <sign-in location>" covers every
+            # 401 of the location, Basic auth's (checked before auth_request) too.
+            return _signin(external, head)
         return _unauthorized(auth.challenge)
     return None
+
+
+def _signin(external: ExternalAuth, head: RequestHead) -> Respond:
+    uri = f"{head.path}?{head.query}" if head.query else head.path
+    location = signin_for(external, head.method, head.tls, head.host, uri)
+    return Respond(302, "302 Found\n", location=location)
 
 
 # Forward.access when satisfy "any" is met without asking the auth service.

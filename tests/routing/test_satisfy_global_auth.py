@@ -167,3 +167,16 @@ def test_no_auth_locations_drop_every_authentication_of_their_paths() -> None:
         options=OPTIONS,
     )
     assert auth_of(plain, "/public") is None and auth_of(plain, "/") is not None
+
+
+def test_auth_signin_redirects_basic_auth_s_401_too() -> None:
+    """nginx.tmpl: "error_page 401 = <sign-in location>" covers the location's every
+    401: Basic auth, checked before the subrequest, redirects to the sign-in page too."""
+    signin = {**BASIC, **AUTH_URL, "auth-signin": "https://login.example/start"}
+    action = decide(table(signin), req(IN, None, "/page"))
+    assert isinstance(action, Respond) and action.status == 302
+    assert action.location == "https://login.example/start?rd=http://a.example%2Fpage"
+    # Valid credentials go on to the auth service; without auth-signin: the 401.
+    assert isinstance(decide(table(signin), req(IN, GOOD, "/page")), Forward)
+    plain = decide(table({**BASIC, **AUTH_URL}), req(IN, None, "/page"))
+    assert isinstance(plain, Respond) and plain.status == 401
