@@ -17,6 +17,7 @@ DEFAULT_HSTS_MAX_AGE = 31536000
 # drops a line whose name is of that class or above. NAME_KEEP_ALL drops none.
 NAME_VALID, NAME_UNDERSCORE, NAME_INVALID, NAME_KEEP_ALL = 0, 1, 2, 3
 DEFAULT_NO_TLS_REDIRECT_LOCATIONS = ("/.well-known/acme-challenge",)
+DEFAULT_NO_AUTH_LOCATIONS = ("/.well-known/acme-challenge",)
 # ingressd's own cipher list for TLS 1.2 (TLS 1.3's suites are OpenSSL's): ECDHE and
 # AEAD only, what HTTP/2 requires (RFC 9113 9.2).
 DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS"
@@ -47,6 +48,10 @@ class GlobalConfig:
     # Locations whose Ingress path starts with one of these are never redirected to
     # HTTPS (template.go isLocationInLocationList: force_no_ssl_redirect).
     no_tls_redirect_locations: tuple[str, ...] = DEFAULT_NO_TLS_REDIRECT_LOCATIONS
+    # Locations whose Ingress path starts with one of these get no authentication
+    # (nginx.tmpl/template.go: isLocationInLocationList NoAuthLocations around the
+    # auth_request, sign-in and Basic auth directives).
+    no_auth_locations: tuple[str, ...] = DEFAULT_NO_AUTH_LOCATIONS
     # ProxySettings field -> value, for the keys the ConfigMap sets that are the proxy's
     # own (proxy-body-size, the timeouts, keep-alive ...) and no explicit flag overrides.
     # An annotation of a route still wins where one exists.

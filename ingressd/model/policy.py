@@ -233,6 +233,21 @@ class ExternalAuth:
     # auth-proxy-set-headers: (name, value template) from the ConfigMap it names,
     # set on the subrequest in place of any of the same name (policy/header_maps.py).
     proxy_set_headers: tuple[tuple[bytes, Template], ...] = ()
+    # auth-cache-key: answers are remembered per rendered key (policy/auth_cache.py);
+    # None: no cache, every request asks.
+    cache_key: Template | None = None
+    # auth-cache-duration, as nginx's proxy_cache_valid lines: (statuses, seconds);
+    # an empty set of statuses is nginx's "any". The first line naming a status wins.
+    cache_durations: tuple[tuple[frozenset[int], float], ...] = ()
+    # auth-keepalive*: idle connections kept to the auth service (0: a new one for
+    # every subrequest, as nginx's auth_request without an upstream block), the
+    # subrequests one connection carries, and how long an idle one is kept.
+    keepalive: int = 0
+    keepalive_requests: int = 1000
+    keepalive_timeout: float = 60.0
+    # auth-keepalive-share-vars: with keep-alive, the subrequest shares the request's
+    # variables ($req_id: the same X-Request-ID as the upstream's); without, it has its own.
+    keepalive_share_vars: bool = False
 
 
 # -- backend-protocol and proxy-ssl-* (policy/upstream_tls.py) -----------------------------
@@ -347,6 +362,10 @@ class Canary:
     cookie: str | None = None  # canary-by-cookie
     weight: int = 0
     total: int = 100  # canary-weight-total
+    # affinity-canary-behavior "sticky" (the default): beside the main Ingress's cookie
+    # affinity, a session the canary took stays on the canary (its backend gets the
+    # main's affinity); "legacy" (False): canary requests are not sticky.
+    sticky: bool = True
     # Set by the builder on the main route it is attached to.
     backend: Backend | None = None
     ingress: str = ""  # "namespace/name" of the canary Ingress
@@ -388,6 +407,17 @@ class UpstreamHash:
     text: str  # as annotated, for messages
     subset: bool = False
     subset_size: int = 3  # ingress-nginx's default
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalRateLimit:
+    """global-rate-limit and its -window, -key, -ignored-cidrs (policy/global_limit.py)."""
+
+    limit: int  # requests per window, per key
+    window: int  # seconds
+    key: tuple[str, ...]  # literal, variable, … literal (policy/chash.py parse_key)
+    key_text: str  # as annotated, for messages
+    ignored: tuple[IPNetwork, ...] = ()  # clients never limited
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,9 +486,14 @@ class RoutePolicy:
     next_upstream: NextUpstream = DEFAULT_NEXT_UPSTREAM
     # limit-rps/-rpm/-connections per client address (policy/limits.py); None: no limits
     limits: LimitConfig | None = None
+    # global-rate-limit*: requests per window per key, counted per pod (policy/global_limit.py)
+    global_limit: GlobalRateLimit | None = None
     # Access by client address, checked before anything is forwarded
     allow_source: tuple[IPNetwork, ...] | None = None
     deny_source: tuple[IPNetwork, ...] | None = None
+    # satisfy: "any": the address check (allow/deny) or the authentication (basic,
+    # auth-url) suffices, as nginx's "satisfy any"; False: all of them must pass.
+    satisfy_any: bool = False
     cors: CorsPolicy | None = None
     canary: Canary | None = None  # this Ingress is a canary (canary: "true")
     affinity: Affinity | None = None

@@ -306,7 +306,8 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "`global-allowed-response-headers`; names are letters, digits, `-` and `_`, "
                 "values printable ASCII, `$` literal. A ConfigMap that is missing, in another "
                 "namespace, or holds a name not allowed or a bad entry makes the routes answer "
-                "503, as in ingress-nginx; see [ConfigMaps of headers](configmap.md#configmaps-of-headers)",
+                "503, as in ingress-nginx; see "
+                "[ConfigMaps of headers](configmap.md#configmaps-of-headers)",
             ),
         ),
     ),
@@ -501,6 +502,42 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "kilobytes a response sends at full speed before `limit-rate` applies (default "
                 "`0`)",
             ),
+            _doc(
+                "global-rate-limit",
+                "",
+                "requests allowed per `global-rate-limit-window` per value of "
+                "`global-rate-limit-key`, with ingress-nginx's sliding window "
+                "(lua-resty-global-throttle: the last window's count, weighted by how much of it "
+                "still overlaps, plus this window's must stay under the limit); the rest get 429 "
+                "(the ConfigMap's `global-rate-limit-status-code`). Counted per Ingress, all its "
+                "paths together. **Per pod**: ingress-nginx keeps these counters in memcached "
+                "shared by every controller pod; ingressd has no memcached and counts them in the"
+                " table its worker processes share (as `limit-rps`), so with R replicas a key may"
+                " make up to R times the limit (ingress-nginx without "
+                "`global-rate-limit-memcached-host` enforces nothing). Requests ingressd answers "
+                "itself before the limits (redirects, 403 by source range…) are not counted. `0`,"
+                " or no window: off, as in ingress-nginx (reported); an invalid number is "
+                "reported and ignored",
+            ),
+            _doc(
+                "global-rate-limit-ignored-cidrs",
+                "",
+                "comma-separated CIDRs or addresses whose requests are never counted nor refused",
+            ),
+            _doc(
+                "global-rate-limit-key",
+                "$remote_addr",
+                "what is counted: text and nginx variables as for `upstream-hash-by` (default "
+                "`$remote_addr`, the client as `--trusted-proxies` decides it; `$http_x_api_key`,"
+                " `$remote_addr$uri`…). A request whose key renders empty is not counted. An "
+                "invalid key is reported and `$remote_addr` used",
+            ),
+            _doc(
+                "global-rate-limit-window",
+                "",
+                "a Go duration (`1m`, `90s`, `1h30m`), in whole seconds from 1 s to a year; "
+                "invalid: the routes answer 503, as ingress-nginx denies the location",
+            ),
         ),
     ),
     (
@@ -606,6 +643,17 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "the total, are reported and ignored",
             ),
             _doc("canary-weight-total", "100", "default 100"),
+            _doc(
+                "affinity-canary-behavior",
+                "sticky",
+                "on the canary Ingress, beside the main Ingress's `affinity: cookie` "
+                "(balancer.lua `route_to_alternative_balancer`): `sticky` (default): the canary's"
+                " backend gets the main's affinity, so a request the canary takes gets the "
+                "session cookie and its session stays on the canary; `legacy`: requests the "
+                "canary takes get no cookie and each is judged by the canary's rules again. "
+                "Either way a session on the main backend stays there, whatever the canary's "
+                "header, cookie or weight say",
+            ),
         ),
     ),
     (
@@ -783,6 +831,85 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 " that is missing, in another namespace, or holds a bad entry makes the routes "
                 "answer 503 (fail closed, as ingress-nginx's `LocationDenied`); see [ConfigMaps "
                 "of headers](configmap.md#configmaps-of-headers). No effect without `auth-url`",
+            ),
+            _doc(
+                "auth-cache-duration",
+                "",
+                "how long answers are kept, by status: comma-separated nginx `proxy_cache_valid` "
+                "lines, `[code ...] time ...` (`200 202 5m, 401 30s`; `any 1m`; times in `ms`, "
+                "`s`, `m`, `h`, `d`, `w`, `M`, `y`, summed; a line with no code means 200, 301 "
+                "and 302), the first line naming a status wins. Default `200 202 401 5m` "
+                "(ingress-nginx's): other statuses are not cached. Without `auth-cache-key` it "
+                "does nothing (reported); invalid: the routes answer 503, as ingress-nginx denies"
+                " the location",
+            ),
+            _doc(
+                "auth-cache-key",
+                "",
+                "remember the auth service's answers per key, as ingress-nginx's `proxy_cache` on"
+                " the auth location: text and nginx variables (those of `auth-url`, and "
+                "`$remote_user`, `$http_NAME`, `$cookie_NAME`, `$arg_NAME`; at most 1 KiB), e.g. "
+                "`$remote_user$http_authorization`. An entry is kept per host, Ingress path, auth"
+                " URL and method and rendered key, hashed (SHA-256; a rendered key over 16 KiB is"
+                " not cached: the service is asked), so a client can neither grow the cache nor "
+                "pick another's entry; a cached 401 or 403 stays a denial, and a failure to get "
+                "an answer is never cached. As nginx's cache: only `GET`/`HEAD` subrequests (not "
+                "with `auth-method: POST`), no answer carrying `Set-Cookie` or `Vary`, "
+                "`Cache-Control: no-store`/`no-cache`/`private` and `max-age` (or "
+                "`X-Accel-Expires`, `Expires`) honoured. Per worker process (nginx's is shared by"
+                " its workers), at most 10,000 entries and 8 MiB, least recently used out first. "
+                "An invalid key is reported and nothing is cached",
+            ),
+            _doc(
+                "auth-keepalive",
+                "0",
+                "idle connections kept to the auth service (default 0: each subrequest opens a "
+                "connection and sends `Connection: close`, as nginx's `auth_request` does). With "
+                "N > 0 connections are reused, as ingress-nginx's `upstream` block with "
+                "`keepalive N`: at most N idle ones per auth service are kept (more are closed, "
+                "the least recently used first). Turned off (reported), as in ingress-nginx, when"
+                " the URL's host or port has a variable or `-requests`/`-timeout` is not above 0."
+                ' ingress-nginx honours it only with `use-http2: "false"` (its Lua subrequests '
+                "cannot run on HTTP/2 connections); ingressd honours it always, and answers as "
+                "without it (any 2xx allows, the service's `WWW-Authenticate` is passed on)",
+            ),
+            _doc(
+                "auth-keepalive-requests",
+                "1000",
+                "subrequests one connection carries before it is closed (default 1000)",
+            ),
+            _doc(
+                "auth-keepalive-share-vars",
+                "false",
+                'with `auth-keepalive`: `"true"` gives the subrequest the request\'s '
+                "`X-Request-ID` (the one the upstream gets); by default (`false`) the subrequest "
+                "has variables of its own, so a request id of its own unless the client sent "
+                "`X-Request-ID`, as ingress-nginx's `ngx.location.capture` without "
+                "`share_all_vars`",
+            ),
+            _doc("auth-keepalive-timeout", "60", "seconds an idle connection is kept (default 60)"),
+            _doc(
+                "enable-global-auth",
+                "true",
+                "`\"false\"`: this Ingress's routes do not ask the ConfigMap's `global-auth-url` "
+                "(default `true`). An Ingress's own `auth-url` always wins over the global one "
+                "(template.go `shouldApplyGlobalAuth`)",
+            ),
+            _doc(
+                "satisfy",
+                "all",
+                "`all` (default): the allow/deny lists (`allowlist-source-range`, "
+                "`denylist-source-range`) and the authentication (`auth-type: basic`, `auth-url`)"
+                " must all pass. `any`: one that allows suffices, as nginx's `satisfy any`, in "
+                "nginx's order: an address in the allow-list passes without credentials and "
+                "without asking the auth service; else valid Basic credentials pass without "
+                "asking it; else the auth service decides. A check that has nothing to say (an "
+                "address in no list when only a deny-list is set) does not count. When none "
+                "allows, the answer is 401 if any of them answered 401 (the challenges of Basic "
+                "auth and of the auth service together; `auth-signin` turns it into the sign-in "
+                "redirect), else 403; an auth service that fails answers 500, as with `all`. "
+                "Case-sensitive, as ingress-nginx's validator; another value is reported and "
+                "`all` applies",
             ),
         ),
     ),

@@ -27,6 +27,7 @@ from ..model.policy import (
     ClientAuthRef,
     CorsPolicy,
     ExternalAuth,
+    GlobalRateLimit,
     IPNetwork,
     LimitConfig,
     ProxySSL,
@@ -36,10 +37,11 @@ from ..model.policy import (
 )
 from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
 from ..model.snippet import SnippetPolicy
+from .auth_cache import DEFAULT_DURATIONS, parse_durations
 from .chash import parse_key as _parse_hash_key
 from .cors import parse_origins, parse_token_list
 from .ext_auth import METHODS as AUTH_METHODS
-from .ext_auth import parse_template, parse_url_template
+from .ext_auth import parse_key_template, parse_template, parse_url_template
 from .response_rewrite import parse_cookie_rule, parse_redirect_word
 from .response_rewrite import response_rewrite as _response_rewrite
 from .retry import parse_conditions
@@ -88,24 +90,11 @@ REFUSED = RAW_CONFIG | frozenset(NOT_APPLICABLE)
 # why. Both are reported; docs/reference/annotations.md lists them.
 DENYING: Mapping[str, str] = {}
 IGNORED: Mapping[str, str] = {
-    "affinity-canary-behavior": "which backend a session sticks to, not who gets in",
-    "auth-cache-duration": "without a cache every request asks the authentication service",
-    "auth-cache-key": "without a cache every request asks the authentication service",
-    "auth-keepalive": "connection reuse towards the authentication service",
-    "auth-keepalive-requests": "connection reuse towards the authentication service",
-    "auth-keepalive-share-vars": "connection reuse towards the authentication service",
-    "auth-keepalive-timeout": "connection reuse towards the authentication service",
     "client-body-buffer-size": "buffering",
     "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
     "listed statuses anyway, not who gets in",
     "enable-access-log": "logging",
-    "enable-global-auth": "only turns the ConfigMap's global-auth-url off, which ingressd "
-    "does not have",
     "enable-opentelemetry": "tracing",
-    "global-rate-limit": "a rate limit: as for limit-*, the route serves without it",
-    "global-rate-limit-ignored-cidrs": "a rate limit: as for limit-*, the route serves without it",
-    "global-rate-limit-key": "a rate limit: as for limit-*, the route serves without it",
-    "global-rate-limit-window": "a rate limit: as for limit-*, the route serves without it",
     "mirror-host": "copies requests elsewhere; without it nothing is copied",
     "mirror-request-body": "copies requests elsewhere; without it nothing is copied",
     "mirror-target": "copies requests elsewhere; without it nothing is copied",
@@ -116,8 +105,6 @@ IGNORED: Mapping[str, str] = {
     "proxy-busy-buffers-size": "buffering",
     "proxy-max-temp-file-size": "buffering",
     "proxy-request-buffering": "buffering",
-    "satisfy": "'any' lets either the address or the credentials suffice; ingressd asks for "
-    "both, which is stricter",
     "ssl-passthrough": "only with serve --enable-ssl-passthrough (as in ingress-nginx); "
     "without it ingressd terminates TLS, so an upstream expecting the client's TLS refuses "
     "the requests",
@@ -529,6 +516,63 @@ def _reported_as_invalid(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 
 parse_auth_url = _reported_as_invalid(parse_url_template)
+parse_cache_key = _reported_as_invalid(parse_key_template)
+parse_cache_durations = _reported_as_invalid(parse_durations)
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from ``low`` to ``high`` (auth-keepalive*: GetIntAnnotation, bounded)."""
+
+    def parse(value: str) -> int:
+        v = value.strip()
+        if not (v.isascii() and v.lstrip("-").isdigit()) or not low <= int(v) <= high:
+            raise AnnotationError(f"{value!r} is not a whole number from {low} to {high}")
+        return int(v)
+
+    return parse
+
+
+_GO_DURATION = fixed(r"^(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+$")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_window(value: str) -> int:
+    """global-rate-limit-window: a Go duration (``1m``, ``90s``, ``1h30m``), whole
+    seconds of it as ingress-nginx keeps them (``int(windowSize.Seconds())``)."""
+    v = value.strip()
+    if not v or len(v) > 64 or not _GO_DURATION.match(v):
+        raise AnnotationError(f"{value[:64]!r} is not a duration like 1m or 30s")
+    total, i = 0.0, 0
+    while i < len(v):  # the pattern holds: number, unit, number, unit ...
+        j = i
+        while v[j].isdigit() or v[j] == ".":
+            j += 1
+        k = j
+        while k < len(v) and not (v[k].isdigit() or v[k] == "."):
+            k += 1
+        total += float(v[i:j]) * _GO_UNITS[v[j:k]]
+        i = k
+    if not 1 <= total <= 86400 * 365:
+        raise AnnotationError(f"{value!r} is not from 1s to a year")
+    return int(total)
+
+
+def parse_limit_key(value: str) -> tuple[str, ...]:
+    """global-rate-limit-key: text and nginx variables, as upstream-hash-by's key."""
+    try:
+        return _parse_hash_key(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+def parse_satisfy(value: str) -> str:
+    """satisfy: "any" or "all", as written (ingress-nginx's validator: trimmed, case-sensitive)."""
+    v = value.strip()
+    if v not in ("any", "all"):
+        raise AnnotationError(f'{value!r} must be "any" or "all"; "all" applies')
+    return v
+
+
 _parse_template = _reported_as_invalid(parse_template)
 parse_next_upstream = _reported_as_invalid(parse_conditions)
 
@@ -851,6 +895,20 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "auth-always-set-cookie": parse_bool,
     "auth-proxy-set-headers": parse_configmap_ref,
     "custom-headers": parse_configmap_ref,
+    "auth-cache-key": parse_cache_key,
+    "auth-cache-duration": parse_cache_durations,
+    # ingress-nginx: a negative auth-keepalive is 0; -requests or -timeout not above 0
+    # turn keep-alive off (authreq/main.go). Bounded here.
+    "auth-keepalive": _whole_number(-(2**31), 100_000),
+    "auth-keepalive-requests": _whole_number(-(2**31), 1_000_000),
+    "auth-keepalive-timeout": _whole_number(-(2**31), 86400),
+    "auth-keepalive-share-vars": parse_bool,
+    "enable-global-auth": parse_bool,
+    "satisfy": parse_satisfy,
+    "global-rate-limit": _whole_number(0, 1_000_000_000),
+    "global-rate-limit-window": parse_window,
+    "global-rate-limit-key": parse_limit_key,
+    "global-rate-limit-ignored-cidrs": parse_cidrs,
     "backend-protocol": parse_backend_protocol,
     "proxy-ssl-secret": parse_secret_ref,
     "auth-tls-secret": parse_secret_ref,
@@ -898,6 +956,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "canary-weight-total": parse_weight_total,
     "affinity": _one_of("cookie"),
     "affinity-mode": _one_of("balanced", "persistent"),
+    "affinity-canary-behavior": _one_of("sticky", "legacy"),
     "session-cookie-name": parse_cookie_name,
     "session-cookie-path": parse_cookie_path,
     "session-cookie-max-age": parse_positive_int,
@@ -992,6 +1051,10 @@ SECURITY = frozenset(
         "auth-request-redirect",
         "auth-always-set-cookie",
         "auth-proxy-set-headers",
+        # authreq/main.go: an invalid duration denies the location (LocationDenied).
+        "auth-cache-duration",
+        # globalratelimit/main.go: so does an invalid window (a limit cannot be dropped).
+        "global-rate-limit-window",
         *CLIENT_AUTH_KEYS,
     }
 )
@@ -1006,6 +1069,12 @@ _EXTERNAL_ONLY = frozenset(
         "auth-request-redirect",
         "auth-always-set-cookie",
         "auth-proxy-set-headers",
+        "auth-cache-key",
+        "auth-cache-duration",
+        "auth-keepalive",
+        "auth-keepalive-requests",
+        "auth-keepalive-timeout",
+        "auth-keepalive-share-vars",
     }
 )
 
@@ -1257,6 +1326,9 @@ def parse_policy(
     limits = _limit_config(values)
     if limits is not None:
         changes["limits"] = limits
+    global_limit = _global_limit(values, messages)
+    if global_limit is not None:
+        changes["global_limit"] = global_limit
     if values.get("enable-cors"):
         changes["cors"] = CorsPolicy(
             origins=values.get("cors-allow-origin", ("*",)),
@@ -1274,7 +1346,10 @@ def parse_policy(
             cookie=values.get("canary-by-cookie"),
             weight=values.get("canary-weight", 0),
             total=values.get("canary-weight-total", 100),
+            sticky=values.get("affinity-canary-behavior", "sticky") == "sticky",
         )
+    elif "affinity-canary-behavior" in values:
+        messages.append('affinity-canary-behavior: no effect without canary: "true"')
     if "affinity" in values:
         changes["affinity"] = Affinity(
             cookie=values.get("session-cookie-name", "INGRESSCOOKIE"),
@@ -1319,20 +1394,18 @@ def parse_policy(
             tries=values.get("proxy-next-upstream-tries", base.next_upstream.tries),
             time_limit=values.get("proxy-next-upstream-timeout", base.next_upstream.time_limit),
         )
+    if values.get("satisfy") == "any":
+        changes["satisfy_any"] = True
     if "auth-url" in values:
-        changes["external_auth"] = ExternalAuth(
-            url=values["auth-url"],
-            method=values.get("auth-method"),
-            response_headers=values.get("auth-response-headers", ()),
-            signin=values.get("auth-signin"),
-            signin_param=values.get("auth-signin-redirect-param", "rd"),
-            request_redirect=values.get("auth-request-redirect"),
-            always_set_cookie=values.get("auth-always-set-cookie", False),
-        )
+        changes["external_auth"] = _external_auth(values, messages)
         if "auth-proxy-set-headers" in values:
             # Read at build time (policy/header_maps.py): a ConfigMap of headers.
             changes["auth_proxy_headers"] = values["auth-proxy-set-headers"]
-    else:
+    elif values.get("enable-global-auth") is False and base.external_auth is not None:
+        # template.go shouldApplyGlobalAuth: an Ingress's own auth-url, else the
+        # ConfigMap's global-auth-url unless enable-global-auth is "false".
+        changes["external_auth"] = None
+    if "auth-url" not in values:
         idle = ", ".join(sorted(k for k in values if k in _EXTERNAL_ONLY))
         if idle:
             messages.append(f"{idle}: no effect without auth-url; no external authentication")
@@ -1352,6 +1425,78 @@ def parse_policy(
         # base policy (DEFAULT_POLICY without a ConfigMap: plain).
         return base, messages
     return replace(base, **changes), messages
+
+
+def _global_limit(values: Mapping[str, Any], messages: list[str]) -> GlobalRateLimit | None:
+    """global-rate-limit*: as globalratelimit/main.go, off unless both the limit (not 0)
+    and the window are given; the key defaults to $remote_addr."""
+    limit = values.get("global-rate-limit", 0)
+    window = values.get("global-rate-limit-window")
+    if not limit or window is None:
+        idle = [k for k in _GLOBAL_LIMIT_KEYS if k in values]
+        if idle and "global-rate-limit-window" not in values and limit:
+            messages.append("global-rate-limit: no effect without global-rate-limit-window")
+        elif idle and not limit:
+            messages.append(f"{', '.join(idle)}: no effect without global-rate-limit")
+        return None
+    key = values.get("global-rate-limit-key", ("", "remote_addr", ""))
+    return GlobalRateLimit(
+        limit=limit,
+        window=window,
+        key=key,
+        key_text="".join(p if i % 2 == 0 else "$" + p for i, p in enumerate(key)),
+        ignored=values.get("global-rate-limit-ignored-cidrs", ()),
+    )
+
+
+_GLOBAL_LIMIT_KEYS = (
+    "global-rate-limit",
+    "global-rate-limit-window",
+    "global-rate-limit-key",
+    "global-rate-limit-ignored-cidrs",
+)
+
+
+def _external_auth(values: Mapping[str, Any], messages: list[str]) -> ExternalAuth:
+    """auth-url and the annotations beside it (authreq/main.go Parse)."""
+    url: Template = values["auth-url"]
+    keepalive = max(0, values.get("auth-keepalive", 0))
+    requests = values.get("auth-keepalive-requests", 1000)
+    timeout = values.get("auth-keepalive-timeout", 60)
+    if keepalive:
+        # As authreq: no upstream block for a URL whose host:port has a variable,
+        # and keep-alive off unless requests and timeout are above 0.
+        authority = url.text.partition("://")[2].split("/", 1)[0].split("?", 1)[0]
+        why = None
+        if "$" in authority:
+            why = "auth-url has a variable in its host:port"
+        elif requests <= 0:
+            why = "auth-keepalive-requests is not above 0"
+        elif timeout <= 0:
+            why = "auth-keepalive-timeout is not above 0"
+        if why is not None:
+            messages.append(f"auth-keepalive: off, as in ingress-nginx: {why}")
+            keepalive = 0
+    cache_key = values.get("auth-cache-key")
+    if cache_key is None and "auth-cache-duration" in values:
+        messages.append("auth-cache-duration: no effect without auth-cache-key")
+    return ExternalAuth(
+        url=url,
+        method=values.get("auth-method"),
+        response_headers=values.get("auth-response-headers", ()),
+        signin=values.get("auth-signin"),
+        signin_param=values.get("auth-signin-redirect-param", "rd"),
+        request_redirect=values.get("auth-request-redirect"),
+        always_set_cookie=values.get("auth-always-set-cookie", False),
+        cache_key=cache_key,
+        cache_durations=values.get("auth-cache-duration", DEFAULT_DURATIONS)
+        if cache_key is not None
+        else (),
+        keepalive=keepalive,
+        keepalive_requests=max(requests, 1),
+        keepalive_timeout=float(max(timeout, 1)),
+        keepalive_share_vars=values.get("auth-keepalive-share-vars", False),
+    )
 
 
 def _client_auth_ref(values: Mapping[str, Any], messages: list[str]) -> ClientAuthRef | None:

@@ -29,23 +29,37 @@ from ..model.globals import (
     GlobalConfig,
     TLSParams,
 )
-from ..model.policy import DEFAULT_NEXT_UPSTREAM, HeaderBlock, IPNetwork
+from ..model.policy import (
+    DEFAULT_NEXT_UPSTREAM,
+    ExternalAuth,
+    HeaderBlock,
+    IPNetwork,
+    Template,
+)
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from .annotations import (
     AnnotationError,
     Verdict,
+    parse_auth_method,
+    parse_auth_url,
     parse_buffer_size,
+    parse_cache_durations,
+    parse_cache_key,
     parse_cidrs,
     parse_cookie_rewrite,
+    parse_header_names,
+    parse_header_template,
     parse_http_errors,
     parse_http_version,
     parse_load_balance,
     parse_next_upstream,
+    parse_query_param,
     parse_rate_kb,
     parse_redirect_from,
     parse_redirect_to,
     parse_size,
 )
+from .auth_cache import DEFAULT_DURATIONS
 from .header_maps import parse_allowed, parse_global_ref
 from .response_rewrite import response_rewrite
 from .snippet_access import access_directives
@@ -93,9 +107,7 @@ _SNIPPETS_ON_ROUTES = frozenset({"http-snippet", "server-snippet", "location-sni
 # Keys that narrow who may reach every route, which ingressd does not implement:
 # served without them the routes would be open where ingress-nginx guards them,
 # so every route answers 403 instead (fail closed); the text says what they check.
-DENYING: Mapping[str, str] = {
-    "global-auth-url": "sends every request to an external authentication service first",
-}
+DENYING: Mapping[str, str] = {}
 # Keys that narrow access: an invalid value denies every route (503, as an invalid
 # access annotation does) rather than serve open what the key was meant to guard.
 ACCESS_KEYS = frozenset(
@@ -271,20 +283,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("use-geoip", "use-geoip2", "geoip2-autoreload-in-minutes"),
     ),
     (
-        "the other global-auth-* keys do nothing without global-auth-url",
-        (
-            "global-auth-method",
-            "global-auth-signin",
-            "global-auth-signin-redirect-param",
-            "global-auth-response-headers",
-            "global-auth-request-redirect",
-            "global-auth-cache-key",
-            "global-auth-cache-duration",
-            "global-auth-always-set-cookie",
-            "no-auth-locations",
-        ),
-    ),
-    (
         "TCP/UDP services: use --proxy-stream-timeout and --proxy-stream-responses",
         (
             "proxy-stream-timeout",
@@ -302,6 +300,17 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "service-upstream",
             "relative-redirects",
             "retry-non-idempotent",
+        ),
+    ),
+    (
+        "ingressd counts global-rate-limit per pod, in the table its workers share; it "
+        "uses no memcached",
+        (
+            "global-rate-limit-memcached-host",
+            "global-rate-limit-memcached-port",
+            "global-rate-limit-memcached-connect-timeout",
+            "global-rate-limit-memcached-max-idle-timeout",
+            "global-rate-limit-memcached-pool-size",
         ),
     ),
     (
@@ -379,6 +388,11 @@ def parse_locations(value: str) -> tuple[str, ...]:
         if not item.startswith("/") or _PATH_CONTROL.search(item) or len(item) > 256:
             raise AnnotationError(f"{item[:100]!r} is not a path starting with /")
     return tuple(items)
+
+
+def parse_global_url(value: str) -> Template | None:
+    """global-auth-url, global-auth-signin: an auth-url; empty (the default) is none."""
+    return parse_auth_url(value) if value.strip() else None
 
 
 def parse_header_buffers(value: str) -> tuple[int, int]:
@@ -669,6 +683,9 @@ SUPPORTED: Mapping[str, _Key] = {
     "limit-conn-status-code": _Key(
         parse_limit_status, "503", "the status of requests limit-connections refuses"
     ),
+    "global-rate-limit-status-code": _Key(
+        parse_limit_status, "429", "the status of requests global-rate-limit refuses"
+    ),
     "custom-http-errors": _Key(
         parse_error_codes,
         "",
@@ -679,7 +696,38 @@ SUPPORTED: Mapping[str, _Key] = {
     "allow-snippet-annotations": _Key(
         parse_bool, "false", "snippet annotations are refused whatever its value"
     ),
+    # Global external authentication (template.go shouldApplyGlobalAuth): every route
+    # without an auth-url of its own and without enable-global-auth "false" asks it.
+    "global-auth-url": _Key(
+        parse_global_url,
+        "",
+        "every route asks this auth service first, as an auth-url annotation would "
+        "(an Ingress's own auth-url wins; enable-global-auth: false opts out); invalid: "
+        "every route answers 503",
+    ),
+    "global-auth-method": _Key(parse_auth_method, "GET", "as auth-method"),
+    "global-auth-signin": _Key(parse_global_url, "", "as auth-signin"),
+    "global-auth-signin-redirect-param": _Key(
+        parse_query_param, "rd", "as auth-signin-redirect-param"
+    ),
+    "global-auth-response-headers": _Key(parse_header_names, "", "as auth-response-headers"),
+    "global-auth-request-redirect": _Key(parse_header_template, "", "as auth-request-redirect"),
+    "global-auth-cache-key": _Key(parse_cache_key, "", "as auth-cache-key"),
+    "global-auth-cache-duration": _Key(
+        parse_cache_durations, "200 202 401 5m", "as auth-cache-duration"
+    ),
+    "global-auth-always-set-cookie": _Key(parse_bool, "false", "as auth-always-set-cookie"),
+    "no-auth-locations": _Key(
+        parse_locations,
+        "/.well-known/acme-challenge",
+        "Ingress paths starting with one of these get no authentication at all (auth-url, "
+        "global-auth-url, Basic), as in ingress-nginx's template",
+    ),
 }
+# The global-auth-* keys: with global-auth-url given, an invalid one denies every route
+# (503) rather than ask the auth service otherwise than configured; ingress-nginx only
+# logs "Global auth location denied" and, for global-auth-url, serves without it.
+GLOBAL_AUTH_KEYS = frozenset(k for k in SUPPORTED if k.startswith("global-auth-"))
 
 # key -> ProxySettings field(s) it sets
 _PROXY_FIELDS: Mapping[str, str] = {
@@ -699,6 +747,7 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "upstream-keepalive-timeout": "upstream_keepalive_timeout",
     "upstream-keepalive-requests": "upstream_keepalive_requests",
     "limit-conn-status-code": "limit_conn_status",
+    "global-rate-limit-status-code": "global_limit_status",
 }
 # key -> RoutePolicy field it is the default of
 _ROUTE_FIELDS: Mapping[str, str] = {
@@ -758,7 +807,8 @@ def read_configmap(data: Any, explicit: Mapping[str, str] | None = None) -> Read
         key = str(raw_key)[:253]
         value = raw_value if isinstance(raw_value, str) else str(raw_value)
         verdict, parsed, denial = _judge(key, value, explicit or {})
-        if verdict.status == "invalid" and key in ACCESS_KEYS:
+        global_auth = key in GLOBAL_AUTH_KEYS and bool(str(data.get("global-auth-url", "")).strip())
+        if verdict.status == "invalid" and (key in ACCESS_KEYS or global_auth):
             reason = f"{verdict.reason[: verdict.reason.rfind(';')]}; every route answers 503"
             verdict = verdict._replace(reason=reason + " until it is fixed")
             invalid_access.append(f"invalid {key} in the controller ConfigMap")
@@ -865,6 +915,9 @@ def _config(values: Mapping[str, Any], messages: list[str] | None = None) -> Glo
         route["response_rewrite"] = rewrite
         if messages is not None:
             messages += [f"ConfigMap: {error}" for error in errors]
+    global_auth = _global_auth(values)
+    if global_auth is not None:
+        route["external_auth"] = global_auth
     if values.get("whitelist-source-range"):
         route["allow_source"] = values["whitelist-source-range"]
     deny = (*values.get("block-cidrs", ()), *values.get("denylist-source-range", ()))
@@ -895,8 +948,32 @@ def _config(values: Mapping[str, Any], messages: list[str] | None = None) -> Glo
         allowed_response_headers=values.get(
             "global-allowed-response-headers", defaults.allowed_response_headers
         ),
+        no_auth_locations=values.get("no-auth-locations", defaults.no_auth_locations),
         proxy=tuple(sorted(proxy.items())),
         route_defaults=tuple(sorted(route.items())),
+    )
+
+
+def _global_auth(values: Mapping[str, Any]) -> ExternalAuth | None:
+    """global-auth-url and its keys (internal/ingress/controller/template/configmap.go),
+    as the auth-* annotations of every route. No keep-alive: ingress-nginx never gives
+    the global auth service an upstream block (template.go buildAuthLocationConfig)."""
+    url = values.get("global-auth-url")
+    if url is None:
+        return None
+    cache_key = values.get("global-auth-cache-key")
+    return ExternalAuth(
+        url=url,
+        method=values.get("global-auth-method"),
+        response_headers=values.get("global-auth-response-headers", ()),
+        signin=values.get("global-auth-signin"),
+        signin_param=values.get("global-auth-signin-redirect-param", "rd"),
+        request_redirect=values.get("global-auth-request-redirect"),
+        always_set_cookie=values.get("global-auth-always-set-cookie", False),
+        cache_key=cache_key,
+        cache_durations=values.get("global-auth-cache-duration", DEFAULT_DURATIONS)
+        if cache_key
+        else (),
     )
 
 

@@ -18,22 +18,24 @@ nginx's auth_request does:
 URLs may use a fixed set of nginx variables (``$host``, ``$escaped_request_uri``
 …), substituted per request: they are parsed into typed templates here, never
 handed to a configuration language.
+
+With ``auth-cache-key`` answers are remembered per key (auth_cache.py), as
+ingress-nginx's proxy_cache on the auth location; connections to the service
+are opened per subrequest or, with ``auth-keepalive``, reused (auth_client.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from ..model.policy import ExternalAuth, Template
-
-if TYPE_CHECKING:
-    import aiohttp
+from . import auth_cache
+from .auth_client import AuthConnections, AuthHTTPError, KeepAlive
 
 log = logging.getLogger("ingressd.auth")
 
@@ -70,9 +72,6 @@ _NOT_FORWARDED = frozenset(
     }
 )
 
-# Auth service bodies are not used; a larger one is not read at all.
-_MAX_BODY = 64 * 1024
-
 
 class TemplateError(ValueError):
     pass
@@ -100,19 +99,42 @@ VARIABLES = frozenset(
 )
 
 
-def parse_template(text: str) -> Template:
-    """Split ``text`` at its ``$variables``; TemplateError for one not in ``VARIABLES``."""
+def parse_template(text: str, key: bool = False) -> Template:
+    """Split ``text`` at its ``$variables``; TemplateError for one not in ``VARIABLES``
+    (nor, for a cache ``key``, one of auth_cache's: $http_NAME, $cookie_NAME …)."""
     parts: list[str] = []
     pos = 0
     for m in _VARIABLE.finditer(text):
         name = m.group(1) or m.group(2)
+        if key and auth_cache.key_variable(name.lower()):
+            parts += [text[pos : m.start()], name.lower()]
+            pos = m.end()
+            continue
         if name not in VARIABLES:
+            if key:
+                raise TemplateError(
+                    f"${name} is not a variable ingressd knows in a cache key (those of "
+                    "auth-url, $remote_user, $http_NAME, $cookie_NAME, $arg_NAME)"
+                )
             known = ", ".join(f"${v}" for v in sorted(VARIABLES))
             raise TemplateError(f"${name} is not a variable ingressd knows ({known})")
         parts += [text[pos : m.start()], name]
         pos = m.end()
     parts.append(text[pos:])
     return Template(tuple(parts), text)
+
+
+MAX_KEY_TEMPLATE = 1024
+
+
+def parse_key_template(value: str) -> Template:
+    """auth-cache-key: text and variables, rendered per request then hashed."""
+    text = value.strip()
+    if not text:
+        raise TemplateError("the key is empty")
+    if len(text) > MAX_KEY_TEMPLATE or any(c in text for c in "\r\n\0"):
+        raise TemplateError(f"a key is one line of at most {MAX_KEY_TEMPLATE} characters")
+    return parse_template(text, key=True)
 
 
 def parse_url_template(value: str) -> Template:
@@ -190,6 +212,12 @@ def signin_url(auth: ExternalAuth, values: Mapping[str, str]) -> str:
     return f"{url}{'&' if query else '?'}{param}={original}"
 
 
+def signin_for(auth: ExternalAuth, method: str, tls: bool, host: str, request_uri: str) -> str:
+    """auth-signin's URL for a request answered 401 before any subrequest (Basic auth)."""
+    req = AuthRequest(method, "https" if tls else "http", host, request_uri, "", "", "", ())
+    return signin_url(auth, variables(req))
+
+
 def subrequest_headers(
     auth: ExternalAuth, req: AuthRequest, values: Mapping[str, str]
 ) -> list[tuple[str, str]]:
@@ -231,39 +259,79 @@ def _no_control(value: str) -> str:
 
 
 async def check(
-    session: aiohttp.ClientSession,
+    client: AuthClient,
     auth: ExternalAuth,
     req: AuthRequest,
     connect_timeout: float,
     read_timeout: float,
+    scope: str = "",
 ) -> Outcome:
-    """Ask the auth service about ``req``; never raises for the service's failures."""
-    import aiohttp
+    """Ask the auth service about ``req`` (or its cache); never raises for the service's failures.
 
+    ``scope`` names where the request was routed (host and location): cached answers
+    are kept per scope, as nginx's cache key starts with the server and auth location."""
     values = variables(req)
     url = auth.url.render(values)
+    method = auth.method or "GET"
+    key = None
+    cache = client.cache
+    if auth.cache_key is not None and method in ("GET", "HEAD"):
+        # nginx's proxy_cache_methods: GET and HEAD only.
+        query = req.request_uri.partition("?")[2]
+        # nginx keys by server and auth location only; the auth URL and method are
+        # added, so a changed auth-url never answers from the old service's entries.
+        where = f"{scope}\0{method}\0{auth.url.text}"
+        key = auth_cache.cache_key(
+            where, auth_cache.render_key(auth.cache_key, values, req.headers, query)
+        )
+        if key is not None:
+            answer = cache.get(key, time.monotonic())
+            if answer is not None:
+                client.cache_hits += 1
+                return outcome(auth, answer.status, answer.headers, (), values, url)
+    keepalive = (
+        KeepAlive(auth.keepalive, auth.keepalive_requests, auth.keepalive_timeout)
+        if auth.keepalive > 0
+        else None
+    )
     try:
-        async with session.request(
-            auth.method or "GET",
+        reply = await client.connections.request(
+            method,
             url,
-            headers=subrequest_headers(auth, req, values),
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=connect_timeout, sock_read=read_timeout
-            ),
-        ) as resp:
-            status = resp.status
-            answer = resp.headers
-            if resp.content_length is None or resp.content_length <= _MAX_BODY:
-                await resp.content.read(_MAX_BODY)
-    except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
+            subrequest_headers(auth, req, values),
+            connect_timeout,
+            read_timeout,
+            keepalive,
+        )
+    except AuthHTTPError as exc:
         reason = str(exc) or type(exc).__name__
         log.warning("authentication service %s failed: %s", url, reason)
         return _error(f"the authentication service at {url} failed: {reason}")
-    cookies = tuple(v.encode("latin-1") for v in answer.getall("Set-Cookie", ()))
+    if key is not None:
+        ttl = auth_cache.lifetime(reply.status, reply.headers, auth.cache_durations, time.time())
+        if ttl > 0:
+            kept = {h.lower() for h in auth.response_headers} | {"www-authenticate"}
+            headers = tuple((n, v) for n, v in reply.headers if n.lower() in kept)
+            cache.put(key, auth_cache.Answer(reply.status, headers), time.monotonic() + ttl)
+    cookies = tuple(v.encode("latin-1") for v in reply.getall("Set-Cookie"))
+    return outcome(auth, reply.status, reply.headers, cookies, values, url)
+
+
+def outcome(
+    auth: ExternalAuth,
+    status: int,
+    answer: Sequence[tuple[str, str]],
+    cookies: tuple[bytes, ...],
+    values: Mapping[str, str],
+    url: str,
+) -> Outcome:
+    """What the auth service's answer (``status`` and headers) means for the request."""
     if 200 <= status < 300:
+        found: dict[str, str] = {}
+        for name, value in answer:
+            found.setdefault(name.lower(), value)
         upstream = tuple(
-            (name.encode("latin-1"), answer.get(name, "").encode("latin-1"))
+            (name.encode("latin-1"), found.get(name.lower(), "").encode("latin-1"))
             for name in auth.response_headers
         )
         return Outcome(0, upstream_headers=upstream, cookies=cookies)
@@ -273,7 +341,8 @@ async def check(
             return Outcome(302, "302 Found\n", location=signin_url(auth, values), cookies=kept)
         challenge = tuple(
             (b"WWW-Authenticate", v.encode("latin-1"))
-            for v in answer.getall("WWW-Authenticate", ())
+            for n, v in answer
+            if n.lower() == "www-authenticate"
         )
         return Outcome(401, "401 Authorization Required\n", headers=challenge, cookies=kept)
     if status == 403:
@@ -284,34 +353,44 @@ async def check(
     return _error(f"the authentication service at {url} answered {status}")
 
 
+def with_local_denial(
+    outcome: Outcome,
+    status: int,
+    headers: tuple[tuple[bytes, bytes], ...],
+    auth: ExternalAuth,
+    req: AuthRequest,
+) -> Outcome:
+    """satisfy "any": the address check or Basic auth denied (``status``, 403 or 401
+    with ``headers``), and so did the service: nginx answers the access code it kept,
+    a 401 over a 403 (ngx_http_core_access_phase), and auth-signin's error_page turns
+    a 401 into the sign-in redirect. A service that failed still answers 500."""
+    said = outcome.status
+    if said not in (401, 403) and not (said == 302 and outcome.location is not None):
+        return outcome
+    if said == 403 and status != 401:
+        return outcome
+    if auth.signin is not None:
+        if said == 302:
+            return outcome
+        location = signin_url(auth, variables(req))
+        return Outcome(302, "302 Found\n", location=location, cookies=outcome.cookies)
+    challenge = headers if status == 401 else ()
+    if said == 401:
+        challenge += outcome.headers
+    return Outcome(401, "401 Authorization Required\n", headers=challenge, cookies=outcome.cookies)
+
+
 def _error(reason: str) -> Outcome:
     return Outcome(500, f"500 Internal Server Error: {reason}\n")
 
 
 class AuthClient:
-    """The HTTP client for subrequests: one keep-alive pool per process, made on first use."""
+    """Per process: the connections to auth services and the cache of their answers."""
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            import aiohttp
-
-            # ssl=False: like ingress-nginx (proxy_ssl_verify off), the auth
-            # service's certificate is not verified; it is usually in-cluster.
-            connector = aiohttp.TCPConnector(ssl=False, limit=0, keepalive_timeout=60)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            )
-        return self._session
+        self.connections = AuthConnections()
+        self.cache = auth_cache.AuthCache()
+        self.cache_hits = 0
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            # Let the connector's transports finish closing.
-            await asyncio.sleep(0)
-            self._session = None
+        await self.connections.close()

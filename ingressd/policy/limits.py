@@ -305,6 +305,53 @@ class LimitTable:
         self._c[(at + _FIELDS) * 2 + self.column] += 1
         return at
 
+    def window_admit(
+        self, zone: int, bucket: int, tag: int, ms: int, window_ms: int, limit: int
+    ) -> int:
+        """global-rate-limit's sliding window (lua-resty-global-throttle, which
+        ingress-nginx's global_throttle.lua uses): a request is allowed while
+        ``previous * (window - elapsed) / window + current < limit``, where
+        ``current`` counts this window's allowed requests and ``previous`` the last
+        window's; an allowed one is counted. ADMITTED, REFUSED_RATE or NO_ROOM.
+
+        The entry's first rate words hold (current, window number), the second's
+        first word ``previous``; it is forgettable two windows after its own."""
+        if ms > self.latest:
+            self.latest = ms
+        fd = self.fd
+        if fd >= 0:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, bucket)
+        try:
+            q = self._q
+            first = _HEADER_WORDS + bucket * self.bucket_words + 1
+            at = self._find(first, zone, tag)
+            if at < 0:
+                at = self._allocate(first, zone, tag, ms)
+                if at < 0:
+                    return NO_ROOM
+            else:
+                self._seen(first, at)
+            index = ms // window_ms
+            current, previous = q[at + _EXCESS], q[at + _EXCESS + 2]
+            seen_index = q[at + _LAST]
+            if index != seen_index:
+                previous = current if index == seen_index + 1 else 0
+                current = 0
+                q[at + _LAST] = index
+                q[at + _EXCESS + 2] = previous
+            elapsed = ms - index * window_ms
+            if previous * (window_ms - elapsed) + current * window_ms >= limit * window_ms:
+                q[at + _EXCESS] = current
+                return REFUSED_RATE
+            q[at + _EXCESS] = current + 1
+            expires = (index + 2) * window_ms
+            if expires > q[at + _EXPIRES]:
+                q[at + _EXPIRES] = expires
+            return ADMITTED
+        finally:
+            if fd >= 0:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, bucket)
+
     def no_room(self, ms: int) -> None:
         """A request got NO_ROOM: say so, at most every FULL_LOG_EVERY ms (nginx logs
         "could not allocate node" each time)."""

@@ -21,11 +21,11 @@ from time import perf_counter
 import httptools
 
 from ..model.backend import Endpoint
-from ..model.policy import ExternalAuth, LimitConfig
+from ..model.policy import ExternalAuth, GlobalRateLimit, LimitConfig
 from ..model.snippet import RequestVars, SnippetPlan, edit_response, upstream_headers
 from ..model.snippet import hide as hide_headers
 from ..model.table import Route
-from ..policy import ext_auth
+from ..policy import chash, ext_auth
 from ..policy.cors import HEADER_NAMES as CORS_HEADERS
 from ..policy.limits import Slot
 from ..policy.response_rewrite import apply as rewrite_response
@@ -34,6 +34,7 @@ from ..policy.upstream_tls import H2_PROTOCOLS
 from ..policy.upstream_tls import describe_error as describe_tls_error
 from ..routing import client_auth, errors
 from ..routing.decide import (
+    SATISFIED,
     Forward,
     Headers,
     RequestHead,
@@ -328,6 +329,8 @@ class Exchange(Outgoing):
         # After the Content-Length check (nginx's client_max_body_size) as in nginx.
         if policy.limits is not None and not self._admit(action.route.ingress, policy.limits):
             return
+        if policy.global_limit is not None and not self._global_admit(route, policy.global_limit):
+            return
         self.read_timeout = policy.proxy_read_timeout or settings.read_timeout
         self.send_timeout = policy.proxy_send_timeout or settings.send_timeout
         if self.upgrade and policy.backend_protocol in H2_PROTOCOLS:
@@ -355,7 +358,7 @@ class Exchange(Outgoing):
         snippet = route.snippet_plan
         if snippet is not None and snippet.upstream:
             self.forward = action.copy(request_headers=self._snippet_headers(action, snippet))
-        if policy.external_auth is not None:
+        if policy.external_auth is not None and action.access is not SATISFIED:
             # The body waits in _body_buf (reading pauses when it grows) until
             # the auth service has answered.
             self._connect_task = client.loop.create_task(self._authorize(policy.external_auth))
@@ -393,34 +396,53 @@ class Exchange(Outgoing):
     async def _authorize(self, auth: ExternalAuth) -> None:
         client = self.client
         settings = self.state.settings
-        policy = self.forward.route.policy  # type: ignore[union-attr]
+        fwd = self.forward
+        assert fwd is not None
+        route = fwd.route
+        policy = route.policy
+        sent = self.request_id is not None  # the client's X-Request-ID
         if self.request_id is None:
             # The auth service and the upstream see the same request id.
             self.request_id = new_request_id()
+        request_id = self.request_id
+        if auth.keepalive and not auth.keepalive_share_vars and not sent:
+            # ingress-nginx's keep-alive subrequest (ngx.location.capture without
+            # share_all_vars) has variables of its own: a $req_id of its own too,
+            # unless the client sent X-Request-ID (the $req_id map takes it).
+            request_id = new_request_id()
+        host = (self.host or b"").decode("latin-1")
         req = ext_auth.AuthRequest(
             method=self.method.decode("latin-1"),
             scheme="https" if client.tls else "http",
-            host=(self.host or b"").decode("latin-1"),
+            host=host,
             request_uri=self.url.decode("latin-1"),
             client_ip=self.real_ip(),
             server_port=client.server_port.decode(),
-            request_id=self.request_id.decode("latin-1"),
+            request_id=request_id.decode("latin-1"),
             # nginx.tmpl sets the ssl-client-* headers on the auth location too.
             headers=client_auth.subrequest_headers(self.headers, self.forward),  # type: ignore[arg-type]
         )
         try:
             outcome = await ext_auth.check(
-                self.state.auth.session(),
+                self.state.auth,
                 auth,
                 req,
                 policy.proxy_connect_timeout or settings.connect_timeout,
                 self.read_timeout,
+                # nginx's cache key begins with the server name and the auth location,
+                # one per Ingress path: answers are kept per host and route.
+                f"{normalize_host(host)} {route.path_type} {route.path}",
             )
         except asyncio.CancelledError:
             return
         self._connect_task = None
         if self.finished:
             return
+        pending = fwd.access
+        if pending is not None and not outcome.allowed:
+            outcome = ext_auth.with_local_denial(
+                outcome, pending.status, pending.headers, auth, req
+            )
         if not outcome.allowed:
             cookies = tuple((b"Set-Cookie", c) for c in outcome.cookies)
             self.respond(outcome.status, outcome.body, outcome.location, outcome.headers + cookies)
@@ -477,6 +499,36 @@ class Exchange(Outgoing):
             return False
         self.limit_slot = verdict
         return True
+
+    def _global_admit(self, route: Route, config: GlobalRateLimit) -> bool:
+        """global-rate-limit: False once the refusal (429 by default) is answered."""
+        path, _, query = self.url.partition(b"?")
+        raw_path = path.decode("latin-1")
+        client_ip = self.real_ip()
+        key = chash.render(
+            config.key,
+            chash.KeyRequest(
+                self.method.decode("latin-1"),
+                normalize_host((self.host or b"").decode("latin-1")),
+                raw_path,
+                query.decode("latin-1"),
+                normalize_path(raw_path) or raw_path,
+                client_ip,
+                self.client.tls,
+                self.headers,
+            ),
+        ).decode("latin-1")
+        state = self.state
+        now = self.client.loop.time()
+        if state.global_limits.admit(state.limits, route.ingress, config, key, client_ip, now):
+            return True
+        status = state.settings.global_limit_status
+        self.respond(
+            status,
+            f"{status} {HTTPStatus(status).phrase}: global rate limit of {config.limit} requests "
+            f"per {config.window} s exceeded for {config.key_text} on Ingress {route.ingress}\n",
+        )
+        return False
 
     async def _connect(self) -> None:
         fwd = self.forward

@@ -67,6 +67,8 @@ class ProxySettings:
     # and limit-conn-status-code; 503 as in ingress-nginx.
     limit_req_status: int = 503
     limit_conn_status: int = 503
+    # The ConfigMap's global-rate-limit-status-code: requests global-rate-limit refuses.
+    global_limit_status: int = 429
     # Requests one HTTP/1.1 client connection may make; its last response then says
     # Connection: close (nginx's keepalive_requests; the ConfigMap's keep-alive-requests).
     # 0: no limit, ingressd's default.

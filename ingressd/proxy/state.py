@@ -15,6 +15,7 @@ from ..observe.access_log import AccessLog
 from ..observe.stats import RequestStats
 from ..policy import ext_auth
 from ..policy.ewma import EwmaStore
+from ..policy.global_limit import GlobalLimits
 from ..policy.health import EndpointHealth
 from ..policy.limits import LimitRegistry
 from .settings import ProxySettings
@@ -79,6 +80,8 @@ class ProxyState:
         self.draining = False  # shutting down: no new keep-alive
         # limit-* counters by Ingress: they outlive the tables (Controller prunes them)
         self.limits = LimitRegistry()
+        # global-rate-limit counters: in the same table as limit-* (counted per pod)
+        self.global_limits = GlobalLimits()
         # load-balance: ewma response-time averages by endpoint: they outlive the tables
         self.ewma = EwmaStore()
         # passive health: failing endpoints by address; outlives the tables too

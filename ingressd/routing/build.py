@@ -857,7 +857,12 @@ class _Candidate:
         return self.entry.plan  # type: ignore[return-value]
 
 
-def _merge_host(host: str, entries: list[_Entry], no_tls: tuple[str, ...] = ()) -> _HostResult:
+def _merge_host(
+    host: str,
+    entries: list[_Entry],
+    no_tls: tuple[str, ...] = (),
+    no_auth: tuple[str, ...] = (),
+) -> _HostResult:
     """Routes, canaries and certificate of ``host``; ``entries`` in creation order.
 
     The oldest Ingress wins every conflict, as in ingress-nginx. Two paths
@@ -976,7 +981,7 @@ def _merge_host(host: str, entries: list[_Entry], no_tls: tuple[str, ...] = ()) 
     cert, tls = _host_certificate(host, mains, problems)
     vhost = None
     if routed:
-        policies = _Policies(deny, server_snippet, no_tls)
+        policies = _Policies(deny, server_snippet, no_tls, no_auth)
         if default is not None and (deny is not None or server_snippet is not None):
             default = replace(default, policy=policies.of(default.policy))
         if regex_mode:
@@ -1012,19 +1017,30 @@ class _Policies:
     one, the host's server-snippet, and without HTTPS redirects on paths under the
     ConfigMap's no-tls-redirect-locations."""
 
-    __slots__ = ("_deny", "_no_tls", "_seen", "_server_snippet", "_unredirected")
+    __slots__ = (
+        "_deny",
+        "_no_auth",
+        "_no_tls",
+        "_seen",
+        "_server_snippet",
+        "_unauthenticated",
+        "_unredirected",
+    )
 
     def __init__(
         self,
         deny: tuple[int, str] | None,
         server_snippet: SnippetPolicy | None = None,
         no_tls: tuple[str, ...] = (),
+        no_auth: tuple[str, ...] = (),
     ) -> None:
         self._deny = deny
         self._server_snippet = server_snippet
         self._no_tls = no_tls
+        self._no_auth = no_auth
         self._seen: dict[int, RoutePolicy] = {}
         self._unredirected: dict[int, RoutePolicy] = {}
+        self._unauthenticated: dict[int, RoutePolicy] = {}
 
     def of(self, policy: RoutePolicy, path: str | None = None) -> RoutePolicy:
         deny = self._deny if policy.fail_closed is None else None
@@ -1053,6 +1069,20 @@ class _Policies:
                     policy, ssl_redirect=False, force_ssl_redirect=False
                 )
             policy = kept
+        if (
+            path is not None
+            and (policy.external_auth is not None or policy.basic_auth is not None)
+            and any(path.startswith(loc) for loc in self._no_auth)
+        ):
+            # nginx.tmpl (and template.go buildAllowedLocation): the auth_request, the
+            # sign-in error_page and auth_basic are all left out of a location whose
+            # path starts with one of no-auth-locations (isLocationInLocationList).
+            bare = self._unauthenticated.get(id(policy))
+            if bare is None:
+                bare = self._unauthenticated[id(policy)] = replace(
+                    policy, external_auth=None, basic_auth=None, auth=None
+                )
+            policy = bare
         return policy
 
 
@@ -1609,6 +1639,7 @@ class TableBuilder:
                     host,
                     sorted((self._entries[k] for k in keys), key=_entry_order),
                     self._reading.config.no_tls_redirect_locations,
+                    self._reading.config.no_auth_locations,
                 )
             old = self._hosts.pop(host, None)
             self._problem_hosts.discard(host)

@@ -16,13 +16,22 @@ from typing import Final
 from urllib.parse import quote
 
 from ..model.backend import Backend, Endpoint
-from ..model.policy import DEFAULT_POLICY, Affinity, Canary, UpstreamHash, UpstreamTLS
+from ..model.policy import (
+    DEFAULT_POLICY,
+    Affinity,
+    Canary,
+    ExternalAuth,
+    RoutePolicy,
+    UpstreamHash,
+    UpstreamTLS,
+)
 from ..model.snippet import RequestVars, SnippetPolicy, answer
 from ..model.table import Route, RouteTable, Routing, name_matches
 from ..policy.annotations import expand_target
 from ..policy.basic_auth import allows
 from ..policy.chash import KeyRequest, render
 from ..policy.ewma import EwmaStore
+from ..policy.ext_auth import signin_for
 from ..policy.health import EndpointHealth
 from ..policy.retry import next_endpoint
 from ..policy.samesite import same_site_none_compatible
@@ -151,6 +160,7 @@ class Forward:
     """
 
     __slots__ = (
+        "access",
         "backend",
         "endpoint",
         "hsts",
@@ -173,6 +183,10 @@ class Forward:
     # Strict-Transport-Security for the response, replacing the upstream's (the
     # table's HSTS on a TLS request for a host with a certificate); None: none.
     hsts: Final[bytes | None]
+    # satisfy: "any" beside auth-url: SATISFIED when the address or Basic credentials
+    # sufficed (no subrequest), else their denial (403, or 401 with its challenge),
+    # which the auth service may still overrule; None: the auth service decides alone.
+    access: Final[Respond | None]
 
     def __init__(
         self,
@@ -184,6 +198,7 @@ class Forward:
         response_headers: Headers = (),
         tls: UpstreamTLS | None = None,
         hsts: bytes | None = None,
+        access: Respond | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.backend = backend
@@ -193,6 +208,7 @@ class Forward:
         self.response_headers = response_headers
         self.tls = tls
         self.hsts = hsts
+        self.access = access
 
     def copy(
         self,
@@ -211,6 +227,7 @@ class Forward:
             self.response_headers if response_headers is None else response_headers,
             self.tls if tls is None else tls,
             self.hsts,
+            self.access,
         )
 
     def _fields(self) -> tuple[object, ...]:
@@ -223,6 +240,7 @@ class Forward:
             self.response_headers,
             self.tls,
             self.hsts,
+            self.access,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -246,6 +264,7 @@ _FORWARD_FIELDS = (
     "response_headers",
     "tls",
     "hsts",
+    "access",
 )
 
 
@@ -498,17 +517,22 @@ def _decide(
     if route.slash_redirect is not None:
         return _slash_redirect(head, host, route)
     policy = route.policy
+    access: Respond | None = None
     if policy is not DEFAULT_POLICY:
         early = _before_backend(head, host, path, route, https_port, tls_host)
         if early is not None:
             return Respond(early.status, early.body, early.location, early.headers, route)
+        if policy.satisfy_any:
+            access = _satisfy_any(policy, head)
+            if access is not None and access.status and policy.external_auth is None:
+                return Respond(access.status, access.body, None, access.headers, route)
     elif not head.tls and policy.ssl_redirect and tls_host:
         redirect = _https_redirect(head, host, https_port)
         return Respond(redirect.status, redirect.body, redirect.location, route=route)
     backend = route.backend
     canary = route.canary
-    if canary is not None and _to_canary(canary, head):
-        backend = canary.backend  # type: ignore[assignment]
+    if canary is not None:
+        backend = _canary_or_main(route, canary, policy.affinity, head)
     stand_in: Headers = ()
     if not backend.endpoints and policy.custom_default is not None:
         # default-backend: its Service answers for one without endpoints, told so
@@ -518,8 +542,12 @@ def _decide(
     if backend.error is not None:
         return Respond(503, f"503 Service Unavailable: {backend.error}\n", route=route)
     set_cookie = None
-    if policy.affinity is not None and backend is route.backend:
-        # A session stays where its cookie says (ingress-nginx); new ones avoid ejected endpoints.
+    if policy.affinity is not None and (
+        backend is route.backend
+        or (canary is not None and canary.sticky and backend is canary.backend)
+    ):
+        # A session stays where its cookie says (ingress-nginx); new ones avoid ejected
+        # endpoints. A sticky canary's backend has the main's affinity (controller.go).
         endpoint, set_cookie = _sticky(policy.affinity, backend, head, route, health)
     elif policy.upstream_hash is not None and backend is route.backend:
         # Cookie affinity wins over upstream-hash-by, which wins over load-balance
@@ -563,6 +591,7 @@ def _decide(
         tuple(response_headers),
         tls,
         hsts,
+        access,
     )
 
 
@@ -674,24 +703,74 @@ def _before_backend(
         return _redirect(*policy.redirect)
     if not head.tls and (policy.force_ssl_redirect or (policy.ssl_redirect and tls_host)):
         return _https_redirect(head, host, https_port, policy.preserve_trailing_slash)
-    if policy.deny_source is not None or policy.allow_source is not None:
-        try:
-            client = ipaddress.ip_address(head.client_ip)
-        except ValueError:
-            client = None
-        denied = client is None or (
-            policy.deny_source is not None and any(client in n for n in policy.deny_source)
-        )
-        if not denied and policy.allow_source is not None:
-            denied = not any(client in n for n in policy.allow_source)
-        if denied:
-            return Respond(403, f"403 Forbidden: {head.client_ip} may not access this address\n")
+    if policy.satisfy_any:
+        return None  # _satisfy_any weighs the address and the credentials together
+    restricted = policy.deny_source is not None or policy.allow_source is not None
+    if restricted and _address_access(policy, head.client_ip) is False:
+        return _forbidden(head.client_ip)
     auth = policy.basic_auth
     if auth is not None and not allows(auth, find_header(head.headers, b"authorization")):
-        return Respond(
-            401, "401 Authorization Required\n", headers=((b"WWW-Authenticate", auth.challenge),)
-        )
+        external = policy.external_auth
+        if external is not None and external.signin is not None:
+            # nginx.tmpl: auth-signin's "error_page 401 = <sign-in location>" covers every
+            # 401 of the location, Basic auth's (checked before auth_request) too.
+            return _signin(external, head)
+        return _unauthorized(auth.challenge)
     return None
+
+
+def _signin(external: ExternalAuth, head: RequestHead) -> Respond:
+    uri = f"{head.path}?{head.query}" if head.query else head.path
+    location = signin_for(external, head.method, head.tls, head.host, uri)
+    return Respond(302, "302 Found\n", location=location)
+
+
+# Forward.access when satisfy "any" is met without asking the auth service.
+SATISFIED: Final = Respond(0, "")
+
+
+def _forbidden(client_ip: str) -> Respond:
+    return Respond(403, f"403 Forbidden: {client_ip} may not access this address\n")
+
+
+def _unauthorized(challenge: bytes) -> Respond:
+    return Respond(401, "401 Authorization Required\n", headers=((b"WWW-Authenticate", challenge),))
+
+
+def _address_access(policy: RoutePolicy, client_ip: str) -> bool | None:
+    """nginx's access module on the allow/deny list ingress-nginx writes (denylist's
+    "deny" lines, then allowlist's "allow" lines and "deny all"): True allowed, False
+    denied, None no rule matched (the module declines)."""
+    try:
+        client = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    if policy.deny_source is not None and any(client in n for n in policy.deny_source):
+        return False
+    if policy.allow_source is not None:
+        return any(client in n for n in policy.allow_source)
+    return None
+
+
+def _satisfy_any(policy: RoutePolicy, head: RequestHead) -> Respond | None:
+    """nginx's access phase under "satisfy any" (ngx_http_core_access_phase): the
+    address check, then Basic auth, then (in the proxy) auth-url, in nginx's module
+    order. One that allows suffices (SATISFIED); one that declines does not count;
+    denials are kept, a 401 over a 403, for the answer if none allows. None: nothing
+    decided here (the auth service decides alone, or nothing restricts the route)."""
+    denial: Respond | None = None
+    if policy.deny_source is not None or policy.allow_source is not None:
+        verdict = _address_access(policy, head.client_ip)
+        if verdict is True:
+            return SATISFIED
+        if verdict is False:
+            denial = _forbidden(head.client_ip)
+    auth = policy.basic_auth
+    if auth is not None:
+        if allows(auth, find_header(head.headers, b"authorization")):
+            return SATISFIED
+        denial = _unauthorized(auth.challenge)
+    return denial
 
 
 def request_vars(
@@ -723,6 +802,26 @@ def _snippet_answer(
         return None
     status, body, location, headers = found
     return Respond(status, body, location, headers)
+
+
+def _canary_or_main(
+    route: Route, canary: Canary, affinity: Affinity | None, head: RequestHead
+) -> Backend:
+    """The backend of a request for a route with a canary (balancer.lua
+    route_to_alternative_balancer): a session affinitized to the main backend stays
+    there; one affinitized to a sticky canary (affinity-canary-behavior) goes to the
+    canary; any other request goes where the canary's rules say."""
+    if affinity is not None:
+        value = find_cookie(head.headers, affinity.cookie)
+        if value is not None:
+            if value in route.backend.by_affinity:
+                return route.backend
+            alternative = canary.backend
+            if canary.sticky and alternative is not None and value in alternative.by_affinity:
+                return alternative
+    if _to_canary(canary, head):
+        return canary.backend  # type: ignore[return-value]
+    return route.backend
 
 
 def _to_canary(canary: Canary, head: RequestHead) -> bool:

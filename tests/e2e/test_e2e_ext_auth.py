@@ -176,7 +176,8 @@ def test_allowed_requests_carry_the_auth_response_headers(
     assert h["x-forwarded-for"] == "127.0.0.1"
     assert h["x-request-id"] == "req-42"
     assert h["x-token"] == "good"  # the client's headers go along
-    assert h["host"] == f"{LOCALHOST}:{auth_service.port}"
+    # nginx.tmpl: Host is the auth URL's host name, without its port.
+    assert h["host"] == LOCALHOST
 
 
 def test_a_header_the_auth_service_did_not_send_is_removed(proxy: Ingressd) -> None:

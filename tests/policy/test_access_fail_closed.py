@@ -162,9 +162,6 @@ def test_access_control_that_cannot_be_honoured_denies(
         # refused (gzip is not translated), and nothing in it narrows access
         {NGINX + "configuration-snippet": 'more_set_headers "Request-Id: $req_id"; gzip on;'},
         {NGINX + "stream-snippet": "server { listen 9000; deny all; }"},
-        {NGINX + "satisfy": "any"},
-        {NGINX + "global-rate-limit": "10", NGINX + "global-rate-limit-window": "1m"},
-        {NGINX + "enable-global-auth": "false"},
     ],
 )
 def test_what_does_not_narrow_access_is_ignored(annotations: dict[str, str]) -> None:

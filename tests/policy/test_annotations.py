@@ -199,7 +199,7 @@ def test_invalid_ingressd_value_does_not_fall_back_to_nginx_value() -> None:
             {NGINX + "configuration-snippet": 'more_set_headers "X-Deny: all"; gzip on;'},
             "configuration-snippet is refused",
         ),
-        ({NGINX + "auth-cache-key": "http://auth"}, f"{NGINX}auth-cache-key is not supported"),
+        ({NGINX + "no-such-annotation": "x"}, f"{NGINX}no-such-annotation is not supported"),
     ],
 )
 def test_annotation_problems_reach_the_table(annotations: dict[str, str], fragment: str) -> None:

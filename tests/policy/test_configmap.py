@@ -207,13 +207,24 @@ def test_a_refused_snippet_holding_access_control_denies_every_route(key: str) -
     assert "allow, deny" in reading.verdicts[0].reason
 
 
-@pytest.mark.parametrize("key", ["global-auth-url"])
-def test_access_control_ingressd_does_not_implement_denies_every_route(key: str) -> None:
-    reading = read_configmap({key: "something"})
-    assert reading.verdicts[0].status == "unsupported"
-    assert reading.config.fail_closed == (403, f"{key} is not supported")
+def test_an_invalid_global_auth_key_denies_every_route() -> None:
+    """global-auth-*: ingress-nginx logs "Global auth location denied" and serves
+    without the key (an invalid global-auth-url: without authentication at all);
+    ingressd answers 503 on every route instead, while global-auth-url is given."""
+    reading = read_configmap({"global-auth-url": "something"})
+    assert reading.verdicts[0].status == "invalid"
+    assert reading.config.fail_closed == (
+        503,
+        "invalid global-auth-url in the controller ConfigMap",
+    )
+    assert "every route answers 503" in reading.messages[0]
+    both = read_configmap({"global-auth-url": "http://auth/", "global-auth-method": "FETCH"})
+    assert both.config.fail_closed is not None and both.config.fail_closed[0] == 503
+    # Without global-auth-url an invalid companion key guards nothing: reported only.
+    alone = read_configmap({"global-auth-method": "FETCH"})
+    assert alone.config.fail_closed is None and alone.verdicts[0].status == "invalid"
     # Empty is the default: nothing to honour.
-    assert read_configmap({key: ""}).config.fail_closed is None
+    assert read_configmap({"global-auth-url": ""}).config.fail_closed is None
 
 
 def test_allow_snippet_annotations_is_reported_with_what_ingressd_does() -> None:

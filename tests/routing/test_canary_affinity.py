@@ -567,16 +567,51 @@ def test_regex_paths_default_the_cookie_path_to_root() -> None:
     assert set_cookie is not None and "; Path=/; " in set_cookie
 
 
-def test_affinity_does_not_apply_to_requests_the_canary_takes() -> None:
+def _sticky_with_canary(**canary: str) -> RouteTable:
     ing = ingress(
         "sticky",
         [rule(HOST, path("/", "sticky"))],
         annotations=annotations(affinity="cookie"),
         created=1,
     )
-    table = build(*services(), ing, canary_ingress(canary_by_header="X-Canary"))
+    return build(*services(), ing, canary_ingress(canary_by_header="X-Canary", **canary))
+
+
+def _cookie_value(set_cookie: str | None) -> str:
+    assert set_cookie is not None and set_cookie.startswith("INGRESSCOOKIE=")
+    return set_cookie.split(";", 1)[0]
+
+
+def test_a_sticky_canary_keeps_the_sessions_it_took() -> None:
+    """affinity-canary-behavior "sticky" (the default; balancer.lua
+    route_to_alternative_balancer): the canary's backend gets the main's affinity, so a
+    session the canary took gets a cookie and stays on the canary without the header."""
+    table = _sticky_with_canary()
+    to_canary = forward(table, head("/", ("X-Canary", "always")))
+    assert to_canary.backend.name == "default/canary:80"
+    cookie = _cookie_value(cookie_of(to_canary))
+    again = forward(table, head("/", ("Cookie", cookie)))
+    assert again.backend.name == "default/canary:80" and cookie_of(again) is None
+    # "never" does not move an affinitized session either: the cookie is checked first.
+    still = forward(table, head("/", ("Cookie", cookie), ("X-Canary", "never")))
+    assert still.backend.name == "default/canary:80"
+
+
+def test_a_session_on_the_main_backend_stays_there_whatever_the_canary_rules() -> None:
+    for behavior in ("sticky", "legacy"):
+        table = _sticky_with_canary(affinity_canary_behavior=behavior)
+        to_main = forward(table, head("/"))
+        assert to_main.backend.name == "default/sticky:80"
+        cookie = _cookie_value(cookie_of(to_main))
+        kept = forward(table, head("/", ("Cookie", cookie), ("X-Canary", "always")))
+        assert kept.backend.name == "default/sticky:80", behavior
+
+
+def test_a_legacy_canary_is_not_sticky() -> None:
+    table = _sticky_with_canary(affinity_canary_behavior="legacy")
     to_canary = forward(table, head("/", ("X-Canary", "always")))
     assert to_canary.backend.name == "default/canary:80" and cookie_of(to_canary) is None
+    # Without the header the next request is the main's again (and gets its cookie).
     to_main = forward(table, head("/"))
     assert to_main.backend.name == "default/sticky:80" and cookie_of(to_main) is not None
 

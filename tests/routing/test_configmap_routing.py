@@ -144,9 +144,11 @@ def test_block_cidrs_and_source_ranges_apply_to_every_route() -> None:
 
 
 def test_access_control_that_cannot_be_honoured_denies_every_route() -> None:
-    table = build(*site(configmap({"global-auth-url": "http://auth/"})), options=OPTIONS)
+    # An invalid global-auth-url: every route answers 503 (ingress-nginx would serve
+    # without it, only logging "Global auth location denied").
+    table = build(*site(configmap({"global-auth-url": "ftp://auth/"})), options=OPTIONS)
     action = decide(table, request("plain.test", "/"))
-    assert isinstance(action, Respond) and action.status == 403
+    assert isinstance(action, Respond) and action.status == 503
     assert "global-auth-url" in action.body
     invalid = build(*site(configmap({"block-cidrs": "nonsense"})), options=OPTIONS)
     action = decide(invalid, request("secure.test", "/", tls=True))

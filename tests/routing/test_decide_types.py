@@ -144,7 +144,7 @@ def test_forward_prints_its_fields() -> None:
     assert text.startswith(f"Forward(endpoint={EP1!r}, backend={BACKEND!r}, target='/a?b=1', ")
     assert text.endswith(
         "request_headers=((b'Host', b'inside'),), "
-        "response_headers=((b'Set-Cookie', b'route=1'),), tls=None, hsts=None)"
+        "response_headers=((b'Set-Cookie', b'route=1'),), tls=None, hsts=None, access=None)"
     )
 
 

@@ -70,7 +70,7 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
         NGINX + "rewrite-target": "/$1",
         NGINX + "ssl-redirect": "maybe",
         NGINX + "configuration-snippet": "more_set_headers 'X: y'; gzip on;",
-        NGINX + "auth-cache-key": "http://auth",
+        NGINX + "disable-proxy-intercept-errors": "http://auth",
         NGINX + "proxy-body-size": "8m",
         OURS + "proxy-body-size": "16m",
         "example.com/unrelated": "x",
@@ -81,15 +81,15 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
     assert verdicts == {
         NGINX + "rewrite-target": ("supported", ""),
         NGINX + "ssl-redirect": ("invalid", messages[2]),
-        NGINX + "configuration-snippet": ("refused", messages[1]),
-        NGINX + "auth-cache-key": ("unsupported", messages[0]),
+        NGINX + "configuration-snippet": ("refused", messages[0]),
+        NGINX + "disable-proxy-intercept-errors": ("unsupported", messages[1]),
         OURS + "proxy-body-size": ("supported", ""),
         NGINX + "proxy-body-size": (
             "overridden",
             f"annotation {NGINX}proxy-body-size is overridden by {OURS}proxy-body-size",
         ),
     }
-    assert messages[1].endswith(
+    assert messages[0].endswith(
         "is refused: directive 'gzip' (line 1) is not translated; it is not applied"
     )
     assert "'maybe' is invalid" in messages[2]
@@ -147,7 +147,7 @@ def test_invalid_access_control_says_its_routes_answer_503() -> None:
     [
         ({}, 0),
         ({NGINX + "rewrite-target": "/"}, 0),
-        ({NGINX + "auth-cache-key": "http://auth"}, 0),  # ignored, and said so: not a failure
+        ({NGINX + "disable-proxy-intercept-errors": "http://auth"}, 0),  # ignored, and said so: not a failure
         ({NGINX + "server-snippet": "x"}, 1),
         ({NGINX + "ssl-redirect": "yes"}, 1),
         # refused because it cannot apply to ingressd: listed, not a failure...
@@ -465,7 +465,7 @@ def test_expired_certificate_is_invalid() -> None:
 def mixed_report() -> CheckReport:
     return report_of(
         ingress_class("nginx", OTHER_CONTROLLER),
-        web(annotations={NGINX + "auth-cache-key": "x"}),
+        web(annotations={NGINX + "disable-proxy-intercept-errors": "x"}),
         web("theirs", host="b.test", class_name="nginx"),
         *healthy(),
     )
@@ -510,11 +510,11 @@ def test_json_shape() -> None:
     ]
     assert ing["annotations"] == [
         {
-            "key": NGINX + "auth-cache-key",
+            "key": NGINX + "disable-proxy-intercept-errors",
             "value": "x",
             "status": "unsupported",
             "reason": (
-                f"annotation {NGINX}auth-cache-key is not supported by ingressd and is ignored"
+                f"annotation {NGINX}disable-proxy-intercept-errors is not supported by ingressd and is ignored"
             ),
         }
     ]
@@ -548,7 +548,7 @@ def test_json_shape() -> None:
 def test_text_shows_ours_and_counts_the_others() -> None:
     text = render_text(mixed_report())
     assert text.startswith("Ingress default/web\n  class: ours via ingressClassName 'ingressd'")
-    assert f"    unsupported  annotation {NGINX}auth-cache-key is not supported" in text
+    assert f"    unsupported  annotation {NGINX}disable-proxy-intercept-errors is not supported" in text
     assert "theirs" not in text
     assert "1 Ingress belongs to other classes (--all shows them)\n" in text
     assert text.endswith(
