@@ -10,7 +10,8 @@ does ``proxy_set_header Host ...; proxy_pass TARGET``.
 
 The target comes from an Ingress author, so ingressd narrows it further: only
 ``http://`` and ``https://`` URLs, a host name or an IPv4 address that is not
-link-local (the cloud metadata service), unspecified or multicast, no variable in the host part (nginx would need a resolver for it),
+link-local (the cloud metadata service), unspecified or multicast, no variable
+in the host part (nginx would need a resolver for it),
 and only the variables ``proxy/mirror.py`` expands in the path: those nginx
 gives a mirror subrequest the main request's value of.
 """

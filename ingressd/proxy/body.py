@@ -20,6 +20,7 @@ full. The file is written and read on the event loop, as nginx does without
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import tempfile
 from typing import IO, Final
@@ -56,10 +57,8 @@ class _Disk:
 
 
 def _remove(directory: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(directory)  # empty: its files were unnamed
-    except OSError:
-        pass
 
 
 DISK: Final = _Disk()

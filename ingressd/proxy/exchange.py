@@ -412,14 +412,11 @@ class Exchange(Outgoing):
         fwd = self.forward
         if fwd is None or self.finished:
             return
-        path, _, query = self.url.partition(b"?")
+        query = self.url.partition(b"?")[2]
         body: bytes | None = None
         if mirror.with_body:
             spool = self._spool
-            if spool is not None:
-                body = spool.read_all(mirror.body_limit)
-            else:
-                body = mirror.body()
+            body = spool.read_all(mirror.body_limit) if spool is not None else mirror.body()
             if body is None:
                 self.state.mirrors.dropped(self.state.stats, fwd.route.ingress, mirror.config)
                 return
