@@ -70,6 +70,7 @@ class Exchange(Outgoing):
         "_body_buf",
         "_buffered",
         "_connect_task",
+        "_continue",
         "_feed_at",
         "_mirror",
         "_retried",
@@ -194,6 +195,7 @@ class Exchange(Outgoing):
         self._spool: BodyBuffer | None = None
         self.spooling = False
         self._spool_wait = False
+        self._continue = False  # the client asked for 100 Continue, ingressd answers it
         self._feed_at = -1
         # mirror-target: the copy being made of this request (proxy/mirror.py)
         self._mirror: MirrorCopy | None = None
@@ -369,6 +371,15 @@ class Exchange(Outgoing):
             return
         spool = self._spool = BodyBuffer(memory)
         self.spooling = True
+        expect = find_header(self.headers, b"expect")
+        if expect is not None:
+            # nginx answers "Expect: 100-continue" itself when it reads the body
+            # (ngx_http_test_expect) and never passes Expect on (the proxy
+            # module's default headers clear it): the upstream gets the body whole.
+            self.headers = [h for h in self.headers if h[0].lower() != b"expect"]
+            # Its 100 Continue goes once the request is cleared (_proceed), as
+            # nginx's comes after its access phase.
+            self._continue = expect.strip().lower() == b"100-continue"
         if self._body_buf:
             # Body bytes read before the exchange began (a pipelined request).
             held, self._body_buf = self._body_buf, []
@@ -401,6 +412,9 @@ class Exchange(Outgoing):
                 mirror.armed = True  # request_done sends it
         if self._spool is not None and not self.request_complete:
             self._spool_wait = True  # request_done goes on
+            if self._continue:
+                self._continue = False
+                self.client.interim(self, 100, b"Continue")
             return
         self._go()
 
