@@ -91,7 +91,7 @@ def target_url(config: Mirror, request_uri: str, args: str, host: str, scheme: s
     }
     out = [values[text] if is_var else text for is_var, text in split_variables(config.path)]
     path = "".join(out)
-    if not path.startswith(("/", "?")):
+    if not path.startswith("/"):  # a request target starts with one
         path = "/" + path
     return base + path
 
