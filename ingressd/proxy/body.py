@@ -10,11 +10,13 @@ live in a directory of this process's own, made on first use with mode 0700
 or race for, and the kernel frees the space when the file is closed, at the end
 of the request, or when the process dies.
 
-All the bodies a process holds on disk together are bounded too
-(``DISK_LIMIT``): past it a body that needs the disk is refused (503) rather
-than fill the node's disk, where nginx would fail with a 500 once the disk is
-full. The file is written and read on the event loop, as nginx does without
-``aio``: page-cache writes of at most a socket read each.
+The directory is under ``--client-body-temp-path`` (nginx's
+``client_body_temp_path``; by default ``$TMPDIR``). All the bodies a process
+holds on disk together are bounded too (``--client-body-temp-size``): past
+it a body that needs the disk is refused (503) rather than fill the node's
+disk, where nginx would fail with a 500 once the disk is full. The file is
+written and read on the event loop, as nginx does without ``aio``: page-cache
+writes of at most a socket read each.
 """
 
 from __future__ import annotations
@@ -25,33 +27,32 @@ import os
 import tempfile
 from typing import IO, Final
 
-# Bytes on disk over all the buffered bodies of one process.
-DISK_LIMIT: Final = 4 * 1024**3
 # What one read of the file sends on to the upstream.
 FEED_CHUNK: Final = 64 * 1024
 
 
 class BufferFull(Exception):
-    """The process's bodies on disk would pass DISK_LIMIT."""
+    """The process's bodies on disk would pass --client-body-temp-size."""
 
 
 class _Disk:
     """The process's temporary directory, made on first use, and what it holds."""
 
-    __slots__ = ("directory", "pid", "used")
+    __slots__ = ("base", "directory", "pid", "used")
 
     def __init__(self) -> None:
         self.directory: str | None = None
+        self.base = ""
         self.pid = 0
         self.used = 0
 
-    def open(self) -> IO[bytes]:
+    def open(self, base: str) -> IO[bytes]:
         pid = os.getpid()
-        if self.directory is None or self.pid != pid:
+        if self.directory is None or self.pid != pid or self.base != base:
             # A worker process makes its own, not its parent's.
-            self.directory = tempfile.mkdtemp(prefix=f"ingressd-body-{pid}-")
+            self.directory = tempfile.mkdtemp(prefix=f"ingressd-body-{pid}-", dir=base or None)
+            self.base = base
             self.pid = pid
-            self.used = 0
             atexit.register(_remove, self.directory)
         return tempfile.TemporaryFile(dir=self.directory)
 
@@ -67,12 +68,22 @@ DISK: Final = _Disk()
 class BodyBuffer:
     """One request's body: memory first, then a temporary file."""
 
-    __slots__ = ("file", "file_size", "memory", "memory_limit", "memory_size")
+    __slots__ = (
+        "disk_limit",
+        "file",
+        "file_size",
+        "memory",
+        "memory_limit",
+        "memory_size",
+        "temp_path",
+    )
 
-    def __init__(self, memory_limit: int) -> None:
+    def __init__(self, memory_limit: int, temp_path: str = "", disk_limit: int = 1024**3) -> None:
         self.memory: list[bytes] = []
         self.memory_size = 0
         self.memory_limit = memory_limit
+        self.temp_path = temp_path
+        self.disk_limit = disk_limit
         self.file: IO[bytes] | None = None
         self.file_size = 0
 
@@ -91,13 +102,13 @@ class BodyBuffer:
             self.memory.append(data[:room])
             self.memory_size += room
             data = data[room:]
-        if DISK.used + len(data) > DISK_LIMIT:
+        if DISK.used + len(data) > self.disk_limit:
             raise BufferFull(
-                f"the request bodies buffered on disk by this process would pass "
-                f"{DISK_LIMIT // 1024**2} MiB"
+                "the request bodies buffered on disk by this process would pass "
+                f"{self.disk_limit} bytes (--client-body-temp-size)"
             )
         if self.file is None:
-            self.file = DISK.open()
+            self.file = DISK.open(self.temp_path)
         self.file.write(data)
         self.file_size += len(data)
         DISK.used += len(data)

@@ -369,7 +369,7 @@ class Exchange(Outgoing):
             memory = policy.client_body_buffer_size or settings.client_body_buffer_size
         if not on or self.upgrade or self.request_complete:
             return
-        spool = self._spool = BodyBuffer(memory)
+        spool = self._spool = BodyBuffer(memory, settings.body_temp_path, settings.body_temp_size)
         self.spooling = True
         expect = find_header(self.headers, b"expect")
         if expect is not None:

@@ -31,6 +31,10 @@ class ProxySettings:
     # the rest in a temporary file (proxy/body.py). ingress-nginx's defaults.
     request_buffering: bool = True
     client_body_buffer_size: int = 8 * 1024
+    # --client-body-temp-path ("": $TMPDIR) and --client-body-temp-size: where the
+    # rest of a buffered body goes, and how much of it one process may hold.
+    body_temp_path: str = ""
+    body_temp_size: int = 1024**3
     # proxy-buffering (off in ingress-nginx): on, the upstream's response is read
     # ahead of a slow client up to proxy-buffers-number x proxy-buffer-size, and
     # read again once what waits for the client is down to proxy-busy-buffers-size

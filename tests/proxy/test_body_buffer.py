@@ -42,6 +42,18 @@ def test_memory_first_then_an_unnamed_file(disk: Path) -> None:
     assert body.DISK.used == 0 and buf.file is None
 
 
+def test_the_files_go_under_the_temp_path(
+    disk: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = tmp_path_factory.mktemp("bodies")
+    buf = BodyBuffer(1, str(base))
+    buf.add(b"abc")
+    (directory,) = base.iterdir()
+    assert directory.name.startswith("ingressd-body-") and list(directory.iterdir()) == []
+    assert list(disk.iterdir()) == []
+    buf.close()
+
+
 def test_a_body_within_memory_never_touches_the_disk(disk: Path) -> None:
     buf = BodyBuffer(8192)
     buf.add(os.urandom(8192))
@@ -49,11 +61,10 @@ def test_a_body_within_memory_never_touches_the_disk(disk: Path) -> None:
     buf.close()
 
 
-def test_the_process_disk_budget_refuses_more(disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(body, "DISK_LIMIT", 100)
-    first = BodyBuffer(0)
+def test_the_process_disk_budget_refuses_more(disk: Path) -> None:
+    first = BodyBuffer(0, "", 100)
     first.add(b"x" * 80)
-    second = BodyBuffer(0)
+    second = BodyBuffer(0, "", 100)
     with pytest.raises(BufferFull):
         second.add(b"y" * 30)
     first.close()
