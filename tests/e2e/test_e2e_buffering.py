@@ -337,11 +337,13 @@ def test_streamed_the_origin_gets_the_body_as_it_comes(env: Env) -> None:
     seen = one(env.origin, "/streamed-raw")
     assert seen.head_at < last, "proxy-request-buffering off must not wait for the body"
     assert seen.body == b"".join(pieces)
-    out, last = slow_curl_upload(env, "streamed.test", "/streamed-chunked", [b"x" * 100] * 3)
-    assert out == b"ok\n"
-    seen = one(env.origin, "/streamed-chunked")
-    assert seen.head_at < last
-    assert seen.headers["transfer-encoding"] == "chunked"
+    for target, args in (("/streamed-chunked", ()), ("/streamed-h2", ("--http2",))):
+        out, last = slow_curl_upload(env, "streamed.test", target, [b"x" * 100] * 3, *args)
+        assert out == b"ok\n"
+        seen = one(env.origin, target)
+        assert seen.head_at < last
+        assert seen.headers["transfer-encoding"] == "chunked"  # HTTP/2: no length given
+        assert seen.body == b"x" * 300
 
 
 def _body_files(pid: int, tmpdir: Path) -> list[str]:
