@@ -410,13 +410,22 @@ class Exchange(Outgoing):
                 self._send_mirror()
             else:
                 mirror.armed = True  # request_done sends it
-        if self._spool is not None and not self.request_complete:
-            self._spool_wait = True  # request_done goes on
-            if self._continue:
-                self._continue = False
-                self.client.interim(self, 100, b"Continue")
-            return
+        spool = self._spool
+        if spool is not None:
+            if not self.request_complete:
+                self._spool_wait = True  # request_done goes on
+                if self._continue:
+                    self._continue = False
+                    self.client.interim(self, 100, b"Continue")
+                return
+            self._seal(spool)
         self._go()
+
+    def _seal(self, spool: BodyBuffer) -> None:
+        """The buffered body is whole: it goes with its length, even one the client
+        sent chunked, as nginx sends a buffered body (ngx_http_proxy_create_request)."""
+        self.req_chunked = False
+        self.req_length = b"%d" % spool.size
 
     def _send_mirror(self) -> None:
         mirror = self._mirror
@@ -729,10 +738,7 @@ class Exchange(Outgoing):
             self._spool_wait = False
             spool = self._spool
             if spool is not None:
-                # As nginx sends a buffered body: with its length, even one the
-                # client sent chunked (ngx_http_proxy_create_request).
-                self.req_chunked = False
-                self.req_length = b"%d" % spool.size
+                self._seal(spool)
             self._go()
             return
         if self.upstream is not None:
