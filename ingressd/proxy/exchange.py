@@ -67,6 +67,7 @@ class Exchange(Outgoing):
     """One request and its response, whatever the protocols on either side."""
 
     __slots__ = (
+        "_at_body_end",
         "_body_buf",
         "_buffered",
         "_connect_task",
@@ -195,6 +196,8 @@ class Exchange(Outgoing):
         self._spool: BodyBuffer | None = None
         self.spooling = False
         self._spool_wait = False
+        # request_done has work: the spool's wait, or an armed mirror copy
+        self._at_body_end = False
         self._continue = False  # the client asked for 100 Continue, ingressd answers it
         self._feed_at = -1
         # mirror-target: the copy being made of this request (proxy/mirror.py)
@@ -410,10 +413,12 @@ class Exchange(Outgoing):
                 self._send_mirror()
             else:
                 mirror.armed = True  # request_done sends it
+                self._at_body_end = True
         spool = self._spool
         if spool is not None:
             if not self.request_complete:
                 self._spool_wait = True  # request_done goes on
+                self._at_body_end = True
                 if self._continue:
                     self._continue = False
                     self.client.interim(self, 100, b"Continue")
@@ -731,16 +736,18 @@ class Exchange(Outgoing):
         if self.finished:
             self.client.exchange_done(self)
             return
-        mirror = self._mirror
-        if mirror is not None and mirror.armed:
-            self._send_mirror()  # cleared to go before its body had ended
-        if self._spool_wait:
-            self._spool_wait = False
-            spool = self._spool
-            if spool is not None:
-                self._seal(spool)
-            self._go()
-            return
+        if self._at_body_end:  # one test for requests without such work
+            self._at_body_end = False
+            mirror = self._mirror
+            if mirror is not None and mirror.armed:
+                self._send_mirror()  # cleared to go before its body had ended
+            if self._spool_wait:
+                self._spool_wait = False
+                spool = self._spool
+                if spool is not None:
+                    self._seal(spool)
+                self._go()
+                return
         if self.upstream is not None:
             self.upstream.end_body()
 
@@ -786,7 +793,8 @@ class Exchange(Outgoing):
         self.status = status
         out = headers
         snippet = None if route.plain else route.snippet_plan
-        hide = self.state.settings.hide_headers
+        settings = self.state.settings
+        hide = settings.hide_headers
         if hide:
             out = http.drop_named(out, hide)  # the ConfigMap's hide-headers
         if snippet is not None:
@@ -807,12 +815,12 @@ class Exchange(Outgoing):
         if snippet is not None and (snippet.more or snippet.add):
             out = edit_response(snippet, status, out, self._snippet_vars())
         if route.plain:
-            if self.state.settings.proxy_buffering:
+            if settings.proxy_buffering:
                 self._read_ahead(route)
         elif (
             route.policy.proxy_buffering
             if route.policy.proxy_buffering is not None
-            else self.state.settings.proxy_buffering
+            else settings.proxy_buffering
         ):
             self._read_ahead(route)
         if status != 101:

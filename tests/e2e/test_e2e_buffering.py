@@ -111,6 +111,8 @@ class Origin:
                         writer.write(chunk[: size - start])
                         await writer.drain()
                 else:
+                    if target.startswith("/slow-auth"):
+                        await asyncio.sleep(1)  # an auth-url service that takes its time
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
                     await writer.drain()
                 seen.sent_at = time.monotonic()
@@ -177,6 +179,12 @@ def env(
         *echo_backend("origin", origin.port),
         routed("buffered", "buffered.test", "origin", client_body_buffer_size="1k"),
         routed("streamed", "streamed.test", "origin", proxy_request_buffering="off"),
+        routed(
+            "authbuffered",
+            "authbuffered.test",
+            "origin",
+            auth_url=f"http://{LOCALHOST}:{origin.port}/slow-auth",
+        ),
         routed(
             "bigbody", "bigbody.test", "origin", proxy_body_size="8m", client_body_buffer_size="4k"
         ),
@@ -328,6 +336,19 @@ def test_buffered_an_http2_body_without_length_reaches_the_origin_whole(env: Env
     assert seen.head_at >= last
     assert seen.body == b"".join(pieces)
     assert seen.headers["content-length"] == "150000"
+
+
+def test_buffered_a_body_complete_before_auth_url_answers_goes_with_its_length(
+    env: Env,
+) -> None:
+    r = env.ing.get(
+        "authbuffered.test", "/after-auth", "-H", "Transfer-Encoding: chunked", "--data", "abc"
+    )
+    assert (r.status, r.body) == (200, b"ok\n")
+    seen = one(env.origin, "/after-auth")
+    assert seen.head_at > one(env.origin, "/slow-auth").head_at
+    assert (seen.body, seen.headers["content-length"]) == (b"abc", "3")
+    assert "transfer-encoding" not in seen.headers
 
 
 def test_streamed_the_origin_gets_the_body_as_it_comes(env: Env) -> None:
