@@ -112,3 +112,22 @@ def test_a_copy_keeps_at_most_its_body_limit() -> None:
     assert copy.body() == b"12345"
     copy.keep(b"678901")
     assert copy.body() is None  # dropped whole, never sent truncated
+
+
+def test_copies_past_the_bound_are_dropped_not_queued() -> None:
+    import asyncio
+
+    from ingressd.observe.stats import RequestStats
+    from ingressd.proxy import mirror
+
+    stats = RequestStats()
+    mirrors = mirror.Mirrors()
+    mirrors.in_flight = mirror.MAX_IN_FLIGHT  # as many copies under way as allowed
+    loop = asyncio.new_event_loop()
+    try:
+        args = ("GET", "/x", "", "h", "http", [(b"Accept", b"*/*")], None)
+        mirrors.send(loop, stats, "default/app", MIRROR, *args)
+        assert stats.mirrors == {("default/app", "m.example", "dropped"): 1}
+        assert not mirrors._tasks and mirrors.in_flight == mirror.MAX_IN_FLIGHT
+    finally:
+        loop.close()
