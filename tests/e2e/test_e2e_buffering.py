@@ -229,7 +229,8 @@ def env(
     saved = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(tmpdir)
     try:
-        with serving(work, objs) as ing:
+        # A small disk budget: 1 MiB bodies fit, 1.6 MB ones do not.
+        with serving(work, objs, ["--client-body-temp-size", "1500k"]) as ing:
             yield Env(ing, origin, mirror, hanging, tmpdir, work)
     finally:
         if saved is None:
@@ -440,6 +441,21 @@ def test_a_body_over_proxy_body_size_is_refused_while_buffering(env: Env) -> Non
     assert proc.stdout == b"413", proc
     assert len(env.origin.requests("/too-big")) == before  # never reached the origin
     until(lambda: not _body_files(env.ing.pid, env.tmpdir), "no temporary file left open")
+
+
+def test_bodies_past_the_disk_budget_are_refused_with_503(env: Env) -> None:
+    big = env.workdir / "1600k.bin"
+    big.write_bytes(b"d" * 1_600_000)
+    r = env.ing.get("bigbody.test", "/over-budget", "--data-binary", f"@{big}", check=False)
+    assert r.status == 503
+    assert b"--client-body-temp-size" in r.body
+    assert not env.origin.requests("/over-budget")
+    until(lambda: not _body_files(env.ing.pid, env.tmpdir), "no temporary file left open")
+    # What the refused body had taken of the budget is free again.
+    big.write_bytes(b"d" * 600_000)
+    r = env.ing.get("bigbody.test", "/within-budget", "--data-binary", f"@{big}")
+    assert r.status == 200
+    assert len(one(env.origin, "/within-budget").body) == 600_000
 
 
 # -- proxy-buffering -------------------------------------------------------------------------
