@@ -242,6 +242,22 @@ def _common(
         "overrides it (default: 4k)",
     )
     g.add_argument(
+        "--client-body-temp-path",
+        default="",
+        metavar="DIR",
+        help="where buffered request bodies over client-body-buffer-size go, as nginx's "
+        "client_body_temp_path: each process makes a private folder (mode 0700) in it and "
+        "its files have no name (default: $TMPDIR, else /tmp)",
+    )
+    g.add_argument(
+        "--client-body-temp-size",
+        type=_size,
+        default=1024**3,
+        metavar="SIZE",
+        help="the most request bodies one process holds in --client-body-temp-path at once; "
+        "past it a body that needs the disk gets 503 (default: 1g)",
+    )
+    g.add_argument(
         "--trusted-proxies",
         type=_cidrs,
         default=(),
@@ -741,6 +757,8 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
             fail_timeout=args.upstream_fail_timeout,
             max_body_size=args.proxy_body_size,
             proxy_buffer_size=args.proxy_buffer_size,
+            body_temp_path=args.client_body_temp_path,
+            body_temp_size=args.client_body_temp_size,
             max_connections=args.max_connections,
             access_log=args.access_log,
             http2=args.http2,

@@ -146,6 +146,7 @@ async def serve_proxy(
         state.pool.close()
         state.h2_pool.close()
         await state.auth.close()
+        await state.mirrors.close()
         await asyncio.sleep(0)  # aborted connections report their last requests
         if state.access_log is not None:
             state.access_log.flush()

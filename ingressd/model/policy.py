@@ -421,6 +421,24 @@ class GlobalRateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class Mirror:
+    """mirror-target, mirror-host, mirror-request-body (ingress-nginx's
+    ``annotations/mirror/main.go``, nginx.tmpl's ``mirror`` and its internal
+    ``location = /_mirror-UID``): a copy of each request, fire-and-forget
+    (proxy/mirror.py)."""
+
+    scheme: str  # "http" or "https"
+    host: str  # the target's host name (or address), port apart
+    port: int
+    # The target's path and query, with the variables proxy/mirror.py expands
+    # ($request_uri, $args, $query_string, $is_args, $host, $scheme); "" when
+    # the target has no path: nginx then sends the mirror location's own URI.
+    path: str
+    host_header: str  # mirror-host, else the target's host name, as ingress-nginx
+    request_body: bool = True  # mirror-request-body: on (default) or off
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicy:
     """Typed, validated annotation values that affect how a route is served."""
 
@@ -475,6 +493,15 @@ class RoutePolicy:
     # Limits; None: the proxy-wide setting
     proxy_body_size: int | None = None  # bytes, 0 = unlimited
     proxy_buffer_size: int | None = None  # bytes the upstream's response head may take
+    # proxy-request-buffering, client-body-buffer-size (the part of a buffered body
+    # kept in memory), proxy-buffering, proxy-buffers-number, proxy-busy-buffers-size:
+    # None = the proxy-wide setting (the ConfigMap's key). proxy/exchange.py.
+    request_buffering: bool | None = None
+    client_body_buffer_size: int | None = None
+    proxy_buffering: bool | None = None
+    proxy_buffers_number: int | None = None
+    proxy_busy_buffers_size: int | None = None
+    mirror: Mirror | None = None  # mirror-target and its companions
     proxy_connect_timeout: float | None = None
     proxy_read_timeout: float | None = None
     proxy_send_timeout: float | None = None

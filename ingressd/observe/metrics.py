@@ -202,6 +202,18 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
         retries.add_metric([*route_labels(ingress, backend), reason], n)
     yield errors
     yield retries
+    if view.mirrors:
+        mirrors = CounterMetricFamily(
+            "ingressd_mirror_requests",
+            "Copies of requests made for mirror-target, by result: sent (the mirror "
+            "answered), failed (refused, reset or timed out), dropped (not sent: too many "
+            "under way, or a body too large)",
+            labels=["namespace", "ingress", "target", "result"],
+        )
+        for (ingress, target, result), n in view.mirrors.items():
+            namespace, _, name = ingress.partition("/")
+            mirrors.add_metric([namespace, name, target, result], n)
+        yield mirrors
     yield from stream_families(view)
     yield GaugeMetricFamily(
         "ingressd_connections_active", "Client connections open now", value=view.active

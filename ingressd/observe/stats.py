@@ -129,6 +129,7 @@ class RequestStats:
     __slots__ = (
         "_reported",
         "accepted",
+        "mirrors",
         "requests",
         "retries",
         "stream_open",
@@ -144,6 +145,8 @@ class RequestStats:
         self.stream_open: dict[str, int] = {}
         self.upstream_errors: dict[EventKey, int] = {}
         self.retries: dict[EventKey, int] = {}
+        # mirror-target copies by (ingress, target host, sent|failed|dropped)
+        self.mirrors: dict[EventKey, int] = {}
         self.accepted = 0  # client connections
         self._reported: dict[RequestKey, float] = {}  # COUNT of each record at the last report
 
@@ -182,6 +185,10 @@ class RequestStats:
         key = (ingress, backend, reason)
         self.retries[key] = self.retries.get(key, 0) + 1
 
+    def mirror(self, ingress: str, target: str, result: str) -> None:
+        key = (ingress, target, result)
+        self.mirrors[key] = self.mirrors.get(key, 0) + 1
+
     def stream(self, key: StreamKey, bytes_in: int, bytes_out: int) -> None:
         """A finished layer-4 session (a TCP connection, a UDP flow)."""
         rec = self.streams.get(key)
@@ -201,6 +208,7 @@ class RequestStats:
             active,
             {key: rec.copy() for key, rec in self.streams.items()},
             dict(self.stream_open),
+            dict(self.mirrors),
         )
 
     def report(self, active: int) -> Report:
@@ -223,6 +231,7 @@ class RequestStats:
             active,
             {key: rec.copy() for key, rec in self.streams.items()},
             dict(self.stream_open),
+            dict(self.mirrors),
         )
 
 
@@ -237,6 +246,7 @@ class Report:
     active: int  # client connections open now: a gauge, not kept once the worker is gone
     streams: dict[StreamKey, list[int]] = field(default_factory=dict)  # cumulative, whole
     stream_open: dict[str, int] = field(default_factory=dict)  # a gauge, as active
+    mirrors: dict[EventKey, int] = field(default_factory=dict)  # cumulative, whole
 
     def __reduce__(self) -> tuple[type[Report], tuple[object, ...]]:
         # Sent to the main process by pickle: a compiled (mypyc) frozen
@@ -251,6 +261,7 @@ class Report:
                 self.active,
                 self.streams,
                 self.stream_open,
+                self.mirrors,
             ),
         )
 
@@ -266,6 +277,7 @@ class ProxyView:
     active: int
     streams: Mapping[StreamKey, list[int]] = field(default_factory=dict)
     stream_open: Mapping[str, int] = field(default_factory=dict)
+    mirrors: Mapping[EventKey, int] = field(default_factory=dict)
 
 
 def _add_records(into: dict[RequestKey, list[float]], records: Mapping) -> None:
@@ -300,6 +312,7 @@ class WorkerSlot:
     retired: bool = False
     streams: dict[StreamKey, list[int]] = field(default_factory=dict)
     stream_open: dict[str, int] = field(default_factory=dict)
+    mirrors: dict[EventKey, int] = field(default_factory=dict)
 
 
 class WorkerTotals:
@@ -344,6 +357,7 @@ class WorkerTotals:
             slot.active = report.active
             slot.streams = report.streams
             slot.stream_open = report.stream_open
+            slot.mirrors = report.mirrors
 
     def retire(self, slot: WorkerSlot) -> None:
         """The worker is gone: keep its counters, forget its gauges."""
@@ -356,6 +370,7 @@ class WorkerTotals:
             _add_records(kept.requests, slot.requests)
             _add_counts(kept.upstream_errors, slot.upstream_errors)
             _add_counts(kept.retries, slot.retries)
+            _add_counts(kept.mirrors, slot.mirrors)
             _add_streams(kept.streams, slot.streams)
             kept.accepted += slot.accepted
 
@@ -370,6 +385,7 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
     retries: dict[EventKey, int] = {}
     streams: dict[StreamKey, list[int]] = {}
     stream_open: dict[str, int] = {}
+    mirrors: dict[EventKey, int] = {}
     accepted = active = 0
     for slot in slots:
         _add_streams(streams, slot.streams)
@@ -377,9 +393,10 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
         _add_records(requests, slot.requests)
         _add_counts(errors, slot.upstream_errors)
         _add_counts(retries, slot.retries)
+        _add_counts(mirrors, slot.mirrors)
         accepted += slot.accepted
         active += slot.active
-    return ProxyView(requests, errors, retries, accepted, active, streams, stream_open)
+    return ProxyView(requests, errors, retries, accepted, active, streams, stream_open, mirrors)
 
 
 def with_streams(
@@ -403,6 +420,7 @@ def with_streams(
         view.active,
         total,
         open_now,
+        view.mirrors,
     )
 
 

@@ -342,6 +342,49 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "60",
                 "seconds the upstream may refuse the request body (default 60) → 504",
             ),
+            _doc(
+                "client-body-buffer-size",
+                "8k",
+                "the part of a buffered request body kept in memory (`8k` by default, as "
+                "ingress-nginx; up to `16m`); the rest goes to an unnamed temporary file. See "
+                "[Buffering](../serving.md#buffering)",
+            ),
+            _doc(
+                "proxy-buffering",
+                "off",
+                "`off` (default, as ingress-nginx) or `on`: the upstream's response is read ahead"
+                " of a slow client up to `proxy-buffers-number` x `proxy-buffer-size` before the "
+                "upstream is paused, in memory. See [Buffering](../serving.md#buffering)",
+            ),
+            _doc(
+                "proxy-buffers-number",
+                "4",
+                'with `proxy-buffering: "on"`, the number of `proxy-buffer-size` buffers a '
+                "response may fill ahead of its client (default 4, up to 64)",
+            ),
+            _doc(
+                "proxy-busy-buffers-size",
+                "",
+                'with `proxy-buffering: "on"`, what may still wait for the client when reading '
+                "the upstream resumes (default: two buffers, as nginx); it must be at least one "
+                "buffer and less than all of them but one, as nginx checks, else it is reported "
+                "and ignored",
+            ),
+            _doc(
+                "proxy-max-temp-file-size",
+                "1024m",
+                "only `0`: ingressd never writes a response to a temporary file, which is nginx's"
+                " behaviour with `0`; any other size is reported as not supported (the read-ahead"
+                " stays in the memory buffers)",
+            ),
+            _doc(
+                "proxy-request-buffering",
+                "on",
+                "`on` (default, as nginx) or `off`: `on` reads the whole request body (within "
+                "`proxy-body-size`) before the upstream is connected, and sends it with its "
+                "length; `off` streams it as it comes. gRPC routes always stream (nginx's "
+                "`grpc_pass` does). See [Buffering](../serving.md#buffering)",
+            ),
         ),
     ),
     (
@@ -1059,6 +1102,32 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "modsecurity-transaction-id",
                 "",
                 "ModSecurity's audit-log id; `X-Request-ID` already ties a request to its log line",
+            ),
+        ),
+    ),
+    (
+        "Mirroring",
+        (
+            _doc(
+                "mirror-host",
+                "",
+                "the `Host` of the copies (default: the target's host name, as ingress-nginx)",
+            ),
+            _doc(
+                "mirror-request-body",
+                "on",
+                "`on` (default) or `off`: whether the copies carry the request body (an invalid "
+                "value is reported and `on` applies, as in ingress-nginx)",
+            ),
+            _doc(
+                "mirror-target",
+                "",
+                "a copy of each request goes to this `http://` or `https://` URL, fire-and-forget"
+                " (nginx's `mirror`); see [Mirroring](../serving.md#mirroring). Anything but an "
+                "http(s) URL is"
+                " refused (reported, nothing mirrored), as are variables other than "
+                "`$request_uri`, `$args`, `$query_string`, `$is_args`, `$host`, `$scheme`, a "
+                "variable in the host part, and link-local, unspecified or multicast addresses",
             ),
         ),
     ),

@@ -30,6 +30,7 @@ from ..model.policy import (
     GlobalRateLimit,
     IPNetwork,
     LimitConfig,
+    Mirror,
     ProxySSL,
     RoutePolicy,
     Template,
@@ -37,6 +38,8 @@ from ..model.policy import (
 )
 from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
 from ..model.snippet import SnippetPolicy
+from . import buffering
+from . import mirror as mirror_values
 from .auth_cache import DEFAULT_DURATIONS, parse_durations
 from .chash import parse_key as _parse_hash_key
 from .cors import parse_origins, parse_token_list
@@ -90,21 +93,12 @@ REFUSED = RAW_CONFIG | frozenset(NOT_APPLICABLE)
 # why. Both are reported; docs/reference/annotations.md lists them.
 DENYING: Mapping[str, str] = {}
 IGNORED: Mapping[str, str] = {
-    "client-body-buffer-size": "buffering",
     "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
     "listed statuses anyway, not who gets in",
     "enable-access-log": "logging",
     "enable-opentelemetry": "tracing",
-    "mirror-host": "copies requests elsewhere; without it nothing is copied",
-    "mirror-request-body": "copies requests elsewhere; without it nothing is copied",
-    "mirror-target": "copies requests elsewhere; without it nothing is copied",
     "opentelemetry-operation-name": "tracing",
     "opentelemetry-trust-incoming-span": "tracing",
-    "proxy-buffering": "buffering",
-    "proxy-buffers-number": "buffering",
-    "proxy-busy-buffers-size": "buffering",
-    "proxy-max-temp-file-size": "buffering",
-    "proxy-request-buffering": "buffering",
     "ssl-passthrough": "only with serve --enable-ssl-passthrough (as in ingress-nginx); "
     "without it ingressd terminates TLS, so an upstream expecting the client's TLS refuses "
     "the requests",
@@ -274,6 +268,29 @@ def _limit_config(values: Mapping[str, Any]) -> LimitConfig | None:
         # limit-allowlist replaces the older limit-whitelist; it wins if both are set.
         allowlist=values.get("limit-allowlist", values.get("limit-whitelist", ())),
     )
+
+
+def _reported(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """A parser of a feature module (which raises ValueError) as an annotation parser."""
+
+    def run(value: str) -> T:
+        try:
+            return parse(value)
+        except buffering.NotApplied as exc:
+            raise UnsupportedValue(str(exc)) from None
+        except ValueError as exc:
+            raise AnnotationError(str(exc)) from None
+
+    return run
+
+
+def _mirror_body(value: str) -> bool:
+    """mirror-request-body: "off" sends no body; ingress-nginx takes anything else as "on"
+    (an invalid value is reported here, and "on" applies)."""
+    v = value.strip()
+    if v not in ("on", "off"):
+        raise AnnotationError(f'expected "on" or "off", got {value!r}; "on" applies')
+    return v == "on"
 
 
 def _cors_origins(value: str) -> tuple[str, ...]:
@@ -924,6 +941,15 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "service-upstream": parse_bool,
     "proxy-body-size": parse_size,
     "proxy-buffer-size": parse_buffer_size,
+    "proxy-request-buffering": _reported(buffering.parse_on_off_option),
+    "client-body-buffer-size": _reported(buffering.parse_body_buffer_size),
+    "proxy-buffering": _reported(buffering.parse_on_off_option),
+    "proxy-buffers-number": _reported(buffering.parse_buffers_number),
+    "proxy-busy-buffers-size": _reported(buffering.parse_busy_size),
+    "proxy-max-temp-file-size": _reported(buffering.parse_max_temp_file_size),
+    "mirror-target": _reported(mirror_values.parse_target),
+    "mirror-host": _reported(mirror_values.parse_host),
+    "mirror-request-body": _mirror_body,
     "proxy-connect-timeout": parse_seconds,
     "proxy-read-timeout": parse_seconds,
     "proxy-send-timeout": parse_seconds,
@@ -1002,6 +1028,10 @@ _FIELDS: Mapping[str, str] = {
     "service-upstream": "service_upstream",
     "proxy-body-size": "proxy_body_size",
     "proxy-buffer-size": "proxy_buffer_size",
+    "proxy-request-buffering": "request_buffering",
+    "client-body-buffer-size": "client_body_buffer_size",
+    "proxy-buffering": "proxy_buffering",
+    "proxy-buffers-number": "proxy_buffers_number",
     "proxy-connect-timeout": "proxy_connect_timeout",
     "proxy-read-timeout": "proxy_read_timeout",
     "proxy-send-timeout": "proxy_send_timeout",
@@ -1409,6 +1439,12 @@ def parse_policy(
         idle = ", ".join(sorted(k for k in values if k in _EXTERNAL_ONLY))
         if idle:
             messages.append(f"{idle}: no effect without auth-url; no external authentication")
+    busy = _busy_buffers(values, base, messages)
+    if busy is not None:
+        changes["proxy_busy_buffers_size"] = busy
+    mirror = _mirror(values, messages)
+    if mirror is not None:
+        changes["mirror"] = mirror
     client_auth = _client_auth_ref(values, messages)
     if client_auth is not None:
         changes["client_auth_ref"] = client_auth
@@ -1496,6 +1532,41 @@ def _external_auth(values: Mapping[str, Any], messages: list[str]) -> ExternalAu
         keepalive_requests=max(requests, 1),
         keepalive_timeout=float(max(timeout, 1)),
         keepalive_share_vars=values.get("auth-keepalive-share-vars", False),
+    )
+
+
+def _busy_buffers(values: Mapping[str, Any], base: RoutePolicy, messages: list[str]) -> int | None:
+    """proxy-busy-buffers-size, if it passes nginx's checks against the buffers
+    (nginx would refuse the whole configuration; ingressd reports it and uses its
+    default, two buffers)."""
+    busy = values.get("proxy-busy-buffers-size")
+    if busy is None:
+        return None
+    number = values.get("proxy-buffers-number", base.proxy_buffers_number) or 4
+    size = values.get("proxy-buffer-size", base.proxy_buffer_size) or 4096
+    why = buffering.check_busy(busy, number, size)
+    if why is not None:
+        messages.append(f"proxy-busy-buffers-size {busy} is invalid: {why}; it is ignored")
+        return None
+    return int(busy)
+
+
+def _mirror(values: Mapping[str, Any], messages: list[str]) -> Mirror | None:
+    """mirror-target with mirror-host and mirror-request-body (annotations/mirror/main.go)."""
+    target = values.get("mirror-target")
+    if target is None:
+        idle = ", ".join(k for k in ("mirror-host", "mirror-request-body") if k in values)
+        if idle:
+            messages.append(f"{idle}: no effect without mirror-target; nothing is mirrored")
+        return None
+    scheme, host, port, path = target
+    return Mirror(
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=path,
+        host_header=values.get("mirror-host", host),
+        request_body=values.get("mirror-request-body", True),
     )
 
 

@@ -37,6 +37,7 @@ from ..model.policy import (
     Template,
 )
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
+from . import buffering
 from .annotations import (
     AnnotationError,
     Verdict,
@@ -217,12 +218,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "buffering",
         (
-            "client-body-buffer-size",
-            "proxy-buffering",
-            "proxy-buffers-number",
-            "proxy-busy-buffers-size",
-            "proxy-max-temp-file-size",
-            "proxy-request-buffering",
             "grpc-buffer-size-kb",
             "enable-aio-write",
         ),
@@ -540,6 +535,38 @@ SUPPORTED: Mapping[str, _Key] = {
     "proxy-buffer-size": _Key(
         parse_buffer_size, "4k", "default of the proxy-buffer-size annotation"
     ),
+    "proxy-request-buffering": _Key(
+        buffering.parse_on_off_option,
+        "on",
+        "default of the proxy-request-buffering annotation: request bodies read whole "
+        "before the upstream is connected",
+    ),
+    "client-body-buffer-size": _Key(
+        buffering.parse_body_buffer_size,
+        "8k",
+        "default of the client-body-buffer-size annotation: the memory part of a buffered "
+        "request body (up to 16m), the rest in a temporary file",
+    ),
+    "proxy-buffering": _Key(
+        buffering.parse_on_off_option,
+        "off",
+        "default of the proxy-buffering annotation: on, responses are read ahead of a slow "
+        "client up to proxy-buffers-number x proxy-buffer-size",
+    ),
+    "proxy-buffers-number": _Key(
+        buffering.parse_buffers_number, "4", "default of the proxy-buffers-number annotation"
+    ),
+    "proxy-busy-buffers-size": _Key(
+        lambda v: buffering.parse_busy_size(v) if v.strip() else 0,
+        "",
+        "default of the proxy-busy-buffers-size annotation (empty: two buffers, as nginx)",
+    ),
+    "proxy-max-temp-file-size": _Key(
+        buffering.parse_max_temp_file_size,
+        "1024m",
+        "only 0 is supported: ingressd never writes responses to a temporary file; another "
+        "size is reported as not supported",
+    ),
     "proxy-connect-timeout": _Key(
         parse_timeout, "5", "seconds to connect to an upstream (504); default of the annotation"
     ),
@@ -733,6 +760,11 @@ GLOBAL_AUTH_KEYS = frozenset(k for k in SUPPORTED if k.startswith("global-auth-"
 _PROXY_FIELDS: Mapping[str, str] = {
     "proxy-body-size": "max_body_size",
     "proxy-buffer-size": "proxy_buffer_size",
+    "proxy-request-buffering": "request_buffering",
+    "client-body-buffer-size": "client_body_buffer_size",
+    "proxy-buffering": "proxy_buffering",
+    "proxy-buffers-number": "proxy_buffers_number",
+    "proxy-busy-buffers-size": "proxy_busy_buffers_size",
     "proxy-connect-timeout": "connect_timeout",
     "proxy-read-timeout": "read_timeout",
     "proxy-send-timeout": "send_timeout",
@@ -863,6 +895,9 @@ def _judge(key: str, value: str, explicit: Mapping[str, str]) -> tuple[Verdict, 
         return Verdict(key, shown, "invalid", reason), None, None
     try:
         parsed = spec.parse(value)
+    except buffering.NotApplied as exc:
+        reason = f"key {key}={shown!r} is not supported by ingressd and is ignored: {exc}"
+        return Verdict(key, shown, "unsupported", reason), None, None
     except (ValueError, UnicodeError, OverflowError, TypeError) as exc:
         reason = f"key {key}={shown!r} is invalid: {exc}; the default {spec.default!r} applies"
         return Verdict(key, shown, "invalid", reason), None, None

@@ -61,6 +61,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         "_paused",
         "_pending",
         "_phase",
+        "_read_ahead",
         "_resp_chunked",
         "_timer",
         "_timer_at",
@@ -114,6 +115,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         # so small responses cost one send).
         self._resp_chunked = False
         self._pending: list[bytes] = []
+        self._read_ahead = False  # proxy-buffering set the write buffer's limits
 
     # -- connection lifetime --------------------------------------------------------
 
@@ -232,6 +234,17 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self._paused &= ~reason
             if not self._paused and not self.closing:
                 self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def read_ahead(self, high: int, low: int) -> None:
+        # The transport's write buffer is what waits for the client: past its
+        # high-water mark pause_writing pauses the upstream. 0, 0: asyncio's own.
+        transport = self.transport
+        if transport is not None:
+            if high:
+                transport.set_write_buffer_limits(high=high, low=low)
+            else:
+                transport.set_write_buffer_limits()
+        self._read_ahead = high > 0
 
     def pause_writing(self) -> None:
         if self.tunnel is not None:
@@ -474,6 +487,8 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if ex is not self.current:
             return
         self.current = None
+        if self._read_ahead:
+            self.read_ahead(0, 0)  # the next response has its own route
         if not ex.keep_alive or self.closing:
             self.close()
             return

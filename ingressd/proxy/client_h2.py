@@ -655,7 +655,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
             self._pumping = False
         if self.paused_streams and self.out_total < CONN_HIGH:
             for stream in list(self.streams.values()):
-                if stream.upstream_paused and stream.out_bytes <= STREAM_LOW:
+                if stream.upstream_paused and stream.out_bytes <= stream.low:
                     stream.resume_upstream()
 
     def schedule(self) -> None:
@@ -761,6 +761,8 @@ class H2Stream(ClientStream):
         "conn",
         "end_pending",
         "ex",
+        "high",
+        "low",
         "out",
         "out_bytes",
         "paused",
@@ -793,6 +795,10 @@ class H2Stream(ClientStream):
         self.trailers: list[tuple[bytes, bytes]] | None = None
         self.sent_end = False
         self.upstream_paused = False  # the exchange was told client_paused(True)
+        # Response bytes queued on the stream before its upstream is paused, and
+        # below which it is read again (proxy-buffering sets them: read_ahead).
+        self.high = STREAM_HIGH
+        self.low = STREAM_LOW
         self.blocked_since: float | None = None  # output waiting on a closed window
         # Request side: why the exchange holds the body back (pause_body bits);
         # body bytes not acknowledged yet; END_STREAM received; the body timeout.
@@ -825,7 +831,7 @@ class H2Stream(ClientStream):
             self.unacked
             and not self.paused
             and ex is not None
-            and (ex.upstream is not None or ex.finished)
+            and (ex.upstream is not None or ex.finished or ex.spooling)
         ):
             self.conn.h2.acknowledge_received_data(self.unacked, self.sid)
             self.unacked = 0
@@ -834,6 +840,10 @@ class H2Stream(ClientStream):
 
     def pause_body(self, reason: int) -> None:
         self.paused |= reason
+
+    def read_ahead(self, high: int, low: int) -> None:
+        self.high = high or STREAM_HIGH
+        self.low = low if high else STREAM_LOW
 
     def resume_body(self, reason: int) -> None:
         # Also called when a body held while connecting was sent on: its
@@ -874,9 +884,7 @@ class H2Stream(ClientStream):
         conn = self.conn
         conn.out_total += len(data)
         conn.ready[self.sid] = self
-        if not self.upstream_paused and (
-            self.out_bytes > STREAM_HIGH or conn.out_total > CONN_HIGH
-        ):
+        if not self.upstream_paused and (self.out_bytes > self.high or conn.out_total > CONN_HIGH):
             self.upstream_paused = True
             conn.paused_streams += 1
             if self.ex is not None:
@@ -990,7 +998,7 @@ class H2Stream(ClientStream):
                     conn.ready.pop(sid, None)
                 if (
                     self.upstream_paused
-                    and self.out_bytes <= STREAM_LOW
+                    and self.out_bytes <= self.low
                     and conn.out_total < CONN_HIGH
                 ):
                     self.resume_upstream()

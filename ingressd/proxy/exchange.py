@@ -46,6 +46,8 @@ from ..routing.decide import (
     retarget,
 )
 from . import grpc, http
+from .body import FEED_CHUNK, BodyBuffer, BufferFull
+from .mirror import MirrorCopy
 from .state import ProxyState, new_request_id
 from .streams import ClientStream, Outgoing, UpstreamStream
 from .throttle import Throttle
@@ -73,10 +75,16 @@ class Exchange(Outgoing):
     """One request and its response, whatever the protocols on either side."""
 
     __slots__ = (
+        "_at_body_end",
         "_body_buf",
         "_buffered",
         "_connect_task",
+        "_continue",
+        "_feed_at",
+        "_mirror",
         "_retried",
+        "_spool",
+        "_spool_wait",
         "activity",
         "attempts",
         "auth_cookies",
@@ -210,6 +218,17 @@ class Exchange(Outgoing):
         # the upstream is asked once it has ended.
         self.whole_body = False
         self.go_waiting = False
+        # proxy-request-buffering: the body read whole first (proxy/body.py); the
+        # exchange waits for its end to connect; how far its file part was sent.
+        self._spool: BodyBuffer | None = None
+        self.spooling = False
+        self._spool_wait = False
+        # request_done has work: the spool's wait, or an armed mirror copy
+        self._at_body_end = False
+        self._continue = False  # the client asked for 100 Continue, ingressd answers it
+        self._feed_at = -1
+        # mirror-target: the copy being made of this request (proxy/mirror.py)
+        self._mirror: MirrorCopy | None = None
 
     # -- request head --------------------------------------------------------------------
 
@@ -318,13 +337,15 @@ class Exchange(Outgoing):
         ):
             self._too_large()
             return
+        if self.req_chunked or (length is not None and length != b"0"):
+            self._plan_body(route)
         if route.plain:
             # Route.plain: no annotation, so the proxy-wide settings and none of
             # the feature checks below (limits, backend protocol, auth-url).
             self.read_timeout = settings.read_timeout
             self.send_timeout = settings.send_timeout
             self.upgrading = self.upgrade
-            self._go()
+            self._proceed()
             return
         # After the Content-Length check (nginx's client_max_body_size) as in nginx.
         if policy.limits is not None and not self._admit(action.route.ingress, policy.limits):
@@ -345,6 +366,7 @@ class Exchange(Outgoing):
         if (
             policy.proxy_http_version == "1.0"
             and self.req_chunked
+            and self._spool is None  # a spooled body goes with its length anyway
             and policy.backend_protocol not in H2_PROTOCOLS
             and not self.upgrade
         ):
@@ -358,12 +380,131 @@ class Exchange(Outgoing):
         snippet = route.snippet_plan
         if snippet is not None and snippet.upstream:
             self.forward = action.copy(request_headers=self._snippet_headers(action, snippet))
+        if policy.mirror is not None and not self.upgrade:
+            mirror = self._mirror = MirrorCopy(
+                policy.mirror, self.has_body() and policy.mirror.request_body
+            )
+            for part in self._body_buf:  # read before the exchange began
+                mirror.keep(part)
         if policy.external_auth is not None and action.access is not SATISFIED:
-            # The body waits in _body_buf (reading pauses when it grows) until
-            # the auth service has answered.
+            # The body waits in _body_buf (reading pauses when it grows), or in
+            # the spool, until the auth service has answered.
             self._connect_task = client.loop.create_task(self._authorize(policy.external_auth))
             return
+        self._proceed()
+
+    def _plan_body(self, route: Route) -> None:
+        """proxy-request-buffering: whether this body is read whole before connecting.
+
+        Not for upgrades, nor gRPC routes: nginx's grpc_pass always streams the
+        body (ngx_http_grpc_module reads it unbuffered), as gRPC streams need.
+        """
+        settings = self.state.settings
+        if route.plain:
+            on = settings.request_buffering
+            memory = settings.client_body_buffer_size
+        else:
+            policy = route.policy
+            on = (
+                settings.request_buffering
+                if policy.request_buffering is None
+                else (policy.request_buffering)
+            )
+            if policy.backend_protocol in H2_PROTOCOLS:
+                on = False
+            memory = policy.client_body_buffer_size or settings.client_body_buffer_size
+        if not on or self.upgrade or self.request_complete:
+            return
+        spool = self._spool = BodyBuffer(memory, settings.body_temp_path, settings.body_temp_size)
+        self.spooling = True
+        expect = find_header(self.headers, b"expect")
+        if expect is not None:
+            # nginx answers "Expect: 100-continue" itself when it reads the body
+            # (ngx_http_test_expect) and never passes Expect on (the proxy
+            # module's default headers clear it): the upstream gets the body whole.
+            self.headers = [h for h in self.headers if h[0].lower() != b"expect"]
+            # Its 100 Continue goes once the request is cleared (_proceed), as
+            # nginx's comes after its access phase.
+            self._continue = expect.strip().lower() == b"100-continue"
+        if self._body_buf:
+            # Body bytes read before the exchange began (a pipelined request).
+            held, self._body_buf = self._body_buf, []
+            for part in held:
+                if not self._spool_add(spool, part):
+                    return
+        if self._buffered:
+            self._buffered = 0
+            self.client.resume_body(PAUSE_BUFFER)
+
+    def _spool_add(self, spool: BodyBuffer, data: bytes) -> bool:
+        try:
+            spool.add(data)
+        except BufferFull as exc:
+            self.respond(503, f"503 Service Unavailable: {exc}\n")
+            return False
+        except OSError as exc:
+            log.error("cannot buffer a request body: %s", exc)
+            self.respond(500, "500 Internal Server Error: the request body cannot be buffered\n")
+            return False
+        return True
+
+    def _proceed(self) -> None:
+        """The request may go to an upstream: now, or once its body is read whole."""
+        mirror = self._mirror
+        if mirror is not None:
+            if self.request_complete or not mirror.with_body:
+                self._send_mirror()
+            else:
+                mirror.armed = True  # request_done sends it
+                self._at_body_end = True
+        spool = self._spool
+        if spool is not None:
+            if not self.request_complete:
+                self._spool_wait = True  # request_done goes on
+                self._at_body_end = True
+                if self._continue:
+                    self._continue = False
+                    self.client.interim(self, 100, b"Continue")
+                return
+            self._seal(spool)
         self._go()
+
+    def _seal(self, spool: BodyBuffer) -> None:
+        """The buffered body is whole: it goes with its length, even one the client
+        sent chunked, as nginx sends a buffered body (ngx_http_proxy_create_request)."""
+        self.req_chunked = False
+        self.req_length = b"%d" % spool.size
+
+    def _send_mirror(self) -> None:
+        mirror = self._mirror
+        if mirror is None:
+            return
+        self._mirror = None
+        fwd = self.forward
+        if fwd is None or self.finished:
+            return
+        query = self.url.partition(b"?")[2]
+        body: bytes | None = None
+        if mirror.with_body:
+            spool = self._spool
+            body = spool.read_all(mirror.body_limit) if spool is not None else mirror.body()
+            if body is None:
+                self.state.mirrors.dropped(self.state.stats, fwd.route.ingress, mirror.config)
+                return
+        host = (self.host or b"").decode("latin-1")
+        self.state.mirrors.send(
+            self.client.loop,
+            self.state.stats,
+            fwd.route.ingress,
+            mirror.config,
+            self.method.decode("latin-1"),
+            self.url.decode("latin-1"),
+            query.decode("latin-1"),
+            normalize_host(host),
+            "https" if self.client.tls else "http",
+            self.headers,
+            body,
+        )
 
     def _go(self) -> None:
         """Send the request to the chosen endpoint: a pooled connection, else a new one."""
@@ -449,7 +590,7 @@ class Exchange(Outgoing):
             return
         self.auth_headers = outcome.upstream_headers
         self.auth_cookies = outcome.cookies
-        self._go()
+        self._proceed()
 
     def _snippet_vars(self) -> RequestVars:
         """A snippet's variables for this request (model/snippet.py)."""
@@ -613,6 +754,17 @@ class Exchange(Outgoing):
             conn.send_request(self, [], False)
             self.state.watch(self)
             return
+        spool = self._spool
+        if spool is not None:
+            self.sent_body = True
+            if spool.file is None:
+                conn.send_request(self, spool.memory, True)
+            else:
+                conn.send_request(self, spool.memory, False)
+                self._feed_at = 0
+                self._feed()
+            self.state.watch(self)
+            return
         body = self._body_buf
         conn.send_request(self, body, self.request_complete)
         if body:
@@ -625,6 +777,24 @@ class Exchange(Outgoing):
             self.client.resume_body(PAUSE_BUFFER)
         self.state.watch(self)
 
+    def _feed(self) -> None:
+        """Send the spool's file part on, until the upstream is slow to take it
+        (on_upstream_paused resumes) or it is all sent."""
+        spool = self._spool
+        conn = self.upstream
+        while spool is not None and conn is not None and self._feed_at >= 0:
+            if self.send_paused_at is not None:
+                return
+            data = spool.read_file(self._feed_at, FEED_CHUNK)
+            if not data:
+                self._feed_at = -1
+                conn.end_body()
+                return
+            self._feed_at += len(data)
+            self.activity = self.client.now()
+            conn.send_body(data)
+            conn = self.upstream  # a failed write may have ended the try
+
     # -- request body ---------------------------------------------------------------------
 
     def request_body(self, data: bytes) -> None:
@@ -635,6 +805,13 @@ class Exchange(Outgoing):
             return  # an error page is fetched without it
         if self.body_limit and self.body_seen > self.body_limit:
             self._too_large()
+            return
+        mirror = self._mirror
+        if mirror is not None and mirror.with_body and self._spool is None:
+            mirror.keep(data)
+        spool = self._spool
+        if spool is not None:
+            self._spool_add(spool, data)
             return
         conn = self.upstream
         if conn is None:
@@ -654,6 +831,18 @@ class Exchange(Outgoing):
         if self.finished:
             self.client.exchange_done(self)
             return
+        if self._at_body_end:  # one test for requests without such work
+            self._at_body_end = False
+            mirror = self._mirror
+            if mirror is not None and mirror.armed:
+                self._send_mirror()  # cleared to go before its body had ended
+            if self._spool_wait:
+                self._spool_wait = False
+                spool = self._spool
+                if spool is not None:
+                    self._seal(spool)
+                self._go()
+                return
         if self.whole_body and self.upstream is None:
             # The chunked body is all here: it goes as one of known length.
             self.req_chunked = False
@@ -708,7 +897,8 @@ class Exchange(Outgoing):
         out = headers
         plain = route.plain
         snippet = None if plain else route.snippet_plan
-        hide = self.state.settings.hide_headers
+        settings = self.state.settings
+        hide = settings.hide_headers
         if hide:
             out = http.drop_named(out, hide)  # the ConfigMap's hide-headers
         if snippet is not None:
@@ -738,6 +928,15 @@ class Exchange(Outgoing):
             out = http.set_named(out, route.response_names, route.policy.response_headers)
         if snippet is not None and (snippet.more or snippet.add):
             out = edit_response(snippet, status, out, self._snippet_vars())
+        if route.plain:
+            if settings.proxy_buffering:
+                self._read_ahead(route)
+        elif (
+            route.policy.proxy_buffering
+            if route.policy.proxy_buffering is not None
+            else settings.proxy_buffering
+        ):
+            self._read_ahead(route)
         if status != 101:
             if self.upgrading:
                 self.upgrading = False
@@ -745,6 +944,19 @@ class Exchange(Outgoing):
             has_body = self.method != b"HEAD" and status != 204 and status != 304
             self.up_close_delimited = has_body and not chunked and length is None
         client.response_head(self, status, reason, out, chunked, length)
+
+    def _read_ahead(self, route: Route) -> None:
+        """proxy-buffering on: the response may wait for a slow client up to
+        proxy-buffers-number x proxy-buffer-size before the upstream is paused,
+        and is read again once what waits is down to proxy-busy-buffers-size
+        (nginx's default: two buffers), less one buffer at most, as nginx checks."""
+        settings = self.state.settings
+        policy = route.policy
+        size = policy.proxy_buffer_size or settings.proxy_buffer_size
+        number = policy.proxy_buffers_number or settings.proxy_buffers_number
+        busy = policy.proxy_busy_buffers_size or settings.proxy_busy_buffers_size or 2 * size
+        high = number * size
+        self.client.read_ahead(high, max(0, min(busy, high - size)))
 
     def on_response_body(self, data: bytes) -> None:
         self.activity = self.client.now()
@@ -882,12 +1094,13 @@ class Exchange(Outgoing):
             and not invalid
             and conn.requests > 1
             and not self._retried
-            and not self.sent_body
+            and (not self.sent_body or self._spool is not None)
             and self.method in IDEMPOTENT
         ):
             # A pooled connection the upstream closed while idle: try a new one.
             self._retried = True
             self._cancel_timer()
+            self._rewind_body()
             self._connect_task = self.client.loop.create_task(self._connect())
             return
         if (
@@ -958,6 +1171,8 @@ class Exchange(Outgoing):
         self.sent_body = False
         self.replay = None
         self._body_buf = []
+        self._drop_spool()
+        self._mirror = None
         if self._buffered:
             self._buffered = 0
             self.client.resume_body(PAUSE_BUFFER)
@@ -1026,8 +1241,10 @@ class Exchange(Outgoing):
 
     def _rewind_body(self) -> None:
         """Before another try: everything sent so far goes again; what the
-        client sends next follows."""
-        if self.sent_body:
+        client sends next follows. A buffered body is sent whole again."""
+        if self._spool is not None:
+            self._feed_at = -1
+        elif self.sent_body:
             self._body_buf = self.replay or []
             self.sent_body = False
         self.replay, self.replay_size = [], 0
@@ -1073,6 +1290,8 @@ class Exchange(Outgoing):
         else:
             self.send_paused_at = None
             self.client.resume_body(PAUSE_UPSTREAM)
+            if self._feed_at >= 0:
+                self._feed()
 
     def client_paused(self, paused: bool) -> None:
         self.client_writing_paused = paused
@@ -1234,10 +1453,20 @@ class Exchange(Outgoing):
             client.response_head(self, 200, b"", head, True, None)
             client.response_end(self, trailers)
 
+    def _drop_spool(self) -> None:
+        spool = self._spool
+        if spool is not None:
+            self._spool = None
+            self._feed_at = -1
+            self._spool_wait = False
+            spool.close()
+
     def _finish(self) -> None:
         if not self.logged:
             self.record(self.status)
         self.finished = True
+        if self._spool is not None:
+            self._drop_spool()
         self._cancel_timer()
         if self.limit_slot is not None:
             self.limit_slot.release()
@@ -1254,6 +1483,8 @@ class Exchange(Outgoing):
             self.record(self.status if self.response_started else 499)
         self.finished = True
         self._cancel_timer()
+        if self._spool is not None:
+            self._drop_spool()
         if self.limit_slot is not None:
             self.limit_slot.release()
             self.limit_slot = None

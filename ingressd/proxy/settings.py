@@ -26,6 +26,22 @@ class ProxySettings:
     # ingress-nginx's proxy-buffer-size default: an upstream response head
     # (status line and headers) larger than this is a 502.
     proxy_buffer_size: int = DEFAULT_HEAD_LIMIT
+    # proxy-request-buffering (nginx's default on): a request body is read whole
+    # before the upstream is connected; client-body-buffer-size of it in memory,
+    # the rest in a temporary file (proxy/body.py). ingress-nginx's defaults.
+    request_buffering: bool = True
+    client_body_buffer_size: int = 8 * 1024
+    # --client-body-temp-path ("": $TMPDIR) and --client-body-temp-size: where the
+    # rest of a buffered body goes, and how much of it one process may hold.
+    body_temp_path: str = ""
+    body_temp_size: int = 1024**3
+    # proxy-buffering (off in ingress-nginx): on, the upstream's response is read
+    # ahead of a slow client up to proxy-buffers-number x proxy-buffer-size, and
+    # read again once what waits for the client is down to proxy-busy-buffers-size
+    # (0: nginx's default, two buffers).
+    proxy_buffering: bool = False
+    proxy_buffers_number: int = 4
+    proxy_busy_buffers_size: int = 0
     max_request_line: int = 8192
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100

@@ -18,6 +18,7 @@ from ..policy.ewma import EwmaStore
 from ..policy.global_limit import GlobalLimits
 from ..policy.health import EndpointHealth
 from ..policy.limits import LimitRegistry
+from .mirror import Mirrors
 from .settings import ProxySettings
 from .streams import Connection, Outgoing
 from .upstream_h1 import UpstreamPool
@@ -87,6 +88,7 @@ class ProxyState:
         # passive health: failing endpoints by address; outlives the tables too
         self.health = EndpointHealth(settings.max_fails, settings.fail_timeout)
         self.auth = ext_auth.AuthClient()  # auth-url subrequests
+        self.mirrors = Mirrors()  # mirror-target copies
         # Counted per request, read at scrape time (observe/stats.py, observe/metrics.py)
         self.stats = RequestStats()
         self.access_log = AccessLog(settings.access_log) if settings.access_log != "off" else None

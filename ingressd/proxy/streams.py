@@ -183,6 +183,12 @@ class ClientStream:
         """Stop reading the request body (reasons are bits; several can overlap)."""
         raise NotImplementedError
 
+    def read_ahead(self, high: int, low: int) -> None:
+        """proxy-buffering: let up to ``high`` bytes of this response wait for the
+        client before its upstream is paused, and read it again at ``low``; 0, 0:
+        the protocol's own limits."""
+        raise NotImplementedError
+
     def resume_body(self, reason: int) -> None:
         raise NotImplementedError
 
@@ -281,6 +287,7 @@ class Outgoing(ResponseSink):
         "request_id",
         "response_started",
         "sent",
+        "spooling",
         "upgrade",
         "upgrade_value",
         "upgrading",
@@ -310,6 +317,9 @@ class Outgoing(ResponseSink):
     request_complete: bool
     response_started: bool
     sent: int  # bytes sent to the client
+    # The exchange reads the request body whole into its own buffer before the
+    # upstream is connected (proxy-request-buffering): the client may send on.
+    spooling: bool
 
     def real_ip(self) -> str:
         raise NotImplementedError

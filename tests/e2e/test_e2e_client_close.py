@@ -26,6 +26,11 @@ def proxy(
         endpoint_slice("rec", [LOCALHOST], recording_listener.port),
         ingress("rec", [rule("rec.test", path("/", "rec"))]),
         ingress(
+            "streamed",
+            [rule("streamed.test", path("/", "rec"))],
+            annotations={A + "proxy-request-buffering": "off"},
+        ),
+        ingress(
             "moved",
             [rule("moved.test", path("/", "rec"))],
             annotations={A + "permanent-redirect": "https://elsewhere.test/"},
@@ -38,17 +43,22 @@ def proxy(
 def test_a_body_cut_short_by_the_client_is_dropped_at_once(
     proxy: Ingressd, recording_listener: RecordingListener
 ) -> None:
-    with socket.create_connection((LOCALHOST, proxy.http_port), timeout=5) as s:
-        s.sendall(
-            b"POST /upload HTTP/1.1\r\nHost: rec.test\r\nContent-Length: 100000\r\n\r\n"
-            + b"x" * 10000
-        )
-        time.sleep(0.3)  # the head and the first bytes reach the upstream
-        assert recording_listener.connections == 1
-        s.shutdown(socket.SHUT_WR)  # the client gives up: the rest never comes
-        started = time.monotonic()
-        assert s.recv(65536) == b""  # closed, without waiting for a body timeout
-        assert time.monotonic() - started < 2
+    # Streamed (proxy-request-buffering off): the upstream has the head and the
+    # first bytes; buffered (the default): it has nothing yet, and never will.
+    for host, upstream_connections in (("streamed.test", 1), ("rec.test", 1)):
+        with socket.create_connection((LOCALHOST, proxy.http_port), timeout=5) as s:
+            s.sendall(
+                b"POST /upload HTTP/1.1\r\nHost: %b\r\nContent-Length: 100000\r\n\r\n"
+                % host.encode()
+                + b"x" * 10000
+            )
+            time.sleep(0.3)  # the head and the first bytes reach the upstream, or not
+            assert recording_listener.connections == upstream_connections
+            s.shutdown(socket.SHUT_WR)  # the client gives up: the rest never comes
+            started = time.monotonic()
+            assert s.recv(65536) == b""  # closed, without waiting for a body timeout
+            assert time.monotonic() - started < 2
+    assert recording_listener.requests == 1  # the buffered one never reached it
 
 
 def test_an_early_answer_survives_a_body_still_being_sent(proxy: Ingressd) -> None:

@@ -9,6 +9,7 @@ tries a request took and where it ended.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ def setup(
         "reset": "reset",
         "reset2": "reset",
         "reset3": "reset",
+        "reset4": "reset",
         "stall": "stall",
         "stallA": "stall",
         "stallB": "stall",
@@ -94,6 +96,7 @@ def setup(
         *spread("resetting", [p["reset"], web]),
         *spread("resetting2", [p["reset2"], web]),
         *spread("resetting3", [p["reset3"], web]),
+        *spread("resetting4", [p["reset4"], web]),
         *spread("stalled", [p["stall"], web]),
         *spread("stalls", [p["stallA"], p["stallB"]]),
         *spread("stalls2", [p["stallC"], p["stallD"]]),
@@ -108,7 +111,8 @@ def setup(
         ),
         annotated("reset.test", "resetting"),
         annotated("resetpost.test", "resetting2", proxy_next_upstream="error non_idempotent"),
-        annotated("resetput.test", "resetting3"),
+        annotated("resetput.test", "resetting3", proxy_body_size="8m"),
+        annotated("resetstream.test", "resetting4", proxy_request_buffering="off"),
         annotated("stall.test", "stalled", proxy_read_timeout="1"),
         annotated(
             "stalllimit.test", "stalls", proxy_read_timeout="1", proxy_next_upstream_timeout="1"
@@ -188,21 +192,44 @@ def test_an_idempotent_upload_is_sent_again_in_full(setup: Setup, tmp_path: Path
     chunked = ("-H", "Transfer-Encoding: chunked")
     # Round robin: the first and third, or the second and fourth, PUT reach the
     # resetting endpoint first (endpoints are in address order).
-    for extra in ((), (), chunked, chunked):
-        r = setup.proxy.get("resetput.test", "/", "-X", "PUT", "--data-binary", f"@{data}", *extra)
-        assert r.status == 200
-        assert r.json()["body_sha256"] == hashlib.sha256(payload).hexdigest()
+    for host in ("resetput.test", "resetstream.test"):
+        for extra in ((), (), chunked, chunked):
+            r = setup.proxy.get(host, "/", "-X", "PUT", "--data-binary", f"@{data}", *extra)
+            assert r.status == 200
+            assert r.json()["body_sha256"] == hashlib.sha256(payload).hexdigest()
     assert setup.hits("reset3") == 2
-    # A body too large to keep for a second try is not sent again.
+    assert setup.hits("reset4") == 2
+    # Streamed (proxy-request-buffering off), a body too large to keep for a
+    # second try (64 KiB) is not sent again.
     data.write_bytes(payload * 3)  # 96000 bytes
     codes = [
         setup.proxy.get(
-            "resetput.test", "/", "-X", "PUT", "--data-binary", f"@{data}", check=False
+            "resetstream.test", "/", "-X", "PUT", "--data-binary", f"@{data}", check=False
         ).status
         for _ in range(2)
     ]
     assert sorted(codes) == [200, 502]
-    assert setup.hits("reset3") == 3
+    assert setup.hits("reset4") == 3
+
+
+def test_a_buffered_body_of_any_size_is_sent_again(setup: Setup, tmp_path: Path) -> None:
+    """proxy-request-buffering on (the default): the body is read whole, so a try
+    that failed can be repeated with all of it, memory or temporary file."""
+    data = tmp_path / "upload.bin"
+    payload = os.urandom(3 * 1024 * 1024 + 17)  # most of it past client-body-buffer-size
+    data.write_bytes(payload)
+    before = setup.hits("reset3")
+    for extra in ((), ("-H", "Transfer-Encoding: chunked")):
+        for _ in range(2):  # one of the two reaches the resetting endpoint first
+            r = setup.proxy.get(
+                "resetput.test", "/", "-X", "PUT", "--data-binary", f"@{data}", *extra
+            )
+            assert r.status == 200
+            got = r.json()
+            assert got["body_bytes"] == len(payload)
+            assert got["body_sha256"] == hashlib.sha256(payload).hexdigest()
+            assert got["headers"]["content-length"] == str(len(payload))
+    assert setup.hits("reset3") - before == 2
 
 
 def test_a_stalled_upstream_times_out_and_the_next_answers(setup: Setup) -> None:

@@ -390,3 +390,23 @@ def test_open_stream_sessions_are_summed_over_workers_and_the_main_process() -> 
     totals.retire(slots[0])
     samples = scrape(with_streams(totals.view(), main.streams, main.stream_open))
     assert samples[("ingressd_stream_sessions_open", (("listener", "https/443"),))] == 3
+
+
+def test_mirror_copies_are_counted_and_summed_over_workers() -> None:
+    totals = WorkerTotals()
+    workers = [RequestStats(), RequestStats()]
+    slots = [totals.slot(), totals.slot()]
+    for stats, n in zip(workers, (2, 3), strict=True):
+        for _ in range(n):
+            stats.mirror("default/app", "mirror.example", "sent")
+        stats.mirror("default/app", "mirror.example", "dropped")
+    for stats, slot in zip(workers, slots, strict=True):
+        totals.update(slot, pickle.loads(pickle.dumps(stats.report(active=0))))
+    totals.retire(slots[0])  # a dead worker's copies stay counted
+    samples = scrape(totals.view())
+    name = "ingressd_mirror_requests_total"
+    key = {"namespace": "default", "ingress": "app", "target": "mirror.example"}
+    assert samples[(name, labels(**key, result="sent"))] == 5
+    assert samples[(name, labels(**key, result="dropped"))] == 2
+    # Without a mirror, no family at all.
+    assert not any(k[0] == name for k in scrape(RequestStats().view(0)))

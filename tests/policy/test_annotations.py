@@ -163,8 +163,9 @@ def test_regex_paths(policy: RoutePolicy, regex_paths: bool) -> None:
             "ingressd can read: unexpected end of text after 'x' in line 1; it is not applied",
         ),
         (
-            {NGINX + "mirror-target": "https://mirror.example.com"},
-            f"annotation {NGINX}mirror-target is not supported by ingressd and is ignored",
+            {NGINX + "disable-proxy-intercept-errors": "true"},
+            f"annotation {NGINX}disable-proxy-intercept-errors is not supported by ingressd and is "
+            "ignored",
         ),
     ],
 )

@@ -290,8 +290,15 @@ def test_only_tmp_is_writable_and_it_is_where_tempfiles_go(deployment: Obj) -> N
     c = container(deployment, "ingressd")
     volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
     mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or []}
-    assert set(mounts) == {"/tmp"}
+    assert set(mounts) == {"/tmp", "/var/cache/ingressd"}
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    # Buffered request bodies: a disk-backed emptyDir of their own, with room for
+    # every worker's --client-body-temp-size.
+    bodies = volumes[mounts["/var/cache/ingressd"]["name"]]["emptyDir"]
+    assert "medium" not in bodies and bodies["sizeLimit"] == "2Gi"
+    args = c["args"]
+    assert "--client-body-temp-path=/var/cache/ingressd" in args
+    assert "--client-body-temp-size=768m" in args and "--workers=2" in args
     # ingressd/policy/tls.py writes through tempfile, which uses TMPDIR when it is set.
     assert "TMPDIR" not in {e["name"] for e in c.get("env") or []}
 

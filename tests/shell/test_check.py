@@ -147,7 +147,8 @@ def test_invalid_access_control_says_its_routes_answer_503() -> None:
     [
         ({}, 0),
         ({NGINX + "rewrite-target": "/"}, 0),
-        ({NGINX + "disable-proxy-intercept-errors": "http://auth"}, 0),  # ignored, and said so: not a failure
+        # ignored, and said so: not a failure
+        ({NGINX + "disable-proxy-intercept-errors": "http://auth"}, 0),
         ({NGINX + "server-snippet": "x"}, 1),
         ({NGINX + "ssl-redirect": "yes"}, 1),
         # refused because it cannot apply to ingressd: listed, not a failure...
@@ -514,7 +515,8 @@ def test_json_shape() -> None:
             "value": "x",
             "status": "unsupported",
             "reason": (
-                f"annotation {NGINX}disable-proxy-intercept-errors is not supported by ingressd and is ignored"
+                f"annotation {NGINX}disable-proxy-intercept-errors is not supported by ingressd "
+                "and is ignored"
             ),
         }
     ]
@@ -548,7 +550,8 @@ def test_json_shape() -> None:
 def test_text_shows_ours_and_counts_the_others() -> None:
     text = render_text(mixed_report())
     assert text.startswith("Ingress default/web\n  class: ours via ingressClassName 'ingressd'")
-    assert f"    unsupported  annotation {NGINX}disable-proxy-intercept-errors is not supported" in text
+    unsupported = f"    unsupported  annotation {NGINX}disable-proxy-intercept-errors is not"
+    assert unsupported in text
     assert "theirs" not in text
     assert "1 Ingress belongs to other classes (--all shows them)\n" in text
     assert text.endswith(
