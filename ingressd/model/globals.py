@@ -58,6 +58,9 @@ class GlobalConfig:
     # custom-http-errors: statuses answered with the default backend's error page on
     # routes whose Ingress has no custom-http-errors annotation (routing/errors.py).
     custom_http_errors: frozenset[int] = frozenset()
+    # use-proxy-protocol as the ConfigMap says it (None: not set, or --use-proxy-protocol
+    # given): the listeners take it when they start; a change needs a restart.
+    use_proxy_protocol: bool | None = None
     # Set when a global access-control key cannot be honoured: every route answers
     # (status, reason) rather than serve without it.
     fail_closed: tuple[int, str] | None = None

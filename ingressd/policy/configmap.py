@@ -14,6 +14,7 @@ differ, the code). The result is one frozen ``GlobalConfig`` the builder reads.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -63,7 +64,17 @@ FLAGS: Mapping[str, str] = {
     "client-header-timeout": "--client-header-timeout",
     "client-body-timeout": "--client-body-timeout",
     "keep-alive": "--keepalive-timeout",
+    # --trusted-proxies decides who is believed, and how (the chain kept, the peer
+    # appended), wholly: the keys that say the same are overridden by it together.
+    "use-forwarded-headers": "--trusted-proxies",
+    "enable-real-ip": "--trusted-proxies",
+    "proxy-real-ip-cidr": "--trusted-proxies",
+    "compute-full-forwarded-for": "--trusted-proxies",
+    "use-proxy-protocol": "--use-proxy-protocol",
 }
+
+# proxy-real-ip-cidr's default (config.go defIPCIDR): every IPv4 peer.
+DEFAULT_REAL_IP_CIDRS: tuple[IPNetwork, ...] = (ipaddress.ip_network("0.0.0.0/0"),)
 
 _PATH_CONTROL = fixed(r"[\x00-\x20\x7f,]")
 
@@ -124,19 +135,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "how request headers are read",
         ("client-header-buffer-size",),
-    ),
-    (
-        "who the client is (X-Forwarded-For, PROXY protocol): use --trusted-proxies and "
-        "--use-proxy-protocol",
-        (
-            "use-forwarded-headers",
-            "forwarded-for-header",
-            "compute-full-forwarded-for",
-            "proxy-real-ip-cidr",
-            "enable-real-ip",
-            "use-proxy-protocol",
-            "proxy-protocol-header-timeout",
-        ),
     ),
     (
         "TLS session cache parameters: Python's ssl module sets none of them (OpenSSL's "
@@ -502,6 +500,39 @@ def parse_hidden_headers(value: str) -> frozenset[bytes]:
     return frozenset(n.lower().encode() for n in names)
 
 
+MAX_PROXY_PROTOCOL_TIMEOUT = 300.0
+_DURATION = fixed(r"^([0-9]{1,9})(ms|s|m)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+def parse_header_name(value: str) -> bytes:
+    """forwarded-for-header: one header name, lowercased (nginx's real_ip_header)."""
+    v = value.strip()
+    if not v or len(v) > 128 or not _TOKEN.match(v):
+        raise AnnotationError(f"{value[:100]!r} is not a header name")
+    return v.lower().encode("ascii")
+
+
+def parse_real_ip_cidrs(value: str) -> tuple[IPNetwork, ...]:
+    """proxy-real-ip-cidr: comma-separated CIDRs (nginx's set_real_ip_from); at least one."""
+    nets = parse_cidr_list(value)
+    if not nets:
+        raise AnnotationError("no address range given")
+    return nets
+
+
+def parse_duration(value: str) -> float:
+    """proxy-protocol-header-timeout: a Go duration as ingress-nginx reads it ("5s",
+    "500ms", "1m"; a bare number is seconds), above 0 and at most 5 minutes."""
+    found = _DURATION.match(value.strip())
+    if found is None:
+        raise AnnotationError(f"{value[:100]!r} is not a duration like 5s or 500ms")
+    seconds = int(found.group(1) or "") * _DURATION_UNITS[found.group(2)]
+    if not 0 < seconds <= MAX_PROXY_PROTOCOL_TIMEOUT:
+        raise AnnotationError(f"{value!r} is not above 0 and at most 5m")
+    return seconds
+
+
 @dataclass(frozen=True, slots=True)
 class _Key:
     parse: Callable[[str], Any]
@@ -649,6 +680,49 @@ SUPPORTED: Mapping[str, _Key] = {
         "Ingress has no custom-http-errors annotation (see Default backend and error pages); "
         "--custom-http-errors given explicitly wins",
     ),
+    "use-forwarded-headers": _Key(
+        parse_bool,
+        "false",
+        "peers in proxy-real-ip-cidr are believed: the client is the rightmost address of "
+        "their forwarded-for-header that is not one of them, and their X-Forwarded-Proto, "
+        "-Port and -Host are passed on (X-Forwarded-Proto: https also counts as HTTPS for "
+        "the HTTPS redirect, X-Forwarded-Host is also the upstream's Host); "
+        "--trusted-proxies given explicitly wins",
+    ),
+    "enable-real-ip": _Key(
+        parse_bool,
+        "false",
+        "as use-forwarded-headers for the client's address alone: X-Forwarded-Proto, "
+        "-Port and -Host are not believed",
+    ),
+    "forwarded-for-header": _Key(
+        parse_header_name,
+        "X-Forwarded-For",
+        "the header a believed peer names the client in (with --trusted-proxies too)",
+    ),
+    "compute-full-forwarded-for": _Key(
+        parse_bool,
+        "false",
+        "with use-forwarded-headers: the upstream's X-Forwarded-For is the peer's chain with "
+        "the peer appended; false: the client alone",
+    ),
+    "proxy-real-ip-cidr": _Key(
+        parse_real_ip_cidrs,
+        "0.0.0.0/0",
+        "the peers use-forwarded-headers and enable-real-ip believe",
+    ),
+    "use-proxy-protocol": _Key(
+        parse_bool,
+        "false",
+        "the HTTP and HTTPS ports read a PROXY protocol header first (as "
+        "--use-proxy-protocol): taken when ingressd starts; a change needs a restart "
+        "(reported until then)",
+    ),
+    "proxy-protocol-header-timeout": _Key(
+        parse_duration,
+        "5s",
+        "how long a connection's PROXY protocol header may take; slower: closed",
+    ),
     "allow-snippet-annotations": _Key(
         parse_bool, "false", "snippet annotations are refused whatever its value"
     ),
@@ -672,6 +746,8 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "upstream-keepalive-timeout": "upstream_keepalive_timeout",
     "upstream-keepalive-requests": "upstream_keepalive_requests",
     "limit-conn-status-code": "limit_conn_status",
+    "forwarded-for-header": "real_ip_header",
+    "proxy-protocol-header-timeout": "proxy_protocol_timeout",
 }
 # key -> RoutePolicy field it is the default of
 _ROUTE_FIELDS: Mapping[str, str] = {
@@ -801,6 +877,13 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
         proxy["max_request_line"] = size
         proxy["max_header_bytes"] = number * size
         proxy["http2_max_header_list_size"] = number * size
+    if values.get("use-forwarded-headers") or values.get("enable-real-ip"):
+        # nginx.tmpl: real_ip_header and set_real_ip_from; X-Forwarded-For is the client
+        # ($remote_addr) unless compute-full-forwarded-for, under use-forwarded-headers.
+        forwarded = bool(values.get("use-forwarded-headers"))
+        proxy["trusted_proxies"] = values.get("proxy-real-ip-cidr", DEFAULT_REAL_IP_CIDRS)
+        proxy["forwarded_headers"] = forwarded
+        proxy["full_forwarded_for"] = forwarded and bool(values.get("compute-full-forwarded-for"))
     if "enable-underscores-in-headers" in values or "ignore-invalid-headers" in values:
         if not values.get("ignore-invalid-headers", True):
             proxy["drop_names_from"] = NAME_KEEP_ALL
@@ -844,6 +927,7 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
         ),
         tls=_tls(values),
         custom_http_errors=values.get("custom-http-errors", defaults.custom_http_errors),
+        use_proxy_protocol=values.get("use-proxy-protocol"),
         proxy=tuple(sorted(proxy.items())),
         route_defaults=tuple(sorted(route.items())),
     )

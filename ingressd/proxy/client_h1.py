@@ -638,7 +638,8 @@ class _StopReading(Exception):
     _REQUEST_ID,
     _ORIGIN,
     _PROXY_CONNECTION,
-) = range(1, 11)
+    _FORWARDED,
+) = range(1, 12)
 # Names seen that are forwarded as they are: _FORWARD plus their name class.
 _FORWARD = 16
 # Learned names are kept up to this many (names are the client's choice).
@@ -656,6 +657,8 @@ _KINDS: dict[bytes, int] = {
     b"origin": _ORIGIN,
     # Hop-by-hop, but llhttp reads it as Connection (keep-alive): see on_headers_complete.
     b"proxy-connection": _PROXY_CONNECTION,
+    # Never forwarded as sent, but kept for what a trusted peer may say of the client
+    **dict.fromkeys(http.FORWARDED_IN, _FORWARDED),
 }
 
 
@@ -675,6 +678,11 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
             ex.headers.append((name, value))
     elif kind == _DROP:
         pass
+    elif kind == _FORWARDED:
+        if ex.forwarded is None:
+            ex.forwarded = [(lname, value)]
+        elif len(ex.forwarded) < http.MAX_FORWARDED_IN:
+            ex.forwarded.append((lname, value))
     elif kind == _HOST:
         ex.host = value
         ex.host_count += 1

@@ -44,6 +44,7 @@ from ..routing.decide import (
     retarget,
 )
 from . import grpc, http
+from .settings import ProxySettings
 from .state import ProxyState, new_request_id
 from .streams import ClientStream, Outgoing, UpstreamStream
 from .upstream_h1 import UpstreamHeadTooLarge
@@ -128,6 +129,7 @@ class Exchange(Outgoing):
         # keep-alive; client_h1 infers the version only without either).
         self.conn_header = False
         self.xff: bytes | None = None
+        self.forwarded: list[tuple[bytes, bytes]] | None = None
         self.request_id: bytes | None = None
         self.origin: bytes | None = None
         self.body_limit = 0  # bytes allowed in the request body, 0 = any
@@ -191,15 +193,22 @@ class Exchange(Outgoing):
         return self.req_chunked or self.req_length not in (None, b"0")
 
     def real_ip(self) -> str:
-        """The client's address: the peer's, or, behind --trusted-proxies, the
-        rightmost X-Forwarded-For address that is not a trusted proxy (as nginx's
+        """The client's address: the peer's, or, behind a trusted proxy, the
+        rightmost address of its forwarded-for header (X-Forwarded-For unless
+        the ConfigMap names another) that is not a trusted proxy (as nginx's
         real_ip_recursive)."""
         client = self.client
-        if not client.trusted or not self.xff:
+        if not client.trusted:
             return client.client_ip
-        trusted = self.state.settings.trusted_proxies
+        settings = self.state.settings
+        chain = self.xff
+        if settings.real_ip_header != b"x-forwarded-for":
+            chain = self.header_value(settings.real_ip_header)
+        if not chain:
+            return client.client_ip
+        trusted = settings.trusted_proxies
         found = client.client_ip
-        for part in reversed(self.xff.split(b",")):
+        for part in reversed(chain.split(b",")):
             try:
                 addr = ipaddress.ip_address(part.strip().decode("latin-1"))
             except ValueError:
@@ -208,6 +217,29 @@ class Exchange(Outgoing):
             if not any(addr in net for net in trusted):
                 break
         return found
+
+    def header_value(self, lname: bytes) -> bytes | None:
+        """A request header's value (the first line of it), by lowercase name,
+        among those forwarded and those kept aside (``forwarded``)."""
+        if self.forwarded is not None:
+            for name, value in self.forwarded:
+                if name == lname:
+                    return value
+        return find_header(self.headers, lname)
+
+    def forwarded_proto(self) -> bytes | None:
+        """A trusted peer's X-Forwarded-Proto under use-forwarded-headers, else None."""
+        if self.forwarded is None or not self.client.trusted:
+            return None
+        if not self.state.settings.forwarded_headers:
+            return None
+        for name, value in self.forwarded:
+            if name == b"x-forwarded-proto":
+                return value
+        return None
+
+    def proxy_settings(self) -> ProxySettings:
+        return self.state.settings
 
     def _head(self) -> RequestHead:
         url = self.url
@@ -240,7 +272,14 @@ class Exchange(Outgoing):
             origin=self.origin.decode("latin-1") if self.origin is not None else None,
             headers=self.headers,
             tls_names=self.client.tls_names,
+            scheme_https=self._scheme_https(),
         )
+
+    def _scheme_https(self) -> bool | None:
+        if self.forwarded is None:
+            return None
+        proto = self.forwarded_proto()
+        return None if proto is None else proto.strip().lower() == b"https"
 
     # -- running the exchange ---------------------------------------------------------------
 

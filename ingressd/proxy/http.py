@@ -47,6 +47,14 @@ OVERWRITTEN = frozenset(
         b"proxy",
     }
 )
+# Of OVERWRITTEN, what a trusted peer may say of the client (use-forwarded-headers,
+# forwarded-for-header: X-Real-IP): kept aside per request rather than dropped, at
+# most MAX_FORWARDED_IN lines of them.
+FORWARDED_IN = frozenset(
+    {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"x-real-ip"}
+)
+MAX_FORWARDED_IN = 16
+
 # What a client's Connection header may not remove from the upstream request:
 # what the request is routed by (Host; nginx always sets Host itself) and what
 # ingressd sets. Without this, "Connection: Host" routed by Host, then sent the

@@ -33,8 +33,22 @@ class ProxySettings:
     # and for how long at first (doubling while it keeps failing); 0: never.
     max_fails: int = 3
     fail_timeout: float = 10.0
-    # Peers whose X-Forwarded-For is believed (--trusted-proxies)
+    # Peers whose X-Forwarded-For is believed (--trusted-proxies, or the ConfigMap's
+    # proxy-real-ip-cidr under use-forwarded-headers or enable-real-ip).
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # The header a trusted peer names the client in, lowercase (forwarded-for-header;
+    # nginx's real_ip_header).
+    real_ip_header: bytes = b"x-forwarded-for"
+    # A trusted peer's X-Forwarded-For is passed on with the peer appended
+    # (--trusted-proxies; the ConfigMap's compute-full-forwarded-for); False: the
+    # client it names alone, as ingress-nginx's X-Forwarded-For $remote_addr.
+    full_forwarded_for: bool = True
+    # A trusted peer's X-Forwarded-Proto, -Port and -Host are passed on, and its
+    # X-Forwarded-Proto decides the HTTPS redirect (use-forwarded-headers).
+    forwarded_headers: bool = False
+    # --use-proxy-protocol: how long a connection's PROXY header may take, from the
+    # accept (the ConfigMap's proxy-protocol-header-timeout, 5 s as in ingress-nginx).
+    proxy_protocol_timeout: float = 5.0
     # Open client connections per process (--max-connections; ingress-nginx's
     # max-worker-connections default). At the cap an idle keep-alive connection
     # is closed to make room, else the new one gets a 503 and is closed.

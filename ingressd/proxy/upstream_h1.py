@@ -15,7 +15,14 @@ from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
 from . import http
 from .settings import DEFAULT_HEAD_LIMIT
-from .streams import CLOCK, Outgoing, ResponseSink, UpstreamStream, upstream_fields
+from .streams import (
+    CLOCK,
+    Outgoing,
+    ResponseSink,
+    UpstreamStream,
+    forwarded_tail,
+    upstream_fields,
+)
 
 if TYPE_CHECKING:
     from ..model.policy import UpstreamTLS
@@ -378,7 +385,7 @@ def encode_request(req: Outgoing) -> bytes:
     # An untrusted peer's X-Real-IP is in the connection's forwarded_tail already.
     tail = client.forwarded_tail
     if client.trusted:
-        tail += b"\r\nX-Real-IP: " + real_ip
+        tail = forwarded_tail(req) + b"\r\nX-Real-IP: " + real_ip
     parts += [
         b"X-Forwarded-For: ",
         xff,

@@ -48,6 +48,7 @@ class RequestHead:
         "origin",
         "path",
         "query",
+        "scheme_https",
         "tls",
         "tls_names",
     )
@@ -58,6 +59,10 @@ class RequestHead:
     query: str  # without the leading "?"; "" when absent
     client_ip: str
     tls: bool
+    # What the HTTPS redirect goes by: the connection's TLS, or a trusted peer's
+    # X-Forwarded-Proto under use-forwarded-headers (nginx.tmpl $pass_access_scheme,
+    # which lua_ingress.lua's redirect_to_https reads).
+    scheme_https: bool
     origin: str | None  # Origin header, for CORS
     # The request headers as received (the proxy's own list, not a copy): searched
     # only when a route needs one (canary, cookie affinity).
@@ -77,7 +82,9 @@ class RequestHead:
         origin: str | None = None,
         headers: Sequence[tuple[bytes, bytes]] = (),
         tls_names: tuple[str, ...] | None = None,
+        scheme_https: bool | None = None,
     ) -> None:
+        self.scheme_https = tls if scheme_https is None else scheme_https
         self.method = method
         self.host = host
         self.path = path
@@ -470,7 +477,7 @@ def _decide(
     if route.plain:
         # No annotation, canary or rewrite: the default policy's HTTPS
         # redirect, then the backend, round robin.
-        if tls_host and not head.tls:
+        if tls_host and not head.scheme_https:
             redirect = _https_redirect(head, host, https_port)
             return Respond(redirect.status, redirect.body, redirect.location, route=route)
         backend = route.backend
@@ -495,7 +502,7 @@ def _decide(
         early = _before_backend(head, host, path, route, https_port, tls_host)
         if early is not None:
             return Respond(early.status, early.body, early.location, early.headers, route)
-    elif not head.tls and policy.ssl_redirect and tls_host:
+    elif not head.scheme_https and policy.ssl_redirect and tls_host:
         redirect = _https_redirect(head, host, https_port)
         return Respond(redirect.status, redirect.body, redirect.location, route=route)
     backend = route.backend
@@ -665,7 +672,7 @@ def _before_backend(
             return found
     if policy.redirect is not None:
         return _redirect(*policy.redirect)
-    if not head.tls and (policy.force_ssl_redirect or (policy.ssl_redirect and tls_host)):
+    if not head.scheme_https and (policy.force_ssl_redirect or (policy.ssl_redirect and tls_host)):
         return _https_redirect(head, host, https_port, policy.preserve_trailing_slash)
     if policy.deny_source is not None or policy.allow_source is not None:
         try:
