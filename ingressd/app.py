@@ -301,13 +301,16 @@ def _read_proxy_protocol(cluster: Any, ref: tuple[str, str], config: ServeConfig
     from .policy.configmap import read_configmap
 
     try:
-        cm = kube.CoreV1Api(cluster.api).read_namespaced_config_map(
-            ref[1], ref[0], _request_timeout=10
+        # A list by name, as the watch reads it (RBAC grants list and watch on it only)
+        found = kube.CoreV1Api(cluster.api).list_namespaced_config_map(
+            ref[0], field_selector=f"metadata.name={ref[1]}", _request_timeout=10
         )
-    except Exception as exc:  # not found, forbidden, unreachable: the flag decides
+    except Exception as exc:  # forbidden, unreachable: the flag decides
         log.warning("ConfigMap %s/%s not read before listening: %s", *ref, str(exc)[:200])
         return None
-    reading = read_configmap(cm.data, dict(config.build.explicit))
+    if not found.items:
+        return None
+    reading = read_configmap(found.items[0].data, dict(config.build.explicit))
     return reading.config.use_proxy_protocol
 
 

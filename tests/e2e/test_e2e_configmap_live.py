@@ -1,0 +1,275 @@
+"""End to end against the API test server (kube_apiserver.py, the real wire protocol):
+the controller ConfigMap is created, then changed live, and what the client or the
+upstream sees follows. One API server and one ingressd serve the whole module; each
+test sets the ConfigMap it needs and waits until ingressd serves it.
+
+Key groups: client addresses (use-forwarded-headers, forwarded-for-header,
+compute-full-forwarded-for, proxy-real-ip-cidr, enable-real-ip, use-proxy-protocol,
+proxy-protocol-header-timeout).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import (
+    LOCALHOST,
+    BackgroundLoop,
+    CurlResult,
+    EchoServers,
+    Ingressd,
+    backends,
+    curl,
+    wait_for,
+)
+from k8s_objects import ingress, path, rule, tls_entry, tls_secret
+from kube_apiserver import KubeApiServer
+
+from ingressd.model.objects import Obj
+
+pytestmark = pytest.mark.timeout(120)
+
+NS, NAME = "ingressd", "ingressd-controller"
+CLIENT = "203.0.113.9"
+
+
+def controller(data: dict[str, str]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": NAME, "namespace": NS},
+        "data": data,
+    }
+
+
+def site(echo: EchoServers) -> list[Obj]:
+    return [
+        *backends(echo),
+        tls_secret("secure-tls", ["secure.test"]),
+        ingress(
+            "secure",
+            [rule("secure.test", path("/", "web"))],
+            tls=[tls_entry(["secure.test"], "secure-tls")],
+        ),
+        ingress("plain", [rule("plain.test", path("/", "api"))]),
+    ]
+
+
+class Cluster:
+    """The module's API server and the ingressd that reads it."""
+
+    def __init__(self, server: KubeApiServer, tmp: Path) -> None:
+        self.server = server
+        self.tmp = tmp
+        self.ing = self.start("main")
+
+    def configure(self, data: dict[str, str], ready: Callable[[], bool], what: str) -> None:
+        """Set the ConfigMap's data and wait until ingressd serves it."""
+        self.server.apply(controller(data))
+        wait_for(ready, 10, what=what)
+
+    def problems(self) -> str:
+        url = f"http://{LOCALHOST}:{self.ing.admin_port}/problems"
+        return curl(url, check=False).body.decode()
+
+    def start(self, name: str, *extra: str) -> Ingressd:
+        """Another ingressd on the same API server (stopped by the caller)."""
+        kubeconfig = self.server.write_kubeconfig(self.tmp / "kubeconfig", "token", namespace=NS)
+        ing = Ingressd(
+            None,
+            self.tmp / f"ingressd-{name}.log",
+            extra_args=["--kubeconfig", str(kubeconfig), "--configmap", f"{NS}/{NAME}", *extra],
+        )
+        return ing.start()
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, upstream_loop: BackgroundLoop, curl_binary: str
+) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("configmap-live")
+    echo = EchoServers(upstream_loop, ["web", "api"])
+    server = KubeApiServer(tokens={"token": "controller"}, bookmark_interval=0.5)
+    server.start()
+    found: Cluster | None = None
+    try:
+        for obj in [*site(echo), controller({})]:
+            server.apply(obj)
+        found = Cluster(server, tmp)
+        yield found
+    finally:
+        if found is not None:
+            found.ing.stop()
+        server.stop()
+        echo.close()
+
+
+def echoed(result: CurlResult) -> dict[str, Any]:
+    assert result.status == 200, result
+    headers: dict[str, Any] = result.json()["headers"]
+    return headers
+
+
+def forwarding(ing: Ingressd, *headers: str, host: str = "plain.test") -> dict[str, Any]:
+    args = [arg for h in headers for arg in ("-H", h)]
+    return echoed(ing.get(host, "/", *args, check=False))
+
+
+# -- client addresses -------------------------------------------------------------------
+
+SENT = (
+    f"X-Forwarded-For: {CLIENT}",
+    "X-Forwarded-Proto: https",
+    "X-Forwarded-Port: 8443",
+    "X-Forwarded-Host: public.example",
+)
+
+
+def test_client_address_keys_decide_what_the_upstream_is_told(cluster: Cluster) -> None:
+    ing = cluster.ing
+    # No key: the client's forwarding headers are not believed (the peer is 127.0.0.1).
+    cluster.configure({}, lambda: forwarding(ing, *SENT)["x-real-ip"] == LOCALHOST, "defaults")
+    h = forwarding(ing, *SENT)
+    assert h["x-forwarded-for"] == LOCALHOST
+    assert h["x-forwarded-proto"] == "http" and h["x-scheme"] == "http"
+    assert h["x-forwarded-port"] == str(ing.http_port)
+    assert h["x-forwarded-host"] == "plain.test" and h["host"] == "plain.test"
+    assert h["x-original-forwarded-for"] == CLIENT
+    assert ing.get("secure.test", "/", "-H", "X-Forwarded-Proto: https", check=False).status == 308
+
+    # use-forwarded-headers: every IPv4 peer believed (proxy-real-ip-cidr's default);
+    # X-Forwarded-For is the client alone, as ingress-nginx's $remote_addr.
+    cluster.configure(
+        {"use-forwarded-headers": "true"},
+        lambda: forwarding(ing, *SENT)["x-real-ip"] == CLIENT,
+        "use-forwarded-headers",
+    )
+    h = forwarding(ing, *SENT)
+    assert h["x-forwarded-for"] == CLIENT
+    assert h["x-forwarded-proto"] == "https" and h["x-scheme"] == "https"
+    assert h["x-forwarded-port"] == "8443"
+    assert h["x-forwarded-host"] == "public.example" and h["host"] == "public.example"
+    # The load balancer terminated TLS: no redirect loop; without the header, redirected.
+    assert ing.get("secure.test", "/", "-H", "X-Forwarded-Proto: https").status == 200
+    assert ing.get("secure.test", "/", check=False).status == 308
+    # Headers it did not send are ingressd's own.
+    h = forwarding(ing, f"X-Forwarded-For: {CLIENT}")
+    assert (h["x-forwarded-proto"], h["x-forwarded-host"]) == ("http", "plain.test")
+    # HTTP/2 the same
+    r = curl(
+        "-k",
+        "--http2",
+        *ing.resolve("plain.test"),
+        *(arg for s in SENT for arg in ("-H", s)),
+        ing.https_url("plain.test"),
+    )
+    h2 = echoed(r)
+    assert (h2["x-real-ip"], h2["x-forwarded-for"]) == (CLIENT, CLIENT)
+    assert (h2["x-forwarded-proto"], h2["x-forwarded-port"]) == ("https", "8443")
+
+    # compute-full-forwarded-for: the chain with the peer appended.
+    cluster.configure(
+        {"use-forwarded-headers": "true", "compute-full-forwarded-for": "true"},
+        lambda: forwarding(ing, *SENT)["x-forwarded-for"] == f"{CLIENT}, {LOCALHOST}",
+        "compute-full-forwarded-for",
+    )
+    assert forwarding(ing, *SENT)["x-real-ip"] == CLIENT
+
+    # forwarded-for-header: the client named in another header.
+    cluster.configure(
+        {"use-forwarded-headers": "true", "forwarded-for-header": "CF-Connecting-IP"},
+        lambda: forwarding(ing, "CF-Connecting-IP: 198.51.100.4")["x-real-ip"] == "198.51.100.4",
+        "forwarded-for-header",
+    )
+    assert forwarding(ing, f"X-Forwarded-For: {CLIENT}")["x-real-ip"] == LOCALHOST
+
+    # proxy-real-ip-cidr that leaves the peer out: nothing it says is believed.
+    cluster.configure(
+        {"use-forwarded-headers": "true", "proxy-real-ip-cidr": "10.0.0.0/8"},
+        lambda: forwarding(ing, *SENT)["x-forwarded-proto"] == "http",
+        "proxy-real-ip-cidr",
+    )
+    h = forwarding(ing, *SENT)
+    assert (h["x-forwarded-for"], h["x-real-ip"]) == (LOCALHOST, LOCALHOST)
+    assert ing.get("secure.test", "/", "-H", "X-Forwarded-Proto: https", check=False).status == 308
+
+    # enable-real-ip: the address believed, the rest of the X-Forwarded-* not.
+    cluster.configure(
+        {"enable-real-ip": "true"},
+        lambda: forwarding(ing, *SENT)["x-real-ip"] == CLIENT,
+        "enable-real-ip",
+    )
+    h = forwarding(ing, *SENT)
+    assert h["x-forwarded-for"] == CLIENT
+    assert (h["x-forwarded-proto"], h["host"]) == ("http", "plain.test")
+
+    # An invalid value: reported, its default used, the rest applied.
+    cluster.configure(
+        {"use-forwarded-headers": "true", "proxy-real-ip-cidr": "10.0.0.0/40"},
+        lambda: "proxy-real-ip-cidr" in cluster.problems(),
+        "the invalid proxy-real-ip-cidr reported",
+    )
+    assert forwarding(ing, *SENT)["x-real-ip"] == CLIENT  # 0.0.0.0/0 applies
+
+
+def proxy_v1_get(port: int, host: str, source: str) -> bytes:
+    """A PROXY protocol v1 header naming ``source``, then a GET; the response head."""
+    with socket.create_connection((LOCALHOST, port), timeout=5) as sock:
+        sock.sendall(
+            f"PROXY TCP4 {source} 127.0.0.1 40000 {port}\r\n".encode()
+            + f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_use_proxy_protocol_is_taken_at_start_and_a_change_needs_a_restart(
+    cluster: Cluster,
+) -> None:
+    # The module's ingressd started without it: set live, it is reported, not half applied.
+    ing = cluster.ing
+    cluster.configure(
+        {"use-proxy-protocol": "true"},
+        lambda: "use-proxy-protocol=true needs a restart" in cluster.problems(),
+        "restart needed reported",
+    )
+    assert ing.get("plain.test", "/").status == 200  # plain HTTP still served
+    ing.wait_for_log("use-proxy-protocol=true needs a restart")
+
+    # A process started now takes it: the PROXY header's address is the client.
+    other = cluster.start("proxy-protocol")
+    try:
+        got = proxy_v1_get(other.http_port, "plain.test", "198.51.100.20")
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+        assert b'"x-real-ip": "198.51.100.20"' in got or b'"x-real-ip":"198.51.100.20"' in got
+        assert other.get("plain.test", "/", check=False, max_time=3).status != 200
+        assert (
+            "needs a restart"
+            not in curl(
+                f"http://{LOCALHOST}:{other.admin_port}/problems", check=False
+            ).body.decode()
+        )
+
+        # proxy-protocol-header-timeout applies live to new connections.
+        cluster.configure(
+            {"use-proxy-protocol": "true", "proxy-protocol-header-timeout": "300ms"},
+            lambda: "proxy-protocol-header-timeout" not in cluster.problems(),
+            "proxy-protocol-header-timeout",
+        )
+
+        def closed_within() -> float:
+            with socket.create_connection((LOCALHOST, other.http_port), timeout=5) as sock:
+                began = time.monotonic()
+                assert sock.recv(1) == b""  # no header sent: closed by ingressd
+                return time.monotonic() - began
+
+        wait_for(lambda: closed_within() < 2.0, 10, what="the 300ms header timeout")
+    finally:
+        other.stop()
