@@ -126,9 +126,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "add-headers",
             "proxy-set-headers",
-            "allow-backend-server-header",
-            "proxy-add-original-uri-header",
-            "generate-request-id",
             "global-allowed-response-headers",
         ),
     ),
@@ -233,7 +230,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "http2-max-header-size",
             "http2-max-requests",
             "http2-max-concurrent-streams",
-            "use-http2",
         ),
     ),
     (
@@ -298,16 +294,10 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "proxy-redirect-from",
             "proxy-redirect-to",
             "proxy-http-version",
-            "http-redirect-code",
             "default-type",
             "service-upstream",
             "relative-redirects",
-            "retry-non-idempotent",
         ),
-    ),
-    (
-        "ingressd never sends a Server header (as ingress-nginx with its default, false)",
-        ("server-tokens",),
     ),
     (
         "annotation validation: ingressd validates every annotation it reads and refuses snippets",
@@ -503,6 +493,14 @@ def parse_hidden_headers(value: str) -> frozenset[bytes]:
 MAX_PROXY_PROTOCOL_TIMEOUT = 300.0
 _DURATION = fixed(r"^([0-9]{1,9})(ms|s|m)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+def parse_redirect_code(value: str) -> int:
+    """http-redirect-code: as ingress-nginx validates it, 301, 302, 307 or 308."""
+    code = _whole(value, 300, 399, "a redirect status")
+    if code not in (301, 302, 307, 308):
+        raise AnnotationError(f"{value!r} is not 301, 302, 307 or 308")
+    return code
 
 
 def parse_header_name(value: str) -> bytes:
@@ -723,6 +721,41 @@ SUPPORTED: Mapping[str, _Key] = {
         "5s",
         "how long a connection's PROXY protocol header may take; slower: closed",
     ),
+    "server-tokens": _Key(
+        parse_bool,
+        "false",
+        "every response carries Server: ingressd (ingress-nginx's nginx sends its name and "
+        "version); false: no Server header at all",
+    ),
+    "allow-backend-server-header": _Key(
+        parse_bool,
+        "false",
+        "with server-tokens: the upstream's own Server header is passed on (ingressd's where "
+        "it sent none); without server-tokens nothing, as in ingress-nginx (#6733)",
+    ),
+    "generate-request-id": _Key(
+        parse_bool,
+        "true",
+        "a request without X-Request-ID gets one; false: only the client's is passed on, "
+        "and a request without one reaches the upstream without it",
+    ),
+    "proxy-add-original-uri-header": _Key(
+        parse_bool, "false", "the upstream gets X-Original-URI: the request URI as received"
+    ),
+    "http-redirect-code": _Key(
+        parse_redirect_code, "308", "the status of the HTTPS redirect: 301, 302, 307 or 308"
+    ),
+    "use-http2": _Key(
+        parse_bool,
+        "true",
+        "HTTP/2 offered by ALPN on the HTTPS port (new handshakes); --no-http2 wins",
+    ),
+    "retry-non-idempotent": _Key(
+        parse_bool,
+        "false",
+        "every route's proxy-next-upstream also retries requests that are not idempotent "
+        "(POST, LOCK, PATCH), its annotation or not",
+    ),
     "allow-snippet-annotations": _Key(
         parse_bool, "false", "snippet annotations are refused whatever its value"
     ),
@@ -748,6 +781,10 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "limit-conn-status-code": "limit_conn_status",
     "forwarded-for-header": "real_ip_header",
     "proxy-protocol-header-timeout": "proxy_protocol_timeout",
+    "server-tokens": "server_tokens",
+    "allow-backend-server-header": "backend_server_header",
+    "generate-request-id": "generate_request_id",
+    "proxy-add-original-uri-header": "original_uri_header",
 }
 # key -> RoutePolicy field it is the default of
 _ROUTE_FIELDS: Mapping[str, str] = {
@@ -928,13 +965,16 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
         tls=_tls(values),
         custom_http_errors=values.get("custom-http-errors", defaults.custom_http_errors),
         use_proxy_protocol=values.get("use-proxy-protocol"),
+        http_redirect_code=values.get("http-redirect-code", defaults.http_redirect_code),
+        retry_non_idempotent=values.get("retry-non-idempotent", defaults.retry_non_idempotent),
         proxy=tuple(sorted(proxy.items())),
         route_defaults=tuple(sorted(route.items())),
     )
 
 
 def _tls(values: Mapping[str, Any]) -> TLSParams:
-    if not any(k in values for k in ("ssl-protocols", "ssl-ciphers", "ssl-session-tickets")):
+    keys = ("ssl-protocols", "ssl-ciphers", "ssl-session-tickets", "use-http2")
+    if not any(k in values for k in keys):
         return DEFAULT_TLS
     low, high = values.get("ssl-protocols", (DEFAULT_TLS.min_version, DEFAULT_TLS.max_version))
     return TLSParams(
@@ -942,6 +982,7 @@ def _tls(values: Mapping[str, Any]) -> TLSParams:
         high,
         values.get("ssl-ciphers", DEFAULT_TLS.ciphers),
         values.get("ssl-session-tickets", DEFAULT_TLS.session_tickets),
+        values.get("use-http2", DEFAULT_TLS.http2),
     )
 
 

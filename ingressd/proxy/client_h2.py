@@ -127,12 +127,15 @@ _STATUS = {s.value: str(s.value).encode() for s in HTTPStatus}
 
 
 def _response_fields(
-    status: int, headers: http.Headers | tuple[tuple[bytes, bytes], ...]
+    status: int, headers: http.Headers | tuple[tuple[bytes, bytes], ...], local: bool = False
 ) -> list[tuple[bytes, bytes]]:
     """:status, date, then ``headers`` as HTTP/2 carries them: names lower-case,
     without connection-specific fields or pseudo-header look-alikes. One place
     for upstream and local answers alike."""
-    out = [(b":status", _status(status)), (b"date", http.date_line()[6:-2])]
+    out = [(b":status", _status(status)), (b"date", http.date_value())]
+    server = http.server_value(local)
+    if server is not None:
+        out.append((b"server", server))
     for name, value in headers:
         lname = name.lower()
         if lname not in _CONNECTION_SPECIFIC and lname[:1] != b":":
@@ -892,7 +895,7 @@ class H2Stream(ClientStream):
     ) -> None:
         if self.closing:
             return
-        out = _response_fields(status, headers)
+        out = _response_fields(status, headers, local=True)
         if status == 204:
             body = b""  # neither body nor content-length
         else:

@@ -241,6 +241,11 @@ class Exchange(Outgoing):
     def proxy_settings(self) -> ProxySettings:
         return self.state.settings
 
+    def _fresh_id(self) -> bytes:
+        """$req_id of a request without X-Request-ID: a new one, or none (b"") under
+        generate-request-id: false (nginx.tmpl's map $http_x_request_id $req_id)."""
+        return new_request_id() if self.state.settings.generate_request_id else b""
+
     def _head(self) -> RequestHead:
         url = self.url
         host = self.host or b""
@@ -393,7 +398,7 @@ class Exchange(Outgoing):
         policy = self.forward.route.policy  # type: ignore[union-attr]
         if self.request_id is None:
             # The auth service and the upstream see the same request id.
-            self.request_id = new_request_id()
+            self.request_id = self._fresh_id()
         req = ext_auth.AuthRequest(
             method=self.method.decode("latin-1"),
             scheme="https" if client.tls else "http",
@@ -447,7 +452,7 @@ class Exchange(Outgoing):
     def _snippet_headers(self, fwd: Forward, snippet: SnippetPlan) -> Headers:
         """proxy_set_header of a snippet, after the annotations' headers."""
         if self.request_id is None:
-            self.request_id = new_request_id()  # $req_id: the one the upstream gets
+            self.request_id = self._fresh_id()  # $req_id: the one the upstream gets
         return (*fwd.request_headers, *upstream_headers(snippet, self._snippet_vars()))
 
     def _auth_cookies(self, status: int) -> list[tuple[bytes, bytes]]:
@@ -551,7 +556,7 @@ class Exchange(Outgoing):
         self.activity = self.client.now()
         if self.request_id is None:
             # Kept: retries, the access log and the upstream all see the same id.
-            self.request_id = new_request_id()
+            self.request_id = self._fresh_id()
         if self.upgrading:
             # Bytes after an upgrade request belong to the new protocol: they
             # wait for the upstream's 101.
@@ -1042,7 +1047,7 @@ class Exchange(Outgoing):
             if snippet is not None and (snippet.more or snippet.add):
                 # nginx's header filters run on its own answers too.
                 if snippet.request_id and self.request_id is None:
-                    self.request_id = new_request_id()  # $req_id always has a value
+                    self.request_id = self._fresh_id()  # $req_id always has a value
                 headers = edit_response(snippet, status, list(headers), self._snippet_vars())
         if grpc.is_grpc(self.headers):
             self._respond_grpc(status, body, location, headers, grpc_status)
@@ -1144,5 +1149,5 @@ class Exchange(Outgoing):
         skip = state.settings.skip_log_uris
         if access is not None and not (skip and self.url.lower() in skip):
             if self.request_id is None:
-                self.request_id = new_request_id()  # answered here: an id for the log only
+                self.request_id = self._fresh_id()  # answered here: an id for the log only
             access.write(client.loop, self, status, duration, upstream, bytes_in, ingress, backend)

@@ -49,6 +49,17 @@ class ProxySettings:
     # --use-proxy-protocol: how long a connection's PROXY header may take, from the
     # accept (the ConfigMap's proxy-protocol-header-timeout, 5 s as in ingress-nginx).
     proxy_protocol_timeout: float = 5.0
+    # server-tokens: every response carries "Server: ingressd" (off, as ingress-nginx:
+    # none at all); allow-backend-server-header: the upstream's own Server is passed
+    # instead, which in ingress-nginx works only with server-tokens on (its
+    # more_clear_headers Server otherwise clears it: kubernetes/ingress-nginx#6733).
+    server_tokens: bool = False
+    backend_server_header: bool = False
+    # generate-request-id: a request without X-Request-ID gets one ($req_id); off:
+    # none, and the upstream gets no X-Request-ID (nginx.tmpl's map $req_id).
+    generate_request_id: bool = True
+    # proxy-add-original-uri-header: the upstream gets X-Original-URI: $request_uri.
+    original_uri_header: bool = False
     # Open client connections per process (--max-connections; ingress-nginx's
     # max-worker-connections default). At the cap an idle keep-alive connection
     # is closed to make room, else the new one gets a 503 and is closed.

@@ -17,6 +17,7 @@ from ..policy import ext_auth
 from ..policy.ewma import EwmaStore
 from ..policy.health import EndpointHealth
 from ..policy.limits import LimitRegistry
+from . import http
 from .settings import ProxySettings
 from .streams import Connection, Outgoing
 from .upstream_h1 import UpstreamPool
@@ -97,6 +98,7 @@ class ProxyState:
         """New settings (the controller ConfigMap's, with each table): read per request
         from ``settings``, and the upstream pool's limits set on the live pool."""
         self.settings = settings
+        http.set_server_header(settings.server_tokens, settings.backend_server_header)
         pool = self.pool
         pool.max_idle = settings.upstream_keepalive_connections
         pool.idle_timeout = settings.upstream_keepalive_timeout

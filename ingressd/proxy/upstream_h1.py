@@ -392,10 +392,12 @@ def encode_request(req: Outgoing) -> bytes:
         b"\r\nX-Forwarded-Host: ",
         host,
         tail,
-        b"\r\nX-Request-ID: ",
-        req.request_id or b"",
         b"\r\n",
     ]
+    if req.request_id:  # none under generate-request-id: false (nginx omits empty values)
+        parts += [b"X-Request-ID: ", req.request_id, b"\r\n"]
+    if req.proxy_settings().original_uri_header:
+        parts += [b"X-Original-URI: ", req.url, b"\r\n"]
     if req.xff:
         # The client's own X-Forwarded-For, as received (nginx.tmpl:
         # X-Original-Forwarded-For $http_x_forwarded_for; nginx omits it when empty).

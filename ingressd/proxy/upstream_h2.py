@@ -741,8 +741,11 @@ def request_headers(req: Outgoing) -> list[tuple[bytes, bytes]]:
         (b"x-forwarded-proto", scheme),
         (b"x-scheme", scheme),
         (b"x-real-ip", real_ip),
-        (b"x-request-id", req.request_id or b""),
     ]
+    if req.request_id:  # none under generate-request-id: false
+        out.append((b"x-request-id", req.request_id))
+    if req.proxy_settings().original_uri_header:
+        out.append((b"x-original-uri", req.url))
     if req.xff:
         out.append((b"x-original-forwarded-for", req.xff))
     return out

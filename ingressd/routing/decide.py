@@ -478,7 +478,7 @@ def _decide(
         # No annotation, canary or rewrite: the default policy's HTTPS
         # redirect, then the backend, round robin.
         if tls_host and not head.scheme_https:
-            redirect = _https_redirect(head, host, https_port)
+            redirect = _https_redirect(head, host, https_port, table.config.http_redirect_code)
             return Respond(redirect.status, redirect.body, redirect.location, route=route)
         backend = route.backend
         if backend.error is not None:
@@ -499,11 +499,13 @@ def _decide(
         return _slash_redirect(head, host, route)
     policy = route.policy
     if policy is not DEFAULT_POLICY:
-        early = _before_backend(head, host, path, route, https_port, tls_host)
+        early = _before_backend(
+            head, host, path, route, https_port, tls_host, table.config.http_redirect_code
+        )
         if early is not None:
             return Respond(early.status, early.body, early.location, early.headers, route)
     elif not head.scheme_https and policy.ssl_redirect and tls_host:
-        redirect = _https_redirect(head, host, https_port)
+        redirect = _https_redirect(head, host, https_port, table.config.http_redirect_code)
         return Respond(redirect.status, redirect.body, redirect.location, route=route)
     backend = route.backend
     canary = route.canary
@@ -635,7 +637,13 @@ def retarget(
 
 
 def _before_backend(
-    head: RequestHead, host: str, path: str, route: Route, https_port: int, tls_host: bool
+    head: RequestHead,
+    host: str,
+    path: str,
+    route: Route,
+    https_port: int,
+    tls_host: bool,
+    redirect_code: int = 308,
 ) -> Respond | None:
     policy = route.policy
     if policy.fail_closed is not None:
@@ -673,7 +681,9 @@ def _before_backend(
     if policy.redirect is not None:
         return _redirect(*policy.redirect)
     if not head.scheme_https and (policy.force_ssl_redirect or (policy.ssl_redirect and tls_host)):
-        return _https_redirect(head, host, https_port, policy.preserve_trailing_slash)
+        return _https_redirect(
+            head, host, https_port, redirect_code, policy.preserve_trailing_slash
+        )
     if policy.deny_source is not None or policy.allow_source is not None:
         try:
             client = ipaddress.ip_address(head.client_ip)
@@ -902,7 +912,15 @@ def find_cookie(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None
     return None
 
 
-_REASONS = {403: "Forbidden", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    301: "Moved Permanently",
+    302: "Found",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    403: "Forbidden",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 def _scheme(head: RequestHead) -> str:
@@ -923,15 +941,21 @@ def _redirect(status: int, location: str) -> Respond:
 
 
 def _https_redirect(
-    head: RequestHead, host: str, https_port: int, preserve_trailing_slash: bool = False
+    head: RequestHead,
+    host: str,
+    https_port: int,
+    code: int = 308,
+    preserve_trailing_slash: bool = False,
 ) -> Respond:
     """lua_ingress.lua: the request URI, query included, less one trailing "/"
-    unless preserve-trailing-slash ("/" itself becomes nothing)."""
+    unless preserve-trailing-slash ("/" itself becomes nothing); ``code``: the
+    ConfigMap's http-redirect-code (308 by default)."""
     port = "" if https_port == 443 else f":{https_port}"
     uri = _uri(head)
     if not preserve_trailing_slash and uri.endswith("/"):
         uri = uri[:-1]
-    return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{uri}")
+    body = f"{code} {_REASONS.get(code, 'Redirect')}\n"
+    return Respond(code, body, location=f"https://{host}{port}{uri}")
 
 
 def _slash_redirect(head: RequestHead, host: str, route: Route) -> Respond:
