@@ -273,3 +273,63 @@ def test_use_proxy_protocol_is_taken_at_start_and_a_change_needs_a_restart(
         wait_for(lambda: closed_within() < 2.0, 10, what="the 300ms header timeout")
     finally:
         other.stop()
+
+
+# -- headers and redirects --------------------------------------------------------------
+
+
+def tls_version(ing: Ingressd) -> str:
+    """The HTTP version curl --http2 ends up speaking over TLS (ALPN)."""
+    args = ("-k", "--http2", "-o", "/dev/null", "-w", "%{http_version}")
+    return curl(*args, *ing.resolve("plain.test"), ing.https_url("plain.test")).write_out
+
+
+def test_header_keys_change_what_clients_and_upstreams_see(cluster: Cluster) -> None:
+    ing = cluster.ing
+    cluster.configure({}, lambda: ing.get("plain.test", "/").header("Server") is None, "defaults")
+    # Defaults: no Server header (neither the upstream's nor ingressd's), a request id
+    # made for a request without one, no X-Original-URI, 308 to HTTPS, h2 offered.
+    assert ing.get("nowhere.test", "/", check=False).header("Server") is None
+    h = echoed(ing.get("plain.test", "/a?b=1"))
+    assert len(h["x-request-id"]) == 32 and "x-original-uri" not in h
+    assert ing.get("secure.test", "/", check=False).status == 308
+    assert tls_version(ing) == "2"
+
+    cluster.configure(
+        {
+            "server-tokens": "true",
+            "generate-request-id": "false",
+            "proxy-add-original-uri-header": "true",
+            "http-redirect-code": "301",
+            "use-http2": "false",
+        },
+        lambda: ing.get("plain.test", "/").header("Server") == "ingressd",
+        "server-tokens",
+    )
+    assert ing.get("nowhere.test", "/", check=False).header("Server") == "ingressd"  # a 404
+    h = echoed(ing.get("plain.test", "/a?b=1"))
+    assert "x-request-id" not in h  # not made up: only the client's is passed on
+    assert h["x-original-uri"] == "/a?b=1"
+    assert echoed(ing.get("plain.test", "/", "-H", "X-Request-ID: mine"))["x-request-id"] == "mine"
+    redirect = ing.get("secure.test", "/p", check=False)
+    assert redirect.status == 301 and redirect.header("Location").endswith("/p")
+    assert tls_version(ing) == "1.1"
+    over_tls = curl("-k", "--http2", *ing.resolve("plain.test"), ing.https_url("plain.test"))
+    assert over_tls.header("Server") == "ingressd"
+
+    # allow-backend-server-header: the upstream's own (aiohttp's) Server is passed on.
+    cluster.configure(
+        {"server-tokens": "true", "allow-backend-server-header": "true"},
+        lambda: "aiohttp" in (ing.get("plain.test", "/").header("Server") or ""),
+        "allow-backend-server-header",
+    )
+    assert ing.get("nowhere.test", "/", check=False).header("Server") == "ingressd"
+    assert tls_version(ing) == "2"  # use-http2 back to its default
+    h2 = curl("-k", "--http2", *ing.resolve("plain.test"), ing.https_url("plain.test"))
+    assert "aiohttp" in (h2.header("server") or "")
+    # without server-tokens it does nothing, as in ingress-nginx (#6733)
+    cluster.configure(
+        {"allow-backend-server-header": "true"},
+        lambda: ing.get("plain.test", "/").header("Server") is None,
+        "allow-backend-server-header alone",
+    )
