@@ -30,6 +30,7 @@ from ..model.globals import (
     GlobalConfig,
     TLSParams,
 )
+from ..model.log_format import LogFormat, parse_format
 from ..model.policy import DEFAULT_NEXT_UPSTREAM, HeaderBlock, IPNetwork
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from .annotations import (
@@ -117,11 +118,6 @@ _INVALID_ACCESS: Final = 503
 # them opens nothing (docs/user-guide/nginx-configuration/configmap.md).
 _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
-        "requests the default backend serves are logged like any other (ingress-nginx "
-        "leaves them out by default)",
-        ("enable-access-log-for-default-backend",),
-    ),
-    (
         "headers added to or removed from requests and responses",
         (
             "add-headers",
@@ -162,11 +158,7 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "logging: ingressd has its own access log (--access-log)",
         (
-            "log-format-upstream",
             "log-format-stream",
-            "log-format-escape-json",
-            "log-format-escape-none",
-            "disable-access-log",
             "access-log-path",
             "access-log-params",
             "http-access-log-path",
@@ -495,6 +487,14 @@ _DURATION = fixed(r"^([0-9]{1,9})(ms|s|m)?$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
 
+def parse_log_format(value: str) -> LogFormat:
+    """log-format-upstream: text and the nginx variables observe/log_format.py renders."""
+    try:
+        return parse_format(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
 def parse_redirect_code(value: str) -> int:
     """http-redirect-code: as ingress-nginx validates it, 301, 302, 307 or 308."""
     code = _whole(value, 300, 399, "a redirect status")
@@ -756,6 +756,27 @@ SUPPORTED: Mapping[str, _Key] = {
         "every route's proxy-next-upstream also retries requests that are not idempotent "
         "(POST, LOCK, PATCH), its annotation or not",
     ),
+    "disable-access-log": _Key(
+        parse_bool, "false", "no access log lines at all (--access-log off does the same)"
+    ),
+    "enable-access-log-for-default-backend": _Key(
+        parse_bool,
+        "false",
+        "requests no Ingress rule takes (served by --default-backend-service, or ingressd's "
+        "own 404) are logged; by default left out, as in ingress-nginx",
+    ),
+    "log-format-upstream": _Key(
+        parse_log_format,
+        "ingressd's own json or plain line (--access-log)",
+        "the access-log line, as nginx's log_format with the variables listed under "
+        "Metrics and logs; an unknown variable makes it invalid (the default line is used)",
+    ),
+    "log-format-escape-json": _Key(
+        parse_bool, "false", "log-format-upstream's values escaped for JSON (escape=json)"
+    ),
+    "log-format-escape-none": _Key(
+        parse_bool, "false", "log-format-upstream's values not escaped (escape=none)"
+    ),
     "allow-snippet-annotations": _Key(
         parse_bool, "false", "snippet annotations are refused whatever its value"
     ),
@@ -785,6 +806,8 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "allow-backend-server-header": "backend_server_header",
     "generate-request-id": "generate_request_id",
     "proxy-add-original-uri-header": "original_uri_header",
+    "disable-access-log": "access_log_off",
+    "enable-access-log-for-default-backend": "log_default_backend",
 }
 # key -> RoutePolicy field it is the default of
 _ROUTE_FIELDS: Mapping[str, str] = {
@@ -921,6 +944,14 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
         proxy["trusted_proxies"] = values.get("proxy-real-ip-cidr", DEFAULT_REAL_IP_CIDRS)
         proxy["forwarded_headers"] = forwarded
         proxy["full_forwarded_for"] = forwarded and bool(values.get("compute-full-forwarded-for"))
+    if "log-format-upstream" in values:
+        # nginx.tmpl: escape=json if log-format-escape-json, else escape=none if -none
+        escape = "default"
+        if values.get("log-format-escape-json"):
+            escape = "json"
+        elif values.get("log-format-escape-none"):
+            escape = "none"
+        proxy["log_format"] = replace(values["log-format-upstream"], escape=escape)
     if "enable-underscores-in-headers" in values or "ignore-invalid-headers" in values:
         if not values.get("ignore-invalid-headers", True):
             proxy["drop_names_from"] = NAME_KEEP_ALL

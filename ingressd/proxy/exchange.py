@@ -241,6 +241,26 @@ class Exchange(Outgoing):
     def proxy_settings(self) -> ProxySettings:
         return self.state.settings
 
+    def _loggable(self, fwd: Forward | None, status: int) -> bool:
+        """Whether the access log takes this request: skip-access-log-urls,
+        disable-access-log, the route's enable-access-log annotation, and
+        enable-access-log-for-default-backend for what no Ingress rule took: the
+        --default-backend-service's requests and ingressd's own 404 for no route
+        (ingress-nginx's default backend; requests refused before routing, a 400,
+        are logged, as nginx logs them at server level)."""
+        settings = self.state.settings
+        if settings.access_log_off:
+            return False
+        skip = settings.skip_log_uris
+        if skip and self.url.lower() in skip:
+            return False
+        route = fwd.route if fwd is not None else self.route
+        if route is None:
+            return status != 404 or self.rejection is not None or settings.log_default_backend
+        if not route.ingress:  # --default-backend-service's fallback route
+            return settings.log_default_backend
+        return route.plain or route.policy.access_log
+
     def _fresh_id(self) -> bytes:
         """$req_id of a request without X-Request-ID: a new one, or none (b"") under
         generate-request-id: false (nginx.tmpl's map $http_x_request_id $req_id)."""
@@ -1146,8 +1166,7 @@ class Exchange(Outgoing):
             self.sent,
         )
         access = state.access_log
-        skip = state.settings.skip_log_uris
-        if access is not None and not (skip and self.url.lower() in skip):
+        if access is not None and self._loggable(fwd, status):
             if self.request_id is None:
                 self.request_id = self._fresh_id()  # answered here: an id for the log only
             access.write(client.loop, self, status, duration, upstream, bytes_in, ingress, backend)

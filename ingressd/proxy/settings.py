@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ..model.log_format import LogFormat
 from ..model.policy import IPNetwork
 
 # proxy_buffer_size in ingress-nginx's configuration (proxy-buffer-size): the
@@ -60,6 +61,13 @@ class ProxySettings:
     generate_request_id: bool = True
     # proxy-add-original-uri-header: the upstream gets X-Original-URI: $request_uri.
     original_uri_header: bool = False
+    # The access log under the ConfigMap: disable-access-log (no lines at all),
+    # enable-access-log-for-default-backend (requests no Ingress rule takes, answered
+    # by the default backend or ingressd's own 404, are left out unless on, as
+    # ingress-nginx's default server location's access_log off), log-format-upstream.
+    access_log_off: bool = False
+    log_default_backend: bool = False
+    log_format: LogFormat | None = None
     # Open client connections per process (--max-connections; ingress-nginx's
     # max-worker-connections default). At the cap an idle keep-alive connection
     # is closed to make room, else the new one gets a 503 and is closed.

@@ -88,6 +88,8 @@ class ProxyState:
         # Counted per request, read at scrape time (observe/stats.py, observe/metrics.py)
         self.stats = RequestStats()
         self.access_log = AccessLog(settings.access_log) if settings.access_log != "off" else None
+        if self.access_log is not None:
+            self.access_log.set_format(settings.log_format)
         # Exchanges waiting on an upstream, checked for timeouts by one sweep
         # every SWEEP_INTERVAL rather than a timer per request.
         self.waiting: set[Outgoing] = set()
@@ -99,6 +101,9 @@ class ProxyState:
         from ``settings``, and the upstream pool's limits set on the live pool."""
         self.settings = settings
         http.set_server_header(settings.server_tokens, settings.backend_server_header)
+        access = getattr(self, "access_log", None)  # None before __init__ made it
+        if access is not None:
+            access.set_format(settings.log_format)
         pool = self.pool
         pool.max_idle = settings.upstream_keepalive_connections
         pool.idle_timeout = settings.upstream_keepalive_timeout
