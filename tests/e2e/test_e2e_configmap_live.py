@@ -5,11 +5,16 @@ test sets the ConfigMap it needs and waits until ingressd serves it.
 
 Key groups: client addresses (use-forwarded-headers, forwarded-for-header,
 compute-full-forwarded-for, proxy-real-ip-cidr, enable-real-ip, use-proxy-protocol,
-proxy-protocol-header-timeout).
+proxy-protocol-header-timeout); headers and redirects (server-tokens,
+allow-backend-server-header, generate-request-id, proxy-add-original-uri-header,
+http-redirect-code, use-http2); the access log (disable-access-log,
+enable-access-log-for-default-backend, log-format-upstream, log-format-escape-json,
+log-format-escape-none, and the enable-access-log annotation).
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -84,8 +89,13 @@ class Cluster:
             None,
             self.tmp / f"ingressd-{name}.log",
             extra_args=["--kubeconfig", str(kubeconfig), "--configmap", f"{NS}/{NAME}", *extra],
+            stdout_path=self.tmp / f"stdout-{name}.log",
         )
         return ing.start()
+
+    def access_log(self) -> str:
+        """The main ingressd's stdout: its access log."""
+        return (self.tmp / "stdout-main.log").read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -333,3 +343,99 @@ def test_header_keys_change_what_clients_and_upstreams_see(cluster: Cluster) -> 
         lambda: ing.get("plain.test", "/").header("Server") is None,
         "allow-backend-server-header alone",
     )
+
+
+# -- the access log ----------------------------------------------------------------------
+
+
+def test_access_log_keys_decide_which_lines_are_written_and_how(cluster: Cluster) -> None:
+    ing = cluster.ing
+    marks = iter(range(1000))
+
+    def request(host: str, *args: str) -> str:
+        """A request with a path of its own, to find its line by."""
+        target = f"/mark-{next(marks)}"
+        ing.get(host, target, *args, check=False)
+        return target
+
+    def logged(target: str) -> str | None:
+        lines = cluster.access_log().splitlines()
+        found = [line for line in lines if f"{target} " in line or f'"{target}"' in line]
+        return found[0] if found else None
+
+    def appears(target: str) -> str | None:
+        """``target``'s line, if it is written within a second (the log flushes every 100 ms)."""
+        deadline = time.monotonic() + 1.0
+        while (found := logged(target)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
+    def written(target: str) -> str:
+        return wait_for(lambda: logged(target), 5, what=f"the line of {target}")
+
+    def not_written(target: str, after: str) -> None:
+        written(after)  # a later request's line is there: this one's would be too
+        assert logged(target) is None
+
+    # Defaults: json lines; what no rule takes (a 404 here) is left out, as ingress-nginx.
+    cluster.configure({}, lambda: appears(request("plain.test")) is not None, "a json line")
+    line = json.loads(written(request("plain.test")))
+    assert line["ingress"] == "default/plain" and line["status"] == 200
+    not_written(request("nowhere.test"), after=request("plain.test"))
+
+    cluster.configure(
+        {"enable-access-log-for-default-backend": "true"},
+        lambda: appears(request("nowhere.test")) is not None,
+        "enable-access-log-for-default-backend",
+    )
+    assert json.loads(written(request("nowhere.test")))["status"] == 404
+
+    # log-format-upstream with the escaping keys
+    fmt = '$remote_addr "$request" $status [$proxy_upstream_name] "$http_x_note" $http_x_none'
+    cluster.configure(
+        {"log-format-upstream": fmt},
+        lambda: (appears(request("plain.test")) or "").startswith("127.0.0.1 "),
+        "log-format-upstream",
+    )
+    target = request("plain.test", "-H", 'X-Note: say "hi"')
+    assert written(target) == (
+        f'127.0.0.1 "GET {target} HTTP/1.1" 200 [default/api:80] "say \\x22hi\\x22" -'
+    )
+    cluster.configure(
+        {"log-format-upstream": fmt, "log-format-escape-json": "true"},
+        lambda: '\\"' in (appears(request("plain.test", "-H", 'X-Note: "')) or ""),
+        "log-format-escape-json",
+    )
+    target = request("plain.test", "-H", 'X-Note: say "hi"')
+    assert written(target).endswith('[default/api:80] "say \\"hi\\"" ')
+    cluster.configure(
+        {"log-format-upstream": fmt, "log-format-escape-none": "true"},
+        lambda: '""' in (appears(request("plain.test", "-H", 'X-Note: "')) or ""),
+        "log-format-escape-none",
+    )
+    # An unknown variable: reported, the default line used.
+    cluster.configure(
+        {"log-format-upstream": "$remote_addr $geoip2_city"},
+        lambda: (appears(request("plain.test")) or "").startswith("{"),
+        "the default line back",
+    )
+    assert "$geoip2_city is not a variable ingressd logs" in cluster.problems()
+
+    # The enable-access-log annotation: that route's requests only.
+    quiet = ingress(
+        "quiet",
+        [rule("quiet.test", path("/", "web"))],
+        annotations={"nginx.ingress.kubernetes.io/enable-access-log": "false"},
+    )
+    cluster.server.apply(quiet)
+    wait_for(lambda: ing.get("quiet.test", "/", check=False).status == 200, 10, what="quiet")
+    not_written(request("quiet.test"), after=request("plain.test"))
+
+    # disable-access-log: nothing at all.
+    def unlogged() -> bool:
+        return appears(request("plain.test")) is None
+
+    cluster.configure({"disable-access-log": "true"}, unlogged, "disable-access-log")
+    quiet_path = request("plain.test")
+    cluster.configure({}, lambda: appears(request("plain.test")) is not None, "on again")
+    assert logged(quiet_path) is None
