@@ -35,6 +35,7 @@ from e2e_helpers import (
 from k8s_objects import ingress, path, rule, tls_entry, tls_secret
 from kube_apiserver import KubeApiServer
 
+from ingressd.echo import SERVICE_HEADER
 from ingressd.model.objects import Obj
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,6 +63,14 @@ def site(echo: EchoServers) -> list[Obj]:
             tls=[tls_entry(["secure.test"], "secure-tls")],
         ),
         ingress("plain", [rule("plain.test", path("/", "api"))]),
+        ingress(
+            "limited",
+            [rule("limited.test", path("/", "api"))],
+            annotations={
+                "nginx.ingress.kubernetes.io/limit-rps": "1",
+                "nginx.ingress.kubernetes.io/limit-burst-multiplier": "1",
+            },
+        ),
     ]
 
 
@@ -71,7 +80,8 @@ class Cluster:
     def __init__(self, server: KubeApiServer, tmp: Path) -> None:
         self.server = server
         self.tmp = tmp
-        self.ing = self.start("main")
+        # The default backend (web) serves unmatched hosts and the error pages.
+        self.ing = self.start("main", "--default-backend-service", "default/web")
 
     def configure(self, data: dict[str, str], ready: Callable[[], bool], what: str) -> None:
         """Set the ConfigMap's data and wait until ingressd serves it."""
@@ -299,7 +309,7 @@ def test_header_keys_change_what_clients_and_upstreams_see(cluster: Cluster) -> 
     cluster.configure({}, lambda: ing.get("plain.test", "/").header("Server") is None, "defaults")
     # Defaults: no Server header (neither the upstream's nor ingressd's), a request id
     # made for a request without one, no X-Original-URI, 308 to HTTPS, h2 offered.
-    assert ing.get("nowhere.test", "/", check=False).header("Server") is None
+    assert ing.get("secure.test", "/", check=False).header("Server") is None  # ingressd's 308
     h = echoed(ing.get("plain.test", "/a?b=1"))
     assert len(h["x-request-id"]) == 32 and "x-original-uri" not in h
     assert ing.get("secure.test", "/", check=False).status == 308
@@ -316,7 +326,7 @@ def test_header_keys_change_what_clients_and_upstreams_see(cluster: Cluster) -> 
         lambda: ing.get("plain.test", "/").header("Server") == "ingressd",
         "server-tokens",
     )
-    assert ing.get("nowhere.test", "/", check=False).header("Server") == "ingressd"  # a 404
+    assert ing.get("secure.test", "/", check=False).header("Server") == "ingressd"  # its 301
     h = echoed(ing.get("plain.test", "/a?b=1"))
     assert "x-request-id" not in h  # not made up: only the client's is passed on
     assert h["x-original-uri"] == "/a?b=1"
@@ -333,7 +343,7 @@ def test_header_keys_change_what_clients_and_upstreams_see(cluster: Cluster) -> 
         lambda: "aiohttp" in (ing.get("plain.test", "/").header("Server") or ""),
         "allow-backend-server-header",
     )
-    assert ing.get("nowhere.test", "/", check=False).header("Server") == "ingressd"
+    assert ing.get("secure.test", "/", check=False).header("Server") == "ingressd"  # its 308
     assert tls_version(ing) == "2"  # use-http2 back to its default
     h2 = curl("-k", "--http2", *ing.resolve("plain.test"), ing.https_url("plain.test"))
     assert "aiohttp" in (h2.header("server") or "")
@@ -377,7 +387,8 @@ def test_access_log_keys_decide_which_lines_are_written_and_how(cluster: Cluster
         written(after)  # a later request's line is there: this one's would be too
         assert logged(target) is None
 
-    # Defaults: json lines; what no rule takes (a 404 here) is left out, as ingress-nginx.
+    # Defaults: json lines; what no rule takes (the default backend's) is left out, as
+    # ingress-nginx.
     cluster.configure({}, lambda: appears(request("plain.test")) is not None, "a json line")
     line = json.loads(written(request("plain.test")))
     assert line["ingress"] == "default/plain" and line["status"] == 200
@@ -388,7 +399,8 @@ def test_access_log_keys_decide_which_lines_are_written_and_how(cluster: Cluster
         lambda: appears(request("nowhere.test")) is not None,
         "enable-access-log-for-default-backend",
     )
-    assert json.loads(written(request("nowhere.test")))["status"] == 404
+    line = json.loads(written(request("nowhere.test")))  # served by the default backend
+    assert line["ingress"] == "" and line["service"] == "default/web:80"
 
     # log-format-upstream with the escaping keys
     fmt = '$remote_addr "$request" $status [$proxy_upstream_name] "$http_x_note" $http_x_none'
@@ -439,3 +451,179 @@ def test_access_log_keys_decide_which_lines_are_written_and_how(cluster: Cluster
     quiet_path = request("plain.test")
     cluster.configure({}, lambda: appears(request("plain.test")) is not None, "on again")
     assert logged(quiet_path) is None
+
+
+# -- the other key groups, live against the API server -----------------------------------
+
+
+def https(ing: Ingressd, host: str, *args: str) -> CurlResult:
+    return curl("-k", *ing.resolve(host), *args, ing.https_url(host, "/x"), check=False)
+
+
+def test_hsts_keys(cluster: Cluster) -> None:
+    ing = cluster.ing
+    default = "max-age=31536000; includeSubDomains"
+    cluster.configure(
+        {}, lambda: https(ing, "secure.test").header("Strict-Transport-Security") == default, "hsts"
+    )
+    assert https(ing, "plain.test").header("Strict-Transport-Security") is None
+    cluster.configure(
+        {"hsts-max-age": "600", "hsts-include-subdomains": "false", "hsts-preload": "true"},
+        lambda: (
+            https(ing, "secure.test").header("Strict-Transport-Security") == "max-age=600; preload"
+        ),
+        "hsts-max-age, -include-subdomains, -preload",
+    )
+    cluster.configure(
+        {"hsts": "false"},
+        lambda: https(ing, "secure.test").header("Strict-Transport-Security") is None,
+        "hsts: false",
+    )
+
+
+def test_tls_keys(cluster: Cluster) -> None:
+    ing = cluster.ing
+
+    def handshake(*args: str) -> int:
+        return https(ing, "secure.test", *args).status
+
+    cluster.configure({}, lambda: handshake("--tls-max", "1.2") == 200, "TLS 1.2 by default")
+    cluster.configure(
+        {"ssl-protocols": "TLSv1.3"},
+        lambda: handshake("--tls-max", "1.2") == 0,
+        "ssl-protocols: TLSv1.3",
+    )
+    assert handshake("--tlsv1.3") == 200
+    aes = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
+    chacha = "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+    assert handshake("--tls-max", "1.2", "--ciphers", aes) == 0  # still TLSv1.3 only
+    cluster.configure(
+        {"ssl-ciphers": "ECDHE+CHACHA20"},
+        lambda: handshake("--tls-max", "1.2", "--ciphers", chacha) == 200,
+        "ssl-ciphers",
+    )
+    assert handshake("--tls-max", "1.2", "--ciphers", aes) == 0
+
+
+def test_redirect_keys(cluster: Cluster) -> None:
+    ing = cluster.ing
+    cluster.configure({}, lambda: ing.get("secure.test", "/", check=False).status == 308, "308")
+    assert ing.get("plain.test", "/").status == 200  # no TLS of its own: no redirect
+    cluster.configure(
+        {"force-ssl-redirect": "true"},
+        lambda: ing.get("plain.test", "/", check=False).status == 308,
+        "force-ssl-redirect",
+    )
+    # no-tls-redirect-locations: Ingress paths (here every one is "/") starting with one
+    cluster.configure(
+        {"force-ssl-redirect": "true", "no-tls-redirect-locations": "/"},
+        lambda: ing.get("plain.test", "/", check=False).status == 200,
+        "no-tls-redirect-locations",
+    )
+    assert ing.get("secure.test", "/x").status == 200
+    cluster.configure(
+        {"ssl-redirect": "false"},
+        lambda: ing.get("secure.test", "/", check=False).status == 200,
+        "ssl-redirect: false",
+    )
+
+
+def test_size_and_timeout_keys(cluster: Cluster) -> None:
+    ing = cluster.ing
+
+    def post(size: int) -> int:
+        return ing.get("plain.test", "/", "--data-binary", "a" * size, check=False).status
+
+    cluster.configure({}, lambda: post(2000) == 200, "proxy-body-size's default")
+    cluster.configure(
+        {"proxy-body-size": "1k", "proxy-read-timeout": "1", "large-client-header-buffers": "2 1k"},
+        lambda: post(2000) == 413,
+        "proxy-body-size",
+    )
+    assert post(1000) == 200
+    assert ing.get("plain.test", "/_echo/sleep/2500", check=False).status == 504
+    long_line = ing.get("plain.test", "/" + "a" * 1100, check=False)
+    assert long_line.status == 414
+    big = [arg for n in "ABC" for arg in ("-H", f"X-{n}: " + "b" * 900)]
+    assert ing.get("plain.test", "/", *big, check=False).status in (400, 431)
+    cluster.configure({}, lambda: post(2000) == 200, "the defaults back")
+    assert ing.get("plain.test", "/_echo/sleep/1500").status == 200
+
+
+def test_header_name_and_hidden_header_keys(cluster: Cluster) -> None:
+    ing = cluster.ing
+    cluster.configure(
+        {}, lambda: "my_header" not in forwarding(ing, "My_Header: x"), "underscores dropped"
+    )
+    assert ing.get("plain.test", "/").header(SERVICE_HEADER) == "api"
+    cluster.configure(
+        {"enable-underscores-in-headers": "true", "hide-headers": SERVICE_HEADER},
+        lambda: forwarding(ing, "My_Header: x").get("my_header") == "x",
+        "enable-underscores-in-headers",
+    )
+    assert ing.get("plain.test", "/").header(SERVICE_HEADER) is None
+
+
+def test_limit_status_keys(cluster: Cluster) -> None:
+    ing = cluster.ing
+
+    def refused() -> set[int]:
+        statuses = [ing.get("limited.test", "/", check=False).status for _ in range(6)]
+        return {s for s in statuses if s != 200}
+
+    cluster.configure({}, lambda: refused() == {503}, "limit-req-status-code's default")
+    cluster.configure(
+        {"limit-req-status-code": "429"}, lambda: refused() == {429}, "limit-req-status-code"
+    )
+
+
+def test_blocking_keys(cluster: Cluster) -> None:
+    ing = cluster.ing
+    cluster.configure({}, lambda: ing.get("plain.test", "/").status == 200, "open")
+    cluster.configure(
+        {"block-user-agents": "~*bot", "block-referers": "http://spam.test/"},
+        lambda: ing.get("plain.test", "/", "-A", "SomeBot/1", check=False).status == 403,
+        "block-user-agents",
+    )
+    assert ing.get("plain.test", "/", "-e", "http://spam.test/", check=False).status == 403
+    assert ing.get("plain.test", "/", "-A", "curl").status == 200
+    cluster.configure(
+        {"block-cidrs": "127.0.0.0/8"},
+        lambda: ing.get("plain.test", "/", check=False).status == 403,
+        "block-cidrs",
+    )
+    cluster.configure(
+        {"whitelist-source-range": "10.0.0.0/8"},
+        lambda: ing.get("plain.test", "/", check=False).status == 403,
+        "whitelist-source-range",
+    )
+    cluster.configure(
+        {"whitelist-source-range": "127.0.0.1/32"},
+        lambda: ing.get("plain.test", "/", check=False).status == 200,
+        "whitelist-source-range allowing the client",
+    )
+    cluster.configure(
+        {"denylist-source-range": "127.0.0.1"},
+        lambda: ing.get("plain.test", "/", check=False).status == 403,
+        "denylist-source-range",
+    )
+    # An invalid access key denies every route (503) rather than serve open.
+    cluster.configure(
+        {"denylist-source-range": "127.0.0.999"},
+        lambda: ing.get("plain.test", "/", check=False).status == 503,
+        "an invalid denylist-source-range",
+    )
+
+
+def test_custom_http_errors_key(cluster: Cluster) -> None:
+    ing = cluster.ing
+    cluster.configure(
+        {}, lambda: ing.get("plain.test", "/_echo/status/418", check=False).status == 418, "none"
+    )
+
+    def from_default_backend() -> bool:
+        r = ing.get("plain.test", "/_echo/status/418", check=False)
+        return r.header(SERVICE_HEADER) == "web" and r.json()["headers"].get("x-code") == "418"
+
+    cluster.configure({"custom-http-errors": "418"}, from_default_backend, "custom-http-errors")
+    assert ing.get("plain.test", "/_echo/status/500", check=False).status == 500
