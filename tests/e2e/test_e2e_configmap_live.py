@@ -27,12 +27,13 @@ from e2e_helpers import (
     BackgroundLoop,
     CurlResult,
     EchoServers,
+    FaultyUpstream,
     Ingressd,
     backends,
     curl,
     wait_for,
 )
-from k8s_objects import ingress, path, rule, tls_entry, tls_secret
+from k8s_objects import endpoint_slice, ingress, path, rule, service, tls_entry, tls_secret
 from kube_apiserver import KubeApiServer
 
 from ingressd.echo import SERVICE_HEADER
@@ -53,9 +54,22 @@ def controller(data: dict[str, str]) -> Obj:
     }
 
 
-def site(echo: EchoServers) -> list[Obj]:
+def site(echo: EchoServers, resetting: int) -> list[Obj]:
+    """``resetting``: the port of an upstream that closes every connection unanswered."""
+    spread = [
+        endpoint_slice("resetting", [LOCALHOST], port, name=f"resetting-{i}")
+        for i, port in enumerate((resetting, echo["web"]))
+    ]
     return [
         *backends(echo),
+        service("resetting"),
+        *spread,
+        ingress("reset", [rule("reset.test", path("/", "resetting"))]),
+        ingress(
+            "resetann",
+            [rule("resetann.test", path("/", "resetting"))],
+            annotations={"nginx.ingress.kubernetes.io/proxy-next-upstream": "error timeout"},
+        ),
         tls_secret("secure-tls", ["secure.test"]),
         ingress(
             "secure",
@@ -80,8 +94,11 @@ class Cluster:
     def __init__(self, server: KubeApiServer, tmp: Path) -> None:
         self.server = server
         self.tmp = tmp
-        # The default backend (web) serves unmatched hosts and the error pages.
-        self.ing = self.start("main", "--default-backend-service", "default/web")
+        # The default backend (web) serves unmatched hosts and the error pages; passive
+        # health off, so a failing endpoint keeps its turn (retry-non-idempotent).
+        self.ing = self.start(
+            "main", "--default-backend-service", "default/web", "--upstream-max-fails", "0"
+        )
 
     def configure(self, data: dict[str, str], ready: Callable[[], bool], what: str) -> None:
         """Set the ConfigMap's data and wait until ingressd serves it."""
@@ -114,11 +131,12 @@ def cluster(
 ) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("configmap-live")
     echo = EchoServers(upstream_loop, ["web", "api"])
+    resetting = FaultyUpstream(upstream_loop, "reset")
     server = KubeApiServer(tokens={"token": "controller"}, bookmark_interval=0.5)
     server.start()
     found: Cluster | None = None
     try:
-        for obj in [*site(echo), controller({})]:
+        for obj in [*site(echo, resetting.port), controller({})]:
             server.apply(obj)
         found = Cluster(server, tmp)
         yield found
@@ -127,6 +145,7 @@ def cluster(
             found.ing.stop()
         server.stop()
         echo.close()
+        resetting.close()
 
 
 def echoed(result: CurlResult) -> dict[str, Any]:
@@ -627,3 +646,24 @@ def test_custom_http_errors_key(cluster: Cluster) -> None:
 
     cluster.configure({"custom-http-errors": "418"}, from_default_backend, "custom-http-errors")
     assert ing.get("plain.test", "/_echo/status/500", check=False).status == 500
+
+
+def test_retry_non_idempotent_key(cluster: Cluster) -> None:
+    """An upstream that closes the connection after reading a POST: by default the
+    POST is not sent again (502 on that endpoint's turns); retry-non-idempotent sends
+    it to the next endpoint, on a route whose proxy-next-upstream annotation does not
+    say non_idempotent too (template.go buildNextUpstream)."""
+    ing = cluster.ing
+
+    def posts(host: str) -> list[int]:
+        args = ("--data-binary", "x=1")
+        return [ing.get(host, "/", *args, check=False).status for _ in range(4)]
+
+    cluster.configure({}, lambda: 502 in posts("reset.test"), "POSTs not retried")
+    assert 502 in posts("resetann.test")
+    cluster.configure(
+        {"retry-non-idempotent": "true"},
+        lambda: posts("reset.test") == [200] * 4,
+        "retry-non-idempotent",
+    )
+    assert posts("resetann.test") == [200] * 4
