@@ -152,8 +152,9 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("limit-conn-zone-variable",),
     ),
     (
-        "connection reuse",
-        ("upstream-keepalive-time", "reuse-port", "enable-multi-accept"),
+        "how nginx accepts connections: ingressd's --workers processes always share the "
+        "ports with SO_REUSEPORT, each accepting what the kernel gives it",
+        ("reuse-port", "enable-multi-accept"),
     ),
     (
         "logging: ingressd has its own access log (--access-log)",
@@ -484,7 +485,8 @@ def parse_hidden_headers(value: str) -> frozenset[bytes]:
 
 MAX_PROXY_PROTOCOL_TIMEOUT = 300.0
 _DURATION = fixed(r"^([0-9]{1,9})(ms|s|m)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NGINX_TIME = fixed(r"^([0-9]{1,9})(ms|s|m|h|d)?$")
 
 
 def parse_log_format(value: str) -> LogFormat:
@@ -501,6 +503,18 @@ def parse_redirect_code(value: str) -> int:
     if code not in (301, 302, 307, 308):
         raise AnnotationError(f"{value!r} is not 301, 302, 307 or 308")
     return code
+
+
+def parse_nginx_time(value: str) -> float:
+    """upstream-keepalive-time: an nginx time ("1h", "30m", "90s", "1d"; a bare number
+    is seconds), above 0 and at most a week."""
+    found = _NGINX_TIME.match(value.strip())
+    if found is None:
+        raise AnnotationError(f"{value[:100]!r} is not a time like 1h, 30m or 90s")
+    seconds = int(found.group(1) or "") * _DURATION_UNITS[found.group(2)]
+    if not 0 < seconds <= 7 * 86400:
+        raise AnnotationError(f"{value!r} is not above 0 and at most 7d")
+    return seconds
 
 
 def parse_header_name(value: str) -> bytes:
@@ -629,6 +643,12 @@ SUPPORTED: Mapping[str, _Key] = {
     ),
     "upstream-keepalive-timeout": _Key(
         parse_timeout, "60", "seconds an idle upstream connection is kept"
+    ),
+    "upstream-keepalive-time": _Key(
+        parse_nginx_time,
+        "1h",
+        "how long one upstream connection is reused, from its connect; the request it "
+        "carries then is its last",
     ),
     "upstream-keepalive-requests": _Key(
         _bounded(1, 1_000_000, "a number of requests"),
@@ -799,6 +819,7 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "upstream-keepalive-connections": "upstream_keepalive_connections",
     "upstream-keepalive-timeout": "upstream_keepalive_timeout",
     "upstream-keepalive-requests": "upstream_keepalive_requests",
+    "upstream-keepalive-time": "upstream_keepalive_time",
     "limit-conn-status-code": "limit_conn_status",
     "forwarded-for-header": "real_ip_header",
     "proxy-protocol-header-timeout": "proxy_protocol_timeout",

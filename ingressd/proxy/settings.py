@@ -119,6 +119,9 @@ class ProxySettings:
     upstream_keepalive_connections: int = 64
     upstream_keepalive_timeout: float = 60.0
     upstream_keepalive_requests: int = 10_000
+    # upstream-keepalive-time: how long one upstream connection is reused, from its
+    # connect (1 h, as ingress-nginx); the request under way then is its last.
+    upstream_keepalive_time: float = 3600.0
 
     def __reduce__(self) -> tuple[type[ProxySettings], tuple[object, ...]]:
         # Pickled to every worker process (in ServeConfig). Compiled by mypyc,

@@ -108,6 +108,7 @@ class ProxyState:
         pool.max_idle = settings.upstream_keepalive_connections
         pool.idle_timeout = settings.upstream_keepalive_timeout
         pool.max_requests = settings.upstream_keepalive_requests
+        pool.max_age = settings.upstream_keepalive_time
 
     def make_room(self) -> bool:
         """At the connection cap: close an idle keep-alive connection, if one of

@@ -54,8 +54,9 @@ def controller(data: dict[str, str]) -> Obj:
     }
 
 
-def site(echo: EchoServers, resetting: int) -> list[Obj]:
-    """``resetting``: the port of an upstream that closes every connection unanswered."""
+def site(echo: EchoServers, resetting: int, counting: int) -> list[Obj]:
+    """``resetting``: the port of an upstream that closes every connection unanswered;
+    ``counting``: one that answers 200 and counts its connections."""
     spread = [
         endpoint_slice("resetting", [LOCALHOST], port, name=f"resetting-{i}")
         for i, port in enumerate((resetting, echo["web"]))
@@ -65,6 +66,9 @@ def site(echo: EchoServers, resetting: int) -> list[Obj]:
         service("resetting"),
         *spread,
         ingress("reset", [rule("reset.test", path("/", "resetting"))]),
+        service("counting"),
+        endpoint_slice("counting", [LOCALHOST], counting),
+        ingress("count", [rule("count.test", path("/", "counting"))]),
         ingress(
             "resetann",
             [rule("resetann.test", path("/", "resetting"))],
@@ -90,6 +94,8 @@ def site(echo: EchoServers, resetting: int) -> list[Obj]:
 
 class Cluster:
     """The module's API server and the ingressd that reads it."""
+
+    counting: FaultyUpstream  # count.test's upstream
 
     def __init__(self, server: KubeApiServer, tmp: Path) -> None:
         self.server = server
@@ -132,13 +138,15 @@ def cluster(
     tmp = tmp_path_factory.mktemp("configmap-live")
     echo = EchoServers(upstream_loop, ["web", "api"])
     resetting = FaultyUpstream(upstream_loop, "reset")
+    counting = FaultyUpstream(upstream_loop, "status:200")
     server = KubeApiServer(tokens={"token": "controller"}, bookmark_interval=0.5)
     server.start()
     found: Cluster | None = None
     try:
-        for obj in [*site(echo, resetting.port), controller({})]:
+        for obj in [*site(echo, resetting.port, counting.port), controller({})]:
             server.apply(obj)
         found = Cluster(server, tmp)
+        found.counting = counting
         yield found
     finally:
         if found is not None:
@@ -146,6 +154,7 @@ def cluster(
         server.stop()
         echo.close()
         resetting.close()
+        counting.close()
 
 
 def echoed(result: CurlResult) -> dict[str, Any]:
@@ -667,3 +676,26 @@ def test_retry_non_idempotent_key(cluster: Cluster) -> None:
         "retry-non-idempotent",
     )
     assert posts("resetann.test") == [200] * 4
+
+
+def test_upstream_keepalive_time_key(cluster: Cluster) -> None:
+    """A connection older than upstream-keepalive-time carries the request under way,
+    then is closed (nginx's keepalive_time); by default (1h) it is kept."""
+    ing = cluster.ing
+    upstream = cluster.counting
+
+    def new_connections(pause: float) -> int:
+        before = upstream.connections
+        ing.get("count.test", "/")
+        time.sleep(pause)
+        ing.get("count.test", "/")  # reuses it: its age is checked when it is done
+        ing.get("count.test", "/")
+        return upstream.connections - before
+
+    cluster.configure({}, lambda: new_connections(0) <= 1, "one connection reused")
+    assert new_connections(1.2) == 0  # the one made above, still kept
+    cluster.configure(
+        {"upstream-keepalive-time": "1s"},
+        lambda: new_connections(1.2) >= 1,
+        "upstream-keepalive-time",
+    )

@@ -102,3 +102,18 @@ def test_retry_non_idempotent_reaches_every_route() -> None:
     assert _retrying_all(DEFAULT_POLICY, True).next_upstream.non_idempotent
     assert _retrying_all(DEFAULT_POLICY, False) is DEFAULT_POLICY
     assert _base_policy(read_configmap({}).config) is DEFAULT_POLICY
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1h", 3600.0), ("30m", 1800.0), ("90s", 90.0), ("1d", 86400.0), ("45", 45.0)],
+)
+def test_upstream_keepalive_time_is_an_nginx_time(value: str, expected: float) -> None:
+    assert settings({"upstream-keepalive-time": value}).upstream_keepalive_time == expected
+
+
+@pytest.mark.parametrize("value", ["0s", "8d", "1w", "-1h", "1.5h", ""])
+def test_upstream_keepalive_time_bounds(value: str) -> None:
+    reading = read_configmap({"upstream-keepalive-time": value})
+    assert [v.status for v in reading.verdicts] == ["invalid"]
+    assert settings({"upstream-keepalive-time": value}).upstream_keepalive_time == 3600.0
