@@ -943,6 +943,9 @@ def _judge(key: str, value: str, explicit: Mapping[str, str]) -> tuple[Verdict, 
             "whatever it says"
         )
         return Verdict(key, shown, "unsupported", reason), None, None
+    if key == "use-proxy-protocol":
+        note = "taken when ingressd starts: a change needs a restart"
+        return Verdict(key, shown, "supported", note), parsed, None
     return Verdict(key, shown, "supported", ""), parsed, None
 
 

@@ -173,3 +173,8 @@ def test_explicit_flags_win() -> None:
     assert got.trusted_proxies == base.trusted_proxies and got.full_forwarded_for
     assert got.real_ip_header == b"x-client"
     assert reading.config.use_proxy_protocol is None
+
+
+def test_check_says_use_proxy_protocol_is_taken_at_start() -> None:
+    (verdict,) = read_configmap({"use-proxy-protocol": "true"}).verdicts
+    assert verdict.status == "supported" and "needs a restart" in verdict.reason
