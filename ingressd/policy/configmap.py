@@ -968,6 +968,7 @@ def _config(values: Mapping[str, Any]) -> GlobalConfig:
         proxy["trusted_proxies"] = values.get("proxy-real-ip-cidr", DEFAULT_REAL_IP_CIDRS)
         proxy["forwarded_headers"] = forwarded
         proxy["full_forwarded_for"] = forwarded and bool(values.get("compute-full-forwarded-for"))
+        proxy["proxy_protocol_is_client"] = True
     if "log-format-upstream" in values:
         # nginx.tmpl: escape=json if log-format-escape-json, else escape=none if -none
         escape = "default"

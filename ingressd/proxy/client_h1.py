@@ -22,7 +22,7 @@ from ..policy.limits import Slot
 from . import http
 from .client_h2 import H2ClientConnection
 from .exchange import PAUSE_PIPELINE, Exchange
-from .peer import peer_of
+from .peer import peer_of, trusted_for
 from .state import ProxyState
 from .streams import CLOCK, ClientStream, Connection, Outgoing, Tunnel
 
@@ -126,7 +126,9 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             h2.connection_made(transport)
             return
         self.transport = transport  # type: ignore[assignment]
-        peer = peer_of(transport, self.tls, self.state.settings.trusted_proxies, self.source)
+        peer = peer_of(
+            transport, self.tls, trusted_for(self.state.settings, self.source), self.source
+        )
         self.client_ip = peer.client_ip
         self.server_port = peer.server_port
         self.tls_names = peer.tls_names

@@ -75,7 +75,7 @@ from ..policy.limits import Slot
 from . import http
 from .exchange import Exchange
 from .h2_head import check_trailers, checked_request_head, read_head
-from .peer import Peer, peer_of
+from .peer import Peer, peer_of, trusted_for
 from .settings import ProxySettings
 from .state import ProxyState
 from .streams import ClientStream, Connection, Outgoing, Tunnel
@@ -340,7 +340,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         state = self.state
-        self.peer = peer_of(transport, True, self.settings.trusted_proxies, self.source)
+        self.peer = peer_of(transport, True, trusted_for(self.settings, self.source), self.source)
         h2c = self.h2
         h2c.initiate_connection()
         h2c.increment_flow_control_window(CONN_WINDOW - 65535)

@@ -47,6 +47,9 @@ class ProxySettings:
     # A trusted peer's X-Forwarded-Proto, -Port and -Host are passed on, and its
     # X-Forwarded-Proto decides the HTTPS redirect (use-forwarded-headers).
     forwarded_headers: bool = False
+    # Set by those keys: behind a PROXY protocol header its address is the client,
+    # never a header's (proxy/peer.py trusted_for).
+    proxy_protocol_is_client: bool = False
     # --use-proxy-protocol: how long a connection's PROXY header may take, from the
     # accept (the ConfigMap's proxy-protocol-header-timeout, 5 s as in ingress-nginx).
     proxy_protocol_timeout: float = 5.0

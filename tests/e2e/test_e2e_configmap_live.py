@@ -265,12 +265,12 @@ def test_client_address_keys_decide_what_the_upstream_is_told(cluster: Cluster) 
     assert forwarding(ing, *SENT)["x-real-ip"] == CLIENT  # 0.0.0.0/0 applies
 
 
-def proxy_v1_get(port: int, host: str, source: str) -> bytes:
+def proxy_v1_get(port: int, host: str, source: str, extra: str = "") -> bytes:
     """A PROXY protocol v1 header naming ``source``, then a GET; the response head."""
     with socket.create_connection((LOCALHOST, port), timeout=5) as sock:
         sock.sendall(
             f"PROXY TCP4 {source} 127.0.0.1 40000 {port}\r\n".encode()
-            + f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            + f"GET / HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode()
         )
         data = b""
         while chunk := sock.recv(65536):
@@ -304,6 +304,26 @@ def test_use_proxy_protocol_is_taken_at_start_and_a_change_needs_a_restart(
                 f"http://{LOCALHOST}:{other.admin_port}/problems", check=False
             ).body.decode()
         )
+
+        # With use-forwarded-headers too, the PROXY address stays the client: no header
+        # replaces it (ingress-nginx: real_ip_header proxy_protocol).
+        spoof = "X-Forwarded-For: 203.0.113.66\r\n"
+
+        def applied() -> bytes | None:
+            # server-tokens, set with it, says when the process serves the new settings
+            got = proxy_v1_get(other.http_port, "plain.test", "198.51.100.20", spoof)
+            return got if b"\r\nServer: ingressd\r\n" in got else None
+
+        cluster.configure(
+            {"use-proxy-protocol": "true", "use-forwarded-headers": "true", "server-tokens": "1"},
+            lambda: True,
+            "use-forwarded-headers",
+        )
+        got = wait_for(applied, 10, what="use-forwarded-headers in the other process")
+        assert b"198.51.100.20" in got and b"203.0.113.66, " not in got
+        body = json.loads(got.partition(b"\r\n\r\n")[2])
+        assert body["headers"]["x-real-ip"] == "198.51.100.20"
+        assert body["headers"]["x-forwarded-for"] == "198.51.100.20"
 
         # proxy-protocol-header-timeout applies live to new connections.
         cluster.configure(

@@ -178,3 +178,16 @@ def test_explicit_flags_win() -> None:
 def test_check_says_use_proxy_protocol_is_taken_at_start() -> None:
     (verdict,) = read_configmap({"use-proxy-protocol": "true"}).verdicts
     assert verdict.status == "supported" and "needs a restart" in verdict.reason
+
+
+def test_behind_a_proxy_protocol_header_the_configmap_believes_no_header() -> None:
+    """ingress-nginx's real_ip_header proxy_protocol: the PROXY address is the client;
+    --trusted-proxies keeps its own rule (the PROXY address may be a trusted proxy)."""
+    from ingressd.proxy.peer import trusted_for
+
+    keyed = settings({"use-forwarded-headers": "true"})
+    assert keyed.proxy_protocol_is_client
+    assert trusted_for(keyed, "198.51.100.20") == ()
+    assert trusted_for(keyed, None) == EVERY_V4
+    flag = ProxySettings(trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
+    assert trusted_for(flag, "10.1.1.1") == flag.trusted_proxies
