@@ -5,7 +5,7 @@ test sets the ConfigMap it needs and waits until ingressd serves it.
 
 Key groups: client addresses (use-forwarded-headers, forwarded-for-header,
 compute-full-forwarded-for, proxy-real-ip-cidr, enable-real-ip, use-proxy-protocol,
-proxy-protocol-header-timeout); headers and redirects (server-tokens,
+proxy-protocol-header-timeout; use-proxy-protocol also in manifest mode); headers and redirects (server-tokens,
 allow-backend-server-header, generate-request-id, proxy-add-original-uri-header,
 http-redirect-code, use-http2); the access log (disable-access-log,
 enable-access-log-for-default-backend, log-format-upstream, log-format-escape-json,
@@ -29,6 +29,7 @@ from e2e_helpers import (
     EchoServers,
     FaultyUpstream,
     Ingressd,
+    IngressdFactory,
     backends,
     curl,
     wait_for,
@@ -719,3 +720,21 @@ def test_upstream_keepalive_time_key(cluster: Cluster) -> None:
         lambda: new_connections(1.2) >= 1,
         "upstream-keepalive-time",
     )
+
+
+def test_use_proxy_protocol_is_taken_at_start_in_manifest_mode(
+    ingressd: IngressdFactory, echo_servers: EchoServers
+) -> None:
+    """The folder is read before the ports listen: its ConfigMap's use-proxy-protocol
+    decides how they start; a change is reported as needing a restart."""
+    cm = {**controller({"use-proxy-protocol": "true"})}
+    cm["metadata"] = {"name": "controller", "namespace": "ingressd"}
+    objs = [*backends(echo_servers), ingress("plain", [rule("plain.test", path("/", "api"))])]
+    ing = ingressd({"all.yaml": [*objs, cm]}, "--configmap", "ingressd/controller")
+    got = proxy_v1_get(ing.http_port, "plain.test", "198.51.100.30")
+    assert got.startswith(b"HTTP/1.1 200") and b"198.51.100.30" in got
+    cm["data"] = {"use-proxy-protocol": "false"}
+    ing.update({"all.yaml": [*objs, cm]})
+    ing.wait_for_log("use-proxy-protocol=false needs a restart", 10)
+    got = proxy_v1_get(ing.http_port, "plain.test", "198.51.100.31")
+    assert got.startswith(b"HTTP/1.1 200")  # the port still reads the PROXY header
