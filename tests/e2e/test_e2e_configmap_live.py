@@ -5,11 +5,15 @@ test sets the ConfigMap it needs and waits until ingressd serves it.
 
 Key groups: client addresses (use-forwarded-headers, forwarded-for-header,
 compute-full-forwarded-for, proxy-real-ip-cidr, enable-real-ip, use-proxy-protocol,
-proxy-protocol-header-timeout; use-proxy-protocol also in manifest mode); headers and redirects (server-tokens,
+proxy-protocol-header-timeout; use-proxy-protocol at start also in manifest mode, with
+an ingressd of its own); headers and redirects (server-tokens,
 allow-backend-server-header, generate-request-id, proxy-add-original-uri-header,
 http-redirect-code, use-http2); the access log (disable-access-log,
 enable-access-log-for-default-backend, log-format-upstream, log-format-escape-json,
-log-format-escape-none, and the enable-access-log annotation).
+log-format-escape-none, the enable-access-log annotation); retry-non-idempotent;
+upstream-keepalive-time; and, live against the API server, the groups implemented
+before (HSTS, TLS, redirects, sizes and timeouts, header names, limit statuses,
+blocking, custom-http-errors) that the manifest-mode tests cover one restart each.
 """
 
 from __future__ import annotations
