@@ -195,12 +195,13 @@ def serialize(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
 def response_headers(headers: Headers) -> Headers:
     """Upstream response headers to pass on: hop-by-hop ones, those named by
     the upstream's Connection header, and those nginx hides removed."""
-    return split_response(headers)[0]
+    return split_response(headers, False)[0]
 
 
-def split_response(headers: Headers) -> tuple[Headers, bool, bytes | None]:
+def split_response(headers: Headers, head: bool = True) -> tuple[Headers, bool, bytes | None]:
     """In one pass over an upstream response's headers: those to pass on (as
-    ``response_headers``), whether the body is chunked, and its Content-Length."""
+    ``response_headers``), whether the body is chunked, and its Content-Length.
+    ``head``: a response head, not trailers (only a head gets ingressd's Server)."""
     out: Headers = []
     named: set[bytes] | None = None
     chunked = False
@@ -222,7 +223,7 @@ def split_response(headers: Headers) -> tuple[Headers, bool, bytes | None]:
                 out.append((name, value))
             continue
         out.append((name, value))
-    if _pass_server and not server:
+    if _pass_server and head and not server:
         out.append((b"Server", SERVER_TOKEN))
     if named:
         named -= {b"close", b"keep-alive", b"upgrade"}
