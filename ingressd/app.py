@@ -159,6 +159,10 @@ async def serve(
     # error), then every port is bound, before any process, watch or listener
     # starts: a port in use ends the start here, with nothing to clean up.
     run_source = _source(config, controller)
+    config = await _proxy_protocol_at_start(config, controller, run_source)
+    if pool is not None:
+        pool.config = dataclasses.replace(pool.config, use_proxy_protocol=config.use_proxy_protocol)
+    controller.proxy_protocol = config.use_proxy_protocol
     unowned: list[socket.socket] = []  # bound here, not (yet) handed to a server
     tasks: list[asyncio.Task] = []
     proxy = None
@@ -259,6 +263,55 @@ async def serve(
         close(unowned)
     if pool is not None and pool.fatal is not None:
         raise ListenError(pool.fatal)
+
+
+async def _proxy_protocol_at_start(
+    config: ServeConfig, controller: Controller, run_source: Callable[..., Any]
+) -> ServeConfig:
+    """The ConfigMap's use-proxy-protocol, taken before the listeners are made: the
+    PROXY protocol is read before HTTP or TLS owns a connection, so switching it
+    means other listeners, and the ports keep what they start with (a later change
+    is reported as needing a restart: Controller._proxy_protocol_problems).
+    --use-proxy-protocol given explicitly wins."""
+    ref = config.build.configmap
+    if ref is None or any(key == "use-proxy-protocol" for key, _ in config.build.explicit):
+        return config
+    wanted: bool | None = None
+    if config.cluster is None:
+        # Manifest mode: the folder was read already (the first table exists).
+        table = controller.last[1]
+        wanted = table.config.use_proxy_protocol if table is not None else None
+    else:
+        runner = getattr(run_source, "__self__", None)
+        cluster = getattr(runner, "cluster", None)
+        if cluster is not None:
+            wanted = await asyncio.to_thread(_read_proxy_protocol, cluster, ref, config)
+    if wanted is None or wanted == config.use_proxy_protocol:
+        return config
+    log.info("use-proxy-protocol=%s from ConfigMap %s/%s", str(wanted).lower(), *ref)
+    return dataclasses.replace(config, use_proxy_protocol=wanted)
+
+
+def _read_proxy_protocol(cluster: Any, ref: tuple[str, str], config: ServeConfig) -> bool | None:
+    """The cluster's ConfigMap's use-proxy-protocol, read once (10 s at most); None
+    when it is not set or cannot be read (the listeners then go by the flag, and
+    the watch reports a value that differs as needing a restart)."""
+    from kubernetes import client as kube
+
+    from .policy.configmap import read_configmap
+
+    try:
+        # A list by name, as the watch reads it (RBAC grants list and watch on it only)
+        found = kube.CoreV1Api(cluster.api).list_namespaced_config_map(
+            ref[0], field_selector=f"metadata.name={ref[1]}", _request_timeout=10
+        )
+    except Exception as exc:  # forbidden, unreachable: the flag decides
+        log.warning("ConfigMap %s/%s not read before listening: %s", *ref, str(exc)[:200])
+        return None
+    if not found.items:
+        return None
+    reading = read_configmap(found.items[0].data, dict(config.build.explicit))
+    return reading.config.use_proxy_protocol
 
 
 def _source(

@@ -540,7 +540,8 @@ def _annotation_row(annotation: AnnotationReport) -> list[str]:
         value = repr(annotation.value)
         if len(value) > _VALUE_WIDTH:
             value = value[: _VALUE_WIDTH - 3] + "..."
-        return [annotation.status, f"{annotation.key}={value}"]
+        note = f" ({annotation.reason})" if annotation.reason else ""
+        return [annotation.status, f"{annotation.key}={value}{note}"]
     return [annotation.status, annotation.reason]
 
 

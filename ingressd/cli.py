@@ -105,6 +105,19 @@ class _Given(argparse.Action):
         namespace.given_flags = given
 
 
+class _GivenTrue(_Given):
+    """A switch (as store_true) that notes it was given, as _Given does."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        super().__call__(parser, namespace, True, option_string)
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number (1-65535)")
@@ -261,6 +274,7 @@ def _common(
         "--trusted-proxies",
         type=_cidrs,
         default=(),
+        action=_Given,
         metavar="CIDR[,CIDR]",
         help="load balancers or proxies in front of ingressd: from these peers, the "
         "X-Forwarded-For header names the client (for source ranges, limits, X-Real-IP); "
@@ -268,7 +282,9 @@ def _common(
     )
     g.add_argument(
         "--use-proxy-protocol",
-        action="store_true",
+        action=_GivenTrue,
+        nargs=0,
+        default=False,
         help="the HTTP and HTTPS ports expect a PROXY protocol header (v1 or v2) on every "
         "connection, as sent by a load balancer (AWS NLB, haproxy send-proxy); its client "
         "address is the client's. A connection without a valid header is closed (default: off)",

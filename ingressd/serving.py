@@ -174,7 +174,9 @@ def _handover(
     sessions = SessionLog(state.stats, state.access_log)
 
     async def handle(conn: socket.socket) -> None:
-        deadline = loop.time() + HEADER_TIMEOUT
+        # proxy-protocol-header-timeout, read per connection: a change applies at once.
+        wait = state.settings.proxy_protocol_timeout if proxy_protocol else HEADER_TIMEOUT
+        deadline = loop.time() + wait
         source: str | None = None
         if proxy_protocol:
             try:

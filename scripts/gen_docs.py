@@ -163,9 +163,10 @@ def configmap_keys() -> list[str]:
     out += ["### Refused", ""]
     refused = [key for key, status, *_ in rows if status == "refused"]
     out += [*_wrap(f"Raw configuration is never injected: {_names(refused)}."), ""]
-    out += ["### Not supported, denying", ""]
-    for key, status, what, _default in rows:
-        if status == "unsupported (denies)":
+    denying = [(key, what) for key, status, what, _ in rows if status == "unsupported (denies)"]
+    if denying:  # none today: global-auth-url, the last one, is supported
+        out += ["### Not supported, denying", ""]
+        for key, what in denying:
             out += _definition(f"`{key}`", what[0].upper() + what[1:] + ".")
     out += ["### Not supported", ""]
     ignored = [(key, what) for key, status, what, _ in rows if status == "unsupported"]

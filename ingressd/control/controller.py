@@ -51,6 +51,10 @@ class Controller:
         # The settings from the command line; each table's ConfigMap settings go
         # over them (those no explicit flag overrides), swapped in with the table.
         self.base_settings = state.settings
+        # Whether the HTTP and HTTPS listeners read the PROXY protocol (set by serve
+        # once they are made; None: not known). They keep it until a restart, so a
+        # ConfigMap that says otherwise is reported, never half applied.
+        self.proxy_protocol: bool | None = None
         self._config: GlobalConfig | None = None
         self.selector = selector
         self.options = options
@@ -102,6 +106,7 @@ class Controller:
             problems += self.streams.apply(snapshot)
         if self.passthrough is not None:
             problems += self.passthrough.apply(snapshot)
+        problems += self._proxy_protocol_problems(table.config)
         if table.config is not self._config:
             self._config = table.config
             self.state.apply_settings(settings_for(self.base_settings, table.config))
@@ -117,6 +122,20 @@ class Controller:
         self.problems = tuple(problems)
         self.heap.settle(self._builder)  # once the last table is let go
         return table
+
+    def _proxy_protocol_problems(self, config: GlobalConfig) -> list[Problem]:
+        wanted = config.use_proxy_protocol
+        running = self.proxy_protocol
+        if running is None or wanted is None or wanted == running:
+            return []
+        ref = self.options.configmap
+        ns, name = ref if ref is not None else ("", "")
+        how = "with" if running else "without"
+        reason = (
+            f"use-proxy-protocol={str(wanted).lower()} needs a restart: the HTTP and HTTPS "
+            f"ports were started {how} the PROXY protocol and keep it until ingressd restarts"
+        )
+        return [Problem(f"ConfigMap {ns}/{name}", reason, "", ("ConfigMap", ns, name))]
 
     def _log(self, table: RouteTable) -> None:
         problems = list(self.problems)

@@ -31,6 +31,7 @@ class TLSParams:
     max_version: str = "TLSv1.3"
     ciphers: str = DEFAULT_CIPHERS
     session_tickets: bool = False  # ingress-nginx's ssl-session-tickets default
+    http2: bool = True  # use-http2: h2 offered by ALPN (--no-http2 wins)
 
 
 DEFAULT_TLS = TLSParams()
@@ -69,6 +70,14 @@ class GlobalConfig:
     proxy_set_headers: tuple[str, str] | None = None
     # global-allowed-response-headers: the names custom-headers may set, lowercase.
     allowed_response_headers: frozenset[str] = frozenset()
+    # use-proxy-protocol as the ConfigMap says it (None: not set, or --use-proxy-protocol
+    # given): the listeners take it when they start; a change needs a restart.
+    use_proxy_protocol: bool | None = None
+    # http-redirect-code: the status of the HTTPS redirect (301, 302, 307 or 308).
+    http_redirect_code: int = 308
+    # retry-non-idempotent: every route's proxy-next-upstream retries POST, LOCK and
+    # PATCH too (template.go buildNextUpstream adds non_idempotent).
+    retry_non_idempotent: bool = False
     # Set when a global access-control key cannot be honoured: every route answers
     # (status, reason) rather than serve without it.
     fail_closed: tuple[int, str] | None = None

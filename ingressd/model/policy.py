@@ -448,6 +448,8 @@ class RoutePolicy:
     force_ssl_redirect: bool = False
     # The HTTPS redirect keeps a trailing "/" of the request URI (lua_ingress.lua drops one)
     preserve_trailing_slash: bool = False
+    # enable-access-log: false leaves the route's requests out of the access log
+    access_log: bool = True
     # Redirects answered by the proxy: (status, URL)
     app_root: str | None = None  # "/" is redirected here with 302
     redirect: tuple[int, str] | None = None  # permanent- or temporal-redirect

@@ -20,55 +20,17 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii as _quote
-from typing import Protocol
 
-from ..model.backend import Endpoint
+from ..model.log_format import LogFormat
+from .exchange_view import Exchange
+from .log_format import Line, render
 
 log = logging.getLogger("ingressd.access")
 
 FORMATS = ("json", "plain", "off")
 FLUSH_INTERVAL = 0.1  # seconds a line may wait in the buffer
 PIPE_BUF = 4096  # writes up to this size are atomic on a pipe (POSIX)
-
-
-class Forwarded(Protocol):
-    """Where a forwarded request went (routing/decide.py's Forward)."""
-
-    @property
-    def endpoint(self) -> Endpoint: ...
-
-
-class Exchange(Protocol):
-    """A request and its response as a line reads them: the proxy's exchange
-    (proxy/exchange.py), which the log must not import. Its attributes are read in
-    place, as before: nothing is copied per request."""
-
-    @property
-    def method(self) -> bytes: ...
-    @property
-    def url(self) -> bytes: ...  # path and query as received
-    @property
-    def headers(self) -> Sequence[tuple[bytes, bytes]]: ...
-    @property
-    def host(self) -> bytes | None: ...
-    @property
-    def protocol(self) -> str: ...  # "HTTP/1.1", "HTTP/2.0", ...
-    @property
-    def request_id(self) -> bytes | None: ...
-    @property
-    def forward(self) -> Forwarded | None: ...  # None: answered by the proxy itself
-    @property
-    def up_start(self) -> float: ...  # 0: no upstream was tried
-    @property
-    def up_connect(self) -> float: ...
-    @property
-    def response_started(self) -> bool: ...
-    @property
-    def sent(self) -> int: ...  # bytes sent to the client
-
-    def real_ip(self) -> str: ...
 
 
 # The usual methods, quoted once rather than per line.
@@ -109,6 +71,8 @@ class AccessLog:
         self.fd = fd
         self.format = fmt
         self.line = self._json if fmt == "json" else self._plain_line
+        self._default_line = self.line
+        self._format: LogFormat | None = None
         self._lines: list[str] = []
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -137,6 +101,27 @@ class AccessLog:
         self._size = size
         if self._timer is None:
             self._timer = loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def set_format(self, fmt: LogFormat | None) -> None:
+        """The ConfigMap's log-format-upstream (None: the --access-log format's own line)."""
+        if fmt == self._format:
+            return
+        self._format = fmt
+        self.line = self._default_line if fmt is None else self._custom
+
+    def _custom(
+        self,
+        ex: Exchange,
+        status: int,
+        duration: float,
+        upstream: float | None,
+        bytes_in: int,
+        ingress: str,
+        backend: str,
+    ) -> str:
+        assert self._format is not None
+        line = Line(ex, status, duration, upstream, bytes_in, ingress, backend, time.time())
+        return render(self._format, line)
 
     def write_text(self, loop: asyncio.AbstractEventLoop, line: str) -> None:
         """A line made elsewhere (a layer-4 session's, stream/session_log.py), buffered alike."""

@@ -309,6 +309,12 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "503, as in ingress-nginx; see "
                 "[ConfigMaps of headers](configmap.md#configmaps-of-headers)",
             ),
+            _doc(
+                "enable-access-log",
+                "true",
+                "`\"false\"`: the route's requests are left out of the access log (nginx's "
+                "`access_log off` in its location; default `true`)",
+            ),
         ),
     ),
     (

@@ -95,7 +95,6 @@ DENYING: Mapping[str, str] = {}
 IGNORED: Mapping[str, str] = {
     "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
     "listed statuses anyway, not who gets in",
-    "enable-access-log": "logging",
     "enable-opentelemetry": "tracing",
     "opentelemetry-operation-name": "tracing",
     "opentelemetry-trust-incoming-span": "tracing",
@@ -891,6 +890,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "ssl-redirect": parse_bool,
     "force-ssl-redirect": parse_bool,
     "preserve-trailing-slash": parse_bool,
+    "enable-access-log": parse_bool,
     "app-root": parse_path,
     "permanent-redirect": parse_url,
     "permanent-redirect-code": parse_redirect_code,
@@ -1020,6 +1020,7 @@ _FIELDS: Mapping[str, str] = {
     "ssl-redirect": "ssl_redirect",
     "force-ssl-redirect": "force_ssl_redirect",
     "preserve-trailing-slash": "preserve_trailing_slash",
+    "enable-access-log": "access_log",
     "app-root": "app_root",
     "from-to-www-redirect": "from_to_www_redirect",
     "x-forwarded-prefix": "x_forwarded_prefix",

@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from ..model.nginx_vars import split_variables
 from ..model.regex import fixed
 
 # ingress-nginx's hashByRegex (upstreamhashby/main.go).
 _ALLOWED = fixed(r"^[A-Za-z0-9\-_${}]*$")
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 # Variables taken whole, and those taking a name after their prefix.
 VARIABLES: Final = frozenset(
@@ -64,44 +64,12 @@ def parse_key(value: str) -> tuple[str, ...]:
             "only letters, digits and -_${} are allowed (ingress-nginx's validator), "
             "e.g. $request_uri or ${host}-$http_x_user"
         )
-    parts: list[str] = []
-    text: list[str] = []
-    i, n = 0, len(value)
-    while i < n:
-        c = value[i]
-        if c != "$":
-            text.append(c)
-            i += 1
-            continue
-        name, end = _variable(value, i)
-        if name is None:
-            text.append("$")  # a "$" not followed by a name is itself
-            i += 1
-            continue
-        _check(name)
-        parts += ["".join(text), name]
-        text = []
-        i = end
-    parts.append("".join(text))
+    parts = list(split_variables(value, strict=False))  # a "$" without a name is itself
+    for at in range(1, len(parts), 2):
+        # lua-nginx-module lowercases variable names (ngx.var): $HTTP_X is $http_x.
+        parts[at] = parts[at].lower()
+        _check(parts[at])
     return tuple(parts)
-
-
-def _variable(value: str, at: int) -> tuple[str | None, int]:
-    """The variable name at ``value[at] == "$"`` (``$name`` or ``${name}``) and where it ends."""
-    n = len(value)
-    if at + 1 < n and value[at + 1] == "{":
-        close = value.find("}", at + 2)
-        name = value[at + 2 : close] if close > at + 2 else ""
-        if name and all(c in _NAME_CHARS for c in name):
-            return name.lower(), close + 1
-        return None, at + 1
-    end = at + 1
-    while end < n and value[end] in _NAME_CHARS:
-        end += 1
-    if end == at + 1:
-        return None, at + 1
-    # lua-nginx-module lowercases variable names (ngx.var): $HTTP_X is $http_x.
-    return value[at + 1 : end].lower(), end
 
 
 def _check(name: str) -> None:

@@ -14,6 +14,7 @@ differ, the code). The result is one frozen ``GlobalConfig`` the builder reads.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from ..model.globals import (
     GlobalConfig,
     TLSParams,
 )
+from ..model.log_format import LogFormat, parse_format
 from ..model.policy import (
     DEFAULT_NEXT_UPSTREAM,
     ExternalAuth,
@@ -85,7 +87,17 @@ FLAGS: Mapping[str, str] = {
     "client-header-timeout": "--client-header-timeout",
     "client-body-timeout": "--client-body-timeout",
     "keep-alive": "--keepalive-timeout",
+    # --trusted-proxies decides who is believed, and how (the chain kept, the peer
+    # appended), wholly: the keys that say the same are overridden by it together.
+    "use-forwarded-headers": "--trusted-proxies",
+    "enable-real-ip": "--trusted-proxies",
+    "proxy-real-ip-cidr": "--trusted-proxies",
+    "compute-full-forwarded-for": "--trusted-proxies",
+    "use-proxy-protocol": "--use-proxy-protocol",
 }
+
+# proxy-real-ip-cidr's default (config.go defIPCIDR): every IPv4 peer.
+DEFAULT_REAL_IP_CIDRS: tuple[IPNetwork, ...] = (ipaddress.ip_network("0.0.0.0/0"),)
 
 _PATH_CONTROL = fixed(r"[\x00-\x20\x7f,]")
 
@@ -126,34 +138,8 @@ _INVALID_ACCESS: Final = 503
 # them opens nothing (docs/user-guide/nginx-configuration/configmap.md).
 _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
-        "requests the default backend serves are logged like any other (ingress-nginx "
-        "leaves them out by default)",
-        ("enable-access-log-for-default-backend",),
-    ),
-    (
-        "headers added to or removed from requests and responses",
-        (
-            "allow-backend-server-header",
-            "proxy-add-original-uri-header",
-            "generate-request-id",
-        ),
-    ),
-    (
         "how request headers are read",
         ("client-header-buffer-size",),
-    ),
-    (
-        "who the client is (X-Forwarded-For, PROXY protocol): use --trusted-proxies and "
-        "--use-proxy-protocol",
-        (
-            "use-forwarded-headers",
-            "forwarded-for-header",
-            "compute-full-forwarded-for",
-            "proxy-real-ip-cidr",
-            "enable-real-ip",
-            "use-proxy-protocol",
-            "proxy-protocol-header-timeout",
-        ),
     ),
     (
         "TLS session cache parameters: Python's ssl module sets none of them (OpenSSL's "
@@ -178,17 +164,14 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("limit-conn-zone-variable",),
     ),
     (
-        "connection reuse",
-        ("upstream-keepalive-time", "reuse-port", "enable-multi-accept"),
+        "how nginx accepts connections: ingressd's --workers processes always share the "
+        "ports with SO_REUSEPORT, each accepting what the kernel gives it",
+        ("reuse-port", "enable-multi-accept"),
     ),
     (
         "logging: ingressd has its own access log (--access-log)",
         (
-            "log-format-upstream",
             "log-format-stream",
-            "log-format-escape-json",
-            "log-format-escape-none",
-            "disable-access-log",
             "access-log-path",
             "access-log-params",
             "http-access-log-path",
@@ -246,7 +229,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "http2-max-header-size",
             "http2-max-requests",
             "http2-max-concurrent-streams",
-            "use-http2",
         ),
     ),
     (
@@ -290,11 +272,9 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "other per-location defaults ingressd does not implement",
         (
-            "http-redirect-code",
             "default-type",
             "service-upstream",
             "relative-redirects",
-            "retry-non-idempotent",
         ),
     ),
     (
@@ -307,10 +287,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "global-rate-limit-memcached-max-idle-timeout",
             "global-rate-limit-memcached-pool-size",
         ),
-    ),
-    (
-        "ingressd never sends a Server header (as ingress-nginx with its default, false)",
-        ("server-tokens",),
     ),
     (
         "annotation validation: ingressd validates every annotation it reads and refuses snippets",
@@ -508,6 +484,68 @@ def parse_hidden_headers(value: str) -> frozenset[bytes]:
     return frozenset(n.lower().encode() for n in names)
 
 
+MAX_PROXY_PROTOCOL_TIMEOUT = 300.0
+_DURATION = fixed(r"^([0-9]{1,9})(ms|s|m)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NGINX_TIME = fixed(r"^([0-9]{1,9})(ms|s|m|h|d)?$")
+
+
+def parse_log_format(value: str) -> LogFormat:
+    """log-format-upstream: text and the nginx variables observe/log_format.py renders."""
+    try:
+        return parse_format(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+def parse_redirect_code(value: str) -> int:
+    """http-redirect-code: as ingress-nginx validates it, 301, 302, 307 or 308."""
+    code = _whole(value, 300, 399, "a redirect status")
+    if code not in (301, 302, 307, 308):
+        raise AnnotationError(f"{value!r} is not 301, 302, 307 or 308")
+    return code
+
+
+def parse_nginx_time(value: str) -> float:
+    """upstream-keepalive-time: an nginx time ("1h", "30m", "90s", "1d"; a bare number
+    is seconds), above 0 and at most a week."""
+    found = _NGINX_TIME.match(value.strip())
+    if found is None:
+        raise AnnotationError(f"{value[:100]!r} is not a time like 1h, 30m or 90s")
+    seconds = int(found.group(1) or "") * _DURATION_UNITS[found.group(2)]
+    if not 0 < seconds <= 7 * 86400:
+        raise AnnotationError(f"{value!r} is not above 0 and at most 7d")
+    return seconds
+
+
+def parse_header_name(value: str) -> bytes:
+    """forwarded-for-header: one header name, lowercased (nginx's real_ip_header)."""
+    v = value.strip()
+    if not v or len(v) > 128 or not _TOKEN.match(v):
+        raise AnnotationError(f"{value[:100]!r} is not a header name")
+    return v.lower().encode("ascii")
+
+
+def parse_real_ip_cidrs(value: str) -> tuple[IPNetwork, ...]:
+    """proxy-real-ip-cidr: comma-separated CIDRs (nginx's set_real_ip_from); at least one."""
+    nets = parse_cidr_list(value)
+    if not nets:
+        raise AnnotationError("no address range given")
+    return nets
+
+
+def parse_duration(value: str) -> float:
+    """proxy-protocol-header-timeout: a Go duration as ingress-nginx reads it ("5s",
+    "500ms", "1m"; a bare number is seconds), above 0 and at most 5 minutes."""
+    found = _DURATION.match(value.strip())
+    if found is None:
+        raise AnnotationError(f"{value[:100]!r} is not a duration like 5s or 500ms")
+    seconds = int(found.group(1) or "") * _DURATION_UNITS[found.group(2)]
+    if not 0 < seconds <= MAX_PROXY_PROTOCOL_TIMEOUT:
+        raise AnnotationError(f"{value!r} is not above 0 and at most 5m")
+    return seconds
+
+
 @dataclass(frozen=True, slots=True)
 class _Key:
     parse: Callable[[str], Any]
@@ -669,6 +707,12 @@ SUPPORTED: Mapping[str, _Key] = {
     "upstream-keepalive-timeout": _Key(
         parse_timeout, "60", "seconds an idle upstream connection is kept"
     ),
+    "upstream-keepalive-time": _Key(
+        parse_nginx_time,
+        "1h",
+        "how long one upstream connection is reused, from its connect; the request it "
+        "carries then is its last",
+    ),
     "upstream-keepalive-requests": _Key(
         _bounded(1, 1_000_000, "a number of requests"),
         "10000",
@@ -719,6 +763,105 @@ SUPPORTED: Mapping[str, _Key] = {
         "statuses (400-599) answered with the default backend's error page on routes whose "
         "Ingress has no custom-http-errors annotation (see Default backend and error pages); "
         "--custom-http-errors given explicitly wins",
+    ),
+    "use-forwarded-headers": _Key(
+        parse_bool,
+        "false",
+        "peers in proxy-real-ip-cidr are believed: the client is the rightmost address of "
+        "their forwarded-for-header that is not one of them, and their X-Forwarded-Proto, "
+        "-Port and -Host are passed on (X-Forwarded-Proto: https also counts as HTTPS for "
+        "the HTTPS redirect, X-Forwarded-Host is also the upstream's Host); "
+        "--trusted-proxies given explicitly wins",
+    ),
+    "enable-real-ip": _Key(
+        parse_bool,
+        "false",
+        "as use-forwarded-headers for the client's address alone: X-Forwarded-Proto, "
+        "-Port and -Host are not believed",
+    ),
+    "forwarded-for-header": _Key(
+        parse_header_name,
+        "X-Forwarded-For",
+        "the header a believed peer names the client in (with --trusted-proxies too)",
+    ),
+    "compute-full-forwarded-for": _Key(
+        parse_bool,
+        "false",
+        "with use-forwarded-headers: the upstream's X-Forwarded-For is the peer's chain with "
+        "the peer appended; false: the client alone",
+    ),
+    "proxy-real-ip-cidr": _Key(
+        parse_real_ip_cidrs,
+        "0.0.0.0/0",
+        "the peers use-forwarded-headers and enable-real-ip believe",
+    ),
+    "use-proxy-protocol": _Key(
+        parse_bool,
+        "false",
+        "the HTTP and HTTPS ports read a PROXY protocol header first (as "
+        "--use-proxy-protocol): taken when ingressd starts; a change needs a restart "
+        "(reported until then)",
+    ),
+    "proxy-protocol-header-timeout": _Key(
+        parse_duration,
+        "5s",
+        "how long a connection's PROXY protocol header may take; slower: closed",
+    ),
+    "server-tokens": _Key(
+        parse_bool,
+        "false",
+        "every response carries Server: ingressd (ingress-nginx's nginx sends its name and "
+        "version); false: no Server header at all",
+    ),
+    "allow-backend-server-header": _Key(
+        parse_bool,
+        "false",
+        "with server-tokens: the upstream's own Server header is passed on (ingressd's where "
+        "it sent none); without server-tokens nothing, as in ingress-nginx (#6733)",
+    ),
+    "generate-request-id": _Key(
+        parse_bool,
+        "true",
+        "a request without X-Request-ID gets one; false: only the client's is passed on, "
+        "and a request without one reaches the upstream without it",
+    ),
+    "proxy-add-original-uri-header": _Key(
+        parse_bool, "false", "the upstream gets X-Original-URI: the request URI as received"
+    ),
+    "http-redirect-code": _Key(
+        parse_redirect_code, "308", "the status of the HTTPS redirect: 301, 302, 307 or 308"
+    ),
+    "use-http2": _Key(
+        parse_bool,
+        "true",
+        "HTTP/2 offered by ALPN on the HTTPS port (new handshakes); --no-http2 wins",
+    ),
+    "retry-non-idempotent": _Key(
+        parse_bool,
+        "false",
+        "every route's proxy-next-upstream also retries requests that are not idempotent "
+        "(POST, LOCK, PATCH), its annotation or not",
+    ),
+    "disable-access-log": _Key(
+        parse_bool, "false", "no access log lines at all (--access-log off does the same)"
+    ),
+    "enable-access-log-for-default-backend": _Key(
+        parse_bool,
+        "false",
+        "requests no Ingress rule takes (served by --default-backend-service, or ingressd's "
+        "own 404) are logged; by default left out, as in ingress-nginx",
+    ),
+    "log-format-upstream": _Key(
+        parse_log_format,
+        "ingressd's own json or plain line (--access-log)",
+        "the access-log line, as nginx's log_format with the variables listed under "
+        "Metrics and logs; an unknown variable makes it invalid (the default line is used)",
+    ),
+    "log-format-escape-json": _Key(
+        parse_bool, "false", "log-format-upstream's values escaped for JSON (escape=json)"
+    ),
+    "log-format-escape-none": _Key(
+        parse_bool, "false", "log-format-upstream's values not escaped (escape=none)"
     ),
     "allow-snippet-annotations": _Key(
         parse_bool, "false", "snippet annotations are refused whatever its value"
@@ -778,8 +921,17 @@ _PROXY_FIELDS: Mapping[str, str] = {
     "upstream-keepalive-connections": "upstream_keepalive_connections",
     "upstream-keepalive-timeout": "upstream_keepalive_timeout",
     "upstream-keepalive-requests": "upstream_keepalive_requests",
+    "upstream-keepalive-time": "upstream_keepalive_time",
     "limit-conn-status-code": "limit_conn_status",
     "global-rate-limit-status-code": "global_limit_status",
+    "forwarded-for-header": "real_ip_header",
+    "proxy-protocol-header-timeout": "proxy_protocol_timeout",
+    "server-tokens": "server_tokens",
+    "allow-backend-server-header": "backend_server_header",
+    "generate-request-id": "generate_request_id",
+    "proxy-add-original-uri-header": "original_uri_header",
+    "disable-access-log": "access_log_off",
+    "enable-access-log-for-default-backend": "log_default_backend",
 }
 # key -> RoutePolicy field it is the default of
 _ROUTE_FIELDS: Mapping[str, str] = {
@@ -911,6 +1063,9 @@ def _judge(key: str, value: str, explicit: Mapping[str, str]) -> tuple[Verdict, 
             "whatever it says"
         )
         return Verdict(key, shown, "unsupported", reason), None, None
+    if key == "use-proxy-protocol":
+        note = "taken when ingressd starts: a change needs a restart"
+        return Verdict(key, shown, "supported", note), parsed, None
     return Verdict(key, shown, "supported", ""), parsed, None
 
 
@@ -926,6 +1081,22 @@ def _config(values: Mapping[str, Any], messages: list[str] | None = None) -> Glo
         proxy["max_request_line"] = size
         proxy["max_header_bytes"] = number * size
         proxy["http2_max_header_list_size"] = number * size
+    if values.get("use-forwarded-headers") or values.get("enable-real-ip"):
+        # nginx.tmpl: real_ip_header and set_real_ip_from; X-Forwarded-For is the client
+        # ($remote_addr) unless compute-full-forwarded-for, under use-forwarded-headers.
+        forwarded = bool(values.get("use-forwarded-headers"))
+        proxy["trusted_proxies"] = values.get("proxy-real-ip-cidr", DEFAULT_REAL_IP_CIDRS)
+        proxy["forwarded_headers"] = forwarded
+        proxy["full_forwarded_for"] = forwarded and bool(values.get("compute-full-forwarded-for"))
+        proxy["proxy_protocol_is_client"] = True
+    if "log-format-upstream" in values:
+        # nginx.tmpl: escape=json if log-format-escape-json, else escape=none if -none
+        escape = "default"
+        if values.get("log-format-escape-json"):
+            escape = "json"
+        elif values.get("log-format-escape-none"):
+            escape = "none"
+        proxy["log_format"] = replace(values["log-format-upstream"], escape=escape)
     if "enable-underscores-in-headers" in values or "ignore-invalid-headers" in values:
         if not values.get("ignore-invalid-headers", True):
             proxy["drop_names_from"] = NAME_KEEP_ALL
@@ -984,6 +1155,9 @@ def _config(values: Mapping[str, Any], messages: list[str] | None = None) -> Glo
             "global-allowed-response-headers", defaults.allowed_response_headers
         ),
         no_auth_locations=values.get("no-auth-locations", defaults.no_auth_locations),
+        use_proxy_protocol=values.get("use-proxy-protocol"),
+        http_redirect_code=values.get("http-redirect-code", defaults.http_redirect_code),
+        retry_non_idempotent=values.get("retry-non-idempotent", defaults.retry_non_idempotent),
         proxy=tuple(sorted(proxy.items())),
         route_defaults=tuple(sorted(route.items())),
     )
@@ -1013,7 +1187,8 @@ def _global_auth(values: Mapping[str, Any]) -> ExternalAuth | None:
 
 
 def _tls(values: Mapping[str, Any]) -> TLSParams:
-    if not any(k in values for k in ("ssl-protocols", "ssl-ciphers", "ssl-session-tickets")):
+    keys = ("ssl-protocols", "ssl-ciphers", "ssl-session-tickets", "use-http2")
+    if not any(k in values for k in keys):
         return DEFAULT_TLS
     low, high = values.get("ssl-protocols", (DEFAULT_TLS.min_version, DEFAULT_TLS.max_version))
     return TLSParams(
@@ -1021,6 +1196,7 @@ def _tls(values: Mapping[str, Any]) -> TLSParams:
         high,
         values.get("ssl-ciphers", DEFAULT_TLS.ciphers),
         values.get("ssl-session-tickets", DEFAULT_TLS.session_tickets),
+        values.get("use-http2", DEFAULT_TLS.http2),
     )
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from ..model.nginx_vars import NAME_CHARS, VariableError, split_variables, variables
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
 from ..model.snippet import (
     ADD,
@@ -47,7 +48,7 @@ TRANSLATED: Final = frozenset({"configuration-snippet", "server-snippet"})
 MAX_REGEX: Final = 1024  # characters of one regex
 
 _TOKEN: Final = fixed(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_NAME_CHARS: Final = NAME_CHARS
 
 # Headers whose framing or meaning ingressd owns: a snippet setting or clearing
 # them in the response would break the message (or duplicate what ingressd writes).
@@ -167,35 +168,13 @@ def _where(st: Statement) -> str:
 
 def _template(text: str, st: Statement, *, request_id: bool, captures: bool) -> Parts:
     """nginx's ``$name``/``${name}`` split out; unknown variables refuse the snippet."""
-    parts: list[str] = []
-    literal: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch != "$":
-            literal.append(ch)
-            i += 1
-            continue
-        if i + 1 < n and text[i + 1] == "{":
-            end = text.find("}", i + 2)
-            if end < 0:
-                raise Refused(f"{_where(st)}: the variable name after '${{' is not closed")
-            name = text[i + 2 : end]
-            i = end + 1
-        else:
-            j = i + 1
-            while j < n and text[j] in _NAME_CHARS:
-                j += 1
-            name = text[i + 1 : j]
-            i = j
-        if not name or any(c not in _NAME_CHARS for c in name):
-            raise Refused(f"{_where(st)}: invalid variable name in {text!r}")
+    try:
+        parts = split_variables(text, strict=True)
+    except VariableError as exc:
+        raise Refused(f"{_where(st)}: {exc}") from None
+    for name in variables(parts):
         _check_variable(name, st, request_id=request_id, captures=captures)
-        parts.append("".join(literal))
-        parts.append(name)
-        literal = []
-    parts.append("".join(literal))
-    return tuple(parts)
+    return parts
 
 
 def _check_variable(name: str, st: Statement, *, request_id: bool, captures: bool) -> None:

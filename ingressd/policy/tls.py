@@ -332,6 +332,7 @@ class CertificateSelector:
         self.serving = serving
         self._checked: set[tuple[bytes, bytes]] = set()
         # Every context offers the same: the one SNI picks negotiates ALPN.
+        self._http2 = http2  # --no-http2 turns HTTP/2 off whatever use-http2 says
         self._alpn = ALPN_H2 if http2 else ALPN_H1
         self._params = DEFAULT_TLS
         # The listener's context: it holds the generated certificate and runs
@@ -354,12 +355,23 @@ class CertificateSelector:
         if params == self._params:
             return
         self._params = params
-        apply_params(self.default_context, params)
-        for ctx in (*self._contexts.values(), *self._client_contexts.values()):
+        # use-http2: false takes h2 out of the ALPN offer (new handshakes).
+        alpn = ALPN_H2 if self._http2 and params.http2 else ALPN_H1
+        changed = alpn != self._alpn
+        self._alpn = alpn
+        for ctx in (
+            self.default_context,
+            *self._contexts.values(),
+            *self._client_contexts.values(),
+        ):
             apply_params(ctx, params)
+            if changed:
+                ctx.set_alpn_protocols(list(alpn))
         for (_, _, ciphers), ctx in self._cipher_contexts.items():
             apply_params(ctx, params)
             ctx.set_ciphers(ciphers)  # the host's own list stays
+            if changed:
+                ctx.set_alpn_protocols(list(alpn))
         for ckey, ctx in self._client_contexts.items():
             if len(ckey) > 3:
                 ctx.set_ciphers(ckey[3].decode())

@@ -22,7 +22,7 @@ from ..policy.limits import Slot
 from . import http
 from .client_h2 import H2ClientConnection
 from .exchange import PAUSE_PIPELINE, Exchange
-from .peer import peer_of
+from .peer import peer_of, trusted_for
 from .state import ProxyState
 from .streams import CLOCK, ClientStream, Connection, Outgoing, Tunnel
 
@@ -128,7 +128,9 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             h2.connection_made(transport)
             return
         self.transport = transport  # type: ignore[assignment]
-        peer = peer_of(transport, self.tls, self.state.settings.trusted_proxies, self.source)
+        peer = peer_of(
+            transport, self.tls, trusted_for(self.state.settings, self.source), self.source
+        )
         self.client_ip = peer.client_ip
         self.server_port = peer.server_port
         self.tls_names = peer.tls_names
@@ -653,7 +655,8 @@ class _StopReading(Exception):
     _REQUEST_ID,
     _ORIGIN,
     _PROXY_CONNECTION,
-) = range(1, 11)
+    _FORWARDED,
+) = range(1, 12)
 # Names seen that are forwarded as they are: _FORWARD plus their name class.
 _FORWARD = 16
 # Learned names are kept up to this many (names are the client's choice).
@@ -671,6 +674,8 @@ _KINDS: dict[bytes, int] = {
     b"origin": _ORIGIN,
     # Hop-by-hop, but llhttp reads it as Connection (keep-alive): see on_headers_complete.
     b"proxy-connection": _PROXY_CONNECTION,
+    # Never forwarded as sent, but kept for what a trusted peer may say of the client
+    **dict.fromkeys(http.FORWARDED_IN, _FORWARDED),
 }
 
 
@@ -690,6 +695,11 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
             ex.headers.append((name, value))
     elif kind == _DROP:
         pass
+    elif kind == _FORWARDED:
+        if ex.forwarded is None:
+            ex.forwarded = [(lname, value)]
+        elif len(ex.forwarded) < http.MAX_FORWARDED_IN:
+            ex.forwarded.append((lname, value))
     elif kind == _HOST:
         ex.host = value
         ex.host_count += 1

@@ -75,7 +75,7 @@ from ..policy.limits import Slot
 from . import http
 from .exchange import Exchange
 from .h2_head import check_trailers, checked_request_head, read_head
-from .peer import Peer, peer_of
+from .peer import Peer, peer_of, trusted_for
 from .settings import ProxySettings
 from .state import ProxyState
 from .streams import ClientStream, Connection, Outgoing, Tunnel
@@ -127,12 +127,15 @@ _STATUS = {s.value: str(s.value).encode() for s in HTTPStatus}
 
 
 def _response_fields(
-    status: int, headers: http.Headers | tuple[tuple[bytes, bytes], ...]
+    status: int, headers: http.Headers | tuple[tuple[bytes, bytes], ...], local: bool = False
 ) -> list[tuple[bytes, bytes]]:
     """:status, date, then ``headers`` as HTTP/2 carries them: names lower-case,
     without connection-specific fields or pseudo-header look-alikes. One place
     for upstream and local answers alike."""
-    out = [(b":status", _status(status)), (b"date", http.date_line()[6:-2])]
+    out = [(b":status", _status(status)), (b"date", http.date_value())]
+    server = http.server_value(local)
+    if server is not None:
+        out.append((b"server", server))
     for name, value in headers:
         lname = name.lower()
         if lname not in _CONNECTION_SPECIFIC and lname[:1] != b":":
@@ -341,7 +344,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         state = self.state
-        self.peer = peer_of(transport, True, self.settings.trusted_proxies, self.source)
+        self.peer = peer_of(transport, True, trusted_for(self.settings, self.source), self.source)
         h2c = self.h2
         h2c.initiate_connection()
         h2c.increment_flow_control_window(CONN_WINDOW - 65535)
@@ -913,7 +916,7 @@ class H2Stream(ClientStream):
     ) -> None:
         if self.closing:
             return
-        out = _response_fields(status, headers)
+        out = _response_fields(status, headers, local=True)
         if status == 204:
             body = b""  # neither body nor content-length
         else:

@@ -48,6 +48,7 @@ from ..routing.decide import (
 from . import grpc, http
 from .body import FEED_CHUNK, BodyBuffer, BufferFull
 from .mirror import MirrorCopy
+from .settings import ProxySettings
 from .state import ProxyState, new_request_id
 from .streams import ClientStream, Outgoing, UpstreamStream
 from .throttle import Throttle
@@ -151,6 +152,7 @@ class Exchange(Outgoing):
         # keep-alive; client_h1 infers the version only without either).
         self.conn_header = False
         self.xff: bytes | None = None
+        self.forwarded: list[tuple[bytes, bytes]] | None = None
         self.request_id: bytes | None = None
         self.origin: bytes | None = None
         self.body_limit = 0  # bytes allowed in the request body, 0 = any
@@ -237,15 +239,22 @@ class Exchange(Outgoing):
         return self.req_chunked or self.req_length not in (None, b"0")
 
     def real_ip(self) -> str:
-        """The client's address: the peer's, or, behind --trusted-proxies, the
-        rightmost X-Forwarded-For address that is not a trusted proxy (as nginx's
+        """The client's address: the peer's, or, behind a trusted proxy, the
+        rightmost address of its forwarded-for header (X-Forwarded-For unless
+        the ConfigMap names another) that is not a trusted proxy (as nginx's
         real_ip_recursive)."""
         client = self.client
-        if not client.trusted or not self.xff:
+        if not client.trusted:
             return client.client_ip
-        trusted = self.state.settings.trusted_proxies
+        settings = self.state.settings
+        chain = self.xff
+        if settings.real_ip_header != b"x-forwarded-for":
+            chain = self.header_value(settings.real_ip_header)
+        if not chain:
+            return client.client_ip
+        trusted = settings.trusted_proxies
         found = client.client_ip
-        for part in reversed(self.xff.split(b",")):
+        for part in reversed(chain.split(b",")):
             try:
                 addr = ipaddress.ip_address(part.strip().decode("latin-1"))
             except ValueError:
@@ -254,6 +263,54 @@ class Exchange(Outgoing):
             if not any(addr in net for net in trusted):
                 break
         return found
+
+    def header_value(self, lname: bytes) -> bytes | None:
+        """A request header's value (the first line of it), by lowercase name,
+        among those forwarded and those kept aside (``forwarded``)."""
+        if self.forwarded is not None:
+            for name, value in self.forwarded:
+                if name == lname:
+                    return value
+        return find_header(self.headers, lname)
+
+    def forwarded_proto(self) -> bytes | None:
+        """A trusted peer's X-Forwarded-Proto under use-forwarded-headers, else None."""
+        if self.forwarded is None or not self.client.trusted:
+            return None
+        if not self.state.settings.forwarded_headers:
+            return None
+        for name, value in self.forwarded:
+            if name == b"x-forwarded-proto":
+                return value
+        return None
+
+    def proxy_settings(self) -> ProxySettings:
+        return self.state.settings
+
+    def _loggable(self, fwd: Forward | None, status: int) -> bool:
+        """Whether the access log takes this request: skip-access-log-urls,
+        disable-access-log, the route's enable-access-log annotation, and
+        enable-access-log-for-default-backend for what no Ingress rule took: the
+        --default-backend-service's requests and ingressd's own 404 for no route
+        (ingress-nginx's default backend; requests refused before routing, a 400,
+        are logged, as nginx logs them at server level)."""
+        settings = self.state.settings
+        if settings.access_log_off:
+            return False
+        skip = settings.skip_log_uris
+        if skip and self.url.lower() in skip:
+            return False
+        route = fwd.route if fwd is not None else self.route
+        if route is None:
+            return status != 404 or self.rejection is not None or settings.log_default_backend
+        if not route.ingress:  # --default-backend-service's fallback route
+            return settings.log_default_backend
+        return route.plain or route.policy.access_log
+
+    def _fresh_id(self) -> bytes:
+        """$req_id of a request without X-Request-ID: a new one, or none (b"") under
+        generate-request-id: false (nginx.tmpl's map $http_x_request_id $req_id)."""
+        return new_request_id() if self.state.settings.generate_request_id else b""
 
     def _head(self) -> RequestHead:
         url = self.url
@@ -287,7 +344,14 @@ class Exchange(Outgoing):
             headers=self.headers,
             tls_names=self.client.tls_names,
             server_port=self.client.server_port,
+            scheme_https=self._scheme_https(),
         )
+
+    def _scheme_https(self) -> bool | None:
+        if self.forwarded is None:
+            return None
+        proto = self.forwarded_proto()
+        return None if proto is None else proto.strip().lower() == b"https"
 
     # -- running the exchange ---------------------------------------------------------------
 
@@ -544,13 +608,13 @@ class Exchange(Outgoing):
         sent = self.request_id is not None  # the client's X-Request-ID
         if self.request_id is None:
             # The auth service and the upstream see the same request id.
-            self.request_id = new_request_id()
+            self.request_id = self._fresh_id()
         request_id = self.request_id
         if auth.keepalive and not auth.keepalive_share_vars and not sent:
             # ingress-nginx's keep-alive subrequest (ngx.location.capture without
             # share_all_vars) has variables of its own: a $req_id of its own too,
             # unless the client sent X-Request-ID (the $req_id map takes it).
-            request_id = new_request_id()
+            request_id = self._fresh_id()
         host = (self.host or b"").decode("latin-1")
         req = ext_auth.AuthRequest(
             method=self.method.decode("latin-1"),
@@ -613,7 +677,7 @@ class Exchange(Outgoing):
     def _snippet_headers(self, fwd: Forward, snippet: SnippetPlan) -> Headers:
         """proxy_set_header of a snippet, after the annotations' headers."""
         if self.request_id is None:
-            self.request_id = new_request_id()  # $req_id: the one the upstream gets
+            self.request_id = self._fresh_id()  # $req_id: the one the upstream gets
         return (*fwd.request_headers, *upstream_headers(snippet, self._snippet_vars()))
 
     def _auth_cookies(self, status: int) -> list[tuple[bytes, bytes]]:
@@ -747,7 +811,7 @@ class Exchange(Outgoing):
         self.activity = self.client.now()
         if self.request_id is None:
             # Kept: retries, the access log and the upstream all see the same id.
-            self.request_id = new_request_id()
+            self.request_id = self._fresh_id()
         if self.upgrading:
             # Bytes after an upgrade request belong to the new protocol: they
             # wait for the upstream's 101.
@@ -1407,7 +1471,7 @@ class Exchange(Outgoing):
             if snippet is not None and (snippet.more or snippet.add):
                 # nginx's header filters run on its own answers too.
                 if snippet.request_id and self.request_id is None:
-                    self.request_id = new_request_id()  # $req_id always has a value
+                    self.request_id = self._fresh_id()  # $req_id always has a value
                 headers = edit_response(snippet, status, list(headers), self._snippet_vars())
         elif route is None:
             table = self.state.table
@@ -1524,8 +1588,7 @@ class Exchange(Outgoing):
             self.sent,
         )
         access = state.access_log
-        skip = state.settings.skip_log_uris
-        if access is not None and not (skip and self.url.lower() in skip):
+        if access is not None and self._loggable(fwd, status):
             if self.request_id is None:
-                self.request_id = new_request_id()  # answered here: an id for the log only
+                self.request_id = self._fresh_id()  # answered here: an id for the log only
             access.write(client.loop, self, status, duration, upstream, bytes_in, ingress, backend)

@@ -121,8 +121,9 @@ _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _BAD_AUTHORITY = re.compile(rb"[\x00-\x20\x7f/\\]")
 # Request fields read_head records rather than passes on as they are; those it
 # drops: hop-by-hop (te: trailers, trailer) and those ingressd sets itself.
-_LENGTH, _HOST, _XFF, _REQUEST_ID, _ORIGIN, _COOKIE = range(6)
+_LENGTH, _HOST, _XFF, _REQUEST_ID, _ORIGIN, _COOKIE, _FORWARDED = range(7)
 _SPECIAL = {
+    **dict.fromkeys(http.FORWARDED_IN, _FORWARDED),
     b"content-length": _LENGTH,
     b"host": _HOST,
     b"x-forwarded-for": _XFF,
@@ -185,6 +186,11 @@ def read_head(
                 cookies = [value]
             else:
                 cookies.append(value)
+        elif kind == _FORWARDED:
+            if ex.forwarded is None:
+                ex.forwarded = [(name, value)]
+            elif len(ex.forwarded) < http.MAX_FORWARDED_IN:
+                ex.forwarded.append((name, value))
         else:  # origin
             ex.origin = value
             kept.append(header)

@@ -47,6 +47,14 @@ OVERWRITTEN = frozenset(
         b"proxy",
     }
 )
+# Of OVERWRITTEN, what a trusted peer may say of the client (use-forwarded-headers,
+# forwarded-for-header: X-Real-IP): kept aside per request rather than dropped, at
+# most MAX_FORWARDED_IN lines of them.
+FORWARDED_IN = frozenset(
+    {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"x-real-ip"}
+)
+MAX_FORWARDED_IN = 16
+
 # What a client's Connection header may not remove from the upstream request:
 # what the request is routed by (Host; nginx always sets Host itself) and what
 # ingressd sets. Without this, "Connection: Host" routed by Host, then sent the
@@ -90,16 +98,50 @@ def connection_tokens(value: bytes) -> set[bytes]:
 
 _date_second = -1
 _date_line = b""
+_date_value = b""
+# server-tokens (ProxyState.apply_settings calls set_server_header): the Server line
+# every response carries after its Date, or, when the upstream's own Server is passed
+# (allow-backend-server-header), the one only ingressd's own answers carry (proxied
+# responses without one get it in split_response). Empty: none, ingress-nginx's default.
+SERVER_TOKEN = b"ingressd"
+_server_line = b""
+_local_server = b""
+_pass_server = False
+
+
+def set_server_header(tokens: bool, backend: bool) -> None:
+    global _server_line, _local_server, _pass_server, _date_second
+    line = b"Server: " + SERVER_TOKEN + b"\r\n" if tokens else b""
+    _pass_server = tokens and backend
+    _server_line = b"" if _pass_server else line
+    _local_server = line if _pass_server else b""
+    _date_second = -1  # the Date line is made again, with it
 
 
 def date_line() -> bytes:
-    """``Date: ...\r\n`` for now, formatted once a second (nginx's cached time)."""
-    global _date_second, _date_line
+    """``Date: ...\r\n`` for now, formatted once a second (nginx's cached time),
+    then the Server line under server-tokens."""
+    global _date_second, _date_line, _date_value
     now = int(time.time())
     if now != _date_second:
-        _date_line = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        _date_value = formatdate(now, usegmt=True).encode()
+        _date_line = b"Date: " + _date_value + b"\r\n" + _server_line
         _date_second = now
     return _date_line
+
+
+def date_value() -> bytes:
+    """The Date header's value for now (HTTP/2 fields)."""
+    date_line()
+    return _date_value
+
+
+def server_value(local: bool) -> bytes | None:
+    """The Server field an HTTP/2 response carries: ``local``, for ingressd's own
+    answers (as ``date_line`` and ``local_response`` do for HTTP/1.1)."""
+    if _server_line or (local and _local_server):
+        return SERVER_TOKEN
+    return None
 
 
 # nginx's classes of request header names (ngx_http_parse_header_line): letters, digits
@@ -166,16 +208,18 @@ def serialize(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
 def response_headers(headers: Headers) -> Headers:
     """Upstream response headers to pass on: hop-by-hop ones, those named by
     the upstream's Connection header, and those nginx hides removed."""
-    return split_response(headers)[0]
+    return split_response(headers, False)[0]
 
 
-def split_response(headers: Headers) -> tuple[Headers, bool, bytes | None]:
+def split_response(headers: Headers, head: bool = True) -> tuple[Headers, bool, bytes | None]:
     """In one pass over an upstream response's headers: those to pass on (as
-    ``response_headers``), whether the body is chunked, and its Content-Length."""
+    ``response_headers``), whether the body is chunked, and its Content-Length.
+    ``head``: a response head, not trailers (only a head gets ingressd's Server)."""
     out: Headers = []
     named: set[bytes] | None = None
     chunked = False
     length = None
+    server = False
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
@@ -187,8 +231,13 @@ def split_response(headers: Headers) -> tuple[Headers, bool, bytes | None]:
                 named = connection_tokens(value) | (named or set())
             continue
         if lname in HIDDEN_RESPONSE or lname.startswith(b"x-accel-"):
+            if _pass_server and lname == b"server":  # allow-backend-server-header
+                server = True
+                out.append((name, value))
             continue
         out.append((name, value))
+    if _pass_server and head and not server:
+        out.append((b"Server", SERVER_TOKEN))
     if named:
         named -= {b"close", b"keep-alive", b"upgrade"}
         if named:
@@ -209,7 +258,7 @@ def local_response(
 
     Without a Server header, as ingress-nginx by default (server-tokens off).
     """
-    parts = [status_line(status), date_line()]
+    parts = [status_line(status), date_line(), _local_server]
     if status == 204:
         body = b""  # 204 has neither body nor Content-Length
     else:

@@ -9,6 +9,7 @@ from typing import Final
 
 from ..model.policy import IPNetwork
 from ..policy.tls import served_names
+from .settings import ProxySettings
 
 
 class Peer:
@@ -114,6 +115,17 @@ def peer_of(
         forwarded_tail=tail,
         tls_object=transport.get_extra_info("ssl_object") if tls else None,
     )
+
+
+def trusted_for(settings: ProxySettings, source: str | None) -> tuple[IPNetwork, ...]:
+    """The peers whose headers name the client, for a connection whose PROXY protocol
+    header named ``source`` (None: none). When the ConfigMap's use-forwarded-headers or
+    enable-real-ip decide, a PROXY header's address is the client and no header
+    replaces it, as ingress-nginx's real_ip_header proxy_protocol (nginx.tmpl); with
+    --trusted-proxies the PROXY address may itself be a trusted proxy, as before."""
+    if source is not None and settings.proxy_protocol_is_client:
+        return ()
+    return settings.trusted_proxies
 
 
 def in_networks(address: str, networks: tuple[IPNetwork, ...]) -> bool:

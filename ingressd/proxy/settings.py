@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ..model.log_format import LogFormat
 from ..model.policy import IPNetwork
 
 # proxy_buffer_size in ingress-nginx's configuration (proxy-buffer-size): the
@@ -49,8 +50,43 @@ class ProxySettings:
     # and for how long at first (doubling while it keeps failing); 0: never.
     max_fails: int = 3
     fail_timeout: float = 10.0
-    # Peers whose X-Forwarded-For is believed (--trusted-proxies)
+    # Peers whose X-Forwarded-For is believed (--trusted-proxies, or the ConfigMap's
+    # proxy-real-ip-cidr under use-forwarded-headers or enable-real-ip).
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # The header a trusted peer names the client in, lowercase (forwarded-for-header;
+    # nginx's real_ip_header).
+    real_ip_header: bytes = b"x-forwarded-for"
+    # A trusted peer's X-Forwarded-For is passed on with the peer appended
+    # (--trusted-proxies; the ConfigMap's compute-full-forwarded-for); False: the
+    # client it names alone, as ingress-nginx's X-Forwarded-For $remote_addr.
+    full_forwarded_for: bool = True
+    # A trusted peer's X-Forwarded-Proto, -Port and -Host are passed on, and its
+    # X-Forwarded-Proto decides the HTTPS redirect (use-forwarded-headers).
+    forwarded_headers: bool = False
+    # Set by those keys: behind a PROXY protocol header its address is the client,
+    # never a header's (proxy/peer.py trusted_for).
+    proxy_protocol_is_client: bool = False
+    # --use-proxy-protocol: how long a connection's PROXY header may take, from the
+    # accept (the ConfigMap's proxy-protocol-header-timeout, 5 s as in ingress-nginx).
+    proxy_protocol_timeout: float = 5.0
+    # server-tokens: every response carries "Server: ingressd" (off, as ingress-nginx:
+    # none at all); allow-backend-server-header: the upstream's own Server is passed
+    # instead, which in ingress-nginx works only with server-tokens on (its
+    # more_clear_headers Server otherwise clears it: kubernetes/ingress-nginx#6733).
+    server_tokens: bool = False
+    backend_server_header: bool = False
+    # generate-request-id: a request without X-Request-ID gets one ($req_id); off:
+    # none, and the upstream gets no X-Request-ID (nginx.tmpl's map $req_id).
+    generate_request_id: bool = True
+    # proxy-add-original-uri-header: the upstream gets X-Original-URI: $request_uri.
+    original_uri_header: bool = False
+    # The access log under the ConfigMap: disable-access-log (no lines at all),
+    # enable-access-log-for-default-backend (requests no Ingress rule takes, answered
+    # by the default backend or ingressd's own 404, are left out unless on, as
+    # ingress-nginx's default server location's access_log off), log-format-upstream.
+    access_log_off: bool = False
+    log_default_backend: bool = False
+    log_format: LogFormat | None = None
     # Open client connections per process (--max-connections; ingress-nginx's
     # max-worker-connections default). At the cap an idle keep-alive connection
     # is closed to make room, else the new one gets a 503 and is closed.
@@ -104,6 +140,9 @@ class ProxySettings:
     upstream_keepalive_connections: int = 64
     upstream_keepalive_timeout: float = 60.0
     upstream_keepalive_requests: int = 10_000
+    # upstream-keepalive-time: how long one upstream connection is reused, from its
+    # connect (1 h, as ingress-nginx); the request under way then is its last.
+    upstream_keepalive_time: float = 3600.0
 
     def __reduce__(self) -> tuple[type[ProxySettings], tuple[object, ...]]:
         # Pickled to every worker process (in ServeConfig). Compiled by mypyc,

@@ -18,6 +18,7 @@ from ..policy.ewma import EwmaStore
 from ..policy.global_limit import GlobalLimits
 from ..policy.health import EndpointHealth
 from ..policy.limits import LimitRegistry
+from . import http
 from .mirror import Mirrors
 from .settings import ProxySettings
 from .streams import Connection, Outgoing
@@ -92,6 +93,8 @@ class ProxyState:
         # Counted per request, read at scrape time (observe/stats.py, observe/metrics.py)
         self.stats = RequestStats()
         self.access_log = AccessLog(settings.access_log) if settings.access_log != "off" else None
+        if self.access_log is not None:
+            self.access_log.set_format(settings.log_format)
         # Exchanges waiting on an upstream, checked for timeouts by one sweep
         # every SWEEP_INTERVAL rather than a timer per request.
         self.waiting: set[Outgoing] = set()
@@ -102,10 +105,15 @@ class ProxyState:
         """New settings (the controller ConfigMap's, with each table): read per request
         from ``settings``, and the upstream pool's limits set on the live pool."""
         self.settings = settings
+        http.set_server_header(settings.server_tokens, settings.backend_server_header)
+        access = getattr(self, "access_log", None)  # None before __init__ made it
+        if access is not None:
+            access.set_format(settings.log_format)
         pool = self.pool
         pool.max_idle = settings.upstream_keepalive_connections
         pool.idle_timeout = settings.upstream_keepalive_timeout
         pool.max_requests = settings.upstream_keepalive_requests
+        pool.max_age = settings.upstream_keepalive_time
 
     def make_room(self) -> bool:
         """At the connection cap: close an idle keep-alive connection, if one of

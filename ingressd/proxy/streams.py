@@ -30,6 +30,7 @@ from mypy_extensions import mypyc_attr, trait
 
 from ..policy.limits import Slot
 from .http import UNNOMINABLE, Headers, drop_named
+from .settings import ProxySettings
 
 if TYPE_CHECKING:
     from ..routing.decide import Forward
@@ -274,6 +275,7 @@ class Outgoing(ResponseSink):
         "client",
         "conn_tokens",
         "forward",
+        "forwarded",
         "headers",
         "host",
         "http10",
@@ -301,6 +303,10 @@ class Outgoing(ResponseSink):
     headers: Headers  # the client's, less hop-by-hop and overwritten ones
     host: bytes | None
     xff: bytes | None  # the client's X-Forwarded-For
+    # The client's X-Forwarded-Proto, -Host, -Port and X-Real-IP (lowercase name,
+    # value), kept only for what a trusted peer may say (use-forwarded-headers,
+    # forwarded-for-header); None when it sent none of them.
+    forwarded: list[tuple[bytes, bytes]] | None
     request_id: bytes | None
     conn_tokens: set[bytes] | None  # named by the client's Connection header
     req_chunked: bool  # the body's length is not known ahead
@@ -322,6 +328,9 @@ class Outgoing(ResponseSink):
     spooling: bool
 
     def real_ip(self) -> str:
+        raise NotImplementedError
+
+    def proxy_settings(self) -> ProxySettings:
         raise NotImplementedError
 
     def check_timeout(self, now: float) -> None:
@@ -367,7 +376,10 @@ def upstream_fields(req: Outgoing) -> tuple[Headers, bytes | None, bytes, bytes,
     - the host the request came for (X-Forwarded-Host, and Host unless replaced);
     - X-Forwarded-For: a trusted proxy's chain with the peer added, else the peer
       alone (ingress-nginx replaces anyone else's by default);
-    - X-Real-IP: behind a trusted proxy the client it names, else the peer.
+    - X-Real-IP: behind a trusted proxy the client it names, else the peer;
+    - behind a trusted proxy under use-forwarded-headers (``forwarded``: not None),
+      its X-Forwarded-Proto, -Port and -Host (the last also the Host), each where
+      it sent one, as nginx.tmpl's $pass_access_scheme, $pass_port, $best_http_host.
     """
     fwd = req.forward
     assert fwd is not None
@@ -392,8 +404,42 @@ def upstream_fields(req: Outgoing) -> tuple[Headers, bytes | None, bytes, bytes,
     host = req.host if req.host is not None else fwd.endpoint.host.encode()
     peer = client.client_ip.encode("latin-1")
     if client.trusted:
-        xff = (req.xff + b", " + peer) if req.xff else peer
         real_ip = req.real_ip().encode("latin-1")
+        settings = req.proxy_settings()
+        if not settings.full_forwarded_for:
+            xff = real_ip  # ingress-nginx: X-Forwarded-For $remote_addr
+        else:
+            xff = (req.xff + b", " + peer) if req.xff else peer
+        if req.forwarded is not None and settings.forwarded_headers:
+            for name, value in req.forwarded:
+                if name == b"x-forwarded-host" and value:
+                    host = value
+                    if host_override is None:
+                        # nginx.tmpl: proxy_set_header Host $best_http_host
+                        host_override = value
+                        headers = [(b"Host", value), *drop_named(headers, {b"host"})]
+                    break
     else:
         xff = real_ip = peer
     return headers, host_override, host, xff, real_ip
+
+
+def forwarded_tail(req: Outgoing) -> bytes:
+    """X-Forwarded-Port, -Proto and X-Scheme (HTTP/1.1 lines) of a request from a
+    trusted peer: its own where it sent them under use-forwarded-headers, else
+    the connection's (``ClientStream.forwarded_tail``, without X-Real-IP)."""
+    client = req.client
+    if req.forwarded is None or not req.proxy_settings().forwarded_headers:
+        return client.forwarded_tail
+    port = client.server_port
+    proto = b"https" if client.tls else b"http"
+    for name, value in req.forwarded:
+        if name == b"x-forwarded-port" and value:
+            port = value
+        elif name == b"x-forwarded-proto" and value:
+            proto = value
+    return b"\r\nX-Forwarded-Port: %b\r\nX-Forwarded-Proto: %b\r\nX-Scheme: %b" % (
+        port,
+        proto,
+        proto,
+    )

@@ -15,7 +15,14 @@ from ..model.backend import Endpoint
 from ..policy.upstream_tls import check_peer
 from . import http
 from .settings import DEFAULT_HEAD_LIMIT
-from .streams import CLOCK, Outgoing, ResponseSink, UpstreamStream, upstream_fields
+from .streams import (
+    CLOCK,
+    Outgoing,
+    ResponseSink,
+    UpstreamStream,
+    forwarded_tail,
+    upstream_fields,
+)
 
 if TYPE_CHECKING:
     from ..model.policy import UpstreamTLS
@@ -57,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
         "_spoiled",
         "_trailer_bytes",
         "_trailers",
+        "born",
         "chunked",
         "endpoint",
         "idle_since",
@@ -74,6 +82,9 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
         self.requests = 0
         self.closed = False
         self.idle_since = 0.0
+        # When it was connected (the loop's clock; -1: not known, never too old), for
+        # upstream-keepalive-time.
+        self.born = -1.0
         self._parser: httptools.HttpResponseParser | None = None
         self._headers: Headers = []
         self._reason = b""
@@ -383,17 +394,19 @@ def encode_request(req: Outgoing) -> bytes:
     # An untrusted peer's X-Real-IP is in the connection's forwarded_tail already.
     tail = client.forwarded_tail
     if client.trusted:
-        tail += b"\r\nX-Real-IP: " + real_ip
+        tail = forwarded_tail(req) + b"\r\nX-Real-IP: " + real_ip
     parts += [
         b"X-Forwarded-For: ",
         xff,
         b"\r\nX-Forwarded-Host: ",
         host,
         tail,
-        b"\r\nX-Request-ID: ",
-        req.request_id or b"",
         b"\r\n",
     ]
+    if req.request_id:  # none under generate-request-id: false (nginx omits empty values)
+        parts += [b"X-Request-ID: ", req.request_id, b"\r\n"]
+    if req.proxy_settings().original_uri_header:
+        parts += [b"X-Original-URI: ", req.url, b"\r\n"]
     if req.xff:
         # The client's own X-Forwarded-For, as received (nginx.tmpl:
         # X-Original-Forwarded-For $http_x_forwarded_for; nginx omits it when empty).
@@ -435,11 +448,15 @@ class UpstreamPool:
         idle_timeout: float = 60.0,
         max_idle_per_endpoint: int = 64,
         max_requests: int = 10_000,
+        max_age: float = 3600.0,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.max_idle = max_idle_per_endpoint
         self.max_requests = max_requests
+        # upstream-keepalive-time (nginx's keepalive_time): a connection this old is
+        # closed once the request it carries is done, never reused again.
+        self.max_age = max_age
         self._idle: dict[PoolKey, deque[UpstreamConnection]] = {}
         self._reaper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the one it serves, once known
@@ -473,6 +490,7 @@ class UpstreamPool:
                 server_hostname=tls.server_hostname(endpoint),
             )
         _, conn = await asyncio.wait_for(connecting, timeout or self.connect_timeout)
+        conn.born = loop.time()
         if tls is not None:
             try:
                 check_peer(tls, conn.transport.get_extra_info("ssl_object"), endpoint)  # type: ignore[union-attr]
@@ -488,16 +506,20 @@ class UpstreamPool:
         if not reusable or conn.requests >= self.max_requests or self.max_idle <= 0:
             conn.close()
             return
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = CLOCK.now(loop)
+        if conn.born >= 0 and now - conn.born >= self.max_age:
+            conn.close()
+            return
         idle = self._idle.get(conn.key)
         if idle is None:
             idle = self._idle[conn.key] = deque()
         elif len(idle) >= self.max_idle:
             conn.close()
             return
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        conn.idle_since = CLOCK.now(loop)
+        conn.idle_since = now
         idle.append(conn)
         if self._reaper is None:
             self._reaper = loop.call_later(self.idle_timeout / 2, self._reap)

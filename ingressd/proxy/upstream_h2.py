@@ -726,15 +726,26 @@ def request_headers(req: Outgoing) -> list[tuple[bytes, bytes]]:
     if req.req_length is not None and not req.req_chunked:
         out.append((b"content-length", req.req_length))
     scheme = b"https" if client.tls else b"http"
+    port = client.server_port
+    if client.trusted and req.forwarded is not None and req.proxy_settings().forwarded_headers:
+        # use-forwarded-headers: a trusted peer's own, where it sent them
+        for name, value in req.forwarded:
+            if name == b"x-forwarded-port" and value:
+                port = value
+            elif name == b"x-forwarded-proto" and value:
+                scheme = value
     out += [
         (b"x-forwarded-for", xff),
         (b"x-forwarded-host", host),
-        (b"x-forwarded-port", client.server_port),
+        (b"x-forwarded-port", port),
         (b"x-forwarded-proto", scheme),
         (b"x-scheme", scheme),
         (b"x-real-ip", real_ip),
-        (b"x-request-id", req.request_id or b""),
     ]
+    if req.request_id:  # none under generate-request-id: false
+        out.append((b"x-request-id", req.request_id))
+    if req.proxy_settings().original_uri_header:
+        out.append((b"x-original-uri", req.url))
     if req.xff:
         out.append((b"x-original-forwarded-for", req.xff))
     return out

@@ -618,6 +618,8 @@ class _Run:
         self.base = builder._base  # the route defaults the controller ConfigMap sets
         # global-allowed-response-headers: what custom-headers may set
         self.allowed = builder._reading.config.allowed_response_headers
+        # retry-non-idempotent: added to every route's proxy-next-upstream, annotated or not
+        self.retry_all = builder._reading.config.retry_non_idempotent
         self._policies: dict[tuple[tuple[str, str], ...], tuple[RoutePolicy, tuple[str, ...]]] = {}
         self._certificates: dict[Key, tuple[TLSCertificate | str, Span]] = {}
 
@@ -631,11 +633,13 @@ class _Run:
         if not isinstance(raw, dict) or not all(
             type(k) is str and type(v) is str for k, v in raw.items()
         ):
-            return ann.parse_policy(raw, self.base)
+            policy, messages = ann.parse_policy(raw, self.base)
+            return _retrying_all(policy, self.retry_all), messages
         key = tuple(raw.items())
         known = self._policies.get(key)
         if known is None:
             policy, messages = ann.parse_policy(raw, self.base)
+            policy = _retrying_all(policy, self.retry_all)
             known = self._policies[key] = (policy, tuple(messages))
         return known[0], list(known[1])
 
@@ -1820,9 +1824,20 @@ class TableBuilder:
         return tuple(found)
 
 
+def _retrying_all(policy: RoutePolicy, retry_all: bool) -> RoutePolicy:
+    """retry-non-idempotent: template.go buildNextUpstream appends non_idempotent to
+    every location's proxy_next_upstream, whatever its annotation says."""
+    if not retry_all or policy.next_upstream.non_idempotent:
+        return policy
+    return replace(policy, next_upstream=replace(policy.next_upstream, non_idempotent=True))
+
+
 def _base_policy(config: GlobalConfig) -> RoutePolicy:
     """The policy of a route without annotations, under the ConfigMap's defaults."""
     changes: dict[str, Any] = dict(config.route_defaults)
+    if config.retry_non_idempotent:
+        retry = changes.get("next_upstream", DEFAULT_POLICY.next_upstream)
+        changes["next_upstream"] = replace(retry, non_idempotent=True)
     if config.fail_closed is not None:
         changes["fail_closed"] = config.fail_closed
     if not changes:

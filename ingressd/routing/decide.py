@@ -57,6 +57,7 @@ class RequestHead:
         "origin",
         "path",
         "query",
+        "scheme_https",
         "server_port",
         "tls",
         "tls_names",
@@ -68,6 +69,10 @@ class RequestHead:
     query: str  # without the leading "?"; "" when absent
     client_ip: str
     tls: bool
+    # What the HTTPS redirect goes by: the connection's TLS, or a trusted peer's
+    # X-Forwarded-Proto under use-forwarded-headers (nginx.tmpl $pass_access_scheme,
+    # which lua_ingress.lua's redirect_to_https reads).
+    scheme_https: bool
     origin: str | None  # Origin header, for CORS
     # The request headers as received (the proxy's own list, not a copy): searched
     # only when a route needs one (canary, cookie affinity).
@@ -90,7 +95,9 @@ class RequestHead:
         headers: Sequence[tuple[bytes, bytes]] = (),
         tls_names: tuple[str, ...] | None = None,
         server_port: bytes = b"",
+        scheme_https: bool | None = None,
     ) -> None:
+        self.scheme_https = tls if scheme_https is None else scheme_https
         self.method = method
         self.host = host
         self.path = path
@@ -496,8 +503,8 @@ def _decide(
     if route.plain:
         # No annotation, canary or rewrite: the default policy's HTTPS
         # redirect, then the backend, round robin.
-        if tls_host and not head.tls:
-            redirect = _https_redirect(head, host, https_port)
+        if tls_host and not head.scheme_https:
+            redirect = _https_redirect(head, host, https_port, table.config.http_redirect_code)
             return Respond(redirect.status, redirect.body, redirect.location, route=route)
         backend = route.backend
         if backend.error is not None:
@@ -519,15 +526,17 @@ def _decide(
     policy = route.policy
     access: Respond | None = None
     if policy is not DEFAULT_POLICY:
-        early = _before_backend(head, host, path, route, https_port, tls_host)
+        early = _before_backend(
+            head, host, path, route, https_port, tls_host, table.config.http_redirect_code
+        )
         if early is not None:
             return Respond(early.status, early.body, early.location, early.headers, route)
         if policy.satisfy_any:
             access = _satisfy_any(policy, head)
             if access is not None and access.status and policy.external_auth is None:
                 return Respond(access.status, access.body, None, access.headers, route)
-    elif not head.tls and policy.ssl_redirect and tls_host:
-        redirect = _https_redirect(head, host, https_port)
+    elif not head.scheme_https and policy.ssl_redirect and tls_host:
+        redirect = _https_redirect(head, host, https_port, table.config.http_redirect_code)
         return Respond(redirect.status, redirect.body, redirect.location, route=route)
     backend = route.backend
     canary = route.canary
@@ -664,7 +673,13 @@ def retarget(
 
 
 def _before_backend(
-    head: RequestHead, host: str, path: str, route: Route, https_port: int, tls_host: bool
+    head: RequestHead,
+    host: str,
+    path: str,
+    route: Route,
+    https_port: int,
+    tls_host: bool,
+    redirect_code: int = 308,
 ) -> Respond | None:
     policy = route.policy
     if policy.fail_closed is not None:
@@ -701,8 +716,10 @@ def _before_backend(
             return found
     if policy.redirect is not None:
         return _redirect(*policy.redirect)
-    if not head.tls and (policy.force_ssl_redirect or (policy.ssl_redirect and tls_host)):
-        return _https_redirect(head, host, https_port, policy.preserve_trailing_slash)
+    if not head.scheme_https and (policy.force_ssl_redirect or (policy.ssl_redirect and tls_host)):
+        return _https_redirect(
+            head, host, https_port, redirect_code, policy.preserve_trailing_slash
+        )
     if policy.satisfy_any:
         return None  # _satisfy_any weighs the address and the credentials together
     restricted = policy.deny_source is not None or policy.allow_source is not None
@@ -1005,7 +1022,15 @@ def find_cookie(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None
     return None
 
 
-_REASONS = {403: "Forbidden", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    301: "Moved Permanently",
+    302: "Found",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    403: "Forbidden",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 def _scheme(head: RequestHead) -> str:
@@ -1035,15 +1060,21 @@ def _redirect(status: int, location: str) -> Respond:
 
 
 def _https_redirect(
-    head: RequestHead, host: str, https_port: int, preserve_trailing_slash: bool = False
+    head: RequestHead,
+    host: str,
+    https_port: int,
+    code: int = 308,
+    preserve_trailing_slash: bool = False,
 ) -> Respond:
     """lua_ingress.lua: the request URI, query included, less one trailing "/"
-    unless preserve-trailing-slash ("/" itself becomes nothing)."""
+    unless preserve-trailing-slash ("/" itself becomes nothing); ``code``: the
+    ConfigMap's http-redirect-code (308 by default)."""
     port = "" if https_port == 443 else f":{https_port}"
     uri = _uri(head)
     if not preserve_trailing_slash and uri.endswith("/"):
         uri = uri[:-1]
-    return Respond(308, "308 Permanent Redirect\n", location=f"https://{host}{port}{uri}")
+    body = f"{code} {_REASONS.get(code, 'Redirect')}\n"
+    return Respond(code, body, location=f"https://{host}{port}{uri}")
 
 
 def _slash_redirect(head: RequestHead, host: str, route: Route) -> Respond:

@@ -25,6 +25,14 @@ from e2e_helpers import (
 pytestmark = pytest.mark.timeout(60)
 
 Start = Callable[..., tuple[Ingressd, Path]]
+# The no-route 404s below are logged too (ingress-nginx leaves out what its default
+# backend serves unless this key says otherwise: test_e2e_configmap_live.py).
+LOG_DEFAULT_BACKEND = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "controller", "namespace": "ingressd"},
+    "data": {"enable-access-log-for-default-backend": "true"},
+}
 
 
 @pytest.fixture
@@ -41,7 +49,7 @@ def start(
         proc = Ingressd(
             tmp_path / f"manifests-{n}",
             tmp_path / f"ingressd-{n}.log",
-            extra_args=extra,
+            extra_args=["--configmap", "ingressd/controller", *extra],
             stdout_path=stdout,
         )
         started.append(proc)
@@ -51,6 +59,7 @@ def start(
                     *backends(echo),
                     simple("web", "web.test", "web"),
                     simple("api", "api.test", "api"),
+                    LOG_DEFAULT_BACKEND,
                 ]
             }
         )

@@ -13,12 +13,16 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from ingressd.model.backend import Backend, Endpoint
+from ingressd.model.log_format import KNOWN, parse_format
+from ingressd.model.policy import DEFAULT_POLICY
 from ingressd.model.table import Route, RouteTable, VirtualHost
 from ingressd.observe.access_log import PIPE_BUF, AccessLog
+from ingressd.observe.log_format import VARIABLES
 from ingressd.observe.logs import JsonFormatter, configure
 from ingressd.policy.annotations import parse_cidrs
 from ingressd.proxy.client_h1 import ClientConnection
@@ -117,7 +121,8 @@ def read_lines(fd: int) -> list[str]:
 
 async def test_json_line_fields(pipe: tuple[int, int]) -> None:
     r, w = pipe
-    proxy = Proxy("json", w)
+    # enable-access-log-for-default-backend: the no-route answer below is logged too
+    proxy = Proxy("json", w, log_default_backend=True)
     request = (
         b"POST /api/items?id=7&x=%22 HTTP/1.1\r\nHost: a.test\r\n"
         b'User-Agent: agent "quoted" \\ \xff\r\nReferer: https://r.test/\r\n'
@@ -273,3 +278,88 @@ def test_json_formatter_copes_with_anything() -> None:
     out = json.loads(JsonFormatter().format(record))
     assert out["message"] == "\x00\n"
     assert out["odd"].startswith("<object")
+
+
+# -- the ConfigMap's access-log keys and the enable-access-log annotation ---------------
+
+
+async def test_what_no_rule_takes_is_left_out_unless_the_configmap_says(
+    pipe: tuple[int, int],
+) -> None:
+    """enable-access-log-for-default-backend (false by default, as ingress-nginx's
+    default server location's access_log off): a no-route 404 is not logged; a
+    request refused before routing (400) is, as nginx logs it at server level."""
+    r, w = pipe
+    proxy = Proxy("json", w)
+    proxy.proxied(b"GET /api HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    proxy.client.data_received(b"GET /nowhere HTTP/1.1\r\nHost: b.test\r\n\r\n")
+    proxy.client.data_received(b"GET / HTTP/1.1\r\n\r\n")  # no Host: 400
+    proxy.flush()
+    assert [json.loads(line)["status"] for line in read_lines(r)] == [201, 400]
+
+
+async def test_disable_access_log_writes_nothing(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    proxy = Proxy("json", w, access_log_off=True, log_default_backend=True)
+    proxy.proxied(b"GET /api HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    proxy.client.data_received(b"GET /nowhere HTTP/1.1\r\nHost: b.test\r\n\r\n")
+    proxy.flush()
+    assert read_lines(r) == []
+
+
+async def test_the_enable_access_log_annotation_leaves_a_route_out(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    proxy = Proxy("json", w)
+    route = proxy.state.table.exact_hosts["a.test"].prefix["/api"]
+    quiet = replace(route, policy=replace(DEFAULT_POLICY, access_log=False))
+    proxy.state.table.exact_hosts["a.test"].prefix["/api"] = quiet
+    proxy.proxied(b"GET /api HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    proxy.client.data_received(b"GET / HTTP/1.1\r\n\r\n")  # a 400: still logged
+    proxy.flush()
+    assert [json.loads(line)["status"] for line in read_lines(r)] == [400]
+
+
+@pytest.mark.parametrize(
+    ("escape", "agent", "expected"),
+    [
+        ("default", 'a "b" \\ \xff', "a \\x22b\\x22 \\x5C \\xFF"),
+        ("json", 'a "b" \\ \xff', 'a \\"b\\" \\\\ \xff'),
+        ("none", 'a "b" \\ \xff', 'a "b" \\ \xff'),
+    ],
+)
+async def test_log_format_upstream_renders_nginx_variables(
+    pipe: tuple[int, int], escape: str, agent: str, expected: str
+) -> None:
+    r, w = pipe
+    fmt = parse_format(
+        '$remote_addr - $remote_user "$request" $status $upstream_addr $upstream_status '
+        '"$http_user_agent" $http_x_missing [$proxy_upstream_name] $namespace/$ingress_name '
+        "$service_name:$service_port $req_id",
+        escape,
+    )
+    proxy = Proxy("json", w, log_format=fmt)
+    head = (
+        b"GET /api?q=1 HTTP/1.1\r\nHost: a.test\r\nAuthorization: Basic YWxpY2U6cHc=\r\n"
+        b"X-Request-ID: rid\r\nUser-Agent: " + agent.encode("latin-1") + b"\r\n\r\n"
+    )
+    proxy.proxied(head)
+    proxy.flush()
+    (line,) = read_lines(r)
+    missing = "" if escape == "json" else "-"
+    assert line == (
+        f'192.0.2.7 - alice "GET /api?q=1 HTTP/1.1" 201 127.0.0.1:9 201 "{expected}" '
+        f"{missing} [default/api:80] default/api api:80 rid"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "$nope", "$remote_addr ${unclosed", "a\nb", "$" + "x" * 5000, "$cookie_a"],
+)
+def test_log_format_upstream_refuses_what_it_cannot_render(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_format(value)
+
+
+def test_every_variable_the_parser_takes_renders() -> None:
+    assert set(VARIABLES) == KNOWN

@@ -154,14 +154,14 @@ def test_unknown_and_unsupported_keys_are_reported_never_ignored_silently() -> N
         {
             "no-such-key": "1",
             "use-gzip": "true",
-            "enable-access-log-for-default-backend": "true",
+            "access-log-path": "/var/log/x",
         }
     )
     by_key = {v.key: v for v in reading.verdicts}
     assert {k: v.status for k, v in by_key.items()} == dict.fromkeys(by_key, "unsupported")
     assert "not an ingress-nginx setting" in by_key["no-such-key"].reason
     assert "compression" in by_key["use-gzip"].reason
-    assert "default backend" in by_key["enable-access-log-for-default-backend"].reason
+    assert "own access log" in by_key["access-log-path"].reason
     assert len(reading.messages) == 3
     assert reading.config == DEFAULT_GLOBALS
 
@@ -182,12 +182,6 @@ def test_custom_http_errors_is_the_global_error_page_list(
     [verdict] = reading.verdicts
     assert verdict.status == status
     assert reading.config.custom_http_errors == codes
-
-
-def test_enable_access_log_for_default_backend_is_unsupported() -> None:
-    assert statuses({"enable-access-log-for-default-backend": "true"}) == {
-        "enable-access-log-for-default-backend": "unsupported"
-    }
 
 
 @pytest.mark.parametrize("key", sorted(REFUSED))

@@ -29,6 +29,7 @@ from ingressd.model.table import Route
 from ingressd.policy.upstream_tls import H2_ALPN, upstream_tls
 from ingressd.proxy import upstream_h2
 from ingressd.proxy.http import Headers
+from ingressd.proxy.settings import ProxySettings
 from ingressd.proxy.streams import ClientStream, Outgoing
 from ingressd.proxy.upstream_h1 import UpstreamHeadTooLarge, encode_request
 from ingressd.proxy.upstream_h2 import (
@@ -92,6 +93,7 @@ class Sink(Outgoing):
         self.headers = [(b"Host", b"svc.test"), (b"Content-Type", b"application/grpc")]
         self.host = b"svc.test"
         self.xff = None
+        self.forwarded = None
         self.request_id = b"rid"
         self.conn_tokens = None
         self.req_chunked = False
@@ -117,6 +119,9 @@ class Sink(Outgoing):
 
     def real_ip(self) -> str:
         return self.client.client_ip
+
+    def proxy_settings(self) -> ProxySettings:
+        return ProxySettings()
 
     def on_response_head(
         self, status: int, reason: bytes, headers: Headers, chunked: bool, length: bytes | None

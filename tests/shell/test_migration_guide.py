@@ -38,7 +38,7 @@ NGINX = "nginx.ingress.kubernetes.io/"
 CONFIGMAP = {
     "proxy-body-size": "8m",
     "use-gzip": "true",
-    "use-forwarded-headers": "true",
+    "enable-brotli": "true",
     "server-snippet": "return 200;",
 }
 
@@ -81,7 +81,10 @@ def cluster(tmp_path: Path, server: KubeApiServer) -> Path:
         ingress(
             "shop",
             [rule("shop.example.com", path("/", "web"))],
-            annotations={NGINX + "proxy-body-size": "8m", NGINX + "auth-cache-key": "x"},
+            annotations={
+                NGINX + "proxy-body-size": "8m",
+                NGINX + "disable-proxy-intercept-errors": "x",
+            },
             class_name="nginx",
         ),
         ingress(
@@ -129,13 +132,13 @@ def test_step_1_inventory_reports_ingress_nginx_s_ingresses_and_configmap(
     statuses = {a["key"]: a["status"] for a in shown["shop"]["annotations"]}
     assert statuses == {
         NGINX + "proxy-body-size": "supported",
-        NGINX + "auth-cache-key": "unsupported",
+        NGINX + "disable-proxy-intercept-errors": "unsupported",
     }
     keys = {k["key"]: k["status"] for k in doc["configmap"]}
     assert keys == {
         "proxy-body-size": "supported",
         "use-gzip": "unsupported",
-        "use-forwarded-headers": "unsupported",
+        "enable-brotli": "unsupported",
         "server-snippet": "refused",
     }
     assert doc["exit_code"] == 1  # the refused key: "0 means nothing refused, invalid or broken"
