@@ -13,6 +13,7 @@ from ..model.globals import GlobalConfig
 from ..model.objects import Snapshot
 from ..model.problems import Problem
 from ..model.table import RouteTable, TLSCertificate
+from ..observe import tracing
 from ..observe.stats import RebuildStats
 from ..policy.tls import CertificateSelector, TLSError, load_certificate
 from ..proxy.settings import ProxySettings
@@ -39,8 +40,10 @@ class Controller:
         publish: Callable[[Snapshot, tuple[Problem, ...]], None] | None = None,
         streams: StreamServices | None = None,
         passthrough: PassthroughRouter | None = None,
+        serving: bool = True,  # this process proxies (not the main process of --workers)
     ) -> None:
         self.report = report
+        self.serving = serving
         # The TCP/UDP services' listeners, made to match each snapshot (main process only)
         self.streams = streams
         # --enable-ssl-passthrough: the hosts whose TLS the TLS port splices (every process)
@@ -105,6 +108,7 @@ class Controller:
         if table.config is not self._config:
             self._config = table.config
             self.state.apply_settings(settings_for(self.base_settings, table.config))
+        self._trace(snapshot, table)
         # One store: connections read ``state.table`` once per request, so each
         # request sees either the old table or the new one, never a mix.
         self.state.table = table
@@ -117,6 +121,16 @@ class Controller:
         self.problems = tuple(problems)
         self.heap.settle(self._builder)  # once the last table is let go
         return table
+
+    def _trace(self, snapshot: Snapshot, table: RouteTable) -> None:
+        """OpenTelemetry under this table's ConfigMap, before the table serves:
+        on while the ConfigMap or some Ingress asks for it (observe/tracing.py)."""
+        config = table.config.tracing
+        # Annotations are looked at only where spans could be exported at all.
+        asked = bool(config.collector_host) and not config.enabled and tracing.annotated(snapshot)
+        self.state.tracing = tracing.update(
+            self.state.tracing, config, asked, serve=self.serving, report=self.report
+        )
 
     def _log(self, table: RouteTable) -> None:
         problems = list(self.problems)

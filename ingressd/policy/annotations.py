@@ -30,6 +30,7 @@ from ..model.policy import (
     LimitConfig,
     ProxySSL,
     RoutePolicy,
+    RouteTracing,
     Template,
     UpstreamHash,
 )
@@ -39,6 +40,8 @@ from .chash import parse_key as _parse_hash_key
 from .cors import parse_origins, parse_token_list
 from .ext_auth import METHODS as AUTH_METHODS
 from .ext_auth import parse_template, parse_url_template
+from .otel import missing as missing_tracing
+from .otel import parse_operation_name as _parse_operation_name
 from .retry import parse_conditions
 from .snippet_access import access_directives, modsecurity_blocks
 from .snippets import TRANSLATED, translate
@@ -84,7 +87,6 @@ IGNORED: Mapping[str, str] = {
     "does not have",
     "enable-modsecurity": "ingress-nginx's modsecurity.conf runs DetectionOnly: it logs and "
     "blocks nothing unless modsecurity-snippet turns the engine on",
-    "enable-opentelemetry": "tracing",
     "enable-owasp-core-rules": "the rules run DetectionOnly unless modsecurity-snippet turns "
     "the engine on",
     "enable-rewrite-log": "logging",
@@ -102,8 +104,6 @@ IGNORED: Mapping[str, str] = {
     "mirror-request-body": "copies requests elsewhere; without it nothing is copied",
     "mirror-target": "copies requests elsewhere; without it nothing is copied",
     "modsecurity-transaction-id": "logging",
-    "opentelemetry-operation-name": "tracing",
-    "opentelemetry-trust-incoming-span": "tracing",
     "proxy-buffering": "buffering",
     "proxy-buffers-number": "buffering",
     "proxy-busy-buffers-size": "buffering",
@@ -290,6 +290,13 @@ def _limit_config(values: Mapping[str, Any]) -> LimitConfig | None:
         # limit-allowlist replaces the older limit-whitelist; it wins if both are set.
         allowlist=values.get("limit-allowlist", values.get("limit-whitelist", ())),
     )
+
+
+def parse_operation_name(value: str) -> tuple[str, ...]:
+    try:
+        return _parse_operation_name(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
 
 
 def _cors_origins(value: str) -> tuple[str, ...]:
@@ -811,6 +818,9 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "upstream-hash-by-subset": parse_bool,
     "upstream-hash-by-subset-size": parse_subset_size,
     "server-alias": parse_server_aliases,
+    "enable-opentelemetry": parse_bool,
+    "opentelemetry-trust-incoming-span": parse_bool,
+    "opentelemetry-operation-name": parse_operation_name,
 }
 
 # Annotation -> RoutePolicy field, for those that map one to one.
@@ -1200,6 +1210,9 @@ def parse_policy(
         idle = ", ".join(sorted(k for k in values if k in _EXTERNAL_ONLY))
         if idle:
             messages.append(f"{idle}: no effect without auth-url; no external authentication")
+    tracing = _route_tracing(values, messages)
+    if tracing is not None:
+        changes["tracing"] = tracing
     client_auth = _client_auth_ref(values, messages)
     if client_auth is not None:
         changes["client_auth_ref"] = client_auth
@@ -1216,6 +1229,30 @@ def parse_policy(
         # base policy (DEFAULT_POLICY without a ConfigMap: plain).
         return base, messages
     return replace(base, **changes), messages
+
+
+_TRACING_COMPANIONS = ("opentelemetry-trust-incoming-span", "opentelemetry-operation-name")
+
+
+def _route_tracing(values: Mapping[str, Any], messages: list[str]) -> RouteTracing | None:
+    """enable-opentelemetry and its companions, which ingress-nginx reads only beside
+    enable-opentelemetry: "true" (annotations/opentelemetry/main.go Parse)."""
+    enabled = values.get("enable-opentelemetry")
+    if not enabled:
+        idle = ", ".join(k for k in _TRACING_COMPANIONS if k in values)
+        if idle:
+            messages.append(
+                f'{idle}: no effect without enable-opentelemetry: "true" on the same Ingress'
+            )
+        return None if enabled is None else RouteTracing(False)
+    why = missing_tracing()
+    if why is not None:
+        messages.append(f"enable-opentelemetry: {why}")
+    return RouteTracing(
+        True,
+        values.get("opentelemetry-trust-incoming-span"),
+        values.get("opentelemetry-operation-name"),
+    )
 
 
 def _client_auth_ref(values: Mapping[str, Any], messages: list[str]) -> ClientAuthRef | None:

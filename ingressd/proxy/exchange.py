@@ -25,6 +25,7 @@ from ..model.policy import ExternalAuth, LimitConfig
 from ..model.snippet import RequestVars, SnippetPlan, edit_response, upstream_headers
 from ..model.snippet import hide as hide_headers
 from ..model.table import Route
+from ..observe.tracing import AuthSpan, ServerSpan
 from ..policy import ext_auth
 from ..policy.cors import HEADER_NAMES as CORS_HEADERS
 from ..policy.limits import Slot
@@ -96,6 +97,7 @@ class Exchange(Outgoing):
         "send_paused_at",
         "send_timeout",
         "sent_body",
+        "span",
         "started",
         "state",
         "status",
@@ -169,6 +171,10 @@ class Exchange(Outgoing):
         # auth-url: headers for the upstream request and cookies for the response
         self.auth_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.auth_cookies: tuple[bytes, ...] = ()
+        # OpenTelemetry: the server span, and the headers naming it to the upstream
+        # (observe/tracing.py); None and () when the request is not traced.
+        self.span: ServerSpan | None = None
+        self.trace_headers: tuple[tuple[bytes, bytes], ...] = ()
         # (status, reason) when this stands for a request that could not be
         # read, answered in its turn after the requests before it
         self.rejection: tuple[int, str] | None = None
@@ -272,6 +278,9 @@ class Exchange(Outgoing):
         action = decide(table, head, settings.https_redirect_port, state.ewma, state.health)
         if table.client_auth:  # some host checks client certificates (auth-tls-*)
             action = client_auth.apply(table, head, client.tls_object, action)
+        tracing = state.tracing
+        if tracing is not None:  # some route is traced
+            tracing.begin(self, action.route)
         if isinstance(action, Respond):
             self.route = action.route
             self.respond(action.status, action.body, action.location, action.headers)
@@ -366,6 +375,11 @@ class Exchange(Outgoing):
             # nginx.tmpl sets the ssl-client-* headers on the auth location too.
             headers=client_auth.subrequest_headers(self.headers, self.forward),  # type: ignore[arg-type]
         )
+        span = self.span
+        sub: AuthSpan | None = None
+        if span is not None:
+            sub = span.subrequest(self, auth.url.text)
+            req = ext_auth.with_trace(req, sub.headers)
         try:
             outcome = await ext_auth.check(
                 self.state.auth.session(),
@@ -375,7 +389,11 @@ class Exchange(Outgoing):
                 self.read_timeout,
             )
         except asyncio.CancelledError:
+            if sub is not None:
+                sub.end(None)
             return
+        if sub is not None:
+            sub.end(outcome.status)
         self._connect_task = None
         if self.finished:
             return
@@ -1101,6 +1119,10 @@ class Exchange(Outgoing):
             bytes_in,
             self.sent,
         )
+        span = self.span
+        if span is not None:
+            self.span = None
+            span.end(self, status)
         access = state.access_log
         skip = state.settings.skip_log_uris
         if access is not None and not (skip and self.url.lower() in skip):

@@ -1,0 +1,498 @@
+"""OpenTelemetry tracing: one server span per request, exported by OTLP/HTTP.
+
+What ingress-nginx v1.15.1 does with its OpenTelemetry nginx module, on the
+official Python SDK (``opentelemetry-sdk``) and its OTLP/HTTP protobuf exporter
+(the ``tracing`` extra: neither is imported unless tracing is on):
+
+- a request on a traced route (the ConfigMap's ``enable-opentelemetry``, or its
+  Ingress's annotation, which wins: template.go ``buildOpentelemetryForLocation``)
+  gets a SERVER span, from its first byte to its last, with HTTP's semantic
+  conventions and the Ingress, Service and endpoint that served it;
+- a client's W3C ``traceparent``/``tracestate`` is continued when trusted
+  (``opentelemetry-trust-incoming-span``, true by default); otherwise, or when it
+  does not parse, a new trace starts. Either way the upstream receives ingressd's
+  own ``traceparent`` (its parent is ingressd's span), never the client's as is;
+- the ``auth-url`` subrequest gets a CLIENT span of its own under it, and the
+  auth service a ``traceparent`` naming that span.
+
+``ex`` below is a ``proxy/exchange.py`` Exchange (typed Any: this layer is
+below the data path's). The data path (``proxy/``, compiled) sees only ``ProxyState.tracing`` (None
+when no route is traced: one attribute test per request) and the ``ServerSpan``
+an exchange holds. Spans are queued as they end and exported in batches by a
+thread of their own (``SpanQueue``), never on the event loop; a full queue
+drops spans, counted and logged, and a collector that is down costs requests
+nothing. With ``--workers N`` each worker exports its own spans, told apart by
+``service.instance.id`` (host name and process id).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from time import perf_counter
+from typing import Any
+
+from ..model.globals import TracingConfig
+from ..model.objects import Snapshot
+from ..model.table import Route
+from ..policy.otel import missing
+
+log = logging.getLogger("ingressd.tracing")
+
+# A client's traceparent is 55 characters in version 00; later versions may add
+# fields. Longer ones (and tracestate past W3C's 512) are not parsed at all.
+MAX_TRACEPARENT = 256
+MAX_TRACESTATE = 512
+DROP_LOG_EVERY = 10.0  # seconds between warnings about dropped or failed spans
+SHUTDOWN_WAIT = 2.0  # seconds a stopping process waits for its last export
+EXPORT_TIMEOUT = 10.0  # seconds one export (its retries included) may take
+ANNOTATION = (
+    "nginx.ingress.kubernetes.io/enable-opentelemetry",
+    "ingressd.io/enable-opentelemetry",
+)
+
+
+def annotated(snapshot: Snapshot) -> bool:
+    """Whether some Ingress turns tracing on for itself (as ingress-nginx loads its
+    module when the ConfigMap or any location asks: shouldLoadOpentelemetryModule)."""
+    for obj in snapshot.of("Ingress").values():
+        notes = (obj.get("metadata") or {}).get("annotations") or {}
+        for key in ANNOTATION:
+            value = notes.get(key)
+            if isinstance(value, str) and value.strip().lower() == "true":
+                return True
+    return False
+
+
+def update(
+    current: Tracing | None,
+    config: TracingConfig,
+    routes_ask: bool,
+    *,
+    serve: bool = True,
+    report: bool = True,
+) -> Tracing | None:
+    """The tracing a process should run under ``config`` (None: none), reusing
+    ``current`` when its settings are the same. ``routes_ask``: some Ingress
+    enables tracing by annotation. ``serve``: this process proxies (the main
+    process of --workers only reports)."""
+    wanted = config.enabled or routes_ask
+    why = None
+    if wanted and not config.collector_host:
+        why = "tracing is enabled but otlp-collector-host is empty: no spans are exported"
+    elif wanted:
+        why = missing()
+    if not wanted or why is not None:
+        if why is not None and report and (current is None or current.config != config):
+            log.warning("%s", why)
+        if current is not None:
+            current.close()
+        return None
+    if current is not None and current.config == config:
+        return current
+    if report:
+        log.info(
+            "tracing: exporting spans to %s as service %r (sampler %s%s%s)",
+            endpoint(config),
+            config.service_name,
+            config.sampler,
+            f" {config.ratio:g}" if config.sampler == "TraceIdRatioBased" else "",
+            ", parent-based" if config.parent_based else "",
+        )
+    if current is not None:
+        current.close()
+    return Tracing(config) if serve else None
+
+
+def endpoint(config: TracingConfig) -> str:
+    return f"http://{config.collector_host}:{config.collector_port}/v1/traces"
+
+
+class SpanQueue:
+    """The SDK's span processor interface, with a bounded queue exported in
+    batches by a thread of its own (the SDK's BatchSpanProcessor works the same
+    way, but logs every span it drops and keeps no count an operator can read).
+
+    ``on_end`` runs on the event loop: it appends, or, when the queue is full,
+    drops and counts. The thread exports at most ``batch`` spans per request,
+    every ``delay`` seconds or as soon as a batch is waiting.
+    """
+
+    def __init__(self, exporter: Any, config: TracingConfig) -> None:
+        self.exporter = exporter
+        self.where = endpoint(config)
+        self.port = config.collector_port
+        self.capacity = config.max_queue_size
+        self.batch = config.max_export_batch_size
+        self.delay = config.schedule_delay_ms / 1000.0
+        self.queue: collections.deque[Any] = collections.deque()
+        self.exported = 0  # spans the collector took
+        self.failed = 0  # spans in exports that failed
+        self.dropped = 0  # spans never queued: the queue was full
+        self._logged_drops = 0
+        self._drop_logged_at = -DROP_LOG_EVERY
+        self._fail_logged_at = -DROP_LOG_EVERY
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="ingressd-otel-export", daemon=True)
+        self._thread.start()
+
+    # -- the SDK's SpanProcessor interface ---------------------------------------------
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        pass
+
+    def _on_ending(self, span: Any) -> None:
+        pass
+
+    def on_end(self, span: Any) -> None:
+        queue = self.queue
+        if len(queue) >= self.capacity or self._stopping:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._drop_logged_at >= DROP_LOG_EVERY:
+                self._drop_logged_at = now
+                log.warning(
+                    "tracing: %d spans dropped so far: the export queue (otel-max-queuesize "
+                    "%d) is full; the collector at %s is slow or unreachable",
+                    self.dropped,
+                    self.capacity,
+                    self.where,
+                )
+            return
+        queue.append(span)
+        if len(queue) >= self.batch:
+            self._wake.set()
+
+    def shutdown(self) -> None:
+        """Export what is queued (waiting SHUTDOWN_WAIT at most), then stop."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(SHUTDOWN_WAIT)
+        left = len(self.queue)
+        self.queue.clear()
+        self.dropped += left
+        if self._thread.is_alive():
+            log.warning("tracing: the last export to %s did not end in time", self.where)
+        else:
+            try:
+                self.exporter.shutdown()
+            except Exception:  # the exporter's own failure ends nothing here
+                log.debug("tracing: exporter shutdown failed", exc_info=True)
+        log.log(
+            logging.WARNING if self.dropped or self.failed else logging.INFO,
+            "tracing: %d spans exported to %s, %d failed to export, %d dropped",
+            self.exported,
+            self.where,
+            self.failed,
+            self.dropped,
+        )
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self._wake.set()
+        return True
+
+    # -- the export thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        wake = self._wake
+        while not self._stopping:
+            wake.wait(self.delay)
+            wake.clear()
+            self._export()
+        self._export()
+
+    def _export(self) -> None:
+        queue = self.queue
+        while queue:
+            batch: list[Any] = []
+            while queue and len(batch) < self.batch:
+                batch.append(queue.popleft())
+            try:
+                ok = self.exporter.export(batch).name == "SUCCESS"
+                reason = "the collector refused them or did not answer"
+            except Exception as exc:  # any failure counts; the thread goes on
+                ok, reason = False, str(exc) or type(exc).__name__
+            if ok:
+                self.exported += len(batch)
+                continue
+            self.failed += len(batch)
+            now = time.monotonic()
+            if now - self._fail_logged_at >= DROP_LOG_EVERY:
+                self._fail_logged_at = now
+                hint = (
+                    " (4317 is OTLP/gRPC's port; ingressd speaks OTLP/HTTP, 4318 by default)"
+                    if self.port == 4317
+                    else ""
+                )
+                log.warning(
+                    "tracing: exporting %d spans to %s failed: %s%s; %d spans failed so far",
+                    len(batch),
+                    self.where,
+                    reason,
+                    hint,
+                    self.failed,
+                )
+
+
+class Tracing:
+    """One process's tracer, made from the ConfigMap's settings."""
+
+    def __init__(self, config: TracingConfig) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import sampling as samplers
+        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        from .. import __version__
+
+        # The SDK and exporter log each retry and each bad header a client sends;
+        # SpanQueue reports failures itself, once in a while.
+        logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+        self.config = config
+        root: Any
+        if config.sampler == "AlwaysOff":
+            root = samplers.ALWAYS_OFF
+        elif config.sampler == "TraceIdRatioBased":
+            root = samplers.TraceIdRatioBased(config.ratio)
+        else:
+            root = samplers.ALWAYS_ON
+        sampler = samplers.ParentBased(root) if config.parent_based else root
+        host = socket.gethostname()
+        resource = Resource.create(
+            {
+                "service.name": config.service_name,
+                "service.version": __version__,
+                "service.instance.id": f"{host}:{os.getpid()}",
+                "host.name": host,
+                "process.pid": os.getpid(),
+            }
+        )
+        exporter = OTLPSpanExporter(endpoint=endpoint(config), timeout=EXPORT_TIMEOUT)
+        self.queue = SpanQueue(exporter, config)
+        self.provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
+        self.provider.add_span_processor(self.queue)  # type: ignore[arg-type]
+        self.tracer = self.provider.get_tracer("ingressd", __version__)
+        self.propagator = TraceContextTextMapPropagator()
+        self.server_kind = SpanKind.SERVER
+        self.client_kind = SpanKind.CLIENT
+        self.closed = False
+
+    def close(self) -> None:
+        """Replaced or turned off: export what is queued, from a thread (never the loop's)."""
+        if not self.closed:
+            self.closed = True
+            threading.Thread(target=self.shutdown, name="ingressd-otel-close", daemon=True).start()
+
+    def shutdown(self) -> None:
+        self.closed = True
+        self.queue.shutdown()
+
+    # -- per request -------------------------------------------------------------------
+
+    def begin(self, ex: Any, route: Route | None) -> None:
+        """Start ``ex``'s server span if its route is traced; set what the upstream gets."""
+        config = self.config
+        rule = route.policy.tracing if route is not None else None
+        if rule is None:
+            if not config.enabled:
+                return
+            trust, name = config.trust_incoming_span, config.operation_name
+        else:
+            if not rule.enabled:
+                return  # as nginx's "opentelemetry off": the client's headers pass as they are
+            trust = (
+                config.trust_incoming_span
+                if rule.trust_incoming_span is None
+                else (rule.trust_incoming_span)
+            )
+            name = config.operation_name if not rule.operation_name else rule.operation_name
+        parent = self._incoming(ex.headers) if trust else None
+        # The span begins with the request's first byte, as nginx's does.
+        start = time.time_ns() - int((perf_counter() - ex.started) * 1e9)
+        span = self.tracer.start_span("HTTP", parent, self.server_kind, start_time=start)
+        ctx = span.get_span_context()
+        state = ctx.trace_state
+        ex.trace_headers = (
+            (b"traceparent", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)),
+            # Empty removes the client's (proxy/streams.py upstream_fields): an
+            # untrusted client's tracestate belongs to a trace not continued.
+            (b"tracestate", state.to_header().encode("latin-1") if state else b""),
+        )
+        ex.span = ServerSpan(self, span, route, name)
+
+    def _incoming(self, headers: Sequence[tuple[bytes, bytes]]) -> Any:
+        """The client's trace context (an OpenTelemetry Context), or None to start anew."""
+        parents: list[bytes] = []
+        states: list[bytes] = []
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"traceparent":
+                parents.append(value)
+            elif lname == b"tracestate":
+                states.append(value)
+        # W3C trace context: more than one traceparent is invalid.
+        if len(parents) != 1 or len(parents[0]) > MAX_TRACEPARENT:
+            return None
+        carrier = {"traceparent": parents[0].decode("latin-1").strip()}
+        state = b",".join(states)
+        if state and len(state) <= MAX_TRACESTATE:
+            carrier["tracestate"] = state.decode("latin-1")
+        ctx = self.propagator.extract(carrier)
+        return ctx if ctx else None
+
+
+class ServerSpan:
+    """A request's server span, as its exchange holds it until it ends."""
+
+    __slots__ = ("name", "route", "span", "tracing")
+
+    def __init__(self, tracing: Tracing, span: Any, route: Route | None, name: tuple[str, ...]):
+        self.tracing = tracing
+        self.span = span
+        self.route = route
+        self.name = name
+
+    def subrequest(self, ex: Any, url: str) -> AuthSpan:
+        """A CLIENT span for the auth-url subrequest, under this one."""
+        from opentelemetry.trace import set_span_in_context
+
+        tracing = self.tracing
+        parent = set_span_in_context(self.span)
+        child = tracing.tracer.start_span("auth-url", parent, tracing.client_kind)
+        ctx = child.get_span_context()
+        parent_id = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+        headers = [("traceparent", parent_id)]
+        if ctx.trace_state:
+            headers.append(("tracestate", ctx.trace_state.to_header()))
+        if child.is_recording():
+            child.set_attributes(
+                {
+                    "http.request.method": ex.method.decode("latin-1"),
+                    "url.full": url,
+                    "ingressd.subrequest": "auth-url",
+                }
+            )
+        return AuthSpan(child, tuple(headers))
+
+    def end(self, ex: Any, status: int) -> None:
+        """The request ended with ``status`` (499: the client left first)."""
+        span = self.span
+        if span.is_recording():
+            self._describe(ex, status)
+        span.end()
+
+    def _describe(self, ex: Any, status: int) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span = self.span
+        route = self.route
+        fwd = ex.forward
+        if fwd is not None:
+            route = fwd.route
+        method = ex.method.decode("latin-1")
+        path = ex.url.partition(b"?")[0].decode("latin-1")
+        host = (ex.host or b"").decode("latin-1")
+        hostname, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        if not hostname or not port.isdigit():
+            hostname, port = host, ""
+        scheme = "https" if ex.client.tls else "http"
+        attrs: dict[str, Any] = {
+            "http.request.method": method,
+            "http.response.status_code": status,
+            "url.path": path,
+            "url.scheme": scheme,
+            "server.address": hostname.lower(),
+            "client.address": ex.real_ip(),
+            "network.peer.address": ex.client.client_ip,
+            "network.protocol.name": "http",
+            "network.protocol.version": ex.protocol.partition("/")[2] or "1.1",
+            "http.request.body.size": ex.body_seen,
+            "ingressd.response.bytes": ex.sent,
+        }
+        if port:
+            attrs["server.port"] = int(port)
+        agent = _header(ex.headers, b"user-agent")
+        if agent is not None:
+            attrs["user_agent.original"] = agent[:1024].decode("latin-1")
+        if ex.request_id is not None:
+            attrs["http.request.header.x-request-id"] = (ex.request_id.decode("latin-1"),)
+        namespace = ingress = service = service_port = ""
+        if route is not None:
+            attrs["http.route"] = route.path
+            namespace, _, ingress = route.ingress.partition("/")
+            svc = (fwd.backend if fwd is not None else route.backend).name
+            service, _, service_port = svc.partition("/")[2].rpartition(":")
+            attrs.update(
+                {
+                    "k8s.namespace.name": namespace,
+                    "ingressd.ingress.namespace": namespace,
+                    "ingressd.ingress.name": ingress,
+                    "ingressd.service.name": service,
+                    "ingressd.service.port": service_port,
+                }
+            )
+        if fwd is not None and ex.attempts:
+            attrs["ingressd.upstream.address"] = str(fwd.endpoint)
+            attrs["ingressd.upstream.attempts"] = ex.attempts
+        span.set_attributes(attrs)
+        name = self.name
+        if name:
+            values = {
+                "request_method": method,
+                "uri": path,
+                "host": hostname.lower(),
+                "scheme": scheme,
+                "namespace": namespace,
+                "ingress_name": ingress,
+                "service_name": service,
+                "service_port": service_port,
+                "location_path": route.path if route is not None else "",
+            }
+            span.update_name("".join(p if i % 2 == 0 else values[p] for i, p in enumerate(name)))
+        else:
+            # HTTP semantic conventions: "{method} {http.route}".
+            span.update_name(f"{method} {route.path}" if route is not None else method)
+        if status >= 500:
+            span.set_attribute("error.type", str(status))
+            span.set_status(Status(StatusCode.ERROR))
+
+
+class AuthSpan:
+    """The auth-url subrequest's span, and the headers that name it to the auth service."""
+
+    __slots__ = ("headers", "span")
+
+    def __init__(self, span: Any, headers: tuple[tuple[str, str], ...]) -> None:
+        self.span = span
+        self.headers = headers
+
+    def end(self, status: int | None) -> None:
+        """``status``: 0 allowed, else what the client is answered; None: cancelled."""
+        span = self.span
+        if span.is_recording() and status is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_attribute("ingressd.auth.allowed", status == 0)
+            if status:
+                span.set_attribute("ingressd.auth.answer", status)
+            if status >= 500:
+                span.set_attribute("error.type", str(status))
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], lname: bytes) -> bytes | None:
+    for name, value in headers:
+        if name.lower() == lname:
+            return value
+    return None
