@@ -30,7 +30,7 @@ from e2e_helpers import (
     serving,
 )
 from k8s_objects import ingress, path, rule
-from otlp_receiver import Receiver, Span
+from otlp_receiver import Receiver
 
 from ingressd.model.objects import Obj
 
@@ -193,10 +193,6 @@ def served(ing: Ingressd, host: str, *headers: str) -> dict[str, str]:
     return r.json()["headers"]
 
 
-def service_is(name: str) -> object:
-    return lambda s: s.resource.get("service.name") == name
-
-
 def test_a_trusted_traceparent_is_continued_and_the_upstream_sees_ingressds_span(
     traced: Ingressd, collector: Receiver, echo: EchoServers
 ) -> None:
@@ -232,9 +228,7 @@ def test_a_trusted_traceparent_is_continued_and_the_upstream_sees_ingressds_span
     assert span.status_code == 0
 
 
-def test_without_a_traceparent_a_new_trace_starts(
-    traced: Ingressd, collector: Receiver
-) -> None:
+def test_without_a_traceparent_a_new_trace_starts(traced: Ingressd, collector: Receiver) -> None:
     seen = served(traced, "trace.test")
     trace_id, span_id, _ = parse_traceparent(seen["traceparent"])
     assert "tracestate" not in seen
@@ -280,7 +274,7 @@ def test_a_malformed_traceparent_starts_a_new_trace_and_is_not_forwarded(
     traced: Ingressd, collector: Receiver, bad: str
 ) -> None:
     seen = served(traced, "trace.test", f"traceparent: {bad}", "tracestate: vendor=abc")
-    got_trace, got_parent, _ = parse_traceparent(seen["traceparent"])
+    _, got_parent, _ = parse_traceparent(seen["traceparent"])
     assert seen["traceparent"] != bad
     [span] = collector.wait_spans(lambda s: s.span_id == got_parent)
     assert span.parent_span_id == ""
