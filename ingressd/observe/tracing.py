@@ -11,7 +11,9 @@ official Python SDK (``opentelemetry-sdk``) and its OTLP/HTTP protobuf exporter
 - a client's W3C ``traceparent``/``tracestate`` is continued when trusted
   (``opentelemetry-trust-incoming-span``, true by default); otherwise, or when it
   does not parse, a new trace starts. Either way the upstream receives ingressd's
-  own ``traceparent`` (its parent is ingressd's span), never the client's as is;
+  own ``traceparent`` (its parent is ingressd's span), never the client's as is:
+  ``begin`` replaces the trace context in the request's headers, so the data
+  path forwards it as any header, at no cost of its own;
 - the ``auth-url`` subrequest gets a CLIENT span of its own under it, and the
   auth service a ``traceparent`` naming that span.
 
@@ -274,6 +276,7 @@ def _random_id(bits: int) -> int:
 # a value of at most MAX_TRACEPARENT characters.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?")
 _LOW64 = (1 << 64) - 1
+_TRACE_CONTEXT = (b"traceparent", b"tracestate")
 
 
 class Tracing:
@@ -368,7 +371,17 @@ class Tracing:
             own = rule.trust_incoming_span
             trust = config.trust_incoming_span if own is None else own
             name = rule.operation_name or config.operation_name
-        parent = self._incoming(ex.headers) if trust else None
+        headers = ex.headers
+        # The usual case, no trace context sent, is found by the compiled routing
+        # code's scans; only a request that has one pays for a closer look.
+        sent = find_header(headers, b"traceparent") is not None
+        if sent or find_header(headers, b"tracestate") is not None:
+            parent = self._incoming(headers) if trust and sent else None
+            # Never forwarded as sent: ours replaces it (a trusted tracestate goes on).
+            headers = [h for h in headers if h[0].lower() not in _TRACE_CONTEXT]
+            ex.headers = headers
+        else:
+            parent = None
         if parent is not None:
             trace_id, parent_id, flags, state = parent
             # ParentBased: a sampled parent's children are sampled, an unsampled one's not.
@@ -378,11 +391,9 @@ class Tracing:
             sampled = (trace_id & _LOW64) < self.bound
         if not sampled:
             # Not recorded: the upstream is told so, under a span id of ours.
-            ex.trace_headers = (
-                (b"traceparent", b"00-%032x-%016x-00" % (trace_id, _random_id(64))),
-                # Empty removes the client's (proxy/streams.py upstream_fields).
-                (b"tracestate", state.encode("latin-1")),
-            )
+            headers.append((b"traceparent", b"00-%032x-%016x-00" % (trace_id, _random_id(64))))
+            if state:
+                headers.append((b"tracestate", state.encode("latin-1")))
             return
         context = None
         if parent is not None:
@@ -404,18 +415,14 @@ class Tracing:
         finally:
             self.ids.trace_id = 0
         ctx = span.get_span_context()
-        ex.trace_headers = (
-            (b"traceparent", b"00-%032x-%016x-01" % (ctx.trace_id, ctx.span_id)),
-            # An untrusted client's tracestate belongs to a trace not continued: removed.
-            (b"tracestate", ctx.trace_state.to_header().encode("latin-1")),
-        )
+        headers.append((b"traceparent", b"00-%032x-%016x-01" % (ctx.trace_id, ctx.span_id)))
+        if ctx.trace_state:
+            headers.append((b"tracestate", ctx.trace_state.to_header().encode("latin-1")))
         ex.span = ServerSpan(self, span, route, name)
 
     def _incoming(self, headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, int, int, str] | None:
         """The client's (trace id, parent id, flags, tracestate), or None to start anew:
         none sent, one that does not parse, or more than one (W3C trace context)."""
-        if find_header(headers, b"traceparent") is None:
-            return None  # the usual case, found by the compiled routing code's scan
         parents: list[bytes] = []
         states: list[bytes] = []
         for name, value in headers:

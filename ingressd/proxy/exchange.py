@@ -171,10 +171,9 @@ class Exchange(Outgoing):
         # auth-url: headers for the upstream request and cookies for the response
         self.auth_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.auth_cookies: tuple[bytes, ...] = ()
-        # OpenTelemetry: the server span, and the headers naming it to the upstream
-        # (observe/tracing.py); None and () when the request is not traced.
+        # OpenTelemetry: the server span of a sampled request (observe/tracing.py,
+        # which also puts the traceparent the upstream gets into ``headers``).
         self.span: ServerSpan | None = None
-        self.trace_headers: tuple[tuple[bytes, bytes], ...] = ()
         # (status, reason) when this stands for a request that could not be
         # read, answered in its turn after the requests before it
         self.rejection: tuple[int, str] | None = None

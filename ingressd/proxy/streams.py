@@ -281,7 +281,6 @@ class Outgoing(ResponseSink):
         "request_id",
         "response_started",
         "sent",
-        "trace_headers",
         "upgrade",
         "upgrade_value",
         "upgrading",
@@ -303,9 +302,6 @@ class Outgoing(ResponseSink):
     upgrade: bool  # a WebSocket upgrade is asked for
     upgrade_value: bytes | None
     auth_headers: tuple[tuple[bytes, bytes], ...]  # from the auth-url service
-    # traceparent and tracestate naming ingressd's span (observe/tracing.py); ()
-    # when the request is not traced
-    trace_headers: tuple[tuple[bytes, bytes], ...]
     forward: Forward | None
     http10: bool
     protocol: str  # the client's: "HTTP/1.0", "HTTP/1.1" or "HTTP/2.0", for logs
@@ -354,8 +350,8 @@ def upstream_fields(req: Outgoing) -> tuple[Headers, bytes | None, bytes, bytes,
 
     - the client's headers, less those its Connection header names (hop-by-hop,
       RFC 9110 7.6.1, except what routing used and what ingressd sets) and those
-      the annotations, the auth service and tracing replace, then theirs (an
-      empty value removes the header, as nginx's ``proxy_set_header NAME ""``);
+      the annotations and the auth service replace, then theirs (an empty value
+      removes the header, as nginx's ``proxy_set_header NAME ""``);
     - the Host an annotation set (upstream-vhost; None when none did, b"" when
       one removed it);
     - the host the request came for (X-Forwarded-Host, and Host unless replaced);
@@ -375,8 +371,6 @@ def upstream_fields(req: Outgoing) -> tuple[Headers, bytes | None, bytes, bytes,
     extra = fwd.request_headers
     if req.auth_headers:
         extra = (*extra, *req.auth_headers)
-    if req.trace_headers:
-        extra = (*extra, *req.trace_headers)
     if extra:
         names = {name.lower() for name, _ in extra}
         headers = [*drop_named(headers, names), *(h for h in extra if h[1])]

@@ -31,7 +31,6 @@ class Request:
     def __init__(self, *headers: tuple[bytes, bytes]) -> None:
         self.headers = list(headers)
         self.started = perf_counter()
-        self.trace_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.span: ServerSpan | None = None
 
 
@@ -60,8 +59,15 @@ def begin(t: Tracing, rt: Route | None, *headers: tuple[bytes, bytes]) -> Reques
     return req
 
 
+def context_of(req: Request) -> dict[bytes, bytes]:
+    """The trace context the upstream gets: traceparent and tracestate, once each."""
+    found = [(n.lower(), v) for n, v in req.headers if n.lower() in (b"traceparent", b"tracestate")]
+    assert len(found) == len(dict(found))
+    return dict(found)
+
+
 def parent_of(req: Request) -> str:
-    return dict(req.trace_headers)[b"traceparent"].decode()
+    return context_of(req)[b"traceparent"].decode()
 
 
 def test_a_trusted_parent_is_continued(make: Any) -> None:
@@ -70,7 +76,7 @@ def test_a_trusted_parent_is_continued(make: Any) -> None:
     version, trace, span, flags = parent_of(req).split("-")
     assert (version, trace) == ("00", "0af7651916cd43dd8448eb211c80319c")
     assert span != "b7ad6b7169203331" and int(flags, 16) & 1
-    assert dict(req.trace_headers)[b"tracestate"] == b"k=v"
+    assert context_of(req)[b"tracestate"] == b"k=v"
 
 
 @pytest.mark.parametrize(
@@ -88,13 +94,33 @@ def test_untrusted_starts_anew_and_empties_tracestate(
         make(config), route(rule), (b"traceparent", PARENT.encode()), (b"tracestate", b"k=v")
     )
     assert parent_of(req).split("-")[1] != "0af7651916cd43dd8448eb211c80319c"
-    assert dict(req.trace_headers)[b"tracestate"] == b""  # removes the client's upstream
+    assert b"tracestate" not in context_of(req)  # the client's is not forwarded
 
 
 def test_an_ingress_trusts_where_the_configmap_does_not(make: Any) -> None:
     t = make(replace(ON, trust_incoming_span=False))
     req = begin(t, route(RouteTracing(True, True)), (b"traceparent", PARENT.encode()))
     assert parent_of(req).split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_a_tracestate_without_a_traceparent_is_not_forwarded(make: Any) -> None:
+    req = begin(make(), route(), (b"Host", b"a"), (b"tracestate", b"k=v"))
+    assert list(context_of(req)) == [b"traceparent"]
+    assert req.headers[0] == (b"Host", b"a")
+
+
+def test_an_unsampled_request_gets_a_traceparent_without_a_span(make: Any) -> None:
+    t = make(replace(ON, sampler="TraceIdRatioBased", ratio=0.0))
+    req = begin(t, route())
+    assert req.span is None
+    assert parent_of(req).endswith("-00")
+    parent = PARENT.replace("-01", "-00").encode()
+    req = begin(t, route(), (b"traceparent", parent), (b"tracestate", b"k=v"))
+    assert req.span is None
+    _, trace, span, flags = parent_of(req).split("-")
+    assert (trace, flags) == ("0af7651916cd43dd8448eb211c80319c", "00")
+    assert span != "b7ad6b7169203331"
+    assert context_of(req)[b"tracestate"] == b"k=v"
 
 
 def test_which_routes_are_traced(make: Any) -> None:
@@ -105,8 +131,9 @@ def test_which_routes_are_traced(make: Any) -> None:
     assert begin(off, route()).span is None
     assert begin(off, None).span is None
     assert begin(off, route(RouteTracing(True))).span is not None
-    untraced = begin(on, route(RouteTracing(False)), (b"traceparent", PARENT.encode()))
-    assert untraced.trace_headers == ()  # the client's headers pass as they are
+    sent = [(b"traceparent", PARENT.encode()), (b"tracestate", b"k=v")]
+    untraced = begin(on, route(RouteTracing(False)), *sent)
+    assert untraced.headers == sent  # the client's headers pass as they are
 
 
 @pytest.mark.parametrize(

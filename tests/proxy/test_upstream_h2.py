@@ -98,7 +98,6 @@ class Sink(Outgoing):
         self.req_length = None
         self.no_body = False
         self.auth_headers = ()
-        self.trace_headers = ()
         self.upgrade = False
         backend = Backend("default/echo:50051", (endpoint,))
         route = Route("/", "Prefix", backend, "default/echo")
