@@ -277,6 +277,7 @@ def _random_id(bits: int) -> int:
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?")
 _LOW64 = (1 << 64) - 1
 _TRACE_CONTEXT = (b"traceparent", b"tracestate")
+_VERSIONS = {"HTTP/1.0": "1.0", "HTTP/1.1": "1.1", "HTTP/2.0": "2"}
 
 
 class Tracing:
@@ -513,7 +514,8 @@ class ServerSpan:
             "client.address": ex.real_ip(),
             "network.peer.address": ex.client.client_ip,
             "network.protocol.name": "http",
-            "network.protocol.version": ex.protocol.partition("/")[2] or "1.1",
+            # Semantic conventions spell HTTP/2 "2".
+            "network.protocol.version": _VERSIONS.get(ex.protocol, "1.1"),
             "http.request.body.size": ex.body_seen,
             "ingressd.response.bytes": ex.sent,
         }

@@ -26,6 +26,7 @@ from e2e_helpers import (
     EchoServers,
     Ingressd,
     backends,
+    curl,
     free_port,
     serving,
 )
@@ -330,6 +331,20 @@ def test_the_operation_name_annotation_names_the_span(
     _, span_id, _ = parse_traceparent(served(traced, "named.test")["traceparent"])
     [span] = collector.wait_spans(lambda s: s.span_id == span_id)
     assert span.name == "proxy web GET"
+
+
+def test_an_http2_request_over_tls(traced: Ingressd, collector: Receiver) -> None:
+    trace_id, client_span, parent = new_parent()
+    url = traced.https_url("trace.test", "/h2")
+    r = curl("-k", "--http2", *traced.resolve("trace.test"), "-H", f"traceparent: {parent}", url)
+    assert r.status == 200
+    upstream_parent = r.json()["headers"]["traceparent"]
+    [span] = collector.wait_spans(lambda s: s.trace_id == trace_id)
+    assert upstream_parent == f"00-{trace_id}-{span.span_id}-01"
+    assert span.parent_span_id == client_span
+    a = span.attributes
+    assert (a["url.scheme"], a["network.protocol.version"]) == ("https", "2")
+    assert (a["server.address"], a["server.port"]) == ("trace.test", traced.https_port)
 
 
 def test_local_answers_and_errors_are_traced_too(traced: Ingressd, collector: Receiver) -> None:
