@@ -128,8 +128,14 @@ class Controller:
         config = table.config.tracing
         # Annotations are looked at only where spans could be exported at all.
         asked = bool(config.collector_host) and not config.enabled and tracing.annotated(snapshot)
-        self.state.tracing = tracing.update(
-            self.state.tracing, config, asked, serve=self.serving, report=self.report
+        state = self.state
+        state.tracing = tracing.update(
+            state.tracing,
+            config,
+            asked,
+            serve=self.serving,
+            report=self.report,
+            counts=state.stats.spans,
         )
 
     def _log(self, table: RouteTable) -> None:

@@ -131,6 +131,7 @@ class RequestStats:
         "accepted",
         "requests",
         "retries",
+        "spans",
         "stream_open",
         "streams",
         "upstream_errors",
@@ -145,6 +146,9 @@ class RequestStats:
         self.upstream_errors: dict[EventKey, int] = {}
         self.retries: dict[EventKey, int] = {}
         self.accepted = 0  # client connections
+        # OpenTelemetry spans: exported, failed to export, dropped (observe/tracing.py
+        # SpanQueue adds to them, the export thread to the first two).
+        self.spans: list[int] = [0, 0, 0]
         self._reported: dict[RequestKey, float] = {}  # COUNT of each record at the last report
 
     def request(
@@ -201,6 +205,7 @@ class RequestStats:
             active,
             {key: rec.copy() for key, rec in self.streams.items()},
             dict(self.stream_open),
+            _spans(self.spans),
         )
 
     def report(self, active: int) -> Report:
@@ -223,7 +228,12 @@ class RequestStats:
             active,
             {key: rec.copy() for key, rec in self.streams.items()},
             dict(self.stream_open),
+            _spans(self.spans),
         )
+
+
+def _spans(counts: list[int]) -> tuple[int, int, int]:
+    return (counts[0], counts[1], counts[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +247,7 @@ class Report:
     active: int  # client connections open now: a gauge, not kept once the worker is gone
     streams: dict[StreamKey, list[int]] = field(default_factory=dict)  # cumulative, whole
     stream_open: dict[str, int] = field(default_factory=dict)  # a gauge, as active
+    spans: tuple[int, int, int] = (0, 0, 0)  # cumulative: exported, failed, dropped
 
     def __reduce__(self) -> tuple[type[Report], tuple[object, ...]]:
         # Sent to the main process by pickle: a compiled (mypyc) frozen
@@ -251,6 +262,7 @@ class Report:
                 self.active,
                 self.streams,
                 self.stream_open,
+                self.spans,
             ),
         )
 
@@ -266,6 +278,7 @@ class ProxyView:
     active: int
     streams: Mapping[StreamKey, list[int]] = field(default_factory=dict)
     stream_open: Mapping[str, int] = field(default_factory=dict)
+    spans: tuple[int, int, int] = (0, 0, 0)  # OpenTelemetry: exported, failed, dropped
 
 
 def _add_records(into: dict[RequestKey, list[float]], records: Mapping) -> None:
@@ -300,6 +313,7 @@ class WorkerSlot:
     retired: bool = False
     streams: dict[StreamKey, list[int]] = field(default_factory=dict)
     stream_open: dict[str, int] = field(default_factory=dict)
+    spans: tuple[int, int, int] = (0, 0, 0)
 
 
 class WorkerTotals:
@@ -344,6 +358,7 @@ class WorkerTotals:
             slot.active = report.active
             slot.streams = report.streams
             slot.stream_open = report.stream_open
+            slot.spans = report.spans
 
     def retire(self, slot: WorkerSlot) -> None:
         """The worker is gone: keep its counters, forget its gauges."""
@@ -358,6 +373,7 @@ class WorkerTotals:
             _add_counts(kept.retries, slot.retries)
             _add_streams(kept.streams, slot.streams)
             kept.accepted += slot.accepted
+            kept.spans = _add_spans(kept.spans, slot.spans)
 
     def view(self) -> ProxyView:
         with self._lock:
@@ -370,6 +386,7 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
     retries: dict[EventKey, int] = {}
     streams: dict[StreamKey, list[int]] = {}
     stream_open: dict[str, int] = {}
+    spans = (0, 0, 0)
     accepted = active = 0
     for slot in slots:
         _add_streams(streams, slot.streams)
@@ -379,7 +396,12 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
         _add_counts(retries, slot.retries)
         accepted += slot.accepted
         active += slot.active
-    return ProxyView(requests, errors, retries, accepted, active, streams, stream_open)
+        spans = _add_spans(spans, slot.spans)
+    return ProxyView(requests, errors, retries, accepted, active, streams, stream_open, spans)
+
+
+def _add_spans(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 def with_streams(
@@ -403,6 +425,7 @@ def with_streams(
         view.active,
         total,
         open_now,
+        view.spans,
     )
 
 

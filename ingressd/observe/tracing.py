@@ -81,11 +81,13 @@ def update(
     *,
     serve: bool = True,
     report: bool = True,
+    counts: list[int] | None = None,
 ) -> Tracing | None:
     """The tracing a process should run under ``config`` (None: none), reusing
     ``current`` when its settings are the same. ``routes_ask``: some Ingress
     enables tracing by annotation. ``serve``: this process proxies (the main
-    process of --workers only reports)."""
+    process of --workers only reports). ``counts``: the process's span totals
+    (RequestStats.spans)."""
     wanted = config.enabled or routes_ask
     why = None
     if wanted and not config.collector_host:
@@ -111,7 +113,7 @@ def update(
         )
     if current is not None:
         current.close()
-    return Tracing(config) if serve else None
+    return Tracing(config, counts) if serve else None
 
 
 def endpoint(config: TracingConfig) -> str:
@@ -128,8 +130,11 @@ class SpanQueue:
     every ``delay`` seconds or as soon as a batch is waiting.
     """
 
-    def __init__(self, exporter: Any, config: TracingConfig) -> None:
+    def __init__(self, exporter: Any, config: TracingConfig, counts: list[int] | None = None):
         self.exporter = exporter
+        # The process's totals for /metrics (RequestStats.spans: exported, failed,
+        # dropped), which outlive this queue when the settings change.
+        self.counts = counts if counts is not None else [0, 0, 0]
         self.where = endpoint(config)
         self.port = config.collector_port
         self.capacity = config.max_queue_size
@@ -159,6 +164,7 @@ class SpanQueue:
         queue = self.queue
         if len(queue) >= self.capacity or self._stopping:
             self.dropped += 1
+            self.counts[2] += 1
             now = time.monotonic()
             if now - self._drop_logged_at >= DROP_LOG_EVERY:
                 self._drop_logged_at = now
@@ -184,6 +190,7 @@ class SpanQueue:
         left = len(self.queue)
         self.queue.clear()
         self.dropped += left
+        self.counts[2] += left
         if self._thread.is_alive():
             log.warning("tracing: the last export to %s did not end in time", self.where)
         else:
@@ -227,8 +234,10 @@ class SpanQueue:
                 ok, reason = False, str(exc) or type(exc).__name__
             if ok:
                 self.exported += len(batch)
+                self.counts[0] += len(batch)
                 continue
             self.failed += len(batch)
+            self.counts[1] += len(batch)
             now = time.monotonic()
             if now - self._fail_logged_at >= DROP_LOG_EVERY:
                 self._fail_logged_at = now
@@ -292,7 +301,7 @@ class Tracing:
     asked for.
     """
 
-    def __init__(self, config: TracingConfig) -> None:
+    def __init__(self, config: TracingConfig, counts: list[int] | None = None) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -331,7 +340,7 @@ class Tracing:
             }
         )
         exporter = OTLPSpanExporter(endpoint=endpoint(config), timeout=EXPORT_TIMEOUT)
-        self.queue = SpanQueue(exporter, config)
+        self.queue = SpanQueue(exporter, config, counts)
         self.ids = _Ids()
         self.provider = TracerProvider(
             sampler=samplers.ALWAYS_ON,  # decided in begin()

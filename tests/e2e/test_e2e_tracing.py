@@ -28,7 +28,10 @@ from e2e_helpers import (
     backends,
     curl,
     free_port,
+    sample_labels,
+    scrape,
     serving,
+    wait_for,
 )
 from k8s_objects import ingress, path, rule
 from otlp_receiver import Receiver
@@ -364,6 +367,9 @@ def test_each_worker_exports_its_own_spans(traced: Ingressd, collector: Receiver
     instances = {s.resource["service.instance.id"] for s in spans}
     assert len(instances) == 2
     assert all(re.fullmatch(r".+:\d+", i) for i in instances)
+    # /metrics sums the workers' counts (reported about once a second).
+    exported = ("ingressd_tracing_spans_total", sample_labels(outcome="exported"))
+    wait_for(lambda: scrape(traced.admin_port).get(exported, 0) >= 24, 5, what="exported count")
 
 
 def test_ratio_zero_exports_nothing_of_its_own(sampled: Ingressd, collector: Receiver) -> None:
@@ -405,6 +411,8 @@ def test_a_collector_that_is_down_costs_requests_nothing_and_drops_are_counted(
         for _ in range(30):
             assert proc.get("trace.test", "/", max_time=5).status == 200
         proc.wait_for_log("spans dropped so far", timeout=10)
+        dropped = ("ingressd_tracing_spans_total", sample_labels(outcome="dropped"))
+        assert scrape(proc.admin_port)[dropped] > 0
         proc.stop()
         line = proc.wait_for_log("spans exported to")
     m = re.search(r"(\d+) spans exported to \S+, (\d+) failed to export, (\d+) dropped", line)

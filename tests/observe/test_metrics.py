@@ -390,3 +390,20 @@ def test_open_stream_sessions_are_summed_over_workers_and_the_main_process() -> 
     totals.retire(slots[0])
     samples = scrape(with_streams(totals.view(), main.streams, main.stream_open))
     assert samples[("ingressd_stream_sessions_open", (("listener", "https/443"),))] == 3
+
+
+def test_tracing_spans_are_summed_over_workers_and_kept_when_one_dies() -> None:
+    totals = WorkerTotals()
+    workers = [RequestStats(), RequestStats()]
+    slots = [totals.slot(), totals.slot()]
+    assert not any(key[0].startswith("ingressd_tracing") for key in scrape(totals.view()))
+    workers[0].spans[:] = [5, 1, 2]  # as observe/tracing.py's SpanQueue counts them
+    workers[1].spans[:] = [7, 0, 3]
+    for stats, slot in zip(workers, slots, strict=True):
+        report = pickle.loads(pickle.dumps(stats.report(active=0)))
+        assert report.spans == tuple(stats.spans)
+        totals.update(slot, report)
+    totals.retire(slots[0])
+    samples = scrape(totals.view())
+    for outcome, n in (("exported", 12), ("failed", 1), ("dropped", 5)):
+        assert samples[("ingressd_tracing_spans_total", labels(outcome=outcome))] == n
