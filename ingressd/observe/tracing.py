@@ -94,15 +94,31 @@ def update(
         why = "tracing is enabled but otlp-collector-host is empty: no spans are exported"
     elif wanted:
         why = missing()
+    if report:
+        _say(config, wanted, why)
     if not wanted or why is not None:
-        if why is not None and report and (current is None or current.config != config):
-            log.warning("%s", why)
         if current is not None:
             current.close()
         return None
     if current is not None and current.config == config:
         return current
-    if report:
+    if current is not None:
+        current.close()
+    return Tracing(config, counts) if serve else None
+
+
+_said: list[object] = [None]  # what _say last logged: once per change, not per rebuild
+
+
+def _say(config: TracingConfig, wanted: bool, why: str | None) -> None:
+    said = (config, wanted, why)
+    if said == _said[0]:
+        return
+    first = _said[0] is None
+    _said[0] = said
+    if why is not None:
+        log.warning("%s", why)
+    elif wanted:
         log.info(
             "tracing: exporting spans to %s as service %r (sampler %s%s%s)",
             endpoint(config),
@@ -111,9 +127,8 @@ def update(
             f" {config.ratio:g}" if config.sampler == "TraceIdRatioBased" else "",
             ", parent-based" if config.parent_based else "",
         )
-    if current is not None:
-        current.close()
-    return Tracing(config, counts) if serve else None
+    elif not first:
+        log.info("tracing: off")
 
 
 def endpoint(config: TracingConfig) -> str:

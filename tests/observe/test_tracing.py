@@ -228,3 +228,20 @@ def test_batches_are_bounded_and_failures_counted() -> None:
     queue.shutdown()
     assert sum(exporter.batches) == 10 and max(exporter.batches) == 4
     assert (queue.exported, queue.failed, queue.dropped) == (0, 10, 0)
+
+
+def test_what_update_says_is_logged_once_per_change_not_per_rebuild(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="ingressd.tracing")
+    tracing._said[0] = None
+    nowhere = replace(ON, collector_host="")
+    for _ in range(3):  # every rebuild asks again
+        assert tracing.update(None, nowhere, False) is None
+    assert caplog.text.count("otlp-collector-host is empty") == 1
+    for _ in range(3):  # the main process of --workers serves none: still said once
+        assert tracing.update(None, ON, False, serve=False) is None
+    assert caplog.text.count("tracing: exporting spans to") == 1
+    for _ in range(3):
+        assert tracing.update(None, replace(ON, enabled=False), False, serve=False) is None
+    assert caplog.text.count("tracing: off") == 1
