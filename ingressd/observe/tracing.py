@@ -54,7 +54,7 @@ log = logging.getLogger("ingressd.tracing")
 MAX_TRACEPARENT = 256
 MAX_TRACESTATE = 512
 DROP_LOG_EVERY = 10.0  # seconds between warnings about dropped or failed spans
-SHUTDOWN_WAIT = 2.0  # seconds a stopping process waits for its last export
+SHUTDOWN_WAIT = 1.0  # seconds a stopping process waits for its last export (workers.STOP_MARGIN: 2)
 EXPORT_TIMEOUT = 10.0  # seconds one export (its retries included) may take
 ANNOTATION = (
     "nginx.ingress.kubernetes.io/enable-opentelemetry",

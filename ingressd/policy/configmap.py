@@ -799,6 +799,13 @@ def read_configmap(data: Any, explicit: Mapping[str, str] | None = None) -> Read
             "key enable-opentelemetry is true but otlp-collector-host is empty: "
             "no spans are exported"
         )
+    if tracing.collector_host and tracing.collector_port == 4317:
+        # What ingress-nginx ConfigMaps usually say: its module spoke OTLP/gRPC.
+        messages.append(
+            "key otlp-collector-port is 4317, OTLP/gRPC's port (ingress-nginx's exporter "
+            "spoke gRPC); ingressd exports OTLP/HTTP: give the collector's HTTP receiver "
+            "(4318 by default)"
+        )
     if invalid_access:
         config = replace(config, fail_closed=(_INVALID_ACCESS, "; ".join(invalid_access)))
     elif denials:

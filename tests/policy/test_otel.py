@@ -119,6 +119,13 @@ def test_enabled_without_a_collector_host_is_reported() -> None:
     assert any("otlp-collector-host is empty" in m for m in reading.messages)
 
 
+def test_the_otlp_grpc_port_is_pointed_out() -> None:
+    data = {"otlp-collector-host": "collector", "otlp-collector-port": "4317"}
+    assert any("OTLP/gRPC's port" in m for m in read_configmap(data).messages)
+    data["otlp-collector-port"] = "4318"
+    assert read_configmap(data).messages == ()
+
+
 def _without_opentelemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if the tracing extra were not installed: its modules cannot be imported."""
     for name in list(sys.modules):
