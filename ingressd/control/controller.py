@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -44,6 +45,7 @@ class Controller:
     ) -> None:
         self.report = report
         self.serving = serving
+        self._importing = False  # OpenTelemetry is being imported (observe/tracing.py)
         # The TCP/UDP services' listeners, made to match each snapshot (main process only)
         self.streams = streams
         # --enable-ssl-passthrough: the hosts whose TLS the TLS port splices (every process)
@@ -128,6 +130,19 @@ class Controller:
         config = table.config.tracing
         # Annotations are looked at only where spans could be exported at all.
         asked = bool(config.collector_host) and not config.enabled and tracing.annotated(snapshot)
+        # The first table waits (nothing is served before it); later ones do not.
+        if self.serving and self.ready and tracing.must_import(config, asked):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                # Turned on while serving: OpenTelemetry is imported in a thread (the
+                # better part of a second) and tracing starts with the latest table.
+                if not self._importing:
+                    self._importing = True
+                    tracing.import_then(lambda: loop.call_soon_threadsafe(self._imported))
+                return
         state = self.state
         state.tracing = tracing.update(
             state.tracing,
@@ -137,6 +152,12 @@ class Controller:
             report=self.report,
             counts=state.stats.spans,
         )
+
+    def _imported(self) -> None:
+        self._importing = False
+        snapshot, table = self.last
+        if snapshot is not None and table is not None:
+            self._trace(snapshot, table)
 
     def _log(self, table: RouteTable) -> None:
         problems = list(self.problems)

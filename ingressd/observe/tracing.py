@@ -30,14 +30,16 @@ nothing. With ``--workers N`` each worker exports its own spans, told apart by
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import os
 import random
 import re
 import socket
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -129,6 +131,40 @@ def _say(config: TracingConfig, wanted: bool, why: str | None) -> None:
         )
     elif not first:
         log.info("tracing: off")
+
+
+def must_import(config: TracingConfig, routes_ask: bool) -> bool:
+    """Whether ``update`` would make a Tracing whose modules are not imported yet:
+    importing them takes the better part of a second, which the caller should not
+    spend on its event loop (``import_then``)."""
+    return (
+        (config.enabled or routes_ask)
+        and bool(config.collector_host)
+        and _MODULES[0] not in sys.modules
+        and missing() is None
+    )
+
+
+def import_then(done: Callable[[], object]) -> None:
+    """Import what a Tracing needs in a thread of its own, then call ``done`` there."""
+
+    def run() -> None:
+        try:
+            for name in _MODULES:
+                importlib.import_module(name)
+        except Exception:  # reported by update(), which imports again
+            log.debug("tracing: importing OpenTelemetry failed", exc_info=True)
+        done()
+
+    threading.Thread(target=run, name="ingressd-otel-import", daemon=True).start()
+
+
+_MODULES = (
+    "opentelemetry.sdk.trace",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.sdk.resources",
+    "opentelemetry.trace",
+)
 
 
 def endpoint(config: TracingConfig) -> str:
