@@ -397,6 +397,31 @@ def test_parent_based_sampling_follows_the_sampled_flag(
     assert not collector.spans(lambda s: s.trace_id == off_trace)
 
 
+def test_turned_on_and_off_live(
+    tmp_path_factory: pytest.TempPathFactory,
+    echo: EchoServers,
+    collector: Receiver,
+    curl_binary: str,
+) -> None:
+    off = _tracing_config(collector.port, "live")
+    on = {**off, "enable-opentelemetry": "true"}
+    workdir = tmp_path_factory.mktemp("e2e-tracing-live")
+    site_objs = [*backends(echo), site("plain", "trace.test")]
+    with serving(workdir, [*site_objs, configmap(off)], ["--configmap", CM]) as proc:
+        assert "traceparent" not in served(proc, "trace.test")
+        proc.update({"all.yaml": [*site_objs, configmap(on)]})
+        # OpenTelemetry is imported off the event loop, then the next request is traced.
+        seen = wait_for(
+            lambda: served(proc, "trace.test").get("traceparent"), 10, what="a traced request"
+        )
+        _, span_id, _ = parse_traceparent(seen)
+        [span] = collector.wait_spans(lambda s: s.span_id == span_id)
+        assert span.resource["service.name"] == "live"
+        proc.wait_for_log("tracing: exporting spans to")
+        proc.update({"all.yaml": [*site_objs, configmap(off)]})
+        wait_for(lambda: "traceparent" not in served(proc, "trace.test"), 10, what="tracing off")
+
+
 def test_a_collector_that_is_down_costs_requests_nothing_and_drops_are_counted(
     tmp_path_factory: pytest.TempPathFactory, echo: EchoServers, curl_binary: str
 ) -> None:
