@@ -18,13 +18,13 @@ official Python SDK (``opentelemetry-sdk``) and its OTLP/HTTP protobuf exporter
   auth service a ``traceparent`` naming that span.
 
 ``ex`` below is a ``proxy/exchange.py`` Exchange (typed Any: this layer is
-below the data path's). The data path (``proxy/``, compiled) sees only ``ProxyState.tracing`` (None
-when no route is traced: one attribute test per request) and the ``ServerSpan``
-an exchange holds. Spans are queued as they end and exported in batches by a
-thread of their own (``SpanQueue``), never on the event loop; a full queue
-drops spans, counted and logged, and a collector that is down costs requests
-nothing. With ``--workers N`` each worker exports its own spans, told apart by
-``service.instance.id`` (host name and process id).
+below the data path's). The data path (``proxy/``, compiled) sees only
+``ProxyState.tracing`` (None when no route is traced: one attribute test per
+request) and the ``ServerSpan`` an exchange holds. Spans are queued as they end
+and exported in batches by a thread of their own (``SpanQueue``), never on the
+event loop; a full queue drops spans, counted and logged, and a collector that
+is down costs requests nothing. With ``--workers N`` each worker exports its
+own spans, told apart by ``service.instance.id`` (host name and process id).
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ log = logging.getLogger("ingressd.tracing")
 MAX_TRACEPARENT = 256
 MAX_TRACESTATE = 512
 DROP_LOG_EVERY = 10.0  # seconds between warnings about dropped or failed spans
-SHUTDOWN_WAIT = 1.0  # seconds a stopping process waits for its last export (workers.STOP_MARGIN: 2)
+# Seconds a stopping process waits for its last export (within workers.STOP_MARGIN).
+SHUTDOWN_WAIT = 1.0
 EXPORT_TIMEOUT = 10.0  # seconds one export (its retries included) may take
 ANNOTATION = (
     "nginx.ingress.kubernetes.io/enable-opentelemetry",
@@ -195,7 +196,6 @@ class SpanQueue:
         self.exported = 0  # spans the collector took
         self.failed = 0  # spans in exports that failed
         self.dropped = 0  # spans never queued: the queue was full
-        self._logged_drops = 0
         self._drop_logged_at = -DROP_LOG_EVERY
         self._fail_logged_at = -DROP_LOG_EVERY
         self._wake = threading.Event()
@@ -228,7 +228,7 @@ class SpanQueue:
                 )
             return
         queue.append(span)
-        if len(queue) >= self.batch:
+        if len(queue) >= self.batch and not self._wake.is_set():
             self._wake.set()
 
     def shutdown(self) -> None:
