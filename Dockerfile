@@ -3,7 +3,8 @@
 #
 # Two stages on the same pinned base. The first installs ingressd and its
 # dependencies (pyproject.toml's, resolved by pip) into a virtualenv at
-# /opt/ingressd, with the hot modules compiled by mypyc (setup.py; gcc is in
+# /opt/ingressd (with the tracing extra: OpenTelemetry's SDK and OTLP/HTTP
+# exporter), with the hot modules compiled by mypyc (setup.py; gcc is in
 # this stage only, and INGRESSD_REQUIRE_COMPILED makes a failed compile fail
 # the build rather than ship pure Python); uvloop, httptools, cryptography and
 # bcrypt ship manylinux wheels. The second copies only that virtualenv: no
@@ -26,7 +27,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY ingressd ./ingressd
 # --without-pip: the base image's pip installs into it; the image gets no second pip.
 RUN python -m venv --without-pip /opt/ingressd \
-    && INGRESSD_REQUIRE_COMPILED=1 pip --python /opt/ingressd/bin/python install .
+    && INGRESSD_REQUIRE_COMPILED=1 pip --python /opt/ingressd/bin/python install '.[tracing]'
 
 FROM python:3.11.11-slim-bookworm
 ENV PATH=/opt/ingressd/bin:$PATH \

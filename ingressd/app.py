@@ -154,6 +154,7 @@ async def serve(
         publish=pool.publish if pool is not None else None,
         streams=streams,
         passthrough=passthrough,
+        serving=pool is None,
     )
     # The configuration is checked first (an unusable kubeconfig is a usage
     # error), then every port is bound, before any process, watch or listener

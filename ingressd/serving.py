@@ -150,6 +150,11 @@ async def serve_proxy(
         await asyncio.sleep(0)  # aborted connections report their last requests
         if state.access_log is not None:
             state.access_log.flush()
+        tracing = state.tracing
+        if tracing is not None:
+            # The last spans are exported (a thread: it may wait on the collector).
+            state.tracing = None
+            await loop.run_in_executor(None, tracing.shutdown)
 
 
 def _handover(

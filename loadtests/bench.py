@@ -11,13 +11,19 @@ performance targets.
 
     .venv/bin/python loadtests/bench.py [--duration S] [--rounds N] [--connections C]
         [--threads T] [--scenarios http,https,browser,body64k,allcores,limits,limitsall,h2,grpc]
-        [--h2-clients C] [--h2-streams M] [--with-bare] [--no-pin] [--json FILE]
+        [--h2-clients C] [--h2-streams M] [--with-bare] [--no-pin] [--tracing-ratio R]
+        [--json FILE]
 
 Where the machine has CPUs to spare, the proxy under test, the origin and the
 load generator are pinned to CPUs of their own (``plan_cpus``). The spread over
 rounds is reported beside the medians, and a scenario that ran while the
 machine was loaded (load average, or other processes' CPU time during it) is
 flagged as unreliable.
+
+``--tracing-ratio R`` runs ingressd with OpenTelemetry tracing on (its controller
+ConfigMap: ``enable-opentelemetry``, sampler TraceIdRatioBased R), exporting by
+OTLP/HTTP to a sink in this process that takes and drops what it is sent
+(``OtlpSink``); nginx runs without tracing, so the ratios show its cost.
 
 Needs nginx and wrk (Debian packages nginx-light or nginx, and wrk), and for
 the h2 and grpc scenarios h2load (nghttp2-client); exits 2 when they are missing and
@@ -42,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -1042,6 +1049,64 @@ def manifests(origin: int, cert: bytes, key: bytes) -> dict[str, dict[str, Any]]
     }
 
 
+# --tracing-ratio: the controller ConfigMap ingressd reads (in its manifest folder).
+TRACING_CONFIGMAP = "bench/ingressd-controller"
+
+
+def tracing_configmap(ratio: float, collector_port: int) -> dict[str, Any]:
+    namespace, name = TRACING_CONFIGMAP.split("/")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {
+            "enable-opentelemetry": "true",
+            "otlp-collector-host": LOOPBACK,
+            "otlp-collector-port": str(collector_port),
+            "otel-sampler": "TraceIdRatioBased",
+            "otel-sampler-ratio": f"{ratio:g}",
+        },
+    }
+
+
+class OtlpSink:
+    """A collector that takes OTLP/HTTP posts and drops them (counting the bytes), in
+    a thread of this process: the proxy's export costs what it would, the collector
+    nothing of the proxy's CPUs."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.posts = 0
+        self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                sink.posts += 1
+                sink.bytes += length
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def ingressd_log(workdir: Path, ports: list[int]) -> Path:
     return workdir / f"ingressd-{ports[0]}.log"
 
@@ -1064,6 +1129,8 @@ def start_ingressd(
         cmd += ["--workers", str(workers)]
     if tools.ingressd_has_access_log:
         cmd += ["--access-log", "off"]  # nginx runs with access_log off too
+    if (workdir / "manifests" / "tracing.json").exists():
+        cmd += ["--configmap", TRACING_CONFIGMAP]  # --tracing-ratio
     log = ingressd_log(workdir, ports)
     proc = start_server(stack, cmd, log, cpus)
     admin = f"http://{LOOPBACK}:{admin_port}"
@@ -1138,6 +1205,7 @@ class Options:
     h2_streams: int = 10
     pin: bool = True  # pin the proxy, the origin and the load generator (plan_cpus)
     with_bare: bool = False  # measure the bare forwarder too (BARE_SCENARIOS)
+    tracing_ratio: float | None = None  # ingressd traces, sampling this share (OtlpSink)
 
 
 # The scenarios --with-bare measures the bare forwarder in: HTTP/1.1 with
@@ -1606,8 +1674,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do not pin the proxies, the origin and the load generator to CPUs",
     )
+    p.add_argument(
+        "--tracing-ratio",
+        type=float,
+        metavar="R",
+        help="ingressd traces with OpenTelemetry, sampling R of the requests (0 to 1), "
+        "exported to a sink in this process; nginx does not trace",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write all numbers here")
     args = p.parse_args(argv)
+    if args.tracing_ratio is not None and not 0 <= args.tracing_ratio <= 1:
+        p.error("--tracing-ratio is from 0 to 1")
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     if unknown := [n for n in names if n not in SCENARIOS]:
         p.error(f"unknown scenario(s) {','.join(unknown)}; choose from {','.join(SCENARIOS)}")
@@ -1651,6 +1728,13 @@ def bench(tools: Tools, opts: Options, names: list[str]) -> dict[str, ScenarioRe
             conf = grpc_scenario.origin_conf(_nginx_main(prefix, 1), prefix, grpc_origin)
             origin_pids.append(start_nginx(stack, tools, prefix, conf, grpc_origin).pid)
             objects.update(grpc_scenario.manifests(grpc_origin))
+        if opts.tracing_ratio is not None:
+            sink = OtlpSink()
+            stack.callback(sink.close)
+            stack.callback(
+                lambda: print(f"tracing: the collector took {sink.posts} exports, {sink.bytes} B")
+            )
+            objects["tracing"] = tracing_configmap(opts.tracing_ratio, sink.port)
         (workdir / "manifests").mkdir()
         for name, obj in objects.items():
             (workdir / "manifests" / f"{name}.json").write_text(json.dumps(obj, indent=2))
@@ -1680,6 +1764,7 @@ def main(argv: list[str] | None = None) -> int:
         args.h2_streams,
         pin=not args.no_pin,
         with_bare=args.with_bare,
+        tracing_ratio=args.tracing_ratio,
     )
     tools = find_tools(h2=any(SCENARIOS[n].client != "wrk" for n in args.scenarios))
     env = environment(tools)
@@ -1689,6 +1774,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{opts.threads} wrk thread(s)\n{env['build']} ({env['ingressd_commit']}), "
         f"{env['nginx']}, {env['wrk']}"
     )
+    if opts.tracing_ratio is not None:
+        ratio = opts.tracing_ratio
+        print(f"note: ingressd traces (OpenTelemetry, ratio {ratio:g}); nginx does not")
     if not tools.ingressd_has_workers:
         print("note: ingressd has no --workers yet")
     # SIGINT too: a shell starts background jobs with it ignored, and Python

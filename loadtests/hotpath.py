@@ -11,7 +11,7 @@ route lookup, header handling, forwarding — and nothing the kernel does, so
 
     python loadtests/hotpath.py [--requests 200000] [--access-log off|json|plain]
         [--limits off|private|shared] [--request wrk|browser] [--paths same|random]
-        [--upstream-hash-by KEY] [--snippet] [--profile]
+        [--upstream-hash-by KEY] [--snippet] [--tracing-ratio R] [--profile]
 
 Request counting for /metrics is always on, as in ingressd; the access log is
 off unless asked for, and then written to /dev/null (formatting and the
@@ -33,6 +33,13 @@ for it, where ``same`` (the default) is its best.
 ``--upstream-hash-by '$request_uri'`` balances the route by that key: the key
 rendered, CRC-32 and a search of the ring, per request (the ring itself is
 made with the table, as the builder makes it).
+
+``--tracing-ratio R`` turns OpenTelemetry tracing on (``enable-opentelemetry``,
+sampler TraceIdRatioBased R, parent-based; needs the tracing extra): a span
+begun per request, the traceparent sent upstream, and R of them recorded with
+their attributes and exported. The export thread is real and its CPU time is
+counted; only the HTTP post is left out: each batch is encoded as OTLP's
+protobuf, as the exporter does, and dropped (``EncodeOnly``).
 """
 
 from __future__ import annotations
@@ -140,6 +147,46 @@ def request_mix(count: int, paths: str, request: bytes = REQUEST) -> list[tuple[
     return [(r, r[: r.index(b"\r\n") + 2]) for r in requests]
 
 
+class EncodeOnly:
+    """The OTLP/HTTP exporter's work short of the network: each batch encoded as an
+    ExportTraceServiceRequest and serialised, then dropped."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, batch: list[Any]) -> Any:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        encode_spans(batch).SerializeToString()
+        self.spans += len(batch)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def tracing_on(ratio: float) -> Any:
+    """ingressd's tracing at ``ratio``, exporting through ``EncodeOnly``."""
+    from ingressd.model.globals import TracingConfig
+    from ingressd.observe.tracing import Tracing
+
+    config = TracingConfig(
+        enabled=True,
+        collector_host="127.0.0.1",
+        sampler="TraceIdRatioBased",
+        ratio=ratio,
+        # Large enough for a batch of hotpath's requests: none is dropped.
+        max_queue_size=1_000_000,
+        # Exports while batches are timed, so their CPU time is counted (with the
+        # default 5 s, a short run would export only after it, untimed).
+        schedule_delay_ms=50,
+    )
+    tracing = Tracing(config)
+    tracing.queue.exporter = EncodeOnly()
+    return tracing
+
+
 async def run(
     requests: int,
     profile: bool,
@@ -149,10 +196,13 @@ async def run(
     paths: str = "same",
     hash_by: str | None = None,
     snippet: bool = False,
+    tracing_ratio: float | None = None,
 ) -> tuple[list[float], list[float]]:
     state = ProxyState(
         table(limits != "off", hash_by, snippet), ProxySettings(access_log=access_log)
     )
+    if tracing_ratio is not None:
+        state.tracing = tracing_on(tracing_ratio)
     if limits == "shared":
         from ingressd.policy.shared_limits import SharedLimits
 
@@ -202,6 +252,10 @@ async def run(
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     client.connection_lost(None)
+    if state.tracing is not None:
+        queue = state.tracing.queue
+        state.tracing.shutdown()  # the last batch exported (and its CPU time spent) here
+        print(f"tracing: {queue.exporter.spans} spans exported, {queue.dropped} dropped")
     return batches, cpu
 
 
@@ -242,7 +296,15 @@ def main() -> None:
         action="store_true",
         help=f"the route has a configuration-snippet ({SNIPPET})",
     )
+    parser.add_argument(
+        "--tracing-ratio",
+        type=float,
+        metavar="R",
+        help="OpenTelemetry tracing on, sampling R of the requests (0 to 1; tracing extra)",
+    )
     args = parser.parse_args()
+    if args.tracing_ratio is not None and not 0 <= args.tracing_ratio <= 1:
+        parser.error("--tracing-ratio is from 0 to 1")
     import uvloop
 
     batches, cpu = uvloop.run(
@@ -255,6 +317,7 @@ def main() -> None:
             args.paths,
             args.upstream_hash_by,
             args.snippet,
+            args.tracing_ratio,
         )
     )
     median = statistics.median(batches)
@@ -265,6 +328,7 @@ def main() -> None:
         f"paths {args.paths}"
         + (f", upstream-hash-by {args.upstream_hash_by}" if args.upstream_hash_by else "")
         + (", snippet" if args.snippet else "")
+        + (f", tracing ratio {args.tracing_ratio:g}" if args.tracing_ratio is not None else "")
         + ")"
     )
     print(f"  = {1e6 / median:,.0f} requests/s per core before any syscall")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -13,6 +14,7 @@ from ..model.globals import GlobalConfig
 from ..model.objects import Snapshot
 from ..model.problems import Problem
 from ..model.table import RouteTable, TLSCertificate
+from ..observe import tracing
 from ..observe.stats import RebuildStats
 from ..policy.tls import CertificateSelector, TLSError, load_certificate
 from ..proxy.settings import ProxySettings
@@ -39,8 +41,11 @@ class Controller:
         publish: Callable[[Snapshot, tuple[Problem, ...]], None] | None = None,
         streams: StreamServices | None = None,
         passthrough: PassthroughRouter | None = None,
+        serving: bool = True,  # this process proxies (not the main process of --workers)
     ) -> None:
         self.report = report
+        self.serving = serving
+        self._importing = False  # OpenTelemetry is being imported (observe/tracing.py)
         # The TCP/UDP services' listeners, made to match each snapshot (main process only)
         self.streams = streams
         # --enable-ssl-passthrough: the hosts whose TLS the TLS port splices (every process)
@@ -110,6 +115,7 @@ class Controller:
         if table.config is not self._config:
             self._config = table.config
             self.state.apply_settings(settings_for(self.base_settings, table.config))
+        self._trace(snapshot, table)
         # One store: connections read ``state.table`` once per request, so each
         # request sees either the old table or the new one, never a mix.
         self.state.table = table
@@ -136,6 +142,41 @@ class Controller:
             f"ports were started {how} the PROXY protocol and keep it until ingressd restarts"
         )
         return [Problem(f"ConfigMap {ns}/{name}", reason, "", ("ConfigMap", ns, name))]
+
+    def _trace(self, snapshot: Snapshot, table: RouteTable) -> None:
+        """OpenTelemetry under this table's ConfigMap, before the table serves:
+        on while the ConfigMap or some Ingress asks for it (observe/tracing.py)."""
+        config = table.config.tracing
+        # Annotations are looked at only where spans could be exported at all.
+        asked = bool(config.collector_host) and not config.enabled and tracing.annotated(snapshot)
+        # The first table waits (nothing is served before it); later ones do not.
+        if self.serving and self.ready and tracing.must_import(config, asked):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                # Turned on while serving: OpenTelemetry is imported in a thread (the
+                # better part of a second) and tracing starts with the latest table.
+                if not self._importing:
+                    self._importing = True
+                    tracing.import_then(lambda: loop.call_soon_threadsafe(self._imported))
+                return
+        state = self.state
+        state.tracing = tracing.update(
+            state.tracing,
+            config,
+            asked,
+            serve=self.serving,
+            report=self.report,
+            counts=state.stats.spans,
+        )
+
+    def _imported(self) -> None:
+        self._importing = False
+        snapshot, table = self.last
+        if snapshot is not None and table is not None:
+            self._trace(snapshot, table)
 
     def _log(self, table: RouteTable) -> None:
         problems = list(self.problems)

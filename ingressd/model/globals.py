@@ -36,6 +36,36 @@ class TLSParams:
 
 DEFAULT_TLS = TLSParams()
 
+# OTLP/HTTP's port: ingressd exports OTLP over HTTP (protobuf), where ingress-nginx's
+# nginx module spoke OTLP/gRPC, whose port (4317) is ingress-nginx's default.
+DEFAULT_OTLP_HTTP_PORT = 4318
+SAMPLERS = ("AlwaysOn", "AlwaysOff", "TraceIdRatioBased")  # ingress-nginx's otel-sampler values
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry tracing: the ConfigMap's enable-opentelemetry, otlp-*, otel-* and
+    opentelemetry-* keys, with ingress-nginx v1.15.1's defaults (config.go NewDefault;
+    controller/nginx.go's otelTmpl says what each feeds), except the port (above)."""
+
+    enabled: bool = False  # enable-opentelemetry: every route, unless its Ingress says not
+    collector_host: str = ""  # otlp-collector-host; empty: nothing is exported
+    collector_port: int = DEFAULT_OTLP_HTTP_PORT
+    service_name: str = "nginx"  # otel-service-name: ingress-nginx's default, kept
+    sampler: str = "AlwaysOn"  # otel-sampler
+    ratio: float = 0.01  # otel-sampler-ratio, for TraceIdRatioBased
+    parent_based: bool = True  # otel-sampler-parent-based: a trusted parent's decision wins
+    max_queue_size: int = 2048  # otel-max-queuesize: spans waiting for export; more are dropped
+    schedule_delay_ms: int = 5000  # otel-schedule-delay-millis
+    max_export_batch_size: int = 512  # otel-max-export-batch-size
+    trust_incoming_span: bool = True  # opentelemetry-trust-incoming-span
+    # opentelemetry-operation-name: the span name, literal text and variables
+    # alternating (policy/otel.py); () for the default "METHOD route".
+    operation_name: tuple[str, ...] = ()
+
+
+DEFAULT_TRACING = TracingConfig()
+
 
 @dataclass(frozen=True, slots=True)
 class GlobalConfig:
@@ -78,6 +108,7 @@ class GlobalConfig:
     # retry-non-idempotent: every route's proxy-next-upstream retries POST, LOCK and
     # PATCH too (template.go buildNextUpstream adds non_idempotent).
     retry_non_idempotent: bool = False
+    tracing: TracingConfig = DEFAULT_TRACING
     # Set when a global access-control key cannot be honoured: every route answers
     # (status, reason) rather than serve without it.
     fail_closed: tuple[int, str] | None = None

@@ -439,6 +439,17 @@ class Mirror:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteTracing:
+    """enable-opentelemetry and, beside it, opentelemetry-trust-incoming-span and
+    -operation-name on an Ingress (annotations/opentelemetry/main.go: the other two
+    are read only when enable-opentelemetry is set). None: the ConfigMap's."""
+
+    enabled: bool
+    trust_incoming_span: bool | None = None
+    operation_name: tuple[str, ...] | None = None  # as TracingConfig.operation_name
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePolicy:
     """Typed, validated annotation values that affect how a route is served."""
 
@@ -567,6 +578,8 @@ class RoutePolicy:
     # ($remote_addr, $http_NAME ...), rendered per request as the snippets' are:
     # more_set_headers (``more``) and proxy_set_header (``upstream``) edits.
     header_templates: SnippetPolicy | None = None
+    # enable-opentelemetry and its companions (observe/tracing.py); None: the ConfigMap's.
+    tracing: RouteTracing | None = None
 
     @property
     def regex_paths(self) -> bool:

@@ -215,6 +215,16 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
             mirrors.add_metric([namespace, name, target, result], n)
         yield mirrors
     yield from stream_families(view)
+    if any(view.spans):  # only once tracing has been on (README "Tracing")
+        spans = CounterMetricFamily(
+            "ingressd_tracing_spans",
+            "OpenTelemetry spans: exported to the collector, failed to export (the "
+            "collector refused them or did not answer), dropped (the export queue was full)",
+            labels=["outcome"],
+        )
+        for outcome, n in zip(("exported", "failed", "dropped"), view.spans, strict=True):
+            spans.add_metric([outcome], n)
+        yield spans
     yield GaugeMetricFamily(
         "ingressd_connections_active", "Client connections open now", value=view.active
     )

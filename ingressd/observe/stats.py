@@ -132,6 +132,7 @@ class RequestStats:
         "mirrors",
         "requests",
         "retries",
+        "spans",
         "stream_open",
         "streams",
         "upstream_errors",
@@ -148,6 +149,9 @@ class RequestStats:
         # mirror-target copies by (ingress, target host, sent|failed|dropped)
         self.mirrors: dict[EventKey, int] = {}
         self.accepted = 0  # client connections
+        # OpenTelemetry spans: exported, failed to export, dropped (observe/tracing.py
+        # SpanQueue adds to them, the export thread to the first two).
+        self.spans: list[int] = [0, 0, 0]
         self._reported: dict[RequestKey, float] = {}  # COUNT of each record at the last report
 
     def request(
@@ -209,6 +213,7 @@ class RequestStats:
             {key: rec.copy() for key, rec in self.streams.items()},
             dict(self.stream_open),
             dict(self.mirrors),
+            _spans(self.spans),
         )
 
     def report(self, active: int) -> Report:
@@ -232,7 +237,12 @@ class RequestStats:
             {key: rec.copy() for key, rec in self.streams.items()},
             dict(self.stream_open),
             dict(self.mirrors),
+            _spans(self.spans),
         )
+
+
+def _spans(counts: list[int]) -> tuple[int, int, int]:
+    return (counts[0], counts[1], counts[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +257,7 @@ class Report:
     streams: dict[StreamKey, list[int]] = field(default_factory=dict)  # cumulative, whole
     stream_open: dict[str, int] = field(default_factory=dict)  # a gauge, as active
     mirrors: dict[EventKey, int] = field(default_factory=dict)  # cumulative, whole
+    spans: tuple[int, int, int] = (0, 0, 0)  # cumulative: exported, failed, dropped
 
     def __reduce__(self) -> tuple[type[Report], tuple[object, ...]]:
         # Sent to the main process by pickle: a compiled (mypyc) frozen
@@ -262,6 +273,7 @@ class Report:
                 self.streams,
                 self.stream_open,
                 self.mirrors,
+                self.spans,
             ),
         )
 
@@ -278,6 +290,7 @@ class ProxyView:
     streams: Mapping[StreamKey, list[int]] = field(default_factory=dict)
     stream_open: Mapping[str, int] = field(default_factory=dict)
     mirrors: Mapping[EventKey, int] = field(default_factory=dict)
+    spans: tuple[int, int, int] = (0, 0, 0)  # OpenTelemetry: exported, failed, dropped
 
 
 def _add_records(into: dict[RequestKey, list[float]], records: Mapping) -> None:
@@ -313,6 +326,7 @@ class WorkerSlot:
     streams: dict[StreamKey, list[int]] = field(default_factory=dict)
     stream_open: dict[str, int] = field(default_factory=dict)
     mirrors: dict[EventKey, int] = field(default_factory=dict)
+    spans: tuple[int, int, int] = (0, 0, 0)
 
 
 class WorkerTotals:
@@ -358,6 +372,7 @@ class WorkerTotals:
             slot.streams = report.streams
             slot.stream_open = report.stream_open
             slot.mirrors = report.mirrors
+            slot.spans = report.spans
 
     def retire(self, slot: WorkerSlot) -> None:
         """The worker is gone: keep its counters, forget its gauges."""
@@ -373,6 +388,7 @@ class WorkerTotals:
             _add_counts(kept.mirrors, slot.mirrors)
             _add_streams(kept.streams, slot.streams)
             kept.accepted += slot.accepted
+            kept.spans = _add_spans(kept.spans, slot.spans)
 
     def view(self) -> ProxyView:
         with self._lock:
@@ -386,6 +402,7 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
     streams: dict[StreamKey, list[int]] = {}
     stream_open: dict[str, int] = {}
     mirrors: dict[EventKey, int] = {}
+    spans = (0, 0, 0)
     accepted = active = 0
     for slot in slots:
         _add_streams(streams, slot.streams)
@@ -396,7 +413,14 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
         _add_counts(mirrors, slot.mirrors)
         accepted += slot.accepted
         active += slot.active
-    return ProxyView(requests, errors, retries, accepted, active, streams, stream_open, mirrors)
+        spans = _add_spans(spans, slot.spans)
+    return ProxyView(
+        requests, errors, retries, accepted, active, streams, stream_open, mirrors, spans
+    )
+
+
+def _add_spans(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
 def with_streams(
@@ -421,6 +445,7 @@ def with_streams(
         total,
         open_now,
         view.mirrors,
+        view.spans,
     )
 
 

@@ -1137,6 +1137,34 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
             ),
         ),
     ),
+    (
+        "Tracing",
+        (
+            _doc(
+                "enable-opentelemetry",
+                "false",
+                '`"true"`: the Ingress\'s requests are traced (a server span each, exported to the'
+                " ConfigMap's `otlp-collector-host`), whatever the ConfigMap's "
+                '`enable-opentelemetry`; `"false"`: not traced, and a client\'s `traceparent` '
+                "passes to the upstream untouched. See [Tracing](../operations.md#tracing)",
+            ),
+            _doc(
+                "opentelemetry-operation-name",
+                "",
+                'beside `enable-opentelemetry: "true"` only: the span name, text with '
+                "`$request_method`, `$uri`, `$host`, `$scheme`, `$namespace`, `$ingress_name`, "
+                "`$service_name`, `$service_port`, `$location_path` (up to 256 characters; "
+                "another variable makes it invalid). Default: the ConfigMap's, else `METHOD path`",
+            ),
+            _doc(
+                "opentelemetry-trust-incoming-span",
+                "true",
+                'beside `enable-opentelemetry: "true"` only (as in ingress-nginx): `"false"` '
+                "starts a new trace for every request and does not forward the client's "
+                "`traceparent`/`tracestate`; default: the ConfigMap's (`true`)",
+            ),
+        ),
+    ),
 )
 
 DOCS: Mapping[str, AnnotationDoc] = {doc.name: doc for _, docs in GROUPS for doc in docs}

@@ -33,6 +33,7 @@ from ..model.policy import (
     Mirror,
     ProxySSL,
     RoutePolicy,
+    RouteTracing,
     Template,
     UpstreamHash,
 )
@@ -45,6 +46,8 @@ from .chash import parse_key as _parse_hash_key
 from .cors import parse_origins, parse_token_list
 from .ext_auth import METHODS as AUTH_METHODS
 from .ext_auth import parse_key_template, parse_template, parse_url_template
+from .otel import missing as missing_tracing
+from .otel import parse_operation_name as _parse_operation_name
 from .response_rewrite import parse_cookie_rule, parse_redirect_word
 from .response_rewrite import response_rewrite as _response_rewrite
 from .retry import parse_conditions
@@ -95,9 +98,6 @@ DENYING: Mapping[str, str] = {}
 IGNORED: Mapping[str, str] = {
     "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
     "listed statuses anyway, not who gets in",
-    "enable-opentelemetry": "tracing",
-    "opentelemetry-operation-name": "tracing",
-    "opentelemetry-trust-incoming-span": "tracing",
     "ssl-passthrough": "only with serve --enable-ssl-passthrough (as in ingress-nginx); "
     "without it ingressd terminates TLS, so an upstream expecting the client's TLS refuses "
     "the requests",
@@ -290,6 +290,13 @@ def _mirror_body(value: str) -> bool:
     if v not in ("on", "off"):
         raise AnnotationError(f'expected "on" or "off", got {value!r}; "on" applies')
     return v == "on"
+
+
+def parse_operation_name(value: str) -> tuple[str, ...]:
+    try:
+        return _parse_operation_name(value)
+    except ValueError as exc:
+        raise AnnotationError(str(exc)) from None
 
 
 def _cors_origins(value: str) -> tuple[str, ...]:
@@ -1011,6 +1018,9 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "upstream-hash-by-subset": parse_bool,
     "upstream-hash-by-subset-size": parse_subset_size,
     "server-alias": parse_server_aliases,
+    "enable-opentelemetry": parse_bool,
+    "opentelemetry-trust-incoming-span": parse_bool,
+    "opentelemetry-operation-name": parse_operation_name,
 }
 
 # Annotation -> RoutePolicy field, for those that map one to one.
@@ -1446,6 +1456,9 @@ def parse_policy(
     mirror = _mirror(values, messages)
     if mirror is not None:
         changes["mirror"] = mirror
+    tracing = _route_tracing(values, messages)
+    if tracing is not None:
+        changes["tracing"] = tracing
     client_auth = _client_auth_ref(values, messages)
     if client_auth is not None:
         changes["client_auth_ref"] = client_auth
@@ -1568,6 +1581,30 @@ def _mirror(values: Mapping[str, Any], messages: list[str]) -> Mirror | None:
         path=path,
         host_header=values.get("mirror-host", host),
         request_body=values.get("mirror-request-body", True),
+    )
+
+
+_TRACING_COMPANIONS = ("opentelemetry-trust-incoming-span", "opentelemetry-operation-name")
+
+
+def _route_tracing(values: Mapping[str, Any], messages: list[str]) -> RouteTracing | None:
+    """enable-opentelemetry and its companions, which ingress-nginx reads only beside
+    enable-opentelemetry: "true" (annotations/opentelemetry/main.go Parse)."""
+    enabled = values.get("enable-opentelemetry")
+    if not enabled:
+        idle = ", ".join(k for k in _TRACING_COMPANIONS if k in values)
+        if idle:
+            messages.append(
+                f'{idle}: no effect without enable-opentelemetry: "true" on the same Ingress'
+            )
+        return None if enabled is None else RouteTracing(False)
+    why = missing_tracing()
+    if why is not None:
+        messages.append(f"enable-opentelemetry: {why}")
+    return RouteTracing(
+        True,
+        values.get("opentelemetry-trust-incoming-span"),
+        values.get("opentelemetry-operation-name"),
     )
 
 

@@ -24,11 +24,13 @@ from typing import Any, Final
 from ..model.globals import (
     DEFAULT_NO_TLS_REDIRECT_LOCATIONS,
     DEFAULT_TLS,
+    DEFAULT_TRACING,
     NAME_INVALID,
     NAME_KEEP_ALL,
     NAME_UNDERSCORE,
     GlobalConfig,
     TLSParams,
+    TracingConfig,
 )
 from ..model.log_format import LogFormat, parse_format
 from ..model.policy import (
@@ -39,7 +41,7 @@ from ..model.policy import (
     Template,
 )
 from ..model.regex import RegexError, UserRegex, fixed, user_regex
-from . import buffering
+from . import buffering, otel
 from .annotations import (
     AnnotationError,
     Verdict,
@@ -113,6 +115,11 @@ REFUSED = frozenset(
         "modsecurity-snippet",
     }
 )
+# Keys naming a file inside ingress-nginx's image: refused, with the reason.
+REFUSED_PATHS: Mapping[str, str] = {
+    "opentelemetry-config": "a path to the nginx module's own configuration file in "
+    "ingress-nginx's image; ingressd reads the otlp-* and otel-* keys instead",
+}
 # Refused snippets that apply to HTTP servers or locations: one holding access
 # control makes every route answer 403 (snippet_access.py), as the annotations do.
 _SNIPPETS_ON_ROUTES = frozenset({"http-snippet", "server-snippet", "location-snippet"})
@@ -232,24 +239,9 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        "tracing and metrics",
-        (
-            "enable-opentelemetry",
-            "opentelemetry-config",
-            "opentelemetry-operation-name",
-            "opentelemetry-trust-incoming-span",
-            "otlp-collector-host",
-            "otlp-collector-port",
-            "otel-service-name",
-            "otel-sampler",
-            "otel-sampler-ratio",
-            "otel-sampler-parent-based",
-            "otel-max-queuesize",
-            "otel-schedule-delay-millis",
-            "otel-max-export-batch-size",
-            "nginx-status-ipv4-whitelist",
-            "nginx-status-ipv6-whitelist",
-        ),
+        "nginx's status page, which ingressd does not have (its metrics: /metrics on the "
+        "admin port)",
+        ("nginx-status-ipv4-whitelist", "nginx-status-ipv6-whitelist"),
     ),
     (
         "ModSecurity runs DetectionOnly unless modsecurity-snippet (refused) turns it on",
@@ -893,6 +885,76 @@ SUPPORTED: Mapping[str, _Key] = {
         "Ingress paths starting with one of these get no authentication at all (auth-url, "
         "global-auth-url, Basic), as in ingress-nginx's template",
     ),
+    # OpenTelemetry (observe/tracing.py; README "Tracing")
+    "enable-opentelemetry": _Key(
+        parse_bool,
+        "false",
+        "a server span per request, exported by OTLP/HTTP; an Ingress's enable-opentelemetry "
+        "annotation wins (needs the tracing extra)",
+    ),
+    "otlp-collector-host": _Key(
+        otel.parse_collector_host, "", "the OTLP collector's host; empty: nothing is exported"
+    ),
+    "otlp-collector-port": _Key(
+        otel.parse_port,
+        "4318",
+        "its OTLP/HTTP port (ingress-nginx's default, 4317, is OTLP/gRPC's)",
+    ),
+    "otel-service-name": _Key(
+        otel.parse_service_name, "nginx", "the spans' service.name (ingress-nginx's default)"
+    ),
+    "otel-sampler": _Key(
+        otel.parse_sampler, "AlwaysOn", "AlwaysOn, AlwaysOff or TraceIdRatioBased"
+    ),
+    "otel-sampler-ratio": _Key(
+        otel.parse_ratio, "0.01", "the share of traces TraceIdRatioBased samples (0 to 1)"
+    ),
+    "otel-sampler-parent-based": _Key(
+        parse_bool,
+        "true",
+        "a trusted incoming traceparent's sampled flag decides, the sampler only for new traces",
+    ),
+    "otel-max-queuesize": _Key(
+        _bounded(1, 1_000_000, "a number of spans"),
+        "2048",
+        "spans waiting for export per process; past it spans are dropped and counted",
+    ),
+    "otel-schedule-delay-millis": _Key(
+        _bounded(1, 3_600_000, "a number of milliseconds"),
+        "5000",
+        "how long spans wait to be exported in a batch",
+    ),
+    "otel-max-export-batch-size": _Key(
+        _bounded(1, 1_000_000, "a number of spans"), "512", "spans per export request"
+    ),
+    "opentelemetry-trust-incoming-span": _Key(
+        parse_bool,
+        "true",
+        "a client's W3C traceparent is continued; false starts a new trace and does not "
+        "forward the client's",
+    ),
+    "opentelemetry-operation-name": _Key(
+        otel.parse_operation_name,
+        "",
+        "the span name, with $request_method, $uri, $host, $scheme, $namespace, $ingress_name, "
+        "$service_name, $service_port, $location_path; empty: METHOD and the Ingress path",
+    ),
+}
+
+# key -> TracingConfig field it sets
+_TRACING_FIELDS: Mapping[str, str] = {
+    "enable-opentelemetry": "enabled",
+    "otlp-collector-host": "collector_host",
+    "otlp-collector-port": "collector_port",
+    "otel-service-name": "service_name",
+    "otel-sampler": "sampler",
+    "otel-sampler-ratio": "ratio",
+    "otel-sampler-parent-based": "parent_based",
+    "otel-max-queuesize": "max_queue_size",
+    "otel-schedule-delay-millis": "schedule_delay_ms",
+    "otel-max-export-batch-size": "max_export_batch_size",
+    "opentelemetry-trust-incoming-span": "trust_incoming_span",
+    "opentelemetry-operation-name": "operation_name",
 }
 # The global-auth-* keys: with global-auth-url given, an invalid one denies every route
 # (503) rather than ask the auth service otherwise than configured; ingress-nginx only
@@ -1004,6 +1066,19 @@ def read_configmap(data: Any, explicit: Mapping[str, str] | None = None) -> Read
         if denial is not None:
             denials.append(denial)
     config = _config(values, messages)
+    tracing = config.tracing
+    if tracing.enabled and not tracing.collector_host:
+        messages.append(
+            "key enable-opentelemetry is true but otlp-collector-host is empty: "
+            "no spans are exported"
+        )
+    if tracing.collector_host and tracing.collector_port == 4317:
+        # What ingress-nginx ConfigMaps usually say: its module spoke OTLP/gRPC.
+        messages.append(
+            "key otlp-collector-port is 4317, OTLP/gRPC's port (ingress-nginx's exporter "
+            "spoke gRPC); ingressd exports OTLP/HTTP: give the collector's HTTP receiver "
+            "(4318 by default)"
+        )
     if invalid_access:
         config = replace(config, fail_closed=(_INVALID_ACCESS, "; ".join(invalid_access)))
     elif denials:
@@ -1022,6 +1097,9 @@ def _judge(key: str, value: str, explicit: Mapping[str, str]) -> tuple[Verdict, 
                 "403 rather than serve without it"
             )
             return Verdict(key, shown, "refused", reason), None, f"{key} holds access control"
+        return Verdict(key, shown, "refused", reason), None, None
+    if key in REFUSED_PATHS:
+        reason = f"key {key} is refused: it is {REFUSED_PATHS[key]}"
         return Verdict(key, shown, "refused", reason), None, None
     if key in DENYING:
         if not value.strip():
@@ -1057,6 +1135,11 @@ def _judge(key: str, value: str, explicit: Mapping[str, str]) -> tuple[Verdict, 
     if flag is not None:
         reason = f"key {key} is overridden by {flag}, given on the command line"
         return Verdict(key, shown, "overridden", reason), None, None
+    if key == "enable-opentelemetry" and parsed:
+        why = otel.missing()
+        if why is not None:
+            reason = f"key {key}=true is not supported here: {why}"
+            return Verdict(key, shown, "unsupported", reason), None, None
     if key == "allow-snippet-annotations" and parsed:
         reason = (
             f"key {key}=true is not supported: ingressd refuses snippet annotations "
@@ -1158,6 +1241,7 @@ def _config(values: Mapping[str, Any], messages: list[str] | None = None) -> Glo
         use_proxy_protocol=values.get("use-proxy-protocol"),
         http_redirect_code=values.get("http-redirect-code", defaults.http_redirect_code),
         retry_non_idempotent=values.get("retry-non-idempotent", defaults.retry_non_idempotent),
+        tracing=_tracing(values),
         proxy=tuple(sorted(proxy.items())),
         route_defaults=tuple(sorted(route.items())),
     )
@@ -1186,6 +1270,11 @@ def _global_auth(values: Mapping[str, Any]) -> ExternalAuth | None:
     )
 
 
+def _tracing(values: Mapping[str, Any]) -> TracingConfig:
+    changes = {_TRACING_FIELDS[k]: v for k, v in values.items() if k in _TRACING_FIELDS}
+    return replace(DEFAULT_TRACING, **changes) if changes else DEFAULT_TRACING
+
+
 def _tls(values: Mapping[str, Any]) -> TLSParams:
     keys = ("ssl-protocols", "ssl-ciphers", "ssl-session-tickets", "use-http2")
     if not any(k in values for k in keys):
@@ -1211,6 +1300,8 @@ def keys_table() -> Iterator[tuple[str, str, str, str]]:
         yield key, "supported", spec.what, spec.default
     for key in sorted(REFUSED):
         yield key, "refused", "raw configuration is never injected", ""
+    for key, why in REFUSED_PATHS.items():
+        yield key, "refused", f"it is {why}", ""
     for key, what in DENYING.items():
         yield key, "unsupported (denies)", f"it {what}: every route answers 403", ""
     for key, why in sorted(IGNORED.items()):

@@ -30,7 +30,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit
 
 from ..model.policy import ExternalAuth, Template
@@ -71,6 +71,12 @@ _NOT_FORWARDED = frozenset(
         b"x-request-id",
     }
 )
+
+# W3C trace context: replaced by the subrequest span's when the request is traced.
+_TRACE_CONTEXT = frozenset({b"traceparent", b"tracestate"})
+
+# Auth service bodies are not used; a larger one is not read at all.
+_MAX_BODY = 64 * 1024
 
 
 class TemplateError(ValueError):
@@ -162,6 +168,13 @@ class AuthRequest:
     server_port: str
     request_id: str
     headers: Sequence[tuple[bytes, bytes]]
+    # traceparent/tracestate naming the subrequest's span (observe/tracing.py); they
+    # replace the client's. () when the request is not traced.
+    trace_headers: tuple[tuple[str, str], ...] = ()
+
+
+def with_trace(req: AuthRequest, headers: tuple[tuple[str, str], ...]) -> AuthRequest:
+    return replace(req, trace_headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +238,9 @@ def subrequest_headers(
         (name.decode("latin-1"), value.decode("latin-1"))
         for name, value in req.headers
         if name.lower() not in _NOT_FORWARDED
+        and not (req.trace_headers and name.lower() in _TRACE_CONTEXT)
     ]
+    headers += req.trace_headers
     redirect = auth.request_redirect.render(values) if auth.request_redirect else req.request_uri
     headers += [
         ("X-Original-URL", f"{req.scheme}://{req.host}{req.request_uri}"),

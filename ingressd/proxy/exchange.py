@@ -25,6 +25,7 @@ from ..model.policy import ExternalAuth, GlobalRateLimit, LimitConfig
 from ..model.snippet import RequestVars, SnippetPlan, edit_response, upstream_headers
 from ..model.snippet import hide as hide_headers
 from ..model.table import Route
+from ..observe.tracing import AuthSpan, ServerSpan
 from ..policy import chash, ext_auth
 from ..policy.cors import HEADER_NAMES as CORS_HEADERS
 from ..policy.limits import Slot
@@ -117,6 +118,7 @@ class Exchange(Outgoing):
         "send_paused_at",
         "send_timeout",
         "sent_body",
+        "span",
         "started",
         "state",
         "status",
@@ -194,6 +196,9 @@ class Exchange(Outgoing):
         # auth-url: headers for the upstream request and cookies for the response
         self.auth_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.auth_cookies: tuple[bytes, ...] = ()
+        # OpenTelemetry: the server span of a sampled request (observe/tracing.py,
+        # which also puts the traceparent the upstream gets into ``headers``).
+        self.span: ServerSpan | None = None
         # (status, reason) when this stands for a request that could not be
         # read, answered in its turn after the requests before it
         self.rejection: tuple[int, str] | None = None
@@ -383,6 +388,9 @@ class Exchange(Outgoing):
         action = decide(table, head, settings.https_redirect_port, state.ewma, state.health)
         if table.client_auth:  # some host checks client certificates (auth-tls-*)
             action = client_auth.apply(table, head, client.tls_object, action)
+        tracing = state.tracing
+        if tracing is not None:  # some route is traced
+            tracing.begin(self, action.route)
         if isinstance(action, Respond):
             self.route = action.route
             self.respond(action.status, action.body, action.location, action.headers)
@@ -627,6 +635,11 @@ class Exchange(Outgoing):
             # nginx.tmpl sets the ssl-client-* headers on the auth location too.
             headers=client_auth.subrequest_headers(self.headers, self.forward),  # type: ignore[arg-type]
         )
+        span = self.span
+        sub: AuthSpan | None = None
+        if span is not None:
+            sub = span.subrequest(self, auth.url.text)
+            req = ext_auth.with_trace(req, sub.headers)
         try:
             outcome = await ext_auth.check(
                 self.state.auth,
@@ -639,7 +652,11 @@ class Exchange(Outgoing):
                 f"{normalize_host(host)} {route.path_type} {route.path}",
             )
         except asyncio.CancelledError:
+            if sub is not None:
+                sub.end(None)
             return
+        if sub is not None:
+            sub.end(outcome.status)
         self._connect_task = None
         if self.finished:
             return
@@ -1587,6 +1604,10 @@ class Exchange(Outgoing):
             bytes_in,
             self.sent,
         )
+        span = self.span
+        if span is not None:
+            self.span = None
+            span.end(self, status)
         access = state.access_log
         if access is not None and self._loggable(fwd, status):
             if self.request_id is None:

@@ -13,6 +13,7 @@ from typing import Final
 from ..model.table import RouteTable
 from ..observe.access_log import AccessLog
 from ..observe.stats import RequestStats
+from ..observe.tracing import Tracing
 from ..policy import ext_auth
 from ..policy.ewma import EwmaStore
 from ..policy.global_limit import GlobalLimits
@@ -95,6 +96,9 @@ class ProxyState:
         self.access_log = AccessLog(settings.access_log) if settings.access_log != "off" else None
         if self.access_log is not None:
             self.access_log.set_format(settings.log_format)
+        # OpenTelemetry (observe/tracing.py): None while no route is traced, so an
+        # untraced request pays one attribute test. Set by the controller per table.
+        self.tracing: Tracing | None = None
         # Exchanges waiting on an upstream, checked for timeouts by one sweep
         # every SWEEP_INTERVAL rather than a timer per request.
         self.waiting: set[Outgoing] = set()

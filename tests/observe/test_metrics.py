@@ -410,3 +410,20 @@ def test_mirror_copies_are_counted_and_summed_over_workers() -> None:
     assert samples[(name, labels(**key, result="dropped"))] == 2
     # Without a mirror, no family at all.
     assert not any(k[0] == name for k in scrape(RequestStats().view(0)))
+
+
+def test_tracing_spans_are_summed_over_workers_and_kept_when_one_dies() -> None:
+    totals = WorkerTotals()
+    workers = [RequestStats(), RequestStats()]
+    slots = [totals.slot(), totals.slot()]
+    assert not any(key[0].startswith("ingressd_tracing") for key in scrape(totals.view()))
+    workers[0].spans[:] = [5, 1, 2]  # as observe/tracing.py's SpanQueue counts them
+    workers[1].spans[:] = [7, 0, 3]
+    for stats, slot in zip(workers, slots, strict=True):
+        report = pickle.loads(pickle.dumps(stats.report(active=0)))
+        assert report.spans == tuple(stats.spans)
+        totals.update(slot, report)
+    totals.retire(slots[0])
+    samples = scrape(totals.view())
+    for outcome, n in (("exported", 12), ("failed", 1), ("dropped", 5)):
+        assert samples[("ingressd_tracing_spans_total", labels(outcome=outcome))] == n

@@ -261,6 +261,7 @@ FOREIGN_OPTIONS = {
     *("--resolve", "--cert", "--key", "--type", "--replicas", "--headless", "--strict"),
     *("--scenarios", "--with-bare", "--rounds", "--duration", "--json", "--no-pin"),
     *("--breakdown", "--limits", "--request", "--paths", "--snippet", "--upstream-hash-by"),
+    "--tracing-ratio",
     *("--controller-class", "--watch-ingress-without-class", "--update-status"),
     *("--default-ssl-certificate", "--healthz-port", "--shutdown-grace-period"),
 }
