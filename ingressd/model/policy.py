@@ -553,6 +553,11 @@ class RoutePolicy:
     # custom-http-errors: upstream statuses answered by a default backend's error
     # page instead (routing/errors.py); None: the global list (RouteTable) applies.
     custom_http_errors: frozenset[int] | None = None
+    # disable-proxy-intercept-errors: the upstream's own answers pass as they are, even
+    # with a status custom-http-errors lists (nginx's proxy_intercept_errors off); the
+    # error pages still replace ingressd's own answers (502, 503, 504), as nginx's
+    # error_page does for its own.
+    disable_intercept_errors: bool = False
     # default-backend: a Service name in the Ingress's namespace, as annotated; and
     # (set by the builder) its endpoints, only while it has some, as ingress-nginx's
     # "custom-default-backend-" upstream (controller.go getBackendServers).

@@ -786,6 +786,14 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "this Ingress's routes. Not for gRPC routes or WebSocket upgrades. See [Default "
                 "backend and error pages](../serving.md#default-backend-and-error-pages)",
             ),
+            _doc(
+                "disable-proxy-intercept-errors",
+                "false",
+                '`"true"`: the upstream\'s own answers reach the client as they are, even with a '
+                "status `custom-http-errors` lists (nginx's `proxy_intercept_errors off`); the "
+                "error pages still replace ingressd's own answers (502, 503, 504), as nginx's "
+                "`error_page` does for nginx's own. ConfigMap key of the same name: the default",
+            ),
         ),
     ),
     (

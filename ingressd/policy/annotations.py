@@ -96,8 +96,6 @@ REFUSED = RAW_CONFIG | frozenset(NOT_APPLICABLE)
 # why. Both are reported; docs/reference/annotations.md lists them.
 DENYING: Mapping[str, str] = {}
 IGNORED: Mapping[str, str] = {
-    "disable-proxy-intercept-errors": "error pages: custom-http-errors intercepts the "
-    "listed statuses anyway, not who gets in",
     "ssl-passthrough": "only with serve --enable-ssl-passthrough (as in ingress-nginx); "
     "without it ingressd terminates TLS, so an upstream expecting the client's TLS refuses "
     "the requests",
@@ -999,6 +997,8 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "session-cookie-domain": parse_cookie_domain,
     "session-cookie-change-on-failure": parse_bool,
     "custom-http-errors": parse_http_errors,
+    # disableproxyintercepterrors/main.go: a bool, false by default.
+    "disable-proxy-intercept-errors": parse_bool,
     "default-backend": parse_service_name,
     "session-cookie-conditional-samesite-none": parse_bool,
     "upstream-hash-by": parse_upstream_hash_by,
@@ -1048,6 +1048,7 @@ _FIELDS: Mapping[str, str] = {
     "proxy-send-timeout": "proxy_send_timeout",
     "load-balance": "load_balance",
     "custom-http-errors": "custom_http_errors",
+    "disable-proxy-intercept-errors": "disable_intercept_errors",
     "proxy-http-version": "proxy_http_version",
     "connection-proxy-header": "connection_header",
     "use-port-in-redirects": "use_port_in_redirects",

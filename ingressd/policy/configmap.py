@@ -635,6 +635,12 @@ SUPPORTED: Mapping[str, _Key] = {
     "proxy-cookie-domain": _Key(parse_cookie_rewrite, "off", "default of the annotation"),
     "proxy-cookie-path": _Key(parse_cookie_rewrite, "off", "default of the annotation"),
     "proxy-http-version": _Key(parse_http_version, "1.1", "default of the annotation"),
+    "disable-proxy-intercept-errors": _Key(
+        parse_bool,
+        "false",
+        "default of the annotation: the upstream's answers pass even with a status "
+        "custom-http-errors lists",
+    ),
     "limit-rate": _Key(
         parse_rate_kb, "0", "default of the limit-rate annotation (kilobytes per second)"
     ),
@@ -1001,6 +1007,7 @@ _ROUTE_FIELDS: Mapping[str, str] = {
     "force-ssl-redirect": "force_ssl_redirect",
     "load-balance": "load_balance",
     "proxy-http-version": "proxy_http_version",
+    "disable-proxy-intercept-errors": "disable_intercept_errors",
     "limit-rate": "limit_rate",
     "limit-rate-after": "limit_rate_after",
     "proxy-redirect-from": "proxy_redirect_from",

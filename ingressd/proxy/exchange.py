@@ -971,7 +971,12 @@ class Exchange(Outgoing):
         statuses = None if route.plain else route.policy.next_upstream.statuses
         if statuses and status in statuses and self._retry(f"http_{status}", sent=True):
             return  # this response is dropped with its connection
-        if status >= 400 and not self.error_page and self._error_page(route, status):
+        if (
+            status >= 400
+            and not self.error_page
+            and not route.policy.disable_intercept_errors
+            and self._error_page(route, status)
+        ):
             return  # this response is dropped with its connection, unread
         self.response_started = True
         self.status = status

@@ -103,6 +103,13 @@ def env(tmp_path_factory: pytest.TempPathFactory, upstream_loop: BackgroundLoop)
         annotated("list", "list.test", [path("/", "web")], custom_http_errors="503"),
         annotated("noeps", "noeps.test", [path("/", "empty")], custom_http_errors="503"),
         annotated(
+            "passthru",
+            "passthru.test",
+            [path("/app", "web"), path("/empty", "empty")],
+            custom_http_errors="503",
+            disable_proxy_intercept_errors="true",
+        ),
+        annotated(
             "loop",
             "loop.test",
             [path("/", "web")],
@@ -242,6 +249,18 @@ def test_ingressd_own_answer_for_a_route_gets_the_error_page_too(env: Env) -> No
     assert (seen["service"], seen["path"], seen["query"]) == ("global-errors", "/", "y=1")
     assert (headers["x-code"], headers["x-service-name"]) == ("503", "empty")
     assert headers["x-original-uri"] == "/x?y=1"
+
+
+def test_disable_proxy_intercept_errors_passes_the_upstreams_answer(env: Env) -> None:
+    """disable-proxy-intercept-errors: nginx's proxy_intercept_errors off. The
+    upstream's own 503 reaches the client with its body; ingressd's own 503 (a
+    Service without ready endpoints) still gets the error page, as nginx's
+    error_page still catches the balancer's."""
+    r = env.get("passthru.test", "/app/_echo/status/503")
+    assert r.status == 503, str(r)
+    assert dict(r.headers).get("X-Echo-Service") == "web"  # the upstream's own answer
+    seen = page(env.get("passthru.test", "/empty/x"))
+    assert (seen["service"], seen["headers"]["x-code"]) == ("global-errors", "503")
 
 
 def test_the_global_list_applies_to_routes_without_the_annotation(env: Env) -> None:

@@ -163,9 +163,8 @@ def test_regex_paths(policy: RoutePolicy, regex_paths: bool) -> None:
             "ingressd can read: unexpected end of text after 'x' in line 1; it is not applied",
         ),
         (
-            {NGINX + "disable-proxy-intercept-errors": "true"},
-            f"annotation {NGINX}disable-proxy-intercept-errors is not supported by ingressd and is "
-            "ignored",
+            {NGINX + "ssl-passthrough": "true"},
+            f"annotation {NGINX}ssl-passthrough is not supported by ingressd and is ignored",
         ),
     ],
 )
@@ -232,3 +231,16 @@ def test_expand_target(pattern: str, subject: str, target: str, expected: str) -
     m = re.match(pattern, subject)
     assert m is not None
     assert expand_target(target, m) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled", "reported"),
+    [("true", True, False), ("false", False, False), ("maybe", False, True)],
+)
+def test_disable_proxy_intercept_errors(value: str, disabled: bool, reported: bool) -> None:
+    """disableproxyintercepterrors/main.go: a bool, false by default (an invalid
+    value is reported here, and false applies)."""
+    policy, messages = parse_policy({NGINX + "disable-proxy-intercept-errors": value})
+    assert policy.disable_intercept_errors is disabled
+    assert bool(messages) is reported
+    assert parse_policy({})[0].disable_intercept_errors is False

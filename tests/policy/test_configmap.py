@@ -89,9 +89,11 @@ def test_route_keys_become_route_defaults() -> None:
             "whitelist-source-range": "10.0.0.0/8",
             "denylist-source-range": "10.1.0.0/16",
             "block-cidrs": "192.0.2.1",
+            "disable-proxy-intercept-errors": "true",
         }
     ).config
     defaults = dict(config.route_defaults)
+    assert defaults["disable_intercept_errors"] is True
     assert defaults["ssl_redirect"] is False
     assert defaults["force_ssl_redirect"] is True
     assert defaults["load_balance"] == "ewma"

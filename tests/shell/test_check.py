@@ -70,7 +70,7 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
         NGINX + "rewrite-target": "/$1",
         NGINX + "ssl-redirect": "maybe",
         NGINX + "configuration-snippet": "more_set_headers 'X: y'; gzip on;",
-        NGINX + "disable-proxy-intercept-errors": "http://auth",
+        NGINX + "ssl-passthrough": "http://auth",
         NGINX + "proxy-body-size": "8m",
         OURS + "proxy-body-size": "16m",
         "example.com/unrelated": "x",
@@ -82,7 +82,7 @@ def test_each_annotation_is_classified_with_the_builders_own_message() -> None:
         NGINX + "rewrite-target": ("supported", ""),
         NGINX + "ssl-redirect": ("invalid", messages[2]),
         NGINX + "configuration-snippet": ("refused", messages[0]),
-        NGINX + "disable-proxy-intercept-errors": ("unsupported", messages[1]),
+        NGINX + "ssl-passthrough": ("unsupported", messages[1]),
         OURS + "proxy-body-size": ("supported", ""),
         NGINX + "proxy-body-size": (
             "overridden",
@@ -148,7 +148,7 @@ def test_invalid_access_control_says_its_routes_answer_503() -> None:
         ({}, 0),
         ({NGINX + "rewrite-target": "/"}, 0),
         # ignored, and said so: not a failure
-        ({NGINX + "disable-proxy-intercept-errors": "http://auth"}, 0),
+        ({NGINX + "ssl-passthrough": "http://auth"}, 0),
         ({NGINX + "server-snippet": "x"}, 1),
         ({NGINX + "ssl-redirect": "yes"}, 1),
         # refused because it cannot apply to ingressd: listed, not a failure...
@@ -466,7 +466,7 @@ def test_expired_certificate_is_invalid() -> None:
 def mixed_report() -> CheckReport:
     return report_of(
         ingress_class("nginx", OTHER_CONTROLLER),
-        web(annotations={NGINX + "disable-proxy-intercept-errors": "x"}),
+        web(annotations={NGINX + "ssl-passthrough": "x"}),
         web("theirs", host="b.test", class_name="nginx"),
         *healthy(),
     )
@@ -511,12 +511,11 @@ def test_json_shape() -> None:
     ]
     assert ing["annotations"] == [
         {
-            "key": NGINX + "disable-proxy-intercept-errors",
+            "key": NGINX + "ssl-passthrough",
             "value": "x",
             "status": "unsupported",
             "reason": (
-                f"annotation {NGINX}disable-proxy-intercept-errors is not supported by ingressd "
-                "and is ignored"
+                f"annotation {NGINX}ssl-passthrough is not supported by ingressd and is ignored"
             ),
         }
     ]
@@ -550,7 +549,7 @@ def test_json_shape() -> None:
 def test_text_shows_ours_and_counts_the_others() -> None:
     text = render_text(mixed_report())
     assert text.startswith("Ingress default/web\n  class: ours via ingressClassName 'ingressd'")
-    unsupported = f"    unsupported  annotation {NGINX}disable-proxy-intercept-errors is not"
+    unsupported = f"    unsupported  annotation {NGINX}ssl-passthrough is not"
     assert unsupported in text
     assert "theirs" not in text
     assert "1 Ingress belongs to other classes (--all shows them)\n" in text

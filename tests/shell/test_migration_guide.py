@@ -83,7 +83,7 @@ def cluster(tmp_path: Path, server: KubeApiServer) -> Path:
             [rule("shop.example.com", path("/", "web"))],
             annotations={
                 NGINX + "proxy-body-size": "8m",
-                NGINX + "disable-proxy-intercept-errors": "x",
+                NGINX + "ssl-passthrough": "x",
             },
             class_name="nginx",
         ),
@@ -132,7 +132,7 @@ def test_step_1_inventory_reports_ingress_nginx_s_ingresses_and_configmap(
     statuses = {a["key"]: a["status"] for a in shown["shop"]["annotations"]}
     assert statuses == {
         NGINX + "proxy-body-size": "supported",
-        NGINX + "disable-proxy-intercept-errors": "unsupported",
+        NGINX + "ssl-passthrough": "unsupported",
     }
     keys = {k["key"]: k["status"] for k in doc["configmap"]}
     assert keys == {
