@@ -577,6 +577,8 @@ SERVING_OPTIONS = {
     "--shutdown-grace",
     "--access-log",
     "--log-format",
+    "--client-body-temp-path",
+    "--client-body-temp-size",
 }
 # Paths every authenticated user may read (the system:discovery ClusterRole).
 DISCOVERY = {"/version", "/api", "/apis"}
