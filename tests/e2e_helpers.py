@@ -107,6 +107,31 @@ class BackgroundLoop:
                 self.loop.close()
 
 
+@contextlib.contextmanager
+def aiohttp_service(
+    loop: BackgroundLoop, handler: Callable[[Any], Coroutine[Any, Any, Any]], **runner: Any
+) -> Iterator[int]:
+    """An aiohttp server on 127.0.0.1 (a free port) run by ``loop``, every method
+    and path to ``handler``; its port. ``runner``: AppRunner options (keepalive_timeout)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    app_runner = web.AppRunner(app, access_log=None, **runner)
+
+    async def start() -> int:
+        await app_runner.setup()
+        site = web.TCPSite(app_runner, LOCALHOST, 0)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    port = loop.run(start())
+    try:
+        yield port
+    finally:
+        loop.run(app_runner.cleanup())
+
+
 class EchoServers(Mapping[str, int]):
     """Echo upstreams (``ingressd.echo``) by service name -> port."""
 

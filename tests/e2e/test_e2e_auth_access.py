@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from e2e_helpers import LOCALHOST, BackgroundLoop, Ingressd, serving_echo
+from e2e_helpers import LOCALHOST, BackgroundLoop, Ingressd, aiohttp_service, serving_echo
 from k8s_objects import ingress, path, rule
 
 from ingressd.model.objects import Obj
@@ -74,19 +74,9 @@ class AuthService:
 @pytest.fixture(scope="module")
 def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
     service = AuthService()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", service.handle)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=30)
-
-    async def start() -> int:
-        await runner.setup()
-        site = web.TCPSite(runner, LOCALHOST, 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    service.port = upstream_loop.run(start())
-    yield service
-    upstream_loop.run(runner.cleanup())
+    with aiohttp_service(upstream_loop, service.handle, keepalive_timeout=30) as port:
+        service.port = port
+        yield service
 
 
 def annotated(host: str, **annotations: str) -> Obj:

@@ -17,6 +17,7 @@ from e2e_helpers import (
     LOCALHOST,
     BackgroundLoop,
     Ingressd,
+    aiohttp_service,
     free_port,
     serving_echo,
     websocket_upgrade_args,
@@ -79,19 +80,9 @@ class AuthService:
 @pytest.fixture(scope="module")
 def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
     service = AuthService()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", service.handle)
-    runner = web.AppRunner(app, access_log=None)
-
-    async def start() -> int:
-        await runner.setup()
-        site = web.TCPSite(runner, LOCALHOST, 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    service.port = upstream_loop.run(start())
-    yield service
-    upstream_loop.run(runner.cleanup())
+    with aiohttp_service(upstream_loop, service.handle) as port:
+        service.port = port
+        yield service
 
 
 def annotated(host: str, **annotations: str) -> Obj:

@@ -17,6 +17,7 @@ from e2e_helpers import (
     BackgroundLoop,
     EchoServers,
     Ingressd,
+    aiohttp_service,
     backends,
     serving,
     wait_for,
@@ -56,19 +57,9 @@ class AuthService:
 @pytest.fixture(scope="module")
 def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
     service = AuthService()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", service.handle)
-    runner = web.AppRunner(app, access_log=None)
-
-    async def start() -> int:
-        await runner.setup()
-        site = web.TCPSite(runner, LOCALHOST, 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    service.port = upstream_loop.run(start())
-    yield service
-    upstream_loop.run(runner.cleanup())
+    with aiohttp_service(upstream_loop, service.handle) as port:
+        service.port = port
+        yield service
 
 
 def controller(data: dict[str, str]) -> Obj:
