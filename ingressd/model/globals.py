@@ -25,13 +25,18 @@ DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS"
 
 @dataclass(frozen=True, slots=True)
 class TLSParams:
-    """How the HTTPS port speaks TLS: ssl-protocols, ssl-ciphers, ssl-session-tickets."""
+    """How the HTTPS port speaks TLS: ssl-protocols, ssl-ciphers, ssl-session-*."""
 
     min_version: str = "TLSv1.2"  # ssl.TLSVersion member names
     max_version: str = "TLSv1.3"
     ciphers: str = DEFAULT_CIPHERS
     session_tickets: bool = False  # ingress-nginx's ssl-session-tickets default
     http2: bool = True  # use-http2: h2 offered by ALPN (--no-http2 wins)
+    # ssl-session-cache, -cache-size (bytes, as nginx counts its shared cache) and
+    # -timeout (seconds): ingress-nginx's defaults, "true", "10m" and "10m".
+    session_cache: bool = True
+    session_cache_bytes: int = 10 * 1024 * 1024
+    session_timeout: int = 600
 
 
 DEFAULT_TLS = TLSParams()

@@ -149,11 +149,6 @@ _IGNORED_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("client-header-buffer-size",),
     ),
     (
-        "TLS session cache parameters: Python's ssl module sets none of them (OpenSSL's "
-        "per-process cache serves)",
-        ("ssl-session-cache", "ssl-session-cache-size", "ssl-session-timeout"),
-    ),
-    (
         "other TLS parameters ingressd does not implement",
         (
             "ssl-session-ticket-key",
@@ -526,6 +521,17 @@ def parse_real_ip_cidrs(value: str) -> tuple[IPNetwork, ...]:
     return nets
 
 
+MAX_SESSION_CACHE = 1024 * 1024 * 1024
+
+
+def parse_session_cache_size(value: str) -> int:
+    """ssl-session-cache-size: nginx's size syntax ("10m"), above 0 and at most 1g."""
+    size = parse_size(value)
+    if not 0 < size <= MAX_SESSION_CACHE:
+        raise AnnotationError(f"{value!r} is not above 0 and at most 1g")
+    return size
+
+
 def parse_duration(value: str) -> float:
     """proxy-protocol-header-timeout: a Go duration as ingress-nginx reads it ("5s",
     "500ms", "1m"; a bare number is seconds), above 0 and at most 5 minutes."""
@@ -728,6 +734,22 @@ SUPPORTED: Mapping[str, _Key] = {
     ),
     "ssl-session-tickets": _Key(
         parse_bool, "false", "TLS session tickets (resumption by session id stays on)"
+    ),
+    "ssl-session-cache": _Key(
+        parse_bool,
+        "true",
+        "the server's cache of TLS sessions, for resumption; off: none is kept (nginx's "
+        "ssl_session_cache none, five minutes' timeout)",
+    ),
+    "ssl-session-cache-size": _Key(
+        parse_session_cache_size,
+        "10m",
+        "its size as nginx counts it (about 4,000 sessions a megabyte), per process",
+    ),
+    "ssl-session-timeout": _Key(
+        parse_nginx_time,
+        "10m",
+        "how long a session may be resumed; also the session tickets' lifetime hint",
     ),
     "enable-underscores-in-headers": _Key(
         parse_bool,
@@ -1283,7 +1305,15 @@ def _tracing(values: Mapping[str, Any]) -> TracingConfig:
 
 
 def _tls(values: Mapping[str, Any]) -> TLSParams:
-    keys = ("ssl-protocols", "ssl-ciphers", "ssl-session-tickets", "use-http2")
+    keys = (
+        "ssl-protocols",
+        "ssl-ciphers",
+        "ssl-session-tickets",
+        "use-http2",
+        "ssl-session-cache",
+        "ssl-session-cache-size",
+        "ssl-session-timeout",
+    )
     if not any(k in values for k in keys):
         return DEFAULT_TLS
     low, high = values.get("ssl-protocols", (DEFAULT_TLS.min_version, DEFAULT_TLS.max_version))
@@ -1293,6 +1323,9 @@ def _tls(values: Mapping[str, Any]) -> TLSParams:
         values.get("ssl-ciphers", DEFAULT_TLS.ciphers),
         values.get("ssl-session-tickets", DEFAULT_TLS.session_tickets),
         values.get("use-http2", DEFAULT_TLS.http2),
+        values.get("ssl-session-cache", DEFAULT_TLS.session_cache),
+        values.get("ssl-session-cache-size", DEFAULT_TLS.session_cache_bytes),
+        max(1, round(values.get("ssl-session-timeout", DEFAULT_TLS.session_timeout))),
     )
 
 

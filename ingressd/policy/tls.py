@@ -26,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ..model.globals import DEFAULT_TLS, TLSParams
 from ..model.policy import ClientAuth
 from ..model.table import RouteTable, TLSCertificate
+from . import tls_session
 from .client_tls import client_context, request_certificate
 
 log = logging.getLogger("ingressd.tls")
@@ -272,7 +273,7 @@ def server_context(
 
 
 def apply_params(ctx: ssl.SSLContext, params: TLSParams) -> None:
-    """ssl-protocols, ssl-ciphers and ssl-session-tickets on ``ctx`` (new handshakes).
+    """ssl-protocols, ssl-ciphers and ssl-session-* on ``ctx`` (new handshakes).
 
     The handshake's versions and options are those of the listener's context, the
     one a connection starts with; the cipher list is the one of the context the SNI
@@ -285,6 +286,16 @@ def apply_params(ctx: ssl.SSLContext, params: TLSParams) -> None:
         ctx.options &= ~ssl.OP_NO_TICKET
     else:
         ctx.options |= ssl.OP_NO_TICKET
+    if ctx.protocol == ssl.PROTOCOL_TLS_SERVER:
+        why = tls_session.apply(
+            ctx, params.session_cache, params.session_cache_bytes, params.session_timeout
+        )
+        if why is not None and why not in _SESSION_WARNED:
+            _SESSION_WARNED.add(why)
+            log.warning("ssl-session-cache/-size/-timeout not applied: %s", why)
+
+
+_SESSION_WARNED: set[str] = set()  # each reason logged once per process
 
 
 def load_key_pair(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:

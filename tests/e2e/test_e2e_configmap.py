@@ -8,6 +8,8 @@ reported and its default used while the rest serves; a flag given explicitly win
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -269,3 +271,59 @@ def test_skip_access_log_urls(
     wait_for(lambda: any('"/logged"' in line for line in lines()), 5, what="the access log")
     paths = [line.split('"path":"')[1].split('"')[0] for line in lines()]
     assert sorted(paths) == ["/logged", "/ping"]  # /ping?x=2 is another URI
+
+
+def _client() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def _tls13_session(
+    ing: Ingressd, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[ssl.SSLSession, bool]:
+    """One TLS 1.3 request to secure.test, its response read (so the server's
+    NewSessionTicket is in); the session and whether it was resumed."""
+    with (
+        socket.create_connection((LOCALHOST, ing.https_port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="secure.test", session=session) as tls,
+    ):
+        tls.sendall(b"GET /x HTTP/1.1\r\nHost: secure.test\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data[:100]
+        assert tls.session is not None
+        return tls.session, tls.session_reused
+
+
+def test_ssl_session_keys_set_the_cache_and_the_timeout(
+    ingressd: IngressdFactory, echo_servers: EchoServers
+) -> None:
+    """ssl-session-timeout (ingress-nginx's default 10m) is the lifetime clients are
+    told for their session tickets; ssl-session-cache: "false" keeps no session, so
+    none is resumed (with ssl-session-tickets off, TLS 1.3's tickets name a session
+    the server must keep)."""
+    ing = start(ingressd, [*site(echo_servers), configmap({})], "--configmap", CM)
+    ctx = _client()
+    session, _ = _tls13_session(ing, ctx)
+    assert session.ticket_lifetime_hint == 600
+    assert _tls13_session(ing, ctx, session)[1] is True  # resumed from the server's cache
+
+    ing.update({"all.yaml": [*site(echo_servers), configmap({"ssl-session-timeout": "5m"})]})
+    wait_for(
+        lambda: _tls13_session(ing, ctx)[0].ticket_lifetime_hint == 300,
+        5,
+        what="ssl-session-timeout 5m",
+    )
+    off = {"ssl-session-cache": "false"}
+    ing.update({"all.yaml": [*site(echo_servers), configmap(off)]})
+
+    def not_resumed() -> bool:
+        session, _ = _tls13_session(ing, ctx)
+        return _tls13_session(ing, ctx, session)[1] is False
+
+    wait_for(not_resumed, 5, what="no session resumed without the cache")
+    assert "ssl-session" not in problems(ing)

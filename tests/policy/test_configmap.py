@@ -374,3 +374,46 @@ def test_skip_access_log_urls_are_request_uris() -> None:
     config = read_configmap({"skip-access-log-urls": "/healthz, /Ping?x=1"}).config
     assert dict(config.proxy) == {"skip_log_uris": frozenset({b"/healthz", b"/ping?x=1"})}
     assert classify({"skip-access-log-urls": "healthz"})[0].status == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("data", "cache", "size", "timeout", "invalid"),
+    [
+        ({}, True, 10 * 1024 * 1024, 600, None),  # ingress-nginx's defaults
+        ({"ssl-session-cache": "false"}, False, 10 * 1024 * 1024, 600, None),
+        ({"ssl-session-cache-size": "1m", "ssl-session-timeout": "1h"}, True, 1 << 20, 3600, None),
+        ({"ssl-session-timeout": "300"}, True, 10 * 1024 * 1024, 300, None),
+        ({"ssl-session-timeout": "8d"}, True, 10 * 1024 * 1024, 600, "ssl-session-timeout"),
+        ({"ssl-session-timeout": "soon"}, True, 10 * 1024 * 1024, 600, "ssl-session-timeout"),
+        ({"ssl-session-cache-size": "0"}, True, 10 * 1024 * 1024, 600, "ssl-session-cache-size"),
+        ({"ssl-session-cache-size": "2g"}, True, 10 * 1024 * 1024, 600, "ssl-session-cache-size"),
+    ],
+)
+def test_ssl_session_keys(
+    data: dict[str, str], cache: bool, size: int, timeout: int, invalid: str | None
+) -> None:
+    reading = read_configmap(data)
+    tls = reading.config.tls
+    assert (tls.session_cache, tls.session_cache_bytes, tls.session_timeout) == (
+        cache,
+        size,
+        timeout,
+    )
+    if invalid is None:
+        assert reading.messages == ()
+    else:
+        assert len(reading.messages) == 1 and invalid in reading.messages[0]
+
+
+def test_ssl_session_params_reach_openssl_on_every_server_context() -> None:
+    from ingressd.model.globals import DEFAULT_TLS, TLSParams
+    from ingressd.policy import tls_session
+    from ingressd.policy.tls import apply_params, self_signed, server_context
+
+    ctx = server_context(*self_signed("s.test", ("s.test",), days=1))
+    assert tls_session.timeout_of(ctx) == 600  # not OpenSSL's 7200
+    apply_params(ctx, TLSParams(session_timeout=120))
+    assert tls_session.timeout_of(ctx) == 120
+    apply_params(ctx, TLSParams(session_cache=False))
+    assert tls_session.timeout_of(ctx) == tls_session.NGINX_OFF_TIMEOUT
+    assert tls_session.sessions(DEFAULT_TLS.session_cache_bytes) == 40_000
