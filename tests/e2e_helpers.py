@@ -132,6 +132,17 @@ def aiohttp_service(
         loop.run(app_runner.cleanup())
 
 
+def annotated(host: str, *paths: str, **annotations: str) -> Obj:
+    """An Ingress named after ``host``'s first label, its ``paths`` (default "/") to
+    Service ``web``, with nginx annotations as keywords (``auth_url`` for auth-url)."""
+    prefix = "nginx.ingress.kubernetes.io/"
+    return ingress(
+        host.split(".")[0],
+        [rule(host, *(path(p, "web") for p in paths or ("/",)))],
+        annotations={prefix + k.replace("_", "-"): v for k, v in annotations.items()},
+    )
+
+
 class EchoServers(Mapping[str, int]):
     """Echo upstreams (``ingressd.echo``) by service name -> port."""
 

@@ -92,15 +92,7 @@ class AccessLog:
         ingress: str,
         backend: str,
     ) -> None:
-        line = self.line(ex, status, duration, upstream, bytes_in, ingress, backend)
-        size = self._size + len(line)
-        if size > PIPE_BUF and self._lines:
-            self._write_buffered()  # at most PIPE_BUF bytes, ending at a line end
-            size = len(line)
-        self._lines.append(line)
-        self._size = size
-        if self._timer is None:
-            self._timer = loop.call_later(FLUSH_INTERVAL, self.flush)
+        self.write_text(loop, self.line(ex, status, duration, upstream, bytes_in, ingress, backend))
 
     def set_format(self, fmt: LogFormat | None) -> None:
         """The ConfigMap's log-format-upstream (None: the --access-log format's own line)."""
@@ -124,10 +116,11 @@ class AccessLog:
         return render(self._format, line)
 
     def write_text(self, loop: asyncio.AbstractEventLoop, line: str) -> None:
-        """A line made elsewhere (a layer-4 session's, stream/session_log.py), buffered alike."""
+        """A line buffered for writing: a request's, or one made elsewhere (a layer-4
+        session's, stream/session_log.py)."""
         size = self._size + len(line)
         if size > PIPE_BUF and self._lines:
-            self._write_buffered()
+            self._write_buffered()  # at most PIPE_BUF bytes, ending at a line end
             size = len(line)
         self._lines.append(line)
         self._size = size

@@ -37,7 +37,7 @@ from ..model.policy import (
     Template,
     UpstreamHash,
 )
-from ..model.regex import RegexError, RegexMatch, UserRegex, fixed, user_regex
+from ..model.regex import FixedRegex, RegexError, RegexMatch, UserRegex, fixed, user_regex
 from ..model.snippet import SnippetPolicy
 from . import buffering
 from . import mirror as mirror_values
@@ -746,10 +746,11 @@ def parse_rate_kb(value: str) -> int:
 _CIPHER_CHARS = fixed(r"^[A-Za-z0-9+:_!-]+$")  # sslcipher/main.go and proxyssl's validator
 
 
-def parse_ssl_ciphers(value: str) -> str:
-    """ssl-ciphers, proxy-ssl-ciphers: an OpenSSL cipher list that matches some cipher."""
+def parse_ssl_ciphers(value: str, allowed: FixedRegex = _CIPHER_CHARS) -> str:
+    """ssl-ciphers, proxy-ssl-ciphers: an OpenSSL cipher list that matches some cipher,
+    of the ``allowed`` characters (the ConfigMap's key allows more than the annotations)."""
     v = value.strip()
-    if not v or len(v) > 2048 or not _CIPHER_CHARS.match(v):
+    if not v or len(v) > 2048 or not allowed.match(v):
         raise AnnotationError(f"{value[:100]!r} is not an OpenSSL cipher list")
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).set_ciphers(v)

@@ -66,6 +66,9 @@ BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading p
 # client_body_buffer_size). Held in memory here: at most proxy-body-size, and this
 # when that is 0 (unlimited) or larger; a larger body answers 413.
 WHOLE_BODY_MAX = 16 * 1024 * 1024
+# Exchange.held of every request not throttled: shared, never appended to (a
+# response's held parts start as a list of their own), so no list per request.
+_NOTHING_HELD: list[bytes] = []
 
 # Why the client's reading of request bodies is paused, as bits, so several can overlap.
 PAUSE_PIPELINE = 1  # HTTP/1.1: a pipelined request waits for the one before it
@@ -218,7 +221,7 @@ class Exchange(Outgoing):
         # upstream's end, or its close for a body delimited by it).
         self.throttle: Throttle | None = None
         self.throttled = False
-        self.held: list[bytes] = []
+        self.held: list[bytes] = _NOTHING_HELD  # a list of its own once something is
         self.held_end: tuple[bool, http.Headers | None] | None = None
         self.held_close = False
         # proxy-http-version 1.0: a chunked body is read whole first (WHOLE_BODY_MAX);

@@ -15,10 +15,14 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from e2e_helpers import LOCALHOST, BackgroundLoop, Ingressd, aiohttp_service, serving_echo
-from k8s_objects import ingress, path, rule
-
-from ingressd.model.objects import Obj
+from e2e_helpers import (
+    LOCALHOST,
+    BackgroundLoop,
+    Ingressd,
+    aiohttp_service,
+    annotated,
+    serving_echo,
+)
 
 A = "nginx.ingress.kubernetes.io/"
 BASIC = "Authorization: Basic YWxpY2U6czNjcmV0"  # alice:s3cret
@@ -77,14 +81,6 @@ def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
     with aiohttp_service(upstream_loop, service.handle, keepalive_timeout=30) as port:
         service.port = port
         yield service
-
-
-def annotated(host: str, **annotations: str) -> Obj:
-    return ingress(
-        host.split(".")[0],
-        [rule(host, path("/", "web"))],
-        annotations={A + k.replace("_", "-"): v for k, v in annotations.items()},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,11 @@ from e2e_helpers import (
     BackgroundLoop,
     Ingressd,
     aiohttp_service,
+    annotated,
     free_port,
     serving_echo,
     websocket_upgrade_args,
 )
-from k8s_objects import ingress, path, rule
-
-from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
 
@@ -83,14 +81,6 @@ def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
     with aiohttp_service(upstream_loop, service.handle) as port:
         service.port = port
         yield service
-
-
-def annotated(host: str, **annotations: str) -> Obj:
-    return ingress(
-        host.split(".")[0],
-        [rule(host, path("/", "web"))],
-        annotations={A + k.replace("_", "-"): v for k, v in annotations.items()},
-    )
 
 
 @pytest.fixture(scope="module")

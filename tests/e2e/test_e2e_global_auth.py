@@ -18,11 +18,11 @@ from e2e_helpers import (
     EchoServers,
     Ingressd,
     aiohttp_service,
+    annotated,
     backends,
     serving,
     wait_for,
 )
-from k8s_objects import ingress, path, rule
 
 from ingressd.model.objects import Obj
 
@@ -69,14 +69,6 @@ def controller(data: dict[str, str]) -> Obj:
         "metadata": {"name": "ingressd-controller", "namespace": "default"},
         "data": data,
     }
-
-
-def annotated(host: str, *paths: str, **annotations: str) -> Obj:
-    return ingress(
-        host.split(".")[0],
-        [rule(host, *(path(p, "web") for p in paths or ("/",)))],
-        annotations={A + k.replace("_", "-"): v for k, v in annotations.items()},
-    )
 
 
 @dataclass

@@ -24,11 +24,11 @@ from e2e_helpers import (
     EchoServers,
     Ingressd,
     aiohttp_service,
+    annotated,
     backends,
     curl,
     wait_for,
 )
-from k8s_objects import ingress, path, rule
 
 from ingressd.echo import SERVICE_HEADER
 from ingressd.model.objects import Obj
@@ -106,14 +106,6 @@ def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
     with aiohttp_service(upstream_loop, service.handle) as port:
         service.port = port
         yield service
-
-
-def annotated(host: str, **annotations: str) -> Obj:
-    return ingress(
-        host.split(".")[0],
-        [rule(host, path("/", "web"))],
-        annotations={A + k.replace("_", "-"): v for k, v in annotations.items()},
-    )
 
 
 @pytest.fixture(scope="module")
