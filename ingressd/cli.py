@@ -44,17 +44,21 @@ written for ingress-nginx.
                                    kubectl finds it (--kubeconfig, --in-cluster)
   ingressd demo                    serve the bundled examples/ with demo upstreams
   ingressd check                   report what ingressd would do with each Ingress
+  ingressd diff --reference ADDR --target ADDR
+                                   compare a running ingressd with a live reference
 
 Run "ingressd COMMAND --help" for the options of a command.
 
 exit codes: 0 success; 1 serve/demo: a listener could not be bound, check:
-an Ingress has problems or an annotation is refused or invalid; 2 the
-arguments, the kubeconfig or the input cannot be used."""
+an Ingress has problems or an annotation is refused or invalid, diff: the
+two servers differ; 2 the arguments, the kubeconfig or the input cannot be
+used (diff: or a server cannot be reached)."""
 
 NO_CLUSTER_HINT = {
     "serve": "to serve a folder of manifests instead: ingressd serve --manifests DIR; "
     "to try ingressd: ingressd demo",
     "check": "to check a folder of manifests instead: ingressd check --manifests DIR",
+    "diff": "to read a folder of manifests instead: ingressd diff --manifests DIR",
 }
 
 
@@ -698,6 +702,9 @@ def parser() -> argparse.ArgumentParser:
         help="show every Ingress in detail, not only the ones ingressd would serve",
     )
     chk.set_defaults(log_level="warning")
+    from .diff.command import add_parser as add_diff  # here: it reuses this module's options
+
+    add_diff(sub)
     return top
 
 
@@ -909,6 +916,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args)
+        if args.command == "diff":
+            from .diff.command import run_diff
+
+            return run_diff(args)
         config = config_from(args)
         import uvloop
 

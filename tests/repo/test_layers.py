@@ -68,6 +68,7 @@ LAYERS: Layers = (
             "ingressd.cli",
             "ingressd.config",
             "ingressd.demo",
+            "ingressd.diff.*",
             "ingressd.echo",
             "ingressd.listeners",
             "ingressd.serving",

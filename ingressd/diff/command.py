@@ -1,0 +1,202 @@
+"""``ingressd diff``: its options and what it does.
+
+The objects are read as ``check`` reads them (the same source and class
+options) and the table is built as ``serve`` builds it; the probes come from
+that table, go to the reference and to a running ingressd (``--target``), and
+their answers are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections import Counter
+from typing import Any
+
+from ..routing.build import build_table
+from .client import Address
+from .compare import DEFAULT_HEADERS
+from .probes import SAFE_METHODS, bound, generate
+from .report import EXIT_ERROR, Report, render_json, render_text
+from .runner import Limits, reachable, run
+
+UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _address(value: str) -> Address:
+    try:
+        return Address.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not 0 < rate <= 10000:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a rate from 0 to 10000 per second")
+    return rate
+
+
+def _header_name(value: str) -> str:
+    name = value.strip().lower()
+    if not name or any(not (c.isalnum() or c in "-_") for c in name):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a header name")
+    return name
+
+
+def add_parser(sub: Any) -> None:
+    """The ``diff`` subcommand, on the top-level parser's subparsers ``sub``."""
+    from ..cli import _class_options, _Formatter, _ns_name, _positive, _seconds, _sources
+
+    d = sub.add_parser(
+        "diff",
+        formatter_class=_Formatter,
+        help="compare a running ingressd with a live reference (ingress-nginx), probe by probe",
+        description="Build the routing table serve would build from the same objects, make "
+        "probe requests from each route (its path, a deeper path, a near-miss, regex samples, "
+        "plain and TLS, canary headers and cookies, redirects, CORS preflights, unauthenticated "
+        "requests), send each to the reference and to ingressd, and report, per Ingress, every "
+        "difference in status, Location, the compared headers and what an echoing backend "
+        "received. Exit code: 0 no differences; 1 differences; 2 the input cannot be read or "
+        "a server cannot be reached.",
+    )
+    d.add_argument(
+        "--reference",
+        type=_address,
+        required=True,
+        metavar="HOST:PORT[,HTTPS_PORT]",
+        help="the reference, e.g. ingress-nginx's controller: its plain HTTP port and its "
+        "HTTPS port (HTTPS_PORT may be left out only for port 80: 443)",
+    )
+    d.add_argument(
+        "--target",
+        type=_address,
+        required=True,
+        metavar="HOST:PORT[,HTTPS_PORT]",
+        help="the running ingressd serving the same objects: its --http-port and --https-port",
+    )
+    _sources(d, "folder of Kubernetes YAML, as serve --manifests reads it")
+    _class_options(d)
+    d.add_argument(
+        "--configmap",
+        type=_ns_name,
+        metavar="NS/NAME",
+        help="the controller ConfigMap serve reads (its keys shape the table) (default: none)",
+    )
+    p = d.add_argument_group("probes")
+    p.add_argument(
+        "--max-probes",
+        type=_positive,
+        default=2000,
+        metavar="N",
+        help="probes sent at most (each to both servers); past it each Ingress keeps its "
+        "first probes, round-robin, and the report says how many were left out",
+    )
+    p.add_argument(
+        "--rate",
+        type=_rate,
+        default=50.0,
+        metavar="PER_SECOND",
+        help="probes started per second: each server gets at most this many requests a second",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=8,
+        metavar="N",
+        help="probes in flight at once",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="per request; a request without an answer by then is an error",
+    )
+    p.add_argument(
+        "--unsafe-methods",
+        action="store_true",
+        help=f"also send the probes whose method changes state ({', '.join(UNSAFE_METHODS)}); "
+        "without it only GET, HEAD and OPTIONS are sent, and the report counts the rest "
+        "(default: off)",
+    )
+    c = d.add_argument_group("comparison")
+    c.add_argument(
+        "--compare-header",
+        type=_header_name,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also compare this response header (repeatable) (default: the CORS headers, "
+        "Strict-Transport-Security, WWW-Authenticate; Content-Type on redirects and errors)",
+    )
+    c.add_argument(
+        "--ignore-header",
+        type=_header_name,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="do not compare this header of the default set (repeatable) (default: none)",
+    )
+    c.add_argument(
+        "--strict-ports",
+        action="store_true",
+        help="compare the ports in Location as they are; by default a side's own port, or "
+        "the scheme's default port, reads as <http-port>/<https-port> (default: off)",
+    )
+    d.add_argument("--format", choices=["text", "json"], default="text", help="the report's format")
+    # _check_input reads these (check's TCP/UDP services options), which diff has not.
+    d.set_defaults(log_level="warning", tcp_services_configmap=None, udp_services_configmap=None)
+
+
+def headers_of(args: argparse.Namespace) -> tuple[str, ...]:
+    names = [h for h in DEFAULT_HEADERS if h not in args.ignore_header]
+    names += [h for h in args.compare_header if h not in names]
+    return tuple(names)
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from ..cli import _check_input, _fail, _Unreadable, build_options
+
+    options = build_options(args)
+    try:
+        snapshot, _problems, _notes = _check_input(args, options)
+    except _Unreadable as exc:
+        return _fail("diff", str(exc), EXIT_ERROR)
+    table = build_table(snapshot, options)
+    probes = generate(table)
+    allowed = SAFE_METHODS | (frozenset(UNSAFE_METHODS) if args.unsafe_methods else frozenset())
+    skipped = Counter(p.method for p in probes if p.method not in allowed)
+    sendable = tuple(p for p in probes if p.method in allowed)
+    chosen, dropped = bound(sendable, args.max_probes)
+    limits = Limits(concurrency=args.concurrency, rate=args.rate, timeout=args.timeout)
+    schemes = sorted({p.scheme for p in chosen})
+    for side, address in (("reference", args.reference), ("ingressd (--target)", args.target)):
+        why = asyncio.run(reachable(address, schemes, args.timeout))
+        if why is not None:
+            return _fail("diff", f"the {side} cannot be reached: {why}", EXIT_ERROR)
+    results = asyncio.run(
+        run(
+            chosen,
+            args.reference,
+            args.target,
+            limits,
+            headers_of(args),
+            strict_ports=args.strict_ports,
+        )
+    )
+    report = Report(
+        args.reference,
+        args.target,
+        results,
+        generated=len(probes),
+        dropped=dropped,
+        skipped_methods=dict(skipped),
+        problems=tuple(str(p) for p in table.problems),
+    )
+    sys.stdout.write(render_json(report) if args.format == "json" else render_text(report))
+    return report.exit_code

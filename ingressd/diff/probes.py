@@ -1,0 +1,326 @@
+"""Probe requests from a routing table: a pure function, the same table, the same probes.
+
+For every route the table serves it makes the requests that show how the
+route behaves: the path itself, a deeper path and a near-miss that must not
+match; for regex hosts, samples the pattern matches and one it must not;
+plain HTTP and TLS with SNI (a TLS host's plain request gets the
+ssl-redirect); the canary's header, header value and cookie; the requests its
+redirects, app-root, CORS preflight, authentication and rewrite answer to.
+Each probe says why it exists and which Ingress it was made for, and what the
+table expects to serve it (``expect``), so a difference reads as a sentence.
+
+Wildcard hosts get a name one label under them (which they match) and one two
+labels under them (which they must not, as nginx's ``*.`` matches one label);
+rules without a host get a name no rule has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from ..model.table import Route, RouteTable, VirtualHost
+from .sample import samples
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Names used where a probe needs a value of its own: a host no rule names, a
+# path segment no route names, an origin no CORS list allows.
+UNKNOWN_HOST = "ingressd-diff.invalid"
+LABEL = "ingressd-diff"
+FOREIGN_ORIGIN = "https://ingressd-diff.invalid"
+DEFAULT_ORIGIN = "https://origin.example"
+NO_MATCH_PATH = "/ingressd-diff-no-match"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One request, sent alike to the reference and to ingressd."""
+
+    method: str
+    scheme: str  # "http" or "https" (then SNI = host)
+    host: str  # the Host header, and the SNI on TLS
+    path: str  # the request target: path and query, as sent
+    headers: tuple[tuple[str, str], ...] = ()
+    cookies: tuple[tuple[str, str], ...] = ()
+    why: tuple[str, ...] = ()  # each reason this probe exists
+    ingress: str = ""  # "namespace/name" it was made for; "" for the default backend
+    # What the table says serves it: "namespace/name Prefix /api", "no route (404)".
+    expect: str = ""
+    # False when the backend may differ per request on our side (a canary weight
+    # strictly between 0 and its total): then which backend answered, and what it
+    # was sent, are not compared.
+    same_backend: bool = True
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.method, self.scheme, self.host, self.path, self.headers, self.cookies)
+
+    @property
+    def safe(self) -> bool:
+        return self.method in SAFE_METHODS
+
+
+def generate(table: RouteTable) -> tuple[Probe, ...]:
+    """Every probe for ``table``, each request once (reasons merged), in a stable order."""
+    merged: dict[tuple[object, ...], Probe] = {}
+    for probe in _all(table):
+        probe = replace(probe, expect=expect(table, probe.host, probe.path))
+        known = merged.get(probe.key)
+        if known is None:
+            merged[probe.key] = probe
+        else:
+            why = known.why + tuple(w for w in probe.why if w not in known.why)
+            same = known.same_backend and probe.same_backend
+            merged[probe.key] = replace(known, why=why, same_backend=same)
+    return tuple(merged.values())
+
+
+def bound(probes: tuple[Probe, ...], limit: int) -> tuple[tuple[Probe, ...], int]:
+    """At most ``limit`` probes, taken round-robin over the Ingresses so each keeps
+    its first probes (the path itself comes first); and how many were left out."""
+    if len(probes) <= limit:
+        return probes, 0
+    queues: dict[str, list[Probe]] = {}
+    for p in probes:
+        queues.setdefault(p.ingress, []).append(p)
+    kept: list[Probe] = []
+    depth = 0
+    while len(kept) < limit:
+        for queue in queues.values():
+            if depth < len(queue) and len(kept) < limit:
+                kept.append(queue[depth])
+        depth += 1
+    chosen = set(map(id, kept))
+    return tuple(p for p in probes if id(p) in chosen), len(probes) - len(kept)
+
+
+def expect(table: RouteTable, host: str, path: str) -> str:
+    """What ``table`` serves ``host`` and ``path`` with, in words."""
+    route = table.route_for(host, path.partition("?")[0])
+    if route is None:
+        return "no route (404)"
+    return f"{route.ingress} {describe(route)}" if route.ingress else describe(route)
+
+
+def describe(route: Route) -> str:
+    if route.regex is not None:
+        return f"regex {route.regex.pattern}"
+    return f"{route.path_type} {route.path}" if route.path else "default backend"
+
+
+# -- walking the table ---------------------------------------------------------------------
+
+
+def _all(table: RouteTable) -> Iterator[Probe]:
+    for name, vhost in sorted(table.exact_hosts.items()):
+        yield from _host(vhost, name)
+    for suffix, vhost in sorted(table.wildcard_hosts.items()):
+        yield from _host(vhost, f"{LABEL}.{suffix}")
+        deeper = f"a.{LABEL}.{suffix}"
+        first = _first_route(vhost)
+        ingress = first.ingress if first is not None else ""
+        yield Probe(
+            "GET",
+            "http",
+            deeper,
+            "/",
+            why=(f"near-miss of host *.{suffix}: two labels under it",),
+            ingress=ingress,
+        )
+    if table.catch_all is not None:
+        yield from _host(table.catch_all, UNKNOWN_HOST)
+    for other, host in sorted(table.www_redirects.items()):
+        found = table.find_host(host)
+        route = table.route_in(found, "/") if found is not None else None
+        yield Probe(
+            "GET",
+            "http",
+            other,
+            "/",
+            why=(f"from-to-www-redirect: {other} redirects to {host}",),
+            ingress=route.ingress if route is not None else "",
+        )
+    # A host no rule names: the default backend (or ingressd's 404).
+    default = table.default or table.fallback
+    yield Probe(
+        "GET",
+        "http",
+        UNKNOWN_HOST,
+        f"/{LABEL}",
+        why=("a host no rule names (default backend)",),
+        ingress=default.ingress if default is not None else "",
+    )
+
+
+def _first_route(vhost: VirtualHost) -> Route | None:
+    for route in _routes(vhost):
+        return route
+    return vhost.default
+
+
+def _routes(vhost: VirtualHost) -> Iterator[Route]:
+    """The host's routes, each once, in a stable order (stand-ins left out)."""
+    if vhost.regex_mode:
+        yield from vhost.regex
+        return
+    seen: set[int] = set()
+    for group in (vhost.exact, vhost.prefix):
+        for _, route in sorted(group.items()):
+            if route.slash_redirect is None and id(route) not in seen:
+                seen.add(id(route))
+                yield route
+
+
+def _host(vhost: VirtualHost, host: str) -> Iterator[Probe]:
+    for route in _routes(vhost):
+        yield from _route(vhost, route, host)
+    if vhost.default is not None:
+        yield from _paths_of(vhost, vhost.default, host, ((f"/{LABEL}", "defaultBackend"),))
+
+
+def _route(vhost: VirtualHost, route: Route, host: str) -> Iterator[Probe]:
+    what = describe(route)
+    paths: list[tuple[str, str]] = []
+    if route.regex is not None:
+        pattern = route.regex.pattern
+        for sample in samples(pattern):
+            if route.regex.matches(sample):
+                paths.append((sample, f"sample {what} matches"))
+        if paths:
+            deeper = paths[0][0].rstrip("/") + "/" + LABEL
+            if route.regex.matches(deeper) and deeper not in dict(paths):
+                paths.append((deeper, f"sample {what} matches: a deeper path"))
+        if not route.regex.matches(NO_MATCH_PATH):
+            paths.append((NO_MATCH_PATH, f"sample {what} must not match"))
+    else:
+        paths += _plain_paths(route, what)
+    yield from _paths_of(vhost, route, host, paths)
+    yield from _features(vhost, route, host, paths[0][0] if paths else "/")
+
+
+def _plain_paths(route: Route, what: str) -> list[tuple[str, str]]:
+    path = route.path or "/"
+    out = [(path, f"{what}: the path")]
+    base = path.rstrip("/")
+    if route.path_type == "Exact":
+        out.append((base + "/" + LABEL, f"{what}: a deeper path must not match"))
+        out.append((base + "x" if base else "/x", f"near-miss of {what}"))
+        if path.endswith("/") and base:
+            out.append((base, f"near-miss of {what}: one slash short"))
+        return out
+    out.append((base + "/" + LABEL, f"{what}: a deeper path"))
+    if base:
+        out.append((base + "x", f"near-miss of {what}"))
+        if path.endswith("/"):
+            out.append((base, f"near-miss of {what}: one slash short"))
+    return out
+
+
+def _paths_of(
+    vhost: VirtualHost, route: Route, host: str, paths: Iterable[tuple[str, str]]
+) -> Iterator[Probe]:
+    ingress = route.ingress
+    same = _deterministic(route)
+    for i, (path, why) in enumerate(paths):
+        if vhost.tls:
+            yield Probe("GET", "https", host, path, why=(why,), ingress=ingress, same_backend=same)
+            yield Probe(
+                "GET",
+                "http",
+                host,
+                path,
+                why=(f"{why}; TLS host over plain HTTP: the ssl-redirect",),
+                ingress=ingress,
+                same_backend=same,
+            )
+            continue
+        yield Probe("GET", "http", host, path, why=(why,), ingress=ingress, same_backend=same)
+        if i == 0:
+            yield Probe(
+                "GET",
+                "https",
+                host,
+                path,
+                why=(f"{why}; over TLS with SNI (the default certificate)",),
+                ingress=ingress,
+                same_backend=same,
+            )
+    for path, why in paths:
+        # A method that changes state: built, sent only when asked (--unsafe-methods).
+        scheme = "https" if vhost.tls else "http"
+        yield Probe("POST", scheme, host, path, why=(f"{why}; POST",), ingress=ingress)
+        break
+
+
+def _deterministic(route: Route) -> bool:
+    canary = route.canary
+    return canary is None or canary.weight <= 0 or canary.weight >= canary.total
+
+
+def _features(vhost: VirtualHost, route: Route, host: str, path: str) -> Iterator[Probe]:
+    policy = route.policy
+    scheme = "https" if vhost.tls else "http"
+    ingress = route.ingress
+    what = describe(route)
+
+    def probe(why: str, **kw: object) -> Probe:
+        fields: dict[str, object] = {"method": "GET", "scheme": scheme, "host": host, "path": path}
+        fields.update(kw)
+        return Probe(why=(f"{why} ({what})",), ingress=ingress, **fields)  # type: ignore[arg-type]
+
+    if policy.redirect is not None:
+        code, _ = policy.redirect
+        kind = "permanent-redirect" if code in (301, 308) else "temporal-redirect"
+        yield probe(f"{kind} ({code})")
+    if policy.app_root is not None:
+        yield probe(f"app-root {policy.app_root}: / redirects", path="/")
+    if policy.rewrite_target is not None:
+        yield probe(f"rewrite-target {policy.rewrite_target}: the upstream path")
+    if policy.force_ssl_redirect and not vhost.tls:
+        yield probe("force-ssl-redirect: plain HTTP redirects", scheme="http")
+    if policy.basic_auth is not None or policy.auth is not None:
+        yield probe("basic auth: an unauthenticated request")
+    if policy.external_auth is not None:
+        yield probe("auth-url: an unauthenticated request")
+    if policy.fail_closed is not None:
+        yield probe(f"access control that cannot be honoured answers {policy.fail_closed[0]}")
+    if policy.cors is not None:
+        origin = next((o for o in policy.cors.origins if "*" not in o), DEFAULT_ORIGIN)
+        preflight = (("Origin", origin), ("Access-Control-Request-Method", "GET"))
+        yield probe("CORS preflight", method="OPTIONS", headers=preflight)
+        yield probe("CORS: a request with an allowed Origin", headers=(("Origin", origin),))
+        yield probe(
+            "CORS preflight from an Origin not allowed",
+            method="OPTIONS",
+            headers=(("Origin", FOREIGN_ORIGIN), ("Access-Control-Request-Method", "GET")),
+        )
+    canary = route.canary
+    if canary is not None:
+        label = f"canary {canary.ingress}"
+        if canary.header is not None:
+            name = canary.header.decode("latin-1")
+            if canary.header_value is not None:
+                value = canary.header_value.decode("latin-1")
+                yield probe(f"{label}: header {name}={value}", headers=((name, value),))
+                yield probe(
+                    f"{label}: header {name} with another value",
+                    headers=((name, LABEL),),
+                    same_backend=_deterministic(route),
+                )
+            elif canary.header_pattern is not None:
+                for value in samples(canary.header_pattern.pattern, 1):
+                    value = value.lstrip("/")
+                    if value and canary.header_pattern.matches(value):
+                        yield probe(f"{label}: header {name} matching", headers=((name, value),))
+            else:
+                for value in ("always", "never"):
+                    yield probe(f"{label}: header {name}: {value}", headers=((name, value),))
+        if canary.cookie is not None:
+            for value in ("always", "never"):
+                yield probe(
+                    f"{label}: cookie {canary.cookie}={value}", cookies=((canary.cookie, value),)
+                )
+        yield probe(
+            f"{label}: weight {canary.weight}/{canary.total}",
+            same_backend=_deterministic(route),
+        )
