@@ -191,7 +191,7 @@ async def _send(probe: Probe, address: Address, context: ssl.SSLContext | None) 
 def read_echo(headers: tuple[tuple[str, str], ...], body: bytes) -> Echo | None:
     """What the backend received, when it says so: ingressd's echo (``ingressd/echo.py``:
     JSON with path, query, headers, service) or the echo server of ingress-nginx's e2e
-    tests (text: "real path=", "query=", a "host=" request header, "Hostname:")."""
+    tests (text: "real path=", "query=", a "host=" request header)."""
     if not body:
         return None
     if body.lstrip().startswith(b"{"):
@@ -206,8 +206,8 @@ def read_echo(headers: tuple[tuple[str, str], ...], body: bytes) -> Echo | None:
         ):
             return None
         host = doc["headers"].get("host")
-        query = f"?{doc['query']}" if doc.get("query") else ""
-        return Echo(f"{doc['path']}{query}", _text(host), _text(doc.get("service")))
+        suffix = f"?{doc['query']}" if doc.get("query") else ""
+        return Echo(f"{doc['path']}{suffix}", _text(host), _text(doc.get("service")))
     text = body.decode("latin-1")
     if "Request Information:" not in text:
         return None
@@ -221,13 +221,13 @@ def read_echo(headers: tuple[tuple[str, str], ...], body: bytes) -> Echo | None:
         key, sep, value = stripped.partition("=")
         if sep:
             fields[f"{section}{key}"] = value
-        elif stripped.startswith("Hostname:"):
-            fields["hostname"] = stripped.partition(":")[2].strip()
-    path = fields.get("Request Information:real path")
+    real = fields.get("Request Information:real path")
     query = fields.get("Request Information:query")
-    if path is not None and query:
-        path = f"{path}?{query}"
-    return Echo(path, fields.get("Request Headers:host"), fields.get("hostname"))
+    if real is not None and query:
+        real = f"{real}?{query}"
+    # Its "Hostname:" is the pod's name: with several replicas it changes from one
+    # request to the next, so it does not say which backend answered.
+    return Echo(real, fields.get("Request Headers:host"), None)
 
 
 def _text(value: object) -> str | None:
