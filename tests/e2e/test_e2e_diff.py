@@ -241,6 +241,7 @@ def test_the_curl_command_line_shows_the_difference(servers: dict[str, Ingressd]
         "--format",
         "json",
     )
+    assert code == 1
     report = json.loads(out)
     redirect = next(i for i in report["ingresses"] if i["ingress"] == "default/redir")
     first = redirect["differences"][0]
