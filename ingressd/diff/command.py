@@ -16,7 +16,7 @@ from typing import Any
 
 from ..routing.build import build_table
 from .client import Address
-from .compare import DEFAULT_HEADERS
+from .compare import DEFAULT_HEADERS, ERROR_HEADERS
 from .probes import SAFE_METHODS, bound, generate
 from .report import EXIT_ERROR, Report, render_json, render_text
 from .runner import Limits, reachable, run
@@ -140,7 +140,8 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="do not compare this header of the default set (repeatable) (default: none)",
+        help="do not compare this header of the default set, Content-Type included "
+        "(repeatable) (default: none)",
     )
     c.add_argument(
         "--strict-ports",
@@ -153,10 +154,12 @@ def add_parser(sub: Any) -> None:
     d.set_defaults(log_level="warning", tcp_services_configmap=None, udp_services_configmap=None)
 
 
-def headers_of(args: argparse.Namespace) -> tuple[str, ...]:
+def headers_of(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The headers compared on every answer, and those compared on redirects and errors."""
     names = [h for h in DEFAULT_HEADERS if h not in args.ignore_header]
     names += [h for h in args.compare_header if h not in names]
-    return tuple(names)
+    on_errors = tuple(h for h in ERROR_HEADERS if h not in args.ignore_header)
+    return tuple(names), on_errors
 
 
 def run_diff(args: argparse.Namespace) -> int:
@@ -179,13 +182,15 @@ def run_diff(args: argparse.Namespace) -> int:
         why = asyncio.run(reachable(address, schemes, args.timeout))
         if why is not None:
             return _fail("diff", f"the {side} cannot be reached: {why}", EXIT_ERROR)
+    headers, on_errors = headers_of(args)
     results = asyncio.run(
         run(
             chosen,
             args.reference,
             args.target,
             limits,
-            headers_of(args),
+            headers,
+            error_headers=on_errors,
             strict_ports=args.strict_ports,
         )
     )

@@ -62,6 +62,7 @@ def compare(
     sides: tuple[Address, Address],
     headers: tuple[str, ...] = DEFAULT_HEADERS,
     *,
+    error_headers: tuple[str, ...] = ERROR_HEADERS,
     strict_ports: bool = False,
 ) -> tuple[Difference, ...]:
     """The differences between the two answers; none when either failed (that is
@@ -82,7 +83,7 @@ def compare(
     differ("location", _joined(tuple(ref_location)), _joined(tuple(tgt_location)))
     names = list(dict.fromkeys(h.lower() for h in headers))
     if reference.status >= 300 or target.status >= 300:
-        names += [h for h in ERROR_HEADERS if h not in names]
+        names += [h for h in error_headers if h not in names]
     for name in names:
         differ(f"header {name}", _joined(reference.values(name)), _joined(target.values(name)))
     if probe.same_backend and reference.status == target.status:

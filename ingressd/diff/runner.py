@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .client import Address, client_context, send
-from .compare import DEFAULT_HEADERS, compare
+from .compare import DEFAULT_HEADERS, ERROR_HEADERS, compare
 from .probes import Probe
 from .report import Result
 
@@ -64,6 +64,7 @@ async def run(
     limits: Limits,
     headers: tuple[str, ...] = DEFAULT_HEADERS,
     *,
+    error_headers: tuple[str, ...] = ERROR_HEADERS,
     strict_ports: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Result, ...]:
@@ -84,7 +85,15 @@ async def run(
         done += 1
         if progress is not None:
             progress(done)
-        found = compare(probe, ref, tgt, (reference, target), headers, strict_ports=strict_ports)
+        found = compare(
+            probe,
+            ref,
+            tgt,
+            (reference, target),
+            headers,
+            error_headers=error_headers,
+            strict_ports=strict_ports,
+        )
         return Result(probe, ref, tgt, found)
 
     return tuple(await asyncio.gather(*(one(p) for p in probes)))

@@ -12,8 +12,10 @@ on every TLS host's plain probe.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -31,12 +33,15 @@ from e2e_helpers import (
     echo_backend,
     free_port,
 )
-from k8s_objects import ingress, ingress_class, path, rule, tls_entry
+from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
 
 from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
 REALWORLD = REPO_ROOT.parent / "shared" / "realworld" / "manifests"
+NGINX = shutil.which(
+    "nginx", path=f"/usr/sbin:/usr/local/sbin:{__import__('os').environ.get('PATH', '')}"
+)
 CORS_FIELDS = {
     "header access-control-allow-origin",
     "header access-control-allow-credentials",
@@ -343,3 +348,149 @@ def test_realworld_manifests_against_two_ingressd(
     finally:
         for proc in procs:
             proc.stop()
+
+
+# -- against a real nginx configured as ingress-nginx's template would be --------------------
+
+NGINX_CONF = """\
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/client_body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  ssl_certificate {prefix}/tls.crt;
+  ssl_certificate_key {prefix}/tls.key;
+  proxy_http_version 1.1;
+  proxy_set_header Host $host;
+  # nginx.tmpl: HSTS on TLS requests of servers with a certificate of their own.
+  map $scheme $hsts {{ https "max-age=31536000; includeSubDomains"; default ""; }}
+  # lua_ingress.lua: the HTTPS redirect drops one trailing "/" of the request URI
+  # ("/" included) unless preserve-trailing-slash.
+  map $request_uri $redirect_uri {{ "~^(?<kept>.*)/$" $kept; default $request_uri; }}
+  # ingress-nginx's catch-all server: no rule names the host.
+  server {{
+    listen 127.0.0.1:{http} default_server;
+    listen 127.0.0.1:{https} ssl default_server;
+    server_name _;
+    return 404;
+  }}
+  server {{
+    listen 127.0.0.1:{http};
+    listen 127.0.0.1:{https} ssl;
+    server_name nx.test;
+    add_header Strict-Transport-Security $hsts always;
+    # lua_ingress.lua: a TLS host's plain requests get 308 to https (port 443: no port).
+    if ($scheme = http) {{ return 308 https://$host$redirect_uri; }}
+    location / {{ proxy_pass http://127.0.0.1:{web}; }}
+    # Planted: the manifests send Exact /exact to web.
+    location = /exact {{ proxy_pass http://127.0.0.1:{api}; }}
+    # controller/location.go: Prefix /api is "/api/" and "= /api".
+    location /api/ {{ proxy_pass http://127.0.0.1:{api}; }}
+    location = /api {{ proxy_pass http://127.0.0.1:{api}; }}
+  }}
+  server {{
+    listen 127.0.0.1:{http};
+    listen 127.0.0.1:{https} ssl;
+    server_name r.test;
+    # Planted: the manifests say permanent-redirect (301).
+    return 302 https://example.com/new;
+  }}
+}}
+"""
+
+
+def test_against_nginx_configured_like_ingress_nginx(
+    upstream_loop: BackgroundLoop, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A hand-made nginx.conf, as ingress-nginx's template renders two Ingresses, with
+    two planted differences: the diff finds those. Beside them it finds one real
+    difference: the Content-Type of the proxy's own pages (nginx's are text/html,
+    ingressd's text/plain), which --ignore-header content-type leaves out."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (scripts/test.sh installs nginx-light)")
+    echo = EchoServers(upstream_loop, ["web", "api"])
+    pem = certificate("nx.test")
+    prefix = tmp_path_factory.mktemp("e2e-diff-nginx")
+    (prefix / "tls.crt").write_bytes(pem[0])
+    (prefix / "tls.key").write_bytes(pem[1])
+    http_port, https_port = free_port(), free_port()
+    objs = [
+        ingress_class(),
+        *echo_backend("web", echo["web"]),
+        *echo_backend("api", echo["api"]),
+        tls_secret("nx-tls", ["nx.test"], pem=pem),
+        ingress(
+            "nx",
+            [
+                rule(
+                    "nx.test",
+                    path("/", "web"),
+                    path("/exact", "web", path_type="Exact"),
+                    path("/api", "api"),
+                )
+            ],
+            tls=[tls_entry(["nx.test"], "nx-tls")],
+        ),
+        annotated("r", "r.test", permanent_redirect="https://example.com/new"),
+    ]
+    with contextlib.ExitStack() as stack:
+        stack.callback(echo.close)
+        conf = NGINX_CONF.format(
+            prefix=prefix, http=http_port, https=https_port, web=echo["web"], api=echo["api"]
+        )
+        (prefix / "nginx.conf").write_text(conf)
+        cmd = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+        log = (prefix / "stdout.log").open("wb")
+        stack.callback(log.close)
+        nginx = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        stack.callback(_stop, nginx)
+        proc = start(tmp_path_factory.mktemp("e2e-diff-nginx-ingressd"), objs)
+        stack.callback(proc.stop)
+        _wait_port(nginx, https_port, prefix)
+        reference = f"{LOCALHOST}:{http_port},{https_port}"
+        code, out, err = diff(
+            proc.manifest_dir,  # type: ignore[arg-type]
+            reference,
+            address(proc),
+            "--format",
+            "json",
+            "--ignore-header",
+            "content-type",
+        )
+        assert code == 1, (err, out)
+        report = json.loads(out)
+        assert found(report) == {("default/nx", "backend"), ("default/r", "status")}, out
+        nx = next(i for i in report["ingresses"] if i["ingress"] == "default/nx")
+        assert {d["request"]["path"] for d in nx["differences"]} == {"/exact"}
+        # Without --ignore-header: the pages each proxy makes itself.
+        code, out, _ = diff(proc.manifest_dir, reference, address(proc), "--format", "json")  # type: ignore[arg-type]
+        extra = found(json.loads(out)) - {("default/nx", "backend"), ("default/r", "status")}
+        assert {f for _, f in extra} == {"header content-type"}, out
+
+
+def _wait_port(proc: subprocess.Popen[bytes], port: int, prefix: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (prefix / "error.log").read_text(errors="replace")
+        with contextlib.suppress(OSError), socket.create_connection((LOCALHOST, port), 0.5):
+            return
+        time.sleep(0.05)
+    raise AssertionError("nginx did not listen within 10 s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
