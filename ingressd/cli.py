@@ -702,9 +702,20 @@ def parser() -> argparse.ArgumentParser:
         help="show every Ingress in detail, not only the ones ingressd would serve",
     )
     chk.set_defaults(log_level="warning")
-    from .diff.command import add_parser as add_diff  # here: it reuses this module's options
+    from .diff import command as diff
 
-    add_diff(sub)
+    dif = sub.add_parser(
+        "diff", formatter_class=_Formatter, help=diff.HELP, description=diff.DESCRIPTION
+    )
+    diff.add_arguments(dif)
+    _sources(dif, "folder of Kubernetes YAML, as serve --manifests reads it")
+    _class_options(dif)
+    dif.add_argument(
+        "--configmap",
+        type=_ns_name,
+        metavar="NS/NAME",
+        help="the controller ConfigMap serve reads (its keys shape the table) (default: none)",
+    )
     return top
 
 
@@ -902,6 +913,17 @@ def _check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _diff(args: argparse.Namespace) -> int:
+    from .diff.command import run_diff
+
+    options = build_options(args)
+    try:
+        snapshot, _, _ = _check_input(args, options)
+    except _Unreadable as exc:
+        return _fail(args.command, str(exc), EXIT_USAGE)
+    return run_diff(args, snapshot, options)
+
+
 def _fail(command: str, message: str, code: int) -> int:
     """One line on stderr, and the exit code."""
     print(f"ingressd {command}: {message}", file=sys.stderr)
@@ -917,9 +939,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return _check(args)
         if args.command == "diff":
-            from .diff.command import run_diff
-
-            return run_diff(args)
+            return _diff(args)
         config = config_from(args)
         import uvloop
 

@@ -1,7 +1,7 @@
 """``ingressd diff``: its options and what it does.
 
-The objects are read as ``check`` reads them (the same source and class
-options) and the table is built as ``serve`` builds it; the probes come from
+cli.py makes the parser with ``check``'s source and class options and reads the
+objects as ``check`` does; the table is built here as ``serve`` builds it; the probes come from
 that table, go to the reference and to a running ingressd (``--target``), and
 their answers are compared.
 """
@@ -12,9 +12,9 @@ import argparse
 import asyncio
 import sys
 from collections import Counter
-from typing import Any
 
-from ..routing.build import build_table
+from ..model.objects import Snapshot
+from ..routing.build import BuildOptions, build_table
 from .client import Address
 from .compare import DEFAULT_HEADERS, ERROR_HEADERS
 from .probes import SAFE_METHODS, bound, generate
@@ -29,6 +29,29 @@ def _address(value: str) -> Address:
         return Address.parse(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _whole(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 1000000")
+    return int(value)
+
+
+def _concurrency(value: str) -> int:
+    # Each probe in flight holds a connection to each side: bounded like the rest.
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 256")
+    return int(value)
+
+
+def _timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds up to 3600")
+    return seconds
 
 
 def _rate(value: str) -> float:
@@ -48,49 +71,41 @@ def _header_name(value: str) -> str:
     return name
 
 
-def add_parser(sub: Any) -> None:
-    """The ``diff`` subcommand, on the top-level parser's subparsers ``sub``."""
-    from ..cli import _class_options, _Formatter, _ns_name, _positive, _seconds, _sources
+HELP = "compare a running ingressd with a live reference (ingress-nginx), probe by probe"
+DESCRIPTION = (
+    "Build the routing table serve would build from the same objects, make probe requests "
+    "from each route (its path, a deeper path, a near-miss, regex samples, plain and TLS, "
+    "canary headers and cookies, redirects, CORS preflights, unauthenticated requests), send "
+    "each to the reference and to ingressd, and report, per Ingress, every difference in "
+    "status, Location, the compared headers and what an echoing backend received. Exit code: "
+    "0 no differences; 1 differences; 2 the input cannot be read or a server cannot be reached."
+)
 
-    d = sub.add_parser(
-        "diff",
-        formatter_class=_Formatter,
-        help="compare a running ingressd with a live reference (ingress-nginx), probe by probe",
-        description="Build the routing table serve would build from the same objects, make "
-        "probe requests from each route (its path, a deeper path, a near-miss, regex samples, "
-        "plain and TLS, canary headers and cookies, redirects, CORS preflights, unauthenticated "
-        "requests), send each to the reference and to ingressd, and report, per Ingress, every "
-        "difference in status, Location, the compared headers and what an echoing backend "
-        "received. Exit code: 0 no differences; 1 differences; 2 the input cannot be read or "
-        "a server cannot be reached.",
-    )
+
+def add_arguments(d: argparse.ArgumentParser) -> None:
+    """diff's own options, on the parser cli.py made with the source and class options
+    ``check`` has (so they are the same options, not copies)."""
     d.add_argument(
         "--reference",
         type=_address,
         required=True,
         metavar="HOST:PORT[,HTTPS_PORT]",
         help="the reference, e.g. ingress-nginx's controller: its plain HTTP port and its "
-        "HTTPS port (HTTPS_PORT may be left out only for port 80: 443)",
+        "HTTPS port (HTTPS_PORT may be left out only for port 80: 443) (default: none, "
+        "required)",
     )
     d.add_argument(
         "--target",
         type=_address,
         required=True,
         metavar="HOST:PORT[,HTTPS_PORT]",
-        help="the running ingressd serving the same objects: its --http-port and --https-port",
-    )
-    _sources(d, "folder of Kubernetes YAML, as serve --manifests reads it")
-    _class_options(d)
-    d.add_argument(
-        "--configmap",
-        type=_ns_name,
-        metavar="NS/NAME",
-        help="the controller ConfigMap serve reads (its keys shape the table) (default: none)",
+        help="the running ingressd serving the same objects: its --http-port and --https-port "
+        "(default: none, required)",
     )
     p = d.add_argument_group("probes")
     p.add_argument(
         "--max-probes",
-        type=_positive,
+        type=_whole,
         default=2000,
         metavar="N",
         help="probes sent at most (each to both servers); past it each Ingress keeps its "
@@ -105,14 +120,14 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--concurrency",
-        type=_positive,
+        type=_concurrency,
         default=8,
         metavar="N",
-        help="probes in flight at once",
+        help="probes in flight at once (1-256)",
     )
     p.add_argument(
         "--timeout",
-        type=_seconds,
+        type=_timeout,
         default=10.0,
         metavar="SECONDS",
         help="per request; a request without an answer by then is an error",
@@ -162,14 +177,8 @@ def headers_of(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ..
     return tuple(names), on_errors
 
 
-def run_diff(args: argparse.Namespace) -> int:
-    from ..cli import _check_input, _fail, _Unreadable, build_options
-
-    options = build_options(args)
-    try:
-        snapshot, _problems, _notes = _check_input(args, options)
-    except _Unreadable as exc:
-        return _fail("diff", str(exc), EXIT_ERROR)
+def run_diff(args: argparse.Namespace, snapshot: Snapshot, options: BuildOptions) -> int:
+    """Probe both sides with what ``snapshot`` builds to; the exit code."""
     table = build_table(snapshot, options)
     probes = generate(table)
     allowed = SAFE_METHODS | (frozenset(UNSAFE_METHODS) if args.unsafe_methods else frozenset())
@@ -181,7 +190,8 @@ def run_diff(args: argparse.Namespace) -> int:
     for side, address in (("reference", args.reference), ("ingressd (--target)", args.target)):
         why = asyncio.run(reachable(address, schemes, args.timeout))
         if why is not None:
-            return _fail("diff", f"the {side} cannot be reached: {why}", EXIT_ERROR)
+            print(f"ingressd diff: the {side} cannot be reached: {why}", file=sys.stderr)
+            return EXIT_ERROR
     headers, on_errors = headers_of(args)
     results = asyncio.run(
         run(

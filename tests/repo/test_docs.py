@@ -264,6 +264,7 @@ FOREIGN_OPTIONS = {
     "--tracing-ratio",
     *("--controller-class", "--watch-ingress-without-class", "--update-status"),
     *("--default-ssl-certificate", "--healthz-port", "--shutdown-grace-period"),
+    *("--connect-to", "--path-as-is"),  # curl's, in docs/diff.md's command lines
 }
 
 
