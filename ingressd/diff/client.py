@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import ssl
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import httptools
 
 from .probes import Probe
 
-MAX_BODY = 256 * 1024  # the body is kept only to read an echo from it
+MAX_BODY = 256 * 1024  # the body is read only to find an echo in it
 MAX_HEAD = 64 * 1024
 USER_AGENT = "ingressd-diff"
 
@@ -131,8 +132,11 @@ class _Reader:
             self.done = True
 
     def on_body(self, data: bytes) -> None:
-        if len(self.body) < MAX_BODY:
-            self.body += data[: MAX_BODY - len(self.body)]
+        self.body += data[: MAX_BODY - len(self.body)]
+        if len(self.body) >= MAX_BODY:
+            # Enough to read an echo (which is far smaller): the rest is not waited for,
+            # so a large or endless body costs neither memory nor the timeout.
+            self.done = True
 
     def on_message_complete(self) -> None:
         self.done = True
@@ -154,6 +158,9 @@ async def send(
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno and not isinstance(exc, ssl.SSLError):
+        # asyncio's "Connect call failed (addr)" says less than the errno's own text.
+        return os.strerror(exc.errno)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
