@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from e2e_helpers import (
     LOCALHOST,
     REPO_ROOT,
@@ -34,6 +36,7 @@ from e2e_helpers import (
     free_port,
 )
 from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
+from kube_apiserver import KubeApiServer
 
 from ingressd.model.objects import Obj
 
@@ -311,6 +314,28 @@ def test_bad_address_is_exit_code_2(servers: dict[str, Ingressd]) -> None:
         address(servers["target"]),
     )
     assert code == 2 and "give the HTTPS port too" in err
+
+
+def test_cluster_mode_reads_the_objects_once_and_writes_nothing(
+    servers: dict[str, Ingressd], tmp_path: Path
+) -> None:
+    """The same objects from an API server (the repo's fake, real wire protocol)
+    instead of a folder: read with one LIST per kind, nothing watched or written."""
+    target = servers["target"]
+    objs = list(yaml.safe_load_all((target.manifest_dir / "all.yaml").read_text()))  # type: ignore[operator]
+    with KubeApiServer(tokens={"token-a": "differ"}) as apiserver:
+        for obj in objs:
+            apiserver.apply(obj)
+        kubeconfig = apiserver.write_kubeconfig(tmp_path / "kubeconfig", "token-a")
+        cmd = [sys.executable, "-m", "ingressd", "diff", "--kubeconfig", str(kubeconfig)]
+        cmd += ["--reference", address(servers["changed"]), "--target", address(target)]
+        cmd += ["--rate", "1000", "--format", "json"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+        requests = apiserver.requests
+    assert done.returncode == 1, done.stderr
+    assert ("default/redir", "status") in found(json.loads(done.stdout))
+    assert {r.method for r in requests} == {"GET"}
+    assert not [r for r in requests if r.query.get("watch") in ("true", "1")]
 
 
 @pytest.mark.skipif(not REALWORLD.is_dir(), reason="shared/realworld is not beside the repo")
