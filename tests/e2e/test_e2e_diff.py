@@ -42,9 +42,7 @@ from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
 REALWORLD = REPO_ROOT.parent / "shared" / "realworld" / "manifests"
-NGINX = shutil.which(
-    "nginx", path=f"/usr/sbin:/usr/local/sbin:{__import__('os').environ.get('PATH', '')}"
-)
+NGINX = shutil.which("nginx", path=f"/usr/sbin:/usr/local/sbin:{os.environ.get('PATH', '')}")
 CORS_FIELDS = {
     "header access-control-allow-origin",
     "header access-control-allow-credentials",
