@@ -38,6 +38,7 @@ from e2e_helpers import (
 from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
 from kube_apiserver import KubeApiServer
 
+from ingressd import cli
 from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
@@ -205,7 +206,9 @@ def test_identical_servers_show_no_difference(servers: dict[str, Ingressd]) -> N
     assert summary["methods_not_sent"]["POST"] > 0
 
 
-def test_the_planted_differences_and_nothing_else(servers: dict[str, Ingressd]) -> None:
+@pytest.fixture(scope="module")
+def planted(servers: dict[str, Ingressd]) -> tuple[int, dict[str, Any], str]:
+    """The JSON diff of ``changed`` (the reference) against ``target``, run once."""
     target = servers["target"]
     code, out, err = diff(
         target.manifest_dir,  # type: ignore[arg-type]
@@ -214,8 +217,14 @@ def test_the_planted_differences_and_nothing_else(servers: dict[str, Ingressd]) 
         "--format",
         "json",
     )
+    return code, json.loads(out), err
+
+
+def test_the_planted_differences_and_nothing_else(
+    planted: tuple[int, dict[str, Any], str],
+) -> None:
+    code, report, err = planted
     assert code == 1, err
-    report = json.loads(out)
     fields = found(report)
     # The CORS headers, and the preflight's status: ingress-nginx answers an allowed
     # origin's preflight itself (204) and passes any other to the upstream (200).
@@ -236,19 +245,12 @@ def test_the_planted_differences_and_nothing_else(servers: dict[str, Ingressd]) 
     assert report["summary"]["ingresses_differing"] == 5
 
 
-def test_the_curl_command_line_shows_the_difference(servers: dict[str, Ingressd]) -> None:
+def test_the_curl_command_line_shows_the_difference(
+    planted: tuple[int, dict[str, Any], str],
+) -> None:
     """The report's command lines are ready to run: against each side they give
     that side's answer."""
-    target = servers["target"]
-    code, out, _ = diff(
-        target.manifest_dir,  # type: ignore[arg-type]
-        address(servers["changed"]),
-        address(target),
-        "--format",
-        "json",
-    )
-    assert code == 1
-    report = json.loads(out)
+    report = planted[1]
     redirect = next(i for i in report["ingresses"] if i["ingress"] == "default/redir")
     first = redirect["differences"][0]
     for side, status in (("curl_reference", "308"), ("curl_ingressd", "301")):
@@ -305,13 +307,11 @@ def test_unreachable_reference_is_exit_code_2(servers: dict[str, Ingressd]) -> N
     assert "the reference cannot be reached" in err and str(port) in err
 
 
-def test_bad_address_is_exit_code_2(servers: dict[str, Ingressd]) -> None:
-    code, _, err = diff(
-        servers["target"].manifest_dir,  # type: ignore[arg-type]
-        "127.0.0.1:8080",
-        address(servers["target"]),
-    )
-    assert code == 2 and "give the HTTPS port too" in err
+def test_bad_address_is_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["diff", "--reference", "127.0.0.1:8080", "--target", "127.0.0.1:80"])
+    assert exc.value.code == 2
+    assert "give the HTTPS port too" in capsys.readouterr().err
 
 
 def test_cluster_mode_reads_the_objects_once_and_writes_nothing(
