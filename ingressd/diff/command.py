@@ -193,17 +193,21 @@ def run_diff(args: argparse.Namespace, snapshot: Snapshot, options: BuildOptions
             print(f"ingressd diff: the {side} cannot be reached: {why}", file=sys.stderr)
             return EXIT_ERROR
     headers, on_errors = headers_of(args)
-    results = asyncio.run(
-        run(
-            chosen,
-            args.reference,
-            args.target,
-            limits,
-            headers,
-            error_headers=on_errors,
-            strict_ports=args.strict_ports,
+    try:
+        results = asyncio.run(
+            run(
+                chosen,
+                args.reference,
+                args.target,
+                limits,
+                headers,
+                error_headers=on_errors,
+                strict_ports=args.strict_ports,
+            )
         )
-    )
+    except KeyboardInterrupt:
+        print("ingressd diff: interrupted; no report", file=sys.stderr)
+        return EXIT_ERROR
     report = Report(
         args.reference,
         args.target,
@@ -212,6 +216,7 @@ def run_diff(args: argparse.Namespace, snapshot: Snapshot, options: BuildOptions
         dropped=dropped,
         skipped_methods=dict(skipped),
         problems=tuple(str(p) for p in table.problems),
+        served=tuple(f"{ns}/{name}" for ns, name in table.ingresses),
     )
     sys.stdout.write(render_json(report) if args.format == "json" else render_text(report))
     return report.exit_code

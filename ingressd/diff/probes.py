@@ -16,8 +16,9 @@ rules without a host get a name no rule has.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..model.table import Route, RouteTable, VirtualHost
 from .sample import samples
@@ -116,22 +117,19 @@ def _all(table: RouteTable) -> Iterator[Probe]:
         yield from _host(vhost, name)
     for suffix, vhost in sorted(table.wildcard_hosts.items()):
         yield from _host(vhost, f"{LABEL}.{suffix}")
-        deeper = f"a.{LABEL}.{suffix}"
-        first = _first_route(vhost)
-        ingress = first.ingress if first is not None else ""
+        first = next(_routes(vhost), vhost.default)
         yield Probe(
             "GET",
             "http",
-            deeper,
+            f"a.{LABEL}.{suffix}",
             "/",
             why=(f"near-miss of host *.{suffix}: two labels under it",),
-            ingress=ingress,
+            ingress=first.ingress if first is not None else "",
         )
     if table.catch_all is not None:
         yield from _host(table.catch_all, UNKNOWN_HOST)
     for other, host in sorted(table.www_redirects.items()):
-        found = table.find_host(host)
-        route = table.route_in(found, "/") if found is not None else None
+        route = table.route_for(host, "/")
         yield Probe(
             "GET",
             "http",
@@ -140,22 +138,17 @@ def _all(table: RouteTable) -> Iterator[Probe]:
             why=(f"from-to-www-redirect: {other} redirects to {host}",),
             ingress=route.ingress if route is not None else "",
         )
-    # A host no rule names: the default backend (or ingressd's 404).
-    default = table.default or table.fallback
+    # A host no rule names: the catch-all rules, the default backend or ingressd's 404;
+    # the probe belongs to the Ingress whose route answers it.
+    route = table.route_for(UNKNOWN_HOST, f"/{LABEL}")
     yield Probe(
         "GET",
         "http",
         UNKNOWN_HOST,
         f"/{LABEL}",
-        why=("a host no rule names (default backend)",),
-        ingress=default.ingress if default is not None else "",
+        why=("a host no rule names",),
+        ingress=route.ingress if route is not None else "",
     )
-
-
-def _first_route(vhost: VirtualHost) -> Route | None:
-    for route in _routes(vhost):
-        return route
-    return vhost.default
 
 
 def _routes(vhost: VirtualHost) -> Iterator[Route]:
@@ -175,15 +168,15 @@ def _host(vhost: VirtualHost, host: str) -> Iterator[Probe]:
     for route in _routes(vhost):
         yield from _route(vhost, route, host)
     if vhost.default is not None:
-        yield from _paths_of(vhost, vhost.default, host, ((f"/{LABEL}", "defaultBackend"),))
+        why = "spec.defaultBackend of the host's Ingress: a path no rule names"
+        yield from _paths_of(vhost, vhost.default, host, ((f"/{LABEL}", why),))
 
 
 def _route(vhost: VirtualHost, route: Route, host: str) -> Iterator[Probe]:
     what = describe(route)
     paths: list[tuple[str, str]] = []
     if route.regex is not None:
-        pattern = route.regex.pattern
-        for sample in samples(pattern):
+        for sample in samples(route.regex.pattern):
             if route.regex.matches(sample):
                 paths.append((sample, f"sample {what} matches"))
         if paths:
@@ -219,54 +212,41 @@ def _plain_paths(route: Route, what: str) -> list[tuple[str, str]]:
 def _paths_of(
     vhost: VirtualHost, route: Route, host: str, paths: Iterable[tuple[str, str]]
 ) -> Iterator[Probe]:
-    ingress = route.ingress
-    same = _deterministic(route)
+    """Each path over the schemes that show it: a TLS host's over HTTPS and over plain
+    HTTP (the ssl-redirect); a plain host's over HTTP, its first also over HTTPS."""
+    base = Probe("GET", "http", host, "/", ingress=route.ingress, same_backend=_decided(route))
     for i, (path, why) in enumerate(paths):
         if vhost.tls:
-            yield Probe("GET", "https", host, path, why=(why,), ingress=ingress, same_backend=same)
-            yield Probe(
-                "GET",
-                "http",
-                host,
-                path,
-                why=(f"{why}; TLS host over plain HTTP: the ssl-redirect",),
-                ingress=ingress,
-                same_backend=same,
+            yield replace(base, scheme="https", path=path, why=(why,))
+            yield replace(
+                base, path=path, why=(f"{why}; TLS host over plain HTTP: the ssl-redirect",)
             )
-            continue
-        yield Probe("GET", "http", host, path, why=(why,), ingress=ingress, same_backend=same)
+        else:
+            yield replace(base, path=path, why=(why,))
+            if i == 0:
+                tls_why = f"{why}; over TLS with SNI (the default certificate)"
+                yield replace(base, scheme="https", path=path, why=(tls_why,))
         if i == 0:
-            yield Probe(
-                "GET",
-                "https",
-                host,
-                path,
-                why=(f"{why}; over TLS with SNI (the default certificate)",),
-                ingress=ingress,
-                same_backend=same,
-            )
-    for path, why in paths:
-        # A method that changes state: built, sent only when asked (--unsafe-methods).
-        scheme = "https" if vhost.tls else "http"
-        yield Probe("POST", scheme, host, path, why=(f"{why}; POST",), ingress=ingress)
-        break
+            # A method that changes state: made here, sent only when asked (--unsafe-methods).
+            scheme = "https" if vhost.tls else "http"
+            yield replace(base, method="POST", scheme=scheme, path=path, why=(f"{why}; POST",))
 
 
-def _deterministic(route: Route) -> bool:
+def _decided(route: Route) -> bool:
+    """Whether our side sends every request of the route to one backend (no canary, or
+    a canary weight of 0 or of its total): then which backend answered is compared."""
     canary = route.canary
     return canary is None or canary.weight <= 0 or canary.weight >= canary.total
 
 
 def _features(vhost: VirtualHost, route: Route, host: str, path: str) -> Iterator[Probe]:
+    """The requests the route's annotations answer to."""
     policy = route.policy
-    scheme = "https" if vhost.tls else "http"
-    ingress = route.ingress
-    what = describe(route)
+    what = f" ({describe(route)})"
+    base = Probe("GET", "https" if vhost.tls else "http", host, path, ingress=route.ingress)
 
-    def probe(why: str, **kw: object) -> Probe:
-        fields: dict[str, object] = {"method": "GET", "scheme": scheme, "host": host, "path": path}
-        fields.update(kw)
-        return Probe(why=(f"{why} ({what})",), ingress=ingress, **fields)  # type: ignore[arg-type]
+    def probe(why: str, **changes: Any) -> Probe:
+        return replace(base, why=(why + what,), **changes)
 
     if policy.redirect is not None:
         code, _ = policy.redirect
@@ -276,6 +256,9 @@ def _features(vhost: VirtualHost, route: Route, host: str, path: str) -> Iterato
         yield probe(f"app-root {policy.app_root}: / redirects", path="/")
     if policy.rewrite_target is not None:
         yield probe(f"rewrite-target {policy.rewrite_target}: the upstream path")
+        # nginx's rewrite keeps the query (and adds it after a target's own "?").
+        query = f"{path}{'&' if '?' in path else '?'}{LABEL}=1"
+        yield probe(f"rewrite-target {policy.rewrite_target}: the query string", path=query)
     if policy.force_ssl_redirect and not vhost.tls:
         yield probe("force-ssl-redirect: plain HTTP redirects", scheme="http")
     if policy.basic_auth is not None or policy.auth is not None:
@@ -285,42 +268,48 @@ def _features(vhost: VirtualHost, route: Route, host: str, path: str) -> Iterato
     if policy.fail_closed is not None:
         yield probe(f"access control that cannot be honoured answers {policy.fail_closed[0]}")
     if policy.cors is not None:
-        origin = next((o for o in policy.cors.origins if "*" not in o), DEFAULT_ORIGIN)
-        preflight = (("Origin", origin), ("Access-Control-Request-Method", "GET"))
-        yield probe("CORS preflight", method="OPTIONS", headers=preflight)
-        yield probe("CORS: a request with an allowed Origin", headers=(("Origin", origin),))
-        yield probe(
-            "CORS preflight from an Origin not allowed",
-            method="OPTIONS",
-            headers=(("Origin", FOREIGN_ORIGIN), ("Access-Control-Request-Method", "GET")),
-        )
+        yield from _cors(policy.cors.origins, probe)
+    if route.canary is not None:
+        yield from _canary(route, probe)
+
+
+def _cors(origins: tuple[str, ...], probe: Callable[..., Probe]) -> Iterator[Probe]:
+    origin = next((o for o in origins if "*" not in o), DEFAULT_ORIGIN)
+    preflight = (("Origin", origin), ("Access-Control-Request-Method", "GET"))
+    yield probe("CORS preflight", method="OPTIONS", headers=preflight)
+    yield probe("CORS: a request with an allowed Origin", headers=(("Origin", origin),))
+    foreign = (("Origin", FOREIGN_ORIGIN), ("Access-Control-Request-Method", "GET"))
+    yield probe("CORS preflight from an Origin not allowed", method="OPTIONS", headers=foreign)
+
+
+def _canary(route: Route, probe: Callable[..., Probe]) -> Iterator[Probe]:
+    """ingress-nginx's order: header, then cookie, then weight (balancer.lua); a probe
+    the header or cookie decides goes to one backend whatever the weight."""
     canary = route.canary
-    if canary is not None:
-        label = f"canary {canary.ingress}"
-        if canary.header is not None:
-            name = canary.header.decode("latin-1")
-            if canary.header_value is not None:
-                value = canary.header_value.decode("latin-1")
-                yield probe(f"{label}: header {name}={value}", headers=((name, value),))
-                yield probe(
-                    f"{label}: header {name} with another value",
-                    headers=((name, LABEL),),
-                    same_backend=_deterministic(route),
-                )
-            elif canary.header_pattern is not None:
-                for value in samples(canary.header_pattern.pattern, 1):
-                    value = value.lstrip("/")
-                    if value and canary.header_pattern.matches(value):
-                        yield probe(f"{label}: header {name} matching", headers=((name, value),))
-            else:
-                for value in ("always", "never"):
-                    yield probe(f"{label}: header {name}: {value}", headers=((name, value),))
-        if canary.cookie is not None:
+    assert canary is not None
+    label = f"canary {canary.ingress}"
+    decided = _decided(route)
+    if canary.header is not None:
+        name = canary.header.decode("latin-1")
+        if canary.header_value is not None:
+            value = canary.header_value.decode("latin-1")
+            yield probe(f"{label}: header {name}={value}", headers=((name, value),))
+            yield probe(
+                f"{label}: header {name} with another value",
+                headers=((name, LABEL),),
+                same_backend=decided,
+            )
+        elif canary.header_pattern is not None:
+            for value in samples(canary.header_pattern.pattern, 1):
+                value = value.lstrip("/")
+                if value and canary.header_pattern.matches(value):
+                    yield probe(f"{label}: header {name} matching", headers=((name, value),))
+        else:
             for value in ("always", "never"):
-                yield probe(
-                    f"{label}: cookie {canary.cookie}={value}", cookies=((canary.cookie, value),)
-                )
-        yield probe(
-            f"{label}: weight {canary.weight}/{canary.total}",
-            same_backend=_deterministic(route),
-        )
+                yield probe(f"{label}: header {name}: {value}", headers=((name, value),))
+    if canary.cookie is not None:
+        for value in ("always", "never"):
+            yield probe(
+                f"{label}: cookie {canary.cookie}={value}", cookies=((canary.cookie, value),)
+            )
+    yield probe(f"{label}: weight {canary.weight}/{canary.total}", same_backend=decided)

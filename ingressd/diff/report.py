@@ -44,6 +44,14 @@ class Report:
     dropped: int  # left out by --max-probes
     skipped_methods: dict[str, int] = field(default_factory=dict)  # not sent: method -> probes
     problems: tuple[str, ...] = ()  # the build's, for information
+    served: tuple[str, ...] = ()  # "namespace/name" of every Ingress the table serves
+
+    @property
+    def not_probed(self) -> tuple[str, ...]:
+        """Ingresses served without a probe: no route survived the build (conflicts,
+        refused paths), or the bound left them out."""
+        probed = {r.probe.ingress for r in self.results}
+        return tuple(sorted(set(self.served) - probed))
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -67,8 +75,10 @@ class Report:
         return {
             "reference": str(self.reference),
             "ingressd": str(self.target),
+            "ingresses_served": len(self.served),
             "ingresses": len(groups),
             "ingresses_differing": sum(any(r.differences for r in rs) for rs in groups.values()),
+            "ingresses_not_probed": list(self.not_probed),
             "probes_generated": self.generated,
             "probes_sent": len(self.results),
             "probes_over_bound": self.dropped,
@@ -87,7 +97,8 @@ def curl(probe: Probe, address: Address) -> str:
     """A curl command line that sends ``probe`` to ``address`` as the diff sent it."""
     default = 443 if probe.scheme == "https" else 80
     host = f"[{probe.host}]" if ":" in probe.host else probe.host
-    connect = f"{host}:{default}:{address.host}:{address.port(probe.scheme)}"
+    target = f"[{address.host}]" if ":" in address.host else address.host
+    connect = f"{host}:{default}:{target}:{address.port(probe.scheme)}"
     args = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "--path-as-is", "--connect-to", connect]
     if probe.scheme == "https":
         args.append("-k")
@@ -145,6 +156,11 @@ def render_text(report: Report) -> str:
         + (f" ({fields})" if fields else "")
         + f"; {s['errors']} errors; exit code {s['exit_code']}"
     )
+    if report.not_probed:
+        lines.append(
+            f"Not probed ({len(report.not_probed)} served Ingresses without a route to probe, "
+            f"or over --max-probes): {', '.join(report.not_probed)}"
+        )
     if report.problems:
         lines.append(
             f"Note: the routing table build reported {len(report.problems)} problems "

@@ -197,6 +197,20 @@ def test_curl_command_line() -> None:
     assert "Origin: https://o" in args and "c=1" in args
 
 
+def test_curl_to_an_ipv6_address() -> None:
+    probe = Probe("GET", "http", "a.test", "/")
+    assert "a.test:80:[::1]:8080" in shlex.split(curl(probe, Address("::1", 8080, 8443)))
+
+
+def test_served_ingresses_without_probes_are_named() -> None:
+    report = Report(
+        REF, OURS, (Result(PROBE, answer(), answer(), ()),), 1, 0, served=("default/a", "x/b")
+    )
+    assert report.not_probed == ("x/b",)
+    assert report.summary()["ingresses_not_probed"] == ["x/b"]
+    assert "Not probed (1 served Ingresses without a route to probe" in render_text(report)
+
+
 def test_report_exit_codes_and_rendering() -> None:
     same = Result(PROBE, answer(200), answer(200), ())
     differing = Result(PROBE, answer(308), answer(301), (Difference("status", "308", "301"),))

@@ -190,6 +190,8 @@ def test_redirects_app_root_and_rewrite() -> None:
     assert "temporal-redirect (302)" in whys(probes, host="t.test", path="/")
     assert "app-root /home: / redirects" in whys(probes, host="r.test", path="/")
     assert "rewrite-target /new" in whys(probes, host="w.test", path="/old")
+    query = find(probes, host="w.test", path="/old?ingressd-diff=1")
+    assert "the query string" in query.why[0]
 
 
 def test_cors_preflight_and_foreign_origin() -> None:
@@ -222,6 +224,22 @@ def test_rules_without_host_and_unknown_hosts() -> None:
     assert find(probes, host=UNKNOWN_HOST, path="/svc").expect == "default/any Prefix /svc"
     fallback = find(probes, host=UNKNOWN_HOST, path="/ingressd-diff")
     assert "a host no rule names" in " ".join(fallback.why)
+    assert fallback.expect == "no route (404)" and fallback.ingress == ""
+    # A catch-all "/" takes the unknown host: the probe is that Ingress's.
+    probes = table_of(one("all", None, path("/", "web")))
+    caught = find(probes, host=UNKNOWN_HOST, path="/ingressd-diff")
+    assert caught.ingress == "default/all" and caught.expect == "default/all Prefix /"
+
+
+def test_a_host_default_backend_is_probed() -> None:
+    ing = ingress(
+        "dflt",
+        [rule("d.test", path("/app", "web"))],
+        default_backend={"service": {"name": "api", "port": {"number": 80}}},
+    )
+    probes = table_of(ing)
+    other = find(probes, host="d.test", path="/ingressd-diff")
+    assert "spec.defaultBackend" in " ".join(other.why)
 
 
 def test_unsafe_methods_are_marked_and_probes_are_unique() -> None:
