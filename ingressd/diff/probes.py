@@ -45,6 +45,7 @@ class Probe:
     cookies: tuple[tuple[str, str], ...] = ()
     why: tuple[str, ...] = ()  # each reason this probe exists
     ingress: str = ""  # "namespace/name" it was made for; "" for the default backend
+    canary_ingress: str = ""  # the canary Ingress attached to its route, if any
     # What the table says serves it: "namespace/name Prefix /api", "no route (404)".
     expect: str = ""
     # False when the backend may differ per request on our side (a canary weight
@@ -214,7 +215,15 @@ def _paths_of(
 ) -> Iterator[Probe]:
     """Each path over the schemes that show it: a TLS host's over HTTPS and over plain
     HTTP (the ssl-redirect); a plain host's over HTTP, its first also over HTTPS."""
-    base = Probe("GET", "http", host, "/", ingress=route.ingress, same_backend=_decided(route))
+    base = Probe(
+        "GET",
+        "http",
+        host,
+        "/",
+        ingress=route.ingress,
+        canary_ingress=route.canary.ingress if route.canary is not None else "",
+        same_backend=_decided(route),
+    )
     for i, (path, why) in enumerate(paths):
         if vhost.tls:
             yield replace(base, scheme="https", path=path, why=(why,))
@@ -243,7 +252,14 @@ def _features(vhost: VirtualHost, route: Route, host: str, path: str) -> Iterato
     """The requests the route's annotations answer to."""
     policy = route.policy
     what = f" ({describe(route)})"
-    base = Probe("GET", "https" if vhost.tls else "http", host, path, ingress=route.ingress)
+    base = Probe(
+        "GET",
+        "https" if vhost.tls else "http",
+        host,
+        path,
+        ingress=route.ingress,
+        canary_ingress=route.canary.ingress if route.canary is not None else "",
+    )
 
     def probe(why: str, **changes: Any) -> Probe:
         return replace(base, why=(why + what,), **changes)

@@ -51,6 +51,7 @@ class Report:
         """Ingresses served without a probe: no route survived the build (conflicts,
         refused paths), or the bound left them out."""
         probed = {r.probe.ingress for r in self.results}
+        probed |= {r.probe.canary_ingress for r in self.results}
         return tuple(sorted(set(self.served) - probed))
 
     @property

@@ -243,6 +243,7 @@ def test_the_planted_differences_and_nothing_else(
     redirect = by_name["default/redir"]["differences"][0]
     assert (redirect["reference"], redirect["ingressd"]) == ("308", "301")
     assert report["summary"]["ingresses_differing"] == 5
+    assert report["summary"]["ingresses_not_probed"] == []
 
 
 def test_the_curl_command_line_shows_the_difference(
@@ -272,8 +273,10 @@ def test_text_report_one_line_per_difference(servers: dict[str, Ingressd]) -> No
     assert "Ingress default/redir: " in "\n".join(lines)
     status = [line for line in lines if line.startswith("  status: reference '308'")]
     assert status and all("curl " in line and "redir.test" in line for line in status)
-    assert lines[-2].startswith("Summary: ") and "methods sent: GET, OPTIONS" in lines[-2]
-    assert lines[-1].endswith("exit code 1")
+    summary = lines.index(next(line for line in lines if line.startswith("Summary: ")))
+    assert "methods sent: GET, OPTIONS" in lines[summary]
+    assert lines[summary + 1].endswith("exit code 1")
+    assert summary + 2 == len(lines)  # every served Ingress was probed: no "Not probed" line
 
 
 def test_bounds_and_unsafe_methods(servers: dict[str, Ingressd]) -> None:
