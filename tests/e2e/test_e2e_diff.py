@@ -472,6 +472,7 @@ def test_against_nginx_configured_like_ingress_nginx(
         )
         (prefix / "nginx.conf").write_text(conf)
         cmd = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+        cmd += ["-e", str(prefix / "error.log")]  # not the built-in /var/log path first
         log = (prefix / "stdout.log").open("wb")
         stack.callback(log.close)
         nginx = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
