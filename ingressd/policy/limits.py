@@ -72,14 +72,24 @@ DEFAULT_ENTRIES: Final = 1 << 18
 
 # Layout, in 8-byte words. The header:
 _MAGIC: Final = 0x31544D4C44474E49  # "INGDLMT1", little-endian
-_H_MAGIC, _H_BUCKETS, _H_WAYS, _H_COLUMNS, _H_SLOT_WORDS, _H_IN_USE = range(6)
+_H_MAGIC: Final = 0
+_H_BUCKETS: Final = 1
+_H_WAYS: Final = 2
+_H_COLUMNS: Final = 3
+_H_SLOT_WORDS: Final = 4
+_H_IN_USE: Final = 5
 _SECRET_OFFSET: Final = 64  # bytes: the 32-byte hash key
 _HEADER_WORDS: Final = 16
 # A bucket: its clock (a counter of the times an entry of it was seen: its
 # entries' recency, exact across processes where milliseconds would tie), then
 # WAYS entries. An entry: its key, its recency, when it drains, the two rates,
 # then one 32-bit count of requests in flight per process.
-_TAG, _ZONE, _SEEN, _EXPIRES, _EXCESS, _LAST = 0, 1, 2, 3, 4, 5  # rate i: _EXCESS + 2 * i
+_TAG: Final = 0
+_ZONE: Final = 1
+_SEEN: Final = 2
+_EXPIRES: Final = 3
+_EXCESS: Final = 4  # rate i: _EXCESS + 2 * i
+_LAST: Final = 5
 _FIELDS: Final = 8
 _MASK63: Final = (1 << 63) - 1
 

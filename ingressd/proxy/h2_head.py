@@ -34,9 +34,15 @@ _TRAILER: Final = HeaderValidationFlags(
 
 # What a field name is to the plain-head check. Pseudo-headers are bits, so
 # that duplicates and the required set are one mask each.
-_METHOD, _SCHEME, _AUTHORITY, _PATH = 1, 2, 4, 8
+_METHOD: Final = 1
+_SCHEME: Final = 2
+_AUTHORITY: Final = 4
+_PATH: Final = 8
 _PSEUDO: Final = _METHOD | _SCHEME | _AUTHORITY | _PATH
-_FIELD, _TE, _FORBIDDEN, _HOST_FIELD = 16, 32, 64, 128
+_FIELD: Final = 16
+_TE: Final = 32
+_FORBIDDEN: Final = 64
+_HOST_FIELD: Final = 128
 _KNOWN: Final[dict[bytes, int]] = {
     b":method": _METHOD,
     b":scheme": _SCHEME,
@@ -122,7 +128,13 @@ _BAD_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
 _BAD_AUTHORITY: Final = re.compile(rb"[\x00-\x20\x7f/\\]")
 # Request fields read_head records rather than passes on as they are; those it
 # drops: hop-by-hop (te: trailers, trailer) and those ingressd sets itself.
-_LENGTH, _HOST, _XFF, _REQUEST_ID, _ORIGIN, _COOKIE, _FORWARDED = range(7)
+_LENGTH: Final = 0
+_HOST: Final = 1
+_XFF: Final = 2
+_REQUEST_ID: Final = 3
+_ORIGIN: Final = 4
+_COOKIE: Final = 5
+_FORWARDED: Final = 6
 _SPECIAL: Final = {
     **dict.fromkeys(http.FORWARDED_IN, _FORWARDED),
     b"content-length": _LENGTH,

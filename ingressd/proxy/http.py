@@ -98,50 +98,64 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
-_date_second = -1
-_date_line = b""
-_date_value = b""
 # server-tokens (ProxyState.apply_settings calls set_server_header): the Server line
 # every response carries after its Date, or, when the upstream's own Server is passed
 # (allow-backend-server-header), the one only ingressd's own answers carry (proxied
 # responses without one get it in split_response). Empty: none, ingress-nginx's default.
 SERVER_TOKEN: Final = b"ingressd"
-_server_line = b""
-_local_server = b""
-_pass_server = False
+
+
+class _Heads:
+    """What every response head shares: the Date line, made once a second, and
+    the Server lines of server-tokens. One instance, held Final, so compiled code
+    reads its attributes natively where module globals rebound by ``global`` are
+    looked up in the module's dict at each use."""
+
+    __slots__ = ("date_line", "date_value", "local_server", "pass_server", "second", "server")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.date_line = b""
+        self.date_value = b""
+        self.server = b""
+        self.local_server = b""
+        self.pass_server = False
+
+
+_HEADS: Final = _Heads()
 
 
 def set_server_header(tokens: bool, backend: bool) -> None:
-    global _server_line, _local_server, _pass_server, _date_second
     line = b"Server: " + SERVER_TOKEN + b"\r\n" if tokens else b""
-    _pass_server = tokens and backend
-    _server_line = b"" if _pass_server else line
-    _local_server = line if _pass_server else b""
-    _date_second = -1  # the Date line is made again, with it
+    heads = _HEADS
+    heads.pass_server = tokens and backend
+    heads.server = b"" if heads.pass_server else line
+    heads.local_server = line if heads.pass_server else b""
+    heads.second = -1  # the Date line is made again, with it
 
 
 def date_line() -> bytes:
     """``Date: ...\r\n`` for now, formatted once a second (nginx's cached time),
     then the Server line under server-tokens."""
-    global _date_second, _date_line, _date_value
+    heads = _HEADS
     now = int(time.time())
-    if now != _date_second:
-        _date_value = formatdate(now, usegmt=True).encode()
-        _date_line = b"Date: " + _date_value + b"\r\n" + _server_line
-        _date_second = now
-    return _date_line
+    if now != heads.second:
+        heads.date_value = formatdate(now, usegmt=True).encode()
+        heads.date_line = b"Date: " + heads.date_value + b"\r\n" + heads.server
+        heads.second = now
+    return heads.date_line
 
 
 def date_value() -> bytes:
     """The Date header's value for now (HTTP/2 fields)."""
     date_line()
-    return _date_value
+    return _HEADS.date_value
 
 
 def server_value(local: bool) -> bytes | None:
     """The Server field an HTTP/2 response carries: ``local``, for ingressd's own
     answers (as ``date_line`` and ``local_response`` do for HTTP/1.1)."""
-    if _server_line or (local and _local_server):
+    if _HEADS.server or (local and _HEADS.local_server):
         return SERVER_TOKEN
     return None
 
@@ -222,6 +236,7 @@ def split_response(headers: Headers, head: bool = True) -> tuple[Headers, bool, 
     chunked = False
     length = None
     server = False
+    pass_server = _HEADS.pass_server
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
@@ -233,12 +248,12 @@ def split_response(headers: Headers, head: bool = True) -> tuple[Headers, bool, 
                 named = connection_tokens(value) | (named or set())
             continue
         if lname in HIDDEN_RESPONSE or lname.startswith(b"x-accel-"):
-            if _pass_server and lname == b"server":  # allow-backend-server-header
+            if pass_server and lname == b"server":  # allow-backend-server-header
                 server = True
                 out.append((name, value))
             continue
         out.append((name, value))
-    if _pass_server and head and not server:
+    if pass_server and head and not server:
         out.append((b"Server", SERVER_TOKEN))
     if named:
         named -= {b"close", b"keep-alive", b"upgrade"}
@@ -260,7 +275,7 @@ def local_response(
 
     Without a Server header, as ingress-nginx by default (server-tokens off).
     """
-    parts = [status_line(status), date_line(), _local_server]
+    parts = [status_line(status), date_line(), _HEADS.local_server]
     if status == 204:
         body = b""  # 204 has neither body nor Content-Length
     else:
