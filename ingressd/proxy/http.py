@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import httptools
 
@@ -21,7 +21,7 @@ Headers = list[tuple[bytes, bytes]]
 
 # Hop-by-hop headers (RFC 9110 7.6.1) plus the framing headers the proxy sets
 # itself; Proxy-* is matched by prefix.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -75,12 +75,14 @@ UNNOMINABLE = frozenset(
 # module hides them (ngx_http_proxy_hide_headers): Date is set anew, and
 # ingress-nginx clears Server (nginx.tmpl: more_clear_headers Server, unless
 # server-tokens); X-Pad and X-Accel-* are instructions to nginx, not to clients.
-HIDDEN_RESPONSE = frozenset({b"date", b"server", b"x-pad"})
+HIDDEN_RESPONSE: Final = frozenset({b"date", b"server", b"x-pad"})
 
-STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
+STATUS_LINES: Final = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
+}
 
 
-_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+_PHRASES: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 def status_line(status: int, reason: bytes = b"") -> bytes:
@@ -96,50 +98,64 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
-_date_second = -1
-_date_line = b""
-_date_value = b""
 # server-tokens (ProxyState.apply_settings calls set_server_header): the Server line
 # every response carries after its Date, or, when the upstream's own Server is passed
 # (allow-backend-server-header), the one only ingressd's own answers carry (proxied
 # responses without one get it in split_response). Empty: none, ingress-nginx's default.
-SERVER_TOKEN = b"ingressd"
-_server_line = b""
-_local_server = b""
-_pass_server = False
+SERVER_TOKEN: Final = b"ingressd"
+
+
+class _Heads:
+    """What every response head shares: the Date line, made once a second, and
+    the Server lines of server-tokens. One instance, held Final, so compiled code
+    reads its attributes natively where module globals rebound by ``global`` are
+    looked up in the module's dict at each use."""
+
+    __slots__ = ("date_line", "date_value", "local_server", "pass_server", "second", "server")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.date_line = b""
+        self.date_value = b""
+        self.server = b""
+        self.local_server = b""
+        self.pass_server = False
+
+
+_HEADS: Final = _Heads()
 
 
 def set_server_header(tokens: bool, backend: bool) -> None:
-    global _server_line, _local_server, _pass_server, _date_second
     line = b"Server: " + SERVER_TOKEN + b"\r\n" if tokens else b""
-    _pass_server = tokens and backend
-    _server_line = b"" if _pass_server else line
-    _local_server = line if _pass_server else b""
-    _date_second = -1  # the Date line is made again, with it
+    heads = _HEADS
+    heads.pass_server = tokens and backend
+    heads.server = b"" if heads.pass_server else line
+    heads.local_server = line if heads.pass_server else b""
+    heads.second = -1  # the Date line is made again, with it
 
 
 def date_line() -> bytes:
     """``Date: ...\r\n`` for now, formatted once a second (nginx's cached time),
     then the Server line under server-tokens."""
-    global _date_second, _date_line, _date_value
+    heads = _HEADS
     now = int(time.time())
-    if now != _date_second:
-        _date_value = formatdate(now, usegmt=True).encode()
-        _date_line = b"Date: " + _date_value + b"\r\n" + _server_line
-        _date_second = now
-    return _date_line
+    if now != heads.second:
+        heads.date_value = formatdate(now, usegmt=True).encode()
+        heads.date_line = b"Date: " + heads.date_value + b"\r\n" + heads.server
+        heads.second = now
+    return heads.date_line
 
 
 def date_value() -> bytes:
     """The Date header's value for now (HTTP/2 fields)."""
     date_line()
-    return _date_value
+    return _HEADS.date_value
 
 
 def server_value(local: bool) -> bytes | None:
     """The Server field an HTTP/2 response carries: ``local``, for ingressd's own
     answers (as ``date_line`` and ``local_response`` do for HTTP/1.1)."""
-    if _server_line or (local and _local_server):
+    if _HEADS.server or (local and _HEADS.local_server):
         return SERVER_TOKEN
     return None
 
@@ -150,11 +166,11 @@ def server_value(local: bool) -> bytes | None:
 # dropped, never passed upstream: the ConfigMap's enable-underscores-in-headers and
 # ignore-invalid-headers, as ProxySettings.drop_names_from.
 # The classes are model/globals.py's (the ConfigMap's parser names them too).
-_NAME_BYTES = b"-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NAME_BYTES: Final = b"-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Names classed, remembered up to this many (names are the client's choice: past
 # it, a new name is classed each time and not kept).
-NAME_CLASSES_MAX = 4096
-_NAME_CLASSES: dict[bytes, int] = {}
+NAME_CLASSES_MAX: Final = 4096
+_NAME_CLASSES: Final[dict[bytes, int]] = {}
 
 
 def name_class(name: bytes) -> int:
@@ -220,6 +236,7 @@ def split_response(headers: Headers, head: bool = True) -> tuple[Headers, bool, 
     chunked = False
     length = None
     server = False
+    pass_server = _HEADS.pass_server
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
@@ -231,12 +248,12 @@ def split_response(headers: Headers, head: bool = True) -> tuple[Headers, bool, 
                 named = connection_tokens(value) | (named or set())
             continue
         if lname in HIDDEN_RESPONSE or lname.startswith(b"x-accel-"):
-            if _pass_server and lname == b"server":  # allow-backend-server-header
+            if pass_server and lname == b"server":  # allow-backend-server-header
                 server = True
                 out.append((name, value))
             continue
         out.append((name, value))
-    if _pass_server and head and not server:
+    if pass_server and head and not server:
         out.append((b"Server", SERVER_TOKEN))
     if named:
         named -= {b"close", b"keep-alive", b"upgrade"}
@@ -258,7 +275,7 @@ def local_response(
 
     Without a Server header, as ingress-nginx by default (server-tokens off).
     """
-    parts = [status_line(status), date_line(), _local_server]
+    parts = [status_line(status), date_line(), _HEADS.local_server]
     if status == 204:
         body = b""  # 204 has neither body nor Content-Length
     else:

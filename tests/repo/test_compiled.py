@@ -148,6 +148,63 @@ def test_what_each_request_builds_is_built_natively(cls: type) -> None:
     assert not isinstance(cls.__init__, types.FunctionType), cls.__init__  # type: ignore[misc]
 
 
+# Module-level names a compiled module may read without Final: type aliases, which
+# only annotations use (a use at run time would be caught by mypy's checks anyway).
+TYPE_ALIASES = {"Action", "EventKey", "Header", "Headers", "K", "Parts", "PoolKey"}
+TYPE_ALIASES |= {"RequestKey", "StreamKey", "V"}
+
+
+def module_constants_read_without_final(path: Path) -> list[str]:
+    """Module-level names bound once (never rebound by a ``global`` statement)
+    that functions of ``path`` read, and that are not declared Final."""
+    tree = ast.parse(path.read_text())
+    bound: dict[str, int] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                elements = target.elts if isinstance(target, ast.Tuple) else [target]
+                for element in elements:
+                    if isinstance(element, ast.Name):
+                        bound[element.id] = node.lineno
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.value is not None
+            and "Final" not in ast.unparse(node.annotation)
+        ):
+            bound[node.target.id] = node.lineno
+    read: set[str] = set()
+    rebound: set[str] = set()
+    for function in ast.walk(tree):
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(function):
+                if isinstance(node, ast.Name) and node.id in bound:
+                    read.add(node.id)
+                elif isinstance(node, ast.Global):
+                    rebound.update(node.names)
+    names = read - rebound - TYPE_ALIASES
+    return sorted(f"{path.name}:{bound[name]} {name}" for name in names)
+
+
+@pytest.mark.parametrize("module", compiled_modules())
+def test_constants_of_compiled_modules_are_final(module: str) -> None:
+    """mypyc reads a module-level name that is not Final from the module's
+    dict at every use: a hash, a lookup and a type check each time (in
+    _add_header, seven per request header line). A Final one is a C constant,
+    or a static for what is not a literal. Found by the profile of a browser
+    request; this keeps the next constant from costing the same."""
+    assert module_constants_read_without_final(REPO_ROOT / module) == []
+
+
+def test_the_final_check_finds_a_constant_without_final(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from typing import Final\nA = 1\nB: Final = 2\nC, D = 3, 4\n_x = 0\n"
+        "def f() -> int:\n    global _x\n    _x += 1\n    return A + B + C + _x\n"
+    )
+    assert module_constants_read_without_final(source) == ["m.py:2 A", "m.py:4 C"]
+
+
 # -- which build runs (ingressd/_build.py), on a package made up in tmp_path ---------------
 
 
