@@ -44,6 +44,7 @@ written for ingress-nginx.
                                    kubectl finds it (--kubeconfig, --in-cluster)
   ingressd demo                    serve the bundled examples/ with demo upstreams
   ingressd check                   report what ingressd would do with each Ingress
+  ingressd export gateway-api      write them as Gateway API objects (YAML)
 
 Run "ingressd COMMAND --help" for the options of a command.
 
@@ -55,6 +56,8 @@ NO_CLUSTER_HINT = {
     "serve": "to serve a folder of manifests instead: ingressd serve --manifests DIR; "
     "to try ingressd: ingressd demo",
     "check": "to check a folder of manifests instead: ingressd check --manifests DIR",
+    "export": "to export a folder of manifests instead: ingressd export gateway-api "
+    "--manifests DIR",
 }
 
 
@@ -698,6 +701,9 @@ def parser() -> argparse.ArgumentParser:
         help="show every Ingress in detail, not only the ones ingressd would serve",
     )
     chk.set_defaults(log_level="warning")
+    from .export import add_parser as add_export
+
+    add_export(sub, _Formatter)
     return top
 
 
@@ -909,6 +915,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args)
+        if args.command == "export":
+            from .export import run as run_export
+
+            return run_export(args)
         config = config_from(args)
         import uvloop
 

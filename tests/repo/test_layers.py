@@ -69,6 +69,8 @@ LAYERS: Layers = (
             "ingressd.config",
             "ingressd.demo",
             "ingressd.echo",
+            "ingressd.export",
+            "ingressd.gateway_api",
             "ingressd.listeners",
             "ingressd.serving",
             "ingressd.workers",
