@@ -29,7 +29,7 @@ from .model.objects import Obj, Snapshot, object_key
 from .model.policy import Canary, RoutePolicy
 from .model.table import Route, RouteTable, VirtualHost
 from .policy import annotations as ann
-from .routing.build import BuildOptions, build_table
+from .routing.build import BuildOptions, build_table, ingress_owner
 from .stream.passthrough import build_passthrough, is_passthrough
 
 GATEWAY_API_VERSION = "v1.2.1"
@@ -264,6 +264,16 @@ def export(
         ing = _ingress_obj(snapshot, ingress)
         if ing is not None:
             _annotations(work, ingress, ing)
+    for ing in snapshot.of("Ingress").values():
+        key = _ingress_key(ing)
+        if key not in exported and ingress_owner(snapshot, build, ing).ours:
+            work.find(
+                key,
+                "Ingress",
+                "dropped",
+                "ingressd serves no route of it (`ingressd check` says why), so neither "
+                "does the export",
+            )
     if build.default_backend_service:
         work.find(
             "",
@@ -1215,7 +1225,8 @@ def _annotations(work: _Work, ingress: str, ing: Obj) -> None:
         if verdict.status == "overridden":
             continue
         if verdict.status != "supported":
-            work.find(ingress, verdict.key, "dropped", f"ingressd does not serve it either: {verdict.reason}")
+            reason = f"ingressd does not serve it either: {verdict.reason}"
+            work.find(ingress, short, "dropped", reason)
             continue
         if short == "ssl-passthrough" and work.options.passthrough:
             continue
@@ -1225,7 +1236,7 @@ def _annotations(work: _Work, ingress: str, ing: Obj) -> None:
         if short in ("ssl-redirect", "force-ssl-redirect", "use-regex", "preserve-trailing-slash"):
             continue  # carried by how the routes were made (listeners, regex matches)
         reason = REASONS.get(short) or REASONS.get(lead) or _reason_by_family(short)
-        work.find(ingress, verdict.key, "dropped", reason)
+        work.find(ingress, short, "dropped", reason)
 
 
 def _reason_by_family(short: str) -> str:
