@@ -80,9 +80,7 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         metavar="FILE",
         help="also write the report as JSON to FILE (default: none)",
     )
-    gw.set_defaults(
-        log_level="warning", tcp_services_configmap=None, udp_services_configmap=None
-    )
+    gw.set_defaults(log_level="warning", tcp_services_configmap=None, udp_services_configmap=None)
 
 
 def run(args: argparse.Namespace) -> int:

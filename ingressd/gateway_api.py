@@ -30,7 +30,7 @@ from .model.policy import Canary, RoutePolicy
 from .model.table import Route, RouteTable, VirtualHost
 from .policy import annotations as ann
 from .routing.build import BuildOptions, build_table, ingress_owner
-from .stream.passthrough import build_passthrough, is_passthrough
+from .stream.passthrough import build_passthrough
 
 GATEWAY_API_VERSION = "v1.2.1"
 GROUP = "gateway.networking.k8s.io"
@@ -286,7 +286,9 @@ def export(
     work.objects += _reference_grants(work)
     work.objects += work.tls_policies.values()
     objects = tuple(sorted(work.objects, key=_object_order))
-    return Export(objects, tuple(sorted(work.findings, key=_finding_order)), tuple(sorted(exported)))
+    return Export(
+        objects, tuple(sorted(work.findings, key=_finding_order)), tuple(sorted(exported))
+    )
 
 
 def _object_order(obj: dict[str, Any]) -> tuple[int, str, str]:
@@ -327,10 +329,10 @@ def _tls_secrets(snapshot: Snapshot, table: RouteTable) -> dict[str, tuple[str, 
     for ing in sorted(snapshot.of("Ingress").values(), key=_age):
         if _ingress_key(ing) not in served:
             continue
-        spec = ing.get("spec") if isinstance(ing.get("spec"), dict) else {}
-        rules = spec.get("rules") if isinstance(spec.get("rules"), list) else []
+        spec = _mapping(ing.get("spec"))
+        rules = _list(spec.get("rules"))
         rule_hosts = [str(r.get("host") or "").lower() for r in rules if isinstance(r, dict)]
-        for entry in spec.get("tls") or []:
+        for entry in _list(spec.get("tls")):
             if not isinstance(entry, dict):
                 continue
             hosts = [str(h).lower() for h in entry.get("hosts") or []] or rule_hosts
@@ -339,6 +341,15 @@ def _tls_secrets(snapshot: Snapshot, table: RouteTable) -> dict[str, tuple[str, 
                 if host in tls_hosts and found.get(host) is None:
                     found[host] = (_namespace(ing), str(secret)) if secret else None
     return {h: found.get(h) for h in sorted(tls_hosts)}
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    # The builder validated what it served, but shapes are still not trusted here.
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _age(ing: Obj) -> tuple[str, tuple[str, str]]:
@@ -385,14 +396,18 @@ def _listeners(
     per = MAX_LISTENERS - 1
     chunks = [extra[i : i + per] for i in range(0, len(extra), per)] or [[]]
     for i, chunk in enumerate(chunks):
-        gw = work.options.gateway_name if i == 0 else dns_name(work.options.gateway_name, str(i + 1))
+        gw = (
+            work.options.gateway_name if i == 0 else dns_name(work.options.gateway_name, str(i + 1))
+        )
         http = _Listener("http", "", "HTTP", 80, gateway=gw)
         if i == 0:
             out[("HTTP", "")] = http
         out[("HTTP", f"\0{gw}")] = http
         for listener in chunk:
             if listener.name in names:  # two hosts that clean to the same label
-                listener.name = dns_label(listener.name, hashlib.sha256(listener.host.encode()).hexdigest()[:8])
+                listener.name = dns_label(
+                    listener.name, hashlib.sha256(listener.host.encode()).hexdigest()[:8]
+                )
             names.add(listener.name)
             listener.gateway = gw
             out[(listener.protocol, listener.host)] = listener
@@ -797,7 +812,11 @@ def _https_redirect(
 
 
 def _redirect_code(work: _Work, ingress: str, subject: str, code: int) -> int:
-    allowed = EXPERIMENTAL_REDIRECT_CODES if work.options.channel == "experimental" else STANDARD_REDIRECT_CODES
+    allowed = (
+        EXPERIMENTAL_REDIRECT_CODES
+        if work.options.channel == "experimental"
+        else STANDARD_REDIRECT_CODES
+    )
     if code in allowed:
         return code
     near = 301 if code in (301, 308) else 302
@@ -860,7 +879,9 @@ def _redirect_rule(
     dropped, so the path is replaced whole ("/" when the URL has none), unless the
     URL ends in $request_uri, which keeps it (and the query) as Gateway does."""
     code, url = policy.redirect  # type: ignore[misc]
-    subject = "permanent-redirect" if _has(work, ingress, "permanent-redirect") else "temporal-redirect"
+    subject = (
+        "permanent-redirect" if _has(work, ingress, "permanent-redirect") else "temporal-redirect"
+    )
     scheme, _, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
     keep_path = False
@@ -925,7 +946,7 @@ def _filters(work: _Work, ingress: str, route: Route, grpc: bool) -> list[dict[s
                 f"{target!r} uses capture groups: Gateway API v1 rewrites only a whole path "
                 "or a matched prefix; the backend receives the request's own path",
             )
-        elif route.regex is not None and policy.regex_paths or route.path_type == "Exact":
+        elif (route.regex is not None and policy.regex_paths) or route.path_type == "Exact":
             # nginx's rewrite replaces the whole URI (decide.py rewrite()).
             rewrite["path"] = {"type": "ReplaceFullPath", "replaceFullPath": target}
             work.done(ingress, "rewrite-target")
@@ -988,7 +1009,9 @@ def _header_edit(
         work.find(ingress, subject, "dropped", f"header {text!r} does not fit Gateway API's limits")
         return
     if sum(len(v) for v in into.values()) >= MAX_HEADER_EDITS:
-        work.find(ingress, subject, "dropped", f"header {text!r}: more than {MAX_HEADER_EDITS} headers")
+        work.find(
+            ingress, subject, "dropped", f"header {text!r}: more than {MAX_HEADER_EDITS} headers"
+        )
         return
     if value:
         into.setdefault("set", []).append({"name": text, "value": value.decode("latin-1")})
@@ -1004,9 +1027,13 @@ def _mirror(work: _Work, ingress: str, policy: RoutePolicy) -> dict[str, Any] | 
     found = _SERVICE_HOST.match(m.host.lower())
     why = None
     if found is None:
-        why = f"{m.host} is not a Service's cluster name (name.namespace.svc); RequestMirror takes a Service"
-    elif m.path not in ("$request_uri",):
-        why = f"the mirror's path {m.path or '(the mirror location)'!r} is not the request's own ($request_uri)"
+        why = (
+            f"{m.host} is not a Service's cluster name (name.namespace.svc); "
+            "RequestMirror takes a Service"
+        )
+    elif m.path != "$request_uri":
+        sent = m.path or "(the mirror location's)"
+        why = f"the mirror's path {sent!r} is not the request's own ($request_uri)"
     elif m.scheme == "https":
         why = "an https mirror would need a BackendTLSPolicy for the mirror Service"
     if why is not None:
@@ -1014,9 +1041,16 @@ def _mirror(work: _Work, ingress: str, policy: RoutePolicy) -> dict[str, Any] | 
         return None
     assert found is not None
     if not m.request_body:
-        work.find(ingress, "mirror-request-body", "approximated", "Gateway's RequestMirror always sends the body")
+        work.find(
+            ingress,
+            "mirror-request-body",
+            "approximated",
+            "Gateway's RequestMirror always sends the body",
+        )
     if m.host_header.lower() != m.host.lower():
-        work.find(ingress, "mirror-host", "approximated", "RequestMirror sends the request's own Host")
+        work.find(
+            ingress, "mirror-host", "approximated", "RequestMirror sends the request's own Host"
+        )
     svc, ns = found.group(1), found.group(2)
     ref: dict[str, Any] = {"group": "", "kind": "Service", "name": svc, "port": m.port}
     own = _namespace_of(ingress)
@@ -1083,9 +1117,15 @@ def _canary_rules(
     if canary.header is not None:
         name = canary.header.decode("latin-1")
         if canary.header_value is not None:
-            rule({"type": "Exact", "name": name, "value": canary.header_value.decode("latin-1")}, cref)
+            rule(
+                {"type": "Exact", "name": name, "value": canary.header_value.decode("latin-1")},
+                cref,
+            )
         elif canary.header_pattern is not None:
-            rule({"type": "RegularExpression", "name": name, "value": canary.header_pattern.pattern}, cref)
+            rule(
+                {"type": "RegularExpression", "name": name, "value": canary.header_pattern.pattern},
+                cref,
+            )
             work.find(
                 ingress,
                 "canary-by-header-pattern",
@@ -1123,7 +1163,12 @@ def _backend_tls(work: _Work, ingress: str, route: Route) -> None:
     policy = route.policy
     protocol = policy.backend_protocol
     if protocol == "AUTO_HTTP":
-        work.find(ingress, "backend-protocol", "dropped", "AUTO_HTTP (the client's scheme) has no Gateway API form")
+        work.find(
+            ingress,
+            "backend-protocol",
+            "dropped",
+            "AUTO_HTTP (the client's scheme) has no Gateway API form",
+        )
         return
     if protocol not in ("HTTPS", "GRPCS"):
         if protocol in ("HTTP", "GRPC"):
@@ -1168,7 +1213,12 @@ def _backend_tls(work: _Work, ingress: str, route: Route) -> None:
     if ssl is not None and ssl.name:
         work.done(ingress, "proxy-ssl-name")
     if ssl is not None and not ssl.server_name:
-        work.find(ingress, "proxy-ssl-server-name", "approximated", "BackendTLSPolicy always sends SNI (the hostname)")
+        work.find(
+            ingress,
+            "proxy-ssl-server-name",
+            "approximated",
+            "BackendTLSPolicy always sends SNI (the hostname)",
+        )
     work.done(ingress, "backend-protocol")
     obj = {
         "apiVersion": f"{GROUP}/v1alpha3",
@@ -1182,7 +1232,12 @@ def _backend_tls(work: _Work, ingress: str, route: Route) -> None:
     key = (ns, svc)
     known = work.tls_policies.get(key)
     if known is not None and known != obj:
-        work.find(ingress, "backend-protocol", "dropped", f"Service {ns}/{svc} already has another BackendTLSPolicy from another Ingress")
+        work.find(
+            ingress,
+            "backend-protocol",
+            "dropped",
+            f"Service {ns}/{svc} already has another BackendTLSPolicy from another Ingress",
+        )
         return
     work.tls_policies[key] = obj
 
@@ -1246,7 +1301,10 @@ def _reason_by_family(short: str) -> str:
         ("cors-", REASONS["enable-cors"]),
         ("limit-", "rate limits are not in Gateway API v1"),
         ("global-rate-limit", "rate limits are not in Gateway API v1"),
-        ("proxy-ssl-", "backend TLS settings beyond the CA and hostname are not in BackendTLSPolicy"),
+        (
+            "proxy-ssl-",
+            "backend TLS settings beyond the CA and hostname are not in BackendTLSPolicy",
+        ),
         ("proxy-", "nginx proxy tuning: Gateway API v1 has no field for it"),
         ("opentelemetry-", REASONS["enable-opentelemetry"]),
         ("upstream-hash-by", REASONS["upstream-hash-by"]),

@@ -83,28 +83,43 @@ def cel_errors(obj: Mapping[str, Any]) -> list[str]:
             errors.append("Listener name must be unique within the Gateway")
         combos = [(lst["port"], lst["protocol"], lst.get("hostname", "")) for lst in listeners]
         if len(combos) != len(set(combos)):
-            errors.append("Combination of port, protocol and hostname must be unique for each listener")
+            errors.append(
+                "Combination of port, protocol and hostname must be unique for each listener"
+            )
         for lst in listeners:
             tls = lst.get("tls")
             if lst["protocol"] in ("HTTP", "TCP", "UDP") and tls is not None:
                 errors.append("tls must not be specified for protocols ['HTTP', 'TCP', 'UDP']")
             if lst["protocol"] in ("HTTPS", "TLS") and tls is None:
                 errors.append("tls mode must be set for protocols ['HTTPS', 'TLS']")
-            if tls and tls.get("mode", "Terminate") == "Terminate" and not tls.get("certificateRefs"):
+            if (
+                tls
+                and tls.get("mode", "Terminate") == "Terminate"
+                and not tls.get("certificateRefs")
+            ):
                 errors.append("certificateRefs or options must be specified when mode is Terminate")
     if kind in ("HTTPRoute", "GRPCRoute", "TLSRoute"):
-        refs = [(p.get("namespace"), p["name"], p.get("sectionName")) for p in spec.get("parentRefs", ())]
+        refs = [
+            (p.get("namespace"), p["name"], p.get("sectionName"))
+            for p in spec.get("parentRefs", ())
+        ]
         if len(refs) != len(set(refs)):
-            errors.append("sectionName must be unique when parentRefs includes 2 or more references to the same parent")
+            errors.append(
+                "sectionName must be unique when parentRefs includes 2 or more references to the same parent"  # noqa: E501 (the CRD's message)
+            )
         total = sum(len(r.get("matches", ())) for r in spec.get("rules", ()))
         if total >= 128:
-            errors.append("While 16 rules and 64 matches per rule are allowed, the total number of matches across all rules in a route must be less than 128")
+            errors.append(
+                "While 16 rules and 64 matches per rule are allowed, the total number of matches across all rules in a route must be less than 128"  # noqa: E501 (the CRD's message)
+            )
         for r in spec.get("rules", ()):
             errors += _rule_errors(kind, r)
     if kind == "BackendTLSPolicy":
         v = spec["validation"]
         if ("caCertificateRefs" in v) == ("wellKnownCACertificates" in v):
-            errors.append("must specify either CACertificateRefs or WellKnownCACertificates, not both")
+            errors.append(
+                "must specify either CACertificateRefs or WellKnownCACertificates, not both"
+            )
     return errors
 
 
@@ -126,14 +141,18 @@ def _rule_errors(kind: str, r: Mapping[str, Any]) -> list[str]:
         if types.count(t) > 1:
             errors.append(f"{t} filter cannot be repeated")
     if "RequestRedirect" in types and "URLRewrite" in types:
-        errors.append("May specify either httpRouteFilterRequestRedirect or httpRouteFilterRequestRewrite, but not both")
+        errors.append(
+            "May specify either httpRouteFilterRequestRedirect or httpRouteFilterRequestRewrite, but not both"  # noqa: E501 (the CRD's message)
+        )
     if "RequestRedirect" in types and r.get("backendRefs"):
         errors.append("RequestRedirect filter must not be used together with backendRefs")
     for f in filters:
         field = _FILTER_FIELDS[f["type"]]
         present = [k for k in f if k != "type"]
         if present != [field]:
-            errors.append(f"filter.{field} must be specified for {f['type']} filter.type, and no other")
+            errors.append(
+                f"filter.{field} must be specified for {f['type']} filter.type, and no other"
+            )
         body = f.get(field) or {}
         for mod in (body.get("path"),):
             if mod is None:
@@ -144,7 +163,9 @@ def _rule_errors(kind: str, r: Mapping[str, Any]) -> list[str]:
             if mod["type"] == "ReplacePrefixMatch":
                 matches = r.get("matches", ())
                 if len(matches) != 1 or matches[0].get("path", {}).get("type") != "PathPrefix":
-                    errors.append("When using ReplacePrefixMatch, exactly one PathPrefix match must be specified")
+                    errors.append(
+                        "When using ReplacePrefixMatch, exactly one PathPrefix match must be specified"  # noqa: E501 (the CRD's message)
+                    )
         for key in ("set", "add"):
             names = [h["name"].lower() for h in body.get(key, ())] if isinstance(body, dict) else []
             if len(names) != len(set(names)):
@@ -154,14 +175,22 @@ def _rule_errors(kind: str, r: Mapping[str, Any]) -> list[str]:
         if p is not None and p.get("type", "PathPrefix") in ("Exact", "PathPrefix"):
             value = p.get("value", "/")
             if not value.startswith("/"):
-                errors.append("value must be an absolute path and start with '/' when type one of ['Exact', 'PathPrefix']")
+                errors.append(
+                    "value must be an absolute path and start with '/' when type one of ['Exact', 'PathPrefix']"  # noqa: E501 (the CRD's message)
+                )
             for bad in ("//", "/./", "/../", "%2f", "%2F", "#"):
                 if bad in value:
-                    errors.append(f"must not contain '{bad}' when type one of ['Exact', 'PathPrefix']")
+                    errors.append(
+                        f"must not contain '{bad}' when type one of ['Exact', 'PathPrefix']"
+                    )
             if value.endswith(("/..", "/.")):
-                errors.append("must not end with '/..' or '/.' when type one of ['Exact', 'PathPrefix']")
+                errors.append(
+                    "must not end with '/..' or '/.' when type one of ['Exact', 'PathPrefix']"
+                )
             if not _PATH_CHARS.match(value):
-                errors.append("must only contain valid characters for types ['Exact', 'PathPrefix']")
+                errors.append(
+                    "must only contain valid characters for types ['Exact', 'PathPrefix']"
+                )
         method = m.get("method")
         if method is not None:
             if "service" not in method and "method" not in method:
@@ -172,7 +201,11 @@ def _rule_errors(kind: str, r: Mapping[str, Any]) -> list[str]:
                 if "method" in method and not _GRPC_METHOD.match(method["method"]):
                     errors.append("method must only contain valid characters")
     for ref in r.get("backendRefs", ()):
-        if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service" and "port" not in ref:
+        if (
+            ref.get("group", "") == ""
+            and ref.get("kind", "Service") == "Service"
+            and "port" not in ref
+        ):
             errors.append("Must have port for Service reference")
     return errors
 
@@ -208,13 +241,19 @@ def reference_errors(objects: Iterable[Mapping[str, Any]]) -> list[str]:
             for f in r.get("filters", ())
             if f["type"] == "RequestMirror"
         ]
-        refs += [c for lst in spec.get("listeners", ()) for c in (lst.get("tls") or {}).get("certificateRefs", ())]
+        refs += [
+            c
+            for lst in spec.get("listeners", ())
+            for c in (lst.get("tls") or {}).get("certificateRefs", ())
+        ]
         for ref in refs:
             other = ref.get("namespace")
             if other is not None and other != ns:
                 key = (other, ref.get("kind", "Service"), ref["name"], o["kind"], ns)
                 if key not in grants:
-                    errors.append(f"{o['kind']} {ns}/{o['metadata']['name']}: no ReferenceGrant for {key}")
+                    errors.append(
+                        f"{o['kind']} {ns}/{o['metadata']['name']}: no ReferenceGrant for {key}"
+                    )
     return errors
 
 
@@ -222,7 +261,10 @@ def assert_valid(objects: Iterable[Mapping[str, Any]], channel: str = "standard"
     objects = list(objects)
     for obj in objects:
         where = f"{obj['kind']} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
-        schema_errors = [e.message for e in _validator(f"{obj['apiVersion']} {obj['kind']}", channel).iter_errors(obj)]
+        schema_errors = [
+            e.message
+            for e in _validator(f"{obj['apiVersion']} {obj['kind']}", channel).iter_errors(obj)
+        ]
         assert not schema_errors, (where, schema_errors, obj)
         assert not cel_errors(obj), (where, cel_errors(obj), obj)
     assert not reference_errors(objects)
@@ -253,10 +295,14 @@ def test_the_checks_refuse_what_the_crds_refuse() -> None:
     assert cel_errors(no_port) == ["Must have port for Service reference"]
     code_308 = json.loads(json.dumps(good))
     code_308["spec"]["rules"][0] = {
-        "filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 308}}]
+        "filters": [
+            {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 308}}
+        ]
     }
     assert list(validator.iter_errors(code_308))  # standard channel: 301 and 302 only
-    assert not list(_validator("gateway.networking.k8s.io/v1 HTTPRoute", "experimental").iter_errors(code_308))
+    assert not list(
+        _validator("gateway.networking.k8s.io/v1 HTTPRoute", "experimental").iter_errors(code_308)
+    )
     unknown = json.loads(json.dumps(good))
     unknown["spec"]["rules"][0]["timeout"] = "5s"  # a typo the API server would prune
     assert list(validator.iter_errors(unknown))
@@ -268,14 +314,24 @@ def test_the_checks_refuse_what_the_crds_refuse() -> None:
 def _objects(*objs: Obj, configmap: Mapping[str, str] | None = None) -> tuple[Obj, ...]:
     extra: list[Obj] = [ingress_class()]
     if configmap is not None:
-        extra.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ingressd", "namespace": "default"}, "data": dict(configmap)})
+        extra.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "ingressd", "namespace": "default"},
+                "data": dict(configmap),
+            }
+        )
     return (*extra, *objs)
 
 
 def _services(*names: str, namespace: str = "default") -> list[Obj]:
     out: list[Obj] = []
     for i, name in enumerate(names):
-        out += [service(name, namespace=namespace), endpoint_slice(name, [f"10.0.{i}.1"], namespace=namespace)]
+        out += [
+            service(name, namespace=namespace),
+            endpoint_slice(name, [f"10.0.{i}.1"], namespace=namespace),
+        ]
     return out
 
 
@@ -292,14 +348,36 @@ def pair(
     return build_table(snap, options), result
 
 
-def served(table: Any, host: str, path_: str, *, https: bool = False, query: str = "", headers: Mapping[str, str] | None = None) -> Forward | Respond:
+def served(
+    table: Any,
+    host: str,
+    path_: str,
+    *,
+    https: bool = False,
+    query: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> Forward | Respond:
     raw = tuple((k.encode(), v.encode()) for k, v in (headers or {}).items())
     head = RequestHead("GET", host, path_, query, "192.0.2.1", https, headers=raw)
     return decide(table, head)
 
 
-def gw(result: Export, host: str, path_: str, *, https: bool = False, query: str = "", headers: Mapping[str, str] | None = None) -> GwResult | None:
-    req = GwRequest(host, path_, "https" if https else "http", query, {k.lower(): v for k, v in (headers or {}).items()})
+def gw(
+    result: Export,
+    host: str,
+    path_: str,
+    *,
+    https: bool = False,
+    query: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> GwResult | None:
+    req = GwRequest(
+        host,
+        path_,
+        "https" if https else "http",
+        query,
+        {k.lower(): v for k, v in (headers or {}).items()},
+    )
     return evaluate(list(result.objects), req)
 
 
@@ -335,7 +413,15 @@ def findings(result: Export, subject: str) -> list[str]:
     return [f"{f.severity}: {f.reason}" for f in result.findings if f.subject == subject]
 
 
-def web(*paths: Mapping[str, Any], annotations: Mapping[str, str] | None = None, host: str = "a.example", tls: bool = False, name: str = "web", namespace: str = "default", created: int = 1) -> Obj:
+def web(
+    *paths: Mapping[str, Any],
+    annotations: Mapping[str, str] | None = None,
+    host: str = "a.example",
+    tls: bool = False,
+    name: str = "web",
+    namespace: str = "default",
+    created: int = 1,
+) -> Obj:
     return ingress(
         name,
         [rule(host, *(paths or (path("/", "web"),)))],
@@ -358,13 +444,21 @@ def test_ssl_redirect_on_a_tls_host() -> None:
     assert isinstance(mine, Respond) and mine.location == "https://a.example/a"
     assert gw(result, "a.example", "/a/").location == "https://a.example/a/"  # type: ignore[union-attr]
     assert any("trailing /" in f for f in findings(result, "ssl-redirect"))
-    _, standard = pair(web(tls=True), tls_secret("cert", ("a.example",)), *_services("web"), channel="standard")
+    _, standard = pair(
+        web(tls=True), tls_secret("cert", ("a.example",)), *_services("web"), channel="standard"
+    )
     assert gw(standard, "a.example", "/x").status == 301  # type: ignore[union-attr]
-    assert any("308 is not in the standard channel" in f for f in findings(standard, "ssl-redirect"))
+    assert any(
+        "308 is not in the standard channel" in f for f in findings(standard, "ssl-redirect")
+    )
 
 
 def test_ssl_redirect_false_and_force_ssl_redirect() -> None:
-    table, result = pair(web(annotations={"ssl-redirect": "false"}, tls=True), tls_secret("cert", ("a.example",)), *_services("web"))
+    table, result = pair(
+        web(annotations={"ssl-redirect": "false"}, tls=True),
+        tls_secret("cert", ("a.example",)),
+        *_services("web"),
+    )
     agree(table, result, "a.example", "/x")  # served on HTTP too
     table, result = pair(web(annotations={"force-ssl-redirect": "true"}), *_services("web"))
     agree(table, result, "a.example", "/x")  # 308 without any TLS host
@@ -375,24 +469,36 @@ def test_ssl_redirect_false_and_force_ssl_redirect() -> None:
     ("annotations", "status", "location"),
     [
         ({"permanent-redirect": "https://new.example/landing"}, 301, "https://new.example/landing"),
-        ({"permanent-redirect": "https://new.example", "permanent-redirect-code": "308"}, 308, "https://new.example/"),
+        (
+            {"permanent-redirect": "https://new.example", "permanent-redirect-code": "308"},
+            308,
+            "https://new.example/",
+        ),
         ({"temporal-redirect": "http://other.example:8080/t"}, 302, "http://other.example:8080/t"),
     ],
 )
-def test_permanent_and_temporal_redirects(annotations: dict[str, str], status: int, location: str) -> None:
+def test_permanent_and_temporal_redirects(
+    annotations: dict[str, str], status: int, location: str
+) -> None:
     table, result = pair(web(annotations=annotations), *_services("web"))
     for p in ("/", "/deep/path"):
         mine = served(table, "a.example", p)
         assert isinstance(mine, Respond) and mine.status == status
         # nginx's Location is the URL as written; a browser reads "https://new.example" as "/"
         assert mine.location.rstrip("/") == location.rstrip("/")  # type: ignore[union-attr]
-        assert (gw(result, "a.example", p).status, gw(result, "a.example", p).location) == (status, location)  # type: ignore[union-attr]
+        assert (gw(result, "a.example", p).status, gw(result, "a.example", p).location) == (
+            status,
+            location,
+        )  # type: ignore[union-attr]
 
 
 def test_redirect_keeping_the_request_uri() -> None:
     """permanent-redirect https://new.example$request_uri keeps path and query, as a
     RequestRedirect without a path modifier does."""
-    _, result = pair(web(annotations={"permanent-redirect": "https://new.example$request_uri"}), *_services("web"))
+    _, result = pair(
+        web(annotations={"permanent-redirect": "https://new.example$request_uri"}),
+        *_services("web"),
+    )
     found = gw(result, "a.example", "/p/q", query="x=1")
     assert found is not None and found.location == "https://new.example/p/q?x=1"
 
@@ -408,7 +514,9 @@ def test_app_root() -> None:
 def test_rewrite_target_in_a_regex_host_replaces_the_whole_path() -> None:
     """rewrite-target without capture groups: nginx's rewrite replaces the whole URI
     (ReplaceFullPath); the host's paths are case-insensitive regexes from the start."""
-    table, result = pair(web(path("/foo", "web"), annotations={"rewrite-target": "/new"}), *_services("web"))
+    table, result = pair(
+        web(path("/foo", "web"), annotations={"rewrite-target": "/new"}), *_services("web")
+    )
     for p in ("/foo", "/foo/bar", "/FOO/bar", "/foobar", "/other", "/"):
         agree(table, result, "a.example", p)
     assert any("RegularExpression" in f for f in findings(result, "path /foo"))
@@ -424,26 +532,48 @@ def test_rewrite_target_with_use_regex_false_replaces_the_prefix() -> None:
 
 
 def test_rewrite_target_with_capture_groups_is_reported() -> None:
-    _, result = pair(web(path("/foo(/|$)(.*)", "web", path_type="ImplementationSpecific"), annotations={"rewrite-target": "/$2"}), *_services("web"))
+    _, result = pair(
+        web(
+            path("/foo(/|$)(.*)", "web", path_type="ImplementationSpecific"),
+            annotations={"rewrite-target": "/$2"},
+        ),
+        *_services("web"),
+    )
     assert any("capture groups" in f for f in findings(result, "rewrite-target"))
     assert result.dropped
 
 
 def test_upstream_vhost_and_x_forwarded_prefix() -> None:
     table, result = pair(
-        web(path("/foo", "web"), annotations={"upstream-vhost": "internal.example", "rewrite-target": "/", "use-regex": "false", "x-forwarded-prefix": "/foo"}),
+        web(
+            path("/foo", "web"),
+            annotations={
+                "upstream-vhost": "internal.example",
+                "rewrite-target": "/",
+                "use-regex": "false",
+                "x-forwarded-prefix": "/foo",
+            },
+        ),
         *_services("web"),
     )
     agree(table, result, "a.example", "/foo/bar")
     mine = served(table, "a.example", "/foo/bar")
     theirs = gw(result, "a.example", "/foo/bar")
     assert isinstance(mine, Forward) and theirs is not None
-    assert dict(mine.request_headers)[b"X-Forwarded-Prefix"].decode() == theirs.request_set["X-Forwarded-Prefix"]
+    assert (
+        dict(mine.request_headers)[b"X-Forwarded-Prefix"].decode()
+        == theirs.request_set["X-Forwarded-Prefix"]
+    )
 
 
 def test_custom_headers() -> None:
     """custom-headers: each header replaces the upstream's."""
-    headers = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hdrs", "namespace": "default"}, "data": {"X-A": "1", "X-B": "two words"}}
+    headers = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "hdrs", "namespace": "default"},
+        "data": {"X-A": "1", "X-B": "two words"},
+    }
     table, result = pair(
         web(annotations={"custom-headers": "default/hdrs"}),
         headers,
@@ -461,7 +591,16 @@ def test_custom_headers() -> None:
 def test_canary_by_header_cookie_and_weight() -> None:
     """canary-by-header, -by-cookie and -weight in ingress-nginx's order: header, then
     cookie, then weight; the Gateway's rules keep that order by their precedence."""
-    canary = web(name="web-canary", created=2, annotations={"canary": "true", "canary-by-header": "X-Canary", "canary-by-cookie": "c", "canary-weight": "0"})
+    canary = web(
+        name="web-canary",
+        created=2,
+        annotations={
+            "canary": "true",
+            "canary-by-header": "X-Canary",
+            "canary-by-cookie": "c",
+            "canary-weight": "0",
+        },
+    )
     canary["spec"]["rules"][0]["http"]["paths"][0]["backend"] = backend("web-v2")
     table, result = pair(web(), canary, *_services("web", "web-v2"))
     cases = [
@@ -480,20 +619,39 @@ def test_canary_by_header_cookie_and_weight() -> None:
 
 
 def test_canary_header_value_and_weight() -> None:
-    canary = web(name="web-canary", created=2, annotations={"canary": "true", "canary-by-header": "X-Version", "canary-by-header-value": "v2", "canary-weight": "30"})
+    canary = web(
+        name="web-canary",
+        created=2,
+        annotations={
+            "canary": "true",
+            "canary-by-header": "X-Version",
+            "canary-by-header-value": "v2",
+            "canary-weight": "30",
+        },
+    )
     canary["spec"]["rules"][0]["http"]["paths"][0]["backend"] = backend("web-v2")
     table, result = pair(web(), canary, *_services("web", "web-v2"))
     agree(table, result, "a.example", "/x", headers={"X-Version": "v2"})
     theirs = gw(result, "a.example", "/x", headers={"X-Version": "v1"})
-    assert theirs is not None and sorted(theirs.backends) == [("default", "web", 80, 70), ("default", "web-v2", 80, 30)]
+    assert theirs is not None and sorted(theirs.backends) == [
+        ("default", "web", 80, 70),
+        ("default", "web-v2", 80, 30),
+    ]
     route = served(table, "a.example", "/x").route  # type: ignore[union-attr]
     assert route.canary.weight == 30 and route.canary.total == 100  # random.randrange(100) < 30
 
 
 def test_canary_in_another_namespace_gets_a_reference_grant() -> None:
     main_ = web(namespace="shop")
-    canary = web(name="web-canary", namespace="beta", created=2, annotations={"canary": "true", "canary-weight": "100"})
-    table, result = pair(main_, canary, *_services("web", namespace="shop"), *_services("web", namespace="beta"))
+    canary = web(
+        name="web-canary",
+        namespace="beta",
+        created=2,
+        annotations={"canary": "true", "canary-weight": "100"},
+    )
+    table, result = pair(
+        main_, canary, *_services("web", namespace="shop"), *_services("web", namespace="beta")
+    )
     if served(table, "a.example", "/").route.canary is None:  # type: ignore[union-attr]
         pytest.skip("ingressd does not attach a canary across namespaces")
     grants = [o for o in result.objects if o["kind"] == "ReferenceGrant"]
@@ -501,27 +659,63 @@ def test_canary_in_another_namespace_gets_a_reference_grant() -> None:
 
 
 def test_mirror_target() -> None:
-    table, result = pair(web(annotations={"mirror-target": "http://shadow.other.svc.cluster.local:8081$request_uri"}), *_services("web"))
+    table, result = pair(
+        web(
+            annotations={"mirror-target": "http://shadow.other.svc.cluster.local:8081$request_uri"}
+        ),
+        *_services("web"),
+    )
     mine = served(table, "a.example", "/x")
     theirs = gw(result, "a.example", "/x")
     assert isinstance(mine, Forward) and theirs is not None
     m = mine.route.policy.mirror
-    assert m is not None and theirs.mirror == ("other", "shadow", m.port) and m.path == "$request_uri"
-    assert any(o["kind"] == "ReferenceGrant" and o["metadata"]["namespace"] == "other" for o in result.objects)
-    _, external = pair(web(annotations={"mirror-target": "https://test.env.com/$request_uri"}), *_services("web"))
+    assert (
+        m is not None and theirs.mirror == ("other", "shadow", m.port) and m.path == "$request_uri"
+    )
+    assert any(
+        o["kind"] == "ReferenceGrant" and o["metadata"]["namespace"] == "other"
+        for o in result.objects
+    )
+    _, external = pair(
+        web(annotations={"mirror-target": "https://test.env.com/$request_uri"}), *_services("web")
+    )
     assert any("not a Service" in f for f in findings(external, "mirror-target"))
 
 
 def test_path_types() -> None:
     """Exact is exact; Prefix matches whole path elements, as PathPrefix does."""
-    ing = ingress("web", [rule("a.example", path("/exact", "one", path_type="Exact"), path("/pre", "two"), path("/impl", "one", path_type="ImplementationSpecific"))], created=1)
+    ing = ingress(
+        "web",
+        [
+            rule(
+                "a.example",
+                path("/exact", "one", path_type="Exact"),
+                path("/pre", "two"),
+                path("/impl", "one", path_type="ImplementationSpecific"),
+            )
+        ],
+        created=1,
+    )
     table, result = pair(ing, *_services("one", "two"))
-    for p in ("/exact", "/exact/", "/exact/x", "/pre", "/pre/", "/pre/x/y", "/prefix", "/impl/a", "/impla", "/"):
+    for p in (
+        "/exact",
+        "/exact/",
+        "/exact/x",
+        "/pre",
+        "/pre/",
+        "/pre/x/y",
+        "/prefix",
+        "/impl/a",
+        "/impla",
+        "/",
+    ):
         agree(table, result, "a.example", p)
 
 
 def test_default_backend_is_a_catch_all_rule() -> None:
-    ing = ingress("web", [rule("a.example", path("/api", "one"))], default_backend=backend("two"), created=1)
+    ing = ingress(
+        "web", [rule("a.example", path("/api", "one"))], default_backend=backend("two"), created=1
+    )
     table, result = pair(ing, *_services("one", "two"))
     for p in ("/api/x", "/other", "/"):
         agree(table, result, "a.example", p)
@@ -553,10 +747,38 @@ def test_access_control_is_not_exported_open(annotations: dict[str, str]) -> Non
 
 
 def test_grpc_backend_tls_and_passthrough() -> None:
-    grpc = ingress("rpc", [rule("g.example", path("/", "rpc"), path("/pkg.Greeter", "rpc"))], annotations={A + "backend-protocol": "GRPCS", A + "proxy-ssl-secret": "default/ca", A + "proxy-ssl-verify": "on", A + "proxy-ssl-name": "rpc.internal"}, tls=[tls_entry(["g.example"], "cert")], created=1)
-    ca = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ca", "namespace": "default"}, "data": {"ca.crt": tls_secret("x")["data"]["tls.crt"]}}
-    passthrough = ingress("pt", [rule("p.example", path("/", "pt"))], annotations={A + "ssl-passthrough": "true"}, created=2)
-    _, result = pair(grpc, ca, tls_secret("cert", ("g.example",)), passthrough, *_services("rpc", "pt"), passthrough=True)
+    grpc = ingress(
+        "rpc",
+        [rule("g.example", path("/", "rpc"), path("/pkg.Greeter", "rpc"))],
+        annotations={
+            A + "backend-protocol": "GRPCS",
+            A + "proxy-ssl-secret": "default/ca",
+            A + "proxy-ssl-verify": "on",
+            A + "proxy-ssl-name": "rpc.internal",
+        },
+        tls=[tls_entry(["g.example"], "cert")],
+        created=1,
+    )
+    ca = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "ca", "namespace": "default"},
+        "data": {"ca.crt": tls_secret("x")["data"]["tls.crt"]},
+    }
+    passthrough = ingress(
+        "pt",
+        [rule("p.example", path("/", "pt"))],
+        annotations={A + "ssl-passthrough": "true"},
+        created=2,
+    )
+    _, result = pair(
+        grpc,
+        ca,
+        tls_secret("cert", ("g.example",)),
+        passthrough,
+        *_services("rpc", "pt"),
+        passthrough=True,
+    )
     kinds = {o["kind"] for o in result.objects}
     assert {"GRPCRoute", "BackendTLSPolicy", "TLSRoute", "Gateway"} <= kinds
     policy = next(o for o in result.objects if o["kind"] == "BackendTLSPolicy")
@@ -564,7 +786,9 @@ def test_grpc_backend_tls_and_passthrough() -> None:
     route = next(o for o in result.objects if o["kind"] == "GRPCRoute")
     methods = [m.get("method") for r in route["spec"]["rules"] for m in r.get("matches", [])]
     assert {"type": "Exact", "service": "pkg.Greeter"} in methods
-    _, standard = pair(grpc, ca, tls_secret("cert", ("g.example",)), *_services("rpc"), channel="standard")
+    _, standard = pair(
+        grpc, ca, tls_secret("cert", ("g.example",)), *_services("rpc"), channel="standard"
+    )
     assert "BackendTLSPolicy" not in {o["kind"] for o in standard.objects}
     assert any("experimental" in f for f in findings(standard, "backend-protocol"))
 
@@ -593,7 +817,19 @@ def _run(*argv: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize("channel", ["standard", "experimental"])
 def test_realworld_manifests(channel: str, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    argv = ("export", "gateway-api", "--manifests", str(REALWORLD), "--ingress-class", "nginx", "--channel", channel, "--enable-ssl-passthrough", "--report-json", str(report))
+    argv = (
+        "export",
+        "gateway-api",
+        "--manifests",
+        str(REALWORLD),
+        "--ingress-class",
+        "nginx",
+        "--channel",
+        channel,
+        "--enable-ssl-passthrough",
+        "--report-json",
+        str(report),
+    )
     code, out, err = _run(*argv)
     objects = [o for o in yaml.safe_load_all(out) if o is not None]
     assert_valid(objects, channel)
@@ -603,7 +839,10 @@ def test_realworld_manifests(channel: str, tmp_path: Path) -> None:
     assert summary["ingresses"] >= 30 and summary["objects"]["HTTPRoute"] >= 30
     assert code == 1 and summary["dropped"] > 0  # auth, rate limits, affinity, snippets ...
     reasons = {(f["ingress"], f["subject"]): f["reason"] for f in doc["findings"]}
-    assert "routes not exported: auth-url" in reasons[("default/external-auth", "host external-auth-01.sample.com")]
+    assert (
+        "routes not exported: auth-url"
+        in reasons[("default/external-auth", "host external-auth-01.sample.com")]
+    )
     assert "capture groups" in reasons[("default/rewrite", "rewrite-target")]
     assert "sessionPersistence" in reasons[("default/nginx-test", "affinity")]
     assert "Summary:" in err and "dropped" in err
