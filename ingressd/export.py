@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,22 @@ from .gateway_api import GATEWAY_API_VERSION, Export, ExportOptions, Finding, ex
 # reported, not counted); 1 something was dropped; 2 the input cannot be used.
 EXIT_COMPLETE = 0
 EXIT_DROPPED = 1
+
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _label(value: str) -> str:
+    if not _LABEL.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a namespace name (a DNS label)")
+    return value
+
+
+def _subdomain(value: str) -> str:
+    if len(value) > 253 or not _SUBDOMAIN.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an object name (a DNS subdomain)")
+    return value
 
 
 def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
@@ -61,10 +78,22 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "become TLS listeners and TLSRoutes (experimental channel) (default: off)",
     )
     g = gw.add_argument_group("the Gateway")
-    g.add_argument("--gateway-class", default="ingressd", metavar="NAME", help="gatewayClassName")
-    g.add_argument("--gateway-name", default="ingressd", metavar="NAME", help="the Gateway's name")
     g.add_argument(
-        "--gateway-namespace", default="default", metavar="NS", help="the Gateway's namespace"
+        "--gateway-class",
+        type=_subdomain,
+        default="ingressd",
+        metavar="NAME",
+        help="the Gateway's gatewayClassName: the GatewayClass of the implementation to run it",
+    )
+    g.add_argument(
+        "--gateway-name", type=_subdomain, default="ingressd", metavar="NAME", help="its name"
+    )
+    g.add_argument(
+        "--gateway-namespace",
+        type=_label,
+        default="default",
+        metavar="NS",
+        help="its namespace (Secrets of other namespaces get a ReferenceGrant)",
     )
     g.add_argument(
         "--channel",

@@ -572,6 +572,15 @@ def _export_group(
             "the Ingress's matches exactly one",
         )
     regex_mode = vhost is not None and vhost.regex_mode
+    if regex_mode and vhost is not None and len({r.ingress for r in vhost.regex}) > 1:
+        work.find(
+            ingress,
+            f"host {host or '*'}",
+            "approximated",
+            "its regex paths come from several Ingresses: nginx tries them longest first "
+            "across all of them; Gateway API orders RegularExpression matches of different "
+            "HTTPRoutes as the implementation likes",
+        )
     grpc = routes[0][0].policy.backend_protocol in ("GRPC", "GRPCS")
     https = listeners.get(("HTTPS", host)) if host else None
     http = listeners[("HTTP", "")]
