@@ -142,9 +142,17 @@ def render_yaml(result: Export) -> str:
     """The objects as multi-document YAML, keys sorted: the same input, the same bytes."""
     if not result.objects:
         return ""
-    return yaml.safe_dump_all(
-        [dict(o) for o in result.objects], sort_keys=True, default_flow_style=False
+    return yaml.dump_all(
+        list(result.objects), Dumper=_Dumper, sort_keys=True, default_flow_style=False
     )
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML without anchors: rules share filter lists, and every document must
+    stand alone (kubectl apply, diff tools)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def render_report(result: Export, problems: list[str] = ()) -> str:  # type: ignore[assignment]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -41,7 +41,7 @@ V = TypeVar("V")
 # pairs than the hot set of a worker, and small enough (at the key bound of
 # decide.py, about 1.4 MB per table in the worst case: 700 bytes an entry) to
 # hold in every worker.
-CAPACITY = 2048
+CAPACITY: Final = 2048
 
 
 class BoundedCache(Generic[K, V]):

@@ -31,7 +31,7 @@ from typing import Final
 POINTS_PER_NODE: Final = 160  # resty.chash's CONSISTENT_POINTS
 MAX_POINTS: Final = POINTS_PER_NODE * 1024
 _MASK: Final = 0xFFFFFFFF
-_LE32 = struct.Struct("<I").pack
+_LE32: Final = struct.Struct("<I").pack
 # A point packed in one int, its hash above its node's index, so that sorting
 # plain ints sorts the points (by hash, then node): no tuple per point.
 _NODE_BITS: Final = 20  # MAX_POINTS nodes at most (one point each) fit

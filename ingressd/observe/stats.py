@@ -21,22 +21,22 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 # Seconds; the proxy's own share is well under a millisecond, so the low end is
 # finer than Prometheus's default buckets. +Inf is implied.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-REBUILD_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REBUILD_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # One record per RequestKey, as views and reports carry it: a flat list, indexed by these.
 COUNT, BYTES_IN, BYTES_OUT, DURATION_SUM, UPSTREAM_COUNT, UPSTREAM_SUM = range(6)
 DURATION_BUCKETS = 6  # len(BUCKETS) + 1 counts (the last is +Inf), not cumulative
 UPSTREAM_BUCKETS = DURATION_BUCKETS + len(BUCKETS) + 1
-RECORD_SIZE = UPSTREAM_BUCKETS + len(BUCKETS) + 1
+RECORD_SIZE: Final = UPSTREAM_BUCKETS + len(BUCKETS) + 1
 # RequestRecord.buckets: the duration's counts, then the upstream's, from here.
-_UPSTREAM_AT = len(BUCKETS) + 1
+_UPSTREAM_AT: Final = len(BUCKETS) + 1
 # bucket()'s bounds as a list of floats: compiled, a loop over it compares machine floats.
-_BOUNDS: list[float] = list(BUCKETS)
+_BOUNDS: Final[list[float]] = list(BUCKETS)
 
 # (Ingress "namespace/name", backend "namespace/service:port", method, status).
 # The method and status are kept as they came (cheaper than normalising per

@@ -24,7 +24,7 @@ from ..model.nginx_vars import split_variables
 from ..model.regex import fixed
 
 # ingress-nginx's hashByRegex (upstreamhashby/main.go).
-_ALLOWED = fixed(r"^[A-Za-z0-9\-_${}]*$")
+_ALLOWED: Final = fixed(r"^[A-Za-z0-9\-_${}]*$")
 
 # Variables taken whole, and those taking a name after their prefix.
 VARIABLES: Final = frozenset(

@@ -54,43 +54,43 @@ import logging
 import mmap
 import os
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..model.policy import LimitConfig
 
 if TYPE_CHECKING:
     from ..model.table import Route, RouteTable
 
-log = logging.getLogger("ingressd.limits")
+log: Final = logging.getLogger("ingressd.limits")
 
-EXEMPT_CACHE = 4096  # allow-list answers remembered per Ingress (parsing costs microseconds)
+EXEMPT_CACHE: Final = 4096  # allow-list answers remembered per Ingress (parsing costs microseconds)
 
 # The table: entries per bucket, and how many entries by default (over all
 # Ingresses). ingress-nginx gives each zone 5 MB: 40,000 to 80,000 clients.
-WAYS = 8
-DEFAULT_ENTRIES = 1 << 18
+WAYS: Final = 8
+DEFAULT_ENTRIES: Final = 1 << 18
 
 # Layout, in 8-byte words. The header:
-_MAGIC = 0x31544D4C44474E49  # "INGDLMT1", little-endian
+_MAGIC: Final = 0x31544D4C44474E49  # "INGDLMT1", little-endian
 _H_MAGIC, _H_BUCKETS, _H_WAYS, _H_COLUMNS, _H_SLOT_WORDS, _H_IN_USE = range(6)
-_SECRET_OFFSET = 64  # bytes: the 32-byte hash key
-_HEADER_WORDS = 16
+_SECRET_OFFSET: Final = 64  # bytes: the 32-byte hash key
+_HEADER_WORDS: Final = 16
 # A bucket: its clock (a counter of the times an entry of it was seen: its
 # entries' recency, exact across processes where milliseconds would tie), then
 # WAYS entries. An entry: its key, its recency, when it drains, the two rates,
 # then one 32-bit count of requests in flight per process.
 _TAG, _ZONE, _SEEN, _EXPIRES, _EXCESS, _LAST = 0, 1, 2, 3, 4, 5  # rate i: _EXCESS + 2 * i
-_FIELDS = 8
-_MASK63 = (1 << 63) - 1
+_FIELDS: Final = 8
+_MASK63: Final = (1 << 63) - 1
 
 # What LimitTable.admit answers besides an entry's offset (a place was taken).
-ADMITTED = -1  # allowed, no place taken (no concurrency limit)
-REFUSED_CONNS = -2
-NO_ROOM = -3  # every entry of the bucket holds requests in flight
-REFUSED_RATE = -4  # rate i refused: REFUSED_RATE - i
+ADMITTED: Final = -1  # allowed, no place taken (no concurrency limit)
+REFUSED_CONNS: Final = -2
+NO_ROOM: Final = -3  # every entry of the bucket holds requests in flight
+REFUSED_RATE: Final = -4  # rate i refused: REFUSED_RATE - i
 
-_private_zones = itertools.count(1)  # zones of standalone limiters (tests)
-FULL_LOG_EVERY = 10_000  # ms between two warnings that the table is full
+_private_zones: Final = itertools.count(1)  # zones of standalone limiters (tests)
+FULL_LOG_EVERY: Final = 10_000  # ms between two warnings that the table is full
 
 
 def table_bytes(entries: int, columns: int) -> int:

@@ -15,6 +15,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import Final
 
 import httptools
 
@@ -27,8 +28,8 @@ from .state import ProxyState
 from .streams import CLOCK, ClientStream, Connection, Outgoing, Tunnel
 
 # A connection closed with a request body still coming is drained this long (see close).
-LINGER = 2.0
-TOO_MANY_CONNECTIONS = (
+LINGER: Final = 2.0
+TOO_MANY_CONNECTIONS: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
 )
@@ -43,7 +44,10 @@ def protocol_factory(
 
 
 # Client timer phases
-IDLE, HEAD, BODY, WAIT = range(4)
+IDLE: Final = 0
+HEAD: Final = 1
+BODY: Final = 2
+WAIT: Final = 3
 
 
 class ClientConnection(asyncio.Protocol, ClientStream, Connection):
@@ -644,24 +648,22 @@ class _StopReading(Exception):
 # What a request header line is to the proxy, by its lowercase name: one dict
 # probe per line. Names not in _KINDS are forwarded as they are, except
 # Proxy-* (hop-by-hop by prefix).
-(
-    _CONNECTION,
-    _UPGRADE,
-    _TRANSFER_ENCODING,
-    _CONTENT_LENGTH,
-    _DROP,
-    _HOST,
-    _XFF,
-    _REQUEST_ID,
-    _ORIGIN,
-    _PROXY_CONNECTION,
-    _FORWARDED,
-) = range(1, 12)
+_CONNECTION: Final = 1
+_UPGRADE: Final = 2
+_TRANSFER_ENCODING: Final = 3
+_CONTENT_LENGTH: Final = 4
+_DROP: Final = 5
+_HOST: Final = 6
+_XFF: Final = 7
+_REQUEST_ID: Final = 8
+_ORIGIN: Final = 9
+_PROXY_CONNECTION: Final = 10
+_FORWARDED: Final = 11
 # Names seen that are forwarded as they are: _FORWARD plus their name class.
-_FORWARD = 16
+_FORWARD: Final = 16
 # Learned names are kept up to this many (names are the client's choice).
-_KINDS_MAX = 4096
-_KINDS: dict[bytes, int] = {
+_KINDS_MAX: Final = 4096
+_KINDS: Final[dict[bytes, int]] = {
     # hop-by-hop, and what ingressd sets itself: never forwarded
     **dict.fromkeys(http.HOP_BY_HOP | http.OVERWRITTEN, _DROP),
     b"connection": _CONNECTION,

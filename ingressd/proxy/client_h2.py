@@ -47,6 +47,7 @@ import contextlib
 import logging
 from collections import deque
 from http import HTTPStatus
+from typing import Final
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -80,37 +81,37 @@ from .settings import ProxySettings
 from .state import ProxyState
 from .streams import ClientStream, Connection, Outgoing, Tunnel
 
-log = logging.getLogger("ingressd.proxy")
+log: Final = logging.getLogger("ingressd.proxy")
 
 # The stream window we grant (SETTINGS_INITIAL_WINDOW_SIZE): the protocol's
 # default, and nginx's http2_body_preread_size; the connection's is raised to
 # more than the streams' together (nginx raises it to the maximum).
-STREAM_WINDOW = 65535
-CONN_WINDOW = 16 * 1024 * 1024
+STREAM_WINDOW: Final = 65535
+CONN_WINDOW: Final = 16 * 1024 * 1024
 # Response bytes queued per stream, and per connection, before the upstream
 # is paused; it is resumed below STREAM_LOW.
-STREAM_HIGH = 64 * 1024
-STREAM_LOW = 16 * 1024
-CONN_HIGH = 1024 * 1024
+STREAM_HIGH: Final = 64 * 1024
+STREAM_LOW: Final = 16 * 1024
+CONN_HIGH: Final = 1024 * 1024
 # Response bytes framed before they are handed to the transport (which then
 # says whether its buffer is full).
-PUMP_BATCH = 64 * 1024
+PUMP_BATCH: Final = 64 * 1024
 # Bytes handed to the transport and not yet sent: past this, the client is
 # not reading what ingressd must send it (acknowledgements, resets, heads):
 # the connection is dropped rather than buffer without bound.
-OUT_LIMIT = 1024 * 1024
+OUT_LIMIT: Final = 1024 * 1024
 # Rates are counted over this window: at most N events per WINDOW seconds,
 # in bursts of up to N (a token bucket).
-RATE_WINDOW = 10.0
+RATE_WINDOW: Final = 10.0
 # CONTINUATION frames one header block may take (besides the byte bound):
 # below h2's own cap (64, a PROTOCOL_ERROR), so that a flood of empty ones is
 # answered ENHANCE_YOUR_CALM like one of large ones.
-MAX_CONTINUATIONS = 32
+MAX_CONTINUATIONS: Final = 32
 # While streams are open, their timeouts are checked this often.
-TICK = 1.0
+TICK: Final = 1.0
 # A connection closed with GOAWAY is dropped this long after, if the client
 # does not close it.
-CLOSE_LINGER = 2.0
+CLOSE_LINGER: Final = 2.0
 # Streams whose closing h2 remembers (to tell late frames from errors);
 # h2's own default keeps 65536 per connection.
 CLOSED_STREAMS_KEPT = 1024
@@ -118,12 +119,12 @@ CLOSED_STREAMS_KEPT = 1024
 # bring hundreds of KiB of small frames (PINGs, WINDOW_UPDATEs, resets), each
 # an event; past this the rest waits for the next turn, reading paused, so the
 # other connections of the worker are served in between.
-READ_SLICE = 64 * 1024
+READ_SLICE: Final = 64 * 1024
 
-_CONNECTION_SPECIFIC = frozenset(
+_CONNECTION_SPECIFIC: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
 )
-_STATUS = {s.value: str(s.value).encode() for s in HTTPStatus}
+_STATUS: Final = {s.value: str(s.value).encode() for s in HTTPStatus}
 
 
 def _response_fields(

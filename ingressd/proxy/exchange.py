@@ -17,6 +17,7 @@ import ssl
 import time
 from http import HTTPStatus
 from time import perf_counter
+from typing import Final
 
 import httptools
 
@@ -56,24 +57,24 @@ from .throttle import Throttle
 from .upstream_h1 import UpstreamHeadTooLarge
 from .upstream_h2 import InvalidUpstreamResponse, StreamRefused
 
-log = logging.getLogger("ingressd.proxy")
+log: Final = logging.getLogger("ingressd.proxy")
 
-_HSTS = b"Strict-Transport-Security"
-_HSTS_LOWER = b"strict-transport-security"
-BUFFER_HIGH = 256 * 1024  # request body held while connecting, before reading pauses
+_HSTS: Final = b"Strict-Transport-Security"
+_HSTS_LOWER: Final = b"strict-transport-security"
+BUFFER_HIGH: Final = 256 * 1024  # request body held while connecting, before reading pauses
 # proxy-http-version 1.0 and a chunked request body: the whole body is read before
 # the upstream is asked, to send its length (nginx buffers it so, to a file past
 # client_body_buffer_size). Held in memory here: at most proxy-body-size, and this
 # when that is 0 (unlimited) or larger; a larger body answers 413.
-WHOLE_BODY_MAX = 16 * 1024 * 1024
+WHOLE_BODY_MAX: Final = 16 * 1024 * 1024
 # Exchange.held of every request not throttled: shared, never appended to (a
 # response's held parts start as a list of their own), so no list per request.
-_NOTHING_HELD: list[bytes] = []
+_NOTHING_HELD: Final[list[bytes]] = []
 
 # Why the client's reading of request bodies is paused, as bits, so several can overlap.
 PAUSE_PIPELINE = 1  # HTTP/1.1: a pipelined request waits for the one before it
-PAUSE_UPSTREAM = 2  # the upstream is slow to take the body
-PAUSE_BUFFER = 4  # the body waits (connecting, auth) and has filled its buffer
+PAUSE_UPSTREAM: Final = 2  # the upstream is slow to take the body
+PAUSE_BUFFER: Final = 4  # the body waits (connecting, auth) and has filled its buffer
 
 
 class Exchange(Outgoing):

@@ -14,11 +14,13 @@ timeouts waiting on an upstream are DEADLINE_EXCEEDED, which is what they are.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .http import Headers
 
 # gRPC status codes (grpc/grpc doc/statuscodes.md) that ingressd answers with.
 OK = 0
-UNKNOWN = 2
+UNKNOWN: Final = 2
 DEADLINE_EXCEEDED = 4
 PERMISSION_DENIED = 7
 UNIMPLEMENTED = 12
@@ -28,7 +30,7 @@ UNAUTHENTICATED = 16
 
 # HTTP to gRPC Status Code Mapping (grpc/grpc doc/http-grpc-status-mapping.md);
 # every other HTTP status is UNKNOWN.
-BY_HTTP_STATUS = {
+BY_HTTP_STATUS: Final = {
     400: INTERNAL,
     401: UNAUTHENTICATED,
     403: PERMISSION_DENIED,
@@ -39,9 +41,9 @@ BY_HTTP_STATUS = {
     504: UNAVAILABLE,
 }
 
-CONTENT_TYPE = b"application/grpc"
+CONTENT_TYPE: Final = b"application/grpc"
 # grpc-message is bounded: it carries ingressd's own reason, never a body.
-MAX_MESSAGE = 1024
+MAX_MESSAGE: Final = 1024
 
 
 def status_for(http_status: int) -> int:

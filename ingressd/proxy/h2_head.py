@@ -15,6 +15,7 @@ connection error as before) stays h2's. ``read_head`` then joins split
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from h2.utilities import HeaderValidationFlags, normalize_inbound_headers, validate_headers
 
@@ -24,19 +25,19 @@ from .settings import ProxySettings
 
 Header = tuple[bytes, bytes]
 
-_REQUEST = HeaderValidationFlags(
+_REQUEST: Final = HeaderValidationFlags(
     is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
 )
-_TRAILER = HeaderValidationFlags(
+_TRAILER: Final = HeaderValidationFlags(
     is_client=False, is_trailer=True, is_response_header=False, is_push_promise=False
 )
 
 # What a field name is to the plain-head check. Pseudo-headers are bits, so
 # that duplicates and the required set are one mask each.
 _METHOD, _SCHEME, _AUTHORITY, _PATH = 1, 2, 4, 8
-_PSEUDO = _METHOD | _SCHEME | _AUTHORITY | _PATH
+_PSEUDO: Final = _METHOD | _SCHEME | _AUTHORITY | _PATH
 _FIELD, _TE, _FORBIDDEN, _HOST_FIELD = 16, 32, 64, 128
-_KNOWN: dict[bytes, int] = {
+_KNOWN: Final[dict[bytes, int]] = {
     b":method": _METHOD,
     b":scheme": _SCHEME,
     b":authority": _AUTHORITY,
@@ -51,11 +52,11 @@ _KNOWN: dict[bytes, int] = {
 }
 # Names seen valid are remembered, up to this many (names are the client's
 # choice: past it, a new name is checked each time and not kept).
-KNOWN_NAMES_MAX = 2048
+KNOWN_NAMES_MAX: Final = 2048
 # Bytes a field name may hold (RFC 9113 8.2.1: not 0x00-0x20, A-Z, 0x7f-0xff;
 # a colon only as a pseudo-header's first byte, and those are all known).
-_NAME_BYTES = bytes(c for c in range(0x21, 0x7F) if not 0x41 <= c <= 0x5A and c != 0x3A)
-_WHITESPACE = (0x20, 0x09)
+_NAME_BYTES: Final = bytes(c for c in range(0x21, 0x7F) if not 0x41 <= c <= 0x5A and c != 0x3A)
+_WHITESPACE: Final = (0x20, 0x09)
 
 
 def _plain(headers: list[Header]) -> bool:
@@ -114,15 +115,15 @@ def check_trailers(headers: list[Header]) -> None:
         pass
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Bytes a :path or :authority may not hold: they would end up in the HTTP/1.1
 # request line or Host header sent upstream.
-_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
-_BAD_AUTHORITY = re.compile(rb"[\x00-\x20\x7f/\\]")
+_BAD_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
+_BAD_AUTHORITY: Final = re.compile(rb"[\x00-\x20\x7f/\\]")
 # Request fields read_head records rather than passes on as they are; those it
 # drops: hop-by-hop (te: trailers, trailer) and those ingressd sets itself.
 _LENGTH, _HOST, _XFF, _REQUEST_ID, _ORIGIN, _COOKIE, _FORWARDED = range(7)
-_SPECIAL = {
+_SPECIAL: Final = {
     **dict.fromkeys(http.FORWARDED_IN, _FORWARDED),
     b"content-length": _LENGTH,
     b"host": _HOST,
@@ -131,7 +132,7 @@ _SPECIAL = {
     b"origin": _ORIGIN,
     b"cookie": _COOKIE,
 }
-_DROPPED = http.HOP_BY_HOP | http.OVERWRITTEN
+_DROPPED: Final = http.HOP_BY_HOP | http.OVERWRITTEN
 
 
 def read_head(

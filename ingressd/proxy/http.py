@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import httptools
 
@@ -21,7 +21,7 @@ Headers = list[tuple[bytes, bytes]]
 
 # Hop-by-hop headers (RFC 9110 7.6.1) plus the framing headers the proxy sets
 # itself; Proxy-* is matched by prefix.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -75,12 +75,14 @@ UNNOMINABLE = frozenset(
 # module hides them (ngx_http_proxy_hide_headers): Date is set anew, and
 # ingress-nginx clears Server (nginx.tmpl: more_clear_headers Server, unless
 # server-tokens); X-Pad and X-Accel-* are instructions to nginx, not to clients.
-HIDDEN_RESPONSE = frozenset({b"date", b"server", b"x-pad"})
+HIDDEN_RESPONSE: Final = frozenset({b"date", b"server", b"x-pad"})
 
-STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
+STATUS_LINES: Final = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
+}
 
 
-_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+_PHRASES: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 def status_line(status: int, reason: bytes = b"") -> bytes:
@@ -103,7 +105,7 @@ _date_value = b""
 # every response carries after its Date, or, when the upstream's own Server is passed
 # (allow-backend-server-header), the one only ingressd's own answers carry (proxied
 # responses without one get it in split_response). Empty: none, ingress-nginx's default.
-SERVER_TOKEN = b"ingressd"
+SERVER_TOKEN: Final = b"ingressd"
 _server_line = b""
 _local_server = b""
 _pass_server = False
@@ -150,11 +152,11 @@ def server_value(local: bool) -> bytes | None:
 # dropped, never passed upstream: the ConfigMap's enable-underscores-in-headers and
 # ignore-invalid-headers, as ProxySettings.drop_names_from.
 # The classes are model/globals.py's (the ConfigMap's parser names them too).
-_NAME_BYTES = b"-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NAME_BYTES: Final = b"-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Names classed, remembered up to this many (names are the client's choice: past
 # it, a new name is classed each time and not kept).
-NAME_CLASSES_MAX = 4096
-_NAME_CLASSES: dict[bytes, int] = {}
+NAME_CLASSES_MAX: Final = 4096
+_NAME_CLASSES: Final[dict[bytes, int]] = {}
 
 
 def name_class(name: bytes) -> int:

@@ -26,16 +26,16 @@ from .streams import Connection, Outgoing
 from .upstream_h1 import UpstreamPool
 from .upstream_h2 import H2Pool
 
-log = logging.getLogger("ingressd.proxy")
+log: Final = logging.getLogger("ingressd.proxy")
 
 # Upstream timeouts are whole seconds (as ingress-nginx's annotations): checking
 # them four times a second is precise enough and costs nothing per request.
-SWEEP_INTERVAL = 0.25
+SWEEP_INTERVAL: Final = 0.25
 # At the connection cap: how many open connections are looked at for an idle
 # one (bounded: under a flood of new connections, each must stay cheap), and
 # how often the cap is logged.
-ROOM_SEARCH = 64
-CAP_LOG_EVERY = 10.0
+ROOM_SEARCH: Final = 64
+CAP_LOG_EVERY: Final = 10.0
 
 # X-Request-ID when the client sent none: 32 hex digits like nginx's $request_id,
 # a random per-process prefix (workers are spawned, so each draws its own) and a

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # objects, equal to the keys held but not the same.
 PoolKey = tuple[str, int, object]
 
-log = logging.getLogger("ingressd.upstream")
+log: Final = logging.getLogger("ingressd.upstream")
 
 
 class UpstreamHeadTooLarge(Exception):

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import h2.config
 import h2.connection
@@ -55,29 +55,29 @@ from .upstream_h1 import PoolKey, UpstreamHeadTooLarge, pool_key
 if TYPE_CHECKING:
     from ..model.policy import UpstreamTLS
 
-log = logging.getLogger("ingressd.upstream")
+log: Final = logging.getLogger("ingressd.upstream")
 
 # The window each stream's response gets: what one slow client can leave in
 # ingressd's memory beyond its own socket buffer.
-STREAM_WINDOW = 256 * 1024
+STREAM_WINDOW: Final = 256 * 1024
 # The connection's window; reopened as data is passed on, never held for a stream.
-CONNECTION_WINDOW = 4 * 1024 * 1024
+CONNECTION_WINDOW: Final = 4 * 1024 * 1024
 # Windows are reopened in steps of at least this (one WINDOW_UPDATE per read at most).
-WINDOW_STEP = 16 * 1024
+WINDOW_STEP: Final = 16 * 1024
 # Request body bytes waiting for the upstream's window before the client is
 # paused; it is resumed once they are down to SEND_LOW.
-SEND_HIGH = 64 * 1024
-SEND_LOW = 16 * 1024
+SEND_HIGH: Final = 64 * 1024
+SEND_LOW: Final = 16 * 1024
 # Streams at once on one connection, at most (fewer if the upstream says so),
 # and over a connection's life, after which it takes no more and closes idle.
-MAX_STREAMS = 128
-MAX_STREAMS_PER_CONNECTION = 10_000
+MAX_STREAMS: Final = 128
+MAX_STREAMS_PER_CONNECTION: Final = 10_000
 # HPACK decoding bound for one header block; each response head is then held
 # to the route's proxy-buffer-size.
-MAX_HEADER_LIST = 256 * 1024
+MAX_HEADER_LIST: Final = 256 * 1024
 
 # Connection-specific fields (RFC 9113 8.2.2), and those the HTTP/2 request sets itself.
-_NOT_FORWARDED = frozenset(
+_NOT_FORWARDED: Final = frozenset(
     {
         b"host",
         b"connection",
@@ -92,7 +92,7 @@ _NOT_FORWARDED = frozenset(
 )
 _GOAWAY_TOLERANT: dict[object, object] | None = None
 
-_CONFIG = h2.config.H2Configuration(
+_CONFIG: Final = h2.config.H2Configuration(
     client_side=True,
     header_encoding=None,
     # What is sent is made here: names lowercased, values from the client's

@@ -135,7 +135,7 @@ class RequestHead:
         return _repr("RequestHead", _HEAD_FIELDS, self._fields())
 
 
-_HEAD_FIELDS = (
+_HEAD_FIELDS: Final = (
     "method",
     "host",
     "path",
@@ -262,7 +262,7 @@ class Forward:
         return _repr("Forward", _FORWARD_FIELDS, self._fields())
 
 
-_FORWARD_FIELDS = (
+_FORWARD_FIELDS: Final = (
     "endpoint",
     "backend",
     "target",
@@ -322,7 +322,7 @@ class Respond:
         return _repr("Respond", _RESPOND_FIELDS, values)
 
 
-_RESPOND_FIELDS = ("status", "body", "location", "headers", "route")
+_RESPOND_FIELDS: Final = ("status", "body", "location", "headers", "route")
 
 
 Action = Forward | Respond
@@ -370,7 +370,7 @@ def normalize_path(path: str) -> str | None:
     return "/" + "/".join(out) + trailing
 
 
-_HEX = "0123456789abcdefABCDEF"
+_HEX: Final = "0123456789abcdefABCDEF"
 
 
 def _percent_decode(path: str) -> str | None:
@@ -394,7 +394,7 @@ def _percent_decode(path: str) -> str | None:
 # What a decoded path piece may not hold as it is when it goes back into a
 # request target (nginx escapes rewritten URIs with NGX_ESCAPE_URI): the
 # escape character itself, what would end the path, spaces, controls, non-ASCII.
-_MUST_ESCAPE = frozenset(
+_MUST_ESCAPE: Final = frozenset(
     [chr(c) for c in range(0x21)] + [chr(c) for c in range(0x7F, 0x100)] + ['"', "#", "%", "?"]
 )
 
@@ -409,7 +409,7 @@ def escape_path(piece: str) -> str:
 # The longest Host header plus path (in characters) whose routing is cached:
 # longer ones are worked out each time, so that no one can fill the cache
 # with large keys. Hot paths are short; DNS names are at most 253.
-MAX_CACHED_KEY = 256
+MAX_CACHED_KEY: Final = 256
 
 
 def routing(table: RouteTable, raw_host: str, raw_path: str) -> Routing:
@@ -959,7 +959,7 @@ def _untried_member(
 
 
 # A route path that could not be a cookie Path as it is (regexes aside).
-_UNSAFE_COOKIE_PATH = re.compile(r"[^\x21-\x3a\x3c-\x7e]")
+_UNSAFE_COOKIE_PATH: Final = re.compile(r"[^\x21-\x3a\x3c-\x7e]")
 
 
 def session_cookie(
@@ -1022,7 +1022,7 @@ def find_cookie(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None
     return None
 
 
-_REASONS = {
+_REASONS: Final = {
     301: "Moved Permanently",
     302: "Found",
     307: "Temporary Redirect",

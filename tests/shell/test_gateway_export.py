@@ -846,8 +846,9 @@ def test_realworld_manifests(channel: str, tmp_path: Path) -> None:
     assert "capture groups" in reasons[("default/rewrite", "rewrite-target")]
     assert "sessionPersistence" in reasons[("default/nginx-test", "affinity")]
     assert "Summary:" in err and "dropped" in err
-    # the same input gives the same bytes
+    # the same input gives the same bytes, and every document stands alone
     assert _run(*argv)[1] == out
+    assert "&id" not in out and "*id" not in out
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:
