@@ -40,6 +40,7 @@ from k8s_objects import (
 )
 
 from ingressd.cli import main
+from ingressd.export import render_yaml
 from ingressd.gateway_api import Export, ExportOptions, dns_label, dns_name, export
 from ingressd.model.objects import Obj
 from ingressd.routing.build import BuildOptions, build_table
@@ -861,3 +862,14 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert kinds == ["Gateway", "HTTPRoute"]
     code, _, err = _run("export", "gateway-api", "--manifests", str(tmp_path / "missing"))
     assert code == 2 and "is not a folder" in err
+
+
+def test_yaml_documents_have_no_anchors() -> None:
+    """Rules that share a filter list are written out in full, not as YAML aliases."""
+    canary = web(name="c", created=2, annotations={"canary": "true", "canary-by-header": "X-C"})
+    canary["spec"]["rules"][0]["http"]["paths"][0]["backend"] = backend("web-v2")
+    main_ = web(annotations={"upstream-vhost": "internal.example"})
+    _, result = pair(main_, canary, *_services("web", "web-v2"))
+    out = render_yaml(result)
+    assert "&id" not in out and "*id" not in out
+    assert out.count("hostname: internal.example") == 3  # the always, never and weighted rules
