@@ -13,6 +13,8 @@ from . import BUILD, __version__
 from .app import serve
 from .check import check, render_json, render_text
 from .config import ServeConfig
+from .export import add_parser as add_export
+from .export import run as run_export
 from .kube.config import WATCH_SECONDS, ClusterConfig, KubeConfigError, NoClusterError
 from .listeners import ListenError
 from .model.objects import Snapshot
@@ -701,9 +703,7 @@ def parser() -> argparse.ArgumentParser:
         help="show every Ingress in detail, not only the ones ingressd would serve",
     )
     chk.set_defaults(log_level="warning")
-    from .export import add_parser as add_export
-
-    add_export(sub, _Formatter)
+    add_export(sub, _Formatter, _sources, _class_options, _ns_name)
     return top
 
 
@@ -901,6 +901,15 @@ def _check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _export(args: argparse.Namespace) -> int:
+    options = build_options(args)
+    try:
+        snapshot, problems, _ = _check_input(args, options)
+    except _Unreadable as exc:
+        return _fail(args.command, str(exc), EXIT_USAGE)
+    return run_export(args, snapshot, problems, options)
+
+
 def _fail(command: str, message: str, code: int) -> int:
     """One line on stderr, and the exit code."""
     print(f"ingressd {command}: {message}", file=sys.stderr)
@@ -916,9 +925,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return _check(args)
         if args.command == "export":
-            from .export import run as run_export
-
-            return run_export(args)
+            return _export(args)
         config = config_from(args)
         import uvloop
 

@@ -11,12 +11,16 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .gateway_api import GATEWAY_API_VERSION, Export, ExportOptions, Finding, export
+from .model.objects import Snapshot
+from .model.problems import Problem
+from .routing.build import BuildOptions
 
 # Exit codes (docs/gateway-api.md): 0 everything carried over (approximations are
 # reported, not counted); 1 something was dropped; 2 the input cannot be used.
@@ -40,10 +44,15 @@ def _subdomain(value: str) -> str:
     return value
 
 
-def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
-    """Register ``export gateway-api`` on the top-level subparsers ``sub``."""
-    from .cli import _class_options, _ns_name, _sources
-
+def add_parser(
+    sub: Any,
+    formatter: type[argparse.HelpFormatter],
+    sources: Callable[[argparse.ArgumentParser, str], None],
+    class_options: Callable[[argparse.ArgumentParser], None],
+    ns_name: Callable[[str], str],
+) -> None:
+    """Register ``export gateway-api`` on the top-level subparsers ``sub``, with
+    ``check``'s source and class options (cli.py passes its own, so they stay one)."""
     exp = sub.add_parser(
         "export",
         formatter_class=formatter,
@@ -62,11 +71,11 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "the annotation and the reason. Exit code: 0 nothing dropped (approximations are "
         "reported); 1 something was dropped; 2 the input cannot be read.",
     )
-    _sources(gw, "folder of Kubernetes YAML, as serve --manifests reads it")
-    _class_options(gw)
+    sources(gw, "folder of Kubernetes YAML, as serve --manifests reads it")
+    class_options(gw)
     gw.add_argument(
         "--configmap",
-        type=_ns_name,
+        type=ns_name,
         metavar="NS/NAME",
         help="the controller ConfigMap serve would read (its add-headers and "
         "proxy-set-headers are exported) (default: none)",
@@ -112,14 +121,13 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     gw.set_defaults(log_level="warning", tcp_services_configmap=None, udp_services_configmap=None)
 
 
-def run(args: argparse.Namespace) -> int:
-    from .cli import EXIT_USAGE, _check_input, _fail, _Unreadable, build_options
-
-    options = build_options(args)
-    try:
-        snapshot, problems, _notes = _check_input(args, options)
-    except _Unreadable as exc:
-        return _fail("export", str(exc), EXIT_USAGE)
+def run(
+    args: argparse.Namespace,
+    snapshot: Snapshot,
+    problems: Sequence[Problem],
+    options: BuildOptions,
+) -> int:
+    """Export what ``snapshot`` (read as ``check`` reads it) would serve; the exit code."""
     result = export(
         snapshot,
         options,
