@@ -888,9 +888,9 @@ def _redirect_rule(
     dropped, so the path is replaced whole ("/" when the URL has none), unless the
     URL ends in $request_uri, which keeps it (and the query) as Gateway does."""
     code, url = policy.redirect  # type: ignore[misc]
-    subject = (
-        "permanent-redirect" if _has(work, ingress, "permanent-redirect") else "temporal-redirect"
-    )
+    # ingress-nginx reads temporal-redirect first (annotations/redirect/redirect.go).
+    temporal = _has(work, ingress, "temporal-redirect")
+    subject = "temporal-redirect" if temporal else "permanent-redirect"
     scheme, _, rest = url.partition("://")
     authority, slash, path = rest.partition("/")
     keep_path = False

@@ -476,12 +476,20 @@ def test_ssl_redirect_false_and_force_ssl_redirect() -> None:
             "https://new.example/",
         ),
         ({"temporal-redirect": "http://other.example:8080/t"}, 302, "http://other.example:8080/t"),
+        # both: ingress-nginx reads temporal-redirect first (annotations/redirect/redirect.go)
+        (
+            {"temporal-redirect": "https://t.example/", "permanent-redirect": "https://p.example/"},
+            302,
+            "https://t.example/",
+        ),
     ],
 )
 def test_permanent_and_temporal_redirects(
     annotations: dict[str, str], status: int, location: str
 ) -> None:
     table, result = pair(web(annotations=annotations), *_services("web"))
+    subject = "temporal-redirect" if "temporal-redirect" in annotations else "permanent-redirect"
+    assert findings(result, subject)  # the query string note, under the one that applies
     for p in ("/", "/deep/path"):
         mine = served(table, "a.example", p)
         assert isinstance(mine, Respond) and mine.status == status
