@@ -928,7 +928,9 @@ def _redirect_rule(
             "implementation (most keep it)",
         )
     redirect["statusCode"] = _redirect_code(work, ingress, subject, code)
-    work.done(ingress, subject)
+    # Beside temporal-redirect, permanent-redirect does nothing in ingress-nginx either.
+    work.done(ingress, "temporal-redirect")
+    work.done(ingress, "permanent-redirect")
     rule["filters"] = [{"type": "RequestRedirect", "requestRedirect": redirect}]
     return rule
 

@@ -490,6 +490,7 @@ def test_permanent_and_temporal_redirects(
     table, result = pair(web(annotations=annotations), *_services("web"))
     subject = "temporal-redirect" if "temporal-redirect" in annotations else "permanent-redirect"
     assert findings(result, subject)  # the query string note, under the one that applies
+    assert not result.dropped, result.findings
     for p in ("/", "/deep/path"):
         mine = served(table, "a.example", p)
         assert isinstance(mine, Respond) and mine.status == status
