@@ -86,15 +86,17 @@ REASONS: Mapping[str, str] = {
     "global-rate-limit": "rate limits are not in Gateway API v1",
     "limit-rate": "bandwidth limits are not in Gateway API v1",
     "limit-rate-after": "bandwidth limits are not in Gateway API v1",
-    "affinity": "cookie session affinity: Gateway API's sessionPersistence (GEP-1619) is "
-    "experimental and not in v1.2.1's HTTPRoute; not emitted",
+    "affinity": "cookie session affinity: HTTPRoute's sessionPersistence (GEP-1619) is "
+    "experimental in v1.2.1, and its cookie (value, path, SameSite, expiry, what happens when "
+    "the endpoint goes) is the implementation's; not emitted",
     "affinity-mode": "session affinity is not exported (see affinity)",
     "session-cookie-name": "session affinity is not exported (see affinity)",
     "upstream-hash-by": "consistent hashing is not in Gateway API v1 (BackendLBPolicy does "
     "not choose endpoints by a request key)",
     "load-balance": "the balancing algorithm is implementation-specific in Gateway API",
-    "enable-cors": "Gateway API's CORS filter (HTTPCORSFilter, GEP-1767) is not in v1.2.1, "
-    "standard or experimental; not emitted: use the implementation's CORS policy",
+    "enable-cors": "Gateway API's CORS filter (HTTPCORSFilter, GEP-1767) arrived in v1.3.0's "
+    "experimental channel, after the v1.2.1 target; not emitted: use the implementation's "
+    "CORS policy",
     "proxy-connect-timeout": "an nginx connect timeout: Gateway's timeouts.backendRequest "
     "bounds the whole backend exchange, not the connect",
     "proxy-read-timeout": "nginx's proxy_read_timeout bounds the gap between two reads; "
@@ -102,8 +104,11 @@ REASONS: Mapping[str, str] = {
     "long or streamed responses that nginx keeps",
     "proxy-send-timeout": "nginx's proxy_send_timeout bounds the gap between two writes; "
     "Gateway's timeouts bound the whole exchange",
-    "proxy-next-upstream": "retries: HTTPRoute retry (GEP-1731) is experimental past v1.2.1",
-    "proxy-next-upstream-tries": "retries are not in v1.2.1's HTTPRoute",
+    "proxy-next-upstream": "retries: v1.2.1's HTTPRoute retry (GEP-1731, experimental) retries "
+    "on response codes; nginx's proxy_next_upstream retries on connection errors and timeouts "
+    "(and the codes listed) on another endpoint, which the API does not say",
+    "proxy-next-upstream-tries": "retries are not exported (see proxy-next-upstream)",
+    "service-upstream": "Gateway implementations choose endpoints or the ClusterIP themselves",
     "proxy-body-size": "request body limits are not in Gateway API v1",
     "custom-http-errors": "error pages are not in Gateway API v1",
     "default-backend": "Gateway API has no backend that serves only while the Service has "
