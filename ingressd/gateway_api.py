@@ -755,6 +755,10 @@ def _path_match(
     whole path elements, as Gateway's PathPrefix does."""
     if grpc:
         return _grpc_match(work, ingress, route, default)
+    if default and regex_mode:
+        # Beside regexes a PathPrefix may be preferred (their order is the
+        # implementation's): a catch-all regex, listed last, keeps the default last.
+        return {"path": {"type": "RegularExpression", "value": "/.*"}}
     if default:
         return {"path": {"type": "PathPrefix", "value": "/"}}
     if regex_mode:

@@ -731,6 +731,21 @@ def test_default_backend_is_a_catch_all_rule() -> None:
         agree(table, result, "a.example", p)
 
 
+def test_default_backend_of_a_regex_host_stays_last() -> None:
+    """In a regex host the default is a catch-all regex after the others, not a
+    PathPrefix / that an implementation may prefer to every regex."""
+    ing = ingress(
+        "web",
+        [rule("a.example", path("/api", "one"))],
+        default_backend=backend("two"),
+        annotations={A + "use-regex": "true"},
+        created=1,
+    )
+    table, result = pair(ing, *_services("one", "two"))
+    for p in ("/api/x", "/API", "/other", "/"):
+        agree(table, result, "a.example", p)
+
+
 def test_wildcard_hosts_differ_by_label_count() -> None:
     table, result = pair(web(host="*.w.example"), *_services("web"))
     agree(table, result, "one.w.example", "/x")
