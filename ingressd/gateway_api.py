@@ -233,6 +233,7 @@ class _Work:
     # annotation keys of an Ingress that some mapping carried over
     translated: dict[str, set[str]] = field(default_factory=dict)
     canaries: set[str] = field(default_factory=set)  # canary Ingresses folded into a main's
+    names: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, namespace, name)
 
     def find(self, ingress: str, subject: str, severity: Severity, reason: str) -> None:
         self.findings.add(Finding(ingress, subject, severity, reason))
@@ -683,12 +684,18 @@ def _emit_route(
         spec: dict[str, Any] = {"parentRefs": parents, "rules": chunk}
         if host:
             spec["hostnames"] = [host]
+        wanted = name if i == 0 else dns_name(name, str(i + 1))
+        if (kind, ns, wanted) in work.names:
+            # Ingress "a" with host "b.c" and Ingress "a-b.c" without one, say.
+            tag = hashlib.sha256(f"{ingress} {host} {i}".encode()).hexdigest()[:8]
+            wanted = dns_name(wanted, tag)
+        work.names.add((kind, ns, wanted))
         work.objects.append(
             {
                 "apiVersion": V1,
                 "kind": kind,
                 "metadata": {
-                    "name": name if i == 0 else dns_name(name, str(i + 1)),
+                    "name": wanted,
                     "namespace": ns,
                     "annotations": {"ingressd.io/exported-from": f"Ingress {ingress}"},
                 },

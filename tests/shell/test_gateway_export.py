@@ -818,6 +818,16 @@ def test_grpc_backend_tls_and_passthrough() -> None:
     assert any("experimental" in f for f in findings(standard, "backend-protocol"))
 
 
+def test_route_names_never_collide() -> None:
+    """Ingress "a" of host "b.example" and Ingress "a-b.example" of every host would
+    both be named a-b.example: the second gets a digest."""
+    one = ingress("a", [rule("b.example", path("/", "web"))], created=1)
+    two = ingress("a-b.example", [rule(None, path("/", "web"))], created=2)
+    _, result = pair(one, two, *_services("web"))
+    names = [o["metadata"]["name"] for o in result.objects if o["kind"] == "HTTPRoute"]
+    assert len(names) == 2 and len(set(names)) == 2, names
+
+
 def test_names_are_dns_names_bounded_and_stable() -> None:
     long = "a" * 300
     name = dns_name(long, "*.Example.COM")
