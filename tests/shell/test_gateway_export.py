@@ -38,6 +38,7 @@ from k8s_objects import (
     tls_entry,
     tls_secret,
 )
+from kube_apiserver import KubeApiServer
 
 from ingressd.cli import main
 from ingressd.export import render_yaml
@@ -907,3 +908,29 @@ def test_yaml_documents_have_no_anchors() -> None:
     out = render_yaml(result)
     assert "&id" not in out and "*id" not in out
     assert out.count("hostname: internal.example") == 3  # the always, never and weighted rules
+
+
+def test_cluster_mode_reads_the_cluster_once(tmp_path: Path) -> None:
+    """--kubeconfig: the objects are listed once through the API (read-only), as check
+    lists them, and exported the same as from a folder."""
+    server = KubeApiServer(tokens={"token-a": "exporter"})
+    server.start()
+    try:
+        objects = [
+            ingress_class(),
+            web(annotations={"app-root": "/app"}, tls=True),
+            tls_secret("cert", ("a.example",)),
+            *_services("web"),
+        ]
+        for obj in objects:
+            server.apply(obj)
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig", "token-a")
+        code, out, err = _run("export", "gateway-api", "--kubeconfig", str(kubeconfig))
+        assert {r.method for r in server.requests} == {"GET"}
+    finally:
+        server.stop()
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "all.yaml").write_text(yaml.safe_dump_all(objects))
+    assert (code, out) == _run("export", "gateway-api", "--manifests", str(tmp_path / "folder"))[:2]
+    kinds = sorted(o["kind"] for o in yaml.safe_load_all(out))
+    assert kinds == ["Gateway", "HTTPRoute", "HTTPRoute"], err
