@@ -163,7 +163,7 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def render_report(result: Export, problems: list[str] = ()) -> str:  # type: ignore[assignment]
+def render_report(result: Export, problems: Sequence[str] = ()) -> str:
     """What a person reads on stderr: per Ingress, each finding; then the counts."""
     lines = [f"# Gateway API {GATEWAY_API_VERSION}: what was not carried over exactly"]
     by: dict[str, list[Finding]] = {}
@@ -185,7 +185,7 @@ def render_report(result: Export, problems: list[str] = ()) -> str:  # type: ign
     return "\n".join(lines) + "\n"
 
 
-def render_json(result: Export, problems: list[str] = ()) -> str:  # type: ignore[assignment]
+def render_json(result: Export, problems: Sequence[str] = ()) -> str:
     doc = {
         "gateway_api": GATEWAY_API_VERSION,
         "findings": [
