@@ -934,3 +934,24 @@ def test_cluster_mode_reads_the_cluster_once(tmp_path: Path) -> None:
     assert (code, out) == _run("export", "gateway-api", "--manifests", str(tmp_path / "folder"))[:2]
     kinds = sorted(o["kind"] for o in yaml.safe_load_all(out))
     assert kinds == ["Gateway", "HTTPRoute", "HTTPRoute"], err
+
+
+def test_configmap_proxy_set_headers() -> None:
+    """The controller ConfigMap's proxy-set-headers: set on every upstream request."""
+    headers = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "upstream-headers", "namespace": "default"},
+        "data": {"X-Env": "prod"},
+    }
+    table, result = pair(
+        web(),
+        headers,
+        *_services("web"),
+        configmap={"proxy-set-headers": "default/upstream-headers"},
+    )
+    mine = served(table, "a.example", "/")
+    theirs = gw(result, "a.example", "/")
+    assert isinstance(mine, Forward) and theirs is not None
+    sent = {n.decode(): v.decode() for n, v in mine.request_headers}
+    assert sent == theirs.request_set == {"X-Env": "prod"}
