@@ -797,7 +797,7 @@ def test_grpc_backend_tls_and_passthrough() -> None:
         annotations={A + "ssl-passthrough": "true"},
         created=2,
     )
-    _, result = pair(
+    table, result = pair(
         grpc,
         ca,
         tls_secret("cert", ("g.example",)),
@@ -809,6 +809,11 @@ def test_grpc_backend_tls_and_passthrough() -> None:
     assert {"GRPCRoute", "BackendTLSPolicy", "TLSRoute", "Gateway"} <= kinds
     policy = next(o for o in result.objects if o["kind"] == "BackendTLSPolicy")
     assert policy["spec"]["validation"]["hostname"] == "rpc.internal"
+    # ingressd speaks TLS to it with that name, verifying: so does the policy
+    forward = served(table, "g.example", "/", https=True)
+    assert isinstance(forward, Forward) and forward.tls is not None
+    assert (forward.tls.name, forward.tls.verify) == ("rpc.internal", True)
+    assert policy["spec"]["validation"]["caCertificateRefs"][0]["kind"] == "ConfigMap"
     route = next(o for o in result.objects if o["kind"] == "GRPCRoute")
     methods = [m.get("method") for r in route["spec"]["rules"] for m in r.get("matches", [])]
     assert {"type": "Exact", "service": "pkg.Greeter"} in methods
