@@ -13,6 +13,8 @@ from . import BUILD, __version__
 from .app import serve
 from .check import check, render_json, render_text
 from .config import ServeConfig
+from .export import add_parser as add_export
+from .export import run as run_export
 from .kube.config import WATCH_SECONDS, ClusterConfig, KubeConfigError, NoClusterError
 from .listeners import ListenError
 from .model.objects import Snapshot
@@ -46,6 +48,7 @@ written for ingress-nginx.
   ingressd check                   report what ingressd would do with each Ingress
   ingressd diff --reference ADDR --target ADDR
                                    compare a running ingressd with a live reference
+  ingressd export gateway-api      write them as Gateway API objects (YAML)
 
 Run "ingressd COMMAND --help" for the options of a command.
 
@@ -59,6 +62,8 @@ NO_CLUSTER_HINT = {
     "to try ingressd: ingressd demo",
     "check": "to check a folder of manifests instead: ingressd check --manifests DIR",
     "diff": "to read a folder of manifests instead: ingressd diff --manifests DIR",
+    "export": "to export a folder of manifests instead: ingressd export gateway-api "
+    "--manifests DIR",
 }
 
 
@@ -716,6 +721,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="NS/NAME",
         help="the controller ConfigMap serve reads (its keys shape the table) (default: none)",
     )
+    add_export(sub, _Formatter, _sources, _class_options, _ns_name)
     return top
 
 
@@ -924,6 +930,15 @@ def _diff(args: argparse.Namespace) -> int:
     return run_diff(args, snapshot, options)
 
 
+def _export(args: argparse.Namespace) -> int:
+    options = build_options(args)
+    try:
+        snapshot, problems, _ = _check_input(args, options)
+    except _Unreadable as exc:
+        return _fail(args.command, str(exc), EXIT_USAGE)
+    return run_export(args, snapshot, problems, options)
+
+
 def _fail(command: str, message: str, code: int) -> int:
     """One line on stderr, and the exit code."""
     print(f"ingressd {command}: {message}", file=sys.stderr)
@@ -940,6 +955,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args)
         if args.command == "diff":
             return _diff(args)
+        if args.command == "export":
+            return _export(args)
         config = config_from(args)
         import uvloop
 

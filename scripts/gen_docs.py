@@ -199,10 +199,22 @@ def _option(action: argparse.Action, formatter: argparse.HelpFormatter) -> list[
     return _definition(term, _escape(text[0].upper() + text[1:]))
 
 
+def _commands(top: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Each command's parser; one with commands of its own ("export gateway-api")
+    stands for them."""
+    for name, sub in _subparsers(top).items():
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            for inner, parser in nested[0].choices.items():
+                yield f"{name} {inner}", parser
+        else:
+            yield name, sub
+
+
 def cli_reference() -> list[str]:
     top = cli.parser()
     out: list[str] = []
-    for name, sub in _subparsers(top).items():
+    for name, sub in _commands(top):
         formatter = sub._get_formatter()
         out += [f"## `ingressd {name}`", "", *_wrap(_escape(sub.description or "")), ""]
         for group in sub._action_groups:

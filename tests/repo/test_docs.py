@@ -272,7 +272,12 @@ def test_every_option_the_pages_name_exists() -> None:
     """An option renamed in cli.py but not in the prose (an options table, say) fails here."""
     top = cli.parser()
     sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
-    ours = {o for p in sub.choices.values() for a in p._actions for o in a.option_strings}
+    parsers = list(sub.choices.values())
+    for p in list(parsers):  # and the commands of a command ("export gateway-api")
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                parsers += a.choices.values()
+    ours = {o for p in parsers for a in p._actions for o in a.option_strings}
     ours |= {"--version", "--help"}
     for page in sorted((REPO_ROOT / "docs").rglob("*.md")):
         for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", page.read_text()):

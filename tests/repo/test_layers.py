@@ -70,6 +70,8 @@ LAYERS: Layers = (
             "ingressd.demo",
             "ingressd.diff.*",
             "ingressd.echo",
+            "ingressd.export",
+            "ingressd.gateway_api",
             "ingressd.listeners",
             "ingressd.serving",
             "ingressd.workers",
