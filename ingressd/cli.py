@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from . import BUILD, __version__
+from .admission_options import add_options as admission_options
+from .admission_options import admission_config
 from .app import serve
 from .check import check, render_json, render_text
 from .config import ServeConfig
@@ -636,6 +638,7 @@ def parser() -> argparse.ArgumentParser:
         "one more process reads the source. 1: a single process does everything "
         f"(default: the CPUs available, here {default_count()})",
     )
+    admission_options(s)
     _common(s, "0.0.0.0", shutdown_delay=5.0)
     d = sub.add_parser(
         "demo",
@@ -753,6 +756,7 @@ def cluster_config(args: argparse.Namespace) -> ClusterConfig:
         watch_seconds=args.watch_seconds,
         secret_refresh=args.secret_refresh,
         configmaps=_configmaps(args) if hasattr(args, "tcp_services_configmap") else (),
+        admission=admission_config(args),
     )
 
 
@@ -950,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level, getattr(args, "log_format", "text"))
     if args.manifests is not None and not args.manifests.is_dir():
         return _fail(args.command, f"{args.manifests} is not a folder", EXIT_USAGE)
+    if args.manifests is not None and getattr(args, "admission_port", None):
+        return _fail(args.command, "--admission-port needs cluster mode, not --manifests", 2)
     try:
         if args.command == "check":
             return _check(args)

@@ -2,7 +2,8 @@
 
 ``KubeApiServer`` serves, over HTTPS on 127.0.0.1 with a certificate that clients
 verify, exactly the resources an ingress controller uses: IngressClass, Ingress,
-Service, EndpointSlice, Secret, Lease and Event. The real ``kubernetes`` client
+Service, EndpointSlice, Secret, Lease, Event and
+ValidatingWebhookConfiguration. The real ``kubernetes`` client
 reaches it through an ordinary kubeconfig (``write_kubeconfig``). It keeps what
 clients rely on: one global resourceVersion, lists paged over a consistent
 snapshot, watches that resume from a resourceVersion or fail with 410 Gone,
@@ -92,6 +93,14 @@ RESOURCE_TYPES = (
     ResourceType("Secret", "", "v1", "secrets"),
     ResourceType("ConfigMap", "", "v1", "configmaps"),
     ResourceType("Lease", "coordination.k8s.io", "v1", "leases"),
+    # Written by the admission webhook's leader (its caBundle): ingressd/kube/webhook_certs.py
+    ResourceType(
+        "ValidatingWebhookConfiguration",
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        namespaced=False,
+    ),
     ResourceType("Event", "", "v1", "events"),
     ResourceType("Event", "events.k8s.io", "v1", "events"),
 )

@@ -7,13 +7,14 @@ import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from ..kube.config import ClusterConfig
+from ..kube.config import AdmissionConfig, ClusterConfig
 from ..kube.kubeclient import Cluster, connect
 from ..kube.leader import LeaderElector, default_identity
 from ..kube.status import Writeback
 from ..model.objects import Snapshot
 from ..policy import header_maps
 from ..sources.kube import KubeSource, SecretFetcher
+from .admission_server import AdmissionServer, CertificateKeeper, lifetime
 from .controller import Controller
 from .debounce import Debouncer
 
@@ -75,6 +76,32 @@ class ClusterRunner:
         self.secrets = SecretFetcher(cluster, self.source.store, self._changed)
         self._secrets_due = asyncio.Event()
         self._wanted: set[tuple[str, str]] = set()
+        self.admission: AdmissionServer | None = None
+        self.certificates: CertificateKeeper | None = None
+        if config.admission is not None:
+            self._admission(config.admission)
+
+    def _admission(self, admission: AdmissionConfig) -> None:
+        """--admission-port: its socket is bound here, before anything starts."""
+        from ..kube.webhook_certs import WebhookCertificates
+
+        source = self.source
+
+        def snapshot() -> Snapshot | None:
+            return source.store.snapshot() if source.synced.is_set() else None
+
+        self.admission = AdmissionServer(
+            admission, snapshot, lambda: self.controller.options, self.config.watch_namespace
+        )
+        certs = WebhookCertificates(
+            self.cluster.api,
+            self.cluster.namespace,
+            admission.secret,
+            admission.webhook,
+            admission.service,
+            lifetime(admission),
+        )
+        self.certificates = CertificateKeeper(self.admission, certs, self.executor)
 
     @classmethod
     def from_config(cls, config: ClusterConfig, controller: Controller) -> ClusterRunner:
@@ -93,6 +120,10 @@ class ClusterRunner:
             asyncio.create_task(self._writer(stop), name="writeback"),
             asyncio.create_task(self._fetch_secrets(stop), name="secrets"),
         ]
+        if self.certificates is not None:
+            elector = self.elector
+            keeper = self.certificates.run(stop, lambda: elector.is_leader)
+            tasks.append(asyncio.create_task(keeper, name="admission-certificates"))
         try:
             synced = asyncio.create_task(self.source.synced.wait())
             stopping = asyncio.create_task(stop.wait())
@@ -111,6 +142,8 @@ class ClusterRunner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.admission is not None:
+                await self.admission.close()
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.cluster.close()
 
@@ -152,6 +185,8 @@ class ClusterRunner:
 
     def _leadership(self, leader: bool) -> None:
         self.controller.stats.leader = leader
+        if self.certificates is not None:
+            self.certificates.wake.set()  # a new leader checks the certificate at once
         if leader:
             self._dirty.set()
         else:

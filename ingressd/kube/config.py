@@ -44,3 +44,37 @@ class ClusterConfig:
     # (namespace, name) of the TCP/UDP services ConfigMaps: watched one by one
     # (a field selector on the name), so RBAC can grant exactly them.
     configmaps: tuple[tuple[str, str], ...] = ()
+    # --admission-port: the validating admission webhook (None: off)
+    admission: AdmissionConfig | None = None
+
+
+# The admission webhook's defaults (control/admission_server.py, docs/admission.md).
+ADMISSION_NAME = "ingressd-admission"
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    """``serve --admission-port``: the validating admission webhook (cluster mode only)."""
+
+    port: int
+    address: str = "0.0.0.0"
+    # The Service the API server calls the webhook through, in POD_NAMESPACE: the
+    # serving certificate names SERVICE.NAMESPACE.svc.
+    service: str = ADMISSION_NAME
+    # The Secret holding the CA and the serving certificate, in POD_NAMESPACE.
+    secret: str = ADMISSION_NAME
+    # The ValidatingWebhookConfiguration whose caBundle the leader sets.
+    webhook: str = ADMISSION_NAME
+    # Kinds of findings that deny (control/admission.py KINDS); the others warn.
+    deny: frozenset[str] = frozenset({"refused", "invalid", "regex", "conflict"})
+    # Seconds one review may take before it is answered "allowed" with a warning:
+    # under the webhook's timeoutSeconds (2 s in deploy/admission.yaml).
+    budget: float = 1.5
+    # Reviews being worked on at once; more wait (within their budget) for a turn.
+    concurrency: int = 2
+    # The largest request body read (HTTP 413 beyond).
+    max_body: int = 4 * 1024 * 1024
+    # Lifetime of the CA and serving certificate; renewed with a third of it left.
+    cert_days: float = 365.0
+    # How often every replica reads the Secret (and the leader checks it).
+    cert_refresh: float = 30.0

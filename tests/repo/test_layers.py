@@ -63,6 +63,7 @@ LAYERS: Layers = (
         "shell",
         (
             "ingressd.__main__",
+            "ingressd.admission_options",
             "ingressd.app",
             "ingressd.check",
             "ingressd.cli",
