@@ -30,7 +30,15 @@ EXAMPLE = DEPLOY / "example"
 MONITORING = DEPLOY / "monitoring"
 
 # Kinds this renderer knows the scope of; any other kind is an error.
-CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "IngressClass"})
+CLUSTER_SCOPED = frozenset(
+    {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "IngressClass",
+        "ValidatingWebhookConfiguration",
+    }
+)
 NAMESPACED = frozenset(
     {
         "ServiceAccount",

@@ -10,6 +10,7 @@ back is read from the server's request log.
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ from e2e_helpers import (
 from k8s_objects import certificate, endpoint_slice, ingress, path, rule, tls_entry, tls_secret
 from kube_apiserver import KubeApiServer
 
+from ingressd.kube.webhook_certs import issue, secret_data
 from ingressd.model.objects import Obj
 
 pytestmark = pytest.mark.timeout(120)
@@ -567,6 +569,11 @@ API_OPTIONS = {
     "--tcp-services-configmap",
     "--udp-services-configmap",
     "--configmap",
+    # The admission webhook's objects (the Secret, the ValidatingWebhookConfiguration)
+    "--admission-port",  # on, at a free port in the test
+    "--admission-service",
+    "--admission-secret",
+    "--admission-webhook",
 }
 SERVING_OPTIONS = {
     "serve",
@@ -596,8 +603,9 @@ def test_deploy_rbac_allows_exactly_the_calls_ingressd_makes(
     namespace (POD_NAMESPACE) and is made to do everything it ever asks the API
     for: list and watch the five kinds, read the --publish-service Service,
     patch Ingress status, create Events, read Secrets that Ingresses name
-    (auth-secret, proxy-ssl-secret), and create, read, renew and release its
-    Lease. Each recorded request is then judged against the rendered RBAC
+    (auth-secret, proxy-ssl-secret), create, read, renew and release its
+    Lease, and, for the admission webhook, create its Secret, set the caBundle
+    and rotate an expiring certificate. Each recorded request is then judged against the rendered RBAC
     objects as the API server's RBAC authorizer would.
     """
     objs = render(DEPLOY)
@@ -607,7 +615,15 @@ def test_deploy_rbac_allows_exactly_the_calls_ingressd_makes(
     deployed = container_args(deployment, "ingressd")
     flags = {arg.partition("=")[0] for arg in deployed}
     assert flags <= API_OPTIONS | SERVING_OPTIONS, f"new options to classify: {flags}"
-    api_args = [arg for arg in deployed if arg.partition("=")[0] in API_OPTIONS]
+    api_args = [
+        arg if not arg.startswith("--admission-port") else f"--admission-port={free_port()}"
+        for arg in deployed
+        if arg.partition("=")[0] in API_OPTIONS
+    ]
+    secret_name = option(deployed, "--admission-secret")
+    apiserver.create(
+        find(objs, "ValidatingWebhookConfiguration", option(deployed, "--admission-webhook"))
+    )
     publish_ns, _, publish_name = (option(deployed, "--publish-service") or "").partition("/")
     assert publish_name, "the Deployment publishes a Service's address"
     monkeypatch.setenv("POD_NAMESPACE", namespace)  # the downward API's value
@@ -626,7 +642,31 @@ def test_deploy_rbac_allows_exactly_the_calls_ingressd_makes(
     apiserver.create(header_configmap("default", "headers", {"X-Team": "a"}))
     custom = {"nginx.ingress.kubernetes.io/custom-headers": "headers"}
     apiserver.create(ingress("custom", [rule("c.test", path("/", "api"))], annotations=custom))
-    ing = start("a", *api_args, publish=())
+    ing = start("a", *api_args, "--admission-cert-refresh", "0.3", publish=())
+    # The admission webhook: its Secret is created (create), the caBundle set (get,
+    # patch); an expiring certificate is replaced (get, update).
+    wait_for(lambda: apiserver.get("Secret", namespace, secret_name), 10, what="the Secret")
+    wait_for(
+        lambda: any(
+            m == "PATCH" and "validatingwebhookconfigurations" in p
+            for m, p, _, _ in apiserver.requests
+        ),
+        10,
+        what="the caBundle",
+    )
+    expiring = apiserver.get("Secret", namespace, secret_name)
+    now = dt.datetime.now(dt.UTC)
+    old = issue("x", namespace, dt.timedelta(days=3), now=now - dt.timedelta(days=2.5))
+    expiring["data"] = secret_data(old)
+    apiserver.update(expiring)
+    wait_for(
+        lambda: (
+            (apiserver.get("Secret", namespace, secret_name) or {}).get("data", {}).get("ca.crt")
+            not in (None, expiring["data"]["ca.crt"])
+        ),
+        10,
+        what="the rotation",
+    )
     wait_for(lambda: published(apiserver, "a") == [{"ip": "203.0.113.5"}], 10, what="status")
     wait_for(apiserver.events, 10, what="an Event")
     wait_for(

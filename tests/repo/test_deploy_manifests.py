@@ -40,6 +40,7 @@ from k8s_objects import endpoint_slice
 
 from ingressd import __version__, workers
 from ingressd.cli import parser
+from ingressd.control.admission_server import PATH
 from ingressd.kube import leader
 from ingressd.model.objects import Obj
 from ingressd.policy.tls import TLS_SECRET_TYPE
@@ -219,6 +220,7 @@ def test_service_ports_reach_the_proxy_listeners(
         "http": parsed.http_port,
         "https": parsed.https_port,
         "admin": parsed.admin_port,
+        "admission": parsed.admission_port,
     }
     by_port = {p["port"]: p for p in service["spec"]["ports"]}
     assert set(by_port) == {80, 443}
@@ -434,6 +436,34 @@ def rbac(deploy: list[Obj], deployment: Obj) -> Authorizer:
         (Access("update", "coordination.k8s.io", "leases", "ingressd", "other"), False),
         (Access("get", "coordination.k8s.io", "leases", "kube-system", "ingressd-leader"), False),
         (Access("create", "coordination.k8s.io", "leases", "default", ""), False),
+        # The admission webhook: its one Secret and its one ValidatingWebhookConfiguration.
+        (Access("create", "", "secrets", "ingressd", ""), True),
+        (Access("create", "", "secrets", "team-a", ""), False),
+        (Access("update", "", "secrets", "ingressd", "ingressd-admission"), True),
+        (Access("update", "", "secrets", "ingressd", "other"), False),
+        (Access("update", "", "secrets", "team-a", "ingressd-admission"), False),
+        (
+            Access(
+                "patch",
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                "",
+                "ingressd-admission",
+            ),
+            True,
+        ),
+        (
+            Access(
+                "patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "x"
+            ),
+            False,
+        ),
+        (
+            Access(
+                "patch", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "x"
+            ),
+            False,
+        ),
     ],
     ids=lambda v: (
         f"{v.verb}-{v.resource}-{v.namespace or 'all'}{'-' + v.name if v.name else ''}"
@@ -544,3 +574,68 @@ def test_example_loads_and_builds_without_problems(
     secret = snapshot.get("Secret", "demo", "demo-tls")
     assert secret is not None and secret["type"] == TLS_SECRET_TYPE
     assert base64.b64decode(secret["data"]["tls.crt"]).startswith(b"-----BEGIN CERTIFICATE")
+
+
+# -- the admission webhook (deploy/admission.yaml, docs/admission.md) -------------------------
+
+
+def test_admission_webhook_reaches_the_deployed_listener_with_the_deployed_names(
+    deploy: list[Obj], deployment: Obj, args: list[str]
+) -> None:
+    parsed = parser().parse_args(args)
+    assert parsed.admission_port is not None
+    vwc = find(deploy, "ValidatingWebhookConfiguration", parsed.admission_webhook)
+    assert "namespace" not in vwc["metadata"]  # cluster-scoped
+    namespace = deployment["metadata"]["namespace"]
+    (hook,) = vwc["webhooks"]
+    # As the brief of the webhook asks, and as failurePolicy Ignore is documented.
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["timeoutSeconds"] == 2
+    assert parsed.admission_timeout < hook["timeoutSeconds"]
+    assert hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["matchPolicy"] == "Equivalent"
+    assert hook["rules"] == [
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["ingresses"],
+        }
+    ]
+    assert "caBundle" not in hook["clientConfig"]  # set by the leader
+    ref = hook["clientConfig"]["service"]
+    assert ref == {
+        "namespace": namespace,
+        "name": parsed.admission_service,
+        "path": PATH,
+        "port": 443,
+    }
+    # The Service: the pods' admission port, under the name the certificate carries.
+    svc = find(deploy, "Service", parsed.admission_service)
+    assert svc["metadata"]["namespace"] == namespace
+    assert labels_select(svc["spec"]["selector"], pod_labels(deployment))
+    (port,) = svc["spec"]["ports"]
+    named = {p["name"]: p["containerPort"] for p in container(deployment, "ingressd")["ports"]}
+    assert port["port"] == 443 and named[port["targetPort"]] == parsed.admission_port
+
+
+def test_admission_rbac_names_exactly_the_deployed_secret_and_webhook(
+    rbac: Authorizer, deployment: Obj, args: list[str]
+) -> None:
+    parsed = parser().parse_args(args)
+    namespace = deployment["metadata"]["namespace"]
+    for verb in ("get", "update"):
+        assert rbac.allowed_by(Access(verb, "", "secrets", namespace, parsed.admission_secret))
+    vwc = "validatingwebhookconfigurations"
+    group = "admissionregistration.k8s.io"
+    for verb in ("get", "patch"):
+        assert rbac.allowed_by(Access(verb, group, vwc, "", parsed.admission_webhook))
+    named = [
+        g.rule
+        for g in rbac.grants
+        if "secrets" in g.rule["resources"] and "update" in g.rule["verbs"]
+    ]
+    assert named and all(r.get("resourceNames") == [parsed.admission_secret] for r in named)
+    hooks = [g.rule for g in rbac.grants if vwc in g.rule["resources"]]
+    assert hooks and all(r.get("resourceNames") == [parsed.admission_webhook] for r in hooks)
