@@ -605,8 +605,8 @@ def test_deploy_rbac_allows_exactly_the_calls_ingressd_makes(
     patch Ingress status, create Events, read Secrets that Ingresses name
     (auth-secret, proxy-ssl-secret), create, read, renew and release its
     Lease, and, for the admission webhook, create its Secret, set the caBundle
-    and rotate an expiring certificate. Each recorded request is then judged against the rendered RBAC
-    objects as the API server's RBAC authorizer would.
+    and rotate an expiring certificate. Each recorded request is then judged
+    against the rendered RBAC objects as the API server's RBAC authorizer would.
     """
     objs = render(DEPLOY)
     deployment = find(objs, "Deployment", "ingressd")

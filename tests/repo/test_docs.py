@@ -265,6 +265,8 @@ FOREIGN_OPTIONS = {
     *("--controller-class", "--watch-ingress-without-class", "--update-status"),
     *("--default-ssl-certificate", "--healthz-port", "--shutdown-grace-period"),
     *("--connect-to", "--path-as-is"),  # curl's, in docs/diff.md's command lines
+    # ingress-nginx's webhook options (docs/admission.md maps them)
+    *("--validating-webhook", "--validating-webhook-certificate", "--validating-webhook-key"),
 }
 
 
