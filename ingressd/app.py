@@ -142,6 +142,8 @@ async def serve(
             config.https_port: "--https-port",
             config.admin_port: "--admin-port",
         }
+        if config.cluster is not None and config.cluster.admission is not None:
+            reserved[config.cluster.admission.port] = "--admission-port"
         sessions = SessionLog(state.stats, state.access_log)
         streams = StreamServices(config.streams, config.address, reserved, sessions, table)
     # With workers, this process's table is never served: it is built for the

@@ -52,7 +52,10 @@ JSON = "application/json"
 
 
 def bind(config: AdmissionConfig) -> socket.socket:
-    """The listening socket, made before anything starts (a port in use ends the start)."""
+    """The socket, bound before anything starts (a port in use ends the start). It listens
+    once there is a certificate to serve with (``AdmissionServer.load``): until then a
+    connection is refused at once, rather than left waiting out the API server's
+    timeout."""
     try:
         infos = socket.getaddrinfo(
             config.address or None, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -66,7 +69,6 @@ def bind(config: AdmissionConfig) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(128)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

@@ -211,8 +211,10 @@ def renewal_reason(
         return f"the certificate does not name {wanted}"
     for what, c in (("the certificate", cert), ("the CA", ca)):
         if _spent(c, now):
-            return f"{what} expires {c.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC (rotated once "
-            "less than a third of its lifetime is left)"
+            return (
+                f"{what} expires {c.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC (rotated "
+                "once less than a third of its lifetime is left)"
+            )
     return None
 
 

@@ -104,3 +104,22 @@ async def test_a_review_over_its_budget_is_allowed_with_a_warning_and_keeps_its_
             break
         await asyncio.sleep(0.05)
     assert not srv._slots.locked()
+
+
+async def test_the_port_refuses_connections_until_there_is_a_certificate() -> None:
+    # Refused at once, so the API server moves on (failurePolicy Ignore) instead of
+    # waiting out its timeoutSeconds on a port that never answers.
+    config = AdmissionConfig(port=0, address="127.0.0.1")
+    srv = AdmissionServer(config, lambda: None, BuildOptions)
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.to_thread(socket.create_connection, ("127.0.0.1", srv.port), 5)
+        bundle = issue("ingressd-admission", "ingressd", dt.timedelta(days=1))
+        await srv.load(bundle.cert_pem, bundle.key_pem)
+        ctx = ssl.create_default_context(cadata=bundle.ca_pem.decode())
+        # Listed, and not yet synced: allowed, saying it was not checked.
+        answer = await post(srv, ctx, ingress("new", [rule("a.test", path("/", "web"))]))
+        assert answer["allowed"] is True
+        assert "ingressd has not read the cluster yet" in answer["warnings"][0]
+    finally:
+        await srv.close()

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from e2e_helpers import LOCALHOST, Ingressd, free_port, simple, wait_for
+from e2e_helpers import LOCALHOST, Ingressd, free_port, raw_exchange, simple, wait_for
 from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service
 from kube_apiserver import KubeApiServer
 
@@ -88,9 +88,11 @@ def apiserver() -> Iterator[KubeApiServer]:
         server.stop()
 
 
-def start_replica(server: KubeApiServer, tmp: Path, user: str, *extra: str) -> tuple[Ingressd, int]:
+def start_replica(
+    server: KubeApiServer, tmp: Path, user: str, *extra: str, port: int = 0
+) -> tuple[Ingressd, int]:
     kubeconfig = server.write_kubeconfig(tmp / f"kubeconfig-{user}", f"token-{user}", NAMESPACE)
-    port = free_port()
+    port = port or free_port()
     proc = Ingressd(
         None,
         tmp / f"ingressd-{user}.log",
@@ -111,10 +113,23 @@ def start_replica(server: KubeApiServer, tmp: Path, user: str, *extra: str) -> t
 @pytest.fixture(scope="module")
 def leader(apiserver: KubeApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
     tmp = tmp_path_factory.mktemp("admission")
-    proc, port = start_replica(apiserver, tmp, "a")
+    port = free_port()
+    # A TCP services entry on the webhook's port: refused, as one on --http-port is.
+    apiserver.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "tcp-services", "namespace": NAMESPACE},
+            "data": {str(port): "default/web:80"},
+        }
+    )
+    proc, port = start_replica(
+        apiserver, tmp, "a", "--tcp-services-configmap", f"{NAMESPACE}/tcp-services", port=port
+    )
     try:
         wait_for(lambda: secret_bundle(apiserver), 15, what="the webhook's Secret")
         wait_for(lambda: serving(port), 15, what="the webhook to listen")
+        wait_for(lambda: ca_bundle(apiserver), 15, what="the caBundle")
         yield Replica(proc, port)
     finally:
         proc.stop()
@@ -149,8 +164,9 @@ class _Webhook(http.client.HTTPSConnection):
 
 
 def serving(port: int) -> bool:
+    """A TLS handshake completes (before the first certificate, the port refuses)."""
     try:
-        socket.create_connection((LOCALHOST, port), 1).close()
+        served_certificate(port)
     except OSError:
         return False
     return True
@@ -381,3 +397,13 @@ def test_bad_requests_get_a_clear_error(
     got, raw = call(apiserver, leader.port, body, content_type=content_type, method=method)
     assert got == status
     assert says in raw.decode()
+
+
+def test_a_tcp_service_on_the_webhook_port_is_refused(leader: Replica) -> None:
+    answer = raw_exchange(
+        leader.proc.admin_port, b"GET /problems HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
+    problems = json.loads(answer.partition(b"\r\n\r\n")[2])["problems"]
+    assert any(f"TCP port '{leader.port}'" in p and "--admission-port" in p for p in problems), (
+        problems
+    )
