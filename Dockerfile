@@ -37,6 +37,6 @@ COPY --from=build /opt/ingressd /opt/ingressd
 RUN groupadd --system --gid 10001 ingressd \
     && useradd --system --uid 10001 --gid ingressd --no-create-home --shell /usr/sbin/nologin ingressd
 USER 10001:10001
-EXPOSE 8080 8443 10254
+EXPOSE 8080 8443 10254 8444
 ENTRYPOINT ["ingressd"]
 CMD ["serve", "--in-cluster"]

@@ -201,7 +201,7 @@ def test_entrypoint_is_the_console_script(final: Stage) -> None:
 
 def test_exposes_the_ports_deploy_uses(final: Stage) -> None:
     exposed = {int(p.partition("/")[0]) for ins in final.all("EXPOSE") for p in ins.args.split()}
-    assert exposed == {8080, 8443, 10254}
+    assert exposed == {8080, 8443, 10254, 8444}  # 8444: --admission-port
     deployment = find(render(DEPLOY), "Deployment", "ingressd")
     assert exposed == {p["containerPort"] for p in container(deployment, "ingressd")["ports"]}
 
