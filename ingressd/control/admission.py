@@ -125,11 +125,32 @@ def parse_review(body: Any) -> ReviewRequest:
         raise ReviewError("request.object is not an object")
     if operation in ("CREATE", "UPDATE") and obj is None:
         raise ReviewError(f"request.object is missing for {operation}")
+    if obj is not None:
+        _check_object(obj)
     namespace = request.get("namespace") or ""
     name = request.get("name") or ""
     if not isinstance(namespace, str) or not isinstance(name, str):
         raise ReviewError("request.namespace and request.name must be strings")
     return ReviewRequest(uid, operation, gvk, namespace, name, obj)  # type: ignore[arg-type]
+
+
+def _check_object(obj: dict[str, Any]) -> None:
+    """The shapes the review reads without looking twice; the API server sends nothing
+    else (it validates an object before its validating webhooks see it), so anything
+    else comes from some other caller and is refused."""
+    meta = obj.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise ReviewError("request.object.metadata is not an object")
+    annotations = meta.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise ReviewError("request.object.metadata.annotations is not a map of strings")
+    for key in ("namespace", "name", "generateName", "creationTimestamp"):
+        if not isinstance(meta.get(key) or "", str):
+            raise ReviewError(f"request.object.metadata.{key} is not a string")
+    if not isinstance(obj.get("spec") or {}, dict):
+        raise ReviewError("request.object.spec is not an object")
 
 
 def response(uid: str, verdict: Verdict) -> dict[str, Any]:

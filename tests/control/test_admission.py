@@ -233,3 +233,20 @@ def test_a_generated_name_is_reviewed_too() -> None:
     obj["metadata"]["generateName"] = "web-"
     v = verdict(current(web("old", created=1)), obj)
     assert not v.allowed and "default/old" in v.message
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"metadata": ["x"]}, "metadata is not an object"),
+        ({"metadata": {"name": "x", "annotations": ["a"]}}, "annotations is not a map"),
+        ({"metadata": {"name": "x", "annotations": {"a": 1}}}, "annotations is not a map"),
+        ({"metadata": {"name": 5}}, "metadata.name is not a string"),
+        ({"spec": "x"}, "spec is not an object"),
+    ],
+)
+def test_an_object_of_another_shape_is_malformed(change: dict[str, Any], why: str) -> None:
+    body = admission_review(web())
+    body["request"]["object"].update(change)
+    with pytest.raises(ReviewError, match=why):
+        parse_review(body)
