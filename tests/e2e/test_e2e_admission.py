@@ -282,7 +282,9 @@ def test_a_second_replica_reuses_the_secret_and_an_expiring_one_is_rotated(
 ) -> None:
     first = apiserver.get("Secret", NAMESPACE, NAME)
     assert first is not None
-    replica, port = start_replica(apiserver, tmp_path, "b")
+    # With worker processes, as deployed: the webhook is the main process's, beside the
+    # store, and the workers only proxy.
+    replica, port = start_replica(apiserver, tmp_path, "b", "--workers", "2")
     try:
         wait_for(lambda: serving(port), 15, what="the second replica's webhook")
         served = served_certificate(port)
@@ -311,6 +313,9 @@ def test_a_second_replica_reuses_the_secret_and_an_expiring_one_is_rotated(
             10,
             what="the caBundle with both CAs",
         )
+        # The second replica, with workers, reviews too.
+        answer = reviewed(apiserver, port, simple("second", "taken.test", "web"))
+        assert answer["allowed"] is False and "default/taken" in answer["status"]["message"]
         for p in (leader.port, port):
             wait_for(
                 lambda p=p: served_certificate(p) == pem_der(new.cert_pem),
