@@ -31,18 +31,22 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ..kube.config import AdmissionConfig
+from ..kube.kubeclient import brief
 from ..kube.yamlsafe import LimitError, check_json
 from ..model.objects import Snapshot
 from ..policy.tls import load_key_pair, server_context
 from ..routing.build import BuildOptions
 from . import admission
 from .admission import ReviewError, Verdict
+
+if TYPE_CHECKING:  # the Kubernetes client is imported only when the webhook is on
+    from ..kube.webhook_certs import WebhookCertificates
 
 log = logging.getLogger("ingressd.admission")
 
@@ -237,9 +241,11 @@ class CertificateKeeper:
     Secret and caBundle are good (``WebhookCertificates.ensure``), every replica reads the
     Secret and serves with what it holds."""
 
-    def __init__(self, server: AdmissionServer, certs: Any, executor: Any) -> None:
+    def __init__(
+        self, server: AdmissionServer, certs: WebhookCertificates, executor: Executor
+    ) -> None:
         self.server = server
-        self.certs = certs  # kube/webhook_certs.WebhookCertificates
+        self.certs = certs
         self.executor = executor
         self.wake = asyncio.Event()
 
@@ -257,8 +263,6 @@ class CertificateKeeper:
                 else:
                     await self.server.load(bundle.cert_pem, bundle.key_pem)
             except Exception as exc:
-                from ..kube.kubeclient import brief
-
                 log.warning("admission certificate: %s", brief(exc))
                 delay = min(refresh, 5.0)
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
