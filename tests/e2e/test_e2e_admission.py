@@ -91,23 +91,39 @@ def apiserver() -> Iterator[KubeApiServer]:
 def start_replica(
     server: KubeApiServer, tmp: Path, user: str, *extra: str, port: int = 0
 ) -> tuple[Ingressd, int]:
+    """ingressd as ``user``, with the webhook on ``port`` (a free one if 0)."""
     kubeconfig = server.write_kubeconfig(tmp / f"kubeconfig-{user}", f"token-{user}", NAMESPACE)
-    port = port or free_port()
-    proc = Ingressd(
-        None,
-        tmp / f"ingressd-{user}.log",
-        extra_args=[
-            "--kubeconfig",
-            str(kubeconfig),
-            *FAST,
-            "--admission-port",
-            str(port),
-            "--admission-cert-refresh",
-            "0.3",
-            *extra,
-        ],
-    )
-    return proc.start(), port
+    for attempt in range(3):
+        chosen = port or free_port()
+        proc = Ingressd(
+            None,
+            tmp / f"ingressd-{user}-{attempt}.log",
+            extra_args=[
+                "--kubeconfig",
+                str(kubeconfig),
+                *FAST,
+                "--admission-port",
+                str(chosen),
+                "--admission-cert-refresh",
+                "0.3",
+                *extra,
+            ],
+        )
+        proc.start()
+        # Other test runs share this machine: a port picked for this process may be
+        # taken meanwhile, and another ingressd's /readyz answer start(). Ours says
+        # it serves, or it exits.
+        wait_for(
+            lambda p=proc: (
+                p.proc is None or p.proc.poll() is not None or "ingressd serving" in p.log()
+            ),
+            15,
+            what="ingressd to serve or exit",
+        )
+        if proc.proc is not None and proc.proc.poll() is None:
+            return proc, chosen
+        proc.stop()
+    raise AssertionError(f"ingressd did not start in 3 attempts:\n{proc.log()}")
 
 
 @pytest.fixture(scope="module")
