@@ -329,15 +329,15 @@ def test_a_second_replica_reuses_the_secret_and_an_expiring_one_is_rotated(
             10,
             what="the caBundle with both CAs",
         )
-        # The second replica, with workers, reviews too.
-        answer = reviewed(apiserver, port, simple("second", "taken.test", "web"))
-        assert answer["allowed"] is False and "default/taken" in answer["status"]["message"]
         for p in (leader.port, port):
             wait_for(
                 lambda p=p: served_certificate(p) == pem_der(new.cert_pem),
                 10,
                 what=f"port {p} to serve the new certificate",
             )
+        # The second replica, with workers, reviews too.
+        answer = reviewed(apiserver, port, simple("second", "taken.test", "web"))
+        assert answer["allowed"] is False and "default/taken" in answer["status"]["message"]
         assert not [w for w in apiserver.writes("/secrets") if w[0] == "controller-b"]
     finally:
         replica.stop()
