@@ -337,12 +337,21 @@ def _conflicts(snapshot: Snapshot, options: BuildOptions, ing: Obj) -> list[Find
 
 
 def _hosts(ing: Obj) -> set[str]:
+    """The names whose part of the table ``ing`` can touch: its rule and TLS hosts, its
+    server-alias names (routing/aliases.py weighs them against every rule host and
+    alias), and each one's www. twin (from-to-www-redirect); "" for the catch-all."""
     spec = _mapping(ing.get("spec"))
     hosts = {str(_mapping(r).get("host") or "").lower() for r in _list(spec.get("rules"))}
     for entry in map(_mapping, _list(spec.get("tls"))):
         hosts.update(str(h).lower() for h in _list(entry.get("hosts")))
     if spec.get("defaultBackend") is not None:
         hosts.add("")
+    annotations = _mapping(ing.get("metadata")).get("annotations")
+    hosts.update(
+        a.lower()
+        for a in ann.server_aliases(annotations if isinstance(annotations, dict) else None)
+    )
+    hosts |= {h.removeprefix("www.") if h.startswith("www.") else f"www.{h}" for h in hosts if h}
     return hosts
 
 

@@ -250,3 +250,12 @@ def test_an_object_of_another_shape_is_malformed(change: dict[str, Any], why: st
     body["request"]["object"].update(change)
     with pytest.raises(ReviewError, match=why):
         parse_review(body)
+
+
+def test_a_server_alias_that_is_another_ingress_s_host_is_reported() -> None:
+    # The other Ingress shares no host with it, only the alias: it is part of the build.
+    snap = current(web("other", host="b.test", created=1))
+    obj = web(annotations={PREFIX + "server-alias": "b.test"})
+    v = verdict(snap, obj)
+    assert v.allowed
+    assert any(w.startswith("ingressd: problem: ") and "b.test" in w for w in v.warnings), v
