@@ -208,7 +208,13 @@ async def serve(
                 return pool.describe()
             return None
 
-        metrics = Metrics(proxy_view, controller.stats, lambda: state.table)
+        webhook = getattr(getattr(run_source, "__self__", None), "admission", None)
+        metrics = Metrics(
+            proxy_view,
+            controller.stats,
+            lambda: state.table,
+            admission=webhook.results.copy if webhook is not None else None,
+        )
         runner = web.AppRunner(admin_app(controller, state, readiness, metrics), access_log=None)
         await runner.setup()
         for sock in admin:

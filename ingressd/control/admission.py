@@ -79,6 +79,7 @@ class Verdict:
     allowed: bool
     message: str = ""  # why it is denied
     warnings: tuple[str, ...] = ()
+    checked: bool = True  # False: allowed without a review (over its time, not synced)
 
 
 def parse_deny(text: str) -> frozenset[str]:

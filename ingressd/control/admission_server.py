@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # the Kubernetes client is imported only when the webhook is 
 
 log = logging.getLogger("ingressd.admission")
 
+RESULTS = ("allowed", "warned", "denied", "unchecked", "rejected")
 # The path of the webhook's clientConfig.service (ingress-nginx serves the same one).
 PATH = "/networking/v1/ingresses"
 JSON = "application/json"
@@ -105,8 +106,8 @@ class AdmissionServer:
         self.serving_cert = b""
         self._slots: asyncio.Semaphore | None = None
         self._runner: web.AppRunner | None = None
-        self.reviews = 0  # answered with a verdict, for tests and logs
-        self.denied = 0
+        # Answers by result, for /metrics (ingressd_admission_reviews_total).
+        self.results: dict[str, int] = dict.fromkeys(RESULTS, 0)
 
     @property
     def port(self) -> int:
@@ -144,6 +145,12 @@ class AdmissionServer:
     # -- one request -------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        response = await self._answer(request)
+        if response.status != 200:
+            self.results["rejected"] += 1
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         if request.path != PATH:
             return _text(404, f"not found: the webhook answers POST {PATH}")
         if request.method != "POST":
@@ -167,9 +174,17 @@ class AdmissionServer:
                 what = "not JSON it can read: nested too deeply"
             return _text(400, f"malformed AdmissionReview: {what}")
         verdict = await self._verdict(review)
-        self.reviews += 1
+        result = (
+            "unchecked"
+            if not verdict.checked
+            else "denied"
+            if not verdict.allowed
+            else "warned"
+            if verdict.warnings
+            else "allowed"
+        )
+        self.results[result] += 1
         if not verdict.allowed:
-            self.denied += 1
             log.info(
                 "admission: denied %s Ingress %s/%s: %s",
                 review.operation,
@@ -229,7 +244,8 @@ class AdmissionServer:
 
 
 def _unchecked(why: str) -> Verdict:
-    return Verdict(True, "", (f"ingressd: not checked: {why}; allowed (failurePolicy Ignore)",))
+    warning = f"ingressd: not checked: {why}; allowed (failurePolicy Ignore)"
+    return Verdict(True, "", (warning,), checked=False)
 
 
 def _text(status: int, message: str) -> web.Response:

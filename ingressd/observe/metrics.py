@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -68,16 +68,25 @@ def route_labels(ingress: str, backend: str) -> tuple[str, str, str]:
 class IngressdCollector(Collector):
     """Everything one scrape shows, from numbers copied when it began."""
 
-    def __init__(self, view: ProxyView, rebuilds: RebuildStats, facts: TableFacts) -> None:
+    def __init__(
+        self,
+        view: ProxyView,
+        rebuilds: RebuildStats,
+        facts: TableFacts,
+        admission: Mapping[str, int] | None = None,
+    ) -> None:
         self.view = view
         self.rebuilds = rebuilds
         self.facts = facts
+        self.admission = admission
 
     def collect(self) -> Iterator[Metric]:
         yield build_family()
         yield from proxy_families(self.view)
         yield from rebuild_families(self.rebuilds)
         yield from table_families(self.facts)
+        if self.admission is not None:
+            yield admission_family(self.admission)
 
 
 def render(collector: Collector, accept: str | None) -> tuple[bytes, str]:
@@ -99,10 +108,13 @@ class Metrics:
         proxy: Callable[[], ProxyView],
         rebuilds: RebuildStats,
         table: Callable[[], RouteTable],
+        admission: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.proxy = proxy  # must return a copy, or numbers nobody changes meanwhile
         self.rebuilds = rebuilds
         self.table = table
+        # --admission-port: the webhook's answers by result (a copy, as ``proxy``)
+        self.admission = admission
         self._facts: tuple[RouteTable, TableFacts] | None = None
         self._lock = threading.Lock()
 
@@ -120,14 +132,17 @@ class Metrics:
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """A whole scrape, in the calling thread."""
         view, rebuilds, table = self.snapshot()
-        return render(IngressdCollector(view, rebuilds, self.facts(table)), accept)
+        admission = self.admission() if self.admission is not None else None
+        return render(IngressdCollector(view, rebuilds, self.facts(table), admission), accept)
 
     async def scrape(self, accept: str | None) -> tuple[bytes, str]:
         """A scrape from the event loop: copy here, build and encode in a thread."""
         view, rebuilds, table = self.snapshot()
+        admission = self.admission() if self.admission is not None else None
 
         def build() -> tuple[bytes, str]:
-            return render(IngressdCollector(view, rebuilds, self.facts(table)), accept)
+            collector = IngressdCollector(view, rebuilds, self.facts(table), admission)
+            return render(collector, accept)
 
         return await asyncio.to_thread(build)
 
@@ -313,6 +328,19 @@ def rebuild_families(stats: RebuildStats) -> Iterator[Metric]:
             "1 when this replica holds the leader Lease (writes Ingress status and Events)",
             value=1 if stats.leader else 0,
         )
+
+
+def admission_family(counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(
+        "ingressd_admission_reviews",
+        "AdmissionReviews the webhook answered (--admission-port), by result: allowed, warned "
+        "(allowed with warnings), denied, unchecked (allowed: over its time or not synced), "
+        "rejected (not a review: HTTP 4xx)",
+        labels=["result"],
+    )
+    for result, count in counts.items():
+        family.add_metric([result], count)
+    return family
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,7 @@ async def test_a_review_over_its_budget_is_allowed_with_a_warning_and_keeps_its_
             break
         await asyncio.sleep(0.05)
     assert not srv._slots.locked()
+    assert srv.results == {"allowed": 1, "warned": 0, "denied": 0, "unchecked": 2, "rejected": 0}
 
 
 async def test_the_port_refuses_connections_until_there_is_a_certificate() -> None:

@@ -23,7 +23,15 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from e2e_helpers import LOCALHOST, Ingressd, free_port, raw_exchange, simple, wait_for
+from e2e_helpers import (
+    LOCALHOST,
+    Ingressd,
+    free_port,
+    raw_exchange,
+    scrape,
+    simple,
+    wait_for,
+)
 from k8s_objects import endpoint_slice, ingress, ingress_class, path, rule, service
 from kube_apiserver import KubeApiServer
 
@@ -444,6 +452,28 @@ def test_bad_requests_get_a_clear_error(
     got, raw = call(apiserver, leader.port, body, content_type=content_type, method=method)
     assert got == status
     assert says in raw.decode()
+
+
+def test_answers_are_counted_by_result_in_metrics(
+    apiserver: KubeApiServer, leader: Replica
+) -> None:
+    """After the reviews above (on the leader): one of each result but "unchecked"."""
+    before = scrape(leader.proc.admin_port)
+
+    def count(result: str, samples: Any = None) -> float:
+        key = ("ingressd_admission_reviews_total", (("result", result),))
+        return (samples or scrape(leader.proc.admin_port))[key]
+
+    assert count("unchecked", before) == 0
+    reviewed(apiserver, leader.port, simple("counted", "counted.test", "web"))
+    snippet = {PREFIX + "server-snippet": "x y;"}
+    reviewed(apiserver, leader.port, simple("denied", "d.test", "web", annotations=snippet))
+    modsec = {PREFIX + "enable-modsecurity": "true"}
+    reviewed(apiserver, leader.port, simple("warned", "w.test", "web", annotations=modsec))
+    call(apiserver, leader.port, b"{}", content_type="text/plain")
+    after = scrape(leader.proc.admin_port)
+    for result in ("allowed", "denied", "warned", "rejected"):
+        assert count(result, after) == count(result, before) + 1, result
 
 
 def test_a_tcp_service_on_the_webhook_port_is_refused(leader: Replica) -> None:
