@@ -38,7 +38,8 @@ KIND_HELP: dict[str, str] = {
     "regex": "a path that is matched as a regular expression RE2 cannot run",
     "conflict": "a host, path and pathType another Ingress of the class already has",
     "unsupported": "an annotation ingressd does not implement, or that does not apply to it",
-    "problem": "anything else the build reports (a Service or Secret not found, ...)",
+    "problem": "anything else the build reports (a Service or Secret not found, an "
+    "annotation overridden by its ingressd.io/ twin, ...)",
 }
 DEFAULT_DENY: frozenset[str] = frozenset({"refused", "invalid", "regex", "conflict"})
 
@@ -238,8 +239,10 @@ def findings(
             out.append(Finding(kind, v.reason))
         elif v.status == "invalid":
             out.append(Finding("invalid", v.reason))
-        elif v.status in ("unsupported", "overridden"):
+        elif v.status == "unsupported":
             out.append(Finding("unsupported", v.reason))
+        elif v.status == "overridden":  # its ingressd.io/ twin is read instead
+            out.append(Finding("problem", v.reason))
     local = _neighbourhood(snapshot, ing)
     out += _conflicts(local, options, ing)
     table = build_table(local, options, now=now)

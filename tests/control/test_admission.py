@@ -259,3 +259,13 @@ def test_a_server_alias_that_is_another_ingress_s_host_is_reported() -> None:
     v = verdict(snap, obj)
     assert v.allowed
     assert any(w.startswith("ingressd: problem: ") and "b.test" in w for w in v.warnings), v
+
+
+def test_an_annotation_overridden_by_its_ingressd_twin_is_a_problem_warning() -> None:
+    both = {PREFIX + "proxy-read-timeout": "30", "ingressd.io/proxy-read-timeout": "60"}
+    v = verdict(current(), web(annotations=both))
+    assert v.allowed
+    assert v.warnings == (
+        "ingressd: problem: annotation nginx.ingress.kubernetes.io/proxy-read-timeout is "
+        "overridden by ingressd.io/proxy-read-timeout",
+    )
