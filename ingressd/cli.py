@@ -955,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.manifests is not None and not args.manifests.is_dir():
         return _fail(args.command, f"{args.manifests} is not a folder", EXIT_USAGE)
     if args.manifests is not None and getattr(args, "admission_port", None):
-        return _fail(args.command, "--admission-port needs cluster mode, not --manifests", 2)
+        return _fail(args.command, "--admission-port needs cluster mode", EXIT_USAGE)
     try:
         if args.command == "check":
             return _check(args)
