@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingressd.model.policy import UpstreamHash
+from ingressd.model.variables import RequestVars
 from ingressd.policy.annotations import (
     ServerAliases,
     classify,
@@ -12,7 +13,6 @@ from ingressd.policy.annotations import (
     parse_server_aliases,
     server_aliases,
 )
-from ingressd.model.variables import RequestVars
 from ingressd.policy.chash import MAX_KEY, parse_key, render
 from ingressd.policy.samesite import same_site_none_compatible
 
