@@ -89,17 +89,22 @@ class Route:
             and self.slash_redirect is None
         )
         headers: list[tuple[bytes, bytes]] = []
+        # upstream-vhost and x-forwarded-prefix with variables: rendered per request,
+        # with the snippets' headers (model/snippet.py).
+        templates: list[tuple[bytes, tuple[str, ...]]] = []
         if policy.upstream_vhost is not None:
-            headers.append((b"Host", policy.upstream_vhost))
-        # x-forwarded-prefix with variables: rendered per request with the snippets'.
-        prefix_template: tuple[tuple[bytes, tuple[str, ...]], ...] = ()
+            vhost = _parts(policy.upstream_vhost.decode("latin-1"))
+            if len(vhost) == 1:
+                headers.append((b"Host", policy.upstream_vhost))
+            else:
+                templates.append((b"Host", vhost))
         if policy.x_forwarded_prefix is not None and self.rewrite:
             # template.go buildProxyPass sets it only where it writes the rewrite.
             prefix = _parts(policy.x_forwarded_prefix.decode("latin-1"))
             if len(prefix) == 1:
                 headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
             else:
-                prefix_template = ((b"X-Forwarded-Prefix", prefix),)
+                templates.append((b"X-Forwarded-Prefix", prefix))
         if policy.redirect is not None:
             object.__setattr__(self, "redirect_parts", _parts(policy.redirect[1]))
         if policy.app_root is not None:
@@ -121,10 +126,10 @@ class Route:
             policy.snippet is not None
             or policy.server_snippet is not None
             or policy.header_templates is not None
-            or prefix_template
+            or templates
         ):
             found = snippet_plan(
-                policy.server_snippet, policy.snippet, policy.header_templates, prefix_template
+                policy.server_snippet, policy.snippet, policy.header_templates, tuple(templates)
             )
             object.__setattr__(self, "snippet_plan", found)
         if headers:  # else the default, the shared empty tuple

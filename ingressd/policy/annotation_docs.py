@@ -151,8 +151,10 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
             _doc(
                 "upstream-vhost",
                 "",
-                "the `Host` the upstream receives, a literal `host[:port]` (nginx variables are "
-                "not expanded); `X-Forwarded-Host` keeps the client's",
+                "the `Host` the upstream receives: `host[:port]`, or one made of nginx "
+                "[variables](variables.md) (`${arg_tenant}.internal`, `$host`), rendered per "
+                "request as nginx.tmpl's `proxy_set_header Host` renders it; "
+                "`X-Forwarded-Host` keeps the client's",
             ),
             _doc(
                 "backend-protocol",

@@ -229,6 +229,26 @@ def parse_forwarded_prefix(value: str) -> bytes:
     return parse_header_value(_variables_in(value, request_id=True))
 
 
+_HOST_TEXT = fixed(r"^[A-Za-z0-9.:-]*$")
+
+
+def parse_upstream_vhost(value: str) -> bytes:
+    """upstream-vhost: a host name (and port), or one made of nginx variables
+    (``$host``, ``${arg_tenant}.internal``): nginx.tmpl writes it into
+    ``proxy_set_header Host "..."``, and ingress-nginx's validator
+    (ValidateServerName) admits "$", "{" and "}"."""
+    value = value.strip()
+    if "$" not in value:
+        return parse_host(value)
+    try:
+        parts = template(value)
+    except ValueError as exc:
+        raise AnnotationError(f"{value[:200]!r}: {exc}") from None
+    if not all(_HOST_TEXT.match(text) for text in parts[::2]):
+        raise AnnotationError(f"{value[:200]!r} is not a host name made of nginx variables")
+    return value.encode()
+
+
 def parse_redirect_code(value: str) -> int:
     v = value.strip()
     if not v.isdigit() or not 300 <= int(v) <= 308:
@@ -942,7 +962,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "temporal-redirect-code": parse_redirect_code,
     "from-to-www-redirect": parse_bool,
     "x-forwarded-prefix": parse_forwarded_prefix,
-    "upstream-vhost": parse_host,
+    "upstream-vhost": parse_upstream_vhost,
     "auth-type": parse_auth_type,
     "auth-secret": parse_secret_ref,
     "auth-secret-type": parse_auth_secret_type,

@@ -67,6 +67,7 @@ INGRESSES = [
     annotated("forcessl.test", force_ssl_redirect="true"),
     annotated("keepslash.test", force_ssl_redirect="true", preserve_trailing_slash="true"),
     annotated("vhost.test", upstream_vhost="internal.svc.cluster.local"),
+    annotated("vhostvars.test", upstream_vhost="${arg_tenant}.internal"),
     annotated("small.test", proxy_body_size="1k"),
     annotated("slow.test", proxy_read_timeout="1"),
     annotated(
@@ -123,6 +124,8 @@ def test_redirects_render_nginx_variables(proxy: Ingressd) -> None:
     assert (got["path"], got["headers"]["x-forwarded-prefix"]) == ("/inner", "/acme")
     got = proxy.get("prefixvars.test", "/x").json()  # a missing header is empty
     assert got["headers"]["x-forwarded-prefix"] == "/"
+    got = proxy.get("vhostvars.test", "/?tenant=acme").json()
+    assert got["headers"]["host"] == "acme.internal"
 
 
 def test_app_root_redirects_only_the_root(proxy: Ingressd) -> None:

@@ -111,6 +111,8 @@ def test_app_root_renders_variables() -> None:
         ("permanent-redirect", "https://n.test/$req_id", "the request id is not known"),
         ("app-root", "/app/$server_name", "$server_name is not a variable"),
         ("x-forwarded-prefix", "/p/$nope", "$nope is not a variable"),
+        ("upstream-vhost", "$hostname", "$hostname is not a variable"),
+        ("upstream-vhost", "$host/evil", "is not a host name made of nginx variables"),
     ],
 )
 def test_unknown_variables_make_the_annotation_invalid(key: str, value: str, why: str) -> None:
@@ -138,3 +140,18 @@ def test_x_forwarded_prefix_renders_variables() -> None:
     assert plan is not None
     sent = upstream_headers(plan, request_vars(h, "shop.test", "/shop/item"))
     assert (b"X-Forwarded-Prefix", b"/acme/shop") in sent
+
+
+def test_upstream_vhost_renders_variables() -> None:
+    t = table({NGINX + "upstream-vhost": "${arg_tenant}.internal:$server_port"})
+    h = head("/x", "tenant=acme")
+    found = decide(t, h)
+    assert isinstance(found, Forward), found
+    assert not any(n == b"Host" for n, _ in found.request_headers)
+    plan = found.route.snippet_plan
+    assert plan is not None
+    sent = upstream_headers(plan, request_vars(h, "shop.test", "/x"))
+    assert sent == ((b"Host", b"acme.internal:8080"),)
+    plain = decide(table({NGINX + "upstream-vhost": "internal.svc"}), h)
+    assert isinstance(plain, Forward) and plain.route.snippet_plan is None
+    assert (b"Host", b"internal.svc") in plain.request_headers
