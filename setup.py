@@ -38,6 +38,7 @@ COMPILED = (
     "ingressd/model/hashring.py",
     "ingressd/model/snippet.py",
     "ingressd/model/table.py",
+    "ingressd/model/variables.py",
     "ingressd/observe/stats.py",
     "ingressd/policy/chash.py",
     "ingressd/policy/limits.py",

@@ -597,12 +597,16 @@ def _export_group(
     # _before_backend); it answers before the HTTPS redirect, so on both listeners.
     root = vhost.match("/") or vhost.default if vhost is not None else None
     if root is not None and root.ingress == ingress and root.policy.app_root is not None:
-        rule = _app_root(work, ingress, root.policy.app_root)
-        if grpc:
-            work.find(ingress, "app-root", "dropped", "a gRPC route answers no redirect")
+        if "$" in root.policy.app_root:
+            # nginx renders its variables per request; ReplaceFullPath is literal.
+            work.find(ingress, "app-root", "dropped", "RequestRedirect takes no nginx variables")
         else:
-            serving.append(rule)
-            plain.append(rule)
+            rule = _app_root(work, ingress, root.policy.app_root)
+            if grpc:
+                work.find(ingress, "app-root", "dropped", "a gRPC route answers no redirect")
+            else:
+                serving.append(rule)
+                plain.append(rule)
     for route, default in routes:
         match = _path_match(work, ingress, route, default, regex_mode, grpc)
         if match is None:
@@ -998,7 +1002,19 @@ def _filters(work: _Work, ingress: str, route: Route, grpc: bool) -> list[dict[s
     if rewrite:
         filters.append({"type": "URLRewrite", "urlRewrite": rewrite})
     request: dict[str, list[Any]] = {}
-    if policy.x_forwarded_prefix is not None and route.rewrite and "path" in rewrite:
+    if (
+        policy.x_forwarded_prefix is not None
+        and route.rewrite
+        and "path" in rewrite
+        and b"$" in policy.x_forwarded_prefix
+    ):
+        work.find(
+            ingress,
+            "x-forwarded-prefix",
+            "dropped",
+            "RequestHeaderModifier sets a literal value; nginx renders this one's variables",
+        )
+    elif policy.x_forwarded_prefix is not None and route.rewrite and "path" in rewrite:
         request.setdefault("set", []).append(
             {"name": "X-Forwarded-Prefix", "value": policy.x_forwarded_prefix.decode("latin-1")}
         )

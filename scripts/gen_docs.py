@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ingressd import cli
+from ingressd.model.variables import PREFIXES, VARIABLES
 from ingressd.policy import annotations as registry
 from ingressd.policy import configmap
 from ingressd.policy.annotation_docs import DOCS, GROUPS
@@ -296,6 +297,16 @@ def performance_figures() -> list[str]:
     return out
 
 
+def variables_table() -> list[str]:
+    """model/variables.py's table: the nginx variables ingressd renders."""
+    lines = ["| Variable | Value |", "| --- | --- |"]
+    lines += [f"| `${name}` | {meaning.replace('|', '/')} |" for name, meaning in VARIABLES.items()]
+    for meaning in PREFIXES.values():
+        name, _, text = meaning.partition(": ")
+        lines.append(f"| `{name}` | {text.replace('|', '/')} |")
+    return lines
+
+
 GENERATORS: dict[str, Callable[[], list[str]]] = {
     "annotations-summary": annotations_summary,
     "annotations-supported": annotations_supported,
@@ -303,12 +314,14 @@ GENERATORS: dict[str, Callable[[], list[str]]] = {
     "configmap-keys": configmap_keys,
     "cli": cli_reference,
     "performance-figures": performance_figures,
+    "variables": variables_table,
 }
 PAGES = (
     "reference/annotations.md",
     "reference/configmap.md",
     "reference/cli.md",
     "performance.md",
+    "reference/variables.md",
 )
 
 

@@ -6,45 +6,31 @@
 statements (``answer``) and the proxy applies its headers (``SnippetPlan``:
 the request headers to the upstream, and the edits of the response).
 
-Values are templates: literal text and variables from a fixed set
-(``VARIABLES``, ``$http_NAME``, and ``$1``…``$9`` after a regex), resolved per
-request from ``RequestVars``. Nothing else is ever looked up.
+Values are templates: literal text and the variables of model/variables.py
+(and ``$1``…``$9`` after a regex), resolved per request from ``RequestVars``
+by that module's one resolver. Nothing else is ever looked up.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
 
 from .regex import RegexMatch, UserRegex
+from .variables import REQUEST_ID_VARIABLES, RequestVars, value
+from .variables import VARIABLES as TABLE
 
 # Template: literal, variable, literal, variable, ..., literal (odd length).
 Parts = tuple[str, ...]
 Headers = list[tuple[bytes, bytes]]
 
-# The variables a snippet may use besides $http_NAME (and $1..$9 after a regex).
+# The variables a snippet may use (model/variables.py; and $1..$9 after a regex).
 # $req_id and $request_id name the request id, known only once the request is
 # proxied: they are allowed in header values, not in return or rewrite.
-VARIABLES: Final = frozenset(
-    {
-        "host",
-        "http_host",
-        "request_uri",
-        "uri",
-        "args",
-        "query_string",
-        "is_args",
-        "scheme",
-        "remote_addr",
-        "request_method",
-        "req_id",
-        "request_id",
-    }
-)
-REQUEST_ID_VARIABLES: Final = frozenset({"req_id", "request_id"})
+VARIABLES: Final = frozenset(TABLE)
+
 
 # Response edits, in the order nginx's header filters make them.
 SET: Final = 0  # more_set_headers: replaces every header of the name
@@ -138,15 +124,20 @@ def plan(
     server: SnippetPolicy | None,
     location: SnippetPolicy | None,
     http: SnippetPolicy | None = None,
+    first: tuple[tuple[bytes, Parts], ...] = (),
 ) -> SnippetPlan | None:
     """What the two snippets do to a route's headers; None when nothing. ``http``:
     the entries of the controller ConfigMap's add-headers and proxy-set-headers maps
     whose values hold variables (policy/header_maps.py): nginx.tmpl's http-level
     more_set_headers, merged before the server's, and proxy_set_header lines that
-    come before the configuration-snippet's in the location."""
+    come before the configuration-snippet's in the location. ``first``: the
+    location's own proxy_set_header lines with variables (x-forwarded-prefix),
+    before all of those."""
     upstream = location.upstream if location is not None else ()
     if http is not None and http.upstream:
         upstream = http.upstream + upstream
+    if first:
+        upstream = first + upstream
     hide = location.hide if location is not None and location.hide else frozenset()
     if not hide and server is not None:
         hide = server.hide
@@ -166,91 +157,16 @@ def plan(
     return SnippetPlan(upstream, hide, more, add, request_id)
 
 
-class RequestVars:
-    """The values of the variables for one request (plain, per request)."""
-
-    __slots__ = (
-        "headers",
-        "host",
-        "http_host",
-        "method",
-        "path",
-        "query",
-        "redirect_port",
-        "remote_addr",
-        "request_id",
-        "scheme",
-        "uri",
-    )
-
-    def __init__(
-        self,
-        host: str,
-        http_host: str,
-        path: str,
-        uri: str,
-        query: str,
-        scheme: str,
-        remote_addr: str,
-        method: str,
-        headers: Sequence[tuple[bytes, bytes]],
-        request_id: str = "",
-        redirect_port: str = "",
-    ) -> None:
-        self.host = host
-        self.http_host = http_host
-        self.path = path  # as received, without the query
-        self.uri = uri  # decoded and normalized, as locations match it
-        self.query = query
-        self.scheme = scheme
-        self.remote_addr = remote_addr
-        self.method = method
-        self.headers = headers
-        self.request_id = request_id
-        # ":PORT" for relative redirects made absolute (use-port-in-redirects), else "".
-        self.redirect_port = redirect_port
-
-    def get(self, name: str, match: RegexMatch | None = None) -> str:
-        if name == "host":
-            return self.host
-        if name == "http_host":
-            return self.http_host
-        if name == "request_uri":
-            return self.path + "?" + self.query if self.query else self.path
-        if name == "uri":
-            return self.uri
-        if name == "args" or name == "query_string":
-            return self.query
-        if name == "is_args":
-            return "?" if self.query else ""
-        if name == "scheme":
-            return self.scheme
-        if name == "remote_addr":
-            return self.remote_addr
-        if name == "request_method":
-            return self.method
-        if name == "req_id" or name == "request_id":
-            return self.request_id
-        if name.startswith("http_"):
-            return self.header(name[5:])
-        if name.isdigit():
-            if match is None:
-                return ""
-            try:
-                return _escape(match.group(int(name)) or "")
-            except IndexError:
-                return ""
-        return ""  # the translator admits no other name
-
-    def header(self, key: str) -> str:
-        """$http_NAME: the request header NAME ("_" for "-"), several joined as nginx
-        joins them (", ", and "; " for Cookie)."""
-        want = key.replace("_", "-").encode("latin-1", "replace")
-        found = [v for n, v in self.headers if n.lower() == want]
-        if not found:
+def _get(values: RequestVars, name: str, match: RegexMatch | None) -> str:
+    """A variable's value: ``$1``..``$9`` from ``match``, the others from model/variables.py."""
+    if name.isdigit():
+        if match is None:
             return ""
-        sep = b"; " if want == b"cookie" else b", "
-        return sep.join(found).decode("latin-1")
+        try:
+            return _escape(match.group(int(name)) or "")
+        except IndexError:
+            return ""
+    return value(name, values)
 
 
 # What a capture may not hold as it is in a URL: nginx escapes captures copied into
@@ -269,7 +185,7 @@ def render(parts: Parts, values: RequestVars, match: RegexMatch | None = None) -
         return parts[0]
     out = [parts[0]]
     for i in range(1, len(parts), 2):
-        out.append(values.get(parts[i], match))
+        out.append(_get(values, parts[i], match))
         out.append(parts[i + 1])
     return "".join(out)
 
@@ -288,7 +204,7 @@ def _header_value(parts: Parts, values: RequestVars) -> bytes:
 
 
 def _test(cond: Condition, values: RequestVars) -> tuple[bool, RegexMatch | None]:
-    subject = values.get(cond.variable)
+    subject = _get(values, cond.variable, None)
     op = cond.op
     if op == "":
         return subject != "" and subject != "0", None

@@ -15,13 +15,21 @@ from typing import Literal
 from .backend import Backend
 from .cache import BoundedCache
 from .globals import DEFAULT_GLOBALS, GlobalConfig
+from .nginx_vars import split_variables
 from .policy import DEFAULT_POLICY, Canary, ClientAuth, RoutePolicy
 from .problems import Problem
 from .regex import UserRegex
 from .snippet import SnippetPlan
 from .snippet import plan as snippet_plan
+from .variables import lower_names
 
 PathType = Literal["Exact", "Prefix", "ImplementationSpecific"]
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    """An annotation's value as template parts. Its variables were checked when the
+    annotation was read (policy/annotations.py); a "$" without a name stays text."""
+    return lower_names(split_variables(text, strict=False))
 
 
 def _empty() -> Mapping:
@@ -58,6 +66,10 @@ class Route:
     )
     # - the headers the snippets set (model/snippet.py), server's and location's together.
     snippet_plan: SnippetPlan | None = field(default=None, init=False, compare=False, repr=False)
+    # - permanent-/temporal-redirect's URL and app-root's path as template parts
+    #   (model/variables.py); one part: no variables, the text itself.
+    redirect_parts: tuple[str, ...] = field(default=("",), init=False, compare=False, repr=False)
+    app_root_parts: tuple[str, ...] = field(default=("",), init=False, compare=False, repr=False)
     # - whether a connection to the upstream may serve another request after this
     #   one: not with proxy-http-version 1.0 (nginx keeps no HTTP/1.0 connection
     #   alive) nor with a connection-proxy-header that says close.
@@ -77,11 +89,26 @@ class Route:
             and self.slash_redirect is None
         )
         headers: list[tuple[bytes, bytes]] = []
+        # upstream-vhost and x-forwarded-prefix with variables: rendered per request,
+        # with the snippets' headers (model/snippet.py).
+        templates: list[tuple[bytes, tuple[str, ...]]] = []
         if policy.upstream_vhost is not None:
-            headers.append((b"Host", policy.upstream_vhost))
+            vhost = _parts(policy.upstream_vhost.decode("latin-1"))
+            if len(vhost) == 1:
+                headers.append((b"Host", policy.upstream_vhost))
+            else:
+                templates.append((b"Host", vhost))
         if policy.x_forwarded_prefix is not None and self.rewrite:
             # template.go buildProxyPass sets it only where it writes the rewrite.
-            headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
+            prefix = _parts(policy.x_forwarded_prefix.decode("latin-1"))
+            if len(prefix) == 1:
+                headers.append((b"X-Forwarded-Prefix", policy.x_forwarded_prefix))
+            else:
+                templates.append((b"X-Forwarded-Prefix", prefix))
+        if policy.redirect is not None:
+            object.__setattr__(self, "redirect_parts", _parts(policy.redirect[1]))
+        if policy.app_root is not None:
+            object.__setattr__(self, "app_root_parts", _parts(policy.app_root))
         if policy.basic_auth is not None:
             headers.append((b"Authorization", b""))  # empty: not sent upstream
         # The ConfigMap's proxy-set-headers: nginx.tmpl sets them after the others.
@@ -99,8 +126,11 @@ class Route:
             policy.snippet is not None
             or policy.server_snippet is not None
             or policy.header_templates is not None
+            or templates
         ):
-            found = snippet_plan(policy.server_snippet, policy.snippet, policy.header_templates)
+            found = snippet_plan(
+                policy.server_snippet, policy.snippet, policy.header_templates, tuple(templates)
+            )
             object.__setattr__(self, "snippet_plan", found)
         if headers:  # else the default, the shared empty tuple
             object.__setattr__(self, "upstream_headers", tuple(headers))

@@ -72,12 +72,24 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "false",
                 '`"true"`: the https redirect keeps the trailing `/` (default `false`)',
             ),
-            _doc("app-root", "", "a request for `/` is redirected (302) to this path"),
+            _doc(
+                "app-root",
+                "",
+                "a request for `/` is redirected (302) to this path (`$scheme://$http_host` and "
+                "it, as nginx.tmpl writes it); it may hold nginx [variables](variables.md) "
+                "(`/app/$arg_lang`), rendered per request",
+            ),
             _doc(
                 "permanent-redirect",
                 "",
                 "every request is redirected to this absolute URL, with 301 or "
-                "`permanent-redirect-code`",
+                "`permanent-redirect-code`. The URL may hold nginx [variables](variables.md), "
+                "rendered per request as nginx's `return` renders them: "
+                "`https://new.example.com$request_uri` keeps path and query; `$host`, `$scheme`, "
+                "`$uri`, `$args`, `$arg_NAME`, `$http_NAME`, `$cookie_NAME`… (an unknown one "
+                "makes the value invalid, reported with its name). ingress-nginx v1.15.1's "
+                "validator admits no `$` here unless its annotation validation is off "
+                "(the controller flag `enable-annotation-validation`)",
             ),
             _doc("permanent-redirect-code", "301", "the code of `permanent-redirect` (300–308)"),
             _doc(
@@ -85,7 +97,7 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "",
                 "every request is redirected to this absolute URL with 302 or "
                 "`temporal-redirect-code` (checked before `permanent-redirect`, as in "
-                "ingress-nginx)",
+                "ingress-nginx); nginx [variables](variables.md) as in `permanent-redirect`",
             ),
             _doc("temporal-redirect-code", "302", "the code for `temporal-redirect` (300–308)"),
             _doc(
@@ -101,7 +113,8 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "sets `X-Forwarded-Prefix` to this value on requests that are rewritten "
                 "(`rewrite-target` set and different from the path), replacing the client's, as "
                 "ingress-nginx's buildProxyPass does; elsewhere it adds nothing and a client's "
-                "header passes through, as with nginx",
+                "header passes through, as with nginx. It may hold nginx "
+                "[variables](variables.md) (`/$http_x_tenant`), rendered per request",
             ),
             _doc(
                 "use-port-in-redirects",
@@ -138,8 +151,10 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
             _doc(
                 "upstream-vhost",
                 "",
-                "the `Host` the upstream receives, a literal `host[:port]` (nginx variables are "
-                "not expanded); `X-Forwarded-Host` keeps the client's",
+                "the `Host` the upstream receives: `host[:port]`, or one made of nginx "
+                "[variables](variables.md) (`${arg_tenant}.internal`, `$host`), rendered per "
+                "request as nginx.tmpl's `proxy_set_header Host` renders it; "
+                "`X-Forwarded-Host` keeps the client's",
             ),
             _doc(
                 "backend-protocol",
@@ -423,12 +438,11 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "163,840 points, fewer per endpoint beyond 1,024). Per request: the key rendered, "
                 "its CRC-32 and a binary search, under 1 µs (`hotpath.py --upstream-hash-by "
                 "'$request_uri'`: 9.0 µs of CPU against 7.4 for a route without annotations); "
-                "routes without it do not pay for it. The key is text and nginx variables: "
-                "`$request_uri`, `$uri`/`$document_uri` (the normalised path, after "
-                "`rewrite-target`), `$args`/`$query_string`, `$arg_NAME`, `$is_args`, `$host`, "
-                "`$remote_addr` (the client as `--trusted-proxies` decides it), `$scheme`, "
-                "`$request_method`, `$http_NAME`, `$cookie_NAME`, as `$var` or `${var}` "
-                "(`$host$request_uri`, `${request_uri}-x`); at most 4 KiB of it is hashed. "
+                "routes without it do not pay for it. The key is text and the nginx "
+                "[variables](variables.md) ingressd renders (`$uri` is the normalised path, after "
+                "`rewrite-target`; `$remote_addr` the client as `--trusted-proxies` decides it; "
+                "not `$req_id`), as `$var` or `${var}` (`$host$request_uri`, `${request_uri}-x`);"
+                " at most 4 KiB of it is hashed. "
                 "ingress-nginx's validator applies (letters, digits, `-_${}` only). A variable "
                 "ingressd does not know makes the value invalid (reported; the route is balanced "
                 "as without it), where ingress-nginx would hash it as empty text and send every "

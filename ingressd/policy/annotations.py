@@ -39,6 +39,7 @@ from ..model.policy import (
 )
 from ..model.regex import FixedRegex, RegexError, RegexMatch, UserRegex, fixed, user_regex
 from ..model.snippet import SnippetPolicy
+from ..model.variables import REQUEST_ID_VARIABLES, template
 from . import buffering
 from . import mirror as mirror_values
 from .auth_cache import DEFAULT_DURATIONS, parse_durations
@@ -189,6 +190,63 @@ def parse_url(value: str) -> str:
     if not _URL.match(value) or _CONTROL.search(value):
         raise AnnotationError(f"{value!r} is not an absolute http(s) URL")
     return value
+
+
+def _variables_in(value: str, request_id: bool = False) -> str:
+    """``value`` when each of its nginx variables is one ingressd renders. nginx
+    evaluates variables in what ingress-nginx writes these annotations into
+    (``return CODE URL``, ``proxy_set_header X-Forwarded-Prefix "..."``), so
+    ingressd renders them per request (model/variables.py); one it cannot render
+    makes the value invalid rather than be served as a literal ``$name``.
+    ``request_id``: $req_id may be used (ingressd knows the id once it proxies,
+    not when it answers a redirect)."""
+    if "$" in value:
+        try:
+            parts = template(value)
+        except ValueError as exc:
+            raise AnnotationError(f"{value[:200]!r}: {exc}") from None
+        if not request_id and any(p in REQUEST_ID_VARIABLES for p in parts[1::2]):
+            raise AnnotationError(f"{value[:200]!r}: the request id is not known in a redirect")
+    return value
+
+
+def parse_redirect_url(value: str) -> str:
+    """permanent-redirect, temporal-redirect: an absolute http(s) URL, maybe with
+    variables (nginx.tmpl: ``return {{ Redirect.Code }} {{ Redirect.URL }};``)."""
+    return _variables_in(parse_url(value))
+
+
+def parse_app_root(value: str) -> str:
+    """app-root: a path, maybe with variables (nginx.tmpl: ``return 302
+    $scheme://$http_host{{ AppRoot }};``; rewrite/main.go's validator,
+    RegexPathWithCapture, admits "$")."""
+    return _variables_in(parse_path(value))
+
+
+def parse_forwarded_prefix(value: str) -> bytes:
+    """x-forwarded-prefix: nginx.tmpl's ``proxy_set_header X-Forwarded-Prefix "..."``
+    evaluates variables too."""
+    return parse_header_value(_variables_in(value, request_id=True))
+
+
+_HOST_TEXT = fixed(r"^[A-Za-z0-9.:-]*$")
+
+
+def parse_upstream_vhost(value: str) -> bytes:
+    """upstream-vhost: a host name (and port), or one made of nginx variables
+    (``$host``, ``${arg_tenant}.internal``): nginx.tmpl writes it into
+    ``proxy_set_header Host "..."``, and ingress-nginx's validator
+    (ValidateServerName) admits "$", "{" and "}"."""
+    value = value.strip()
+    if "$" not in value:
+        return parse_host(value)
+    try:
+        parts = template(value)
+    except ValueError as exc:
+        raise AnnotationError(f"{value[:200]!r}: {exc}") from None
+    if not all(_HOST_TEXT.match(text) for text in parts[::2]):
+        raise AnnotationError(f"{value[:200]!r} is not a host name made of nginx variables")
+    return value.encode()
 
 
 def parse_redirect_code(value: str) -> int:
@@ -897,14 +955,14 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "force-ssl-redirect": parse_bool,
     "preserve-trailing-slash": parse_bool,
     "enable-access-log": parse_bool,
-    "app-root": parse_path,
-    "permanent-redirect": parse_url,
+    "app-root": parse_app_root,
+    "permanent-redirect": parse_redirect_url,
     "permanent-redirect-code": parse_redirect_code,
-    "temporal-redirect": parse_url,
+    "temporal-redirect": parse_redirect_url,
     "temporal-redirect-code": parse_redirect_code,
     "from-to-www-redirect": parse_bool,
-    "x-forwarded-prefix": parse_header_value,
-    "upstream-vhost": parse_host,
+    "x-forwarded-prefix": parse_forwarded_prefix,
+    "upstream-vhost": parse_upstream_vhost,
     "auth-type": parse_auth_type,
     "auth-secret": parse_secret_ref,
     "auth-secret-type": parse_auth_secret_type,

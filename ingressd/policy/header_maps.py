@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..model.policy import Template
 from ..model.regex import fixed
-from ..model.snippet import SET, VARIABLES, HeaderEdit, Parts, SnippetPolicy
+from ..model.snippet import SET, HeaderEdit, Parts, SnippetPolicy
+from ..model.variables import unknown
 from .annotations import AnnotationError, collect, parse_configmap_ref
 from .ext_auth import TemplateError, parse_template
 
@@ -63,8 +64,8 @@ _NGINX_VALUE = fixed(r"^[\x20-\x7e]+$")
 # All control characters but horizontal tab: a CR or LF would split the message.
 _CONTROL = fixed(r"[\x00-\x08\x0a-\x1f\x7f]")
 # An nginx variable ($name or ${name}), which nginx expands in add-headers and
-# proxy-set-headers values; ingressd knows the snippets' set (model/snippet.py
-# VARIABLES and $http_NAME). Linear on any engine, over a bounded value.
+# proxy-set-headers values; ingressd knows those of model/variables.py.
+# Linear on any engine, over a bounded value.
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 _HOP = "hop-by-hop: it describes one connection, not the message"
@@ -218,9 +219,9 @@ def _parts(value: str) -> tuple[Parts, str | None]:
     pos = 0
     for m in _VARIABLE.finditer(value):
         name = m.group(1) or m.group(2)
-        if name not in VARIABLES and not (name.startswith("http_") and len(name) > 5):
-            known = ", ".join(f"${v}" for v in sorted(VARIABLES))
-            return (), f"${name} is not a variable ingressd knows ({known}, $http_NAME)"
+        why = unknown(name)
+        if why is not None:
+            return (), why
         parts += [value[pos : m.start()], name]
         pos = m.end()
     parts.append(value[pos:])

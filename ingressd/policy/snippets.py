@@ -15,7 +15,7 @@ reads a snippet as nginx directives (``nginx_conf.py``) and translates
   ``!~``, ``!~*``) around ``return`` or such a ``rewrite``.
 
 into a ``model.snippet.SnippetPolicy``. Values may use only the variables of
-``model.snippet.VARIABLES`` and ``$http_NAME`` (``$1``…``$9`` after a regex);
+``model/variables.py`` (``$1``…``$9`` after a regex);
 regexes run on RE2 (``model/regex.py``). Any other directive, option or
 variable refuses the whole snippet, naming it: a snippet is served entirely as
 written, or not at all.
@@ -33,13 +33,13 @@ from ..model.snippet import (
     CLEAR,
     REQUEST_ID_VARIABLES,
     SET,
-    VARIABLES,
     Answer,
     Condition,
     HeaderEdit,
     Parts,
     SnippetPolicy,
 )
+from ..model.variables import unknown
 from .nginx_conf import ConfError, Statement, Word, parse
 
 Where = Literal["configuration-snippet", "server-snippet"]
@@ -182,8 +182,7 @@ def _check_variable(name: str, st: Statement, *, request_id: bool, captures: boo
         if captures and len(name) == 1:
             return
         raise Refused(f"{_where(st)}: ${name} names no capture of a regex before it")
-    known = name in VARIABLES or (name.startswith("http_") and len(name) > 5)
-    if not known:
+    if unknown(name) is not None:
         raise Refused(
             f"variable ${name} in {_where(st)} is not one ingressd resolves "
             "(see docs/reference/snippets.md)"

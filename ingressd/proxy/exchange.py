@@ -693,6 +693,8 @@ class Exchange(Outgoing):
             self.method.decode("latin-1"),
             self.headers,
             (self.request_id or b"").decode("latin-1"),
+            "",
+            self.client.server_port.decode("latin-1"),
         )
 
     def _snippet_headers(self, fwd: Forward, snippet: SnippetPlan) -> Headers:
@@ -728,22 +730,8 @@ class Exchange(Outgoing):
 
     def _global_admit(self, route: Route, config: GlobalRateLimit) -> bool:
         """global-rate-limit: False once the refusal (429 by default) is answered."""
-        path, _, query = self.url.partition(b"?")
-        raw_path = path.decode("latin-1")
         client_ip = self.real_ip()
-        key = chash.render(
-            config.key,
-            chash.KeyRequest(
-                self.method.decode("latin-1"),
-                normalize_host((self.host or b"").decode("latin-1")),
-                raw_path,
-                query.decode("latin-1"),
-                normalize_path(raw_path) or raw_path,
-                client_ip,
-                self.client.tls,
-                self.headers,
-            ),
-        ).decode("latin-1")
+        key = chash.render(config.key, self._snippet_vars()).decode("latin-1")
         state = self.state
         now = self.client.loop.time()
         if state.global_limits.admit(state.limits, route.ingress, config, key, client_ip, now):

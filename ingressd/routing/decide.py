@@ -27,9 +27,10 @@ from ..model.policy import (
 )
 from ..model.snippet import RequestVars, SnippetPolicy, answer
 from ..model.table import Route, RouteTable, Routing, name_matches
+from ..model.variables import render as render_text
 from ..policy.annotations import expand_target
 from ..policy.basic_auth import allows
-from ..policy.chash import KeyRequest, render
+from ..policy.chash import render
 from ..policy.ewma import EwmaStore
 from ..policy.ext_auth import signin_for
 from ..policy.health import EndpointHealth
@@ -703,6 +704,10 @@ def _before_backend(
         if found is not None:
             return found
     if policy.app_root is not None and path == "/":
+        # nginx.tmpl: return 302 $scheme://$http_host<app-root>;
+        root = route.app_root_parts
+        if len(root) != 1:
+            return _redirect(302, _scheme(head) + head.host + _rendered(root, head, host, path))
         return _redirect(302, _scheme(head) + head.host + policy.app_root)
     if policy.cors is not None and head.method == "OPTIONS":
         # A preflight from an origin that is not allowed goes to the upstream.
@@ -715,6 +720,10 @@ def _before_backend(
         if found is not None:
             return found
     if policy.redirect is not None:
+        # nginx.tmpl: return <code> <url>; nginx evaluates the URL's variables.
+        url = route.redirect_parts
+        if len(url) != 1:
+            return _redirect(policy.redirect[0], _rendered(url, head, host, path))
         return _redirect(*policy.redirect)
     if not head.scheme_https and (policy.force_ssl_redirect or (policy.ssl_redirect and tls_host)):
         return _https_redirect(
@@ -793,8 +802,8 @@ def _satisfy_any(policy: RoutePolicy, head: RequestHead) -> Respond | None:
 def request_vars(
     head: RequestHead, host: str, path: str, request_id: str = "", use_port: bool = False
 ) -> RequestVars:
-    """The values of a snippet's variables for this request (model/snippet.py);
-    ``use_port``: use-port-in-redirects."""
+    """The request as nginx's variables see it (model/variables.py); ``path``:
+    $uri; ``use_port``: use-port-in-redirects."""
     return RequestVars(
         host,
         head.host,
@@ -807,7 +816,19 @@ def request_vars(
         head.headers,
         request_id,
         _server_port_suffix(head) if use_port else "",
+        head.server_port.decode("latin-1"),
     )
+
+
+def _rendered(parts: tuple[str, ...], head: RequestHead, host: str, path: str) -> str:
+    """An annotation's URL template for this request, safe for a Location header.
+    nginx writes what its variables hold as it is ($uri decoded: a "%0D%0A" in the
+    request becomes a CR LF in the header); ingressd escapes controls, spaces and
+    bytes beyond ASCII instead, as a URL would carry them."""
+    text = render_text(parts, request_vars(head, host, path))
+    if all(" " < c < "\x7f" for c in text):
+        return text
+    return "".join(c if " " < c < "\x7f" else f"%{ord(c) & 0xFF:02X}" for c in text)
 
 
 def _snippet_answer(
@@ -919,10 +940,7 @@ def _hashed(
     uri = path
     if route.rewrite and route.policy.rewrite_target is not None:
         uri = rewrite(route, path, route.policy.rewrite_target)  # nginx's $uri after rewrite
-    req = KeyRequest(
-        head.method, host, head.path, head.query, uri, head.client_ip, head.tls, head.headers
-    )
-    key = render(hashing.parts, req)
+    key = render(hashing.parts, request_vars(head, host, uri))
     ring = target.ring
     if not hashing.subset:
         node = ring.find(key)

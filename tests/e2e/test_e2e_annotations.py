@@ -33,6 +33,10 @@ INGRESSES = [
         "perm308.test", permanent_redirect="https://n.example/", permanent_redirect_code="308"
     ),
     annotated("temp.test", temporal_redirect="https://t.example/x"),
+    # nginx evaluates the variables of "return CODE URL;" (nginx.tmpl)
+    annotated("permvars.test", permanent_redirect="https://new.example.com$request_uri"),
+    annotated("tempvars.test", temporal_redirect="https://login.example/?to=$scheme://$host$uri"),
+    annotated("approotvars.test", app_root="/app/$arg_lang"),
     annotated("approot.test", app_root="/app"),
     annotated("shop.test", from_to_www_redirect="true"),
     annotated("www.brand.test", from_to_www_redirect="true"),
@@ -59,9 +63,11 @@ INGRESSES = [
     annotated("guarded.test", configuration_snippet="deny all;"),
     annotated("headers.test", configuration_snippet='more_set_headers "Request-Id: $req_id";'),
     annotated("prefixrw.test", x_forwarded_prefix="/shop", rewrite_target="/inner"),
+    annotated("prefixvars.test", x_forwarded_prefix="/$http_x_tenant", rewrite_target="/inner"),
     annotated("forcessl.test", force_ssl_redirect="true"),
     annotated("keepslash.test", force_ssl_redirect="true", preserve_trailing_slash="true"),
     annotated("vhost.test", upstream_vhost="internal.svc.cluster.local"),
+    annotated("vhostvars.test", upstream_vhost="${arg_tenant}.internal"),
     annotated("small.test", proxy_body_size="1k"),
     annotated("slow.test", proxy_read_timeout="1"),
     annotated(
@@ -102,6 +108,24 @@ def test_permanent_and_temporal_redirects(proxy: Ingressd) -> None:
     assert (r.status, r.header("Location")) == (308, "https://n.example/")
     r = proxy.get("temp.test", "/")
     assert (r.status, r.header("Location")) == (302, "https://t.example/x")
+
+
+def test_redirects_render_nginx_variables(proxy: Ingressd) -> None:
+    r = proxy.get("permvars.test", "/old/a%20b?x=1&y=%2F")
+    assert (r.status, r.header("Location")) == (301, "https://new.example.com/old/a%20b?x=1&y=%2F")
+    r = proxy.get("PermVars.test:80", "/")
+    assert (r.status, r.header("Location")) == (301, "https://new.example.com/")
+    r = proxy.get("TempVars.Test:8080", "/cart/./item?id=3")
+    location = "https://login.example/?to=http://tempvars.test/cart/item"
+    assert (r.status, r.header("Location")) == (302, location)
+    r = proxy.get("approotvars.test", "/?lang=de")
+    assert (r.status, r.header("Location")) == (302, "http://approotvars.test/app/de")
+    got = proxy.get("prefixvars.test", "/x", "-H", "X-Tenant: acme").json()
+    assert (got["path"], got["headers"]["x-forwarded-prefix"]) == ("/inner", "/acme")
+    got = proxy.get("prefixvars.test", "/x").json()  # a missing header is empty
+    assert got["headers"]["x-forwarded-prefix"] == "/"
+    got = proxy.get("vhostvars.test", "/?tenant=acme").json()
+    assert got["headers"]["host"] == "acme.internal"
 
 
 def test_app_root_redirects_only_the_root(proxy: Ingressd) -> None:

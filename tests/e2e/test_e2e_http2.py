@@ -103,6 +103,11 @@ def objects(echo: EchoServers, trailers: int, recording: int) -> list[dict]:
             [rule("moved.h2.test", path("/", "web"))],
             annotations={A + "permanent-redirect": "https://elsewhere.example/"},
         ),
+        ingress(
+            "movedvars",
+            [rule("movedvars.h2.test", path("/", "web"))],
+            annotations={A + "permanent-redirect": "https://$scheme.example$request_uri#$host"},
+        ),
         ingress("trailers", [rule("trailers.h2.test", path("/", "trailers"))]),
         ingress("recorded", [rule("rec.h2.test", path("/", "recorded"))]),
     ]
@@ -384,6 +389,14 @@ def test_head_204_and_local_answers(env: Env) -> None:
         assert (moved.status, moved.header(b"location")) == (301, b"https://elsewhere.example/")
         names = [n for n, _ in moved.headers]
         assert b"connection" not in names
+
+
+def test_redirect_variables_over_http2(env: Env) -> None:
+    got = env.curl(
+        "movedvars.h2.test", "/a/b?c=1", "-o", "/dev/null",
+        "-w", "%{http_version} %{response_code} %header{location}",
+    )  # fmt: skip
+    assert got.stdout.decode() == "2 301 https://https.example/a/b?c=1#movedvars.h2.test"
 
 
 # -- many streams -------------------------------------------------------------------------

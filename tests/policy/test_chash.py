@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingressd.model.policy import UpstreamHash
+from ingressd.model.variables import RequestVars
 from ingressd.policy.annotations import (
     ServerAliases,
     classify,
@@ -12,7 +13,7 @@ from ingressd.policy.annotations import (
     parse_server_aliases,
     server_aliases,
 )
-from ingressd.policy.chash import MAX_KEY, KeyRequest, parse_key, render
+from ingressd.policy.chash import MAX_KEY, parse_key, render
 from ingressd.policy.samesite import same_site_none_compatible
 
 NGINX = "nginx.ingress.kubernetes.io/"
@@ -24,8 +25,19 @@ def req(
     *headers: tuple[bytes, bytes],
     uri: str | None = None,
     tls: bool = False,
-) -> KeyRequest:
-    return KeyRequest("GET", "shop.test", path, query, uri or path, "192.0.2.7", tls, list(headers))
+) -> RequestVars:
+    scheme = "https" if tls else "http"
+    return RequestVars(
+        "shop.test",
+        "shop.test",
+        path,
+        uri or path,
+        query,
+        scheme,
+        "192.0.2.7",
+        "GET",
+        list(headers),
+    )
 
 
 @pytest.mark.parametrize(

@@ -130,10 +130,11 @@ def test_what_crosses_to_worker_processes_pickles(value: object) -> None:
 
 
 def per_request_classes() -> list[type]:
+    from ingressd.model.variables import RequestVars
     from ingressd.proxy.peer import Peer
     from ingressd.routing.decide import Forward, RequestHead, Respond
 
-    return [RequestHead, Forward, Respond, Peer]
+    return [RequestHead, Forward, Respond, Peer, RequestVars]
 
 
 @pytest.mark.parametrize("cls", per_request_classes(), ids=lambda c: c.__name__)

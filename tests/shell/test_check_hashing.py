@@ -56,7 +56,7 @@ def test_check_reports_them_supported_and_invalid_values_invalid(
     )
     reasons = {a["key"]: a["reason"] for a in by_name["bad"]["annotations"]}
     assert (
-        "$binary_remote_addr is not a variable ingressd can hash on"
+        "$binary_remote_addr is not a variable ingressd knows"
         in reasons[NGINX + "upstream-hash-by"]
     )
     # An alias that is another Ingress's host is a problem of the Ingress naming it.

@@ -577,6 +577,27 @@ def test_upstream_vhost_and_x_forwarded_prefix() -> None:
     )
 
 
+def test_variables_nginx_renders_are_not_exported_literally() -> None:
+    _, result = pair(
+        web(
+            path("/foo", "web"),
+            path("/", "web"),
+            annotations={
+                "app-root": "/app/$arg_lang",
+                "rewrite-target": "/",
+                "use-regex": "false",
+                "x-forwarded-prefix": "/$http_x_tenant",
+            },
+        ),
+        *_services("web"),
+    )
+    assert "$" not in json.dumps(result.objects)
+    assert findings(result, "app-root") == ["dropped: RequestRedirect takes no nginx variables"]
+    assert findings(result, "x-forwarded-prefix") == [
+        "dropped: RequestHeaderModifier sets a literal value; nginx renders this one's variables"
+    ]
+
+
 def test_custom_headers() -> None:
     """custom-headers: each header replaces the upstream's."""
     headers = {
