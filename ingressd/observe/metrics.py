@@ -214,6 +214,17 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
             namespace, _, name = ingress.partition("/")
             mirrors.add_metric([namespace, name, target, result], n)
         yield mirrors
+    if view.limit_full:
+        full = CounterMetricFamily(
+            "ingressd_limit_table_full",
+            "Requests refused because the limit table had no room to count them (every "
+            "entry of the key's bucket holds requests in flight): raise --limit-entries",
+            labels=["namespace", "ingress", "limit"],
+        )
+        for (ingress, _, limit), n in view.limit_full.items():
+            namespace, _, name = ingress.partition("/")
+            full.add_metric([namespace, name, limit], n)
+        yield full
     yield from stream_families(view)
     if any(view.spans):  # only once tracing has been on (README "Tracing")
         spans = CounterMetricFamily(
