@@ -207,7 +207,7 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
             "ingressd_mirror_requests",
             "Copies of requests made for mirror-target, by result: sent (the mirror "
             "answered), failed (refused, reset or timed out), dropped (not sent: too many "
-            "under way, or a body too large)",
+            "under way, or a body too large), denied (the target resolved to a denied address)",
             labels=["namespace", "ingress", "target", "result"],
         )
         for (ingress, target, result), n in view.mirrors.items():

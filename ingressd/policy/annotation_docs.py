@@ -1150,7 +1150,10 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "http(s) URL is"
                 " refused (reported, nothing mirrored), as are variables other than "
                 "`$request_uri`, `$args`, `$query_string`, `$is_args`, `$host`, `$scheme`, a "
-                "variable in the host part, and link-local, unspecified or multicast addresses",
+                "variable in the host part, and link-local (cloud metadata), other cloud "
+                "metadata, unspecified, multicast or broadcast addresses; a host name resolving "
+                "to one of those when a copy connects gets no copy (`denied`), which "
+                "ingress-nginx does not check",
             ),
         ),
     ),
