@@ -168,3 +168,28 @@ async def test_a_name_resolving_to_a_denied_address_gets_no_copy(
     assert len(warnings) == 1  # rate-limited: one in 10 s
     assert f"mirror-target of Ingress {INGRESS}: " in warnings[0]
     assert "resolved to" in warnings[0] and "no copy sent" in warnings[0]
+
+
+async def test_a_name_the_system_resolver_answers_is_checked_and_sent() -> None:
+    """Without an injected resolver: aiohttp's own, behind the same check
+    (``localhost`` resolves to loopback, which is allowed)."""
+    server, seen = await origin()
+    port = server.sockets[0].getsockname()[1]
+    mirrors = Mirrors()
+    stats = RequestStats()
+    try:
+        config = Mirror("http", "localhost", port, "/local", "localhost", True)
+        mirrors.send(
+            asyncio.get_running_loop(), stats, INGRESS, config, "GET", "/", "", "a.test", "http",
+            [], None,
+        )  # fmt: skip
+        for _ in range(200):
+            if mirrors.in_flight == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await mirrors.close()
+        server.close()
+        await server.wait_closed()
+    assert stats.mirrors == {(INGRESS, "localhost", "sent"): 1}
+    assert seen == [b"GET /local HTTP/1.1"]
