@@ -434,7 +434,8 @@ def _common(
         default=1000,
         metavar="N",
         help="HTTP/2 control frames a client may send per 10 s: PING, SETTINGS, PRIORITY, "
-        "RST_STREAM, unknown types, empty DATA, HEADERS that open no stream, and "
+        "RST_STREAM, unknown types, empty DATA, DATA on a closed stream, HEADERS that open "
+        "no stream, and "
         "WINDOW_UPDATE beyond two per DATA frame sent to it; more closes the connection "
         "(0 = no limit)",
     )

@@ -44,7 +44,7 @@ since h2 answers some frames without an event (a WINDOW_UPDATE, RST_STREAM or
 DATA on a closed stream is dropped or answered with RST_STREAM). A control
 frame is any frame that asks work of us and carries neither a new request nor
 request data: PING, SETTINGS, PRIORITY, RST_STREAM, unknown types, DATA with
-no data and no END_STREAM (CVE-2019-9518), HEADERS that open no stream
+no data and no END_STREAM (CVE-2019-9518) and DATA on a closed stream, HEADERS that open no stream
 (trailers, or on a stream gone), and WINDOW_UPDATE beyond the two (stream,
 connection) each DATA frame we send earns the client. nginx bounds the same
 by bytes (``ngx_http_v2_read_handler``: ``total_bytes / 8 > payload_bytes +
@@ -60,7 +60,7 @@ import contextlib
 import logging
 from collections import deque
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -204,6 +204,7 @@ class _Frames(FrameBuffer):
         self.now = 0.0  # the loop's time of the read being parsed
         self.earned = 0  # WINDOW_UPDATEs the DATA frames we sent allow for free
         self.last_opened = 0  # the highest stream a HEADERS frame opened
+        self.h2_streams: dict[int, Any] = {}  # h2's streams (set by the connection)
         self.block_bytes = 0
         self.block_frames = 0
         self.in_block = False  # a HEADERS frame waits for its CONTINUATIONs
@@ -223,6 +224,9 @@ class _Frames(FrameBuffer):
         elif isinstance(f, DataFrame):
             if not f.data and "END_STREAM" not in f.flags:
                 self._control("empty DATA frames")
+            elif self._gone(f.stream_id):
+                # h2 answers each with RST_STREAM (and a WINDOW_UPDATE), no event.
+                self._control("DATA frames on closed streams")
         elif isinstance(f, WindowUpdateFrame):
             if self.earned > 0:
                 self.earned -= 1
@@ -251,6 +255,11 @@ class _Frames(FrameBuffer):
                 else "PING, PRIORITY or unknown frames"
             )
         return super()._update_header_buffer(f)
+
+    def _gone(self, sid: int) -> bool:
+        """The stream is closed (or forgotten): nothing it is sent is a request's."""
+        stream = self.h2_streams.get(sid)
+        return stream is None or bool(stream.closed)
 
     def _control(self, what: str) -> None:
         if not self.controls.spend(self.now):
@@ -383,6 +392,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
             settings.http2_max_header_list_size,
             _Allowance(settings.http2_max_control_frames, now),
         )
+        self.frames.h2_streams = conn.streams
         self.h2 = conn
         self.streams: dict[int, H2Stream] = {}  # being answered
         self.ready: dict[int, H2Stream] = {}  # with output waiting, in turn

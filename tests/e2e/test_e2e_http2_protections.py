@@ -326,15 +326,18 @@ def test_control_frame_floods_close_the_connection(env: Env, kind: str) -> None:
         "window-update",
         "window-update-reset-stream",
         "empty-data-reset-stream",
+        "end-stream-data-reset-stream",
+        "data-reset-stream",
         "rst-reset-stream",
         "headers-reset-stream",
     ],
 )
 def test_window_update_and_late_frame_floods_close_the_connection(env: Env, kind: str) -> None:
-    """WINDOW_UPDATE frames (on the connection, or on a stream gone), and empty
-    DATA, RST_STREAM or HEADERS frames on a stream the client reset, to which h2 gives no
-    event (it drops them, or answers each with RST_STREAM): control frames all,
-    past 1,000 in 10 s GOAWAY ENHANCE_YOUR_CALM (nginx: "http2 flood detected")."""
+    """WINDOW_UPDATE frames (on the connection, or on a stream gone), and DATA
+    (empty or not, with END_STREAM or not), RST_STREAM or HEADERS frames on a
+    stream the client reset, to which h2 gives no event (it drops them, or
+    answers each with RST_STREAM): control frames all, past 1,000 in 10 s
+    GOAWAY ENHANCE_YOUR_CALM (nginx: "http2 flood detected")."""
     with Prober(env.ing.https_port), env.raw() as raw:
         if kind == "window-update":
             frame = WindowUpdateFrame(0, window_increment=1).serialize()
@@ -345,6 +348,10 @@ def test_window_update_and_late_frame_floods_close_the_connection(env: Env, kind
                 frame = WindowUpdateFrame(1, window_increment=1).serialize()
             elif kind == "empty-data-reset-stream":
                 frame = DataFrame(1, data=b"").serialize()
+            elif kind == "end-stream-data-reset-stream":
+                frame = DataFrame(1, data=b"", flags=["END_STREAM"]).serialize()
+            elif kind == "data-reset-stream":
+                frame = DataFrame(1, data=b"x").serialize()
             elif kind == "headers-reset-stream":  # trailers for a stream gone
                 frame = raw.headers_frame(1, [(b"x-t", b"1")]).serialize()
             else:
