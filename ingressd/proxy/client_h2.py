@@ -44,9 +44,9 @@ since h2 answers some frames without an event (a WINDOW_UPDATE, RST_STREAM or
 DATA on a closed stream is dropped or answered with RST_STREAM). A control
 frame is any frame that asks work of us and carries neither a new request nor
 request data: PING, SETTINGS, PRIORITY, RST_STREAM, unknown types, DATA with
-no data and no END_STREAM (CVE-2019-9518) and DATA on a closed stream, HEADERS that open no stream
-(trailers, or on a stream gone), and WINDOW_UPDATE beyond the two (stream,
-connection) each DATA frame we send earns the client. nginx bounds the same
+no data and no END_STREAM (CVE-2019-9518), DATA on a closed stream, HEADERS
+that open no stream (trailers, or on a stream gone), and WINDOW_UPDATE beyond
+the two (stream, connection) each DATA frame we send earns the client. nginx bounds the same
 by bytes (``ngx_http_v2_read_handler``: ``total_bytes / 8 > payload_bytes +
 1048576`` is "http2 flood detected", where only DATA payload and request heads
 count as payload); ingressd counts the frames, against
