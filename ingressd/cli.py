@@ -435,8 +435,11 @@ def _common(
         type=_count,
         default=1000,
         metavar="N",
-        help="PING, SETTINGS, PRIORITY, empty DATA and unknown frames a client may send "
-        "per 10 s; more closes the connection (0 = no limit)",
+        help="HTTP/2 control frames a client may send per 10 s: PING, SETTINGS, PRIORITY, "
+        "RST_STREAM, unknown types, empty DATA, DATA on a closed stream, HEADERS that open "
+        "no stream, and "
+        "WINDOW_UPDATE beyond two per DATA frame sent to it; more closes the connection "
+        "(0 = no limit)",
     )
     t = p.add_argument_group(
         "timeouts",

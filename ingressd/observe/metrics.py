@@ -222,13 +222,24 @@ def proxy_families(view: ProxyView) -> Iterator[Metric]:
             "ingressd_mirror_requests",
             "Copies of requests made for mirror-target, by result: sent (the mirror "
             "answered), failed (refused, reset or timed out), dropped (not sent: too many "
-            "under way, or a body too large)",
+            "under way, or a body too large), denied (the target resolved to a denied address)",
             labels=["namespace", "ingress", "target", "result"],
         )
         for (ingress, target, result), n in view.mirrors.items():
             namespace, _, name = ingress.partition("/")
             mirrors.add_metric([namespace, name, target, result], n)
         yield mirrors
+    if view.limit_full:
+        full = CounterMetricFamily(
+            "ingressd_limit_table_full",
+            "Requests refused because the limit table had no room to count them (every "
+            "entry of the key's bucket holds requests in flight): raise --limit-entries",
+            labels=["namespace", "ingress", "limit"],
+        )
+        for (ingress, _, limit), n in view.limit_full.items():
+            namespace, _, name = ingress.partition("/")
+            full.add_metric([namespace, name, limit], n)
+        yield full
     yield from stream_families(view)
     if any(view.spans):  # only once tracing has been on (README "Tracing")
         spans = CounterMetricFamily(

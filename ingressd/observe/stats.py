@@ -129,6 +129,7 @@ class RequestStats:
     __slots__ = (
         "_reported",
         "accepted",
+        "limit_full",
         "mirrors",
         "requests",
         "retries",
@@ -148,6 +149,9 @@ class RequestStats:
         self.retries: dict[EventKey, int] = {}
         # mirror-target copies by (ingress, target host, sent|failed|dropped)
         self.mirrors: dict[EventKey, int] = {}
+        # Requests refused because the limit table had no room to count them, by
+        # (ingress, "", limit): limit-rps, limit-rpm, limit-connections, global-rate-limit.
+        self.limit_full: dict[EventKey, int] = {}
         self.accepted = 0  # client connections
         # OpenTelemetry spans: exported, failed to export, dropped (observe/tracing.py
         # SpanQueue adds to them, the export thread to the first two).
@@ -193,6 +197,10 @@ class RequestStats:
         key = (ingress, target, result)
         self.mirrors[key] = self.mirrors.get(key, 0) + 1
 
+    def table_full(self, ingress: str, limit: str) -> None:
+        key = (ingress, "", limit)
+        self.limit_full[key] = self.limit_full.get(key, 0) + 1
+
     def stream(self, key: StreamKey, bytes_in: int, bytes_out: int) -> None:
         """A finished layer-4 session (a TCP connection, a UDP flow)."""
         rec = self.streams.get(key)
@@ -214,6 +222,7 @@ class RequestStats:
             dict(self.stream_open),
             dict(self.mirrors),
             _spans(self.spans),
+            dict(self.limit_full),
         )
 
     def report(self, active: int) -> Report:
@@ -238,6 +247,7 @@ class RequestStats:
             dict(self.stream_open),
             dict(self.mirrors),
             _spans(self.spans),
+            dict(self.limit_full),
         )
 
 
@@ -258,6 +268,7 @@ class Report:
     stream_open: dict[str, int] = field(default_factory=dict)  # a gauge, as active
     mirrors: dict[EventKey, int] = field(default_factory=dict)  # cumulative, whole
     spans: tuple[int, int, int] = (0, 0, 0)  # cumulative: exported, failed, dropped
+    limit_full: dict[EventKey, int] = field(default_factory=dict)  # cumulative, whole
 
     def __reduce__(self) -> tuple[type[Report], tuple[object, ...]]:
         # Sent to the main process by pickle: a compiled (mypyc) frozen
@@ -274,6 +285,7 @@ class Report:
                 self.stream_open,
                 self.mirrors,
                 self.spans,
+                self.limit_full,
             ),
         )
 
@@ -291,6 +303,7 @@ class ProxyView:
     stream_open: Mapping[str, int] = field(default_factory=dict)
     mirrors: Mapping[EventKey, int] = field(default_factory=dict)
     spans: tuple[int, int, int] = (0, 0, 0)  # OpenTelemetry: exported, failed, dropped
+    limit_full: Mapping[EventKey, int] = field(default_factory=dict)
 
 
 def _add_records(into: dict[RequestKey, list[float]], records: Mapping) -> None:
@@ -327,6 +340,7 @@ class WorkerSlot:
     stream_open: dict[str, int] = field(default_factory=dict)
     mirrors: dict[EventKey, int] = field(default_factory=dict)
     spans: tuple[int, int, int] = (0, 0, 0)
+    limit_full: dict[EventKey, int] = field(default_factory=dict)
 
 
 class WorkerTotals:
@@ -373,6 +387,7 @@ class WorkerTotals:
             slot.stream_open = report.stream_open
             slot.mirrors = report.mirrors
             slot.spans = report.spans
+            slot.limit_full = report.limit_full
 
     def retire(self, slot: WorkerSlot) -> None:
         """The worker is gone: keep its counters, forget its gauges."""
@@ -386,6 +401,7 @@ class WorkerTotals:
             _add_counts(kept.upstream_errors, slot.upstream_errors)
             _add_counts(kept.retries, slot.retries)
             _add_counts(kept.mirrors, slot.mirrors)
+            _add_counts(kept.limit_full, slot.limit_full)
             _add_streams(kept.streams, slot.streams)
             kept.accepted += slot.accepted
             kept.spans = _add_spans(kept.spans, slot.spans)
@@ -402,6 +418,7 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
     streams: dict[StreamKey, list[int]] = {}
     stream_open: dict[str, int] = {}
     mirrors: dict[EventKey, int] = {}
+    limit_full: dict[EventKey, int] = {}
     spans = (0, 0, 0)
     accepted = active = 0
     for slot in slots:
@@ -411,11 +428,21 @@ def sum_slots(slots: Iterable[WorkerSlot]) -> ProxyView:
         _add_counts(errors, slot.upstream_errors)
         _add_counts(retries, slot.retries)
         _add_counts(mirrors, slot.mirrors)
+        _add_counts(limit_full, slot.limit_full)
         accepted += slot.accepted
         active += slot.active
         spans = _add_spans(spans, slot.spans)
     return ProxyView(
-        requests, errors, retries, accepted, active, streams, stream_open, mirrors, spans
+        requests,
+        errors,
+        retries,
+        accepted,
+        active,
+        streams,
+        stream_open,
+        mirrors,
+        spans,
+        limit_full,
     )
 
 
@@ -446,6 +473,7 @@ def with_streams(
         open_now,
         view.mirrors,
         view.spans,
+        view.limit_full,
     )
 
 

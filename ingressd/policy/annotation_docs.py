@@ -509,7 +509,9 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "counters, as nginx's workers share a zone. Memory is bounded: one table of "
                 "`--limit-entries` clients (default 262,144) for all Ingresses, each address "
                 "hashed to a bucket of 8; a full bucket forgets a drained client first, then its "
-                "least recently seen one (nginx does the same when its zone is full). An invalid "
+                "least recently seen one (nginx does the same when its zone is full); a bucket "
+                "whose entries all hold requests in flight refuses the request (the limit's "
+                "status, `ingressd_limit_table_full_total`), never lets it through. An invalid "
                 "value (not a whole number ≥ 1) is reported and the Ingress serves without the "
                 "limit, where ingress-nginx rejects the whole Ingress",
             ),
@@ -580,7 +582,12 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "`global-rate-limit-memcached-host` enforces nothing). Requests ingressd answers "
                 "itself before the limits (redirects, 403 by source range…) are not counted. `0`,"
                 " or no window: off, as in ingress-nginx (reported); an invalid number is "
-                "reported and ignored",
+                "reported and ignored. **A full table fails closed**: a new key takes a drained "
+                "entry of its bucket, else the least recently seen one (as nginx's `limit_req` "
+                "zone); when every entry of the bucket holds requests in flight the request is "
+                "refused with the status code, counted in `ingressd_limit_table_full_total` and "
+                "logged (ingress-nginx lets requests through when memcached fails: an outsider "
+                "who fills the table by cycling keys must not lift the limit)",
             ),
             _doc(
                 "global-rate-limit-ignored-cidrs",
@@ -592,8 +599,10 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "$remote_addr",
                 "what is counted: text and nginx variables as for `upstream-hash-by` (default "
                 "`$remote_addr`, the client as `--trusted-proxies` decides it; `$http_x_api_key`,"
-                " `$remote_addr$uri`…). A request whose key renders empty is not counted. An "
-                "invalid key is reported and `$remote_addr` used",
+                " `$remote_addr$uri`…). A request whose key renders empty is counted by its "
+                "client address, as ingress-nginx's `global_throttle.lua` does (leaving out a "
+                "header does not escape the limit). An invalid key is reported and "
+                "`$remote_addr` used",
             ),
             _doc(
                 "global-rate-limit-window",
@@ -1155,7 +1164,10 @@ GROUPS: tuple[tuple[str, tuple[AnnotationDoc, ...]], ...] = (
                 "http(s) URL is"
                 " refused (reported, nothing mirrored), as are variables other than "
                 "`$request_uri`, `$args`, `$query_string`, `$is_args`, `$host`, `$scheme`, a "
-                "variable in the host part, and link-local, unspecified or multicast addresses",
+                "variable in the host part, and link-local (cloud metadata), other cloud "
+                "metadata, unspecified, multicast or broadcast addresses; a host name resolving "
+                "to one of those when a copy connects gets no copy (`denied`), which "
+                "ingress-nginx does not check",
             ),
         ),
     ),

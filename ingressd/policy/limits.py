@@ -40,8 +40,13 @@ a secret made with the table, so nobody can aim at a bucket) to a bucket of
   request in flight, is as good as absent, and is reused first. A full bucket
   drops its least recently seen entry that holds no request in flight (nginx
   drops the oldest node when its zone is full). When every entry of the bucket
-  holds requests in flight the request gets 503, as nginx answers when it
-  cannot allocate a ``limit_conn`` node.
+  holds requests in flight the request is refused with the limit's status
+  (503 unless the ConfigMap says otherwise), never let through: nginx's
+  ``ngx_http_limit_req_lookup`` forces out the oldest nodes
+  (``ngx_http_limit_req_expire(ctx, 0)``) and, when it still cannot allocate,
+  returns NGX_ERROR, which ``ngx_http_limit_req_handler`` answers with
+  ``limit_req_status``; ``limit_conn`` answers ``limit_conn_status`` when it cannot
+  allocate a node. Counted in ``ingressd_limit_table_full_total``.
 """
 
 from __future__ import annotations
@@ -369,7 +374,7 @@ class LimitTable:
             self.full_logged = ms
             log.warning(
                 "limit table full: a bucket's %d entries all hold requests in flight, "
-                "so a client got 503; raise --limit-entries (now %d)",
+                "so a request was refused; raise --limit-entries (now %d)",
                 WAYS,
                 self.capacity,
             )
@@ -612,6 +617,7 @@ class IngressLimiter:
         "rates",
         "refused_conns",
         "table",
+        "table_full",
         "zone",
     )
 
@@ -620,6 +626,7 @@ class IngressLimiter:
         # Whether the last refusal was limit_conn's (else limit_req's): the status
         # answered differs when the ConfigMap sets limit-conn-status-code.
         self.refused_conns = False
+        self.table_full = False  # whether the last refusal was for want of room
         self.config = config
         self.table = table if table is not None else private_table()
         self.zone = zone_id(ingress, config)
@@ -668,11 +675,13 @@ class IngressLimiter:
             return None
         if verdict >= 0:
             return Slot(table, verdict)
+        self.table_full = False
         if verdict == REFUSED_CONNS:
             self.refused_conns = True
             return self._refusal(f"limit of {limit} concurrent requests", client_ip)
         if verdict == NO_ROOM:
             self.refused_conns = self.conns is not None
+            self.table_full = True
             table.no_room(ms)
             return (
                 f"503 Service Unavailable: no room to count the requests of {client_ip} "

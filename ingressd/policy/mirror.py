@@ -9,11 +9,23 @@ sent unless mirror-request-body is ``off``. nginx.tmpl makes of it ``mirror
 does ``proxy_set_header Host ...; proxy_pass TARGET``.
 
 The target comes from an Ingress author, so ingressd narrows it further: only
-``http://`` and ``https://`` URLs, a host name or an IPv4 address that is not
-link-local (the cloud metadata service), unspecified or multicast, no variable
-in the host part (nginx would need a resolver for it),
-and only the variables ``proxy/mirror.py`` expands in the path: those nginx
-gives a mirror subrequest the main request's value of.
+``http://`` and ``https://`` URLs, a host name or an IPv4 address that
+``refused_address`` allows, no variable in the host part (nginx would need a
+resolver for it), and only the variables ``proxy/mirror.py`` expands in the
+path: those nginx gives a mirror subrequest the main request's value of.
+
+**Stricter than ingress-nginx.** nginx proxies the mirror subrequest wherever
+``proxy_pass`` points, resolved or not; ingress-nginx checks nothing about the
+address. But the annotation is written by whoever may edit Ingresses in a
+namespace, and the copies leave from the controller's pod, which has more
+network reach than they do (the node's link-local network, the cloud's metadata
+service and its credentials). So the same deny list is applied twice: to a
+literal address when the annotation is read, and to every address a host name
+resolves to when a copy connects (``proxy/mirror.py``), so that a name pointing,
+or re-pointed later (DNS rebinding), at a denied address gets no copy.
+Loopback stays allowed, as a literal and resolved: it reaches only the
+controller's own pod (its read-only admin port, sidecars), where a mirror
+next to the controller is a legitimate set-up.
 """
 
 from __future__ import annotations
@@ -27,6 +39,17 @@ from ..model.regex import fixed
 # the main request ($uri would be the subrequest's own /_mirror-UID: left out).
 VARIABLES: Final = frozenset({"request_uri", "args", "query_string", "is_args", "host", "scheme"})
 MAX_TARGET: Final = 2048
+
+# Cloud metadata and platform services a pod can reach that are not link-local
+# (169.254.169.254, the usual one, and 169.254.170.2, ECS's, are link-local):
+# Alibaba Cloud's, AWS's over IPv6 (IMDS on Nitro), Azure's WireServer.
+METADATA: Final = frozenset(
+    ipaddress.ip_address(a) for a in ("100.100.100.200", "fd00:ec2::254", "168.63.129.16")
+)
+# IPv6 addresses that carry an IPv4 one a packet may end up at: RFC 6052's
+# well-known NAT64 prefix (IPv4-mapped and 6to4 are read by ipaddress itself).
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+_BROADCAST: Final = ipaddress.ip_address("255.255.255.255")
 
 # ingress-nginx's parser.IsValidRegex character set (ValidateServerName).
 _NGINX_CHARS = fixed(r"^[/\-._~a-zA-Z0-9:^$\[\](){}*+?|&=\\]*$")
@@ -129,10 +152,32 @@ def _authority(authority: str, scheme: str) -> tuple[str, int]:
         if not _HOST_NAME.match(host) or len(host) > 253:
             raise ValueError(f"{host!r} is not a host name or an IPv4 address") from None
         return host, port
-    if addr.is_link_local or addr.is_unspecified or addr.is_multicast:
-        # 169.254.169.254 is the cloud metadata service of most providers.
-        raise ValueError(f"{host}: a link-local, unspecified or multicast address")
+    why = refused_address(addr)
+    if why is not None:
+        raise ValueError(f"{host}: {why}")
     return host, port
+
+
+def refused_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why a mirror copy may not go to ``addr`` (None: it may): link-local (the
+    cloud metadata service at 169.254.169.254 and the node's link-local network),
+    the other metadata addresses, unspecified, multicast or broadcast; an IPv6
+    address by the IPv4 address it embeds too (IPv4-mapped, NAT64, 6to4)."""
+    if isinstance(addr, ipaddress.IPv6Address):
+        embedded = addr.ipv4_mapped or addr.sixtofour
+        if embedded is None and addr in _NAT64:
+            embedded = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+        if embedded is not None:
+            why = refused_address(embedded)
+            if why is not None:
+                return f"{why} ({embedded}, within {addr})"
+    if addr in METADATA:
+        return "a cloud metadata address"
+    if addr.is_link_local:
+        return "a link-local address (the cloud metadata service)"
+    if addr.is_unspecified or addr.is_multicast or addr == _BROADCAST:
+        return "an unspecified, multicast or broadcast address"
+    return None
 
 
 def parse_host(value: str) -> str:

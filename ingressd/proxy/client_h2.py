@@ -38,6 +38,19 @@ ends (rapid reset, CVE-2023-44487), PING/SETTINGS/PRIORITY/empty-frame floods,
 what waits to be sent to a client that does not read, zero-window stalls
 (``--client-send-timeout``, nginx's send_timeout), idle connections
 (keep-alive timeout) and slow headers (client header timeout).
+
+Control frames are counted as frames arrive (``_Frames``), not as h2's events,
+since h2 answers some frames without an event (a WINDOW_UPDATE, RST_STREAM or
+DATA on a closed stream is dropped or answered with RST_STREAM). A control
+frame is any frame that asks work of us and carries neither a new request nor
+request data: PING, SETTINGS, PRIORITY, RST_STREAM, unknown types, DATA with
+no data and no END_STREAM (CVE-2019-9518), DATA on a closed stream, HEADERS
+that open no stream (trailers, or on a stream gone), and WINDOW_UPDATE beyond
+the two (stream, connection) each DATA frame we send earns the client. nginx bounds the same
+by bytes (``ngx_http_v2_read_handler``: ``total_bytes / 8 > payload_bytes +
+1048576`` is "http2 flood detected", where only DATA payload and request heads
+count as payload); ingressd counts the frames, against
+``--http2-max-control-frames`` per 10 s, and answers GOAWAY ENHANCE_YOUR_CALM.
 """
 
 from __future__ import annotations
@@ -47,7 +60,7 @@ import contextlib
 import logging
 from collections import deque
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -56,20 +69,26 @@ from h2.events import (
     ConnectionTerminated,
     DataReceived,
     Event,
-    PingReceived,
-    PriorityUpdated,
     RemoteSettingsChanged,
     RequestReceived,
     StreamEnded,
     StreamReset,
     TrailersReceived,
-    UnknownFrameReceived,
     WindowUpdated,
 )
 from h2.exceptions import H2Error, ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
-from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 from mypy_extensions import mypyc_attr
 
 from ..policy.limits import Slot
@@ -159,8 +178,16 @@ class HeaderBlockTooLarge(ProtocolError):
     error_code = ErrorCodes.ENHANCE_YOUR_CALM
 
 
+@mypyc_attr(native_class=False)
+class ControlFlood(ProtocolError):
+    """More control frames than ``--http2-max-control-frames`` allows."""
+
+    error_code = ErrorCodes.ENHANCE_YOUR_CALM
+
+
 class _Frames(FrameBuffer):
-    """h2's frame buffer, with header blocks bounded in bytes and frames.
+    """h2's frame buffer, with header blocks bounded in bytes and frames, and
+    control frames counted (see the module docstring).
 
     h2 gathers a block's CONTINUATION frames until END_HEADERS before it
     decodes anything; it caps their count but not their size, so an endless
@@ -170,9 +197,14 @@ class _Frames(FrameBuffer):
     field), as nginx bounds the block by large_client_header_buffers.
     """
 
-    def __init__(self, block_limit: int) -> None:
+    def __init__(self, block_limit: int, controls: _Allowance) -> None:
         super().__init__(server=True)
         self.block_limit = block_limit
+        self.controls = controls
+        self.now = 0.0  # the loop's time of the read being parsed
+        self.earned = 0  # WINDOW_UPDATEs the DATA frames we sent allow for free
+        self.last_opened = 0  # the highest stream a HEADERS frame opened
+        self.h2_streams: dict[int, Any] = {}  # h2's streams (set by the connection)
         self.block_bytes = 0
         self.block_frames = 0
         self.in_block = False  # a HEADERS frame waits for its CONTINUATIONs
@@ -180,10 +212,30 @@ class _Frames(FrameBuffer):
 
     def _update_header_buffer(self, f: Frame | None) -> Frame | None:
         self.frames_done += 1
-        if isinstance(f, HeadersFrame) and "END_HEADERS" not in f.flags:
-            self.in_block = True
-            self.block_bytes = len(f.data)
-            self.block_frames = 0
+        if isinstance(f, HeadersFrame):
+            if f.stream_id > self.last_opened:
+                self.last_opened = f.stream_id
+            else:
+                self._control("HEADERS frames that open no stream")
+            if "END_HEADERS" not in f.flags:
+                self.in_block = True
+                self.block_bytes = len(f.data)
+                self.block_frames = 0
+        elif isinstance(f, DataFrame):
+            if not f.data and "END_STREAM" not in f.flags:
+                self._control("empty DATA frames")
+            elif self._gone(f.stream_id):
+                # h2 answers each with RST_STREAM (and a WINDOW_UPDATE), no event.
+                self._control("DATA frames on closed streams")
+        elif isinstance(f, WindowUpdateFrame):
+            if self.earned > 0:
+                self.earned -= 1
+            else:
+                self._control("WINDOW_UPDATE frames")
+        elif isinstance(f, SettingsFrame):
+            self._control("SETTINGS frames")
+        elif isinstance(f, RstStreamFrame):
+            self._control("RST_STREAM frames")
         elif isinstance(f, ContinuationFrame) and self.in_block:
             self.block_bytes += len(f.data)
             self.block_frames += 1
@@ -194,7 +246,27 @@ class _Frames(FrameBuffer):
                 )
             if "END_HEADERS" in f.flags:
                 self.in_block = False
+        elif f is not None and not isinstance(f, GoAwayFrame):
+            # PING, PRIORITY, unknown types (and what h2 refuses anyway: a
+            # CONTINUATION outside a block, PUSH_PROMISE from a client).
+            self._control(
+                "CONTINUATION frames outside a header block"
+                if isinstance(f, ContinuationFrame)
+                else "PING, PRIORITY or unknown frames"
+            )
         return super()._update_header_buffer(f)
+
+    def _gone(self, sid: int) -> bool:
+        """The stream is closed (or forgotten): nothing it is sent is a request's."""
+        stream = self.h2_streams.get(sid)
+        return stream is None or bool(stream.closed)
+
+    def _control(self, what: str) -> None:
+        if not self.controls.spend(self.now):
+            raise ControlFlood(
+                f"too many {what}: over {self.controls.limit} control frames per "
+                f"{RATE_WINDOW:.0f} s"
+            )
 
     @property
     def partial(self) -> bool:
@@ -261,7 +333,6 @@ class H2ClientConnection(asyncio.Protocol, Connection):
     __slots__ = (
         "_backlog",
         "_close_timer",
-        "_controls",
         "_frames_mark",
         "_goaway_last",
         "_header_since",
@@ -316,7 +387,12 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         # In force from the first header block, not only once the client has
         # acknowledged our SETTINGS.
         conn.decoder.max_header_list_size = settings.http2_max_header_list_size
-        self.frames = conn.incoming_buffer = _Frames(settings.http2_max_header_list_size)
+        now = self.loop.time()
+        self.frames = conn.incoming_buffer = _Frames(
+            settings.http2_max_header_list_size,
+            _Allowance(settings.http2_max_control_frames, now),
+        )
+        self.frames.h2_streams = conn.streams
         self.h2 = conn
         self.streams: dict[int, H2Stream] = {}  # being answered
         self.ready: dict[int, H2Stream] = {}  # with output waiting, in turn
@@ -335,9 +411,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         self._close_timer: asyncio.TimerHandle | None = None
         self._goaway_last: int | None = None  # draining: streams above are refused
         self._new_streams = 0  # opened in this read
-        now = self.loop.time()
         self._resets = _Allowance(settings.http2_max_resets, now)
-        self._controls = _Allowance(settings.http2_max_control_frames, now)
         self.closing = False
 
     # -- connection lifetime ---------------------------------------------------------
@@ -466,6 +540,7 @@ class H2ClientConnection(asyncio.Protocol, Connection):
 
     def _receive(self, data: bytes) -> None:
         self._new_streams = 0
+        now = self.frames.now = self.loop.time()
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
@@ -477,7 +552,6 @@ class H2ClientConnection(asyncio.Protocol, Connection):
             log.log(level, "HTTP/2 client %s: %s: connection closed", self.peer_ip, exc)
             self._goaway(None)
             return
-        now = self.loop.time()
         for event in events:
             if self.closing:
                 return
@@ -512,8 +586,6 @@ class H2ClientConnection(asyncio.Protocol, Connection):
                 # A stream answered already: its window matters no more, the
                 # connection's does.
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            if not event.data and event.stream_ended is None:
-                self._control(now, "empty DATA frames")
         elif isinstance(event, RequestReceived):
             self._request(event, now)
         elif isinstance(event, StreamEnded):
@@ -525,10 +597,8 @@ class H2ClientConnection(asyncio.Protocol, Connection):
                 self.pump()
         elif isinstance(event, StreamReset):
             self._reset_by_client(event.stream_id, now)
-        elif isinstance(event, (PingReceived, PriorityUpdated, UnknownFrameReceived)):
-            self._control(now, "too many PING, PRIORITY or unknown frames")
         elif isinstance(event, RemoteSettingsChanged):
-            self._control(now, "too many SETTINGS frames")
+            # Counted as a control frame by _Frames, as PING, PRIORITY and the rest.
             if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings and self.ready:
                 self.pump()
         elif isinstance(event, TrailersReceived):
@@ -541,11 +611,6 @@ class H2ClientConnection(asyncio.Protocol, Connection):
         elif isinstance(event, ConnectionTerminated):
             # The client's GOAWAY: h2 sends nothing more, so nothing can finish.
             self._goaway(ErrorCodes.NO_ERROR, b"")
-
-    def _control(self, now: float, what: str) -> None:
-        """A frame that asks work of us and carries no request."""
-        if not self._controls.spend(now):
-            self._calm(f"{what} (over {self.settings.http2_max_control_frames} per 10 s)")
 
     def _malformed(self, exc: ProtocolError) -> None:
         # As h2 ends a connection whose peer broke HTTP/2's rules (RFC 9113
@@ -995,6 +1060,9 @@ class H2Stream(ClientStream):
                 chunk = self._take(min(window, h2c.max_outbound_frame_size))
                 last = not self.out and self.end_pending and self.trailers is None
                 h2c.send_data(sid, chunk, end_stream=last)
+                # The client may acknowledge it with a WINDOW_UPDATE for the
+                # stream and one for the connection: those are not a flood.
+                conn.frames.earned += 2
                 self.blocked_since = None
                 if last:
                     self._sent_end()

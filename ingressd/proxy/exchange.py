@@ -717,6 +717,11 @@ class Exchange(Outgoing):
         verdict = limiter.admit(self.real_ip(), client.loop.time())
         if isinstance(verdict, str):
             settings = self.state.settings
+            if limiter.table_full:
+                what = "limit-rps" if limits.rps else "limit-rpm"
+                self.state.stats.table_full(
+                    ingress, "limit-connections" if limiter.refused_conns else what
+                )
             status = (
                 settings.limit_conn_status if limiter.refused_conns else settings.limit_req_status
             )
@@ -736,6 +741,8 @@ class Exchange(Outgoing):
         now = self.client.loop.time()
         if state.global_limits.admit(state.limits, route.ingress, config, key, client_ip, now):
             return True
+        if state.global_limits.table_full:
+            state.stats.table_full(route.ingress, "global-rate-limit")
         status = state.settings.global_limit_status
         self.respond(
             status,

@@ -17,18 +17,31 @@ Bounded per process: ``MAX_IN_FLIGHT`` copies at once (more are dropped, not
 queued), bodies of at most ``MAX_BODY`` bytes (a larger one's copy is dropped
 whole, never sent truncated), ``TIMEOUT`` seconds per copy. Counted per
 Ingress and result in ``ingressd_mirror_requests_total``: ``sent`` (the mirror
-answered), ``failed`` (refused, reset, timed out), ``dropped`` (not sent).
+answered), ``failed`` (refused, reset, timed out), ``dropped`` (not sent),
+``denied`` (the target's name resolved to an address the deny list refuses).
+
+Where the copy connects is checked when it connects: every address the
+target's host name resolves to must pass ``policy.mirror.refused_address``
+(the list a literal address in the annotation is held to), else no connection
+is made at all (a name resolving to an allowed and a denied address is denied
+whole: which one a retry would use is the resolver's choice). The check sits in
+the connector's resolver, so what aiohttp caches and connects to is what was
+checked; a name re-pointed later (DNS rebinding) is checked again at its next
+resolution. ingress-nginx checks nothing here (see ``policy/mirror.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from typing import TYPE_CHECKING, Final
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Final
 
 from ..model.policy import Mirror
 from ..observe.stats import RequestStats
-from ..policy.mirror import split_variables
+from ..policy.mirror import refused_address, split_variables
 
 if TYPE_CHECKING:
     import aiohttp
@@ -39,6 +52,7 @@ MAX_IN_FLIGHT: Final = 256
 MAX_BODY: Final = 1024 * 1024
 TIMEOUT: Final = 60.0
 CONNECT_TIMEOUT: Final = 5.0
+DENIED_LOG_EVERY: Final = 10.0  # seconds between two warnings of denied copies
 # Request headers not copied: framing (aiohttp frames the copy itself) and Host.
 _NOT_COPIED: Final = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect"})
 
@@ -96,10 +110,47 @@ def target_url(config: Mirror, request_uri: str, args: str, host: str, scheme: s
     return base + path
 
 
-class Mirrors:
-    """One process's mirror copies: their HTTP client, how many are under way."""
+class AddressDenied(OSError):
+    """The target's name resolved to an address a copy may not go to."""
 
-    def __init__(self) -> None:
+
+def checked_resolver(inner: Any) -> Any:
+    """An aiohttp resolver that answers what ``inner`` (an aiohttp
+    ``AbstractResolver``) resolves, or raises AddressDenied when any of the
+    addresses is one the deny list refuses."""
+    from aiohttp.abc import AbstractResolver
+
+    class CheckedResolver(AbstractResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[Any]:
+            results = await inner.resolve(host, port, family)
+            for result in results:
+                try:
+                    addr = ipaddress.ip_address(result["host"])
+                except ValueError:
+                    raise AddressDenied(f"{host} resolved to {result['host']!r}") from None
+                why = refused_address(addr)
+                if why is not None:
+                    raise AddressDenied(f"{host} resolved to {addr}: {why}")
+            return results
+
+        async def close(self) -> None:
+            await inner.close()
+
+    return CheckedResolver()
+
+
+class Mirrors:
+    """One process's mirror copies: their HTTP client, how many are under way.
+
+    ``resolver``: the aiohttp resolver names are resolved with (aiohttp's
+    default one when None), whose answers are checked before any connection.
+    """
+
+    def __init__(self, resolver: Any = None) -> None:
+        self._resolver = resolver
+        self._denied_logged = -DENIED_LOG_EVERY
         self.in_flight = 0
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -110,7 +161,13 @@ class Mirrors:
 
             # ssl=False: nginx's proxy_ssl_verify is off by default for the mirror
             # location too.
-            connector = aiohttp.TCPConnector(ssl=False, limit=MAX_IN_FLIGHT, keepalive_timeout=30)
+            inner = self._resolver if self._resolver is not None else aiohttp.DefaultResolver()
+            connector = aiohttp.TCPConnector(
+                ssl=False,
+                limit=MAX_IN_FLIGHT,
+                keepalive_timeout=30,
+                resolver=checked_resolver(inner),
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -178,11 +235,28 @@ class Mirrors:
                 result = "sent"  # the head is enough; the body is dropped with the connection
         except asyncio.CancelledError:
             raise
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, AddressDenied):
+                result = "denied"
+                self._denied(ingress, exc.os_error)
+            else:
+                log.debug("mirror copy to %s failed: %s", url, exc)
         except Exception as exc:  # any failure of a copy is the copy's alone
             log.debug("mirror copy to %s failed: %s", url, exc)
         finally:
             self.in_flight -= 1
             stats.mirror(ingress, config.host, result)
+
+    def _denied(self, ingress: str, exc: AddressDenied) -> None:
+        now = time.monotonic()
+        if now - self._denied_logged >= DENIED_LOG_EVERY:
+            self._denied_logged = now
+            log.warning(
+                "mirror-target of Ingress %s: %s; no copy sent (counted as denied in "
+                "ingressd_mirror_requests_total)",
+                ingress,
+                exc,
+            )
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -72,8 +72,9 @@ def test_the_limit_holds_per_pod_across_workers(proxy: Ingressd) -> None:
 def test_the_key_decides_what_is_counted(proxy: Ingressd) -> None:
     assert statuses(proxy, "bykey.test", 3, "-H", "X-Api-Key: a") == [200, 200, 429]
     assert statuses(proxy, "bykey.test", 3, "-H", "X-Api-Key: b") == [200, 200, 429]
-    # No key at all: nothing to count by, never limited (as nginx with an empty key).
-    assert statuses(proxy, "bykey.test", 4) == [200] * 4
+    # No key at all: counted by the client's address, as global_throttle.lua falls
+    # back to $remote_addr; leaving the header out does not escape the limit.
+    assert statuses(proxy, "bykey.test", 4) == [200, 200, 429, 429]
 
 
 def test_ignored_cidrs_and_a_missing_window(proxy: Ingressd) -> None:

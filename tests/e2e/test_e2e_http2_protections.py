@@ -320,6 +320,80 @@ def test_control_frame_floods_close_the_connection(env: Env, kind: str) -> None:
         assert goaway is not None and goaway.error_code == CALM
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "window-update",
+        "window-update-reset-stream",
+        "empty-data-reset-stream",
+        "end-stream-data-reset-stream",
+        "data-reset-stream",
+        "rst-reset-stream",
+        "headers-reset-stream",
+    ],
+)
+def test_window_update_and_late_frame_floods_close_the_connection(env: Env, kind: str) -> None:
+    """WINDOW_UPDATE frames (on the connection, or on a stream gone), and DATA
+    (empty or not, with END_STREAM or not), RST_STREAM or HEADERS frames on a
+    stream the client reset, to which h2 gives no event (it drops them, or
+    answers each with RST_STREAM): control frames all, past 1,000 in 10 s
+    GOAWAY ENHANCE_YOUR_CALM (nginx: "http2 flood detected")."""
+    with Prober(env.ing.https_port), env.raw() as raw:
+        if kind == "window-update":
+            frame = WindowUpdateFrame(0, window_increment=1).serialize()
+        else:
+            raw.send(raw.get(1, "/_echo/sleep/5000", HOST))
+            raw.send(RstStreamFrame(1, error_code=ErrorCodes.CANCEL).serialize())
+            if kind == "window-update-reset-stream":
+                frame = WindowUpdateFrame(1, window_increment=1).serialize()
+            elif kind == "empty-data-reset-stream":
+                frame = DataFrame(1, data=b"").serialize()
+            elif kind == "end-stream-data-reset-stream":
+                frame = DataFrame(1, data=b"", flags=["END_STREAM"]).serialize()
+            elif kind == "data-reset-stream":
+                frame = DataFrame(1, data=b"x").serialize()
+            elif kind == "headers-reset-stream":  # trailers for a stream gone
+                frame = raw.headers_frame(1, [(b"x-t", b"1")]).serialize()
+            else:
+                frame = RstStreamFrame(1, error_code=ErrorCodes.CANCEL).serialize()
+        for _ in range(10):
+            if not raw.send(frame * 500):
+                break
+        wait_closed(raw)
+        goaway = raw.goaway()
+        assert goaway is not None and goaway.error_code == CALM, (
+            raw.frames[-3:],
+            env.ing.log()[-3000:],
+        )
+
+
+def test_window_updates_acknowledging_a_download_are_not_a_flood(env: Env) -> None:
+    """A client that acknowledges every DATA frame with a WINDOW_UPDATE for the
+    stream and one for the connection sends far more than 1,000 in 10 s on a large
+    download: those are earned by the data sent, and the download completes."""
+    size = 24 * MiB
+    with env.raw() as raw:
+        raw.send(raw.get(1, f"/_echo/bytes/{size}", HOST))
+        got = sent = 0
+        ended = False
+        deadline = time.monotonic() + 60
+        while not ended and not raw.closed and time.monotonic() < deadline:
+            acks = b""
+            for f in raw.read(1.0):
+                if isinstance(f, DataFrame) and f.stream_id == 1:
+                    got += len(f.data)
+                    ended = "END_STREAM" in f.flags
+                    if f.flow_controlled_length and not ended:
+                        n = f.flow_controlled_length
+                        acks += WindowUpdateFrame(1, window_increment=n).serialize()
+                        acks += WindowUpdateFrame(0, window_increment=n).serialize()
+                        sent += 2
+            if acks:
+                raw.send(acks)
+        assert raw.goaway() is None and ended and got == size, (got, raw.goaway())
+        assert sent > 1000  # more than the control-frame allowance, all earned
+
+
 def _post() -> list[tuple[bytes, bytes]]:
     return [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", HOST.encode()),
             (b":path", b"/")]  # fmt: skip

@@ -427,3 +427,21 @@ def test_tracing_spans_are_summed_over_workers_and_kept_when_one_dies() -> None:
     samples = scrape(totals.view())
     for outcome, n in (("exported", 12), ("failed", 1), ("dropped", 5)):
         assert samples[("ingressd_tracing_spans_total", labels(outcome=outcome))] == n
+
+
+def test_refusals_for_a_full_limit_table_are_counted_and_summed_over_workers() -> None:
+    totals = WorkerTotals()
+    workers = [RequestStats(), RequestStats()]
+    slots = [totals.slot(), totals.slot()]
+    name = "ingressd_limit_table_full_total"
+    assert not any(k[0] == name for k in scrape(totals.view()))
+    workers[0].table_full("default/app", "global-rate-limit")
+    workers[1].table_full("default/app", "global-rate-limit")
+    workers[1].table_full("default/app", "limit-connections")
+    for stats, slot in zip(workers, slots, strict=True):
+        totals.update(slot, pickle.loads(pickle.dumps(stats.report(active=0))))
+    totals.retire(slots[0])  # a dead worker's refusals stay counted
+    samples = scrape(totals.view())
+    key = {"namespace": "default", "ingress": "app"}
+    assert samples[(name, labels(**key, limit="global-rate-limit"))] == 2
+    assert samples[(name, labels(**key, limit="limit-connections"))] == 1

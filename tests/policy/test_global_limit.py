@@ -6,11 +6,19 @@ from typing import Any
 
 import pytest
 
-from ingressd.model.policy import GlobalRateLimit
+from ingressd.model.policy import GlobalRateLimit, LimitConfig
 from ingressd.policy.annotations import parse_policy
 from ingressd.policy.configmap import read_configmap
 from ingressd.policy.global_limit import GlobalLimits
-from ingressd.policy.limits import ADMITTED, REFUSED_RATE, LimitRegistry, private_table
+from ingressd.policy.limits import (
+    ADMITTED,
+    REFUSED_RATE,
+    WAYS,
+    IngressLimiter,
+    LimitRegistry,
+    Slot,
+    private_table,
+)
 
 N = "nginx.ingress.kubernetes.io/"
 
@@ -45,7 +53,55 @@ def test_keys_and_zones_count_apart() -> None:
     assert admit("ns/a", "k2") and admit("ns/b", "k1")
     # Another process's limiter for the same Ingress and settings counts the same.
     assert not GlobalLimits().admit(registry, "ns/a", config, "k1", "192.0.2.1", 100.0)
-    assert admit("ns/a", "") and admit("ns/a", "")  # an empty key is never limited
+
+
+def test_an_empty_key_counts_as_the_client_address() -> None:
+    """global_throttle.lua: a key that renders empty falls back to $remote_addr, so
+    leaving out the header the key is made of does not escape the limit."""
+    limits = GlobalLimits()
+    registry = LimitRegistry(private_table(256))
+    config = GlobalRateLimit(2, 60, ("", "http_x_api_key", ""), "$http_x_api_key")
+
+    def admit(key: str, client: str) -> bool:
+        return limits.admit(registry, "ns/a", config, key, client, 100.0)
+
+    assert [admit("", "192.0.2.1") for _ in range(3)] == [True, True, False]
+    assert not admit("192.0.2.1", "192.0.2.9")  # the same counter as the address's
+    assert admit("", "192.0.2.2")  # another client: its own counter
+    assert limits.admit(registry, "ns/a", config, "", "", 100.0)  # nothing to count by
+
+
+def test_a_full_table_evicts_the_least_recently_seen_key_then_refuses() -> None:
+    """Cycling keys must not lift the limit: a new key takes the least recently seen
+    entry of its bucket; when every entry holds requests in flight the request is
+    refused (nginx answers limit_req's status when it cannot allocate a node)."""
+    table = private_table(WAYS)  # one bucket
+    registry = LimitRegistry(table)
+    limits = GlobalLimits()
+    config = GlobalRateLimit(1, 60, ("", "remote_addr", ""), "$remote_addr")
+
+    def admit(key: str) -> bool:
+        return limits.admit(registry, "ns/a", config, key, key, 100.0)
+
+    keys = [f"10.0.0.{i}" for i in range(WAYS + 1)]
+    assert all(admit(k) for k in keys)  # the ninth evicted the first
+    assert [admit(k) for k in keys[1:]] == [False] * WAYS  # the others are remembered
+    assert admit(keys[0])  # forgotten: a fresh count
+
+    # Another Ingress's limit-connections places fill the whole bucket.
+    full = private_table(WAYS)
+    conns = IngressLimiter("ns/b", LimitConfig(connections=1), full)
+    slots = [conns.admit(f"10.0.1.{i}", 0.0) for i in range(WAYS)]
+    assert all(isinstance(s, Slot) for s in slots)
+    registry = LimitRegistry(full)
+    refused = [
+        limits.admit(registry, "ns/a", config, f"198.51.100.{i}", "x", 100.0) for i in range(3)
+    ]
+    assert refused == [False] * 3  # fresh keys, one after another: none gets through
+    assert limits.table_full
+    slots[0].release()  # type: ignore[union-attr]
+    assert limits.admit(registry, "ns/a", config, "198.51.100.9", "x", 100.0)
+    assert not limits.table_full
 
 
 def test_ignored_cidrs_are_never_counted() -> None:

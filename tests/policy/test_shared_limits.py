@@ -89,10 +89,26 @@ def test_no_room_when_every_entry_holds_requests_in_flight(
     warnings = [r.getMessage() for r in caplog.records if r.name == "ingressd.limits"]
     assert warnings == [  # once, not per request
         f"limit table full: a bucket's {WAYS} entries all hold requests in flight, so a "
-        f"client got 503; raise --limit-entries (now {WAYS})"
+        f"request was refused; raise --limit-entries (now {WAYS})"
     ]
     slots[3].release()  # type: ignore[union-attr]
     assert isinstance(lim.admit("10.0.1.1", 0.0), Slot)  # a place's entry is free again
+
+
+def test_a_rate_limit_in_a_bucket_full_of_requests_in_flight_refuses() -> None:
+    """limit-rps/-rpm fail closed too when another Ingress's places fill the bucket."""
+    table = private_table(WAYS)
+    conns = IngressLimiter("default/other", LimitConfig(connections=1), table)
+    assert all(isinstance(conns.admit(f"10.0.0.{i}", 0.0), Slot) for i in range(WAYS))
+    for config in (LimitConfig(rps=100), LimitConfig(rpm=100)):
+        rates = IngressLimiter(INGRESS, config, table)
+        refused = rates.admit("10.0.1.1", 0.0)
+        assert isinstance(refused, str) and "limit table is full" in refused
+        assert rates.table_full and not rates.refused_conns
+    # A refusal by the rate itself is not the table's.
+    strict = IngressLimiter(INGRESS, LimitConfig(rps=1, burst_multiplier=1), private_table())
+    assert strict.admit(IP, 0.0) is None and strict.admit(IP, 0.0) is None
+    assert isinstance(strict.admit(IP, 0.0), str) and not strict.table_full
 
 
 def test_a_changed_limit_starts_fresh_and_ingresses_do_not_share() -> None:
