@@ -16,7 +16,6 @@ import logging
 import ssl
 import time
 from http import HTTPStatus
-from time import perf_counter
 from typing import Final
 
 import httptools
@@ -58,6 +57,8 @@ from .upstream_h1 import UpstreamHeadTooLarge
 from .upstream_h2 import InvalidUpstreamResponse, StreamRefused
 
 log: Final = logging.getLogger("ingressd.proxy")
+# time.perf_counter, held Final: compiled code calls it without a module-dict lookup.
+_clock: Final = time.perf_counter
 
 _HSTS: Final = b"Strict-Transport-Security"
 _HSTS_LOWER: Final = b"strict-transport-security"
@@ -116,6 +117,7 @@ class Exchange(Outgoing):
         "read_timeout",
         "rejection",
         "replay",
+        "replay_gone",
         "replay_size",
         "req_te",
         "route",
@@ -142,7 +144,7 @@ class Exchange(Outgoing):
         # For metrics and the access log: from the first byte of the request;
         # the status and bytes sent; the route of a local answer; the last
         # try's start and connect time (0: no upstream tried).
-        self.started = perf_counter()
+        self.started = _clock()
         self.status = 0
         self.sent = 0
         self.route: Route | None = None
@@ -180,7 +182,9 @@ class Exchange(Outgoing):
         self.request_complete = False
         self.forward: Forward | None = None
         self.upstream: UpstreamStream | None = None
-        self._body_buf: list[bytes] = []
+        # Body bytes waiting for an upstream (or the tunnel); None: none yet, so
+        # a request without a body allocates no list.
+        self._body_buf: list[bytes] | None = None
         self._buffered = 0
         self._connect_task: asyncio.Task | None = None
         self._retried = False
@@ -209,9 +213,13 @@ class Exchange(Outgoing):
         # proxy-next-upstream: the endpoints tried so far, when the first try
         # began, and the body bytes sent (None once too large to send again).
         self.attempts = 0
-        self.tried: list[Endpoint] = []
+        # The endpoints tried before this one, made on the first retry.
+        self.tried: list[Endpoint] | None = None
         self.first_try_at = 0.0
-        self.replay: list[bytes] | None = []
+        # The body bytes sent, kept for another try (None: none yet), until
+        # there are too many to keep (replay_gone).
+        self.replay: list[bytes] | None = None
+        self.replay_gone = False
         self.replay_size = 0
         # custom-http-errors: the error page is being fetched (never a second one),
         # without the client's body (read and dropped from then on).
@@ -460,7 +468,7 @@ class Exchange(Outgoing):
             mirror = self._mirror = MirrorCopy(
                 policy.mirror, self.has_body() and policy.mirror.request_body
             )
-            for part in self._body_buf:  # read before the exchange began
+            for part in self._body_buf or ():  # read before the exchange began
                 mirror.keep(part)
         if policy.external_auth is not None and action.access is not SATISFIED:
             # The body waits in _body_buf (reading pauses when it grows), or in
@@ -504,7 +512,7 @@ class Exchange(Outgoing):
             self._continue = expect.strip().lower() == b"100-continue"
         if self._body_buf:
             # Body bytes read before the exchange began (a pipelined request).
-            held, self._body_buf = self._body_buf, []
+            held, self._body_buf = self._body_buf, None
             for part in held:
                 if not self._spool_add(spool, part):
                     return
@@ -591,14 +599,13 @@ class Exchange(Outgoing):
             return
         client = self.client
         self.attempts += 1
-        self.tried.append(fwd.endpoint)
         plain = fwd.route.plain  # no proxy-next-upstream-timeout, ewma or HTTP/2
         policy = fwd.route.policy
         if not plain and self.attempts == 1 and policy.next_upstream.time_limit:
             self.first_try_at = client.loop.time()
         if not plain and policy.load_balance == "ewma":
             self.lb_start = client.loop.time()
-        self.up_start = perf_counter()
+        self.up_start = _clock()
         self.up_connect = 0.0
         conn: UpstreamStream | None
         if not plain and policy.backend_protocol in H2_PROTOCOLS:
@@ -794,7 +801,7 @@ class Exchange(Outgoing):
                 self.respond(status, text + self._tries_note() + "\n", grpc_status=grpc_status)
             return
         self._connect_task = None
-        self.up_connect = perf_counter() - self.up_start
+        self.up_connect = _clock() - self.up_start
         self.state.health.succeeded(fwd.endpoint)
         if self.finished:
             conn.close()
@@ -846,12 +853,12 @@ class Exchange(Outgoing):
             self.state.watch(self)
             return
         body = self._body_buf
-        conn.send_request(self, body, self.request_complete)
+        conn.send_request(self, body or (), self.request_complete)
         if body:
             self.sent_body = True
             for part in body:
                 self._keep_for_replay(part)
-            self._body_buf = []
+            self._body_buf = None
         if self._buffered:
             self._buffered = 0
             self.client.resume_body(PAUSE_BUFFER)
@@ -895,7 +902,10 @@ class Exchange(Outgoing):
             return
         conn = self.upstream
         if conn is None:
-            self._body_buf.append(data)
+            if self._body_buf is None:
+                self._body_buf = [data]
+            else:
+                self._body_buf.append(data)
             self._buffered += len(data)
             if self._buffered > BUFFER_HIGH and not self.whole_body:
                 self.client.pause_body(PAUSE_BUFFER)
@@ -903,7 +913,7 @@ class Exchange(Outgoing):
         self.sent_body = True
         self.activity = self.client.now()
         conn.send_body(data)
-        if self.replay is not None:
+        if not self.replay_gone:
             self._keep_for_replay(data)
 
     def request_done(self) -> None:
@@ -937,7 +947,10 @@ class Exchange(Outgoing):
     def client_tail(self, data: bytes) -> None:
         """Bytes after an upgrade request, held until the upstream agrees."""
         if data:
-            self._body_buf.append(data)
+            if self._body_buf is None:
+                self._body_buf = [data]
+            else:
+                self._body_buf.append(data)
             self._buffered += len(data)
             if self._buffered > BUFFER_HIGH:
                 self.client.pause_body(PAUSE_BUFFER)
@@ -1056,7 +1069,7 @@ class Exchange(Outgoing):
         """limit-rate: send what the rate allows now, hold the rest and wait."""
         throttle = self.throttle
         assert throttle is not None
-        now = perf_counter()
+        now = _clock()
         room = throttle.allowed(now)
         if room >= len(data):
             throttle.sent += len(data)
@@ -1138,7 +1151,7 @@ class Exchange(Outgoing):
             return
         # The tunnel keeps the request's limit-connections place until it closes.
         slot, self.limit_slot = self.limit_slot, None
-        body, self._body_buf = self._body_buf, []
+        body, self._body_buf = self._body_buf or [], None
         self._finish()
         self.upstream = None
         conn.owner = None
@@ -1191,7 +1204,7 @@ class Exchange(Outgoing):
         if (
             isinstance(exc, StreamRefused)
             and not self._retried
-            and (not self.sent_body or self.replay is not None)
+            and (not self.sent_body or not self.replay_gone)
         ):
             # HTTP/2: the upstream did not process the request (REFUSED_STREAM,
             # or a GOAWAY below its stream), so it goes again, whatever its
@@ -1255,7 +1268,8 @@ class Exchange(Outgoing):
         self.no_body = True
         self.sent_body = False
         self.replay = None
-        self._body_buf = []
+        self.replay_gone = True
+        self._body_buf = None
         self._drop_spool()
         self._mirror = None
         if self._buffered:
@@ -1271,7 +1285,7 @@ class Exchange(Outgoing):
         self.send_timeout = settings.send_timeout
         self.upgrading = False
         self.attempts = 0
-        self.tried = []
+        self.tried = None
         self._retried = False
         self.forward = action
         self._go()
@@ -1298,9 +1312,13 @@ class Exchange(Outgoing):
         if sent:
             if self.method not in IDEMPOTENT and not rule.non_idempotent:
                 return False
-            if self.sent_body and self.replay is None:
+            if self.sent_body and self.replay_gone:
                 return False  # the body is gone: it cannot be sent again
-        nxt = retarget(fwd, self.tried, self.client.tls, self.state.health, self.headers)
+        tried = self.tried
+        if tried is None:
+            tried = self.tried = []
+        tried.append(fwd.endpoint)  # the endpoint that just failed
+        nxt = retarget(fwd, tried, self.client.tls, self.state.health, self.headers)
         if nxt is None:
             return False
         self.state.stats.retry(fwd.route.ingress, fwd.backend.name, kind)
@@ -1330,9 +1348,9 @@ class Exchange(Outgoing):
         if self._spool is not None:
             self._feed_at = -1
         elif self.sent_body:
-            self._body_buf = self.replay or []
+            self._body_buf = self.replay
             self.sent_body = False
-        self.replay, self.replay_size = [], 0
+        self.replay, self.replay_size, self.replay_gone = None, 0, False
         if self.send_paused_at is not None:
             self.send_paused_at = None
             self.client.resume_body(PAUSE_UPSTREAM)
@@ -1341,8 +1359,12 @@ class Exchange(Outgoing):
         self.replay_size += len(data)
         if self.replay_size > REPLAY_LIMIT:
             self.replay = None
-        elif self.replay is not None:
-            self.replay.append(data)
+            self.replay_gone = True
+        elif not self.replay_gone:
+            if self.replay is None:
+                self.replay = [data]
+            else:
+                self.replay.append(data)
 
     def _tries_note(self) -> str:
         return f" ({self.attempts} tries)" if self.attempts > 1 else ""
@@ -1558,7 +1580,7 @@ class Exchange(Outgoing):
             self.limit_slot = None
         if self._buffered:
             self._buffered = 0
-            self._body_buf = []
+            self._body_buf = None
             self.client.resume_body(PAUSE_BUFFER)
 
     def abort(self) -> None:
@@ -1584,7 +1606,7 @@ class Exchange(Outgoing):
     def record(self, status: int) -> None:
         """Count the request, once, as it ends: metrics, then the access log line."""
         self.logged = True
-        end = perf_counter()
+        end = _clock()
         client = self.client
         state = self.state
         fwd = self.forward

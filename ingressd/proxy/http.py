@@ -103,6 +103,8 @@ def connection_tokens(value: bytes) -> set[bytes]:
 # (allow-backend-server-header), the one only ingressd's own answers carry (proxied
 # responses without one get it in split_response). Empty: none, ingress-nginx's default.
 SERVER_TOKEN: Final = b"ingressd"
+# time.time, held Final: compiled code calls it without a module attribute lookup.
+_wallclock: Final = time.time
 
 
 class _Heads:
@@ -138,7 +140,7 @@ def date_line() -> bytes:
     """``Date: ...\r\n`` for now, formatted once a second (nginx's cached time),
     then the Server line under server-tokens."""
     heads = _HEADS
-    now = int(time.time())
+    now = int(_wallclock())
     if now != heads.second:
         heads.date_value = formatdate(now, usegmt=True).encode()
         heads.date_line = b"Date: " + heads.date_value + b"\r\n" + heads.server

@@ -24,6 +24,7 @@ upstream connection with a recording sink, on either build.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from mypy_extensions import mypyc_attr, trait
@@ -240,7 +241,7 @@ class UpstreamStream(Tunnel):
         may take ``head_limit`` bytes."""
         raise NotImplementedError
 
-    def send_request(self, req: Outgoing, body: list[bytes], end: bool) -> None:
+    def send_request(self, req: Outgoing, body: Sequence[bytes], end: bool) -> None:
         """The request head, the body received so far and, with ``end``, its end."""
         raise NotImplementedError
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import httptools
@@ -128,7 +129,7 @@ class UpstreamConnection(asyncio.Protocol, UpstreamStream):
         """At a message boundary, with nothing read past the response it ended."""
         return self._ended is True and not self._spoiled and self.tunnel is None and not self.closed
 
-    def send_request(self, req: Outgoing, body: list[bytes], end: bool) -> None:
+    def send_request(self, req: Outgoing, body: Sequence[bytes], end: bool) -> None:
         """The request head, the body received so far and, with ``end``, its end."""
         self.chunked = req.req_chunked and not req.no_body
         head = encode_request(req)

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import h2.config
@@ -405,7 +406,7 @@ class H2Stream(UpstreamStream):
         self.owner = owner
         self.head_limit = head_limit
 
-    def send_request(self, req: Outgoing, body: list[bytes], end: bool) -> None:
+    def send_request(self, req: Outgoing, body: Sequence[bytes], end: bool) -> None:
         conn = self.conn
         if conn.closed or conn.goaway:
             # Taken from the pool just before the connection went: not sent.

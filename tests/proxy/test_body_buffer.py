@@ -18,7 +18,9 @@ from ingressd.proxy.mirror import MirrorCopy, target_url
 def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(body.tempfile, "tempdir", None)  # read TMPDIR again
-    monkeypatch.setattr(body, "DISK", body._Disk())
+    # DISK is Final (a static once compiled): its state is reset, not the object.
+    for name, value in (("directory", None), ("base", ""), ("pid", 0), ("used", 0)):
+        monkeypatch.setattr(body.DISK, name, value)
     return tmp_path
 
 
