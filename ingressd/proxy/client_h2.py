@@ -43,7 +43,8 @@ Control frames are counted as frames arrive (``_Frames``), not as h2's events,
 since h2 answers some frames without an event (a WINDOW_UPDATE, RST_STREAM or
 DATA on a closed stream is dropped or answered with RST_STREAM). A control
 frame is any frame that asks work of us and carries neither a new request nor
-request data: PING, SETTINGS, PRIORITY, RST_STREAM, unknown types, DATA with
+request data: PING, SETTINGS, PRIORITY, unknown types, RST_STREAM on a stream
+not open (a reset of an open one is rapid reset's to count), DATA with
 no data and no END_STREAM (CVE-2019-9518), DATA on a closed stream, HEADERS
 that open no stream (trailers, or on a stream gone), and WINDOW_UPDATE beyond
 the two (stream, connection) each DATA frame we send earns the client. nginx bounds the same
@@ -235,7 +236,11 @@ class _Frames(FrameBuffer):
         elif isinstance(f, SettingsFrame):
             self._control("SETTINGS frames")
         elif isinstance(f, RstStreamFrame):
-            self._control("RST_STREAM frames")
+            # A reset of an open stream is the rapid-reset check's to count
+            # (per stream it took up, as its events arrive); one of a stream
+            # already closed or never opened costs h2 work and nothing else.
+            if self._gone(f.stream_id):
+                self._control("RST_STREAM frames on closed streams")
         elif isinstance(f, ContinuationFrame) and self.in_block:
             self.block_bytes += len(f.data)
             self.block_frames += 1
