@@ -12,26 +12,32 @@ latter costs several times more CPU per proxied request (see the README).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Final
 
 import httptools
 
 from ..policy.limits import Slot
-from . import http
+from . import http, pages
 from .client_h2 import H2ClientConnection
 from .exchange import PAUSE_PIPELINE, Exchange
 from .peer import peer_of, trusted_for
 from .state import ProxyState
 from .streams import CLOCK, ClientStream, Connection, Outgoing, Tunnel
 
+log: Final = logging.getLogger("ingressd.proxy")
+
 # A connection closed with a request body still coming is drained this long (see close).
 LINGER: Final = 2.0
+# Over the connection cap: nginx's 503 page, made once (no request was read, so
+# neither a Date nor the padding a User-Agent could ask for).
 TOO_MANY_CONNECTIONS: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
+    http.status_line(503)
+    + b"Content-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+    % len(pages.page(503))
+    + pages.page(503)
 )
 
 
@@ -317,10 +323,12 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self.pipeline.append(failed)
             return
         if self.current is None or not self.current.response_started:
-            body = f"{status} {HTTPStatus(status).phrase}: {reason}\n"
-            data = http.local_response(status, body.encode(), keep_alive=False)
-            self.transport.write(data)  # type: ignore[union-attr]
             answered = self.reading or self.current or Exchange(self, self.state)
+            log.debug("client %s: %d: %s", self.client_ip, status, reason)
+            padded = pages.wants_padding(answered.headers)
+            page = pages.page(status, padded)
+            data = http.local_response(pages.wire_status(status), page, keep_alive=False)
+            self.transport.write(data)  # type: ignore[union-attr]
             if not answered.logged:
                 answered.sent = len(data)
                 answered.record(status)

@@ -73,7 +73,7 @@ from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame
 from mypy_extensions import mypyc_attr
 
 from ..policy.limits import Slot
-from . import http
+from . import http, pages
 from .exchange import Exchange
 from .h2_head import check_trailers, checked_request_head, read_head
 from .peer import Peer, peer_of, trusted_for
@@ -921,8 +921,9 @@ class H2Stream(ClientStream):
         if status == 204:
             body = b""  # neither body nor content-length
         else:
-            if not any(name.lower() == b"content-type" for name, _ in headers):
-                out.append((b"content-type", b"text/plain; charset=utf-8"))
+            # nginx's page (http.local_response says which bodies come here)
+            if body and not any(name.lower() == b"content-type" for name, _ in headers):
+                out.append((b"content-type", b"text/html"))
             out.append((b"content-length", str(len(body)).encode()))
         if location is not None:
             out.append((b"location", location.encode("latin-1", "replace")))
@@ -1124,8 +1125,8 @@ class H2Stream(ClientStream):
         if ex is None or ex.response_started or ex.finished:
             self.reset(ErrorCodes.CANCEL)
             return
-        text = "408 Request Timeout: request body timeout\n"
-        self.local_response(ex, 408, text.encode(), None, ())
+        log.debug("HTTP/2 client %s: stream %d: request body timeout", self.client_ip, self.sid)
+        self.local_response(ex, 408, pages.page(408, pages.wants_padding(ex.headers)), None, ())
         if not ex.logged:
             ex.record(408)
         ex.abort()
