@@ -82,9 +82,9 @@ HIDDEN_RESPONSE: Final = frozenset({b"date", b"server", b"x-pad"})
 # answers and an upstream response without a reason phrase (HTTP/2) are sent with.
 # A status nginx has no phrase for goes as "HTTP/1.1 418 ", as nginx formats it;
 # 1xx ones come from upstreams with their own.
+_INTERIM: Final = {s.value: s.phrase.encode() for s in HTTPStatus if s.value < 200}
 STATUS_LINES: Final = {
-    code: b"HTTP/1.1 %d %s\r\n"
-    % (code, REASONS.get(code, HTTPStatus(code).phrase.encode() if code < 200 else b""))
+    code: b"HTTP/1.1 %d %s\r\n" % (code, REASONS.get(code, _INTERIM.get(code, b"")))
     for code in range(100, 600)
 }
 _PHRASES: Final = {code: line[13:-2] for code, line in STATUS_LINES.items()}

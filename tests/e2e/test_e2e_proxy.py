@@ -36,6 +36,7 @@ from e2e_helpers import (
     RecordingListener,
     echo_backend,
     free_port,
+    nginx_page,
     pem_to_der,
     raw_exchange,
     served_certificate,
@@ -417,7 +418,8 @@ def test_tls_connection_close_ends_the_connection_after_the_response(
 def test_unknown_host_is_404(env: Env) -> None:
     r = env.get("nobody.test", "/x")
     assert r.status == 404
-    assert r.text == "404 Not Found: no route for host nobody.test path /x\n"
+    assert (r.header("Content-Type"), r.body) == ("text/html", nginx_page(404))
+    env.ingressd.wait_for_log("404 Not Found: no route for host nobody.test path /x")
     # ingress-nginx sends no Server header by default (server-tokens off)
     assert r.header("Server") is None
     assert r.header("Date") is not None
@@ -426,13 +428,15 @@ def test_unknown_host_is_404(env: Env) -> None:
 def test_missing_service_is_503_naming_it(env: Env) -> None:
     r = env.get("missing.test", "/")
     assert r.status == 503
-    assert r.text == "503 Service Unavailable: service default/nosuch not found\n"
+    assert r.body == nginx_page(503)
+    env.ingressd.wait_for_log("503 Service Unavailable: service default/nosuch not found")
 
 
 def test_no_ready_endpoints_is_503_naming_the_service(env: Env) -> None:
     r = env.get("noready.test", "/")
     assert r.status == 503
-    assert r.text == "503 Service Unavailable: no ready endpoints for default/noready:80\n"
+    assert r.body == nginx_page(503)
+    env.ingressd.wait_for_log("503 Service Unavailable: no ready endpoints for default/noready:80")
 
 
 def test_nothing_listening_is_502(env: Env) -> None:
@@ -466,8 +470,9 @@ def test_slow_upstream_is_504_after_read_timeout(
     r = proc.get("slow.test", "/_echo/sleep/3000")
     elapsed = time.monotonic() - start
     assert r.status == 504
-    assert r.text.startswith("504 Gateway Timeout: default/web:80 (127.0.0.1:"), r.text
-    assert r.text.endswith(": the upstream did not answer in time\n")
+    assert r.body == nginx_page(504), r.text
+    line = proc.wait_for_log("504 Gateway Timeout: default/web:80 (127.0.0.1:")
+    assert line.endswith(": the upstream did not answer in time"), line
     assert 0.9 <= elapsed <= 2.5, elapsed
     fast = proc.get("slow.test", "/_echo/sleep/100")  # a quick answer is not cut off
     assert (fast.status, fast.json()["service"]) == (200, "web")
