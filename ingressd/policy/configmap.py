@@ -615,7 +615,7 @@ SUPPORTED: Mapping[str, _Key] = {
     "large-client-header-buffers": _Key(
         parse_header_buffers,
         "4 8k",
-        "a request line over SIZE: 414; a head over NUMBER x SIZE: 431",
+        "a request line over SIZE: 414; a head over NUMBER x SIZE: 400 (nginx's 494)",
     ),
     "proxy-next-upstream": _Key(
         parse_next_upstream, "error timeout", "default of the proxy-next-upstream annotation"

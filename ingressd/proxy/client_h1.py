@@ -324,10 +324,11 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             return
         if self.current is None or not self.current.response_started:
             answered = self.reading or self.current or Exchange(self, self.state)
+            # The client gets nginx's page; why, only the log.
             log.debug("client %s: %d: %s", self.client_ip, status, reason)
-            padded = pages.wants_padding(answered.headers)
-            page = pages.page(status, padded)
-            data = http.local_response(pages.wire_status(status), page, keep_alive=False)
+            page = pages.page(status, pages.wants_padding(answered.headers))
+            status = pages.wire_status(status)  # 494: 400
+            data = http.local_response(status, page, keep_alive=False)
             self.transport.write(data)  # type: ignore[union-attr]
             if not answered.logged:
                 answered.sent = len(data)
@@ -382,7 +383,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self._head_bytes += len(data)
             settings = self.state.settings
             if self._head_bytes > settings.max_request_line + settings.max_header_bytes:
-                self._reject(431, "request header fields too large")
+                self._reject(494, "request header fields too large")
 
     def eof_received(self) -> bool | None:
         if self.closing:
@@ -426,7 +427,9 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         ex.header_bytes += len(name) + len(value) + 4
         settings = self.state.settings
         if ex.header_count > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
-            raise _Reject(431, "too many or too large request headers")
+            # nginx's 494 (a head past large_client_header_buffers): status 400
+            # with its "Request Header Or Cookie Too Large" page (pages.py).
+            raise _Reject(494, "too many or too large request headers")
         _add_header(ex, name, value)
 
     def on_headers_complete(self) -> None:

@@ -370,7 +370,7 @@ class Exchange(Outgoing):
             status, reason = self.rejection
             self.keep_alive = False
             self.request_complete = True
-            self.respond(status, f"{status} {HTTPStatus(status).phrase}: {reason}\n")
+            self.respond(status, f"{status}: {reason}\n")
             return
         try:
             self.start()
