@@ -293,7 +293,8 @@ def test_an_error_page_that_errors_is_not_intercepted_again(env: Env) -> None:
 
 def test_an_error_backend_that_cannot_be_reached_answers_502(env: Env) -> None:
     r = env.get("down.test", "/_echo/status/503")
-    assert r.status == 502 and b"down-errors" in r.body, str(r)
+    assert (r.status, r.body) == (502, nginx_page(502)), str(r)
+    env.proxy.wait_for_log("down-errors")
     assert env.get("down.test", "/fine").status == 200
 
 

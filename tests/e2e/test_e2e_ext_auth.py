@@ -20,6 +20,7 @@ from e2e_helpers import (
     aiohttp_service,
     annotated,
     free_port,
+    nginx_page,
     serving_echo,
     websocket_upgrade_args,
 )
@@ -246,7 +247,8 @@ def test_invalid_auth_annotations_fail_closed(proxy: Ingressd) -> None:
     for host in ("badurl.test", "badvar.test"):
         r = proxy.get(host, "/", "-H", "X-Token: good", check=False)
         assert r.status == 503, host  # ingress-nginx's answer for a denied location
-        assert "invalid auth-url annotation" in r.text
+        assert r.body == nginx_page(503)
+        proxy.wait_for_log(f"GET {host}/: 503 Service Unavailable: invalid auth-url annotation")
     log = proxy.log()
     assert "auth-url='ftp://auth.example/' is invalid" in log
     assert "$remote_user is not a variable ingressd knows" in log
