@@ -78,10 +78,10 @@ def test_rate_limit_allows_the_burst_then_503_until_it_drains(proxy: Ingressd) -
     got = statuses(proxy, "rps.test", 10)
     assert got == [200] * 3 + [503] * 7, got
     r = proxy.get("rps.test", "/")
-    assert (r.status, r.text) == (
-        503,
-        "503 Service Unavailable: rate limit of 2 requests per second exceeded "
-        "for 127.0.0.1 on Ingress default/rps\n",
+    assert (r.status, r.body) == (503, nginx_page(503))
+    proxy.wait_for_log(
+        "GET rps.test/: 503 Service Unavailable: rate limit of 2 requests per second exceeded "
+        "for 127.0.0.1 on Ingress default/rps"
     )
     time.sleep(1.0)
     assert proxy.get("rps.test", "/").status == 200

@@ -787,7 +787,8 @@ def test_transfer_encoding_other_than_chunked_is_400(env: Env) -> None:
     answer = assert_rejected_not_forwarded(
         env, b"POST /te HTTP/1.1\r\nHost: raw.test\r\nTransfer-Encoding: gzip\r\n\r\n", 400
     )
-    assert b"Transfer-Encoding 'gzip' is not supported" in answer
+    assert answer.endswith(b"\r\n\r\n" + nginx_page(400))
+    env.ingressd.wait_for_log("Transfer-Encoding 'gzip' is not supported")
     # httptools accepts this one (chunked comes last); forwarding it re-chunked
     # would silently drop the gzip coding.
     answer = assert_rejected_not_forwarded(
@@ -796,7 +797,7 @@ def test_transfer_encoding_other_than_chunked_is_400(env: Env) -> None:
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         400,
     )
-    assert b"Transfer-Encoding 'gzip, chunked' is not supported" in answer
+    env.ingressd.wait_for_log("Transfer-Encoding 'gzip, chunked' is not supported")
 
 
 def test_two_different_content_lengths_are_400(env: Env) -> None:
@@ -833,7 +834,8 @@ def test_obs_fold_is_400(env: Env) -> None:
 
 def test_missing_host_in_http_1_1_is_400(env: Env) -> None:
     answer = assert_rejected_not_forwarded(env, b"GET /nohost HTTP/1.1\r\n\r\n", 400)
-    assert b"missing Host header" in answer
+    assert answer.endswith(b"\r\n\r\n" + nginx_page(400))
+    env.ingressd.wait_for_log("missing Host header")
 
 
 # -- last: nothing above made ingressd log an error ------------------------------------------
@@ -883,8 +885,9 @@ def test_slow_clients_get_408_and_idle_connections_close(
             except OSError:
                 break
         data = _read_until_closed(s, 5)
-        assert data.startswith(b"HTTP/1.1 408 "), data
-        assert b"request header timeout" in data
+        assert data.startswith(b"HTTP/1.1 408 Request Time-out\r\n"), data
+        assert data.endswith(b"\r\n\r\n" + nginx_page(408))
+        proc.wait_for_log("request header timeout")
         assert time.monotonic() - start < 3
     # A client that announces a body and stops sending it.
     with socket.create_connection(addr, timeout=5) as s:
@@ -892,7 +895,7 @@ def test_slow_clients_get_408_and_idle_connections_close(
         start = time.monotonic()
         data = _read_until_closed(s, 5)
         assert data.startswith(b"HTTP/1.1 408 "), data
-        assert b"request body timeout" in data
+        proc.wait_for_log("request body timeout")
         assert time.monotonic() - start < 3
     # An idle keep-alive connection is closed after the keep-alive timeout.
     with socket.create_connection(addr, timeout=5) as s:
@@ -941,7 +944,8 @@ def test_connection_cap_reuses_idle_connections_then_refuses(
         refused.settimeout(5)
         answer = _read_until_closed(refused, 5)
         assert answer.startswith(b"HTTP/1.1 503 "), answer
-        assert answer.endswith(b"too many connections\n")
+        assert answer.startswith(b"HTTP/1.1 503 Service Temporarily Unavailable\r\n")
+        assert answer.endswith(b"\r\n\r\n" + nginx_page(503))
         # The busy ones are answered in full.
         fourth.settimeout(5)
         assert fourth.recv(65536).startswith(b"HTTP/1.1 200 ")
