@@ -383,8 +383,16 @@ def test_head_204_and_local_answers(env: Env) -> None:
         assert missing.header(b"content-type") == b"text/html"
         moved = c.get("/x", "moved.h2.test")
         assert (moved.status, moved.header(b"location")) == (301, b"https://elsewhere.example/")
+        assert (moved.header(b"content-type"), moved.body) == (b"text/html", nginx_page(301))
         names = [n for n, _ in moved.headers]
         assert b"connection" not in names
+        # nginx's pages over HTTP/2 too: HEAD has the page's length and no body;
+        # Chrome gets nginx's padding.
+        head = c.get("/", "nowhere.h2.test", method="HEAD")
+        length = str(len(nginx_page(404))).encode()
+        assert (head.status, head.header(b"content-length"), head.body) == (404, length, b"")
+        chrome = c.get("/", "nowhere.h2.test", headers=[("user-agent", "x Chrome/120.0 y")])
+        assert chrome.body.startswith(nginx_page(404)) and b"friendly error page" in chrome.body
 
 
 # -- many streams -------------------------------------------------------------------------
