@@ -607,8 +607,12 @@ SUPPORTED: Mapping[str, _Key] = {
         "60",
         "seconds an upstream may refuse the body (504); default of the annotation",
     ),
-    "client-header-timeout": _Key(parse_timeout, "60", "a request head slower than this: 408"),
-    "client-body-timeout": _Key(parse_timeout, "60", "a request body silent this long: 408"),
+    "client-header-timeout": _Key(
+        parse_timeout, "60", "a request head slower than this is cut off (408 in the access log)"
+    ),
+    "client-body-timeout": _Key(
+        parse_timeout, "60", "a request body silent this long is cut off (408 in the access log)"
+    ),
     "keep-alive": _Key(
         parse_timeout, "75", "seconds an idle keep-alive client connection stays open"
     ),

@@ -303,9 +303,35 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if self._phase == IDLE:
             self.close()
         elif self._phase == HEAD:
-            self._reject(408, "request header timeout")
+            self._timed_out("request header timeout")
         else:  # BODY: the client stopped sending its request body
-            self._reject(408, "request body timeout")
+            self._timed_out("request body timeout")
+
+    def _timed_out(self, reason: str) -> None:
+        """client-header-timeout, client-body-timeout: as nginx, no answer. nginx
+        ends a timed-out request without sending anything (ngx_http_finalize_request
+        terminates on NGX_HTTP_REQUEST_TIME_OUT) and, under ingress-nginx's
+        ``reset_timedout_connection on`` (nginx.tmpl), resets the connection; its
+        access log has the request as 408, and so has ingressd's."""
+        if self.closing or self.done_reading:
+            return
+        current = self.current
+        if current is not None and current is not self.reading and current.request_complete:
+            # A pipelined head trickles while an earlier request is answered:
+            # that answer goes first, then the connection closes.
+            self._reject(408, reason)
+            return
+        log.info("client %s timed out: %s", self.client_ip, reason)
+        timed_out = self.reading or current
+        if timed_out is not None and not timed_out.logged:
+            timed_out.record(408)
+        for ex in (current, *self.pipeline, self.reading):
+            if ex is not None:
+                ex.abort()
+        self.current = self.reading = None
+        self.pipeline.clear()
+        self.closing = True
+        self.abort()
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer an unusable request and close: nothing is forwarded."""

@@ -73,7 +73,7 @@ from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame
 from mypy_extensions import mypyc_attr
 
 from ..policy.limits import Slot
-from . import http, pages
+from . import http
 from .exchange import Exchange
 from .h2_head import check_trailers, checked_request_head, read_head
 from .peer import Peer, peer_of, trusted_for
@@ -1125,8 +1125,9 @@ class H2Stream(ClientStream):
         if ex is None or ex.response_started or ex.finished:
             self.reset(ErrorCodes.CANCEL)
             return
-        log.debug("HTTP/2 client %s: stream %d: request body timeout", self.client_ip, self.sid)
-        self.local_response(ex, 408, pages.page(408, pages.wants_padding(ex.headers)), None, ())
+        # As nginx: no answer, the stream reset (ngx_http_v2_close_stream sends
+        # RST_STREAM PROTOCOL_ERROR for a timed-out stream), 408 in the access log.
+        log.info("HTTP/2 client %s: stream %d: request body timeout", self.client_ip, self.sid)
         if not ex.logged:
             ex.record(408)
-        ex.abort()
+        self.reset(ErrorCodes.PROTOCOL_ERROR)
