@@ -48,6 +48,7 @@ COMPILED = (
     "ingressd/proxy/exchange.py",
     "ingressd/proxy/grpc.py",
     "ingressd/proxy/h2_head.py",
+    "ingressd/proxy/pages.py",
     "ingressd/proxy/http.py",
     "ingressd/proxy/peer.py",
     "ingressd/proxy/settings.py",

@@ -444,7 +444,8 @@ def _common(
     t = p.add_argument_group(
         "timeouts",
         "as ingress-nginx's settings of the same names; a slow upstream gets "
-        "504 (or a cut-off response once it has started), a slow client 408",
+        "504 (or a cut-off response once it has started); a slow client is cut off "
+        "without an answer, 408 in the access log, as nginx",
     )
     for flag, default, what in (
         ("proxy-connect", 5.0, "connecting to an upstream"),

@@ -42,6 +42,16 @@ READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
 
+def nginx_page(status: int) -> bytes:
+    """The body ingress-nginx sends for an answer of its own with ``status``:
+    nginx's built-in page (ingressd.proxy.pages; tests/proxy/test_pages.py and
+    tests/e2e/test_e2e_pages.py hold it to nginx's). Why ingressd answered is in
+    its log, not in this body."""
+    from ingressd.proxy.pages import page
+
+    return page(status)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

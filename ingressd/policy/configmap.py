@@ -607,15 +607,19 @@ SUPPORTED: Mapping[str, _Key] = {
         "60",
         "seconds an upstream may refuse the body (504); default of the annotation",
     ),
-    "client-header-timeout": _Key(parse_timeout, "60", "a request head slower than this: 408"),
-    "client-body-timeout": _Key(parse_timeout, "60", "a request body silent this long: 408"),
+    "client-header-timeout": _Key(
+        parse_timeout, "60", "a request head slower than this is cut off (408 in the access log)"
+    ),
+    "client-body-timeout": _Key(
+        parse_timeout, "60", "a request body silent this long is cut off (408 in the access log)"
+    ),
     "keep-alive": _Key(
         parse_timeout, "75", "seconds an idle keep-alive client connection stays open"
     ),
     "large-client-header-buffers": _Key(
         parse_header_buffers,
         "4 8k",
-        "a request line over SIZE: 414; a head over NUMBER x SIZE: 431",
+        "a request line over SIZE: 414; a head over NUMBER x SIZE: 400 (nginx's 494)",
     ),
     "proxy-next-upstream": _Key(
         parse_next_upstream, "error timeout", "default of the proxy-next-upstream annotation"

@@ -12,26 +12,32 @@ latter costs several times more CPU per proxied request (see the README).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Final
 
 import httptools
 
 from ..policy.limits import Slot
-from . import http
+from . import http, pages
 from .client_h2 import H2ClientConnection
 from .exchange import PAUSE_PIPELINE, Exchange
 from .peer import peer_of, trusted_for
 from .state import ProxyState
 from .streams import CLOCK, ClientStream, Connection, Outgoing, Tunnel
 
+log: Final = logging.getLogger("ingressd.proxy")
+
 # A connection closed with a request body still coming is drained this long (see close).
 LINGER: Final = 2.0
+# Over the connection cap: nginx's 503 page, made once (no request was read, so
+# neither a Date nor the padding a User-Agent could ask for).
 TOO_MANY_CONNECTIONS: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 21\r\nConnection: close\r\n\r\ntoo many connections\n"
+    http.status_line(503)
+    + b"Content-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+    % len(pages.page(503))
+    + pages.page(503)
 )
 
 
@@ -297,9 +303,35 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         if self._phase == IDLE:
             self.close()
         elif self._phase == HEAD:
-            self._reject(408, "request header timeout")
+            self._timed_out("request header timeout")
         else:  # BODY: the client stopped sending its request body
-            self._reject(408, "request body timeout")
+            self._timed_out("request body timeout")
+
+    def _timed_out(self, reason: str) -> None:
+        """client-header-timeout, client-body-timeout: as nginx, no answer. nginx
+        ends a timed-out request without sending anything (ngx_http_finalize_request
+        terminates on NGX_HTTP_REQUEST_TIME_OUT) and, under ingress-nginx's
+        ``reset_timedout_connection on`` (nginx.tmpl), resets the connection; its
+        access log has the request as 408, and so has ingressd's."""
+        if self.closing or self.done_reading:
+            return
+        current = self.current
+        if current is not None and current is not self.reading and current.request_complete:
+            # A pipelined head trickles while an earlier request is answered:
+            # that answer goes first, then the connection closes.
+            self._reject(408, reason)
+            return
+        log.info("client %s timed out: %s", self.client_ip, reason)
+        timed_out = self.reading or current
+        if timed_out is not None and not timed_out.logged:
+            timed_out.record(408)
+        for ex in (current, *self.pipeline, self.reading):
+            if ex is not None:
+                ex.abort()
+        self.current = self.reading = None
+        self.pipeline.clear()
+        self.closing = True
+        self.abort()
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer an unusable request and close: nothing is forwarded."""
@@ -317,10 +349,13 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self.pipeline.append(failed)
             return
         if self.current is None or not self.current.response_started:
-            body = f"{status} {HTTPStatus(status).phrase}: {reason}\n"
-            data = http.local_response(status, body.encode(), keep_alive=False)
-            self.transport.write(data)  # type: ignore[union-attr]
             answered = self.reading or self.current or Exchange(self, self.state)
+            # The client gets nginx's page; why, only the log.
+            log.debug("client %s: %d: %s", self.client_ip, status, reason)
+            page = pages.page(status, pages.wants_padding(answered.headers))
+            status = pages.wire_status(status)  # 494: 400
+            data = http.local_response(status, page, keep_alive=False)
+            self.transport.write(data)  # type: ignore[union-attr]
             if not answered.logged:
                 answered.sent = len(data)
                 answered.record(status)
@@ -374,7 +409,7 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
             self._head_bytes += len(data)
             settings = self.state.settings
             if self._head_bytes > settings.max_request_line + settings.max_header_bytes:
-                self._reject(431, "request header fields too large")
+                self._reject(494, "request header fields too large")
 
     def eof_received(self) -> bool | None:
         if self.closing:
@@ -418,7 +453,9 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         ex.header_bytes += len(name) + len(value) + 4
         settings = self.state.settings
         if ex.header_count > settings.max_headers or ex.header_bytes > settings.max_header_bytes:
-            raise _Reject(431, "too many or too large request headers")
+            # nginx's 494 (a head past large_client_header_buffers): status 400
+            # with its "Request Header Or Cookie Too Large" page (pages.py).
+            raise _Reject(494, "too many or too large request headers")
         _add_header(ex, name, value)
 
     def on_headers_complete(self) -> None:

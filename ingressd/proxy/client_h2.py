@@ -991,8 +991,9 @@ class H2Stream(ClientStream):
         if status == 204:
             body = b""  # neither body nor content-length
         else:
-            if not any(name.lower() == b"content-type" for name, _ in headers):
-                out.append((b"content-type", b"text/plain; charset=utf-8"))
+            # nginx's page (http.local_response says which bodies come here)
+            if body and not any(name.lower() == b"content-type" for name, _ in headers):
+                out.append((b"content-type", b"text/html"))
             out.append((b"content-length", str(len(body)).encode()))
         if location is not None:
             out.append((b"location", location.encode("latin-1", "replace")))
@@ -1197,8 +1198,9 @@ class H2Stream(ClientStream):
         if ex is None or ex.response_started or ex.finished:
             self.reset(ErrorCodes.CANCEL)
             return
-        text = "408 Request Timeout: request body timeout\n"
-        self.local_response(ex, 408, text.encode(), None, ())
+        # As nginx: no answer, the stream reset (ngx_http_v2_close_stream sends
+        # RST_STREAM PROTOCOL_ERROR for a timed-out stream), 408 in the access log.
+        log.info("HTTP/2 client %s: stream %d: request body timeout", self.client_ip, self.sid)
         if not ex.logged:
             ex.record(408)
-        ex.abort()
+        self.reset(ErrorCodes.PROTOCOL_ERROR)

@@ -46,7 +46,7 @@ from ..routing.decide import (
     normalize_path,
     retarget,
 )
-from . import grpc, http
+from . import grpc, http, pages
 from .body import FEED_CHUNK, BodyBuffer, BufferFull
 from .mirror import MirrorCopy
 from .settings import ProxySettings
@@ -378,7 +378,7 @@ class Exchange(Outgoing):
             status, reason = self.rejection
             self.keep_alive = False
             self.request_complete = True
-            self.respond(status, f"{status} {HTTPStatus(status).phrase}: {reason}\n")
+            self.respond(status, f"{status}: {reason}\n")
             return
         try:
             self.start()
@@ -1481,6 +1481,10 @@ class Exchange(Outgoing):
         client = self.client
         if self.finished or client.closing:
             return
+        # An answer that brings its own body has its Content-Type (a snippet's
+        # return); any other is answered with nginx's page for the status and
+        # ``body`` is only why: for the log, never for the client.
+        literal = pages.has_content_type(headers)
         if status >= 400 and not self.error_page and self.rejection is None:
             # Answers ingressd makes for a route (no endpoints, upstream failures,
             # limits, auth…) get the error page too, as nginx's error_page does.
@@ -1523,15 +1527,34 @@ class Exchange(Outgoing):
                 # nginx's default server has them.
                 headers = http.set_named(headers, table.http_header_names, table.http_headers)
         if grpc.is_grpc(self.headers):
+            status = pages.wire_status(status)
             self._respond_grpc(status, body, location, headers, grpc_status)
-        else:
+        elif literal:
             client.local_response(self, status, body.encode(), location, headers)
+        else:
+            self._log_reason(status, body)
+            page = pages.page(status, status >= 400 and pages.wants_padding(self.headers))
+            status = pages.wire_status(status)  # nginx's 495/496: 400 with their page
+            client.local_response(self, status, page, location, headers)
         # The status ingressd meant, also for a gRPC answer (sent as 200): what
         # metrics and the access log count.
         self.status = status
         self._finish()
         if self.request_complete or not self.keep_alive:
             client.exchange_done(self)
+
+    def _log_reason(self, status: int, reason: str) -> None:
+        """Why ingressd answered ``status`` itself, for operators (the client sees
+        nginx's page): a 5xx at warning, as nginx's error log has upstream
+        failures and refusals; the rest (redirects, no route, denials) at debug."""
+        reason = reason.strip()
+        if not reason:
+            return
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        if log.isEnabledFor(level):
+            host = (self.host or b"").decode("latin-1")
+            url = self.url[:200].decode("latin-1")
+            log.log(level, "%s %s%s: %s", self.method.decode("latin-1"), host, url, reason)
 
     def _respond_grpc(
         self,

@@ -26,8 +26,9 @@ from ..model.table import RouteTable
 from ..policy.client_auth import Verdict, judge, matches_cn
 from .decide import Action, Forward, RequestHead, Respond, normalize_host
 
-_BODIES = {
-    # nginx's texts for its 495 and 496, both answered with status 400
+_REASONS = {
+    # nginx's 495 and 496: both sent as status 400 with a page of their own
+    # (proxy/pages.py), the reason only in the log
     495: "400 Bad Request: The SSL certificate error\n",
     496: "400 Bad Request: No required SSL certificate was sent\n",
 }
@@ -74,7 +75,7 @@ def _answer(auth: ClientAuth, verdict: Verdict, action: Action) -> Action:
         if page is not None:
             # nginx.tmpl: error_page 495 496 = URL (a 302 to it)
             return Respond(302, f"302 Redirect to {page}\n", location=page, route=route)
-        return Respond(400, _BODIES[status], route=route)
+        return Respond(status, _REASONS[status], route=route)
     if not matches_cn(auth, verdict):
         return Respond(403, "403 Forbidden: client certificate unauthorized\n", route=route)
     if isinstance(action, Forward):

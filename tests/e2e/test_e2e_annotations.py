@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import BackgroundLoop, Ingressd, serving_echo
+from e2e_helpers import BackgroundLoop, Ingressd, nginx_page, serving_echo
 from k8s_objects import ingress, path, rule
 
 from ingressd.model.objects import Obj
@@ -164,10 +164,14 @@ def test_access_control_that_cannot_be_applied_answers_403_or_503(proxy: Ingress
     for host, uri in [("certs.test", "/"), ("certs.test", "/public/x")]:
         r = proxy.curl("-k", *proxy.resolve(host), proxy.https_url(host, uri), check=False)
         assert r.status == 503, (host, uri)
-        assert "auth-tls-secret default/ca-secret not found" in r.text
+        assert r.body == nginx_page(503)
+        proxy.wait_for_log("503 Service Unavailable: auth-tls-secret default/ca-secret not found")
         assert proxy.get(host, uri, check=False).status == 503
     r = proxy.get("guarded.test", "/", check=False)
-    assert (r.status, "configuration-snippet holds access control" in r.text) == (403, True)
+    assert (r.status, r.body) == (403, nginx_page(403))
+    proxy.wait_for_log(
+        "GET guarded.test/: 403 Forbidden: configuration-snippet holds access control"
+    )
     assert proxy.get("headers.test", "/").status == 200  # a snippet without access control
     log = proxy.log()
     assert (
@@ -189,10 +193,13 @@ def test_an_invalid_allow_list_fails_closed(proxy: Ingressd) -> None:
     # ipallowlist's parse error is a LocationDeniedError: nginx.tmpl answers 503.
     r = proxy.get("badallow.test", "/", check=False)
     assert r.status == 503
-    assert "invalid allowlist-source-range" in r.text
+    proxy.wait_for_log(
+        "GET badallow.test/: 503 Service Unavailable: invalid allowlist-source-range"
+    )
     assert "allowlist-source-range='127.0.0.0/8, not-a-range' is invalid" in proxy.log()
     r = proxy.get("baddeny.test", "/", check=False)
-    assert (r.status, "invalid denylist-source-range" in r.text) == (503, True)
+    assert (r.status, r.body) == (503, nginx_page(503))
+    proxy.wait_for_log("GET baddeny.test/: 503 Service Unavailable: invalid denylist-source-range")
 
 
 def test_forwarded_prefix_and_upstream_vhost(proxy: Ingressd) -> None:
@@ -215,7 +222,8 @@ def test_body_size_limits(proxy: Ingressd, tmp_path: Path) -> None:
     big.write_bytes(b"b" * 2000)
     assert proxy.get("small.test", "/", "--data-binary", f"@{small}").status == 200
     r = proxy.get("small.test", "/", "--data-binary", f"@{big}", check=False)
-    assert r.status == 413 and "exceeds 1024 bytes" in r.text
+    assert (r.status, r.body) == (413, nginx_page(413))
+    proxy.wait_for_log("413 Request Entity Too Large: the body exceeds 1024 bytes")
     chunked = proxy.get(
         "small.test",
         "/",
@@ -290,4 +298,5 @@ def test_basic_auth(proxy: Ingressd) -> None:
     assert ok.status == 200
     assert "authorization" not in ok.json()["headers"]  # not passed to the upstream
     missing = proxy.get("authmissing.test", "/", "-u", "alice:s3cret", check=False)
-    assert missing.status == 503 and "auth-secret default/nosuch not found" in missing.text
+    assert (missing.status, missing.body) == (503, nginx_page(503))
+    proxy.wait_for_log("GET authmissing.test/: 503 Service Unavailable: auth-secret default/nosuch")

@@ -36,6 +36,7 @@ from e2e_helpers import (
     Ingressd,
     echo_backend,
     free_port,
+    nginx_page,
     sample_labels,
     scrape,
     serving,
@@ -447,8 +448,8 @@ def test_bodies_past_the_disk_budget_are_refused_with_503(env: Env) -> None:
     big = env.workdir / "1600k.bin"
     big.write_bytes(b"d" * 1_600_000)
     r = env.ing.get("bigbody.test", "/over-budget", "--data-binary", f"@{big}", check=False)
-    assert r.status == 503
-    assert b"--client-body-temp-size" in r.body
+    assert (r.status, r.body) == (503, nginx_page(503))
+    env.ing.wait_for_log("--client-body-temp-size")
     assert not env.origin.requests("/over-budget")
     until(lambda: not _body_files(env.ing.pid, env.tmpdir), "no temporary file left open")
     # What the refused body had taken of the budget is free again.

@@ -22,6 +22,7 @@ from e2e_helpers import (
     IngressdFactory,
     backends,
     curl,
+    nginx_page,
     raw_exchange,
     wait_for,
 )
@@ -193,7 +194,8 @@ def test_limit_req_status_code(ingressd: IngressdFactory, echo_servers: EchoServ
     refused = [r for r in statuses if r.status != 200]
     assert refused, "the rate limit refused nothing"
     assert {r.status for r in refused} == {429}
-    assert b"429 Too Many Requests: rate limit of 1 requests per second" in refused[0].body
+    assert refused[0].body == nginx_page(429)
+    ing.wait_for_log("429 Too Many Requests: rate limit of 1 requests per second")
 
 
 def test_keep_alive_requests_closes_a_client_connection_after_that_many(

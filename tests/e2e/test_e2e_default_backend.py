@@ -26,6 +26,7 @@ from e2e_helpers import (
     curl,
     echo_backend,
     free_port,
+    nginx_page,
     serving,
     wait_for,
 )
@@ -292,7 +293,8 @@ def test_an_error_page_that_errors_is_not_intercepted_again(env: Env) -> None:
 
 def test_an_error_backend_that_cannot_be_reached_answers_502(env: Env) -> None:
     r = env.get("down.test", "/_echo/status/503")
-    assert r.status == 502 and b"down-errors" in r.body, str(r)
+    assert (r.status, r.body) == (502, nginx_page(502)), str(r)
+    env.proxy.wait_for_log("down-errors")
     assert env.get("down.test", "/fine").status == 200
 
 
@@ -330,18 +332,21 @@ def test_without_a_default_backend_a_listed_status_becomes_404(bare: Ingressd) -
     # ingress-nginx's error location then proxies to its internal default server,
     # which answers 404 to everything.
     r = bare.get("list.test", "/_echo/status/503", check=False)
-    assert r.status == 404 and b"no default backend" in r.body, str(r)
+    assert (r.status, r.body) == (404, nginx_page(404)), str(r)
+    bare.wait_for_log("no default backend")
     assert bare.get("list.test", "/_echo/status/500", check=False).status == 500
 
 
 def test_without_a_default_backend_unmatched_hosts_get_404(bare: Ingressd) -> None:
     r = bare.get("nowhere.test", "/", check=False)
-    assert r.status == 404 and b"no route" in r.body
+    assert (r.status, r.body) == (404, nginx_page(404))
+    bare.wait_for_log("404 Not Found: no route for host nowhere.test")
 
 
 def test_an_annotation_service_without_endpoints_does_not_stand_in(bare: Ingressd) -> None:
     r = bare.get("nostand.test", "/", check=False)
-    assert r.status == 503 and b"no ready endpoints" in r.body, str(r)
+    assert (r.status, r.body) == (503, nginx_page(503)), str(r)
+    bare.wait_for_log("no ready endpoints")
 
 
 def test_a_default_backend_service_without_endpoints_serves_404_and_is_reported(
@@ -353,7 +358,7 @@ def test_a_default_backend_service_without_endpoints_serves_404_and_is_reported(
     try:
         with serving(tmp_path, objs, args) as proxy:
             r = proxy.get("nowhere.test", "/", check=False)
-            assert r.status == 404 and b"no route" in r.body, str(r)
+            assert (r.status, r.body) == (404, nginx_page(404)), str(r)
             problems = proxy.curl(f"http://{LOCALHOST}:{proxy.admin_port}/problems").text
             assert "--default-backend-service default/errors" in problems
             assert "has no ready endpoints" in problems

@@ -20,6 +20,7 @@ from e2e_helpers import (
     CurlResult,
     Ingressd,
     examples_on_free_ports,
+    nginx_page,
     websocket_upgrade_args,
 )
 
@@ -135,7 +136,8 @@ def test_unknown_host_is_a_clear_404(demo: Ingressd) -> None:
     # curl -i -H 'Host: nowhere.test' http://127.0.0.1:8080/   (README.md)
     r = demo.curl("-i", "-H", "Host: nowhere.test", demo.http_url("/"))
     assert r.status == 404
-    assert r.body.endswith(b"\r\n\r\n404 Not Found: no route for host nowhere.test path /\n")
+    assert r.body.endswith(b"\r\n\r\n" + nginx_page(404))
+    demo.wait_for_log("404 Not Found: no route for host nowhere.test path /")
 
 
 def test_echo_status_helper(demo: Ingressd) -> None:

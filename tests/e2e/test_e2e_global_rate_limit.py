@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_helpers import BackgroundLoop, EchoServers, Ingressd, backends, serving
+from e2e_helpers import BackgroundLoop, EchoServers, Ingressd, backends, nginx_page, serving
 from k8s_objects import ingress, path, rule
 
 from ingressd.model.objects import Obj
@@ -66,7 +66,8 @@ def test_the_limit_holds_per_pod_across_workers(proxy: Ingressd) -> None:
     # The Ingress's paths share the count, as ingress-nginx's namespace is the Ingress.
     r = proxy.get("byaddr.test", "/other", check=False)
     assert r.status == 429
-    assert "global rate limit of 5 requests per 3600 s exceeded for $remote_addr" in r.text
+    assert r.body == nginx_page(429)
+    proxy.wait_for_log("global rate limit of 5 requests per 3600 s exceeded for $remote_addr")
 
 
 def test_the_key_decides_what_is_counted(proxy: Ingressd) -> None:

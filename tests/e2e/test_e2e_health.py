@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_helpers import LOCALHOST, BackgroundLoop, EchoServers, Ingressd, backends, free_port
+from e2e_helpers import (
+    LOCALHOST,
+    BackgroundLoop,
+    EchoServers,
+    Ingressd,
+    backends,
+    free_port,
+    nginx_page,
+)
 from e2e_helpers import serving as serving_objs
 from k8s_objects import endpoint_slice, ingress, path, rule, service
 
@@ -78,4 +86,5 @@ def test_a_refusing_endpoint_is_ejected_and_readmitted(setup: Setup) -> None:
 def test_when_every_endpoint_is_ejected_they_are_tried_anyway(setup: Setup) -> None:
     codes = statuses(setup.proxy, "gone.test", 6)
     assert codes == [502] * 6  # connection refused each time, never a 503 for "no endpoints"
-    assert "cannot connect" in setup.proxy.get("gone.test", "/", check=False).text
+    assert setup.proxy.get("gone.test", "/", check=False).body == nginx_page(502)
+    setup.proxy.wait_for_log("GET gone.test/: 502 Bad Gateway: cannot connect")

@@ -40,7 +40,7 @@ from hyperframe.frame import (
 from k8s_objects import ingress, ingress_class, path, rule
 
 HOST = "p.h2.test"
-TIMEOUT = 2  # --client-send-timeout, --client-header-timeout
+TIMEOUT = 2  # --client-send-timeout, --client-header-timeout, --client-body-timeout
 KEEPALIVE = 3
 MiB = 1 << 20
 CALM = ErrorCodes.ENHANCE_YOUR_CALM
@@ -140,6 +140,7 @@ def start(
         extra_args=[
             "--client-send-timeout", str(TIMEOUT),
             "--client-header-timeout", str(TIMEOUT),
+            "--client-body-timeout", str(TIMEOUT),
             "--keepalive-timeout", str(KEEPALIVE),
             *extra,
         ],
@@ -451,6 +452,21 @@ def test_zero_window_stream_is_reset_and_its_upstream_freed(env: Env) -> None:
         time.sleep(0.05)
     assert env.endless.dropped_at is not None, "the upstream connection was not freed"
     assert env.endless.sent < 8 * MiB  # paused, not read into memory
+
+
+def test_a_silent_request_body_is_reset_without_an_answer(env: Env) -> None:
+    """--client-body-timeout over HTTP/2, as nginx: the stream is reset
+    (PROTOCOL_ERROR), no 408 is answered; the connection's other streams go on."""
+    with env.client() as c:
+        sid = c.request(
+            "/", HOST, method="POST", headers=[("content-length", "100")], body=b"abc", end=False
+        )
+        start = time.monotonic()
+        r = c.response(sid, timeout=TIMEOUT + 5)
+        assert (r.reset, r.status, r.body) == (ErrorCodes.PROTOCOL_ERROR, 0, b""), r
+        assert TIMEOUT - 0.5 <= time.monotonic() - start <= TIMEOUT + 3
+        assert c.get("/", HOST, method="HEAD").status == 200
+    env.ing.wait_for_log("request body timeout")
 
 
 def test_slow_stream_reader_does_not_stall_the_others(env: Env) -> None:

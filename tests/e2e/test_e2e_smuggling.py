@@ -361,12 +361,12 @@ CASES = [
     Case(
         "101-headers",
         get(b"/" + M, b"".join(b"X-H%d: v\r\n" % i for i in range(100))),
-        rejected(431),
+        rejected(400),
     ),
     Case(
         "headers-over-32k",
         get(b"/" + M, b"".join(b"X-H%d: %b\r\n" % (i, b"v" * 4000) for i in range(9))),
-        rejected(431),
+        rejected(400),
     ),
     # -- chunked bodies -------------------------------------------------------------------------
     Case(

@@ -337,7 +337,7 @@ def test_a_retry_stays_on_the_hashed_endpoint_until_it_is_ejected(
             for uri in URIS[:60]:
                 r = proxy.get("uri.test", uri, check=False)
                 if r.status == 502 and to_dead is None:
-                    to_dead = (uri, r.text)
+                    to_dead = (uri, proxy.wait_for_log(f"GET uri.test{uri}: 502"))
                 elif r.status == 200:
                     live[uri] = r.json()["service"]
             assert to_dead is not None and len(live) >= 20

@@ -28,6 +28,7 @@ from ingressd.policy.limits import (
     Slot,
 )
 from ingressd.proxy.client_h1 import protocol_factory
+from ingressd.proxy.pages import page
 from ingressd.proxy.settings import ProxySettings
 from ingressd.proxy.state import ProxyState
 
@@ -385,7 +386,9 @@ def status(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
-async def test_every_ending_gives_the_place_back(proxy: Proxy) -> None:
+async def test_every_ending_gives_the_place_back(
+    proxy: Proxy, caplog: pytest.LogCaptureFixture
+) -> None:
     # A response, twice in a row: the first one's place is free again.
     for _ in range(2):
         assert status(await proxy.request("ok.test", "/")) == 200
@@ -396,7 +399,8 @@ async def test_every_ending_gives_the_place_back(proxy: Proxy) -> None:
     writer.write(b"GET /_echo/sleep/1000 HTTP/1.1\r\nHost: ok.test\r\n\r\n")
     await eventually(lambda: proxy.in_flight("ok.test") == 1)
     refused = await proxy.request("ok.test", "/")
-    assert status(refused) == 503 and b"limit of 1 concurrent requests" in refused
+    assert status(refused) == 503 and refused.endswith(b"\r\n\r\n" + page(503))
+    assert "limit of 1 concurrent requests" in caplog.text  # the reason: the log's
     # The client gives up with a reset (after a mere half-close it would still be
     # waiting for its answer).
     writer.get_extra_info("socket").setsockopt(
