@@ -152,8 +152,8 @@ def render_text(report: Report) -> str:
     )
     fields = ", ".join(f"{n} {f}" for f, n in s["by_field"].items())
     lines.append(
-        f"{s['differences']} differences in {s['probes_differing']} probes, "
-        f"{s['ingresses_differing']} of {s['ingresses']} Ingresses probed"
+        f"{s['differences']} differences in {s['probes_differing']} probes; "
+        f"{s['ingresses_differing']} of the {s['ingresses']} Ingresses probed differ"
         + (f" ({fields})" if fields else "")
         + f"; {s['errors']} errors; exit code {s['exit_code']}"
     )
