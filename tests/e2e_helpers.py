@@ -789,3 +789,50 @@ def examples_on_free_ports(dest: Path) -> tuple[Path, dict[int, int]]:
         text = text.replace(f"    port: {port}\n", f"    port: {free}\n")
     services.write_text(text)
     return folder, ports
+
+
+# -- a hand-made nginx, to hold ingressd's answers against nginx's own ------------------------
+
+NGINX = shutil.which("nginx", path=f"/usr/sbin:/usr/local/sbin:{os.environ.get('PATH', '')}")
+# What every such nginx.conf starts its http block with: temp paths of its own (not the
+# built-in /var/lib ones) and the test certificate ``start_nginx``'s caller wrote.
+NGINX_HTTP_BASE = """\
+  access_log off;
+  client_body_temp_path {prefix}/client_body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  ssl_certificate {prefix}/tls.crt;
+  ssl_certificate_key {prefix}/tls.key;
+"""
+
+
+def start_nginx(stack: contextlib.ExitStack, prefix: Path, conf: str, port: int) -> None:
+    """Run nginx with ``conf`` (its files under ``prefix``) until ``stack`` closes,
+    once it accepts connections on ``port``."""
+    if NGINX is None:
+        raise AssertionError("nginx is required (scripts/test.sh installs nginx-light)")
+    (prefix / "nginx.conf").write_text(conf)
+    cmd = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+    cmd += ["-e", str(prefix / "error.log")]  # not the built-in /var/log path first
+    log = stack.enter_context((prefix / "stdout.log").open("wb"))
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    stack.callback(_stop_process, proc)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (prefix / "error.log").read_text(errors="replace")
+        with contextlib.suppress(OSError), socket.create_connection((LOCALHOST, port), 0.5):
+            return
+        time.sleep(0.05)
+    raise AssertionError("nginx did not listen within 10 s")
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

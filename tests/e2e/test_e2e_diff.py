@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -28,12 +26,15 @@ import pytest
 import yaml
 from e2e_helpers import (
     LOCALHOST,
+    NGINX,
+    NGINX_HTTP_BASE,
     REPO_ROOT,
     BackgroundLoop,
     EchoServers,
     Ingressd,
     echo_backend,
     free_port,
+    start_nginx,
 )
 from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
 from kube_apiserver import KubeApiServer
@@ -43,7 +44,6 @@ from ingressd.model.objects import Obj
 
 A = "nginx.ingress.kubernetes.io/"
 REALWORLD = REPO_ROOT.parent / "shared" / "realworld" / "manifests"
-NGINX = shutil.which("nginx", path=f"/usr/sbin:/usr/local/sbin:{os.environ.get('PATH', '')}")
 CORS_FIELDS = {
     "header access-control-allow-origin",
     "header access-control-allow-credentials",
@@ -384,15 +384,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 64; }}
 http {{
-  access_log off;
-  client_body_temp_path {prefix}/client_body;
-  proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fastcgi;
-  uwsgi_temp_path {prefix}/uwsgi;
-  scgi_temp_path {prefix}/scgi;
-  ssl_certificate {prefix}/tls.crt;
-  ssl_certificate_key {prefix}/tls.key;
-  proxy_http_version 1.1;
+{base}  proxy_http_version 1.1;
   proxy_set_header Host $host;
   # nginx.tmpl: HSTS on TLS requests of servers with a certificate of their own.
   map $scheme $hsts {{ https "max-age=31536000; includeSubDomains"; default ""; }}
@@ -468,18 +460,16 @@ def test_against_nginx_configured_like_ingress_nginx(
     with contextlib.ExitStack() as stack:
         stack.callback(echo.close)
         conf = NGINX_CONF.format(
-            prefix=prefix, http=http_port, https=https_port, web=echo["web"], api=echo["api"]
+            prefix=prefix,
+            base=NGINX_HTTP_BASE.format(prefix=prefix),
+            http=http_port,
+            https=https_port,
+            web=echo["web"],
+            api=echo["api"],
         )
-        (prefix / "nginx.conf").write_text(conf)
-        cmd = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
-        cmd += ["-e", str(prefix / "error.log")]  # not the built-in /var/log path first
-        log = (prefix / "stdout.log").open("wb")
-        stack.callback(log.close)
-        nginx = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        stack.callback(_stop, nginx)
+        start_nginx(stack, prefix, conf, https_port)
         proc = start(tmp_path_factory.mktemp("e2e-diff-nginx-ingressd"), objs)
         stack.callback(proc.stop)
-        _wait_port(nginx, https_port, prefix)
         reference = f"{LOCALHOST}:{http_port},{https_port}"
         code, out, err = diff(
             proc.manifest_dir,  # type: ignore[arg-type]
@@ -499,25 +489,3 @@ def test_against_nginx_configured_like_ingress_nginx(
         code, out, _ = diff(proc.manifest_dir, reference, address(proc), "--format", "json")  # type: ignore[arg-type]
         extra = found(json.loads(out)) - {("default/nx", "backend"), ("default/r", "status")}
         assert extra == set(), out
-
-
-def _wait_port(proc: subprocess.Popen[bytes], port: int, prefix: Path) -> None:
-    import socket
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (prefix / "error.log").read_text(errors="replace")
-        with contextlib.suppress(OSError), socket.create_connection((LOCALHOST, port), 0.5):
-            return
-        time.sleep(0.05)
-    raise AssertionError("nginx did not listen within 10 s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -13,27 +13,24 @@ padding. Why ingressd answered is only in its log.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from e2e_helpers import (
+    NGINX,
+    NGINX_HTTP_BASE,
     BackgroundLoop,
     EchoServers,
     Ingressd,
     echo_backend,
     free_port,
     raw_exchange,
+    start_nginx,
 )
 from k8s_objects import certificate, ingress, ingress_class, path, rule, tls_entry, tls_secret
 
 A = "nginx.ingress.kubernetes.io/"
-NGINX = shutil.which("nginx", path=f"/usr/sbin:/usr/local/sbin:{os.environ.get('PATH', '')}")
 CHROME = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0 Safari/537.36"
@@ -45,15 +42,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log crit;
 events {{ worker_connections 64; }}
 http {{
-  access_log off;
-  client_body_temp_path {prefix}/client_body;
-  proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fastcgi;
-  uwsgi_temp_path {prefix}/uwsgi;
-  scgi_temp_path {prefix}/scgi;
-  ssl_certificate {prefix}/tls.crt;
-  ssl_certificate_key {prefix}/tls.key;
-  # nginx.tmpl's defaults that shape these answers
+{base}  # nginx.tmpl's defaults that shape these answers
   server_tokens off;
   default_type text/html;
   proxy_http_version 1.1;
@@ -131,43 +120,17 @@ def pair(upstream_loop: BackgroundLoop, tmp_path_factory: pytest.TempPathFactory
     (prefix / "tls.key").write_bytes(pem[1])
     echo = EchoServers(upstream_loop, ["web"])
     http_port, internal, dead = free_port(), free_port(), free_port()
-    conf = NGINX_CONF.format(prefix=prefix, http=http_port, internal=internal, dead=dead)
-    (prefix / "nginx.conf").write_text(conf)
+    base = NGINX_HTTP_BASE.format(prefix=prefix)
+    conf = NGINX_CONF.format(prefix=prefix, base=base, http=http_port, internal=internal, dead=dead)
     with contextlib.ExitStack() as stack:
         stack.callback(echo.close)
-        cmd = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
-        cmd += ["-e", str(prefix / "error.log")]
-        log = stack.enter_context((prefix / "stdout.log").open("wb"))
-        nginx = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        stack.callback(_stop, nginx)
+        start_nginx(stack, prefix, conf, http_port)
         work = tmp_path_factory.mktemp("e2e-pages-ingressd")
         proc = Ingressd(work / "manifests", work / "ingressd.log")
         proc.update({"all.yaml": objects(echo, dead)})
         stack.callback(proc.stop)
         proc.start()
-        _wait_port(nginx, http_port, prefix)
         yield Pair(http_port, proc)
-
-
-def _wait_port(proc: subprocess.Popen[bytes], port: int, prefix: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (prefix / "error.log").read_text(errors="replace")
-        with contextlib.suppress(OSError):
-            raw_exchange(port, b"", timeout=0.2)
-            return
-        time.sleep(0.05)
-    raise AssertionError("nginx did not listen within 10 s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass(frozen=True)
