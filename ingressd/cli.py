@@ -902,12 +902,30 @@ def _check_input(
         cluster.close()
 
 
-def _check(args: argparse.Namespace) -> int:
+def _read_then_run(args: argparse.Namespace) -> int:
+    """check, diff and export: the objects read once, as check reads them, then the
+    command run on them."""
     options = build_options(args)
     try:
         snapshot, problems, notes = _check_input(args, options)
     except _Unreadable as exc:
         return _fail(args.command, str(exc), EXIT_USAGE)
+    if args.command == "diff":
+        from .diff.command import run_diff
+
+        return run_diff(args, snapshot, options)
+    if args.command == "export":
+        return run_export(args, snapshot, problems, options)
+    return _check(args, options, snapshot, problems, notes)
+
+
+def _check(
+    args: argparse.Namespace,
+    options: BuildOptions,
+    snapshot: Snapshot,
+    problems: tuple[Problem, ...],
+    notes: tuple[str, ...],
+) -> int:
     report = check(
         snapshot,
         options,
@@ -927,26 +945,6 @@ def _check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _diff(args: argparse.Namespace) -> int:
-    from .diff.command import run_diff
-
-    options = build_options(args)
-    try:
-        snapshot, _, _ = _check_input(args, options)
-    except _Unreadable as exc:
-        return _fail(args.command, str(exc), EXIT_USAGE)
-    return run_diff(args, snapshot, options)
-
-
-def _export(args: argparse.Namespace) -> int:
-    options = build_options(args)
-    try:
-        snapshot, problems, _ = _check_input(args, options)
-    except _Unreadable as exc:
-        return _fail(args.command, str(exc), EXIT_USAGE)
-    return run_export(args, snapshot, problems, options)
-
-
 def _fail(command: str, message: str, code: int) -> int:
     """One line on stderr, and the exit code."""
     print(f"ingressd {command}: {message}", file=sys.stderr)
@@ -961,12 +959,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.manifests is not None and getattr(args, "admission_port", None):
         return _fail(args.command, "--admission-port needs cluster mode", EXIT_USAGE)
     try:
-        if args.command == "check":
-            return _check(args)
-        if args.command == "diff":
-            return _diff(args)
-        if args.command == "export":
-            return _export(args)
+        if args.command in ("check", "diff", "export"):
+            return _read_then_run(args)
         config = config_from(args)
         import uvloop
 

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import sys
 from collections import Counter
+from collections.abc import Callable
 
 from ..model.objects import Snapshot
 from ..routing.build import BuildOptions, build_table
@@ -31,37 +32,33 @@ def _address(value: str) -> Address:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _whole(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 1000000")
-    return int(value)
+def _whole_up_to(top: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit() or not 1 <= int(value) <= top:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to {top}")
+        return int(value)
+
+    return parse
 
 
-def _concurrency(value: str) -> int:
-    # Each probe in flight holds a connection to each side: bounded like the rest.
-    if not value.isdigit() or not 1 <= int(value) <= 256:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 256")
-    return int(value)
+def _positive_up_to(top: float, what: str) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = 0.0
+        if not 0 < number <= top:
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what} {top:g}")
+        return number
+
+    return parse
 
 
-def _timeout(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds <= 3600:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds up to 3600")
-    return seconds
-
-
-def _rate(value: str) -> float:
-    try:
-        rate = float(value)
-    except ValueError:
-        rate = 0.0
-    if not 0 < rate <= 10000:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a rate from 0 to 10000 per second")
-    return rate
+_whole = _whole_up_to(1_000_000)
+# Each probe in flight holds a connection to each side: bounded like the rest.
+_concurrency = _whole_up_to(256)
+_timeout = _positive_up_to(3600, "a number of seconds up to")
+_rate = _positive_up_to(10000, "a rate per second up to")
 
 
 def _header_name(value: str) -> str:
