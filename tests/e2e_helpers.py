@@ -646,6 +646,10 @@ class Ingressd:
                     raise _PortClash
                 raise AssertionError(f"ingressd exited with {code} before ready:\n{log}")
             if self.admin_status(until) == 200:
+                if not _listens_on(self.proc.pid, self.admin_port):  # type: ignore[union-attr]
+                    # Another process took the admin port first and answered: this
+                    # one is about to exit for it.
+                    raise _PortClash
                 return
             time.sleep(0.05)
         raise AssertionError(f"ingressd not ready within {READY_TIMEOUT:.0f} s:\n{self.log()}")
@@ -826,6 +830,25 @@ def start_nginx(stack: contextlib.ExitStack, prefix: Path, conf: str, port: int)
             return
         time.sleep(0.05)
     raise AssertionError("nginx did not listen within 10 s")
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on ``port`` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                # local address "ADDR:PORT" in hex; state 0A is LISTEN
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    inodes.add(f"socket:[{fields[9]}]")
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return True
+    return False
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:
