@@ -52,7 +52,12 @@ INGRESSD_REQUIRE_COMPILED=1 .venv/bin/python -m pip install -q --disable-pip-ver
 .venv/bin/ruff format --check .
 # Everything on the compiled build, then the unit tests again on pure Python
 # (the fallback where no C compiler is found): both must behave the same.
-INGRESSD_EXPECT_BUILD=compiled .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Two worker processes (pytest-xdist), whatever the machine: in the first run one
+# takes the end-to-end tests, one after another as in a single process
+# (tests/conftest.py puts them in one group), while the other builds the wheel
+# (mypyc: minutes) and runs the unit tests. `-n 0` among the arguments: one process.
+XDIST=(-n 2 --dist loadscope)
+INGRESSD_EXPECT_BUILD=compiled .venv/bin/python -m pytest -q -p no:cacheprovider "${XDIST[@]}" "$@"
 echo "== the unit tests again, on pure Python (INGRESSD_PURE_PYTHON=1)"
 INGRESSD_PURE_PYTHON=1 INGRESSD_EXPECT_BUILD=pure \
-  exec .venv/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/e2e "$@"
+  exec .venv/bin/python -m pytest -q -p no:cacheprovider "${XDIST[@]}" --ignore=tests/e2e "$@"

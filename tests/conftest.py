@@ -7,6 +7,9 @@
 * ``ingressd``: a factory ``ingressd(files, *extra_args)`` that writes manifests
   and starts ``ingressd serve`` on free ports; everything it started is stopped
   after the test.
+
+Under pytest-xdist (``scripts/test.sh`` runs ``-n 2 --dist loadscope``),
+``E2EInOneWorker`` says what must stay in one worker process.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from e2e_helpers import (
 )
 
 from ingressd.model.objects import Obj
+
+E2E_SCOPE = "tests/e2e"  # how node ids name the end-to-end tests' folder
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +96,34 @@ def ingressd(tmp_path: Path, curl_binary: str) -> Iterator[IngressdFactory]:
     finally:
         for proc in started:
             proc.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(E2EInOneWorker(), "e2e-in-one-worker")
+
+
+class E2EInOneWorker:
+    """``-n N --dist loadscope`` (pytest-xdist), as scripts/test.sh runs the suite.
+
+    xdist's loadscope hands each worker process whole scopes, the biggest first,
+    and another only when it is about to run out. The scopes here: every
+    end-to-end test together, so they run one after another as without xdist and
+    their timing (read timeouts, debounces, drains) meets one test's processes at
+    a time, while the other worker runs the unit tests; otherwise one module each,
+    so a module-scoped fixture (the wheel, compiled by mypyc, in
+    tests/repo/test_dockerfile.py) is made once, not once per worker. (xdist's
+    own groups, ``--dist loadgroup``, are not applied under pytest 9.2.)
+    """
+
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: object) -> object:
+        if config.getvalue("dist") != "loadscope":
+            return None  # xdist's own
+        from xdist.scheduler import LoadScopeScheduling
+
+        class Scheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                module = nodeid.split("::", 1)[0]
+                return E2E_SCOPE if module.startswith(E2E_SCOPE + "/") else module
+
+        return Scheduling(config, log)  # type: ignore[arg-type]

@@ -275,17 +275,21 @@ def slow_curl_upload(
 def slow_raw_upload(
     env: Env, host: str, target: str, pieces: list[bytes], pause: float = 0.4
 ) -> tuple[bytes, float]:
-    """A Content-Length body sent piece by piece on a raw socket."""
+    """A Content-Length body sent piece by piece on a raw socket. Returns the
+    answer and when the last piece began to go: the body cannot have ended
+    before. (A time taken after that send lets the origin, in another thread,
+    note the request first when this one waits for the CPU or the GIL.)"""
     total = sum(len(p) for p in pieces)
     with socket.create_connection((LOCALHOST, env.ing.http_port), timeout=20) as s:
         s.sendall(
             f"PUT {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {total}\r\n"
             "Connection: close\r\n\r\n".encode()
         )
+        last = 0.0
         for piece in pieces:
             time.sleep(pause)
+            last = time.monotonic()
             s.sendall(piece)
-        last = time.monotonic()
         answer = b""
         while chunk := s.recv(65536):
             answer += chunk

@@ -401,17 +401,29 @@ def test_traffic_keeps_flowing_while_the_api_server_is_down(
     wait_for(lambda: served_by(ing, "b.test") == "api", 20, what="changes after the outage")
 
 
+def failed_reconnects(ing: Ingressd) -> int:
+    """How many times the Ingress watch has failed and backed off so far."""
+    return ing.log().count("Ingress watch failed")
+
+
 def test_changes_are_served_promptly_after_each_of_repeated_api_server_restarts(
     apiserver: KubeApiServer, echo_servers: EchoServers, start: Start
 ) -> None:
-    # Each outage is long enough for several failed reconnects. The backoff
+    # Each outage lasts until several reconnects have failed. The backoff
     # starts over once a list or watch succeeds again, so the fifth outage is
     # retried as quickly as the first (it used to grow to its 30 s cap).
     seed(apiserver, [*backends(echo_servers), simple("a", "a.test", "web")])
     ing = start()
     for i in range(1, 6):
+        before = failed_reconnects(ing)
         apiserver.stop()
-        time.sleep(2.0)
+        # Three failures: the Ingress watch's delay has doubled twice (the next is
+        # 1-2 s); without the reset it would grow from there, outage after outage.
+        wait_for(
+            lambda b=before: failed_reconnects(ing) >= b + 3,
+            10,
+            what=f"three failed reconnects in outage {i}",
+        )
         apiserver.start()
         name = f"after-restart-{i}"
         apiserver.create(simple(name, f"{name}.test", "api"))

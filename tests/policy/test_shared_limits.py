@@ -224,17 +224,37 @@ def test_processes_share_the_places(shared: SharedLimits) -> None:
 def _churn(
     handle: TableHandle, column: int, start: Any, conn: Connection, config: LimitConfig, n: int
 ) -> None:
-    lim = IngressLimiter(INGRESS, config, handle.attach(column))
+    table = handle.attach(column)
+    lim = IngressLimiter(INGRESS, config, table)
+    assert lim.conns is not None
     conn.send("ready")
     start.wait(DEADLINE)
     most = 0
     for i in range(n):
-        verdict = lim.admit(f"10.0.0.{i % 3}", 1000.0 + i / 1000)
+        client = f"10.0.0.{i % 3}"
+        verdict = lim.admit(client, 1000.0 + i / 1000)
         if isinstance(verdict, Slot):
-            assert lim.conns is not None
-            most = max(most, lim.conns.count(f"10.0.0.{i % 3}"))
+            most = max(most, held_now(table, lim, client))
             verdict.release()
     conn.send(most)
+
+
+def held_now(table: LimitTable, lim: IngressLimiter, client: str) -> int:
+    """The places ``client`` holds over all processes, at one instant.
+
+    ``count`` adds the columns up one by one without the lock, so a process
+    preempted between two columns could add a place given back in one to a place
+    taken since in another: more than were ever held at once (the flake this
+    test had under load). Under the bucket's lock no place is taken (``admit``
+    takes it), and a place given back meanwhile only lowers the sum: whatever is
+    read is at most what was held when the lock was taken."""
+    assert lim.conns is not None
+    bucket = entry_of(table, lim, client)
+    fcntl.lockf(table.fd, fcntl.LOCK_EX, 1, bucket)
+    try:
+        return lim.conns.count(client)
+    finally:
+        fcntl.lockf(table.fd, fcntl.LOCK_UN, 1, bucket)
 
 
 def test_places_taken_and_given_back_concurrently_never_exceed_the_limit(
