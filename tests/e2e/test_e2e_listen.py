@@ -102,14 +102,19 @@ def run_ingressd(args: list[str], tmp_path: Path) -> tuple[int, str]:
 def test_a_port_in_use_is_one_line_exit_1_and_nothing_left(
     tmp_path: Path, command: str, flag: str, workers: int
 ) -> None:
-    with occupied() as port:
-        ports = {f: port if f == flag else free_port() for f in FLAGS}
-        args = [command, "--manifests", str(manifests(tmp_path)), "--address", LOCALHOST]
-        args += [a for f, p in ports.items() for a in (f, str(p))]
-        args += ["--workers", str(workers), "--shutdown-delay", "5"]
-        code, err = run_ingressd(args, tmp_path)
+    for _ in range(3):
+        with occupied() as port:
+            ports = {f: port if f == flag else free_port() for f in FLAGS}
+            args = [command, "--manifests", str(manifests(tmp_path)), "--address", LOCALHOST]
+            args += [a for f, p in ports.items() for a in (f, str(p))]
+            args += ["--workers", str(workers), "--shutdown-delay", "5"]
+            code, err = run_ingressd(args, tmp_path)
+        lines = [line for line in err.splitlines() if "cannot listen" in line]
+        # A free port can be taken again before ingressd binds it (by the demo's own
+        # upstreams, or anyone's): only a clash on the port held here is the case.
+        if not any(f":{p} (" in line for line in lines for p in ports.values() if p != port):
+            break
     assert code == 1, err
-    lines = [line for line in err.splitlines() if "cannot listen" in line]
     assert lines == [
         f"ingressd {command}: cannot listen on {LOCALHOST}:{port} ({flag}): address already in use"
     ], err
