@@ -1590,22 +1590,36 @@ def _external_auth(values: Mapping[str, Any], messages: list[str]) -> ExternalAu
     cache_key = values.get("auth-cache-key")
     if cache_key is None and "auth-cache-duration" in values:
         messages.append("auth-cache-duration: no effect without auth-cache-key")
-    return ExternalAuth(
-        url=url,
-        method=values.get("auth-method"),
-        response_headers=values.get("auth-response-headers", ()),
-        signin=values.get("auth-signin"),
-        signin_param=values.get("auth-signin-redirect-param", "rd"),
-        request_redirect=values.get("auth-request-redirect"),
-        always_set_cookie=values.get("auth-always-set-cookie", False),
-        cache_key=cache_key,
-        cache_durations=values.get("auth-cache-duration", DEFAULT_DURATIONS)
-        if cache_key is not None
-        else (),
+    return auth_service(
+        values,
+        "",
+        cache_key,
+        cache_key is not None,
         keepalive=keepalive,
         keepalive_requests=max(requests, 1),
         keepalive_timeout=float(max(timeout, 1)),
         keepalive_share_vars=values.get("auth-keepalive-share-vars", False),
+    )
+
+
+def auth_service(
+    values: Mapping[str, Any], prefix: str, cache_key: Any, cache_on: bool, **keepalive: Any
+) -> ExternalAuth:
+    """The ExternalAuth that ``PREFIX + auth-*`` values describe: a route's
+    annotations (prefix "") or the ConfigMap's global auth ("global-")."""
+    return ExternalAuth(
+        url=values[prefix + "auth-url"],
+        method=values.get(prefix + "auth-method"),
+        response_headers=values.get(prefix + "auth-response-headers", ()),
+        signin=values.get(prefix + "auth-signin"),
+        signin_param=values.get(prefix + "auth-signin-redirect-param", "rd"),
+        request_redirect=values.get(prefix + "auth-request-redirect"),
+        always_set_cookie=values.get(prefix + "auth-always-set-cookie", False),
+        cache_key=cache_key,
+        cache_durations=values.get(prefix + "auth-cache-duration", DEFAULT_DURATIONS)
+        if cache_on
+        else (),
+        **keepalive,
     )
 
 

@@ -44,6 +44,7 @@ from . import buffering, otel
 from .annotations import (
     AnnotationError,
     Verdict,
+    auth_service,
     parse_auth_method,
     parse_auth_url,
     parse_buffer_size,
@@ -64,7 +65,6 @@ from .annotations import (
     parse_size,
     parse_ssl_ciphers,
 )
-from .auth_cache import DEFAULT_DURATIONS
 from .header_maps import parse_allowed, parse_global_ref
 from .response_rewrite import response_rewrite
 from .snippet_access import access_directives
@@ -1281,19 +1281,7 @@ def _global_auth(values: Mapping[str, Any]) -> ExternalAuth | None:
     if url is None:
         return None
     cache_key = values.get("global-auth-cache-key")
-    return ExternalAuth(
-        url=url,
-        method=values.get("global-auth-method"),
-        response_headers=values.get("global-auth-response-headers", ()),
-        signin=values.get("global-auth-signin"),
-        signin_param=values.get("global-auth-signin-redirect-param", "rd"),
-        request_redirect=values.get("global-auth-request-redirect"),
-        always_set_cookie=values.get("global-auth-always-set-cookie", False),
-        cache_key=cache_key,
-        cache_durations=values.get("global-auth-cache-duration", DEFAULT_DURATIONS)
-        if cache_key
-        else (),
-    )
+    return auth_service(values, "global-", cache_key, bool(cache_key))
 
 
 def _tracing(values: Mapping[str, Any]) -> TracingConfig:
