@@ -142,6 +142,52 @@ def aiohttp_service(
         loop.run(app_runner.cleanup())
 
 
+@dataclass
+class RecordingService:
+    """An HTTP service (an auth service, mostly) that records what each request
+    looked like (``describe``: its lowercase headers unless a subclass says
+    otherwise) and answers it (``answer``: 200 "ok" unless a subclass says
+    otherwise). ``serve`` runs it on a free port of 127.0.0.1."""
+
+    port: int = 0
+    seen: list[Any] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def describe(self, request: Any) -> Any:
+        return {k.lower(): v for k, v in request.headers.items()}
+
+    async def answer(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.Response(text="ok")
+
+    async def handle(self, request: Any) -> Any:
+        entry = await self.describe(request)
+        with self.lock:
+            self.seen.append(entry)
+        return await self.answer(request)
+
+    @contextlib.contextmanager
+    def serve(self, loop: BackgroundLoop, **runner: Any) -> Iterator[Any]:
+        with aiohttp_service(loop, self.handle, **runner) as port:
+            self.port = port
+            yield self
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.seen)
+
+    mark = count  # what since() takes
+
+    def last(self) -> Any:
+        with self.lock:
+            return self.seen[-1]
+
+    def since(self, mark: int) -> list[Any]:
+        with self.lock:
+            return self.seen[mark:]
+
+
 def annotated(host: str, *paths: str, **annotations: str) -> Obj:
     """An Ingress named after ``host``'s first label, its ``paths`` (default "/") to
     Service ``web``, with nginx annotations as keywords (``auth_url`` for auth-url)."""

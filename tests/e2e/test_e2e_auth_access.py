@@ -8,10 +8,8 @@ module's cases.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
@@ -19,7 +17,7 @@ from e2e_helpers import (
     LOCALHOST,
     BackgroundLoop,
     Ingressd,
-    aiohttp_service,
+    RecordingService,
     annotated,
     serving_echo,
 )
@@ -28,25 +26,19 @@ A = "nginx.ingress.kubernetes.io/"
 BASIC = "Authorization: Basic YWxpY2U6czNjcmV0"  # alice:s3cret
 
 
-@dataclass
-class AuthService:
+class AuthService(RecordingService):
     """Answers by X-Token: good (200), cookie (200 with Set-Cookie), nostore (200,
     Cache-Control: no-store), forbidden (403), boom (502), else 401."""
 
-    port: int = 0
-    seen: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def describe(self, request: web.Request) -> dict:
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        with self.lock:
-            self.seen.append(
-                {
-                    "path": request.path,
-                    "peer": peer[1] if peer else 0,
-                    "headers": {k.lower(): v for k, v in request.headers.items()},
-                }
-            )
+        return {
+            "path": request.path,
+            "peer": peer[1] if peer else 0,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+        }
+
+    async def answer(self, request: web.Request) -> web.StreamResponse:
         token = request.headers.get("X-Token", "")
         if token.startswith("good"):
             resp = web.Response(text="ok")
@@ -66,20 +58,10 @@ class AuthService:
             status=401, text="who", headers={"WWW-Authenticate": 'Bearer realm="svc"'}
         )
 
-    def since(self, mark: int) -> list[dict]:
-        with self.lock:
-            return self.seen[mark:]
-
-    def mark(self) -> int:
-        with self.lock:
-            return len(self.seen)
-
 
 @pytest.fixture(scope="module")
 def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
-    service = AuthService()
-    with aiohttp_service(upstream_loop, service.handle, keepalive_timeout=30) as port:
-        service.port = port
+    with AuthService().serve(upstream_loop, keepalive_timeout=30) as service:
         yield service
 
 

@@ -6,9 +6,7 @@ records every subrequest, and answers as oauth2-proxy-like services do.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -17,7 +15,7 @@ from e2e_helpers import (
     LOCALHOST,
     BackgroundLoop,
     Ingressd,
-    aiohttp_service,
+    RecordingService,
     annotated,
     free_port,
     nginx_page,
@@ -28,25 +26,18 @@ from e2e_helpers import (
 A = "nginx.ingress.kubernetes.io/"
 
 
-@dataclass
-class AuthService:
+class AuthService(RecordingService):
     """Records subrequests; answers by X-Token: good, forbidden, boom, slow, else 401."""
 
-    port: int = 0
-    seen: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    async def describe(self, request: web.Request) -> dict:
+        return {
+            "method": request.method,
+            "path": request.path_qs,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": await request.read(),
+        }
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        with self.lock:
-            self.seen.append(
-                {
-                    "method": request.method,
-                    "path": request.path_qs,
-                    "headers": {k.lower(): v for k, v in request.headers.items()},
-                    "body": body,
-                }
-            )
+    async def answer(self, request: web.Request) -> web.StreamResponse:
         token = request.headers.get("X-Token", "")
         if token == "good":
             resp = web.Response(text="ok")
@@ -67,20 +58,10 @@ class AuthService:
         resp.headers.add("Set-Cookie", "csrf=xyz; Path=/")
         return resp
 
-    def last(self) -> dict:
-        with self.lock:
-            return self.seen[-1]
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.seen)
-
 
 @pytest.fixture(scope="module")
 def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
-    service = AuthService()
-    with aiohttp_service(upstream_loop, service.handle) as port:
-        service.port = port
+    with AuthService().serve(upstream_loop) as service:
         yield service
 
 

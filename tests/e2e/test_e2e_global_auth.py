@@ -6,9 +6,8 @@ One ingressd with a controller ConfigMap naming a real auth service on
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
@@ -17,7 +16,7 @@ from e2e_helpers import (
     BackgroundLoop,
     EchoServers,
     Ingressd,
-    aiohttp_service,
+    RecordingService,
     annotated,
     backends,
     serving,
@@ -30,35 +29,21 @@ A = "nginx.ingress.kubernetes.io/"
 BASIC = "Authorization: Basic YWxpY2U6czNjcmV0"  # alice:s3cret
 
 
-@dataclass
-class AuthService:
+class AuthService(RecordingService):
     """200 for X-Token: good (X-Auth-User: alice), 401 with a challenge otherwise."""
 
-    port: int = 0
-    seen: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    async def describe(self, request: web.Request) -> dict:
+        return {"path": request.path, "method": request.method}
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        with self.lock:
-            self.seen.append({"path": request.path, "method": request.method})
+    async def answer(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("X-Token") == "good":
             return web.Response(text="ok", headers={"X-Auth-User": "alice"})
         return web.Response(status=401, headers={"WWW-Authenticate": 'Bearer realm="global"'})
 
-    def mark(self) -> int:
-        with self.lock:
-            return len(self.seen)
-
-    def since(self, mark: int) -> list[dict]:
-        with self.lock:
-            return self.seen[mark:]
-
 
 @pytest.fixture(scope="module")
 def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
-    service = AuthService()
-    with aiohttp_service(upstream_loop, service.handle) as port:
-        service.port = port
+    with AuthService().serve(upstream_loop) as service:
         yield service
 
 

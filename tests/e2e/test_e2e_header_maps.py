@@ -11,19 +11,16 @@ watched by name, changed live) is in test_e2e_cluster.py.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
-from aiohttp import web
 from e2e_helpers import (
     LOCALHOST,
     BackgroundLoop,
     CurlResult,
     EchoServers,
     Ingressd,
-    aiohttp_service,
+    RecordingService,
     annotated,
     backends,
     curl,
@@ -78,33 +75,13 @@ CUSTOM = {
 }
 
 
-@dataclass
-class AuthService:
+class AuthService(RecordingService):
     """Allows every subrequest and records its headers."""
-
-    port: int = 0
-    seen: list[dict[str, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        with self.lock:
-            self.seen.append({k.lower(): v for k, v in request.headers.items()})
-        return web.Response(text="ok")
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.seen)
-
-    def last(self) -> dict[str, str]:
-        with self.lock:
-            return self.seen[-1]
 
 
 @pytest.fixture(scope="module")
 def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
-    service = AuthService()
-    with aiohttp_service(upstream_loop, service.handle) as port:
-        service.port = port
+    with AuthService().serve(upstream_loop) as service:
         yield service
 
 

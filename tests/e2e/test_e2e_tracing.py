@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
-from aiohttp import web
 from e2e_helpers import (
     LOCALHOST,
     BackgroundLoop,
     EchoServers,
     Ingressd,
-    aiohttp_service,
+    RecordingService,
     backends,
     curl,
     free_port,
@@ -77,18 +74,8 @@ def parse_traceparent(value: str) -> tuple[str, str, bool]:
     return m.group(1), m.group(2), bool(int(m.group(3), 16) & 1)
 
 
-@dataclass
-class AuthService:
+class AuthService(RecordingService):
     """Allows everything; records the headers of each subrequest."""
-
-    port: int = 0
-    seen: list[dict[str, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        with self.lock:
-            self.seen.append({k.lower(): v for k, v in request.headers.items()})
-        return web.Response(text="ok")
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +87,7 @@ def collector() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def auth_service(upstream_loop: BackgroundLoop) -> Iterator[AuthService]:
-    service = AuthService()
-    with aiohttp_service(upstream_loop, service.handle) as port:
-        service.port = port
+    with AuthService().serve(upstream_loop) as service:
         yield service
 
 
