@@ -32,6 +32,7 @@ import yaml
 from ..kube import yamlsafe
 from ..model.objects import CLUSTER_SCOPED, KINDS, Obj, ObjectStore, Snapshot, compact, describe
 from ..model.problems import Problem
+from .folder_watch import watch_folder
 
 log = logging.getLogger("ingressd.manifests")
 
@@ -40,14 +41,17 @@ DEFAULT_NAMESPACE = "default"
 FORCE_POLLING_ENV = "INGRESSD_FORCE_POLLING"
 
 # How long the watcher may stay silent before it hands back control; each tick
-# re-checks that the root is still the directory being watched.
-WATCH_TICK_MS = 250
-WATCH_STEP_MS = 20
+# re-checks that the root is still the directory being watched. Polling ticks
+# more often: each tick also compares the fingerprint (see ManifestSource). The
+# step is how often the watcher thread looks at its stop flag (folder_watch.py).
+WATCH_TICK_MS = 1000
+POLL_TICK_MS = 250
+WATCH_STEP_MS = 50
 POLL_DELAY_MS = 250
 ROOT_POLL_SECONDS = 0.25
 RETRY_SECONDS = 1.0
 # With native notifications, compare fingerprints every this many quiet ticks.
-NATIVE_CHECK_TICKS = 20
+NATIVE_CHECK_TICKS = 5
 # Changed files are reloaded on the event loop when no more than this much of
 # their text is new (about 40 Ingresses: a few ms), else in a thread.
 INLINE_PARSE_CHARS = 64 * 1024
@@ -955,34 +959,35 @@ class ManifestSource:
         check_every = 1 if polling else NATIVE_CHECK_TICKS
         synced = False
         quiet_ticks = 0
-        async for changes in watchfiles.awatch(
+        batches = watch_folder(
             self.root,
-            debounce=self.debounce_ms,
-            step=min(WATCH_STEP_MS, self.debounce_ms),
-            stop_event=stop,
-            recursive=True,
-            force_polling=polling,
+            stop,
+            debounce_ms=self.debounce_ms,
+            step_ms=min(WATCH_STEP_MS, self.debounce_ms),
+            tick_ms=POLL_TICK_MS if polling else WATCH_TICK_MS,
+            polling=polling,
             poll_delay_ms=POLL_DELAY_MS,
-            rust_timeout=WATCH_TICK_MS,
-            yield_on_timeout=True,
-        ):
-            if not changes:
-                quiet_ticks += 1
-            # The first tick means the watcher is in place: reload once then, so a
-            # change made while it was being set up is not missed.
-            if (
-                changes
-                or not synced
-                or (quiet_ticks % check_every == 0 and await self._changed_on_disk())
-            ):
-                log.debug("reloading %s (%d changes)", self.root, len(changes))
-                files = None
-                if changes and synced and self._fingerprint is not None:
-                    files = _changed_files(self.root, changes, self._fingerprint)
-                await self._reload(files)
-                synced = True
-            if _dir_identity(self.root) != identity:
-                # Deleted or swapped for another directory: the watch is on the
-                # old one, so start over.
-                log.info("manifest directory %s was removed or replaced", self.root)
-                return
+        )
+        # Closed on the way out, so its thread stops now, not when collected.
+        async with contextlib.aclosing(batches):
+            async for changes in batches:
+                if not changes:
+                    quiet_ticks += 1
+                # The first batch (empty) means the watcher is in place: reload once then, so a
+                # change made while it was being set up is not missed.
+                if (
+                    changes
+                    or not synced
+                    or (quiet_ticks % check_every == 0 and await self._changed_on_disk())
+                ):
+                    log.debug("reloading %s (%d changes)", self.root, len(changes))
+                    files = None
+                    if changes and synced and self._fingerprint is not None:
+                        files = _changed_files(self.root, changes, self._fingerprint)
+                    await self._reload(files)
+                    synced = True
+                if _dir_identity(self.root) != identity:
+                    # Deleted or swapped for another directory: the watch is on the
+                    # old one, so start over.
+                    log.info("manifest directory %s was removed or replaced", self.root)
+                    return
