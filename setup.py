@@ -35,7 +35,9 @@ BUILD_INFO = HERE / "ingressd" / "_build.json"
 COMPILED = (
     "ingressd/model/backend.py",
     "ingressd/model/cache.py",
+    "ingressd/model/globals.py",
     "ingressd/model/hashring.py",
+    "ingressd/model/policy.py",
     "ingressd/model/snippet.py",
     "ingressd/model/table.py",
     "ingressd/model/variables.py",

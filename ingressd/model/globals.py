@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .pickling import pickle_by_fields
+
 # ingress-nginx v1.15.1's defaults (internal/ingress/controller/config/config.go NewDefault)
 DEFAULT_HSTS_MAX_AGE = 31536000
 # Classes of request header names (proxy/http.py name_class): ProxySettings.drop_names_from
@@ -132,3 +134,6 @@ class GlobalConfig:
 
 
 DEFAULT_GLOBALS = GlobalConfig()
+
+
+pickle_by_fields(TLSParams, TracingConfig, GlobalConfig)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .backend import Backend, Endpoint
+from .pickling import pickle_by_fields
 from .regex import UserRegex
 from .snippet import SnippetPolicy
 
@@ -139,7 +140,10 @@ class CorsPolicy:
             out.append((b"Vary", b"Origin"))
         return out
 
-    preflight_headers = response_headers
+    def preflight_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
+        """The headers of the answer to a preflight: the same set (compiled code
+        cannot alias a method in the class body)."""
+        return self.response_headers(origin)
 
 
 # -- proxy-next-upstream (policy/retry.py) -------------------------------------------------
@@ -622,3 +626,10 @@ class RoutePolicy:
 
 
 DEFAULT_POLICY = RoutePolicy()
+
+
+pickle_by_fields(
+    LimitConfig, TextRewrite, ResponseRewrite, CorsPolicy, NextUpstream, AuthRef, BasicAuth,
+    Template, ExternalAuth, ProxySSL, UpstreamTLS, ClientAuthRef, ClientAuth, HeaderBlock,
+    Canary, Affinity, UpstreamHash, GlobalRateLimit, Mirror, RouteTracing, RoutePolicy,
+)  # fmt: skip
