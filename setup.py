@@ -43,6 +43,7 @@ COMPILED = (
     "ingressd/model/variables.py",
     "ingressd/observe/stats.py",
     "ingressd/policy/chash.py",
+    "ingressd/policy/health.py",
     "ingressd/policy/limits.py",
     "ingressd/proxy/body.py",
     "ingressd/proxy/client_h1.py",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,6 +19,18 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
+class _Turn:
+    """A round-robin position: the one mutable part of a frozen Backend. A
+    native counter once compiled (``next()`` on an itertools.count was a
+    generic builtin lookup and call per request); only the event loop's
+    thread picks."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Backend:
     """A resolved Service port: the addresses traffic for a route goes to.
@@ -33,13 +44,16 @@ class Backend:
     endpoints: tuple[Endpoint, ...] = ()
     error: str | None = None
     # Round-robin cursor: runtime state, not part of the table's identity.
-    _cursor: itertools.count = field(default_factory=itertools.count, repr=False)
+    _cursor: _Turn = field(default_factory=_Turn, repr=False)
 
     def pick(self) -> Endpoint | None:
         eps = self.endpoints
         if not eps:
             return None
-        return eps[next(self._cursor) % len(eps)]
+        turn = self._cursor
+        n = turn.n
+        turn.n = n + 1
+        return eps[n % len(eps)]
 
     # Cookie affinity maps, made on first use: only routes with affinity need
     # them, and hashing every endpoint of every backend on every build made up a

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from ..model.backend import Endpoint
 
-MAX_BACKOFF = 120.0
-MAX_ENTRIES = 10_000
+MAX_BACKOFF: Final = 120.0
+MAX_ENTRIES: Final = 10_000
 
 
 @dataclass(slots=True)

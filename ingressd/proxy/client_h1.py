@@ -441,8 +441,9 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
 
     def on_url(self, url: bytes) -> None:
         ex = self.reading
-        ex.url += url  # type: ignore[union-attr]
-        if len(ex.url) > self.state.settings.max_request_line:  # type: ignore[union-attr]
+        assert ex is not None  # on_message_begin made it
+        ex.url += url
+        if len(ex.url) > self.state.settings.max_request_line:
             raise _Reject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -510,7 +511,9 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
 
     def on_body(self, body: bytes) -> None:
         self._deadline = self.now() + self.state.settings.client_body_timeout
-        self.reading.request_body(body)  # type: ignore[union-attr]
+        ex = self.reading
+        assert ex is not None  # on_message_begin made it
+        ex.request_body(body)
 
     def on_message_complete(self) -> None:
         ex = self.reading

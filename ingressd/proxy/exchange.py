@@ -712,7 +712,9 @@ class Exchange(Outgoing):
 
     def _auth_cookies(self, status: int) -> list[tuple[bytes, bytes]]:
         """The auth service's Set-Cookie for a response with ``status``, as nginx's add_header."""
-        auth = self.forward.route.policy.external_auth  # type: ignore[union-attr]
+        fwd = self.forward
+        assert fwd is not None  # a response came: the request was forwarded
+        auth = fwd.route.policy.external_auth
         if auth is None or not (auth.always_set_cookie or status in ext_auth.COOKIE_STATUSES):
             return []
         return [(b"Set-Cookie", c) for c in self.auth_cookies]
@@ -967,9 +969,13 @@ class Exchange(Outgoing):
     ) -> None:
         client = self.client
         self.activity = client.now()
+        fwd = self.forward
+        # A response came: the request was forwarded. Narrowed, not ignored: on
+        # a union compiled code reads every attribute after it the generic way.
+        assert fwd is not None
         if self.lb_start is not None:
             # ewma: the time from asking the upstream to its response head
-            self.state.ewma.update(self.forward.endpoint, self.activity - self.lb_start)  # type: ignore[union-attr]
+            self.state.ewma.update(fwd.endpoint, self.activity - self.lb_start)
             self.lb_start = None
         if 100 <= status < 200 and status != 101:
             client.interim(self, status, reason)
@@ -979,7 +985,7 @@ class Exchange(Outgoing):
             self._upstream_error("invalid_response")
             self._upstream_failed("switched protocols without being asked")
             return
-        route = self.forward.route  # type: ignore[union-attr]
+        route = fwd.route
         statuses = None if route.plain else route.policy.next_upstream.statuses
         if statuses and status in statuses and self._retry(f"http_{status}", sent=True):
             return  # this response is dropped with its connection
@@ -1008,14 +1014,13 @@ class Exchange(Outgoing):
                 out = rewrite_response(policy.response_rewrite, out)
             if policy.limit_rate and status != 101:
                 self.throttle = Throttle(policy.limit_rate, policy.limit_rate_after, self.started)
-        fwd = self.forward
-        extra = fwd.response_headers if fwd is not None else ()
+        extra = fwd.response_headers
         if extra:
             # CORS headers replace the upstream's; others (Set-Cookie) are added.
-            if self.forward.route.policy.cors is not None:  # type: ignore[union-attr]
+            if route.policy.cors is not None:
                 out = http.drop_named(out, CORS_HEADERS)
             out = [*out, *extra]
-        hsts = fwd.hsts if fwd is not None else None
+        hsts = fwd.hsts
         if hsts is not None:
             # Replaces the upstream's, as lua_ingress.lua sets ngx.header[...].
             out = http.replace_named(out, _HSTS_LOWER, _HSTS, hsts)

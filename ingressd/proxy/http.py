@@ -54,7 +54,7 @@ OVERWRITTEN = frozenset(
 FORWARDED_IN = frozenset(
     {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"x-real-ip"}
 )
-MAX_FORWARDED_IN = 16
+MAX_FORWARDED_IN: Final = 16
 
 # What a client's Connection header may not remove from the upstream request:
 # what the request is routed by (Host; nginx always sets Host itself) and what
@@ -307,7 +307,7 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 class Target(NamedTuple):
