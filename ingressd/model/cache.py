@@ -14,10 +14,13 @@ traffic keeps asking for. Two parts do that:
   top of the uncached lookup. Only hashes are kept, no request's strings; str
   hashes are salted per process, so nobody can aim a key at a slot, and a
   collision can do no more than admit a key early or forget a first sighting;
-- **least recently used eviction** among the admitted (an ``OrderedDict``:
-  a hit moves its key to the end, an insert past ``capacity`` drops the
-  first). To push a hot entry out, an attacker has to get ``capacity`` keys
-  admitted, each sent twice, between two requests for it.
+- **least recently used eviction** among the admitted (a dict, which keeps
+  insertion order: a hit takes its key out and puts it back at the end, an
+  insert past ``capacity`` drops the first; plain dict operations, native in
+  compiled code, where an ``OrderedDict``'s ``get`` and ``move_to_end`` were
+  two generic method calls per request). To push a hot entry out, an
+  attacker has to get ``capacity`` keys admitted, each sent twice, between
+  two requests for it.
 
 Even a cache flushed all the time only costs what routing without it costs,
 plus those probes: the answer is the same either way (the cache only stores
@@ -31,7 +34,6 @@ the length of the keys it offers (``decide.MAX_CACHED_KEY``).
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict
 from typing import Final, Generic, TypeVar
 
 K = TypeVar("K")
@@ -53,7 +55,7 @@ class BoundedCache(Generic[K, V]):
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity  # 0: store nothing
-        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._entries: dict[K, V] = {}
         # The doorkeeper: the hash of the last key that missed, per slot (a
         # power of two of them, at least ``capacity``); -1, which no hash is,
         # marks an empty slot.
@@ -77,7 +79,8 @@ class BoundedCache(Generic[K, V]):
         entries = self._entries
         value = entries.get(key)
         if value is not None:
-            entries.move_to_end(key)
+            del entries[key]
+            entries[key] = value  # now the most recently used
             return value
         mark = hash(key)
         slot = mark & self._mask
@@ -95,4 +98,4 @@ class BoundedCache(Generic[K, V]):
         entries = self._entries
         entries[key] = value
         if len(entries) > self.capacity:
-            entries.popitem(last=False)
+            del entries[next(iter(entries))]  # the least recently used

@@ -702,6 +702,9 @@ _FORWARDED: Final = 11
 # Names seen that are forwarded as they are: _FORWARD plus their name class.
 _FORWARD: Final = 16
 # Learned names are kept up to this many (names are the client's choice).
+# Names as clients send them ("User-Agent", "accept"), with what _KINDS holds for
+# them: a browser's dozen header lines then cost a probe each, no lowered copy.
+_SENT_KINDS: Final[dict[bytes, tuple[bytes, int]]] = {}
 _KINDS_MAX: Final = 4096
 _KINDS: Final[dict[bytes, int]] = {
     # hop-by-hop, and what ingressd sets itself: never forwarded
@@ -721,8 +724,8 @@ _KINDS: Final[dict[bytes, int]] = {
 }
 
 
-def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
-    """Record one request header line on the exchange (HTTP/1.1 rules)."""
+def _kind(name: bytes) -> tuple[bytes, int]:
+    """The lowercase name and kind of a header name as a client sent it, learned."""
     lname = name.lower()
     kind = _KINDS.get(lname, 0)
     if kind == 0:
@@ -731,6 +734,18 @@ def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
         kind = _DROP if lname.startswith(b"proxy-") else _FORWARD + http.name_class(lname)
         if len(_KINDS) < _KINDS_MAX:
             _KINDS[lname] = kind
+    known = (lname, kind)
+    if len(_SENT_KINDS) < _KINDS_MAX:
+        _SENT_KINDS[name] = known
+    return known
+
+
+def _add_header(ex: Exchange, name: bytes, value: bytes) -> None:
+    """Record one request header line on the exchange (HTTP/1.1 rules)."""
+    known = _SENT_KINDS.get(name)
+    if known is None:
+        known = _kind(name)
+    lname, kind = known
     if kind >= _FORWARD:
         # drop_names_from: NAME_UNDERSCORE by default; NAME_KEEP_ALL passes every class.
         if kind - _FORWARD < ex.state.settings.drop_names_from:

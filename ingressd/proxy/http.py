@@ -98,7 +98,18 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
     return line
 
 
+# The Connection values nearly every message carries, with their tokens: no split,
+# strip and lower (method calls on bytes, each a generic one in compiled code).
+_COMMON_CONNECTION: Final = {
+    value: frozenset({value.lower()})
+    for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade")
+}
+
+
 def connection_tokens(value: bytes) -> set[bytes]:
+    common = _COMMON_CONNECTION.get(value)
+    if common is not None:
+        return set(common)
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
@@ -233,6 +244,42 @@ def response_headers(headers: Headers) -> Headers:
     return split_response(headers, False)[0]
 
 
+# What split_response does with an upstream response header, by its name as sent:
+# learned on first sight (bounded: past the limit a name is classified each time),
+# so a known name costs one dict probe, not a lowered copy and three set probes.
+_PASS: Final = 1  # to the client
+_LENGTH: Final = 2  # Content-Length
+_CHUNKED: Final = 3  # Transfer-Encoding
+_CONNECTION: Final = 4
+_HOP: Final = 5  # other hop-by-hop and Proxy-*: dropped
+_SERVER: Final = 6  # dropped unless allow-backend-server-header
+_HIDDEN: Final = 7  # Date, X-Pad, X-Accel-*: dropped
+_RESPONSE_KINDS: Final[dict[bytes, int]] = {}
+_RESPONSE_KINDS_MAX: Final = 1024
+
+
+def _response_kind(name: bytes) -> int:
+    lname = name.lower()
+    if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
+        if lname == b"content-length":
+            kind = _LENGTH
+        elif lname == b"transfer-encoding":
+            kind = _CHUNKED
+        elif lname == b"connection":
+            kind = _CONNECTION
+        else:
+            kind = _HOP
+    elif lname == b"server":
+        kind = _SERVER
+    elif lname in HIDDEN_RESPONSE or lname.startswith(b"x-accel-"):
+        kind = _HIDDEN
+    else:
+        kind = _PASS
+    if len(_RESPONSE_KINDS) < _RESPONSE_KINDS_MAX:
+        _RESPONSE_KINDS[name] = kind
+    return kind
+
+
 def split_response(headers: Headers, head: bool = True) -> tuple[Headers, bool, bytes | None]:
     """In one pass over an upstream response's headers: those to pass on (as
     ``response_headers``), whether the body is chunked, and its Content-Length.
@@ -243,22 +290,23 @@ def split_response(headers: Headers, head: bool = True) -> tuple[Headers, bool, 
     length = None
     server = False
     pass_server = _HEADS.pass_server
+    kinds = _RESPONSE_KINDS
     for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname.startswith(b"proxy-"):
-            if lname == b"content-length":
-                length = value
-            elif lname == b"transfer-encoding":
-                chunked = True
-            elif lname == b"connection":
+        kind = kinds.get(name, 0)
+        if kind == 0:
+            kind = _response_kind(name)
+        if kind == _PASS:
+            out.append((name, value))
+        elif kind == _LENGTH:
+            length = value
+        elif kind == _CHUNKED:
+            chunked = True
+        elif kind == _CONNECTION:
+            if value not in _COMMON_CONNECTION:  # those name nothing to drop
                 named = connection_tokens(value) | (named or set())
-            continue
-        if lname in HIDDEN_RESPONSE or lname.startswith(b"x-accel-"):
-            if pass_server and lname == b"server":  # allow-backend-server-header
-                server = True
-                out.append((name, value))
-            continue
-        out.append((name, value))
+        elif kind == _SERVER and pass_server:  # allow-backend-server-header
+            server = True
+            out.append((name, value))
     if pass_server and head and not server:
         out.append((b"Server", SERVER_TOKEN))
     if named:
