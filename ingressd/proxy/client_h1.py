@@ -562,7 +562,8 @@ class ClientConnection(asyncio.Protocol, ClientStream, Connection):
         chunked: bool,
         length: bytes | None,
     ) -> None:
-        parts = [http.status_line(status, reason), http.date_line(), http.serialize(headers)]
+        parts = [http.status_line(status, reason), http.date_line()]
+        http.serialize_into(parts, headers)
         if status == 101:
             parts.append(
                 b"Connection: upgrade\r\nUpgrade: " + (ex.upgrade_value or b"") + b"\r\n\r\n"

@@ -235,7 +235,19 @@ def drop_named(headers: Headers, names: AbstractSet[bytes]) -> Headers:
 
 
 def serialize(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    return b"".join([n + b": " + v + b"\r\n" for n, v in headers])
+    out: list[bytes] = []
+    serialize_into(out, headers)
+    return b"".join(out)
+
+
+def serialize_into(out: list[bytes], headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Header lines as pieces appended to ``out``, for the caller's one join: no
+    line is copied whole before the join copies it again."""
+    for name, value in headers:
+        out.append(name)
+        out.append(b": ")
+        out.append(value)
+        out.append(b"\r\n")
 
 
 def response_headers(headers: Headers) -> Headers:

@@ -388,8 +388,8 @@ def encode_request(req: Outgoing) -> bytes:
         b" ",
         fwd.target.encode("latin-1"),
         b" HTTP/1.0\r\n" if http10 else b" HTTP/1.1\r\n",
-        http.serialize(headers),
     ]
+    http.serialize_into(parts, headers)
     if req.host is None and host_override is None:
         parts.append(b"Host: " + host + b"\r\n")  # HTTP/1.0 without one: the upstream's name
     # An untrusted peer's X-Real-IP is in the connection's forwarded_tail already.
