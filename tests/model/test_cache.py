@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from ingressd.model.cache import CAPACITY, BoundedCache
+from ingressd.model.cache import CAPACITY, DOORKEEPER_SLOTS, BoundedCache
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -33,7 +33,8 @@ def test_keys_asked_for_once_never_enter() -> None:
     for n in range(1000):
         assert ask(cache, n, n) is None
     assert len(cache) == 0
-    assert len(cache._seen) == 8  # what it remembers of them: a hash per slot, no more
+    # What it remembers of them: a hash per slot, no more.
+    assert len(cache._seen) == 8 * DOORKEEPER_SLOTS
 
 
 def test_a_flood_of_new_keys_does_not_push_out_a_hot_one() -> None:
@@ -67,7 +68,18 @@ def test_an_attacker_sending_each_key_twice_stays_within_the_bound() -> None:
         ask(cache, n, n)
         ask(cache, n, n)
         assert len(cache) <= 32
-    assert len(cache._seen) == 32
+    assert len(cache._seen) == 32 * DOORKEEPER_SLOTS
+
+
+def test_keys_sharing_a_slot_are_admitted_all_the_same() -> None:
+    """A thousand keys in use, each asked for in turn: with one doorkeeper slot
+    per key, those sharing one wiped each other's mark and never got in."""
+    cache: BoundedCache[str, int] = BoundedCache(2048)
+    keys = [f"host-{n}.example/path" for n in range(1000)]
+    for _ in range(3):
+        for n, key in enumerate(keys):
+            ask(cache, key, n)
+    assert len(cache) >= 990
 
 
 def test_capacity_zero_keeps_nothing() -> None:
