@@ -9,7 +9,8 @@ the whole life of the watch and hands each batch to the event loop with
 
 The Rust side holds the GIL for a moment once every ``step_ms`` (it checks for
 signals and for the stop flag then), so the step is the other cost of an idle
-watch: 50 ms keeps it to 20 short visits a second.
+watch; it is also how long a change waits for the next one before it is handed
+over, so the caller keeps it short.
 """
 
 from __future__ import annotations
