@@ -702,10 +702,10 @@ _PROXY_CONNECTION: Final = 10
 _FORWARDED: Final = 11
 # Names seen that are forwarded as they are: _FORWARD plus their name class.
 _FORWARD: Final = 16
-# Learned names are kept up to this many (names are the client's choice).
 # Names as clients send them ("User-Agent", "accept"), with what _KINDS holds for
 # them: a browser's dozen header lines then cost a probe each, no lowered copy.
 _SENT_KINDS: Final[dict[bytes, tuple[bytes, int]]] = {}
+# Learned names are kept up to this many, in each (names are the client's choice).
 _KINDS_MAX: Final = 4096
 _KINDS: Final[dict[bytes, int]] = {
     # hop-by-hop, and what ingressd sets itself: never forwarded
