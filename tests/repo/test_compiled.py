@@ -146,6 +146,27 @@ def model_values() -> list[object]:
     return [policy, config, LimitConfig(rpm=60)]
 
 
+@pytest.mark.parametrize("module", ["ingressd.model.policy", "ingressd.model.globals"])
+def test_every_model_dataclass_pickles_by_its_fields(module: str) -> None:
+    """A dataclass added to these modules without joining their
+    ``pickle_by_fields`` list would pickle on pure Python and fail to load
+    once compiled."""
+    import copyreg
+
+    from ingressd.model.pickling import by_fields
+
+    loaded = importlib.import_module(module)
+    classes = [
+        value
+        for value in vars(loaded).values()
+        if isinstance(value, type)
+        and dataclasses.is_dataclass(value)
+        and value.__module__ == module
+    ]
+    assert classes
+    assert [c.__name__ for c in classes if copyreg.dispatch_table.get(c) is not by_fields] == []
+
+
 @pytest.mark.parametrize("value", model_values(), ids=lambda v: type(v).__name__)
 def test_model_values_pickle(value: object) -> None:
     """A spawned process is handed them (the shared limits' tests do): each
